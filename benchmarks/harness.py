@@ -1,0 +1,98 @@
+"""Side-by-side timing: every implementation of an operation in one run, medians and ratios.
+
+Each `bench_*.py` module exposes `cases() -> list[Case]`; `run.py` times them
+all, interleaving implementations round by round so that a noisy machine
+slows every side alike, and prints one Markdown table.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Case:
+    """One operation, timed for each implementation; `subject` is the one the ratios are about."""
+
+    operation: str
+    subject: str
+    impls: dict[str, Callable[[], object]]
+    # Operations per call of an implementation (a call may do a batch).
+    ops_per_call: int = 1
+    # Minimum speed-up of `subject` over each named implementation that the project promises.
+    targets: dict[str, float] = field(default_factory=dict)
+    # Calls per timed sample; None picks enough for about 20 ms.
+    number: int | None = None
+    rounds: int = 9
+
+
+@dataclass
+class Result:
+    case: Case
+    median: dict[str, float]  # seconds per operation
+
+
+def _calibrate(fn: Callable[[], object], budget: float = 0.02) -> int:
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget or number >= 1 << 20:
+            return number
+        number *= 2 if elapsed == 0 else max(2, min(10, int(budget / elapsed) + 1))
+
+
+def measure(case: Case) -> Result:
+    numbers = {name: case.number or _calibrate(fn) for name, fn in case.impls.items()}
+    samples: dict[str, list[float]] = {name: [] for name in case.impls}
+    gc_was_enabled = gc.isenabled()
+    try:
+        for _ in range(case.rounds):
+            for name, fn in case.impls.items():
+                number = numbers[name]
+                gc.collect()
+                gc.disable()
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                elapsed = time.perf_counter() - start
+                if gc_was_enabled:
+                    gc.enable()
+                samples[name].append(elapsed / (number * case.ops_per_call))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Result(case, {name: statistics.median(values) for name, values in samples.items()})
+
+
+def _fmt(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:.2f} µs"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| operation | implementation | median per op | subject's speed-up | promised |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for result in results:
+        case = result.case
+        subject_time = result.median[case.subject]
+        for name, seconds in result.median.items():
+            if name == case.subject:
+                ratio, target = "—", ""
+            else:
+                ratio = f"{seconds / subject_time:.1f}x"
+                promised = case.targets.get(name)
+                target = "" if promised is None else f">= {promised:g}x " + ("✅" if seconds / subject_time >= promised else "❌")
+            lines.append(f"| {case.operation} | {name} | {_fmt(seconds)} | {ratio} | {target} |")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every suite auditbus has, in one run: Rust (fmt, clippy, unit tests),
+# Python lint and types (ruff, stubtest, mypy), pytest and behave.
+# Runs against the installed package; `pip install ".[test]"` comes first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+step "cargo test"
+cargo test --quiet 2>&1 | tee /tmp/auditbus-cargo-test.log
+grep -qE "test result: ok\. [1-9][0-9]* passed" /tmp/auditbus-cargo-test.log || { echo "cargo test ran no test"; exit 1; }
+
+step "ruff"
+ruff check python tests features benchmarks
+ruff format --check python tests features benchmarks
+step "stubtest (stubs match the built module)"
+python -m mypy.stubtest auditbus._native --allowlist scripts/stubtest-allowlist.txt
+step "mypy (typed public API)"
+mypy python/auditbus
+
+step "pytest"
+# Exit code 5 means no test was collected: that is a failure here.
+python -m pytest -q -p no:cacheprovider
+step "behave"
+python -m behave --format progress --no-capture features | tee /tmp/auditbus-behave.log
+grep -qE "^[1-9][0-9]* scenarios? passed" /tmp/auditbus-behave.log || { echo "behave ran no scenario"; exit 1; }
+echo
+echo "all suites passed"

@@ -1,0 +1,29 @@
+//! auditbus native core. This file only declares modules and registers the
+//! Python-visible names of `auditbus._native`; each concept lives in its own
+//! module.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod errors;
+pub mod event;
+pub mod identity;
+pub mod timestamp;
+pub mod values;
+
+
+#[pyo3::pymodule(gil_used = false)]
+mod _native {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
+    #[pymodule_export]
+    use super::event::{DomainEvent, _restore_event};
+    #[pymodule_export]
+    use super::identity::_identity_var;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("EVENT_TYPE_VALUES", super::event::EVENT_TYPES.to_vec())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Event time: what a caller may pass, and the two text forms it is written in.
+//!
+//! Every timestamp is held as UTC. Callers may pass an aware `datetime`
+//! (converted to UTC), a naive one (taken as UTC), an ISO-8601 string, or
+//! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+
+use crate::errors::{Error, Result};
+
+const ACCEPTED: &str = "expected a datetime, an ISO-8601 string or Unix seconds";
+
+/// Reads a caller's timestamp; `field` names it in the error.
+pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
+        return Ok(aware.with_timezone(&Utc));
+    }
+    if let Ok(naive) = value.extract::<NaiveDateTime>() {
+        return Ok(naive.and_utc());
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        let text = text.to_string_lossy();
+        return parse(&text).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {text:?}")));
+    }
+    if !value.is_instance_of::<PyBool>() && (value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+        let seconds: f64 = value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {value}")))?;
+        return from_unix(seconds).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}; {value} is out of range")));
+    }
+    let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(Error::invalid(field, format!("{ACCEPTED}, got {type_name}")))
+}
+
+/// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC.
+pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(aware) = DateTime::parse_from_rfc3339(text) {
+        return Some(aware.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z"] {
+        if let Ok(aware) = DateTime::parse_from_str(text, format) {
+            return Some(aware.with_timezone(&Utc));
+        }
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(naive.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
+}
+
+fn from_unix(value: f64) -> Option<DateTime<Utc>> {
+    if !value.is_finite() {
+        return None;
+    }
+    let seconds = if value.abs() > 2e10 { value / 1000.0 } else { value };
+    let micros = (seconds * 1e6).round();
+    if micros.abs() > 9.0e18 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    DateTime::from_timestamp_micros(micros as i64)
+}
+
+/// `datetime.isoformat()` of an aware UTC datetime: `2026-01-02T03:04:05.000006+00:00`.
+/// This is the audit table's text form; the legacy service and Python 3.10's
+/// `fromisoformat` both read it.
+pub fn isoformat(ts: &DateTime<Utc>) -> String {
+    let mut text = ts.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    // AutoSi may print nanoseconds; the table keeps microseconds like Python.
+    if let Some(dot) = text.find('.') {
+        let end = text.len() - "+00:00".len();
+        let digits = &text[dot + 1..end];
+        let fixed = format!("{:0<6}", &digits[..digits.len().min(6)]);
+        text = format!("{}.{}+00:00", &text[..dot], fixed);
+    }
+    text
+}
+
+/// pydantic's JSON form of a UTC datetime: `2026-01-02T03:04:05.000006Z`,
+/// fraction only when there is one.
+pub fn json_text(ts: &DateTime<Utc>) -> String {
+    isoformat(ts).replace("+00:00", "Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let expected = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        for text in ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00", "2026-01-02 03:04:05", "2026-01-02T05:04:05+02:00"]
+        {
+            assert_eq!(parse(text), Some(expected), "{text}");
+        }
+        assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn formats_like_python() {
+        let ts = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000006Z").unwrap().with_timezone(&Utc);
+        assert_eq!(isoformat(&ts), "2026-01-02T03:04:05.000006+00:00");
+        assert_eq!(json_text(&ts), "2026-01-02T03:04:05.000006Z");
+        let whole = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        assert_eq!(isoformat(&whole), "2026-01-02T03:04:05+00:00");
+    }
+
+    #[test]
+    fn reads_unix_seconds_and_millis() {
+        assert_eq!(from_unix(1.0).unwrap().timestamp(), 1);
+        assert_eq!(from_unix(1_700_000_000_000.0).unwrap().timestamp(), 1_700_000_000);
+        assert!(from_unix(f64::NAN).is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! Python value -> JSON, for audit rows and `model_dump(mode="json")`.
+//!
+//! Any Python object converts without raising: containers are walked with a
+//! depth bound and cycle detection, well-known scalar types get their
+//! canonical text, and anything else falls back to `str()`, as the legacy
+//! `json.dumps(default=str)` did. Conversion never fails on odd input, because
+//! an audit row must be written even when a caller put something strange in
+//! `details`.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
+use serde_json::{Map, Number, Value};
+
+/// Nesting deeper than this is replaced by [`DEPTH_MARKER`]; it keeps the
+/// walk off the stack limit whatever the input.
+pub const MAX_DEPTH: usize = 64;
+/// Stands in for a container that contains itself.
+pub const CYCLE_MARKER: &str = "[circular reference]";
+/// Stands in for a container nested deeper than [`MAX_DEPTH`].
+pub const DEPTH_MARKER: &str = "[nested too deep]";
+
+/// Converts any Python object to JSON.
+pub fn to_json(obj: &Bound<'_, PyAny>) -> Value {
+    let mut path = Vec::new();
+    convert(obj, &mut path)
+}
+
+/// Converts a Python mapping to a JSON object, keys as text.
+pub fn dict_to_json(dict: &Bound<'_, PyDict>) -> Map<String, Value> {
+    let mut path = vec![dict.as_ptr() as usize];
+    convert_dict(dict, &mut path)
+}
+
+/// The text a JSON object key gets for any Python key, as `json.dumps` would.
+pub fn key_text(key: &Bound<'_, PyAny>) -> String {
+    if let Ok(s) = key.cast::<PyString>() {
+        return s.to_string_lossy().into_owned();
+    }
+    match convert(key, &mut Vec::new()) {
+        Value::String(s) => s,
+        Value::Null => "null".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
+    if obj.is_none() {
+        return Value::Null;
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Value::String(s.to_string_lossy().into_owned());
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Value::Bool(b.is_true());
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Value::Number(i.into());
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Value::Number(u.into());
+        }
+        return Value::String(text(obj));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Number::from_f64(f.value()).map_or_else(|| Value::String(text(obj)), Value::Number);
+    }
+    let id = obj.as_ptr() as usize;
+    let is_container = obj.is_instance_of::<PyDict>()
+        || obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>();
+    if is_container {
+        if path.contains(&id) {
+            return Value::String(CYCLE_MARKER.to_owned());
+        }
+        if path.len() >= MAX_DEPTH {
+            return Value::String(DEPTH_MARKER.to_owned());
+        }
+        path.push(id);
+        let value = if let Ok(dict) = obj.cast::<PyDict>() {
+            Value::Object(convert_dict(dict, path))
+        } else {
+            Value::Array(obj.try_iter().map(|it| it.flatten().map(|item| convert(&item, path)).collect()).unwrap_or_default())
+        };
+        path.pop();
+        return value;
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Value::String(String::from_utf8_lossy(b.as_bytes()).into_owned());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Value::String(String::from_utf8_lossy(&b.to_vec()).into_owned());
+    }
+    special(obj, path).unwrap_or_else(|| Value::String(text(obj)))
+}
+
+fn convert_dict(dict: &Bound<'_, PyDict>, path: &mut Vec<usize>) -> Map<String, Value> {
+    let mut map = Map::with_capacity(dict.len());
+    for (key, value) in dict.iter() {
+        map.insert(key_text(&key), convert(&value, path));
+    }
+    map
+}
+
+/// Dates, enums, mappings and pydantic-like models, which have a better
+/// JSON form than their `str()`.
+fn special(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Option<Value> {
+    let py = obj.py();
+    let kinds = py_kinds(py).ok()?;
+    let kinds = kinds.bind(py);
+    let date_like = kinds.get_item(0).ok()?;
+    if obj.is_instance(&date_like).unwrap_or(false) {
+        return obj.call_method0("isoformat").ok().map(|s| Value::String(text(&s)));
+    }
+    let enum_type = kinds.get_item(1).ok()?;
+    if obj.is_instance(&enum_type).unwrap_or(false) {
+        return obj.getattr("value").ok().map(|v| convert(&v, path));
+    }
+    let mapping = kinds.get_item(2).ok()?;
+    if obj.is_instance(&mapping).unwrap_or(false) {
+        let id = obj.as_ptr() as usize;
+        if path.contains(&id) {
+            return Some(Value::String(CYCLE_MARKER.to_owned()));
+        }
+        let dict = PyDict::new(py);
+        dict.update(obj.cast::<pyo3::types::PyMapping>().ok()?).ok()?;
+        path.push(id);
+        let value = Value::Object(convert_dict(&dict, path));
+        path.pop();
+        return Some(value);
+    }
+    if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("mode", "json").ok()?;
+        return obj.call_method("model_dump", (), Some(&kwargs)).ok().map(|v| convert(&v, path));
+    }
+    None
+}
+
+/// `(date | time, Enum, Mapping)`, imported once.
+fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
+    static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    KINDS.get_or_try_init(py, || {
+        let datetime = py.import("datetime")?;
+        let date_like = PyTuple::new(py, [datetime.getattr("date")?, datetime.getattr("time")?])?;
+        let enum_type = py.import("enum")?.getattr("Enum")?;
+        let mapping = py.import("collections.abc")?.getattr("Mapping")?;
+        Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping])?.unbind())
+    })
+}
+
+/// `str(obj)`, or its type name when even that raises.
+fn text(obj: &Bound<'_, PyAny>) -> String {
+    match obj.str() {
+        Ok(s) => s.to_string_lossy().into_owned(),
+        Err(_) => format!("<unprintable {}>", obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::types::PyDictMethods;
+
+    #[test]
+    fn converts_nested_values_and_marks_cycles() {
+        Python::attach(|py| {
+            let d = PyDict::new(py);
+            d.set_item("n", 1).unwrap();
+            d.set_item("f", 1.5).unwrap();
+            d.set_item("s", "x").unwrap();
+            d.set_item("t", (1, "a")).unwrap();
+            d.set_item(2, "int key").unwrap();
+            d.set_item("self", &d).unwrap();
+            let v = to_json(d.as_any());
+            assert_eq!(v["n"], 1);
+            assert_eq!(v["f"], 1.5);
+            assert_eq!(v["t"], serde_json::json!([1, "a"]));
+            assert_eq!(v["2"], "int key");
+            assert_eq!(v["self"], CYCLE_MARKER);
+        });
+    }
+
+    #[test]
+    fn bounds_depth() {
+        Python::attach(|py| {
+            let root = PyList::empty(py);
+            let mut cur = root.clone();
+            for _ in 0..(MAX_DEPTH * 3) {
+                let next = PyList::empty(py);
+                cur.append(&next).unwrap();
+                cur = next;
+            }
+            let text = to_json(root.as_any()).to_string();
+            assert!(text.contains(DEPTH_MARKER));
+        });
+    }
+
+    #[test]
+    fn huge_ints_and_nan_become_text() {
+        Python::attach(|py| {
+            let big = py.eval(c"10**30", None, None).unwrap();
+            assert_eq!(to_json(&big), Value::String("1000000000000000000000000000000".into()));
+            let nan = py.eval(c"float('nan')", None, None).unwrap();
+            assert_eq!(to_json(&nan), Value::String("nan".into()));
+        });
+    }
+}
