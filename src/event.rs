@@ -192,7 +192,9 @@ impl DomainEvent {
     }
 
     fn timestamp_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let obj = self.timestamp_obj.get_or_try_init(py, || self.timestamp.into_pyobject(py).map(|d| d.into_any().unbind()))?;
+        let obj = self
+            .timestamp_obj
+            .get_or_try_init(py, || self.timestamp.into_pyobject(py).map(|d| d.into_any().unbind()))?;
         Ok(obj.bind(py).clone())
     }
 
@@ -202,7 +204,10 @@ impl DomainEvent {
         fields.push(("event_type", self.kind.to_py(py)?));
         fields.push(("timestamp", self.timestamp_py(py)?));
         for (name, text) in TEXT_FIELDS.iter().zip(&self.texts) {
-            fields.push((name, text.as_ref().map_or_else(|| py.None().into_bound(py), |t| t.bind(py).clone().into_any())));
+            fields.push((
+                name,
+                text.as_ref().map_or_else(|| py.None().into_bound(py), |t| t.bind(py).clone().into_any()),
+            ));
         }
         fields.push(("details", self.details.bind(py).copy()?.into_any()));
         fields.push(("event_id", PyString::new(py, &self.event_id).into_any()));
@@ -242,7 +247,10 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 
 fn text_field(field: &str, value: &Bound<'_, PyAny>) -> Result<Py<PyString>> {
     let Ok(text) = value.cast::<PyString>() else {
-        return Err(Error::invalid(field, format!("expected str or None, got {} {}", type_name(value), short_repr(value))));
+        return Err(Error::invalid(
+            field,
+            format!("expected str or None, got {} {}", type_name(value), short_repr(value)),
+        ));
     };
     if text.is_exact_instance_of::<PyString>() {
         Ok(text.clone().unbind())
@@ -261,7 +269,10 @@ fn details_field(value: &Bound<'_, PyAny>) -> Result<Py<PyDict>> {
         dict.update(mapping)?;
         dict
     } else {
-        return Err(Error::invalid("details", format!("expected a dict, got {} {}", type_name(value), short_repr(value))));
+        return Err(Error::invalid(
+            "details",
+            format!("expected a dict, got {} {}", type_name(value), short_repr(value)),
+        ));
     };
     for key in copy.keys() {
         if !key.is_instance_of::<PyString>() {
@@ -364,8 +375,17 @@ impl DomainEvent {
     }
 
     #[classattr]
-    fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str)
-    {
+    fn __match_args__() -> (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ) {
         (
             "event_type",
             "timestamp",
@@ -464,7 +484,9 @@ impl DomainEvent {
                 }
             }
             other => {
-                return Err(Error::invalid("mode", format!("{other:?} is not a dump mode; accepted: 'python', 'json'")).into())
+                return Err(
+                    Error::invalid("mode", format!("{other:?} is not a dump mode; accepted: 'python', 'json'")).into()
+                )
             }
         }
         Ok(out)
@@ -542,14 +564,19 @@ impl DomainEvent {
 
     /// Builds an event from JSON text, as `model_dump_json()` writes it.
     #[classmethod]
-    fn model_validate_json<'py>(cls: &Bound<'py, PyType>, json_data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn model_validate_json<'py>(
+        cls: &Bound<'py, PyType>,
+        json_data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let text: String = if let Ok(b) = json_data.cast::<pyo3::types::PyBytes>() {
             String::from_utf8_lossy(b.as_bytes()).into_owned()
         } else if let Ok(s) = json_data.cast::<PyString>() {
             s.to_string_lossy().into_owned()
         } else {
-            return Err(Error::invalid("json_data", format!("expected str or bytes, got {}", type_name(json_data))).into());
+            return Err(
+                Error::invalid("json_data", format!("expected str or bytes, got {}", type_name(json_data))).into()
+            );
         };
         let value: Value =
             serde_json::from_str(&text).map_err(|e| Error::invalid("json_data", format!("invalid JSON: {e}")))?;

@@ -6,9 +6,9 @@
 pub mod errors;
 pub mod event;
 pub mod identity;
+pub mod redact;
 pub mod timestamp;
 pub mod values;
-
 
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
@@ -17,7 +17,7 @@ mod _native {
     #[pymodule_export]
     use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
     #[pymodule_export]
-    use super::event::{DomainEvent, _restore_event};
+    use super::event::{_restore_event, DomainEvent};
     #[pymodule_export]
     use super::identity::_identity_var;
 

@@ -92,7 +92,8 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         let expected = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
-        for text in ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00", "2026-01-02 03:04:05", "2026-01-02T05:04:05+02:00"]
+        for text in
+            ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00", "2026-01-02 03:04:05", "2026-01-02T05:04:05+02:00"]
         {
             assert_eq!(parse(text), Some(expected), "{text}");
         }

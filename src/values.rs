@@ -9,7 +9,9 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
+};
 use serde_json::{Map, Number, Value};
 
 /// Nesting deeper than this is replaced by [`DEPTH_MARKER`]; it keeps the
@@ -83,7 +85,9 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
         let value = if let Ok(dict) = obj.cast::<PyDict>() {
             Value::Object(convert_dict(dict, path))
         } else {
-            Value::Array(obj.try_iter().map(|it| it.flatten().map(|item| convert(&item, path)).collect()).unwrap_or_default())
+            Value::Array(
+                obj.try_iter().map(|it| it.flatten().map(|item| convert(&item, path)).collect()).unwrap_or_default(),
+            )
         };
         path.pop();
         return value;
