@@ -114,28 +114,31 @@ enum Identity {
 }
 
 impl DomainEvent {
-    fn build(kwargs: Option<&Bound<'_, PyDict>>, identity_source: Identity) -> Result<Self> {
-        let mut given: [Option<Bound<'_, PyAny>>; 9] = Default::default();
-        if let Some(kwargs) = kwargs {
-            for (key, value) in kwargs.iter() {
-                let name = key.cast::<PyString>().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
-                let Some(index) = FIELDS.iter().position(|f| *f == name) else {
-                    return Err(Error::Type(format!(
-                        "DomainEvent got an unexpected keyword argument {name:?}; accepted: {}",
-                        FIELDS.join(", ")
-                    )));
-                };
-                if !value.is_none() {
-                    given[index] = Some(value);
-                }
+    /// Reads a dict of keyword arguments into field order, rejecting unknown names.
+    fn args_from_kwargs<'py>(kwargs: &Bound<'py, PyDict>) -> Result<[Option<Bound<'py, PyAny>>; 9]> {
+        let mut given: [Option<Bound<'py, PyAny>>; 9] = Default::default();
+        for (key, value) in kwargs.iter() {
+            let name = key.cast::<PyString>().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+            let Some(index) = FIELDS.iter().position(|f| *f == name) else {
+                return Err(unexpected_keyword(&name));
+            };
+            if !value.is_none() {
+                given[index] = Some(value);
             }
         }
+        Ok(given)
+    }
+
+    fn from_kwargs(kwargs: &Bound<'_, PyDict>, identity_source: Identity) -> Result<Self> {
+        let given = Self::args_from_kwargs(kwargs)?;
+        Self::build(kwargs.py(), given, identity_source)
+    }
+
+    fn build(py: Python<'_>, given: [Option<Bound<'_, PyAny>>; 9], identity_source: Identity) -> Result<Self> {
         let [event_type, ts, plan_id, project_name, actor_name, session_id, user_identity, details, event_id] = given;
-        let py = kwargs.map(|k| k.py());
         let Some(event_type) = event_type else {
             return Err(Error::Type("DomainEvent is missing the required keyword argument 'event_type'".into()));
         };
-        let py = py.unwrap_or_else(|| event_type.py());
         let kind = EventKind::from_py("event_type", &event_type)?;
         let timestamp = match ts {
             Some(value) => timestamp::from_py("timestamp", &value)?,
@@ -241,6 +244,10 @@ impl DomainEvent {
     }
 }
 
+fn unexpected_keyword(name: &str) -> Error {
+    Error::Type(format!("DomainEvent got an unexpected keyword argument {name:?}; accepted: {}", FIELDS.join(", ")))
+}
+
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
 }
@@ -274,14 +281,9 @@ fn details_field(value: &Bound<'_, PyAny>) -> Result<Py<PyDict>> {
             format!("expected a dict, got {} {}", type_name(value), short_repr(value)),
         ));
     };
-    for key in copy.keys() {
-        if !key.is_instance_of::<PyString>() {
-            return Err(Error::invalid(
-                "details",
-                format!("keys must be str, got {} {}", type_name(&key), short_repr(&key)),
-            ));
-        }
-    }
+    // Keys are not type-checked here: every consumer (JSON, redaction, the
+    // audit row) turns a non-str key into text, and the check would cost a
+    // walk of every dict on the hot path.
     Ok(copy.unbind())
 }
 
@@ -322,9 +324,36 @@ fn keep_fn(
 #[pymethods]
 impl DomainEvent {
     #[new]
-    #[pyo3(signature = (**kwargs))]
-    fn py_new(kwargs: Option<&Bound<'_, PyDict>>) -> Result<Self> {
-        Self::build(kwargs, Identity::FromContext)
+    #[pyo3(signature = (*, event_type, timestamp=None, plan_id=None, project_name=None, actor_name=None, session_id=None, user_identity=None, details=None, event_id=None, **extra))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new<'py>(
+        event_type: Bound<'py, PyAny>,
+        timestamp: Option<Bound<'py, PyAny>>,
+        plan_id: Option<Bound<'py, PyAny>>,
+        project_name: Option<Bound<'py, PyAny>>,
+        actor_name: Option<Bound<'py, PyAny>>,
+        session_id: Option<Bound<'py, PyAny>>,
+        user_identity: Option<Bound<'py, PyAny>>,
+        details: Option<Bound<'py, PyAny>>,
+        event_id: Option<Bound<'py, PyAny>>,
+        extra: Option<&Bound<'py, PyDict>>,
+    ) -> Result<Self> {
+        if let Some((key, _)) = extra.and_then(|e| e.iter().next()) {
+            return Err(unexpected_keyword(&key.to_string()));
+        }
+        let py = event_type.py();
+        let given = [
+            Some(event_type),
+            timestamp,
+            plan_id,
+            project_name,
+            actor_name,
+            session_id,
+            user_identity,
+            details,
+            event_id,
+        ];
+        Self::build(py, given, Identity::FromContext)
     }
 
     #[getter]
@@ -540,7 +569,7 @@ impl DomainEvent {
                 kwargs.update(mapping)?;
             }
         }
-        Ok(Self::build(Some(&kwargs), Identity::AsGiven)?)
+        Ok(Self::from_kwargs(&kwargs, Identity::AsGiven)?)
     }
 
     /// Builds an event from a dict (or returns an event unchanged).
@@ -559,7 +588,7 @@ impl DomainEvent {
         };
         let kwargs = PyDict::new(py);
         kwargs.update(mapping)?;
-        Ok(Bound::new(py, Self::build(Some(&kwargs), Identity::FromContext)?)?.into_any())
+        Ok(Bound::new(py, Self::from_kwargs(&kwargs, Identity::FromContext)?)?.into_any())
     }
 
     /// Builds an event from JSON text, as `model_dump_json()` writes it.
@@ -621,7 +650,7 @@ pub fn _restore_event<'py>(
     ]) {
         kwargs.set_item(name, value)?;
     }
-    Ok(DomainEvent::build(Some(&kwargs), Identity::AsGiven)?)
+    Ok(DomainEvent::from_kwargs(&kwargs, Identity::AsGiven)?)
 }
 
 #[cfg(test)]

@@ -9,24 +9,27 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 
-static VAR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The variable and its bound `get`, which is called once per event.
+static VAR: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
-fn var(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+fn var(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
     VAR.get_or_try_init(py, || {
-        let var = py.import("contextvars")?.getattr("ContextVar")?.call1(("auditbus.identity",))?;
-        Ok(var.unbind())
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("default", py.None())?;
+        let var = py.import("contextvars")?.getattr("ContextVar")?.call(("auditbus.identity",), Some(&kwargs))?;
+        let get = var.getattr("get")?;
+        Ok((var.unbind(), get.unbind()))
     })
-    .map(|v| v.bind(py))
 }
 
 /// The identity set by the innermost `identity()` block, if any.
 pub fn current(py: Python<'_>) -> PyResult<Option<Py<PyString>>> {
-    let value = var(py)?.call_method1("get", (py.None(),))?;
+    let value = var(py)?.1.bind(py).call0()?;
     Ok(value.cast_into::<PyString>().ok().map(Bound::unbind))
 }
 
 /// The context variable itself, for `auditbus.identity`.
 #[pyfunction]
 pub fn _identity_var(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    var(py).map(|v| v.clone().unbind())
+    var(py).map(|v| v.0.clone_ref(py))
 }
