@@ -3,6 +3,7 @@
 //! module.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod errors;
 pub mod event;
 pub mod identity;
@@ -15,11 +16,15 @@ mod _native {
     use pyo3::prelude::*;
 
     #[pymodule_export]
+    use super::audit::{AuditEntry, AuditEntryIterator, AuditService, VerifyReport};
+    #[pymodule_export]
     use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
     #[pymodule_export]
     use super::event::{_restore_event, DomainEvent};
     #[pymodule_export]
     use super::identity::_identity_var;
+    #[pymodule_export]
+    use super::redact::Redactor;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
