@@ -95,14 +95,15 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
     child = subprocess.Popen(
         [sys.executable, "-c", _RAW, arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
-        yield child
-    finally:
-        if child.stdin is not None:
-            child.stdin.write("\n")
-            child.stdin.flush()
-        child.wait(timeout=60)
+    with child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+            yield child
+        finally:
+            if child.stdin is not None:
+                child.stdin.write("\n")
+                child.stdin.flush()
+            child.wait(timeout=60)
 
 
 DOMAIN_ROWS = "event_type NOT LIKE 'audit\\_%' ESCAPE '\\'"
