@@ -1,0 +1,191 @@
+"""A writer process for the fault tests: writes audit rows and prints what was acknowledged.
+
+    python audit_fault_child.py load PATH WORKER BATCHES [--wait-go]
+    python audit_fault_child.py full PATH rlimit|ballast:FILE
+    python audit_fault_child.py lock PATH
+
+Every acknowledgement is printed (and flushed) only after the call that made
+it durable returned, one line each, so whatever the parent read before a
+`kill -9` was acknowledged:
+
+    F <event_id> <event_id> ...    rows handed to record_event(), then flush() returned
+    R <row id> <event_id>          a record() call returned
+
+Rows carry ~1 KB of details with a planted secret, the shape of the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import resource
+import signal
+import sqlite3
+import sys
+import threading
+import time
+
+PAD = "x" * 900
+SECRET = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
+
+
+def _details(worker: str, seq: int) -> dict[str, object]:
+    return {"worker": worker, "seq": seq, "api_key": SECRET, "note": PAD}
+
+
+_SAY = threading.Lock()
+
+
+def say(*words: object) -> None:
+    """One whole line per call, even with the writer thread logging at the same time."""
+    line = " ".join(map(str, words)) + "\n"
+    with _SAY:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def load(path: str, worker: str, batches: int, wait_go: bool) -> None:
+    """Emits batches of 25 events, flushing after each; a durable record() every 4th batch.
+
+    `batches` 0 writes until killed.
+    """
+    from auditbus import AuditService, DomainEvent
+
+    svc = AuditService(path)
+    say("ready")
+    if wait_go:
+        sys.stdin.readline()
+    seq = 0
+    batch = 0
+    while batches == 0 or batch < batches:
+        ids = []
+        for _ in range(25):
+            event = DomainEvent(event_type="step_completed", plan_id=worker, details=_details(worker, seq))
+            svc.record_event(event)
+            ids.append(event.event_id)
+            seq += 1
+        svc.flush()
+        say("F", *ids)
+        if batch % 4 == 3:
+            entry = svc.record("config_changed", plan_id=worker, details=_details(worker, seq))
+            say("R", entry.id, entry.event_id)
+        batch += 1
+    svc.close()
+    say("done")
+
+
+def _fill(how: str, path: str) -> object:
+    """Makes further growth of the database files fail; returns what `_free` needs."""
+    if how == "rlimit":
+        # A file size limit is a full disk for this process alone: writes past
+        # it fail (EFBIG, SIGXFSZ ignored) while everything below still works.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        before = resource.getrlimit(resource.RLIMIT_FSIZE)
+        sizes = [os.path.getsize(path + suffix) for suffix in ("", "-wal") if os.path.exists(path + suffix)]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max(sizes), before[1]))
+        return before
+    # ballast:FILE — fill the (small) filesystem until it reports ENOSPC.
+    ballast = how.split(":", 1)[1]
+    with open(ballast, "wb") as f:
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return ballast
+
+
+def _free(how: str, token: object) -> None:
+    if how == "rlimit":
+        assert isinstance(token, tuple)
+        resource.setrlimit(resource.RLIMIT_FSIZE, token)
+    else:
+        assert isinstance(token, str)
+        os.remove(token)
+
+
+class _Lines(logging.Handler):
+    """Forwards the service's log records to the parent, one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say("L", record.levelname, json.dumps(record.getMessage()))
+
+
+def full(path: str, how: str) -> None:
+    """Writes, fills the disk, keeps writing until the writer reports the failure, frees space, flushes."""
+    from auditbus import AuditService, DomainEvent
+
+    logging.getLogger("auditbus").addHandler(_Lines())
+    svc = AuditService(path)
+    seq = 0
+
+    def emit() -> str:
+        nonlocal seq
+        event = DomainEvent(event_type="step_completed", plan_id="full", details=_details("full", seq))
+        svc.record_event(event)
+        seq += 1
+        return event.event_id
+
+    written = [emit() for _ in range(200)]
+    svc.flush()
+    say("F", *written)
+    token = _fill(how, path)
+    say("filled")
+    # Keep emitting (bounded) until the writer has hit the full disk; every
+    # one of these rows must land once space returns.
+    pending = []
+    deadline = time.monotonic() + 120
+    while svc.stats()["errors"] == 0:
+        if time.monotonic() > deadline:
+            say("never-failed", json.dumps(svc.stats()))
+            sys.exit(3)
+        pending.extend(emit() for _ in range(10))
+    stats = svc.stats()
+    say("failing", json.dumps(stats))
+    _free(how, token)
+    say("freed")
+    svc.flush()
+    say("F", *pending)
+    entry = svc.record("config_changed", plan_id="full", details=_details("full", seq))
+    say("R", entry.id, entry.event_id)
+    say("stats", json.dumps(svc.stats()))
+    svc.close()
+    say("done")
+
+
+def lock(path: str) -> None:
+    """Another process writing: holds the write lock with a row written but not committed."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("BEGIN EXCLUSIVE")
+    conn.execute(
+        "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+        ("2026-01-01T00:00:00+00:00", "auth_success", "other-process", "{}"),
+    )
+    say("locked")
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    conn.close()
+    say("released")
+
+
+def main(argv: list[str]) -> None:
+    command, path = argv[0], argv[1]
+    if command == "load":
+        load(path, argv[2], int(argv[3]), "--wait-go" in argv)
+    elif command == "full":
+        full(path, argv[2])
+    elif command == "lock":
+        lock(path)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        main(sys.argv[1:])

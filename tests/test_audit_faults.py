@@ -1,0 +1,309 @@
+"""Injected faults: kill -9 under load, four writer processes, another process's lock, a full disk, corrupt files.
+
+Each test makes the fault really happen (a SIGKILL, a held SQLite lock, a
+file size limit or a full filesystem, damaged bytes) and then checks the
+promise: every acknowledged row is on disk, the file is intact, the chain
+verifies, and failures are reported, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from audit_fault_child import SECRET
+from audit_fault_support import Acks, Child, pragma
+from audit_support import raw_rows, wait_until
+
+import auditbus
+from auditbus import AuditService, DomainEvent
+
+
+def assert_intact(path: Path) -> list[dict[str, object]]:
+    """`PRAGMA integrity_check` is ok, no secret is on disk, the chain verifies; returns the rows."""
+    assert pragma(path, "PRAGMA integrity_check") == ["ok"]
+    rows = raw_rows(path)
+    assert not [r["id"] for r in rows if SECRET in str(r["details"])], "a planted secret reached the disk"
+    with AuditService(path) as svc:
+        report = svc.verify()
+        assert report.ok, report
+        assert report.checked >= len(rows)
+    return rows
+
+
+def assert_all_present(rows: list[dict[str, object]], acks: Acks) -> None:
+    by_event = {r["event_id"]: r for r in rows}
+    missing = acks.event_ids - by_event.keys()
+    assert not missing, f"{len(missing)} acknowledged rows are missing, e.g. {sorted(missing)[:3]}"
+    for row_id, event_id in acks.rows:
+        assert by_event[event_id]["id"] == row_id
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    acks = Acks()
+    # Three crashes in a row on the same file: each restart recovers the
+    # previous one's WAL and goes on with the same chain.
+    for crash in range(3):
+        child = Child("load", path, f"w{crash}", "0")
+        try:
+            child.expect("ready")
+            flushes, rows = acks.flushes, len(acks.rows)
+            while acks.flushes - flushes < 12 or len(acks.rows) - rows < 2:
+                line = child.next_line()
+                assert line is not None, child.stderr()
+                acks.take(line)
+            # The writer never pauses: the kill lands mid-stream, with events
+            # queued and a batch being committed.
+            child.kill()
+            assert child.proc.returncode == -signal.SIGKILL
+            for line in child.rest():
+                acks.take(line)
+        finally:
+            child.close()
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert len(acks.rows) >= 6 and len(acks.events) >= 3 * 12 * 25
+
+
+def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    # All four open the new file at once (one of them migrates it), then write together.
+    children = [Child("load", path, f"w{i}", "12", "--wait-go") for i in range(4)]
+    acks = [Acks() for _ in children]
+    try:
+        for child in children:
+            child.expect("ready")
+        for child in children:
+            child.send("go")
+        for child, ack in zip(children, acks):
+            child.finish(ack)
+    finally:
+        for child in children:
+            child.close()
+    rows = assert_intact(path)
+    domain = [r for r in rows if r["event_type"] in ("step_completed", "config_changed")]
+    assert len(domain) == sum(len(a.event_ids) for a in acks) == 4 * (12 * 25 + 3)
+    for worker, ack in enumerate(acks):
+        assert_all_present(rows, ack)
+        assert sum(1 for r in domain if r["plan_id"] == f"w{worker}") == len(ack.event_ids)
+    assert len({r["source"] for r in domain}) == 4
+    # One chain through every process's rows: each row links to the one before it.
+    assert all(r["prev_hash"] == before["chain_hash"] for before, r in zip(rows, rows[1:]))
+    with AuditService(path) as svc:
+        assert svc.verify().unchained == 0
+
+
+@pytest.mark.parametrize("busy_timeout", [5.0, 0.05], ids=["waits-in-sqlite", "retries"])
+def test_a_database_locked_by_another_process_does_not_block_record_event(
+    tmp_path: Path, busy_timeout: float
+) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path, busy_timeout=busy_timeout) as svc:
+        svc.record("auth_success", user_identity="before")
+        locker = Child("lock", path)
+        try:
+            locker.expect("locked")
+            events = [DomainEvent(event_type="step_completed", details={"i": i}) for i in range(200)]
+            for event in events:
+                svc.record_event(event)
+            # Every call above returned while the other process still holds the
+            # lock: it lets go only when told to, below.
+            assert locker.proc.poll() is None
+            durable: list[auditbus.AuditEntry] = []
+            waiter = threading.Thread(target=lambda: durable.append(svc.record("auth_failure", user_identity="x")))
+            waiter.start()
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=1.0)  # nothing can commit while the lock is held
+            assert durable == [], "record() returned before its row could be committed"
+            assert svc.count(user_identity="before") == 1  # readers are not blocked (WAL)
+            if busy_timeout < 1:
+                wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to retry")
+                assert "locked" in (svc.stats()["last_error"] or "")
+            locker.send("release")
+            locker.expect("released")
+            assert locker.proc.wait(timeout=60) == 0
+        finally:
+            locker.close()
+        svc.flush()
+        waiter.join(timeout=60)
+        assert not waiter.is_alive() and len(durable) == 1
+        assert svc.count(event_type="step_completed") == 200
+        assert {e.event_id for e in svc.iter_entries(event_type="step_completed")} == {e.event_id for e in events}
+        # The other process's row committed first; ours follow it, on one chain.
+        (other,) = svc.query(user_identity="other-process")
+        assert other.id < min(e.id for e in svc.query(event_type="step_completed", limit=None))
+        assert svc.verify().ok
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs: a real filesystem that runs out of space (needs root and mount)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and mount): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("how", ["rlimit", "tmpfs"])
+def test_a_full_disk_loses_nothing_once_space_returns(
+    tmp_path: Path, how: str, request: pytest.FixtureRequest
+) -> None:
+    if how == "tmpfs":
+        folder = request.getfixturevalue("small_filesystem")
+        fault = f"ballast:{folder / 'ballast'}"
+    else:
+        # A file size limit on the writer process: writes that would grow the
+        # database files fail with EFBIG, as on a full disk, for it alone.
+        folder, fault = tmp_path, "rlimit"
+    path = folder / "audit.db"
+    child = Child("full", path, fault)
+    acks = Acks()
+    try:
+        lines = child.finish(acks)
+    finally:
+        child.close()
+    assert "filled" in lines and "freed" in lines
+    failing = next(line for line in lines if line.startswith("failing "))
+    stats = next(line for line in lines if line.startswith("stats "))
+    during, after = json.loads(failing.split(" ", 1)[1]), json.loads(stats.split(" ", 1)[1])
+    assert during["errors"] >= 1 and during["last_error"], during
+    assert after["retries"] >= 1 and after["lost"] == 0, after
+    logged = [line for line in lines if line.startswith("L ")]
+    assert any(line.startswith("L ERROR") and "retrying" in line for line in logged), logged
+    assert any(line.startswith("L WARNING") and "recovered" in line for line in logged), logged
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert len(acks.events) > 200  # rows written before and during the fault
+    (failure, *_) = [r for r in rows if r["event_type"] == "audit_failure"]
+    assert during["last_error"] in str(failure["details"])
+
+
+def _database_with_rows(path: Path, n: int = 400) -> None:
+    with AuditService(path) as svc:
+        for i in range(n):
+            svc.record_event(DomainEvent(event_type="step_completed", user_identity=f"u{i % 5}", details={"i": i}))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated-half", "truncated-header", "empty-pages"])
+def test_a_corrupt_file_is_a_clear_error_naming_it(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / f"{damage}.db"
+    if damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 64)
+    else:
+        _database_with_rows(path)
+        data = path.read_bytes()
+        if damage == "truncated-half":
+            data = data[: len(data) // 2 + 123]
+        elif damage == "truncated-header":
+            data = data[:60]
+        else:
+            data = data[:4096] + b"\0" * (len(data) - 4096)
+        path.write_bytes(data)
+    with pytest.raises(auditbus.AuditError, match=rf"{damage}\.db"):
+        with AuditService(path) as svc:
+            svc.query(user_identity="u1")
+            svc.verify()
+
+
+# Damage that opening cannot see: an index page of a real database. Run in a
+# child process, so a hang is a failed assertion, not a stuck test run.
+_DAMAGED_INDEX = """
+import sys, threading, auditbus
+from auditbus import AuditService
+svc = AuditService(sys.argv[1])
+for name, call in [("query", lambda: svc.query(user_identity="u1")), ("verify", svc.verify),
+                   ("record", lambda: svc.record("auth_success", user_identity="u1"))]:
+    try:
+        call()
+        print(name, "ok", flush=True)
+    except auditbus.AuditError as e:
+        print(name, "AuditError", e, flush=True)
+svc.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    _database_with_rows(path, 3000)
+    (root,) = pragma(path, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_audit_log_user_identity'")
+    (page_size,) = pragma(path, "PRAGMA page_size")
+    assert isinstance(root, int) and isinstance(page_size, int)
+    with path.open("r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    done = subprocess.run(
+        [sys.executable, "-c", _DAMAGED_INDEX, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    out = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    for name in ("query", "record"):
+        (line,) = [line for line in out if line.startswith(name + " ")]
+        assert line.startswith(f"{name} AuditError") and "index.db" in line and "malformed" in line, line
+    assert out[-1] == "closed"
+
+
+HOSTILE = [
+    "' OR '1'='1",
+    "x'); DELETE FROM audit_log; --",
+    "u1' UNION SELECT * FROM audit_log --",
+    "%",
+    "_",
+    "u1\0",
+    "u1; PRAGMA writable_schema=1",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_sql_looking_filter_values_match_nothing_and_harm_nothing(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.record("auth_success", user_identity="u1", plan_id="p1", details={"outcome": "success"})
+        svc.record_event(DomainEvent(event_type="step_completed", actor_name="a", session_id="s", project_name="pr"))
+        svc.flush()
+        before = svc.count()
+        for field in ("user_identity", "plan_id", "actor_name", "session_id", "project_name", "outcome"):
+            assert svc.query(**{field: value}) == []
+            assert svc.count(**{field: value}) == 0
+            assert list(svc.iter_entries(**{field: value})) == []
+        for field in ("event_type", "since", "until"):
+            with pytest.raises(ValueError, match=field):
+                svc.query(**{field: value})
+        assert svc.count() == before
+        assert svc.verify().ok
+    assert pragma(path, "PRAGMA integrity_check") == ["ok"]
+    assert pragma(path, "SELECT count(*) FROM audit_log WHERE event_type IN ('auth_success', 'step_completed')") == [2]
+
+
+def test_the_legacy_surface_binds_hostile_values_too(tmp_path: Path) -> None:
+    # The legacy query() takes the same three text filters: same answer there.
+    with AuditService(tmp_path / "audit.db") as svc:
+        svc.record("auth_success", user_identity="u1", plan_id="p1")
+        for value in HOSTILE:
+            assert svc.query(event_type="auth_success", user_identity=value) == []
+            assert svc.query(event_type="auth_success", plan_id=value) == []
+        assert len(svc.query(event_type="auth_success")) == 1
+
+
+def test_the_writer_child_really_plants_secrets() -> None:
+    # The intactness check above looks for this value on disk; it must be one the redactor masks.
+    with AuditService(":memory:") as svc:
+        entry = svc.record("config_changed", details={"api_key": SECRET, "note": "n"})
+        assert SECRET not in str(entry.details) and entry.details["note"] == "n"
