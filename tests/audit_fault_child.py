@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 
+from auditbus import AuditService, DomainEvent
+
 PAD = "x" * 900
 SECRET = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
 
@@ -52,8 +54,6 @@ def load(path: str, worker: str, batches: int, wait_go: bool) -> None:
 
     `batches` 0 writes until killed.
     """
-    from auditbus import AuditService, DomainEvent
-
     svc = AuditService(path)
     say("ready")
     if wait_go:
@@ -119,8 +119,6 @@ class _Lines(logging.Handler):
 
 def full(path: str, how: str) -> None:
     """Writes, fills the disk, keeps writing until the writer reports the failure, frees space, flushes."""
-    from auditbus import AuditService, DomainEvent
-
     logging.getLogger("auditbus").addHandler(_Lines())
     svc = AuditService(path)
     seq = 0

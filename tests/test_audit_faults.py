@@ -8,6 +8,7 @@ verifies, and failures are reported, never silent.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -16,12 +17,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import auditbus
 import pytest
 from audit_fault_child import SECRET
 from audit_fault_support import Acks, Child, pragma
 from audit_support import raw_rows, wait_until
-
-import auditbus
 from auditbus import AuditService, DomainEvent
 
 
@@ -69,7 +69,8 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             child.close()
     rows = assert_intact(path)
     assert_all_present(rows, acks)
-    assert len(acks.rows) >= 6 and len(acks.events) >= 3 * 12 * 25
+    assert len(acks.rows) >= 6
+    assert len(acks.events) >= 3 * 12 * 25
 
 
 def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) ->
             child.expect("ready")
         for child in children:
             child.send("go")
-        for child, ack in zip(children, acks):
+        for child, ack in zip(children, acks, strict=True):
             child.finish(ack)
     finally:
         for child in children:
@@ -95,15 +96,13 @@ def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) ->
         assert sum(1 for r in domain if r["plan_id"] == f"w{worker}") == len(ack.event_ids)
     assert len({r["source"] for r in domain}) == 4
     # One chain through every process's rows: each row links to the one before it.
-    assert all(r["prev_hash"] == before["chain_hash"] for before, r in zip(rows, rows[1:]))
+    assert all(r["prev_hash"] == before["chain_hash"] for before, r in itertools.pairwise(rows))
     with AuditService(path) as svc:
         assert svc.verify().unchained == 0
 
 
 @pytest.mark.parametrize("busy_timeout", [5.0, 0.05], ids=["waits-in-sqlite", "retries"])
-def test_a_database_locked_by_another_process_does_not_block_record_event(
-    tmp_path: Path, busy_timeout: float
-) -> None:
+def test_a_database_locked_by_another_process_does_not_block_record_event(tmp_path: Path, busy_timeout: float) -> None:
     path = tmp_path / "audit.db"
     with AuditService(path, busy_timeout=busy_timeout) as svc:
         svc.record("auth_success", user_identity="before")
@@ -133,7 +132,8 @@ def test_a_database_locked_by_another_process_does_not_block_record_event(
             locker.close()
         svc.flush()
         waiter.join(timeout=60)
-        assert not waiter.is_alive() and len(durable) == 1
+        assert not waiter.is_alive()
+        assert len(durable) == 1
         assert svc.count(event_type="step_completed") == 200
         assert {e.event_id for e in svc.iter_entries(event_type="step_completed")} == {e.event_id for e in events}
         # The other process's row committed first; ours follow it, on one chain.
@@ -162,9 +162,7 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("how", ["rlimit", "tmpfs"])
-def test_a_full_disk_loses_nothing_once_space_returns(
-    tmp_path: Path, how: str, request: pytest.FixtureRequest
-) -> None:
+def test_a_full_disk_loses_nothing_once_space_returns(tmp_path: Path, how: str, request: pytest.FixtureRequest) -> None:
     if how == "tmpfs":
         folder = request.getfixturevalue("small_filesystem")
         fault = f"ballast:{folder / 'ballast'}"
@@ -179,12 +177,15 @@ def test_a_full_disk_loses_nothing_once_space_returns(
         lines = child.finish(acks)
     finally:
         child.close()
-    assert "filled" in lines and "freed" in lines
+    assert "filled" in lines
+    assert "freed" in lines
     failing = next(line for line in lines if line.startswith("failing "))
     stats = next(line for line in lines if line.startswith("stats "))
     during, after = json.loads(failing.split(" ", 1)[1]), json.loads(stats.split(" ", 1)[1])
-    assert during["errors"] >= 1 and during["last_error"], during
-    assert after["retries"] >= 1 and after["lost"] == 0, after
+    assert during["errors"] >= 1, during
+    assert during["last_error"], during
+    assert after["retries"] >= 1, after
+    assert after["lost"] == 0, after
     logged = [line for line in lines if line.startswith("L ")]
     assert any(line.startswith("L ERROR") and "retrying" in line for line in logged), logged
     assert any(line.startswith("L WARNING") and "recovered" in line for line in logged), logged
@@ -216,10 +217,15 @@ def test_a_corrupt_file_is_a_clear_error_naming_it(tmp_path: Path, damage: str) 
         else:
             data = data[:4096] + b"\0" * (len(data) - 4096)
         path.write_bytes(data)
-    with pytest.raises(auditbus.AuditError, match=rf"{damage}\.db"):
+
+    def open_and_read() -> None:
         with AuditService(path) as svc:
             svc.query(user_identity="u1")
             svc.verify()
+
+    # Found at open or by the first read that touches a damaged page; either way an AuditError naming the file.
+    with pytest.raises(auditbus.AuditError, match=rf"{damage}\.db"):
+        open_and_read()
 
 
 # Damage that opening cannot see: an index page of a real database. Run in a
@@ -245,7 +251,8 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
     _database_with_rows(path, 3000)
     (root,) = pragma(path, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_audit_log_user_identity'")
     (page_size,) = pragma(path, "PRAGMA page_size")
-    assert isinstance(root, int) and isinstance(page_size, int)
+    assert isinstance(root, int)
+    assert isinstance(page_size, int)
     with path.open("r+b") as f:
         f.seek((root - 1) * page_size)
         f.write(b"\xff" * page_size)
@@ -256,7 +263,9 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     for name in ("query", "record"):
         (line,) = [line for line in out if line.startswith(name + " ")]
-        assert line.startswith(f"{name} AuditError") and "index.db" in line and "malformed" in line, line
+        assert line.startswith(f"{name} AuditError"), line
+        assert "index.db" in line, line
+        assert "malformed" in line, line
     assert out[-1] == "closed"
 
 
@@ -306,4 +315,5 @@ def test_the_writer_child_really_plants_secrets() -> None:
     # The intactness check above looks for this value on disk; it must be one the redactor masks.
     with AuditService(":memory:") as svc:
         entry = svc.record("config_changed", details={"api_key": SECRET, "note": "n"})
-        assert SECRET not in str(entry.details) and entry.details["note"] == "n"
+        assert SECRET not in str(entry.details)
+        assert entry.details["note"] == "n"

@@ -213,7 +213,11 @@ impl AuditService {
             let guard = self.reader.lock();
             let conn =
                 guard.as_ref().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
-            f(conn)
+            // A damaged page is found by the read that touches it: say which file.
+            f(conn).map_err(|e| match e {
+                Error::Sqlite(inner) => Error::Storage(format!("audit database {:?}: {inner}", self.db_path)),
+                other => other,
+            })
         })
     }
 

@@ -124,7 +124,12 @@ impl Writer {
     }
 
     fn stopped_error(&self) -> Error {
-        Error::Storage(format!("the audit writer for {:?} has stopped", self.shared.path))
+        let last = self.shared.stats.last_error.lock().clone();
+        Error::Storage(format!(
+            "the audit writer for {:?} has stopped{}",
+            self.shared.path,
+            last.map(|e| format!(" ({e})")).unwrap_or_default()
+        ))
     }
 
     fn full_error(&self, timeout: Option<Duration>) -> Error {
@@ -328,7 +333,13 @@ impl Thread {
                 }
                 next = self.rx.try_recv().ok();
             }
-            self.commit(rows);
+            if !self.commit(rows) {
+                // The file is damaged: stop, so that every waiter gets an error
+                // (flush waiters see the channel close) instead of waiting forever.
+                drop(flushes);
+                self.refuse_queued();
+                return;
+            }
             for reply in flushes {
                 let _ = reply.send(());
             }
@@ -351,10 +362,33 @@ impl Thread {
         *self.shared.stats.last_error.lock() = Some(message.to_owned());
     }
 
-    /// Writes `rows`, retrying the same batch until it lands.
-    fn commit(&mut self, mut rows: Vec<Pending>) {
+    /// Everything still queued once the writer has stopped on a damaged
+    /// file: durable callers get the error, the rest is counted as lost.
+    fn refuse_queued(&self) {
+        let message = self.shared.stats.last_error.lock().clone().unwrap_or_default();
+        let mut lost = 0_u64;
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Row(_, Some(reply)) => {
+                    let _ = reply.send(Err(message.clone()));
+                }
+                Msg::Row(_, None) => lost += 1,
+                Msg::Purge(_, reply) => {
+                    let _ = reply.send(Err(message.clone()));
+                }
+                Msg::Flush(_) | Msg::Stop => {}
+            }
+        }
+        self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+    }
+
+    /// Writes `rows`, retrying the same batch until it lands. Returns false
+    /// when the database file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB):
+    /// retrying cannot help there, and waiting would hang every durable
+    /// `record()` and `close()`, so the batch is refused loudly instead.
+    fn commit(&mut self, mut rows: Vec<Pending>) -> bool {
         if rows.is_empty() {
-            return;
+            return true;
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
@@ -384,7 +418,27 @@ impl Thread {
                             ),
                         );
                     }
-                    return;
+                    return true;
+                }
+                Err(err) if is_damaged(&err) => {
+                    let message = format!("audit database {:?} is damaged: {err}", self.shared.path);
+                    self.note_error(&message);
+                    let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
+                    self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                    log(
+                        "critical",
+                        &format!(
+                            "{message}; the audit writer stopped: {} records were NOT written. Restore the file \
+                             from a backup or open the service on a new file",
+                            rows.len()
+                        ),
+                    );
+                    for (_, reply) in rows {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(message.clone()));
+                        }
+                    }
+                    return false;
                 }
                 Err(err) => {
                     let message = err.to_string();
@@ -437,7 +491,7 @@ impl Thread {
                                 let _ = reply.send(Err(message.clone()));
                             }
                         }
-                        return;
+                        return true;
                     }
                     let pause = deadline.map_or(backoff, |d| backoff.min(d.saturating_duration_since(now)));
                     std::thread::sleep(pause);
@@ -461,6 +515,15 @@ impl Thread {
         self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
         Ok(deleted.0)
     }
+}
+
+/// A failure that retrying cannot fix: the file itself is damaged or not a database.
+fn is_damaged(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 const INSERT: &str = "INSERT OR IGNORE INTO audit_log (id, timestamp, event_type, plan_id, user_identity, details, \
