@@ -28,7 +28,7 @@ def legacy_audit() -> ModuleType:
         pytest.skip(f"legacy implementation not found at {LEGACY}")
     if str(LEGACY) not in sys.path:
         sys.path.insert(0, str(LEGACY))
-    import cleveragents_legacy.audit_service as module
+    import cleveragents_legacy.audit_service as module  # noqa: PLC0415 - importable only after the path insert
 
     return module
 
@@ -97,7 +97,8 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
     )
     with child:
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "locked"
             yield child
         finally:
             if child.stdin is not None:

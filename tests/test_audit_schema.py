@@ -9,10 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import auditbus
 import pytest
 from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
-
-import auditbus
 from auditbus import AuditService, DomainEvent
 
 NEW_COLUMNS = {
@@ -61,8 +60,15 @@ def test_fresh_database_has_the_legacy_table_plus_the_new_columns(tmp_path: Path
     assert pragma(path, "user_version") == 1
     assert pragma(path, "journal_mode") == "wal"
     found = indexes(path)
-    for wanted in (["event_type"], ["plan_id"], ["timestamp"], ["event_id"], ["user_identity"], ["session_id"],
-                   ["event_type", "timestamp"]):
+    for wanted in (
+        ["event_type"],
+        ["plan_id"],
+        ["timestamp"],
+        ["event_id"],
+        ["user_identity"],
+        ["session_id"],
+        ["event_type", "timestamp"],
+    ):
         assert wanted in found, wanted
 
 
@@ -105,7 +111,9 @@ def test_legacy_database_opens_and_keeps_working(tmp_path: Path) -> None:
         added = svc.record("plan_cancelled", plan_id="p1")
         assert added.id > written[-1].id
         report = svc.verify()
-        assert report.ok and report.unchained == 2 and report.first_bad_id is None
+        assert report.ok
+        assert report.unchained == 2
+        assert report.first_bad_id is None
 
     # The legacy rows are untouched, byte for byte (only columns were added).
     after = {r["id"]: tuple(r.values())[:6] for r in raw_rows(path)}
@@ -130,7 +138,8 @@ def test_legacy_service_reads_and_appends_to_an_auditbus_database(tmp_path: Path
 
     with AuditService(path) as svc:
         (entry,) = svc.query(user_identity="carol")
-        assert entry.id == appended.id and entry.details == {"via": "legacy"}
+        assert entry.id == appended.id
+        assert entry.details == {"via": "legacy"}
         assert entry.chain_hash is None  # the legacy writer knows nothing of the chain
         report = svc.verify()
         assert report.ok, report
@@ -138,7 +147,8 @@ def test_legacy_service_reads_and_appends_to_an_auditbus_database(tmp_path: Path
         svc.flush()
         # A chained row after the legacy append now covers it.
         report = svc.verify()
-        assert report.ok and report.unchained == 0
+        assert report.ok
+        assert report.unchained == 0
         assert svc.count() == 4
 
     # And the legacy service still reads the whole file.
