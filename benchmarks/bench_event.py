@@ -1,13 +1,12 @@
-"""DomainEvent construction: auditbus against the pydantic v2 legacy model."""
+"""DomainEvent construction: auditbus against the pydantic v2 baseline model (`baseline.py`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import auditbus
 from baseline import legacy_module
 from harness import Case
-
-import auditbus
 
 
 def nested_details() -> dict[str, Any]:
@@ -42,7 +41,7 @@ def cases() -> list[Case]:
         Case(
             "DomainEvent(6 fields, ~50-key details)",
             "auditbus",
-            {"auditbus": ours, "legacy pydantic model": pydantic},
-            targets={"legacy pydantic model": 3},
+            {"auditbus": ours, "pydantic baseline": pydantic},
+            targets={"pydantic baseline": 3},
         )
     ]

@@ -118,7 +118,15 @@ impl DomainEvent {
     fn args_from_kwargs<'py>(kwargs: &Bound<'py, PyDict>) -> Result<[Option<Bound<'py, PyAny>>; 9]> {
         let mut given: [Option<Bound<'py, PyAny>>; 9] = Default::default();
         for (key, value) in kwargs.iter() {
-            let name = key.cast::<PyString>().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+            let Ok(name) = key.cast::<PyString>() else {
+                return Err(Error::Type(format!(
+                    "DomainEvent field names are str, got {} {}; accepted: {}",
+                    type_name(&key),
+                    short_repr(&key),
+                    FIELDS.join(", ")
+                )));
+            };
+            let name = name.to_string_lossy();
             let Some(index) = FIELDS.iter().position(|f| *f == name) else {
                 return Err(unexpected_keyword(&name));
             };
@@ -296,14 +304,28 @@ fn short_repr(value: &Bound<'_, PyAny>) -> String {
     }
 }
 
-fn field_set(arg: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+/// `include=`/`exclude=`: any iterable of field names (a set, list, or dict's keys).
+fn field_set(param: &str, arg: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<String>>> {
     let Some(arg) = arg else { return Ok(None) };
     if arg.is_none() {
         return Ok(None);
     }
+    let rejected = |value: &Bound<'_, PyAny>| {
+        Error::invalid(
+            param,
+            format!(
+                "expected field names (str), got {} {}; fields: {}",
+                type_name(value),
+                short_repr(value),
+                FIELDS.join(", ")
+            ),
+        )
+    };
     let mut names = Vec::new();
-    for item in arg.try_iter()? {
-        names.push(item?.extract::<String>()?);
+    for item in arg.try_iter().map_err(|_| rejected(arg))? {
+        let item = item?;
+        let Ok(name) = item.cast::<PyString>() else { return Err(rejected(&item)) };
+        names.push(name.to_string_lossy().into_owned());
     }
     Ok(Some(names))
 }
@@ -497,7 +519,7 @@ impl DomainEvent {
         warnings: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let _ = (by_alias, round_trip, warnings);
-        let keep = keep_fn(field_set(include)?, field_set(exclude)?, exclude_none);
+        let keep = keep_fn(field_set("include", include)?, field_set("exclude", exclude)?, exclude_none);
         let out = PyDict::new(py);
         match mode {
             "python" => {
@@ -536,7 +558,7 @@ impl DomainEvent {
         warnings: bool,
     ) -> PyResult<String> {
         let _ = (by_alias, round_trip, warnings);
-        let keep = keep_fn(field_set(include)?, field_set(exclude)?, exclude_none);
+        let keep = keep_fn(field_set("include", include)?, field_set("exclude", exclude)?, exclude_none);
         let value = Value::Object(self.to_json(py, &keep));
         let text = match indent {
             None => serde_json::to_string(&value),
