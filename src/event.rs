@@ -18,6 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use serde_json::{Map, Value};
 
 use crate::errors::{Error, Result};
+use crate::values::short_repr;
 use crate::{identity, timestamp, values};
 
 /// Every event type, in `EventType` declaration order; the index is the
@@ -74,9 +75,11 @@ impl EventKind {
             let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             return Err(Error::invalid(field, format!("expected an EventType or its string value, got {type_name}")));
         };
-        let text = text.to_string_lossy();
-        Self::from_value(&text).ok_or_else(|| {
-            Error::invalid(field, format!("{text:?} is not an EventType; accepted: {}", EVENT_TYPES.join(", ")))
+        Self::from_value(&text.to_string_lossy()).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{} is not an EventType; accepted: {}", short_repr(value), EVENT_TYPES.join(", ")),
+            )
         })
     }
 
@@ -126,9 +129,8 @@ impl DomainEvent {
                     FIELDS.join(", ")
                 )));
             };
-            let name = name.to_string_lossy();
-            let Some(index) = FIELDS.iter().position(|f| *f == name) else {
-                return Err(unexpected_keyword(&name));
+            let Some(index) = FIELDS.iter().position(|f| *f == name.to_string_lossy()) else {
+                return Err(unexpected_keyword(&key));
             };
             if !value.is_none() {
                 given[index] = Some(value);
@@ -252,8 +254,12 @@ impl DomainEvent {
     }
 }
 
-fn unexpected_keyword(name: &str) -> Error {
-    Error::Type(format!("DomainEvent got an unexpected keyword argument {name:?}; accepted: {}", FIELDS.join(", ")))
+fn unexpected_keyword(name: &Bound<'_, PyAny>) -> Error {
+    Error::Type(format!(
+        "DomainEvent got an unexpected keyword argument {}; accepted: {}",
+        short_repr(name),
+        FIELDS.join(", ")
+    ))
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -293,15 +299,6 @@ fn details_field(value: &Bound<'_, PyAny>) -> Result<Py<PyDict>> {
     // audit row) turns a non-str key into text, and the check would cost a
     // walk of every dict on the hot path.
     Ok(copy.unbind())
-}
-
-fn short_repr(value: &Bound<'_, PyAny>) -> String {
-    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-    if text.chars().count() > 60 {
-        format!("{}...", text.chars().take(57).collect::<String>())
-    } else {
-        text
-    }
 }
 
 /// `include=`/`exclude=`: any iterable of field names (a set, list, or dict's keys).
@@ -361,7 +358,7 @@ impl DomainEvent {
         extra: Option<&Bound<'py, PyDict>>,
     ) -> Result<Self> {
         if let Some((key, _)) = extra.and_then(|e| e.iter().next()) {
-            return Err(unexpected_keyword(&key.to_string()));
+            return Err(unexpected_keyword(&key));
         }
         let py = event_type.py();
         let given = [
@@ -536,7 +533,7 @@ impl DomainEvent {
             }
             other => {
                 return Err(
-                    Error::invalid("mode", format!("{other:?} is not a dump mode; accepted: 'python', 'json'")).into()
+                    Error::invalid("mode", format!("'{other}' is not a dump mode; accepted: 'python', 'json'")).into()
                 )
             }
         }

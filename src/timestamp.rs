@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
 use crate::errors::{Error, Result};
+use crate::values::short_repr;
 
 const ACCEPTED: &str = "expected a datetime, an ISO-8601 string or Unix seconds";
 
@@ -24,8 +25,8 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
         return other_tzinfo(field, value);
     }
     if let Ok(text) = value.cast::<PyString>() {
-        let text = text.to_string_lossy();
-        return parse(&text).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {text:?}")));
+        return parse(&text.to_string_lossy())
+            .ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {}", short_repr(value))));
     }
     if !value.is_instance_of::<PyBool>() && (value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
         let seconds: f64 = value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {value}")))?;

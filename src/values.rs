@@ -156,6 +156,16 @@ fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
     })
 }
 
+/// `repr(obj)` cut to about 60 characters, for error messages that quote the bad value.
+pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
+    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(57).collect::<String>())
+    } else {
+        text
+    }
+}
+
 /// `str(obj)`, or its type name when even that raises.
 fn text(obj: &Bound<'_, PyAny>) -> String {
     match obj.str() {
