@@ -222,7 +222,8 @@ impl DomainEvent {
                 text.as_ref().map_or_else(|| py.None().into_bound(py), |t| t.bind(py).clone().into_any()),
             ));
         }
-        fields.push(("details", self.details.bind(py).copy()?.into_any()));
+        // The event's own dict: every caller either copies it or only reads it.
+        fields.push(("details", self.details.bind(py).clone().into_any()));
         fields.push(("event_id", PyString::new(py, &self.event_id).into_any()));
         Ok(fields)
     }
@@ -522,7 +523,13 @@ impl DomainEvent {
             "python" => {
                 for (name, value) in self.python_fields(py)? {
                     if keep(name, value.is_none()) {
-                        out.set_item(name, value)?;
+                        if name == "details" {
+                            // New dicts and lists all the way down, as pydantic
+                            // dumps them: editing a dump never edits the event.
+                            out.set_item(name, values::copy_containers(&value)?)?;
+                        } else {
+                            out.set_item(name, value)?;
+                        }
                     }
                 }
             }

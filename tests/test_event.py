@@ -324,10 +324,26 @@ def test_model_dump_python_mode() -> None:
     assert dumped["timestamp"] == WHEN
 
 
-def test_model_dump_gives_a_details_copy() -> None:
-    event = full_event()
-    event.model_dump()["details"]["added"] = 1
-    assert "added" not in event.details
+def test_model_dump_copies_details_down_to_nested_containers() -> None:
+    marker = object()
+    event = full_event(details={"nested": {"paths": ["/a"], "pair": ({"k": 1}, 2)}, "obj": marker})
+    dumped = event.model_dump()["details"]
+    dumped["added"] = 1
+    dumped["nested"]["paths"].append("/b")
+    dumped["nested"]["pair"][0]["k"] = 2
+    assert event.details == {"nested": {"paths": ["/a"], "pair": ({"k": 1}, 2)}, "obj": marker}
+    assert dumped["obj"] is marker  # other values are shared, as pydantic does
+
+
+def test_model_dump_of_self_containing_details_terminates() -> None:
+    details: dict[str, Any] = {"a": 1}
+    details["self"] = details
+    event = DomainEvent(event_type="plan_applied", details=details)
+    dumped = event.model_dump()["details"]
+    assert dumped["a"] == 1
+    assert dumped is not event.details
+    # details is a copy of the dict; the original, inside it, repeats itself.
+    assert json.loads(event.model_dump_json())["details"]["self"]["self"] == "[circular reference]"
 
 
 def test_model_dump_json_mode_gives_only_json_types() -> None:
