@@ -35,13 +35,10 @@ def _find_legacy_dir() -> Path | None:
     `AUDITBUS_LEGACY_DIR` overrides the search.
     """
     override = os.environ.get("AUDITBUS_LEGACY_DIR")
-    if override:
-        return Path(override)
-    for parent in Path(__file__).resolve().parents[2:]:
-        candidate = parent / "shared" / "legacy"
-        if (candidate / "cleveragents_legacy").is_dir():
-            return candidate
-    return None
+    candidates = (
+        [Path(override)] if override else [p / "shared" / "legacy" for p in Path(__file__).resolve().parents[2:]]
+    )
+    return next((c for c in candidates if (c / "cleveragents_legacy").is_dir()), None)
 
 
 LEGACY_DIR = _find_legacy_dir()
