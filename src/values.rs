@@ -47,6 +47,16 @@ pub fn key_text(key: &Bound<'_, PyAny>) -> String {
 }
 
 fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
+    // Exact-type checks are pointer compares; the subclass checks below are
+    // calls under the stable ABI, so the common leaves take the short path.
+    if obj.is_exact_instance_of::<PyString>() {
+        return Value::String(obj.cast::<PyString>().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Value::Number(i.into());
+        }
+    }
     if obj.is_none() {
         return Value::Null;
     }
