@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import auditbus
 from baseline import legacy_module
 from harness import Case
-
-import auditbus
 
 
 def _noops(n: int) -> list[Callable[[object], None]]:
@@ -29,7 +28,7 @@ def _noops(n: int) -> list[Callable[[object], None]]:
 
 def cases() -> list[Case]:
     legacy = legacy_module()
-    from dust_riven import Signal
+    from dust_riven import Signal  # noqa: PLC0415 - a benchmark-only dependency
 
     result = []
     for n in (0, 1, 10):

@@ -344,7 +344,7 @@ impl ReactiveEventBus {
     /// it each event between the stream and the handlers; until then only
     /// `None` is accepted, so no caller believes events are being persisted.
     #[new]
-    #[pyo3(signature = (max_log_size = Some(10_000), *, audit = None))]
+    #[pyo3(signature = (max_log_size = Some(10_000), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: Option<i64>, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
         if audit.is_some_and(|a| !a.is_none()) {
             return Err(Error::invalid(

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from auditbus import ClosedError, DomainEvent, EventType, ReactiveEventBus, ValidationError
 
 
@@ -85,7 +84,11 @@ def test_raising_handlers_are_counted_and_emit_returns(bus: ReactiveEventBus, ca
     assert bus.handler_errors == 2
     assert bus.stats()["handler_errors"] == 2
     messages = [r.getMessage() for r in caplog.records if r.name == "auditbus"]
-    assert messages == ["event handler test_raising_handlers_are_counted_and_emit_returns.<locals>.failing failed for plan_failed"] * 2
+    assert (
+        messages
+        == ["event handler test_raising_handlers_are_counted_and_emit_returns.<locals>.failing failed for plan_failed"]
+        * 2
+    )
     assert all(r.exc_info and isinstance(r.exc_info[1], KeyError) for r in caplog.records)
     assert "in failing" in caplog.text  # the traceback names the handler's frame
 
@@ -201,9 +204,15 @@ def test_dispose_from_a_handler_stops_the_remaining_handlers() -> None:
 
 
 def test_context_manager_disposes_on_exit_even_on_error() -> None:
-    with pytest.raises(RuntimeError), ReactiveEventBus() as bus:
-        assert isinstance(bus, ReactiveEventBus)
-        raise RuntimeError("body failed")
+    bus = ReactiveEventBus()
+
+    def body() -> None:
+        with bus as entered:
+            assert entered is bus
+            raise RuntimeError("body failed")
+
+    with pytest.raises(RuntimeError, match="body failed"):
+        body()
     assert bus.closed
     with pytest.raises(ClosedError):
         bus.emit(event())
@@ -230,7 +239,9 @@ def test_subscribe_rejects_a_non_callable_handler(bus: ReactiveEventBus) -> None
     assert bus.stats()["handlers"] == 0
 
 
-@pytest.mark.parametrize(("bad", "named"), [("planCreated", "'planCreated'|\"planCreated\""), (3, "int"), (None, "NoneType")])
+@pytest.mark.parametrize(
+    ("bad", "named"), [("planCreated", "'planCreated'|\"planCreated\""), (3, "int"), (None, "NoneType")]
+)
 def test_subscribe_rejects_an_unknown_type_naming_it(bus: ReactiveEventBus, bad: object, named: str) -> None:
     with pytest.raises(ValidationError, match=named) as info:
         bus.subscribe(bad, print)  # type: ignore[arg-type]

@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import auditbus._aio as aio
 import pytest
-
 from auditbus import DomainEvent, ReactiveEventBus
-from auditbus._aio import is_coroutine_handler
 
 DEADLINE = 30.0
 
@@ -158,19 +157,17 @@ def test_coroutine_handlers_are_recognised_in_their_usual_shapes() -> None:
         def __call__(self, ev: Any) -> None:
             return None
 
-    assert is_coroutine_handler(plain)
-    assert is_coroutine_handler(Service().on_event)
-    assert is_coroutine_handler(functools.partial(plain))
-    assert is_coroutine_handler(AsyncCallable())
-    assert not is_coroutine_handler(SyncCallable())
-    assert not is_coroutine_handler(print)
-    assert not is_coroutine_handler(lambda ev: None)
-    assert not is_coroutine_handler(AsyncCallable)  # the class itself builds an object; it is not a coroutine
+    assert aio.is_coroutine_handler(plain)
+    assert aio.is_coroutine_handler(Service().on_event)
+    assert aio.is_coroutine_handler(functools.partial(plain))
+    assert aio.is_coroutine_handler(AsyncCallable())
+    assert not aio.is_coroutine_handler(SyncCallable())
+    assert not aio.is_coroutine_handler(print)
+    assert not aio.is_coroutine_handler(lambda ev: None)
+    assert not aio.is_coroutine_handler(AsyncCallable)  # the class itself builds an object; it is not a coroutine
 
 
 def test_the_kind_of_handler_is_decided_once_at_subscribe_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import auditbus._aio as aio
-
     checks: list[object] = []
     original = aio.is_coroutine_handler
 

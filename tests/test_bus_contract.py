@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import auditbus
 import pytest
 from reactivex import operators as ops
-
-import auditbus
 
 
 def _legacy_root() -> Path | None:
@@ -55,11 +54,9 @@ def _legacy() -> Impl:
         pytest.skip("the legacy bus (shared/legacy) is not beside this checkout")
     if str(LEGACY_ROOT) not in sys.path:
         sys.path.insert(0, str(LEGACY_ROOT))
-    import cleveragents_legacy as legacy
+    import cleveragents_legacy as legacy  # noqa: PLC0415 - found on sys.path only now
 
-    return Impl(
-        "legacy", legacy.ReactiveEventBus, legacy.DomainEvent, legacy.EventType, "cleveragents_legacy.reactive"
-    )
+    return Impl("legacy", legacy.ReactiveEventBus, legacy.DomainEvent, legacy.EventType, "cleveragents_legacy.reactive")
 
 
 @pytest.fixture(params=["auditbus", "legacy"])
@@ -183,7 +180,7 @@ def test_audit_log_is_a_bounded_copy_oldest_first(impl: Impl) -> None:
     log = bus.audit_log
     assert isinstance(log, list)
     assert [e.plan_id for e in log] == ["2", "3", "4"]
-    assert all(a is b for a, b in zip(log, events[2:]))
+    assert all(a is b for a, b in zip(log, events[2:], strict=True))
     log.clear()
     assert len(bus.audit_log) == 3
 
@@ -277,7 +274,7 @@ def test_audit_event_subscriber_records_through_the_bus(impl: Impl, tmp_path: Pa
     if LEGACY_ROOT is None:
         pytest.skip("needs the legacy AuditService")
     legacy = _legacy()
-    import cleveragents_legacy as reference
+    import cleveragents_legacy as reference  # noqa: PLC0415 - put on sys.path by _legacy()
 
     service = reference.AuditService(tmp_path / "audit.db")
     bus = impl.Bus()

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactivex import operators as ops
-
 from auditbus import DomainEvent, ReactiveEventBus
+from reactivex import operators as ops
 
 
 def event(plan_id: str, event_type: str = "plan_created") -> DomainEvent:

@@ -50,15 +50,15 @@ def test_eight_threads_emit_subscribe_and_unsubscribe_without_loss_or_deadlock()
         churn_handler = make_churn_handler()  # one per thread: unsubscribe(type, handler) removes this thread's
         try:
             start.wait(timeout=DEADLINE)
-            events = [DomainEvent(event_type="plan_created", plan_id="nest" if i % 10 == 0 else str(i)) for i in range(5)]
+            events = [
+                DomainEvent(event_type="plan_created", plan_id="nest" if i % 10 == 0 else str(i)) for i in range(5)
+            ]
             for round_ in range(ROUNDS):
                 token = bus.subscribe("plan_created", churn_handler)
                 for ev in events:
                     bus.emit(ev)
-                if (round_ + index) % 2:
-                    result = token()
-                else:
-                    result = bus.unsubscribe("plan_created", churn_handler)
+                # both ways out: the token, and unsubscribe(type, handler)
+                result = token() if (round_ + index) % 2 else bus.unsubscribe("plan_created", churn_handler)
                 with lock:
                     churn_results.append(result)
         except BaseException as exc:  # surfaced by the assertions below

@@ -29,7 +29,7 @@ def is_coroutine_handler(handler: object) -> bool:
         return True
     if inspect.isroutine(handler) or isinstance(handler, type):
         return False
-    return inspect.iscoroutinefunction(getattr(type(handler), "__call__", None))
+    return callable(handler) and inspect.iscoroutinefunction(type(handler).__call__)
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -45,7 +45,7 @@ def schedule(
     home_loop: asyncio.AbstractEventLoop | None,
 ) -> None:
     """Start `handler(event)` on this thread's running loop, else on `home_loop`."""
-    import asyncio
+    import asyncio  # noqa: PLC0415 - only coroutine handlers pay for importing asyncio
 
     loop = asyncio._get_running_loop()
     if loop is None and home_loop is None:

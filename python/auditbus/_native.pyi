@@ -8,7 +8,6 @@ from typing import Any, Final, Literal, final
 
 from reactivex import Observable
 from reactivex.abc import ObserverBase
-
 from typing_extensions import Self
 
 from .types import EventType
