@@ -715,3 +715,41 @@ impl Unsubscribe {
         visit.call(&self.bus)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn every_kind_is_routable_and_hashes_apart() {
+        let kinds: Vec<EventKind> = all_kinds().collect();
+        assert_eq!(kinds.len(), EVENT_TYPES.len());
+        let build = BuildHasherDefault::<KindHasher>::default();
+        let hashes: HashSet<u64> = kinds.iter().map(|kind| build.hash_one(kind)).collect();
+        assert_eq!(hashes.len(), kinds.len());
+        // the top 7 bits pick hashbrown's control byte: they must differ too
+        let tops: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tops.len() > kinds.len() / 2);
+    }
+
+    #[test]
+    fn a_wildcard_subscription_is_routed_to_every_kind() {
+        Python::attach(|py| {
+            let sub = Arc::new(Subscription {
+                handler: py.None(),
+                kind: None,
+                mode: Mode::Sync,
+                active: AtomicBool::new(true),
+                name: "h".into(),
+            });
+            assert_eq!(kinds_of(&sub).len(), EVENT_TYPES.len());
+            let bus = ReactiveEventBus::py_new(Some(2), None).unwrap();
+            bus.add_subscription(py, &sub).unwrap();
+            assert_eq!(bus.handlers.read().len(), EVENT_TYPES.len());
+            assert!(bus.remove_subscription(py, &sub));
+            assert!(bus.handlers.read().is_empty());
+            assert!(!bus.remove_subscription(py, &sub));
+        });
+    }
+}
