@@ -1,7 +1,8 @@
 //! `ReactiveEventBus`: the in-process domain event bus.
 //!
 //! `emit()` runs on the caller's thread, in this order: stream observers,
-//! (persistence, once wired), the bounded in-memory log, then the handlers of
+//! persistence (with `audit=`: the redacted record is handed to the audit
+//! writer's queue), the bounded in-memory log, then the handlers of
 //! the event's type in subscription order. Handler and observer exceptions are
 //! isolated: logged on the `auditbus` logger with the event type and the
 //! traceback, counted, and the next callable runs.
@@ -27,6 +28,7 @@ use pyo3::sync::{MutexExt, PyOnceLock, RwLockExt};
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::audit::AuditService;
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 
@@ -155,6 +157,8 @@ pub struct ReactiveEventBus {
     observer_errors: AtomicU64,
     /// std `OnceLock`, not `PyOnceLock`: `__traverse__` must read it without `py`.
     stream: OnceLock<Py<PyAny>>,
+    /// Where every emitted event is persisted, if anywhere.
+    audit: Option<Py<AuditService>>,
 }
 
 /// Which kind of callable failed, for the log line and the counter.
@@ -339,19 +343,24 @@ impl ReactiveEventBus {
 
 #[pymethods]
 impl ReactiveEventBus {
-    /// `max_log_size` bounds the in-memory log (None: unbounded). `audit` is the
-    /// persistence seam: a later change takes an `AuditService` here and hands
-    /// it each event between the stream and the handlers; until then only
-    /// `None` is accepted, so no caller believes events are being persisted.
+    /// `max_log_size` bounds the in-memory log (None: unbounded). With
+    /// `audit=service`, every emitted event, whatever its type, is handed to
+    /// `service` (redacted, write-behind) between the stream and the handlers.
     #[new]
     #[pyo3(signature = (max_log_size = Some(10_000), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: Option<i64>, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
-        if audit.is_some_and(|a| !a.is_none()) {
-            return Err(Error::invalid(
-                "audit",
-                "persistence from the bus is not wired yet; pass audit=None and subscribe an AuditEventSubscriber",
-            ));
-        }
+        let audit = match audit {
+            Some(service) if !service.is_none() => Some(
+                service
+                    .cast::<AuditService>()
+                    .map_err(|_| {
+                        Error::Type(format!("audit= takes an auditbus.AuditService or None, got {}", type_name(service)))
+                    })?
+                    .clone()
+                    .unbind(),
+            ),
+            _ => None,
+        };
         let max_log_size = match max_log_size {
             None => None,
             Some(n) => Some(usize::try_from(n).map_err(|_| {
@@ -368,6 +377,7 @@ impl ReactiveEventBus {
             handler_errors: AtomicU64::new(0),
             observer_errors: AtomicU64::new(0),
             stream: OnceLock::new(),
+            audit,
         })
     }
 
@@ -391,8 +401,11 @@ impl ReactiveEventBus {
             let tuple = args.insert(PyTuple::new(py, [event])?);
             this.push_to_stream(py, tuple, kind)?;
         }
-        // Persistence seam: with `audit=` wired, the redacted record is handed
-        // to the audit writer here, after the stream and before the handlers.
+        if let Some(audit) = &this.audit {
+            // A full queue past its wait raises here: the caller learns the
+            // event was not accepted instead of it being dropped.
+            audit.get().submit_event(py, domain_event.get())?;
+        }
         this.append_to_log(py, event);
         let snapshot = this.handlers.read_py_attached(py).get(&kind).cloned();
         if let Some(subscriptions) = snapshot {
@@ -535,6 +548,12 @@ impl ReactiveEventBus {
         self.observer_errors.load(Ordering::Relaxed)
     }
 
+    /// The audit service every emitted event is persisted to, or None.
+    #[getter]
+    fn audit(&self, py: Python<'_>) -> Option<Py<AuditService>> {
+        self.audit.as_ref().map(|a| a.clone_ref(py))
+    }
+
     /// Counts for monitoring: subscriptions, observers, logged events, errors.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handlers = {
@@ -633,6 +652,7 @@ impl ReactiveEventBus {
             }
         }
         visit.call(self.stream.get())?;
+        visit.call(&self.audit)?;
         Ok(())
     }
 

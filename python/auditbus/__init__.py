@@ -21,6 +21,7 @@ from ._native import (
 )
 from .audit import AUDIT_LIFECYCLE_EVENT_TYPES, SECURITY_EVENT_TYPES, VALID_EVENT_TYPES
 from .identity import current_identity, identity
+from .subscriber import AuditEventSubscriber
 from .types import EventType
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "VALID_EVENT_TYPES",
     "AuditEntry",
     "AuditError",
+    "AuditEventSubscriber",
     "AuditService",
     "ClosedError",
     "DomainEvent",
