@@ -3,6 +3,7 @@
 //! module.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bus;
 pub mod errors;
 pub mod event;
 pub mod identity;
@@ -14,6 +15,8 @@ pub mod values;
 mod _native {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use super::bus::{ReactiveEventBus, Unsubscribe};
     #[pymodule_export]
     use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
     #[pymodule_export]

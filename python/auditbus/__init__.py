@@ -11,6 +11,8 @@ from ._native import (
     ClosedError,
     DomainEvent,
     QueueFullError,
+    ReactiveEventBus,
+    Unsubscribe,
     ValidationError,
 )
 from .identity import current_identity, identity
@@ -24,6 +26,8 @@ __all__ = [
     "DomainEvent",
     "EventType",
     "QueueFullError",
+    "ReactiveEventBus",
+    "Unsubscribe",
     "ValidationError",
     "__version__",
     "current_identity",
