@@ -612,8 +612,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         start_id = newest[0].id if newest else 0
         bus = demo.wired_bus(service)
         emitted: list[str] = []
-        for event_type in EventType:
-            bus.subscribe(event_type, lambda event: emitted.append(event.event_id))
+        bus.subscribe_all(lambda event: emitted.append(event.event_id))
         with identity("alice"):
             demo.play(bus, run_id=run_id, secret=secret)
         service.flush()

@@ -170,12 +170,11 @@ def wired_bus(service: AuditService) -> ReactiveEventBus:
     """A bus whose every emitted event is persisted by `service` (write-behind).
 
     This is the one place the demo wires the bus to the audit trail: a handler
-    per event type hands each event to `record_event`, which is what
+    for every event hands it to `record_event`, which is what
     `ReactiveEventBus(audit=service)` does inside `emit()`.
     """
     bus = ReactiveEventBus()
-    for event_type in EventType:
-        bus.subscribe(event_type, service.record_event)
+    bus.subscribe_all(service.record_event)
     return bus
 
 
