@@ -3,6 +3,7 @@
 //! module.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod bus;
 pub mod errors;
 pub mod event;
@@ -16,6 +17,8 @@ mod _native {
     use pyo3::prelude::*;
 
     #[pymodule_export]
+    use super::audit::{AuditEntry, AuditEntryIterator, AuditService, VerifyReport};
+    #[pymodule_export]
     use super::bus::{ReactiveEventBus, Unsubscribe};
     #[pymodule_export]
     use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
@@ -23,6 +26,8 @@ mod _native {
     use super::event::{_restore_event, DomainEvent};
     #[pymodule_export]
     use super::identity::_identity_var;
+    #[pymodule_export]
+    use super::redact::Redactor;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

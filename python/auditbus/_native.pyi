@@ -1,9 +1,10 @@
 # Type stubs for the Rust core, checked against the built module by
 # `python -m mypy.stubtest auditbus._native`.
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from os import PathLike
 from typing import Any, Final, Literal, final
 
 from reactivex import Observable
@@ -146,3 +147,161 @@ class Unsubscribe:
     def dispose(self) -> None: ...
     @property
     def active(self) -> bool: ...
+class Redactor:
+    def __new__(cls) -> Self: ...
+
+_Text = str | None
+_TimeArg = datetime | str | float | None
+
+@final
+class AuditEntry:
+    __match_args__: Final = ("id", "timestamp", "event_type", "plan_id", "user_identity", "details")
+    def __new__(
+        cls,
+        id: int,
+        timestamp: datetime | str | float,
+        event_type: str,
+        plan_id: str | None = None,
+        user_identity: str | None = None,
+        details: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+        actor_name: str | None = None,
+        project_name: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        source: Any = None,
+        recorded_at: datetime | str | float | None = None,
+        chain_hash: str | None = None,
+    ) -> Self: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def timestamp(self) -> datetime: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def plan_id(self) -> str | None: ...
+    @property
+    def user_identity(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+    @property
+    def event_id(self) -> str | None: ...
+    @property
+    def actor_name(self) -> str | None: ...
+    @property
+    def project_name(self) -> str | None: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def source(self) -> dict[str, Any] | None: ...
+    @property
+    def recorded_at(self) -> datetime | None: ...
+    @property
+    def chain_hash(self) -> str | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+
+@final
+class VerifyReport:
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def checked(self) -> int: ...
+    @property
+    def unchained(self) -> int: ...
+    @property
+    def first_bad_id(self) -> int | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    def __bool__(self) -> bool: ...
+
+@final
+class AuditEntryIterator:
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> AuditEntry: ...
+
+@final
+class AuditService:
+    def __new__(
+        cls,
+        db_path: str | PathLike[str],
+        *,
+        durability: Literal["full", "normal"] = "full",
+        redactor: Redactor | None = None,
+        queue_size: int = 65536,
+        put_timeout: float | None = 5.0,
+        busy_timeout: float = 5.0,
+        app_name: str | None = None,
+    ) -> Self: ...
+    @property
+    def db_path(self) -> str: ...
+    @property
+    def durability(self) -> str: ...
+    def record(
+        self,
+        event_type: EventType | str,
+        *,
+        plan_id: str | None = None,
+        user_identity: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry: ...
+    def record_event(self, event: DomainEvent) -> None: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def query(
+        self,
+        *,
+        event_type: str | Iterable[str] | None = None,
+        plan_id: _Text = None,
+        user_identity: _Text = None,
+        actor_name: _Text = None,
+        session_id: _Text = None,
+        project_name: _Text = None,
+        outcome: _Text = None,
+        since: _TimeArg = None,
+        until: _TimeArg = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        after_id: int | None = None,
+        order: Literal["desc", "asc"] = "desc",
+    ) -> list[AuditEntry]: ...
+    def count(
+        self,
+        *,
+        event_type: str | Iterable[str] | None = None,
+        plan_id: _Text = None,
+        user_identity: _Text = None,
+        actor_name: _Text = None,
+        session_id: _Text = None,
+        project_name: _Text = None,
+        outcome: _Text = None,
+        since: _TimeArg = None,
+        until: _TimeArg = None,
+        after_id: int | None = None,
+    ) -> int: ...
+    def iter_entries(
+        self,
+        *,
+        event_type: str | Iterable[str] | None = None,
+        plan_id: _Text = None,
+        user_identity: _Text = None,
+        actor_name: _Text = None,
+        session_id: _Text = None,
+        project_name: _Text = None,
+        outcome: _Text = None,
+        since: _TimeArg = None,
+        until: _TimeArg = None,
+        after_id: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
+        batch_size: int = 1000,
+    ) -> Iterator[AuditEntry]: ...
+    def verify(self) -> VerifyReport: ...
+    def stats(self) -> dict[str, Any]: ...
+    def purge(self, before: datetime | str | float) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> bool: ...

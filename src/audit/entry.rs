@@ -1,0 +1,291 @@
+//! The Python value classes of the audit trail: `AuditEntry` (one row, the
+//! legacy dataclass's fields first) and `VerifyReport`.
+
+use chrono::{DateTime, Utc};
+use pyo3::basic::CompareOp;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::audit::chain::Verdict;
+use crate::audit::query::RowData;
+use crate::errors::{Error, Result};
+use crate::timestamp;
+
+/// One audit row. Frozen, like the legacy dataclass.
+#[pyclass(frozen, module = "auditbus", name = "AuditEntry")]
+pub struct AuditEntry {
+    id: i64,
+    timestamp: DateTime<Utc>,
+    event_type: String,
+    plan_id: Option<String>,
+    user_identity: Option<String>,
+    details: Py<PyAny>,
+    event_id: Option<String>,
+    actor_name: Option<String>,
+    project_name: Option<String>,
+    session_id: Option<String>,
+    outcome: Option<String>,
+    source: Option<String>,
+    recorded_at: Option<DateTime<Utc>>,
+    chain_hash: Option<String>,
+}
+
+fn parse_time(id: i64, column: &str, text: &str) -> Result<DateTime<Utc>> {
+    timestamp::parse(text).ok_or_else(|| {
+        Error::Storage(format!("audit row {id}: column {column} holds {text:?}, which is not an ISO-8601 timestamp"))
+    })
+}
+
+/// Stored JSON text as a Python value.
+fn json_to_py(py: Python<'_>, id: i64, text: &str) -> Result<Py<PyAny>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({e})")))?;
+    Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
+}
+
+impl AuditEntry {
+    pub fn from_row(py: Python<'_>, row: RowData) -> Result<Self> {
+        let timestamp = parse_time(row.id, "timestamp", &row.timestamp)?;
+        let recorded_at = row.recorded_at.as_deref().map(|t| parse_time(row.id, "recorded_at", t)).transpose()?;
+        let details = json_to_py(py, row.id, &row.details)?;
+        Ok(Self {
+            id: row.id,
+            timestamp,
+            event_type: row.event_type,
+            plan_id: row.plan_id,
+            user_identity: row.user_identity,
+            details,
+            event_id: row.event_id,
+            actor_name: row.actor_name,
+            project_name: row.project_name,
+            session_id: row.session_id,
+            outcome: row.outcome,
+            source: row.source,
+            recorded_at,
+            chain_hash: row.chain_hash,
+        })
+    }
+
+    fn source_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.source {
+            None => Ok(py.None()),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) => Ok(pythonize::pythonize(py, &value)?.unbind()),
+                Err(_) => Ok(PyString::new(py, text).into_any().unbind()),
+            },
+        }
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
+        let opt = |v: &Option<String>| -> Bound<'py, PyAny> {
+            v.as_ref().map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
+        };
+        Ok(vec![
+            ("id", self.id.into_pyobject(py)?.into_any()),
+            ("timestamp", self.timestamp.into_pyobject(py)?.into_any()),
+            ("event_type", PyString::new(py, &self.event_type).into_any()),
+            ("plan_id", opt(&self.plan_id)),
+            ("user_identity", opt(&self.user_identity)),
+            ("details", self.details.bind(py).clone()),
+            ("event_id", opt(&self.event_id)),
+            ("actor_name", opt(&self.actor_name)),
+            ("project_name", opt(&self.project_name)),
+            ("session_id", opt(&self.session_id)),
+            ("outcome", opt(&self.outcome)),
+            ("source", self.source_py(py)?.into_bound(py)),
+            (
+                "recorded_at",
+                match &self.recorded_at {
+                    Some(t) => t.into_pyobject(py)?.into_any(),
+                    None => py.None().into_bound(py),
+                },
+            ),
+            ("chain_hash", opt(&self.chain_hash)),
+        ])
+    }
+}
+
+#[pymethods]
+impl AuditEntry {
+    /// The legacy dataclass's constructor (positional legacy fields), plus
+    /// the new fields as keywords; `source` is stored as JSON text.
+    #[new]
+    #[pyo3(signature = (id, timestamp, event_type, plan_id=None, user_identity=None, details=None, *, event_id=None, actor_name=None, project_name=None, session_id=None, outcome=None, source=None, recorded_at=None, chain_hash=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        py: Python<'_>,
+        id: i64,
+        timestamp: &Bound<'_, PyAny>,
+        event_type: String,
+        plan_id: Option<String>,
+        user_identity: Option<String>,
+        details: Option<Py<PyAny>>,
+        event_id: Option<String>,
+        actor_name: Option<String>,
+        project_name: Option<String>,
+        session_id: Option<String>,
+        outcome: Option<String>,
+        source: Option<&Bound<'_, PyAny>>,
+        recorded_at: Option<&Bound<'_, PyAny>>,
+        chain_hash: Option<String>,
+    ) -> Result<Self> {
+        let source = source.filter(|s| !s.is_none()).map(|s| crate::values::to_json(s).to_string());
+        Ok(Self {
+            id,
+            timestamp: timestamp::from_py("timestamp", timestamp)?,
+            event_type,
+            plan_id,
+            user_identity,
+            details: details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()),
+            event_id,
+            actor_name,
+            project_name,
+            session_id,
+            outcome,
+            source,
+            recorded_at: recorded_at
+                .filter(|r| !r.is_none())
+                .map(|r| timestamp::from_py("recorded_at", r))
+                .transpose()?,
+            chain_hash,
+        })
+    }
+
+    #[getter]
+    fn id(&self) -> i64 {
+        self.id
+    }
+    /// When the event happened (the event's own time), aware, UTC.
+    #[getter]
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+    #[getter]
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    #[getter]
+    fn plan_id(&self) -> Option<&str> {
+        self.plan_id.as_deref()
+    }
+    #[getter]
+    fn user_identity(&self) -> Option<&str> {
+        self.user_identity.as_deref()
+    }
+    /// The details as stored (already redacted).
+    #[getter]
+    fn details(&self, py: Python<'_>) -> Py<PyAny> {
+        self.details.clone_ref(py)
+    }
+    #[getter]
+    fn event_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
+    }
+    #[getter]
+    fn actor_name(&self) -> Option<&str> {
+        self.actor_name.as_deref()
+    }
+    #[getter]
+    fn project_name(&self) -> Option<&str> {
+        self.project_name.as_deref()
+    }
+    #[getter]
+    fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    #[getter]
+    fn outcome(&self) -> Option<&str> {
+        self.outcome.as_deref()
+    }
+    /// Where the row was written from: `{"host", "pid", "app"}`.
+    #[getter]
+    fn source(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.source_py(py)
+    }
+    /// When the writer committed it (None for rows other writers appended).
+    #[getter]
+    fn recorded_at(&self) -> Option<DateTime<Utc>> {
+        self.recorded_at
+    }
+    #[getter]
+    fn chain_hash(&self) -> Option<&str> {
+        self.chain_hash.as_deref()
+    }
+
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str) {
+        ("id", "timestamp", "event_type", "plan_id", "user_identity", "details")
+    }
+
+    /// Every field, in order.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (name, value) in self.fields(py)? {
+            out.set_item(name, value)?;
+        }
+        Ok(out)
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<AuditEntry>() else { return Ok(py.NotImplemented()) };
+        let result = match op {
+            CompareOp::Eq => self.to_dict(py)?.eq(other.get().to_dict(py)?)?,
+            CompareOp::Ne => !self.to_dict(py)?.eq(other.get().to_dict(py)?)?,
+            _ => return Ok(py.NotImplemented()),
+        };
+        Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let mut parts = Vec::new();
+        for (name, value) in self.fields(py)? {
+            parts.push(format!("{name}={}", value.repr()?.to_string_lossy()));
+        }
+        Ok(format!("AuditEntry({})", parts.join(", ")))
+    }
+}
+
+/// What `verify()` found. Truthy when the chain is intact.
+#[pyclass(frozen, module = "auditbus", name = "VerifyReport", get_all)]
+pub struct VerifyReport {
+    /// No edited, deleted or inserted row was found.
+    ok: bool,
+    /// Rows whose place in the chain was checked.
+    checked: u64,
+    /// Rows outside the chain: written before the migration, or appended
+    /// without a hash (the legacy service) after the last chained row.
+    unchained: u64,
+    first_bad_id: Option<i64>,
+    reason: Option<String>,
+}
+
+impl From<Verdict> for VerifyReport {
+    fn from(v: Verdict) -> Self {
+        Self {
+            ok: v.first_bad_id.is_none(),
+            checked: v.checked,
+            unchained: v.unchained,
+            first_bad_id: v.first_bad_id,
+            reason: v.reason,
+        }
+    }
+}
+
+#[pymethods]
+impl VerifyReport {
+    fn __bool__(&self) -> bool {
+        self.ok
+    }
+
+    fn __repr__(&self) -> String {
+        let opt_id = self.first_bad_id.map_or_else(|| "None".to_owned(), |i| i.to_string());
+        let reason = self.reason.as_ref().map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
+        format!(
+            "VerifyReport(ok={}, checked={}, unchained={}, first_bad_id={opt_id}, reason={reason})",
+            if self.ok { "True" } else { "False" },
+            self.checked,
+            self.unchained
+        )
+    }
+}

@@ -1,0 +1,13 @@
+//! The durable audit trail: SQLite `audit_log`, written behind the caller by
+//! one thread per database, hash-chained, redacted before it is queued.
+
+pub mod chain;
+pub mod entry;
+pub mod query;
+pub mod record;
+pub mod schema;
+pub mod service;
+pub mod writer;
+
+pub use entry::{AuditEntry, VerifyReport};
+pub use service::{AuditEntryIterator, AuditService};

@@ -1,0 +1,239 @@
+//! The `audit_log` table: the legacy DDL, then versioned, idempotent
+//! migrations recorded in `PRAGMA user_version`.
+//!
+//! Migrations only add (columns, indexes, the `audit_meta` table); they never
+//! rewrite a row, so a database the legacy service wrote keeps its rows
+//! byte for byte, and the legacy service can still read and append to a
+//! database auditbus migrated (its INSERT names only the legacy columns; the
+//! new ones are nullable).
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::audit::chain;
+use crate::errors::{Error, Result};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Exactly the legacy service's schema script.
+const LEGACY_DDL: &str = "
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    timestamp TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    plan_id TEXT,
+    user_identity TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS ix_audit_log_event_type ON audit_log(event_type);
+CREATE INDEX IF NOT EXISTS ix_audit_log_plan_id ON audit_log(plan_id);
+CREATE INDEX IF NOT EXISTS ix_audit_log_timestamp ON audit_log(timestamp);
+";
+
+/// Columns added by version 1, all nullable so legacy INSERTs keep working.
+const V1_COLUMNS: [&str; 9] = [
+    "event_id",
+    "actor_name",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "recorded_at",
+    "prev_hash",
+    "chain_hash",
+];
+
+/// Indexes of version 1. A single-column index also orders by rowid, so
+/// `WHERE user_identity = ? ORDER BY id DESC LIMIT n` reads n index entries.
+const V1_INDEXES: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS ux_audit_log_event_id ON audit_log(event_id);
+CREATE INDEX IF NOT EXISTS ix_audit_log_user_identity ON audit_log(user_identity);
+CREATE INDEX IF NOT EXISTS ix_audit_log_session_id ON audit_log(session_id);
+CREATE INDEX IF NOT EXISTS ix_audit_log_type_time ON audit_log(event_type, timestamp);
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// Every column of a row in table order, for SELECTs.
+pub const ROW_COLUMNS: &str = "id, timestamp, event_type, plan_id, user_identity, details, event_id, actor_name, \
+                               project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash";
+
+/// How hard `COMMIT` pushes to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced on every commit (survives power loss).
+    Full,
+    /// `synchronous=NORMAL`: survives a process crash; the last commits may roll back on power loss.
+    Normal,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(Error::invalid("durability", format!("{other:?} is not accepted; use 'full' or 'normal'"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        }
+    }
+
+    fn pragma(self) -> i64 {
+        match self {
+            Self::Full => 2,
+            Self::Normal => 1,
+        }
+    }
+}
+
+/// Describes an open failure with the path, so a corrupt or foreign file
+/// gives a clear `AuditError` instead of a bare SQLite code.
+fn at(path: &str, what: &str, err: rusqlite::Error) -> Error {
+    Error::Storage(format!("audit database {path:?}: {what}: {err}"))
+}
+
+/// Opens a connection with the settings every connection needs.
+pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| at(path, "cannot open", e))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens the writer's connection: WAL, the chosen `synchronous` (read back
+/// and checked, since wrappers and compile options can change defaults),
+/// then the migrations.
+pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -> Result<Connection> {
+    let mut conn = open(path, busy_timeout)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| at(path, "not a usable SQLite database", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
+    }
+    conn.pragma_update(None, "synchronous", durability.pragma()).map_err(|e| at(path, "cannot set synchronous", e))?;
+    let sync: i64 = conn
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(|e| at(path, "cannot read synchronous back", e))?;
+    if sync != durability.pragma() {
+        return Err(Error::Storage(format!(
+            "audit database {path:?}: synchronous reads back as {sync}, expected {} ({})",
+            durability.pragma(),
+            durability.name()
+        )));
+    }
+    migrate(&mut conn).map_err(|e| match e {
+        Error::Sqlite(inner) => at(path, "migration failed", inner),
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] inside one write transaction, so
+/// several processes opening the same file at once migrate it exactly once.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    tx.execute_batch(LEGACY_DDL)?;
+    if version < 1 {
+        let existing: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM pragma_table_info('audit_log')")?;
+            let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            names.collect::<rusqlite::Result<_>>()?
+        };
+        for column in V1_COLUMNS {
+            if !existing.iter().any(|c| c == column) {
+                tx.execute_batch(&format!("ALTER TABLE audit_log ADD COLUMN {column} TEXT"))?;
+            }
+        }
+        tx.execute_batch(V1_INDEXES)?;
+        // Rows already present are outside the chain: the anchor sits after them.
+        let last = last_id(&tx)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?1), ('chain_anchor_hash', ?2)",
+            (last.to_string(), chain::GENESIS),
+        )?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The largest id ever handed out (AUTOINCREMENT's `sqlite_sequence`, or the
+/// largest present id), so ids are never reused even after a purge.
+pub fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
+    let seq: Option<i64> =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()?;
+    let max: Option<i64> = conn.query_row("SELECT max(id) FROM audit_log", [], |row| row.get(0))?;
+    Ok(seq.unwrap_or(0).max(max.unwrap_or(0)))
+}
+
+/// The chain anchor: rows with `id <= anchor_id` are outside the chain.
+pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM audit_meta WHERE key LIKE 'chain_anchor_%'")?;
+    let mut id = 0;
+    let mut hash = chain::GENESIS.to_owned();
+    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (key, value) = row?;
+        match key.as_str() {
+            "chain_anchor_id" => id = value.parse().unwrap_or(0),
+            "chain_anchor_hash" => hash = value,
+            _ => {}
+        }
+    }
+    Ok((id, hash))
+}
+
+/// Moves the anchor (after a purge).
+pub fn set_anchor(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?1), ('chain_anchor_hash', ?2)",
+        (id.to_string(), hash),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_is_idempotent_and_keeps_legacy_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(LEGACY_DDL).unwrap();
+        conn.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES ('2026-01-01T00:00:00+00:00', 'auth_success', '{}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(anchor(&conn).unwrap(), (1, chain::GENESIS.to_owned()));
+        let details: String = conn.query_row("SELECT details FROM audit_log WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(details, "{}");
+    }
+
+    #[test]
+    fn durability_names() {
+        assert_eq!(Durability::parse("full").unwrap(), Durability::Full);
+        assert!(Durability::parse("FULL").is_err());
+    }
+}

@@ -1,0 +1,627 @@
+//! `auditbus.AuditService`: the Python face of the audit trail.
+//!
+//! Records are built and redacted on the caller's thread (the writer and
+//! the disk never see a raw secret), then handed to the [`Writer`]. Reads
+//! use a second connection, with the GIL released, so queries run while the
+//! writer commits (WAL readers do not block the writer).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyMapping, PyString};
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::audit::entry::{AuditEntry, VerifyReport};
+use crate::audit::query::{self, Filter, Order, RowData};
+use crate::audit::record::{lifecycle, new_event_id, AuditRecord, Who};
+use crate::audit::schema::{self, Durability, SCHEMA_VERSION};
+use crate::audit::writer::{Committed, Writer};
+use crate::errors::{Error, Result};
+use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
+use crate::redact::{Redactor, Rules};
+use crate::timestamp;
+
+/// How long the at-exit close keeps retrying a failing batch before it
+/// gives the rows up (and logs how many).
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writers still to be closed at interpreter exit, with the temporary file
+/// behind a `":memory:"` service.
+static LIVE: Mutex<Vec<(Arc<Writer>, Option<PathBuf>)>> = Mutex::new(Vec::new());
+
+/// Closes every service still open (the `atexit` hook): a normal exit flushes.
+#[pyfunction]
+fn _close_audit_services_at_exit(py: Python<'_>) {
+    let live = std::mem::take(&mut *LIVE.lock());
+    for (writer, temp) in live {
+        writer.close(py, Some(stop_record("interpreter exit")), Some(EXIT_LIMIT));
+        remove_temp(temp.as_ref());
+    }
+}
+
+fn register_at_exit(py: Python<'_>) -> PyResult<()> {
+    static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
+    REGISTERED
+        .get_or_try_init(py, || {
+            let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+            py.import("atexit")?.call_method1("register", (hook,))?;
+            Ok::<(), PyErr>(())
+        })
+        .map(|_| ())
+}
+
+fn remove_temp(temp: Option<&PathBuf>) {
+    if let Some(path) = temp {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+fn stop_record(reason: &str) -> AuditRecord {
+    let mut details = Map::new();
+    details.insert("reason".into(), Value::String(reason.to_owned()));
+    AuditRecord::lifecycle(lifecycle::STOPPED, details)
+}
+
+fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
+        Some(s) => Err(Error::invalid(field, format!("expected a number of seconds >= 0 or None, got {s}"))),
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// A text argument or filter: str (or a str subclass such as an enum) or None.
+fn opt_text(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) => match v.cast::<PyString>() {
+            Ok(s) => Ok(Some(s.to_string_lossy().into_owned())),
+            Err(_) => Err(Error::Type(format!(
+                "{field}: expected str or None, got {} {}",
+                type_name(v),
+                v.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default()
+            ))),
+        },
+    }
+}
+
+fn known_type(field: &str, text: &str) -> Result<String> {
+    if EVENT_TYPES.contains(&text) || lifecycle::ALL.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "{text:?} is not an audit event type; accepted: {}, and the service's own {}",
+                EVENT_TYPES.join(", "),
+                lifecycle::ALL.join(", ")
+            ),
+        ))
+    }
+}
+
+fn event_types(value: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<String>>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(None) };
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(Some(vec![known_type("event_type", &text.to_string_lossy())?]));
+    }
+    let items = value.try_iter().map_err(|_| {
+        Error::Type(format!("event_type: expected a str, an iterable of str or None, got {}", type_name(value)))
+    })?;
+    let mut types = Vec::new();
+    for item in items {
+        let item = item?;
+        let text = item.cast::<PyString>().map_err(|_| {
+            Error::Type(format!(
+                "event_type: expected str items, got {} {}",
+                type_name(&item),
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        types.push(known_type("event_type", &text.to_string_lossy())?);
+    }
+    if types.is_empty() {
+        return Err(Error::invalid("event_type", "an empty collection matches nothing; pass None for every type"));
+    }
+    Ok(Some(types))
+}
+
+fn time_filter(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<String>> {
+    match value {
+        Some(v) if !v.is_none() => Ok(Some(timestamp::isoformat(&timestamp::from_py(field, v)?))),
+        _ => Ok(None),
+    }
+}
+
+fn parse_order(order: &str) -> Result<Order> {
+    match order {
+        "desc" => Ok(Order::Desc),
+        "asc" => Ok(Order::Asc),
+        other => Err(Error::invalid("order", format!("{other:?} is not accepted; use 'desc' or 'asc'"))),
+    }
+}
+
+/// The filter arguments shared by `query`, `count` and `iter_entries`.
+#[allow(clippy::too_many_arguments)]
+fn filter(
+    event_type: Option<&Bound<'_, PyAny>>,
+    plan_id: Option<&Bound<'_, PyAny>>,
+    user_identity: Option<&Bound<'_, PyAny>>,
+    actor_name: Option<&Bound<'_, PyAny>>,
+    session_id: Option<&Bound<'_, PyAny>>,
+    project_name: Option<&Bound<'_, PyAny>>,
+    outcome: Option<&Bound<'_, PyAny>>,
+    since: Option<&Bound<'_, PyAny>>,
+    until: Option<&Bound<'_, PyAny>>,
+    after_id: Option<i64>,
+) -> Result<Filter> {
+    Ok(Filter {
+        event_types: event_types(event_type)?,
+        plan_id: opt_text("plan_id", plan_id)?,
+        user_identity: opt_text("user_identity", user_identity)?,
+        actor_name: opt_text("actor_name", actor_name)?,
+        session_id: opt_text("session_id", session_id)?,
+        project_name: opt_text("project_name", project_name)?,
+        outcome: opt_text("outcome", outcome)?,
+        since: time_filter("since", since)?,
+        until: time_filter("until", until)?,
+        after_id,
+    })
+}
+
+/// `auditbus.AuditService`: the durable, redacted, tamper-evident audit trail.
+#[pyclass(frozen, module = "auditbus", name = "AuditService")]
+pub struct AuditService {
+    /// As the caller gave it (`":memory:"` stays `":memory:"`).
+    db_path: String,
+    durability: Durability,
+    rules: Arc<Rules>,
+    put_timeout: Option<Duration>,
+    writer: Arc<Writer>,
+    reader: Mutex<Option<Connection>>,
+    /// The temporary file standing in for `":memory:"`.
+    temp: Option<PathBuf>,
+    source: String,
+}
+
+impl AuditService {
+    /// Write-behind entry for the bus: redacts on the caller's thread,
+    /// queues the owned record and returns without touching the disk.
+    pub fn submit_event(&self, py: Python<'_>, event: &DomainEvent) -> Result<()> {
+        let record = AuditRecord::from_event(py, event, &self.rules);
+        self.writer.submit(py, record, self.put_timeout)
+    }
+
+    fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T> {
+        py.detach(|| {
+            let guard = self.reader.lock();
+            let conn =
+                guard.as_ref().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
+            f(conn)
+        })
+    }
+
+    fn entries(py: Python<'_>, rows: Vec<RowData>) -> Result<Vec<AuditEntry>> {
+        rows.into_iter().map(|row| AuditEntry::from_row(py, row)).collect()
+    }
+
+    fn page(
+        &self,
+        py: Python<'_>,
+        filter: &Filter,
+        order: Order,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> Result<Vec<RowData>> {
+        self.read(py, |conn| query::fetch(conn, filter, order, limit, offset))
+    }
+}
+
+#[pymethods]
+impl AuditService {
+    #[new]
+    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        py: Python<'_>,
+        db_path: &Bound<'_, PyAny>,
+        durability: &str,
+        redactor: Option<&Bound<'_, PyAny>>,
+        queue_size: i64,
+        put_timeout: Option<f64>,
+        busy_timeout: f64,
+        app_name: Option<String>,
+    ) -> Result<Self> {
+        let fspath =
+            py.import("os")?.getattr("fspath")?.call1((db_path,)).map_err(|_| {
+                Error::Type(format!("db_path: expected a str or os.PathLike, got {}", type_name(db_path)))
+            })?;
+        let db_path: String = fspath
+            .cast::<PyString>()
+            .map(|s| s.to_string_lossy().into_owned())
+            .map_err(|_| Error::Type(format!("db_path: expected a str path, got {}", type_name(&fspath))))?;
+        let durability = Durability::parse(durability)?;
+        let rules = match redactor.filter(|r| !r.is_none()) {
+            None => Rules::shared_default(),
+            Some(r) => r
+                .cast::<Redactor>()
+                .map_err(|_| {
+                    Error::Type(format!("redactor: expected an auditbus.Redactor or None, got {}", type_name(r)))
+                })?
+                .get()
+                .rules(),
+        };
+        if queue_size < 1 {
+            return Err(Error::invalid("queue_size", format!("expected an int >= 1, got {queue_size}")));
+        }
+        let capacity = usize::try_from(queue_size).unwrap_or(usize::MAX).min(1 << 26);
+        let put_timeout = seconds("put_timeout", put_timeout)?;
+        let busy = seconds("busy_timeout", Some(busy_timeout))?.unwrap_or_default();
+
+        // ":memory:" (and "") keep working as for the legacy service, on a
+        // private temporary file so the writer and reader see one database.
+        let temp = (db_path == ":memory:" || db_path.is_empty())
+            .then(|| std::env::temp_dir().join(format!("auditbus-memory-{}.sqlite3", new_event_id())));
+        let file = temp.as_ref().map_or_else(|| db_path.clone(), |p| p.to_string_lossy().into_owned());
+
+        let sys = py.import("sys")?;
+        let app = match app_name {
+            Some(name) => name,
+            None => sys
+                .getattr("argv")
+                .and_then(|argv| argv.get_item(0))
+                .and_then(|arg0| arg0.extract::<String>())
+                .ok()
+                .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| "python".to_owned()),
+        };
+        let host: String = py.import("socket")?.getattr("gethostname")?.call0()?.extract()?;
+        let source = serde_json::json!({"host": host, "pid": std::process::id(), "app": app}).to_string();
+
+        let opened = py.detach(|| -> Result<(Connection, Connection)> {
+            let writer = schema::open_writer(&file, busy, durability)?;
+            let reader = schema::open(&file, busy)?;
+            reader.pragma_update(None, "query_only", true)?;
+            Ok((writer, reader))
+        });
+        let (write_conn, read_conn) = match opened {
+            Ok(conns) => conns,
+            Err(e) => {
+                remove_temp(temp.as_ref());
+                return Err(e);
+            }
+        };
+        let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity)?;
+        register_at_exit(py)?;
+        LIVE.lock().retain(|(w, _)| !w.is_finished());
+        LIVE.lock().push((writer.clone(), temp.clone()));
+
+        let mut details = Map::new();
+        details.insert("durability".into(), Value::String(durability.name().to_owned()));
+        details.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
+        details.insert("queue_size".into(), Value::from(capacity));
+        writer.submit(py, AuditRecord::lifecycle(lifecycle::STARTED, details), None)?;
+        Ok(Self { db_path, durability, rules, put_timeout, writer, reader: Mutex::new(Some(read_conn)), temp, source })
+    }
+
+    #[getter]
+    fn db_path(&self) -> &str {
+        &self.db_path
+    }
+
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.durability.name()
+    }
+
+    /// The legacy call: validates, redacts, and returns once the row is
+    /// committed (concurrent callers share one commit). The returned entry
+    /// shows what was stored: the redacted details.
+    #[pyo3(signature = (event_type, *, plan_id = None, user_identity = None, details = None))]
+    fn record(
+        &self,
+        py: Python<'_>,
+        event_type: &Bound<'_, PyAny>,
+        plan_id: Option<&Bound<'_, PyAny>>,
+        user_identity: Option<&Bound<'_, PyAny>>,
+        details: Option<&Bound<'_, PyAny>>,
+    ) -> Result<AuditEntry> {
+        let kind = EventKind::from_py("event_type", event_type)?;
+        let who = Who {
+            plan_id: opt_text("plan_id", plan_id)?,
+            user_identity: opt_text("user_identity", user_identity)?,
+            ..Who::default()
+        };
+        let details = match details.filter(|d| !d.is_none()) {
+            None => Map::new(),
+            Some(d) if d.is_instance_of::<PyDict>() || d.cast::<PyMapping>().is_ok() => {
+                match crate::values::to_json(d) {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                }
+            }
+            Some(d) => {
+                return Err(Error::invalid("details", format!("expected a dict or None, got {}", type_name(d))));
+            }
+        };
+        let record = AuditRecord::new(kind.value(), Utc::now(), new_event_id(), who, details, &self.rules);
+        let stored = record.clone();
+        let committed = self.writer.record(py, record, self.put_timeout)?;
+        let Some(Committed { id, recorded_at, prev_hash, chain_hash }) = committed else {
+            return Err(Error::Storage("record(): the row was not stored (duplicate event_id)".into()));
+        };
+        let row = RowData {
+            id,
+            timestamp: stored.timestamp,
+            event_type: stored.event_type.to_owned(),
+            plan_id: stored.plan_id,
+            user_identity: stored.user_identity,
+            details: stored.details,
+            event_id: Some(stored.event_id),
+            actor_name: None,
+            project_name: None,
+            session_id: None,
+            outcome: stored.outcome,
+            source: Some(self.source.clone()),
+            recorded_at: Some(recorded_at),
+            prev_hash: Some(prev_hash),
+            chain_hash: Some(chain_hash),
+        };
+        AuditEntry::from_row(py, row)
+    }
+
+    /// Write-behind: redacts here, queues, returns; never touches the disk.
+    fn record_event(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> Result<()> {
+        let event = event.cast::<DomainEvent>().map_err(|_| {
+            Error::Type(format!("record_event: expected an auditbus.DomainEvent, got {}", type_name(event)))
+        })?;
+        self.submit_event(py, event.get())
+    }
+
+    /// Returns once everything handed over before the call is committed.
+    #[pyo3(signature = (timeout = None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> Result<()> {
+        let timeout = seconds("timeout", timeout)?;
+        self.writer.flush(py, timeout)
+    }
+
+    /// Matching entries, newest first by default.
+    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, limit = Some(100), offset = 0, after_id = None, order = "desc"))]
+    #[allow(clippy::too_many_arguments)]
+    fn query(
+        &self,
+        py: Python<'_>,
+        event_type: Option<&Bound<'_, PyAny>>,
+        plan_id: Option<&Bound<'_, PyAny>>,
+        user_identity: Option<&Bound<'_, PyAny>>,
+        actor_name: Option<&Bound<'_, PyAny>>,
+        session_id: Option<&Bound<'_, PyAny>>,
+        project_name: Option<&Bound<'_, PyAny>>,
+        outcome: Option<&Bound<'_, PyAny>>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        limit: Option<i64>,
+        offset: i64,
+        after_id: Option<i64>,
+        order: &str,
+    ) -> Result<Vec<AuditEntry>> {
+        let filter = filter(
+            event_type,
+            plan_id,
+            user_identity,
+            actor_name,
+            session_id,
+            project_name,
+            outcome,
+            since,
+            until,
+            after_id,
+        )?;
+        let order = parse_order(order)?;
+        let limit = limit
+            .map(|l| {
+                u64::try_from(l).map_err(|_| Error::invalid("limit", format!("expected an int >= 0 or None, got {l}")))
+            })
+            .transpose()?;
+        let offset = u64::try_from(offset)
+            .map_err(|_| Error::invalid("offset", format!("expected an int >= 0, got {offset}")))?;
+        let rows = self.page(py, &filter, order, limit, offset)?;
+        Self::entries(py, rows)
+    }
+
+    /// How many rows match (the same filters as `query`).
+    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, after_id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &self,
+        py: Python<'_>,
+        event_type: Option<&Bound<'_, PyAny>>,
+        plan_id: Option<&Bound<'_, PyAny>>,
+        user_identity: Option<&Bound<'_, PyAny>>,
+        actor_name: Option<&Bound<'_, PyAny>>,
+        session_id: Option<&Bound<'_, PyAny>>,
+        project_name: Option<&Bound<'_, PyAny>>,
+        outcome: Option<&Bound<'_, PyAny>>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        after_id: Option<i64>,
+    ) -> Result<u64> {
+        let filter = filter(
+            event_type,
+            plan_id,
+            user_identity,
+            actor_name,
+            session_id,
+            project_name,
+            outcome,
+            since,
+            until,
+            after_id,
+        )?;
+        self.read(py, |conn| query::count(conn, &filter))
+    }
+
+    /// Every matching row, streamed in pages of `batch_size` by id (keyset
+    /// pagination: rows appended during the walk are seen, none twice).
+    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, after_id = None, order = "asc", batch_size = 1000))]
+    #[allow(clippy::too_many_arguments)]
+    fn iter_entries(
+        slf: &Bound<'_, Self>,
+        event_type: Option<&Bound<'_, PyAny>>,
+        plan_id: Option<&Bound<'_, PyAny>>,
+        user_identity: Option<&Bound<'_, PyAny>>,
+        actor_name: Option<&Bound<'_, PyAny>>,
+        session_id: Option<&Bound<'_, PyAny>>,
+        project_name: Option<&Bound<'_, PyAny>>,
+        outcome: Option<&Bound<'_, PyAny>>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        after_id: Option<i64>,
+        order: &str,
+        batch_size: i64,
+    ) -> Result<AuditEntryIterator> {
+        let filter = filter(
+            event_type,
+            plan_id,
+            user_identity,
+            actor_name,
+            session_id,
+            project_name,
+            outcome,
+            since,
+            until,
+            after_id,
+        )?;
+        let order = parse_order(order)?;
+        if batch_size < 1 {
+            return Err(Error::invalid("batch_size", format!("expected an int >= 1, got {batch_size}")));
+        }
+        Ok(AuditEntryIterator {
+            service: slf.clone().unbind(),
+            filter,
+            order,
+            batch_size: u64::try_from(batch_size).unwrap_or(1),
+            buffer: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Walks the hash chain; reports the first edited, deleted or inserted row.
+    fn verify(&self, py: Python<'_>) -> Result<VerifyReport> {
+        Ok(self.read(py, query::verify)?.into())
+    }
+
+    /// Writer counters and where the trail lives.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.writer.shared.stats;
+        let out = PyDict::new(py);
+        out.set_item("queued", s.queued.load(Relaxed))?;
+        out.set_item("written", s.written.load(Relaxed))?;
+        out.set_item("duplicates", s.duplicates.load(Relaxed))?;
+        out.set_item("batches", s.batches.load(Relaxed))?;
+        out.set_item("retries", s.retries.load(Relaxed))?;
+        out.set_item("errors", s.errors.load(Relaxed))?;
+        out.set_item("rejected", s.rejected.load(Relaxed))?;
+        out.set_item("lost", s.lost.load(Relaxed))?;
+        let last_error = s.last_error.lock().clone();
+        out.set_item("last_error", last_error)?;
+        out.set_item("queue_depth", self.writer.queue_depth())?;
+        out.set_item("db_path", &self.db_path)?;
+        out.set_item("durability", self.durability.name())?;
+        out.set_item("closed", self.writer.is_closed())?;
+        Ok(out)
+    }
+
+    /// Deletes the oldest rows whose timestamps are before `before` — the
+    /// only deletion there is. Records itself as an `audit_purged` row and
+    /// re-anchors the chain, so `verify()` stays ok. Returns rows deleted.
+    fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>) -> Result<u64> {
+        let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
+        self.writer.purge(py, before)
+    }
+
+    /// Flushes, records the stop, stops the writer. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        self.writer.close(py, Some(stop_record("close()")), None);
+        let reader = self.reader.lock().take();
+        py.detach(|| drop(reader));
+        LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, &self.writer));
+        remove_temp(self.temp.as_ref());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AuditService({:?}, durability={:?})", self.db_path, self.durability.name())
+    }
+}
+
+impl Drop for AuditService {
+    /// Dropped without `close()`: ask the writer to finish on its own (a
+    /// destructor must not block); the at-exit hook still waits for it.
+    fn drop(&mut self) {
+        self.writer.close_nowait(Some(stop_record("garbage collected without close()")));
+    }
+}
+
+/// The iterator `iter_entries()` returns.
+#[pyclass(module = "auditbus", name = "AuditEntryIterator")]
+pub struct AuditEntryIterator {
+    service: Py<AuditService>,
+    filter: Filter,
+    order: Order,
+    batch_size: u64,
+    buffer: VecDeque<RowData>,
+    done: bool,
+}
+
+#[pymethods]
+impl AuditEntryIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> Result<Option<AuditEntry>> {
+        if self.buffer.is_empty() && !self.done {
+            let page = self.service.get().page(py, &self.filter, self.order, Some(self.batch_size), 0)?;
+            self.done = (page.len() as u64) < self.batch_size;
+            if let Some(last) = page.last() {
+                self.filter.after_id = Some(last.id);
+            }
+            self.buffer.extend(page);
+        }
+        match self.buffer.pop_front() {
+            Some(row) => Ok(Some(AuditEntry::from_row(py, row)?)),
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! The writer thread: one per service, owning the write connection.
+//!
+//! Callers hand owned [`AuditRecord`]s to a bounded crossbeam channel; the
+//! thread takes everything queued (up to [`MAX_BATCH`] rows) into one
+//! `BEGIN IMMEDIATE … COMMIT`, so concurrent durable `record()` callers
+//! share a commit (group commit) and write-behind rows cost one fsync per
+//! batch. The chain head is read inside each write transaction, so several
+//! processes appending to one file extend one chain.
+//!
+//! A failing commit (busy, locked, disk full, I/O) keeps its batch: the
+//! thread rolls back, waits with exponential backoff and tries the same
+//! rows again until they land, counting and logging each failure. Nothing
+//! is dropped; the only way a handed-over row is not written is the bounded
+//! wait at interpreter exit, which logs how many rows were given up.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use parking_lot::{Mutex, RwLock};
+use pyo3::prelude::*;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use crate::audit::chain::{self, RowContent};
+use crate::audit::query::{self, RowData};
+use crate::audit::record::{lifecycle, AuditRecord};
+use crate::audit::schema;
+use crate::errors::{Error, Result};
+use crate::timestamp;
+
+/// Rows per transaction at most: large enough to amortise the fsync and
+/// the index pages, small enough to keep a commit short.
+pub const MAX_BATCH: usize = 2048;
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// While a fault lasts, it is logged again at most this often.
+const RELOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What a durable caller learns about its row once committed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub id: i64,
+    pub recorded_at: String,
+    pub prev_hash: String,
+    pub chain_hash: String,
+}
+
+type RowReply = Sender<std::result::Result<Option<Committed>, String>>;
+
+/// What travels through the queue.
+pub enum Msg {
+    /// A row; `reply` gets its id (None for a duplicate `event_id`) after COMMIT.
+    Row(Box<AuditRecord>, Option<RowReply>),
+    /// Answered once every message queued before it is committed.
+    Flush(Sender<()>),
+    /// Deletes the oldest rows, see [`purge`].
+    Purge(String, Sender<std::result::Result<u64, String>>),
+    /// The last message: commit what is left and stop.
+    Stop,
+}
+
+/// Counters read by `stats()`.
+#[derive(Default)]
+pub struct Stats {
+    pub queued: AtomicU64,
+    pub written: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub errors: AtomicU64,
+    pub rejected: AtomicU64,
+    pub lost: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// State shared by the handle and the thread.
+pub struct Shared {
+    pub path: String,
+    pub stats: Stats,
+    /// Set only by the at-exit close: past it, a failing batch is given up.
+    stop_deadline: Mutex<Option<Instant>>,
+}
+
+/// The service's side of the writer.
+pub struct Writer {
+    tx: Sender<Msg>,
+    /// `true` once closed. Senders hold it shared while they send, so the
+    /// `Stop` message sent under the exclusive lock is the last one queued.
+    gate: RwLock<bool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub shared: Arc<Shared>,
+    capacity: usize,
+}
+
+impl Writer {
+    /// Starts the thread on an already opened and migrated connection.
+    pub fn start(conn: Connection, path: String, source: String, capacity: usize) -> Result<Arc<Self>> {
+        let (tx, rx) = bounded(capacity);
+        let shared = Arc::new(Shared { path, stats: Stats::default(), stop_deadline: Mutex::new(None) });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("auditbus-writer".into())
+            .spawn(move || {
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| Thread::new(conn, rx, thread_shared.clone(), source).run()));
+                if outcome.is_err() {
+                    let message =
+                        "audit writer thread stopped after an internal error; records still queued were not written";
+                    *thread_shared.stats.last_error.lock() = Some(message.to_owned());
+                    log("error", &format!("{message} ({})", thread_shared.path));
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
+        Ok(Arc::new(Self { tx, gate: RwLock::new(false), thread: Mutex::new(Some(thread)), shared, capacity }))
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed(format!("AuditService({:?}) is closed", self.shared.path))
+    }
+
+    fn stopped_error(&self) -> Error {
+        Error::Storage(format!("the audit writer for {:?} has stopped", self.shared.path))
+    }
+
+    fn full_error(&self, timeout: Option<Duration>) -> Error {
+        self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        let waited = timeout.map_or_else(|| "0".to_owned(), |t| format!("{}", t.as_secs_f64()));
+        Error::QueueFull(format!(
+            "the audit queue for {:?} stayed full ({} records) for {waited} s (put_timeout); the record was not accepted",
+            self.shared.path, self.capacity
+        ))
+    }
+
+    /// Queues a message: without releasing the GIL when there is room, else
+    /// waiting up to `timeout` (None: as long as it takes) with the GIL released.
+    pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
+        let mut msg = msg;
+        if let Some(gate) = self.gate.try_read() {
+            if *gate {
+                return Err(self.closed_error());
+            }
+            match self.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
+                Err(TrySendError::Full(back)) => {
+                    if timeout == Some(Duration::ZERO) {
+                        return Err(self.full_error(timeout));
+                    }
+                    msg = back;
+                }
+            }
+        }
+        py.detach(|| {
+            let gate = self.gate.read();
+            if *gate {
+                return Err(self.closed_error());
+            }
+            let sent = match timeout {
+                None => self.tx.send(msg).map_err(|_| self.stopped_error()),
+                Some(limit) => match self.tx.send_timeout(msg, limit) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => Err(self.full_error(timeout)),
+                    Err(SendTimeoutError::Disconnected(_)) => Err(self.stopped_error()),
+                },
+            };
+            drop(gate);
+            sent
+        })
+    }
+
+    /// Write-behind: returns once the record is queued.
+    pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
+        self.send(py, Msg::Row(Box::new(record), None), timeout)?;
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Durable: returns the row id once the batch holding it is committed.
+    pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
+        let (reply, answer) = bounded(1);
+        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout)?;
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        py.detach(|| answer.recv())
+            .map_err(|_| self.stopped_error())?
+            .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
+    }
+
+    /// Returns once everything queued before the call is committed.
+    pub fn flush(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<()> {
+        let start = Instant::now();
+        let (reply, answer) = bounded(1);
+        match self.send(py, Msg::Flush(reply), timeout) {
+            Ok(()) => {}
+            Err(Error::Closed(_)) => return Ok(()),
+            Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
+            Err(other) => return Err(other),
+        }
+        let waited = py.detach(|| match timeout {
+            None => answer.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(limit) => answer.recv_timeout(limit.saturating_sub(start.elapsed())),
+        });
+        match waited {
+            Ok(()) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(self.stopped_error()),
+        }
+    }
+
+    fn flush_timeout(&self, timeout: Option<Duration>) -> Error {
+        let last = self.shared.stats.last_error.lock().clone();
+        Error::Timeout(format!(
+            "flush of {:?} did not complete within {} s{}",
+            self.shared.path,
+            timeout.map_or(0.0, |t| t.as_secs_f64()),
+            last.map(|e| format!(" (last storage error: {e})")).unwrap_or_default()
+        ))
+    }
+
+    /// Runs a purge on the writer thread, after everything queued before it.
+    pub fn purge(&self, py: Python<'_>, before: String) -> Result<u64> {
+        let (reply, answer) = bounded(1);
+        self.send(py, Msg::Purge(before, reply), None)?;
+        py.detach(|| answer.recv())
+            .map_err(|_| self.stopped_error())?
+            .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
+    }
+
+    /// Queues `last` (the stop row) and `Stop`, then waits for the thread.
+    /// Idempotent. With `limit`, a batch still failing after it is given up.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, limit: Option<Duration>) {
+        if let Some(limit) = limit {
+            *self.shared.stop_deadline.lock() = Some(Instant::now() + limit);
+        }
+        py.detach(|| {
+            {
+                let mut gate = self.gate.write();
+                if !*gate {
+                    *gate = true;
+                    if let Some(record) = last {
+                        let _ = self.tx.send(Msg::Row(Box::new(record), None));
+                    }
+                    let _ = self.tx.send(Msg::Stop);
+                }
+            }
+            let thread = self.thread.lock().take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        });
+    }
+
+    /// Asks the thread to stop without waiting (for `Drop`, which must not block).
+    pub fn close_nowait(&self, last: Option<AuditRecord>) {
+        if let Some(mut gate) = self.gate.try_write() {
+            if !*gate && self.tx.len() + 2 <= self.capacity {
+                *gate = true;
+                if let Some(record) = last {
+                    let _ = self.tx.try_send(Msg::Row(Box::new(record), None));
+                }
+                let _ = self.tx.try_send(Msg::Stop);
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.gate.read()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.lock().as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+/// Sends a line to `logging.getLogger("auditbus")`, or to stderr when the
+/// interpreter is gone (at exit) — never a panic.
+pub fn log(level: &str, message: &str) {
+    let logged = Python::try_attach(|py| -> PyResult<()> {
+        py.import("logging")?.call_method1("getLogger", ("auditbus",))?.call_method1(level, (message,))?;
+        Ok(())
+    });
+    if !matches!(logged, Some(Ok(()))) {
+        eprintln!("auditbus {level}: {message}");
+    }
+}
+
+/// One queued row and who waits for it.
+type Pending = (Box<AuditRecord>, Option<RowReply>);
+
+struct Thread {
+    conn: Connection,
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    source: String,
+}
+
+impl Thread {
+    fn new(conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>, source: String) -> Self {
+        Self { conn, rx, shared, source }
+    }
+
+    fn run(mut self) {
+        loop {
+            let Ok(first) = self.rx.recv() else { return };
+            let mut rows: Vec<Pending> = Vec::new();
+            let mut flushes = Vec::new();
+            let mut control = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Row(record, reply) => rows.push((record, reply)),
+                    Msg::Flush(reply) => flushes.push(reply),
+                    other => {
+                        control = Some(other);
+                        break;
+                    }
+                }
+                if rows.len() >= MAX_BATCH {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            self.commit(rows);
+            for reply in flushes {
+                let _ = reply.send(());
+            }
+            match control {
+                Some(Msg::Purge(before, reply)) => {
+                    let result = self.purge(&before).map_err(|e| e.to_string());
+                    if let Err(e) = &result {
+                        self.note_error(e);
+                    }
+                    let _ = reply.send(result);
+                }
+                Some(Msg::Stop) => return,
+                _ => {}
+            }
+        }
+    }
+
+    fn note_error(&self, message: &str) {
+        self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        *self.shared.stats.last_error.lock() = Some(message.to_owned());
+    }
+
+    /// Writes `rows`, retrying the same batch until it lands.
+    fn commit(&mut self, mut rows: Vec<Pending>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
+        loop {
+            let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+            let written = write_batch(&mut self.conn, &records, &self.source);
+            match written {
+                Ok(ids) => {
+                    let stats = &self.shared.stats;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
+                    stats.written.fetch_add(stored, Ordering::Relaxed);
+                    stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
+                    for ((_, reply), id) in rows.into_iter().zip(ids) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
+                    if let Some((since, _, attempts)) = fault {
+                        log(
+                            "warning",
+                            &format!(
+                                "audit writer for {:?} recovered after {attempts} failed attempts over {:.1} s; \
+                                 no record was lost",
+                                self.shared.path,
+                                since.elapsed().as_secs_f64()
+                            ),
+                        );
+                    }
+                    return;
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    self.note_error(&message);
+                    let now = Instant::now();
+                    match &mut fault {
+                        None => {
+                            fault = Some((now, now, 1));
+                            log(
+                                "error",
+                                &format!(
+                                    "audit writer for {:?} could not commit {} records ({message}); keeping them and retrying",
+                                    self.shared.path,
+                                    rows.len()
+                                ),
+                            );
+                            // The fault itself becomes a row, written with the batch once it lands.
+                            let mut details = Map::new();
+                            details.insert("error".into(), Value::String(message.clone()));
+                            details.insert("records_waiting".into(), Value::from(rows.len()));
+                            rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
+                        }
+                        Some((_, logged, attempts)) => {
+                            *attempts += 1;
+                            if now.duration_since(*logged) >= RELOG_EVERY {
+                                *logged = now;
+                                log(
+                                    "error",
+                                    &format!(
+                                        "audit writer for {:?} still failing after {attempts} attempts ({message})",
+                                        self.shared.path
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    let deadline = *self.shared.stop_deadline.lock();
+                    if deadline.is_some_and(|d| now >= d) {
+                        let lost = rows.len() as u64;
+                        self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                        log(
+                            "critical",
+                            &format!(
+                                "audit writer for {:?} gave up at interpreter exit: {lost} records were NOT written ({message})",
+                                self.shared.path
+                            ),
+                        );
+                        for (_, reply) in rows {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err(message.clone()));
+                            }
+                        }
+                        return;
+                    }
+                    let pause = deadline.map_or(backoff, |d| backoff.min(d.saturating_duration_since(now)));
+                    std::thread::sleep(pause);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn purge(&mut self, before: &str) -> Result<u64> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let deleted = purge_in(&tx, before)?;
+        let mut details = Map::new();
+        details.insert("before".into(), Value::String(before.to_owned()));
+        details.insert("deleted".into(), Value::from(deleted.0));
+        details.insert("through_id".into(), Value::from(deleted.1));
+        let record = AuditRecord::lifecycle(lifecycle::PURGED, details);
+        insert_rows(&tx, &[&record], &self.source)?;
+        tx.commit()?;
+        self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
+        Ok(deleted.0)
+    }
+}
+
+const INSERT: &str = "INSERT OR IGNORE INTO audit_log (id, timestamp, event_type, plan_id, user_identity, details, \
+                      event_id, actor_name, project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// One batch in one write transaction; the id of each row, None for a duplicate.
+pub fn write_batch(conn: &mut Connection, rows: &[&AuditRecord], source: &str) -> Result<Vec<Option<Committed>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids = insert_rows(&tx, rows, source)?;
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// Inserts with explicit ids, each chained to the one before. Read inside
+/// the write transaction, the head is the same for every process.
+fn insert_rows(tx: &Transaction<'_>, rows: &[&AuditRecord], source: &str) -> Result<Vec<Option<Committed>>> {
+    let (anchor_id, anchor_hash) = schema::anchor(tx)?;
+    let mut running = running_at(tx, anchor_id, &anchor_hash, None)?;
+    let mut next_id = schema::last_id(tx)? + 1;
+    let recorded_at = timestamp::isoformat(&Utc::now());
+    let mut stmt = tx.prepare_cached(INSERT)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for record in rows {
+        let content = RowContent {
+            id: next_id,
+            timestamp: &record.timestamp,
+            event_type: record.event_type,
+            plan_id: record.plan_id.as_deref(),
+            user_identity: record.user_identity.as_deref(),
+            details: &record.details,
+            event_id: Some(&record.event_id),
+            actor_name: record.actor_name.as_deref(),
+            project_name: record.project_name.as_deref(),
+            session_id: record.session_id.as_deref(),
+            outcome: record.outcome.as_deref(),
+            source: Some(source),
+            recorded_at: Some(&recorded_at),
+        };
+        let hash = chain::link(&running, &content);
+        let changed = stmt.execute(rusqlite::params![
+            next_id,
+            record.timestamp,
+            record.event_type,
+            record.plan_id,
+            record.user_identity,
+            record.details,
+            record.event_id,
+            record.actor_name,
+            record.project_name,
+            record.session_id,
+            record.outcome,
+            source,
+            recorded_at,
+            running,
+            hash,
+        ])?;
+        if changed == 1 {
+            ids.push(Some(Committed {
+                id: next_id,
+                recorded_at: recorded_at.clone(),
+                prev_hash: std::mem::take(&mut running),
+                chain_hash: hash.clone(),
+            }));
+            running = hash;
+            next_id += 1;
+        } else {
+            ids.push(None);
+        }
+    }
+    Ok(ids)
+}
+
+/// The chain value after row `upto` (None: after the last row): the last
+/// chained row's hash, with the unchained rows after it folded in.
+fn running_at(tx: &Connection, anchor_id: i64, anchor_hash: &str, upto: Option<i64>) -> Result<String> {
+    let upto = upto.unwrap_or(i64::MAX);
+    let last: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, chain_hash FROM audit_log WHERE id > ?1 AND id <= ?2 AND chain_hash IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row((anchor_id, upto), |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (base_id, mut running) = last.unwrap_or((anchor_id, anchor_hash.to_owned()));
+    let unchained: Vec<RowData> = query::rows_between(tx, base_id, upto)?;
+    for row in &unchained {
+        running = chain::fold(&running, &row.content());
+    }
+    Ok(running)
+}
+
+/// Deletes the longest run of oldest rows (by id) whose timestamps are all
+/// before `before`, and re-anchors the chain at the last deleted row.
+/// Returns (rows deleted, last deleted id).
+fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
+    let first_kept: Option<i64> = tx
+        .query_row("SELECT id FROM audit_log WHERE timestamp >= ?1 ORDER BY id LIMIT 1", [before], |row| row.get(0))
+        .optional()?;
+    let cutoff = match first_kept {
+        Some(id) => id - 1,
+        None => tx.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |row| row.get(0))?,
+    };
+    let (anchor_id, anchor_hash) = schema::anchor(tx)?;
+    if cutoff > anchor_id {
+        let running = running_at(tx, anchor_id, &anchor_hash, Some(cutoff))?;
+        schema::set_anchor(tx, cutoff, &running)?;
+    }
+    let deleted = tx.execute("DELETE FROM audit_log WHERE id <= ?1", [cutoff])?;
+    Ok((deleted as u64, cutoff))
+}

@@ -1,0 +1,164 @@
+"""The hash chain: verify() finds the first edited, deleted or inserted row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from audit_support import execute, legacy_audit, raw_rows
+
+from auditbus import AuditService, DomainEvent
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    """A closed trail of 10 domain rows between the start and stop rows."""
+    path = tmp_path / "chain.db"
+    with AuditService(path) as svc:
+        for i in range(10):
+            svc.record_event(DomainEvent(event_type="resource_modified", plan_id=f"p{i}", details={"i": i}))
+    return path
+
+
+def ids(path: Path) -> list[int]:
+    return [r["id"] for r in raw_rows(path)]
+
+
+def verify(path: Path) -> object:
+    with AuditService(path) as svc:
+        return svc.verify()
+
+
+def test_untouched_trail_verifies(trail: Path) -> None:
+    report = verify(trail)
+    assert report.ok and bool(report)
+    # start + 10 + stop, plus the verifying service's own start row if already committed.
+    assert report.checked >= 12 and report.unchained == 0
+    assert report.first_bad_id is None and report.reason is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "what"),
+    [
+        ("UPDATE audit_log SET details = '{\"i\": 99}' WHERE id = ?", "details"),
+        ("UPDATE audit_log SET user_identity = 'mallory' WHERE id = ?", "user"),
+        ("UPDATE audit_log SET timestamp = '2000-01-01T00:00:00+00:00' WHERE id = ?", "time"),
+        ("UPDATE audit_log SET event_type = 'plan_cancelled' WHERE id = ?", "type"),
+        ("UPDATE audit_log SET chain_hash = 'ab' || substr(chain_hash, 3) WHERE id = ?", "hash"),
+    ],
+)
+def test_an_edited_row_is_found(trail: Path, sql: str, what: str) -> None:
+    target = ids(trail)[5]
+    execute(trail, sql, (target,))
+    report = verify(trail)
+    assert not report.ok and report.first_bad_id == target, what
+    assert "edited" in report.reason
+
+
+def test_a_deleted_row_is_found_at_the_row_after_it(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log WHERE id = ?", (rows[4],))
+    report = verify(trail)
+    assert not report.ok and report.first_bad_id == rows[5]
+    assert "deleted" in report.reason
+
+
+def test_an_inserted_row_is_found(trail: Path) -> None:
+    rows = raw_rows(trail)
+    # Replace row 4 by a forged row carrying a plausible link: copied hashes do not match it.
+    victim = rows[4]
+    execute(trail, "DELETE FROM audit_log WHERE id = ?", (victim["id"],))
+    execute(
+        trail,
+        "INSERT INTO audit_log (id, timestamp, event_type, plan_id, user_identity, details, prev_hash, chain_hash)"
+        " VALUES (?, ?, 'auth_success', NULL, 'mallory', '{}', ?, ?)",
+        (victim["id"], victim["timestamp"], victim["prev_hash"], victim["chain_hash"]),
+    )
+    report = verify(trail)
+    assert not report.ok and report.first_bad_id == victim["id"]
+
+
+def test_a_row_slipped_in_without_a_hash_is_found(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log WHERE id = ?", (rows[3],))
+    execute(
+        trail,
+        "INSERT INTO audit_log (id, timestamp, event_type, details) VALUES (?, '2026-01-01T00:00:00+00:00',"
+        " 'auth_success', '{}')",
+        (rows[3],),
+    )
+    report = verify(trail)
+    assert not report.ok and report.first_bad_id == rows[4]
+
+
+def test_reordered_rows_are_found(trail: Path) -> None:
+    rows = raw_rows(trail)
+    a, b = rows[2], rows[3]
+    execute(trail, "UPDATE audit_log SET details = ? WHERE id = ?", (b["details"], a["id"]))
+    execute(trail, "UPDATE audit_log SET details = ? WHERE id = ?", (a["details"], b["id"]))
+    report = verify(trail)
+    assert not report.ok and report.first_bad_id == a["id"]
+
+
+def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "mixed.db"
+    with AuditService(path) as svc:
+        svc.record("auth_success")
+    old = legacy.AuditService(path)
+    appended = old.record("auth_failure", user_identity="carol")
+    old.close()
+    report = verify(path)  # the verifier's own start row may or may not be in yet
+    assert report.ok
+    with AuditService(path) as svc:
+        svc.record("auth_success", user_identity="dave")
+        assert svc.verify().unchained == 0
+    # Now the legacy row is inside the chain: editing it is tampering.
+    execute(path, "UPDATE audit_log SET user_identity = 'nobody' WHERE id = ?", (appended.id,))
+    report = verify(path)
+    assert not report.ok and report.first_bad_id > appended.id
+
+
+def test_two_services_on_one_file_extend_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    a = AuditService(path)
+    b = AuditService(path)
+    try:
+        for i in range(50):
+            (a if i % 2 else b).record_event(DomainEvent(event_type="step_started", details={"i": i}))
+            if i % 7 == 0:
+                a.record("step_completed")
+        a.flush()
+        b.flush()
+        report = a.verify()
+        assert report.ok, report
+        assert a.count(event_type="step_started") == 50
+    finally:
+        a.close()
+        b.close()
+    assert verify(path).ok
+
+
+def test_purge_reanchors_over_unchained_rows(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "p.db"
+    old = legacy.AuditService(path)
+    for _ in range(3):
+        old.record("auth_success")  # rows from before the migration
+    old.close()
+    with AuditService(path) as svc:
+        first = svc.record("plan_applied")
+    old = legacy.AuditService(path)
+    old.record("auth_failure")  # a legacy append inside the chain
+    old.close()
+    with AuditService(path) as svc:
+        last = svc.record("plan_applied")
+        assert svc.verify().ok
+        older = len(raw_rows(path, "id < ?", (last.id,)))
+        assert older == 3 + 3 + 1 + 1  # 3 legacy, start+first+stop, 1 legacy append, this start row
+        assert svc.purge(last.timestamp) == older
+        assert raw_rows(path)[0]["id"] == last.id
+        assert first.id < last.id
+        report = svc.verify()
+        assert report.ok, report
+        assert report.unchained == 0

@@ -1,0 +1,152 @@
+"""The audit_log schema: versioned additive migrations and the legacy round trip, both ways."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
+
+import auditbus
+from auditbus import AuditService, DomainEvent
+
+NEW_COLUMNS = {
+    "event_id",
+    "actor_name",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "recorded_at",
+    "prev_hash",
+    "chain_hash",
+}
+LEGACY_COLUMNS = ["id", "timestamp", "event_type", "plan_id", "user_identity", "details"]
+
+
+def columns(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[1] for row in conn.execute("PRAGMA table_info(audit_log)")]
+
+
+def pragma(path: Path, name: str) -> object:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def indexes(path: Path) -> dict[str, list[str]]:
+    with sqlite3.connect(path) as conn:
+        names = [r[1] for r in conn.execute("PRAGMA index_list(audit_log)")]
+        return {n: [r[2] for r in conn.execute(f"PRAGMA index_info({n})")] for n in names}
+
+
+def test_fresh_database_has_the_legacy_table_plus_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    AuditService(path).close()
+    cols = columns(path)
+    assert cols[:6] == LEGACY_COLUMNS
+    assert set(cols[6:]) == NEW_COLUMNS
+    assert pragma(path, "user_version") == 1
+    assert pragma(path, "journal_mode") == "wal"
+    found = indexes(path)
+    for wanted in (["event_type"], ["plan_id"], ["timestamp"], ["event_id"], ["user_identity"], ["session_id"],
+                   ["event_type", "timestamp"]):
+        assert wanted in found.values(), wanted
+
+
+def test_migration_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    for _ in range(3):
+        with AuditService(path) as svc:
+            svc.record("auth_success")
+    assert len(columns(path)) == 15
+    assert pragma(path, "user_version") == 1
+    with AuditService(path) as svc:
+        assert svc.count() == 3
+        assert svc.verify().ok
+
+
+def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    AuditService(path).close()
+    execute(path, "PRAGMA user_version = 99")
+    with pytest.raises(auditbus.AuditError, match="99"):
+        AuditService(path)
+
+
+def test_legacy_database_opens_and_keeps_working(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "legacy.db"
+    old = legacy.AuditService(path)
+    written = [
+        old.record("plan_applied", plan_id="p1", user_identity="alice", details={"files": 2}),
+        old.record("auth_failure", user_identity="mallory", details={"reason": "bad password"}),
+    ]
+    old.close()
+    before = [tuple(r) for r in raw_rows(path)]
+
+    with AuditService(path) as svc:
+        found = svc.query(order="asc")
+        assert [(e.id, e.timestamp, e.event_type, e.plan_id, e.user_identity, e.details) for e in found] == [
+            (w.id, w.timestamp, w.event_type, w.plan_id, w.user_identity, w.details) for w in written
+        ]
+        added = svc.record("plan_cancelled", plan_id="p1")
+        assert added.id > written[-1].id
+        report = svc.verify()
+        assert report.ok and report.unchained == 2 and report.first_bad_id is None
+
+    # The legacy rows are untouched, byte for byte (only columns were added).
+    after = {r["id"]: tuple(r)[:6] for r in raw_rows(path)}
+    assert [after[row[0]] for row in before] == before
+
+
+def test_legacy_service_reads_and_appends_to_an_auditbus_database(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "new.db"
+    with AuditService(path) as svc:
+        ours = svc.record("config_changed", plan_id="p1", user_identity="alice", details={"key": "theme"})
+        svc.record_event(DomainEvent(event_type="plan_applied", plan_id="p2", user_identity="bob"))
+
+    old = legacy.AuditService(path)
+    seen = old.query(limit=100)
+    by_id = {e.id: e for e in seen}
+    assert by_id[ours.id].details == {"key": "theme"}
+    assert by_id[ours.id].timestamp == ours.timestamp
+    assert [e.plan_id for e in old.query(user_identity="bob")] == ["p2"]
+    appended = old.record("auth_success", user_identity="carol", details={"via": "legacy"})
+    old.close()
+
+    with AuditService(path) as svc:
+        (entry,) = svc.query(user_identity="carol")
+        assert entry.id == appended.id and entry.details == {"via": "legacy"}
+        assert entry.chain_hash is None  # the legacy writer knows nothing of the chain
+        report = svc.verify()
+        assert report.ok, report
+        svc.record("auth_success", user_identity="dave")
+        svc.flush()
+        # A chained row after the legacy append now covers it.
+        report = svc.verify()
+        assert report.ok and report.unchained == 0
+        assert svc.count() == 4
+
+    # And the legacy service still reads the whole file.
+    old = legacy.AuditService(path)
+    assert {e.user_identity for e in old.query()} >= {"alice", "bob", "carol", "dave"}
+    old.close()
+    assert len(raw_rows(path, DOMAIN_ROWS)) == 4
+
+
+def test_timestamps_are_iso_text_with_offset(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        svc.record_event(
+            DomainEvent(event_type="plan_created", timestamp=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
+        )
+    (row,) = raw_rows(path, "event_type = 'plan_created'")
+    assert row["timestamp"] == "2026-01-02T03:04:05.000006+00:00"
+    assert datetime.fromisoformat(row["recorded_at"]).tzinfo is not None

@@ -1,0 +1,378 @@
+"""AuditService: the legacy contract (run against both implementations) and the new surface."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_support import DOMAIN_ROWS, legacy_audit, raw_rows
+
+import auditbus
+from auditbus import AuditService, DomainEvent, EventType
+
+UTC = timezone.utc
+
+
+@pytest.fixture(params=["legacy", "auditbus"])
+def impl(request: pytest.FixtureRequest) -> Any:
+    """The module-like object whose `AuditService` the contract tests drive."""
+    if request.param == "legacy":
+        return legacy_audit()
+    return auditbus
+
+
+@pytest.fixture
+def service(impl: Any, tmp_path: Path) -> Any:
+    svc = impl.AuditService(tmp_path / "audit.db")
+    yield svc
+    svc.close()
+
+
+# --- the legacy contract, both implementations ---------------------------------------------
+
+
+def test_record_returns_the_entry(service: Any) -> None:
+    before = datetime.now(UTC)
+    entry = service.record("plan_applied", plan_id="p1", user_identity="alice", details={"files": 3})
+    assert entry.id > 0
+    assert entry.event_type == "plan_applied"
+    assert (entry.plan_id, entry.user_identity, entry.details) == ("p1", "alice", {"files": 3})
+    assert entry.timestamp.tzinfo is not None
+    assert before <= entry.timestamp <= datetime.now(UTC)
+
+
+def test_details_default_to_an_empty_dict(service: Any) -> None:
+    assert service.record("auth_success").details == {}
+    assert service.query()[0].details == {}
+
+
+def test_unknown_event_type_is_a_value_error_naming_it(service: Any) -> None:
+    with pytest.raises(ValueError, match="no_such_type"):
+        service.record("no_such_type")
+
+
+def test_enum_members_are_accepted(service: Any, impl: Any) -> None:
+    member = impl.EventType.AUTH_FAILURE if hasattr(impl, "EventType") else EventType.AUTH_FAILURE
+    assert service.record(member).event_type == "auth_failure"
+
+
+def test_query_is_newest_first_and_filters(service: Any) -> None:
+    service.record("plan_applied", plan_id="p1", user_identity="alice")
+    service.record("plan_cancelled", plan_id="p2", user_identity="bob")
+    service.record("plan_applied", plan_id="p2", user_identity="alice")
+    ids = [e.id for e in service.query()]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 3
+    assert [e.plan_id for e in service.query(event_type="plan_applied")] == ["p2", "p1"]
+    assert [e.event_type for e in service.query(plan_id="p2")] == ["plan_applied", "plan_cancelled"]
+    assert [e.plan_id for e in service.query(user_identity="alice")] == ["p2", "p1"]
+    assert [e.plan_id for e in service.query(user_identity="alice", plan_id="p1")] == ["p1"]
+    assert len(service.query(limit=2)) == 2
+    assert service.query(user_identity="nobody") == []
+
+
+def test_query_by_time(service: Any) -> None:
+    first = service.record("auth_success")
+    second = service.record("auth_failure")
+    assert [e.id for e in service.query(since=second.timestamp)] == [second.id]
+    assert [e.id for e in service.query(until=first.timestamp)] == [first.id]
+    later = second.timestamp + timedelta(days=1)
+    assert service.query(since=later) == []
+
+
+def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    svc = impl.AuditService(path)
+    entry = svc.record("entity_deleted", plan_id="p9", details={"kind": "file", "n": [1, 2]})
+    svc.close()
+    again = impl.AuditService(path)
+    try:
+        (found,) = again.query(event_type="entity_deleted")
+        assert (found.id, found.plan_id, found.details) == (entry.id, "p9", {"kind": "file", "n": [1, 2]})
+        assert found.timestamp == entry.timestamp
+    finally:
+        again.close()
+
+
+def test_ids_increase(service: Any) -> None:
+    ids = [service.record("session_created").id for _ in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_valid_event_types_cover_the_legacy_set(impl: Any) -> None:
+    legacy = legacy_audit()
+    assert legacy.VALID_EVENT_TYPES <= auditbus.VALID_EVENT_TYPES
+    assert auditbus.VALID_EVENT_TYPES == frozenset(m.value for m in EventType)
+    assert [t.value for t in auditbus.SECURITY_EVENT_TYPES] == sorted(legacy.VALID_EVENT_TYPES, key=lambda v: [
+        t.value for t in auditbus.SECURITY_EVENT_TYPES].index(v))
+    assert {t.value for t in auditbus.SECURITY_EVENT_TYPES} == set(legacy.VALID_EVENT_TYPES)
+    assert not set(auditbus.AUDIT_LIFECYCLE_EVENT_TYPES) & auditbus.VALID_EVENT_TYPES
+
+
+# --- auditbus only -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Any:
+    s = AuditService(tmp_path / "audit.db")
+    yield s
+    s.close()
+
+
+def test_every_event_type_is_accepted_by_record(svc: AuditService) -> None:
+    for member in EventType:
+        assert svc.record(member.value).event_type == member.value
+
+
+def test_record_event_keeps_the_events_own_fields(svc: AuditService) -> None:
+    when = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    event = DomainEvent(
+        event_type=EventType.CONFIG_CHANGED,
+        timestamp=when,
+        plan_id="p1",
+        project_name="alpha",
+        actor_name="planner",
+        session_id="s-1",
+        user_identity="alice",
+        details={"key": "theme", "new_value": "dark"},
+    )
+    svc.record_event(event)
+    svc.flush()
+    (entry,) = svc.query()
+    assert entry.timestamp == when  # the event's time, not the time of writing (legacy defect L2)
+    assert entry.recorded_at is not None and entry.recorded_at > when
+    assert (entry.event_id, entry.actor_name, entry.project_name, entry.session_id) == (
+        event.event_id,
+        "planner",
+        "alpha",
+        "s-1",
+    )
+    assert entry.details["key"] == "theme"
+    # Like the legacy subscriber, the names are also in details for legacy readers.
+    assert entry.details["actor_name"] == "planner"
+    assert entry.source is not None and entry.source["pid"] > 0
+    assert entry.chain_hash is not None and len(entry.chain_hash) == 64
+
+
+def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
+    entry = svc.record("auth_failure", details={"password": "hunter2-plain", "user": "alice"})
+    svc.record_event(DomainEvent(event_type="config_changed", details={"api_key": "sk-live-abcdef123456"}))
+    svc.flush()
+    # What record() returns is what was stored: redacted.
+    assert entry.details["password"] != "hunter2-plain"
+    assert entry.details["user"] == "alice"
+    for suffix in ("", "-wal"):
+        file = Path(str(tmp_path / "audit.db") + suffix)
+        if file.exists():
+            data = file.read_bytes()
+            assert b"hunter2-plain" not in data
+            assert b"sk-live-abcdef123456" not in data
+    stored = [json.loads(r["details"]) for r in raw_rows(tmp_path / "audit.db", DOMAIN_ROWS)]
+    assert stored[0]["password"] == stored[1]["api_key"] != "hunter2-plain"
+
+
+def test_outcome_column(svc: AuditService) -> None:
+    svc.record("auth_failure")
+    svc.record("auth_success")
+    svc.record("config_changed", details={"outcome": "denied"})
+    svc.record("config_changed")
+    assert [e.outcome for e in svc.query(order="asc")] == ["failure", "success", "denied", None]
+    assert [e.event_type for e in svc.query(outcome="failure")] == ["auth_failure"]
+
+
+def test_duplicate_event_id_is_stored_once(svc: AuditService) -> None:
+    event = DomainEvent(event_type="plan_applied", plan_id="p1")
+    svc.record_event(event)
+    svc.record_event(event)
+    svc.flush()
+    svc.record_event(event)
+    svc.flush()
+    assert svc.count() == 1
+    assert svc.stats()["duplicates"] == 2
+    assert svc.verify().ok
+
+
+def events(n: int) -> list[DomainEvent]:
+    return [
+        DomainEvent(
+            event_type=("plan_applied", "auth_failure", "session_created")[i % 3],
+            plan_id=f"p{i % 4}",
+            user_identity=("alice", "bob")[i % 2],
+            actor_name=("planner", "applier")[i % 2],
+            session_id=f"s{i % 5}",
+            project_name=("alpha", "beta", "gamma")[i % 3],
+            details={"i": i},
+        )
+        for i in range(n)
+    ]
+
+
+def test_auditor_filters(svc: AuditService) -> None:
+    for event in events(30):
+        svc.record_event(event)
+    svc.flush()
+
+    def idx(entries: list[auditbus.AuditEntry]) -> list[int]:
+        return [e.details["i"] for e in entries]
+
+    assert idx(svc.query(actor_name="planner", order="asc", limit=None)) == list(range(0, 30, 2))
+    assert idx(svc.query(session_id="s3", order="asc")) == [3, 8, 13, 18, 23, 28]
+    assert idx(svc.query(project_name="gamma", order="asc")) == list(range(2, 30, 3))
+    both = svc.query(event_type=["plan_applied", EventType.AUTH_FAILURE], limit=None)
+    assert sorted(idx(both)) == [i for i in range(30) if i % 3 != 2]
+    assert idx(svc.query(limit=3)) == [29, 28, 27]
+    assert idx(svc.query(limit=3, offset=3)) == [26, 25, 24]
+    cursor = svc.query(limit=3)[-1].id
+    assert idx(svc.query(limit=3, after_id=cursor)) == [26, 25, 24]
+    first = svc.query(order="asc", limit=2)
+    assert idx(first) == [0, 1]
+    assert idx(svc.query(order="asc", limit=2, after_id=first[-1].id)) == [2, 3]
+    assert svc.count() == 30
+    assert svc.count(user_identity="bob", session_id="s1") == 3
+    assert svc.count(event_type=("auth_failure",)) == 10
+
+
+def test_iter_entries_streams_every_match(svc: AuditService) -> None:
+    for event in events(25):
+        svc.record_event(event)
+    svc.flush()
+    assert [e.details["i"] for e in svc.iter_entries(batch_size=4)] == list(range(25))
+    assert [e.details["i"] for e in svc.iter_entries(order="desc", batch_size=7)] == list(range(24, -1, -1))
+    assert [e.details["i"] for e in svc.iter_entries(user_identity="bob", batch_size=5)] == list(range(1, 25, 2))
+    assert list(svc.iter_entries(user_identity="nobody")) == []
+
+
+def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.record("auth_success")
+        assert [e.event_type for e in svc.query()] == ["auth_success"]
+        svc.flush()
+        assert svc.count(event_type="audit_started") == 1
+    with AuditService(path) as svc:
+        svc.flush()
+        types = [e.event_type for e in svc.query(event_type=auditbus.AUDIT_LIFECYCLE_EVENT_TYPES, order="asc")]
+        assert types == ["audit_started", "audit_stopped", "audit_started"]
+        with pytest.raises(ValueError, match="audit_started"):
+            svc.record("audit_started")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"user_identity": 42}, TypeError, "user_identity"),
+        ({"plan_id": ["p1"]}, TypeError, "plan_id"),
+        ({"event_type": "bogus"}, ValueError, "bogus"),
+        ({"event_type": ["plan_applied", "bogus2"]}, ValueError, "bogus2"),
+        ({"event_type": []}, ValueError, "event_type"),
+        ({"event_type": 7}, TypeError, "event_type"),
+        ({"since": "yesterday"}, ValueError, "since"),
+        ({"order": "sideways"}, ValueError, "sideways"),
+        ({"limit": -1}, ValueError, "limit"),
+        ({"offset": -5}, ValueError, "offset"),
+    ],
+)
+def test_bad_filters_name_the_value(svc: AuditService, kwargs: dict[str, Any], error: type, names: str) -> None:
+    with pytest.raises(error, match=names):
+        svc.query(**kwargs)
+
+
+def test_bad_arguments_name_the_value(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fast"):
+        AuditService(tmp_path / "a.db", durability="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue_size"):
+        AuditService(tmp_path / "a.db", queue_size=0)
+    with pytest.raises(ValueError, match="put_timeout"):
+        AuditService(tmp_path / "a.db", put_timeout=-1)
+    with pytest.raises(TypeError, match="db_path"):
+        AuditService(123)  # type: ignore[arg-type]
+    with AuditService(tmp_path / "a.db") as svc:
+        with pytest.raises(TypeError, match="DomainEvent"):
+            svc.record_event({"event_type": "plan_applied"})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="details"):
+            svc.record("auth_success", details=["not", "a", "dict"])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="plan_id"):
+            svc.record("auth_success", plan_id=5)  # type: ignore[arg-type]
+
+
+def test_properties_and_stats(tmp_path: Path) -> None:
+    with AuditService(str(tmp_path / "a.db"), durability="normal", app_name="tests") as svc:
+        assert svc.db_path == str(tmp_path / "a.db")
+        assert svc.durability == "normal"
+        svc.record("auth_success")
+        stats = svc.stats()
+        assert {"queued", "written", "batches", "retries", "errors", "last_error", "queue_depth"} <= set(stats)
+        assert stats["written"] >= 2  # the start row and ours
+        assert stats["errors"] == 0 and stats["last_error"] is None
+        assert stats["db_path"] == svc.db_path and stats["durability"] == "normal"
+        assert svc.query()[0].source["app"] == "tests"
+
+
+def test_closed_service(tmp_path: Path) -> None:
+    svc = AuditService(tmp_path / "a.db")
+    svc.record_event(DomainEvent(event_type="plan_created"))
+    svc.close()
+    svc.close()  # idempotent
+    with pytest.raises(auditbus.ClosedError):
+        svc.record("auth_success")
+    with pytest.raises(auditbus.ClosedError):
+        svc.record_event(DomainEvent(event_type="plan_created"))
+    with pytest.raises(auditbus.ClosedError):
+        svc.query()
+    svc.flush()  # nothing left to flush
+    assert len(raw_rows(tmp_path / "a.db", "event_type = 'plan_created'")) == 1
+
+
+def test_memory_database_works_like_the_legacy_one() -> None:
+    with AuditService(":memory:") as svc:
+        svc.record("auth_success", user_identity="alice")
+        assert svc.db_path == ":memory:"
+        assert [e.user_identity for e in svc.query()] == ["alice"]
+
+
+def test_purge_deletes_the_oldest_rows_and_records_itself(svc: AuditService) -> None:
+    entries = [svc.record("auth_success", details={"i": i}) for i in range(5)]
+    deleted = svc.purge(entries[3].timestamp)
+    assert deleted == 4  # the audit_started row and entries 0..2
+    assert [e.details["i"] for e in svc.query(order="asc")] == [3, 4]
+    (row,) = svc.query(event_type="audit_purged")
+    assert row.details["deleted"] == 4 and row.details["through_id"] == entries[2].id
+    assert svc.verify().ok
+    svc.record("auth_failure")
+    assert svc.verify().ok
+    assert svc.purge(datetime(2000, 1, 1, tzinfo=UTC)) == 0
+
+
+def test_purge_stops_at_the_first_newer_row_in_id_order(svc: AuditService) -> None:
+    """Purge removes a run of rows from the start, so the chain is cut in one place only."""
+    svc.record("auth_success", details={"i": 0})
+    svc.record_event(DomainEvent(event_type="plan_applied", timestamp=datetime(2001, 1, 1, tzinfo=UTC)))
+    svc.flush()
+    assert svc.purge(datetime(2002, 1, 1, tzinfo=UTC)) == 0
+    assert svc.count() == 2
+    with pytest.raises(ValueError, match="before"):
+        svc.purge("not a date")
+
+
+def test_interpreter_exit_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import auditbus
+        svc = auditbus.AuditService({str(path)!r})
+        for i in range(500):
+            svc.record_event(auditbus.DomainEvent(event_type="step_started", details={{"i": i}}))
+        # no flush(), no close(): the interpreter's exit must write them
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert len(raw_rows(path, "event_type = 'step_started'")) == 500
+    assert [r["event_type"] for r in raw_rows(path, "event_type LIKE 'audit_%'")] == [
+        "audit_started",
+        "audit_stopped",
+    ]
