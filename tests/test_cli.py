@@ -134,6 +134,34 @@ def trail(tmp_path: Path) -> Path:
     return path
 
 
+LEGACY_SCHEMA = """
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, event_type TEXT NOT NULL,
+    plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}');
+"""
+
+
+def legacy_rows(path: Path, *ages_in_days: int) -> None:
+    """A database as the legacy service left it: its rows carry no hash."""
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        for age in ages_in_days:
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+                ((NOW - timedelta(days=age)).isoformat(), "plan_applied", "alice", "{}"),
+            )
+    connection.close()
+
+
+@pytest.fixture
+def aged_trail(tmp_path: Path) -> Path:
+    """Two legacy rows from last year, then the five sample events."""
+    path = tmp_path / "aged.db"
+    legacy_rows(path, 400, 390)
+    prepare(path, sample_events())
+    return path
+
+
 def count_rows(path: Path) -> int:
     with AuditService(str(path)) as service:
         return service.count()
@@ -161,7 +189,7 @@ def test_query_json_lines_carry_every_field(trail: Path) -> None:
     first = rows[-1]
     assert first["user_identity"] == "alice"
     assert first["session_id"] == "s-1"
-    assert first["details"] == {"session_id": "s-1", "actor_name": "planner"}
+    assert first["details"]["actor_name"] == "planner"
     assert {"id", "timestamp", "event_id", "chain_hash"} <= first.keys()
 
 
@@ -176,7 +204,7 @@ def test_query_csv_has_a_header_and_details_as_json(trail: Path) -> None:
         "plan_cancelled",
         "auth_failure",
     ]
-    assert json.loads(rows[1]["details"]) == {"project_names": ["billing"], "files_changed": 2}
+    assert json.loads(rows[1]["details"]).items() >= {"project_names": ["billing"], "files_changed": 2}.items()
     assert rows[1]["plan_id"] == "p-1"
     assert rows[1]["timestamp"].endswith("Z")
 
@@ -214,6 +242,14 @@ def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
         rows = jsonl(result.stdout)
         assert rows
         assert {row["outcome"] for row in rows} == {outcome}
+
+
+def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
+    everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}
+    starts = jsonl(run("query", "--json", "--type", "audit_started", "--db", str(trail), cwd=trail.parent).stdout)
+    assert starts
+    assert {row["event_type"] for row in starts} == {"audit_started"}
 
 
 def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
@@ -363,10 +399,11 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
 def test_verify_passes_on_an_intact_trail(trail: Path) -> None:
     result = run("verify", "--db", str(trail), cwd=trail.parent)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("chain intact: 5 rows checked")
+    assert re.fullmatch(r"chain intact: \d+ rows checked\n", result.stdout)
     report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert report["ok"] is True
-    assert report["checked"] == 5
+    assert report["checked"] >= 5  # the five events and the service's own start/stop rows
+    assert report["first_bad_id"] is None
 
 
 def test_verify_names_the_first_edited_row(trail: Path) -> None:
@@ -383,21 +420,8 @@ def test_verify_names_the_first_edited_row(trail: Path) -> None:
     assert report["reason"]
 
 
-def test_verify_reports_unchained_legacy_rows(tmp_path: Path) -> None:
-    path = tmp_path / "legacy.db"
-    with sqlite3.connect(path) as connection:
-        connection.executescript(
-            """
-            CREATE TABLE audit_log (
-                id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, event_type TEXT NOT NULL,
-                plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}');
-            INSERT INTO audit_log (timestamp, event_type, user_identity, details)
-                VALUES ('2025-01-01T00:00:00+00:00', 'plan_applied', 'alice', '{}'),
-                       ('2025-01-02T00:00:00+00:00', 'plan_cancelled', 'alice', '{}');
-            """
-        )
-    prepare(path, [DomainEvent(event_type=EventType.PLAN_APPLIED, plan_id="new")])
-    result = run("verify", "--db", str(path), cwd=tmp_path)
+def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
+    result = run("verify", "--db", str(aged_trail), cwd=aged_trail.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 legacy rows written before the hash chain" in result.stdout
 
@@ -472,39 +496,55 @@ def test_export_shows_progress_only_on_a_terminal(trail: Path, tmp_path: Path) -
 # --------------------------------------------------------------------------- stats
 
 
-def test_stats_prints_the_service_figures(trail: Path) -> None:
+def test_stats_counts_the_rows_by_type(trail: Path) -> None:
     as_json = run("stats", "--json", "--db", str(trail), cwd=trail.parent)
     assert as_json.returncode == 0, as_json.stderr
     figures = json.loads(as_json.stdout)
-    assert isinstance(figures, dict)
-    assert figures
+    by_type = figures["trail"]["rows_by_type"]
+    assert {name: by_type[name] for name in by_type if not name.startswith("audit_")} == {
+        "session_created": 1,
+        "plan_applied": 1,
+        "config_changed": 1,
+        "plan_cancelled": 1,
+        "auth_failure": 1,
+    }
+    assert by_type["audit_started"] >= 1
+    assert figures["trail"]["rows"] == sum(by_type.values())
+    assert figures["trail"]["oldest_event"] < figures["trail"]["newest_event"]
+    assert isinstance(figures["service"], dict)
     text = run("stats", "--db", str(trail), cwd=trail.parent)
     assert text.returncode == 0
-    assert all(str(key) in text.stdout for key in figures)
+    assert re.search(r"^  rows_by_type:\n(    \w+: +\d+\n)+", text.stdout, re.MULTILINE)
+    assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- purge
 
 
-def test_purge_without_yes_off_a_terminal_refuses_and_deletes_nothing(trail: Path) -> None:
-    result = run("purge", "--before", "1d", "--db", str(trail), cwd=trail.parent)
+def test_purge_without_yes_off_a_terminal_refuses_and_deletes_nothing(aged_trail: Path) -> None:
+    result = run("purge", "--before", "1d", "--db", str(aged_trail), cwd=aged_trail.parent)
     assert_one_error_line(result, 1, "--yes")
-    assert count_rows(trail) == 5
+    assert count_rows(aged_trail) == 7
 
 
-def test_purge_with_yes_deletes_older_rows_and_prints_the_count(trail: Path) -> None:
-    result = run("purge", "--before", "1d", "--yes", "--db", str(trail), cwd=trail.parent)
+def test_purge_with_yes_deletes_older_rows_and_prints_the_count(aged_trail: Path) -> None:
+    result = run("purge", "--before", "200d", "--yes", "--db", str(aged_trail), cwd=aged_trail.parent)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("purged 1 row recorded before ")
-    remaining = jsonl(run("query", "--json", "--asc", "--db", str(trail), cwd=trail.parent).stdout)
-    assert remaining[0]["event_type"] == "plan_applied"
-    assert len(remaining) == 4
+    assert result.stdout.startswith("purged 2 rows recorded before ")
+    remaining = jsonl(run("query", "--json", "--asc", "--db", str(aged_trail), cwd=aged_trail.parent).stdout)
+    assert remaining[0]["event_type"] == "session_created"
+    assert len(remaining) == 5
+    assert run("verify", "--db", str(aged_trail), cwd=aged_trail.parent).returncode == 0
+    purges = jsonl(
+        run("query", "--json", "--type", "audit_purged", "--db", str(aged_trail), cwd=aged_trail.parent).stdout
+    )
+    assert len(purges) == 1  # the purge itself is on the trail
 
 
-def _purge_at_terminal(trail: Path, answer: bytes) -> tuple[int, str]:
+def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tuple[int, str]:
     master, replica = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "purge", "--before", "1h", "--db", str(trail)],
+        [sys.executable, "-m", "auditbus", "purge", "--before", before, "--db", str(trail)],
         stdin=replica,
         stdout=replica,
         stderr=replica,
@@ -514,10 +554,11 @@ def _purge_at_terminal(trail: Path, answer: bytes) -> tuple[int, str]:
     shown = b""
     deadline = time.monotonic() + 60
     try:
-        while b"[y/N]" not in shown:
+        while answer and b"[y/N]" not in shown:
             assert time.monotonic() < deadline, shown
             shown += os.read(master, 4096)
-        os.write(master, answer + b"\n")
+        if answer:
+            os.write(master, answer + b"\n")
         status = process.wait(timeout=60)
         while True:
             try:
@@ -535,19 +576,28 @@ def _purge_at_terminal(trail: Path, answer: bytes) -> tuple[int, str]:
     return status, shown.decode(errors="replace")
 
 
-def test_purge_at_a_terminal_asks_and_no_keeps_every_row(trail: Path) -> None:
-    status, shown = _purge_at_terminal(trail, b"n")
-    assert "Delete 2 audit rows recorded before" in shown
+def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> None:
+    status, shown = _purge_at_terminal(aged_trail, b"n")
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
     assert status == 1
     assert "nothing was deleted" in shown
-    assert count_rows(trail) == 5
+    assert count_rows(aged_trail) == 7
 
 
-def test_purge_at_a_terminal_yes_deletes(trail: Path) -> None:
-    status, shown = _purge_at_terminal(trail, b"y")
+def test_purge_at_a_terminal_yes_deletes(aged_trail: Path) -> None:
+    status, shown = _purge_at_terminal(aged_trail, b"y")
     assert status == 0, shown
     assert "purged 2 rows" in shown
-    assert count_rows(trail) == 3
+    assert count_rows(aged_trail) == 5
+
+
+def test_purge_at_a_terminal_with_nothing_older_does_not_ask(trail: Path) -> None:
+    """Purge removes only the oldest rows up to the first newer one: here the service's first start row."""
+    status, shown = _purge_at_terminal(trail, b"", before="1d")
+    assert status == 0, shown
+    assert "nothing to purge" in shown
+    assert "[y/N]" not in shown
+    assert count_rows(trail) == 5
 
 
 # --------------------------------------------------------------------------- errors a user can cause

@@ -40,8 +40,13 @@ def _when(text: str) -> datetime:
 @given("an audit trail with these events:")
 def step_trail(context: Any) -> None:
     _workdir(context)
+    context.cli_events = [dict(row.as_dict()) for row in context.table]
+    _write_events(context)
+
+
+def _write_events(context: Any) -> None:
     with AuditService(str(context.cli_db)) as service:
-        for row in context.table:
+        for row in context.cli_events:
             with identity(row["user"]):
                 event = DomainEvent(
                     event_type=EventType(row["event"]),
@@ -52,6 +57,26 @@ def step_trail(context: Any) -> None:
                 )
             service.record_event(event)
         service.flush()
+
+
+@given("the trail was migrated from the legacy service, which left {count:d} rows from {age:d} days ago")
+def step_legacy_prefix(context: Any, count: int, age: int) -> None:
+    """Rebuilds the trail as a legacy database (rows without hashes) that auditbus then took over."""
+    shutil.rmtree(context.cli_dir)
+    context.cli_dir.mkdir()
+    with sqlite3.connect(context.cli_db) as connection:
+        connection.execute(
+            "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL,"
+            " event_type TEXT NOT NULL, plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}')"
+        )
+        stamp = (datetime.now(timezone.utc) - timedelta(days=age)).isoformat()
+        for _ in range(count):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, 'plan_applied', 'alice')",
+                (stamp,),
+            )
+    connection.close()
+    _write_events(context)
 
 
 @given("an empty working directory")

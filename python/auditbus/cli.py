@@ -30,7 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import AuditEntry, AuditService, __version__, demo, identity
+from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditService, __version__, demo, identity
 from .types import EventType
 
 DEFAULT_DB = "audit.db"
@@ -118,8 +118,12 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     return parsed.replace(tzinfo=_UTC) if parsed.tzinfo is None else parsed
 
 
+#: Every type a row can have: the domain event types and the service's own lifecycle rows.
+_ALL_TYPES: tuple[str, ...] = (*(t.value for t in EventType), *AUDIT_LIFECYCLE_EVENT_TYPES)
+
+
 def _event_types(value: str) -> list[str]:
-    known = [t.value for t in EventType]
+    known = _ALL_TYPES
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError("empty event type")
@@ -178,7 +182,8 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
     elif not create:
         raise CliError(f"no audit database at {path} (pass --db PATH or set {ENV_DB}; this command never creates one)")
     try:
-        service = AuditService(path)
+        # The service records its own start and stop rows, naming this app: reading the trail is on the trail.
+        service = AuditService(path, app_name="auditbus-cli")
     except Exception as exc:  # the service names what is wrong; one line, no traceback
         raise CliError(f"cannot open audit database {path}: {_one_line(exc)}") from None
     try:
@@ -211,19 +216,20 @@ def _one_line(exc: BaseException) -> str:
 # rendering
 
 
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(_UTC) if value.tzinfo is not None else value
+
+
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(_UTC)
-        return value.isoformat().replace("+00:00", "Z")
+        return _utc(value).isoformat().replace("+00:00", "Z")
     return "" if value is None else str(value)
 
 
 def _short_time(value: Any) -> str:
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(_UTC)
-        return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+        moment = _utc(value)
+        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
     return "" if value is None else str(value)
 
 
@@ -551,14 +557,43 @@ def _print_mapping(data: Any, out: IO[str], indent: int = 0) -> None:
             out.write(f"{' ' * indent}{_safe(str(key)) + ':':<{width + 1}}  {_safe(text)}\n")
 
 
+def trail_summary(service: AuditService) -> dict[str, Any]:
+    """What the trail holds: row counts, overall and per type, and the time span of the events."""
+    every = list(_ALL_TYPES)
+    by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
+    oldest = service.query(event_type=every, order="asc", limit=1)
+    newest = service.query(event_type=every, order="desc", limit=1)
+    return {
+        "rows": service.count(event_type=every),
+        "rows_by_type": {name: n for name, n in by_type.items() if n},
+        "first_id": oldest[0].id if oldest else None,
+        "last_id": newest[0].id if newest else None,
+        "oldest_event": _iso(min((entry.timestamp for entry in oldest), default=None)),
+        "newest_event": _iso(max((entry.timestamp for entry in newest), default=None)),
+    }
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with open_service(db_path(args)) as service:
-        stats = service.stats()
+        figures = {"trail": trail_summary(service), "service": service.stats()}
     if args.json:
-        print(_compact_json(stats))
+        print(_compact_json(figures))
     else:
-        _print_mapping(stats, sys.stdout)
+        _print_mapping(figures, sys.stdout)
     return EXIT_OK
+
+
+def purge_preview(service: AuditService, before: datetime) -> int:
+    """How many rows `purge(before)` deletes: the oldest rows, by id, up to the first one recorded at or after `before`.
+
+    Purge removes only such a prefix, so that what remains is still one verifiable chain.
+    """
+    every = list(_ALL_TYPES)
+    total = service.count(event_type=every)
+    first_kept = service.query(event_type=every, since=before, order="asc", limit=1)
+    if not first_kept:
+        return total
+    return total - service.count(event_type=every, after_id=first_kept[0].id - 1)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -570,10 +605,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError("purge deletes audit rows for good: pass --yes to confirm when not at a terminal")
-            candidates = service.count(until=before)
+            candidates = purge_preview(service, before)
+            if candidates == 0:
+                print(f"nothing to purge: no row before the first one recorded at or after {_iso(before)}")
+                return EXIT_OK
             prompt = (
-                f"Delete {candidates} audit row{'s' if candidates != 1 else ''} recorded before {_iso(before)} "
-                f"from {path}? This cannot be undone. [y/N] "
+                f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
+                f"{_iso(before)}, from {path}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -705,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"auditbus {__version__}")
     _add_db(parser, None)
     # Subcommands take --db too, without overriding one given before the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_db(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -767,7 +805,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (complete or not at all); default stdout")
     export.set_defaults(handler=cmd_export)
 
-    stats = commands.add_parser("stats", parents=[common], help="row counts and service figures")
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="row counts per type, time span, and the service's figures",
+        description="What the trail holds (rows, per type, first and last event) and AuditService.stats().",
+    )
     stats.add_argument("--json", action="store_true", help="as one JSON object")
     stats.set_defaults(handler=cmd_stats)
 
