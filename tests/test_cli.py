@@ -207,6 +207,7 @@ def test_query_csv_has_a_header_and_details_as_json(trail: Path) -> None:
     assert json.loads(rows[1]["details"]).items() >= {"project_names": ["billing"], "files_changed": 2}.items()
     assert rows[1]["plan_id"] == "p-1"
     assert rows[1]["timestamp"].endswith("Z")
+    assert isinstance(json.loads(rows[1]["source"]), dict)  # where the row was written: JSON, not a Python repr
 
 
 @pytest.mark.parametrize(

@@ -364,6 +364,8 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntr
                 row.append(_iso(value))
             elif name == "event_type":
                 row.append(_event_type_text(value))
+            elif isinstance(value, (dict, list)):
+                row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
         writer.writerow(row)
