@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import auditbus
 from baseline import legacy_module
 from harness import Case
-
-import auditbus
 
 
 def nested_details() -> dict[str, Any]:

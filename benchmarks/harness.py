@@ -93,6 +93,10 @@ def table(results: list[Result]) -> str:
             else:
                 ratio = f"{seconds / subject_time:.1f}x"
                 promised = case.targets.get(name)
-                target = "" if promised is None else f">= {promised:g}x " + ("✅" if seconds / subject_time >= promised else "❌")
+                target = (
+                    ""
+                    if promised is None
+                    else f">= {promised:g}x " + ("✅" if seconds / subject_time >= promised else "❌")
+                )
             lines.append(f"| {case.operation} | {name} | {_fmt(seconds)} | {ratio} | {target} |")
     return "\n".join(lines)

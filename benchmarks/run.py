@@ -1,7 +1,7 @@
 """Runs every benchmark side by side and prints a Markdown table for BENCHMARKS.md.
 
-    python benchmarks/run.py            # all groups
-    python benchmarks/run.py event bus  # some groups
+python benchmarks/run.py            # all groups
+python benchmarks/run.py event bus  # some groups
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import measure, table  # noqa: E402
+from harness import measure, table
 
 GROUPS = ["event", "bus", "redact", "audit", "wiring"]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ def legacy_audit() -> ModuleType:
         pytest.skip(f"legacy implementation not found at {LEGACY}")
     if str(LEGACY) not in sys.path:
         sys.path.insert(0, str(LEGACY))
-    import cleveragents_legacy.audit_service as module
+    import cleveragents_legacy.audit_service as module  # noqa: PLC0415 - importable only after the path insert
 
     return module
 
@@ -44,36 +45,66 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 20.0) -
         time.sleep(0.005)
 
 
-def raw_rows(path: Path | str, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Rows as stored, read by a separate connection."""
-    conn = sqlite3.connect(str(path))
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(f"SELECT * FROM audit_log WHERE {where} ORDER BY id", params))
-    finally:
-        conn.close()
+# Raw SQLite access runs in a child process. Python's `sqlite3` links another
+# SQLite library than auditbus's bundled one; two libraries in one process do
+# not see each other's POSIX locks, so a `sqlite3` connection closing would
+# checkpoint and delete the WAL under an open AuditService
+# (https://sqlite.org/howtocorrupt.html, "multiple copies of SQLite").
+_RAW = """
+import json, sqlite3, sys
+path, mode, sql, params = json.loads(sys.argv[1])
+conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+conn.row_factory = sqlite3.Row
+if mode == "rows":
+    print(json.dumps([dict(r) for r in conn.execute(sql, params)]))
+elif mode == "execute":
+    conn.execute(sql, params)
+else:
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("ROLLBACK")
+conn.close()
+"""
+
+
+def _raw(path: Path | str, mode: str, sql: str = "", params: tuple[Any, ...] = ()) -> str:
+    arg = json.dumps([str(path), mode, sql, list(params)])
+    done = subprocess.run([sys.executable, "-c", _RAW, arg], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"raw SQLite helper failed: {done.stderr}")
+    return done.stdout
+
+
+def raw_rows(path: Path | str, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows as stored, read by another process."""
+    out = _raw(path, "rows", f"SELECT * FROM audit_log WHERE {where} ORDER BY id", params)
+    rows: list[dict[str, Any]] = json.loads(out)
+    return rows
 
 
 def execute(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> None:
-    """One statement in its own committed transaction (the tampering tool of the chain tests)."""
-    conn = sqlite3.connect(str(path))
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
+    """One statement, committed, by another process (the tampering tool of the chain tests)."""
+    _raw(path, "execute", sql, params)
 
 
 @contextmanager
-def write_locked(path: Path | str) -> Iterator[sqlite3.Connection]:
-    """Another connection holding the database's write lock until the block ends."""
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
+def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the database's write lock until the block ends."""
+    arg = json.dumps([str(path), "lock", "", []])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _RAW, arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    with child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "locked"
+            yield child
+        finally:
+            if child.stdin is not None:
+                child.stdin.write("\n")
+                child.stdin.flush()
+            child.wait(timeout=60)
 
 
 DOMAIN_ROWS = "event_type NOT LIKE 'audit\\_%' ESCAPE '\\'"

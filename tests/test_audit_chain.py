@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from audit_support import execute, legacy_audit, raw_rows
-
 from auditbus import AuditService, DomainEvent
 
 
@@ -31,10 +30,13 @@ def verify(path: Path) -> object:
 
 def test_untouched_trail_verifies(trail: Path) -> None:
     report = verify(trail)
-    assert report.ok and bool(report)
+    assert report.ok
+    assert bool(report)
     # start + 10 + stop, plus the verifying service's own start row if already committed.
-    assert report.checked >= 12 and report.unchained == 0
-    assert report.first_bad_id is None and report.reason is None
+    assert report.checked >= 12
+    assert report.unchained == 0
+    assert report.first_bad_id is None
+    assert report.reason is None
 
 
 @pytest.mark.parametrize(
@@ -51,7 +53,8 @@ def test_an_edited_row_is_found(trail: Path, sql: str, what: str) -> None:
     target = ids(trail)[5]
     execute(trail, sql, (target,))
     report = verify(trail)
-    assert not report.ok and report.first_bad_id == target, what
+    assert not report.ok, what
+    assert report.first_bad_id == target, what
     assert "edited" in report.reason
 
 
@@ -59,7 +62,8 @@ def test_a_deleted_row_is_found_at_the_row_after_it(trail: Path) -> None:
     rows = ids(trail)
     execute(trail, "DELETE FROM audit_log WHERE id = ?", (rows[4],))
     report = verify(trail)
-    assert not report.ok and report.first_bad_id == rows[5]
+    assert not report.ok
+    assert report.first_bad_id == rows[5]
     assert "deleted" in report.reason
 
 
@@ -75,7 +79,8 @@ def test_an_inserted_row_is_found(trail: Path) -> None:
         (victim["id"], victim["timestamp"], victim["prev_hash"], victim["chain_hash"]),
     )
     report = verify(trail)
-    assert not report.ok and report.first_bad_id == victim["id"]
+    assert not report.ok
+    assert report.first_bad_id == victim["id"]
 
 
 def test_a_row_slipped_in_without_a_hash_is_found(trail: Path) -> None:
@@ -88,7 +93,8 @@ def test_a_row_slipped_in_without_a_hash_is_found(trail: Path) -> None:
         (rows[3],),
     )
     report = verify(trail)
-    assert not report.ok and report.first_bad_id == rows[4]
+    assert not report.ok
+    assert report.first_bad_id == rows[4]
 
 
 def test_reordered_rows_are_found(trail: Path) -> None:
@@ -97,7 +103,8 @@ def test_reordered_rows_are_found(trail: Path) -> None:
     execute(trail, "UPDATE audit_log SET details = ? WHERE id = ?", (b["details"], a["id"]))
     execute(trail, "UPDATE audit_log SET details = ? WHERE id = ?", (a["details"], b["id"]))
     report = verify(trail)
-    assert not report.ok and report.first_bad_id == a["id"]
+    assert not report.ok
+    assert report.first_bad_id == a["id"]
 
 
 def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> None:
@@ -116,7 +123,8 @@ def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> N
     # Now the legacy row is inside the chain: editing it is tampering.
     execute(path, "UPDATE audit_log SET user_identity = 'nobody' WHERE id = ?", (appended.id,))
     report = verify(path)
-    assert not report.ok and report.first_bad_id > appended.id
+    assert not report.ok
+    assert report.first_bad_id > appended.id
 
 
 def test_two_services_on_one_file_extend_one_chain(tmp_path: Path) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
+from typing import Any
 
 import auditbus
+import pytest
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
 from auditbus import AuditService, DomainEvent
 
 NEW_COLUMNS = {
@@ -26,23 +28,27 @@ NEW_COLUMNS = {
 LEGACY_COLUMNS = ["id", "timestamp", "event_type", "plan_id", "user_identity", "details"]
 
 
+def _query(path: Path, sql: str) -> list[list[Any]]:
+    script = (
+        "import json, sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+        " print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path), sql], capture_output=True, text=True, check=True)
+    rows: list[list[Any]] = json.loads(out.stdout)
+    return rows
+
+
 def columns(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [row[1] for row in conn.execute("PRAGMA table_info(audit_log)")]
+    return [row[1] for row in _query(path, "PRAGMA table_info(audit_log)")]
 
 
 def pragma(path: Path, name: str) -> object:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(f"PRAGMA {name}").fetchone()[0]
-    finally:
-        conn.close()
+    return _query(path, f"PRAGMA {name}")[0][0]
 
 
-def indexes(path: Path) -> dict[str, list[str]]:
-    with sqlite3.connect(path) as conn:
-        names = [r[1] for r in conn.execute("PRAGMA index_list(audit_log)")]
-        return {n: [r[2] for r in conn.execute(f"PRAGMA index_info({n})")] for n in names}
+def indexes(path: Path) -> list[list[str]]:
+    names = [r[0] for r in _query(path, "SELECT name FROM pragma_index_list('audit_log')")]
+    return [[r[0] for r in _query(path, f"SELECT name FROM pragma_index_info('{n}')")] for n in names]
 
 
 def test_fresh_database_has_the_legacy_table_plus_the_new_columns(tmp_path: Path) -> None:
@@ -54,9 +60,16 @@ def test_fresh_database_has_the_legacy_table_plus_the_new_columns(tmp_path: Path
     assert pragma(path, "user_version") == 1
     assert pragma(path, "journal_mode") == "wal"
     found = indexes(path)
-    for wanted in (["event_type"], ["plan_id"], ["timestamp"], ["event_id"], ["user_identity"], ["session_id"],
-                   ["event_type", "timestamp"]):
-        assert wanted in found.values(), wanted
+    for wanted in (
+        ["event_type"],
+        ["plan_id"],
+        ["timestamp"],
+        ["event_id"],
+        ["user_identity"],
+        ["session_id"],
+        ["event_type", "timestamp"],
+    ):
+        assert wanted in found, wanted
 
 
 def test_migration_is_idempotent(tmp_path: Path) -> None:
@@ -88,7 +101,7 @@ def test_legacy_database_opens_and_keeps_working(tmp_path: Path) -> None:
         old.record("auth_failure", user_identity="mallory", details={"reason": "bad password"}),
     ]
     old.close()
-    before = [tuple(r) for r in raw_rows(path)]
+    before = [tuple(r.values())[:6] for r in raw_rows(path)]
 
     with AuditService(path) as svc:
         found = svc.query(order="asc")
@@ -98,10 +111,12 @@ def test_legacy_database_opens_and_keeps_working(tmp_path: Path) -> None:
         added = svc.record("plan_cancelled", plan_id="p1")
         assert added.id > written[-1].id
         report = svc.verify()
-        assert report.ok and report.unchained == 2 and report.first_bad_id is None
+        assert report.ok
+        assert report.unchained == 2
+        assert report.first_bad_id is None
 
     # The legacy rows are untouched, byte for byte (only columns were added).
-    after = {r["id"]: tuple(r)[:6] for r in raw_rows(path)}
+    after = {r["id"]: tuple(r.values())[:6] for r in raw_rows(path)}
     assert [after[row[0]] for row in before] == before
 
 
@@ -123,7 +138,8 @@ def test_legacy_service_reads_and_appends_to_an_auditbus_database(tmp_path: Path
 
     with AuditService(path) as svc:
         (entry,) = svc.query(user_identity="carol")
-        assert entry.id == appended.id and entry.details == {"via": "legacy"}
+        assert entry.id == appended.id
+        assert entry.details == {"via": "legacy"}
         assert entry.chain_hash is None  # the legacy writer knows nothing of the chain
         report = svc.verify()
         assert report.ok, report
@@ -131,7 +147,8 @@ def test_legacy_service_reads_and_appends_to_an_auditbus_database(tmp_path: Path
         svc.flush()
         # A chained row after the legacy append now covers it.
         report = svc.verify()
-        assert report.ok and report.unchained == 0
+        assert report.ok
+        assert report.unchained == 0
         assert svc.count() == 4
 
     # And the legacy service still reads the whole file.

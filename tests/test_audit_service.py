@@ -10,10 +10,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import auditbus
 import pytest
 from audit_support import DOMAIN_ROWS, legacy_audit, raw_rows
-
-import auditbus
 from auditbus import AuditService, DomainEvent, EventType
 
 UTC = timezone.utc
@@ -67,7 +66,8 @@ def test_query_is_newest_first_and_filters(service: Any) -> None:
     service.record("plan_cancelled", plan_id="p2", user_identity="bob")
     service.record("plan_applied", plan_id="p2", user_identity="alice")
     ids = [e.id for e in service.query()]
-    assert ids == sorted(ids, reverse=True) and len(ids) == 3
+    assert ids == sorted(ids, reverse=True)
+    assert len(ids) == 3
     assert [e.plan_id for e in service.query(event_type="plan_applied")] == ["p2", "p1"]
     assert [e.event_type for e in service.query(plan_id="p2")] == ["plan_applied", "plan_cancelled"]
     assert [e.plan_id for e in service.query(user_identity="alice")] == ["p2", "p1"]
@@ -101,15 +101,17 @@ def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
 
 def test_ids_increase(service: Any) -> None:
     ids = [service.record("session_created").id for _ in range(5)]
-    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
 
 
 def test_valid_event_types_cover_the_legacy_set(impl: Any) -> None:
     legacy = legacy_audit()
     assert legacy.VALID_EVENT_TYPES <= auditbus.VALID_EVENT_TYPES
-    assert auditbus.VALID_EVENT_TYPES == frozenset(m.value for m in EventType)
-    assert [t.value for t in auditbus.SECURITY_EVENT_TYPES] == sorted(legacy.VALID_EVENT_TYPES, key=lambda v: [
-        t.value for t in auditbus.SECURITY_EVENT_TYPES].index(v))
+    assert frozenset(m.value for m in EventType) == auditbus.VALID_EVENT_TYPES
+    assert [t.value for t in auditbus.SECURITY_EVENT_TYPES] == sorted(
+        legacy.VALID_EVENT_TYPES, key=[t.value for t in auditbus.SECURITY_EVENT_TYPES].index
+    )
     assert {t.value for t in auditbus.SECURITY_EVENT_TYPES} == set(legacy.VALID_EVENT_TYPES)
     assert not set(auditbus.AUDIT_LIFECYCLE_EVENT_TYPES) & auditbus.VALID_EVENT_TYPES
 
@@ -145,7 +147,8 @@ def test_record_event_keeps_the_events_own_fields(svc: AuditService) -> None:
     svc.flush()
     (entry,) = svc.query()
     assert entry.timestamp == when  # the event's time, not the time of writing (legacy defect L2)
-    assert entry.recorded_at is not None and entry.recorded_at > when
+    assert entry.recorded_at is not None
+    assert entry.recorded_at > when
     assert (entry.event_id, entry.actor_name, entry.project_name, entry.session_id) == (
         event.event_id,
         "planner",
@@ -155,8 +158,10 @@ def test_record_event_keeps_the_events_own_fields(svc: AuditService) -> None:
     assert entry.details["key"] == "theme"
     # Like the legacy subscriber, the names are also in details for legacy readers.
     assert entry.details["actor_name"] == "planner"
-    assert entry.source is not None and entry.source["pid"] > 0
-    assert entry.chain_hash is not None and len(entry.chain_hash) == 64
+    assert entry.source is not None
+    assert entry.source["pid"] > 0
+    assert entry.chain_hash is not None
+    assert len(entry.chain_hash) == 64
 
 
 def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
@@ -308,8 +313,10 @@ def test_properties_and_stats(tmp_path: Path) -> None:
         stats = svc.stats()
         assert {"queued", "written", "batches", "retries", "errors", "last_error", "queue_depth"} <= set(stats)
         assert stats["written"] >= 2  # the start row and ours
-        assert stats["errors"] == 0 and stats["last_error"] is None
-        assert stats["db_path"] == svc.db_path and stats["durability"] == "normal"
+        assert stats["errors"] == 0
+        assert stats["last_error"] is None
+        assert stats["db_path"] == svc.db_path
+        assert stats["durability"] == "normal"
         assert svc.query()[0].source["app"] == "tests"
 
 
@@ -341,7 +348,8 @@ def test_purge_deletes_the_oldest_rows_and_records_itself(svc: AuditService) -> 
     assert deleted == 4  # the audit_started row and entries 0..2
     assert [e.details["i"] for e in svc.query(order="asc")] == [3, 4]
     (row,) = svc.query(event_type="audit_purged")
-    assert row.details["deleted"] == 4 and row.details["through_id"] == entries[2].id
+    assert row.details["deleted"] == 4
+    assert row.details["through_id"] == entries[2].id
     assert svc.verify().ok
     svc.record("auth_failure")
     assert svc.verify().ok

@@ -21,7 +21,7 @@ def current_identity() -> str | None:
     return _VAR.get(None)
 
 
-class identity:  # noqa: N801 - used like contextlib's lower-case managers
+class identity:
     """Sets the acting user for events created inside a `with` block or a decorated call.
 
     >>> with identity("alice"):

@@ -236,7 +236,8 @@ impl AuditService {
 #[pymethods]
 impl AuditService {
     #[new]
-    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None))]
+    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None),
+           text_signature = "(db_path, *, durability='full', redactor=None, queue_size=65536, put_timeout=5.0, busy_timeout=5.0, app_name=None)")]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
@@ -403,7 +404,8 @@ impl AuditService {
     }
 
     /// Matching entries, newest first by default.
-    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, limit = Some(100), offset = 0, after_id = None, order = "desc"))]
+    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, limit = Some(100), offset = 0, after_id = None, order = "desc"),
+           text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, limit=100, offset=0, after_id=None, order='desc')")]
     #[allow(clippy::too_many_arguments)]
     fn query(
         &self,

@@ -1,0 +1,135 @@
+"""AuditService: auditbus against the legacy pure-Python service, same rows, same durability.
+
+Rows carry ~1 KB of details with planted secrets; both sides redact them
+(auditbus on the caller's thread, the legacy path with `redact_dict` as its
+subscriber did). Both services use their default durability: auditbus WAL +
+synchronous=FULL, the legacy default journal (DELETE, synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import auditbus
+from harness import Case
+
+
+def _legacy() -> Any:
+    """The legacy package, from the first `shared/legacy` above this checkout."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "legacy"
+        if candidate.is_dir():
+            if str(candidate) not in sys.path:
+                sys.path.insert(0, str(candidate))
+            import cleveragents_legacy  # noqa: PLC0415 - importable only after the path insert
+
+            return cleveragents_legacy
+    raise RuntimeError("shared/legacy not found above the checkout")
+
+
+def details_1k(i: int) -> dict[str, Any]:
+    """About 1 KB of JSON, with secrets by key name, nested and in a list."""
+    return {
+        "plan": f"plan-{i}",
+        "password": "hunter2-correct-horse",
+        "api_key": "sk-live-0123456789abcdef0123456789abcdef",
+        "config": {"database_url": "postgres://app:s3cret@db:5432/main", "token": "ghp_" + "a" * 36, "retries": 3},
+        "files": [{"path": f"/srv/app/module_{j}.py", "lines": j * 7} for j in range(8)],
+        "summary": "applied changes to the resource graph; " * 8,
+        "counts": {"added": i % 97, "removed": i % 13, "changed": i % 31},
+    }
+
+
+def _threads(n: int, per_thread: int, call: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        def work() -> None:
+            for _ in range(per_thread):
+                call()
+
+        threads = [threading.Thread(target=work) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    return run
+
+
+def cases() -> list[Case]:
+    legacy = _legacy()
+    folder = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    ours = auditbus.AuditService(folder / "auditbus.db", queue_size=1 << 20, put_timeout=None)
+    old = legacy.AuditService(folder / "legacy.db")
+    pool = [
+        auditbus.DomainEvent(
+            event_type=auditbus.EventType.PLAN_APPLIED,
+            plan_id=f"plan-{i}",
+            user_identity=("alice", "bob", "carol")[i % 3],
+            details=details_1k(i),
+        )
+        for i in range(20_000)
+    ]
+    payload = details_1k(7)
+    cursor = iter(range(1 << 62))
+
+    def emit() -> None:
+        ours.record_event(pool[next(cursor) % len(pool)])
+
+    def legacy_record() -> None:
+        old.record("plan_applied", plan_id="plan-7", user_identity="alice", details=legacy.redact_dict(payload))
+
+    def ours_record() -> None:
+        ours.record("plan_applied", plan_id="plan-7", user_identity="alice", details=payload)
+
+    burst = 2000
+
+    def sustained() -> None:
+        start = next(cursor)
+        for k in range(burst):
+            ours.record_event(pool[(start + k) % len(pool)])
+        ours.flush()
+
+    def legacy_sustained() -> None:
+        for _ in range(burst):
+            legacy_record()
+
+    return [
+        Case(
+            "record_event() caller-side time (1 KB details, redacted)",
+            "auditbus record_event()",
+            {"auditbus record_event()": emit, "legacy record()": legacy_record},
+            targets={"legacy record()": 300},
+            rounds=5,
+        ),
+        Case(
+            f"{burst} events emitted then flushed (per row)",
+            "auditbus record_event()+flush()",
+            {"auditbus record_event()+flush()": sustained, "legacy record()": legacy_sustained},
+            ops_per_call=burst,
+            targets={"legacy record()": 30},
+            number=1,
+            rounds=3,
+        ),
+        Case(
+            "record() from one thread, durable on return",
+            "auditbus record()",
+            {"auditbus record()": ours_record, "legacy record()": legacy_record},
+            targets={"legacy record()": 4},
+            rounds=5,
+        ),
+        Case(
+            "record() from 8 threads, durable on return (per row)",
+            "auditbus record()",
+            {"auditbus record()": _threads(8, 25, ours_record), "legacy record()": _threads(8, 25, legacy_record)},
+            ops_per_call=200,
+            targets={"legacy record()": 8},
+            number=1,
+            rounds=3,
+        ),
+    ]

@@ -1,0 +1,194 @@
+"""The writer thread: flush semantics, group commit, back-pressure, retry under faults, hostile input."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import auditbus
+import pytest
+from audit_support import raw_rows, wait_until, write_locked
+from auditbus import AuditService, DomainEvent
+
+
+def event(i: int) -> DomainEvent:
+    return DomainEvent(event_type="step_completed", plan_id=f"p{i}", details={"i": i})
+
+
+def test_flush_returns_when_everything_before_it_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        for i in range(3000):  # more than one batch
+            svc.record_event(event(i))
+        svc.flush()
+        # Read by another process: committed, not just visible to this one.
+        rows = raw_rows(path, "event_type = 'step_completed'")
+        assert [r["plan_id"] for r in rows] == [f"p{i}" for i in range(3000)]
+        assert svc.stats()["queue_depth"] == 0
+
+
+def test_record_is_durable_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        entry = svc.record("auth_success", user_identity="alice")
+        (row,) = raw_rows(path, "id = ?", (entry.id,))
+        assert row["user_identity"] == "alice"
+        assert row["chain_hash"] == entry.chain_hash
+
+
+def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.05) as svc:
+        svc.flush()
+        with write_locked(path):
+            for i in range(100):
+                svc.record_event(event(i))  # returns while the file is locked by another process
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to retry")
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=0.1)
+        svc.flush()  # the lock is gone: the rows land
+        assert svc.count(event_type="step_completed") == 100
+
+
+def test_a_locked_database_is_retried_logged_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "a.db"
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    with AuditService(path, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(1))
+            wait_until(lambda: svc.stats()["retries"] >= 2, "two retries")
+            stats = svc.stats()
+            assert stats["errors"] >= 2
+            assert "locked" in (stats["last_error"] or "")
+            wait_until(
+                lambda: any(r.name == "auditbus" and "retrying" in r.getMessage() for r in caplog.records),
+                "the failure to be logged",
+            )
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 1
+        # The fault is itself an audit row, written once the database took writes again.
+        (failure,) = svc.query(event_type="audit_failure")
+        assert "locked" in failure.details["error"]
+        assert svc.verify().ok
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_concurrent_record_callers_share_a_commit(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.02) as svc:
+        svc.flush()
+        before = svc.stats()["batches"]
+        results: list[auditbus.AuditEntry] = []
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its first batch")
+            threads = [threading.Thread(target=lambda: results.append(svc.record("auth_success"))) for _ in range(8)]
+            for t in threads:
+                t.start()
+            wait_until(lambda: svc.stats()["queue_depth"] == 8, "8 durable callers waiting")
+            assert results == []  # nobody returned before a commit
+        for t in threads:
+            t.join(timeout=60)
+        assert len(results) == 8
+        assert len({e.id for e in results}) == 8
+        # One commit for the eight durable callers: the same batch stamped them all.
+        assert len({e.recorded_at for e in results}) == 1
+        assert svc.stats()["batches"] - before == 2
+
+
+def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=4, put_timeout=0.05, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            for i in range(1, 5):
+                svc.record_event(event(i))  # fills the queue
+            with pytest.raises(auditbus.QueueFullError, match="put_timeout"):
+                svc.record_event(event(5))
+            with pytest.raises(auditbus.QueueFullError):
+                svc.record("auth_success")
+            assert svc.stats()["rejected"] == 2
+        svc.flush()
+        assert [e.details["i"] for e in svc.query(event_type="step_completed", order="asc")] == [0, 1, 2, 3, 4]
+
+
+def test_put_timeout_zero_fails_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=1, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            svc.record_event(event(1))
+            with pytest.raises(auditbus.QueueFullError):
+                svc.record_event(event(2))
+        svc.flush()
+        assert svc.count() == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["' OR '1'='1", "alice'; DROP TABLE audit_log; --", "%", "*", 'alice" OR "1"="1', "' UNION SELECT 1--"],
+)
+def test_sql_looking_filter_values_match_nothing(tmp_path: Path, value: str) -> None:
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("auth_success", user_identity="alice", plan_id="p1")
+        for field in ("user_identity", "plan_id", "actor_name", "session_id", "project_name", "outcome"):
+            assert svc.query(**{field: value}) == []
+            assert svc.count(**{field: value}) == 0
+        assert svc.count() == 1
+        # And a value stored verbatim is found verbatim.
+        svc.record("auth_failure", user_identity=value)
+        assert [e.user_identity for e in svc.query(user_identity=value)] == [value]
+
+
+def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not an SQLite database, just some bytes\n" * 100)
+    with pytest.raises(auditbus.AuditError, match=r"corrupt\.db"):
+        AuditService(path)
+    header_only = tmp_path / "damaged.db"
+    AuditService(header_only).close()
+    data = bytearray(header_only.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
+    header_only.write_bytes(bytes(data))
+    with pytest.raises(auditbus.AuditError, match=r"damaged\.db"):
+        AuditService(header_only)
+
+
+def test_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(auditbus.AuditError, match="cannot open"):
+        AuditService(tmp_path)
+
+
+def test_close_flushes_and_waits(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    for i in range(2500):
+        svc.record_event(event(i))
+    svc.close()
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 2500
+    assert raw_rows(path)[-1]["event_type"] == "audit_stopped"
+
+
+def test_many_threads_emit_and_every_row_lands(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+
+        def emit(worker: int) -> None:
+            for i in range(300):
+                svc.record_event(DomainEvent(event_type="step_started", details={"w": worker, "i": i}))
+
+        threads = [threading.Thread(target=emit, args=(w,)) for w in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        svc.flush()
+        assert svc.count(event_type="step_started") == 1800
+        assert svc.stats()["written"] >= 1800
+        assert svc.verify().ok
