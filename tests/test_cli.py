@@ -14,6 +14,7 @@ import os
 import pty
 import queue
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -543,6 +544,7 @@ def test_purge_with_yes_deletes_older_rows_and_prints_the_count(aged_trail: Path
 
 
 def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tuple[int, str]:
+    """Runs purge with a terminal on stdin/stdout/stderr; answers `answer` when asked [y/N]."""
     master, replica = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "auditbus", "purge", "--before", before, "--db", str(trail)],
@@ -553,22 +555,26 @@ def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tupl
     )
     os.close(replica)
     shown = b""
+    answered = False
     deadline = time.monotonic() + 60
     try:
-        while answer and b"[y/N]" not in shown:
-            assert time.monotonic() < deadline, shown
-            shown += os.read(master, 4096)
-        if answer:
-            os.write(master, answer + b"\n")
-        status = process.wait(timeout=60)
         while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
+            assert time.monotonic() < deadline, shown
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the process closed its side
+                    chunk = b""
+                shown += chunk
+                if chunk:
+                    continue
+            if not answered and b"[y/N]" in shown:
+                os.write(master, answer + b"\n")
+                answered = True
+            elif process.poll() is not None:  # exited, and nothing left to read
                 break
-            if not chunk:
-                break
-            shown += chunk
+        status = process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -594,7 +600,7 @@ def test_purge_at_a_terminal_yes_deletes(aged_trail: Path) -> None:
 
 def test_purge_at_a_terminal_with_nothing_older_does_not_ask(trail: Path) -> None:
     """Purge removes only the oldest rows up to the first newer one: here the service's first start row."""
-    status, shown = _purge_at_terminal(trail, b"", before="1d")
+    status, shown = _purge_at_terminal(trail, b"y", before="1d")
     assert status == 0, shown
     assert "nothing to purge" in shown
     assert "[y/N]" not in shown

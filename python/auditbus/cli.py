@@ -187,6 +187,9 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
     except Exception as exc:  # the service names what is wrong; one line, no traceback
         raise CliError(f"cannot open audit database {path}: {_one_line(exc)}") from None
     try:
+        # The service's own start row is written behind; settle it first so that
+        # every count and preview below sees one fixed trail.
+        service.flush()
         yield service
     finally:
         service.close()
