@@ -354,7 +354,10 @@ impl ReactiveEventBus {
                 service
                     .cast::<AuditService>()
                     .map_err(|_| {
-                        Error::Type(format!("audit= takes an auditbus.AuditService or None, got {}", type_name(service)))
+                        Error::Type(format!(
+                            "audit= takes an auditbus.AuditService or None, got {}",
+                            type_name(service)
+                        ))
                     })?
                     .clone()
                     .unbind(),

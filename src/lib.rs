@@ -27,11 +27,12 @@ mod _native {
     #[pymodule_export]
     use super::identity::_identity_var;
     #[pymodule_export]
-    use super::redact::Redactor;
+    use super::redact::{redact, redact_dict, Redactor};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("EVENT_TYPE_VALUES", super::event::EVENT_TYPES.to_vec())?;
+        m.add("REDACTED", super::redact::REDACTED)?;
         Ok(())
     }
 }

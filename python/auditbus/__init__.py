@@ -7,6 +7,7 @@ trail: change the import line, keep the call sites.
 from __future__ import annotations
 
 from ._native import (
+    REDACTED,
     AuditEntry,
     AuditError,
     AuditService,
@@ -18,6 +19,8 @@ from ._native import (
     Unsubscribe,
     ValidationError,
     VerifyReport,
+    redact,
+    redact_dict,
 )
 from .audit import AUDIT_LIFECYCLE_EVENT_TYPES, SECURITY_EVENT_TYPES, VALID_EVENT_TYPES
 from .identity import current_identity, identity
@@ -28,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AUDIT_LIFECYCLE_EVENT_TYPES",
+    "REDACTED",
     "SECURITY_EVENT_TYPES",
     "VALID_EVENT_TYPES",
     "AuditEntry",
@@ -46,4 +50,6 @@ __all__ = [
     "__version__",
     "current_identity",
     "identity",
+    "redact",
+    "redact_dict",
 ]

@@ -1,19 +1,66 @@
-//! Secret redaction. Interface placeholder: the full engine (key rules,
-//! sibling rule, value patterns) replaces the body of [`Rules`]; the
-//! signatures below are what the audit writer and the bindings use.
+//! Secret redaction: no secret reaches the audit trail, by key name, by the
+//! name a sibling entry carries, or by the shape of the value.
+//!
+//! - [`keys`]: key normalisation and the key-name rules;
+//! - [`sibling`]: `{"key": "llm.api_key", "new_value": ...}` records and
+//!   `[name, value]` pair lists;
+//! - [`patterns`]: value shapes (tokens, private keys, URL passwords, ...);
+//! - [`walk`]: the JSON walker (audit path) and the rules' entry points;
+//! - [`py`]: the Python walker and bindings, which call the same rule
+//!   functions as the JSON walker, so there is one rule set.
+//!
+//! [`Rules`] is Python-free and `Send + Sync`, so the audit writer can share
+//! it across threads and the scanner can be fuzzed without an interpreter.
+
+#[cfg(test)]
+mod fuzz;
+pub mod keys;
+pub mod patterns;
+pub mod py;
+pub mod sibling;
+pub mod walk;
 
 use std::sync::{Arc, OnceLock};
 
-use pyo3::prelude::*;
-use serde_json::Value;
+use aho_corasick::AhoCorasick;
 
-/// The fixed-length mask that replaces a secret.
+use crate::errors::{Error, Result};
+use keys::{KeyInfo, Normalized};
+
+pub use py::{redact, redact_dict, Redactor};
+
+/// The fixed-length mask that replaces a secret (the legacy mask: a fixed
+/// length does not disclose how long the secret was).
 pub const REDACTED: &str = "***REDACTED***";
 
-/// A redaction rule set, Python-free so that it can be fuzzed and shared
-/// with the writer thread.
-#[derive(Debug, Default)]
-pub struct Rules {}
+/// Longest mask a caller may configure.
+const MAX_MASK_CHARS: usize = 256;
+
+/// A redaction rule set.
+#[derive(Debug)]
+pub struct Rules {
+    mask: String,
+    patterns: bool,
+    /// User-added key names, matched as substrings of the compact key.
+    extra: Option<AhoCorasick>,
+    extra_terms: Vec<String>,
+    /// User safe names (compact forms), matched like the default safe list.
+    safe: Vec<String>,
+    safe_max: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            mask: REDACTED.to_owned(),
+            patterns: true,
+            extra: None,
+            extra_terms: Vec::new(),
+            safe: Vec::new(),
+            safe_max: 0,
+        }
+    }
+}
 
 impl Rules {
     /// The default, best-practice rule set, shared.
@@ -22,54 +69,124 @@ impl Rules {
         DEFAULT.get_or_init(|| Arc::new(Rules::default())).clone()
     }
 
-    /// Masks every secret in `value`, in place.
-    pub fn redact_json(&self, value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (key, item) in map.iter_mut() {
-                    let lowered = key.to_lowercase();
-                    if [
-                        "password",
-                        "secret",
-                        "token",
-                        "api_key",
-                        "apikey",
-                        "authorization",
-                        "credential",
-                        "private_key",
-                        "passwd",
-                    ]
-                    .iter()
-                    .any(|p| lowered.contains(p))
-                    {
-                        *item = Value::String(REDACTED.to_owned());
-                    } else {
-                        self.redact_json(item);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            _ => {}
+    /// A rule set with user additions. `extra_keys` are secret key names
+    /// (matched anywhere in the normalised key), `safe_keys` are never
+    /// masked (they win over everything), `patterns` turns value-shape
+    /// scanning on or off, `mask` replaces each secret.
+    pub fn new(extra_keys: &[String], safe_keys: &[String], patterns: bool, mask: &str) -> Result<Self> {
+        if mask.is_empty() || mask.chars().count() > MAX_MASK_CHARS {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "must be a non-empty string of at most {MAX_MASK_CHARS} characters, got one of {} characters",
+                    mask.chars().count()
+                ),
+            ));
         }
+        let compact = |field: &str, list: &[String]| -> Result<Vec<String>> {
+            list.iter()
+                .map(|term| {
+                    keys::compact_term(term).ok_or_else(|| {
+                        Error::invalid(
+                            field,
+                            format!("{term:?} has no letters or digits; give key names such as 'employee_ssn'"),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let extra_terms = compact("extra_keys", extra_keys)?;
+        let safe = compact("safe_keys", safe_keys)?;
+        let extra = if extra_terms.is_empty() {
+            None
+        } else {
+            // Aho-Corasick, not one big regex: a long user list cannot hit a
+            // compiled-size limit (getsentry/relay#1481).
+            Some(AhoCorasick::new(&extra_terms).map_err(|e| Error::invalid("extra_keys", e.to_string()))?)
+        };
+        let safe_max = safe.iter().map(String::len).max().unwrap_or(0);
+        Ok(Self { mask: mask.to_owned(), patterns, extra, extra_terms, safe, safe_max })
+    }
+
+    /// The string that replaces a secret.
+    pub fn mask(&self) -> &str {
+        &self.mask
+    }
+
+    /// Whether value shapes are scanned.
+    pub fn patterns(&self) -> bool {
+        self.patterns
+    }
+
+    /// The user-added secret names, in compact form.
+    pub fn extra_terms(&self) -> &[String] {
+        &self.extra_terms
+    }
+
+    /// The user safe names, in compact form.
+    pub fn safe_terms(&self) -> &[String] {
+        &self.safe
+    }
+
+    /// Classifies a key; `n` is a scratch buffer reused across keys.
+    pub fn classify(&self, key: &str, n: &mut Normalized) -> KeyInfo {
+        keys::normalize(key, n);
+        let (name_field, value_field) = keys::roles(n);
+        KeyInfo { secret: self.secret_normalized(n), name_field, value_field }
+    }
+
+    /// Whether a value stored under `key` is a secret.
+    pub fn key_is_secret(&self, key: &str) -> bool {
+        let mut n = Normalized::default();
+        keys::normalize(key, &mut n);
+        self.secret_normalized(&n)
+    }
+
+    /// Precedence: user safe names, then user secret names, then the
+    /// default safe list, then the default secret rules.
+    fn secret_normalized(&self, n: &Normalized) -> bool {
+        if keys::in_set(n, &self.safe, self.safe_max) {
+            return false;
+        }
+        if self.extra.as_ref().is_some_and(|ac| ac.is_match(n.compact.as_str())) {
+            return true;
+        }
+        keys::default_secret(n) && !keys::default_safe(n)
     }
 }
 
-/// `auditbus.Redactor`: a configured rule set.
-#[pyclass(frozen, module = "auditbus", name = "Redactor")]
-pub struct Redactor {
-    rules: Arc<Rules>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Redactor {
-    pub fn rules(&self) -> Arc<Rules> {
-        self.rules.clone()
+    #[test]
+    fn user_lists_take_precedence() {
+        let rules = Rules::new(&["employee_no".into()], &["session_id".into()], true, "[x]").unwrap();
+        assert!(rules.key_is_secret("EmployeeNo"));
+        assert!(rules.key_is_secret("hr.employee-no"));
+        assert!(!rules.key_is_secret("session_id"));
+        assert!(rules.key_is_secret("password"));
+        assert_eq!(rules.mask(), "[x]");
     }
-}
 
-#[pymethods]
-impl Redactor {
-    #[new]
-    fn py_new() -> Self {
-        Self { rules: Rules::shared_default() }
+    #[test]
+    fn bad_configuration_is_rejected_with_the_field_named() {
+        let err = Rules::new(&["--".into()], &[], true, REDACTED).unwrap_err().to_string();
+        assert!(err.starts_with("extra_keys:"), "{err}");
+        let err = Rules::new(&[], &[], true, "").unwrap_err().to_string();
+        assert!(err.starts_with("mask:"), "{err}");
+    }
+
+    #[test]
+    fn many_user_terms_build() {
+        let terms: Vec<String> = (0..20_000).map(|i| format!("custom_field_{i}")).collect();
+        let rules = Rules::new(&terms, &[], true, REDACTED).unwrap();
+        assert!(rules.key_is_secret("x.custom_field_19999"));
+    }
+
+    #[test]
+    fn rules_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Rules>();
     }
 }
