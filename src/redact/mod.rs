@@ -89,7 +89,7 @@ impl Rules {
                     keys::compact_term(term).ok_or_else(|| {
                         Error::invalid(
                             field,
-                            format!("{term:?} has no letters or digits; give key names such as 'employee_ssn'"),
+                            format!("'{term}' has no letters or digits; give key names such as 'employee_ssn'"),
                         )
                     })
                 })
