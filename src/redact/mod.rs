@@ -20,6 +20,9 @@ pub mod py;
 pub mod sibling;
 pub mod walk;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
@@ -36,9 +39,33 @@ pub const REDACTED: &str = "***REDACTED***";
 /// Longest mask a caller may configure.
 const MAX_MASK_CHARS: usize = 256;
 
+/// Keys up to this length are remembered per thread (see [`Verdict`]).
+const CACHED_KEY_MAX: usize = 96;
+/// The per-thread key cache is emptied when it holds this many keys.
+const CACHED_KEYS: usize = 4096;
+
+/// Everything the walkers need to know about a key, computed once per
+/// distinct key text and remembered: audit payloads repeat the same few
+/// hundred key names, so the per-key cost drops to one hash lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub info: KeyInfo,
+    /// The key's own text holds a secret (`"password=hunter2"`); see [`Rules::redact_text`].
+    pub rewrite: bool,
+}
+
+thread_local! {
+    /// Per-thread, so lookups take no lock; tagged with the rule set's id.
+    static VERDICTS: RefCell<(u64, HashMap<Box<str>, Verdict>)> = RefCell::new((0, HashMap::new()));
+}
+
+/// Ids for rule sets, so that a cache filled under one never serves another.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A redaction rule set.
 #[derive(Debug)]
 pub struct Rules {
+    id: u64,
     mask: String,
     patterns: bool,
     /// User-added key names, matched as substrings of the compact key.
@@ -52,6 +79,7 @@ pub struct Rules {
 impl Default for Rules {
     fn default() -> Self {
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: REDACTED.to_owned(),
             patterns: true,
             extra: None,
@@ -105,7 +133,15 @@ impl Rules {
             Some(AhoCorasick::new(&extra_terms).map_err(|e| Error::invalid("extra_keys", e.to_string()))?)
         };
         let safe_max = safe.iter().map(String::len).max().unwrap_or(0);
-        Ok(Self { mask: mask.to_owned(), patterns, extra, extra_terms, safe, safe_max })
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mask: mask.to_owned(),
+            patterns,
+            extra,
+            extra_terms,
+            safe,
+            safe_max,
+        })
     }
 
     /// The string that replaces a secret.
@@ -137,9 +173,44 @@ impl Rules {
 
     /// Whether a value stored under `key` is a secret.
     pub fn key_is_secret(&self, key: &str) -> bool {
+        self.verdict(key).info.secret
+    }
+
+    /// The key's verdict, from the per-thread cache when it has been seen.
+    pub fn verdict(&self, key: &str) -> Verdict {
+        if key.len() > CACHED_KEY_MAX {
+            return self.compute_verdict(key);
+        }
+        let cached = VERDICTS.with(|cell| {
+            let cache = cell.borrow();
+            if cache.0 == self.id {
+                cache.1.get(key).copied()
+            } else {
+                None
+            }
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        // Computed with the cache released: scanning the key for value shapes
+        // judges `key=value` pairs inside it, which asks this cache again.
+        let v = self.compute_verdict(key);
+        VERDICTS.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            if cache.0 != self.id || cache.1.len() >= CACHED_KEYS {
+                cache.0 = self.id;
+                cache.1.clear();
+            }
+            cache.1.insert(key.into(), v);
+        });
+        v
+    }
+
+    fn compute_verdict(&self, key: &str) -> Verdict {
         let mut n = Normalized::default();
-        keys::normalize(key, &mut n);
-        self.secret_normalized(&n)
+        let info = self.classify(key, &mut n);
+        let rewrite = self.patterns && self.scan_text(key).is_some();
+        Verdict { info, rewrite }
     }
 
     /// Precedence: user safe names, then user secret names, then the
