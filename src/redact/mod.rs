@@ -21,7 +21,6 @@ pub mod sibling;
 pub mod walk;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -41,12 +40,12 @@ const MAX_MASK_CHARS: usize = 256;
 
 /// Keys up to this length are remembered per thread (see [`Verdict`]).
 const CACHED_KEY_MAX: usize = 96;
-/// The per-thread key cache is emptied when it holds this many keys.
-const CACHED_KEYS: usize = 4096;
+/// Slots of the per-thread key cache (a power of two).
+const CACHE_SLOTS: usize = 4096;
 
 /// Everything the walkers need to know about a key, computed once per
 /// distinct key text and remembered: audit payloads repeat the same few
-/// hundred key names, so the per-key cost drops to one hash lookup.
+/// hundred key names, so the per-key cost drops to one slot probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Verdict {
     pub info: KeyInfo,
@@ -54,9 +53,26 @@ pub struct Verdict {
     pub rewrite: bool,
 }
 
+/// One remembered key: the rule set's id, the key text, its verdict.
+type Slot = Option<(u64, Box<str>, Verdict)>;
+
 thread_local! {
-    /// Per-thread, so lookups take no lock; tagged with the rule set's id.
-    static VERDICTS: RefCell<(u64, HashMap<Box<str>, Verdict>)> = RefCell::new((0, HashMap::new()));
+    /// Direct-mapped and per thread: no lock, no eviction policy; a
+    /// collision only costs a recomputation, never a wrong answer, because
+    /// a hit needs the same rule set and the same text.
+    static VERDICTS: RefCell<Vec<Slot>> = RefCell::new(vec![None; CACHE_SLOTS]);
+}
+
+/// A fast hash of a key's bytes, for the JSON path (the Python path uses
+/// the hash Python already cached in the str object).
+pub fn text_hash(text: &str) -> u64 {
+    let mut h = 0u64;
+    for chunk in text.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h
 }
 
 /// Ids for rule sets, so that a cache filled under one never serves another.
@@ -178,16 +194,19 @@ impl Rules {
 
     /// The key's verdict, from the per-thread cache when it has been seen.
     pub fn verdict(&self, key: &str) -> Verdict {
+        self.verdict_hashed(key, text_hash(key))
+    }
+
+    /// [`Rules::verdict`] with the key's hash supplied by the caller
+    /// (any hash of the text: it only picks the cache slot).
+    pub fn verdict_hashed(&self, key: &str, hash: u64) -> Verdict {
         if key.len() > CACHED_KEY_MAX {
             return self.compute_verdict(key);
         }
-        let cached = VERDICTS.with(|cell| {
-            let cache = cell.borrow();
-            if cache.0 == self.id {
-                cache.1.get(key).copied()
-            } else {
-                None
-            }
+        let index = ((hash ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize) & (CACHE_SLOTS - 1);
+        let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
+            Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
+            _ => None,
         });
         if let Some(v) = cached {
             return v;
@@ -196,12 +215,9 @@ impl Rules {
         // judges `key=value` pairs inside it, which asks this cache again.
         let v = self.compute_verdict(key);
         VERDICTS.with(|cell| {
-            let mut cache = cell.borrow_mut();
-            if cache.0 != self.id || cache.1.len() >= CACHED_KEYS {
-                cache.0 = self.id;
-                cache.1.clear();
+            if let Some(slot) = cell.borrow_mut().get_mut(index) {
+                *slot = Some((self.id, key.into(), v));
             }
-            cache.1.insert(key.into(), v);
         });
         v
     }

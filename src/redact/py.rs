@@ -152,7 +152,15 @@ impl<'a, 'py> Walker<'a, 'py> {
         let mut record: Record<Bound<'py, PyAny>> = Record::default();
         for (key, value) in dict.iter() {
             let text = Self::key_text(&key);
-            let verdict = self.rules.verdict(&text);
+            let verdict = if key.is_exact_instance_of::<PyString>() {
+                // An exact str caches its hash: no user code, no rehashing.
+                match key.hash() {
+                    Ok(h) => self.rules.verdict_hashed(&text, h as u64),
+                    Err(_) => self.rules.verdict(&text),
+                }
+            } else {
+                self.rules.verdict(&text)
+            };
             let info = verdict.info;
             let (new_value, value_changed) =
                 if info.secret { self.masked(&value) } else { self.walk(&value, depth + 1)? };
