@@ -42,7 +42,7 @@ impl Rules {
     pub fn scan_text(&self, text: &str) -> Option<String> {
         let mut spans = Vec::new();
         let mut secret_key = |k: &str| self.key_is_secret(k);
-        patterns::find_spans(text, &mut secret_key, !self.extra_terms().is_empty(), &mut spans);
+        patterns::find_spans(text, &mut secret_key, &mut spans);
         patterns::apply(text, &mut spans, self.mask())
     }
 
