@@ -50,6 +50,8 @@ payloads = st.recursive(
 )
 
 
+# The strategy's repr is long; hypothesis warns about it, and warnings are errors here.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 @settings(max_examples=300, deadline=None)
 @given(payloads)
 def test_same_result_as_the_legacy_where_it_is_defined(legacy: ModuleType, data: dict[str, Any]) -> None:

@@ -196,11 +196,16 @@ pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut
         }
     }
     if wake & AUTH != 0 {
-        for c in sh.auth.captures_iter(s) {
-            if let (Some(scheme), Some(cred)) = (c.name("scheme"), c.name("cred")) {
-                if credential_like(scheme.as_str(), cred.as_str()) {
-                    spans.push((cred.start(), cred.end()));
-                }
+        // A rejected match (`token Bearer x`: "Bearer" is no credential)
+        // resumes after its scheme word, so the next scheme is still seen.
+        let mut from = 0;
+        while let Some(c) = sh.auth.captures_at(s, from) {
+            let (Some(scheme), Some(cred)) = (c.name("scheme"), c.name("cred")) else { break };
+            if credential_like(scheme.as_str(), cred.as_str()) {
+                spans.push((cred.start(), cred.end()));
+                from = cred.end();
+            } else {
+                from = scheme.end();
             }
         }
     }
@@ -293,15 +298,12 @@ fn pem_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
             break;
         }
     }
-    // PuTTY key files: everything after the public part.
-    let lower_hit = find_ascii_ci(s, "putty-user-key-file");
-    if let Some(at) = lower_hit {
-        let start = match s[at..].find("Private-Lines:") {
-            Some(i) => at + i,
-            None => s[at..].find('\n').map_or(s.len(), |i| at + i + 1),
-        };
-        let start = s[start..].find('\n').map_or(s.len(), |i| start + i + 1);
-        push_trimmed(s, start, s.len(), spans);
+    // PuTTY key files: everything after the header line (one rule, so a
+    // second pass finds the same span, already masked).
+    if let Some(at) = find_ascii_ci(s, "putty-user-key-file") {
+        if let Some(nl) = s[at..].find('\n') {
+            push_trimmed(s, at + nl + 1, s.len(), spans);
+        }
     }
 }
 
@@ -569,6 +571,7 @@ mod tests {
         assert_eq!(redact("header Basic dXNlcjpwYXNz"), "header Basic ***");
         assert_eq!(redact("Authorization: Bearer "), "Authorization: Bearer ");
         assert_eq!(redact("Authorization: Bearer x"), "Authorization: Bearer ***");
+        assert_eq!(redact("token Bearer abc-12345"), "token Bearer ***");
         for prose in ["Bearer token expired", "basic authentication is on", "token expired"] {
             assert_eq!(redact(prose), prose);
         }
