@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
@@ -458,7 +458,11 @@ static DEFAULT: LazyLock<Option<Matcher>> = LazyLock::new(|| {
             kinds.push(kind);
         }
     }
-    let ac = AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(&terms).ok()?;
+    let ac = AhoCorasickBuilder::new()
+        .kind(Some(AhoCorasickKind::DFA))
+        .match_kind(MatchKind::Standard)
+        .build(&terms)
+        .ok()?;
     Some(Matcher { ac, kinds })
 });
 

@@ -20,6 +20,8 @@ pub mod py;
 pub mod sibling;
 pub mod walk;
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
@@ -36,9 +38,50 @@ pub const REDACTED: &str = "***REDACTED***";
 /// Longest mask a caller may configure.
 const MAX_MASK_CHARS: usize = 256;
 
+/// Keys up to this length are remembered per thread (see [`Verdict`]).
+const CACHED_KEY_MAX: usize = 96;
+/// Slots of the per-thread key cache (a power of two).
+const CACHE_SLOTS: usize = 4096;
+
+/// Everything the walkers need to know about a key, computed once per
+/// distinct key text and remembered: audit payloads repeat the same few
+/// hundred key names, so the per-key cost drops to one slot probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub info: KeyInfo,
+    /// The key's own text holds a secret (`"password=hunter2"`); see [`Rules::redact_text`].
+    pub rewrite: bool,
+}
+
+/// One remembered key: the rule set's id, the key text, its verdict.
+type Slot = Option<(u64, Box<str>, Verdict)>;
+
+thread_local! {
+    /// Direct-mapped and per thread: no lock, no eviction policy; a
+    /// collision only costs a recomputation, never a wrong answer, because
+    /// a hit needs the same rule set and the same text.
+    static VERDICTS: RefCell<Vec<Slot>> = RefCell::new(vec![None; CACHE_SLOTS]);
+}
+
+/// A fast hash of a key's bytes, for the JSON path (the Python path uses
+/// the hash Python already cached in the str object).
+pub fn text_hash(text: &str) -> u64 {
+    let mut h = 0u64;
+    for chunk in text.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h
+}
+
+/// Ids for rule sets, so that a cache filled under one never serves another.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A redaction rule set.
 #[derive(Debug)]
 pub struct Rules {
+    id: u64,
     mask: String,
     patterns: bool,
     /// User-added key names, matched as substrings of the compact key.
@@ -52,6 +95,7 @@ pub struct Rules {
 impl Default for Rules {
     fn default() -> Self {
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: REDACTED.to_owned(),
             patterns: true,
             extra: None,
@@ -89,7 +133,7 @@ impl Rules {
                     keys::compact_term(term).ok_or_else(|| {
                         Error::invalid(
                             field,
-                            format!("{term:?} has no letters or digits; give key names such as 'employee_ssn'"),
+                            format!("'{term}' has no letters or digits; give key names such as 'employee_ssn'"),
                         )
                     })
                 })
@@ -105,7 +149,15 @@ impl Rules {
             Some(AhoCorasick::new(&extra_terms).map_err(|e| Error::invalid("extra_keys", e.to_string()))?)
         };
         let safe_max = safe.iter().map(String::len).max().unwrap_or(0);
-        Ok(Self { mask: mask.to_owned(), patterns, extra, extra_terms, safe, safe_max })
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mask: mask.to_owned(),
+            patterns,
+            extra,
+            extra_terms,
+            safe,
+            safe_max,
+        })
     }
 
     /// The string that replaces a secret.
@@ -137,9 +189,44 @@ impl Rules {
 
     /// Whether a value stored under `key` is a secret.
     pub fn key_is_secret(&self, key: &str) -> bool {
+        self.verdict(key).info.secret
+    }
+
+    /// The key's verdict, from the per-thread cache when it has been seen.
+    pub fn verdict(&self, key: &str) -> Verdict {
+        self.verdict_hashed(key, text_hash(key))
+    }
+
+    /// [`Rules::verdict`] with the key's hash supplied by the caller
+    /// (any hash of the text: it only picks the cache slot).
+    pub fn verdict_hashed(&self, key: &str, hash: u64) -> Verdict {
+        if key.len() > CACHED_KEY_MAX {
+            return self.compute_verdict(key);
+        }
+        let index = ((hash ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize) & (CACHE_SLOTS - 1);
+        let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
+            Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
+            _ => None,
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        // Computed with the cache released: scanning the key for value shapes
+        // judges `key=value` pairs inside it, which asks this cache again.
+        let v = self.compute_verdict(key);
+        VERDICTS.with(|cell| {
+            if let Some(slot) = cell.borrow_mut().get_mut(index) {
+                *slot = Some((self.id, key.into(), v));
+            }
+        });
+        v
+    }
+
+    fn compute_verdict(&self, key: &str) -> Verdict {
         let mut n = Normalized::default();
-        keys::normalize(key, &mut n);
-        self.secret_normalized(&n)
+        let info = self.classify(key, &mut n);
+        let rewrite = self.patterns && self.scan_text(key).is_some();
+        Verdict { info, rewrite }
     }
 
     /// Precedence: user safe names, then user secret names, then the

@@ -11,7 +11,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
 /// One bit per shape, set when one of its hints occurs.
@@ -29,11 +29,11 @@ const HINTS: &[(&str, u16)] = &[
     ("-----begin", PEM),
     ("putty-user-key-file", PEM),
     ("//", URL),
-    ("bearer", AUTH | KV),
+    ("bearer", AUTH),
     ("basic", AUTH),
-    ("token", AUTH | KV),
-    ("apikey", AUTH | KV),
-    ("api-key", AUTH | KV),
+    ("token", AUTH),
+    ("apikey", AUTH),
+    ("api-key", AUTH),
     ("eyj", JWT),
     ("zxlk", JWT),
     ("akia", TOKENS),
@@ -85,39 +85,6 @@ const HINTS: &[(&str, u16)] = &[
     ("q~", TOKENS),
     ("hooks.slack.com", SLACK_HOOK),
     ("--", FLAG),
-    // Words a secret key name contains, for `key=value` in free text.
-    ("pass", KV),
-    ("pwd", KV),
-    ("pw", KV),
-    ("secret", KV),
-    ("key", KV),
-    ("auth", KV),
-    ("cred", KV),
-    ("sess", KV),
-    ("sid", KV),
-    ("cookie", KV),
-    ("sig", KV),
-    ("csrf", KV),
-    ("xsrf", KV),
-    ("jwt", KV),
-    ("dsn", KV),
-    ("pin", KV),
-    ("otp", KV),
-    ("mfa", KV),
-    ("salt", KV),
-    ("hmac", KV),
-    ("priv", KV),
-    ("cert", KV),
-    ("ssn", KV),
-    ("cvv", KV),
-    ("cvc", KV),
-    ("sudo", KV),
-    ("iban", KV),
-    ("connstr", KV),
-    ("symfony", KV),
-    ("rsa", KV),
-    ("factor", KV),
-    ("card", KV),
 ];
 
 struct Shapes {
@@ -128,12 +95,12 @@ struct Shapes {
     jwt: Regex,
     tokens: Regex,
     slack_hook: Regex,
-    kv: Regex,
     flag: Regex,
 }
 
 static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
     let hints = AhoCorasickBuilder::new()
+        .kind(Some(AhoCorasickKind::DFA))
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
         .build(HINTS.iter().map(|(h, _)| h))
@@ -182,15 +149,6 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         .ok()?,
         slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
             .ok()?,
-        // `key` `=` `value`, the key judged by the same key rules as dict
-        // keys. Values: double-quoted (with escapes), single-quoted, or bare
-        // up to whitespace, a quote, `&`, `;` or `<>`.
-        kv: Regex::new(concat!(
-            r#"(?P<k>\w[\w.\-\[\]\u{AD}\u{200B}-\u{200D}\u{2060}\u{FEFF}]*)["']?[ \t]{0,8}"#,
-            r"(?P<sep>=>|:=|==|=|:)[ \t]{0,8}",
-            r#"(?:"(?P<dq>(?:[^"\\\r\n]|\\.)*)"|'(?P<sq>[^'\r\n]*)'|(?P<bare>[^\s"'`&;<>]+))"#
-        ))
-        .ok()?,
         // `--db-password hunter2` (the `=` form is the `kv` shape).
         flag: Regex::new(
             r#"(?:^|[\s"'])--(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
@@ -205,20 +163,25 @@ pub fn ready() -> bool {
 }
 
 /// Collects into `spans` the byte ranges of `s` that hold a secret.
-/// `secret_key` judges the key of a `key=value` pair; `always_kv` runs that
-/// shape even when no default hint occurs (user-added key names).
-pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, always_kv: bool, spans: &mut Vec<(usize, usize)>) {
+/// `secret_key` judges the key of a `key=value` pair.
+pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
     let Some(sh) = SHAPES.as_ref() else {
         // Unreachable with the constant patterns; fail closed, never open.
         spans.push((0, s.len()));
         return;
     };
     let mut wake = 0u16;
-    for hit in sh.hints.find_overlapping_iter(s) {
-        wake |= HINTS[hit.pattern().as_usize()].1;
+    // `is_match` first: most values hold no hint, and it is the cheapest
+    // question the automaton answers.
+    if sh.hints.is_match(s) {
+        for hit in sh.hints.find_overlapping_iter(s) {
+            wake |= HINTS[hit.pattern().as_usize()].1;
+        }
     }
+    // `key=value` needs a separator; its keys go through the (cached) key
+    // rules, so no word list is needed here and user-added names work too.
     let has_sep = memchr_any(s, b'=', b':');
-    if has_sep && (always_kv || !s.is_ascii()) {
+    if has_sep {
         wake |= KV;
     }
     if wake == 0 {
@@ -233,11 +196,16 @@ pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, always_kv: 
         }
     }
     if wake & AUTH != 0 {
-        for c in sh.auth.captures_iter(s) {
-            if let (Some(scheme), Some(cred)) = (c.name("scheme"), c.name("cred")) {
-                if credential_like(scheme.as_str(), cred.as_str()) {
-                    spans.push((cred.start(), cred.end()));
-                }
+        // A rejected match (`token Bearer x`: "Bearer" is no credential)
+        // resumes after its scheme word, so the next scheme is still seen.
+        let mut from = 0;
+        while let Some(c) = sh.auth.captures_at(s, from) {
+            let (Some(scheme), Some(cred)) = (c.name("scheme"), c.name("cred")) else { break };
+            if credential_like(scheme.as_str(), cred.as_str()) {
+                spans.push((cred.start(), cred.end()));
+                from = cred.end();
+            } else {
+                from = scheme.end();
             }
         }
     }
@@ -253,7 +221,7 @@ pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, always_kv: 
         }
     }
     if wake & KV != 0 && has_sep {
-        kv_spans(s, sh, secret_key, spans);
+        kv_spans(s, secret_key, spans);
     }
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
@@ -330,15 +298,12 @@ fn pem_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
             break;
         }
     }
-    // PuTTY key files: everything after the public part.
-    let lower_hit = find_ascii_ci(s, "putty-user-key-file");
-    if let Some(at) = lower_hit {
-        let start = match s[at..].find("Private-Lines:") {
-            Some(i) => at + i,
-            None => s[at..].find('\n').map_or(s.len(), |i| at + i + 1),
-        };
-        let start = s[start..].find('\n').map_or(s.len(), |i| start + i + 1);
-        push_trimmed(s, start, s.len(), spans);
+    // PuTTY key files: everything after the header line (one rule, so a
+    // second pass finds the same span, already masked).
+    if let Some(at) = find_ascii_ci(s, "putty-user-key-file") {
+        if let Some(nl) = s[at..].find('\n') {
+            push_trimmed(s, at + nl + 1, s.len(), spans);
+        }
     }
 }
 
@@ -424,48 +389,108 @@ fn keep_value(v: &str) -> bool {
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
 }
 
-fn kv_spans(s: &str, sh: &Shapes, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
-    let mut from = 0;
-    while from < s.len() {
-        let Some(c) = sh.kv.captures_at(s, from) else { break };
-        let (Some(k), Some(sep)) = (c.name("k"), c.name("sep")) else { break };
-        // Resume right after the separator, so that `note: password=x`
-        // still finds the inner pair.
-        from = sep.end();
-        if !secret_key(k.as_str()) {
+/// A character that can be part of a key in `key=value` text.
+fn key_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']') || (!c.is_ascii() && is_format_char(c))
+}
+
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// `key` `=` `value` pairs, parsed by hand in one pass: each separator
+/// (`=`, `:`, `:=`, `=>`, `==`) looks back for its key, which the key rules
+/// judge; only then is the value after it delimited. Backward scans stop at
+/// the previous separator, so the whole pass is linear.
+fn kv_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut at = 0;
+    let mut key_floor = 0;
+    while let Some(off) = b[at..].iter().position(|&c| c == b'=' || c == b':') {
+        let sep = at + off;
+        let sep_end = match (b[sep], b.get(sep + 1)) {
+            (b':', Some(b'=')) | (b'=', Some(b'>' | b'=')) => sep + 2,
+            _ => sep + 1,
+        };
+        at = sep_end;
+        let Some(key) = key_before(s, key_floor, sep) else { continue };
+        key_floor = sep_end;
+        if !secret_key(key) {
             continue;
         }
-        if let Some(v) = c.name("dq").or_else(|| c.name("sq")) {
-            if !keep_value(v.as_str()) {
-                spans.push((v.start(), v.end()));
-            }
-            from = v.end();
-            continue;
-        }
-        let Some(v) = c.name("bare") else { continue };
-        let value = v.as_str();
-        if sep.as_str() == ":" && value.contains('=') {
+        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
+        let value = &s[v_start..v_end];
+        if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             continue;
         }
-        if is_scheme_word(value) {
+        if !quoted && is_scheme_word(value) {
             // `Authorization: Bearer x`: keep the scheme, mask the credential.
-            let rest = &s[v.end()..];
+            let rest = &s[v_end..];
             let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-            let cred_start = v.end() + skip;
+            let cred_start = v_end + skip;
             let cred_len = s[cred_start..]
                 .find(|ch: char| ch.is_whitespace() || "\"'`<>".contains(ch))
                 .unwrap_or(s.len() - cred_start);
             if cred_len > 0 && skip > 0 {
                 spans.push((cred_start, cred_start + cred_len));
             }
-            from = cred_start + cred_len;
+            at = at.max(cred_start + cred_len);
+            key_floor = at;
             continue;
         }
         if !keep_value(value) {
-            spans.push((v.start(), v.end()));
+            spans.push((v_start, v_end));
         }
-        from = v.end();
+        at = at.max(v_end);
+        key_floor = at;
+    }
+}
+
+/// The key that ends just before `sep` (after optional blanks and a closing
+/// quote), not reaching back past `floor`.
+fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
+    let head = &s[floor..sep];
+    let trimmed = head.trim_end_matches([' ', '\t']);
+    if head.len() - trimmed.len() > 8 {
+        return None;
+    }
+    let trimmed = trimmed.strip_suffix(['"', '\'']).unwrap_or(trimmed);
+    let start = trimmed.char_indices().rev().take_while(|&(_, c)| key_char(c)).last().map(|(i, _)| i)?;
+    // A key starts at a word character (`--db-password` -> `db-password`).
+    let key = trimmed[start..].trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_');
+    (!key.is_empty()).then_some(key)
+}
+
+/// The value after a separator: `(start, end, quoted)`, quotes excluded.
+fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
+    let rest = &s[from..];
+    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    if blanks > 8 {
+        return None;
+    }
+    let start = from + blanks;
+    let b = s.as_bytes();
+    match b.get(start) {
+        Some(&q @ (b'"' | b'\'')) => {
+            let mut i = start + 1;
+            while i < b.len() {
+                match b[i] {
+                    b'\\' if q == b'"' => i += 2,
+                    b'\r' | b'\n' => return None,
+                    c if c == q => return Some((start + 1, i, true)),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        Some(_) => {
+            let len = s[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';' | '<' | '>'))
+                .unwrap_or(s.len() - start);
+            (len > 0).then_some((start, start + len, false))
+        }
+        None => None,
     }
 }
 
@@ -476,7 +501,7 @@ mod tests {
     fn redact(s: &str) -> String {
         let mut spans = Vec::new();
         let mut secret = |k: &str| crate::redact::Rules::shared_default().key_is_secret(k);
-        find_spans(s, &mut secret, false, &mut spans);
+        find_spans(s, &mut secret, &mut spans);
         apply(s, &mut spans, "***").unwrap_or_else(|| s.to_owned())
     }
 
@@ -546,6 +571,7 @@ mod tests {
         assert_eq!(redact("header Basic dXNlcjpwYXNz"), "header Basic ***");
         assert_eq!(redact("Authorization: Bearer "), "Authorization: Bearer ");
         assert_eq!(redact("Authorization: Bearer x"), "Authorization: Bearer ***");
+        assert_eq!(redact("token Bearer abc-12345"), "token Bearer ***");
         for prose in ["Bearer token expired", "basic authentication is on", "token expired"] {
             assert_eq!(redact(prose), prose);
         }

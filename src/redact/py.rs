@@ -18,7 +18,6 @@ use pyo3::types::{
     PyTuple,
 };
 
-use super::keys::Normalized;
 use super::sibling::{self, Record};
 use super::walk::unique_key;
 use super::{Rules, REDACTED};
@@ -33,12 +32,11 @@ struct Walker<'a, 'py> {
     /// Containers on the current path: a repeat is a cycle. Shared,
     /// non-cyclic references are redacted independently.
     path: Vec<usize>,
-    n: Normalized,
 }
 
 impl<'a, 'py> Walker<'a, 'py> {
     fn new(py: Python<'py>, rules: &'a Rules) -> Self {
-        Self { rules, py, mask: PyString::new(py, rules.mask()), path: Vec::new(), n: Normalized::default() }
+        Self { rules, py, mask: PyString::new(py, rules.mask()), path: Vec::new() }
     }
 
     fn marker(&self, text: &str) -> Bound<'py, PyAny> {
@@ -154,12 +152,21 @@ impl<'a, 'py> Walker<'a, 'py> {
         let mut record: Record<Bound<'py, PyAny>> = Record::default();
         for (key, value) in dict.iter() {
             let text = Self::key_text(&key);
-            let info = self.rules.classify(&text, &mut self.n);
+            let verdict = if key.is_exact_instance_of::<PyString>() {
+                // An exact str caches its hash: no user code, no rehashing.
+                match key.hash() {
+                    Ok(h) => self.rules.verdict_hashed(&text, h as u64),
+                    Err(_) => self.rules.verdict(&text),
+                }
+            } else {
+                self.rules.verdict(&text)
+            };
+            let info = verdict.info;
             let (new_value, value_changed) =
                 if info.secret { self.masked(&value) } else { self.walk(&value, depth + 1)? };
             changed |= value_changed;
             let new_key = match key.cast::<PyString>() {
-                Ok(_) if self.rules.patterns() => match self.rules.redact_text(&text, MAX_DEPTH) {
+                Ok(_) if verdict.rewrite => match self.rules.scan_text(&text) {
                     Some(new) => {
                         changed = true;
                         let unique = unique_key(new, |k| out.contains(k).unwrap_or(true));

@@ -3,7 +3,6 @@
 
 use serde_json::{Map, Value};
 
-use super::keys::Normalized;
 use super::sibling::{self, Record};
 use super::{patterns, Rules};
 use crate::values::{DEPTH_MARKER, MAX_DEPTH};
@@ -15,8 +14,7 @@ pub const MAX_JSON_IN_STRING: usize = 4 << 20;
 impl Rules {
     /// Masks every secret in `value`, in place.
     pub fn redact_json(&self, value: &mut Value) {
-        let mut n = Normalized::default();
-        self.json(value, 0, &mut n);
+        self.json(value, 0);
     }
 
     /// The redacted form of a text value, or `None` when it holds no secret.
@@ -27,8 +25,7 @@ impl Rules {
         let head = text.trim_start().as_bytes().first().copied();
         if matches!(head, Some(b'{' | b'[')) && text.len() <= MAX_JSON_IN_STRING && depth < MAX_DEPTH {
             if let Ok(mut doc) = serde_json::from_str::<Value>(text) {
-                let mut n = Normalized::default();
-                if !self.json(&mut doc, depth + 1, &mut n) {
+                if !self.json(&mut doc, depth + 1) {
                     return None;
                 }
                 // Serialising a `Value` cannot fail; if it ever did, mask it all.
@@ -38,9 +35,14 @@ impl Rules {
         if !self.patterns() {
             return None;
         }
+        self.scan_text(text)
+    }
+
+    /// Value shapes only (no JSON parsing): the masked text, or `None`.
+    pub fn scan_text(&self, text: &str) -> Option<String> {
         let mut spans = Vec::new();
         let mut secret_key = |k: &str| self.key_is_secret(k);
-        patterns::find_spans(text, &mut secret_key, !self.extra_terms().is_empty(), &mut spans);
+        patterns::find_spans(text, &mut secret_key, &mut spans);
         patterns::apply(text, &mut spans, self.mask())
     }
 
@@ -58,14 +60,14 @@ impl Rules {
     }
 
     /// Walks one value; returns whether anything changed.
-    fn json(&self, value: &mut Value, depth: usize, n: &mut Normalized) -> bool {
+    fn json(&self, value: &mut Value, depth: usize) -> bool {
         match value {
             Value::Object(map) => {
                 if depth >= MAX_DEPTH {
                     *value = Value::String(DEPTH_MARKER.to_owned());
                     return true;
                 }
-                self.json_object(map, depth, n)
+                self.json_object(map, depth)
             }
             Value::Array(items) => {
                 if depth >= MAX_DEPTH {
@@ -77,9 +79,9 @@ impl Rules {
                     changed |= match item {
                         Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
                             let masked = self.mask_json(&mut pair[1]);
-                            self.json(&mut pair[0], depth + 2, n) | masked
+                            self.json(&mut pair[0], depth + 2) | masked
                         }
-                        _ => self.json(item, depth + 1, n),
+                        _ => self.json(item, depth + 1),
                     };
                 }
                 changed
@@ -99,19 +101,20 @@ impl Rules {
         matches!(name, Value::String(s) if sibling::pair_is_secret(self, s))
     }
 
-    fn json_object(&self, map: &mut Map<String, Value>, depth: usize, n: &mut Normalized) -> bool {
+    fn json_object(&self, map: &mut Map<String, Value>, depth: usize) -> bool {
         let mut changed = false;
         let mut record = Record::default();
         let mut renamed = false;
         for (key, item) in map.iter_mut() {
-            let info = self.classify(key, n);
-            changed |= if info.secret { self.mask_json(item) } else { self.json(item, depth + 1, n) };
+            let verdict = self.verdict(key);
+            let info = verdict.info;
+            changed |= if info.secret { self.mask_json(item) } else { self.json(item, depth + 1) };
             let name_text = match &*item {
                 Value::String(s) => Some(s.as_str()),
                 _ => None,
             };
             record.note(self, info, || key.clone(), name_text);
-            renamed = renamed || (self.patterns() && self.redact_text(key, MAX_DEPTH).is_some());
+            renamed |= verdict.rewrite;
         }
         for key in record.finish() {
             if let Some(item) = map.get_mut(&key) {
@@ -122,7 +125,7 @@ impl Rules {
             // A key can hold a secret itself (`{"password=hunter2": 1}`).
             let old = std::mem::take(map);
             for (key, item) in old {
-                let key = self.redact_text(&key, MAX_DEPTH).unwrap_or(key);
+                let key = self.scan_text(&key).unwrap_or(key);
                 let key = unique_key(key, |k| map.contains_key(k));
                 map.insert(key, item);
             }
