@@ -195,6 +195,11 @@ def test_secret_key_names_are_masked(key: str) -> None:
     assert redact_dict({key: "s3cr3t"}) == {key: M}
 
 
+def test_a_whole_token_under_a_prefix_name_is_still_masked_by_shape() -> None:
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    assert token not in str(redact_dict({"token_prefix": token}))
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -225,6 +230,7 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("completion_tokens", 5),
         ("llm.max_tokens", 300),
         ("token_count", 4),
+        ("token_prefix", "ghp_ab"),
         ("tokenizer", "cl100k"),
         ("token_type", "bearer"),
         ("author", "alice"),
