@@ -1,4 +1,4 @@
-"""DomainEvent construction: auditbus against the pydantic v2 legacy model."""
+"""DomainEvent construction: auditbus against the pydantic v2 baseline model (`baseline.py`)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,37 @@ def cases() -> list[Case]:
         "details": details,
     }
 
-    def ours() -> object:
+    def ours() -> auditbus.DomainEvent:
         return auditbus.DomainEvent(event_type=auditbus.EventType.PLAN_APPLIED, **fields)
 
-    def pydantic() -> object:
+    def pydantic() -> Any:
         return legacy.DomainEvent(event_type=legacy.EventType.PLAN_APPLIED, **fields)
 
+    our_event, their_event = ours(), pydantic()
+    our_json, their_json = our_event.model_dump_json(), their_event.model_dump_json()
     return [
         Case(
             "DomainEvent(6 fields, ~50-key details)",
             "auditbus",
-            {"auditbus": ours, "legacy pydantic model": pydantic},
-            targets={"legacy pydantic model": 3},
-        )
+            {"auditbus": ours, "pydantic baseline": pydantic},
+            targets={"pydantic baseline": 3},
+        ),
+        Case(
+            "event.model_dump()",
+            "auditbus",
+            {"auditbus": our_event.model_dump, "pydantic baseline": their_event.model_dump},
+        ),
+        Case(
+            "event.model_dump_json()",
+            "auditbus",
+            {"auditbus": our_event.model_dump_json, "pydantic baseline": their_event.model_dump_json},
+        ),
+        Case(
+            "DomainEvent.model_validate_json(text)",
+            "auditbus",
+            {
+                "auditbus": lambda: auditbus.DomainEvent.model_validate_json(our_json),
+                "pydantic baseline": lambda: legacy.DomainEvent.model_validate_json(their_json),
+            },
+        ),
     ]

@@ -18,6 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use serde_json::{Map, Value};
 
 use crate::errors::{Error, Result};
+use crate::values::short_repr;
 use crate::{identity, timestamp, values};
 
 /// Every event type, in `EventType` declaration order; the index is the
@@ -74,9 +75,11 @@ impl EventKind {
             let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             return Err(Error::invalid(field, format!("expected an EventType or its string value, got {type_name}")));
         };
-        let text = text.to_string_lossy();
-        Self::from_value(&text).ok_or_else(|| {
-            Error::invalid(field, format!("{text:?} is not an EventType; accepted: {}", EVENT_TYPES.join(", ")))
+        Self::from_value(&text.to_string_lossy()).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{} is not an EventType; accepted: {}", short_repr(value), EVENT_TYPES.join(", ")),
+            )
         })
     }
 
@@ -118,9 +121,16 @@ impl DomainEvent {
     fn args_from_kwargs<'py>(kwargs: &Bound<'py, PyDict>) -> Result<[Option<Bound<'py, PyAny>>; 9]> {
         let mut given: [Option<Bound<'py, PyAny>>; 9] = Default::default();
         for (key, value) in kwargs.iter() {
-            let name = key.cast::<PyString>().map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
-            let Some(index) = FIELDS.iter().position(|f| *f == name) else {
-                return Err(unexpected_keyword(&name));
+            let Ok(name) = key.cast::<PyString>() else {
+                return Err(Error::Type(format!(
+                    "DomainEvent field names are str, got {} {}; accepted: {}",
+                    type_name(&key),
+                    short_repr(&key),
+                    FIELDS.join(", ")
+                )));
+            };
+            let Some(index) = FIELDS.iter().position(|f| *f == name.to_string_lossy()) else {
+                return Err(unexpected_keyword(&key));
             };
             if !value.is_none() {
                 given[index] = Some(value);
@@ -212,7 +222,8 @@ impl DomainEvent {
                 text.as_ref().map_or_else(|| py.None().into_bound(py), |t| t.bind(py).clone().into_any()),
             ));
         }
-        fields.push(("details", self.details.bind(py).copy()?.into_any()));
+        // The event's own dict: every caller either copies it or only reads it.
+        fields.push(("details", self.details.bind(py).clone().into_any()));
         fields.push(("event_id", PyString::new(py, &self.event_id).into_any()));
         Ok(fields)
     }
@@ -244,8 +255,12 @@ impl DomainEvent {
     }
 }
 
-fn unexpected_keyword(name: &str) -> Error {
-    Error::Type(format!("DomainEvent got an unexpected keyword argument {name:?}; accepted: {}", FIELDS.join(", ")))
+fn unexpected_keyword(name: &Bound<'_, PyAny>) -> Error {
+    Error::Type(format!(
+        "DomainEvent got an unexpected keyword argument {}; accepted: {}",
+        short_repr(name),
+        FIELDS.join(", ")
+    ))
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -287,23 +302,28 @@ fn details_field(value: &Bound<'_, PyAny>) -> Result<Py<PyDict>> {
     Ok(copy.unbind())
 }
 
-fn short_repr(value: &Bound<'_, PyAny>) -> String {
-    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-    if text.chars().count() > 60 {
-        format!("{}...", text.chars().take(57).collect::<String>())
-    } else {
-        text
-    }
-}
-
-fn field_set(arg: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+/// `include=`/`exclude=`: any iterable of field names (a set, list, or dict's keys).
+fn field_set(param: &str, arg: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<String>>> {
     let Some(arg) = arg else { return Ok(None) };
     if arg.is_none() {
         return Ok(None);
     }
+    let rejected = |value: &Bound<'_, PyAny>| {
+        Error::invalid(
+            param,
+            format!(
+                "expected field names (str), got {} {}; fields: {}",
+                type_name(value),
+                short_repr(value),
+                FIELDS.join(", ")
+            ),
+        )
+    };
     let mut names = Vec::new();
-    for item in arg.try_iter()? {
-        names.push(item?.extract::<String>()?);
+    for item in arg.try_iter().map_err(|_| rejected(arg))? {
+        let item = item?;
+        let Ok(name) = item.cast::<PyString>() else { return Err(rejected(&item)) };
+        names.push(name.to_string_lossy().into_owned());
     }
     Ok(Some(names))
 }
@@ -339,7 +359,7 @@ impl DomainEvent {
         extra: Option<&Bound<'py, PyDict>>,
     ) -> Result<Self> {
         if let Some((key, _)) = extra.and_then(|e| e.iter().next()) {
-            return Err(unexpected_keyword(&key.to_string()));
+            return Err(unexpected_keyword(&key));
         }
         let py = event_type.py();
         let given = [
@@ -497,13 +517,19 @@ impl DomainEvent {
         warnings: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let _ = (by_alias, round_trip, warnings);
-        let keep = keep_fn(field_set(include)?, field_set(exclude)?, exclude_none);
+        let keep = keep_fn(field_set("include", include)?, field_set("exclude", exclude)?, exclude_none);
         let out = PyDict::new(py);
         match mode {
             "python" => {
                 for (name, value) in self.python_fields(py)? {
                     if keep(name, value.is_none()) {
-                        out.set_item(name, value)?;
+                        if name == "details" {
+                            // New dicts and lists all the way down, as pydantic
+                            // dumps them: editing a dump never edits the event.
+                            out.set_item(name, values::copy_containers(&value)?)?;
+                        } else {
+                            out.set_item(name, value)?;
+                        }
                     }
                 }
             }
@@ -514,7 +540,7 @@ impl DomainEvent {
             }
             other => {
                 return Err(
-                    Error::invalid("mode", format!("{other:?} is not a dump mode; accepted: 'python', 'json'")).into()
+                    Error::invalid("mode", format!("'{other}' is not a dump mode; accepted: 'python', 'json'")).into()
                 )
             }
         }
@@ -536,7 +562,7 @@ impl DomainEvent {
         warnings: bool,
     ) -> PyResult<String> {
         let _ = (by_alias, round_trip, warnings);
-        let keep = keep_fn(field_set(include)?, field_set(exclude)?, exclude_none);
+        let keep = keep_fn(field_set("include", include)?, field_set("exclude", exclude)?, exclude_none);
         let value = Value::Object(self.to_json(py, &keep));
         let text = match indent {
             None => serde_json::to_string(&value),

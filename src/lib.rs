@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+pub mod bus;
 pub mod errors;
 pub mod event;
 pub mod identity;
@@ -18,17 +19,20 @@ mod _native {
     #[pymodule_export]
     use super::audit::{AuditEntry, AuditEntryIterator, AuditService, VerifyReport};
     #[pymodule_export]
+    use super::bus::{ReactiveEventBus, Unsubscribe};
+    #[pymodule_export]
     use super::errors::{AuditError, ClosedError, QueueFullError, ValidationError};
     #[pymodule_export]
     use super::event::{_restore_event, DomainEvent};
     #[pymodule_export]
     use super::identity::_identity_var;
     #[pymodule_export]
-    use super::redact::Redactor;
+    use super::redact::{redact, redact_dict, Redactor};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("EVENT_TYPE_VALUES", super::event::EVENT_TYPES.to_vec())?;
+        m.add("REDACTED", super::redact::REDACTED)?;
         Ok(())
     }
 }

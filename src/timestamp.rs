@@ -6,9 +6,10 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
 use crate::errors::{Error, Result};
+use crate::values::short_repr;
 
 const ACCEPTED: &str = "expected a datetime, an ISO-8601 string or Unix seconds";
 
@@ -20,9 +21,12 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     if let Ok(naive) = value.extract::<NaiveDateTime>() {
         return Ok(naive.and_utc());
     }
+    if value.is_instance_of::<PyDateTime>() {
+        return other_tzinfo(field, value);
+    }
     if let Ok(text) = value.cast::<PyString>() {
-        let text = text.to_string_lossy();
-        return parse(&text).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {text:?}")));
+        return parse(&text.to_string_lossy())
+            .ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {}", short_repr(value))));
     }
     if !value.is_instance_of::<PyBool>() && (value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
         let seconds: f64 = value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {value}")))?;
@@ -30,6 +34,22 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     }
     let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
     Err(Error::invalid(field, format!("{ACCEPTED}, got {type_name}")))
+}
+
+/// An aware datetime whose tzinfo is not a fixed `timezone` (`zoneinfo`,
+/// `dateutil`, pytz): its offset is asked of the tzinfo, as Python does. A
+/// tzinfo whose `utcoffset()` is None makes the datetime naive, so UTC.
+fn other_tzinfo(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    let py = value.py();
+    let rejected = |err: PyErr| Error::invalid(field, format!("{ACCEPTED}; its tzinfo failed: {err}"));
+    let offset = value.call_method0("utcoffset").map_err(rejected)?;
+    let wall =
+        if offset.is_none() { value.clone() } else { value.call_method1("__sub__", (offset,)).map_err(rejected)? };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("tzinfo", py.None())?;
+    let naive: NaiveDateTime =
+        wall.call_method("replace", (), Some(&kwargs)).and_then(|d| d.extract()).map_err(rejected)?;
+    Ok(naive.and_utc())
 }
 
 /// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC.

@@ -47,6 +47,16 @@ pub fn key_text(key: &Bound<'_, PyAny>) -> String {
 }
 
 fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
+    // Exact-type checks are pointer compares; the subclass checks below are
+    // calls under the stable ABI, so the common leaves take the short path.
+    if obj.is_exact_instance_of::<PyString>() {
+        return Value::String(obj.cast::<PyString>().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Value::Number(i.into());
+        }
+    }
     if obj.is_none() {
         return Value::Null;
     }
@@ -154,6 +164,54 @@ fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
         let mapping = py.import("collections.abc")?.getattr("Mapping")?;
         Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping])?.unbind())
     })
+}
+
+/// A copy of `obj` in which every dict, list and tuple is new, down to
+/// [`MAX_DEPTH`]; other values are shared. This is what pydantic's
+/// `model_dump()` hands out for a `dict[str, Any]` field, so a caller that
+/// edits a dump cannot reach into the event. A container that contains itself
+/// is shared at the point where it repeats.
+pub fn copy_containers<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    copy_walk(obj, &mut Vec::new())
+}
+
+fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let is_dict = obj.is_instance_of::<PyDict>();
+    if !(is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+        return Ok(obj.clone());
+    }
+    let id = obj.as_ptr() as usize;
+    if path.len() >= MAX_DEPTH || path.contains(&id) {
+        return Ok(obj.clone());
+    }
+    path.push(id);
+    let copied = if let Ok(dict) = obj.cast::<PyDict>() {
+        let out = PyDict::new(py);
+        for (key, value) in dict.iter() {
+            out.set_item(key, copy_walk(&value, path)?)?;
+        }
+        out.into_any()
+    } else {
+        let items = obj.try_iter()?.map(|item| copy_walk(&item?, path)).collect::<PyResult<Vec<_>>>()?;
+        if obj.is_instance_of::<PyList>() {
+            PyList::new(py, items)?.into_any()
+        } else {
+            PyTuple::new(py, items)?.into_any()
+        }
+    };
+    path.pop();
+    Ok(copied)
+}
+
+/// `repr(obj)` cut to about 60 characters, for error messages that quote the bad value.
+pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
+    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(57).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// `str(obj)`, or its type name when even that raises.

@@ -14,6 +14,11 @@ from ._native import _identity_var
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _VAR: ContextVar[str | None] = _identity_var()
+# The tokens of the open `identity()` blocks, innermost last. Kept in a context
+# variable, not on the instance, so that one instance (say a module-level
+# `as_admin = identity("admin")`) can be entered by several threads or tasks at
+# once and each block still restores what it replaced in its own context.
+_OPEN: ContextVar[tuple[Token[str | None], ...]] = ContextVar("auditbus.identity.open", default=())
 
 
 def current_identity() -> str | None:
@@ -21,7 +26,7 @@ def current_identity() -> str | None:
     return _VAR.get(None)
 
 
-class identity:
+class identity:  # lower-case: used like contextlib's managers
     """Sets the acting user for events created inside a `with` block or a decorated call.
 
     >>> with identity("alice"):
@@ -35,16 +40,16 @@ class identity:
     `identity(None)` clears it for the block.
     """
 
-    __slots__ = ("_tokens", "user_identity")
+    __slots__ = ("user_identity",)
 
     def __init__(self, user_identity: str | None) -> None:
         if user_identity is not None and not isinstance(user_identity, str):
             raise TypeError(f"identity() takes a str or None, got {type(user_identity).__name__} {user_identity!r}")
         self.user_identity = user_identity
-        self._tokens: list[Token[str | None]] = []
 
     def __enter__(self) -> str | None:
-        self._tokens.append(_VAR.set(self.user_identity))
+        token = _VAR.set(self.user_identity)
+        _OPEN.set((*_OPEN.get(), token))
         return self.user_identity
 
     def __exit__(
@@ -53,10 +58,21 @@ class identity:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _VAR.reset(self._tokens.pop())
+        *outer, token = _OPEN.get()
+        _OPEN.set(tuple(outer))
+        _VAR.reset(token)
 
     def __call__(self, func: _F) -> _F:
         """Decorates a function (sync or async) so each call runs inside the block."""
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # A generator's body runs after the call returns, outside any block
+            # the wrapper could open; refuse rather than silently not apply.
+            raise TypeError(
+                f"identity() decorates plain and async functions, not the generator function {func.__qualname__}; "
+                "use `with identity(...)` inside its body"
+            )
+        if not callable(func):
+            raise TypeError(f"identity() decorates a function, got {type(func).__name__} {func!r}")
         user = self.user_identity
         if inspect.iscoroutinefunction(func):
 

@@ -28,6 +28,9 @@ use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
 use crate::timestamp;
 
+/// How long a read waits for records still queued before it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long the at-exit close keeps retrying a failing batch before it
 /// gives the rows up (and logs how many).
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -209,6 +212,10 @@ impl AuditService {
     }
 
     fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T> {
+        // Read-your-writes: a read sees every record handed to this service
+        // before it. A failing disk bounds the wait; the read then shows what
+        // is committed, and the records stay queued.
+        let _ = self.writer.flush(py, Some(SETTLE_LIMIT));
         py.detach(|| {
             let guard = self.reader.lock();
             let conn =

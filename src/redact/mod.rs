@@ -1,19 +1,110 @@
-//! Secret redaction. Interface placeholder: the full engine (key rules,
-//! sibling rule, value patterns) replaces the body of [`Rules`]; the
-//! signatures below are what the audit writer and the bindings use.
+//! Secret redaction: no secret reaches the audit trail, by key name, by the
+//! name a sibling entry carries, or by the shape of the value.
+//!
+//! - [`keys`]: key normalisation and the key-name rules;
+//! - [`sibling`]: `{"key": "llm.api_key", "new_value": ...}` records and
+//!   `[name, value]` pair lists;
+//! - [`patterns`]: value shapes (tokens, private keys, URL passwords, ...);
+//! - [`walk`]: the JSON walker (audit path) and the rules' entry points;
+//! - [`py`]: the Python walker and bindings, which call the same rule
+//!   functions as the JSON walker, so there is one rule set.
+//!
+//! [`Rules`] is Python-free and `Send + Sync`, so the audit writer can share
+//! it across threads and the scanner can be fuzzed without an interpreter.
 
+#[cfg(test)]
+mod fuzz;
+pub mod keys;
+pub mod patterns;
+pub mod py;
+pub mod sibling;
+pub mod walk;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use pyo3::prelude::*;
-use serde_json::Value;
+use aho_corasick::AhoCorasick;
 
-/// The fixed-length mask that replaces a secret.
+use crate::errors::{Error, Result};
+use keys::{KeyInfo, Normalized};
+
+pub use py::{redact, redact_dict, Redactor};
+
+/// The fixed-length mask that replaces a secret (the legacy mask: a fixed
+/// length does not disclose how long the secret was).
 pub const REDACTED: &str = "***REDACTED***";
 
-/// A redaction rule set, Python-free so that it can be fuzzed and shared
-/// with the writer thread.
-#[derive(Debug, Default)]
-pub struct Rules {}
+/// Longest mask a caller may configure.
+const MAX_MASK_CHARS: usize = 256;
+
+/// Keys up to this length are remembered per thread (see [`Verdict`]).
+const CACHED_KEY_MAX: usize = 96;
+/// Slots of the per-thread key cache (a power of two).
+const CACHE_SLOTS: usize = 4096;
+
+/// Everything the walkers need to know about a key, computed once per
+/// distinct key text and remembered: audit payloads repeat the same few
+/// hundred key names, so the per-key cost drops to one slot probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub info: KeyInfo,
+    /// The key's own text holds a secret (`"password=hunter2"`); see [`Rules::redact_text`].
+    pub rewrite: bool,
+}
+
+/// One remembered key: the rule set's id, the key text, its verdict.
+type Slot = Option<(u64, Box<str>, Verdict)>;
+
+thread_local! {
+    /// Direct-mapped and per thread: no lock, no eviction policy; a
+    /// collision only costs a recomputation, never a wrong answer, because
+    /// a hit needs the same rule set and the same text.
+    static VERDICTS: RefCell<Vec<Slot>> = RefCell::new(vec![None; CACHE_SLOTS]);
+}
+
+/// A fast hash of a key's bytes, for the JSON path (the Python path uses
+/// the hash Python already cached in the str object).
+pub fn text_hash(text: &str) -> u64 {
+    let mut h = 0u64;
+    for chunk in text.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h
+}
+
+/// Ids for rule sets, so that a cache filled under one never serves another.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A redaction rule set.
+#[derive(Debug)]
+pub struct Rules {
+    id: u64,
+    mask: String,
+    patterns: bool,
+    /// User-added key names, matched as substrings of the compact key.
+    extra: Option<AhoCorasick>,
+    extra_terms: Vec<String>,
+    /// User safe names (compact forms), matched like the default safe list.
+    safe: Vec<String>,
+    safe_max: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mask: REDACTED.to_owned(),
+            patterns: true,
+            extra: None,
+            extra_terms: Vec::new(),
+            safe: Vec::new(),
+            safe_max: 0,
+        }
+    }
+}
 
 impl Rules {
     /// The default, best-practice rule set, shared.
@@ -22,54 +113,167 @@ impl Rules {
         DEFAULT.get_or_init(|| Arc::new(Rules::default())).clone()
     }
 
-    /// Masks every secret in `value`, in place.
-    pub fn redact_json(&self, value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (key, item) in map.iter_mut() {
-                    let lowered = key.to_lowercase();
-                    if [
-                        "password",
-                        "secret",
-                        "token",
-                        "api_key",
-                        "apikey",
-                        "authorization",
-                        "credential",
-                        "private_key",
-                        "passwd",
-                    ]
-                    .iter()
-                    .any(|p| lowered.contains(p))
-                    {
-                        *item = Value::String(REDACTED.to_owned());
-                    } else {
-                        self.redact_json(item);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            _ => {}
+    /// A rule set with user additions. `extra_keys` are secret key names
+    /// (matched anywhere in the normalised key), `safe_keys` are never
+    /// masked (they win over everything), `patterns` turns value-shape
+    /// scanning on or off, `mask` replaces each secret.
+    pub fn new(extra_keys: &[String], safe_keys: &[String], patterns: bool, mask: &str) -> Result<Self> {
+        if mask.is_empty() || mask.chars().count() > MAX_MASK_CHARS {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "must be a non-empty string of at most {MAX_MASK_CHARS} characters, got one of {} characters",
+                    mask.chars().count()
+                ),
+            ));
         }
+        let compact = |field: &str, list: &[String]| -> Result<Vec<String>> {
+            list.iter()
+                .map(|term| {
+                    keys::compact_term(term).ok_or_else(|| {
+                        Error::invalid(
+                            field,
+                            format!("'{term}' has no letters or digits; give key names such as 'employee_ssn'"),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let extra_terms = compact("extra_keys", extra_keys)?;
+        let safe = compact("safe_keys", safe_keys)?;
+        let extra = if extra_terms.is_empty() {
+            None
+        } else {
+            // Aho-Corasick, not one big regex: a long user list cannot hit a
+            // compiled-size limit (getsentry/relay#1481).
+            Some(AhoCorasick::new(&extra_terms).map_err(|e| Error::invalid("extra_keys", e.to_string()))?)
+        };
+        let safe_max = safe.iter().map(String::len).max().unwrap_or(0);
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mask: mask.to_owned(),
+            patterns,
+            extra,
+            extra_terms,
+            safe,
+            safe_max,
+        })
+    }
+
+    /// The string that replaces a secret.
+    pub fn mask(&self) -> &str {
+        &self.mask
+    }
+
+    /// Whether value shapes are scanned.
+    pub fn patterns(&self) -> bool {
+        self.patterns
+    }
+
+    /// The user-added secret names, in compact form.
+    pub fn extra_terms(&self) -> &[String] {
+        &self.extra_terms
+    }
+
+    /// The user safe names, in compact form.
+    pub fn safe_terms(&self) -> &[String] {
+        &self.safe
+    }
+
+    /// Classifies a key; `n` is a scratch buffer reused across keys.
+    pub fn classify(&self, key: &str, n: &mut Normalized) -> KeyInfo {
+        keys::normalize(key, n);
+        let (name_field, value_field) = keys::roles(n);
+        KeyInfo { secret: self.secret_normalized(n), name_field, value_field }
+    }
+
+    /// Whether a value stored under `key` is a secret.
+    pub fn key_is_secret(&self, key: &str) -> bool {
+        self.verdict(key).info.secret
+    }
+
+    /// The key's verdict, from the per-thread cache when it has been seen.
+    pub fn verdict(&self, key: &str) -> Verdict {
+        self.verdict_hashed(key, text_hash(key))
+    }
+
+    /// [`Rules::verdict`] with the key's hash supplied by the caller
+    /// (any hash of the text: it only picks the cache slot).
+    pub fn verdict_hashed(&self, key: &str, hash: u64) -> Verdict {
+        if key.len() > CACHED_KEY_MAX {
+            return self.compute_verdict(key);
+        }
+        let index = ((hash ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize) & (CACHE_SLOTS - 1);
+        let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
+            Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
+            _ => None,
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        // Computed with the cache released: scanning the key for value shapes
+        // judges `key=value` pairs inside it, which asks this cache again.
+        let v = self.compute_verdict(key);
+        VERDICTS.with(|cell| {
+            if let Some(slot) = cell.borrow_mut().get_mut(index) {
+                *slot = Some((self.id, key.into(), v));
+            }
+        });
+        v
+    }
+
+    fn compute_verdict(&self, key: &str) -> Verdict {
+        let mut n = Normalized::default();
+        let info = self.classify(key, &mut n);
+        let rewrite = self.patterns && self.scan_text(key).is_some();
+        Verdict { info, rewrite }
+    }
+
+    /// Precedence: user safe names, then user secret names, then the
+    /// default safe list, then the default secret rules.
+    fn secret_normalized(&self, n: &Normalized) -> bool {
+        if keys::in_set(n, &self.safe, self.safe_max) {
+            return false;
+        }
+        if self.extra.as_ref().is_some_and(|ac| ac.is_match(n.compact.as_str())) {
+            return true;
+        }
+        keys::default_secret(n) && !keys::default_safe(n)
     }
 }
 
-/// `auditbus.Redactor`: a configured rule set.
-#[pyclass(frozen, module = "auditbus", name = "Redactor")]
-pub struct Redactor {
-    rules: Arc<Rules>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Redactor {
-    pub fn rules(&self) -> Arc<Rules> {
-        self.rules.clone()
+    #[test]
+    fn user_lists_take_precedence() {
+        let rules = Rules::new(&["employee_no".into()], &["session_id".into()], true, "[x]").unwrap();
+        assert!(rules.key_is_secret("EmployeeNo"));
+        assert!(rules.key_is_secret("hr.employee-no"));
+        assert!(!rules.key_is_secret("session_id"));
+        assert!(rules.key_is_secret("password"));
+        assert_eq!(rules.mask(), "[x]");
     }
-}
 
-#[pymethods]
-impl Redactor {
-    #[new]
-    fn py_new() -> Self {
-        Self { rules: Rules::shared_default() }
+    #[test]
+    fn bad_configuration_is_rejected_with_the_field_named() {
+        let err = Rules::new(&["--".into()], &[], true, REDACTED).unwrap_err().to_string();
+        assert!(err.starts_with("extra_keys:"), "{err}");
+        let err = Rules::new(&[], &[], true, "").unwrap_err().to_string();
+        assert!(err.starts_with("mask:"), "{err}");
+    }
+
+    #[test]
+    fn many_user_terms_build() {
+        let terms: Vec<String> = (0..20_000).map(|i| format!("custom_field_{i}")).collect();
+        let rules = Rules::new(&terms, &[], true, REDACTED).unwrap();
+        assert!(rules.key_is_secret("x.custom_field_19999"));
+    }
+
+    #[test]
+    fn rules_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Rules>();
     }
 }

@@ -1,0 +1,128 @@
+"""The wired bus: auditbus `ReactiveEventBus(audit=...)` against the legacy wired bus.
+
+The legacy side is the in-project baseline (`baseline.legacy_module()`): its
+`ReactiveEventBus` with `AuditEventSubscriber` recording each event through the
+per-row-commit `AuditService` (redacted with its `redact_dict`), on a file in a
+temporary folder. Both sides emit the same `plan_applied` event (~1 KB of
+details with planted secrets, `bench_audit.details_1k`) to a bus with one
+handler, and both commit with `synchronous=FULL` (auditbus `durability="full"`,
+WAL; the legacy default rollback journal).
+
+- caller-side time of `emit()`: what the emitting thread pays. auditbus redacts
+  and hands the record to its writer thread; the legacy bus commits the row
+  before `emit()` returns.
+- end to end: N events constructed, emitted, then `flush()`ed (the legacy rows
+  are already committed when `emit()` returns), per event.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import auditbus
+from baseline import legacy_module
+from bench_audit import details_1k
+from harness import Case
+
+#: Events per end-to-end call. The legacy bus commits each one (~ms with FULL sync).
+BURST = 1000
+
+
+def _handler(_event: object) -> None:
+    """The one subscribed handler: a no-op, so the rows measure the bus and the trail."""
+
+
+def _ours(folder: Path, name: str) -> tuple[auditbus.AuditService, auditbus.ReactiveEventBus]:
+    # A queue large enough that back-pressure never stands in for the caller-side cost;
+    # the end-to-end row measures the sustained rate, writer included.
+    service = auditbus.AuditService(folder / f"{name}.db", durability="full", queue_size=1 << 20, put_timeout=None)
+    bus = auditbus.ReactiveEventBus(audit=service)
+    bus.subscribe(auditbus.EventType.PLAN_APPLIED, _handler)
+    return service, bus
+
+
+def _legacy(folder: Path, name: str) -> Any:
+    legacy = legacy_module()
+    service = legacy.AuditService(folder / f"{name}.db")
+    bus = legacy.ReactiveEventBus()
+    legacy.AuditEventSubscriber(bus, service)
+    bus.subscribe(legacy.EventType.PLAN_APPLIED, _handler)
+    return bus
+
+
+def cases() -> list[Case]:
+    legacy = legacy_module()
+    folder = Path(tempfile.mkdtemp(prefix="bench-wiring-"))
+    payload = details_1k(7)
+
+    # (a) emit() of an already constructed event; distinct events, cycled.
+    caller_service, caller_bus = _ours(folder, "caller")
+    legacy_caller_bus = _legacy(folder, "legacy-caller")
+    pool = [
+        auditbus.DomainEvent(
+            event_type=auditbus.EventType.PLAN_APPLIED, plan_id=f"plan-{i}", user_identity="alice", details=payload
+        )
+        for i in range(20_000)
+    ]
+    legacy_event = legacy.DomainEvent(
+        event_type=legacy.EventType.PLAN_APPLIED, plan_id="plan-7", user_identity="alice", details=payload
+    )
+    cursor = iter(range(1 << 62))
+
+    def emit() -> None:
+        caller_bus.emit(pool[next(cursor) % len(pool)])
+
+    def legacy_emit() -> None:
+        legacy_caller_bus.emit(legacy_event)
+
+    # (b) N fresh events constructed, emitted and flushed.
+    e2e_service, e2e_bus = _ours(folder, "e2e")
+    legacy_e2e_bus = _legacy(folder, "legacy-e2e")
+    settled: list[Callable[..., None]] = [caller_service.flush]
+
+    def burst() -> None:
+        while settled:  # the caller-side case's backlog must not share the writer's time
+            settled.pop()()
+        for i in range(BURST):
+            e2e_bus.emit(
+                auditbus.DomainEvent(
+                    event_type=auditbus.EventType.PLAN_APPLIED,
+                    plan_id=f"plan-{i}",
+                    user_identity="alice",
+                    details=payload,
+                )
+            )
+        e2e_service.flush()
+
+    def legacy_burst() -> None:
+        for i in range(BURST):
+            legacy_e2e_bus.emit(
+                legacy.DomainEvent(
+                    event_type=legacy.EventType.PLAN_APPLIED,
+                    plan_id=f"plan-{i}",
+                    user_identity="alice",
+                    details=payload,
+                )
+            )
+
+    return [
+        Case(
+            "wired emit() caller-side time (1 KB details, one handler)",
+            "auditbus bus(audit=)",
+            {"auditbus bus(audit=)": emit, "legacy bus + subscriber": legacy_emit},
+            targets={"legacy bus + subscriber": 300},
+            rounds=7,
+        ),
+        Case(
+            f"wired, {BURST} events emitted then flushed (per event)",
+            "auditbus bus(audit=)",
+            {"auditbus bus(audit=)": burst, "legacy bus + subscriber": legacy_burst},
+            ops_per_call=BURST,
+            targets={"legacy bus + subscriber": 50},
+            number=1,
+            rounds=3,
+        ),
+    ]

@@ -1,0 +1,75 @@
+"""Coroutine-function handlers of `ReactiveEventBus`.
+
+Whether a handler is a coroutine function is decided once, at subscribe time
+(`is_coroutine_handler`), together with the loop it was subscribed from
+(`running_loop`). At emit time `schedule` starts the coroutine on the emitting
+thread's running loop, or else on that subscribe-time loop; its exception is
+reported back to the bus, which logs and counts it like a sync handler's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._native import DomainEvent, ReactiveEventBus
+
+# The loop keeps only weak references to tasks; these keep them until done.
+_pending: set[asyncio.Task[None]] = set()
+
+
+def is_coroutine_handler(handler: object) -> bool:
+    """True for an async function, a partial or bound method of one, or an object with an async `__call__`."""
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler) or isinstance(handler, type):
+        return False
+    return callable(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running loop of this thread, without importing asyncio if nothing has."""
+    aio = sys.modules.get("asyncio")
+    return None if aio is None else aio._get_running_loop()
+
+
+def schedule(
+    bus: ReactiveEventBus,
+    handler: Callable[[DomainEvent], Awaitable[Any]],
+    event: DomainEvent,
+    home_loop: asyncio.AbstractEventLoop | None,
+) -> None:
+    """Start `handler(event)` on this thread's running loop, else on `home_loop`."""
+    import asyncio  # noqa: PLC0415 - only coroutine handlers pay for importing asyncio
+
+    loop = asyncio._get_running_loop()
+    if loop is None and home_loop is None:
+        raise RuntimeError(
+            f"coroutine handler {getattr(handler, '__qualname__', handler)!s} has no event loop to run on: "
+            "emit() was called outside a running loop and the handler was subscribed outside one; "
+            "subscribe it from inside the loop that should run it"
+        )
+    coro = _run(bus, handler, event)
+    try:
+        if loop is not None:
+            task = loop.create_task(coro)
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+        else:
+            assert home_loop is not None
+            asyncio.run_coroutine_threadsafe(coro, home_loop)
+    except BaseException:
+        coro.close()  # never started: no "coroutine was never awaited" warning
+        raise
+
+
+async def _run(bus: ReactiveEventBus, handler: Callable[[DomainEvent], Awaitable[Any]], event: DomainEvent) -> None:
+    try:
+        await handler(event)
+    except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
+        bus._handler_failed(event, handler, exc)

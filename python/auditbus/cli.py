@@ -1,0 +1,863 @@
+"""`auditbus`: ask the audit trail who did what, when, without writing Python.
+
+Every command works on one SQLite database: `--db PATH`, else the
+`AUDITBUS_DB` environment variable, else `./audit.db`. Commands that only read
+(query, tail, verify, export, stats, purge) never create a database; `demo`
+does. Errors a user can cause are printed as one `auditbus: error: ...` line
+with a non-zero exit status, never a traceback (set `AUDITBUS_DEBUG=1` to get
+the traceback of an unexpected failure).
+
+Exit status: 0 success, 1 error, 2 bad usage, 3 a check failed (a broken
+chain in `verify`, a failed check in `demo`), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditService, __version__, demo, identity
+from .types import EventType
+
+DEFAULT_DB = "audit.db"
+ENV_DB = "AUDITBUS_DB"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CHECK_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_UTC = timezone.utc
+
+#: Columns of the table and CSV outputs, in order: (header, AuditEntry attribute).
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ID", "id"),
+    ("TIME (UTC)", "timestamp"),
+    ("TYPE", "event_type"),
+    ("USER", "user_identity"),
+    ("ACTOR", "actor_name"),
+    ("PLAN", "plan_id"),
+    ("PROJECT", "project_name"),
+    ("SESSION", "session_id"),
+    ("OUTCOME", "outcome"),
+    ("DETAILS", "details"),
+)
+_CSV_FIELDS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "event_type",
+    "user_identity",
+    "actor_name",
+    "plan_id",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "event_id",
+    "recorded_at",
+    "chain_hash",
+    "details",
+)
+_FILTERS: tuple[str, ...] = (
+    "event_type",
+    "user_identity",
+    "actor_name",
+    "plan_id",
+    "session_id",
+    "project_name",
+    "outcome",
+    "since",
+    "until",
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix: printed as one line, exit status 1."""
+
+
+# ---------------------------------------------------------------------------
+# argument types
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DATE_HELP = "a duration back from now (30s, 30m, 2h, 7d, 2w) or an ISO-8601 date (2026-05-01, 2026-05-01T12:00:00Z)"
+
+
+def parse_when(value: str, *, now: datetime | None = None) -> datetime:
+    """`2h`, `30m`, `7d` (that long ago) or an ISO-8601 date/time; a time without offset is UTC."""
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        try:
+            return (now or datetime.now(_UTC)) - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"duration {value!r} reaches before year 1") from None
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad date {value!r}: expected {_DATE_HELP}") from None
+    return parsed.replace(tzinfo=_UTC) if parsed.tzinfo is None else parsed
+
+
+#: Every type a row can have: the domain event types and the service's own lifecycle rows.
+_ALL_TYPES: tuple[str, ...] = (*(t.value for t in EventType), *AUDIT_LIFECYCLE_EVENT_TYPES)
+
+
+def _event_types(value: str) -> list[str]:
+    known = _ALL_TYPES
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("empty event type")
+    for name in names:
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown event type {name!r}; known types: {', '.join(known)}")
+    return names
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is negative; expected 0 or more")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    return seconds
+
+
+# ---------------------------------------------------------------------------
+# opening the database
+
+
+def db_path(args: argparse.Namespace) -> str:
+    """`--db`, else `$AUDITBUS_DB`, else `./audit.db`."""
+    chosen: str | None = getattr(args, "db", None)
+    return chosen or os.environ.get(ENV_DB) or DEFAULT_DB
+
+
+@contextlib.contextmanager
+def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
+    """The audit service on `path`; without `create`, a missing database is an error, not a new file."""
+    file = Path(path)
+    if file.is_dir():
+        raise CliError(f"{path} is a directory, not an audit database")
+    if file.exists():
+        try:
+            with file.open("rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if header and header != _SQLITE_HEADER:
+            raise CliError(f"{path} is not an audit database (not an SQLite file)")
+        if header:
+            _require_audit_table(path)
+    elif not create:
+        raise CliError(f"no audit database at {path} (pass --db PATH or set {ENV_DB}; this command never creates one)")
+    try:
+        # The service records its own start and stop rows, naming this app: reading the trail is on the trail.
+        service = AuditService(path, app_name="auditbus-cli")
+    except Exception as exc:  # the service names what is wrong; one line, no traceback
+        raise CliError(f"cannot open audit database {path}: {_one_line(exc)}") from None
+    try:
+        # The service's own start row is written behind; settle it first so that
+        # every count and preview below sees one fixed trail.
+        service.flush()
+        yield service
+    finally:
+        service.close()
+
+
+def _require_audit_table(path: str) -> None:
+    """Refuse an SQLite file of some other application instead of adding an audit table to it."""
+    try:
+        connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'")
+            has_table = found.fetchone() is not None
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise CliError(f"{path} is not a readable audit database: {_one_line(exc)}") from None
+    if not has_table:
+        raise CliError(f"{path} is an SQLite database without an audit_log table, not an audit database")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# rendering
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(_UTC) if value.tzinfo is not None else value
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return _utc(value).isoformat().replace("+00:00", "Z")
+    return "" if value is None else str(value)
+
+
+def _short_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = _utc(value)
+        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return "" if value is None else str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _event_type_text(value: Any) -> str:
+    return str(value.value) if isinstance(value, Enum) else str(value)
+
+
+# Control characters (C0, DEL, C1) in stored values could drive the auditor's
+# terminal (e.g. an attacker's "user name" holding escape sequences): the
+# human outputs show them escaped. JSON escapes them itself; CSV stays raw.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _safe(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _details_text(details: Any) -> str:
+    if not isinstance(details, dict):
+        return "" if details is None else _compact_json(details)
+    parts = []
+    for key, value in details.items():
+        shown = value if isinstance(value, str) and value and " " not in value else _compact_json(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def _cell(entry: AuditEntry, attribute: str) -> str:
+    value = getattr(entry, attribute, None)
+    if attribute == "timestamp":
+        text = _short_time(value)
+    elif attribute == "details":
+        text = _details_text(value)
+    elif attribute == "event_type":
+        text = _event_type_text(value)
+    else:
+        text = "" if value is None else str(value)
+    return _safe(text)
+
+
+def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
+    data: dict[str, Any] = entry.to_dict()
+    return data
+
+
+def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | None) -> None:
+    """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
+    if not entries:
+        out.write("(no matching audit entries)\n")
+        return
+    columns = [
+        (header, attribute)
+        for header, attribute in _COLUMNS
+        if attribute in ("id", "timestamp", "event_type")
+        or any(getattr(entry, attribute, None) not in (None, "", {}) for entry in entries)
+    ]
+    rows = [[_cell(entry, attribute) for _, attribute in columns] for entry in entries]
+    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, (header, _) in enumerate(columns)]
+    last = len(columns) - 1
+    if width is not None:
+        used = sum(widths[:last]) + 2 * last
+        widths[last] = max(len(columns[last][0]), width - used)
+
+    def line(cells: Sequence[str]) -> str:
+        padded = []
+        for i, cell in enumerate(cells):
+            if i == last:
+                padded.append(cell if len(cell) <= widths[i] else cell[: max(widths[i] - 1, 0)] + "…")
+            elif columns[i][1] == "id":
+                padded.append(cell.rjust(widths[i]))
+            else:
+                padded.append(cell.ljust(widths[i]))
+        return "  ".join(padded).rstrip()
+
+    out.write(line([header for header, _ in columns]) + "\n")
+    for row in rows:
+        out.write(line(row) + "\n")
+
+
+def render_line(entry: AuditEntry) -> str:
+    """One entry on one line, for `tail`: id, time, type, then the fields that are set."""
+    fields = [f"{_cell(entry, 'id'):>6}", _cell(entry, "timestamp"), f"{_cell(entry, 'event_type'):<18}"]
+    for label, attribute in (
+        ("user", "user_identity"),
+        ("actor", "actor_name"),
+        ("plan", "plan_id"),
+        ("project", "project_name"),
+        ("session", "session_id"),
+        ("outcome", "outcome"),
+    ):
+        text = _cell(entry, attribute)
+        if text:
+            fields.append(f"{label}={text}")
+    details = _cell(entry, "details")
+    if details:
+        fields.append(details)
+    return "  ".join(fields)
+
+
+def write_jsonl(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+    for entry in entries:
+        out.write(_compact_json(_entry_dict(entry)) + "\n")
+        yield entry
+
+
+def write_csv(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(_CSV_FIELDS)
+    for entry in entries:
+        row = []
+        for name in _CSV_FIELDS:
+            value = getattr(entry, name, None)
+            if name == "details":
+                row.append(_compact_json(value if value is not None else {}))
+            elif name in ("timestamp", "recorded_at"):
+                row.append(_iso(value))
+            elif name == "event_type":
+                row.append(_event_type_text(value))
+            elif isinstance(value, (dict, list)):
+                row.append(_compact_json(value))
+            else:
+                row.append("" if value is None else str(value))
+        writer.writerow(row)
+        yield entry
+
+
+def _terminal_width(out: IO[str]) -> int | None:
+    return shutil.get_terminal_size().columns if out.isatty() else None
+
+
+def _print_entries(entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str]) -> None:
+    if args.json:
+        for _ in write_jsonl(entries, out):
+            pass
+    elif args.csv:
+        for _ in write_csv(entries, out):
+            pass
+    else:
+        render_table(entries, out, width=_terminal_width(out))
+
+
+# ---------------------------------------------------------------------------
+# commands
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The query filters given on the command line, as `AuditService.query` keywords."""
+    types = [name for group in (args.types or []) for name in group]
+    filters: dict[str, Any] = {
+        "event_type": list(dict.fromkeys(types)) or None,
+        "user_identity": args.user,
+        "actor_name": args.actor,
+        "plan_id": args.plan,
+        "session_id": args.session,
+        "project_name": args.project,
+        "outcome": args.outcome,
+        "since": args.since,
+        "until": args.until,
+    }
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise CliError(f"--since ({_iso(args.since)}) is after --until ({_iso(args.until)}); nothing can match")
+    return {key: value for key, value in filters.items() if value is not None}
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    with open_service(db_path(args)) as service:
+        entries = service.query(
+            **_filters(args),
+            limit=args.limit or None,
+            offset=args.offset,
+            order="asc" if args.asc else "desc",
+        )
+    _print_entries(entries, args, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    filters = _filters(args)
+
+    def show(entries: Iterable[AuditEntry]) -> None:
+        for entry in entries:
+            out.write(_compact_json(_entry_dict(entry)) + "\n" if args.json else render_line(entry) + "\n")
+        out.flush()
+
+    with open_service(db_path(args)) as service:
+        newest = service.query(limit=1, order="desc")
+        last_id = newest[0].id if newest else 0
+        recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
+        show(reversed(recent))
+        last_id = max([last_id, *(entry.id for entry in recent)])
+        if not args.follow:
+            return EXIT_OK
+        try:
+            while True:
+                batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
+                if batch:
+                    show(batch)
+                    last_id = batch[-1].id
+                    continue
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def _report_fields(report: Any) -> dict[str, Any]:
+    return {name: getattr(report, name, None) for name in ("ok", "checked", "unchained", "first_bad_id", "reason")}
+
+
+def describe_verify(report: Any) -> str:
+    fields = _report_fields(report)
+    unchained = fields["unchained"] or 0
+    legacy = (
+        f"; {unchained} legacy row{'s' if unchained != 1 else ''} written before the hash chain "
+        "(unchained: not covered by the chain)"
+        if unchained
+        else ""
+    )
+    if fields["ok"]:
+        return f"chain intact: {fields['checked']} rows checked{legacy}"
+    where = f"chain BROKEN at row {fields['first_bad_id']}: {fields['reason']}"
+    return f"{where} ({fields['checked']} rows checked{legacy})"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with open_service(db_path(args)) as service:
+        report = service.verify()
+    if args.json:
+        print(_compact_json(_report_fields(report)))
+    else:
+        print(describe_verify(report))
+    return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+class _Progress:
+    """`exported n/total rows` on stderr, redrawn at most ten times a second; silent unless enabled."""
+
+    def __init__(self, total: int | None, stream: IO[str], enabled: bool) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.done = 0
+        self._drawn = 0.0
+
+    def advance(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.enabled and now - self._drawn >= 0.1:
+            self._drawn = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.total:
+            share = min(100, self.done * 100 // self.total)
+            text = f"exported {self.done:,}/{self.total:,} rows ({share}%)"
+        else:
+            text = f"exported {self.done:,} rows"
+        self.stream.write(f"\r{text}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    writer: Callable[[Iterable[AuditEntry], IO[str]], Iterator[AuditEntry]] = (
+        write_csv if args.format == "csv" else write_jsonl
+    )
+    target = Path(args.output) if args.output else None
+    # A progress line only helps a person watching, and must not mix into the export itself.
+    show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
+    with open_service(db_path(args)) as service:
+        progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
+        entries = service.iter_entries(**filters, order="asc")
+        if target is None:
+            for _ in writer(entries, sys.stdout):
+                progress.advance()
+            progress.finish()
+            return EXIT_OK
+        # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as handle:
+                for _ in writer(entries, handle):
+                    progress.advance()
+            os.replace(partial, target)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        progress.finish()
+    print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_mapping(data: Any, out: IO[str], indent: int = 0) -> None:
+    if not isinstance(data, dict):
+        out.write(" " * indent + _safe(str(data)) + "\n")
+        return
+    width = max((len(str(key)) for key in data), default=0)
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.write(f"{' ' * indent}{_safe(str(key))}:\n")
+            _print_mapping(value, out, indent + 2)
+        else:
+            shown = _iso(value) if isinstance(value, datetime) else value
+            text = _compact_json(shown) if isinstance(shown, (dict, list)) else str(shown)
+            out.write(f"{' ' * indent}{_safe(str(key)) + ':':<{width + 1}}  {_safe(text)}\n")
+
+
+def trail_summary(service: AuditService) -> dict[str, Any]:
+    """What the trail holds: row counts, overall and per type, and the time span of the events."""
+    every = list(_ALL_TYPES)
+    by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
+    oldest = service.query(event_type=every, order="asc", limit=1)
+    newest = service.query(event_type=every, order="desc", limit=1)
+    return {
+        "rows": service.count(event_type=every),
+        "rows_by_type": {name: n for name, n in by_type.items() if n},
+        "first_id": oldest[0].id if oldest else None,
+        "last_id": newest[0].id if newest else None,
+        "oldest_event": _iso(min((entry.timestamp for entry in oldest), default=None)),
+        "newest_event": _iso(max((entry.timestamp for entry in newest), default=None)),
+    }
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with open_service(db_path(args)) as service:
+        figures = {"trail": trail_summary(service), "service": service.stats()}
+    if args.json:
+        print(_compact_json(figures))
+    else:
+        _print_mapping(figures, sys.stdout)
+    return EXIT_OK
+
+
+def purge_preview(service: AuditService, before: datetime) -> int:
+    """How many rows `purge(before)` deletes: the oldest rows, by id, up to the first one recorded at or after `before`.
+
+    Purge removes only such a prefix, so that what remains is still one verifiable chain.
+    """
+    every = list(_ALL_TYPES)
+    total = service.count(event_type=every)
+    first_kept = service.query(event_type=every, since=before, order="asc", limit=1)
+    if not first_kept:
+        return total
+    return total - service.count(event_type=every, after_id=first_kept[0].id - 1)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    before: datetime = args.before
+    if before > datetime.now(_UTC):
+        raise CliError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
+    path = db_path(args)
+    with open_service(path) as service:
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError("purge deletes audit rows for good: pass --yes to confirm when not at a terminal")
+            candidates = purge_preview(service, before)
+            if candidates == 0:
+                print(f"nothing to purge: no row before the first one recorded at or after {_iso(before)}")
+                return EXIT_OK
+            prompt = (
+                f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
+                f"{_iso(before)}, from {path}? This cannot be undone. [y/N] "
+            )
+            try:
+                answer = input(prompt)
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                print("purge cancelled: nothing was deleted", file=sys.stderr)
+                return EXIT_ERROR
+        purged = service.purge(before)
+    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {path}")
+    return EXIT_OK
+
+
+def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], list[str], int]:
+    """Which needles occur in the bytes of the database and its journal/WAL files."""
+    found = dict.fromkeys(needles, False)
+    files = [name for name in (path, f"{path}-wal", f"{path}-journal", f"{path}-shm") if Path(name).is_file()]
+    size = 0
+    for name in files:
+        data = Path(name).read_bytes()
+        size += len(data)
+        for label, needle in needles.items():
+            found[label] = found[label] or needle in data
+    return found, files, size
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    path = db_path(args)
+    out = sys.stdout
+    run_id = secrets.token_hex(4)
+    # A fresh key each run, so finding it absent cannot be an accident of older data.
+    secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
+    out.write(f"auditbus demo: services emit through a wired bus into {path}, as user 'alice'\n\n")
+    with open_service(path, create=True) as service:
+        newest = service.query(limit=1, order="desc")
+        start_id = newest[0].id if newest else 0
+        bus = demo.wired_bus(service)
+        emitted: list[str] = []
+        bus.subscribe_all(lambda event: emitted.append(event.event_id))
+        with identity("alice"):
+            demo.play(bus, run_id=run_id, secret=secret)
+        service.flush()
+        rows = [row for row in service.query(after_id=start_id, order="asc", limit=None) if row.event_id in emitted]
+        report = service.verify()
+    render_table(rows, out, width=_terminal_width(out))
+    out.write("\n")
+
+    checks: list[tuple[bool, str]] = []
+    checks.append(
+        (
+            len(rows) == len(emitted)
+            and [_event_type_text(row.event_type) for row in rows] == [t.value for t in demo.PLAYED_TYPES],
+            f"persisted: {len(rows)} of {len(emitted)} emitted events are rows, covering "
+            f"{len({_event_type_text(row.event_type) for row in rows})} audit types",
+        )
+    )
+    users = {row.user_identity for row in rows}
+    checks.append((users == {"alice"}, f"identity: every row carries user_identity={sorted(map(str, users))}"))
+    masked = f"{secret[:8]}…({len(secret)} chars)"
+    found, files, size = _scan_for({"secret": secret.encode(), "control": run_id.encode()}, path)
+    in_rows = any(secret in _compact_json(_entry_dict(row)) for row in rows)
+    checks.append(
+        (
+            not found["secret"] and not in_rows and found["control"],
+            f"redaction: the planted API key {masked} is {'FOUND' if found['secret'] else 'absent'} in "
+            f"{len(files)} database file(s), {size:,} bytes scanned; this run's id {run_id} is "
+            f"{'present' if found['control'] else 'MISSING'} (the scan sees stored text)",
+        )
+    )
+    checks.append((bool(report.ok), f"verify: {describe_verify(report)}"))
+    for ok, text in checks:
+        out.write(f"[{'ok' if ok else 'FAIL'}] {_safe(text)}\n")
+    passed = all(ok for ok, _ in checks)
+    out.write(
+        "\nall checks passed; ask the trail: auditbus query --user alice\n"
+        if passed
+        else "\nauditbus demo: a check FAILED (see above)\n"
+    )
+    return EXIT_OK if passed else EXIT_CHECK_FAILED
+
+
+# ---------------------------------------------------------------------------
+# the parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `auditbus: error: ...` line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"auditbus: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_db(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default=default,
+        help=f"the audit database (default: ${ENV_DB}, else ./{DEFAULT_DB})",
+    )
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (all must match)")
+    group.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        type=_event_types,
+        metavar="TYPE",
+        help="event type; repeat or separate by commas for any of several",
+    )
+    group.add_argument("--user", help="user identity (who acted)")
+    group.add_argument("--actor", help="actor name")
+    group.add_argument("--plan", help="plan id")
+    group.add_argument("--session", help="session id")
+    group.add_argument("--project", help="project name")
+    group.add_argument("--outcome", help="outcome, e.g. success or failure")
+    group.add_argument("--since", type=parse_when, metavar="WHEN", help=f"at or after WHEN: {_DATE_HELP}")
+    group.add_argument("--until", type=parse_when, metavar="WHEN", help="at or before WHEN (same forms)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="auditbus",
+        description="Ask the auditbus audit trail who did what, when.",
+        epilog="Run 'auditbus demo' to fill ./audit.db with a sample trail. Exit status: 0 ok, 1 error, "
+        "2 bad usage, 3 a check failed.",
+    )
+    parser.add_argument("--version", action="version", version=f"auditbus {__version__}")
+    _add_db(parser, None)
+    # Subcommands take --db too, without overriding one given before the command.
+    common = _Parser(add_help=False)
+    _add_db(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run the services through a wired bus, show the trail, prove redaction, verify",
+        description="Runs the services' audit points (plan apply and cancel, config set with a secret, "
+        "session create, auth success and failure, resource modification, correction, entity deletion) "
+        "under identity 'alice' through a wired bus, then prints the trail, proves the secret is not in the "
+        "database file and verifies the chain. Creates the database if needed. Exit 0 only if every check passes.",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    query = commands.add_parser(
+        "query",
+        parents=[common],
+        help="entries matching filters, newest first",
+        description="Entries matching filters.",
+    )
+    _add_filters(query)
+    query.add_argument("--limit", type=_non_negative, default=100, help="at most N entries (default 100; 0: all)")
+    query.add_argument("--offset", type=_non_negative, default=0, help="skip the first N matches")
+    query.add_argument("--asc", action="store_true", help="oldest first")
+    fmt = query.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON Lines: one JSON object per entry")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row; details as JSON")
+    query.set_defaults(handler=cmd_query)
+
+    tail = commands.add_parser(
+        "tail", parents=[common], help="the latest entries; --follow for new ones", description="The latest entries."
+    )
+    _add_filters(tail)
+    tail.add_argument("-n", "--lines", type=_non_negative, default=10, metavar="N", help="show the last N (default 10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new entries; Ctrl-C stops")
+    tail.add_argument(
+        "--interval", type=_positive_seconds, default=1.0, metavar="SECONDS", help="poll period (default 1)"
+    )
+    tail.add_argument("--json", action="store_true", help="JSON Lines")
+    tail.set_defaults(handler=cmd_tail, csv=False)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check the hash chain; exit 3 naming the first bad row",
+        description="Checks every row's hash against the row before. Exit 0 if the chain is intact, 3 if not.",
+    )
+    verify.add_argument("--json", action="store_true", help="the report as one JSON object")
+    verify.set_defaults(handler=cmd_verify)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="stream every matching entry, oldest first, as JSON Lines or CSV",
+        description="Streams matching entries, oldest first. Shows progress on stderr when it is a terminal.",
+    )
+    _add_filters(export)
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="default jsonl")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (complete or not at all); default stdout")
+    export.set_defaults(handler=cmd_export)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="row counts per type, time span, and the service's figures",
+        description="What the trail holds (rows, per type, first and last event) and AuditService.stats().",
+    )
+    stats.add_argument("--json", action="store_true", help="as one JSON object")
+    stats.set_defaults(handler=cmd_stats)
+
+    purge = commands.add_parser(
+        "purge",
+        parents=[common],
+        help="delete rows recorded before a date (asks first)",
+        description="Deletes rows recorded before DATE. Asks for confirmation at a terminal; elsewhere requires --yes.",
+    )
+    purge.add_argument("--before", type=parse_when, required=True, metavar="WHEN", help=_DATE_HELP)
+    purge.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=cmd_purge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `auditbus` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"auditbus: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("auditbus: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`auditbus query | head`): not an error; keep Python quiet at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("AUDITBUS_DEBUG"):
+            raise
+        print(f"auditbus: error: {_one_line(exc)} ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

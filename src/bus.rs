@@ -1,0 +1,778 @@
+//! `ReactiveEventBus`: the in-process domain event bus.
+//!
+//! `emit()` runs on the caller's thread, in this order: stream observers,
+//! persistence (with `audit=`: the redacted record is handed to the audit
+//! writer's queue), the bounded in-memory log, then the handlers of
+//! the event's type in subscription order. Handler and observer exceptions are
+//! isolated: logged on the `auditbus` logger with the event type and the
+//! traceback, counted, and the next callable runs.
+//!
+//! Locking: handler lists are copy-on-write (`Arc<[..]>` per event type, one
+//! snapshot per emit), so an emit never holds a lock while it calls Python and
+//! handlers may subscribe, unsubscribe or emit again from inside a handler.
+//! Each subscription carries an `active` flag that an emit checks right before
+//! the call, so a removal takes effect even in the emit under way. Python
+//! objects evicted from a list or the log are dropped after the guard is
+//! released, because a dealloc can run arbitrary Python code.
+
+use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use pyo3::exceptions::{PyBaseException, PyException};
+use pyo3::prelude::*;
+use pyo3::sync::{MutexExt, PyOnceLock, RwLockExt};
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::audit::AuditService;
+use crate::errors::{Error, Result};
+use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
+
+/// One `subscribe()`/`subscribe_all()` call.
+struct Subscription {
+    handler: Py<PyAny>,
+    /// `None`: every event type (`subscribe_all`).
+    kind: Option<EventKind>,
+    /// Decided once at subscribe time: a coroutine function is scheduled on a
+    /// loop rather than called.
+    mode: Mode,
+    /// Cleared by unsubscribe/dispose; checked right before each call.
+    active: AtomicBool,
+    /// For log lines: the handler's qualified name, never its repr.
+    name: String,
+}
+
+enum Mode {
+    Sync,
+    /// The loop that was running where `subscribe()` was called, if any: the
+    /// fallback when the emitting thread runs no loop.
+    Coroutine {
+        home_loop: Option<Py<PyAny>>,
+    },
+}
+
+/// One reactive observer of `stream`.
+struct Observer {
+    on_next: Py<PyAny>,
+    observer: Py<PyAny>,
+    active: AtomicBool,
+}
+
+type Snapshot = Arc<[Arc<Subscription>]>;
+
+/// `EventKind` hashes as one byte; spreading it over the word is all a
+/// 14-entry table needs (SipHash would be most of a lookup's cost).
+#[derive(Default)]
+struct KindHasher(u64);
+
+impl Hasher for KindHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u8(*byte);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0 ^ u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Routes = HashMap<EventKind, Snapshot, BuildHasherDefault<KindHasher>>;
+
+fn all_kinds() -> impl Iterator<Item = EventKind> {
+    EVENT_TYPES.iter().filter_map(|value| EventKind::from_value(value))
+}
+
+fn kinds_of(sub: &Subscription) -> Vec<EventKind> {
+    match sub.kind {
+        Some(kind) => vec![kind],
+        None => all_kinds().collect(),
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// The name a log line uses for a handler: its `__qualname__`, else its type's.
+fn handler_name(handler: &Bound<'_, PyAny>) -> String {
+    handler.getattr("__qualname__").ok().and_then(|n| n.extract::<String>().ok()).unwrap_or_else(|| type_name(handler))
+}
+
+fn py_bool(value: bool) -> &'static str {
+    if value {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+fn closed(what: &str) -> Error {
+    Error::Closed(format!("ReactiveEventBus.{what}: the bus was disposed; create a new ReactiveEventBus"))
+}
+
+/// Logs a failure on the `auditbus` logger at ERROR, with the traceback.
+fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
+    static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let logged = (|| -> PyResult<()> {
+        let logger = LOGGER.get_or_try_init(py, || {
+            py.import("logging")?.call_method1("getLogger", ("auditbus",)).map(Bound::unbind)
+        })?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", (err.get_type(py), err.value(py), err.traceback(py)))?;
+        logger.bind(py).call_method("error", (template, args.0, args.1), Some(&kwargs))?;
+        Ok(())
+    })();
+    if let Err(log_err) = logged {
+        log_err.write_unraisable(py, None);
+    }
+}
+
+/// The helpers for coroutine-function handlers (`auditbus._aio`).
+fn aio(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    Ok(AIO.get_or_try_init(py, || py.import("auditbus._aio").map(|m| m.into_any().unbind()))?.bind(py))
+}
+
+/// The in-process domain event bus (see the module docs for the semantics).
+#[pyclass(frozen, weakref, module = "auditbus", name = "ReactiveEventBus")]
+pub struct ReactiveEventBus {
+    handlers: RwLock<Routes>,
+    observers: RwLock<Arc<[Arc<Observer>]>>,
+    /// Fast path: emit skips the stream entirely while nobody observes it.
+    observed: AtomicBool,
+    log: Mutex<VecDeque<Py<PyAny>>>,
+    /// `None`: unbounded, as `deque(maxlen=None)`.
+    max_log_size: Option<usize>,
+    closed: AtomicBool,
+    handler_errors: AtomicU64,
+    observer_errors: AtomicU64,
+    /// std `OnceLock`, not `PyOnceLock`: `__traverse__` must read it without `py`.
+    stream: OnceLock<Py<PyAny>>,
+    /// Where every emitted event is persisted, if anywhere.
+    audit: Option<Py<AuditService>>,
+}
+
+/// Which kind of callable failed, for the log line and the counter.
+#[derive(Clone, Copy)]
+enum Failure {
+    Handler,
+    Observer,
+}
+
+impl ReactiveEventBus {
+    /// Logs and counts an `Exception` from a handler or observer; anything
+    /// else (`KeyboardInterrupt`, `SystemExit`) propagates, as in the legacy bus.
+    fn isolate(&self, py: Python<'_>, err: PyErr, failure: Failure, kind: EventKind, name: &str) -> PyResult<()> {
+        if !err.is_instance_of::<PyException>(py) {
+            return Err(err);
+        }
+        match failure {
+            Failure::Handler => {
+                self.handler_errors.fetch_add(1, Ordering::Relaxed);
+                log_failure(py, "event handler %s failed for %s", (name, kind.value()), &err);
+            }
+            Failure::Observer => {
+                self.observer_errors.fetch_add(1, Ordering::Relaxed);
+                log_failure(py, "stream observer %s failed for %s", (name, kind.value()), &err);
+            }
+        }
+        Ok(())
+    }
+
+    fn push_to_stream(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kind: EventKind) -> PyResult<()> {
+        let observers = self.observers.read_py_attached(py).clone();
+        for observer in observers.iter() {
+            if !observer.active.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Err(err) = observer.on_next.bind(py).call1(args) {
+                let name = handler_name(observer.observer.bind(py));
+                self.isolate(py, err, Failure::Observer, kind, &name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_to_log(&self, py: Python<'_>, event: &Bound<'_, PyAny>) {
+        let limit = self.max_log_size.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return;
+        }
+        let entry = event.clone().unbind();
+        let evicted = {
+            let mut log = self.log.lock_py_attached(py);
+            log.push_back(entry);
+            if log.len() > limit {
+                log.pop_front()
+            } else {
+                None
+            }
+        };
+        drop(evicted);
+    }
+
+    fn call_handlers(
+        bus: &Bound<'_, Self>,
+        event: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kind: EventKind,
+        subscriptions: &[Arc<Subscription>],
+    ) -> PyResult<()> {
+        let py = bus.py();
+        let this = bus.get();
+        for sub in subscriptions {
+            if !sub.active.load(Ordering::Acquire) {
+                continue;
+            }
+            let outcome = match &sub.mode {
+                Mode::Sync => sub.handler.bind(py).call1(args).map(drop),
+                Mode::Coroutine { home_loop } => Self::schedule(bus, sub, event, home_loop.as_ref()),
+            };
+            if let Err(err) = outcome {
+                this.isolate(py, err, Failure::Handler, kind, &sub.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a coroutine handler to `auditbus._aio.schedule`, which picks the loop.
+    fn schedule(
+        bus: &Bound<'_, Self>,
+        sub: &Subscription,
+        event: &Bound<'_, PyAny>,
+        home_loop: Option<&Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = bus.py();
+        aio(py)?.call_method1("schedule", (bus, sub.handler.bind(py), event, home_loop)).map(drop)
+    }
+
+    fn add_subscription(&self, py: Python<'_>, sub: &Arc<Subscription>) -> Result<()> {
+        let mut replaced = Vec::new();
+        {
+            let mut routes = self.handlers.write_py_attached(py);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(closed(if sub.kind.is_some() { "subscribe" } else { "subscribe_all" }));
+            }
+            for kind in kinds_of(sub) {
+                let mut list = routes.get(&kind).map_or_else(Vec::new, |s| s.to_vec());
+                list.push(Arc::clone(sub));
+                if let Some(previous) = routes.insert(kind, list.into()) {
+                    replaced.push(previous);
+                }
+            }
+        }
+        drop(replaced);
+        Ok(())
+    }
+
+    /// Deactivates `sub` and takes it out of every list; false if it was already gone.
+    fn remove_subscription(&self, py: Python<'_>, sub: &Arc<Subscription>) -> bool {
+        if !sub.active.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut replaced = Vec::new();
+        {
+            let mut routes = self.handlers.write_py_attached(py);
+            for kind in kinds_of(sub) {
+                let Some(list) = routes.get(&kind) else { continue };
+                if !list.iter().any(|s| Arc::ptr_eq(s, sub)) {
+                    continue;
+                }
+                let kept: Vec<_> = list.iter().filter(|s| !Arc::ptr_eq(s, sub)).cloned().collect();
+                let previous = if kept.is_empty() { routes.remove(&kind) } else { routes.insert(kind, kept.into()) };
+                replaced.extend(previous);
+            }
+        }
+        drop(replaced);
+        true
+    }
+
+    fn remove_observer(&self, py: Python<'_>, observer: &Arc<Observer>) -> bool {
+        if !observer.active.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let previous = {
+            let mut observers = self.observers.write_py_attached(py);
+            let kept: Vec<_> = observers.iter().filter(|o| !Arc::ptr_eq(o, observer)).cloned().collect();
+            self.observed.store(!kept.is_empty(), Ordering::Release);
+            std::mem::replace(&mut *observers, kept.into())
+        };
+        drop(previous);
+        true
+    }
+
+    fn subscription(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        kind: Option<EventKind>,
+        what: &str,
+    ) -> PyResult<Arc<Subscription>> {
+        let py = handler.py();
+        if !handler.is_callable() {
+            return Err(Error::Type(format!(
+                "ReactiveEventBus.{what}: handler must be callable (a function taking the event), got {}",
+                type_name(handler)
+            ))
+            .into());
+        }
+        let aio = aio(py)?;
+        let mode = if aio.call_method1("is_coroutine_handler", (handler,))?.is_truthy()? {
+            let home_loop = aio.call_method0("running_loop")?;
+            Mode::Coroutine { home_loop: (!home_loop.is_none()).then(|| home_loop.unbind()) }
+        } else {
+            Mode::Sync
+        };
+        Ok(Arc::new(Subscription {
+            handler: handler.clone().unbind(),
+            kind,
+            mode,
+            active: AtomicBool::new(true),
+            name: handler_name(handler),
+        }))
+    }
+}
+
+#[pymethods]
+impl ReactiveEventBus {
+    /// `max_log_size` bounds the in-memory log (None: unbounded). With
+    /// `audit=service`, every emitted event, whatever its type, is handed to
+    /// `service` (redacted, write-behind) between the stream and the handlers.
+    #[new]
+    #[pyo3(signature = (max_log_size = Some(10_000), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
+    fn py_new(max_log_size: Option<i64>, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
+        let audit = match audit {
+            Some(service) if !service.is_none() => Some(
+                service
+                    .cast::<AuditService>()
+                    .map_err(|_| {
+                        Error::Type(format!(
+                            "audit= takes an auditbus.AuditService or None, got {}",
+                            type_name(service)
+                        ))
+                    })?
+                    .clone()
+                    .unbind(),
+            ),
+            _ => None,
+        };
+        let max_log_size = match max_log_size {
+            None => None,
+            Some(n) => Some(usize::try_from(n).map_err(|_| {
+                Error::invalid("max_log_size", format!("must be an int >= 0 (or None for no bound), got {n}"))
+            })?),
+        };
+        Ok(Self {
+            handlers: RwLock::new(Routes::default()),
+            observers: RwLock::new(Arc::from(Vec::new())),
+            observed: AtomicBool::new(false),
+            log: Mutex::new(VecDeque::with_capacity(max_log_size.unwrap_or(1024).min(1024))),
+            max_log_size,
+            closed: AtomicBool::new(false),
+            handler_errors: AtomicU64::new(0),
+            observer_errors: AtomicU64::new(0),
+            stream: OnceLock::new(),
+            audit,
+        })
+    }
+
+    /// Pushes `event` to the stream, the log and its type's handlers, in that order.
+    fn emit(slf: &Bound<'_, Self>, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Ok(domain_event) = event.cast::<DomainEvent>() else {
+            return Err(Error::Type(format!(
+                "ReactiveEventBus.emit() takes an auditbus.DomainEvent, got {}",
+                type_name(event)
+            ))
+            .into());
+        };
+        if this.closed.load(Ordering::Acquire) {
+            return Err(closed("emit").into());
+        }
+        let kind = domain_event.get().kind();
+        let mut args: Option<Bound<'_, PyTuple>> = None;
+        if this.observed.load(Ordering::Acquire) {
+            let tuple = args.insert(PyTuple::new(py, [event])?);
+            this.push_to_stream(py, tuple, kind)?;
+        }
+        if let Some(audit) = &this.audit {
+            // A full queue past its wait raises here: the caller learns the
+            // event was not accepted instead of it being dropped.
+            audit.get().submit_event(py, domain_event.get())?;
+        }
+        this.append_to_log(py, event);
+        let snapshot = this.handlers.read_py_attached(py).get(&kind).cloned();
+        if let Some(subscriptions) = snapshot {
+            let args = match args {
+                Some(args) => args,
+                None => PyTuple::new(py, [event])?,
+            };
+            Self::call_handlers(slf, event, &args, kind, &subscriptions)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `handler(event)` for every event of `event_type`; returns a
+    /// callable that unsubscribes this subscription (True the first time).
+    fn subscribe(
+        slf: &Bound<'_, Self>,
+        event_type: &Bound<'_, PyAny>,
+        handler: &Bound<'_, PyAny>,
+    ) -> PyResult<Unsubscribe> {
+        let kind = EventKind::from_py("event_type", event_type)?;
+        let this = slf.get();
+        let sub = this.subscription(handler, Some(kind), "subscribe")?;
+        this.add_subscription(slf.py(), &sub)?;
+        Ok(Unsubscribe { bus: slf.clone().unbind(), target: Target::Handler(Arc::downgrade(&sub)) })
+    }
+
+    /// Calls `handler(event)` for every event of every type, in subscription
+    /// order with the per-type handlers; each event reaches it once.
+    fn subscribe_all(slf: &Bound<'_, Self>, handler: &Bound<'_, PyAny>) -> PyResult<Unsubscribe> {
+        let this = slf.get();
+        let sub = this.subscription(handler, None, "subscribe_all")?;
+        this.add_subscription(slf.py(), &sub)?;
+        Ok(Unsubscribe { bus: slf.clone().unbind(), target: Target::Handler(Arc::downgrade(&sub)) })
+    }
+
+    /// Removes the earliest subscription of `handler` (compared with `==`, so a
+    /// fresh bound method matches) to `event_type`; False if there is none.
+    fn unsubscribe(&self, event_type: &Bound<'_, PyAny>, handler: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = handler.py();
+        let kind = EventKind::from_py("event_type", event_type)?;
+        loop {
+            let snapshot = self.handlers.read_py_attached(py).get(&kind).cloned();
+            let Some(list) = snapshot else { return Ok(false) };
+            let mut found = None;
+            for sub in list.iter() {
+                if sub.kind != Some(kind) || !sub.active.load(Ordering::Acquire) {
+                    continue;
+                }
+                let candidate = sub.handler.bind(py);
+                if candidate.is(handler) || candidate.eq(handler)? {
+                    found = Some(Arc::clone(sub));
+                    break;
+                }
+            }
+            let Some(sub) = found else { return Ok(false) };
+            if self.remove_subscription(py, &sub) {
+                return Ok(true);
+            }
+            // Another thread removed that one first: look again.
+        }
+    }
+
+    /// Every emitted event as a `reactivex.Observable` (needs `auditbus[rx]`).
+    #[getter]
+    fn stream(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let cell = &slf.get().stream;
+        if let Some(stream) = cell.get() {
+            return Ok(stream.clone_ref(py));
+        }
+        let created = py.import("auditbus.stream")?.getattr("BusStream")?.call1((slf,))?.unbind();
+        // Two threads may race here; both return the one that was stored.
+        let _ = cell.set(created);
+        cell.get().map(|s| s.clone_ref(py)).ok_or_else(|| Error::Type("stream unavailable".into()).into())
+    }
+
+    /// A copy of the recent events, oldest first.
+    #[getter]
+    fn audit_log<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let entries: Vec<Py<PyAny>> = self.log.lock_py_attached(py).iter().map(|e| e.clone_ref(py)).collect();
+        PyList::new(py, entries)
+    }
+
+    fn clear_audit_log(&self, py: Python<'_>) {
+        let old = std::mem::take(&mut *self.log.lock_py_attached(py));
+        drop(old);
+    }
+
+    /// Completes the stream, drops every handler and observer; later `emit()`
+    /// and `subscribe()` raise `ClosedError`. A second call does nothing.
+    fn dispose(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let routes = std::mem::take(&mut *self.handlers.write_py_attached(py));
+        for list in routes.values() {
+            for sub in list.iter() {
+                sub.active.store(false, Ordering::Release);
+            }
+        }
+        drop(routes);
+        let observers = {
+            let mut guard = self.observers.write_py_attached(py);
+            self.observed.store(false, Ordering::Release);
+            std::mem::replace(&mut *guard, Arc::from(Vec::new()))
+        };
+        let mut first_error = None;
+        for observer in observers.iter() {
+            if !observer.active.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            if let Err(err) = observer.observer.bind(py).call_method0("on_completed") {
+                if err.is_instance_of::<PyException>(py) {
+                    self.observer_errors.fetch_add(1, Ordering::Relaxed);
+                    let name = handler_name(observer.observer.bind(py));
+                    log_failure(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
+                } else if first_error.is_none() {
+                    first_error = Some(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// True once `dispose()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Handler exceptions logged and swallowed so far (coroutine handlers included).
+    #[getter]
+    fn handler_errors(&self) -> u64 {
+        self.handler_errors.load(Ordering::Relaxed)
+    }
+
+    /// Stream observer exceptions logged and swallowed so far.
+    #[getter]
+    fn observer_errors(&self) -> u64 {
+        self.observer_errors.load(Ordering::Relaxed)
+    }
+
+    /// The audit service every emitted event is persisted to, or None.
+    #[getter]
+    fn audit(&self, py: Python<'_>) -> Option<Py<AuditService>> {
+        self.audit.as_ref().map(|a| a.clone_ref(py))
+    }
+
+    /// Counts for monitoring: subscriptions, observers, logged events, errors.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let handlers = {
+            let routes = self.handlers.read_py_attached(py);
+            let specific: usize = routes.values().map(|l| l.iter().filter(|s| s.kind.is_some()).count()).sum();
+            let wildcard = routes.values().next().map_or(0, |l| l.iter().filter(|s| s.kind.is_none()).count());
+            specific + wildcard
+        };
+        let observers = self.observers.read_py_attached(py).len();
+        let logged = self.log.lock_py_attached(py).len();
+        let stats = PyDict::new(py);
+        stats.set_item("handlers", handlers)?;
+        stats.set_item("observers", observers)?;
+        stats.set_item("logged", logged)?;
+        stats.set_item("handler_errors", self.handler_errors())?;
+        stats.set_item("observer_errors", self.observer_errors())?;
+        Ok(stats)
+    }
+
+    /// Registers a reactivex observer; `None` when the bus is already disposed
+    /// (the caller completes the observer).
+    fn _add_observer(slf: &Bound<'_, Self>, observer: &Bound<'_, PyAny>) -> PyResult<Option<Unsubscribe>> {
+        let py = slf.py();
+        let this = slf.get();
+        let entry = Arc::new(Observer {
+            on_next: observer.getattr("on_next")?.unbind(),
+            observer: observer.clone().unbind(),
+            active: AtomicBool::new(true),
+        });
+        let previous = {
+            let mut observers = this.observers.write_py_attached(py);
+            if this.closed.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            let mut list = observers.to_vec();
+            list.push(Arc::clone(&entry));
+            this.observed.store(true, Ordering::Release);
+            std::mem::replace(&mut *observers, list.into())
+        };
+        drop(previous);
+        Ok(Some(Unsubscribe { bus: slf.clone().unbind(), target: Target::Observer(Arc::downgrade(&entry)) }))
+    }
+
+    /// Logs and counts a coroutine handler's exception (called from `auditbus._aio`).
+    fn _handler_failed(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, DomainEvent>,
+        handler: &Bound<'_, PyAny>,
+        error: &Bound<'_, PyBaseException>,
+    ) {
+        self.handler_errors.fetch_add(1, Ordering::Relaxed);
+        let err = PyErr::from_value(error.clone().into_any());
+        log_failure(py, "event handler %s failed for %s", (&handler_name(handler), event.get().kind().value()), &err);
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.dispose(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.max_log_size {
+            Some(n) => format!("ReactiveEventBus(max_log_size={n})"),
+            None => "ReactiveEventBus(max_log_size=None)".to_owned(),
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        // try_*: the collector must never block; a skipped edge only keeps
+        // objects alive one more collection.
+        if let Some(routes) = self.handlers.try_read() {
+            // A subscribe_all subscription sits in every list but owns one
+            // reference to its handler: report it once.
+            let mut seen = HashSet::new();
+            for sub in routes.values().flat_map(|list| list.iter()) {
+                if seen.insert(Arc::as_ptr(sub)) {
+                    sub.traverse(&visit)?;
+                }
+            }
+        }
+        if let Some(observers) = self.observers.try_read() {
+            for observer in observers.iter() {
+                visit.call(&observer.on_next)?;
+                visit.call(&observer.observer)?;
+            }
+        }
+        if let Some(log) = self.log.try_lock() {
+            for entry in log.iter() {
+                visit.call(entry)?;
+            }
+        }
+        visit.call(self.stream.get())?;
+        visit.call(&self.audit)?;
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let routes = self.handlers.try_write().map(|mut r| std::mem::take(&mut *r));
+        let observers = self.observers.try_write().map(|mut o| std::mem::replace(&mut *o, Arc::from(Vec::new())));
+        let log = self.log.try_lock().map(|mut l| std::mem::take(&mut *l));
+        self.observed.store(false, Ordering::Release);
+        drop((routes, observers, log));
+    }
+}
+
+impl Subscription {
+    fn traverse(&self, visit: &PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        visit.call(&self.handler)?;
+        if let Mode::Coroutine { home_loop } = &self.mode {
+            visit.call(home_loop)?;
+        }
+        Ok(())
+    }
+}
+
+/// Weak: the bus owns subscriptions (and reports them to the garbage
+/// collector); a token only finds its own while it is still registered.
+enum Target {
+    Handler(Weak<Subscription>),
+    Observer(Weak<Observer>),
+}
+
+/// Returned by `subscribe()`: calling it (or `dispose()`) removes exactly that
+/// subscription. True the first time, False after; never raises.
+#[pyclass(frozen, module = "auditbus", name = "Unsubscribe")]
+pub struct Unsubscribe {
+    bus: Py<ReactiveEventBus>,
+    target: Target,
+}
+
+#[pymethods]
+impl Unsubscribe {
+    fn __call__(&self, py: Python<'_>) -> bool {
+        let bus = self.bus.get();
+        match &self.target {
+            Target::Handler(sub) => sub.upgrade().is_some_and(|sub| bus.remove_subscription(py, &sub)),
+            Target::Observer(observer) => observer.upgrade().is_some_and(|o| bus.remove_observer(py, &o)),
+        }
+    }
+
+    /// The same as calling it, for code that expects an Rx `Disposable`.
+    fn dispose(&self, py: Python<'_>) {
+        self.__call__(py);
+    }
+
+    /// True until unsubscribed (or the bus disposed).
+    #[getter]
+    fn active(&self) -> bool {
+        match &self.target {
+            Target::Handler(sub) => sub.upgrade().is_some_and(|s| s.active.load(Ordering::Acquire)),
+            Target::Observer(observer) => observer.upgrade().is_some_and(|o| o.active.load(Ordering::Acquire)),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.target {
+            Target::Handler(sub) => match sub.upgrade() {
+                Some(sub) => {
+                    let kind = sub.kind.map_or("*", EventKind::value);
+                    format!(
+                        "<Unsubscribe {} from {kind} active={}>",
+                        sub.name,
+                        py_bool(sub.active.load(Ordering::Acquire))
+                    )
+                }
+                None => "<Unsubscribe active=False>".to_owned(),
+            },
+            Target::Observer(_) => format!("<Unsubscribe stream observer active={}>", py_bool(self.active())),
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        visit.call(&self.bus)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn every_kind_is_routable_and_hashes_apart() {
+        let kinds: Vec<EventKind> = all_kinds().collect();
+        assert_eq!(kinds.len(), EVENT_TYPES.len());
+        let build = BuildHasherDefault::<KindHasher>::default();
+        let hashes: HashSet<u64> = kinds.iter().map(|kind| build.hash_one(kind)).collect();
+        assert_eq!(hashes.len(), kinds.len());
+        // the top 7 bits pick hashbrown's control byte: they must differ too
+        let tops: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tops.len() > kinds.len() / 2);
+    }
+
+    #[test]
+    fn a_wildcard_subscription_is_routed_to_every_kind() {
+        Python::attach(|py| {
+            let sub = Arc::new(Subscription {
+                handler: py.None(),
+                kind: None,
+                mode: Mode::Sync,
+                active: AtomicBool::new(true),
+                name: "h".into(),
+            });
+            assert_eq!(kinds_of(&sub).len(), EVENT_TYPES.len());
+            let bus = ReactiveEventBus::py_new(Some(2), None).unwrap();
+            bus.add_subscription(py, &sub).unwrap();
+            assert_eq!(bus.handlers.read().len(), EVENT_TYPES.len());
+            assert!(bus.remove_subscription(py, &sub));
+            assert!(bus.handlers.read().is_empty());
+            assert!(!bus.remove_subscription(py, &sub));
+        });
+    }
+}

@@ -1,0 +1,675 @@
+//! Value shapes: secrets recognised by what they look like, wherever they sit.
+//!
+//! Each shape carries literal hints; one Aho-Corasick pass over the string
+//! says which hints occur, and only those shapes' regexes run (the Datadog
+//! agent measured -72% from this). Every regex is the Rust `regex` crate's,
+//! linear in the input, so no string can make the scan blow up.
+//!
+//! A match yields the byte span of the *secret part* only (the password of a
+//! URL, the token after `Bearer`, the body of a PEM block, the value of a
+//! `key=value` pair), so the rest of the text stays readable.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex::Regex;
+
+/// One bit per shape, set when one of its hints occurs.
+const PEM: u16 = 1;
+const URL: u16 = 1 << 1;
+const AUTH: u16 = 1 << 2;
+const JWT: u16 = 1 << 3;
+const TOKENS: u16 = 1 << 4;
+const KV: u16 = 1 << 5;
+const FLAG: u16 = 1 << 6;
+const SLACK_HOOK: u16 = 1 << 7;
+
+/// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
+const HINTS: &[(&str, u16)] = &[
+    ("-----begin", PEM),
+    ("putty-user-key-file", PEM),
+    ("//", URL),
+    ("bearer", AUTH),
+    ("basic", AUTH),
+    ("token", AUTH),
+    ("apikey", AUTH),
+    ("api-key", AUTH),
+    ("eyj", JWT),
+    ("zxlk", JWT),
+    ("akia", TOKENS),
+    ("asia", TOKENS),
+    ("abia", TOKENS),
+    ("acca", TOKENS),
+    ("a3t", TOKENS),
+    ("ghp_", TOKENS),
+    ("gho_", TOKENS),
+    ("ghu_", TOKENS),
+    ("ghs_", TOKENS),
+    ("ghr_", TOKENS),
+    ("github_pat_", TOKENS),
+    ("glpat-", TOKENS),
+    ("glptt-", TOKENS),
+    ("gldt-", TOKENS),
+    ("glrt-", TOKENS),
+    ("gloas-", TOKENS),
+    ("glcbt-", TOKENS),
+    ("glimt-", TOKENS),
+    ("glagent-", TOKENS),
+    ("glsoat-", TOKENS),
+    ("glft-", TOKENS),
+    ("glffct-", TOKENS),
+    ("xox", TOKENS),
+    ("xapp-", TOKENS),
+    ("_live_", TOKENS),
+    ("_test_", TOKENS),
+    ("_prod_", TOKENS),
+    ("whsec_", TOKENS),
+    ("sk-", TOKENS),
+    ("aiza", TOKENS),
+    ("ya29.", TOKENS),
+    ("gocspx-", TOKENS),
+    ("hf_", TOKENS),
+    ("npm_", TOKENS),
+    ("pypi-", TOKENS),
+    ("sg.", TOKENS),
+    ("hvs.", TOKENS),
+    ("hvb.", TOKENS),
+    ("_v1_", TOKENS),
+    ("sntry", TOKENS),
+    ("shpat_", TOKENS),
+    ("shpca_", TOKENS),
+    ("shppa_", TOKENS),
+    ("shpss_", TOKENS),
+    ("dapi", TOKENS),
+    (":aa", TOKENS),
+    ("q~", TOKENS),
+    ("hooks.slack.com", SLACK_HOOK),
+    ("--", FLAG),
+];
+
+struct Shapes {
+    hints: AhoCorasick,
+    pem_begin: Regex,
+    url: Regex,
+    auth: Regex,
+    jwt: Regex,
+    tokens: Regex,
+    slack_hook: Regex,
+    flag: Regex,
+}
+
+static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
+    let hints = AhoCorasickBuilder::new()
+        .kind(Some(AhoCorasickKind::DFA))
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .build(HINTS.iter().map(|(h, _)| h))
+        .ok()?;
+    Some(Shapes {
+        hints,
+        pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
+        // The password runs to the *last* `@` of the authority, so `p@ss`
+        // and `p:w` stay inside it; quotes and `<>` end it (URLs in HTML).
+        url: Regex::new(r#"//[^\s/?#:"'<>`]*:(?P<pass>[^\s/?"'<>`]+)@"#).ok()?,
+        auth: Regex::new(
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[ \t]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
+        )
+        .ok()?,
+        jwt: Regex::new(
+            r"(?-u:\b)(?:eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|ZXlK[A-Za-z0-9+/]{40,}={0,2})",
+        )
+        .ok()?,
+        tokens: Regex::new(concat!(
+            r"(?-u:\b)(?:",
+            r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?-u:\b)",
+            r"|gh[pousr]_[A-Za-z0-9]{36,255}",
+            r"|github_pat_[A-Za-z0-9_]{22,255}",
+            r"|gl(?:pat|ptt|dt|rt|oas|cbt|imt|agent|soat|ft|ffct)-[A-Za-z0-9_\-]{20,}",
+            r"|xox[abposre]-[A-Za-z0-9\-]{10,}",
+            r"|xapp-[A-Za-z0-9\-]{10,}",
+            r"|(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
+            r"|whsec_[A-Za-z0-9+/=]{20,}",
+            r"|sk-[A-Za-z0-9_\-]{20,}",
+            r"|AIza[0-9A-Za-z_\-]{35}(?-u:\b)",
+            r"|ya29\.[0-9A-Za-z_\-]{20,}",
+            r"|GOCSPX-[0-9A-Za-z_\-]{20,}",
+            r"|hf_[A-Za-z0-9]{30,}",
+            r"|npm_[A-Za-z0-9]{36}(?-u:\b)",
+            r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
+            r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
+            r"|hv[sb]\.[A-Za-z0-9_\-]{20,}",
+            r"|do[por]_v1_[a-f0-9]{64}(?-u:\b)",
+            r"|sntr[ysu]_[A-Za-z0-9+/=_\-]{20,}",
+            r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?-u:\b)",
+            r"|dapi[a-f0-9]{32}(?-u:\b)",
+            r"|[0-9]{8,10}:AA[A-Za-z0-9_\-]{32,}",
+            r"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}",
+            r")"
+        ))
+        .ok()?,
+        slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
+            .ok()?,
+        // `--db-password hunter2` (the `=` form is the `kv` shape).
+        flag: Regex::new(
+            r#"(?:^|[\s"'])--(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
+        )
+        .ok()?,
+    })
+});
+
+/// Whether the static shapes compiled (they are constants; a test pins it).
+pub fn ready() -> bool {
+    SHAPES.is_some()
+}
+
+/// Collects into `spans` the byte ranges of `s` that hold a secret.
+/// `secret_key` judges the key of a `key=value` pair.
+pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
+    let Some(sh) = SHAPES.as_ref() else {
+        // Unreachable with the constant patterns; fail closed, never open.
+        spans.push((0, s.len()));
+        return;
+    };
+    let mut wake = 0u16;
+    // `is_match` first: most values hold no hint, and it is the cheapest
+    // question the automaton answers.
+    if sh.hints.is_match(s) {
+        for hit in sh.hints.find_overlapping_iter(s) {
+            wake |= HINTS[hit.pattern().as_usize()].1;
+        }
+    }
+    // `key=value` needs a separator; its keys go through the (cached) key
+    // rules, so no word list is needed here and user-added names work too.
+    let has_sep = memchr_any(s, b'=', b':');
+    if has_sep {
+        wake |= KV;
+    }
+    if wake == 0 {
+        return;
+    }
+    if wake & PEM != 0 {
+        pem_spans(s, sh, spans);
+    }
+    if wake & URL != 0 && s.contains('@') {
+        for c in sh.url.captures_iter(s) {
+            push_group(&c, "pass", spans);
+        }
+    }
+    if wake & AUTH != 0 {
+        // A rejected match (`token Bearer x`: "Bearer" is no credential)
+        // resumes after its scheme word, so the next scheme is still seen.
+        let mut from = 0;
+        while let Some(c) = sh.auth.captures_at(s, from) {
+            let (Some(scheme), Some(cred)) = (c.name("scheme"), c.name("cred")) else { break };
+            if credential_like(scheme.as_str(), cred.as_str()) {
+                spans.push((cred.start(), cred.end()));
+                from = cred.end();
+            } else {
+                from = scheme.end();
+            }
+        }
+    }
+    if wake & JWT != 0 {
+        spans.extend(sh.jwt.find_iter(s).map(|m| (m.start(), m.end())));
+    }
+    if wake & TOKENS != 0 {
+        spans.extend(sh.tokens.find_iter(s).map(|m| (m.start(), m.end())));
+    }
+    if wake & SLACK_HOOK != 0 {
+        for c in sh.slack_hook.captures_iter(s) {
+            push_group(&c, "path", spans);
+        }
+    }
+    if wake & KV != 0 && has_sep {
+        kv_spans(s, secret_key, spans);
+    }
+    if wake & FLAG != 0 {
+        for c in sh.flag.captures_iter(s) {
+            if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
+                if secret_key(k.as_str()) {
+                    spans.push(unquote(v.start(), v.as_str()));
+                }
+            }
+        }
+    }
+}
+
+/// Replaces each span by `mask`; `None` when nothing changes. Spans that
+/// already start with the mask are left alone, which makes redaction
+/// idempotent even for a mask with spaces or punctuation in it.
+pub fn apply(s: &str, spans: &mut Vec<(usize, usize)>, mask: &str) -> Option<String> {
+    spans.retain(|&(a, b)| a < b && b <= s.len() && !s[a..].starts_with(mask));
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(s.len());
+    let mut pos = 0;
+    let mut i = 0;
+    while i < spans.len() {
+        let (start, mut end) = spans[i];
+        i += 1;
+        while i < spans.len() && spans[i].0 < end {
+            end = end.max(spans[i].1);
+            i += 1;
+        }
+        let start = start.max(pos);
+        out.push_str(&s[pos..start]);
+        out.push_str(mask);
+        pos = end.max(start);
+    }
+    out.push_str(&s[pos..]);
+    (out != s).then_some(out)
+}
+
+fn memchr_any(s: &str, a: u8, b: u8) -> bool {
+    s.bytes().any(|c| c == a || c == b)
+}
+
+fn push_group(c: &regex::Captures<'_>, name: &str, spans: &mut Vec<(usize, usize)>) {
+    if let Some(m) = c.name(name) {
+        spans.push((m.start(), m.end()));
+    }
+}
+
+/// The span of a value without its surrounding quotes.
+fn unquote(start: usize, v: &str) -> (usize, usize) {
+    let b = v.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        (start + 1, start + v.len() - 1)
+    } else {
+        (start, start + v.len())
+    }
+}
+
+/// The body of each private-key block (BEGIN line and END line kept); a
+/// block cut off before its END line is masked to the end of the text.
+fn pem_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
+    let mut from = 0;
+    while let Some(m) = sh.pem_begin.find_at(s, from) {
+        let body_start = m.end();
+        let (body_end, next) = match s[body_start..].find("-----END") {
+            Some(i) => (body_start + i, body_start + i + 8),
+            None => (s.len(), s.len()),
+        };
+        push_trimmed(s, body_start, body_end, spans);
+        from = next;
+        if from >= s.len() {
+            break;
+        }
+    }
+    // PuTTY key files: everything after the header line (one rule, so a
+    // second pass finds the same span, already masked).
+    if let Some(at) = find_ascii_ci(s, "putty-user-key-file") {
+        if let Some(nl) = s[at..].find('\n') {
+            push_trimmed(s, at + nl + 1, s.len(), spans);
+        }
+    }
+}
+
+fn push_trimmed(s: &str, start: usize, end: usize, spans: &mut Vec<(usize, usize)>) {
+    let body = &s[start..end];
+    let lead = body.len() - body.trim_start().len();
+    let trail = body.len() - body.trim_end().len();
+    if lead + trail < body.len() {
+        spans.push((start + lead, end - trail));
+    }
+}
+
+fn find_ascii_ci(s: &str, needle: &str) -> Option<usize> {
+    let n = needle.len();
+    s.as_bytes().windows(n).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Whether what follows an auth scheme word is a credential rather than
+/// prose (`Bearer token expired`, `basic authentication`).
+fn credential_like(scheme: &str, cred: &str) -> bool {
+    let has_digit = cred.bytes().any(|b| b.is_ascii_digit());
+    let has_punct = cred.bytes().any(|b| b"-._~+/=".contains(&b));
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => cred.len() >= 20 || (cred.len() >= 6 && (has_digit || has_punct)),
+        "basic" => basic_userpass(cred) || (cred.len() >= 8 && has_digit),
+        _ => cred.len() >= 16 && has_digit,
+    }
+}
+
+/// Whether `cred` is base64 of `user:password`.
+fn basic_userpass(cred: &str) -> bool {
+    decode_base64(cred).is_some_and(|d| d.contains(&b':') && d.iter().all(|&b| b >= 0x20 || b == b'\t'))
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Scheme words after which a header value's credential follows.
+fn is_scheme_word(v: &str) -> bool {
+    ["bearer", "basic", "token", "digest", "negotiate", "apikey", "api-key", "ntlm"]
+        .iter()
+        .any(|w| v.eq_ignore_ascii_case(w))
+}
+
+/// Values that are not secrets even under a secret name: placeholders a
+/// reader needs to see (`${DB_PASSWORD}`), and null/boolean words.
+fn keep_value(v: &str) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let lower = v.to_ascii_lowercase();
+    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil") {
+        return true;
+    }
+    let b = v.as_bytes();
+    let env_name =
+        |t: &[u8]| !t.is_empty() && t.iter().all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
+    (v.starts_with("${") && v.ends_with('}') && !v[2..].contains('{'))
+        || (v.starts_with("{{") && v.ends_with("}}"))
+        || (b[0] == b'$' && env_name(&b[1..]))
+        || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// A character that can be part of a key in `key=value` text.
+fn key_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']') || (!c.is_ascii() && is_format_char(c))
+}
+
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// `key` `=` `value` pairs, parsed by hand in one pass: each separator
+/// (`=`, `:`, `:=`, `=>`, `==`) looks back for its key, which the key rules
+/// judge; only then is the value after it delimited. Backward scans stop at
+/// the previous separator, so the whole pass is linear.
+fn kv_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut at = 0;
+    let mut key_floor = 0;
+    while let Some(off) = b[at..].iter().position(|&c| c == b'=' || c == b':') {
+        let sep = at + off;
+        let sep_end = match (b[sep], b.get(sep + 1)) {
+            (b':', Some(b'=')) | (b'=', Some(b'>' | b'=')) => sep + 2,
+            _ => sep + 1,
+        };
+        at = sep_end;
+        let Some(key) = key_before(s, key_floor, sep) else { continue };
+        key_floor = sep_end;
+        if !secret_key(key) {
+            continue;
+        }
+        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
+        let value = &s[v_start..v_end];
+        if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
+            // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
+            continue;
+        }
+        if !quoted && is_scheme_word(value) {
+            // `Authorization: Bearer x`: keep the scheme, mask the credential.
+            let rest = &s[v_end..];
+            let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+            let cred_start = v_end + skip;
+            let cred_len = s[cred_start..]
+                .find(|ch: char| ch.is_whitespace() || "\"'`<>".contains(ch))
+                .unwrap_or(s.len() - cred_start);
+            if cred_len > 0 && skip > 0 {
+                spans.push((cred_start, cred_start + cred_len));
+            }
+            at = at.max(cred_start + cred_len);
+            key_floor = at;
+            continue;
+        }
+        if !keep_value(value) {
+            spans.push((v_start, v_end));
+        }
+        at = at.max(v_end);
+        key_floor = at;
+    }
+}
+
+/// The key that ends just before `sep` (after optional blanks and a closing
+/// quote), not reaching back past `floor`.
+fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
+    let head = &s[floor..sep];
+    let trimmed = head.trim_end_matches([' ', '\t']);
+    if head.len() - trimmed.len() > 8 {
+        return None;
+    }
+    let trimmed = trimmed.strip_suffix(['"', '\'']).unwrap_or(trimmed);
+    let start = trimmed.char_indices().rev().take_while(|&(_, c)| key_char(c)).last().map(|(i, _)| i)?;
+    // A key starts at a word character (`--db-password` -> `db-password`).
+    let key = trimmed[start..].trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_');
+    (!key.is_empty()).then_some(key)
+}
+
+/// The value after a separator: `(start, end, quoted)`, quotes excluded.
+fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
+    let rest = &s[from..];
+    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    if blanks > 8 {
+        return None;
+    }
+    let start = from + blanks;
+    let b = s.as_bytes();
+    match b.get(start) {
+        Some(&q @ (b'"' | b'\'')) => {
+            let mut i = start + 1;
+            while i < b.len() {
+                match b[i] {
+                    b'\\' if q == b'"' => i += 2,
+                    b'\r' | b'\n' => return None,
+                    c if c == q => return Some((start + 1, i, true)),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        Some(_) => {
+            let len = s[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';' | '<' | '>'))
+                .unwrap_or(s.len() - start);
+            (len > 0).then_some((start, start + len, false))
+        }
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redact(s: &str) -> String {
+        let mut spans = Vec::new();
+        let mut secret = |k: &str| crate::redact::Rules::shared_default().key_is_secret(k);
+        find_spans(s, &mut secret, &mut spans);
+        apply(s, &mut spans, "***").unwrap_or_else(|| s.to_owned())
+    }
+
+    #[test]
+    fn shapes_compile() {
+        assert!(ready());
+    }
+
+    #[test]
+    fn private_key_blocks_keep_their_armour() {
+        let body = "MIIEpAIBAAKCAQEA".repeat(8);
+        for label in [
+            "RSA PRIVATE KEY",
+            "PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "PGP PRIVATE KEY BLOCK",
+        ] {
+            for nl in ["\n", "\r\n"] {
+                let text = format!("log: -----BEGIN {label}-----{nl}{body}{nl}-----END {label}-----{nl}done");
+                let out = redact(&text);
+                assert_eq!(out, format!("log: -----BEGIN {label}-----{nl}***{nl}-----END {label}-----{nl}done"));
+            }
+        }
+        let cut = format!("-----BEGIN RSA PRIVATE KEY-----\n{body}");
+        assert_eq!(redact(&cut), "-----BEGIN RSA PRIVATE KEY-----\n***");
+        assert_eq!(
+            redact("-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----"),
+            "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----"
+        );
+        let putty =
+            "PuTTY-User-Key-File-3: ssh-ed25519\nPublic-Lines: 2\nAAAA\nPrivate-Lines: 1\nSECRETBODY\nPrivate-MAC: abc";
+        assert!(!redact(putty).contains("SECRETBODY"));
+    }
+
+    #[test]
+    fn url_credentials_mask_only_the_password() {
+        for (input, expected) in [
+            ("https://u:p@h/x", "https://u:***@h/x"),
+            ("postgres://svc:pw@db.internal:5432/app", "postgres://svc:***@db.internal:5432/app"),
+            ("mongodb+srv://u:p@cluster0.example.net/", "mongodb+srv://u:***@cluster0.example.net/"),
+            ("redis://:p@h:6379", "redis://:***@h:6379"),
+            ("//u:p@h", "//u:***@h"),
+            ("http://u:p%40ss@h", "http://u:***@h"),
+            ("http://u:p@ss:w#rd@h/x", "http://u:***@h/x"),
+            ("http://u:p@[::1]:8080/", "http://u:***@[::1]:8080/"),
+            ("a https://a:b@h1/x and https://c:d@h2 z", "a https://a:***@h1/x and https://c:***@h2 z"),
+            (
+                r#"<a href="https://u:p@h">x</a><a href="https://v:q@k">"#,
+                r#"<a href="https://u:***@h">x</a><a href="https://v:***@k">"#,
+            ),
+            ("https://user@example.com:pw@h/", "https://user@example.com:***@h/"),
+        ] {
+            assert_eq!(redact(input), expected, "{input}");
+        }
+        for plain in ["https://example.com/a@b", "https://h:8080/path", "mailto:a@example.com", "https://u@h/"] {
+            assert_eq!(redact(plain), plain);
+        }
+    }
+
+    #[test]
+    fn auth_schemes_mask_the_credential() {
+        assert_eq!(redact("Authorization: Bearer abc.def.ghi"), "Authorization: Bearer ***");
+        assert_eq!(redact("sent Bearer eyJhbGciOi.x1 upstream"), "sent Bearer *** upstream");
+        assert_eq!(redact("Authorization: Basic dXNlcjpwYXNz"), "Authorization: Basic ***");
+        assert_eq!(redact("header Basic dXNlcjpwYXNz"), "header Basic ***");
+        assert_eq!(redact("Authorization: Bearer "), "Authorization: Bearer ");
+        assert_eq!(redact("Authorization: Bearer x"), "Authorization: Bearer ***");
+        assert_eq!(redact("token Bearer abc-12345"), "token Bearer ***");
+        for prose in ["Bearer token expired", "basic authentication is on", "token expired"] {
+            assert_eq!(redact(prose), prose);
+        }
+    }
+
+    #[test]
+    fn jwts_and_token_formats_are_masked_whole() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-1";
+        assert_eq!(redact(&format!("t={jwt} ok")), "t=*** ok");
+        assert_eq!(redact(&format!("got {jwt} ok")), "got *** ok");
+        let tokens = [
+            "AKIAIOSFODNN7EXAMPLE".to_owned(),
+            "ASIAIOSFODNN7EXAMPLE".to_owned(),
+            format!("ghp_{}", "a1".repeat(18)),
+            format!("github_pat_{}", "A1_".repeat(28)),
+            format!("glpat-{}", "x".repeat(20)),
+            "xoxb-123456789012-abcdefghij".to_owned(),
+            format!("sk_live_{}", "a1".repeat(12)),
+            format!("rk_test_{}", "a1".repeat(12)),
+            format!("whsec_{}", "a".repeat(32)),
+            format!("sk-proj-{}", "Ab1".repeat(16)),
+            format!("sk-ant-api03-{}", "Ab1_".repeat(20)),
+            format!("AIza{}", "B".repeat(35)),
+            format!("hf_{}", "a".repeat(34)),
+            format!("npm_{}", "a".repeat(36)),
+            format!("SG.{}.{}", "a".repeat(22), "b".repeat(43)),
+            format!("hvs.{}", "a".repeat(24)),
+            format!("ZXlK{}", "Q".repeat(60)),
+        ];
+        for t in &tokens {
+            assert_eq!(redact(&format!("value {t} end")), "value *** end", "{t}");
+        }
+        assert_eq!(
+            redact("hook https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"),
+            "hook https://hooks.slack.com/services/***"
+        );
+    }
+
+    #[test]
+    fn token_boundaries() {
+        for keep in [
+            "AKIAIOSFODNN7EXAMPL".to_owned(),
+            "AKIAIOSFODNN7EXAMPLEX".to_owned(),
+            format!("pk_live_{}", "a1".repeat(12)),
+            format!("xghp_{}", "a1".repeat(18)),
+            "123456789012345".to_owned(),
+            "550e8400-e29b-41d4-a716-446655440000".to_owned(),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709".to_owned(),
+        ] {
+            assert_eq!(redact(&keep), keep);
+        }
+    }
+
+    #[test]
+    fn key_value_pairs_in_free_text() {
+        for (input, expected) in [
+            ("login failed for password=hunter2", "login failed for password=***"),
+            ("--db-password hunter2 --verbose", "--db-password *** --verbose"),
+            ("--db-password=hunter2", "--db-password=***"),
+            ("PASSWORD=x\nHOME=/root", "PASSWORD=***\nHOME=/root"),
+            ("password: hunter2", "password: ***"),
+            ("Server=db;User Id=sa;Password=p@ss;Encrypt=true", "Server=db;User Id=sa;Password=***;Encrypt=true"),
+            ("Server=db;Pwd=x;", "Server=db;Pwd=***;"),
+            ("AccountName=a;AccountKey=abc+/d==;EndpointSuffix=x", "AccountName=a;AccountKey=***;EndpointSuffix=x"),
+            (
+                "https://h/x?access_token=abc&X-Amz-Signature=def&page=2",
+                "https://h/x?access_token=***&X-Amz-Signature=***&page=2",
+            ),
+            ("Cookie: sessionid=abc; csrftoken=def; theme=dark", "Cookie: sessionid=***; csrftoken=***; theme=dark"),
+            (r#"{"user": "bob", "password": "x\"y"}"#, r#"{"user": "bob", "password": "***"}"#),
+            ("{'api_key': 'k1'}", "{'api_key': '***'}"),
+            ("note: password=x", "note: password=***"),
+            ("password=${DB_PASSWORD}", "password=${DB_PASSWORD}"),
+            ("password=$DB_PASSWORD", "password=$DB_PASSWORD"),
+            ("password_set: true", "password_set: true"),
+            ("max_tokens=300 author=alice", "max_tokens=300 author=alice"),
+            ("time 12:30:00 key: value", "time 12:30:00 key: value"),
+        ] {
+            assert_eq!(redact(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn applying_is_idempotent() {
+        for input in [
+            "password=hunter2 https://u:p@h Bearer abc.def.ghi",
+            "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----",
+        ] {
+            let once = redact(input);
+            assert_eq!(redact(&once), once);
+        }
+    }
+
+    #[test]
+    fn long_runs_stay_linear() {
+        let spaces = " ".repeat(100_000);
+        assert_eq!(redact(&spaces), spaces);
+        let s = format!("{}password=x{}", "a=b ".repeat(50_000), " ".repeat(10));
+        assert!(redact(&s).ends_with("password=***          "));
+    }
+}

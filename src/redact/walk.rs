@@ -1,0 +1,230 @@
+//! The JSON walker (the audit path, after `values::to_json`) and the text
+//! entry point shared with the Python walker.
+
+use serde_json::{Map, Value};
+
+use super::sibling::{self, Record};
+use super::{patterns, Rules};
+use crate::values::{DEPTH_MARKER, MAX_DEPTH};
+
+/// JSON documents inside strings are parsed up to this size; larger ones
+/// are scanned as text (their `"key": "value"` pairs still match).
+pub const MAX_JSON_IN_STRING: usize = 4 << 20;
+
+impl Rules {
+    /// Masks every secret in `value`, in place.
+    pub fn redact_json(&self, value: &mut Value) {
+        self.json(value, 0);
+    }
+
+    /// The redacted form of a text value, or `None` when it holds no secret.
+    /// JSON inside the text is parsed and walked; otherwise value shapes are
+    /// scanned. `depth` is the text's nesting depth, so JSON in JSON in a
+    /// string stays bounded.
+    pub fn redact_text(&self, text: &str, depth: usize) -> Option<String> {
+        let head = text.trim_start().as_bytes().first().copied();
+        if matches!(head, Some(b'{' | b'[')) && text.len() <= MAX_JSON_IN_STRING && depth < MAX_DEPTH {
+            if let Ok(mut doc) = serde_json::from_str::<Value>(text) {
+                if !self.json(&mut doc, depth + 1) {
+                    return None;
+                }
+                // Serialising a `Value` cannot fail; if it ever did, mask it all.
+                return Some(serde_json::to_string(&doc).unwrap_or_else(|_| self.mask().to_owned()));
+            }
+        }
+        if !self.patterns() {
+            return None;
+        }
+        self.scan_text(text)
+    }
+
+    /// Value shapes only (no JSON parsing): the masked text, or `None`.
+    pub fn scan_text(&self, text: &str) -> Option<String> {
+        let mut spans = Vec::new();
+        let mut secret_key = |k: &str| self.key_is_secret(k);
+        patterns::find_spans(text, &mut secret_key, &mut spans);
+        patterns::apply(text, &mut spans, self.mask())
+    }
+
+    /// Replaces a value under a secret name by the mask. `null` and booleans
+    /// stay (`"password_set": true` tells an auditor something and discloses nothing).
+    fn mask_json(&self, value: &mut Value) -> bool {
+        match value {
+            Value::Null | Value::Bool(_) => false,
+            Value::String(s) if s == self.mask() => false,
+            _ => {
+                *value = Value::String(self.mask().to_owned());
+                true
+            }
+        }
+    }
+
+    /// Walks one value; returns whether anything changed.
+    fn json(&self, value: &mut Value, depth: usize) -> bool {
+        match value {
+            Value::Object(map) => {
+                if depth >= MAX_DEPTH {
+                    *value = Value::String(DEPTH_MARKER.to_owned());
+                    return true;
+                }
+                self.json_object(map, depth)
+            }
+            Value::Array(items) => {
+                if depth >= MAX_DEPTH {
+                    *value = Value::String(DEPTH_MARKER.to_owned());
+                    return true;
+                }
+                let mut changed = false;
+                for item in items.iter_mut() {
+                    changed |= match item {
+                        Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
+                            let masked = self.mask_json(&mut pair[1]);
+                            self.json(&mut pair[0], depth + 2) | masked
+                        }
+                        _ => self.json(item, depth + 1),
+                    };
+                }
+                changed
+            }
+            Value::String(s) => match self.redact_text(s, depth) {
+                Some(new) => {
+                    *s = new;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn json_pair_is_secret(&self, name: &Value) -> bool {
+        matches!(name, Value::String(s) if sibling::pair_is_secret(self, s))
+    }
+
+    fn json_object(&self, map: &mut Map<String, Value>, depth: usize) -> bool {
+        let mut changed = false;
+        let mut record = Record::default();
+        let mut renamed = false;
+        for (key, item) in map.iter_mut() {
+            let verdict = self.verdict(key);
+            let info = verdict.info;
+            changed |= if info.secret { self.mask_json(item) } else { self.json(item, depth + 1) };
+            let name_text = match &*item {
+                Value::String(s) => Some(s.as_str()),
+                _ => None,
+            };
+            record.note(self, info, || key.clone(), name_text);
+            renamed |= verdict.rewrite;
+        }
+        for key in record.finish() {
+            if let Some(item) = map.get_mut(&key) {
+                changed |= self.mask_json(item);
+            }
+        }
+        if renamed {
+            // A key can hold a secret itself (`{"password=hunter2": 1}`).
+            let old = std::mem::take(map);
+            for (key, item) in old {
+                let key = self.scan_text(&key).unwrap_or(key);
+                let key = unique_key(key, |k| map.contains_key(k));
+                map.insert(key, item);
+            }
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// `key`, or `key #2`, `key #3`, ... when redaction made two keys equal:
+/// merging them would lose an entry.
+pub fn unique_key(key: String, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(&key) {
+        return key;
+    }
+    (2..).map(|i| format!("{key} #{i}")).find(|k| !taken(k)).unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::REDACTED;
+    use serde_json::json;
+
+    fn redacted(mut v: Value) -> Value {
+        Rules::default().redact_json(&mut v);
+        v
+    }
+
+    #[test]
+    fn secret_keys_mask_values_but_keep_null_and_booleans() {
+        let out = redacted(json!({
+            "password": "hunter2", "pin": 1234, "token": {"a": 1}, "secrets": ["x"],
+            "password_set": true, "api_key": null, "max_tokens": 300, "author": "alice",
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "password": REDACTED, "pin": REDACTED, "token": REDACTED, "secrets": REDACTED,
+                "password_set": true, "api_key": null, "max_tokens": 300, "author": "alice",
+            })
+        );
+    }
+
+    #[test]
+    fn sibling_records_and_pair_lists() {
+        let out = redacted(json!({
+            "changes": [
+                {"key": "llm.api_key", "old_value": "sk-old", "new_value": "sk-new"},
+                {"field": "retries", "old": 1, "new": 2},
+            ],
+            "env": [{"name": "DB_PASSWORD", "value": "x"}, {"name": "HOME", "value": "/root"}],
+            "headers": [["Authorization", "Bearer x"], ["Accept", "json"]],
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "changes": [
+                    {"key": "llm.api_key", "old_value": REDACTED, "new_value": REDACTED},
+                    {"field": "retries", "old": 1, "new": 2},
+                ],
+                "env": [{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "HOME", "value": "/root"}],
+                "headers": [["Authorization", REDACTED], ["Accept", "json"]],
+            })
+        );
+    }
+
+    #[test]
+    fn json_inside_strings_is_walked() {
+        let out = redacted(json!({"body": "{\"user\": \"bob\", \"\\u0070assword\": \"x\"}"}));
+        assert_eq!(out, json!({"body": format!("{{\"user\":\"bob\",\"password\":\"{REDACTED}\"}}")}));
+        let twice = json!({"body": json!({"inner": json!({"token": "t"}).to_string()}).to_string()});
+        assert!(!redacted(twice).to_string().contains("\\\\\\\"t\\\\\\\""));
+        let plain = json!({"body": "[1, 2, 3]"});
+        assert_eq!(redacted(plain.clone()), plain);
+    }
+
+    #[test]
+    fn keys_holding_secrets_are_rewritten_without_losing_entries() {
+        let out = redacted(json!({"password=a": 1, "password=b": 2}));
+        let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
+        assert_eq!(keys, [&format!("password={REDACTED}"), &format!("password={REDACTED} #2")]);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let mut v = json!("leaf");
+        for _ in 0..(MAX_DEPTH * 2) {
+            v = json!([v]);
+        }
+        assert!(redacted(v).to_string().contains(DEPTH_MARKER));
+    }
+
+    #[test]
+    fn redaction_is_idempotent() {
+        let once = redacted(json!({
+            "a": "password=x https://u:p@h", "b": "{\"token\": \"t\", \"x\": 1.5}",
+            "password=a": 1, "c": [["cookie", "sid=1"]],
+        }));
+        assert_eq!(redacted(once.clone()), once);
+    }
+}

@@ -1,0 +1,309 @@
+"""ReactiveEventBus semantics that the issue pins beyond the legacy contract."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import subprocess
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from auditbus import ClosedError, DomainEvent, EventType, ReactiveEventBus, ValidationError
+
+
+def event(event_type: str = "plan_created", **fields: Any) -> DomainEvent:
+    return DomainEvent(event_type=event_type, **fields)
+
+
+@pytest.fixture
+def bus() -> Iterator[ReactiveEventBus]:
+    with ReactiveEventBus() as bus:
+        yield bus
+
+
+def recorder(calls: list[Any], label: str) -> Callable[[DomainEvent], None]:
+    def handler(ev: DomainEvent) -> None:
+        calls.append((label, ev.plan_id))
+
+    return handler
+
+
+# --- ordering -------------------------------------------------------------
+
+
+def test_handlers_run_after_the_event_is_on_the_stream_and_in_the_log(bus: ReactiveEventBus) -> None:
+    observed: list[str] = []
+    bus.stream.subscribe(lambda e: observed.append(e.plan_id))
+    snapshots: list[tuple[list[str], list[str | None]]] = []
+    bus.subscribe(
+        EventType.PLAN_APPLIED, lambda e: snapshots.append((list(observed), [x.plan_id for x in bus.audit_log]))
+    )
+    bus.emit(event("plan_applied", plan_id="p1"))
+    assert snapshots == [(["p1"], ["p1"])]
+
+
+def test_subscribe_all_interleaves_with_typed_handlers_in_subscription_order(bus: ReactiveEventBus) -> None:
+    calls: list[Any] = []
+    bus.subscribe(EventType.PLAN_CREATED, recorder(calls, "typed-1"))
+    bus.subscribe_all(recorder(calls, "all"))
+    bus.subscribe(EventType.PLAN_CREATED, recorder(calls, "typed-2"))
+    bus.emit(event("plan_created", plan_id="a"))
+    bus.emit(event("auth_failure", plan_id="b"))
+    assert calls == [("typed-1", "a"), ("all", "a"), ("typed-2", "a"), ("all", "b")]
+
+
+def test_subscribe_all_sees_each_event_exactly_once_and_unsubscribes(bus: ReactiveEventBus) -> None:
+    seen: list[str] = []
+    unsubscribe = bus.subscribe_all(lambda e: seen.append(e.event_type.value))
+    for value in ("plan_created", "plan_applied", "auth_success", "plan_created"):
+        bus.emit(event(value))
+    assert seen == ["plan_created", "plan_applied", "auth_success", "plan_created"]
+    assert unsubscribe() is True
+    bus.emit(event("plan_created"))
+    assert len(seen) == 4
+    assert unsubscribe() is False
+
+
+# --- isolation ------------------------------------------------------------
+
+
+def test_raising_handlers_are_counted_and_emit_returns(bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture) -> None:
+    def failing(ev: DomainEvent) -> None:
+        raise KeyError("missing")
+
+    calls: list[Any] = []
+    bus.subscribe("plan_failed", failing)
+    bus.subscribe("plan_failed", recorder(calls, "after"))
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        assert bus.emit(event("plan_failed", plan_id="1")) is None
+        bus.emit(event("plan_failed", plan_id="2"))
+    assert calls == [("after", "1"), ("after", "2")]
+    assert bus.handler_errors == 2
+    assert bus.stats()["handler_errors"] == 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "auditbus"]
+    assert (
+        messages
+        == ["event handler test_raising_handlers_are_counted_and_emit_returns.<locals>.failing failed for plan_failed"]
+        * 2
+    )
+    assert all(r.exc_info and isinstance(r.exc_info[1], KeyError) for r in caplog.records)
+    assert "in failing" in caplog.text  # the traceback names the handler's frame
+
+
+def test_base_exceptions_still_propagate(bus: ReactiveEventBus) -> None:
+    """Like the legacy bus (`except Exception`), a KeyboardInterrupt is not swallowed."""
+
+    class Interrupt(BaseException):
+        pass
+
+    calls: list[Any] = []
+
+    def interrupt(ev: DomainEvent) -> None:
+        raise Interrupt
+
+    bus.subscribe("plan_created", interrupt)
+    bus.subscribe("plan_created", recorder(calls, "never"))
+    with pytest.raises(Interrupt):
+        bus.emit(event())
+    assert calls == []
+    assert bus.handler_errors == 0
+
+
+# --- subscription changes during emit -------------------------------------
+
+
+def test_handler_removed_during_emit_is_not_called_even_in_that_emit(bus: ReactiveEventBus) -> None:
+    calls: list[Any] = []
+    later = recorder(calls, "later")
+
+    def remover(ev: DomainEvent) -> None:
+        calls.append(("remover", ev.plan_id))
+        assert bus.unsubscribe("plan_created", later) is True
+
+    bus.subscribe("plan_created", remover)
+    bus.subscribe("plan_created", later)
+    bus.emit(event(plan_id="1"))
+    bus.emit(event(plan_id="2"))
+    assert calls == [("remover", "1"), ("remover", "2")]
+
+
+def test_token_removed_during_a_nested_emit_is_not_called_by_the_outer_emit(bus: ReactiveEventBus) -> None:
+    calls: list[Any] = []
+    tokens: dict[str, Any] = {}
+
+    def first(ev: DomainEvent) -> None:
+        calls.append(("first", ev.plan_id))
+        if ev.plan_id == "outer":
+            bus.emit(event(plan_id="inner"))
+        else:
+            tokens["second"]()
+
+    bus.subscribe("plan_created", first)
+    tokens["second"] = bus.subscribe("plan_created", recorder(calls, "second"))
+    bus.emit(event(plan_id="outer"))
+    assert calls == [("first", "outer"), ("first", "inner")]
+
+
+def test_unsubscribe_token_is_its_own_subscription(bus: ReactiveEventBus) -> None:
+    calls: list[Any] = []
+    handler = recorder(calls, "h")
+    first = bus.subscribe("plan_created", handler)
+    second = bus.subscribe("plan_created", handler)
+    assert second() is True
+    assert first.active is True
+    assert second.active is False
+    assert repr(first) == "<Unsubscribe recorder.<locals>.handler from plan_created active=True>"
+    bus.emit(event(plan_id="1"))
+    first.dispose()
+    bus.emit(event(plan_id="2"))
+    assert calls == [("h", "1")]
+    assert repr(first) == "<Unsubscribe active=False>"
+
+
+# --- dispose and context manager ------------------------------------------
+
+
+def test_dispose_drops_handlers_completes_stream_and_closes_emit() -> None:
+    bus = ReactiveEventBus()
+    calls: list[Any] = []
+    completed: list[bool] = []
+    token = bus.subscribe("plan_created", recorder(calls, "h"))
+    bus.stream.subscribe(on_completed=lambda: completed.append(True))
+    bus.emit(event(plan_id="before"))
+    bus.dispose()
+    assert bus.closed is True
+    assert completed == [True]
+    assert token.active is False
+    assert bus.stats()["handlers"] == 0
+    with pytest.raises(ClosedError, match=r"emit.*disposed"):
+        bus.emit(event(plan_id="after"))
+    with pytest.raises(ClosedError, match="subscribe"):
+        bus.subscribe("plan_created", recorder(calls, "late"))
+    with pytest.raises(ClosedError, match="subscribe_all"):
+        bus.subscribe_all(recorder(calls, "late"))
+    late: list[bool] = []
+    bus.stream.subscribe(on_completed=lambda: late.append(True))
+    assert late == [True]
+    bus.dispose()  # a second dispose does nothing
+    assert completed == [True]
+    assert calls == [("h", "before")]
+    assert [e.plan_id for e in bus.audit_log] == ["before"]
+
+
+def test_dispose_from_a_handler_stops_the_remaining_handlers() -> None:
+    bus = ReactiveEventBus()
+    calls: list[Any] = []
+    bus.subscribe("plan_created", lambda e: bus.dispose())
+    bus.subscribe("plan_created", recorder(calls, "after"))
+    bus.emit(event())
+    assert calls == []
+    assert bus.closed
+
+
+def test_context_manager_disposes_on_exit_even_on_error() -> None:
+    bus = ReactiveEventBus()
+
+    def body() -> None:
+        with bus as entered:
+            assert entered is bus
+            raise RuntimeError("body failed")
+
+    with pytest.raises(RuntimeError, match="body failed"):
+        body()
+    assert bus.closed
+    with pytest.raises(ClosedError):
+        bus.emit(event())
+
+
+# --- bad input -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [({"event_type": "plan_created"}, "dict"), (None, "NoneType"), ("plan_created", "str")],
+)
+def test_emit_rejects_what_is_not_a_domain_event(bus: ReactiveEventBus, value: object, type_name: str) -> None:
+    with pytest.raises(TypeError, match=rf"DomainEvent, got {type_name}"):
+        bus.emit(value)  # type: ignore[arg-type]
+    assert bus.audit_log == []
+
+
+def test_subscribe_rejects_a_non_callable_handler(bus: ReactiveEventBus) -> None:
+    with pytest.raises(TypeError, match=r"subscribe: handler must be callable.*got int"):
+        bus.subscribe("plan_created", 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"subscribe_all: handler must be callable.*got str"):
+        bus.subscribe_all("not a function")  # type: ignore[arg-type]
+    assert bus.stats()["handlers"] == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"), [("planCreated", "'planCreated'|\"planCreated\""), (3, "int"), (None, "NoneType")]
+)
+def test_subscribe_rejects_an_unknown_type_naming_it(bus: ReactiveEventBus, bad: object, named: str) -> None:
+    with pytest.raises(ValidationError, match=named) as info:
+        bus.subscribe(bad, print)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith("event_type: ")
+    assert "EventType" in str(info.value)
+
+
+def test_constructor_validates_its_arguments() -> None:
+    with pytest.raises(ValidationError, match=r"max_log_size.*-1"):
+        ReactiveEventBus(-1)
+    with pytest.raises(TypeError, match="max_log_size"):
+        ReactiveEventBus("big")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"audit= takes an auditbus.AuditService or None, got object"):
+        ReactiveEventBus(audit=object())  # type: ignore[arg-type]
+    unbounded = ReactiveEventBus(max_log_size=None)
+    for _ in range(10_050):
+        unbounded.emit(event())
+    assert len(unbounded.audit_log) == 10_050
+    assert repr(ReactiveEventBus(5)) == "ReactiveEventBus(max_log_size=5)"
+
+
+# --- memory ----------------------------------------------------------------
+
+
+def test_a_bus_in_a_cycle_with_its_handler_is_collected() -> None:
+    class Service:
+        def __init__(self) -> None:
+            self.bus = ReactiveEventBus()
+            self.tokens = [self.bus.subscribe("plan_created", self.on_event), self.bus.subscribe_all(self.on_event)]
+            self.bus.stream.subscribe(self.on_event)
+
+        def on_event(self, ev: DomainEvent) -> None:
+            pass
+
+    service = Service()
+    service.bus.emit(event())
+    bus_ref = weakref.ref(service.bus)
+    service_ref = weakref.ref(service)
+    del service
+    gc.collect()
+    assert service_ref() is None
+    assert bus_ref() is None
+
+
+def test_the_stream_costs_nothing_until_used() -> None:
+    """Without `stream`, reactivex is never imported; missing reactivex is an ImportError naming the extra."""
+    script = """
+import sys
+import auditbus
+bus = auditbus.ReactiveEventBus()
+bus.subscribe("plan_created", lambda e: None)
+bus.emit(auditbus.DomainEvent(event_type="plan_created"))
+assert "reactivex" not in sys.modules and "auditbus.stream" not in sys.modules, sorted(sys.modules)
+sys.modules["reactivex"] = None  # as if it were not installed
+try:
+    bus.stream
+except ImportError as exc:
+    print(exc)
+else:
+    raise SystemExit("stream did not raise")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'auditbus[rx]'" in done.stdout

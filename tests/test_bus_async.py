@@ -1,0 +1,185 @@
+"""Coroutine-function handlers: scheduled on the emitting thread's loop, else the loop they were subscribed from."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import auditbus._aio as aio
+import pytest
+from auditbus import DomainEvent, ReactiveEventBus
+
+DEADLINE = 30.0
+
+
+def event(plan_id: str = "p") -> DomainEvent:
+    return DomainEvent(event_type="plan_created", plan_id=plan_id)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.005)
+
+
+def test_coroutine_handler_runs_on_the_emitting_threads_loop() -> None:
+    bus = ReactiveEventBus()
+    ran: list[tuple[str | None, int]] = []
+    order: list[str] = []
+
+    async def handler(ev: DomainEvent) -> None:
+        await asyncio.sleep(0)
+        ran.append((ev.plan_id, threading.get_ident()))
+
+    bus.subscribe("plan_created", handler)
+    bus.subscribe("plan_created", lambda e: order.append("sync"))
+
+    async def main() -> None:
+        bus.emit(event("1"))
+        order.append("emit returned")
+        async with asyncio.timeout(DEADLINE) if hasattr(asyncio, "timeout") else _no_timeout():
+            while not ran:
+                await asyncio.sleep(0.001)
+
+    asyncio.run(main())
+    assert ran == [("1", threading.get_ident())]
+    assert order == ["sync", "emit returned"]  # scheduled, not awaited by emit
+
+
+class _no_timeout:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def test_emit_from_a_thread_without_a_loop_uses_the_subscribing_loop() -> None:
+    bus = ReactiveEventBus()
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    ran: list[tuple[str | None, int]] = []
+
+    async def handler(ev: DomainEvent) -> None:
+        ran.append((ev.plan_id, threading.get_ident()))
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    try:
+        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+        bus.emit(event("from worker"))
+        wait_until(lambda: bool(ran))
+        assert ran == [("from worker", loop_thread.ident)]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=DEADLINE)
+        loop.close()
+
+
+def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    bus = ReactiveEventBus()
+
+    async def failing(ev: DomainEvent) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("async handler exploded")
+
+    bus.subscribe("plan_created", failing)
+
+    async def main() -> None:
+        bus.emit(event())
+        while bus.handler_errors == 0:
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    [record] = [r for r in caplog.records if r.name == "auditbus"]
+    assert "failed for plan_created" in record.getMessage()
+    assert "failing" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+    assert "async handler exploded" in caplog.text
+
+
+def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:
+    bus = ReactiveEventBus()
+    after: list[str] = []
+
+    async def handler(ev: DomainEvent) -> None:
+        raise AssertionError("must not run")
+
+    bus.subscribe("plan_created", handler)
+    bus.subscribe("plan_created", lambda e: after.append("sync"))
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event())
+    assert after == ["sync"]
+    assert bus.handler_errors == 1
+    assert "has no event loop" in caplog.text
+
+
+def test_a_closed_subscribing_loop_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:
+    bus = ReactiveEventBus()
+
+    async def handler(ev: DomainEvent) -> None:
+        raise AssertionError("must not run")
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    asyncio.run(subscribe())  # the loop is closed when run() returns
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event())
+    assert bus.handler_errors == 1
+    assert "closed" in caplog.text
+
+
+def test_coroutine_handlers_are_recognised_in_their_usual_shapes() -> None:
+    async def plain(ev: Any) -> None:
+        return None
+
+    class Service:
+        async def on_event(self, ev: Any) -> None:
+            return None
+
+    class AsyncCallable:
+        async def __call__(self, ev: Any) -> None:
+            return None
+
+    class SyncCallable:
+        def __call__(self, ev: Any) -> None:
+            return None
+
+    assert aio.is_coroutine_handler(plain)
+    assert aio.is_coroutine_handler(Service().on_event)
+    assert aio.is_coroutine_handler(functools.partial(plain))
+    assert aio.is_coroutine_handler(AsyncCallable())
+    assert not aio.is_coroutine_handler(SyncCallable())
+    assert not aio.is_coroutine_handler(print)
+    assert not aio.is_coroutine_handler(lambda ev: None)
+    assert not aio.is_coroutine_handler(AsyncCallable)  # the class itself builds an object; it is not a coroutine
+
+
+def test_the_kind_of_handler_is_decided_once_at_subscribe_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[object] = []
+    original = aio.is_coroutine_handler
+
+    def counting(handler: object) -> bool:
+        checks.append(handler)
+        return original(handler)
+
+    monkeypatch.setattr(aio, "is_coroutine_handler", counting)
+    bus = ReactiveEventBus()
+    calls: list[str | None] = []
+    bus.subscribe("plan_created", lambda e: calls.append(e.plan_id))
+    for plan_id in "abc":
+        bus.emit(event(plan_id))
+    assert calls == ["a", "b", "c"]
+    assert len(checks) == 1

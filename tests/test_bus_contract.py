@@ -1,0 +1,291 @@
+"""The legacy bus's behaviour, as one set of assertions run against both buses.
+
+Each test takes `impl`: auditbus, and the legacy pure-Python bus from
+`shared/legacy` when that folder is beside the checkout. Behaviour that the
+issue deliberately changes (a handler removed mid-emit, emit after dispose,
+bad input) is pinned in `test_bus.py` for auditbus alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import auditbus
+import pytest
+from reactivex import operators as ops
+
+
+def _legacy_root() -> Path | None:
+    """`shared/legacy` beside the checkout (`parents[2]` from here), or beside a parent of a worktree."""
+    for parent in Path(__file__).resolve().parents[2:]:
+        candidate = parent / "shared" / "legacy"
+        if (candidate / "cleveragents_legacy").is_dir():
+            return candidate
+    return None
+
+
+LEGACY_ROOT = _legacy_root()
+
+
+@dataclass
+class Impl:
+    name: str
+    Bus: Any
+    DomainEvent: Any
+    EventType: Any
+    logger: str
+
+    def event(self, event_type: str = "plan_created", **fields: Any) -> Any:
+        return self.DomainEvent(event_type=self.EventType(event_type), **fields)
+
+
+def _auditbus() -> Impl:
+    return Impl("auditbus", auditbus.ReactiveEventBus, auditbus.DomainEvent, auditbus.EventType, "auditbus")
+
+
+def _legacy() -> Impl:
+    if LEGACY_ROOT is None:
+        pytest.skip("the legacy bus (shared/legacy) is not beside this checkout")
+    if str(LEGACY_ROOT) not in sys.path:
+        sys.path.insert(0, str(LEGACY_ROOT))
+    import cleveragents_legacy as legacy  # noqa: PLC0415 - found on sys.path only now
+
+    return Impl("legacy", legacy.ReactiveEventBus, legacy.DomainEvent, legacy.EventType, "cleveragents_legacy.reactive")
+
+
+@pytest.fixture(params=["auditbus", "legacy"])
+def impl(request: pytest.FixtureRequest) -> Impl:
+    return _auditbus() if request.param == "auditbus" else _legacy()
+
+
+@pytest.fixture
+def bus(impl: Impl) -> Iterator[Any]:
+    bus = impl.Bus()
+    yield bus
+    bus.dispose()
+
+
+def recorder(calls: list[Any], label: str) -> Callable[[Any], None]:
+    def handler(event: Any) -> None:
+        calls.append((label, event.plan_id))
+
+    return handler
+
+
+def test_handlers_get_their_type_only_in_subscription_order(impl: Impl, bus: Any) -> None:
+    calls: list[Any] = []
+    for label in "abcdefgh":
+        bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, label))
+    bus.subscribe(impl.EventType.PLAN_FAILED, recorder(calls, "other"))
+    bus.emit(impl.event("plan_created", plan_id="p1"))
+    assert calls == [(label, "p1") for label in "abcdefgh"]
+
+
+def test_handler_receives_the_emitted_object(impl: Impl, bus: Any) -> None:
+    seen: list[Any] = []
+    bus.subscribe(impl.EventType.PLAN_APPLIED, seen.append)
+    event = impl.event("plan_applied", plan_id="p1", details={"k": 1})
+    bus.emit(event)
+    assert len(seen) == 1
+    assert seen[0] is event
+
+
+def test_subscribe_accepts_the_string_value(impl: Impl, bus: Any) -> None:
+    seen: list[Any] = []
+    bus.subscribe("config_changed", seen.append)
+    bus.emit(impl.event("config_changed"))
+    assert len(seen) == 1
+
+
+def test_returned_callable_unsubscribes_once(impl: Impl, bus: Any) -> None:
+    seen: list[Any] = []
+    unsubscribe = bus.subscribe(impl.EventType.PLAN_CREATED, seen.append)
+    bus.emit(impl.event())
+    assert unsubscribe() is True
+    assert unsubscribe() is False
+    bus.emit(impl.event())
+    assert len(seen) == 1
+
+
+def test_unsubscribe_by_handler_matches_a_fresh_bound_method(impl: Impl, bus: Any) -> None:
+    class Subscriber:
+        def __init__(self) -> None:
+            self.seen: list[Any] = []
+
+        def on_event(self, event: Any) -> None:
+            self.seen.append(event)
+
+    subscriber = Subscriber()
+    bus.subscribe(impl.EventType.PLAN_CREATED, subscriber.on_event)
+    assert bus.unsubscribe(impl.EventType.PLAN_CREATED, subscriber.on_event) is True
+    assert bus.unsubscribe(impl.EventType.PLAN_CREATED, subscriber.on_event) is False
+    assert bus.unsubscribe("plan_failed", subscriber.on_event) is False
+    bus.emit(impl.event())
+    assert subscriber.seen == []
+
+
+def test_a_handler_subscribed_twice_runs_twice_until_one_is_removed(impl: Impl, bus: Any) -> None:
+    calls: list[Any] = []
+    handler = recorder(calls, "h")
+    bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    bus.emit(impl.event(plan_id="1"))
+    assert bus.unsubscribe(impl.EventType.PLAN_CREATED, handler) is True
+    bus.emit(impl.event(plan_id="2"))
+    assert calls == [("h", "1"), ("h", "1"), ("h", "2")]
+
+
+@pytest.mark.parametrize("bad", ["no_such_type", "PLAN_CREATED", ""])
+def test_unknown_event_type_is_a_value_error(impl: Impl, bus: Any, bad: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(bad) or None):
+        bus.subscribe(bad, lambda event: None)
+    with pytest.raises(ValueError, match=re.escape(bad) or None):
+        bus.unsubscribe(bad, lambda event: None)
+
+
+def test_a_raising_handler_is_logged_and_the_others_still_run(
+    impl: Impl, bus: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+
+    def failing(event: Any) -> None:
+        raise RuntimeError("handler exploded")
+
+    bus.subscribe(impl.EventType.PLAN_APPLIED, recorder(calls, "first"))
+    bus.subscribe(impl.EventType.PLAN_APPLIED, failing)
+    bus.subscribe(impl.EventType.PLAN_APPLIED, recorder(calls, "last"))
+    with caplog.at_level(logging.ERROR, logger=impl.logger):
+        bus.emit(impl.event("plan_applied", plan_id="p9"))
+    assert calls == [("first", "p9"), ("last", "p9")]
+    [record] = [r for r in caplog.records if r.name == impl.logger]
+    assert record.levelno == logging.ERROR
+    assert "plan_applied" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+    assert "handler exploded" in caplog.text
+    assert "Traceback" in caplog.text
+
+
+def test_audit_log_is_a_bounded_copy_oldest_first(impl: Impl) -> None:
+    bus = impl.Bus(max_log_size=3)
+    events = [impl.event(plan_id=str(i)) for i in range(5)]
+    for event in events:
+        bus.emit(event)
+    log = bus.audit_log
+    assert isinstance(log, list)
+    assert [e.plan_id for e in log] == ["2", "3", "4"]
+    assert all(a is b for a, b in zip(log, events[2:], strict=True))
+    log.clear()
+    assert len(bus.audit_log) == 3
+
+
+def test_default_log_keeps_ten_thousand(impl: Impl, bus: Any) -> None:
+    event = impl.event()
+    for _ in range(10_005):
+        bus.emit(event)
+    assert len(bus.audit_log) == 10_000
+
+
+def test_clear_audit_log_and_zero_size(impl: Impl) -> None:
+    bus = impl.Bus()
+    bus.emit(impl.event())
+    bus.clear_audit_log()
+    assert bus.audit_log == []
+    bus.emit(impl.event(plan_id="after"))
+    assert [e.plan_id for e in bus.audit_log] == ["after"]
+    nothing_kept = impl.Bus(max_log_size=0)
+    nothing_kept.emit(impl.event())
+    assert nothing_kept.audit_log == []
+
+
+def test_events_without_handlers_are_still_logged(impl: Impl, bus: Any) -> None:
+    bus.emit(impl.event("auth_failure", plan_id="x"))
+    assert [e.plan_id for e in bus.audit_log] == ["x"]
+
+
+def test_stream_sees_every_event_before_handlers(impl: Impl, bus: Any) -> None:
+    order: list[Any] = []
+    bus.subscribe(impl.EventType.PLAN_CREATED, lambda e: order.append(("handler", e.plan_id)))
+    bus.stream.subscribe(lambda e: order.append(("stream", e.plan_id)))
+    bus.emit(impl.event("plan_created", plan_id="1"))
+    bus.emit(impl.event("plan_failed", plan_id="2"))
+    assert order == [("stream", "1"), ("handler", "1"), ("stream", "2")]
+
+
+def test_stream_works_with_operators_and_disposes(impl: Impl, bus: Any) -> None:
+    applied: list[Any] = []
+    subscription = bus.stream.pipe(
+        ops.filter(lambda e: e.event_type == impl.EventType.PLAN_APPLIED),
+        ops.map(lambda e: e.plan_id),
+    ).subscribe(applied.append)
+    bus.emit(impl.event("plan_created", plan_id="a"))
+    bus.emit(impl.event("plan_applied", plan_id="b"))
+    subscription.dispose()
+    bus.emit(impl.event("plan_applied", plan_id="c"))
+    assert applied == ["b"]
+
+
+def test_reentrant_emit_is_depth_first(impl: Impl, bus: Any) -> None:
+    calls: list[str] = []
+
+    def a(event: Any) -> None:
+        calls.append(f"A{event.plan_id}")
+        if event.plan_id == "1":
+            bus.emit(impl.event(plan_id="2"))
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, a)
+    bus.subscribe(impl.EventType.PLAN_CREATED, lambda e: calls.append(f"B{e.plan_id}"))
+    bus.emit(impl.event(plan_id="1"))
+    assert calls == ["A1", "A2", "B2", "B1"]
+    assert [e.plan_id for e in bus.audit_log] == ["1", "2"]
+
+
+def test_handler_added_during_emit_runs_from_the_next_emit(impl: Impl, bus: Any) -> None:
+    calls: list[Any] = []
+    late = recorder(calls, "late")
+
+    def adder(event: Any) -> None:
+        calls.append(("adder", event.plan_id))
+        if event.plan_id == "1":
+            bus.subscribe(impl.EventType.PLAN_CREATED, late)
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, adder)
+    bus.emit(impl.event(plan_id="1"))
+    bus.emit(impl.event(plan_id="2"))
+    assert calls == [("adder", "1"), ("adder", "2"), ("late", "2")]
+
+
+def test_dispose_completes_the_stream(impl: Impl) -> None:
+    bus = impl.Bus()
+    completed: list[bool] = []
+    bus.stream.subscribe(on_completed=lambda: completed.append(True))
+    bus.dispose()
+    assert completed == [True]
+
+
+def test_audit_event_subscriber_records_through_the_bus(impl: Impl, tmp_path: Path) -> None:
+    """The legacy wiring (subscribe bound methods, close() through the returned callables) works on both buses."""
+    if LEGACY_ROOT is None:
+        pytest.skip("needs the legacy AuditService")
+    legacy = _legacy()
+    import cleveragents_legacy as reference  # noqa: PLC0415 - put on sys.path by _legacy()
+
+    service = reference.AuditService(tmp_path / "audit.db")
+    bus = impl.Bus()
+    subscriber = reference.AuditEventSubscriber(bus, service)
+    bus.emit(impl.event("plan_applied", plan_id="p1", actor_name="planner", details={"api_key": "sk-secret"}))
+    bus.emit(impl.event("plan_created", plan_id="p2"))
+    subscriber.close()
+    bus.emit(impl.event("plan_applied", plan_id="p3"))
+    entries = service.query()
+    service.close()
+    assert [(e.event_type, e.plan_id) for e in entries] == [("plan_applied", "p1")]
+    assert entries[0].details["actor_name"] == "planner"
+    assert entries[0].details["api_key"] != "sk-secret"
+    assert legacy.name == "legacy"

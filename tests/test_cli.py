@@ -1,0 +1,815 @@
+"""The `auditbus` command, driven the way an auditor runs it: as a subprocess.
+
+Each test prepares its database through the public API (`AuditService`,
+`DomainEvent`) in `tmp_path`, runs `python -m auditbus ...` (or the console
+script) and checks exit status, stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import queue
+import re
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from auditbus import AuditService, DomainEvent, EventType, ReactiveEventBus, __version__, cli, identity
+
+UTC = timezone.utc
+NOW = datetime.now(UTC)
+AUDIT_TYPES = {
+    "plan_applied",
+    "plan_cancelled",
+    "resource_modified",
+    "correction_applied",
+    "config_changed",
+    "entity_deleted",
+    "session_created",
+    "auth_success",
+    "auth_failure",
+}
+SCRIPT = Path(sys.executable).with_name("auditbus")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("AUDITBUS_DB", "AUDITBUS_DEBUG")}
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditbus", *args],
+        check=False,
+        cwd=cwd,
+        env=env or clean_env(),
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int, *fragments: str) -> None:
+    assert result.returncode == status, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("auditbus: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def prepare(path: Path, events: Sequence[DomainEvent]) -> None:
+    with AuditService(str(path)) as service:
+        for event in events:
+            service.record_event(event)
+        service.flush()
+
+
+def sample_events() -> list[DomainEvent]:
+    """Five rows, oldest first: alice and bob over ten days."""
+    with identity("alice"):
+        events = [
+            DomainEvent(
+                event_type=EventType.SESSION_CREATED,
+                timestamp=NOW - timedelta(days=10),
+                session_id="s-1",
+                actor_name="planner",
+                details={"session_id": "s-1", "actor_name": "planner"},
+            ),
+            DomainEvent(
+                event_type=EventType.PLAN_APPLIED,
+                timestamp=NOW - timedelta(hours=3),
+                plan_id="p-1",
+                project_name="billing",
+                details={"project_names": ["billing"], "files_changed": 2},
+            ),
+            DomainEvent(
+                event_type=EventType.CONFIG_CHANGED,
+                timestamp=NOW - timedelta(minutes=10),
+                details={"key": "llm.model", "old_value": None, "new_value": "gpt-4o", "scope": "project"},
+            ),
+        ]
+    with identity("bob"):
+        events += [
+            DomainEvent(
+                event_type=EventType.PLAN_CANCELLED,
+                timestamp=NOW - timedelta(minutes=5),
+                plan_id="p-2",
+                details={"reason": "superseded", "project_names": ["billing"]},
+            ),
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                timestamp=NOW - timedelta(minutes=1),
+                details={"attempted_identity": "bob", "ip_address": "198.51.100.4", "failure_reason": "expired"},
+            ),
+        ]
+    return events
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    path = tmp_path / "trail.db"
+    prepare(path, sample_events())
+    return path
+
+
+LEGACY_SCHEMA = """
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, event_type TEXT NOT NULL,
+    plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}');
+"""
+
+
+def legacy_rows(path: Path, *ages_in_days: int) -> None:
+    """A database as the legacy service left it: its rows carry no hash."""
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        for age in ages_in_days:
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+                ((NOW - timedelta(days=age)).isoformat(), "plan_applied", "alice", "{}"),
+            )
+    connection.close()
+
+
+@pytest.fixture
+def aged_trail(tmp_path: Path) -> Path:
+    """Two legacy rows from last year, then the five sample events."""
+    path = tmp_path / "aged.db"
+    legacy_rows(path, 400, 390)
+    prepare(path, sample_events())
+    return path
+
+
+def count_rows(path: Path) -> int:
+    with AuditService(str(path)) as service:
+        return service.count()
+
+
+# --------------------------------------------------------------------------- query
+
+
+def test_query_prints_an_aligned_table_newest_first(trail: Path) -> None:
+    result = run("query", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "TIME", "(UTC)"]
+    types = [line.split()[3] for line in lines[1:]]
+    assert types == ["auth_failure", "plan_cancelled", "config_changed", "plan_applied", "session_created"]
+    type_column = lines[0].index("TYPE")
+    assert all(line[type_column:].split()[0] in AUDIT_TYPES for line in lines[1:])
+
+
+def test_query_json_lines_carry_every_field(trail: Path) -> None:
+    result = run("query", "--json", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    rows = jsonl(result.stdout)
+    assert rows[0]["event_type"] == "auth_failure"
+    first = rows[-1]
+    assert first["user_identity"] == "alice"
+    assert first["session_id"] == "s-1"
+    assert first["details"]["actor_name"] == "planner"
+    assert {"id", "timestamp", "event_id", "chain_hash"} <= first.keys()
+
+
+def test_query_csv_has_a_header_and_details_as_json(trail: Path) -> None:
+    result = run("query", "--csv", "--asc", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["event_type"] for row in rows] == [
+        "session_created",
+        "plan_applied",
+        "config_changed",
+        "plan_cancelled",
+        "auth_failure",
+    ]
+    assert json.loads(rows[1]["details"]).items() >= {"project_names": ["billing"], "files_changed": 2}.items()
+    assert rows[1]["plan_id"] == "p-1"
+    assert rows[1]["timestamp"].endswith("Z")
+    assert isinstance(json.loads(rows[1]["source"]), dict)  # where the row was written: JSON, not a Python repr
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--user", "bob"], ["auth_failure", "plan_cancelled"]),
+        (["--type", "plan_applied", "--type", "plan_cancelled"], ["plan_cancelled", "plan_applied"]),
+        (["--type", "plan_applied,auth_failure"], ["auth_failure", "plan_applied"]),
+        (["--plan", "p-1"], ["plan_applied"]),
+        (["--session", "s-1"], ["session_created"]),
+        (["--actor", "planner"], ["session_created"]),
+        (["--project", "billing"], ["plan_applied"]),
+        (["--since", "2h"], ["auth_failure", "plan_cancelled", "config_changed"]),
+        (["--since", "7d", "--until", "1h"], ["plan_applied"]),
+        (["--until", (NOW - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")], ["session_created"]),
+        (["--user", "alice", "--since", "1d"], ["config_changed", "plan_applied"]),
+        (["--limit", "2"], ["auth_failure", "plan_cancelled"]),
+        (["--limit", "2", "--offset", "1"], ["plan_cancelled", "config_changed"]),
+        (["--asc", "--limit", "2"], ["session_created", "plan_applied"]),
+        (["--user", "nobody"], []),
+    ],
+)
+def test_query_filters(trail: Path, flags: list[str], expected: list[str]) -> None:
+    result = run("query", "--json", "--db", str(trail), *flags, cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    assert [row["event_type"] for row in jsonl(result.stdout)] == expected
+
+
+def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
+    outcomes = {row["outcome"] for row in jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)}
+    for outcome in outcomes - {None}:
+        result = run("query", "--json", "--outcome", outcome, "--db", str(trail), cwd=trail.parent)
+        rows = jsonl(result.stdout)
+        assert rows
+        assert {row["outcome"] for row in rows} == {outcome}
+
+
+def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
+    everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}
+    starts = jsonl(run("query", "--json", "--type", "audit_started", "--db", str(trail), cwd=trail.parent).stdout)
+    assert starts
+    assert {row["event_type"] for row in starts} == {"audit_started"}
+
+
+def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "many.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i}") for i in range(150)])
+    assert len(jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)) == 100
+    assert len(jsonl(run("query", "--json", "--limit", "0", "--db", str(path), cwd=tmp_path).stdout)) == 150
+
+
+def test_query_on_an_empty_trail_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    prepare(path, [])
+    result = run("query", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "(no matching audit entries)"
+
+
+def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> None:
+    """A hostile value (terminal escapes, a forged line break) cannot drive the auditor's terminal."""
+    path = tmp_path / "hostile.db"
+    hostile = "\x1b[2Jroot\r\nforged line"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity="\x1b[31mmallory",
+                details={"attempted_identity": hostile, "ip_address": "192.0.2.1"},
+            )
+        ],
+    )
+    for command in (["query"], ["tail"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout)
+        assert len(result.stdout.splitlines()) == (2 if command == ["query"] else 1)
+        assert "[2Jroot" in result.stdout
+        assert "\\x1b[31mmallory" in result.stdout
+    raw = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
+    assert raw[0]["details"]["attempted_identity"] == hostile
+
+
+# --------------------------------------------------------------------------- choosing the database
+
+
+def test_database_from_flag_env_or_current_directory(trail: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_env = run("query", "--json", cwd=elsewhere, env=clean_env(AUDITBUS_DB=str(trail)))
+    assert len(jsonl(by_env.stdout)) == 5
+    before_command = run("--db", str(trail), "query", "--json", cwd=elsewhere)
+    assert len(jsonl(before_command.stdout)) == 5
+    flag_wins = run("query", "--json", "--db", str(trail), cwd=elsewhere, env=clean_env(AUDITBUS_DB="/nonexistent"))
+    assert len(jsonl(flag_wins.stdout)) == 5
+    (elsewhere / "audit.db").write_bytes(trail.read_bytes())
+    default = run("query", "--json", cwd=elsewhere)
+    assert len(jsonl(default.stdout)) == 5
+
+
+def test_console_script_is_installed_and_runs(trail: Path) -> None:
+    assert SCRIPT.exists(), f"console script missing at {SCRIPT}; install the package"
+    result = subprocess.run(
+        [str(SCRIPT), "query", "--json", "--db", str(trail)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(jsonl(result.stdout)) == 5
+    missing = subprocess.run(
+        [str(SCRIPT), "verify", "--db", str(trail.parent / "missing.db")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert_one_error_line(missing, 1, "no audit database")
+
+
+# --------------------------------------------------------------------------- tail
+
+
+def test_tail_shows_the_last_rows_oldest_first(trail: Path) -> None:
+    result = run("tail", "-n", "2", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert "plan_cancelled" in lines[0]
+    assert "plan=p-2" in lines[0]
+    assert "auth_failure" in lines[1]
+    as_json = jsonl(run("tail", "--json", "-n", "3", "--user", "alice", "--db", str(trail), cwd=trail.parent).stdout)
+    assert [row["event_type"] for row in as_json] == ["session_created", "plan_applied", "config_changed"]
+
+
+def _reader(stream: Any) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _next_line(lines: queue.Queue[str], deadline: float) -> str:
+    return lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+
+
+def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        lines = _reader(process.stdout)
+        deadline = time.monotonic() + 60
+        assert "auth_failure" in _next_line(lines, deadline)
+        with identity("carol"):
+            prepare(trail, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"entity_name": "old-actor"})])
+        new = _next_line(lines, deadline)
+        assert "entity_deleted" in new
+        assert "user=carol" in new
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_passes_on_an_intact_trail(trail: Path) -> None:
+    result = run("verify", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"chain intact: \d+ rows checked\n", result.stdout)
+    report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert report["ok"] is True
+    assert report["checked"] >= 5  # the five events and the service's own start/stop rows
+    assert report["first_bad_id"] is None
+
+
+def test_verify_names_the_first_edited_row(trail: Path) -> None:
+    with AuditService(str(trail)) as service:
+        target = service.query(plan_id="p-1")[0].id
+    with sqlite3.connect(trail) as connection:
+        connection.execute("UPDATE audit_log SET details = '{\"files_changed\":0}' WHERE id = ?", (target,))
+    result = run("verify", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 3
+    assert f"chain BROKEN at row {target}:" in result.stdout
+    report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert report["ok"] is False
+    assert report["first_bad_id"] == target
+    assert report["reason"]
+
+
+def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
+    result = run("verify", "--db", str(aged_trail), cwd=aged_trail.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 legacy rows written before the hash chain" in result.stdout
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_jsonl_streams_every_row_oldest_first(trail: Path) -> None:
+    result = run("export", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    rows = jsonl(result.stdout)
+    assert rows[0]["event_type"] == "session_created"
+    assert len(rows) == 5
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+    assert "\r" not in result.stderr  # no progress line when stderr is not a terminal
+
+
+def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
+    target = trail.parent / "out" / "bob.csv"
+    target.parent.mkdir()
+    result = run(
+        "export", "--format", "csv", "--user", "bob", "--output", str(target), "--db", str(trail), cwd=trail.parent
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "exported 2 rows" in result.stderr
+    with target.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["event_type"] for row in rows] == ["plan_cancelled", "auth_failure"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bob.csv"]  # no partial file left behind
+
+
+def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
+    result = run(
+        "export", "--output", str(trail.parent / "no" / "such" / "dir.jsonl"), "--db", str(trail), cwd=trail.parent
+    )
+    assert_one_error_line(result, 1, "cannot write")
+
+
+def test_export_shows_progress_only_on_a_terminal(trail: Path, tmp_path: Path) -> None:
+    master, replica = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", "export", "-o", str(tmp_path / "all.jsonl"), "--db", str(trail)],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=replica,
+            env=clean_env(),
+            timeout=60,
+        )
+        os.close(replica)
+        replica = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if replica != -1:
+            os.close(replica)
+        os.close(master)
+    assert result.returncode == 0
+    assert b"\rexported 5/5 rows (100%)" in shown
+    assert len(jsonl((tmp_path / "all.jsonl").read_text(encoding="utf-8"))) == 5
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def test_stats_counts_the_rows_by_type(trail: Path) -> None:
+    as_json = run("stats", "--json", "--db", str(trail), cwd=trail.parent)
+    assert as_json.returncode == 0, as_json.stderr
+    figures = json.loads(as_json.stdout)
+    by_type = figures["trail"]["rows_by_type"]
+    assert {name: by_type[name] for name in by_type if not name.startswith("audit_")} == {
+        "session_created": 1,
+        "plan_applied": 1,
+        "config_changed": 1,
+        "plan_cancelled": 1,
+        "auth_failure": 1,
+    }
+    assert by_type["audit_started"] >= 1
+    assert figures["trail"]["rows"] == sum(by_type.values())
+    assert figures["trail"]["oldest_event"] < figures["trail"]["newest_event"]
+    assert isinstance(figures["service"], dict)
+    text = run("stats", "--db", str(trail), cwd=trail.parent)
+    assert text.returncode == 0
+    assert re.search(r"^  rows_by_type:\n(    \w+: +\d+\n)+", text.stdout, re.MULTILINE)
+    assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- purge
+
+
+def test_purge_without_yes_off_a_terminal_refuses_and_deletes_nothing(aged_trail: Path) -> None:
+    result = run("purge", "--before", "1d", "--db", str(aged_trail), cwd=aged_trail.parent)
+    assert_one_error_line(result, 1, "--yes")
+    assert count_rows(aged_trail) == 7
+
+
+def test_purge_with_yes_deletes_older_rows_and_prints_the_count(aged_trail: Path) -> None:
+    result = run("purge", "--before", "200d", "--yes", "--db", str(aged_trail), cwd=aged_trail.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("purged 2 rows recorded before ")
+    remaining = jsonl(run("query", "--json", "--asc", "--db", str(aged_trail), cwd=aged_trail.parent).stdout)
+    assert remaining[0]["event_type"] == "session_created"
+    assert len(remaining) == 5
+    assert run("verify", "--db", str(aged_trail), cwd=aged_trail.parent).returncode == 0
+    purges = jsonl(
+        run("query", "--json", "--type", "audit_purged", "--db", str(aged_trail), cwd=aged_trail.parent).stdout
+    )
+    assert len(purges) == 1  # the purge itself is on the trail
+
+
+def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tuple[int, str]:
+    """Runs purge with a terminal on stdin/stdout/stderr; answers `answer` when asked [y/N]."""
+    master, replica = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "purge", "--before", before, "--db", str(trail)],
+        stdin=replica,
+        stdout=replica,
+        stderr=replica,
+        env=clean_env(),
+    )
+    os.close(replica)
+    shown = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert time.monotonic() < deadline, shown
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the process closed its side
+                    chunk = b""
+                shown += chunk
+                if chunk:
+                    continue
+            if not answered and b"[y/N]" in shown:
+                os.write(master, answer + b"\n")
+                answered = True
+            elif process.poll() is not None:  # exited, and nothing left to read
+                break
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    return status, shown.decode(errors="replace")
+
+
+def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> None:
+    status, shown = _purge_at_terminal(aged_trail, b"n")
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
+    assert status == 1
+    assert "nothing was deleted" in shown
+    assert count_rows(aged_trail) == 7
+
+
+def test_purge_at_a_terminal_yes_deletes(aged_trail: Path) -> None:
+    status, shown = _purge_at_terminal(aged_trail, b"y")
+    assert status == 0, shown
+    assert "purged 2 rows" in shown
+    assert count_rows(aged_trail) == 5
+
+
+def test_purge_at_a_terminal_with_nothing_older_does_not_ask(trail: Path) -> None:
+    """Purge removes only the oldest rows up to the first newer one: here the service's first start row."""
+    status, shown = _purge_at_terminal(trail, b"y", before="1d")
+    assert status == 0, shown
+    assert "nothing to purge" in shown
+    assert "[y/N]" not in shown
+    assert count_rows(trail) == 5
+
+
+# --------------------------------------------------------------------------- errors a user can cause
+
+READ_COMMANDS = [["query"], ["tail"], ["verify"], ["export"], ["stats"], ["purge", "--before", "1d", "--yes"]]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+def test_no_such_database_is_an_error_and_is_not_created(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "missing.db"
+    result = run(*command, "--db", str(missing), cwd=tmp_path)
+    assert_one_error_line(result, 1, "no audit database at", str(missing))
+    assert not missing.exists()
+    default = run(*command, cwd=tmp_path)
+    assert_one_error_line(default, 1, "audit.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("meeting notes, not a database\n" * 20)
+    result = run(*command, "--db", str(path), cwd=tmp_path)
+    assert_one_error_line(result, 1, str(path), "not an audit database")
+    assert path.read_text() == "meeting notes, not a database\n" * 20
+
+
+def test_a_corrupt_database_is_one_error_line(trail: Path) -> None:
+    damaged = trail.parent / "damaged.db"
+    data = bytearray(trail.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # keep the SQLite header, ruin every page
+    damaged.write_bytes(bytes(data))
+    for command in (["query"], ["verify"], ["stats"], ["export"], ["demo"]):
+        result = run(*command, "--db", str(damaged), cwd=trail.parent)
+        assert_one_error_line(result, 1, str(damaged))
+
+
+def test_another_applications_sqlite_file_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    for command in (["query"], ["demo"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert_one_error_line(result, 1, "without an audit_log table")
+    with sqlite3.connect(path) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["customers"]
+
+
+def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
+    assert_one_error_line(run("stats", "--db", str(tmp_path), cwd=tmp_path), 1, "is a directory")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["query", "--since", "yesterday"], ["--since", "'yesterday'", "2h", "ISO-8601"]),
+        (["query", "--until", "2026-13-45"], ["--until", "'2026-13-45'"]),
+        (["purge", "--before", "soon", "--yes"], ["--before", "'soon'"]),
+        (["query", "--bogus"], ["--bogus"]),
+        (["query", "--type", "plan_aplied"], ["'plan_aplied'", "plan_applied"]),
+        (["query", "--limit", "-3"], ["--limit", "'-3'"]),
+        (["query", "--limit", "many"], ["--limit", "'many'"]),
+        (["query", "--json", "--csv"], ["--csv", "--json"]),
+        (["export", "--format", "xml"], ["--format", "'xml'"]),
+        (["tail", "--interval", "0"], ["--interval"]),
+        (["purge"], ["--before"]),
+        (["frobnicate"], ["'frobnicate'"]),
+    ],
+)
+def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str], fragments: list[str]) -> None:
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
+
+
+def test_dates_that_cannot_match_are_refused(trail: Path) -> None:
+    result = run("query", "--since", "1h", "--until", "2h", "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 1, "--since", "is after --until")
+    future = run("purge", "--before", "2999-01-01", "--yes", "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(future, 1, "in the future")
+    assert count_rows(trail) == 5
+
+
+def test_no_command_prints_help(tmp_path: Path) -> None:
+    result = run(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "query" in result.stderr
+    assert "demo" in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    prepare(
+        path, [DomainEvent(event_type=EventType.PLAN_CREATED, details={"n": i, "pad": "x" * 200}) for i in range(3000)]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "export", "--db", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    with process.stderr:
+        assert process.stdout.readline()
+        process.stdout.close()
+        assert process.wait(timeout=60) == 0
+        assert process.stderr.read() == b""
+
+
+# --------------------------------------------------------------------------- demo
+
+_PLANTED_KEY = re.compile(rb"sk-proj-[A-Za-z0-9]{20,}")
+
+
+def _database_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_demo_runs_the_services_and_passes_every_check(tmp_path: Path) -> None:
+    result = run("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = tmp_path / "audit.db"
+    assert path.exists()
+    assert result.stdout.count("[ok]") == 4
+    assert "[FAIL]" not in result.stdout
+    assert "all checks passed" in result.stdout
+    assert "is absent in" in result.stdout
+    assert not _PLANTED_KEY.search(result.stdout.encode())  # the demo does not print the key either
+    assert not _PLANTED_KEY.search(_database_bytes(path))
+    rows = jsonl(run("query", "--json", "--limit", "0", "--asc", cwd=tmp_path).stdout)
+    assert {row["event_type"] for row in rows} == AUDIT_TYPES
+    assert {row["user_identity"] for row in rows} == {"alice"}
+    api_key = [row for row in rows if row["details"].get("key") == "llm.api_key"]
+    assert len(api_key) == 1
+    assert not str(api_key[0]["details"]["new_value"]).startswith("sk-proj-")
+    model = [row for row in rows if row["details"].get("key") == "llm.model"]
+    assert model[0]["details"]["new_value"] == "gpt-4o"  # non-secrets stay readable
+    assert run("verify", cwd=tmp_path).returncode == 0
+
+
+def test_demo_twice_on_one_database_checks_only_its_own_rows(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first = run("demo", "--db", str(path), cwd=tmp_path)
+    second = run("demo", cwd=tmp_path, env=clean_env(AUDITBUS_DB=str(path)))
+    assert first.returncode == 0, first.stdout
+    assert second.returncode == 0, second.stdout
+    assert "persisted: 10 of 10" in second.stdout
+    assert count_rows(path) == 20
+
+
+def test_demo_fails_with_status_3_when_an_event_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def lossy_bus(service: AuditService) -> ReactiveEventBus:
+        """Persists every type but auth_failure: an emitted event that never reaches the trail."""
+        bus = ReactiveEventBus()
+        for event_type in EventType:
+            if event_type is not EventType.AUTH_FAILURE:
+                bus.subscribe(event_type, service.record_event)
+        return bus
+
+    monkeypatch.setattr(cli.demo, "wired_bus", lossy_bus)
+    status = cli.main(["demo", "--db", str(tmp_path / "lossy.db")])
+    out = capsys.readouterr().out
+    assert status == 3
+    assert "[FAIL] persisted: 9 of 10 emitted events" in out
+    assert "a check FAILED" in out
+
+
+# --------------------------------------------------------------------------- parsing dates
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", datetime(2026, 5, 1, 11, 59, 30, tzinfo=UTC)),
+        ("30m", datetime(2026, 5, 1, 11, 30, tzinfo=UTC)),
+        ("2h", datetime(2026, 5, 1, 10, 0, tzinfo=UTC)),
+        ("7d", datetime(2026, 4, 24, 12, 0, tzinfo=UTC)),
+        ("2w", datetime(2026, 4, 17, 12, 0, tzinfo=UTC)),
+        (" 2H ", datetime(2026, 5, 1, 10, 0, tzinfo=UTC)),
+        ("2026-04-30", datetime(2026, 4, 30, tzinfo=UTC)),
+        ("2026-04-30T08:15:00Z", datetime(2026, 4, 30, 8, 15, tzinfo=UTC)),
+        ("2026-04-30 08:15:00", datetime(2026, 4, 30, 8, 15, tzinfo=UTC)),
+        ("2026-04-30T10:15:00+02:00", datetime(2026, 4, 30, 8, 15, tzinfo=UTC)),
+    ],
+)
+def test_parse_when(text: str, expected: datetime) -> None:
+    assert cli.parse_when(text, now=datetime(2026, 5, 1, 12, 0, tzinfo=UTC)) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2x", "-2h", "2026-02-30", "h2"])
+def test_parse_when_rejects_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(Exception, match="expected a duration") as raised:
+        cli.parse_when(text)
+    assert repr(text) in str(raised.value)
+
+
+def test_help_of_every_command(tmp_path: Path) -> None:
+    for command in ("demo", "query", "tail", "verify", "export", "stats", "purge"):
+        result = run(command, "--help", cwd=tmp_path)
+        assert result.returncode == 0
+        assert result.stdout.startswith(f"usage: auditbus {command}")
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run("--version", cwd=tmp_path)
+    assert result.stdout.strip() == f"auditbus {__version__}"

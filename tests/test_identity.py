@@ -1,0 +1,293 @@
+"""auditbus.identity(): who is acting, for events created inside a block or a decorated call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from auditbus import DomainEvent, EventType, current_identity, identity
+
+DEADLINE = 10.0  # seconds; a wait that runs out means a thread is stuck, which is a failure
+
+
+def who() -> str | None:
+    """The identity a new event picks up."""
+    return DomainEvent(event_type=EventType.PLAN_APPLIED).user_identity
+
+
+def run_in_thread(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def join(thread: threading.Thread) -> None:
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), "worker thread did not finish"
+
+
+# --- the block -------------------------------------------------------------------------
+
+
+def test_event_created_in_the_block_carries_the_identity() -> None:
+    assert who() is None
+    with identity("alice") as given:
+        assert given == "alice"
+        assert current_identity() == "alice"
+        assert who() == "alice"
+    assert who() is None
+    assert current_identity() is None
+
+
+def test_explicit_argument_wins() -> None:
+    with identity("alice"):
+        assert DomainEvent(event_type="plan_applied", user_identity="bob").user_identity == "bob"
+
+
+def test_model_validate_without_user_identity_takes_the_block() -> None:
+    with identity("alice"):
+        assert DomainEvent.model_validate({"event_type": "auth_success"}).user_identity == "alice"
+        assert DomainEvent.model_validate({"event_type": "auth_success", "user_identity": "x"}).user_identity == "x"
+
+
+def test_nesting_restores_the_outer_identity() -> None:
+    with identity("outer"):
+        with identity("inner"):
+            assert who() == "inner"
+        assert who() == "outer"
+    assert who() is None
+
+
+def test_identity_none_clears_for_the_block() -> None:
+    with identity("outer"):
+        with identity(None):
+            assert who() is None
+            assert current_identity() is None
+        assert who() == "outer"
+
+
+def test_restored_when_the_block_raises() -> None:
+    with identity("outer"):
+        with pytest.raises(RuntimeError, match="boom"), identity("inner"):
+            raise RuntimeError("boom")
+        assert who() == "outer"
+    assert who() is None
+
+
+def test_one_instance_can_be_reentered() -> None:
+    admin = identity("admin")
+    with admin:
+        with identity("other"), admin:
+            assert who() == "admin"
+        assert who() == "admin"
+    assert who() is None
+
+
+@pytest.mark.parametrize("bad", [3, b"alice", ["alice"]])
+def test_bad_argument_is_a_type_error_naming_what_is_accepted(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got"):
+        identity(bad)  # type: ignore[arg-type]
+
+
+def test_repr() -> None:
+    assert repr(identity("alice")) == "identity('alice')"
+
+
+# --- the decorator ---------------------------------------------------------------------
+
+
+def test_decorator_sync() -> None:
+    @identity("svc")
+    def apply(plan_id: str, *, note: str = "") -> tuple[str | None, str, str]:
+        """Applies a plan."""
+        return who(), plan_id, note
+
+    assert apply("p1", note="n") == ("svc", "p1", "n")
+    assert who() is None
+    assert apply.__name__ == "apply"
+    assert apply.__doc__ == "Applies a plan."
+
+
+def test_decorator_inside_an_outer_block_wins_for_the_call_only() -> None:
+    @identity("svc")
+    def inner() -> str | None:
+        return who()
+
+    with identity("outer"):
+        assert inner() == "svc"
+        assert who() == "outer"
+
+
+def test_decorator_restores_on_exception() -> None:
+    @identity("svc")
+    def fails() -> None:
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        fails()
+    assert who() is None
+
+
+def test_decorator_async() -> None:
+    @identity("svc")
+    async def apply() -> str | None:
+        await asyncio.sleep(0)
+        return who()
+
+    assert asyncio.iscoroutinefunction(apply)
+    assert asyncio.run(apply()) == "svc"
+    assert who() is None
+
+
+def test_decorator_refuses_generator_functions() -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    for func in (gen, agen):
+        with pytest.raises(TypeError, match="not the generator function"):
+            identity("x")(func)
+
+
+def test_decorator_refuses_what_is_not_callable() -> None:
+    with pytest.raises(TypeError, match="decorates a function, got int"):
+        identity("x")(3)  # type: ignore[type-var]
+
+
+# --- threads -----------------------------------------------------------------------
+
+
+def test_does_not_leak_to_other_threads() -> None:
+    entered, seen = threading.Event(), {}
+
+    def worker() -> None:
+        assert entered.wait(DEADLINE)
+        seen["running"] = who()
+
+    existing = run_in_thread(worker)
+    with identity("alice"):
+        entered.set()
+        join(existing)
+
+        started_inside: dict[str, str | None] = {}
+        join(run_in_thread(lambda: started_inside.setdefault("who", who())))
+        assert who() == "alice"
+    assert seen == {"running": None}
+    assert started_inside == {"who": None}
+
+
+def test_each_thread_has_its_own_identity() -> None:
+    barrier = threading.Barrier(2, timeout=DEADLINE)
+    seen: dict[str, str | None] = {}
+
+    def worker(name: str) -> None:
+        with identity(name):
+            barrier.wait()  # both blocks are open at once
+            seen[name] = who()
+            barrier.wait()
+
+    threads = [run_in_thread(lambda n=name: worker(n)) for name in ("t1", "t2")]
+    for thread in threads:
+        join(thread)
+    assert seen == {"t1": "t1", "t2": "t2"}
+
+
+def test_one_shared_instance_entered_by_two_threads_exits_in_any_order() -> None:
+    admin = identity("admin")
+    both_in = threading.Barrier(2, timeout=DEADLINE)
+    first_out = threading.Event()
+    errors: list[BaseException] = []
+    seen: dict[str, str | None] = {}
+
+    def worker(name: str, exit_first: bool) -> None:
+        try:
+            with identity(f"{name}-outer"):
+                with admin:
+                    both_in.wait()
+                    if not exit_first:
+                        assert first_out.wait(DEADLINE)
+                seen[name] = who()
+                if exit_first:
+                    first_out.set()
+        except BaseException as exc:  # reported below, with the thread's name
+            errors.append(exc)
+            first_out.set()
+
+    threads = [run_in_thread(lambda: worker("a", True)), run_in_thread(lambda: worker("b", False))]
+    for thread in threads:
+        join(thread)
+    assert errors == []
+    assert seen == {"a": "a-outer", "b": "b-outer"}
+
+
+# --- asyncio tasks -----------------------------------------------------------------------
+
+
+def test_tasks_created_inside_the_block_inherit_it_and_others_do_not() -> None:
+    async def main() -> dict[str, str | None]:
+        entered = asyncio.Event()
+        seen: dict[str, str | None] = {}
+
+        async def outside() -> None:
+            await entered.wait()
+            seen["outside"] = who()
+
+        async def inside() -> None:
+            seen["inside"] = who()
+
+        before = asyncio.create_task(outside())
+        with identity("alice"):
+            child = asyncio.create_task(inside())
+            entered.set()
+            await asyncio.wait_for(asyncio.gather(before, child), DEADLINE)
+        seen["after"] = who()
+        return seen
+
+    assert asyncio.run(main()) == {"outside": None, "inside": "alice", "after": None}
+
+
+def test_a_tasks_own_block_does_not_leak_to_its_parent() -> None:
+    async def main() -> tuple[str | None, str | None]:
+        async def child() -> str | None:
+            with identity("child"):
+                await asyncio.sleep(0)
+                return who()
+
+        with identity("parent"):
+            got = await asyncio.wait_for(asyncio.create_task(child()), DEADLINE)
+            return got, who()
+
+    assert asyncio.run(main()) == ("child", "parent")
+
+
+def test_one_shared_instance_entered_by_interleaved_tasks() -> None:
+    admin = identity("admin")
+
+    async def main() -> list[str | None]:
+        a_in, b_in, a_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        seen: list[str | None] = []
+
+        async def first() -> None:
+            with admin:
+                a_in.set()
+                await b_in.wait()
+            seen.append(who())  # exits while the other task is still inside
+            a_out.set()
+
+        async def second() -> None:
+            await a_in.wait()
+            with admin:
+                b_in.set()
+                await a_out.wait()
+                seen.append(who())
+            seen.append(who())
+
+        await asyncio.wait_for(asyncio.gather(first(), second()), DEADLINE)
+        return seen
+
+    assert asyncio.run(main()) == [None, "admin", None]
+    assert who() is None

@@ -1,0 +1,762 @@
+"""auditbus.redact / redact_dict / Redactor: one test per rule and per tricky input.
+
+The numbered comments refer to section 5 of research/redaction.md (tricky inputs).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import datetime
+import decimal
+import enum
+import json
+import threading
+import types
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import auditbus
+import pytest
+from auditbus import REDACTED, Redactor, redact, redact_dict
+
+M = REDACTED
+GHP = "ghp_" + "a1B2" * 9
+AKIA = "AKIAIOSFODNN7EXAMPLE"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+def flat(value: Any) -> str:
+    """Everything in a redacted value as one text, to search for leaks."""
+    return json.dumps(value, default=repr, ensure_ascii=False)
+
+
+# --- the public surface ------------------------------------------------------
+
+
+def test_mask_is_the_legacy_fixed_string() -> None:
+    assert REDACTED == "***REDACTED***"
+    assert auditbus.REDACTED is REDACTED
+
+
+def test_redact_dict_returns_a_new_dict_and_leaves_the_input_untouched() -> None:  # 9
+    data = {"password": "p", "nested": {"token": "t", "items": [{"api_key": "k"}]}, "ok": [1, 2]}
+    before = copy.deepcopy(data)
+    out = redact_dict(data)
+    assert data == before
+    assert out is not data
+    assert out["nested"] is not data["nested"]
+    assert out["ok"] is not data["ok"]
+    assert out == {"password": M, "nested": {"token": M, "items": [{"api_key": M}]}, "ok": [1, 2]}
+    assert list(out) == list(data)
+
+
+def test_non_json_leaves_are_kept_as_the_same_objects() -> None:  # 20
+    when = datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc)
+    amount = decimal.Decimal("1.5")
+    gen = (i for i in range(3))
+    out = redact_dict({"when": when, "amount": amount, "gen": gen, "big": 10**40, "nan": float("nan")})
+    assert out["when"] is when
+    assert out["amount"] is amount
+    assert out["gen"] is gen
+    assert next(gen) == 0  # 8: not consumed
+    assert out["big"] == 10**40
+    assert out["nan"] != out["nan"]
+
+
+def test_tuples_become_lists_as_in_the_legacy() -> None:  # 6
+    assert redact_dict({"t": (1, {"password": "x"})}) == {"t": [1, {"password": M}]}
+
+
+def test_redact_accepts_any_value() -> None:
+    assert redact("plain") == "plain"
+    assert redact(3) == 3
+    assert redact(None) is None
+    assert redact([{"token": "t"}]) == [{"token": M}]
+    assert redact(f"key {GHP} here") == f"key {M} here"
+
+
+def test_redact_dict_rejects_non_mappings_naming_the_type_only() -> None:  # 31
+    with pytest.raises(TypeError, match=r"expects a dict \(or any Mapping\), got list") as info:
+        redact_dict(["hunter2"])  # type: ignore[arg-type]
+    assert "hunter2" not in str(info.value)
+
+
+def test_redactor_configuration() -> None:  # 34
+    r = Redactor(extra_keys=["employee_no"], safe_keys=["session_id"], mask="[Filtered]")
+    assert r.redact({"EmployeeNo": 7, "session_id": "s1", "password": "p"}) == {
+        "EmployeeNo": "[Filtered]",
+        "session_id": "s1",
+        "password": "[Filtered]",
+    }
+    assert r.mask == "[Filtered]"
+    assert r.patterns is True
+    assert r.extra_keys == ["employee_no"]
+    assert r.safe_keys == ["session_id"]
+    assert repr(r) == "Redactor(extra_keys=['employee_no'], safe_keys=['session_id'], patterns=True, mask='[Filtered]')"
+
+
+def test_redactor_defaults_match_the_module_functions() -> None:
+    data = {"password": "p", "note": f"t={GHP}", "changes": [{"key": "db.password", "new": "x"}]}
+    assert Redactor().redact_dict(data) == redact_dict(data)
+    assert Redactor().redact(data) == redact(data)
+
+
+def test_redactor_without_patterns_keeps_key_rules() -> None:
+    r = Redactor(patterns=False)
+    assert r.redact({"password": "p", "note": f"t {GHP}"}) == {"password": M, "note": f"t {GHP}"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"extra_keys": "password"}, TypeError, "extra_keys must be an iterable of key names"),
+        ({"safe_keys": [1]}, TypeError, "safe_keys must be an iterable of key names"),
+        ({"extra_keys": ["--"]}, auditbus.ValidationError, "extra_keys: '--' has no letters or digits"),
+        ({"mask": ""}, auditbus.ValidationError, "mask: must be a non-empty string"),
+        ({"mask": "x" * 300}, auditbus.ValidationError, "at most 256 characters"),
+    ],
+)
+def test_bad_configuration_fails_at_construction(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        Redactor(**kwargs)
+
+
+def test_a_huge_user_list_builds() -> None:  # 34
+    r = Redactor(extra_keys=[f"field_{i}" for i in range(20_000)])
+    assert r.redact({"x_field_19999": "v"}) == {"x_field_19999": M}
+
+
+def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
+    r = Redactor(mask="[secret removed]")
+    once = r.redact({"note": "password=hunter2 and https://u:p@h/x", "token": "t"})
+    assert once == {"note": "password=[secret removed] and https://u:[secret removed]@h/x", "token": "[secret removed]"}
+    assert r.redact(once) == once
+
+
+# --- key names -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "PASSWORD",
+        "Password",
+        "pAsSwOrD",  # 12
+        "APIKey",
+        "ApiKEY",
+        "apiKey",
+        "API_KEY",
+        "x-api-key",  # 13
+        "x_api_key",
+        "X-Api-Key",
+        "x.api.key",
+        "x api key",
+        "xApiKey",
+        "api-key",
+        "PASS_WORD",
+        "pass word",
+        "user[password]",
+        "card[number]",
+        "HTTP_AUTHORIZATION",
+        "db.password",
+        "access_token",  # sentry-python#7542
+        "client_secret",
+        "refresh_token",
+        "auth_token",
+        "secret_key",
+        "passphrase",
+        "pwd",
+        "DB_PWD",
+        "pin",
+        "otp",
+        "ssn",
+        "cvv",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "PHPSESSID",
+        "jsessionid",
+        "csrftoken",
+        "sentry_dsn",
+        "connection_string",
+        "private_key",
+        "aws_secret_access_key",
+        "password_hint",  # 17: a hint can disclose the password
+        "slack_webhook_url",
+        "sudo",
+        "symfony",
+        "id_rsa",
+    ],
+)
+def test_secret_key_names_are_masked(key: str) -> None:
+    assert redact_dict({key: "s3cr3t"}) == {key: M}
+
+
+def test_a_whole_token_under_a_prefix_name_is_still_masked_by_shape() -> None:
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    assert token not in str(redact_dict({"token_prefix": token}))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pass\u00adword",  # 14: soft hyphen
+        "pass\u200bword",  # ZWSP
+        "pass\u200dword",  # ZWJ
+        "\ufeffpassword",  # BOM
+        "pass\u2060word",  # word joiner
+        "pass\u202eword",  # RTL override
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",  # fullwidth "password"
+        "p\u0430ssword",  # Cyrillic small a (U+0430)
+        "pa\u0301ssword",  # combining accent
+        "paßwort",  # casefold -> passwort
+        "PASSWORD\u0130",  # dotted capital I
+        " password\t",  # surrounding whitespace
+        "pass\nword",
+    ],
+)
+def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
+    assert redact_dict({key: "s3cr3t"}) == {key: M}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_tokens", 300),  # 17
+        ("prompt_tokens", 12),
+        ("completion_tokens", 5),
+        ("llm.max_tokens", 300),
+        ("token_count", 4),
+        ("token_prefix", "ghp_ab"),
+        ("tokenizer", "cl100k"),
+        ("token_type", "bearer"),
+        ("author", "alice"),
+        ("authority", "ca"),
+        ("keyboard", "us"),
+        ("monkey", "george"),
+        ("public_key", "ssh-ed25519 AAAA"),
+        ("primary_key", "id"),
+        ("key_id", "k-1"),
+        ("session_timeout", 30),
+        ("password_policy", "strict"),
+        ("password_updated_at", "2024-01-01"),
+        ("passwordless", "enabled"),
+        ("footprint", "small"),
+        ("classname", "Foo"),
+        ("bypass", "none"),
+        ("compass", "north"),
+        ("is_encrypted", "yes"),
+        ("email_verified", "yes"),
+        ("key", "llm.temperature"),
+        ("spinner", "dots"),
+    ],
+)
+def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:
+    assert redact_dict({key: value}) == {key: value}
+
+
+@pytest.mark.parametrize("value", [None, True, False])
+def test_none_and_booleans_under_secret_keys_stay_visible(value: Any) -> None:  # 21
+    assert redact_dict({"password": value, "password_set": value, "has_password": value}) == {
+        "password": value,
+        "password_set": value,
+        "has_password": value,
+    }
+
+
+@pytest.mark.parametrize("value", [1234, 12.5, "", "x", b"bytes", {"a": 1}, ["x"], ("x",), {"x"}, 10**30], ids=repr)
+def test_everything_else_under_a_secret_key_is_masked_whole(value: Any) -> None:  # 21, 30
+    assert redact_dict({"pin": value, "token": value}) == {"pin": M, "token": M}
+
+
+def test_sensitive_parent_masks_the_whole_object_and_nested_secrets_are_still_found() -> None:  # 30
+    data = {"credentials": {"username": "u", "password": "p"}, "config": {"db": {"password": "p"}}}
+    assert redact_dict(data) == {"credentials": M, "config": {"db": {"password": M}}}
+
+
+def test_keys_colliding_after_normalisation_are_all_kept_and_masked() -> None:  # 16
+    assert redact_dict({"password": "a", "PASSWORD": "b", "pass_word": "c"}) == {
+        "password": M,
+        "PASSWORD": M,
+        "pass_word": M,
+    }
+
+
+class Color(enum.Enum):
+    SECRET = "client_secret"
+
+
+class StrKey(str, enum.Enum):
+    TOKEN = "api_token"
+
+
+def test_non_string_keys_never_crash() -> None:  # 11
+    data: dict[Any, Any] = {
+        1: "one",
+        2.5: "x",
+        None: "n",
+        ("password",): "tuple-key",
+        frozenset({"a"}): "f",
+        b"password": "bytes-key",
+        Color.SECRET: "enum-key",
+        StrKey.TOKEN: "str-enum-key",
+    }
+    out = redact_dict(data)
+    assert list(out) == list(data)
+    assert out[1] == "one"
+    assert out[2.5] == "x"
+    assert out[None] == "n"
+    assert redact_dict({True: "t"}) == {True: "t"}
+    assert out[frozenset({"a"})] == "f"
+    # Keys are judged by the text the audit row will show for them.
+    assert out[("password",)] == M
+    assert out[b"password"] == M
+    assert out[Color.SECRET] == M
+    assert out[StrKey.TOKEN] == M
+
+
+def test_keys_that_contain_a_secret_are_rewritten() -> None:  # 18
+    out = redact_dict({"password=hunter2": 1, f"Bearer {GHP}": 2})
+    assert flat(out).count("hunter2") == 0
+    assert GHP not in flat(out)
+    # The key's own text names a secret too, so its value goes as well.
+    assert out == {f"password={M}": M, f"Bearer {M}": M}
+
+
+def test_rewritten_keys_that_collide_keep_both_entries() -> None:
+    out = redact_dict({"password=a": 1, "password=b": 2})
+    assert out == {f"password={M}": M, f"password={M} #2": M}
+    assert redact_dict(out) == out
+
+
+def test_empty_and_huge_keys() -> None:  # 19
+    assert redact_dict({"": "x"}) == {"": "x"}
+    long_key = "a" * 1_000_000 + "_password"
+    assert redact_dict({long_key: "x"}) == {long_key: M}
+
+
+def test_lone_surrogates_in_keys_and_values() -> None:  # 15
+    assert redact_dict({"pass\udcffword": "x"}) == {"pass\udcffword": M}
+    plain = "caf\udce9"
+    assert redact(plain) is plain
+    out = redact({"note": "\udcff password=hunter2"})
+    assert "hunter2" not in out["note"]
+    assert out["note"].endswith(f"password={M}")
+
+
+# --- sibling names ----------------------------------------------------------------
+
+
+def test_config_changed_records_mask_old_and_new_values() -> None:  # 28
+    data = {
+        "changes": [
+            {"key": "llm.api_key", "old_value": "sk-old", "new_value": "sk-new"},
+            {"field": "smtp_password", "old": "a", "new": "b"},
+            {"setting": "db.password", "from": "a", "to": "b", "before": 1, "after": 2},
+            {"name": "retries", "old": 1, "new": 2},
+            {"key": "llm.max_tokens", "old_value": 100, "new_value": 200},
+        ]
+    }
+    assert redact_dict(data) == {
+        "changes": [
+            {"key": "llm.api_key", "old_value": M, "new_value": M},
+            {"field": "smtp_password", "old": M, "new": M},
+            {"setting": "db.password", "from": M, "to": M, "before": M, "after": M},
+            {"name": "retries", "old": 1, "new": 2},
+            {"key": "llm.max_tokens", "old_value": 100, "new_value": 200},
+        ]
+    }
+
+
+def test_sibling_rule_keeps_none_and_booleans() -> None:
+    assert redact_dict({"key": "db.password", "old_value": None, "new_value": True}) == {
+        "key": "db.password",
+        "old_value": None,
+        "new_value": True,
+    }
+
+
+def test_sibling_rule_does_not_depend_on_entry_order() -> None:
+    assert redact_dict({"new_value": "x", "old_value": "y", "key": "api_key"}) == {
+        "new_value": M,
+        "old_value": M,
+        "key": "api_key",
+    }
+
+
+def test_kubernetes_env_and_har_headers() -> None:  # 29
+    data = {
+        "env": [{"name": "DB_PASSWORD", "value": "x"}, {"name": "HOME", "value": "/root"}],
+        "headers": [{"name": "Authorization", "value": "Bearer x"}, {"name": "Accept", "value": "*/*"}],
+    }
+    assert redact_dict(data) == {
+        "env": [{"name": "DB_PASSWORD", "value": M}, {"name": "HOME", "value": "/root"}],
+        "headers": [{"name": "Authorization", "value": M}, {"name": "Accept", "value": "*/*"}],
+    }
+
+
+def test_pair_lists() -> None:  # 29
+    data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
+    assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
+
+
+def test_a_lone_two_string_list_is_not_a_pair() -> None:
+    assert redact_dict({"tags": ["password", "reset"]}) == {"tags": ["password", "reset"]}
+
+
+# --- value shapes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://u:p@h/x", f"https://u:{M}@h/x"),  # 23
+        ("postgres://u:p@h:5432/db", f"postgres://u:{M}@h:5432/db"),
+        ("mongodb+srv://u:p@cluster/", f"mongodb+srv://u:{M}@cluster/"),
+        ("redis://:p@h", f"redis://:{M}@h"),
+        ("//u:p@h", f"//u:{M}@h"),
+        ("http://u:p%40ss@h", f"http://u:{M}@h"),
+        ("http://u:p:a@ss#w@h/path", f"http://u:{M}@h/path"),
+        ("http://u:p@[::1]:8080", f"http://u:{M}@[::1]:8080"),
+        ("a https://u:p@h1 b https://v:q@h2 c", f"a https://u:{M}@h1 b https://v:{M}@h2 c"),
+        (
+            '<a href="https://u:p@h">x</a> <a href="https://v:q@k">',
+            f'<a href="https://u:{M}@h">x</a> <a href="https://v:{M}@k">',
+        ),
+        ("https://u:${PASS}@h", f"https://u:{M}@h"),
+        (
+            "https://h/x?access_token=abc&X-Amz-Signature=def&page=2",
+            f"https://h/x?access_token={M}&X-Amz-Signature={M}&page=2",
+        ),
+    ],
+)
+def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> None:
+    assert redact({"url": text}) == {"url": expected}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Cookie: sessionid=abc; csrftoken=def; theme=dark", f"Cookie: sessionid={M}; csrftoken={M}; theme=dark"),  # 24
+        ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: Basic {M}"),
+        ("Authorization: Bearer ", "Authorization: Bearer "),
+        ("Authorization: Bearer abc.def.ghi", f"Authorization: Bearer {M}"),
+        ("login failed for password=hunter2", f"login failed for password={M}"),  # 25
+        ("--db-password hunter2 --verbose", f"--db-password {M} --verbose"),
+        ("PASSWORD=x\nHOME=/root", f"PASSWORD={M}\nHOME=/root"),
+        ("db:\n  password: hunter2\n  host: h", f"db:\n  password: {M}\n  host: h"),
+        ("Server=s;Database=d;User Id=sa;Password=p@ss;", f"Server=s;Database=d;User Id=sa;Password={M};"),
+        ("Driver={ODBC};Pwd=x;Uid=u", f"Driver={{ODBC}};Pwd={M};Uid=u"),
+        ("DefaultEndpointsProtocol=https;AccountKey=abc+/d==;", f"DefaultEndpointsProtocol=https;AccountKey={M};"),
+        ("password=${DB_PASSWORD}", "password=${DB_PASSWORD}"),
+        ("password_set: true", "password_set: true"),
+    ],
+)
+def test_secrets_in_free_text(text: str, expected: str) -> None:
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+def test_private_key_blocks_keep_their_armour_lines() -> None:  # 25
+    body = "MIIEowIBAAKCAQEA" * 10
+    for nl in ("\n", "\r\n"):
+        text = f"deploy failed\n-----BEGIN RSA PRIVATE KEY-----{nl}{body}{nl}-----END RSA PRIVATE KEY-----{nl}retrying"
+        out = redact({"log": text})["log"]
+        assert body not in out
+        armour = f"-----BEGIN RSA PRIVATE KEY-----{nl}{M}{nl}-----END RSA PRIVATE KEY-----"
+        assert out == f"deploy failed\n{armour}{nl}retrying"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        AKIA,
+        "ASIAIOSFODNN7EXAMPLE",
+        GHP,
+        "github_pat_" + "A1b_" * 21,
+        "glpat-" + "x1Y2" * 5,
+        "xoxb-123456789012-1234567890123-abcdefghijklmnop",
+        "xapp-1-A0123-0123456789-abcdef",
+        "sk_live_" + "a1" * 12,
+        "rk_prod_" + "a1" * 12,
+        "whsec_" + "a" * 32,
+        "sk-proj-" + "Ab1" * 16,
+        "sk-ant-api03-" + "Ab1_" * 20,
+        "AIza" + "B" * 35,
+        "ya29." + "a1" * 20,
+        "hf_" + "a" * 34,
+        "npm_" + "a" * 36,
+        "SG." + "a" * 22 + "." + "b" * 43,
+        "hvs." + "a" * 24,
+        "dop_v1_" + "a" * 64,
+        "shpat_" + "a" * 32,
+        JWT,
+        "ZXlK" + "aGJHY2lPaUpJVXpJMU5pSjk" * 3,
+    ],
+)
+def test_token_formats_are_masked_inside_text(token: str) -> None:
+    assert redact({"msg": f"using {token} now"}) == {"msg": f"using {M} now"}
+
+
+def test_slack_webhook_keeps_the_host() -> None:
+    url = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
+    assert redact({"hook": url}) == {"hook": f"https://hooks.slack.com/services/{M}"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AKIAIOSFODNN7EXAMP",  # 27: AKIA + 14
+        "AKIAIOSFODNN7EXAMPL",  # AKIA + 15
+        "AKIAIOSFODNN7EXAMPLEX",  # AKIA + 17
+        "pk_live_" + "a1" * 12,  # Stripe publishable key is public
+        "123456789012345",  # 15-digit id failing Luhn
+        "4111 1111 1111 1112",
+        "550e8400-e29b-41d4-a716-446655440000",  # UUID
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # git SHA
+        "Bearer token expired",
+        "basic authentication is enabled",
+        "the author set max_tokens=300",
+        "see https://example.com/a@b",
+        "time 12:30:00",
+        "[Filtered]",
+        "x" + GHP,  # a ghp_ token glued inside a longer word is not a token
+    ],
+)
+def test_lookalike_values_stay_readable(text: str) -> None:
+    assert redact({"msg": text}) == {"msg": text}
+
+
+def test_only_the_secret_part_of_a_string_is_masked() -> None:
+    text = f"rotated key {GHP} for user alice at https://admin:pw@db.internal/app (ticket OPS-12)"
+    assert redact(text) == f"rotated key {M} for user alice at https://admin:{M}@db.internal/app (ticket OPS-12)"
+
+
+def test_str_subclasses_bytes_and_bytearray() -> None:  # 20
+    class Markup(str):
+        pass
+
+    safe = Markup("<b>hello</b>")
+    out = redact({"a": safe, "b": b"Bearer abcdefgh12345678", "c": bytearray(b"password=x"), "d": b"\xff\xfe"})
+    assert out["a"] is safe
+    assert out["b"] == f"Bearer {M}".encode()
+    assert out["c"] == f"password={M}".encode()
+    assert out["d"] == b"\xff\xfe"
+    assert redact(Markup(f"t {GHP}")) == f"t {M}"
+
+
+# --- JSON inside strings ----------------------------------------------------------------
+
+
+def test_json_in_a_string_is_parsed_and_redacted() -> None:  # 22
+    out = redact({"body": '{"user": "bob", "password": "hunter2"}'})
+    assert json.loads(out["body"]) == {"user": "bob", "password": M}
+
+
+def test_json_twice_nested_and_with_escapes() -> None:  # 22
+    inner = json.dumps({"token": "t0k3n", "n": 1})
+    outer = json.dumps({"payload": inner, "\\u0070assword": "p"})
+    outer = outer.replace("\\\\u0070", "\\u0070")  # a real \u escape in the key
+    out = redact({"body": outer})
+    assert "t0k3n" not in flat(out)
+    doc = json.loads(out["body"])
+    assert doc["password"] == M
+    assert json.loads(doc["payload"]) == {"token": M, "n": 1}
+
+
+def test_pretty_printed_json_arrays_and_untouched_documents() -> None:  # 22
+    pretty = json.dumps([{"api_key": "k"}, {"x": 1}], indent=2)
+    assert json.loads(redact(pretty)) == [{"api_key": M}, {"x": 1}]
+    clean = json.dumps({"x": [1, 2]}, indent=2)
+    assert redact(clean) is not None
+    assert redact(clean) == clean  # nothing to mask: the original text, formatting and all
+
+
+def test_truncated_or_invalid_json_falls_back_to_text_patterns() -> None:  # 22
+    truncated = '{"user": "bob", "password": "hunter2", "x": [1, 2'
+    assert redact(truncated) == f'{{"user": "bob", "password": "{M}", "x": [1, 2'
+    assert redact("{'password': 'hunter2'}") == f"{{'password': '{M}'}}"
+
+
+def test_large_json_in_a_string_under_and_over_the_cap() -> None:  # 22
+    filler = "x" * 100
+    small = json.dumps({"items": [filler] * 10_000, "password": "hunter2"})  # ~1 MB
+    assert json.loads(redact(small))["password"] == M
+    big = json.dumps({"items": [filler] * 50_000, "password": "hunter2"})  # ~5 MB, scanned as text
+    out = redact(big)
+    assert "hunter2" not in out
+    assert out.endswith(f'"password": "{M}"}}')
+
+
+# --- structure and robustness ------------------------------------------------------------
+
+
+def test_cycles_become_a_marker() -> None:  # 1
+    d: dict[str, Any] = {"password": "p"}
+    d["self"] = d
+    lst: list[Any] = [1]
+    lst.append(lst)
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {"a": a, "token": "t"}
+    a["b"] = b
+    out = redact({"d": d, "l": lst, "a": a})
+    assert out["d"] == {"password": M, "self": "[circular reference]"}
+    assert out["l"] == [1, "[circular reference]"]
+    assert out["a"] == {"b": {"a": "[circular reference]", "token": M}}
+    top: dict[str, Any] = {}
+    top["me"] = top
+    assert redact_dict(top) == {"me": "[circular reference]"}
+
+
+def test_shared_references_are_redacted_independently() -> None:  # 2
+    shared = {"user": "u", "password": "p"}
+    out = redact_dict({"credentials": shared, "copy": shared, "again": shared})
+    assert out == {"credentials": M, "copy": {"user": "u", "password": M}, "again": {"user": "u", "password": M}}
+
+
+@pytest.mark.parametrize("depth", [1_000, 10_000, 100_000])
+def test_deep_nesting_is_bounded_and_never_leaks_the_deep_part(depth: int) -> None:  # 3
+    data: Any = "hunter2"
+    for i in range(depth):
+        data = {"k": data} if i % 2 else [data]
+    out = redact({"root": data})
+    text = flat(out)
+    assert "hunter2" not in text
+    assert "[nested too deep]" in text
+
+
+def test_wide_containers() -> None:  # 4
+    wide = {f"k{i}": i for i in range(200_000)}
+    wide["password"] = "p"
+    out = redact_dict(wide)
+    assert len(out) == len(wide)
+    assert out["password"] == M
+    rows = redact([{"id": i, "token": "t"} for i in range(100_000)])
+    assert rows[-1] == {"id": 99_999, "token": M}
+
+
+def test_huge_strings() -> None:  # 5
+    spaces = " " * 100_000
+    assert redact(spaces) is spaces
+    big = "a=b " * 200_000 + "password=hunter2"
+    out = redact(big)
+    assert out.endswith(f"password={M}")
+    assert redact("x" * 20_000_000 + " password=p").endswith(f"password={M}")
+
+
+def test_sets_deques_and_ranges() -> None:  # 6
+    plain_set = {"a", "b"}
+    frozen = frozenset({1, 2})
+    dq = collections.deque([1, 2])
+    rng = range(10**12)
+    out = redact({"s": plain_set, "f": frozen, "d": dq, "r": rng})
+    assert out["s"] is plain_set
+    assert out["f"] is frozen
+    assert out["d"] is dq
+    assert out["r"] is rng
+    secret_set = redact({"s": {f"t {GHP}"}, "d": collections.deque([{"password": "p"}])})
+    assert secret_set == {"s": [f"t {M}"], "d": [{"password": M}]}
+
+
+def test_namedtuples_become_lists() -> None:  # 6
+    Point = collections.namedtuple("Point", "name secret")
+    assert redact({"p": Point("x", f"{GHP}")}) == {"p": ["x", M]}
+
+
+class Settings(Mapping[str, Any]):
+    def __init__(self, **kw: Any) -> None:
+        self._d = kw
+
+    def __getitem__(self, k: str) -> Any:
+        return self._d[k]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+def test_dict_subclasses_and_other_mappings() -> None:  # 7
+    class MyDict(dict):  # type: ignore[type-arg]
+        pass
+
+    dd = collections.defaultdict(list, {"password": "p"})
+    out = redact(
+        {
+            "od": collections.OrderedDict(password="p", x=1),
+            "dd": dd,
+            "counter": collections.Counter(token=3),
+            "mine": MyDict(api_key="k"),
+            "proxy": types.MappingProxyType({"secret": "s"}),
+            "custom": Settings(password="p", y=2),
+        }
+    )
+    assert out == {
+        "od": {"password": M, "x": 1},
+        "dd": {"password": M},
+        "counter": {"token": M},
+        "mine": {"api_key": M},
+        "proxy": {"secret": M},
+        "custom": {"password": M, "y": 2},
+    }
+    assert type(out["od"]) is dict
+    plain_proxy = types.MappingProxyType({"x": 1})
+    assert redact({"p": plain_proxy})["p"] is plain_proxy
+    assert redact_dict(Settings(password="p")) == {"password": M}  # type: ignore[arg-type]
+
+
+def test_objects_are_leaves() -> None:  # 7
+    class Obj:
+        password = "p"
+
+    obj = Obj()
+    assert redact({"o": obj})["o"] is obj
+
+
+def test_idempotent() -> None:  # 10
+    data = {
+        "password": "p",
+        "note": f"password=hunter2 {GHP} https://u:p@h Bearer abc.def.ghi",
+        "json": '{"token": "t", "x": 1.50}',
+        "changes": [{"key": "api_key", "new": "x"}],
+        "pairs": [["cookie", "sid=1"]],
+        "password=k": 1,
+    }
+    once = redact_dict(data)
+    assert redact_dict(once) == once
+
+
+def test_concurrent_calls_give_identical_results() -> None:  # 32, 33
+    data = {"password": "p", "note": f"t {GHP}", "nested": [{"key": "db.password", "value": "x"}] * 50}
+    expected = json.dumps(redact_dict(data))
+    results: list[str] = []
+
+    def work() -> None:
+        for _ in range(50):
+            results.append(json.dumps(redact_dict(data)))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 200
+    assert set(results) == {expected}
+
+
+def test_a_mapping_mutated_during_redaction_raises_instead_of_crashing() -> None:
+    target: dict[Any, Any] = {}
+
+    class Evil:
+        def __hash__(self) -> int:
+            target[f"new{len(target)}"] = 1
+            return 1
+
+    target["a"] = 1
+    target[Evil()] = 2
+    target["b"] = 3
+    with pytest.raises(auditbus.ValidationError, match="changed while it was being redacted"):
+        redact_dict(target)

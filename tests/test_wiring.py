@@ -1,0 +1,164 @@
+"""The bus wired to the audit trail: `ReactiveEventBus(audit=...)` and `AuditEventSubscriber`."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import auditbus
+import pytest
+from auditbus import (
+    SECURITY_EVENT_TYPES,
+    AuditEventSubscriber,
+    AuditService,
+    DomainEvent,
+    EventType,
+    ReactiveEventBus,
+    identity,
+)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[AuditService]:
+    with AuditService(tmp_path / "audit.db") as svc:
+        yield svc
+
+
+@pytest.fixture
+def bus(service: AuditService) -> Iterator[ReactiveEventBus]:
+    with ReactiveEventBus(audit=service) as wired:
+        yield wired
+
+
+def test_every_event_type_is_persisted_from_emit(bus: ReactiveEventBus, service: AuditService) -> None:
+    events = [DomainEvent(event_type=t, plan_id=f"plan-{t.value}") for t in EventType]
+    for event in events:
+        bus.emit(event)
+    service.flush()
+    stored = {entry.event_id: entry for entry in service.query(limit=None)}
+    assert set(stored) == {e.event_id for e in events}
+    for event in events:
+        assert stored[event.event_id].event_type == event.event_type.value
+        assert stored[event.event_id].plan_id == event.plan_id
+
+
+def test_a_row_carries_the_events_own_fields(bus: ReactiveEventBus, service: AuditService) -> None:
+    when = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+    event = DomainEvent(
+        event_type=EventType.PLAN_APPLIED,
+        timestamp=when,
+        plan_id="p-1",
+        project_name="alpha",
+        actor_name="planner",
+        session_id="s-1",
+        user_identity="alice",
+        details={"files_changed": 3},
+    )
+    bus.emit(event)
+    service.flush()
+    (entry,) = service.query(plan_id="p-1")
+    assert entry.timestamp == when  # the event's own time, not the write time
+    assert entry.recorded_at >= when
+    assert (entry.event_id, entry.user_identity, entry.actor_name) == (event.event_id, "alice", "planner")
+    assert (entry.project_name, entry.session_id) == ("alpha", "s-1")
+    assert entry.details["files_changed"] == 3
+
+
+def test_identity_context_reaches_the_row(bus: ReactiveEventBus, service: AuditService) -> None:
+    with identity("alice"):
+        bus.emit(DomainEvent(event_type=EventType.SESSION_CREATED, session_id="s-9"))
+    bus.emit(DomainEvent(event_type=EventType.SESSION_CREATED, session_id="s-10"))
+    assert service.query(session_id="s-9")[0].user_identity == "alice"
+    assert service.query(session_id="s-10")[0].user_identity is None
+
+
+def test_persistence_happens_before_the_handlers(bus: ReactiveEventBus, service: AuditService) -> None:
+    seen_by_handler: list[int] = []
+    bus.subscribe(EventType.PLAN_CANCELLED, lambda e: seen_by_handler.append(service.count(plan_id=e.plan_id)))
+    bus.emit(DomainEvent(event_type=EventType.PLAN_CANCELLED, plan_id="p-2"))
+    assert seen_by_handler == [1]
+
+
+def test_a_later_change_to_details_does_not_reach_the_row(bus: ReactiveEventBus, service: AuditService) -> None:
+    event = DomainEvent(event_type=EventType.CONFIG_CHANGED, plan_id="p-3", details={"scope": "project"})
+    bus.emit(event)
+    event.details["scope"] = "changed after emit"
+    service.flush()
+    assert service.query(plan_id="p-3")[0].details["scope"] == "project"
+
+
+def test_bus_and_subscriber_together_write_each_event_once(service: AuditService) -> None:
+    bus = ReactiveEventBus(audit=service)
+    subscriber = AuditEventSubscriber(bus, service)
+    events = [DomainEvent(event_type=t) for t in EventType]
+    for event in events:
+        bus.emit(event)
+    service.flush()
+    assert service.count() == len(events)
+    assert service.stats()["duplicates"] == len(SECURITY_EVENT_TYPES)
+    subscriber.close()
+
+
+def test_subscriber_alone_records_only_the_nine_security_types(service: AuditService) -> None:
+    bus = ReactiveEventBus()
+    AuditEventSubscriber(bus, service)
+    for event_type in EventType:
+        bus.emit(DomainEvent(event_type=event_type))
+    service.flush()
+    stored = {entry.event_type for entry in service.query(limit=None)}
+    assert stored == {t.value for t in SECURITY_EVENT_TYPES}
+
+
+def test_subscriber_failure_is_logged_and_never_reaches_the_emitter(
+    service: AuditService, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = ReactiveEventBus()
+    AuditEventSubscriber(bus, service)
+    service.close()
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE))
+    assert any("audit record failed for auth_failure" in r.getMessage() for r in caplog.records)
+
+
+def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
+    service = AuditService(tmp_path / "audit.db")
+    bus = ReactiveEventBus(audit=service)
+    service.close()
+    with pytest.raises(auditbus.ClosedError):
+        bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED))
+
+
+def test_subscriber_rejects_something_that_is_not_a_service() -> None:
+    with pytest.raises(TypeError, match=r"audit_service must be an auditbus\.AuditService, got str"):
+        AuditEventSubscriber(ReactiveEventBus(), "audit.db")  # type: ignore[arg-type]
+
+
+def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:
+    assert bus.audit is service
+    assert ReactiveEventBus().audit is None
+
+
+def test_events_emitted_by_one_process_are_read_by_the_next(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    script = textwrap.dedent(
+        f"""
+        from auditbus import AuditService, DomainEvent, EventType, ReactiveEventBus, identity
+        bus = ReactiveEventBus(audit=AuditService({str(db)!r}))
+        with identity("alice"):
+            for n in range(50):
+                bus.emit(DomainEvent(event_type=EventType.STEP_COMPLETED, plan_id="p", details={{"n": n}}))
+        # no flush, no close: a normal interpreter exit must flush
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    with AuditService(db) as reader:
+        entries = reader.query(plan_id="p", limit=None, order="asc")
+    assert [e.details["n"] for e in entries] == list(range(50))
+    assert {e.user_identity for e in entries} == {"alice"}
+    with AuditService(db) as again:
+        assert again.verify().ok
