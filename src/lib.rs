@@ -16,6 +16,9 @@ pub mod values;
 mod _native {
     use pyo3::prelude::*;
 
+    #[cfg(feature = "bench")]
+    #[pymodule_export]
+    use super::audit::bench::BenchRawInsert;
     #[pymodule_export]
     use super::audit::{AuditEntry, AuditEntryIterator, AuditService, VerifyReport};
     #[pymodule_export]

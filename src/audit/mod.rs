@@ -1,6 +1,8 @@
 //! The durable audit trail: SQLite `audit_log`, written behind the caller by
 //! one thread per database, hash-chained, redacted before it is queued.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod chain;
 pub mod entry;
 pub mod query;

@@ -1,0 +1,79 @@
+//! Benchmark-only reference, compiled only with the cargo feature `bench`
+//! (off by default, so the shipped module carries none of it): the same rows
+//! inserted straight into the same schema, indexes and `synchronous` with
+//! rusqlite, in batched `BEGIN IMMEDIATE … COMMIT` transactions — no queue,
+//! no redaction, no chain. `benchmarks/bench_audit.py` measures the audit
+//! writer against it as "the limit on this disk".
+
+use std::time::Duration;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::audit::record::new_event_id;
+use crate::audit::schema::{self, Durability};
+use crate::errors::{Error, Result};
+use crate::timestamp;
+
+/// A placeholder of a chain hash's size, so rows weigh the same.
+const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const INSERT: &str = "INSERT INTO audit_log (timestamp, event_type, plan_id, user_identity, details, event_id, \
+                      actor_name, project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, NULL, NULL, ?7, ?8, ?9, ?9)";
+
+/// `(event_type, plan_id, user_identity, details_json)`, extracted once.
+type Row = (String, Option<String>, Option<String>, String);
+
+/// `_BenchRawInsert(path, rows, durability="full")`; `insert(batch)` writes every row once more.
+#[pyclass(frozen, module = "auditbus._native", name = "_BenchRawInsert")]
+pub struct BenchRawInsert {
+    conn: Mutex<Connection>,
+    rows: Vec<Row>,
+}
+
+#[pymethods]
+impl BenchRawInsert {
+    #[new]
+    #[pyo3(signature = (path, rows, durability = "full"))]
+    fn new(py: Python<'_>, path: String, rows: Vec<Row>, durability: &str) -> Result<Self> {
+        let durability = Durability::parse(durability)?;
+        let conn = py.detach(|| schema::open_writer(&path, Duration::from_secs(5), durability))?;
+        Ok(Self { conn: Mutex::new(conn), rows })
+    }
+
+    /// Inserts all rows, `batch` per transaction, with the GIL released.
+    fn insert(&self, py: Python<'_>, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(Error::invalid("batch", "expected an int >= 1"));
+        }
+        py.detach(|| {
+            let mut conn = self.conn.lock();
+            let source = r#"{"host":"bench","pid":0,"app":"raw"}"#;
+            for chunk in self.rows.chunks(batch) {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let now = timestamp::isoformat(&Utc::now());
+                    let mut stmt = tx.prepare_cached(INSERT)?;
+                    for (event_type, plan_id, user_identity, details) in chunk {
+                        stmt.execute(rusqlite::params![
+                            now,
+                            event_type,
+                            plan_id,
+                            user_identity,
+                            details,
+                            new_event_id(),
+                            source,
+                            now,
+                            HASH
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+    }
+}
