@@ -40,8 +40,9 @@ const MAX_MASK_CHARS: usize = 256;
 
 /// Keys up to this length are remembered per thread (see [`Verdict`]).
 const CACHED_KEY_MAX: usize = 96;
-/// Slots of the per-thread key cache (a power of two).
-const CACHE_SLOTS: usize = 4096;
+/// Slots of the per-thread key cache: `1 << CACHE_BITS`.
+const CACHE_BITS: u32 = 12;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// Everything the walkers need to know about a key, computed once per
 /// distinct key text and remembered: audit payloads repeat the same few
@@ -203,7 +204,11 @@ impl Rules {
         if key.len() > CACHED_KEY_MAX {
             return self.compute_verdict(key);
         }
-        let index = ((hash ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize) & (CACHE_SLOTS - 1);
+        // The slot comes from the product's high bits: the low bits of a
+        // product depend only on the low bits of its factors, and for
+        // `text_hash` those are the key's first characters, so `counts` and
+        // `config` would share a slot and evict each other on every row.
+        let index = ((hash ^ self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
         let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
             Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
             _ => None,
