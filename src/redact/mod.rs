@@ -5,9 +5,11 @@
 //! - [`sibling`]: `{"key": "llm.api_key", "new_value": ...}` records and
 //!   `[name, value]` pair lists;
 //! - [`patterns`]: value shapes (tokens, private keys, URL passwords, ...);
-//! - [`walk`]: the JSON walker (audit path) and the rules' entry points;
-//! - [`py`]: the Python walker and bindings, which call the same rule
-//!   functions as the JSON walker, so there is one rule set.
+//! - [`walker`]: the one walker over Python values, with two sinks:
+//!   [`py`] builds Python objects (`redact_dict`, `redact`, `Redactor`),
+//!   [`text`] writes the JSON text of an audit row;
+//! - [`walk`]: the walker over parsed JSON (JSON inside strings) and the
+//!   text entry points; it calls the same rule functions, so there is one rule set.
 //!
 //! [`Rules`] is Python-free and `Send + Sync`, so the audit writer can share
 //! it across threads and the scanner can be fuzzed without an interpreter.
@@ -18,7 +20,9 @@ pub mod keys;
 pub mod patterns;
 pub mod py;
 pub mod sibling;
+pub mod text;
 pub mod walk;
+pub mod walker;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,181 @@
+//! The audit row's details: Python values straight to redacted JSON text,
+//! in one walk (no `serde_json::Value` tree, no second walk to redact, no
+//! third to serialise). Values map to JSON as [`crate::values::classify`]
+//! says, the same mapping `model_dump(mode="json")` uses; keys keep their
+//! insertion order.
+
+use serde::Serialize;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
+
+use super::py::guarded;
+use super::walker::{Extra, Sink, Walker};
+use super::Rules;
+use crate::errors::Error;
+use crate::values::{classify, Json};
+
+/// Writes JSON text.
+pub struct JsonText {
+    buf: Vec<u8>,
+    /// The mask as a JSON string, quotes included.
+    mask: Vec<u8>,
+}
+
+type W<'a, 'py> = Walker<'a, 'py, JsonText>;
+
+impl JsonText {
+    fn new(rules: &Rules) -> PyResult<Self> {
+        let mut mask = Vec::new();
+        put(&mut mask, rules.mask())?;
+        Ok(Self { buf: Vec::with_capacity(1024), mask })
+    }
+
+    /// A comma unless this is the first item of an object or array.
+    fn separate(&mut self) {
+        if !matches!(self.buf.last(), Some(b'{' | b'[')) {
+            self.buf.push(b',');
+        }
+    }
+}
+
+/// Writes one JSON scalar or string, escaped as `serde_json` does.
+fn put<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> PyResult<()> {
+    serde_json::to_writer(buf, value).map_err(|e| Error::Storage(format!("details not serialisable: {e}")).into())
+}
+
+impl<'py> Sink<'py> for JsonText {
+    type Out = ();
+    /// Where the object starts, to abandon it.
+    type Map = usize;
+    type Seq = ();
+
+    const TEXT_KEYS: bool = true;
+
+    fn same_text(&mut self, _obj: &Bound<'py, PyAny>, text: &str) -> PyResult<()> {
+        put(&mut self.buf, text)
+    }
+
+    fn fresh_text(&mut self, text: &str) -> PyResult<()> {
+        put(&mut self.buf, text)
+    }
+
+    fn mask(&mut self) -> PyResult<()> {
+        self.buf.extend_from_slice(&self.mask);
+        Ok(())
+    }
+
+    fn begin_map(&mut self) -> usize {
+        let start = self.buf.len();
+        self.buf.push(b'{');
+        start
+    }
+
+    fn key(&mut self, _map: &mut usize, _key: &Bound<'py, PyAny>, text: &str, _fresh: bool) -> PyResult<()> {
+        self.separate();
+        put(&mut self.buf, text)?;
+        self.buf.push(b':');
+        Ok(())
+    }
+
+    fn value(&mut self, _map: &mut usize, _value: ()) -> PyResult<()> {
+        Ok(())
+    }
+
+    fn end_map(&mut self, _map: usize) -> PyResult<()> {
+        self.buf.push(b'}');
+        Ok(())
+    }
+
+    fn abandon_map(&mut self, start: usize) {
+        self.buf.truncate(start);
+    }
+
+    fn begin_seq(&mut self) {
+        self.buf.push(b'[');
+    }
+
+    fn next_item(&mut self, _seq: &mut ()) {
+        self.separate();
+    }
+
+    fn item(&mut self, _seq: &mut (), _item: ()) {}
+
+    fn end_seq(&mut self, _seq: ()) -> PyResult<()> {
+        self.buf.push(b']');
+        Ok(())
+    }
+
+    fn leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        if obj.is_none() {
+            w.sink.buf.extend_from_slice(b"null");
+            return Ok(());
+        }
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            w.sink.buf.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+            return Ok(());
+        }
+        if obj.is_exact_instance_of::<PyInt>() {
+            if let Ok(i) = obj.extract::<i64>() {
+                return put(&mut w.sink.buf, &i);
+            }
+        }
+        if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            let f = f.value();
+            if f.is_finite() {
+                return put(&mut w.sink.buf, &f);
+            }
+        }
+        match classify(obj) {
+            Json::Null => {
+                w.sink.buf.extend_from_slice(b"null");
+                Ok(())
+            }
+            Json::Bool(b) => {
+                w.sink.buf.extend_from_slice(if b { b"true" } else { b"false" });
+                Ok(())
+            }
+            Json::Int(i) => put(&mut w.sink.buf, &i),
+            Json::UInt(u) => put(&mut w.sink.buf, &u),
+            Json::Float(f) => put(&mut w.sink.buf, &f),
+            Json::Str(s) => w.text(obj, &s.to_string_lossy(), depth),
+            Json::Text(t) => w.text(obj, &t, depth),
+            Json::Object(dict, id) => w.dict(&dict, &[], depth, id),
+            // Odd iterables (sets, list subclasses) are read leniently: an
+            // item that raises is left out; the row is still written.
+            Json::Array(items) => w.seq_lenient(&items, depth),
+            Json::As(inner) => w.walk(&inner, depth),
+        }
+    }
+
+    fn mask_leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        // What the value is in JSON decides: `null`, booleans and the mask stay.
+        let start = w.sink.buf.len();
+        w.walk(obj, depth)?;
+        let written = &w.sink.buf[start..];
+        if !matches!(written, b"null" | b"true" | b"false") && written != w.sink.mask.as_slice() {
+            w.sink.buf.truncate(start);
+            w.mask()?;
+        }
+        Ok(())
+    }
+
+    fn name_text<'b>(value: &'b Bound<'py, PyAny>) -> Option<std::borrow::Cow<'b, str>> {
+        // Bytes are text in the row (`[b"x-api-key", b"..."]` ASGI headers).
+        if let Ok(s) = value.cast::<pyo3::types::PyString>() {
+            return Some(s.to_string_lossy());
+        }
+        if let Ok(b) = value.cast::<pyo3::types::PyBytes>() {
+            return Some(std::borrow::Cow::Owned(String::from_utf8_lossy(b.as_bytes()).into_owned()));
+        }
+        None
+    }
+}
+
+/// The redacted JSON text of `details`, with `extra` entries walked as if
+/// they were in it (the caller adds only keys the dict does not have).
+pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Extra<'py>) -> PyResult<String> {
+    let mut walker = Walker::new(rules, JsonText::new(rules)?);
+    guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize))?;
+    String::from_utf8(walker.sink.buf).map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
+}
