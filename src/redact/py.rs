@@ -16,7 +16,7 @@ use pyo3::types::{
     PyTuple,
 };
 
-use super::walker::{Sink, Walker};
+use super::walker::{Key, Sink, Walker};
 use super::{Rules, REDACTED};
 use crate::errors::Error;
 
@@ -35,10 +35,16 @@ impl<'py> Objects<'py> {
 
 type W<'a, 'py> = Walker<'a, 'py, Objects<'py>>;
 
+/// A dict under construction: a copy of the input whose changed entries
+/// are replaced (`patch`), or a new dict filled entry by entry.
+pub struct Building<'py> {
+    dict: Bound<'py, PyDict>,
+    patch: bool,
+}
+
 impl<'py> Sink<'py> for Objects<'py> {
     type Out = Bound<'py, PyAny>;
-    /// The dict being built and the key of the entry under way.
-    type Map = (Bound<'py, PyDict>, Option<Bound<'py, PyAny>>);
+    type Map = Building<'py>;
     type Seq = Vec<Bound<'py, PyAny>>;
 
     const TEXT_KEYS: bool = false;
@@ -55,24 +61,41 @@ impl<'py> Sink<'py> for Objects<'py> {
         Ok(self.mask.clone().into_any())
     }
 
-    fn begin_map(&mut self) -> Self::Map {
-        (PyDict::new(self.py), None)
+    fn begin_map(&mut self, like: Option<&Bound<'py, PyDict>>) -> PyResult<Self::Map> {
+        // Copying a dict is one C call; only the entries that change are
+        // then set, instead of every entry.
+        Ok(match like.filter(|d| d.is_exact_instance_of::<PyDict>()) {
+            Some(dict) => Building { dict: dict.copy()?, patch: true },
+            None => Building { dict: PyDict::new(self.py), patch: false },
+        })
     }
 
-    fn key(&mut self, map: &mut Self::Map, key: &Bound<'py, PyAny>, text: &str, fresh: bool) -> PyResult<()> {
-        map.1 = Some(if fresh { PyString::new(self.py, text).into_any() } else { key.clone() });
+    fn key(&mut self, _map: &mut Self::Map, _key: &Key<'_, 'py>) -> PyResult<()> {
         Ok(())
     }
 
-    fn value(&mut self, map: &mut Self::Map, value: Self::Out) -> PyResult<()> {
-        match map.1.take() {
-            Some(key) => map.0.set_item(key, value),
-            None => Ok(()),
+    fn value(
+        &mut self,
+        map: &mut Self::Map,
+        key: &Key<'_, 'py>,
+        original: &Bound<'py, PyAny>,
+        value: Self::Out,
+    ) -> PyResult<()> {
+        if map.patch {
+            if !value.is(original) {
+                map.dict.set_item(key.obj, value)?;
+            }
+            return Ok(());
+        }
+        if key.fresh {
+            map.dict.set_item(PyString::new(self.py, key.text), value)
+        } else {
+            map.dict.set_item(key.obj, value)
         }
     }
 
     fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Out> {
-        Ok(map.0.into_any())
+        Ok(map.dict.into_any())
     }
 
     fn abandon_map(&mut self, _map: Self::Map) {}

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 
 use super::py::guarded;
-use super::walker::{Extra, Sink, Walker};
+use super::walker::{Extra, Key, Sink, Walker};
 use super::Rules;
 use crate::errors::Error;
 use crate::values::{classify, Json};
@@ -65,20 +65,26 @@ impl<'py> Sink<'py> for JsonText {
         Ok(())
     }
 
-    fn begin_map(&mut self) -> usize {
+    fn begin_map(&mut self, _like: Option<&Bound<'py, PyDict>>) -> PyResult<usize> {
         let start = self.buf.len();
         self.buf.push(b'{');
-        start
+        Ok(start)
     }
 
-    fn key(&mut self, _map: &mut usize, _key: &Bound<'py, PyAny>, text: &str, _fresh: bool) -> PyResult<()> {
+    fn key(&mut self, _map: &mut usize, key: &Key<'_, 'py>) -> PyResult<()> {
         self.separate();
-        put(&mut self.buf, text)?;
+        put(&mut self.buf, key.text)?;
         self.buf.push(b':');
         Ok(())
     }
 
-    fn value(&mut self, _map: &mut usize, _value: ()) -> PyResult<()> {
+    fn value(
+        &mut self,
+        _map: &mut usize,
+        _key: &Key<'_, 'py>,
+        _original: &Bound<'py, PyAny>,
+        _value: (),
+    ) -> PyResult<()> {
         Ok(())
     }
 

@@ -23,6 +23,16 @@ use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
 /// Extra `(key, value)` entries walked as if they were in the mapping.
 pub type Extra<'py> = [(Bound<'py, PyAny>, Bound<'py, PyAny>)];
 
+/// A mapping key as the output has it.
+pub struct Key<'k, 'py> {
+    /// The original key.
+    pub obj: &'k Bound<'py, PyAny>,
+    /// Its text in the output.
+    pub text: &'k str,
+    /// The text is not the original key's (rewritten or made unique).
+    pub fresh: bool,
+}
+
 /// Builds the output of a walk. `Out` is what one walked value yields.
 pub trait Sink<'py>: Sized {
     type Out;
@@ -40,11 +50,19 @@ pub trait Sink<'py>: Sized {
     /// The mask.
     fn mask(&mut self) -> PyResult<Self::Out>;
 
-    fn begin_map(&mut self) -> Self::Map;
-    /// Starts an entry; `fresh` when `text` is not the original key's text.
-    fn key(&mut self, map: &mut Self::Map, key: &Bound<'py, PyAny>, text: &str, fresh: bool) -> PyResult<()>;
-    /// Ends the entry started by [`Sink::key`].
-    fn value(&mut self, map: &mut Self::Map, value: Self::Out) -> PyResult<()>;
+    /// Starts a mapping. `like` is the mapping walked when the output has
+    /// its keys in its order: a sink may start from a copy of it.
+    fn begin_map(&mut self, like: Option<&Bound<'py, PyDict>>) -> PyResult<Self::Map>;
+    /// Starts an entry (called before its value is walked).
+    fn key(&mut self, map: &mut Self::Map, key: &Key<'_, 'py>) -> PyResult<()>;
+    /// Ends the entry: `original` is the value walked, `value` its output.
+    fn value(
+        &mut self,
+        map: &mut Self::Map,
+        key: &Key<'_, 'py>,
+        original: &Bound<'py, PyAny>,
+        value: Self::Out,
+    ) -> PyResult<()>;
     fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Out>;
     /// Drops a mapping begun but not finished (the walker redoes it).
     fn abandon_map(&mut self, map: Self::Map);
@@ -183,7 +201,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     /// One pass over a mapping of exact `str` keys, which is nearly every
     /// mapping; `None` when the mapping needs [`Walker::dict_general`].
     fn dict_fast(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<Option<S::Out>> {
-        let mut map = self.sink.begin_map();
+        let mut map = self.sink.begin_map(extra.is_empty().then_some(dict))?;
         // A name field naming a secret masks the value fields; one that comes
         // after a value field already written sends the mapping to the general path.
         let mut secret_name = false;
@@ -204,13 +222,14 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
                 secret_name = true;
             }
             value_seen |= info.value_field;
-            self.sink.key(&mut map, &key, text, false)?;
+            let k = Key { obj: &key, text, fresh: false };
+            self.sink.key(&mut map, &k)?;
             let out = if info.secret || (info.value_field && secret_name) {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
             };
-            self.sink.value(&mut map, out)?;
+            self.sink.value(&mut map, &k, &value, out)?;
         }
         self.sink.end_map(map).map(Some)
     }
@@ -235,7 +254,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             }
         }
         let mut taken: HashSet<String> = HashSet::new();
-        let mut map = self.sink.begin_map();
+        let mut map = self.sink.begin_map(None)?;
         for (key, value) in dict.iter().chain(extra.iter().cloned()) {
             let text = entry_key_text(&key);
             let verdict = self.rules.verdict(&text);
@@ -253,14 +272,15 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             if fresh {
                 self.changes += 1;
             }
-            self.sink.key(&mut map, &key, &final_text, fresh)?;
+            let k = Key { obj: &key, text: &final_text, fresh };
+            self.sink.key(&mut map, &k)?;
             let info = verdict.info;
             let out = if info.secret || (info.value_field && secret_name) {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
             };
-            self.sink.value(&mut map, out)?;
+            self.sink.value(&mut map, &k, &value, out)?;
         }
         self.sink.end_map(map)
     }
