@@ -160,6 +160,7 @@ ODD: list[dict[Any, Any]] = [
     {"bad": BadIter([1, 2]), "ok": "yes"},
     {"json": json.dumps({"user": "bob", "password": "x"}), "url": "postgres://u:pw@h/db"},
     {"api_key": Model(), "secret": Weird(), "token": dt.date(2024, 1, 1), "pin": Level.HIGH},
+    {"esc": 'line1\nline2 "quoted" back\\slash \x01 \u00e9 \U0001f600', 'k"e\\y': "\t"},
 ]
 
 

@@ -58,8 +58,8 @@ pub struct Verdict {
     pub rewrite: bool,
 }
 
-/// One remembered key: the rule set's id, the key text, its verdict.
-type Slot = Option<(u64, Box<str>, Verdict)>;
+/// One remembered key: the rule set's id, the key's hash, its text, its verdict.
+type Slot = Option<(u64, u64, Box<str>, Verdict)>;
 
 thread_local! {
     /// Direct-mapped and per thread: no lock, no eviction policy; a
@@ -80,6 +80,11 @@ pub fn text_hash(text: &str) -> u64 {
     h
 }
 
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
 /// Ids for rule sets, so that a cache filled under one never serves another.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -88,6 +93,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Rules {
     id: u64,
     mask: String,
+    /// The mask as a JSON string literal, quotes included (the audit text sink writes it).
+    mask_literal: String,
     patterns: bool,
     /// User-added key names, matched as substrings of the compact key.
     extra: Option<AhoCorasick>,
@@ -102,6 +109,7 @@ impl Default for Rules {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: REDACTED.to_owned(),
+            mask_literal: json_string(REDACTED),
             patterns: true,
             extra: None,
             extra_terms: Vec::new(),
@@ -157,6 +165,7 @@ impl Rules {
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: mask.to_owned(),
+            mask_literal: json_string(mask),
             patterns,
             extra,
             extra_terms,
@@ -168,6 +177,11 @@ impl Rules {
     /// The string that replaces a secret.
     pub fn mask(&self) -> &str {
         &self.mask
+    }
+
+    /// The mask as a JSON string, quotes included.
+    pub fn mask_literal(&self) -> &str {
+        &self.mask_literal
     }
 
     /// Whether value shapes are scanned.
@@ -213,9 +227,18 @@ impl Rules {
         // `text_hash` those are the key's first characters, so `counts` and
         // `config` would share a slot and evict each other on every row.
         let index = ((hash ^ self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
-        let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
-            Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
-            _ => None,
+        // Two ways: slots `2i` and `2i + 1`, so two keys landing on the same
+        // pair (likely among a payload's few dozen keys) do not evict each other.
+        let first = index & !1;
+        let cached = VERDICTS.with(|cell| {
+            let slots = cell.borrow();
+            slots.get(first..first + 2).and_then(|pair| {
+                pair.iter().find_map(|slot| match slot {
+                    // The hash first: the text is compared only where it will match.
+                    Some((id, h, text, v)) if *h == hash && *id == self.id && &**text == key => Some(*v),
+                    _ => None,
+                })
+            })
         });
         if let Some(v) = cached {
             return v;
@@ -224,8 +247,10 @@ impl Rules {
         // judges `key=value` pairs inside it, which asks this cache again.
         let v = self.compute_verdict(key);
         VERDICTS.with(|cell| {
-            if let Some(slot) = cell.borrow_mut().get_mut(index) {
-                *slot = Some((self.id, key.into(), v));
+            if let Some(pair) = cell.borrow_mut().get_mut(first..first + 2) {
+                // The newest entry goes first, the older one moves to second.
+                pair.swap(0, 1);
+                pair[0] = Some((self.id, hash, key.into(), v));
             }
         });
         v
@@ -278,6 +303,24 @@ mod tests {
         let terms: Vec<String> = (0..20_000).map(|i| format!("custom_field_{i}")).collect();
         let rules = Rules::new(&terms, &[], true, REDACTED).unwrap();
         assert!(rules.key_is_secret("x.custom_field_19999"));
+    }
+
+    #[test]
+    fn cached_verdicts_tell_keys_apart_at_every_length() {
+        // Keys that share a long prefix, or differ only in length, must each
+        // get their own verdict, cached or not.
+        let rules = Rules::default();
+        let long_plain = format!("{}_count", "x".repeat(40));
+        let long_secret = format!("{}_password", "x".repeat(40));
+        for _ in 0..2 {
+            assert!(!rules.key_is_secret(&long_plain));
+            assert!(rules.key_is_secret(&long_secret));
+            assert!(rules.key_is_secret("token"));
+            assert!(!rules.key_is_secret("toke"));
+            assert!(!rules.key_is_secret(""));
+            assert!(rules.key_is_secret("pin"));
+            assert!(!rules.key_is_secret("pine"));
+        }
     }
 
     #[test]

@@ -165,7 +165,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// automaton is skipped; a table lookup per byte costs less than a step of
 /// the automaton, and skips its per-call setup, for the typical short value.
 struct HintPairs {
-    bits: Vec<u64>,
+    bits: Box<[u64; 1 << 10]>,
 }
 
 impl HintPairs {
@@ -174,7 +174,7 @@ impl HintPairs {
         for pair in ORDINARY.as_bytes().windows(2) {
             common[Self::index(pair[0], pair[1])] += 1;
         }
-        let mut bits = vec![0u64; 1 << 10];
+        let mut bits = Box::new([0u64; 1 << 10]);
         for hint in hints {
             // Every hint has at least two bytes (a test pins it).
             // Least seen in the sample; among those, of the rarest letters.
@@ -194,10 +194,18 @@ impl HintPairs {
     }
 
     fn may_hold_hint(&self, s: &str) -> bool {
-        s.as_bytes().windows(2).any(|w| {
-            let index = Self::index(w[0], w[1]);
-            self.bits[index >> 6] & (1 << (index & 63)) != 0
-        })
+        let Some((&first, rest)) = s.as_bytes().split_first() else { return false };
+        // Each byte is folded once; the pair index slides along.
+        let mut high = usize::from(first.to_ascii_lowercase()) << 8;
+        for &b in rest {
+            let low = usize::from(b.to_ascii_lowercase());
+            let index = high | low;
+            if self.bits[index >> 6] & (1 << (index & 63)) != 0 {
+                return true;
+            }
+            high = low << 8;
+        }
+        false
     }
 }
 
@@ -216,7 +224,9 @@ const ORDINARY: &str = "applied changes to the resource graph; the quick brown f
     alice bob carol admin operator prod staging eu-west-1 us-east-2 10.0.0.1 192.168.1.20 \
     req-123 a@example.com rotated creds Content-Type application/json text/html; charset=utf-8 \
     user_identity project_name actor_name session_id plan_id event_type max_tokens retries timeout \
-    2024-05-01T12:30:00+00:00 v1.2.3 build #4512 passed in 3.2s; 17 files changed, 240 insertions";
+    2024-05-01T12:30:00+00:00 v1.2.3 build #4512 passed in 3.2s; 17 files changed, 240 insertions \
+    db.internal api.example.com cache.local webhook notebook lookup outlook facebook booking \
+    smtp_password user_profile http_proxy app_port db_host log_level sub_task is_active";
 
 /// Whether the static shapes compiled (they are constants; a test pins it).
 pub fn ready() -> bool {
@@ -328,7 +338,7 @@ pub fn apply(s: &str, spans: &mut Vec<(usize, usize)>, mask: &str) -> Option<Str
 }
 
 fn memchr_any(s: &str, a: u8, b: u8) -> bool {
-    s.bytes().any(|c| c == a || c == b)
+    memchr::memchr2(a, b, s.as_bytes()).is_some()
 }
 
 fn push_group(c: &regex::Captures<'_>, name: &str, spans: &mut Vec<(usize, usize)>) {
@@ -471,7 +481,7 @@ fn kv_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(
     let b = s.as_bytes();
     let mut at = 0;
     let mut key_floor = 0;
-    while let Some(off) = b[at..].iter().position(|&c| c == b'=' || c == b':') {
+    while let Some(off) = memchr::memchr2(b'=', b':', &b[at..]) {
         let sep = at + off;
         let sep_end = match (b[sep], b.get(sep + 1)) {
             (b':', Some(b'=')) | (b'=', Some(b'>' | b'=')) => sep + 2,

@@ -16,19 +16,15 @@ use crate::errors::Error;
 use crate::values::{classify, Json};
 
 /// Writes JSON text.
-pub struct JsonText {
+pub struct JsonText<'a> {
     buf: Vec<u8>,
     /// The mask as a JSON string, quotes included.
-    mask: Vec<u8>,
+    mask: &'a [u8],
 }
 
-type W<'a, 'py> = Walker<'a, 'py, JsonText>;
-
-impl JsonText {
-    fn new(rules: &Rules) -> PyResult<Self> {
-        let mut mask = Vec::new();
-        put(&mut mask, rules.mask())?;
-        Ok(Self { buf: Vec::with_capacity(1024), mask })
+impl<'a> JsonText<'a> {
+    fn new(rules: &'a Rules) -> Self {
+        Self { buf: Vec::with_capacity(256), mask: rules.mask_literal().as_bytes() }
     }
 
     /// A comma unless this is the first item of an object or array.
@@ -44,7 +40,41 @@ fn put<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> PyResult<()> {
     serde_json::to_writer(buf, value).map_err(|e| Error::Storage(format!("details not serialisable: {e}")).into())
 }
 
-impl<'py> Sink<'py> for JsonText {
+/// Writes a JSON string. Most text needs no escape: it is copied whole;
+/// anything else is escaped by `serde_json`.
+fn put_str(buf: &mut Vec<u8>, text: &str) -> PyResult<()> {
+    if needs_escape(text.as_bytes()) {
+        return put(buf, text);
+    }
+    buf.reserve(text.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(text.as_bytes());
+    buf.push(b'"');
+    Ok(())
+}
+
+/// Whether any byte is a control character, `"` or `\\`, eight bytes at a
+/// time: a zero byte in `x ^ pattern` marks a match (the classic exact
+/// "has a zero byte" test).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte below 0x20 has its top three bits clear.
+        let control = has_zero(x & (LOW * 0xE0));
+        if control || has_zero(x ^ (LOW * u64::from(b'"'))) || has_zero(x ^ (LOW * u64::from(b'\\'))) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+impl<'a, 'py> Sink<'py> for JsonText<'a> {
     type Out = ();
     /// Where the object starts, to abandon it.
     type Map = usize;
@@ -53,15 +83,15 @@ impl<'py> Sink<'py> for JsonText {
     const TEXT_KEYS: bool = true;
 
     fn same_text(&mut self, _obj: &Bound<'py, PyAny>, text: &str) -> PyResult<()> {
-        put(&mut self.buf, text)
+        put_str(&mut self.buf, text)
     }
 
     fn fresh_text(&mut self, text: &str) -> PyResult<()> {
-        put(&mut self.buf, text)
+        put_str(&mut self.buf, text)
     }
 
     fn mask(&mut self) -> PyResult<()> {
-        self.buf.extend_from_slice(&self.mask);
+        self.buf.extend_from_slice(self.mask);
         Ok(())
     }
 
@@ -73,7 +103,7 @@ impl<'py> Sink<'py> for JsonText {
 
     fn key(&mut self, _map: &mut usize, key: &Key<'_, 'py>) -> PyResult<()> {
         self.separate();
-        put(&mut self.buf, key.text)?;
+        put_str(&mut self.buf, key.text)?;
         self.buf.push(b':');
         Ok(())
     }
@@ -112,7 +142,7 @@ impl<'py> Sink<'py> for JsonText {
         Ok(())
     }
 
-    fn leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
         if obj.is_none() {
             w.sink.buf.extend_from_slice(b"null");
             return Ok(());
@@ -154,12 +184,12 @@ impl<'py> Sink<'py> for JsonText {
         }
     }
 
-    fn mask_leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn mask_leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
         // What the value is in JSON decides: `null`, booleans and the mask stay.
         let start = w.sink.buf.len();
         w.walk(obj, depth)?;
         let written = &w.sink.buf[start..];
-        if !matches!(written, b"null" | b"true" | b"false") && written != w.sink.mask.as_slice() {
+        if !matches!(written, b"null" | b"true" | b"false") && written != w.sink.mask {
             w.sink.buf.truncate(start);
             w.mask()?;
         }
@@ -181,7 +211,31 @@ impl<'py> Sink<'py> for JsonText {
 /// The redacted JSON text of `details`, with `extra` entries walked as if
 /// they were in it (the caller adds only keys the dict does not have).
 pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Extra<'py>) -> PyResult<String> {
-    let mut walker = Walker::new(rules, JsonText::new(rules)?);
+    let mut walker = Walker::new(rules, JsonText::new(rules));
     guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize))?;
     String::from_utf8(walker.sink.buf).map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_escape;
+
+    #[test]
+    fn escape_detection_matches_the_byte_rule_at_every_position() {
+        for special in [0u8, 0x01, 0x1f, b'"', b'\\'] {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+        for plain in [" ", "~", "\u{7f}", "é", "😀", "plain text / with: punctuation! ' ` #", "\u{a0}\u{2028}"] {
+            let long = plain.repeat(9);
+            assert!(!needs_escape(long.as_bytes()), "{plain}");
+        }
+        let all_plain: Vec<u8> = (0x20u8..=0xff).filter(|&b| b != b'"' && b != b'\\').collect();
+        assert!(!needs_escape(&all_plain));
+    }
 }

@@ -85,6 +85,15 @@ pub trait Sink<'py>: Sized {
     }
 }
 
+/// What a mapping's name fields said so far (the sibling rule).
+#[derive(Default)]
+struct Names {
+    /// A name field names a secret: the value fields are masked.
+    secret: bool,
+    /// A value field has been written.
+    value_seen: bool,
+}
+
 /// One redaction of one Python value into a sink.
 pub struct Walker<'a, 'py, S: Sink<'py>> {
     pub rules: &'a Rules,
@@ -202,36 +211,56 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     /// mapping; `None` when the mapping needs [`Walker::dict_general`].
     fn dict_fast(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<Option<S::Out>> {
         let mut map = self.sink.begin_map(extra.is_empty().then_some(dict))?;
-        // A name field naming a secret masks the value fields; one that comes
-        // after a value field already written sends the mapping to the general path.
-        let mut secret_name = false;
-        let mut value_seen = false;
-        for (key, value) in dict.iter().chain(extra.iter().cloned()) {
-            let Ok(s) = key.cast_exact::<PyString>() else { return self.bail(map) };
-            // An exact str caches its hash: no user code, no rehashing.
-            let (Ok(text), Ok(hash)) = (s.to_str(), key.hash()) else { return self.bail(map) };
-            let verdict = self.rules.verdict_hashed(text, hash as u64);
-            if verdict.rewrite {
+        let mut names = Names::default();
+        for (key, value) in dict.iter() {
+            if !self.fast_entry(&mut map, &mut names, &key, &value, depth)? {
                 return self.bail(map);
             }
-            let info = verdict.info;
-            if info.name_field && !secret_name && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n)) {
-                if value_seen {
-                    return self.bail(map);
-                }
-                secret_name = true;
+        }
+        for (key, value) in extra {
+            if !self.fast_entry(&mut map, &mut names, key, value, depth)? {
+                return self.bail(map);
             }
-            value_seen |= info.value_field;
-            let k = Key { obj: &key, text, fresh: false };
-            self.sink.key(&mut map, &k)?;
-            let out = if info.secret || (info.value_field && secret_name) {
-                self.masked(&value, depth + 1)?
-            } else {
-                self.walk(&value, depth + 1)?
-            };
-            self.sink.value(&mut map, &k, &value, out)?;
         }
         self.sink.end_map(map).map(Some)
+    }
+
+    /// One entry of [`Walker::dict_fast`]; `false` when the mapping needs the general path.
+    fn fast_entry(
+        &mut self,
+        map: &mut S::Map,
+        names: &mut Names,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<bool> {
+        let Ok(s) = key.cast_exact::<PyString>() else { return Ok(false) };
+        // An exact str caches its hash: no user code, no rehashing.
+        let Ok(text) = s.to_str() else { return Ok(false) };
+        let Ok(hash) = key.hash() else { return Ok(false) };
+        let verdict = self.rules.verdict_hashed(text, hash as u64);
+        if verdict.rewrite {
+            return Ok(false);
+        }
+        let info = verdict.info;
+        if info.name_field && !names.secret && S::name_text(value).is_some_and(|n| self.rules.key_is_secret(&n)) {
+            // A name that comes after a value it names: the values already
+            // written were not masked.
+            if names.value_seen {
+                return Ok(false);
+            }
+            names.secret = true;
+        }
+        names.value_seen |= info.value_field;
+        let k = Key { obj: key, text, fresh: false };
+        self.sink.key(map, &k)?;
+        let out = if info.secret || (info.value_field && names.secret) {
+            self.masked(value, depth + 1)?
+        } else {
+            self.walk(value, depth + 1)?
+        };
+        self.sink.value(map, &k, value, out)?;
+        Ok(true)
     }
 
     fn bail(&mut self, map: S::Map) -> PyResult<Option<S::Out>> {
