@@ -209,3 +209,16 @@ def test_a_custom_mask_and_user_rules(tmp_path: Path) -> None:
             "password": '<"x">',
             "note": 'password=<"x">',
         }
+
+
+def test_an_event_recorded_while_details_are_walked_is_stored_whole(svc: AuditService) -> None:
+    inner = DomainEvent(event_type="step_completed", details={"inner": "password=hunter2", "n": [1, 2]})
+
+    class RecordsWhilePrinted:
+        def __str__(self) -> str:
+            svc.record_event(inner)
+            return "outer-text"
+
+    outer = stored(svc, {"a": "before", "odd": RecordsWhilePrinted(), "b": ["after", {"token": "t"}]})
+    assert outer == {"a": "before", "odd": "outer-text", "b": ["after", {"token": M}]}
+    assert dict(entry_of(svc, inner).details) == {"inner": f"password={M}", "n": [1, 2]}

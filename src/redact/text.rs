@@ -4,6 +4,8 @@
 //! says, the same mapping `model_dump(mode="json")` uses; keys keep their
 //! insertion order.
 
+use std::cell::Cell;
+
 use serde::Serialize;
 
 use pyo3::prelude::*;
@@ -23,8 +25,8 @@ pub struct JsonText<'a> {
 }
 
 impl<'a> JsonText<'a> {
-    fn new(rules: &'a Rules) -> Self {
-        Self { buf: Vec::with_capacity(256), mask: rules.mask_literal().as_bytes() }
+    fn new(rules: &'a Rules, buf: Vec<u8>) -> Self {
+        Self { buf, mask: rules.mask_literal().as_bytes() }
     }
 
     /// A comma unless this is the first item of an object or array.
@@ -211,9 +213,33 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
 /// The redacted JSON text of `details`, with `extra` entries walked as if
 /// they were in it (the caller adds only keys the dict does not have).
 pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Extra<'py>) -> PyResult<String> {
-    let mut walker = Walker::new(rules, JsonText::new(rules));
-    guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize))?;
-    String::from_utf8(walker.sink.buf).map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
+    // The text is written into this thread's scratch buffer, which keeps its
+    // capacity, and copied out once at its exact size: no reallocation as
+    // it grows, and the row owns one right-sized allocation (freed later by
+    // the writer thread). A nested call (user code run by the walk records
+    // an event) finds the scratch taken and starts an empty buffer.
+    let mut scratch = SCRATCH.with(Cell::take);
+    scratch.clear();
+    let mut walker = Walker::new(rules, JsonText::new(rules, scratch));
+    let walked = guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize));
+    let text = walked.and_then(|()| {
+        std::str::from_utf8(&walker.sink.buf)
+            .map(str::to_owned)
+            .map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
+    });
+    let mut scratch = walker.sink.buf;
+    if scratch.capacity() <= SCRATCH_MAX {
+        scratch.clear();
+        SCRATCH.with(|cell| cell.set(scratch));
+    }
+    text
+}
+
+/// The scratch buffer is kept only up to this size (a huge row's buffer is dropped).
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]
