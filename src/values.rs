@@ -46,69 +46,113 @@ pub fn key_text(key: &Bound<'_, PyAny>) -> String {
     }
 }
 
-fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
+/// What a Python value is in JSON, one level deep. The one place that maps
+/// Python types to JSON: [`to_json`] builds a `Value` from it, the audit
+/// row's text sink (`redact::text`) writes text from it.
+pub enum Json<'py> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    /// Finite only; NaN and infinities are [`Json::Text`], as `str()` gives them.
+    Float(f64),
+    /// A `str` or a subclass of it.
+    Str(Bound<'py, PyString>),
+    /// Any other value as text: bytes decoded, dates as ISO 8601, else `str()`.
+    Text(String),
+    /// A dict, or a dict copy of another Mapping; `usize` identifies the
+    /// original for cycle detection.
+    Object(Bound<'py, PyDict>, usize),
+    /// A list, tuple, set or frozenset (or a subclass): its items, in iteration order.
+    Array(Bound<'py, PyAny>),
+    /// Converts as this value instead (an Enum's value, a model's `model_dump(mode="json")`).
+    As(Bound<'py, PyAny>),
+}
+
+/// Classifies any Python object; never raises (odd objects become text).
+pub fn classify<'py>(obj: &Bound<'py, PyAny>) -> Json<'py> {
     // Exact-type checks are pointer compares; the subclass checks below are
     // calls under the stable ABI, so the common leaves take the short path.
-    if obj.is_exact_instance_of::<PyString>() {
-        return Value::String(obj.cast::<PyString>().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        return Json::Str(s.clone());
     }
     if obj.is_exact_instance_of::<PyInt>() {
         if let Ok(i) = obj.extract::<i64>() {
-            return Value::Number(i.into());
+            return Json::Int(i);
         }
     }
     if obj.is_none() {
-        return Value::Null;
+        return Json::Null;
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Value::String(s.to_string_lossy().into_owned());
+        return Json::Str(s.clone());
     }
     if let Ok(b) = obj.cast::<PyBool>() {
-        return Value::Bool(b.is_true());
+        return Json::Bool(b.is_true());
     }
     if obj.is_instance_of::<PyInt>() {
         if let Ok(i) = obj.extract::<i64>() {
-            return Value::Number(i.into());
+            return Json::Int(i);
         }
         if let Ok(u) = obj.extract::<u64>() {
-            return Value::Number(u.into());
+            return Json::UInt(u);
         }
-        return Value::String(text(obj));
+        return Json::Text(text(obj));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
-        return Number::from_f64(f.value()).map_or_else(|| Value::String(text(obj)), Value::Number);
+        let f = f.value();
+        return if f.is_finite() { Json::Float(f) } else { Json::Text(text(obj)) };
     }
-    let id = obj.as_ptr() as usize;
-    let is_container = obj.is_instance_of::<PyDict>()
-        || obj.is_instance_of::<PyList>()
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        return Json::Object(dict.clone(), obj.as_ptr() as usize);
+    }
+    if obj.is_instance_of::<PyList>()
         || obj.is_instance_of::<PyTuple>()
         || obj.is_instance_of::<PySet>()
-        || obj.is_instance_of::<PyFrozenSet>();
-    if is_container {
-        if path.contains(&id) {
-            return Value::String(CYCLE_MARKER.to_owned());
-        }
-        if path.len() >= MAX_DEPTH {
-            return Value::String(DEPTH_MARKER.to_owned());
-        }
-        path.push(id);
-        let value = if let Ok(dict) = obj.cast::<PyDict>() {
-            Value::Object(convert_dict(dict, path))
-        } else {
-            Value::Array(
-                obj.try_iter().map(|it| it.flatten().map(|item| convert(&item, path)).collect()).unwrap_or_default(),
-            )
-        };
-        path.pop();
-        return value;
+        || obj.is_instance_of::<PyFrozenSet>()
+    {
+        return Json::Array(obj.clone());
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
-        return Value::String(String::from_utf8_lossy(b.as_bytes()).into_owned());
+        return Json::Text(String::from_utf8_lossy(b.as_bytes()).into_owned());
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Value::String(String::from_utf8_lossy(&b.to_vec()).into_owned());
+        return Json::Text(String::from_utf8_lossy(&b.to_vec()).into_owned());
     }
-    special(obj, path).unwrap_or_else(|| Value::String(text(obj)))
+    special(obj).unwrap_or_else(|| Json::Text(text(obj)))
+}
+
+fn convert(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Value {
+    match classify(obj) {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(b),
+        Json::Int(i) => Value::Number(i.into()),
+        Json::UInt(u) => Value::Number(u.into()),
+        Json::Float(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+        Json::Str(s) => Value::String(s.to_string_lossy().into_owned()),
+        Json::Text(t) => Value::String(t),
+        Json::As(inner) => convert(&inner, path),
+        Json::Object(dict, id) => container(id, path, |path| Value::Object(convert_dict(&dict, path))),
+        Json::Array(items) => container(items.as_ptr() as usize, path, |path| {
+            Value::Array(
+                items.try_iter().map(|it| it.flatten().map(|item| convert(&item, path)).collect()).unwrap_or_default(),
+            )
+        }),
+    }
+}
+
+/// A container's value, or a marker for a cycle or too deep a nesting.
+fn container(id: usize, path: &mut Vec<usize>, f: impl FnOnce(&mut Vec<usize>) -> Value) -> Value {
+    if path.contains(&id) {
+        return Value::String(CYCLE_MARKER.to_owned());
+    }
+    if path.len() >= MAX_DEPTH {
+        return Value::String(DEPTH_MARKER.to_owned());
+    }
+    path.push(id);
+    let value = f(path);
+    path.pop();
+    value
 }
 
 fn convert_dict(dict: &Bound<'_, PyDict>, path: &mut Vec<usize>) -> Map<String, Value> {
@@ -121,35 +165,28 @@ fn convert_dict(dict: &Bound<'_, PyDict>, path: &mut Vec<usize>) -> Map<String, 
 
 /// Dates, enums, mappings and pydantic-like models, which have a better
 /// JSON form than their `str()`.
-fn special(obj: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> Option<Value> {
+fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     let py = obj.py();
     let kinds = py_kinds(py).ok()?;
     let kinds = kinds.bind(py);
     let date_like = kinds.get_item(0).ok()?;
     if obj.is_instance(&date_like).unwrap_or(false) {
-        return obj.call_method0("isoformat").ok().map(|s| Value::String(text(&s)));
+        return obj.call_method0("isoformat").ok().map(|s| Json::Text(text(&s)));
     }
     let enum_type = kinds.get_item(1).ok()?;
     if obj.is_instance(&enum_type).unwrap_or(false) {
-        return obj.getattr("value").ok().map(|v| convert(&v, path));
+        return obj.getattr("value").ok().map(Json::As);
     }
     let mapping = kinds.get_item(2).ok()?;
     if obj.is_instance(&mapping).unwrap_or(false) {
-        let id = obj.as_ptr() as usize;
-        if path.contains(&id) {
-            return Some(Value::String(CYCLE_MARKER.to_owned()));
-        }
         let dict = PyDict::new(py);
         dict.update(obj.cast::<pyo3::types::PyMapping>().ok()?).ok()?;
-        path.push(id);
-        let value = Value::Object(convert_dict(&dict, path));
-        path.pop();
-        return Some(value);
+        return Some(Json::Object(dict, obj.as_ptr() as usize));
     }
     if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
         let kwargs = PyDict::new(py);
         kwargs.set_item("mode", "json").ok()?;
-        return obj.call_method("model_dump", (), Some(&kwargs)).ok().map(|v| convert(&v, path));
+        return obj.call_method("model_dump", (), Some(&kwargs)).ok().map(Json::As);
     }
     None
 }

@@ -3,11 +3,14 @@
 //! secret and never need the GIL.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use serde_json::{Map, Value};
 
+use crate::errors::Result;
 use crate::event::DomainEvent;
-use crate::redact::Rules;
+use crate::redact::{self, Rules};
 use crate::timestamp;
 
 /// The service's own lifecycle rows. Their types are not `EventType`
@@ -54,12 +57,27 @@ impl AuditRecord {
         at: DateTime<Utc>,
         event_id: String,
         who: Who,
-        mut details: Map<String, Value>,
+        details: Map<String, Value>,
         rules: &Rules,
     ) -> Self {
-        let outcome = outcome_of(event_type, &details);
-        let mut value = Value::Object(std::mem::take(&mut details));
+        let explicit = match details.get("outcome") {
+            Some(Value::String(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let mut value = Value::Object(details);
         rules.redact_json(&mut value);
+        let outcome = outcome_of(event_type, explicit, rules);
+        Self::with_details(event_type, at, event_id, who, value.to_string(), outcome)
+    }
+
+    fn with_details(
+        event_type: &'static str,
+        at: DateTime<Utc>,
+        event_id: String,
+        who: Who,
+        details: String,
+        outcome: Option<String>,
+    ) -> Self {
         Self {
             event_id,
             timestamp: timestamp::isoformat(&at.trunc_subsecs(6)),
@@ -70,15 +88,16 @@ impl AuditRecord {
             project_name: who.project_name,
             session_id: who.session_id,
             outcome,
-            details: value.to_string(),
+            details,
         }
     }
 
     /// The record for a domain event: its own timestamp and `event_id`, and,
     /// as the legacy subscriber did, `actor_name`/`project_name`/`session_id`
     /// copied into `details` when absent there (so a legacy reader sees them).
-    pub fn from_event(py: Python<'_>, event: &DomainEvent, rules: &Rules) -> Self {
-        let mut details = crate::values::dict_to_json(event.details_dict(py));
+    /// The details go from Python objects to redacted JSON text in one walk.
+    pub fn from_event(py: Python<'_>, event: &DomainEvent, rules: &Rules) -> Result<Self> {
+        let details = event.details_dict(py);
         let who = Who {
             plan_id: event.text(py, "plan_id"),
             user_identity: event.text(py, "user_identity"),
@@ -86,14 +105,29 @@ impl AuditRecord {
             project_name: event.text(py, "project_name"),
             session_id: event.text(py, "session_id"),
         };
-        for (name, value) in
-            [("actor_name", &who.actor_name), ("project_name", &who.project_name), ("session_id", &who.session_id)]
-        {
+        let mut extra = Vec::new();
+        for (name, value) in [
+            (intern!(py, "actor_name"), &who.actor_name),
+            (intern!(py, "project_name"), &who.project_name),
+            (intern!(py, "session_id"), &who.session_id),
+        ] {
             if let Some(value) = value {
-                details.entry(name).or_insert_with(|| Value::String(value.clone()));
+                if !details.contains(name)? {
+                    extra.push((name.clone().into_any(), PyString::new(py, value).into_any()));
+                }
             }
         }
-        Self::new(event.kind().value(), event.timestamp_utc(), event.id().to_owned(), who, details, rules)
+        let explicit = match details.get_item(intern!(py, "outcome"))? {
+            Some(outcome) => match crate::values::to_json(&outcome) {
+                Value::String(text) => Some(text),
+                _ => None,
+            },
+            None => None,
+        };
+        let kind = event.kind().value();
+        let text = redact::text::details_json(rules, details, &extra)?;
+        let outcome = outcome_of(kind, explicit, rules);
+        Ok(Self::with_details(kind, event.timestamp_utc(), event.id().to_owned(), who, text, outcome))
     }
 
     /// A lifecycle row of the service itself, stamped now.
@@ -110,9 +144,10 @@ pub fn new_event_id() -> String {
 /// `details["outcome"]` string wins; otherwise the event type decides where
 /// it says it (`auth_failure`, `plan_failed` fail; `auth_success`,
 /// `plan_applied`, `step_completed`, `correction_applied` succeed); else NULL.
-pub fn outcome_of(event_type: &str, details: &Map<String, Value>) -> Option<String> {
-    if let Some(Value::String(text)) = details.get("outcome") {
-        return Some(text.clone());
+/// The explicit text is redacted as it is in the details: it is stored too.
+pub fn outcome_of(event_type: &str, explicit: Option<String>, rules: &Rules) -> Option<String> {
+    if let Some(text) = explicit {
+        return Some(rules.redact_text(&text, 0).unwrap_or(text));
     }
     match event_type {
         "auth_failure" | "plan_failed" => Some("failure".to_owned()),
@@ -143,9 +178,11 @@ mod tests {
 
     #[test]
     fn explicit_outcome_wins() {
-        let mut details = Map::new();
-        details.insert("outcome".into(), Value::String("denied".into()));
-        assert_eq!(outcome_of("auth_success", &details).as_deref(), Some("denied"));
-        assert_eq!(outcome_of("config_changed", &Map::new()), None);
+        let rules = Rules::default();
+        assert_eq!(outcome_of("auth_success", Some("denied".into()), &rules).as_deref(), Some("denied"));
+        assert_eq!(outcome_of("auth_success", None, &rules).as_deref(), Some("success"));
+        assert_eq!(outcome_of("config_changed", None, &rules), None);
+        let leaked = outcome_of("auth_failure", Some("password=hunter2".into()), &rules).unwrap_or_default();
+        assert!(!leaked.contains("hunter2"), "{leaked}");
     }
 }

@@ -207,7 +207,7 @@ impl AuditService {
     /// Write-behind entry for the bus: redacts on the caller's thread,
     /// queues the owned record and returns without touching the disk.
     pub fn submit_event(&self, py: Python<'_>, event: &DomainEvent) -> Result<()> {
-        let record = AuditRecord::from_event(py, event, &self.rules);
+        let record = AuditRecord::from_event(py, event, &self.rules)?;
         self.writer.submit(py, record, self.put_timeout)
     }
 

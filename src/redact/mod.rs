@@ -5,9 +5,11 @@
 //! - [`sibling`]: `{"key": "llm.api_key", "new_value": ...}` records and
 //!   `[name, value]` pair lists;
 //! - [`patterns`]: value shapes (tokens, private keys, URL passwords, ...);
-//! - [`walk`]: the JSON walker (audit path) and the rules' entry points;
-//! - [`py`]: the Python walker and bindings, which call the same rule
-//!   functions as the JSON walker, so there is one rule set.
+//! - [`walker`]: the one walker over Python values, with two sinks:
+//!   [`py`] builds Python objects (`redact_dict`, `redact`, `Redactor`),
+//!   [`text`] writes the JSON text of an audit row;
+//! - [`walk`]: the walker over parsed JSON (JSON inside strings) and the
+//!   text entry points; it calls the same rule functions, so there is one rule set.
 //!
 //! [`Rules`] is Python-free and `Send + Sync`, so the audit writer can share
 //! it across threads and the scanner can be fuzzed without an interpreter.
@@ -18,7 +20,9 @@ pub mod keys;
 pub mod patterns;
 pub mod py;
 pub mod sibling;
+pub mod text;
 pub mod walk;
+pub mod walker;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,8 +44,9 @@ const MAX_MASK_CHARS: usize = 256;
 
 /// Keys up to this length are remembered per thread (see [`Verdict`]).
 const CACHED_KEY_MAX: usize = 96;
-/// Slots of the per-thread key cache (a power of two).
-const CACHE_SLOTS: usize = 4096;
+/// Slots of the per-thread key cache: `1 << CACHE_BITS`.
+const CACHE_BITS: u32 = 12;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// Everything the walkers need to know about a key, computed once per
 /// distinct key text and remembered: audit payloads repeat the same few
@@ -53,8 +58,8 @@ pub struct Verdict {
     pub rewrite: bool,
 }
 
-/// One remembered key: the rule set's id, the key text, its verdict.
-type Slot = Option<(u64, Box<str>, Verdict)>;
+/// One remembered key: the rule set's id, the key's hash, its text, its verdict.
+type Slot = Option<(u64, u64, Box<str>, Verdict)>;
 
 thread_local! {
     /// Direct-mapped and per thread: no lock, no eviction policy; a
@@ -75,6 +80,11 @@ pub fn text_hash(text: &str) -> u64 {
     h
 }
 
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
 /// Ids for rule sets, so that a cache filled under one never serves another.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -83,6 +93,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Rules {
     id: u64,
     mask: String,
+    /// The mask as a JSON string literal, quotes included (the audit text sink writes it).
+    mask_literal: String,
     patterns: bool,
     /// User-added key names, matched as substrings of the compact key.
     extra: Option<AhoCorasick>,
@@ -97,6 +109,7 @@ impl Default for Rules {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: REDACTED.to_owned(),
+            mask_literal: json_string(REDACTED),
             patterns: true,
             extra: None,
             extra_terms: Vec::new(),
@@ -152,6 +165,7 @@ impl Rules {
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mask: mask.to_owned(),
+            mask_literal: json_string(mask),
             patterns,
             extra,
             extra_terms,
@@ -163,6 +177,11 @@ impl Rules {
     /// The string that replaces a secret.
     pub fn mask(&self) -> &str {
         &self.mask
+    }
+
+    /// The mask as a JSON string, quotes included.
+    pub fn mask_literal(&self) -> &str {
+        &self.mask_literal
     }
 
     /// Whether value shapes are scanned.
@@ -203,10 +222,23 @@ impl Rules {
         if key.len() > CACHED_KEY_MAX {
             return self.compute_verdict(key);
         }
-        let index = ((hash ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize) & (CACHE_SLOTS - 1);
-        let cached = VERDICTS.with(|cell| match cell.borrow().get(index) {
-            Some(Some((id, text, v))) if *id == self.id && &**text == key => Some(*v),
-            _ => None,
+        // The slot comes from the product's high bits: the low bits of a
+        // product depend only on the low bits of its factors, and for
+        // `text_hash` those are the key's first characters, so `counts` and
+        // `config` would share a slot and evict each other on every row.
+        let index = ((hash ^ self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
+        // Two ways: slots `2i` and `2i + 1`, so two keys landing on the same
+        // pair (likely among a payload's few dozen keys) do not evict each other.
+        let first = index & !1;
+        let cached = VERDICTS.with(|cell| {
+            let slots = cell.borrow();
+            slots.get(first..first + 2).and_then(|pair| {
+                pair.iter().find_map(|slot| match slot {
+                    // The hash first: the text is compared only where it will match.
+                    Some((id, h, text, v)) if *h == hash && *id == self.id && &**text == key => Some(*v),
+                    _ => None,
+                })
+            })
         });
         if let Some(v) = cached {
             return v;
@@ -215,8 +247,10 @@ impl Rules {
         // judges `key=value` pairs inside it, which asks this cache again.
         let v = self.compute_verdict(key);
         VERDICTS.with(|cell| {
-            if let Some(slot) = cell.borrow_mut().get_mut(index) {
-                *slot = Some((self.id, key.into(), v));
+            if let Some(pair) = cell.borrow_mut().get_mut(first..first + 2) {
+                // The newest entry goes first, the older one moves to second.
+                pair.swap(0, 1);
+                pair[0] = Some((self.id, hash, key.into(), v));
             }
         });
         v
@@ -269,6 +303,24 @@ mod tests {
         let terms: Vec<String> = (0..20_000).map(|i| format!("custom_field_{i}")).collect();
         let rules = Rules::new(&terms, &[], true, REDACTED).unwrap();
         assert!(rules.key_is_secret("x.custom_field_19999"));
+    }
+
+    #[test]
+    fn cached_verdicts_tell_keys_apart_at_every_length() {
+        // Keys that share a long prefix, or differ only in length, must each
+        // get their own verdict, cached or not.
+        let rules = Rules::default();
+        let long_plain = format!("{}_count", "x".repeat(40));
+        let long_secret = format!("{}_password", "x".repeat(40));
+        for _ in 0..2 {
+            assert!(!rules.key_is_secret(&long_plain));
+            assert!(rules.key_is_secret(&long_secret));
+            assert!(rules.key_is_secret("token"));
+            assert!(!rules.key_is_secret("toke"));
+            assert!(!rules.key_is_secret(""));
+            assert!(rules.key_is_secret("pin"));
+            assert!(!rules.key_is_secret("pine"));
+        }
     }
 
     #[test]

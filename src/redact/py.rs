@@ -1,13 +1,11 @@
-//! Python bindings: `redact_dict`, `redact` and `Redactor`, and the walker
-//! that goes Python -> Python directly (no JSON round trip), calling the
-//! same rule functions as the JSON walker.
+//! Python bindings: `redact_dict`, `redact` and `Redactor`, and the sink
+//! that makes the walker's output Python objects (no JSON round trip).
 //!
 //! Contract kept from the legacy `redact_dict`: a new dict comes back and
 //! the input is never mutated; dicts and lists are copied at every level,
 //! tuples become lists; other leaves (datetimes, numbers, str subclasses)
 //! come back as the same objects unless they hold a secret.
 
-use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -18,222 +16,183 @@ use pyo3::types::{
     PyTuple,
 };
 
-use super::sibling::{self, Record};
-use super::walk::unique_key;
+use super::walker::{Key, Sink, Walker};
 use super::{Rules, REDACTED};
 use crate::errors::Error;
-use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
 
-/// One redaction of one Python value.
-struct Walker<'a, 'py> {
-    rules: &'a Rules,
+/// Builds the redacted Python value: dicts and lists are new at every
+/// level, unchanged leaves are the original objects.
+pub struct Objects<'py> {
     py: Python<'py>,
     mask: Bound<'py, PyString>,
-    /// Containers on the current path: a repeat is a cycle. Shared,
-    /// non-cyclic references are redacted independently.
-    path: Vec<usize>,
 }
 
-impl<'a, 'py> Walker<'a, 'py> {
-    fn new(py: Python<'py>, rules: &'a Rules) -> Self {
-        Self { rules, py, mask: PyString::new(py, rules.mask()), path: Vec::new() }
+impl<'py> Objects<'py> {
+    fn new(py: Python<'py>, rules: &Rules) -> Self {
+        Self { py, mask: PyString::new(py, rules.mask()) }
+    }
+}
+
+type W<'a, 'py> = Walker<'a, 'py, Objects<'py>>;
+
+/// A dict under construction: a copy of the input whose changed entries
+/// are replaced (`patch`), or a new dict filled entry by entry.
+pub struct Building<'py> {
+    dict: Bound<'py, PyDict>,
+    patch: bool,
+}
+
+impl<'py> Sink<'py> for Objects<'py> {
+    type Out = Bound<'py, PyAny>;
+    type Map = Building<'py>;
+    type Seq = Vec<Bound<'py, PyAny>>;
+
+    const TEXT_KEYS: bool = false;
+
+    fn same_text(&mut self, obj: &Bound<'py, PyAny>, _text: &str) -> PyResult<Self::Out> {
+        Ok(obj.clone())
     }
 
-    fn marker(&self, text: &str) -> Bound<'py, PyAny> {
-        PyString::new(self.py, text).into_any()
+    fn fresh_text(&mut self, text: &str) -> PyResult<Self::Out> {
+        Ok(PyString::new(self.py, text).into_any())
     }
 
-    /// The value to store under a secret name: the mask, except `None` and booleans.
-    fn masked(&self, value: &Bound<'py, PyAny>) -> (Bound<'py, PyAny>, bool) {
-        if value.is_none() || value.is_instance_of::<PyBool>() {
-            return (value.clone(), false);
-        }
-        if let Ok(s) = value.cast::<PyString>() {
-            if s.to_str().is_ok_and(|t| t == self.rules.mask()) {
-                return (value.clone(), false);
+    fn mask(&mut self) -> PyResult<Self::Out> {
+        Ok(self.mask.clone().into_any())
+    }
+
+    fn begin_map(&mut self, like: Option<&Bound<'py, PyDict>>) -> PyResult<Self::Map> {
+        // Copying a dict is one C call; only the entries that change are
+        // then set, instead of every entry.
+        Ok(match like.filter(|d| d.is_exact_instance_of::<PyDict>()) {
+            Some(dict) => Building { dict: dict.copy()?, patch: true },
+            None => Building { dict: PyDict::new(self.py), patch: false },
+        })
+    }
+
+    fn key(&mut self, _map: &mut Self::Map, _key: &Key<'_, 'py>) -> PyResult<()> {
+        Ok(())
+    }
+
+    fn value(
+        &mut self,
+        map: &mut Self::Map,
+        key: &Key<'_, 'py>,
+        original: &Bound<'py, PyAny>,
+        value: Self::Out,
+    ) -> PyResult<()> {
+        if map.patch {
+            if !value.is(original) {
+                map.dict.set_item(key.obj, value)?;
             }
+            return Ok(());
         }
-        (self.mask.clone().into_any(), true)
+        if key.fresh {
+            map.dict.set_item(PyString::new(self.py, key.text), value)
+        } else {
+            map.dict.set_item(key.obj, value)
+        }
     }
 
-    /// Returns the redacted value and whether its content differs.
-    fn walk(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<(Bound<'py, PyAny>, bool)> {
+    fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Out> {
+        Ok(map.dict.into_any())
+    }
+
+    fn abandon_map(&mut self, _map: Self::Map) {}
+
+    fn begin_seq(&mut self) -> Self::Seq {
+        Vec::new()
+    }
+
+    fn next_item(&mut self, _seq: &mut Self::Seq) {}
+
+    fn item(&mut self, seq: &mut Self::Seq, item: Self::Out) {
+        seq.push(item);
+    }
+
+    fn end_seq(&mut self, seq: Self::Seq) -> PyResult<Self::Out> {
+        Ok(PyList::new(self.py, seq)?.into_any())
+    }
+
+    fn leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Self::Out> {
+        if obj.is_none()
+            || obj.is_exact_instance_of::<PyBool>()
+            || obj.is_exact_instance_of::<PyInt>()
+            || obj.is_exact_instance_of::<PyFloat>()
+        {
+            return Ok(obj.clone());
+        }
         if let Ok(s) = obj.cast::<PyString>() {
-            let text = s.to_string_lossy();
-            return Ok(match self.rules.redact_text(&text, depth) {
-                Some(new) => (PyString::new(self.py, &new).into_any(), true),
-                None => (obj.clone(), false),
-            });
+            return w.text(obj, &s.to_string_lossy(), depth);
         }
         if let Ok(d) = obj.cast::<PyDict>() {
-            return self.dict(d, depth);
+            return w.dict(d, &[], depth, obj.as_ptr() as usize);
         }
         if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-            return self.sequence(obj, depth);
+            return w.seq(obj, depth);
         }
-        if obj.is_none() || obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
-            return Ok((obj.clone(), false));
+        if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
+            return Ok(obj.clone());
         }
         if let Ok(b) = obj.cast::<PyBytes>() {
-            return Ok(self.bytes(obj, b.as_bytes(), depth));
+            return bytes(w, obj, b.as_bytes(), depth);
         }
         if let Ok(b) = obj.cast::<PyByteArray>() {
-            let data = b.to_vec();
-            return Ok(self.bytes(obj, &data, depth));
+            return bytes(w, obj, &b.to_vec(), depth);
         }
         if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
-            return self.keep_unless_changed(obj, depth, |w, o, d| w.sequence(o, d));
+            return keep_unless_changed(w, obj, |w| w.seq(obj, depth));
         }
         if obj.is_instance_of::<PyRange>() || obj.is_instance_of::<PyMemoryView>() {
-            return Ok((obj.clone(), false));
+            return Ok(obj.clone());
         }
-        let abcs = abcs(self.py)?.bind(self.py);
+        let abcs = abcs(w.sink.py)?.bind(w.sink.py);
         if obj.is_instance(&abcs.get_item(0)?)? {
             // A Mapping that is not a dict (MappingProxyType, custom Mapping).
-            return self.keep_unless_changed(obj, depth, |w, o, d| {
-                let as_dict = PyDict::new(w.py);
-                as_dict.update(o.cast::<pyo3::types::PyMapping>()?)?;
-                w.dict_at(&as_dict, d, o.as_ptr() as usize)
+            return keep_unless_changed(w, obj, |w| {
+                let as_dict = PyDict::new(w.sink.py);
+                as_dict.update(obj.cast::<pyo3::types::PyMapping>()?)?;
+                w.dict(&as_dict, &[], depth, obj.as_ptr() as usize)
             });
         }
         if obj.is_instance(&abcs.get_item(1)?)? || obj.is_instance(&abcs.get_item(2)?)? {
             // A Sequence or Set that is not a list/tuple/set (deque, ...).
-            return self.keep_unless_changed(obj, depth, |w, o, d| w.sequence(o, d));
+            return keep_unless_changed(w, obj, |w| w.seq(obj, depth));
         }
-        Ok((obj.clone(), false))
+        Ok(obj.clone())
     }
 
-    /// Redacts a container of a type the legacy kept as a leaf: the same
-    /// object comes back unless something inside it was masked.
-    fn keep_unless_changed(
-        &mut self,
-        obj: &Bound<'py, PyAny>,
-        depth: usize,
-        f: impl FnOnce(&mut Self, &Bound<'py, PyAny>, usize) -> PyResult<(Bound<'py, PyAny>, bool)>,
-    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        let (out, changed) = f(self, obj, depth)?;
-        Ok(if changed { (out, true) } else { (obj.clone(), false) })
-    }
-
-    fn bytes(&self, obj: &Bound<'py, PyAny>, data: &[u8], depth: usize) -> (Bound<'py, PyAny>, bool) {
-        let text = String::from_utf8_lossy(data);
-        match self.rules.redact_text(&text, depth) {
-            Some(new) => (PyBytes::new(self.py, new.as_bytes()).into_any(), true),
-            None => (obj.clone(), false),
-        }
-    }
-
-    /// The text a key is judged by: str as is, bytes decoded, anything else
-    /// as its JSON key text, exactly as the audit row will show it.
-    fn key_text<'k>(key: &'k Bound<'py, PyAny>) -> Cow<'k, str> {
-        if let Ok(s) = key.cast::<PyString>() {
-            return s.to_str().map_or_else(|_| Cow::Owned(s.to_string_lossy().into_owned()), Cow::Borrowed);
-        }
-        if let Ok(b) = key.cast::<PyBytes>() {
-            return Cow::Owned(String::from_utf8_lossy(b.as_bytes()).into_owned());
-        }
-        Cow::Owned(key_text(key))
-    }
-
-    fn dict(&mut self, dict: &Bound<'py, PyDict>, depth: usize) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        self.dict_at(dict, depth, dict.as_ptr() as usize)
-    }
-
-    fn dict_at(&mut self, dict: &Bound<'py, PyDict>, depth: usize, id: usize) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        if self.path.contains(&id) {
-            return Ok((self.marker(CYCLE_MARKER), true));
-        }
-        if depth >= MAX_DEPTH {
-            return Ok((self.marker(DEPTH_MARKER), true));
-        }
-        self.path.push(id);
-        let out = PyDict::new(self.py);
-        let mut changed = false;
-        let mut record: Record<Bound<'py, PyAny>> = Record::default();
-        for (key, value) in dict.iter() {
-            let text = Self::key_text(&key);
-            let verdict = if key.is_exact_instance_of::<PyString>() {
-                // An exact str caches its hash: no user code, no rehashing.
-                match key.hash() {
-                    Ok(h) => self.rules.verdict_hashed(&text, h as u64),
-                    Err(_) => self.rules.verdict(&text),
-                }
-            } else {
-                self.rules.verdict(&text)
-            };
-            let info = verdict.info;
-            let (new_value, value_changed) =
-                if info.secret { self.masked(&value) } else { self.walk(&value, depth + 1)? };
-            changed |= value_changed;
-            let new_key = match key.cast::<PyString>() {
-                Ok(_) if verdict.rewrite => match self.rules.scan_text(&text) {
-                    Some(new) => {
-                        changed = true;
-                        let unique = unique_key(new, |k| out.contains(k).unwrap_or(true));
-                        PyString::new(self.py, &unique).into_any()
-                    }
-                    None => key.clone(),
-                },
-                _ => key.clone(),
-            };
-            let name_text =
-                if info.name_field { value.cast::<PyString>().ok().map(|s| s.to_string_lossy()) } else { None };
-            record.note(self.rules, info, || new_key.clone(), name_text.as_deref());
-            out.set_item(&new_key, new_value)?;
-        }
-        for key in record.finish() {
-            if let Some(current) = out.get_item(&key)? {
-                let (masked, did) = self.masked(&current);
-                if did {
-                    out.set_item(&key, masked)?;
-                    changed = true;
-                }
+    fn mask_leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, _depth: usize) -> PyResult<Self::Out> {
+        if let Ok(s) = obj.cast::<PyString>() {
+            if s.to_str().is_ok_and(|t| t == w.rules.mask()) {
+                return Ok(obj.clone());
             }
         }
-        self.path.pop();
-        Ok((out.into_any(), changed))
+        w.mask()
     }
+}
 
-    /// Lists, tuples, sets and other iterables, as a new list.
-    fn sequence(&mut self, seq: &Bound<'py, PyAny>, depth: usize) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        let id = seq.as_ptr() as usize;
-        if self.path.contains(&id) {
-            return Ok((self.marker(CYCLE_MARKER), true));
-        }
-        if depth >= MAX_DEPTH {
-            return Ok((self.marker(DEPTH_MARKER), true));
-        }
-        self.path.push(id);
-        let mut items = Vec::with_capacity(seq.len().unwrap_or(0));
-        let mut changed = false;
-        for item in seq.try_iter()? {
-            let item = item?;
-            let (new, did) = match self.secret_pair(&item)? {
-                Some((name, value)) => {
-                    let (name, name_changed) = self.walk(&name, depth + 2)?;
-                    let (value, masked) = self.masked(&value);
-                    (PyList::new(self.py, [name, value])?.into_any(), name_changed || masked)
-                }
-                None => self.walk(&item, depth + 1)?,
-            };
-            changed |= did;
-            items.push(new);
-        }
-        self.path.pop();
-        Ok((PyList::new(self.py, items)?.into_any(), changed))
-    }
+/// Redacts a container of a type the legacy kept as a leaf: the same
+/// object comes back unless something inside it was masked.
+fn keep_unless_changed<'py>(
+    w: &mut W<'_, 'py>,
+    obj: &Bound<'py, PyAny>,
+    f: impl FnOnce(&mut W<'_, 'py>) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mark = w.changes();
+    let out = f(w)?;
+    Ok(if w.changed_since(mark) { out } else { obj.clone() })
+}
 
-    /// A `[name, value]` item whose name is secret.
-    fn secret_pair(&self, item: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-        if !(item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>()) || item.len()? != 2 {
-            return Ok(None);
+/// Bytes are judged as text and stay bytes.
+fn bytes<'py>(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, data: &[u8], depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    let text = String::from_utf8_lossy(data);
+    match w.rules.redact_text(&text, depth) {
+        Some(new) => {
+            w.note_change();
+            Ok(PyBytes::new(w.sink.py, new.as_bytes()).into_any())
         }
-        let name = item.get_item(0)?;
-        let Ok(text) = name.cast::<PyString>() else { return Ok(None) };
-        if !sibling::pair_is_secret(self.rules, &text.to_string_lossy()) {
-            return Ok(None);
-        }
-        Ok(Some((name.clone(), item.get_item(1)?)))
+        None => Ok(obj.clone()),
     }
 }
 
@@ -249,7 +208,7 @@ fn abcs(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
 /// Runs a walk; a container mutated by code the walk triggered (a hostile
 /// `__hash__` or `__eq__`) makes PyO3's iterator panic: that becomes a
 /// Python error here instead of crossing the boundary as a panic.
-fn guarded<'py>(f: impl FnOnce() -> PyResult<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+pub fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(Error::invalid("data", "a container changed while it was being redacted; redact a stable copy").into())
     })
@@ -257,7 +216,7 @@ fn guarded<'py>(f: impl FnOnce() -> PyResult<Bound<'py, PyAny>>) -> PyResult<Bou
 
 fn redact_with<'py>(rules: &Rules, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = value.py();
-    guarded(|| Walker::new(py, rules).walk(value, 0).map(|(out, _)| out))
+    guarded(|| Walker::new(rules, Objects::new(py, rules)).walk(value, 0))
 }
 
 fn redact_dict_with<'py>(rules: &Rules, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -275,11 +234,7 @@ fn redact_dict_with<'py>(rules: &Rules, data: &Bound<'py, PyAny>) -> PyResult<Bo
         ))
         .into());
     };
-    guarded(|| {
-        let mut walker = Walker::new(py, rules);
-        let (out, _) = walker.dict_at(&dict, 0, data.as_ptr() as usize)?;
-        Ok(out)
-    })
+    guarded(|| Walker::new(rules, Objects::new(py, rules)).dict(&dict, &[], 0, data.as_ptr() as usize))
 }
 
 /// `auditbus.redact_dict(data)`: a new dict with every secret masked; the

@@ -22,6 +22,11 @@ impl Rules {
     /// scanned. `depth` is the text's nesting depth, so JSON in JSON in a
     /// string stays bounded.
     pub fn redact_text(&self, text: &str, depth: usize) -> Option<String> {
+        // The shortest secret-bearing text is `k=v`, a one-character key
+        // named secret by a user rule; shorter text cannot hold one.
+        if text.len() < 3 {
+            return None;
+        }
         let head = text.trim_start().as_bytes().first().copied();
         if matches!(head, Some(b'{' | b'[')) && text.len() <= MAX_JSON_IN_STRING && depth < MAX_DEPTH {
             if let Ok(mut doc) = serde_json::from_str::<Value>(text) {
@@ -208,6 +213,15 @@ mod tests {
         let out = redacted(json!({"password=a": 1, "password=b": 2}));
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
         assert_eq!(keys, [&format!("password={REDACTED}"), &format!("password={REDACTED} #2")]);
+    }
+
+    #[test]
+    fn text_too_short_for_a_secret_is_not_scanned() {
+        let rules = Rules::new(&["k".into()], &[], true, REDACTED).unwrap();
+        assert_eq!(rules.redact_text("k=v", 0).as_deref(), Some(format!("k={REDACTED}").as_str()));
+        for short in ["", "k", "k=", "=v", "{}", "[]", "é"] {
+            assert_eq!(rules.redact_text(short, 0), None, "{short}");
+        }
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! The audit row's details: Python values straight to redacted JSON text,
+//! in one walk (no `serde_json::Value` tree, no second walk to redact, no
+//! third to serialise). Values map to JSON as [`crate::values::classify`]
+//! says, the same mapping `model_dump(mode="json")` uses; keys keep their
+//! insertion order.
+
+use std::cell::Cell;
+
+use serde::Serialize;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
+
+use super::py::guarded;
+use super::walker::{Extra, Key, Sink, Walker};
+use super::Rules;
+use crate::errors::Error;
+use crate::values::{classify, Json};
+
+/// Writes JSON text.
+pub struct JsonText<'a> {
+    buf: Vec<u8>,
+    /// The mask as a JSON string, quotes included.
+    mask: &'a [u8],
+}
+
+impl<'a> JsonText<'a> {
+    fn new(rules: &'a Rules, buf: Vec<u8>) -> Self {
+        Self { buf, mask: rules.mask_literal().as_bytes() }
+    }
+
+    /// A comma unless this is the first item of an object or array.
+    fn separate(&mut self) {
+        if !matches!(self.buf.last(), Some(b'{' | b'[')) {
+            self.buf.push(b',');
+        }
+    }
+}
+
+/// Writes one JSON scalar or string, escaped as `serde_json` does.
+fn put<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> PyResult<()> {
+    serde_json::to_writer(buf, value).map_err(|e| Error::Storage(format!("details not serialisable: {e}")).into())
+}
+
+/// Writes a JSON string. Most text needs no escape: it is copied whole;
+/// anything else is escaped by `serde_json`.
+fn put_str(buf: &mut Vec<u8>, text: &str) -> PyResult<()> {
+    if needs_escape(text.as_bytes()) {
+        return put(buf, text);
+    }
+    buf.reserve(text.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(text.as_bytes());
+    buf.push(b'"');
+    Ok(())
+}
+
+/// Whether any byte is a control character, `"` or `\\`, eight bytes at a
+/// time: a zero byte in `x ^ pattern` marks a match (the classic exact
+/// "has a zero byte" test).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte below 0x20 has its top three bits clear.
+        let control = has_zero(x & (LOW * 0xE0));
+        if control || has_zero(x ^ (LOW * u64::from(b'"'))) || has_zero(x ^ (LOW * u64::from(b'\\'))) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+impl<'a, 'py> Sink<'py> for JsonText<'a> {
+    type Out = ();
+    /// Where the object starts, to abandon it.
+    type Map = usize;
+    type Seq = ();
+
+    const TEXT_KEYS: bool = true;
+
+    fn same_text(&mut self, _obj: &Bound<'py, PyAny>, text: &str) -> PyResult<()> {
+        put_str(&mut self.buf, text)
+    }
+
+    fn fresh_text(&mut self, text: &str) -> PyResult<()> {
+        put_str(&mut self.buf, text)
+    }
+
+    fn mask(&mut self) -> PyResult<()> {
+        self.buf.extend_from_slice(self.mask);
+        Ok(())
+    }
+
+    fn begin_map(&mut self, _like: Option<&Bound<'py, PyDict>>) -> PyResult<usize> {
+        let start = self.buf.len();
+        self.buf.push(b'{');
+        Ok(start)
+    }
+
+    fn key(&mut self, _map: &mut usize, key: &Key<'_, 'py>) -> PyResult<()> {
+        self.separate();
+        put_str(&mut self.buf, key.text)?;
+        self.buf.push(b':');
+        Ok(())
+    }
+
+    fn value(
+        &mut self,
+        _map: &mut usize,
+        _key: &Key<'_, 'py>,
+        _original: &Bound<'py, PyAny>,
+        _value: (),
+    ) -> PyResult<()> {
+        Ok(())
+    }
+
+    fn end_map(&mut self, _map: usize) -> PyResult<()> {
+        self.buf.push(b'}');
+        Ok(())
+    }
+
+    fn abandon_map(&mut self, start: usize) {
+        self.buf.truncate(start);
+    }
+
+    fn begin_seq(&mut self) {
+        self.buf.push(b'[');
+    }
+
+    fn next_item(&mut self, _seq: &mut ()) {
+        self.separate();
+    }
+
+    fn item(&mut self, _seq: &mut (), _item: ()) {}
+
+    fn end_seq(&mut self, _seq: ()) -> PyResult<()> {
+        self.buf.push(b']');
+        Ok(())
+    }
+
+    fn leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        if obj.is_none() {
+            w.sink.buf.extend_from_slice(b"null");
+            return Ok(());
+        }
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            w.sink.buf.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+            return Ok(());
+        }
+        if obj.is_exact_instance_of::<PyInt>() {
+            if let Ok(i) = obj.extract::<i64>() {
+                return put(&mut w.sink.buf, &i);
+            }
+        }
+        if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            let f = f.value();
+            if f.is_finite() {
+                return put(&mut w.sink.buf, &f);
+            }
+        }
+        match classify(obj) {
+            Json::Null => {
+                w.sink.buf.extend_from_slice(b"null");
+                Ok(())
+            }
+            Json::Bool(b) => {
+                w.sink.buf.extend_from_slice(if b { b"true" } else { b"false" });
+                Ok(())
+            }
+            Json::Int(i) => put(&mut w.sink.buf, &i),
+            Json::UInt(u) => put(&mut w.sink.buf, &u),
+            Json::Float(f) => put(&mut w.sink.buf, &f),
+            Json::Str(s) => w.text(obj, &s.to_string_lossy(), depth),
+            Json::Text(t) => w.text(obj, &t, depth),
+            Json::Object(dict, id) => w.dict(&dict, &[], depth, id),
+            // Odd iterables (sets, list subclasses) are read leniently: an
+            // item that raises is left out; the row is still written.
+            Json::Array(items) => w.seq_lenient(&items, depth),
+            Json::As(inner) => w.walk(&inner, depth),
+        }
+    }
+
+    fn mask_leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        // What the value is in JSON decides: `null`, booleans and the mask stay.
+        let start = w.sink.buf.len();
+        w.walk(obj, depth)?;
+        let written = &w.sink.buf[start..];
+        if !matches!(written, b"null" | b"true" | b"false") && written != w.sink.mask {
+            w.sink.buf.truncate(start);
+            w.mask()?;
+        }
+        Ok(())
+    }
+
+    fn name_text<'b>(value: &'b Bound<'py, PyAny>) -> Option<std::borrow::Cow<'b, str>> {
+        // Bytes are text in the row (`[b"x-api-key", b"..."]` ASGI headers).
+        if let Ok(s) = value.cast::<pyo3::types::PyString>() {
+            return Some(s.to_string_lossy());
+        }
+        if let Ok(b) = value.cast::<pyo3::types::PyBytes>() {
+            return Some(std::borrow::Cow::Owned(String::from_utf8_lossy(b.as_bytes()).into_owned()));
+        }
+        None
+    }
+}
+
+/// The redacted JSON text of `details`, with `extra` entries walked as if
+/// they were in it (the caller adds only keys the dict does not have).
+pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Extra<'py>) -> PyResult<String> {
+    // The text is written into this thread's scratch buffer, which keeps its
+    // capacity, and copied out once at its exact size: no reallocation as
+    // it grows, and the row owns one right-sized allocation (freed later by
+    // the writer thread). A nested call (user code run by the walk records
+    // an event) finds the scratch taken and starts an empty buffer.
+    let mut scratch = SCRATCH.with(Cell::take);
+    scratch.clear();
+    let mut walker = Walker::new(rules, JsonText::new(rules, scratch));
+    let walked = guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize));
+    let text = walked.and_then(|()| {
+        std::str::from_utf8(&walker.sink.buf)
+            .map(str::to_owned)
+            .map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
+    });
+    let mut scratch = walker.sink.buf;
+    if scratch.capacity() <= SCRATCH_MAX {
+        scratch.clear();
+        SCRATCH.with(|cell| cell.set(scratch));
+    }
+    text
+}
+
+/// The scratch buffer is kept only up to this size (a huge row's buffer is dropped).
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_escape;
+
+    #[test]
+    fn escape_detection_matches_the_byte_rule_at_every_position() {
+        for special in [0u8, 0x01, 0x1f, b'"', b'\\'] {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+        for plain in [" ", "~", "\u{7f}", "é", "😀", "plain text / with: punctuation! ' ` #", "\u{a0}\u{2028}"] {
+            let long = plain.repeat(9);
+            assert!(!needs_escape(long.as_bytes()), "{plain}");
+        }
+        let all_plain: Vec<u8> = (0x20u8..=0xff).filter(|&b| b != b'"' && b != b'\\').collect();
+        assert!(!needs_escape(&all_plain));
+    }
+}

@@ -1,0 +1,422 @@
+//! The one walker over Python values. It applies every rule — key names,
+//! sibling names, `[name, value]` pairs, value shapes, cycles and depth —
+//! and hands each result to a [`Sink`], which builds the output:
+//! [`super::py::Objects`] the redacted Python value (`redact_dict`),
+//! [`super::text::JsonText`] the redacted JSON text of an audit row, written
+//! directly (no intermediate tree, no second walk).
+//!
+//! The common shapes (exact `str` keys, `str`/`dict`/`list`/`tuple` values)
+//! take a fast path of pointer compares; a mapping whose keys need care
+//! (non-`str` keys, keys that hold a secret, a name field that comes after
+//! the values it names) is redone by [`Walker::dict_general`].
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::walk::unique_key;
+use super::Rules;
+use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
+
+/// Extra `(key, value)` entries walked as if they were in the mapping.
+pub type Extra<'py> = [(Bound<'py, PyAny>, Bound<'py, PyAny>)];
+
+/// A mapping key as the output has it.
+pub struct Key<'k, 'py> {
+    /// The original key.
+    pub obj: &'k Bound<'py, PyAny>,
+    /// Its text in the output.
+    pub text: &'k str,
+    /// The text is not the original key's (rewritten or made unique).
+    pub fresh: bool,
+}
+
+/// Builds the output of a walk. `Out` is what one walked value yields.
+pub trait Sink<'py>: Sized {
+    type Out;
+    type Map;
+    type Seq;
+
+    /// Keys are text in the output (JSON), so every key is renamed when it
+    /// holds a secret and kept unique; otherwise only `str` keys are.
+    const TEXT_KEYS: bool;
+
+    /// An unchanged text value; `obj` is the original.
+    fn same_text(&mut self, obj: &Bound<'py, PyAny>, text: &str) -> PyResult<Self::Out>;
+    /// A new text value (redacted text, a marker).
+    fn fresh_text(&mut self, text: &str) -> PyResult<Self::Out>;
+    /// The mask.
+    fn mask(&mut self) -> PyResult<Self::Out>;
+
+    /// Starts a mapping. `like` is the mapping walked when the output has
+    /// its keys in its order: a sink may start from a copy of it.
+    fn begin_map(&mut self, like: Option<&Bound<'py, PyDict>>) -> PyResult<Self::Map>;
+    /// Starts an entry (called before its value is walked).
+    fn key(&mut self, map: &mut Self::Map, key: &Key<'_, 'py>) -> PyResult<()>;
+    /// Ends the entry: `original` is the value walked, `value` its output.
+    fn value(
+        &mut self,
+        map: &mut Self::Map,
+        key: &Key<'_, 'py>,
+        original: &Bound<'py, PyAny>,
+        value: Self::Out,
+    ) -> PyResult<()>;
+    fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Out>;
+    /// Drops a mapping begun but not finished (the walker redoes it).
+    fn abandon_map(&mut self, map: Self::Map);
+
+    fn begin_seq(&mut self) -> Self::Seq;
+    /// Called before each item is walked.
+    fn next_item(&mut self, seq: &mut Self::Seq);
+    fn item(&mut self, seq: &mut Self::Seq, item: Self::Out);
+    fn end_seq(&mut self, seq: Self::Seq) -> PyResult<Self::Out>;
+
+    /// Every value that is not a `str`, `dict`, `list` or `tuple` (exact types).
+    fn leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Self::Out>;
+    /// A value under a secret name that is not `None`, a bool, or an exact
+    /// builtin: masked unless its output is `None`, a bool or the mask.
+    fn mask_leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Self::Out>;
+
+    /// The text a value has as a *name* (sibling rule, pair rule).
+    fn name_text<'b>(value: &'b Bound<'py, PyAny>) -> Option<Cow<'b, str>> {
+        value.cast::<PyString>().ok().map(|s| s.to_string_lossy())
+    }
+}
+
+/// What a mapping's name fields said so far (the sibling rule).
+#[derive(Default)]
+struct Names {
+    /// A name field names a secret: the value fields are masked.
+    secret: bool,
+    /// A value field has been written.
+    value_seen: bool,
+}
+
+/// One redaction of one Python value into a sink.
+pub struct Walker<'a, 'py, S: Sink<'py>> {
+    pub rules: &'a Rules,
+    pub sink: S,
+    /// Containers on the current path: a repeat is a cycle. Shared,
+    /// non-cyclic references are redacted independently.
+    path: Vec<usize>,
+    /// Counts outputs that differ from their input (see [`Walker::changed_since`]).
+    changes: usize,
+    _py: std::marker::PhantomData<Python<'py>>,
+}
+
+impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
+    pub fn new(rules: &'a Rules, sink: S) -> Self {
+        Self { rules, sink, path: Vec::new(), changes: 0, _py: std::marker::PhantomData }
+    }
+
+    /// A mark to compare with [`Walker::changed_since`].
+    pub fn changes(&self) -> usize {
+        self.changes
+    }
+
+    /// Whether any output differed from its input since `mark`.
+    pub fn changed_since(&self, mark: usize) -> bool {
+        self.changes != mark
+    }
+
+    /// Walks one value at nesting `depth`.
+    pub fn walk(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            return match s.to_str() {
+                Ok(text) => self.text(obj, text, depth),
+                Err(_) => self.text(obj, &s.to_string_lossy(), depth),
+            };
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            return self.dict(d, &[], depth, obj.as_ptr() as usize);
+        }
+        if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
+            return self.seq(obj, depth);
+        }
+        S::leaf(self, obj, depth)
+    }
+
+    /// A text value: redacted when it holds a secret.
+    pub fn text(&mut self, obj: &Bound<'py, PyAny>, text: &str, depth: usize) -> PyResult<S::Out> {
+        match self.rules.redact_text(text, depth) {
+            Some(new) => self.fresh_text(&new),
+            None => self.sink.same_text(obj, text),
+        }
+    }
+
+    pub fn fresh_text(&mut self, text: &str) -> PyResult<S::Out> {
+        self.changes += 1;
+        self.sink.fresh_text(text)
+    }
+
+    /// Records an output that differs from its input, made by the sink.
+    pub fn note_change(&mut self) {
+        self.changes += 1;
+    }
+
+    pub fn mask(&mut self) -> PyResult<S::Out> {
+        self.changes += 1;
+        self.sink.mask()
+    }
+
+    /// The value to store under a secret name: the mask, except `None`,
+    /// booleans and the mask itself, which stay.
+    pub fn masked(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        if obj.is_none() || obj.is_exact_instance_of::<PyBool>() {
+            return S::leaf(self, obj, depth);
+        }
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            return match s.to_str() {
+                Ok(text) if text == self.rules.mask() => self.sink.same_text(obj, text),
+                _ => self.mask(),
+            };
+        }
+        if obj.is_exact_instance_of::<pyo3::types::PyInt>()
+            || obj.is_exact_instance_of::<pyo3::types::PyFloat>()
+            || obj.is_exact_instance_of::<PyDict>()
+            || obj.is_exact_instance_of::<PyList>()
+            || obj.is_exact_instance_of::<PyTuple>()
+        {
+            return self.mask();
+        }
+        S::mask_leaf(self, obj, depth)
+    }
+
+    /// Walks a mapping; `id` identifies it on the path (a non-dict Mapping
+    /// is walked as a dict copy but is the original on the path), `extra`
+    /// entries are walked as if they were in it.
+    pub fn dict(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize, id: usize) -> PyResult<S::Out> {
+        if self.path.contains(&id) {
+            return self.fresh_text(CYCLE_MARKER);
+        }
+        if depth >= MAX_DEPTH {
+            return self.fresh_text(DEPTH_MARKER);
+        }
+        self.path.push(id);
+        let mark = self.changes;
+        let out = match self.dict_fast(dict, extra, depth)? {
+            Some(out) => out,
+            None => {
+                self.changes = mark;
+                self.dict_general(dict, extra, depth)?
+            }
+        };
+        self.path.pop();
+        Ok(out)
+    }
+
+    /// One pass over a mapping of exact `str` keys, which is nearly every
+    /// mapping; `None` when the mapping needs [`Walker::dict_general`].
+    fn dict_fast(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<Option<S::Out>> {
+        let mut map = self.sink.begin_map(extra.is_empty().then_some(dict))?;
+        let mut names = Names::default();
+        for (key, value) in dict.iter() {
+            if !self.fast_entry(&mut map, &mut names, &key, &value, depth)? {
+                return self.bail(map);
+            }
+        }
+        for (key, value) in extra {
+            if !self.fast_entry(&mut map, &mut names, key, value, depth)? {
+                return self.bail(map);
+            }
+        }
+        self.sink.end_map(map).map(Some)
+    }
+
+    /// One entry of [`Walker::dict_fast`]; `false` when the mapping needs the general path.
+    fn fast_entry(
+        &mut self,
+        map: &mut S::Map,
+        names: &mut Names,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<bool> {
+        let Ok(s) = key.cast_exact::<PyString>() else { return Ok(false) };
+        // An exact str caches its hash: no user code, no rehashing.
+        let Ok(text) = s.to_str() else { return Ok(false) };
+        let Ok(hash) = key.hash() else { return Ok(false) };
+        let verdict = self.rules.verdict_hashed(text, hash as u64);
+        if verdict.rewrite {
+            return Ok(false);
+        }
+        let info = verdict.info;
+        if info.name_field && !names.secret && S::name_text(value).is_some_and(|n| self.rules.key_is_secret(&n)) {
+            // A name that comes after a value it names: the values already
+            // written were not masked.
+            if names.value_seen {
+                return Ok(false);
+            }
+            names.secret = true;
+        }
+        names.value_seen |= info.value_field;
+        let k = Key { obj: key, text, fresh: false };
+        self.sink.key(map, &k)?;
+        let out = if info.secret || (info.value_field && names.secret) {
+            self.masked(value, depth + 1)?
+        } else {
+            self.walk(value, depth + 1)?
+        };
+        self.sink.value(map, &k, value, out)?;
+        Ok(true)
+    }
+
+    fn bail(&mut self, map: S::Map) -> PyResult<Option<S::Out>> {
+        self.sink.abandon_map(map);
+        Ok(None)
+    }
+
+    /// Any mapping: keys of any type, keys that hold a secret themselves
+    /// (`{"password=hunter2": 1}`, rewritten), and sibling names anywhere.
+    /// Rewritten keys that collide with another key get ` #2`, ` #3`, ...:
+    /// merging them would lose an entry.
+    fn dict_general(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<S::Out> {
+        let mut secret_name = false;
+        for (key, value) in dict.iter().chain(extra.iter().cloned()) {
+            if self.rules.verdict(&entry_key_text(&key)).info.name_field
+                && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n))
+            {
+                secret_name = true;
+                break;
+            }
+        }
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut map = self.sink.begin_map(None)?;
+        for (key, value) in dict.iter().chain(extra.iter().cloned()) {
+            let text = entry_key_text(&key);
+            let verdict = self.rules.verdict(&text);
+            let text_key = S::TEXT_KEYS || key.is_instance_of::<PyString>();
+            let (final_text, fresh) = if text_key {
+                let rewritten = if verdict.rewrite { self.rules.scan_text(&text) } else { None };
+                let candidate = rewritten.unwrap_or_else(|| text.clone());
+                let unique = unique_key(candidate, |k| taken.contains(k));
+                taken.insert(unique.clone());
+                let fresh = unique != text;
+                (unique, fresh)
+            } else {
+                (text, false)
+            };
+            if fresh {
+                self.changes += 1;
+            }
+            let k = Key { obj: &key, text: &final_text, fresh };
+            self.sink.key(&mut map, &k)?;
+            let info = verdict.info;
+            let out = if info.secret || (info.value_field && secret_name) {
+                self.masked(&value, depth + 1)?
+            } else {
+                self.walk(&value, depth + 1)?
+            };
+            self.sink.value(&mut map, &k, &value, out)?;
+        }
+        self.sink.end_map(map)
+    }
+
+    /// Lists, tuples and any other iterable, as a sequence.
+    pub fn seq(&mut self, seq: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        self.seq_from(seq, depth, false)
+    }
+
+    /// [`Walker::seq`], leaving out items that raise (and everything when
+    /// iteration cannot start): an audit row is written whatever its details hold.
+    pub fn seq_lenient(&mut self, seq: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        self.seq_from(seq, depth, true)
+    }
+
+    fn seq_from(&mut self, seq: &Bound<'py, PyAny>, depth: usize, lenient: bool) -> PyResult<S::Out> {
+        let id = seq.as_ptr() as usize;
+        if self.path.contains(&id) {
+            return self.fresh_text(CYCLE_MARKER);
+        }
+        if depth >= MAX_DEPTH {
+            return self.fresh_text(DEPTH_MARKER);
+        }
+        self.path.push(id);
+        let mut out = self.sink.begin_seq();
+        if let Ok(list) = seq.cast_exact::<PyList>() {
+            for item in list.iter() {
+                self.seq_item(&mut out, &item, depth)?;
+            }
+        } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
+            for item in tuple.iter() {
+                self.seq_item(&mut out, &item, depth)?;
+            }
+        } else {
+            match seq.try_iter() {
+                Ok(items) => {
+                    for item in items {
+                        match item {
+                            Ok(item) => self.seq_item(&mut out, &item, depth)?,
+                            Err(_) if lenient => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(_) if lenient => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.path.pop();
+        self.sink.end_seq(out)
+    }
+
+    fn seq_item(&mut self, seq: &mut S::Seq, item: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        self.sink.next_item(seq);
+        let out = match self.secret_pair(item)? {
+            Some((name, value)) => {
+                // A `[name, value]` pair with a secret name: a new pair, value masked.
+                self.changes += 1;
+                let mut pair = self.sink.begin_seq();
+                self.sink.next_item(&mut pair);
+                let name = self.walk(&name, depth + 2)?;
+                self.sink.item(&mut pair, name);
+                self.sink.next_item(&mut pair);
+                let value = self.masked(&value, depth + 2)?;
+                self.sink.item(&mut pair, value);
+                self.sink.end_seq(pair)?
+            }
+            None => self.walk(item, depth + 1)?,
+        };
+        self.sink.item(seq, out);
+        Ok(())
+    }
+
+    /// A two-item list or tuple whose first item is a secret name.
+    fn secret_pair(&self, item: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+        if item.is_exact_instance_of::<PyString>() || item.is_exact_instance_of::<PyDict>() {
+            return Ok(None);
+        }
+        let (name, value) = if let Ok(list) = item.cast::<PyList>() {
+            if list.len() != 2 {
+                return Ok(None);
+            }
+            (list.get_item(0)?, list.get_item(1)?)
+        } else if let Ok(tuple) = item.cast::<PyTuple>() {
+            if tuple.len() != 2 {
+                return Ok(None);
+            }
+            (tuple.get_item(0)?, tuple.get_item(1)?)
+        } else {
+            return Ok(None);
+        };
+        let secret = S::name_text(&name).is_some_and(|n| super::sibling::pair_is_secret(self.rules, &n));
+        Ok(secret.then_some((name, value)))
+    }
+}
+
+/// The text a key is judged by: str as is, bytes decoded, anything else as
+/// its JSON key text, exactly as the audit row shows it.
+pub fn entry_key_text(key: &Bound<'_, PyAny>) -> String {
+    if let Ok(s) = key.cast::<PyString>() {
+        return s.to_string_lossy().into_owned();
+    }
+    if let Ok(b) = key.cast::<PyBytes>() {
+        return String::from_utf8_lossy(b.as_bytes()).into_owned();
+    }
+    if let Ok(b) = key.cast::<PyByteArray>() {
+        return String::from_utf8_lossy(&b.to_vec()).into_owned();
+    }
+    key_text(key)
+}
