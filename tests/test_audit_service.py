@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -179,6 +180,19 @@ def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
             assert b"sk-live-abcdef123456" not in data
     stored = [json.loads(r["details"]) for r in raw_rows(tmp_path / "audit.db", DOMAIN_ROWS)]
     assert stored[0]["password"] == stored[1]["api_key"] != "hunter2-plain"
+
+
+def test_numbers_read_back_exactly(svc: AuditService) -> None:
+    rng = random.Random(7)
+    values = {
+        "sum": 0.1 + 0.2,
+        "third": 1 / 3,
+        "big": 2**62,
+        "tiny": 5e-324,
+        "many": [rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-20, 20) for _ in range(2000)],
+    }
+    svc.record_event(DomainEvent(event_type=EventType.STEP_COMPLETED, plan_id="floats", details=values))
+    assert svc.query(plan_id="floats")[0].details == values
 
 
 def test_outcome_column(svc: AuditService) -> None:

@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use crate::errors::Result;
 use crate::event::DomainEvent;
 use crate::redact::{self, Rules};
-use crate::timestamp;
 
 /// The service's own lifecycle rows. Their types are not `EventType`
 /// values, so they never collide with domain events; `record()` refuses them.
@@ -28,7 +27,8 @@ pub mod lifecycle {
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub event_id: String,
-    pub timestamp: String,
+    /// The event's own time; formatted on the writer thread, off the emitter's path.
+    pub timestamp: DateTime<Utc>,
     pub event_type: &'static str,
     pub plan_id: Option<String>,
     pub user_identity: Option<String>,
@@ -80,7 +80,7 @@ impl AuditRecord {
     ) -> Self {
         Self {
             event_id,
-            timestamp: timestamp::isoformat(&at.trunc_subsecs(6)),
+            timestamp: at.trunc_subsecs(6),
             event_type,
             plan_id: who.plan_id,
             user_identity: who.user_identity,

@@ -381,7 +381,7 @@ impl AuditService {
         };
         let row = RowData {
             id,
-            timestamp: stored.timestamp,
+            timestamp: timestamp::isoformat(&stored.timestamp),
             event_type: stored.event_type.to_owned(),
             plan_id: stored.plan_id,
             user_identity: stored.user_identity,

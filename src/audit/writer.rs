@@ -548,9 +548,10 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[&AuditRecord], source: &str) -> Res
     let mut stmt = tx.prepare_cached(INSERT)?;
     let mut ids = Vec::with_capacity(rows.len());
     for record in rows {
+        let timestamp_text = timestamp::isoformat(&record.timestamp);
         let content = RowContent {
             id: next_id,
-            timestamp: &record.timestamp,
+            timestamp: &timestamp_text,
             event_type: record.event_type,
             plan_id: record.plan_id.as_deref(),
             user_identity: record.user_identity.as_deref(),
@@ -566,7 +567,7 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[&AuditRecord], source: &str) -> Res
         let hash = chain::link(&running, &content);
         let changed = stmt.execute(rusqlite::params![
             next_id,
-            record.timestamp,
+            timestamp_text,
             record.event_type,
             record.plan_id,
             record.user_identity,
