@@ -6,12 +6,11 @@ import asyncio
 import functools
 import logging
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import auditbus._aio as aio
 import pytest
+from audit_support import wait_until
 from auditbus import DomainEvent, ReactiveEventBus
 
 DEADLINE = 30.0
@@ -19,14 +18,6 @@ DEADLINE = 30.0
 
 def event(plan_id: str = "p") -> DomainEvent:
     return DomainEvent(event_type="plan_created", plan_id=plan_id)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 def test_coroutine_handler_runs_on_the_emitting_threads_loop() -> None:
@@ -77,7 +68,7 @@ def test_emit_from_a_thread_without_a_loop_uses_the_subscribing_loop() -> None:
     try:
         asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
         bus.emit(event("from worker"))
-        wait_until(lambda: bool(ran))
+        wait_until(lambda: bool(ran), "the coroutine handler to run", DEADLINE)
         assert ran == [("from worker", loop_thread.ident)]
     finally:
         loop.call_soon_threadsafe(loop.stop)
