@@ -89,12 +89,13 @@ def _fill(how: str, path: str) -> object:
         return before
     # ballast:FILE — fill the (small) filesystem until it reports ENOSPC.
     ballast = how.split(":", 1)[1]
-    with open(ballast, "wb") as f:
+    # Unbuffered: a buffered file would retry its unwritten tail on close and
+    # raise ENOSPC from there, outside the handler below.
+    with open(ballast, "wb", buffering=0) as f:
         chunk = b"\0" * 65536
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
