@@ -14,8 +14,8 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/auditbus-cargo-test.log
 grep -qE "test result: ok\. [1-9][0-9]* passed" /tmp/auditbus-cargo-test.log || { echo "cargo test ran no test"; exit 1; }
-step "fuzz the redaction value scanner (bounded: 5 s)"
-AUDITBUS_FUZZ_SECS=5 cargo test --quiet --lib redact::fuzz::fuzz_value_scanner
+step "fuzz the redaction value scanner (bounded: ${AUDITBUS_FUZZ_SECS:-5} s)"
+AUDITBUS_FUZZ_SECS="${AUDITBUS_FUZZ_SECS:-5}" cargo test --quiet --lib redact::fuzz::fuzz_value_scanner
 
 step "ruff"
 ruff check python tests features benchmarks
