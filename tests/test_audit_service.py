@@ -182,6 +182,22 @@ def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
     assert stored[0]["password"] == stored[1]["api_key"] != "hunter2-plain"
 
 
+@pytest.mark.parametrize("method", ["query", "count", "iter_entries"])
+def test_an_unknown_filter_names_the_accepted_ones(svc: AuditService, method: str) -> None:
+    with pytest.raises(TypeError, match=rf"{method}\(\) got an unexpected keyword argument 'user'; accepted filters: "):
+        getattr(svc, method)(user="alice")
+
+
+def test_filters_combine_the_same_way_in_query_count_and_iteration(svc: AuditService) -> None:
+    for n, user in enumerate(["alice", "bob", "alice"]):
+        svc.record_event(DomainEvent(event_type=EventType.PLAN_APPLIED, plan_id=f"p{n}", user_identity=user))
+    filters = {"event_type": ["plan_applied"], "user_identity": "alice", "after_id": 0}
+    ids = [e.id for e in svc.query(**filters, order="asc")]
+    assert len(ids) == 2
+    assert svc.count(**filters) == 2
+    assert [e.id for e in svc.iter_entries(**filters, batch_size=1)] == ids
+
+
 def test_numbers_read_back_exactly(svc: AuditService) -> None:
     rng = random.Random(7)
     values = {

@@ -162,30 +162,54 @@ fn parse_order(order: &str) -> Result<Order> {
 
 /// The filter arguments shared by `query`, `count` and `iter_entries`.
 #[allow(clippy::too_many_arguments)]
-fn filter(
-    event_type: Option<&Bound<'_, PyAny>>,
-    plan_id: Option<&Bound<'_, PyAny>>,
-    user_identity: Option<&Bound<'_, PyAny>>,
-    actor_name: Option<&Bound<'_, PyAny>>,
-    session_id: Option<&Bound<'_, PyAny>>,
-    project_name: Option<&Bound<'_, PyAny>>,
-    outcome: Option<&Bound<'_, PyAny>>,
-    since: Option<&Bound<'_, PyAny>>,
-    until: Option<&Bound<'_, PyAny>>,
-    after_id: Option<i64>,
-) -> Result<Filter> {
-    Ok(Filter {
-        event_types: event_types(event_type)?,
-        plan_id: opt_text("plan_id", plan_id)?,
-        user_identity: opt_text("user_identity", user_identity)?,
-        actor_name: opt_text("actor_name", actor_name)?,
-        session_id: opt_text("session_id", session_id)?,
-        project_name: opt_text("project_name", project_name)?,
-        outcome: opt_text("outcome", outcome)?,
-        since: time_filter("since", since)?,
-        until: time_filter("until", until)?,
-        after_id,
-    })
+/// The filters `query`, `count` and `iter_entries` share, by keyword.
+const FILTERS: [&str; 10] = [
+    "event_type",
+    "plan_id",
+    "user_identity",
+    "actor_name",
+    "session_id",
+    "project_name",
+    "outcome",
+    "since",
+    "until",
+    "after_id",
+];
+
+/// Reads the filter keywords of `method`; an unknown one names the accepted ones.
+fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
+    let mut filter = Filter::default();
+    let Some(filters) = filters else { return Ok(filter) };
+    for (key, value) in filters.iter() {
+        let name = key.to_string();
+        let value = Some(&value).filter(|v| !v.is_none());
+        match name.as_str() {
+            "event_type" => filter.event_types = event_types(value)?,
+            "plan_id" => filter.plan_id = opt_text("plan_id", value)?,
+            "user_identity" => filter.user_identity = opt_text("user_identity", value)?,
+            "actor_name" => filter.actor_name = opt_text("actor_name", value)?,
+            "session_id" => filter.session_id = opt_text("session_id", value)?,
+            "project_name" => filter.project_name = opt_text("project_name", value)?,
+            "outcome" => filter.outcome = opt_text("outcome", value)?,
+            "since" => filter.since = time_filter("since", value)?,
+            "until" => filter.until = time_filter("until", value)?,
+            "after_id" => {
+                filter.after_id = value
+                    .map(|v| {
+                        v.extract::<i64>()
+                            .map_err(|_| Error::Type(format!("after_id: expected an int or None, got {v}")))
+                    })
+                    .transpose()?;
+            }
+            other => {
+                return Err(Error::Type(format!(
+                    "{method}() got an unexpected keyword argument '{other}'; accepted filters: {}",
+                    FILTERS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(filter)
 }
 
 /// `auditbus.AuditService`: the durable, redacted, tamper-evident audit trail.
@@ -414,39 +438,21 @@ impl AuditService {
         self.writer.flush(py, timeout)
     }
 
-    /// Matching entries, newest first by default.
-    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, limit = Some(100), offset = 0, after_id = None, order = "desc"),
+    /// Matching entries, newest first by default. Filters (all optional, all
+    /// must match): `event_type` (one or several), `plan_id`, `user_identity`,
+    /// `actor_name`, `session_id`, `project_name`, `outcome`, `since`, `until`,
+    /// `after_id` (keyset cursor).
+    #[pyo3(signature = (*, limit = Some(100), offset = 0, order = "desc", **filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, limit=100, offset=0, after_id=None, order='desc')")]
-    #[allow(clippy::too_many_arguments)]
     fn query(
         &self,
         py: Python<'_>,
-        event_type: Option<&Bound<'_, PyAny>>,
-        plan_id: Option<&Bound<'_, PyAny>>,
-        user_identity: Option<&Bound<'_, PyAny>>,
-        actor_name: Option<&Bound<'_, PyAny>>,
-        session_id: Option<&Bound<'_, PyAny>>,
-        project_name: Option<&Bound<'_, PyAny>>,
-        outcome: Option<&Bound<'_, PyAny>>,
-        since: Option<&Bound<'_, PyAny>>,
-        until: Option<&Bound<'_, PyAny>>,
         limit: Option<i64>,
         offset: i64,
-        after_id: Option<i64>,
         order: &str,
+        filters: Option<&Bound<'_, PyDict>>,
     ) -> Result<Vec<AuditEntry>> {
-        let filter = filter(
-            event_type,
-            plan_id,
-            user_identity,
-            actor_name,
-            session_id,
-            project_name,
-            outcome,
-            since,
-            until,
-            after_id,
-        )?;
+        let filter = filter("query", filters)?;
         let order = parse_order(order)?;
         let limit = limit
             .map(|l| {
@@ -460,68 +466,24 @@ impl AuditService {
     }
 
     /// How many rows match (the same filters as `query`).
-    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, after_id = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn count(
-        &self,
-        py: Python<'_>,
-        event_type: Option<&Bound<'_, PyAny>>,
-        plan_id: Option<&Bound<'_, PyAny>>,
-        user_identity: Option<&Bound<'_, PyAny>>,
-        actor_name: Option<&Bound<'_, PyAny>>,
-        session_id: Option<&Bound<'_, PyAny>>,
-        project_name: Option<&Bound<'_, PyAny>>,
-        outcome: Option<&Bound<'_, PyAny>>,
-        since: Option<&Bound<'_, PyAny>>,
-        until: Option<&Bound<'_, PyAny>>,
-        after_id: Option<i64>,
-    ) -> Result<u64> {
-        let filter = filter(
-            event_type,
-            plan_id,
-            user_identity,
-            actor_name,
-            session_id,
-            project_name,
-            outcome,
-            since,
-            until,
-            after_id,
-        )?;
+    #[pyo3(signature = (**filters),
+           text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None)")]
+    fn count(&self, py: Python<'_>, filters: Option<&Bound<'_, PyDict>>) -> Result<u64> {
+        let filter = filter("count", filters)?;
         self.read(py, |conn| query::count(conn, &filter))
     }
 
     /// Every matching row, streamed in pages of `batch_size` by id (keyset
     /// pagination: rows appended during the walk are seen, none twice).
-    #[pyo3(signature = (*, event_type = None, plan_id = None, user_identity = None, actor_name = None, session_id = None, project_name = None, outcome = None, since = None, until = None, after_id = None, order = "asc", batch_size = 1000))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, order = "asc", batch_size = 1000, **filters),
+           text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None, order='asc', batch_size=1000)")]
     fn iter_entries(
         slf: &Bound<'_, Self>,
-        event_type: Option<&Bound<'_, PyAny>>,
-        plan_id: Option<&Bound<'_, PyAny>>,
-        user_identity: Option<&Bound<'_, PyAny>>,
-        actor_name: Option<&Bound<'_, PyAny>>,
-        session_id: Option<&Bound<'_, PyAny>>,
-        project_name: Option<&Bound<'_, PyAny>>,
-        outcome: Option<&Bound<'_, PyAny>>,
-        since: Option<&Bound<'_, PyAny>>,
-        until: Option<&Bound<'_, PyAny>>,
-        after_id: Option<i64>,
         order: &str,
         batch_size: i64,
+        filters: Option<&Bound<'_, PyDict>>,
     ) -> Result<AuditEntryIterator> {
-        let filter = filter(
-            event_type,
-            plan_id,
-            user_identity,
-            actor_name,
-            session_id,
-            project_name,
-            outcome,
-            since,
-            until,
-            after_id,
-        )?;
+        let filter = filter("iter_entries", filters)?;
         let order = parse_order(order)?;
         if batch_size < 1 {
             return Err(Error::invalid("batch_size", format!("expected an int >= 1, got {batch_size}")));
