@@ -662,21 +662,10 @@ pub fn _restore_event<'py>(
     details: &Bound<'py, PyAny>,
     event_id: &Bound<'py, PyAny>,
 ) -> PyResult<DomainEvent> {
-    let kwargs = PyDict::new(event_type.py());
-    for (name, value) in FIELDS.iter().zip([
-        event_type,
-        timestamp,
-        plan_id,
-        project_name,
-        actor_name,
-        session_id,
-        user_identity,
-        details,
-        event_id,
-    ]) {
-        kwargs.set_item(name, value)?;
-    }
-    Ok(DomainEvent::from_kwargs(&kwargs, Identity::AsGiven)?)
+    let given =
+        [event_type, timestamp, plan_id, project_name, actor_name, session_id, user_identity, details, event_id]
+            .map(|value| Some(value.clone()).filter(|v| !v.is_none()));
+    Ok(DomainEvent::build(event_type.py(), given, Identity::AsGiven)?)
 }
 
 #[cfg(test)]

@@ -27,21 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auditbus import AuditService, DomainEvent, EventType, ReactiveEventBus, __version__, cli, identity
+from auditbus import (
+    SECURITY_EVENT_TYPES,
+    AuditService,
+    DomainEvent,
+    EventType,
+    ReactiveEventBus,
+    __version__,
+    cli,
+    identity,
+)
 
 UTC = timezone.utc
 NOW = datetime.now(UTC)
-AUDIT_TYPES = {
-    "plan_applied",
-    "plan_cancelled",
-    "resource_modified",
-    "correction_applied",
-    "config_changed",
-    "entity_deleted",
-    "session_created",
-    "auth_success",
-    "auth_failure",
-}
+AUDIT_TYPES = {t.value for t in SECURITY_EVENT_TYPES}
 SCRIPT = Path(sys.executable).with_name("auditbus")
 
 

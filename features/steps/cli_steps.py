@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from auditbus import AuditService, DomainEvent, EventType, identity
+from auditbus import SECURITY_EVENT_TYPES, AuditService, DomainEvent, EventType, identity
 from behave import given, then, when
 
 _AGO = re.compile(r"(\d+) (minute|hour|day)s? ago")
@@ -194,17 +194,7 @@ def step_count(context: Any, count: int) -> None:
 def step_nine_types(context: Any, name: str, user: str) -> None:
     with AuditService(str(_workdir(context) / name)) as service:
         rows = service.query(limit=None)
-    nine = {
-        "plan_applied",
-        "plan_cancelled",
-        "resource_modified",
-        "correction_applied",
-        "config_changed",
-        "entity_deleted",
-        "session_created",
-        "auth_success",
-        "auth_failure",
-    }
+    nine = {t.value for t in SECURITY_EVENT_TYPES}
     types = {getattr(row.event_type, "value", row.event_type) for row in rows}
     assert types == nine, types
     assert {row.user_identity for row in rows} == {user}

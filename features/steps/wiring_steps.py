@@ -22,7 +22,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from auditbus import AuditEntry, AuditService, DomainEvent, EventType, identity
+from auditbus import SECURITY_EVENT_TYPES, AuditEntry, AuditService, DomainEvent, EventType, identity
 from auditbus.demo import (
     AuthService,
     ConfigService,
@@ -36,17 +36,7 @@ from auditbus.demo import (
 from behave import given, then, when
 from behave.runner import Context
 
-_NINE = {
-    "plan_applied",
-    "plan_cancelled",
-    "resource_modified",
-    "correction_applied",
-    "config_changed",
-    "entity_deleted",
-    "session_created",
-    "auth_success",
-    "auth_failure",
-}
+_NINE = {t.value for t in SECURITY_EVENT_TYPES}
 
 
 def _as_user(context: Context) -> identity:
