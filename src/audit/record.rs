@@ -5,7 +5,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use serde_json::{Map, Value};
 
 use crate::errors::Result;
@@ -51,7 +51,8 @@ pub struct Who {
 }
 
 impl AuditRecord {
-    /// Builds a record from parts; `details` is redacted here.
+    /// Builds a record from a JSON object built in Rust (the service's own
+    /// rows); `details` is redacted here.
     pub fn new(
         event_type: &'static str,
         at: DateTime<Utc>,
@@ -117,17 +118,30 @@ impl AuditRecord {
                 }
             }
         }
-        let explicit = match details.get_item(intern!(py, "outcome"))? {
+        Self::from_dict(event.kind().value(), event.timestamp_utc(), event.id().to_owned(), who, details, &extra, rules)
+    }
+
+    /// A record whose `details` (plus `extra` entries) go from Python objects
+    /// to redacted JSON text in one walk.
+    pub fn from_dict<'py>(
+        event_type: &'static str,
+        at: DateTime<Utc>,
+        event_id: String,
+        who: Who,
+        details: &Bound<'py, PyDict>,
+        extra: &redact::walker::Extra<'py>,
+        rules: &Rules,
+    ) -> Result<Self> {
+        let explicit = match details.get_item(intern!(details.py(), "outcome"))? {
             Some(outcome) => match crate::values::to_json(&outcome) {
                 Value::String(text) => Some(text),
                 _ => None,
             },
             None => None,
         };
-        let kind = event.kind().value();
-        let text = redact::text::details_json(rules, details, &extra)?;
-        let outcome = outcome_of(kind, explicit, rules);
-        Ok(Self::with_details(kind, event.timestamp_utc(), event.id().to_owned(), who, text, outcome))
+        let text = redact::text::details_json(rules, details, extra)?;
+        let outcome = outcome_of(event_type, explicit, rules);
+        Ok(Self::with_details(event_type, at, event_id, who, text, outcome))
     }
 
     /// A lifecycle row of the service itself, stamped now.

@@ -386,18 +386,20 @@ impl AuditService {
             ..Who::default()
         };
         let details = match details.filter(|d| !d.is_none()) {
-            None => Map::new(),
-            Some(d) if d.is_instance_of::<PyDict>() || d.cast::<PyMapping>().is_ok() => {
-                match crate::values::to_json(d) {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
+            None => PyDict::new(py),
+            Some(d) => match d.cast::<PyDict>() {
+                Ok(dict) => dict.clone(),
+                Err(_) => {
+                    let mapping = d.cast::<PyMapping>().map_err(|_| {
+                        Error::invalid("details", format!("expected a dict or None, got {}", type_name(d)))
+                    })?;
+                    let dict = PyDict::new(py);
+                    dict.update(mapping)?;
+                    dict
                 }
-            }
-            Some(d) => {
-                return Err(Error::invalid("details", format!("expected a dict or None, got {}", type_name(d))));
-            }
+            },
         };
-        let record = AuditRecord::new(kind.value(), Utc::now(), new_event_id(), who, details, &self.rules);
+        let record = AuditRecord::from_dict(kind.value(), Utc::now(), new_event_id(), who, &details, &[], &self.rules)?;
         let stored = record.clone();
         let committed = self.writer.record(py, record, self.put_timeout)?;
         let Some(Committed { id, recorded_at, prev_hash, chain_hash }) = committed else {
