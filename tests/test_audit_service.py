@@ -211,6 +211,14 @@ def test_numbers_read_back_exactly(svc: AuditService) -> None:
     assert svc.query(plan_id="floats")[0].details == values
 
 
+def test_keys_that_need_escaping_read_back_exactly(svc: AuditService) -> None:
+    # Twice each: the second walk takes its keys from the key cache.
+    details = {'qu"ote': 1, "back\\slash": 2, "new\nline": 3, "bell\x07": 4, "ключ": 5, "plain": 6}
+    for plan in ("first", "second"):
+        svc.record_event(DomainEvent(event_type=EventType.STEP_COMPLETED, plan_id=plan, details=details))
+        assert svc.query(plan_id=plan)[0].details == details
+
+
 def test_outcome_column(svc: AuditService) -> None:
     svc.record("auth_failure")
     svc.record("auth_success")

@@ -56,6 +56,9 @@ pub struct Verdict {
     pub info: KeyInfo,
     /// The key's own text holds a secret (`"password=hunter2"`); see [`Rules::redact_text`].
     pub rewrite: bool,
+    /// The key is JSON string content as it is (nothing to escape), so the
+    /// text sink copies it without looking at its bytes again.
+    pub plain: bool,
 }
 
 /// One remembered key: the rule set's id, the key's hash, its text, its verdict.
@@ -65,7 +68,33 @@ thread_local! {
     /// Direct-mapped and per thread: no lock, no eviction policy; a
     /// collision only costs a recomputation, never a wrong answer, because
     /// a hit needs the same rule set and the same text.
-    static VERDICTS: RefCell<Vec<Slot>> = RefCell::new(vec![None; CACHE_SLOTS]);
+    /// Allocated on the first miss: a constant initialiser needs no lazy
+    /// state check on every probe.
+    static VERDICTS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Byte equality without a call into libc for the short texts keys are.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if (8..=16).contains(&n) {
+        // Two overlapping words cover the whole text.
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    a == b
+}
+
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
 }
 
 /// A fast hash of a key's bytes, for the JSON path (the Python path uses
@@ -235,7 +264,11 @@ impl Rules {
             slots.get(first..first + 2).and_then(|pair| {
                 pair.iter().find_map(|slot| match slot {
                     // The hash first: the text is compared only where it will match.
-                    Some((id, h, text, v)) if *h == hash && *id == self.id && &**text == key => Some(*v),
+                    Some((id, h, text, v))
+                        if *h == hash && *id == self.id && same_bytes(text.as_bytes(), key.as_bytes()) =>
+                    {
+                        Some(*v)
+                    }
                     _ => None,
                 })
             })
@@ -247,7 +280,11 @@ impl Rules {
         // judges `key=value` pairs inside it, which asks this cache again.
         let v = self.compute_verdict(key);
         VERDICTS.with(|cell| {
-            if let Some(pair) = cell.borrow_mut().get_mut(first..first + 2) {
+            let mut slots = cell.borrow_mut();
+            if slots.is_empty() {
+                slots.resize(CACHE_SLOTS, None);
+            }
+            if let Some(pair) = slots.get_mut(first..first + 2) {
                 // The newest entry goes first, the older one moves to second.
                 pair.swap(0, 1);
                 pair[0] = Some((self.id, hash, key.into(), v));
@@ -260,7 +297,7 @@ impl Rules {
         let mut n = Normalized::default();
         let info = self.classify(key, &mut n);
         let rewrite = self.patterns && self.scan_text(key).is_some();
-        Verdict { info, rewrite }
+        Verdict { info, rewrite, plain: !text::needs_escape(key.as_bytes()) }
     }
 
     /// Precedence: user safe names, then user secret names, then the
@@ -279,6 +316,22 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_compares_every_byte_of_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] = b'#';
+                assert!(!same_bytes(&a, &b), "length {n}, differing at {at}");
+            }
+            let mut longer = a.clone();
+            longer.push(b'a');
+            assert!(!same_bytes(&a, &longer));
+        }
+    }
 
     #[test]
     fn user_lists_take_precedence() {

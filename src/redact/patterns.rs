@@ -161,48 +161,87 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// automaton is skipped; a table lookup per byte costs less than a step of
 /// the automaton, and skips its per-call setup, for the typical short value.
 struct HintPairs {
-    bits: Box<[u64; 1 << 10]>,
+    /// Bit `(a << 8) | b` is set for every case variant of each hint's chosen pair.
+    hints: Box<[u64; 1 << 10]>,
+    /// `hints` plus every pair that ends in a `key=value` separator, so one
+    /// probe per byte answers both questions the scan asks.
+    stops: Box<[u64; 1 << 10]>,
 }
 
 impl HintPairs {
     fn new<'h>(hints: impl Iterator<Item = &'h str>) -> Self {
         let mut common = vec![0u32; 1 << 16];
         for pair in ORDINARY.as_bytes().windows(2) {
-            common[Self::index(pair[0], pair[1])] += 1;
+            common[Self::folded(pair[0], pair[1])] += 1;
         }
         let mut bits = Box::new([0u64; 1 << 10]);
         for hint in hints {
             // Every hint has at least two bytes (a test pins it).
             // Least seen in the sample; among those, of the rarest letters.
             let rarest = hint.as_bytes().windows(2).min_by_key(|w| {
-                (common[Self::index(w[0], w[1])], std::cmp::Reverse(letter_rarity(w[0]) + letter_rarity(w[1])))
+                (common[Self::folded(w[0], w[1])], std::cmp::Reverse(letter_rarity(w[0]) + letter_rarity(w[1])))
             });
             if let Some(w) = rarest {
-                let index = Self::index(w[0], w[1]);
-                bits[index >> 6] |= 1 << (index & 63);
+                // Every case variant is set, so the scan compares raw bytes.
+                for a in [w[0].to_ascii_lowercase(), w[0].to_ascii_uppercase()] {
+                    for b in [w[1].to_ascii_lowercase(), w[1].to_ascii_uppercase()] {
+                        set(&mut bits, (usize::from(a) << 8) | usize::from(b));
+                    }
+                }
             }
         }
-        Self { bits }
+        let mut stops = bits.clone();
+        for a in 0..=255u8 {
+            for b in [b'=', b':'] {
+                set(&mut stops, (usize::from(a) << 8) | usize::from(b));
+            }
+        }
+        Self { hints: bits, stops }
     }
 
-    fn index(a: u8, b: u8) -> usize {
+    fn folded(a: u8, b: u8) -> usize {
         (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
     }
 
+    #[cfg(test)]
     fn may_hold_hint(&self, s: &str) -> bool {
-        let Some((&first, rest)) = s.as_bytes().split_first() else { return false };
-        // Each byte is folded once; the pair index slides along.
-        let mut high = usize::from(first.to_ascii_lowercase()) << 8;
-        for &b in rest {
-            let low = usize::from(b.to_ascii_lowercase());
-            let index = high | low;
-            if self.bits[index >> 6] & (1 << (index & 63)) != 0 {
-                return true;
-            }
-            high = low << 8;
-        }
-        false
+        self.prefilter(s).0
     }
+
+    /// One pass over the bytes: whether a hint's pair may occur, and whether
+    /// a `key=value` separator (`=` or `:`) occurs. Most values are short, so
+    /// one table probe per byte beats the automaton's and `memchr`'s setup.
+    /// Not inlined: inside the scan the hot loop runs short of registers.
+    #[inline(never)]
+    fn prefilter(&self, s: &str) -> (bool, bool) {
+        let Some((&first, rest)) = s.as_bytes().split_first() else { return (false, false) };
+        let mut sep = is_sep(first);
+        let mut prev = usize::from(first);
+        for (i, &b) in rest.iter().enumerate() {
+            let index = (prev << 8) | usize::from(b);
+            if test(&self.stops, index) {
+                if test(&self.hints, index) {
+                    return (true, sep || is_sep(b) || rest[i + 1..].iter().any(|&c| is_sep(c)));
+                }
+                // Not a hint's pair, so it ends in a separator.
+                sep = true;
+            }
+            prev = usize::from(b);
+        }
+        (false, sep)
+    }
+}
+
+fn set(bits: &mut [u64; 1 << 10], index: usize) {
+    bits[index >> 6] |= 1 << (index & 63);
+}
+
+fn test(bits: &[u64; 1 << 10], index: usize) -> bool {
+    bits[index >> 6] & (1 << (index & 63)) != 0
+}
+
+fn is_sep(b: u8) -> bool {
+    b == b'=' || b == b':'
 }
 
 /// English letter frequency rank (rarer is larger); other bytes rank as rare.
@@ -239,15 +278,15 @@ pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut
     };
     let mut wake = 0u16;
     // Most values hold no hint: the pair filter rules that out for most of
-    // them without running the automaton.
-    if sh.pairs.may_hold_hint(s) {
+    // them without running the automaton. `key=value` needs a separator; its
+    // keys go through the (cached) key rules, so no word list is needed here
+    // and user-added names work too.
+    let (may_hint, has_sep) = sh.pairs.prefilter(s);
+    if may_hint {
         for hit in sh.hints.find_overlapping_iter(s) {
             wake |= HINTS[hit.pattern().as_usize()].1;
         }
     }
-    // `key=value` needs a separator; its keys go through the (cached) key
-    // rules, so no word list is needed here and user-added names work too.
-    let has_sep = memchr_any(s, b'=', b':');
     if has_sep {
         wake |= KV;
     }
@@ -365,10 +404,6 @@ fn url_password_at(s: &str, user: usize) -> Option<(usize, usize)> {
         }
     }
     last_at.map(|at| (pass, at))
-}
-
-fn memchr_any(s: &str, a: u8, b: u8) -> bool {
-    memchr::memchr2(a, b, s.as_bytes()).is_some()
 }
 
 fn push_group(c: &regex::Captures<'_>, name: &str, spans: &mut Vec<(usize, usize)>) {
@@ -620,12 +655,40 @@ mod tests {
         let sh = SHAPES.as_ref().unwrap();
         for (hint, _) in HINTS {
             assert!(hint.len() >= 2, "{hint}");
-            for text in [hint.to_string(), hint.to_ascii_uppercase(), format!("xx {hint} yy"), format!("a{hint}")] {
+            // Mixed case in both phases, so every pair is seen with its bytes in either case.
+            let mixed = |phase: usize| -> String {
+                hint.chars()
+                    .enumerate()
+                    .map(|(i, c)| if (i + phase) % 2 == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                    .collect()
+            };
+            for text in [
+                hint.to_string(),
+                hint.to_ascii_uppercase(),
+                mixed(0),
+                mixed(1),
+                format!("xx {hint} yy"),
+                format!("a{hint}"),
+                format!("k=v {hint}"),
+            ] {
                 assert!(sh.pairs.may_hold_hint(&text), "{text}");
             }
         }
         assert!(!sh.pairs.may_hold_hint("applied changes to the resource graph; "));
         assert!(!sh.pairs.may_hold_hint("/srv/app/module_3.py"));
+    }
+
+    #[test]
+    fn prefilter_sees_separators_before_and_after_a_hint() {
+        let sh = SHAPES.as_ref().unwrap();
+        assert_eq!(sh.pairs.prefilter(""), (false, false));
+        assert_eq!(sh.pairs.prefilter("="), (false, true));
+        assert_eq!(sh.pairs.prefilter("plain words"), (false, false));
+        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true));
+        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true));
+        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true));
+        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true));
     }
 
     #[test]

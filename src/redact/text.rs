@@ -58,7 +58,7 @@ fn put_str(buf: &mut Vec<u8>, text: &str) -> PyResult<()> {
 /// Whether any byte is a control character, `"` or `\\`, eight bytes at a
 /// time: a zero byte in `x ^ pattern` marks a match (the classic exact
 /// "has a zero byte" test).
-fn needs_escape(bytes: &[u8]) -> bool {
+pub fn needs_escape(bytes: &[u8]) -> bool {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH != 0;
@@ -105,6 +105,13 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
 
     fn key(&mut self, _map: &mut usize, key: &Key<'_, 'py>) -> PyResult<()> {
         self.separate();
+        if key.plain {
+            self.buf.reserve(key.text.len() + 3);
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(key.text.as_bytes());
+            self.buf.extend_from_slice(b"\":");
+            return Ok(());
+        }
         put_str(&mut self.buf, key.text)?;
         self.buf.push(b':');
         Ok(())

@@ -31,6 +31,8 @@ pub struct Key<'k, 'py> {
     pub text: &'k str,
     /// The text is not the original key's (rewritten or made unique).
     pub fresh: bool,
+    /// The text needs no JSON escape (known from the key cache; `false` when unknown).
+    pub plain: bool,
 }
 
 /// Builds the output of a walk. `Out` is what one walked value yields.
@@ -252,7 +254,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             names.secret = true;
         }
         names.value_seen |= info.value_field;
-        let k = Key { obj: key, text, fresh: false };
+        let k = Key { obj: key, text, fresh: false, plain: verdict.plain };
         self.sink.key(map, &k)?;
         let out = if info.secret || (info.value_field && names.secret) {
             self.masked(value, depth + 1)?
@@ -301,7 +303,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             if fresh {
                 self.changes += 1;
             }
-            let k = Key { obj: &key, text: &final_text, fresh };
+            let k = Key { obj: &key, text: &final_text, fresh, plain: false };
             self.sink.key(&mut map, &k)?;
             let info = verdict.info;
             let out = if info.secret || (info.value_field && secret_name) {
