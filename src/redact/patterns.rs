@@ -161,7 +161,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// automaton is skipped; a table lookup per byte costs less than a step of
 /// the automaton, and skips its per-call setup, for the typical short value.
 struct HintPairs {
-    /// Bit `(a << 8) | b` is set for every case variant of each hint's chosen pair.
+    /// Bit [`pair_index`] is set for every case variant of each hint's chosen pair.
     hints: Box<[u64; 1 << 10]>,
     /// `hints` plus every pair that ends in a `key=value` separator, so one
     /// probe per byte answers both questions the scan asks.
@@ -185,7 +185,7 @@ impl HintPairs {
                 // Every case variant is set, so the scan compares raw bytes.
                 for a in [w[0].to_ascii_lowercase(), w[0].to_ascii_uppercase()] {
                     for b in [w[1].to_ascii_lowercase(), w[1].to_ascii_uppercase()] {
-                        set(&mut bits, (usize::from(a) << 8) | usize::from(b));
+                        set(&mut bits, pair_index(a, b));
                     }
                 }
             }
@@ -193,7 +193,7 @@ impl HintPairs {
         let mut stops = bits.clone();
         for a in 0..=255u8 {
             for b in [b'=', b':'] {
-                set(&mut stops, (usize::from(a) << 8) | usize::from(b));
+                set(&mut stops, pair_index(a, b));
             }
         }
         Self { hints: bits, stops }
@@ -214,22 +214,28 @@ impl HintPairs {
     /// Not inlined: inside the scan the hot loop runs short of registers.
     #[inline(never)]
     fn prefilter(&self, s: &str) -> (bool, bool) {
-        let Some((&first, rest)) = s.as_bytes().split_first() else { return (false, false) };
-        let mut sep = is_sep(first);
-        let mut prev = usize::from(first);
-        for (i, &b) in rest.iter().enumerate() {
-            let index = (prev << 8) | usize::from(b);
-            if test(&self.stops, index) {
-                if test(&self.hints, index) {
-                    return (true, sep || is_sep(b) || rest[i + 1..].iter().any(|&c| is_sep(c)));
-                }
-                // Not a hint's pair, so it ends in a separator.
-                sep = true;
+        let bytes = s.as_bytes();
+        let stops = &*self.stops;
+        let mut sep = bytes.first().is_some_and(|&b| is_sep(b));
+        let mut from = 0;
+        // The hot loop only finds the next marked pair; what it marks is sorted out here.
+        while let Some(offset) = bytes[from..].windows(2).position(|p| test(stops, pair_index(p[0], p[1]))) {
+            let at = from + offset;
+            if test(&self.hints, pair_index(bytes[at], bytes[at + 1])) {
+                return (true, sep || bytes[at + 1..].iter().any(|&c| is_sep(c)));
             }
-            prev = usize::from(b);
+            // Not a hint's pair, so it ends in a separator.
+            sep = true;
+            from = at + 1;
         }
         (false, sep)
     }
+}
+
+/// A byte pair's bit: the two bytes as one little-endian `u16`, which the
+/// scan reads with a single load.
+fn pair_index(a: u8, b: u8) -> usize {
+    usize::from(u16::from_le_bytes([a, b]))
 }
 
 fn set(bits: &mut [u64; 1 << 10], index: usize) {
