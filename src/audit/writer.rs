@@ -7,6 +7,14 @@
 //! batch. The chain head is read inside each write transaction, so several
 //! processes appending to one file extend one chain.
 //!
+//! Durable callers wake together after a commit but come back one at a
+//! time (each redacts holding the GIL), so committing as soon as the first
+//! row arrives would give batches of two or three. The thread therefore
+//! lingers while fewer durable rows are in hand than durable callers are
+//! inside `record()`, as long as each next one comes within about one
+//! commit's duration; a lone caller, write-behind batches and queued
+//! control messages never wait.
+//!
 //! A failing commit (busy, locked, disk full, I/O) keeps its batch: the
 //! thread rolls back, waits with exponential backoff and tries the same
 //! rows again until they land, counting and logging each failure. Nothing
@@ -14,7 +22,7 @@
 //! wait at interpreter exit, which logs how many rows were given up.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +48,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While a fault lasts, it is logged again at most this often.
 const RELOG_EVERY: Duration = Duration::from_secs(10);
+/// Bounds of the wait for each further durable row (about one commit's
+/// duration, clamped), and of the whole linger: a stalled disk or a slow
+/// caller cannot make the others wait long for company.
+const MIN_LINGER: Duration = Duration::from_micros(50);
+const MAX_LINGER: Duration = Duration::from_millis(10);
 
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
@@ -84,6 +97,18 @@ pub struct Shared {
     pub stats: Stats,
     /// Set only by the at-exit close: past it, a failing batch is given up.
     stop_deadline: Mutex<Option<Instant>>,
+    /// Durable callers inside `record()` (redacting, queued or waiting for
+    /// their commit): how many durable rows the thread may expect soon.
+    durable_callers: AtomicUsize,
+}
+
+/// Counts one durable caller for as long as it lives (see [`Writer::durable_caller`]).
+pub struct DurableCaller<'a>(&'a Shared);
+
+impl Drop for DurableCaller<'_> {
+    fn drop(&mut self) {
+        self.0.durable_callers.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The service's side of the writer.
@@ -101,7 +126,12 @@ impl Writer {
     /// Starts the thread on an already opened and migrated connection.
     pub fn start(conn: Connection, path: String, source: String, capacity: usize) -> Result<Arc<Self>> {
         let (tx, rx) = bounded(capacity);
-        let shared = Arc::new(Shared { path, stats: Stats::default(), stop_deadline: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            path,
+            stats: Stats::default(),
+            stop_deadline: Mutex::new(None),
+            durable_callers: AtomicUsize::new(0),
+        });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("auditbus-writer".into())
@@ -183,6 +213,13 @@ impl Writer {
         self.send(py, Msg::Row(Box::new(record), None), timeout)?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Held by a durable `record()` from its start (before redaction), so the
+    /// thread knows a row is coming and can hold a commit open for it.
+    pub fn durable_caller(&self) -> DurableCaller<'_> {
+        self.shared.durable_callers.fetch_add(1, Ordering::AcqRel);
+        DurableCaller(&self.shared)
     }
 
     /// Durable: returns the row id once the batch holding it is committed.
@@ -300,39 +337,61 @@ pub fn log(level: &str, message: &str) {
 /// One queued row and who waits for it.
 type Pending = (Box<AuditRecord>, Option<RowReply>);
 
+/// What one turn of the thread collected: rows for one transaction, the
+/// flushes answered after it, and at most one control message, last.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Pending>,
+    durable: usize,
+    flushes: Vec<Sender<()>>,
+    control: Option<Msg>,
+}
+
+impl Batch {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Row(record, reply) => {
+                self.durable += usize::from(reply.is_some());
+                self.rows.push((record, reply));
+            }
+            Msg::Flush(reply) => self.flushes.push(reply),
+            other => self.control = Some(other),
+        }
+    }
+
+    /// Nothing more may join: a control message ends the batch, a full one too.
+    fn closed(&self) -> bool {
+        self.control.is_some() || self.rows.len() >= MAX_BATCH
+    }
+}
+
 struct Thread {
     conn: Connection,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     source: String,
+    /// Smoothed duration of a successful commit: the linger's bound.
+    commit_cost: Duration,
 }
 
 impl Thread {
     fn new(conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>, source: String) -> Self {
-        Self { conn, rx, shared, source }
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER }
     }
 
     fn run(mut self) {
         loop {
             let Ok(first) = self.rx.recv() else { return };
-            let mut rows: Vec<Pending> = Vec::new();
-            let mut flushes = Vec::new();
-            let mut control = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Row(record, reply) => rows.push((record, reply)),
-                    Msg::Flush(reply) => flushes.push(reply),
-                    other => {
-                        control = Some(other);
-                        break;
-                    }
+            let mut batch = Batch::default();
+            batch.take(first);
+            while !batch.closed() {
+                match self.rx.try_recv() {
+                    Ok(msg) => batch.take(msg),
+                    Err(_) => break,
                 }
-                if rows.len() >= MAX_BATCH {
-                    break;
-                }
-                next = self.rx.try_recv().ok();
             }
+            self.linger(&mut batch);
+            let Batch { rows, flushes, control, .. } = batch;
             if !self.commit(rows) {
                 // The file is damaged: stop, so that every waiter gets an error
                 // (flush waiters see the channel close) instead of waiting forever.
@@ -353,6 +412,37 @@ impl Thread {
                 }
                 Some(Msg::Stop) => return,
                 _ => {}
+            }
+        }
+    }
+
+    /// Waits for the rows of durable callers already inside `record()`, so
+    /// they share this commit instead of each paying the next one. Each wait
+    /// for the next durable row is bounded by about one commit's duration
+    /// (a row later than that is cheaper in the next commit), the whole
+    /// linger by [`MAX_LINGER`]. Only delays: every row taken is committed
+    /// with the batch before any reply goes out. Never for a lone durable
+    /// caller, a write-behind-only batch, or once a flush or a control
+    /// message is waiting (those callers asked for now).
+    fn linger(&self, batch: &mut Batch) {
+        let expected = || self.shared.durable_callers.load(Ordering::Acquire);
+        if batch.durable == 0 || batch.durable >= expected() {
+            return;
+        }
+        let gap = self.commit_cost.clamp(MIN_LINGER, MAX_LINGER);
+        let start = Instant::now();
+        let mut deadline = start + gap;
+        let limit = start + MAX_LINGER;
+        while !batch.closed() && batch.flushes.is_empty() && batch.durable < expected() {
+            match self.rx.recv_deadline(deadline.min(limit)) {
+                Ok(msg) => {
+                    let durable = batch.durable;
+                    batch.take(msg);
+                    if batch.durable > durable {
+                        deadline = Instant::now() + gap;
+                    }
+                }
+                Err(_) => return, // no durable row in time, or every sender is gone
             }
         }
     }
@@ -394,9 +484,12 @@ impl Thread {
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+            let started = Instant::now();
             let written = write_batch(&mut self.conn, &records, &self.source);
             match written {
                 Ok(ids) => {
+                    self.commit_cost =
+                        (self.commit_cost.saturating_mul(3).saturating_add(started.elapsed()) / 4).min(MAX_LINGER);
                     let stats = &self.shared.stats;
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
