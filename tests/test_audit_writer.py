@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import raw_rows, wait_until, write_locked
+from audit_support import execute, raw_rows, wait_until, write_locked
 from auditbus import AuditService, DomainEvent
 
 
@@ -157,6 +158,39 @@ def test_durable_write_behind_and_flush_callers_mixed_lose_nothing(tmp_path: Pat
         assert stored == set(durable)  # every acknowledged row is on disk, under the id it was given
         assert len(raw_rows(path, "event_type = 'step_completed'")) == 300
         assert svc.verify().ok
+
+
+def test_writers_taking_turns_on_one_file_keep_consecutive_ids_and_one_chain(tmp_path: Path) -> None:
+    # Each writer reuses the chain head of its own last commit only while no
+    # other connection wrote: here every batch follows another writer's.
+    path = tmp_path / "a.db"
+    with AuditService(path) as a, AuditService(path) as b:
+        a.flush()
+        b.flush()
+        entries: list[auditbus.AuditEntry] = []
+        for i in range(10):
+            entries.append(a.record("auth_success", details={"i": i}))
+            if i == 7:  # a purge on a's own connection, which data_version does not show to a
+                assert a.purge(entries[0].timestamp) >= 1
+                entries.append(a.record("auth_success", details={"after_purge": i}))
+            entries.append(b.record("auth_failure", details={"i": i}))
+            if i == 4:  # another process appends the way the legacy service does: no chain columns
+                execute(
+                    path,
+                    "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, 'plan_applied', '{}')",
+                    (entries[-1].timestamp.isoformat(),),
+                )
+        ids = [e.id for e in entries]
+        assert ids == sorted(set(ids))
+        rows = raw_rows(path, "id >= ?", (ids[0],))
+        by_id = {r["id"]: r for r in rows}
+        for before, after in itertools.pairwise(entries):
+            if after.id == before.id + 1:  # nothing between them: the chain links them directly
+                assert by_id[after.id]["prev_hash"] == before.chain_hash
+        assert all(by_id[e.id]["chain_hash"] == e.chain_hash for e in entries)
+        assert list(by_id) == list(range(ids[0], ids[-1] + 1))  # no id skipped or reused
+        assert a.verify().ok
+        assert b.verify().ok
 
 
 def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
