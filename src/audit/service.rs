@@ -379,6 +379,8 @@ impl AuditService {
         user_identity: Option<&Bound<'_, PyAny>>,
         details: Option<&Bound<'_, PyAny>>,
     ) -> Result<AuditEntry> {
+        // Counted from before redaction, so the writer can hold a commit open for this row.
+        let _caller = self.writer.durable_caller();
         let kind = EventKind::from_py("event_type", event_type)?;
         let who = Who {
             plan_id: opt_text("plan_id", plan_id)?,

@@ -4,8 +4,17 @@
 //! thread takes everything queued (up to [`MAX_BATCH`] rows) into one
 //! `BEGIN IMMEDIATE … COMMIT`, so concurrent durable `record()` callers
 //! share a commit (group commit) and write-behind rows cost one fsync per
-//! batch. The chain head is read inside each write transaction, so several
-//! processes appending to one file extend one chain.
+//! batch. The chain head is read inside each write transaction (or reused
+//! from the last commit when `PRAGMA data_version` shows no other writer in
+//! between), so several processes appending to one file extend one chain.
+//!
+//! Durable callers wake together after a commit but come back one at a
+//! time (each redacts holding the GIL), so committing as soon as the first
+//! row arrives would give batches of two or three. The thread therefore
+//! lingers while fewer durable rows are in hand than durable callers are
+//! inside `record()`, as long as each next one comes within about one
+//! commit's duration; a lone caller, write-behind batches and queued
+//! control messages never wait.
 //!
 //! A failing commit (busy, locked, disk full, I/O) keeps its batch: the
 //! thread rolls back, waits with exponential backoff and tries the same
@@ -14,7 +23,7 @@
 //! wait at interpreter exit, which logs how many rows were given up.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +49,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While a fault lasts, it is logged again at most this often.
 const RELOG_EVERY: Duration = Duration::from_secs(10);
+/// Bounds of the wait for each further durable row (about one commit's
+/// duration, clamped), and of the whole linger: a stalled disk or a slow
+/// caller cannot make the others wait long for company.
+const MIN_LINGER: Duration = Duration::from_micros(50);
+const MAX_LINGER: Duration = Duration::from_millis(10);
 
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
@@ -84,6 +98,18 @@ pub struct Shared {
     pub stats: Stats,
     /// Set only by the at-exit close: past it, a failing batch is given up.
     stop_deadline: Mutex<Option<Instant>>,
+    /// Durable callers inside `record()` (redacting, queued or waiting for
+    /// their commit): how many durable rows the thread may expect soon.
+    durable_callers: AtomicUsize,
+}
+
+/// Counts one durable caller for as long as it lives (see [`Writer::durable_caller`]).
+pub struct DurableCaller<'a>(&'a Shared);
+
+impl Drop for DurableCaller<'_> {
+    fn drop(&mut self) {
+        self.0.durable_callers.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The service's side of the writer.
@@ -101,7 +127,12 @@ impl Writer {
     /// Starts the thread on an already opened and migrated connection.
     pub fn start(conn: Connection, path: String, source: String, capacity: usize) -> Result<Arc<Self>> {
         let (tx, rx) = bounded(capacity);
-        let shared = Arc::new(Shared { path, stats: Stats::default(), stop_deadline: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            path,
+            stats: Stats::default(),
+            stop_deadline: Mutex::new(None),
+            durable_callers: AtomicUsize::new(0),
+        });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("auditbus-writer".into())
@@ -183,6 +214,13 @@ impl Writer {
         self.send(py, Msg::Row(Box::new(record), None), timeout)?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Held by a durable `record()` from its start (before redaction), so the
+    /// thread knows a row is coming and can hold a commit open for it.
+    pub fn durable_caller(&self) -> DurableCaller<'_> {
+        self.shared.durable_callers.fetch_add(1, Ordering::AcqRel);
+        DurableCaller(&self.shared)
     }
 
     /// Durable: returns the row id once the batch holding it is committed.
@@ -300,39 +338,63 @@ pub fn log(level: &str, message: &str) {
 /// One queued row and who waits for it.
 type Pending = (Box<AuditRecord>, Option<RowReply>);
 
+/// What one turn of the thread collected: rows for one transaction, the
+/// flushes answered after it, and at most one control message, last.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Pending>,
+    durable: usize,
+    flushes: Vec<Sender<()>>,
+    control: Option<Msg>,
+}
+
+impl Batch {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Row(record, reply) => {
+                self.durable += usize::from(reply.is_some());
+                self.rows.push((record, reply));
+            }
+            Msg::Flush(reply) => self.flushes.push(reply),
+            other => self.control = Some(other),
+        }
+    }
+
+    /// Nothing more may join: a control message ends the batch, a full one too.
+    fn closed(&self) -> bool {
+        self.control.is_some() || self.rows.len() >= MAX_BATCH
+    }
+}
+
 struct Thread {
     conn: Connection,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     source: String,
+    /// Smoothed duration of a successful commit: the linger's bound.
+    commit_cost: Duration,
+    /// The chain head after this thread's last commit (see [`write_batch`]).
+    head: Option<Head>,
 }
 
 impl Thread {
     fn new(conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>, source: String) -> Self {
-        Self { conn, rx, shared, source }
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None }
     }
 
     fn run(mut self) {
         loop {
             let Ok(first) = self.rx.recv() else { return };
-            let mut rows: Vec<Pending> = Vec::new();
-            let mut flushes = Vec::new();
-            let mut control = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Row(record, reply) => rows.push((record, reply)),
-                    Msg::Flush(reply) => flushes.push(reply),
-                    other => {
-                        control = Some(other);
-                        break;
-                    }
+            let mut batch = Batch::default();
+            batch.take(first);
+            while !batch.closed() {
+                match self.rx.try_recv() {
+                    Ok(msg) => batch.take(msg),
+                    Err(_) => break,
                 }
-                if rows.len() >= MAX_BATCH {
-                    break;
-                }
-                next = self.rx.try_recv().ok();
             }
+            self.linger(&mut batch);
+            let Batch { rows, flushes, control, .. } = batch;
             if !self.commit(rows) {
                 // The file is damaged: stop, so that every waiter gets an error
                 // (flush waiters see the channel close) instead of waiting forever.
@@ -353,6 +415,37 @@ impl Thread {
                 }
                 Some(Msg::Stop) => return,
                 _ => {}
+            }
+        }
+    }
+
+    /// Waits for the rows of durable callers already inside `record()`, so
+    /// they share this commit instead of each paying the next one. Each wait
+    /// for the next durable row is bounded by about one commit's duration
+    /// (a row later than that is cheaper in the next commit), the whole
+    /// linger by [`MAX_LINGER`]. Only delays: every row taken is committed
+    /// with the batch before any reply goes out. Never for a lone durable
+    /// caller, a write-behind-only batch, or once a flush or a control
+    /// message is waiting (those callers asked for now).
+    fn linger(&self, batch: &mut Batch) {
+        let expected = || self.shared.durable_callers.load(Ordering::Acquire);
+        if batch.durable == 0 || batch.durable >= expected() {
+            return;
+        }
+        let gap = self.commit_cost.clamp(MIN_LINGER, MAX_LINGER);
+        let start = Instant::now();
+        let mut deadline = start + gap;
+        let limit = start + MAX_LINGER;
+        while !batch.closed() && batch.flushes.is_empty() && batch.durable < expected() {
+            match self.rx.recv_deadline(deadline.min(limit)) {
+                Ok(msg) => {
+                    let durable = batch.durable;
+                    batch.take(msg);
+                    if batch.durable > durable {
+                        deadline = Instant::now() + gap;
+                    }
+                }
+                Err(_) => return, // no durable row in time, or every sender is gone
             }
         }
     }
@@ -394,9 +487,12 @@ impl Thread {
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
-            let written = write_batch(&mut self.conn, &records, &self.source);
+            let started = Instant::now();
+            let written = write_batch(&mut self.conn, &records, &self.source, &mut self.head);
             match written {
                 Ok(ids) => {
+                    self.commit_cost =
+                        (self.commit_cost.saturating_mul(3).saturating_add(started.elapsed()) / 4).min(MAX_LINGER);
                     let stats = &self.shared.stats;
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
@@ -503,6 +599,8 @@ impl Thread {
     }
 
     fn purge(&mut self, before: &str) -> Result<u64> {
+        // The purge moves the anchor on this connection, unseen by data_version.
+        self.head = None;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = purge_in(&tx, before)?;
         let mut details = Map::new();
@@ -510,7 +608,8 @@ impl Thread {
         details.insert("deleted".into(), Value::from(deleted.0));
         details.insert("through_id".into(), Value::from(deleted.1));
         let record = AuditRecord::lifecycle(lifecycle::PURGED, details);
-        insert_rows(&tx, &[&record], &self.source)?;
+        let (next_id, running) = read_head(&tx)?;
+        insert_rows(&tx, &[&record], &self.source, next_id, running)?;
         tx.commit()?;
         self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
         Ok(deleted.0)
@@ -530,20 +629,59 @@ const INSERT: &str = "INSERT OR IGNORE INTO audit_log (id, timestamp, event_type
                       event_id, actor_name, project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
+/// The chain head as this connection left it after its last commit, with
+/// the `PRAGMA data_version` it was read under.
+#[derive(Debug, Clone)]
+pub struct Head {
+    data_version: i64,
+    next_id: i64,
+    running: String,
+}
+
 /// One batch in one write transaction; the id of each row, None for a duplicate.
-pub fn write_batch(conn: &mut Connection, rows: &[&AuditRecord], source: &str) -> Result<Vec<Option<Committed>>> {
+///
+/// `cached` is the head this connection left after its last commit. It is
+/// reused when `PRAGMA data_version`, read once the write lock is held, says
+/// no other connection committed since (this connection's own commits do
+/// not change it), which saves the 4-5 head queries per batch. It is taken
+/// out first, so any failure (and the rollback that follows) leaves it empty.
+pub fn write_batch(
+    conn: &mut Connection,
+    rows: &[&AuditRecord],
+    source: &str,
+    cached: &mut Option<Head>,
+) -> Result<Vec<Option<Committed>>> {
+    let known = cached.take();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let ids = insert_rows(&tx, rows, source)?;
+    let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    let (next_id, running) = match known {
+        Some(head) if head.data_version == data_version => (head.next_id, head.running),
+        _ => read_head(&tx)?,
+    };
+    let (ids, next_id, running) = insert_rows(&tx, rows, source, next_id, running)?;
     tx.commit()?;
+    *cached = Some(Head { data_version, next_id, running });
     Ok(ids)
 }
 
-/// Inserts with explicit ids, each chained to the one before. Read inside
-/// the write transaction, the head is the same for every process.
-fn insert_rows(tx: &Transaction<'_>, rows: &[&AuditRecord], source: &str) -> Result<Vec<Option<Committed>>> {
+/// The next id and the running chain value, read inside the write
+/// transaction, so they are the same for every process appending.
+fn read_head(tx: &Connection) -> Result<(i64, String)> {
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
-    let mut running = running_at(tx, anchor_id, &anchor_hash, None)?;
-    let mut next_id = schema::last_id(tx)? + 1;
+    let running = running_at(tx, anchor_id, &anchor_hash, None)?;
+    Ok((schema::last_id(tx)? + 1, running))
+}
+
+/// Inserts with explicit ids from `next_id`, each chained to the one
+/// before, starting from `running`. Returns the ids, then the next id and
+/// the running value after the batch.
+fn insert_rows(
+    tx: &Transaction<'_>,
+    rows: &[&AuditRecord],
+    source: &str,
+    mut next_id: i64,
+    mut running: String,
+) -> Result<(Vec<Option<Committed>>, i64, String)> {
     let recorded_at = timestamp::isoformat(&Utc::now());
     let mut stmt = tx.prepare_cached(INSERT)?;
     let mut ids = Vec::with_capacity(rows.len());
@@ -595,7 +733,7 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[&AuditRecord], source: &str) -> Res
             ids.push(None);
         }
     }
-    Ok(ids)
+    Ok((ids, next_id, running))
 }
 
 /// The chain value after row `upto` (None: after the last row): the last
