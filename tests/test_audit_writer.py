@@ -193,6 +193,20 @@ def test_writers_taking_turns_on_one_file_keep_consecutive_ids_and_one_chain(tmp
         assert b.verify().ok
 
 
+def test_the_wal_is_checkpointed_as_it_grows(tmp_path: Path) -> None:
+    # The writer runs its own checkpoints (after replying); without them
+    # 400 one-row commits of ~11 WAL frames each would leave a ~18 MB WAL.
+    path = tmp_path / "a.db"
+    wal = tmp_path / "a.db-wal"
+    with AuditService(path) as svc:
+        for i in range(400):
+            svc.record("step_completed", plan_id=f"p{i}", details={"blob": "x" * 1000})
+        assert 0 < wal.stat().st_size < 8 << 20
+        assert path.stat().st_size > 300 << 10  # the rows were copied into the database file
+        assert svc.verify().ok
+        assert svc.count(event_type="step_completed") == 400
+
+
 def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=4, put_timeout=0.05, busy_timeout=0.02) as svc:

@@ -3,10 +3,13 @@
 //! Callers hand owned [`AuditRecord`]s to a bounded crossbeam channel; the
 //! thread takes everything queued (up to [`MAX_BATCH`] rows) into one
 //! `BEGIN IMMEDIATE … COMMIT`, so concurrent durable `record()` callers
-//! share a commit (group commit) and write-behind rows cost one fsync per
-//! batch. The chain head is read inside each write transaction (or reused
-//! from the last commit when `PRAGMA data_version` shows no other writer in
-//! between), so several processes appending to one file extend one chain.
+//! share a commit (group commit). A burst of write-behind rows is inserted
+//! as it arrives into one open transaction and committed once, when it ends
+//! or someone waits (see `Thread::stream`). WAL checkpoints run after the
+//! replies, not inside a commit. The chain head is read inside each write
+//! transaction (or reused from the last commit when `PRAGMA data_version`
+//! shows no other writer in between), so several processes appending to
+//! one file extend one chain.
 //!
 //! Durable callers wake together after a commit but come back one at a
 //! time (each redacts holding the GIL), so committing as soon as the first
@@ -23,7 +26,7 @@
 //! wait at interpreter exit, which logs how many rows were given up.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,6 +57,12 @@ const RELOG_EVERY: Duration = Duration::from_secs(10);
 /// caller cannot make the others wait long for company.
 const MIN_LINGER: Duration = Duration::from_micros(50);
 const MAX_LINGER: Duration = Duration::from_millis(10);
+/// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
+const CHECKPOINT_FRAMES: i64 = 1000;
+/// A write-behind burst is over once no row came for this long (see `Thread::gather`).
+const GATHER_GAP: Duration = Duration::from_millis(1);
+/// The longest a write-behind row waits for company before its commit starts.
+const MAX_GATHER: Duration = Duration::from_millis(20);
 
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
@@ -375,11 +384,42 @@ struct Thread {
     commit_cost: Duration,
     /// The chain head after this thread's last commit (see [`write_batch`]).
     head: Option<Head>,
+    /// Frames in the WAL after the last commit, set by the WAL hook.
+    wal_frames: Arc<AtomicI64>,
 }
 
 impl Thread {
-    fn new(conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>, source: String) -> Self {
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None }
+    fn new(mut conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>, source: String) -> Self {
+        // Our own WAL hook replaces SQLite's automatic checkpoint, which runs
+        // inside COMMIT and so would hold back the replies of that commit.
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let seen = wal_frames.clone();
+        let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            seen.store(i64::from(frames), Ordering::Relaxed);
+            Ok(())
+        }));
+        if let Err(e) = hooked {
+            // SQLite's automatic checkpoint stays in place: slower replies, nothing else.
+            log("warning", &format!("audit writer for {:?}: WAL hook not installed ({e})", shared.path));
+        }
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames }
+    }
+
+    /// Copies the WAL back into the database once it holds
+    /// [`CHECKPOINT_FRAMES`] frames (SQLite's own default threshold), after
+    /// the waiters of the last commit have their replies. `PASSIVE`: it never
+    /// waits for readers or other writers; what it cannot copy now is copied
+    /// by a later one.
+    fn checkpoint_if_due(&self) {
+        if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
+            return;
+        }
+        self.wal_frames.store(0, Ordering::Relaxed);
+        if let Err(e) = self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+            // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
+            self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+            *self.shared.stats.last_error.lock() = Some(format!("checkpoint: {e}"));
+        }
     }
 
     fn run(mut self) {
@@ -393,9 +433,22 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            self.linger(&mut batch);
+            let streamed = if batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
+                Some(self.stream(&mut batch))
+            } else {
+                self.linger(&mut batch);
+                None
+            };
             let Batch { rows, flushes, control, .. } = batch;
-            if !self.commit(rows) {
+            let landed = match streamed {
+                Some(Ok(ids)) => {
+                    self.landed(rows, ids);
+                    true
+                }
+                // The open transaction rolled back; the retrying path writes the whole batch.
+                _ => self.commit(rows),
+            };
+            if !landed {
                 // The file is damaged: stop, so that every waiter gets an error
                 // (flush waiters see the channel close) instead of waiting forever.
                 drop(flushes);
@@ -405,6 +458,7 @@ impl Thread {
             for reply in flushes {
                 let _ = reply.send(());
             }
+            self.checkpoint_if_due();
             match control {
                 Some(Msg::Purge(before, reply)) => {
                     let result = self.purge(&before).map_err(|e| e.to_string());
@@ -417,6 +471,49 @@ impl Thread {
                 _ => {}
             }
         }
+    }
+
+    /// A write-behind burst, written as it arrives: the rows go into one open
+    /// transaction while more keep coming (each within [`GATHER_GAP`] of the
+    /// last), and the burst is committed once. One commit per burst writes
+    /// each index page and syncs once, and the inserts overlap the emitting
+    /// threads' work instead of following it. The transaction is committed at
+    /// once when someone waits (a flush, a durable row, a control message),
+    /// when the batch is full, and after [`MAX_GATHER`] in all, which bounds
+    /// how long the writer holds the write lock and a row waits for its
+    /// commit. Any failure rolls back; the caller then writes the batch
+    /// through the retrying path.
+    fn stream(&mut self, batch: &mut Batch) -> Result<Vec<Option<Committed>>> {
+        let limit = Instant::now() + MAX_GATHER;
+        let (conn, rx, source) = (&mut self.conn, &self.rx, &self.source);
+        let known = self.head.take();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (data_version, mut next_id, mut running) = head_in(&tx, known)?;
+        let mut ids = Vec::with_capacity(batch.rows.len());
+        loop {
+            let fresh: Vec<&AuditRecord> = batch.rows[ids.len()..].iter().map(|(r, _)| r.as_ref()).collect();
+            let (more, next, run) = insert_rows(&tx, &fresh, source, next_id, running)?;
+            (next_id, running) = (next, run);
+            ids.extend(more);
+            if batch.durable > 0 || !batch.flushes.is_empty() || batch.closed() {
+                break;
+            }
+            match rx.recv_deadline((Instant::now() + GATHER_GAP).min(limit)) {
+                Ok(msg) => {
+                    batch.take(msg);
+                    while !batch.closed() {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.take(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(_) => break, // the burst is over (or every sender is gone)
+            }
+        }
+        tx.commit()?;
+        self.head = Some(Head { data_version, next_id, running });
+        Ok(ids)
     }
 
     /// Waits for the rows of durable callers already inside `record()`, so
@@ -475,6 +572,20 @@ impl Thread {
         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
     }
 
+    /// Counts a committed batch and answers its durable callers.
+    fn landed(&self, rows: Vec<Pending>, ids: Vec<Option<Committed>>) {
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
+        stats.written.fetch_add(stored, Ordering::Relaxed);
+        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
+        for ((_, reply), id) in rows.into_iter().zip(ids) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(id));
+            }
+        }
+    }
+
     /// Writes `rows`, retrying the same batch until it lands. Returns false
     /// when the database file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB):
     /// retrying cannot help there, and waiting would hang every durable
@@ -493,16 +604,7 @@ impl Thread {
                 Ok(ids) => {
                     self.commit_cost =
                         (self.commit_cost.saturating_mul(3).saturating_add(started.elapsed()) / 4).min(MAX_LINGER);
-                    let stats = &self.shared.stats;
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
-                    stats.written.fetch_add(stored, Ordering::Relaxed);
-                    stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
-                    for ((_, reply), id) in rows.into_iter().zip(ids) {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(id));
-                        }
-                    }
+                    self.landed(rows, ids);
                     if let Some((since, _, attempts)) = fault {
                         log(
                             "warning",
@@ -653,15 +755,23 @@ pub fn write_batch(
 ) -> Result<Vec<Option<Committed>>> {
     let known = cached.take();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
-    let (next_id, running) = match known {
-        Some(head) if head.data_version == data_version => (head.next_id, head.running),
-        _ => read_head(&tx)?,
-    };
+    let (data_version, next_id, running) = head_in(&tx, known)?;
     let (ids, next_id, running) = insert_rows(&tx, rows, source, next_id, running)?;
     tx.commit()?;
     *cached = Some(Head { data_version, next_id, running });
     Ok(ids)
+}
+
+/// `PRAGMA data_version`, the next id and the running chain value inside a
+/// write transaction: `known` when no other connection committed since it
+/// was taken, else read from the table.
+fn head_in(tx: &Transaction<'_>, known: Option<Head>) -> Result<(i64, i64, String)> {
+    let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    let (next_id, running) = match known {
+        Some(head) if head.data_version == data_version => (head.next_id, head.running),
+        _ => read_head(tx)?,
+    };
+    Ok((data_version, next_id, running))
 }
 
 /// The next id and the running chain value, read inside the write
