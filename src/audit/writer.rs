@@ -59,8 +59,10 @@ const MIN_LINGER: Duration = Duration::from_micros(50);
 const MAX_LINGER: Duration = Duration::from_millis(10);
 /// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
 const CHECKPOINT_FRAMES: i64 = 1000;
-/// A write-behind burst is over once no row came for this long (see `Thread::gather`).
+/// A write-behind burst is over once no row came for this long (see `Thread::stream`),
+/// looked for every `GATHER_POLL`.
 const GATHER_GAP: Duration = Duration::from_millis(1);
+const GATHER_POLL: Duration = Duration::from_micros(250);
 /// The longest a write-behind row waits for company before its commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
 
@@ -495,20 +497,27 @@ impl Thread {
             let (more, next, run) = insert_rows(&tx, &fresh, source, next_id, running)?;
             (next_id, running) = (next, run);
             ids.extend(more);
-            if batch.durable > 0 || !batch.flushes.is_empty() || batch.closed() {
-                break;
-            }
-            match rx.recv_deadline((Instant::now() + GATHER_GAP).min(limit)) {
-                Ok(msg) => {
-                    batch.take(msg);
-                    while !batch.closed() {
-                        match rx.try_recv() {
-                            Ok(msg) => batch.take(msg),
-                            Err(_) => break,
-                        }
+            // Polled, not waited for: a receiver blocked on the channel makes
+            // every send a wake-up system call on the emitting thread.
+            let mut quiet = Duration::ZERO;
+            while batch.rows.len() == ids.len() {
+                if batch.durable > 0 || !batch.flushes.is_empty() || batch.closed() {
+                    break;
+                }
+                if quiet >= GATHER_GAP || Instant::now() >= limit {
+                    break; // the burst is over
+                }
+                std::thread::sleep(GATHER_POLL);
+                quiet += GATHER_POLL;
+                while !batch.closed() {
+                    match rx.try_recv() {
+                        Ok(msg) => batch.take(msg),
+                        Err(_) => break,
                     }
                 }
-                Err(_) => break, // the burst is over (or every sender is gone)
+            }
+            if batch.rows.len() == ids.len() {
+                break;
             }
         }
         tx.commit()?;
