@@ -13,7 +13,7 @@ from typing import Any
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, legacy_audit, raw_rows
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
 from auditbus import AuditService, DomainEvent, EventType
 
 UTC = timezone.utc
@@ -217,6 +217,22 @@ def test_keys_that_need_escaping_read_back_exactly(svc: AuditService) -> None:
     for plan in ("first", "second"):
         svc.record_event(DomainEvent(event_type=EventType.STEP_COMPLETED, plan_id=plan, details=details))
         assert svc.query(plan_id=plan)[0].details == details
+
+
+def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        entry = svc.record("step_completed", plan_id="ok", details={"n": [1, 2]})
+        assert entry.details == {"n": [1, 2]}
+        assert entry.details is entry.details  # parsed once, then the same object
+        bad = svc.record("step_completed", plan_id="bad", details={"n": 1})
+    execute(path, "UPDATE audit_log SET details = '{not json' WHERE id = ?", (bad.id,))
+    with AuditService(path) as svc:
+        (row,) = svc.query(plan_id="bad")
+        assert (row.id, row.plan_id) == (bad.id, "bad")  # the other fields read fine
+        with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
+            _ = row.details
+        assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
 
 
 def test_outcome_column(svc: AuditService) -> None:

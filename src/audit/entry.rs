@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
 use crate::audit::chain::Verdict;
@@ -19,7 +20,10 @@ pub struct AuditEntry {
     event_type: String,
     plan_id: Option<String>,
     user_identity: Option<String>,
-    details: Py<PyAny>,
+    /// The stored JSON text, parsed on first access: `record()` and
+    /// `query()` callers that never look at the details do not pay for it.
+    details_text: Option<String>,
+    details: PyOnceLock<Py<PyAny>>,
     event_id: Option<String>,
     actor_name: Option<String>,
     project_name: Option<String>,
@@ -44,17 +48,17 @@ fn json_to_py(py: Python<'_>, id: i64, text: &str) -> Result<Py<PyAny>> {
 }
 
 impl AuditEntry {
-    pub fn from_row(py: Python<'_>, row: RowData) -> Result<Self> {
+    pub fn from_row(row: RowData) -> Result<Self> {
         let timestamp = parse_time(row.id, "timestamp", &row.timestamp)?;
         let recorded_at = row.recorded_at.as_deref().map(|t| parse_time(row.id, "recorded_at", t)).transpose()?;
-        let details = json_to_py(py, row.id, &row.details)?;
         Ok(Self {
             id: row.id,
             timestamp,
             event_type: row.event_type,
             plan_id: row.plan_id,
             user_identity: row.user_identity,
-            details,
+            details_text: Some(row.details),
+            details: PyOnceLock::new(),
             event_id: row.event_id,
             actor_name: row.actor_name,
             project_name: row.project_name,
@@ -64,6 +68,16 @@ impl AuditEntry {
             recorded_at,
             chain_hash: row.chain_hash,
         })
+    }
+
+    fn details_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let details = self.details.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            match &self.details_text {
+                Some(text) => Ok(json_to_py(py, self.id, text)?),
+                None => Ok(PyDict::new(py).into_any().unbind()),
+            }
+        })?;
+        Ok(details.clone_ref(py))
     }
 
     fn source_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -86,7 +100,7 @@ impl AuditEntry {
             ("event_type", PyString::new(py, &self.event_type).into_any()),
             ("plan_id", opt(&self.plan_id)),
             ("user_identity", opt(&self.user_identity)),
-            ("details", self.details.bind(py).clone()),
+            ("details", self.details_py(py)?.into_bound(py)),
             ("event_id", opt(&self.event_id)),
             ("actor_name", opt(&self.actor_name)),
             ("project_name", opt(&self.project_name)),
@@ -136,7 +150,13 @@ impl AuditEntry {
             event_type,
             plan_id,
             user_identity,
-            details: details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()),
+            details_text: None,
+            details: {
+                let cell = PyOnceLock::new();
+                // A new cell: set cannot find it taken.
+                let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
+                cell
+            },
             event_id,
             actor_name,
             project_name,
@@ -174,8 +194,8 @@ impl AuditEntry {
     }
     /// The details as stored (already redacted).
     #[getter]
-    fn details(&self, py: Python<'_>) -> Py<PyAny> {
-        self.details.clone_ref(py)
+    fn details(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.details_py(py)
     }
     #[getter]
     fn event_id(&self) -> Option<&str> {

@@ -252,10 +252,6 @@ impl AuditService {
         })
     }
 
-    fn entries(py: Python<'_>, rows: Vec<RowData>) -> Result<Vec<AuditEntry>> {
-        rows.into_iter().map(|row| AuditEntry::from_row(py, row)).collect()
-    }
-
     fn page(
         &self,
         py: Python<'_>,
@@ -424,7 +420,7 @@ impl AuditService {
             prev_hash: Some(prev_hash),
             chain_hash: Some(chain_hash),
         };
-        AuditEntry::from_row(py, row)
+        AuditEntry::from_row(row)
     }
 
     /// Write-behind: redacts here, queues, returns; never touches the disk.
@@ -466,7 +462,7 @@ impl AuditService {
         let offset = u64::try_from(offset)
             .map_err(|_| Error::invalid("offset", format!("expected an int >= 0, got {offset}")))?;
         let rows = self.page(py, &filter, order, limit, offset)?;
-        Self::entries(py, rows)
+        rows.into_iter().map(AuditEntry::from_row).collect()
     }
 
     /// How many rows match (the same filters as `query`).
@@ -596,7 +592,7 @@ impl AuditEntryIterator {
             self.buffer.extend(page);
         }
         match self.buffer.pop_front() {
-            Some(row) => Ok(Some(AuditEntry::from_row(py, row)?)),
+            Some(row) => Ok(Some(AuditEntry::from_row(row)?)),
             None => {
                 self.done = true;
                 Ok(None)
