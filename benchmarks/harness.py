@@ -2,7 +2,8 @@
 
 Each `bench_*.py` module exposes `cases() -> list[Case]`; `run.py` times them
 all, interleaving implementations round by round so that a noisy machine
-slows every side alike, and prints one Markdown table.
+slows every side alike (after one untimed warm-up round each), and prints
+one Markdown table.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def _calibrate(fn: Callable[[], object], budget: float = 0.02) -> int:
 
 def measure(case: Case) -> Result:
     numbers = {name: case.number or _calibrate(fn) for name, fn in case.impls.items()}
+    # One untimed round first: the first calls of a process pay for page
+    # faults, allocator growth and cold caches that no later call sees.
+    for name, fn in case.impls.items():
+        for _ in range(numbers[name]):
+            fn()
     samples: dict[str, list[float]] = {name: [] for name in case.impls}
     gc_was_enabled = gc.isenabled()
     try:
