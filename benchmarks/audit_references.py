@@ -1,7 +1,8 @@
 """The limits and the scale case the audit benchmarks are measured against, in the same run.
 
 - `raw_insert`: the same rows inserted straight into the same schema (same
-  indexes, same `synchronous`) with rusqlite, batched (or one row per
+  indexes, same `synchronous`, the same checkpoint policy as the writer:
+  after the commit, not inside it) with rusqlite, batched (or one row per
   transaction: SQLite's own floor for a durable row), no queue, no chain:
   the `_BenchRawInsert` helper, compiled only into a benchmark build
   (`maturin develop --release --features bench`), so a shipped module carries

@@ -5,6 +5,8 @@
 //! no redaction, no chain. `benchmarks/bench_audit.py` measures the audit
 //! writer against it as "the limit on this disk".
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -28,10 +30,14 @@ const INSERT: &str = "INSERT INTO audit_log (timestamp, event_type, plan_id, use
 type Row = (String, Option<String>, Option<String>, String);
 
 /// `_BenchRawInsert(path, rows, durability="full")`; `insert(batch)` writes every row once more.
+/// Checkpoints follow the audit writer's policy: not inside COMMIT (SQLite's
+/// automatic one is replaced by a WAL hook), but after it, at the same
+/// 1000-frame threshold, here on a short-lived thread.
 #[pyclass(frozen, module = "auditbus._native", name = "_BenchRawInsert")]
 pub struct BenchRawInsert {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     rows: Vec<Row>,
+    wal_frames: Arc<AtomicI64>,
 }
 
 #[pymethods]
@@ -40,8 +46,14 @@ impl BenchRawInsert {
     #[pyo3(signature = (path, rows, durability = "full"))]
     fn new(py: Python<'_>, path: String, rows: Vec<Row>, durability: &str) -> Result<Self> {
         let durability = Durability::parse(durability)?;
-        let conn = py.detach(|| schema::open_writer(&path, Duration::from_secs(5), durability))?;
-        Ok(Self { conn: Mutex::new(conn), rows })
+        let mut conn = py.detach(|| schema::open_writer(&path, Duration::from_secs(5), durability))?;
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let seen = wal_frames.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            seen.store(i64::from(frames), Ordering::Relaxed);
+            Ok(())
+        }))?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), rows, wal_frames })
     }
 
     /// Inserts all rows, `batch` per transaction, with the GIL released.
@@ -72,6 +84,13 @@ impl BenchRawInsert {
                     }
                 }
                 tx.commit()?;
+            }
+            drop(conn);
+            if self.wal_frames.swap(0, Ordering::Relaxed) >= crate::audit::writer::CHECKPOINT_FRAMES {
+                let conn = self.conn.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.lock().wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE);
+                });
             }
             Ok(())
         })

@@ -58,7 +58,7 @@ const RELOG_EVERY: Duration = Duration::from_secs(10);
 const MIN_LINGER: Duration = Duration::from_micros(50);
 const MAX_LINGER: Duration = Duration::from_millis(10);
 /// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
-const CHECKPOINT_FRAMES: i64 = 1000;
+pub const CHECKPOINT_FRAMES: i64 = 1000;
 /// A write-behind burst is over once no row came for this long (see `Thread::stream`),
 /// looked for every `GATHER_POLL`.
 const GATHER_GAP: Duration = Duration::from_millis(1);
