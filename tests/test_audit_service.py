@@ -204,6 +204,7 @@ def test_numbers_read_back_exactly(svc: AuditService) -> None:
         "sum": 0.1 + 0.2,
         "third": 1 / 3,
         "big": 2**62,
+        "ints": [0, -1, -(2**63), 2**63 - 1, 2**64 - 1],
         "tiny": 5e-324,
         "many": [rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-20, 20) for _ in range(2000)],
     }

@@ -162,7 +162,9 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
         }
         if obj.is_exact_instance_of::<PyInt>() {
             if let Ok(i) = obj.extract::<i64>() {
-                return put(&mut w.sink.buf, &i);
+                // What serde_json writes for an i64, without its serializer around it.
+                w.sink.buf.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                return Ok(());
             }
         }
         if let Ok(f) = obj.cast_exact::<PyFloat>() {
