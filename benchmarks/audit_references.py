@@ -2,7 +2,8 @@
 
 - `raw_insert`: the same rows inserted straight into the same schema (same
   indexes, same `synchronous`, the same checkpoint policy as the writer:
-  after the commit, not inside it) with rusqlite, batched (or one row per
+  after the commit, not inside it, here untimed between samples) with
+  rusqlite, batched (or one row per
   transaction: SQLite's own floor for a durable row), no queue, no chain:
   the `_BenchRawInsert` helper, compiled only into a benchmark build
   (`maturin develop --release --features bench`), so a shipped module carries
@@ -38,15 +39,19 @@ RARE_EVERY = 10_000  # the queried user owns every 10,000th row: 100 rows spread
 CACHE = Path(os.environ.get("AUDITBUS_BENCH_CACHE", tempfile.gettempdir())) / "auditbus-bench-query-v1"
 
 
-def raw_insert(path: Path, rows: list[tuple[str, str | None, str | None, str]]) -> Callable[[], object] | None:
-    """A callable inserting `rows` (event_type, plan_id, user_identity, details JSON) in one transaction."""
+def raw_insert(
+    path: Path, rows: list[tuple[str, str | None, str | None, str]]
+) -> tuple[Callable[[], object], Callable[[], object]] | None:
+    """`(insert, checkpoint)`: `insert` writes `rows` (event_type, plan_id,
+    user_identity, details JSON) in one transaction; `checkpoint` is the
+    WAL checkpoint the writer runs after a commit, for the untimed `settle`."""
     raw_class = getattr(auditbus._native, "_BenchRawInsert", None)
     if raw_class is None:
         print("note: not a `--features bench` build: no raw rusqlite reference row", file=sys.stderr)
         return None
     raw = raw_class(str(path), rows, "full")
     batch = len(rows)
-    return lambda: raw.insert(batch)
+    return (lambda: raw.insert(batch)), raw.checkpoint
 
 
 def bare_fsync(path: Path, payload: bytes) -> Callable[[], None]:

@@ -29,6 +29,9 @@ class Case:
     # Calls per timed sample; None picks enough for about 20 ms.
     number: int | None = None
     rounds: int = 9
+    # Untimed work run right after each timed sample of the named implementation
+    # (a reference's deferred maintenance, so it never overlaps another's sample).
+    settle: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +74,8 @@ def measure(case: Case) -> Result:
                 if gc_was_enabled:
                     gc.enable()
                 samples[name].append(elapsed / (number * case.ops_per_call))
+                if name in case.settle:
+                    case.settle[name]()
     finally:
         if gc_was_enabled:
             gc.enable()

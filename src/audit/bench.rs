@@ -31,11 +31,11 @@ type Row = (String, Option<String>, Option<String>, String);
 
 /// `_BenchRawInsert(path, rows, durability="full")`; `insert(batch)` writes every row once more.
 /// Checkpoints follow the audit writer's policy: not inside COMMIT (SQLite's
-/// automatic one is replaced by a WAL hook), but after it, at the same
-/// 1000-frame threshold, here on a short-lived thread.
+/// automatic one is replaced by a WAL hook) but after it, at the same
+/// threshold, when the benchmark calls `checkpoint()` between timed calls.
 #[pyclass(frozen, module = "auditbus._native", name = "_BenchRawInsert")]
 pub struct BenchRawInsert {
-    conn: Arc<Mutex<Connection>>,
+    conn: Mutex<Connection>,
     rows: Vec<Row>,
     wal_frames: Arc<AtomicI64>,
 }
@@ -53,7 +53,7 @@ impl BenchRawInsert {
             seen.store(i64::from(frames), Ordering::Relaxed);
             Ok(())
         }))?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), rows, wal_frames })
+        Ok(Self { conn: Mutex::new(conn), rows, wal_frames })
     }
 
     /// Inserts all rows, `batch` per transaction, with the GIL released.
@@ -85,12 +85,16 @@ impl BenchRawInsert {
                 }
                 tx.commit()?;
             }
-            drop(conn);
+            Ok(())
+        })
+    }
+
+    /// Copies the WAL into the database once it holds as many frames as the
+    /// writer's threshold (as the writer does after answering a commit).
+    fn checkpoint(&self, py: Python<'_>) -> Result<()> {
+        py.detach(|| {
             if self.wal_frames.swap(0, Ordering::Relaxed) >= crate::audit::writer::CHECKPOINT_FRAMES {
-                let conn = self.conn.clone();
-                std::thread::spawn(move || {
-                    let _ = conn.lock().wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE);
-                });
+                self.conn.lock().wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE)?;
             }
             Ok(())
         })

@@ -3,10 +3,10 @@
 //! Callers hand owned [`AuditRecord`]s to a bounded crossbeam channel; the
 //! thread takes everything queued (up to [`MAX_BATCH`] rows) into one
 //! `BEGIN IMMEDIATE … COMMIT`, so concurrent durable `record()` callers
-//! share a commit (group commit). A burst of write-behind rows is inserted
-//! as it arrives into one open transaction and committed once, when it ends
-//! or someone waits (see `Thread::stream`). WAL checkpoints run after the
-//! replies, not inside a commit. The chain head is read inside each write
+//! share a commit (group commit). A burst of write-behind rows is gathered
+//! and committed once, when it pauses or someone waits (see
+//! `Thread::gather`). WAL checkpoints run after the replies, not inside a
+//! commit. The chain head is read inside each write
 //! transaction (or reused from the last commit when `PRAGMA data_version`
 //! shows no other writer in between), so several processes appending to
 //! one file extend one chain.
@@ -59,7 +59,7 @@ const MIN_LINGER: Duration = Duration::from_micros(50);
 const MAX_LINGER: Duration = Duration::from_millis(10);
 /// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
 pub const CHECKPOINT_FRAMES: i64 = 1000;
-/// A write-behind burst is over once no row came for this long (see `Thread::stream`),
+/// A write-behind burst is over once no row came for this long (see `Thread::gather`),
 /// looked for every `GATHER_POLL`.
 const GATHER_GAP: Duration = Duration::from_millis(1);
 const GATHER_POLL: Duration = Duration::from_micros(250);
@@ -435,22 +435,10 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            let streamed = if batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
-                Some(self.stream(&mut batch))
-            } else {
-                self.linger(&mut batch);
-                None
-            };
+            self.gather(&mut batch);
+            self.linger(&mut batch);
             let Batch { rows, flushes, control, .. } = batch;
-            let landed = match streamed {
-                Some(Ok(ids)) => {
-                    self.landed(rows, ids);
-                    true
-                }
-                // The open transaction rolled back; the retrying path writes the whole batch.
-                _ => self.commit(rows),
-            };
-            if !landed {
+            if !self.commit(rows) {
                 // The file is damaged: stop, so that every waiter gets an error
                 // (flush waiters see the channel close) instead of waiting forever.
                 drop(flushes);
@@ -475,54 +463,32 @@ impl Thread {
         }
     }
 
-    /// A write-behind burst, written as it arrives: the rows go into one open
-    /// transaction while more keep coming (each within [`GATHER_GAP`] of the
-    /// last), and the burst is committed once. One commit per burst writes
-    /// each index page and syncs once, and the inserts overlap the emitting
-    /// threads' work instead of following it. The transaction is committed at
-    /// once when someone waits (a flush, a durable row, a control message),
-    /// when the batch is full, and after [`MAX_GATHER`] in all, which bounds
-    /// how long the writer holds the write lock and a row waits for its
-    /// commit. Any failure rolls back; the caller then writes the batch
-    /// through the retrying path.
-    fn stream(&mut self, batch: &mut Batch) -> Result<Vec<Option<Committed>>> {
+    /// While write-behind rows keep arriving (each within [`GATHER_GAP`] of
+    /// the last), takes them into this batch instead of committing a slice
+    /// of the burst: one commit per burst writes each index page and syncs
+    /// once, and the emitting threads do not share the machine with a commit
+    /// while they emit. Ends at once when someone waits (a flush, a durable
+    /// row, a control message) or the batch is full, and after [`MAX_GATHER`]
+    /// in all, which bounds how long a handed-over row waits before its
+    /// commit starts. Polled, not waited for: a receiver blocked on the
+    /// channel makes every send a wake-up system call on the emitting thread.
+    fn gather(&self, batch: &mut Batch) {
         let limit = Instant::now() + MAX_GATHER;
-        let (conn, rx, source) = (&mut self.conn, &self.rx, &self.source);
-        let known = self.head.take();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (data_version, mut next_id, mut running) = head_in(&tx, known)?;
-        let mut ids = Vec::with_capacity(batch.rows.len());
-        loop {
-            let fresh: Vec<&AuditRecord> = batch.rows[ids.len()..].iter().map(|(r, _)| r.as_ref()).collect();
-            let (more, next, run) = insert_rows(&tx, &fresh, source, next_id, running)?;
-            (next_id, running) = (next, run);
-            ids.extend(more);
-            // Polled, not waited for: a receiver blocked on the channel makes
-            // every send a wake-up system call on the emitting thread.
-            let mut quiet = Duration::ZERO;
-            while batch.rows.len() == ids.len() {
-                if batch.durable > 0 || !batch.flushes.is_empty() || batch.closed() {
-                    break;
-                }
-                if quiet >= GATHER_GAP || Instant::now() >= limit {
-                    break; // the burst is over
-                }
-                std::thread::sleep(GATHER_POLL);
-                quiet += GATHER_POLL;
-                while !batch.closed() {
-                    match rx.try_recv() {
-                        Ok(msg) => batch.take(msg),
-                        Err(_) => break,
-                    }
+        let mut quiet = Duration::ZERO;
+        while batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
+            if quiet >= GATHER_GAP || Instant::now() >= limit {
+                return; // the burst is over
+            }
+            std::thread::sleep(GATHER_POLL);
+            let before = batch.rows.len();
+            while !batch.closed() {
+                match self.rx.try_recv() {
+                    Ok(msg) => batch.take(msg),
+                    Err(_) => break,
                 }
             }
-            if batch.rows.len() == ids.len() {
-                break;
-            }
+            quiet = if batch.rows.len() > before { Duration::ZERO } else { quiet + GATHER_POLL };
         }
-        tx.commit()?;
-        self.head = Some(Head { data_version, next_id, running });
-        Ok(ids)
     }
 
     /// Waits for the rows of durable callers already inside `record()`, so
