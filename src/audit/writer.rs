@@ -6,10 +6,9 @@
 //! share a commit (group commit). A burst of write-behind rows is gathered
 //! and committed once, when it pauses or someone waits (see
 //! `Thread::gather`). WAL checkpoints run after the replies, not inside a
-//! commit. The chain head is read inside each write
-//! transaction (or reused from the last commit when `PRAGMA data_version`
-//! shows no other writer in between), so several processes appending to
-//! one file extend one chain.
+//! commit. The chain head is read inside each write transaction (or reused
+//! from the last commit when `PRAGMA data_version` shows no other writer in
+//! between), so several processes appending to one file extend one chain.
 //!
 //! Durable callers wake together after a commit but come back one at a
 //! time (each redacts holding the GIL), so committing as soon as the first
