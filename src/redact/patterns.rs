@@ -237,9 +237,7 @@ impl HintPairs {
 fn next_marked(marks: &[u64; 1 << 10], bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 8 <= bytes.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[i..i + 8]);
-        let w = u64::from_le_bytes(word);
+        let w = super::word(bytes, i);
         let mut any = false;
         for k in 0..7 {
             any |= test(marks, ((w >> (8 * k)) & 0xFFFF) as usize);

@@ -64,9 +64,7 @@ pub fn needs_escape(bytes: &[u8]) -> bool {
     let has_zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH != 0;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
+        let x = super::word(chunk, 0);
         // A byte below 0x20 has its top three bits clear.
         let control = has_zero(x & (LOW * 0xE0));
         if control || has_zero(x ^ (LOW * u64::from(b'"'))) || has_zero(x ^ (LOW * u64::from(b'\\'))) {
