@@ -236,6 +236,14 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
 
 
+def test_the_row_and_redact_dict_apply_the_sibling_rule_alike(svc: AuditService) -> None:
+    from test_redact import SIBLING_CASES  # noqa: PLC0415 - the cases live with the redaction tests
+
+    for i, (data, expected) in enumerate(SIBLING_CASES):
+        svc.record_event(DomainEvent(event_type=EventType.CONFIG_CHANGED, plan_id=f"s{i}", details=data))
+        assert svc.query(plan_id=f"s{i}")[0].details == expected
+
+
 def test_outcome_column(svc: AuditService) -> None:
     svc.record("auth_failure")
     svc.record("auth_success")

@@ -387,6 +387,27 @@ def test_sibling_rule_does_not_depend_on_entry_order() -> None:
     }
 
 
+SIBLING_CASES = [
+    # a later name field names the secret
+    ({"name": "retries", "path": "db.password", "value": "x"}, {"name": "retries", "path": "db.password", "value": M}),
+    # more name fields than are held back for later
+    (
+        {"name": "a", "key": "b", "field": "api_key", "value": "x"},
+        {"name": "a", "key": "b", "field": "api_key", "value": M},
+    ),
+    # names after the value they name
+    ({"value": "x", "name": "retries", "key": "password"}, {"value": M, "name": "retries", "key": "password"}),
+    # a name with no value field beside it: nothing to mask
+    ({"path": "db.password", "lines": 3}, {"path": "db.password", "lines": 3}),
+    ({"name": "retries", "value": "x", "field": "token"}, {"name": "retries", "value": M, "field": "token"}),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), SIBLING_CASES)
+def test_sibling_names_in_any_number_and_position(data: dict[str, object], expected: dict[str, object]) -> None:
+    assert redact_dict(data) == expected
+
+
 def test_kubernetes_env_and_har_headers() -> None:  # 29
     data = {
         "env": [{"name": "DB_PASSWORD", "value": "x"}, {"name": "HOME", "value": "/root"}],

@@ -88,12 +88,20 @@ pub trait Sink<'py>: Sized {
 }
 
 /// What a mapping's name fields said so far (the sibling rule).
-#[derive(Default)]
-struct Names {
+struct Names<'py> {
     /// A name field names a secret: the value fields are masked.
     secret: bool,
     /// A value field has been written.
     value_seen: bool,
+    /// Name fields not judged yet: a name matters only once a value field
+    /// comes, and most records with a `name` or `path` have none.
+    pending: [Option<Bound<'py, PyAny>>; 2],
+}
+
+impl Names<'_> {
+    fn new() -> Self {
+        Self { secret: false, value_seen: false, pending: [None, None] }
+    }
 }
 
 /// One redaction of one Python value into a sink.
@@ -213,7 +221,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     /// mapping; `None` when the mapping needs [`Walker::dict_general`].
     fn dict_fast(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<Option<S::Out>> {
         let mut map = self.sink.begin_map(extra.is_empty().then_some(dict))?;
-        let mut names = Names::default();
+        let mut names = Names::new();
         for (key, value) in dict.iter() {
             if !self.fast_entry(&mut map, &mut names, &key, &value, depth)? {
                 return self.bail(map);
@@ -231,7 +239,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     fn fast_entry(
         &mut self,
         map: &mut S::Map,
-        names: &mut Names,
+        names: &mut Names<'py>,
         key: &Bound<'py, PyAny>,
         value: &Bound<'py, PyAny>,
         depth: usize,
@@ -245,13 +253,23 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             return Ok(false);
         }
         let info = verdict.info;
-        if info.name_field && !names.secret && S::name_text(value).is_some_and(|n| self.rules.key_is_secret(&n)) {
-            // A name that comes after a value it names: the values already
-            // written were not masked.
+        if info.name_field && !names.secret {
             if names.value_seen {
-                return Ok(false);
+                // A name that comes after a value it names: the values
+                // already written were not masked.
+                if self.names_secret(value) {
+                    return Ok(false);
+                }
+            } else if let Some(slot) = names.pending.iter_mut().find(|slot| slot.is_none()) {
+                *slot = Some(value.clone());
+            } else if self.names_secret(value) {
+                names.secret = true;
             }
-            names.secret = true;
+        }
+        if info.value_field && !names.secret {
+            for name in names.pending.iter_mut().filter_map(Option::take) {
+                names.secret |= self.names_secret(&name);
+            }
         }
         names.value_seen |= info.value_field;
         let k = Key { obj: key, text, fresh: false, plain: verdict.plain };
@@ -263,6 +281,11 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         };
         self.sink.value(map, &k, value, out)?;
         Ok(true)
+    }
+
+    /// Whether `value`, as a name field's value, names a secret.
+    fn names_secret(&self, value: &Bound<'py, PyAny>) -> bool {
+        S::name_text(value).is_some_and(|n| self.rules.key_is_secret(&n))
     }
 
     fn bail(&mut self, map: S::Map) -> PyResult<Option<S::Out>> {
