@@ -752,23 +752,15 @@ pub fn write_batch(
 ) -> Result<Vec<Option<Committed>>> {
     let known = cached.take();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (data_version, next_id, running) = head_in(&tx, known)?;
+    let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    let (next_id, running) = match known {
+        Some(head) if head.data_version == data_version => (head.next_id, head.running),
+        _ => read_head(&tx)?,
+    };
     let (ids, next_id, running) = insert_rows(&tx, rows, source, next_id, running)?;
     tx.commit()?;
     *cached = Some(Head { data_version, next_id, running });
     Ok(ids)
-}
-
-/// `PRAGMA data_version`, the next id and the running chain value inside a
-/// write transaction: `known` when no other connection committed since it
-/// was taken, else read from the table.
-fn head_in(tx: &Transaction<'_>, known: Option<Head>) -> Result<(i64, i64, String)> {
-    let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
-    let (next_id, running) = match known {
-        Some(head) if head.data_version == data_version => (head.next_id, head.running),
-        _ => read_head(tx)?,
-    };
-    Ok((data_version, next_id, running))
 }
 
 /// The next id and the running chain value, read inside the write
