@@ -301,3 +301,36 @@ def test_many_threads_emit_and_every_row_lands(tmp_path: Path) -> None:
         assert svc.count(event_type="step_started") == 1800
         assert svc.stats()["written"] >= 1800
         assert svc.verify().ok
+
+
+def test_a_fault_that_never_clears_is_refused_loudly_not_retried_forever(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.flush()
+    # A trigger refusing every insert: no retry can land these rows.
+    execute(path, "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'inserts refused'); END")
+    svc.record_event(event(1))
+    with pytest.raises(auditbus.AuditError, match="inserts refused"):
+        svc.record("auth_success", user_identity="alice")
+    with pytest.raises(auditbus.AuditError, match="stopped"):
+        svc.flush()
+    assert svc.stats()["lost"] >= 1
+    svc.close()  # returns: the writer has stopped
+    # A flush on the closed service does not pretend the lost row was written.
+    with pytest.raises(auditbus.AuditError, match="not written"):
+        svc.flush()
+    assert raw_rows(path, "event_type = 'step_completed'") == []
+
+
+def test_an_edited_head_row_of_another_type_does_not_stop_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        svc.record("auth_success", user_identity="alice")
+    (last,) = raw_rows(path, "id = (SELECT max(id) FROM audit_log)")
+    execute(path, "UPDATE audit_log SET chain_hash = x'00' WHERE id = ?", (last["id"],))
+    with AuditService(path) as svc:
+        entry = svc.record("auth_success", user_identity="bob")
+        report = svc.verify()
+    assert raw_rows(path, "id = ?", (entry.id,))[0]["user_identity"] == "bob"
+    assert not report.ok
+    assert report.first_bad_id == last["id"]

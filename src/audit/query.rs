@@ -33,8 +33,8 @@ pub struct RowData {
 }
 
 /// A column as text whatever its storage class (the legacy service bound
-/// whatever it was given), None for NULL.
-fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
+/// whatever it was given; an edited row may hold anything), None for NULL.
+pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     Ok(match row.get_ref(index)? {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::audit::chain;
+use crate::audit::{chain, query};
 use crate::errors::{Error, Result};
 
 /// The schema version this build writes.
@@ -188,10 +188,11 @@ pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
     let mut stmt = conn.prepare_cached("SELECT key, value FROM audit_meta WHERE key LIKE 'chain_anchor_%'")?;
     let mut id = 0;
     let mut hash = chain::GENESIS.to_owned();
-    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    // Read leniently: an edited value of another type must not stop the writer.
+    let rows = stmt.query_map([], |row| Ok((query::text(row, 0)?, query::text(row, 1)?.unwrap_or_default())))?;
     for row in rows {
         let (key, value) = row?;
-        match key.as_str() {
+        match key.as_deref().unwrap_or_default() {
             "chain_anchor_id" => id = value.parse().unwrap_or(0),
             "chain_anchor_hash" => hash = value,
             _ => {}

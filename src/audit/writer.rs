@@ -31,7 +31,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, Select, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -131,6 +133,9 @@ pub struct Writer {
     /// `Stop` message sent under the exclusive lock is the last one queued.
     gate: RwLock<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Disconnects when the thread has ended (its sender is dropped then), so
+    /// a flush that finds the writer closed by someone else can wait for the drain.
+    done: Receiver<()>,
     pub shared: Arc<Shared>,
     capacity: usize,
 }
@@ -146,9 +151,11 @@ impl Writer {
             durable_callers: AtomicUsize::new(0),
         });
         let thread_shared = shared.clone();
+        let (ended, done) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("auditbus-writer".into())
             .spawn(move || {
+                let _ended = ended;
                 let outcome =
                     catch_unwind(AssertUnwindSafe(|| Thread::new(conn, rx, thread_shared.clone(), source).run()));
                 if outcome.is_err() {
@@ -159,7 +166,7 @@ impl Writer {
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
-        Ok(Arc::new(Self { tx, gate: RwLock::new(false), thread: Mutex::new(Some(thread)), shared, capacity }))
+        Ok(Arc::new(Self { tx, gate: RwLock::new(false), thread: Mutex::new(Some(thread)), done, shared, capacity }))
     }
 
     fn closed_error(&self) -> Error {
@@ -240,7 +247,7 @@ impl Writer {
         let (reply, answer) = bounded(1);
         self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout)?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        py.detach(|| answer.recv())
+        py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
     }
@@ -251,18 +258,59 @@ impl Writer {
         let (reply, answer) = bounded(1);
         match self.send(py, Msg::Flush(reply), timeout) {
             Ok(()) => {}
-            Err(Error::Closed(_)) => return Ok(()),
+            Err(Error::Closed(_)) => return self.drained(py, timeout, start),
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        let waited = py.detach(|| match timeout {
-            None => answer.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(limit) => answer.recv_timeout(limit.saturating_sub(start.elapsed())),
-        });
+        let waited = py.detach(|| self.reply(&answer, timeout.map(|limit| start + limit)));
         match waited {
             Ok(()) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Waits for the thread's answer to a message, or for the thread to end:
+    /// a message queued just as the thread stopped is never answered, and
+    /// its reply sender stays in the channel, so the answer alone could
+    /// keep the caller waiting forever.
+    fn reply<T>(&self, answer: &Receiver<T>, deadline: Option<Instant>) -> std::result::Result<T, RecvTimeoutError> {
+        let mut select = Select::new();
+        let answered = select.recv(answer);
+        select.recv(&self.done);
+        let op = match deadline {
+            None => select.select(),
+            Some(deadline) => select.select_deadline(deadline).map_err(|_| RecvTimeoutError::Timeout)?,
+        };
+        if op.index() == answered {
+            return op.recv(answer).map_err(|_| RecvTimeoutError::Disconnected);
+        }
+        let _ = op.recv(&self.done);
+        // The thread has ended; an answer sent before it did is in the channel.
+        answer.try_recv().map_err(|_| RecvTimeoutError::Disconnected)
+    }
+
+    /// A flush on a closed writer: what was queued before the close is
+    /// still being written (a `close()` on another thread may be draining
+    /// it), so wait for the thread to end, then say whether anything was lost.
+    fn drained(&self, py: Python<'_>, timeout: Option<Duration>, start: Instant) -> Result<()> {
+        let ended = py.detach(|| match timeout {
+            None => self.done.recv().is_err(),
+            Some(limit) => matches!(
+                self.done.recv_timeout(limit.saturating_sub(start.elapsed())),
+                Err(RecvTimeoutError::Disconnected)
+            ),
+        });
+        if !ended {
+            return Err(self.flush_timeout(timeout));
+        }
+        match self.shared.stats.lost.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            lost => Err(Error::Storage(format!(
+                "the audit writer for {:?} has stopped; {lost} records were not written{}",
+                self.shared.path,
+                self.shared.stats.last_error.lock().clone().map(|e| format!(" ({e})")).unwrap_or_default()
+            ))),
         }
     }
 
@@ -280,7 +328,7 @@ impl Writer {
     pub fn purge(&self, py: Python<'_>, before: String) -> Result<u64> {
         let (reply, answer) = bounded(1);
         self.send(py, Msg::Purge(before, reply), None)?;
-        py.detach(|| answer.recv())
+        py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
     }
@@ -441,15 +489,21 @@ impl Thread {
             self.linger(&mut batch);
             answered_durable = batch.durable > 0;
             let Batch { rows, flushes, control, .. } = batch;
-            if !self.commit(rows) {
-                // The file is damaged: stop, so that every waiter gets an error
-                // (flush waiters see the channel close) instead of waiting forever.
-                drop(flushes);
-                self.refuse_queued();
-                return;
-            }
-            for reply in flushes {
-                let _ = reply.send(());
+            match self.commit(rows) {
+                Landing::Landed => {
+                    for reply in flushes {
+                        let _ = reply.send(());
+                    }
+                }
+                // Given up at exit: a flush waiting on these rows must not hear "done".
+                Landing::GivenUp => drop(flushes),
+                Landing::Refused => {
+                    // Retrying cannot help: stop, so that every waiter gets an error
+                    // (flush waiters see the channel close) instead of waiting forever.
+                    drop(flushes);
+                    self.refuse_queued();
+                    return;
+                }
             }
             self.checkpoint_if_due();
             match control {
@@ -583,13 +637,15 @@ impl Thread {
         }
     }
 
-    /// Writes `rows`, retrying the same batch until it lands. Returns false
-    /// when the database file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB):
-    /// retrying cannot help there, and waiting would hang every durable
-    /// `record()` and `close()`, so the batch is refused loudly instead.
-    fn commit(&mut self, mut rows: Vec<Pending>) -> bool {
+    /// Writes `rows`, retrying the same batch while the fault is one that
+    /// clears (busy, locked, disk full, I/O). A damaged file (SQLITE_CORRUPT,
+    /// SQLITE_NOTADB) at once, or any other fault still there after
+    /// [`PERMANENT_ATTEMPTS`] tries (a constraint or trigger, an edited
+    /// schema), refuses the batch loudly instead: waiting would hang every
+    /// durable `record()` and `close()` for good.
+    fn commit(&mut self, mut rows: Vec<Pending>) -> Landing {
         if rows.is_empty() {
-            return true;
+            return Landing::Landed;
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
@@ -613,18 +669,22 @@ impl Thread {
                             ),
                         );
                     }
-                    return true;
+                    return Landing::Landed;
                 }
-                Err(err) if is_damaged(&err) => {
-                    let message = format!("audit database {:?} is damaged: {err}", self.shared.path);
+                Err(err) if is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)) => {
+                    let message = if is_damaged(&err) {
+                        format!("audit database {:?} is damaged: {err}", self.shared.path)
+                    } else {
+                        format!("audit database {:?} refuses the records: {err}", self.shared.path)
+                    };
                     self.note_error(&message);
                     let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
                     self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
                     log(
                         "critical",
                         &format!(
-                            "{message}; the audit writer stopped: {} records were NOT written. Restore the file \
-                             from a backup or open the service on a new file",
+                            "{message}; the audit writer stopped: {} records were NOT written. Repair or \
+                             restore the file, or open the service on a new file",
                             rows.len()
                         ),
                     );
@@ -633,7 +693,7 @@ impl Thread {
                             let _ = reply.send(Err(message.clone()));
                         }
                     }
-                    return false;
+                    return Landing::Refused;
                 }
                 Err(err) => {
                     let message = err.to_string();
@@ -686,7 +746,7 @@ impl Thread {
                                 let _ = reply.send(Err(message.clone()));
                             }
                         }
-                        return true;
+                        return Landing::GivenUp;
                     }
                     let pause = deadline.map_or(backoff, |d| backoff.min(d.saturating_duration_since(now)));
                     std::thread::sleep(pause);
@@ -715,6 +775,43 @@ impl Thread {
     }
 }
 
+/// How a batch left [`Thread::commit`].
+enum Landing {
+    Landed,
+    /// Given up at interpreter exit; its rows are counted as lost.
+    GivenUp,
+    /// Refused: the writer stops.
+    Refused,
+}
+
+/// Tries before a fault that does not clear by itself refuses the batch (the
+/// first retries read the chain head afresh, which settles a stale one).
+const PERMANENT_ATTEMPTS: u64 = 4;
+
+/// A fault that clears once its cause does (another writer, a full disk,
+/// a failing device, permissions): the batch is kept and retried.
+fn clears(err: &Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        err,
+        Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::SystemIoFailure
+                    | C::DiskFull
+                    | C::CannotOpen
+                    | C::FileLockingProtocolFailed
+                    | C::ReadOnly
+                    | C::OutOfMemory
+                    | C::OperationInterrupted
+                    | C::SchemaChanged
+                    | C::PermissionDenied
+            )
+    )
+}
+
 /// A failure that retrying cannot fix: the file itself is damaged or not a database.
 fn is_damaged(err: &Error) -> bool {
     matches!(
@@ -724,9 +821,17 @@ fn is_damaged(err: &Error) -> bool {
     )
 }
 
-const INSERT: &str = "INSERT OR IGNORE INTO audit_log (id, timestamp, event_type, plan_id, user_identity, details, \
+/// Only a repeated `event_id` is skipped (a duplicate, counted); any other
+/// conflict, such as an id already taken, is an error, never a silent skip.
+const INSERT: &str = "INSERT INTO audit_log (id, timestamp, event_type, plan_id, user_identity, details, \
                       event_id, actor_name, project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                      ON CONFLICT(event_id) DO NOTHING";
+
+/// The id after `id`; an error at the end of the id space, never a wrap.
+fn next_after(id: i64) -> Result<i64> {
+    id.checked_add(1).ok_or_else(|| Error::Storage(format!("no row id after {id} is left in audit_log")))
+}
 
 /// The chain head as this connection left it after its last commit, with
 /// the `PRAGMA data_version` it was read under.
@@ -768,7 +873,7 @@ pub fn write_batch(
 fn read_head(tx: &Connection) -> Result<(i64, String)> {
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
     let running = running_at(tx, anchor_id, &anchor_hash, None)?;
-    Ok((schema::last_id(tx)? + 1, running))
+    Ok((next_after(schema::last_id(tx)?)?, running))
 }
 
 /// Inserts with explicit ids from `next_id`, each chained to the one
@@ -827,7 +932,7 @@ fn insert_rows(
                 chain_hash: hash.clone(),
             }));
             running = hash;
-            next_id += 1;
+            next_id = next_after(next_id)?;
         } else {
             ids.push(None);
         }
@@ -844,7 +949,9 @@ fn running_at(tx: &Connection, anchor_id: i64, anchor_hash: &str, upto: Option<i
             "SELECT id, chain_hash FROM audit_log WHERE id > ?1 AND id <= ?2 AND chain_hash IS NOT NULL \
              ORDER BY id DESC LIMIT 1",
         )?
-        .query_row((anchor_id, upto), |row| Ok((row.get(0)?, row.get(1)?)))
+        // The hash read leniently: an edited head row of another type still
+        // chains (and `verify()` reports it), instead of failing every batch.
+        .query_row((anchor_id, upto), |row| Ok((row.get(0)?, query::text(row, 1)?.unwrap_or_default())))
         .optional()?;
     let (base_id, mut running) = last.unwrap_or((anchor_id, anchor_hash.to_owned()));
     let unchained: Vec<RowData> = query::rows_between(tx, base_id, upto)?;
@@ -862,7 +969,7 @@ fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
         .query_row("SELECT id FROM audit_log WHERE timestamp >= ?1 ORDER BY id LIMIT 1", [before], |row| row.get(0))
         .optional()?;
     let cutoff = match first_kept {
-        Some(id) => id - 1,
+        Some(id) => id.checked_sub(1).ok_or_else(|| Error::Storage(format!("row id {id} cannot be purged before")))?,
         None => tx.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |row| row.get(0))?,
     };
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
