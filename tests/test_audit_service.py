@@ -447,3 +447,35 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
         "audit_started",
         "audit_stopped",
     ]
+
+
+def test_value_shaped_secrets_in_identity_fields_never_reach_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    token = "ghp_" + "b" * 36
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    password = "s3cretpassw0rd"
+    with AuditService(path) as svc:
+        svc.record_event(
+            DomainEvent(
+                event_type="session_created",
+                session_id=f"Bearer {jwt}",
+                actor_name="alice",
+                project_name=token,
+                plan_id=f"https://deploy:{password}@git.example.com/repo",
+                user_identity="carol",
+            )
+        )
+        svc.record("auth_success", user_identity=token, plan_id="plan-1")
+    rows = raw_rows(path, "event_type IN ('session_created', 'auth_success')")
+    stored = json.dumps(rows)
+    for secret in (token, jwt, password):
+        assert secret not in stored
+    session, auth = rows
+    assert session["user_identity"] == "carol"
+    assert session["actor_name"] == "alice"
+    assert session["plan_id"].startswith("https://deploy:")
+    assert session["session_id"].startswith("Bearer ")
+    assert auth["plan_id"] == "plan-1"
+    files = [p for p in (path, Path(f"{path}-wal")) if p.exists()]
+    for secret in (token, jwt, password):
+        assert all(secret.encode() not in p.read_bytes() for p in files)

@@ -50,6 +50,22 @@ pub struct Who {
     pub session_id: Option<String>,
 }
 
+impl Who {
+    /// The fields with value-shaped secrets masked, as in the details: they
+    /// are stored and indexed too (a bearer token passed as `session_id` or
+    /// a credentialed URL as `plan_id` must not reach the disk either).
+    fn redacted(self, rules: &Rules) -> Self {
+        let clean = |field: Option<String>| field.map(|text| rules.redact_text(&text, 0).unwrap_or(text));
+        Self {
+            plan_id: clean(self.plan_id),
+            user_identity: clean(self.user_identity),
+            actor_name: clean(self.actor_name),
+            project_name: clean(self.project_name),
+            session_id: clean(self.session_id),
+        }
+    }
+}
+
 impl AuditRecord {
     /// Builds a record from a JSON object built in Rust (the service's own
     /// rows); `details` is redacted here.
@@ -68,7 +84,7 @@ impl AuditRecord {
         let mut value = Value::Object(details);
         rules.redact_json(&mut value);
         let outcome = outcome_of(event_type, explicit, rules);
-        Self::with_details(event_type, at, event_id, who, value.to_string(), outcome)
+        Self::with_details(event_type, at, event_id, who, value.to_string(), outcome, rules)
     }
 
     fn with_details(
@@ -78,7 +94,9 @@ impl AuditRecord {
         who: Who,
         details: String,
         outcome: Option<String>,
+        rules: &Rules,
     ) -> Self {
+        let who = who.redacted(rules);
         Self {
             event_id,
             timestamp: at.trunc_subsecs(6),
@@ -141,7 +159,7 @@ impl AuditRecord {
         };
         let text = redact::text::details_json(rules, details, extra)?;
         let outcome = outcome_of(event_type, explicit, rules);
-        Ok(Self::with_details(event_type, at, event_id, who, text, outcome))
+        Ok(Self::with_details(event_type, at, event_id, who, text, outcome, rules))
     }
 
     /// A lifecycle row of the service itself, stamped now.
