@@ -342,8 +342,15 @@ impl AuditService {
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity)?;
         register_at_exit(py)?;
-        LIVE.lock().retain(|(w, _)| !w.is_finished());
-        LIVE.lock().push((writer.clone(), temp.clone()));
+        let ended: Vec<_> = {
+            let mut live = LIVE.lock();
+            let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
+            *live = running;
+            live.push((writer.clone(), temp.clone()));
+            ended
+        };
+        // Services dropped without close(): their writers have ended; their temporary files go too.
+        py.detach(|| ended.iter().for_each(|(_, temp)| remove_temp(temp.as_ref())));
 
         let mut details = Map::new();
         details.insert("durability".into(), Value::String(durability.name().to_owned()));
@@ -536,10 +543,13 @@ impl AuditService {
     /// Flushes, records the stop, stops the writer. Idempotent.
     fn close(&self, py: Python<'_>) {
         self.writer.close(py, Some(stop_record("close()")), None);
-        let reader = self.reader.lock().take();
-        py.detach(|| drop(reader));
+        // The reader may be busy with a long query on another thread: wait for it without the GIL.
+        py.detach(|| {
+            let reader = self.reader.lock().take();
+            drop(reader);
+        });
         LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, &self.writer));
-        remove_temp(self.temp.as_ref());
+        py.detach(|| remove_temp(self.temp.as_ref()));
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
