@@ -462,6 +462,33 @@ def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
     assert_one_error_line(result, 1, "cannot write")
 
 
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_export_never_writes_over_the_database_or_its_companions(trail: Path, suffix: str) -> None:
+    target = trail.parent / (trail.name + suffix)
+    existed = target.exists()
+    before = target.read_bytes() if existed else None
+    for output in (str(target), f"./{target.name}"):
+        result = run("--db", str(trail), "export", "-o", output, cwd=trail.parent)
+        assert_one_error_line(result, 2, output, "audit database")
+        assert (target.read_bytes() if target.exists() else None) == before
+    assert run("verify", "--db", str(trail), cwd=trail.parent).returncode == 0
+
+
+def test_export_never_writes_over_the_database_through_a_link(trail: Path) -> None:
+    link = trail.parent / "innocent.jsonl"
+    link.symlink_to(trail)
+    hard = trail.parent / "hard.jsonl"
+    os.link(trail, hard)
+    db_link = trail.parent / "alias.db"
+    db_link.symlink_to(trail)
+    before = trail.read_bytes()
+    for db, output in ((trail, link), (trail, hard), (db_link, trail), (db_link, Path(str(trail) + "-wal"))):
+        result = run("export", "--db", str(db), "-o", str(output), cwd=trail.parent)
+        assert_one_error_line(result, 2, str(output), "audit database")
+    assert trail.read_bytes() == before
+    assert link.is_symlink()
+
+
 def test_export_shows_progress_only_on_a_terminal(trail: Path, tmp_path: Path) -> None:
     master, replica = pty.openpty()
     try:

@@ -91,6 +91,10 @@ class CliError(Exception):
     """A problem the user can fix: printed as one line, exit status 1."""
 
 
+class UsageError(CliError):
+    """Arguments that cannot work together (or an empty path): one line, exit status 2 like argparse's errors."""
+
+
 # ---------------------------------------------------------------------------
 # argument types
 
@@ -193,6 +197,31 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
         yield service
     finally:
         service.close()
+
+
+#: The files SQLite keeps beside a database: writing over any of them corrupts it.
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_database_as_output(database: str, output: str) -> None:
+    """Refuse an `--output` that is the database or one of its companion files.
+
+    Compared by resolved path (`./x.db`, symlinks) and, where both exist, by
+    inode (hard links); SQLite names the companions after the resolved path,
+    so both spellings of the database are checked.
+    """
+    target = Path(output)
+    resolved_target = target.resolve()
+    for base in dict.fromkeys((database, str(Path(database).resolve()))):
+        for suffix in _COMPANIONS:
+            candidate = Path(base + suffix)
+            same = candidate.resolve() == resolved_target
+            if not same and candidate.exists() and target.exists():
+                with contextlib.suppress(OSError):
+                    same = os.path.samefile(candidate, target)
+            if same:
+                what = "the audit database" if not suffix else f"the audit database's {suffix[1:]} file"
+                raise UsageError(f"--output {output} is {what} ({base}{suffix}); choose another file")
 
 
 def _require_audit_table(path: str) -> None:
@@ -519,10 +548,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     writer: Callable[[Iterable[AuditEntry], IO[str]], Iterator[AuditEntry]] = (
         write_csv if args.format == "csv" else write_jsonl
     )
+    path = db_path(args)
+    if args.output:
+        refuse_database_as_output(path, args.output)
     target = Path(args.output) if args.output else None
     # A progress line only helps a person watching, and must not mix into the export itself.
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
-    with open_service(db_path(args)) as service:
+    with open_service(path) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
         entries = service.iter_entries(**filters, order="asc")
         if target is None:
@@ -843,7 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CliError as exc:
         print(f"auditbus: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("auditbus: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
