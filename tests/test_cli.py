@@ -15,6 +15,8 @@ import pty
 import queue
 import re
 import select
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -487,6 +489,36 @@ def test_export_never_writes_over_the_database_through_a_link(trail: Path) -> No
         assert_one_error_line(result, 2, str(output), "audit database")
     assert trail.read_bytes() == before
     assert link.is_symlink()
+
+
+def _unshare_available() -> bool:
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], check=False, capture_output=True)
+    return probe.returncode == 0
+
+
+def test_export_into_a_read_only_file_system_names_the_output(trail: Path) -> None:
+    """A real read-only mount (in a private mount namespace): the error names -o, not the temporary file."""
+    if shutil.which("unshare") is None or not _unshare_available():
+        pytest.skip("needs unshare -r -m to mount a read-only directory")
+    ro = trail.parent / "ro"
+    ro.mkdir()
+    script = (
+        f"mount --bind {shlex.quote(str(ro))} {shlex.quote(str(ro))} && "
+        f"mount -o remount,bind,ro {shlex.quote(str(ro))} && "
+        f"{shlex.quote(sys.executable)} -m auditbus export -o ro/out.jsonl --db {shlex.quote(str(trail))}"
+    )
+    result = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", script],
+        check=False,
+        cwd=trail.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_error_line(result, 1, "cannot write ro/out.jsonl: Read-only file system")
+    assert ".partial" not in result.stderr
+    assert list(ro.iterdir()) == []
 
 
 def test_export_shows_progress_only_on_a_terminal(trail: Path, tmp_path: Path) -> None:

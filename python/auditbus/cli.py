@@ -570,9 +570,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                     progress.advance()
             os.replace(partial, target)
         except OSError as exc:
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            # The temporary file is an implementation detail: name what the user asked for.
+            raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            # On a read-only file system even removing a file that was never created fails (EROFS),
+            # which must not replace the error above.
+            with contextlib.suppress(OSError):
                 partial.unlink()
         progress.finish()
     print(f"exported {progress.done} rows to {target}", file=sys.stderr)
