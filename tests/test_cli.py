@@ -737,12 +737,34 @@ def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str],
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
 
 
-def test_dates_that_cannot_match_are_refused(trail: Path) -> None:
-    result = run("query", "--since", "1h", "--until", "2h", "--db", str(trail), cwd=trail.parent)
-    assert_one_error_line(result, 1, "--since", "is after --until")
-    future = run("purge", "--before", "2999-01-01", "--yes", "--db", str(trail), cwd=trail.parent)
-    assert_one_error_line(future, 1, "in the future")
+def test_dates_that_cannot_match_are_bad_usage(trail: Path) -> None:
+    """Like an unparseable date, these are status 2 (bad usage), as the exit-status table says."""
+    for since, until in (("1h", "2h"), ("2h", "3h")):
+        result = run("query", "--since", since, "--until", until, "--db", str(trail), cwd=trail.parent)
+        assert_one_error_line(result, 2, "--since", "is after --until")
+    for before in ("2999-01-01", "2099-01-01"):
+        future = run("purge", "--before", before, "--yes", "--db", str(trail), cwd=trail.parent)
+        assert_one_error_line(future, 2, "--before", "in the future")
     assert count_rows(trail) == 5
+
+
+@pytest.mark.parametrize("command", [*READ_COMMANDS, ["demo"]], ids=lambda c: c[0])
+def test_an_empty_database_path_is_bad_usage_not_the_default(trail: Path, command: list[str]) -> None:
+    """`--db ""` or `AUDITBUS_DB=""` (an unset shell variable, say) must not quietly mean ./audit.db."""
+    workdir = trail.parent / "work"
+    workdir.mkdir()
+    default = workdir / "audit.db"
+    default.write_bytes(trail.read_bytes())
+    before = default.read_bytes()
+    by_flag = run(*command, "--db", "", cwd=workdir)
+    assert_one_error_line(by_flag, 2, "--db", "empty")
+    by_env = run(*command, cwd=workdir, env=clean_env(AUDITBUS_DB=""))
+    assert_one_error_line(by_env, 2, "AUDITBUS_DB", "empty")
+    assert default.read_bytes() == before
+    assert sorted(p.name for p in workdir.iterdir()) == ["audit.db"]
+    flag_over_empty_env = run("query", "--json", "--db", str(trail), cwd=workdir, env=clean_env(AUDITBUS_DB=""))
+    assert flag_over_empty_env.returncode == 0, flag_over_empty_env.stderr
+    assert len(jsonl(flag_over_empty_env.stdout)) == 5
 
 
 def test_no_command_prints_help(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ does. Errors a user can cause are printed as one `auditbus: error: ...` line
 with a non-zero exit status, never a traceback (set `AUDITBUS_DEBUG=1` to get
 the traceback of an unexpected failure).
 
-Exit status: 0 success, 1 error, 2 bad usage, 3 a check failed (a broken
-chain in `verify`, a failed check in `demo`), 130 interrupted.
+Exit status: 0 success, 1 error, 2 bad usage (including an empty database
+path, --since after --until, a future purge date, an export over the
+database itself), 3 a check failed (a broken chain in `verify`, a failed
+check in `demo`), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -162,9 +164,24 @@ def _positive_seconds(value: str) -> float:
 
 
 def db_path(args: argparse.Namespace) -> str:
-    """`--db`, else `$AUDITBUS_DB`, else `./audit.db`."""
+    """`--db`, else `$AUDITBUS_DB`, else `./audit.db`.
+
+    An empty value is refused rather than skipped: `--db "$UNSET"` quietly
+    reading (or, for demo, writing) ./audit.db would answer about the wrong trail.
+    """
     chosen: str | None = getattr(args, "db", None)
-    return chosen or os.environ.get(ENV_DB) or DEFAULT_DB
+    if chosen is not None:
+        if not chosen:
+            raise UsageError("--db is empty: expected the path of an audit database")
+        return chosen
+    from_env = os.environ.get(ENV_DB)
+    if from_env is not None:
+        if not from_env:
+            raise UsageError(
+                f"{ENV_DB} is set but empty: expected the path of an audit database (unset it to use ./{DEFAULT_DB})"
+            )
+        return from_env
+    return DEFAULT_DB
 
 
 @contextlib.contextmanager
@@ -438,7 +455,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "until": args.until,
     }
     if args.since is not None and args.until is not None and args.since > args.until:
-        raise CliError(f"--since ({_iso(args.since)}) is after --until ({_iso(args.until)}); nothing can match")
+        raise UsageError(f"--since ({_iso(args.since)}) is after --until ({_iso(args.until)}); nothing can match")
     return {key: value for key, value in filters.items() if value is not None}
 
 
@@ -639,7 +656,7 @@ def purge_preview(service: AuditService, before: datetime) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     before: datetime = args.before
     if before > datetime.now(_UTC):
-        raise CliError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
+        raise UsageError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
     path = db_path(args)
     with open_service(path) as service:
         if not args.yes:
