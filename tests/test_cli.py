@@ -262,6 +262,25 @@ def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
     assert len(jsonl(run("query", "--json", "--limit", "0", "--db", str(path), cwd=tmp_path).stdout)) == 150
 
 
+def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path) -> None:
+    path = tmp_path / "many.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i % 2}") for i in range(150)])
+    for fmt in ("--json", "--csv"):
+        result = run("query", fmt, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "auditbus: showing the newest 100 of 150 matching rows; --limit 0 shows all\n"
+        assert "showing" not in result.stdout  # the machine-readable output stays clean
+    assert len(jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)) == 100
+    oldest = run("query", "--asc", "--limit", "10", "--plan", "p1", "--db", str(path), cwd=tmp_path)
+    assert oldest.stderr == "auditbus: showing the oldest 10 of 75 matching rows; --limit 0 shows all\n"
+    paged = run("query", "--json", "--limit", "50", "--offset", "60", "--db", str(path), cwd=tmp_path)
+    assert paged.stderr == "auditbus: showing matching rows 61 to 110 of 150, newest first; --limit 0 shows all\n"
+    for complete in (["--limit", "0"], ["--limit", "150"], ["--plan", "p0", "--limit", "75"], ["--offset", "60"]):
+        result = run("query", "--json", *complete, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0
+        assert result.stderr == "", complete
+
+
 def test_query_on_an_empty_trail_says_so(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     prepare(path, [])

@@ -459,15 +459,35 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in filters.items() if value is not None}
 
 
+def limit_notice(shown: int, total: int, *, offset: int, ascending: bool) -> str | None:
+    """The stderr line saying the limit cut the answer short, or None when nothing more matches."""
+    if offset + shown >= total:
+        return None
+    order = "oldest" if ascending else "newest"
+    if offset:
+        what = f"matching rows {offset + 1} to {offset + shown} of {total}, {order} first"
+    else:
+        what = f"the {order} {shown} of {total} matching rows"
+    return f"auditbus: showing {what}; --limit 0 shows all"
+
+
 def cmd_query(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    notice = None
     with open_service(db_path(args)) as service:
         entries = service.query(
-            **_filters(args),
+            **filters,
             limit=args.limit or None,
             offset=args.offset,
             order="asc" if args.asc else "desc",
         )
+        if args.limit and len(entries) == args.limit:
+            # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
+            notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
     _print_entries(entries, args, sys.stdout)
+    if notice:
+        sys.stdout.flush()
+        print(notice, file=sys.stderr)
     return EXIT_OK
 
 
