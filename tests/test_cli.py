@@ -314,6 +314,81 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
     assert raw[0]["details"]["attempted_identity"] == hostile
 
 
+def _spoil_details(path: Path, plan_id: str, text: str) -> int:
+    """Stores `text`, which is not JSON, as the details of the row of `plan_id`; returns its id."""
+    with AuditService(str(path)) as service:
+        target = service.query(plan_id=plan_id)[0].id
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE audit_log SET details = ? WHERE id = ?", (text, target))
+    connection.close()
+    return target
+
+
+def _one_warning(stderr: str, row_id: int) -> None:
+    warnings = [line for line in stderr.splitlines() if line.startswith("auditbus: warning: ")]
+    assert len(warnings) == 1, stderr
+    assert f"row {row_id} " in warnings[0]
+    assert "unreadable details" in warnings[0]
+    assert "Traceback" not in stderr
+    assert "AuditError" not in stderr
+
+
+def test_a_row_with_unreadable_details_is_shown_with_its_stored_text(trail: Path) -> None:
+    """One row whose stored details are not JSON does not hide the others; it is shown marked, with a warning."""
+    bad = _spoil_details(trail, "p-1", "not json\x1b[2J")
+    where = {"cwd": trail.parent}
+
+    table = run("query", "--db", str(trail), **where)
+    assert table.returncode == 0, table.stderr
+    _one_warning(table.stderr, bad)
+    lines = table.stdout.splitlines()
+    assert len(lines) == 6
+    assert '[unreadable details, stored text: "not json\\u001b[2J"]' in next(
+        line for line in lines if "plan_applied" in line
+    )
+    assert "\x1b" not in table.stdout
+
+    rows = jsonl(run("query", "--json", "--asc", "--db", str(trail), **where).stdout)
+    assert [row["event_type"] for row in rows][:3] == ["session_created", "plan_applied", "config_changed"]
+    spoiled = rows[1]
+    assert spoiled["id"] == bad
+    assert spoiled["details"] is None
+    assert spoiled["details_raw"] == "not json\x1b[2J"
+    assert "not valid JSON" in spoiled["details_error"]
+    assert spoiled["plan_id"] == "p-1"
+    assert "details_error" not in rows[0]
+    assert rows[0]["details"]["actor_name"] == "planner"
+
+    as_csv = run("query", "--csv", "--asc", "--db", str(trail), **where)
+    assert as_csv.returncode == 0
+    _one_warning(as_csv.stderr, bad)
+    cells = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert (cells[1]["details"], cells[1]["details_raw"]) == ("", "not json\x1b[2J")
+    assert "not valid JSON" in cells[1]["details_error"]
+    assert (cells[0]["details_error"], cells[0]["details_raw"]) == ("", "")
+    assert json.loads(cells[0]["details"])["actor_name"] == "planner"
+
+    tail = run("tail", "--db", str(trail), **where)
+    assert tail.returncode == 0
+    _one_warning(tail.stderr, bad)
+    assert len(tail.stdout.splitlines()) == 5
+    assert '[unreadable details, stored text: "not json\\u001b[2J"]' in tail.stdout
+    tail_json = run("tail", "--json", "--db", str(trail), **where)
+    assert [row.get("details_raw") for row in jsonl(tail_json.stdout)].count("not json\x1b[2J") == 1
+
+    for fmt in ("jsonl", "csv"):
+        target = trail.parent / f"all.{fmt}"
+        exported = run("export", "--format", fmt, "-o", str(target), "--db", str(trail), **where)
+        assert exported.returncode == 0, exported.stderr
+        _one_warning(exported.stderr, bad)
+        assert "exported 5 rows" in exported.stderr
+    assert [row.get("details_raw") for row in jsonl((trail.parent / "all.jsonl").read_text())][1] == "not json\x1b[2J"
+    streamed = run("export", "--db", str(trail), **where)
+    assert streamed.returncode == 0
+    assert len(jsonl(streamed.stdout)) == 5
+    _one_warning(streamed.stderr, bad)
+
+
 # --------------------------------------------------------------------------- choosing the database
 
 

@@ -27,12 +27,13 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditService, __version__, demo, identity
+from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity
 from .types import EventType
 
 DEFAULT_DB = "audit.db"
@@ -75,6 +76,8 @@ _CSV_FIELDS: tuple[str, ...] = (
     "recorded_at",
     "chain_hash",
     "details",
+    "details_error",
+    "details_raw",
 )
 _FILTERS: tuple[str, ...] = (
     "event_type",
@@ -262,6 +265,105 @@ def _one_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------
+# reading details
+
+
+@dataclass(frozen=True)
+class UnreadableDetails:
+    """Stored details that are not JSON: why, and the stored text itself (None if even that cannot be read)."""
+
+    error: str
+    raw: str | None
+
+
+_ROW_PREFIX = re.compile(r"^audit row \d+: ")
+
+
+class DetailsReader:
+    """Each entry's details for display, never raising for one bad row.
+
+    `AuditEntry.details` raises `AuditError` when the stored text is not JSON;
+    the trail's other rows must still be shown. Such a row is shown with its
+    stored text, read by id over a separate read-only connection (the entry
+    does not expose it), and its id is kept for one warning line at the end.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.bad_ids: list[int] = []
+        self._connection: sqlite3.Connection | None = None
+
+    def details(self, entry: AuditEntry) -> Any:
+        try:
+            return entry.details
+        except AuditError as exc:
+            if entry.id not in self.bad_ids:
+                self.bad_ids.append(entry.id)
+            return UnreadableDetails(error=_ROW_PREFIX.sub("", _one_line(exc)), raw=self._raw(entry.id))
+
+    def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
+        """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
+        details = self.details(entry)
+        if not isinstance(details, UnreadableDetails):
+            data: dict[str, Any] = entry.to_dict()
+            return data
+        fields = {name: None if name == "details" else getattr(entry, name, None) for name in _DICT_FIELDS}
+        return {**fields, "details_error": details.error, "details_raw": details.raw}
+
+    def _raw(self, row_id: int) -> str | None:
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True)
+            found = self._connection.execute("SELECT details FROM audit_log WHERE id = ?", (row_id,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if found is None or found[0] is None:
+            return None
+        value = found[0]
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+    def warn(self, stream: IO[str]) -> None:
+        """One stderr line naming the rows shown with unreadable details since the last call."""
+        if not self.bad_ids:
+            return
+        ids = [str(row_id) for row_id in self.bad_ids[:10]]
+        more = f" and {len(self.bad_ids) - 10} more" if len(self.bad_ids) > 10 else ""
+        which = f"row {ids[0]}" if len(self.bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
+        verb = "has" if len(self.bad_ids) == 1 else "have"
+        stream.flush()
+        print(
+            f"auditbus: warning: {which} {verb} unreadable details (not valid JSON), shown with the stored text "
+            "(details_error, details_raw); 'auditbus verify' checks the trail's integrity",
+            file=stream,
+        )
+        self.bad_ids.clear()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+#: The keys of `AuditEntry.to_dict()`, in its order.
+_DICT_FIELDS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "event_type",
+    "plan_id",
+    "user_identity",
+    "details",
+    "event_id",
+    "actor_name",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "recorded_at",
+    "chain_hash",
+)
+
+
+# ---------------------------------------------------------------------------
 # rendering
 
 
@@ -313,6 +415,10 @@ def _safe(text: str) -> str:
 
 
 def _details_text(details: Any) -> str:
+    if isinstance(details, UnreadableDetails):
+        if details.raw is None:
+            return f"[unreadable details: {details.error}]"
+        return f"[unreadable details, stored text: {_compact_json(details.raw)}]"
     if not isinstance(details, dict):
         return "" if details is None else _compact_json(details)
     parts = []
@@ -322,8 +428,12 @@ def _details_text(details: Any) -> str:
     return " ".join(parts)
 
 
-def _cell(entry: AuditEntry, attribute: str) -> str:
-    value = getattr(entry, attribute, None)
+def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
+    return reader.details(entry) if attribute == "details" else getattr(entry, attribute, None)
+
+
+def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
+    value = _value(entry, attribute, reader)
     if attribute == "timestamp":
         text = _short_time(value)
     elif attribute == "details":
@@ -335,12 +445,7 @@ def _cell(entry: AuditEntry, attribute: str) -> str:
     return _safe(text)
 
 
-def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
-    data: dict[str, Any] = entry.to_dict()
-    return data
-
-
-def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | None) -> None:
+def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
     """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
     if not entries:
         out.write("(no matching audit entries)\n")
@@ -349,9 +454,9 @@ def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | No
         (header, attribute)
         for header, attribute in _COLUMNS
         if attribute in ("id", "timestamp", "event_type")
-        or any(getattr(entry, attribute, None) not in (None, "", {}) for entry in entries)
+        or any(_value(entry, attribute, reader) not in (None, "", {}) for entry in entries)
     ]
-    rows = [[_cell(entry, attribute) for _, attribute in columns] for entry in entries]
+    rows = [[_cell(entry, attribute, reader) for _, attribute in columns] for entry in entries]
     widths = [max(len(header), *(len(row[i]) for row in rows)) for i, (header, _) in enumerate(columns)]
     last = len(columns) - 1
     if width is not None:
@@ -374,9 +479,13 @@ def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | No
         out.write(line(row) + "\n")
 
 
-def render_line(entry: AuditEntry) -> str:
+def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
     """One entry on one line, for `tail`: id, time, type, then the fields that are set."""
-    fields = [f"{_cell(entry, 'id'):>6}", _cell(entry, "timestamp"), f"{_cell(entry, 'event_type'):<18}"]
+    fields = [
+        f"{_cell(entry, 'id', reader):>6}",
+        _cell(entry, "timestamp", reader),
+        f"{_cell(entry, 'event_type', reader):<18}",
+    ]
     for label, attribute in (
         ("user", "user_identity"),
         ("actor", "actor_name"),
@@ -385,30 +494,36 @@ def render_line(entry: AuditEntry) -> str:
         ("session", "session_id"),
         ("outcome", "outcome"),
     ):
-        text = _cell(entry, attribute)
+        text = _cell(entry, attribute, reader)
         if text:
             fields.append(f"{label}={text}")
-    details = _cell(entry, "details")
+    details = _cell(entry, "details", reader)
     if details:
         fields.append(details)
     return "  ".join(fields)
 
 
-def write_jsonl(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     for entry in entries:
-        out.write(_compact_json(_entry_dict(entry)) + "\n")
+        out.write(_compact_json(reader.as_dict(entry)) + "\n")
         yield entry
 
 
-def write_csv(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
+        details = reader.details(entry)
+        unreadable = details if isinstance(details, UnreadableDetails) else None
         for name in _CSV_FIELDS:
-            value = getattr(entry, name, None)
+            value = getattr(entry, name, None) if name not in ("details", "details_error", "details_raw") else None
             if name == "details":
-                row.append(_compact_json(value if value is not None else {}))
+                row.append("" if unreadable else _compact_json(details if details is not None else {}))
+            elif name == "details_error":
+                row.append(unreadable.error if unreadable else "")
+            elif name == "details_raw":
+                row.append(unreadable.raw or "" if unreadable else "")
             elif name in ("timestamp", "recorded_at"):
                 row.append(_iso(value))
             elif name == "event_type":
@@ -425,15 +540,17 @@ def _terminal_width(out: IO[str]) -> int | None:
     return shutil.get_terminal_size().columns if out.isatty() else None
 
 
-def _print_entries(entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str]) -> None:
+def _print_entries(
+    entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str], reader: DetailsReader
+) -> None:
     if args.json:
-        for _ in write_jsonl(entries, out):
+        for _ in write_jsonl(entries, out, reader):
             pass
     elif args.csv:
-        for _ in write_csv(entries, out):
+        for _ in write_csv(entries, out, reader):
             pass
     else:
-        render_table(entries, out, width=_terminal_width(out))
+        render_table(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -474,7 +591,8 @@ def limit_notice(shown: int, total: int, *, offset: int, ascending: bool) -> str
 def cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
     notice = None
-    with open_service(db_path(args)) as service:
+    path = db_path(args)
+    with open_service(path) as service:
         entries = service.query(
             **filters,
             limit=args.limit or None,
@@ -484,23 +602,28 @@ def cmd_query(args: argparse.Namespace) -> int:
         if args.limit and len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
             notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
-    _print_entries(entries, args, sys.stdout)
-    if notice:
-        sys.stdout.flush()
-        print(notice, file=sys.stderr)
+    with contextlib.closing(DetailsReader(path)) as reader:
+        _print_entries(entries, args, sys.stdout, reader)
+        if notice:
+            sys.stdout.flush()
+            print(notice, file=sys.stderr)
+        reader.warn(sys.stderr)
     return EXIT_OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     out = sys.stdout
     filters = _filters(args)
+    path = db_path(args)
+    reader = DetailsReader(path)
 
     def show(entries: Iterable[AuditEntry]) -> None:
         for entry in entries:
-            out.write(_compact_json(_entry_dict(entry)) + "\n" if args.json else render_line(entry) + "\n")
+            out.write(_compact_json(reader.as_dict(entry)) + "\n" if args.json else render_line(entry, reader) + "\n")
         out.flush()
+        reader.warn(sys.stderr)
 
-    with open_service(db_path(args)) as service:
+    with contextlib.closing(reader), open_service(path) as service:
         newest = service.query(limit=1, order="desc")
         last_id = newest[0].id if newest else 0
         recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
@@ -582,7 +705,7 @@ class _Progress:
 
 def cmd_export(args: argparse.Namespace) -> int:
     filters = _filters(args)
-    writer: Callable[[Iterable[AuditEntry], IO[str]], Iterator[AuditEntry]] = (
+    writer: Callable[[Iterable[AuditEntry], IO[str], DetailsReader], Iterator[AuditEntry]] = (
         write_csv if args.format == "csv" else write_jsonl
     )
     path = db_path(args)
@@ -591,19 +714,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = Path(args.output) if args.output else None
     # A progress line only helps a person watching, and must not mix into the export itself.
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
-    with open_service(path) as service:
+    with contextlib.closing(DetailsReader(path)) as reader, open_service(path) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
         entries = service.iter_entries(**filters, order="asc")
         if target is None:
-            for _ in writer(entries, sys.stdout):
+            for _ in writer(entries, sys.stdout, reader):
                 progress.advance()
             progress.finish()
+            reader.warn(sys.stderr)
             return EXIT_OK
         # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             with partial.open("w", encoding="utf-8", newline="") as handle:
-                for _ in writer(entries, handle):
+                for _ in writer(entries, handle, reader):
                     progress.advance()
             os.replace(partial, target)
         except OSError as exc:
@@ -615,7 +739,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 partial.unlink()
         progress.finish()
-    print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        reader.warn(sys.stderr)
     return EXIT_OK
 
 
@@ -733,7 +858,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         service.flush()
         rows = [row for row in service.query(after_id=start_id, order="asc", limit=None) if row.event_id in emitted]
         report = service.verify()
-    render_table(rows, out, width=_terminal_width(out))
+    reader = DetailsReader(path)
+    with contextlib.closing(reader):
+        render_table(rows, out, reader, width=_terminal_width(out))
+        in_rows = any(secret in _compact_json(reader.as_dict(row)) for row in rows)
     out.write("\n")
 
     checks: list[tuple[bool, str]] = []
@@ -749,7 +877,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     checks.append((users == {"alice"}, f"identity: every row carries user_identity={sorted(map(str, users))}"))
     masked = f"{secret[:8]}…({len(secret)} chars)"
     found, files, size = _scan_for({"secret": secret.encode(), "control": run_id.encode()}, path)
-    in_rows = any(secret in _compact_json(_entry_dict(row)) for row in rows)
     checks.append(
         (
             not found["secret"] and not in_rows and found["control"],
