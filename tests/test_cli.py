@@ -389,6 +389,60 @@ def test_a_row_with_unreadable_details_is_shown_with_its_stored_text(trail: Path
     _one_warning(streamed.stderr, bad)
 
 
+def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_path: Path) -> None:
+    path = tmp_path / "forged.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.ENTITY_DELETED,
+                user_identity="alice  session=s-evil",
+                plan_id="p-9\u00a0project=payroll",
+                actor_name="",
+                details={"files changed": 1, "note": "ok"},
+            )
+        ],
+    )
+    line = run("tail", "--db", str(path), cwd=tmp_path).stdout.strip()
+    assert 'user="alice  session=s-evil"' in line
+    assert 'plan="p-9\u00a0project=payroll"' in line
+    assert '"files changed"=1' in line
+    assert "note=ok" in line
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)  # what is left outside quoted values
+    assert "session=" not in unquoted
+    assert "project=" not in unquoted
+
+
+INVISIBLE = "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_line_separators_and_bidi_controls_are_escaped_like_control_characters(tmp_path: Path) -> None:
+    """U+2028/2029 break lines in many terminals and bidi overrides reorder what the auditor reads."""
+    path = tmp_path / "bidi.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity="mallory\u202e" + "nimda",
+                details={"attempted_identity": "root" + INVISIBLE, "ip_address": "192.0.2.1\u2028forged"},
+            )
+        ],
+    )
+    for command in (["query"], ["tail"], ["stats"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert not set(result.stdout) & set(INVISIBLE), command
+    shown = run("query", "--db", str(path), cwd=tmp_path).stdout + run("tail", "--db", str(path), cwd=tmp_path).stdout
+    assert "mallory\\u202enimda" in shown
+    assert "root\\u2028\\u2029\\u202a" in shown
+    assert "192.0.2.1\\u2028forged" in shown
+    as_json = run("query", "--json", "--db", str(path), cwd=tmp_path).stdout
+    assert not set(as_json) & set(INVISIBLE)  # JSON escapes them (\\u2028), so line-splitting readers cope
+    raw = jsonl(as_json)
+    assert raw[0]["user_identity"] == "mallory\u202enimda"  # and decodes to the stored value
+
+
 # --------------------------------------------------------------------------- choosing the database
 
 

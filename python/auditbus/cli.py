@@ -397,7 +397,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    """Compact JSON; the characters JSON leaves raw but a terminal or a line splitter acts on
+    (DEL, C1, U+2028/2029, bidi controls) are written as `\\uXXXX`, which decodes to the same text."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _event_type_text(value: Any) -> str:
@@ -405,13 +408,31 @@ def _event_type_text(value: Any) -> str:
 
 
 # Control characters (C0, DEL, C1) in stored values could drive the auditor's
-# terminal (e.g. an attacker's "user name" holding escape sequences): the
-# human outputs show them escaped. JSON escapes them itself; CSV stays raw.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# terminal (e.g. an attacker's "user name" holding escape sequences), and so
+# could the Unicode line/paragraph separators (a line break in many terminals)
+# and the bidi controls (they reorder what the auditor reads): the human
+# outputs show them all escaped. JSON escapes C0 itself; CSV stays raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 def _safe(text: str) -> str:
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return _CONTROL.sub(_escape, text)
+
+
+def _field_text(value: Any) -> str:
+    """A key or value of `key=value` text: bare when it cannot pass for more fields, else a JSON string.
+
+    Any whitespace (not just a space: U+00A0, U+2028, ...) or a double quote
+    would let a stored value such as `alice  outcome=success` forge a field.
+    """
+    if isinstance(value, str) and value and not any(char.isspace() or char == '"' for char in value):
+        return value
+    return _compact_json(value)
 
 
 def _details_text(details: Any) -> str:
@@ -421,11 +442,7 @@ def _details_text(details: Any) -> str:
         return f"[unreadable details, stored text: {_compact_json(details.raw)}]"
     if not isinstance(details, dict):
         return "" if details is None else _compact_json(details)
-    parts = []
-    for key, value in details.items():
-        shown = value if isinstance(value, str) and value and " " not in value else _compact_json(value)
-        parts.append(f"{key}={shown}")
-    return " ".join(parts)
+    return " ".join(f"{_field_text(str(key))}={_field_text(value)}" for key, value in details.items())
 
 
 def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
@@ -494,9 +511,9 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
         ("session", "session_id"),
         ("outcome", "outcome"),
     ):
-        text = _cell(entry, attribute, reader)
-        if text:
-            fields.append(f"{label}={text}")
+        value = getattr(entry, attribute, None)
+        if value:
+            fields.append(f"{label}={_safe(_field_text(str(value)))}")
     details = _cell(entry, "details", reader)
     if details:
         fields.append(details)
