@@ -973,6 +973,33 @@ def test_demo_runs_the_services_and_passes_every_check(tmp_path: Path) -> None:
     assert run("verify", cwd=tmp_path).returncode == 0
 
 
+def _table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a table as `query`/`demo` print it, cut at the header's column starts."""
+    lines = text.splitlines()
+    header_at = next(i for i, line in enumerate(lines) if line.startswith("ID  TIME (UTC)"))
+    header = lines[header_at]
+    starts = [match.start() for match in re.finditer(r"(?<!\S)\S+(?: \(UTC\))?", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    rows = []
+    for line in lines[header_at + 1 :]:
+        if not line.strip():
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+def test_the_demo_sample_in_the_docs_matches_real_output(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    sample = docs[docs.index("$ auditbus demo\nauditbus demo:") :]
+    real = run("demo", cwd=tmp_path)
+    assert real.returncode == 0, real.stdout
+    keys = ("ID", "TYPE", "USER", "ACTOR", "PROJECT", "OUTCOME")
+    shown = [tuple(row[key] for key in keys) for row in _table_rows(real.stdout)]
+    documented = [tuple(row[key] for key in keys) for row in _table_rows(sample)]
+    assert documented == shown
+
+
 def test_demo_twice_on_one_database_checks_only_its_own_rows(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     first = run("demo", "--db", str(path), cwd=tmp_path)
