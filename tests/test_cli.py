@@ -15,6 +15,8 @@ import pty
 import queue
 import re
 import select
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -260,6 +262,25 @@ def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
     assert len(jsonl(run("query", "--json", "--limit", "0", "--db", str(path), cwd=tmp_path).stdout)) == 150
 
 
+def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path) -> None:
+    path = tmp_path / "many.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i % 2}") for i in range(150)])
+    for fmt in ("--json", "--csv"):
+        result = run("query", fmt, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "auditbus: showing the newest 100 of 150 matching rows; --limit 0 shows all\n"
+        assert "showing" not in result.stdout  # the machine-readable output stays clean
+    assert len(jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)) == 100
+    oldest = run("query", "--asc", "--limit", "10", "--plan", "p1", "--db", str(path), cwd=tmp_path)
+    assert oldest.stderr == "auditbus: showing the oldest 10 of 75 matching rows; --limit 0 shows all\n"
+    paged = run("query", "--json", "--limit", "50", "--offset", "60", "--db", str(path), cwd=tmp_path)
+    assert paged.stderr == "auditbus: showing matching rows 61 to 110 of 150, newest first; --limit 0 shows all\n"
+    for complete in (["--limit", "0"], ["--limit", "150"], ["--plan", "p0", "--limit", "75"], ["--offset", "60"]):
+        result = run("query", "--json", *complete, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0
+        assert result.stderr == "", complete
+
+
 def test_query_on_an_empty_trail_says_so(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     prepare(path, [])
@@ -291,6 +312,135 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
         assert "\\x1b[31mmallory" in result.stdout
     raw = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
     assert raw[0]["details"]["attempted_identity"] == hostile
+
+
+def _spoil_details(path: Path, plan_id: str, text: str) -> int:
+    """Stores `text`, which is not JSON, as the details of the row of `plan_id`; returns its id."""
+    with AuditService(str(path)) as service:
+        target = service.query(plan_id=plan_id)[0].id
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE audit_log SET details = ? WHERE id = ?", (text, target))
+    connection.close()
+    return target
+
+
+def _one_warning(stderr: str, row_id: int) -> None:
+    warnings = [line for line in stderr.splitlines() if line.startswith("auditbus: warning: ")]
+    assert len(warnings) == 1, stderr
+    assert f"row {row_id} " in warnings[0]
+    assert "unreadable details" in warnings[0]
+    assert "Traceback" not in stderr
+    assert "AuditError" not in stderr
+
+
+def test_a_row_with_unreadable_details_is_shown_with_its_stored_text(trail: Path) -> None:
+    """One row whose stored details are not JSON does not hide the others; it is shown marked, with a warning."""
+    bad = _spoil_details(trail, "p-1", "not json\x1b[2J")
+    where = {"cwd": trail.parent}
+
+    table = run("query", "--db", str(trail), **where)
+    assert table.returncode == 0, table.stderr
+    _one_warning(table.stderr, bad)
+    lines = table.stdout.splitlines()
+    assert len(lines) == 6
+    assert '[unreadable details, stored text: "not json\\u001b[2J"]' in next(
+        line for line in lines if "plan_applied" in line
+    )
+    assert "\x1b" not in table.stdout
+
+    rows = jsonl(run("query", "--json", "--asc", "--db", str(trail), **where).stdout)
+    assert [row["event_type"] for row in rows][:3] == ["session_created", "plan_applied", "config_changed"]
+    spoiled = rows[1]
+    assert spoiled["id"] == bad
+    assert spoiled["details"] is None
+    assert spoiled["details_raw"] == "not json\x1b[2J"
+    assert "not valid JSON" in spoiled["details_error"]
+    assert spoiled["plan_id"] == "p-1"
+    assert "details_error" not in rows[0]
+    assert rows[0]["details"]["actor_name"] == "planner"
+
+    as_csv = run("query", "--csv", "--asc", "--db", str(trail), **where)
+    assert as_csv.returncode == 0
+    _one_warning(as_csv.stderr, bad)
+    cells = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert (cells[1]["details"], cells[1]["details_raw"]) == ("", "not json\x1b[2J")
+    assert "not valid JSON" in cells[1]["details_error"]
+    assert (cells[0]["details_error"], cells[0]["details_raw"]) == ("", "")
+    assert json.loads(cells[0]["details"])["actor_name"] == "planner"
+
+    tail = run("tail", "--db", str(trail), **where)
+    assert tail.returncode == 0
+    _one_warning(tail.stderr, bad)
+    assert len(tail.stdout.splitlines()) == 5
+    assert '[unreadable details, stored text: "not json\\u001b[2J"]' in tail.stdout
+    tail_json = run("tail", "--json", "--db", str(trail), **where)
+    assert [row.get("details_raw") for row in jsonl(tail_json.stdout)].count("not json\x1b[2J") == 1
+
+    for fmt in ("jsonl", "csv"):
+        target = trail.parent / f"all.{fmt}"
+        exported = run("export", "--format", fmt, "-o", str(target), "--db", str(trail), **where)
+        assert exported.returncode == 0, exported.stderr
+        _one_warning(exported.stderr, bad)
+        assert "exported 5 rows" in exported.stderr
+    assert [row.get("details_raw") for row in jsonl((trail.parent / "all.jsonl").read_text())][1] == "not json\x1b[2J"
+    streamed = run("export", "--db", str(trail), **where)
+    assert streamed.returncode == 0
+    assert len(jsonl(streamed.stdout)) == 5
+    _one_warning(streamed.stderr, bad)
+
+
+def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_path: Path) -> None:
+    path = tmp_path / "forged.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.ENTITY_DELETED,
+                user_identity="alice  session=s-evil",
+                plan_id="p-9\u00a0project=payroll",
+                actor_name="",
+                details={"files changed": 1, "note": "ok"},
+            )
+        ],
+    )
+    line = run("tail", "--db", str(path), cwd=tmp_path).stdout.strip()
+    assert 'user="alice  session=s-evil"' in line
+    assert 'plan="p-9\u00a0project=payroll"' in line
+    assert '"files changed"=1' in line
+    assert "note=ok" in line
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)  # what is left outside quoted values
+    assert "session=" not in unquoted
+    assert "project=" not in unquoted
+
+
+INVISIBLE = "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_line_separators_and_bidi_controls_are_escaped_like_control_characters(tmp_path: Path) -> None:
+    """U+2028/2029 break lines in many terminals and bidi overrides reorder what the auditor reads."""
+    path = tmp_path / "bidi.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity="mallory\u202e" + "nimda",
+                details={"attempted_identity": "root" + INVISIBLE, "ip_address": "192.0.2.1\u2028forged"},
+            )
+        ],
+    )
+    for command in (["query"], ["tail"], ["stats"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert not set(result.stdout) & set(INVISIBLE), command
+    shown = run("query", "--db", str(path), cwd=tmp_path).stdout + run("tail", "--db", str(path), cwd=tmp_path).stdout
+    assert "mallory\\u202enimda" in shown
+    assert "root\\u2028\\u2029\\u202a" in shown
+    assert "192.0.2.1\\u2028forged" in shown
+    as_json = run("query", "--json", "--db", str(path), cwd=tmp_path).stdout
+    assert not set(as_json) & set(INVISIBLE)  # JSON escapes them (\\u2028), so line-splitting readers cope
+    raw = jsonl(as_json)
+    assert raw[0]["user_identity"] == "mallory\u202enimda"  # and decodes to the stored value
 
 
 # --------------------------------------------------------------------------- choosing the database
@@ -460,6 +610,63 @@ def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
         "export", "--output", str(trail.parent / "no" / "such" / "dir.jsonl"), "--db", str(trail), cwd=trail.parent
     )
     assert_one_error_line(result, 1, "cannot write")
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_export_never_writes_over_the_database_or_its_companions(trail: Path, suffix: str) -> None:
+    target = trail.parent / (trail.name + suffix)
+    existed = target.exists()
+    before = target.read_bytes() if existed else None
+    for output in (str(target), f"./{target.name}"):
+        result = run("--db", str(trail), "export", "-o", output, cwd=trail.parent)
+        assert_one_error_line(result, 2, output, "audit database")
+        assert (target.read_bytes() if target.exists() else None) == before
+    assert run("verify", "--db", str(trail), cwd=trail.parent).returncode == 0
+
+
+def test_export_never_writes_over_the_database_through_a_link(trail: Path) -> None:
+    link = trail.parent / "innocent.jsonl"
+    link.symlink_to(trail)
+    hard = trail.parent / "hard.jsonl"
+    os.link(trail, hard)
+    db_link = trail.parent / "alias.db"
+    db_link.symlink_to(trail)
+    before = trail.read_bytes()
+    for db, output in ((trail, link), (trail, hard), (db_link, trail), (db_link, Path(str(trail) + "-wal"))):
+        result = run("export", "--db", str(db), "-o", str(output), cwd=trail.parent)
+        assert_one_error_line(result, 2, str(output), "audit database")
+    assert trail.read_bytes() == before
+    assert link.is_symlink()
+
+
+def _unshare_available() -> bool:
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], check=False, capture_output=True)
+    return probe.returncode == 0
+
+
+def test_export_into_a_read_only_file_system_names_the_output(trail: Path) -> None:
+    """A real read-only mount (in a private mount namespace): the error names -o, not the temporary file."""
+    if shutil.which("unshare") is None or not _unshare_available():
+        pytest.skip("needs unshare -r -m to mount a read-only directory")
+    ro = trail.parent / "ro"
+    ro.mkdir()
+    script = (
+        f"mount --bind {shlex.quote(str(ro))} {shlex.quote(str(ro))} && "
+        f"mount -o remount,bind,ro {shlex.quote(str(ro))} && "
+        f"{shlex.quote(sys.executable)} -m auditbus export -o ro/out.jsonl --db {shlex.quote(str(trail))}"
+    )
+    result = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", script],
+        check=False,
+        cwd=trail.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_error_line(result, 1, "cannot write ro/out.jsonl: Read-only file system")
+    assert ".partial" not in result.stderr
+    assert list(ro.iterdir()) == []
 
 
 def test_export_shows_progress_only_on_a_terminal(trail: Path, tmp_path: Path) -> None:
@@ -678,12 +885,34 @@ def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str],
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
 
 
-def test_dates_that_cannot_match_are_refused(trail: Path) -> None:
-    result = run("query", "--since", "1h", "--until", "2h", "--db", str(trail), cwd=trail.parent)
-    assert_one_error_line(result, 1, "--since", "is after --until")
-    future = run("purge", "--before", "2999-01-01", "--yes", "--db", str(trail), cwd=trail.parent)
-    assert_one_error_line(future, 1, "in the future")
+def test_dates_that_cannot_match_are_bad_usage(trail: Path) -> None:
+    """Like an unparseable date, these are status 2 (bad usage), as the exit-status table says."""
+    for since, until in (("1h", "2h"), ("2h", "3h")):
+        result = run("query", "--since", since, "--until", until, "--db", str(trail), cwd=trail.parent)
+        assert_one_error_line(result, 2, "--since", "is after --until")
+    for before in ("2999-01-01", "2099-01-01"):
+        future = run("purge", "--before", before, "--yes", "--db", str(trail), cwd=trail.parent)
+        assert_one_error_line(future, 2, "--before", "in the future")
     assert count_rows(trail) == 5
+
+
+@pytest.mark.parametrize("command", [*READ_COMMANDS, ["demo"]], ids=lambda c: c[0])
+def test_an_empty_database_path_is_bad_usage_not_the_default(trail: Path, command: list[str]) -> None:
+    """`--db ""` or `AUDITBUS_DB=""` (an unset shell variable, say) must not quietly mean ./audit.db."""
+    workdir = trail.parent / "work"
+    workdir.mkdir()
+    default = workdir / "audit.db"
+    default.write_bytes(trail.read_bytes())
+    before = default.read_bytes()
+    by_flag = run(*command, "--db", "", cwd=workdir)
+    assert_one_error_line(by_flag, 2, "--db", "empty")
+    by_env = run(*command, cwd=workdir, env=clean_env(AUDITBUS_DB=""))
+    assert_one_error_line(by_env, 2, "AUDITBUS_DB", "empty")
+    assert default.read_bytes() == before
+    assert sorted(p.name for p in workdir.iterdir()) == ["audit.db"]
+    flag_over_empty_env = run("query", "--json", "--db", str(trail), cwd=workdir, env=clean_env(AUDITBUS_DB=""))
+    assert flag_over_empty_env.returncode == 0, flag_over_empty_env.stderr
+    assert len(jsonl(flag_over_empty_env.stdout)) == 5
 
 
 def test_no_command_prints_help(tmp_path: Path) -> None:
@@ -742,6 +971,33 @@ def test_demo_runs_the_services_and_passes_every_check(tmp_path: Path) -> None:
     model = [row for row in rows if row["details"].get("key") == "llm.model"]
     assert model[0]["details"]["new_value"] == "gpt-4o"  # non-secrets stay readable
     assert run("verify", cwd=tmp_path).returncode == 0
+
+
+def _table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a table as `query`/`demo` print it, cut at the header's column starts."""
+    lines = text.splitlines()
+    header_at = next(i for i, line in enumerate(lines) if line.startswith("ID  TIME (UTC)"))
+    header = lines[header_at]
+    starts = [match.start() for match in re.finditer(r"(?<!\S)\S+(?: \(UTC\))?", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    rows = []
+    for line in lines[header_at + 1 :]:
+        if not line.strip():
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+def test_the_demo_sample_in_the_docs_matches_real_output(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    sample = docs[docs.index("$ auditbus demo\nauditbus demo:") :]
+    real = run("demo", cwd=tmp_path)
+    assert real.returncode == 0, real.stdout
+    keys = ("ID", "TYPE", "USER", "ACTOR", "PROJECT", "OUTCOME")
+    shown = [tuple(row[key] for key in keys) for row in _table_rows(real.stdout)]
+    documented = [tuple(row[key] for key in keys) for row in _table_rows(sample)]
+    assert documented == shown
 
 
 def test_demo_twice_on_one_database_checks_only_its_own_rows(tmp_path: Path) -> None:

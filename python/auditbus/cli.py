@@ -7,8 +7,10 @@ does. Errors a user can cause are printed as one `auditbus: error: ...` line
 with a non-zero exit status, never a traceback (set `AUDITBUS_DEBUG=1` to get
 the traceback of an unexpected failure).
 
-Exit status: 0 success, 1 error, 2 bad usage, 3 a check failed (a broken
-chain in `verify`, a failed check in `demo`), 130 interrupted.
+Exit status: 0 success, 1 error, 2 bad usage (including an empty database
+path, --since after --until, a future purge date, an export over the
+database itself), 3 a check failed (a broken chain in `verify`, a failed
+check in `demo`), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditService, __version__, demo, identity
+from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity
 from .types import EventType
 
 DEFAULT_DB = "audit.db"
@@ -73,6 +76,8 @@ _CSV_FIELDS: tuple[str, ...] = (
     "recorded_at",
     "chain_hash",
     "details",
+    "details_error",
+    "details_raw",
 )
 _FILTERS: tuple[str, ...] = (
     "event_type",
@@ -89,6 +94,10 @@ _FILTERS: tuple[str, ...] = (
 
 class CliError(Exception):
     """A problem the user can fix: printed as one line, exit status 1."""
+
+
+class UsageError(CliError):
+    """Arguments that cannot work together (or an empty path): one line, exit status 2 like argparse's errors."""
 
 
 # ---------------------------------------------------------------------------
@@ -158,9 +167,24 @@ def _positive_seconds(value: str) -> float:
 
 
 def db_path(args: argparse.Namespace) -> str:
-    """`--db`, else `$AUDITBUS_DB`, else `./audit.db`."""
+    """`--db`, else `$AUDITBUS_DB`, else `./audit.db`.
+
+    An empty value is refused rather than skipped: `--db "$UNSET"` quietly
+    reading (or, for demo, writing) ./audit.db would answer about the wrong trail.
+    """
     chosen: str | None = getattr(args, "db", None)
-    return chosen or os.environ.get(ENV_DB) or DEFAULT_DB
+    if chosen is not None:
+        if not chosen:
+            raise UsageError("--db is empty: expected the path of an audit database")
+        return chosen
+    from_env = os.environ.get(ENV_DB)
+    if from_env is not None:
+        if not from_env:
+            raise UsageError(
+                f"{ENV_DB} is set but empty: expected the path of an audit database (unset it to use ./{DEFAULT_DB})"
+            )
+        return from_env
+    return DEFAULT_DB
 
 
 @contextlib.contextmanager
@@ -195,6 +219,31 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
         service.close()
 
 
+#: The files SQLite keeps beside a database: writing over any of them corrupts it.
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_database_as_output(database: str, output: str) -> None:
+    """Refuse an `--output` that is the database or one of its companion files.
+
+    Compared by resolved path (`./x.db`, symlinks) and, where both exist, by
+    inode (hard links); SQLite names the companions after the resolved path,
+    so both spellings of the database are checked.
+    """
+    target = Path(output)
+    resolved_target = target.resolve()
+    for base in dict.fromkeys((database, str(Path(database).resolve()))):
+        for suffix in _COMPANIONS:
+            candidate = Path(base + suffix)
+            same = candidate.resolve() == resolved_target
+            if not same and candidate.exists() and target.exists():
+                with contextlib.suppress(OSError):
+                    same = os.path.samefile(candidate, target)
+            if same:
+                what = "the audit database" if not suffix else f"the audit database's {suffix[1:]} file"
+                raise UsageError(f"--output {output} is {what} ({base}{suffix}); choose another file")
+
+
 def _require_audit_table(path: str) -> None:
     """Refuse an SQLite file of some other application instead of adding an audit table to it."""
     try:
@@ -213,6 +262,105 @@ def _require_audit_table(path: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# reading details
+
+
+@dataclass(frozen=True)
+class UnreadableDetails:
+    """Stored details that are not JSON: why, and the stored text itself (None if even that cannot be read)."""
+
+    error: str
+    raw: str | None
+
+
+_ROW_PREFIX = re.compile(r"^audit row \d+: ")
+
+
+class DetailsReader:
+    """Each entry's details for display, never raising for one bad row.
+
+    `AuditEntry.details` raises `AuditError` when the stored text is not JSON;
+    the trail's other rows must still be shown. Such a row is shown with its
+    stored text, read by id over a separate read-only connection (the entry
+    does not expose it), and its id is kept for one warning line at the end.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.bad_ids: list[int] = []
+        self._connection: sqlite3.Connection | None = None
+
+    def details(self, entry: AuditEntry) -> Any:
+        try:
+            return entry.details
+        except AuditError as exc:
+            if entry.id not in self.bad_ids:
+                self.bad_ids.append(entry.id)
+            return UnreadableDetails(error=_ROW_PREFIX.sub("", _one_line(exc)), raw=self._raw(entry.id))
+
+    def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
+        """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
+        details = self.details(entry)
+        if not isinstance(details, UnreadableDetails):
+            data: dict[str, Any] = entry.to_dict()
+            return data
+        fields = {name: None if name == "details" else getattr(entry, name, None) for name in _DICT_FIELDS}
+        return {**fields, "details_error": details.error, "details_raw": details.raw}
+
+    def _raw(self, row_id: int) -> str | None:
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True)
+            found = self._connection.execute("SELECT details FROM audit_log WHERE id = ?", (row_id,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if found is None or found[0] is None:
+            return None
+        value = found[0]
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+    def warn(self, stream: IO[str]) -> None:
+        """One stderr line naming the rows shown with unreadable details since the last call."""
+        if not self.bad_ids:
+            return
+        ids = [str(row_id) for row_id in self.bad_ids[:10]]
+        more = f" and {len(self.bad_ids) - 10} more" if len(self.bad_ids) > 10 else ""
+        which = f"row {ids[0]}" if len(self.bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
+        verb = "has" if len(self.bad_ids) == 1 else "have"
+        stream.flush()
+        print(
+            f"auditbus: warning: {which} {verb} unreadable details (not valid JSON), shown with the stored text "
+            "(details_error, details_raw); 'auditbus verify' checks the trail's integrity",
+            file=stream,
+        )
+        self.bad_ids.clear()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+#: The keys of `AuditEntry.to_dict()`, in its order.
+_DICT_FIELDS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "event_type",
+    "plan_id",
+    "user_identity",
+    "details",
+    "event_id",
+    "actor_name",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "recorded_at",
+    "chain_hash",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -249,7 +397,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    """Compact JSON; the characters JSON leaves raw but a terminal or a line splitter acts on
+    (DEL, C1, U+2028/2029, bidi controls) are written as `\\uXXXX`, which decodes to the same text."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _event_type_text(value: Any) -> str:
@@ -257,27 +408,49 @@ def _event_type_text(value: Any) -> str:
 
 
 # Control characters (C0, DEL, C1) in stored values could drive the auditor's
-# terminal (e.g. an attacker's "user name" holding escape sequences): the
-# human outputs show them escaped. JSON escapes them itself; CSV stays raw.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# terminal (e.g. an attacker's "user name" holding escape sequences), and so
+# could the Unicode line/paragraph separators (a line break in many terminals)
+# and the bidi controls (they reorder what the auditor reads): the human
+# outputs show them all escaped. JSON escapes C0 itself; CSV stays raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 def _safe(text: str) -> str:
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return _CONTROL.sub(_escape, text)
+
+
+def _field_text(value: Any) -> str:
+    """A key or value of `key=value` text: bare when it cannot pass for more fields, else a JSON string.
+
+    Any whitespace (not just a space: U+00A0, U+2028, ...) or a double quote
+    would let a stored value such as `alice  outcome=success` forge a field.
+    """
+    if isinstance(value, str) and value and not any(char.isspace() or char == '"' for char in value):
+        return value
+    return _compact_json(value)
 
 
 def _details_text(details: Any) -> str:
+    if isinstance(details, UnreadableDetails):
+        if details.raw is None:
+            return f"[unreadable details: {details.error}]"
+        return f"[unreadable details, stored text: {_compact_json(details.raw)}]"
     if not isinstance(details, dict):
         return "" if details is None else _compact_json(details)
-    parts = []
-    for key, value in details.items():
-        shown = value if isinstance(value, str) and value and " " not in value else _compact_json(value)
-        parts.append(f"{key}={shown}")
-    return " ".join(parts)
+    return " ".join(f"{_field_text(str(key))}={_field_text(value)}" for key, value in details.items())
 
 
-def _cell(entry: AuditEntry, attribute: str) -> str:
-    value = getattr(entry, attribute, None)
+def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
+    return reader.details(entry) if attribute == "details" else getattr(entry, attribute, None)
+
+
+def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
+    value = _value(entry, attribute, reader)
     if attribute == "timestamp":
         text = _short_time(value)
     elif attribute == "details":
@@ -289,12 +462,7 @@ def _cell(entry: AuditEntry, attribute: str) -> str:
     return _safe(text)
 
 
-def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
-    data: dict[str, Any] = entry.to_dict()
-    return data
-
-
-def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | None) -> None:
+def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
     """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
     if not entries:
         out.write("(no matching audit entries)\n")
@@ -303,9 +471,9 @@ def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | No
         (header, attribute)
         for header, attribute in _COLUMNS
         if attribute in ("id", "timestamp", "event_type")
-        or any(getattr(entry, attribute, None) not in (None, "", {}) for entry in entries)
+        or any(_value(entry, attribute, reader) not in (None, "", {}) for entry in entries)
     ]
-    rows = [[_cell(entry, attribute) for _, attribute in columns] for entry in entries]
+    rows = [[_cell(entry, attribute, reader) for _, attribute in columns] for entry in entries]
     widths = [max(len(header), *(len(row[i]) for row in rows)) for i, (header, _) in enumerate(columns)]
     last = len(columns) - 1
     if width is not None:
@@ -328,9 +496,13 @@ def render_table(entries: Sequence[AuditEntry], out: IO[str], *, width: int | No
         out.write(line(row) + "\n")
 
 
-def render_line(entry: AuditEntry) -> str:
+def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
     """One entry on one line, for `tail`: id, time, type, then the fields that are set."""
-    fields = [f"{_cell(entry, 'id'):>6}", _cell(entry, "timestamp"), f"{_cell(entry, 'event_type'):<18}"]
+    fields = [
+        f"{_cell(entry, 'id', reader):>6}",
+        _cell(entry, "timestamp", reader),
+        f"{_cell(entry, 'event_type', reader):<18}",
+    ]
     for label, attribute in (
         ("user", "user_identity"),
         ("actor", "actor_name"),
@@ -339,30 +511,36 @@ def render_line(entry: AuditEntry) -> str:
         ("session", "session_id"),
         ("outcome", "outcome"),
     ):
-        text = _cell(entry, attribute)
-        if text:
-            fields.append(f"{label}={text}")
-    details = _cell(entry, "details")
+        value = getattr(entry, attribute, None)
+        if value:
+            fields.append(f"{label}={_safe(_field_text(str(value)))}")
+    details = _cell(entry, "details", reader)
     if details:
         fields.append(details)
     return "  ".join(fields)
 
 
-def write_jsonl(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     for entry in entries:
-        out.write(_compact_json(_entry_dict(entry)) + "\n")
+        out.write(_compact_json(reader.as_dict(entry)) + "\n")
         yield entry
 
 
-def write_csv(entries: Iterable[AuditEntry], out: IO[str]) -> Iterator[AuditEntry]:
+def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
+        details = reader.details(entry)
+        unreadable = details if isinstance(details, UnreadableDetails) else None
         for name in _CSV_FIELDS:
-            value = getattr(entry, name, None)
+            value = getattr(entry, name, None) if name not in ("details", "details_error", "details_raw") else None
             if name == "details":
-                row.append(_compact_json(value if value is not None else {}))
+                row.append("" if unreadable else _compact_json(details if details is not None else {}))
+            elif name == "details_error":
+                row.append(unreadable.error if unreadable else "")
+            elif name == "details_raw":
+                row.append(unreadable.raw or "" if unreadable else "")
             elif name in ("timestamp", "recorded_at"):
                 row.append(_iso(value))
             elif name == "event_type":
@@ -379,15 +557,17 @@ def _terminal_width(out: IO[str]) -> int | None:
     return shutil.get_terminal_size().columns if out.isatty() else None
 
 
-def _print_entries(entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str]) -> None:
+def _print_entries(
+    entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str], reader: DetailsReader
+) -> None:
     if args.json:
-        for _ in write_jsonl(entries, out):
+        for _ in write_jsonl(entries, out, reader):
             pass
     elif args.csv:
-        for _ in write_csv(entries, out):
+        for _ in write_csv(entries, out, reader):
             pass
     else:
-        render_table(entries, out, width=_terminal_width(out))
+        render_table(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -409,32 +589,58 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "until": args.until,
     }
     if args.since is not None and args.until is not None and args.since > args.until:
-        raise CliError(f"--since ({_iso(args.since)}) is after --until ({_iso(args.until)}); nothing can match")
+        raise UsageError(f"--since ({_iso(args.since)}) is after --until ({_iso(args.until)}); nothing can match")
     return {key: value for key, value in filters.items() if value is not None}
 
 
+def limit_notice(shown: int, total: int, *, offset: int, ascending: bool) -> str | None:
+    """The stderr line saying the limit cut the answer short, or None when nothing more matches."""
+    if offset + shown >= total:
+        return None
+    order = "oldest" if ascending else "newest"
+    if offset:
+        what = f"matching rows {offset + 1} to {offset + shown} of {total}, {order} first"
+    else:
+        what = f"the {order} {shown} of {total} matching rows"
+    return f"auditbus: showing {what}; --limit 0 shows all"
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    with open_service(db_path(args)) as service:
+    filters = _filters(args)
+    notice = None
+    path = db_path(args)
+    with open_service(path) as service:
         entries = service.query(
-            **_filters(args),
+            **filters,
             limit=args.limit or None,
             offset=args.offset,
             order="asc" if args.asc else "desc",
         )
-    _print_entries(entries, args, sys.stdout)
+        if args.limit and len(entries) == args.limit:
+            # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
+            notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
+    with contextlib.closing(DetailsReader(path)) as reader:
+        _print_entries(entries, args, sys.stdout, reader)
+        if notice:
+            sys.stdout.flush()
+            print(notice, file=sys.stderr)
+        reader.warn(sys.stderr)
     return EXIT_OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     out = sys.stdout
     filters = _filters(args)
+    path = db_path(args)
+    reader = DetailsReader(path)
 
     def show(entries: Iterable[AuditEntry]) -> None:
         for entry in entries:
-            out.write(_compact_json(_entry_dict(entry)) + "\n" if args.json else render_line(entry) + "\n")
+            out.write(_compact_json(reader.as_dict(entry)) + "\n" if args.json else render_line(entry, reader) + "\n")
         out.flush()
+        reader.warn(sys.stderr)
 
-    with open_service(db_path(args)) as service:
+    with contextlib.closing(reader), open_service(path) as service:
         newest = service.query(limit=1, order="desc")
         last_id = newest[0].id if newest else 0
         recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
@@ -516,34 +722,42 @@ class _Progress:
 
 def cmd_export(args: argparse.Namespace) -> int:
     filters = _filters(args)
-    writer: Callable[[Iterable[AuditEntry], IO[str]], Iterator[AuditEntry]] = (
+    writer: Callable[[Iterable[AuditEntry], IO[str], DetailsReader], Iterator[AuditEntry]] = (
         write_csv if args.format == "csv" else write_jsonl
     )
+    path = db_path(args)
+    if args.output:
+        refuse_database_as_output(path, args.output)
     target = Path(args.output) if args.output else None
     # A progress line only helps a person watching, and must not mix into the export itself.
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
-    with open_service(db_path(args)) as service:
+    with contextlib.closing(DetailsReader(path)) as reader, open_service(path) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
         entries = service.iter_entries(**filters, order="asc")
         if target is None:
-            for _ in writer(entries, sys.stdout):
+            for _ in writer(entries, sys.stdout, reader):
                 progress.advance()
             progress.finish()
+            reader.warn(sys.stderr)
             return EXIT_OK
         # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             with partial.open("w", encoding="utf-8", newline="") as handle:
-                for _ in writer(entries, handle):
+                for _ in writer(entries, handle, reader):
                     progress.advance()
             os.replace(partial, target)
         except OSError as exc:
-            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+            # The temporary file is an implementation detail: name what the user asked for.
+            raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            # On a read-only file system even removing a file that was never created fails (EROFS),
+            # which must not replace the error above.
+            with contextlib.suppress(OSError):
                 partial.unlink()
         progress.finish()
-    print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        reader.warn(sys.stderr)
     return EXIT_OK
 
 
@@ -604,7 +818,7 @@ def purge_preview(service: AuditService, before: datetime) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     before: datetime = args.before
     if before > datetime.now(_UTC):
-        raise CliError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
+        raise UsageError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
     path = db_path(args)
     with open_service(path) as service:
         if not args.yes:
@@ -661,7 +875,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         service.flush()
         rows = [row for row in service.query(after_id=start_id, order="asc", limit=None) if row.event_id in emitted]
         report = service.verify()
-    render_table(rows, out, width=_terminal_width(out))
+    reader = DetailsReader(path)
+    with contextlib.closing(reader):
+        render_table(rows, out, reader, width=_terminal_width(out))
+        in_rows = any(secret in _compact_json(reader.as_dict(row)) for row in rows)
     out.write("\n")
 
     checks: list[tuple[bool, str]] = []
@@ -677,7 +894,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     checks.append((users == {"alice"}, f"identity: every row carries user_identity={sorted(map(str, users))}"))
     masked = f"{secret[:8]}…({len(secret)} chars)"
     found, files, size = _scan_for({"secret": secret.encode(), "control": run_id.encode()}, path)
-    in_rows = any(secret in _compact_json(_entry_dict(row)) for row in rows)
     checks.append(
         (
             not found["secret"] and not in_rows and found["control"],
@@ -843,7 +1059,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CliError as exc:
         print(f"auditbus: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("auditbus: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
