@@ -914,4 +914,31 @@ mod tests {
         assert_eq!(ids[0].as_ref().map(|c| c.id), Some(4));
         assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 4, ..Default::default() });
     }
+
+    #[test]
+    fn verify_finds_a_cut_tail_before_and_after_the_next_write() {
+        let mut conn = trail(5);
+        conn.execute("DELETE FROM audit_log WHERE id >= 4", []).unwrap();
+        let verdict = query::verify(&conn).unwrap();
+        assert_eq!(verdict.first_bad_id, Some(4));
+        assert!(verdict.reason.unwrap().contains("ids 4..5"));
+        let next = AuditRecord::lifecycle(lifecycle::STARTED, Map::new());
+        write_batch(&mut conn, &[&next], "test", &mut None).unwrap();
+        let verdict = query::verify(&conn).unwrap();
+        assert_eq!(verdict.first_bad_id, Some(4));
+        assert!(verdict.reason.unwrap().contains("ids 4..5) were removed; row 6 was written after the cut"));
+    }
+
+    #[test]
+    fn verify_stays_ok_after_a_purge_of_every_row() {
+        let mut conn = trail(3);
+        let tx = conn.transaction().unwrap();
+        let (deleted, through) = purge_in(&tx, "9999-01-01").unwrap();
+        let (next_id, running) = read_head(&tx).unwrap();
+        let purged = AuditRecord::lifecycle(lifecycle::PURGED, Map::new());
+        insert_rows(&tx, &[&purged], "test", next_id, running).unwrap();
+        tx.commit().unwrap();
+        assert_eq!((deleted, through), (3, 3));
+        assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 1, ..Default::default() });
+    }
 }
