@@ -802,7 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         parents=[common],
         help="check the hash chain; exit 3 naming the first bad row",
-        description="Checks every row's hash against the row before. Exit 0 if the chain is intact, 3 if not.",
+        description="Checks every row's hash against the row before, and that no newest rows were cut from the"
+        " end (while sqlite_sequence is left alone). Exit 0 if the chain is intact, 3 if not.",
     )
     verify.add_argument("--json", action="store_true", help="the report as one JSON object")
     verify.set_defaults(handler=cmd_verify)
