@@ -83,6 +83,18 @@ def raw_rows(path: Path | str, where: str = "1=1", params: tuple[Any, ...] = ())
     return rows
 
 
+def raw_query(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Any SELECT, read by another process."""
+    rows: list[dict[str, Any]] = json.loads(_raw(path, "rows", sql, params))
+    return rows
+
+
+def sequence(path: Path | str) -> int | None:
+    """`sqlite_sequence`'s entry for `audit_log`: the largest id ever handed out."""
+    rows = raw_query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'")
+    return rows[0]["seq"] if rows else None
+
+
 def execute(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> None:
     """One statement, committed, by another process (the tampering tool of the chain tests)."""
     _raw(path, "execute", sql, params)

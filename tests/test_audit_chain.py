@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from audit_support import execute, legacy_audit, raw_rows
+from audit_support import execute, legacy_audit, raw_rows, sequence
 from auditbus import AuditService, DomainEvent
 
 
@@ -170,3 +171,80 @@ def test_purge_reanchors_over_unchained_rows(tmp_path: Path) -> None:
         report = svc.verify()
         assert report.ok, report
         assert report.unchained == 0
+
+
+def test_a_cut_tail_is_found_after_the_trail_was_written_on(trail: Path) -> None:
+    rows = ids(trail)
+    first, last = rows[6], rows[-1]
+    execute(trail, "DELETE FROM audit_log WHERE id >= ?", (first,))
+    # The verifying service writes its start row first, chained to what is left.
+    report = verify(trail)
+    assert not report.ok
+    assert report.first_bad_id == first
+    assert f"newest rows (ids {first}..{last}) were removed" in report.reason
+
+
+def test_removing_every_row_is_found(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log")
+    report = verify(trail)
+    assert not report.ok
+    assert report.first_bad_id == rows[0]
+    assert f"ids {rows[0]}..{rows[-1]}" in report.reason
+
+
+def test_a_cut_tail_with_a_lowered_sequence_is_not_seen(trail: Path) -> None:
+    """The documented limit: sqlite_sequence is the only witness of the newest id."""
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log WHERE id >= ?", (rows[6],))
+    execute(trail, "UPDATE sqlite_sequence SET seq = ? WHERE name = 'audit_log'", (rows[5],))
+    assert verify(trail).ok
+
+
+def test_purging_then_verifying_stays_ok(trail: Path) -> None:
+    with AuditService(trail) as svc:
+        svc.flush()
+        assert svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc)) > 0  # every row; the purge row follows
+        report = svc.verify()
+        assert report.ok, report
+        assert report.checked == 1
+    report = verify(trail)
+    assert report.ok, report
+    assert report.unchained == 0
+    assert report.checked >= 3  # the purge row, the stop row, the verifier's start row
+
+
+def test_a_row_inserted_without_a_hash_is_folded_and_counted(trail: Path) -> None:
+    execute(
+        trail,
+        "INSERT INTO audit_log (timestamp, event_type, user_identity, details)"
+        " VALUES ('2026-01-01T00:00:00+00:00', 'auth_success', 'carol', '{}')",
+    )
+    with AuditService(trail) as svc:
+        svc.record("auth_success", user_identity="dave")
+        report = svc.verify()
+    assert report.ok, report
+    assert report.folded == 1
+    assert report.unchained == 0
+
+
+def test_a_duplicate_event_id_leaves_the_trail_verifiable(tmp_path: Path) -> None:
+    path = tmp_path / "dup.db"
+    event = DomainEvent(event_type="plan_applied", plan_id="p1")
+    with AuditService(path) as svc:
+        svc.record_event(event)
+        svc.flush()
+        svc.record_event(event)  # ignored: its own batch, the last insert of it
+        svc.flush()
+        assert sequence(path) == ids(path)[-1]
+        assert svc.verify().ok
+    other = AuditService(path)  # reads the head afresh
+    try:
+        other.record_event(event)
+        other.record("auth_success")
+        report = other.verify()
+        assert report.ok, report
+    finally:
+        other.close()
+    rows = ids(path)
+    assert rows == list(range(rows[0], rows[0] + len(rows)))

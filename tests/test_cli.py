@@ -577,6 +577,37 @@ def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
     assert "2 legacy rows written before the hash chain" in result.stdout
 
 
+def test_verify_names_the_removed_newest_rows(trail: Path) -> None:
+    with sqlite3.connect(trail) as connection:
+        rows = [row[0] for row in connection.execute("SELECT id FROM audit_log ORDER BY id")]
+        first, last = rows[3], rows[-1]
+        connection.execute("DELETE FROM audit_log WHERE id >= ?", (first,))
+    connection.close()
+    result = run("verify", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"chain BROKEN at row {first}:" in result.stdout
+    assert f"newest rows (ids {first}..{last}) were removed" in result.stdout
+    report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert report["ok"] is False
+    assert report["first_bad_id"] == first
+
+
+def test_verify_counts_rows_folded_into_the_chain(trail: Path) -> None:
+    with sqlite3.connect(trail) as connection:
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details)"
+            " VALUES ('2026-01-01T00:00:00+00:00', 'auth_success', '{}')"
+        )
+    connection.close()
+    result = run("verify", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 row written without a hash" in result.stdout
+    report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    assert report["ok"] is True
+    assert report["folded"] == 1
+    assert report["unchained"] == 0
+
+
 # --------------------------------------------------------------------------- export
 
 

@@ -661,18 +661,26 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
-    return {name: getattr(report, name, None) for name in ("ok", "checked", "unchained", "first_bad_id", "reason")}
+    names = ("ok", "checked", "unchained", "folded", "first_bad_id", "reason")
+    return {name: getattr(report, name, None) for name in names}
 
 
 def describe_verify(report: Any) -> str:
     fields = _report_fields(report)
     unchained = fields["unchained"] or 0
+    folded = fields["folded"] or 0
     legacy = (
         f"; {unchained} legacy row{'s' if unchained != 1 else ''} written before the hash chain "
         "(unchained: not covered by the chain)"
         if unchained
         else ""
     )
+    if folded:
+        # Protected from the next chained row on, but nothing says who wrote them.
+        legacy += (
+            f"; {folded} row{'s' if folded != 1 else ''} written without a hash (legacy service or SQLite tool), "
+            "covered by the next auditbus row (folded: writer unknown)"
+        )
     if fields["ok"]:
         return f"chain intact: {fields['checked']} rows checked{legacy}"
     where = f"chain BROKEN at row {fields['first_bad_id']}: {fields['reason']}"
@@ -1010,7 +1018,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         parents=[common],
         help="check the hash chain; exit 3 naming the first bad row",
-        description="Checks every row's hash against the row before. Exit 0 if the chain is intact, 3 if not.",
+        description="Checks every row's hash against the row before, and that no newest rows were cut from the"
+        " end (while sqlite_sequence is left alone). Exit 0 if the chain is intact, 3 if not.",
     )
     verify.add_argument("--json", action="store_true", help="the report as one JSON object")
     verify.set_defaults(handler=cmd_verify)

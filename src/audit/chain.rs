@@ -13,6 +13,18 @@
 //! `chain_anchor_hash`): rows at or before the anchor id are outside the
 //! chain (written before the migration, or removed by `purge()`, which moves
 //! the anchor to the running value at the last removed row).
+//!
+//! A hash chain cannot see rows cut from its end: what is left still links.
+//! Ids close that hole. After the anchor they run without a gap (auditbus
+//! takes the largest id ever handed out + 1, the legacy service lets
+//! AUTOINCREMENT do the same, and only `purge()` deletes, oldest first), so
+//! a row whose id skips past its predecessor follows removed rows even when
+//! its link is intact (auditbus went on writing after the cut), and
+//! `sqlite_sequence` (the largest id ever handed out) above the last id
+//! means the newest rows were removed and nothing was written since. Both
+//! hold only while `sqlite_sequence` is left alone: lowered to the last id,
+//! or deleted (SQLite then restarts from the largest id), the cut is
+//! invisible.
 
 use sha2::{Digest, Sha256};
 
@@ -90,8 +102,13 @@ pub fn fold(running: &str, row: &RowContent<'_>) -> String {
 /// What `verify()` found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Verdict {
+    /// Rows whose place in the chain was checked (folded rows included).
     pub checked: u64,
+    /// Rows no chained row covers: before the anchor, or after the last chained row.
     pub unchained: u64,
+    /// Rows after the anchor written without a hash and covered by the next
+    /// chained row: protected from then on, but nothing says who wrote them.
+    pub folded: u64,
     pub first_bad_id: Option<i64>,
     pub reason: Option<String>,
 }
@@ -107,14 +124,34 @@ pub struct StoredRow<'a> {
 pub struct Verifier {
     anchor_id: i64,
     running: String,
+    /// The id the next row after the anchor must carry.
+    next_id: i64,
+    /// The largest id seen so far.
+    last_id: Option<i64>,
     /// Unchained rows after the anchor that no chained row covers yet.
     pending: u64,
     verdict: Verdict,
 }
 
+/// `id 6` or `ids 6..9`.
+fn span(first: i64, last: i64) -> String {
+    if first == last {
+        format!("id {first}")
+    } else {
+        format!("ids {first}..{last}")
+    }
+}
+
 impl Verifier {
     pub fn new(anchor_id: i64, anchor_hash: &str) -> Self {
-        Self { anchor_id, running: anchor_hash.to_owned(), pending: 0, verdict: Verdict::default() }
+        Self {
+            anchor_id,
+            running: anchor_hash.to_owned(),
+            next_id: anchor_id.saturating_add(1),
+            last_id: None,
+            pending: 0,
+            verdict: Verdict::default(),
+        }
     }
 
     /// Feeds the next row; returns false once a bad row was found.
@@ -123,34 +160,80 @@ impl Verifier {
             return false;
         }
         let id = row.content.id;
+        self.last_id = Some(id);
         let Some(chain_hash) = row.chain_hash else {
             if id <= self.anchor_id {
                 self.verdict.unchained += 1;
             } else {
+                if id != self.next_id {
+                    let missing = span(self.next_id, id - 1);
+                    return self.bad(self.next_id, format!("{missing} missing before row {id} (deleted)"));
+                }
                 self.running = fold(&self.running, &row.content);
                 self.pending += 1;
+                self.next_id = id.saturating_add(1);
             }
             return true;
         };
         if id <= self.anchor_id {
-            return self.bad(id, "row carries a chain hash but lies before the chain anchor (inserted)");
+            return self.bad(id, "row carries a chain hash but lies before the chain anchor (inserted)".to_owned());
         }
         let prev = row.prev_hash.unwrap_or("");
         if link(prev, &row.content) != chain_hash {
-            return self.bad(id, "row content does not match its chain hash (edited)");
+            return self.bad(id, "row content does not match its chain hash (edited)".to_owned());
         }
         if prev != self.running {
-            return self.bad(id, "row does not follow the row before it (a row before it was deleted or inserted)");
+            return self
+                .bad(id, "row does not follow the row before it (a row before it was deleted or inserted)".to_owned());
+        }
+        if id != self.next_id {
+            // The link holds, so the row was written after the rows before it were gone.
+            let missing = span(self.next_id, id - 1);
+            return self.bad(
+                self.next_id,
+                format!("the newest rows ({missing}) were removed; row {id} was written after the cut"),
+            );
         }
         self.running = chain_hash.to_owned();
+        self.next_id = id.saturating_add(1);
         self.verdict.checked += 1 + self.pending;
+        self.verdict.folded += self.pending;
         self.pending = 0;
         true
     }
 
-    fn bad(&mut self, id: i64, reason: &str) -> bool {
+    /// Compares the last id with `sqlite_sequence` (the largest id ever
+    /// handed out; None when it has no entry). Call after the last row.
+    ///
+    /// A sequence at or before the anchor is left from before the chain
+    /// began. A missing entry, or one below the last id, is not a finding:
+    /// SQLite rewrites it on the next insert (every service writes its start
+    /// row), so it says nothing that lasts; the chain alone decides then.
+    pub fn check_sequence(&mut self, sequence: Option<i64>) {
+        if self.verdict.first_bad_id.is_some() {
+            return;
+        }
+        let Some(sequence) = sequence else {
+            return;
+        };
+        let last = self.last_id.unwrap_or(0).max(self.anchor_id);
+        if sequence > last {
+            let first = last + 1;
+            let after =
+                self.last_id.map_or_else(|| "the table is empty".to_owned(), |id| format!("the last row is {id}"));
+            self.bad(
+                first,
+                format!(
+                    "the newest rows ({}) were removed: sqlite_sequence says id {sequence} was handed out, {after}",
+                    span(first, sequence)
+                ),
+            );
+        }
+    }
+
+    fn bad(&mut self, id: i64, reason: String) -> bool {
         self.verdict.first_bad_id = Some(id);
-        self.verdict.reason = Some(reason.to_owned());
+        self.verdict.reason = Some(reason);
         false
     }
 
@@ -232,11 +315,113 @@ mod tests {
         v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
         v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None });
         assert!(v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) }));
-        assert_eq!(v.finish(), Verdict { checked: 3, ..Verdict::default() });
+        assert_eq!(v.finish(), Verdict { checked: 3, folded: 1, ..Verdict::default() });
 
         // Dropping the legacy row breaks the link of the row after it.
         let mut v = Verifier::new(0, GENESIS);
         v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
         assert!(!v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) }));
+    }
+
+    /// Rows 1..=n chained from GENESIS, as (content, prev, hash).
+    fn chain(details: &[&'static str]) -> Vec<(RowContent<'static>, String, String)> {
+        let mut prev = GENESIS.to_owned();
+        let mut out = Vec::new();
+        for (i, d) in details.iter().enumerate() {
+            let content = row(i as i64 + 1, d);
+            let hash = link(&prev, &content);
+            out.push((content, prev.clone(), hash.clone()));
+            prev = hash;
+        }
+        out
+    }
+
+    fn walk(anchor_id: i64, rows: &[(RowContent<'_>, String, String)], sequence: Option<i64>) -> Verdict {
+        let mut v = Verifier::new(anchor_id, GENESIS);
+        for (content, prev, hash) in rows {
+            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) });
+        }
+        v.check_sequence(sequence);
+        v.finish()
+    }
+
+    #[test]
+    fn a_cut_tail_is_found_by_the_sequence() {
+        let rows = chain(&["{}", "{}", "{}", "{}", "{}"]);
+        assert!(walk(0, &rows, Some(5)).first_bad_id.is_none());
+        let cut = walk(0, &rows[..3], Some(5));
+        assert_eq!(cut.first_bad_id, Some(4));
+        assert_eq!(cut.checked, 3);
+        let reason = cut.reason.unwrap();
+        assert!(reason.contains("newest rows (ids 4..5) were removed"), "{reason}");
+        assert!(reason.contains("the last row is 3"), "{reason}");
+        let one = walk(0, &rows[..4], Some(5));
+        assert_eq!(one.first_bad_id, Some(5));
+        assert!(one.reason.unwrap().contains("(id 5)"));
+        let all = walk(0, &[], Some(5));
+        assert_eq!(all.first_bad_id, Some(1));
+        assert!(all.reason.unwrap().contains("the table is empty"));
+    }
+
+    #[test]
+    fn a_sequence_left_alone_only_is_a_witness() {
+        let rows = chain(&["{}", "{}", "{}"]);
+        // No entry, or one lowered to (or below) the last id: the chain alone decides.
+        assert!(walk(0, &rows[..2], None).first_bad_id.is_none());
+        assert!(walk(0, &rows[..2], Some(2)).first_bad_id.is_none());
+        assert!(walk(0, &rows[..2], Some(1)).first_bad_id.is_none());
+        // A sequence at or before the anchor was left from before the chain began.
+        let mut v = Verifier::new(7, GENESIS);
+        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None });
+        v.check_sequence(Some(7));
+        assert_eq!(v.finish(), Verdict { unchained: 1, ..Verdict::default() });
+        let mut v = Verifier::new(7, GENESIS);
+        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None });
+        v.check_sequence(Some(9));
+        assert_eq!(v.finish().first_bad_id, Some(8));
+    }
+
+    #[test]
+    fn rows_written_on_after_a_cut_are_found_at_the_first_missing_id() {
+        let rows = chain(&["{}", "{}"]);
+        // Rows 3 and 4 were removed, then row 5 was chained to row 2: the link holds.
+        let r5 = row(5, "{}");
+        let h5 = link(&rows[1].2, &r5);
+        let mut tail = rows.clone();
+        tail.push((r5, rows[1].2.clone(), h5));
+        let v = walk(0, &tail, Some(5));
+        assert_eq!(v.first_bad_id, Some(3));
+        let reason = v.reason.unwrap();
+        assert!(reason.contains("newest rows (ids 3..4) were removed; row 5 was written after the cut"), "{reason}");
+        // The first row after an anchor must follow it too.
+        let r9 = row(9, "{}");
+        let h9 = link(GENESIS, &r9);
+        let v = walk(7, &[(r9, GENESIS.to_owned(), h9)], Some(9));
+        assert_eq!(v.first_bad_id, Some(8));
+    }
+
+    #[test]
+    fn only_covered_unchained_rows_count_as_folded() {
+        let r1 = row(1, "{}");
+        let h1 = link(GENESIS, &r1);
+        let legacy = row(2, "{}");
+        let r3 = row(3, "{}");
+        let running = fold(&h1, &legacy);
+        let h3 = link(&running, &r3);
+        let trailing = row(4, "{}");
+        let mut v = Verifier::new(0, GENESIS);
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
+        v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None });
+        v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) });
+        v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None });
+        v.check_sequence(Some(4));
+        assert_eq!(v.finish(), Verdict { checked: 3, unchained: 1, folded: 1, ..Verdict::default() });
+        // An unchained row after skipped ids names them.
+        let mut v = Verifier::new(0, GENESIS);
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
+        assert!(!v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None }));
+        let v = v.finish();
+        assert_eq!(v.first_bad_id, Some(2));
+        assert!(v.reason.unwrap().contains("ids 2..3 missing before row 4"));
     }
 }

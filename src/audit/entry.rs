@@ -276,6 +276,11 @@ pub struct VerifyReport {
     /// Rows outside the chain: written before the migration, or appended
     /// without a hash (the legacy service) after the last chained row.
     unchained: u64,
+    /// Rows after the chain anchor written without a hash of their own (the
+    /// legacy service, an SQLite tool) and covered by the next chained row:
+    /// counted in `checked`, protected from that row on, but nothing says who
+    /// wrote them.
+    folded: u64,
     first_bad_id: Option<i64>,
     reason: Option<String>,
 }
@@ -286,6 +291,7 @@ impl From<Verdict> for VerifyReport {
             ok: v.first_bad_id.is_none(),
             checked: v.checked,
             unchained: v.unchained,
+            folded: v.folded,
             first_bad_id: v.first_bad_id,
             reason: v.reason,
         }
@@ -302,10 +308,11 @@ impl VerifyReport {
         let opt_id = self.first_bad_id.map_or_else(|| "None".to_owned(), |i| i.to_string());
         let reason = self.reason.as_ref().map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
         format!(
-            "VerifyReport(ok={}, checked={}, unchained={}, first_bad_id={opt_id}, reason={reason})",
+            "VerifyReport(ok={}, checked={}, unchained={}, folded={}, first_bad_id={opt_id}, reason={reason})",
             if self.ok { "True" } else { "False" },
             self.checked,
-            self.unchained
+            self.unchained,
+            self.folded
         )
     }
 }

@@ -889,6 +889,7 @@ fn insert_rows(
     let recorded_at = timestamp::isoformat(&Utc::now());
     let mut stmt = tx.prepare_cached(INSERT)?;
     let mut ids = Vec::with_capacity(rows.len());
+    let mut ignored = false;
     for record in rows {
         let timestamp_text = timestamp::isoformat(&record.timestamp);
         let content = RowContent {
@@ -935,7 +936,15 @@ fn insert_rows(
             next_id = next_after(next_id)?;
         } else {
             ids.push(None);
+            ignored = true;
         }
+    }
+    if ignored {
+        // An ignored INSERT with an explicit id still raises sqlite_sequence
+        // to that id; put it back to the last id written, so the sequence
+        // keeps naming the newest row and `verify()` sees no removed tail.
+        tx.prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'audit_log' AND seq > ?1")?
+            .execute([next_id - 1])?;
     }
     Ok((ids, next_id, running))
 }
@@ -979,4 +988,64 @@ fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
     }
     let deleted = tx.execute("DELETE FROM audit_log WHERE id <= ?1", [cutoff])?;
     Ok((deleted as u64, cutoff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trail(rows: usize) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let records: Vec<AuditRecord> =
+            (0..rows).map(|_| AuditRecord::lifecycle(lifecycle::STARTED, Map::new())).collect();
+        let refs: Vec<&AuditRecord> = records.iter().collect();
+        write_batch(&mut conn, &refs, "test", &mut None).unwrap();
+        conn
+    }
+
+    fn sequence(conn: &Connection) -> i64 {
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn an_ignored_duplicate_leaves_the_sequence_at_the_last_row() {
+        let mut conn = trail(2);
+        let record = AuditRecord::lifecycle(lifecycle::STARTED, Map::new());
+        let ids = write_batch(&mut conn, &[&record, &record], "test", &mut None).unwrap();
+        assert!(ids[0].is_some() && ids[1].is_none());
+        assert_eq!(sequence(&conn), 3);
+        // A later batch reads the head afresh and continues without a gap.
+        let next = AuditRecord::lifecycle(lifecycle::STOPPED, Map::new());
+        let ids = write_batch(&mut conn, &[&next], "test", &mut None).unwrap();
+        assert_eq!(ids[0].as_ref().map(|c| c.id), Some(4));
+        assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 4, ..Default::default() });
+    }
+
+    #[test]
+    fn verify_finds_a_cut_tail_before_and_after_the_next_write() {
+        let mut conn = trail(5);
+        conn.execute("DELETE FROM audit_log WHERE id >= 4", []).unwrap();
+        let verdict = query::verify(&conn).unwrap();
+        assert_eq!(verdict.first_bad_id, Some(4));
+        assert!(verdict.reason.unwrap().contains("ids 4..5"));
+        let next = AuditRecord::lifecycle(lifecycle::STARTED, Map::new());
+        write_batch(&mut conn, &[&next], "test", &mut None).unwrap();
+        let verdict = query::verify(&conn).unwrap();
+        assert_eq!(verdict.first_bad_id, Some(4));
+        assert!(verdict.reason.unwrap().contains("ids 4..5) were removed; row 6 was written after the cut"));
+    }
+
+    #[test]
+    fn verify_stays_ok_after_a_purge_of_every_row() {
+        let mut conn = trail(3);
+        let tx = conn.transaction().unwrap();
+        let (deleted, through) = purge_in(&tx, "9999-01-01").unwrap();
+        let (next_id, running) = read_head(&tx).unwrap();
+        let purged = AuditRecord::lifecycle(lifecycle::PURGED, Map::new());
+        insert_rows(&tx, &[&purged], "test", next_id, running).unwrap();
+        tx.commit().unwrap();
+        assert_eq!((deleted, through), (3, 3));
+        assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 1, ..Default::default() });
+    }
 }
