@@ -334,3 +334,21 @@ def test_an_edited_head_row_of_another_type_does_not_stop_the_writer(tmp_path: P
     assert raw_rows(path, "id = ?", (entry.id,))[0]["user_identity"] == "bob"
     assert not report.ok
     assert report.first_bad_id == last["id"]
+
+
+def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "a.db"
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    base = DomainEvent(event_type="entity_deleted", plan_id="p0")
+    with AuditService(path) as svc:
+        for plan in ("p1", "p2", "p3", "p1"):  # copies keep the event_id; the last repeats the first
+            svc.record_event(base.model_copy(update={"plan_id": plan}))
+        svc.flush()
+        rows = raw_rows(path, "event_type = 'entity_deleted'")
+        assert [r["plan_id"] for r in rows] == ["p1", "p2", "p3"]
+        assert [r["event_id"] for r in rows] == [base.event_id, f"{base.event_id}.2", f"{base.event_id}.3"]
+        assert svc.stats()["duplicates"] == 1
+        assert svc.verify().ok
+    assert f"event_id {base.event_id} was already stored for a different event" in caplog.text

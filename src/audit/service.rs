@@ -407,7 +407,7 @@ impl AuditService {
         let record = AuditRecord::from_dict(kind.value(), Utc::now(), new_event_id(), who, &details, &[], &self.rules)?;
         let stored = record.clone();
         let committed = self.writer.record(py, record, self.put_timeout)?;
-        let Some(Committed { id, recorded_at, prev_hash, chain_hash }) = committed else {
+        let Some(Committed { id, recorded_at, prev_hash, chain_hash, .. }) = committed else {
             return Err(Error::Storage("record(): the row was not stored (duplicate event_id)".into()));
         };
         let row = RowData {

@@ -41,7 +41,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::chain::{self, RowContent};
 use crate::audit::query::{self, RowData};
-use crate::audit::record::{lifecycle, AuditRecord};
+use crate::audit::record::{lifecycle, new_event_id, AuditRecord};
 use crate::audit::schema;
 use crate::errors::{Error, Result};
 use crate::timestamp;
@@ -76,6 +76,8 @@ pub struct Committed {
     pub recorded_at: String,
     pub prev_hash: String,
     pub chain_hash: String,
+    /// Set when the event_id was already taken by a different event: the id it was kept under.
+    pub kept_as: Option<String>,
 }
 
 type RowReply = Sender<std::result::Result<Option<Committed>, String>>;
@@ -630,6 +632,18 @@ impl Thread {
         let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
         stats.written.fetch_add(stored, Ordering::Relaxed);
         stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
+        for ((record, _), kept) in rows.iter().zip(&ids) {
+            if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
+                log(
+                    "warning",
+                    &format!(
+                        "audit trail {:?}: event_id {} was already stored for a different event; this {} event \
+                         was stored as {kept_as}",
+                        self.shared.path, record.event_id, record.event_type
+                    ),
+                );
+            }
+        }
         for ((_, reply), id) in rows.into_iter().zip(ids) {
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(id));
@@ -892,51 +906,73 @@ fn insert_rows(
     let mut ignored = false;
     for record in rows {
         let timestamp_text = timestamp::isoformat(&record.timestamp);
-        let content = RowContent {
-            id: next_id,
-            timestamp: &timestamp_text,
-            event_type: record.event_type,
-            plan_id: record.plan_id.as_deref(),
-            user_identity: record.user_identity.as_deref(),
-            details: &record.details,
-            event_id: Some(&record.event_id),
-            actor_name: record.actor_name.as_deref(),
-            project_name: record.project_name.as_deref(),
-            session_id: record.session_id.as_deref(),
-            outcome: record.outcome.as_deref(),
-            source: Some(source),
-            recorded_at: Some(&recorded_at),
-        };
-        let hash = chain::link(&running, &content);
-        let changed = stmt.execute(rusqlite::params![
-            next_id,
-            timestamp_text,
-            record.event_type,
-            record.plan_id,
-            record.user_identity,
-            record.details,
-            record.event_id,
-            record.actor_name,
-            record.project_name,
-            record.session_id,
-            record.outcome,
-            source,
-            recorded_at,
-            running,
-            hash,
-        ])?;
-        if changed == 1 {
-            ids.push(Some(Committed {
+        let mut event_id = std::borrow::Cow::Borrowed(record.event_id.as_str());
+        let mut copy = 1_u32;
+        let stored = loop {
+            let content = RowContent {
                 id: next_id,
-                recorded_at: recorded_at.clone(),
-                prev_hash: std::mem::take(&mut running),
-                chain_hash: hash.clone(),
-            }));
-            running = hash;
-            next_id = next_after(next_id)?;
-        } else {
-            ids.push(None);
+                timestamp: &timestamp_text,
+                event_type: record.event_type,
+                plan_id: record.plan_id.as_deref(),
+                user_identity: record.user_identity.as_deref(),
+                details: &record.details,
+                event_id: Some(&event_id),
+                actor_name: record.actor_name.as_deref(),
+                project_name: record.project_name.as_deref(),
+                session_id: record.session_id.as_deref(),
+                outcome: record.outcome.as_deref(),
+                source: Some(source),
+                recorded_at: Some(&recorded_at),
+            };
+            let hash = chain::link(&running, &content);
+            let changed = stmt.execute(rusqlite::params![
+                next_id,
+                timestamp_text,
+                record.event_type,
+                record.plan_id,
+                record.user_identity,
+                record.details,
+                event_id,
+                record.actor_name,
+                record.project_name,
+                record.session_id,
+                record.outcome,
+                source,
+                recorded_at,
+                running,
+                hash,
+            ])?;
+            if changed == 1 {
+                break Some(hash);
+            }
             ignored = true;
+            // The event_id is taken. The same event handed over twice (a bus
+            // and a subscriber both wired) is a duplicate; a different event
+            // reusing the id (a `model_copy()` of a stored one) is a row of
+            // its own, kept under `<event_id>.2`, `.3`, ...: it was accepted.
+            if stored_alike(tx, &event_id, &content)? {
+                break None;
+            }
+            copy += 1;
+            event_id = std::borrow::Cow::Owned(if copy <= MAX_COPY_SUFFIX {
+                format!("{}.{copy}", record.event_id)
+            } else {
+                format!("{}.{}", record.event_id, new_event_id())
+            });
+        };
+        match stored {
+            Some(hash) => {
+                ids.push(Some(Committed {
+                    id: next_id,
+                    recorded_at: recorded_at.clone(),
+                    prev_hash: std::mem::take(&mut running),
+                    chain_hash: hash.clone(),
+                    kept_as: (copy > 1).then(|| event_id.into_owned()),
+                }));
+                running = hash;
+                next_id = next_after(next_id)?;
+            }
+            None => ids.push(None),
         }
     }
     if ignored {
@@ -947,6 +983,34 @@ fn insert_rows(
             .execute([next_id - 1])?;
     }
     Ok((ids, next_id, running))
+}
+
+/// Copies of one event_id numbered `.2` to this; further ones get a fresh UUID suffix.
+const MAX_COPY_SUFFIX: u32 = 1000;
+
+/// Whether the row stored under `event_id` holds the same event as `row`
+/// (the columns the event itself gives; the id, `source` and times of
+/// writing may differ).
+fn stored_alike(tx: &Connection, event_id: &str, row: &RowContent<'_>) -> Result<bool> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT timestamp, event_type, plan_id, user_identity, details, actor_name, project_name, session_id, \
+         outcome FROM audit_log WHERE event_id = ?1",
+    )?;
+    let stored = stmt
+        .query_row([event_id], |r| (0..9).map(|i| query::text(r, i)).collect::<rusqlite::Result<Vec<_>>>())
+        .optional()?;
+    let mine = [
+        Some(row.timestamp),
+        Some(row.event_type),
+        row.plan_id,
+        row.user_identity,
+        Some(row.details),
+        row.actor_name,
+        row.project_name,
+        row.session_id,
+        row.outcome,
+    ];
+    Ok(stored.is_some_and(|stored| stored.iter().map(Option::as_deref).eq(mine)))
 }
 
 /// The chain value after row `upto` (None: after the last row): the last
