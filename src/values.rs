@@ -241,9 +241,12 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
     Ok(copied)
 }
 
-/// `repr(obj)` cut to about 60 characters, for error messages that quote the bad value.
+/// `repr(obj)` cut to about 60 characters, for error messages that quote
+/// the bad value. Value-shaped secrets in it are masked first: callers log
+/// exceptions, and a token passed to the wrong parameter must not reach a log.
 pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
     let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = crate::redact::Rules::shared_default().redact_text(&text, 0).unwrap_or(text);
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(57).collect::<String>())
     } else {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -639,3 +640,15 @@ def test_auditbus_never_imports_pydantic() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[] []", result.stdout + result.stderr
+
+
+def test_an_error_quoting_a_bad_value_masks_a_secret_in_it(tmp_path: pathlib.Path) -> None:
+    token = "ghp_" + "c" * 36
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="plan_applied", plan_id=token.encode())
+    assert "plan_id" in str(raised.value)
+    assert token not in str(raised.value)
+    with auditbus.AuditService(tmp_path / "a.db") as svc, pytest.raises(TypeError) as raised_too:
+        svc.record("auth_success", user_identity=token.encode())  # type: ignore[arg-type]
+    assert "user_identity" in str(raised_too.value)
+    assert token not in str(raised_too.value)

@@ -27,6 +27,7 @@ use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
 use crate::timestamp;
+use crate::values::short_repr;
 
 /// How long a read waits for records still queued before it.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
@@ -95,11 +96,9 @@ fn opt_text(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<Stri
         Some(v) if v.is_none() => Ok(None),
         Some(v) => match v.cast::<PyString>() {
             Ok(s) => Ok(Some(s.to_string_lossy().into_owned())),
-            Err(_) => Err(Error::Type(format!(
-                "{field}: expected str or None, got {} {}",
-                type_name(v),
-                v.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default()
-            ))),
+            Err(_) => {
+                Err(Error::Type(format!("{field}: expected str or None, got {} {}", type_name(v), short_repr(v))))
+            }
         },
     }
 }
@@ -131,11 +130,7 @@ fn event_types(value: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<String>>> 
     for item in items {
         let item = item?;
         let text = item.cast::<PyString>().map_err(|_| {
-            Error::Type(format!(
-                "event_type: expected str items, got {} {}",
-                type_name(&item),
-                item.repr().map(|r| r.to_string()).unwrap_or_default()
-            ))
+            Error::Type(format!("event_type: expected str items, got {} {}", type_name(&item), short_repr(&item)))
         })?;
         types.push(known_type("event_type", &text.to_string_lossy())?);
     }
