@@ -284,14 +284,12 @@ class DetailsReader:
 
     `AuditEntry.details` raises `AuditError` when the stored text is not JSON;
     the trail's other rows must still be shown. Such a row is shown with its
-    stored text, read by id over a separate read-only connection (the entry
-    does not expose it), and its id is kept for one warning line at the end.
+    stored text (`AuditEntry.stored_details`), and its id is kept for one
+    warning line at the end.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.bad_ids: list[int] = []
-        self._connection: sqlite3.Connection | None = None
 
     def details(self, entry: AuditEntry) -> Any:
         try:
@@ -299,7 +297,7 @@ class DetailsReader:
         except AuditError as exc:
             if entry.id not in self.bad_ids:
                 self.bad_ids.append(entry.id)
-            return UnreadableDetails(error=_ROW_PREFIX.sub("", _one_line(exc)), raw=self._raw(entry.id))
+            return UnreadableDetails(error=_ROW_PREFIX.sub("", _one_line(exc)), raw=entry.stored_details)
 
     def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
         """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
@@ -309,18 +307,6 @@ class DetailsReader:
             return data
         fields = {name: None if name == "details" else getattr(entry, name, None) for name in _DICT_FIELDS}
         return {**fields, "details_error": details.error, "details_raw": details.raw}
-
-    def _raw(self, row_id: int) -> str | None:
-        try:
-            if self._connection is None:
-                self._connection = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True)
-            found = self._connection.execute("SELECT details FROM audit_log WHERE id = ?", (row_id,)).fetchone()
-        except sqlite3.Error:
-            return None
-        if found is None or found[0] is None:
-            return None
-        value = found[0]
-        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
     def warn(self, stream: IO[str]) -> None:
         """One stderr line naming the rows shown with unreadable details since the last call."""
@@ -337,11 +323,6 @@ class DetailsReader:
             file=stream,
         )
         self.bad_ids.clear()
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
 
 #: The keys of `AuditEntry.to_dict()`, in its order.
@@ -619,12 +600,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         if args.limit and len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
             notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
-    with contextlib.closing(DetailsReader(path)) as reader:
-        _print_entries(entries, args, sys.stdout, reader)
-        if notice:
-            sys.stdout.flush()
-            print(notice, file=sys.stderr)
-        reader.warn(sys.stderr)
+    reader = DetailsReader()
+    _print_entries(entries, args, sys.stdout, reader)
+    if notice:
+        sys.stdout.flush()
+        print(notice, file=sys.stderr)
+    reader.warn(sys.stderr)
     return EXIT_OK
 
 
@@ -632,7 +613,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     out = sys.stdout
     filters = _filters(args)
     path = db_path(args)
-    reader = DetailsReader(path)
+    reader = DetailsReader()
 
     def show(entries: Iterable[AuditEntry]) -> None:
         for entry in entries:
@@ -640,7 +621,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         out.flush()
         reader.warn(sys.stderr)
 
-    with contextlib.closing(reader), open_service(path) as service:
+    with open_service(path) as service:
         newest = service.query(limit=1, order="desc")
         last_id = newest[0].id if newest else 0
         recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
@@ -739,7 +720,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = Path(args.output) if args.output else None
     # A progress line only helps a person watching, and must not mix into the export itself.
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
-    with contextlib.closing(DetailsReader(path)) as reader, open_service(path) as service:
+    reader = DetailsReader()
+    with open_service(path) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
         entries = service.iter_entries(**filters, order="asc")
         if target is None:
@@ -883,10 +865,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         service.flush()
         rows = [row for row in service.query(after_id=start_id, order="asc", limit=None) if row.event_id in emitted]
         report = service.verify()
-    reader = DetailsReader(path)
-    with contextlib.closing(reader):
-        render_table(rows, out, reader, width=_terminal_width(out))
-        in_rows = any(secret in _compact_json(reader.as_dict(row)) for row in rows)
+    reader = DetailsReader()
+    render_table(rows, out, reader, width=_terminal_width(out))
+    in_rows = any(secret in _compact_json(reader.as_dict(row)) for row in rows)
     out.write("\n")
 
     checks: list[tuple[bool, str]] = []

@@ -197,6 +197,12 @@ impl AuditEntry {
     fn details(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.details_py(py)
     }
+    /// The details column's text exactly as read, even when it is not JSON
+    /// (`details` then raises); None for an entry built in Python.
+    #[getter]
+    fn stored_details(&self) -> Option<&str> {
+        self.details_text.as_deref()
+    }
     #[getter]
     fn event_id(&self) -> Option<&str> {
         self.event_id.as_deref()
