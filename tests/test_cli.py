@@ -1099,3 +1099,25 @@ def test_help_of_every_command(tmp_path: Path) -> None:
 def test_version(tmp_path: Path) -> None:
     result = run("--version", cwd=tmp_path)
     assert result.stdout.strip() == f"auditbus {__version__}"
+
+
+def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:
+    """The legacy service masks by key name only: a value-shaped secret sits in its rows."""
+    path = tmp_path / "legacy.db"
+    secret = "sk-legacyplainsecret1234567890abcdef"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "config_changed", "alice", json.dumps({"key": "llm.api_key", "new_value": secret})),
+        )
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "config_changed", "alice", f"not json, token={secret}"),
+        )
+    connection.close()
+    for args in (("query",), ("query", "--json"), ("query", "--csv"), ("tail",), ("export", "--format", "csv")):
+        result = run(*args, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "llm.api_key" in result.stdout, args
+        assert secret not in result.stdout + result.stderr, args

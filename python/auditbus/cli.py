@@ -33,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity
+from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity, redact
 from .types import EventType
 
 DEFAULT_DB = "audit.db"
@@ -292,18 +292,27 @@ class DetailsReader:
         self.bad_ids: list[int] = []
 
     def details(self, entry: AuditEntry) -> Any:
+        # A row without a chain hash was written by another writer (the legacy
+        # service masks by key name only): it is shown through auditbus's
+        # rules, so a secret stored there never reaches a terminal or an export.
+        foreign = entry.chain_hash is None
         try:
-            return entry.details
+            details = entry.details
         except AuditError as exc:
             if entry.id not in self.bad_ids:
                 self.bad_ids.append(entry.id)
-            return UnreadableDetails(error=_ROW_PREFIX.sub("", _one_line(exc)), raw=entry.stored_details)
+            raw = entry.stored_details
+            return UnreadableDetails(
+                error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
+            )
+        return redact(details) if foreign else details
 
     def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
         """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
         details = self.details(entry)
         if not isinstance(details, UnreadableDetails):
             data: dict[str, Any] = entry.to_dict()
+            data["details"] = details
             return data
         fields = {name: None if name == "details" else getattr(entry, name, None) for name in _DICT_FIELDS}
         return {**fields, "details_error": details.error, "details_raw": details.raw}
