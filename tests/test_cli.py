@@ -1121,3 +1121,13 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         assert result.returncode == 0, (args, result.stderr)
         assert "llm.api_key" in result.stdout, args
         assert secret not in result.stdout + result.stderr, args
+
+
+@pytest.mark.parametrize("command", [("query",), ("verify",), ("stats",), ("purge", "--before", "2020-01-01", "--yes")])
+def test_an_empty_file_is_refused_not_made_into_a_database(tmp_path: Path, command: tuple[str, ...]) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    result = run(*command, "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "empty file, not an audit database" in result.stderr
+    assert path.stat().st_size == 0

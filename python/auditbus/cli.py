@@ -203,6 +203,8 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
             raise CliError(f"{path} is not an audit database (not an SQLite file)")
         if header:
             _require_audit_table(path)
+        elif not create:
+            raise CliError(f"{path} is an empty file, not an audit database (this command never creates one)")
     elif not create:
         raise CliError(f"no audit database at {path} (pass --db PATH or set {ENV_DB}; this command never creates one)")
     try:
