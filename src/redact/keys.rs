@@ -205,6 +205,21 @@ pub const SAFE_NAMES: &[&str] = &[
     "authscheme",
     "authenticationmethod",
     "authenticationtype",
+    // Counts of authentication outcomes: an auditor reads them (failed
+    // logins per account); the credential itself is never a count.
+    "authfailures",
+    "authfailurecount",
+    "authattempts",
+    "authsuccesses",
+    "authcount",
+    "failedauthcount",
+    "failedauthattempts",
+    "authenticationfailures",
+    "authenticationattempts",
+    "passwordattempts",
+    "passwordfailures",
+    "failedpasswordattempts",
+    "passwordresetcount",
     // Session settings.
     "sessiontimeout",
     "sessioncount",
@@ -674,10 +689,14 @@ mod tests {
             "password_policy",
             "passwordless",
             "api_key_id",
+            "auth_failures",
+            "failedAuthAttempts",
+            "password_attempts",
+            "login.auth_attempts",
         ] {
             assert!(!secret(key), "{key}");
         }
-        for key in ["access_tokens", "refresh_token", "password_hint", "tokens"] {
+        for key in ["access_tokens", "refresh_token", "password_hint", "tokens", "auth", "auth_failure_token"] {
             assert!(secret(key), "{key}");
         }
     }
