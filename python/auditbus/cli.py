@@ -336,22 +336,10 @@ class DetailsReader:
         self.bad_ids.clear()
 
 
-#: The keys of `AuditEntry.to_dict()`, in its order.
-_DICT_FIELDS: tuple[str, ...] = (
-    "id",
-    "timestamp",
-    "event_type",
-    "plan_id",
-    "user_identity",
-    "details",
-    "event_id",
-    "actor_name",
-    "project_name",
-    "session_id",
-    "outcome",
-    "source",
-    "recorded_at",
-    "chain_hash",
+#: The keys of `AuditEntry.to_dict()`, in its order, taken from it (an entry
+#: whose details cannot be read cannot give them itself).
+_DICT_FIELDS: tuple[str, ...] = tuple(
+    AuditEntry(0, datetime(1970, 1, 1, tzinfo=timezone.utc), "plan_applied").to_dict()
 )
 
 

@@ -35,7 +35,7 @@ const CHAIN_DOMAIN: &[u8] = b"auditbus-chain-v1";
 const FOLD_DOMAIN: &[u8] = b"auditbus-fold-v1";
 
 /// The hashed content of one row, in column order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowContent<'a> {
     pub id: i64,
     pub timestamp: &'a str,

@@ -992,25 +992,16 @@ const MAX_COPY_SUFFIX: u32 = 1000;
 /// (the columns the event itself gives; the id, `source` and times of
 /// writing may differ).
 fn stored_alike(tx: &Connection, event_id: &str, row: &RowContent<'_>) -> Result<bool> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT timestamp, event_type, plan_id, user_identity, details, actor_name, project_name, session_id, \
-         outcome FROM audit_log WHERE event_id = ?1",
-    )?;
-    let stored = stmt
-        .query_row([event_id], |r| (0..9).map(|i| query::text(r, i)).collect::<rusqlite::Result<Vec<_>>>())
+    let stored: Option<RowData> = tx
+        .prepare_cached(&format!("SELECT {} FROM audit_log WHERE event_id = ?1", schema::ROW_COLUMNS))?
+        .query_row([event_id], RowData::read)
         .optional()?;
-    let mine = [
-        Some(row.timestamp),
-        Some(row.event_type),
-        row.plan_id,
-        row.user_identity,
-        Some(row.details),
-        row.actor_name,
-        row.project_name,
-        row.session_id,
-        row.outcome,
-    ];
-    Ok(stored.is_some_and(|stored| stored.iter().map(Option::as_deref).eq(mine)))
+    // The stored row, with the columns of its writing (not of the event) taken from `row`.
+    Ok(stored.is_some_and(|stored| {
+        let content = stored.content();
+        RowContent { id: row.id, event_id: row.event_id, source: row.source, recorded_at: row.recorded_at, ..content }
+            == *row
+    }))
 }
 
 /// The chain value after row `upto` (None: after the last row): the last
