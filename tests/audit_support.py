@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,3 +123,36 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
 
 
 DOMAIN_ROWS = "event_type NOT LIKE 'audit\\_%' ESCAPE '\\'"
+
+
+@contextmanager
+def readable_folder() -> Iterator[Path]:
+    """A folder another user may read (pytest's tmp_path is private to its owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="auditbus-ro-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def run_as_reader(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+    """Runs `python *args` as a process that may read but not write `folder` and the files in it.
+
+    Permissions do not bind root, so as root the child runs as nobody (with
+    setpriv); the test is skipped only where neither is possible.
+    """
+    for item in folder.iterdir():
+        item.chmod(0o444)
+    command = [sys.executable, *args]
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop write permission")
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder)
+    finally:
+        folder.chmod(0o755)

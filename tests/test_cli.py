@@ -8,6 +8,7 @@ script) and checks exit status, stdout and stderr.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_support import readable_folder, run_as_reader
 from auditbus import (
     SECURITY_EVENT_TYPES,
     AuditService,
@@ -1131,3 +1133,70 @@ def test_an_empty_file_is_refused_not_made_into_a_database(tmp_path: Path, comma
     assert result.returncode == 1, result.stderr
     assert "empty file, not an audit database" in result.stderr
     assert path.stat().st_size == 0
+
+
+# --- --read-only ------------------------------------------------------------------------------
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--json"],
+        ["tail", "-n", "3", "--json"],
+        ["export", "--format", "csv"],
+        ["query", "--user", "alice", "--json", "--limit", "0"],
+    ],
+)
+def test_read_only_answers_as_the_command_does_and_writes_nothing(trail: Path, args: list[str]) -> None:
+    before = digest(trail)
+    first, *rest = args
+    for position in (["--read-only", first, *rest], [first, "--read-only", *rest]):
+        read_only = run(*position, "--db", str(trail), cwd=trail.parent)
+        assert read_only.returncode == 0, read_only.stderr
+        assert digest(trail) == before
+    writable = run(*args, "--db", str(trail), cwd=trail.parent)
+    assert writable.returncode == 0, writable.stderr
+    assert read_only.stdout == writable.stdout
+    # The writable run recorded its access; the read-only ones did not.
+    with AuditService(trail, read_only=True) as reader:
+        assert reader.count(event_type="audit_started") == 2  # the trail's own writer, then the writable command
+
+
+def test_read_only_verify_and_stats(trail: Path) -> None:
+    before = digest(trail)
+    verified = run("--read-only", "verify", "--json", "--db", str(trail), cwd=trail.parent)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+    stats = run("stats", "--read-only", "--json", "--db", str(trail), cwd=trail.parent)
+    assert stats.returncode == 0, stats.stderr
+    figures = json.loads(stats.stdout)
+    assert (figures["trail"]["rows"], figures["service"]["read_only"], figures["service"]["written"]) == (7, True, 0)
+    assert digest(trail) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["purge", "--before", "2d", "--yes", "--read-only"], "purge deletes rows"),
+        (["--read-only", "demo"], "demo writes a sample trail"),
+    ],
+)
+def test_read_only_refuses_the_commands_that_write(trail: Path, args: list[str], fragment: str) -> None:
+    before = digest(trail)
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, "--read-only", fragment)
+    assert digest(trail) == before
+
+
+def test_a_trail_the_user_may_not_write_is_refused_with_a_pointer_to_read_only() -> None:
+    with readable_folder() as folder:
+        path = folder / "trail.db"
+        prepare(path, sample_events())
+        refused = run_as_reader(["-m", "auditbus", "query", "--db", str(path)], folder)
+        assert_one_error_line(refused, 1, "cannot be written by this user", "pass --read-only")
+        read = run_as_reader(["-m", "auditbus", "query", "--read-only", "--json", "--db", str(path)], folder)
+        assert read.returncode == 0, read.stderr
+        assert [row["user_identity"] for row in jsonl(read.stdout)] == ["bob", "bob", "alice", "alice", "alice"]

@@ -265,6 +265,7 @@ class AuditService:
         put_timeout: float | None = 5.0,
         busy_timeout: float = 5.0,
         app_name: str | None = None,
+        read_only: bool = False,
     ) -> Self: ...
     @property
     def db_path(self) -> str: ...

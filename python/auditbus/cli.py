@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -188,11 +187,15 @@ def db_path(args: argparse.Namespace) -> str:
 
 
 @contextlib.contextmanager
-def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
-    """The audit service on `path`; without `create`, a missing database is an error, not a new file."""
+def open_service(path: str, *, create: bool = False, read_only: bool = False) -> Iterator[AuditService]:
+    """The audit service on `path`; without `create`, a missing database is an error, not a new file.
+
+    With `read_only`, nothing is written to the database: no lifecycle rows, no migration.
+    """
     file = Path(path)
     if file.is_dir():
         raise CliError(f"{path} is a directory, not an audit database")
+    header = b""
     if file.exists():
         try:
             with file.open("rb") as handle:
@@ -201,17 +204,17 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
             raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
         if header and header != _SQLITE_HEADER:
             raise CliError(f"{path} is not an audit database (not an SQLite file)")
-        if header:
-            _require_audit_table(path)
-        elif not create:
+        if not header and not create:
             raise CliError(f"{path} is an empty file, not an audit database (this command never creates one)")
     elif not create:
         raise CliError(f"no audit database at {path} (pass --db PATH or set {ENV_DB}; this command never creates one)")
-    try:
-        # The service records its own start and stop rows, naming this app: reading the trail is on the trail.
-        service = AuditService(path, app_name="auditbus-cli")
-    except Exception as exc:  # the service names what is wrong; one line, no traceback
-        raise CliError(f"cannot open audit database {path}: {_one_line(exc)}") from None
+    # An existing file is first opened read-only: an SQLite file of some other
+    # application is refused instead of being given an audit table.
+    service = _open(path, read_only=True) if header else None
+    if service is None or not read_only:
+        if service is not None:
+            service.close()
+        service = _open(path, read_only=False)
     try:
         # The service's own start row is written behind; settle it first so that
         # every count and preview below sees one fixed trail.
@@ -219,6 +222,21 @@ def open_service(path: str, *, create: bool = False) -> Iterator[AuditService]:
         yield service
     finally:
         service.close()
+
+
+def _open(path: str, *, read_only: bool) -> AuditService:
+    try:
+        # A writable service records its own start and stop rows, naming this
+        # app: reading the trail is on the trail.
+        return AuditService(path, app_name="auditbus-cli", read_only=read_only)
+    except Exception as exc:  # the service names what is wrong; one line, no traceback
+        detail = _one_line(exc)
+        if "cannot be written by this process" in detail:
+            raise CliError(
+                f"{path} cannot be written by this user, and every command records its own access in the trail "
+                "(PCI DSS 10.2.1.3); pass --read-only to read it without recording this access"
+            ) from None
+        raise CliError(f"cannot open audit database {path}: {detail}") from None
 
 
 #: The files SQLite keeps beside a database: writing over any of them corrupts it.
@@ -244,21 +262,6 @@ def refuse_database_as_output(database: str, output: str) -> None:
             if same:
                 what = "the audit database" if not suffix else f"the audit database's {suffix[1:]} file"
                 raise UsageError(f"--output {output} is {what} ({base}{suffix}); choose another file")
-
-
-def _require_audit_table(path: str) -> None:
-    """Refuse an SQLite file of some other application instead of adding an audit table to it."""
-    try:
-        connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'")
-            has_table = found.fetchone() is not None
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise CliError(f"{path} is not a readable audit database: {_one_line(exc)}") from None
-    if not has_table:
-        raise CliError(f"{path} is an SQLite database without an audit_log table, not an audit database")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -589,7 +592,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
     notice = None
     path = db_path(args)
-    with open_service(path) as service:
+    with open_service(path, read_only=args.read_only) as service:
         entries = service.query(
             **filters,
             limit=args.limit or None,
@@ -620,7 +623,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         out.flush()
         reader.warn(sys.stderr)
 
-    with open_service(path) as service:
+    with open_service(path, read_only=args.read_only) as service:
         newest = service.query(limit=1, order="desc")
         last_id = newest[0].id if newest else 0
         recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
@@ -668,7 +671,7 @@ def describe_verify(report: Any) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with open_service(db_path(args)) as service:
+    with open_service(db_path(args), read_only=args.read_only) as service:
         report = service.verify()
     if args.json:
         print(_compact_json(_report_fields(report)))
@@ -720,7 +723,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # A progress line only helps a person watching, and must not mix into the export itself.
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
     reader = DetailsReader()
-    with open_service(path) as service:
+    with open_service(path, read_only=args.read_only) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
         entries = service.iter_entries(**filters, order="asc")
         if target is None:
@@ -782,7 +785,7 @@ def trail_summary(service: AuditService) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_service(db_path(args)) as service:
+    with open_service(db_path(args), read_only=args.read_only) as service:
         figures = {"trail": trail_summary(service), "service": service.stats()}
     if args.json:
         print(_compact_json(figures))
@@ -808,6 +811,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     before: datetime = args.before
     if before > datetime.now(_UTC):
         raise UsageError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
+    if args.read_only:
+        raise UsageError("--read-only: purge deletes rows and records that it did; it needs write access")
     path = db_path(args)
     with open_service(path) as service:
         if not args.yes:
@@ -847,6 +852,8 @@ def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], li
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.read_only:
+        raise UsageError("--read-only: demo writes a sample trail; it needs write access")
     path = db_path(args)
     out = sys.stdout
     run_id = secrets.token_hex(4)
@@ -913,12 +920,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"auditbus: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_db(parser: argparse.ArgumentParser, default: Any) -> None:
+def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
         default=default,
         help=f"the audit database (default: ${ENV_DB}, else ./{DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        default=read_only_default,
+        help="read without writing anything to the database, this access included (an evidence copy, "
+        "read-only media, a reader without write permission); not for demo or purge",
     )
 
 
@@ -950,10 +964,10 @@ def build_parser() -> argparse.ArgumentParser:
         "2 bad usage, 3 a check failed.",
     )
     parser.add_argument("--version", action="version", version=f"auditbus {__version__}")
-    _add_db(parser, None)
-    # Subcommands take --db too, without overriding one given before the command.
+    _add_db(parser, None, False)
+    # Subcommands take --db and --read-only too, without overriding one given before the command.
     common = _Parser(add_help=False)
-    _add_db(common, argparse.SUPPRESS)
+    _add_db(common, argparse.SUPPRESS, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(

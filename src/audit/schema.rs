@@ -110,14 +110,151 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Opens an existing trail for reading only: nothing is created, migrated
+/// or written. SQLite still needs a `-shm` file beside a WAL database; where
+/// the folder refuses one (read-only media, an evidence copy in a folder the
+/// reader may not write) and no `-wal` file holds rows not yet in the main
+/// file, the file is read as immutable instead. A legacy trail (schema 0) is
+/// read through temporary views that add the newer columns as NULL.
+pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Connection> {
+    match std::fs::metadata(path) {
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "no audit database at {path:?} ({e}); read_only=True never creates one"
+            )))
+        }
+        Ok(meta) if meta.is_dir() => {
+            return Err(Error::Storage(format!("{path:?} is a directory, not an audit database")))
+        }
+        Ok(_) => {}
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let open = |name: &str| -> Result<Connection> {
+        let conn = Connection::open_with_flags(name, flags).map_err(|e| at(path, "cannot open", e))?;
+        conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    };
+    let shared = open(&plain_uri(path))?;
+    let conn = match user_version(&shared) {
+        Ok(_) => shared,
+        Err(e) if needs_shm(&e) && !wal_has_frames(path) => {
+            drop(shared);
+            let conn = open(&format!("{}?immutable=1", plain_uri(&absolute(path))))?;
+            user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
+            conn
+        }
+        Err(e) if needs_shm(&e) => {
+            return Err(at(
+                path,
+                "cannot be read without write access to its folder (its -wal file holds rows, and SQLite cannot \
+                 create the -shm file beside it); copy the database with its -wal file to a writable folder",
+                e,
+            ))
+        }
+        Err(e) => return Err(at(path, "not a readable SQLite database", e)),
+    };
+    let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    let columns = table_columns(&conn).map_err(|e| at(path, "cannot read the schema", e))?;
+    if columns.is_empty() {
+        return Err(Error::Storage(format!(
+            "{path:?} is an SQLite database without an audit_log table, not an audit database"
+        )));
+    }
+    if version < 1 {
+        legacy_views(&conn, &columns).map_err(|e| at(path, "cannot read the legacy schema", e))?;
+    }
+    conn.pragma_update(None, "query_only", true).map_err(|e| at(path, "cannot set query_only", e))?;
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    // Reads the header and, in WAL mode, the wal-index: the first access that needs the -shm file.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+fn table_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('audit_log')")?;
+    let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    names.collect()
+}
+
+/// A read-only connection that could not set up WAL's shared memory.
+fn needs_shm(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen))
+}
+
+fn wal_has_frames(path: &str) -> bool {
+    std::fs::metadata(format!("{path}-wal")).is_ok_and(|meta| meta.len() > 0)
+}
+
+fn absolute(path: &str) -> String {
+    std::fs::canonicalize(path).map_or_else(|_| path.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+/// `path` as an SQLite URI filename: the characters URIs give a meaning are escaped.
+fn plain_uri(path: &str) -> String {
+    let mut uri = String::from("file:");
+    for c in path.chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            other => uri.push(other),
+        }
+    }
+    uri
+}
+
+/// Shadows a legacy `audit_log` (and the missing `audit_meta`) with
+/// temporary views, so every read sees the current columns: the newer ones
+/// NULL, and every row outside the chain, as the migration would leave them.
+fn legacy_views(conn: &Connection, columns: &[String]) -> rusqlite::Result<()> {
+    let select: Vec<String> = ROW_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .map(|column| {
+            if columns.iter().any(|c| c == column) {
+                format!("main.audit_log.{column}")
+            } else {
+                format!("NULL AS {column}")
+            }
+        })
+        .collect();
+    conn.execute_batch(&format!("CREATE TEMP VIEW audit_log AS SELECT {} FROM main.audit_log", select.join(", ")))?;
+    let last = last_id(conn)?;
+    conn.execute_batch(&format!(
+        "CREATE TEMP VIEW audit_meta (key, value) AS VALUES ('chain_anchor_id', '{last}'), ('chain_anchor_hash', '{}')",
+        chain::GENESIS
+    ))?;
+    Ok(())
+}
+
+const NOT_WRITABLE: &str = "cannot be written by this process (every service records its own start and stop; \
+                            open it with read_only=True to read it)";
+
 /// Opens the writer's connection: WAL, the chosen `synchronous` (read back
 /// and checked, since wrappers and compile options can change defaults),
 /// then the migrations.
 pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -> Result<Connection> {
     let mut conn = open(path, busy_timeout)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| at(path, "not a usable SQLite database", e))?;
+    // SQLite quietly opens a file it may not write read-only; the writer
+    // would then retry its first commit for ever.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(Error::Storage(format!("audit database {path:?} {NOT_WRITABLE}")));
+    }
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(|e| match e {
+            ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => at(path, NOT_WRITABLE, e),
+            other => at(path, "not a usable SQLite database", other),
+        })?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
     }

@@ -3,7 +3,9 @@
 //! Records are built and redacted on the caller's thread (the writer and
 //! the disk never see a raw secret), then handed to the [`Writer`]. Reads
 //! use a second connection, with the GIL released, so queries run while the
-//! writer commits (WAL readers do not block the writer).
+//! writer commits (WAL readers do not block the writer). With
+//! `read_only=True` there is no writer at all: the reader connection alone,
+//! opened so that nothing in the file changes.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ use crate::audit::entry::{AuditEntry, VerifyReport};
 use crate::audit::query::{self, Filter, Order, RowData};
 use crate::audit::record::{lifecycle, new_event_id, AuditRecord, Who};
 use crate::audit::schema::{self, Durability, SCHEMA_VERSION};
-use crate::audit::writer::{Committed, Writer};
+use crate::audit::writer::{Committed, Stats, Writer};
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
@@ -207,6 +209,9 @@ fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
     Ok(filter)
 }
 
+/// Reads one of the writer's counters.
+type Counter = fn(&Stats) -> u64;
+
 /// `auditbus.AuditService`: the durable, redacted, tamper-evident audit trail.
 #[pyclass(frozen, module = "auditbus", name = "AuditService")]
 pub struct AuditService {
@@ -215,7 +220,8 @@ pub struct AuditService {
     durability: Durability,
     rules: Arc<Rules>,
     put_timeout: Option<Duration>,
-    writer: Arc<Writer>,
+    /// None for a read-only service.
+    writer: Option<Arc<Writer>>,
     reader: Mutex<Option<Connection>>,
     /// The temporary file standing in for `":memory:"`.
     temp: Option<PathBuf>,
@@ -226,15 +232,28 @@ impl AuditService {
     /// Write-behind entry for the bus: redacts on the caller's thread,
     /// queues the owned record and returns without touching the disk.
     pub fn submit_event(&self, py: Python<'_>, event: &DomainEvent) -> Result<()> {
+        let writer = self.writer("record_event()")?;
         let record = AuditRecord::from_event(py, event, &self.rules)?;
-        self.writer.submit(py, record, self.put_timeout)
+        writer.submit(py, record, self.put_timeout)
+    }
+
+    /// The writer, or the error a read-only service gives to `what`.
+    fn writer(&self, what: &str) -> Result<&Writer> {
+        self.writer.as_deref().ok_or_else(|| {
+            Error::Storage(format!(
+                "AuditService({:?}) was opened with read_only=True; {what} needs a writable service",
+                self.db_path
+            ))
+        })
     }
 
     fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T> {
         // Read-your-writes: a read sees every record handed to this service
         // before it. A failing disk bounds the wait; the read then shows what
         // is committed, and the records stay queued.
-        let _ = self.writer.flush(py, Some(SETTLE_LIMIT));
+        if let Some(writer) = &self.writer {
+            let _ = writer.flush(py, Some(SETTLE_LIMIT));
+        }
         py.detach(|| {
             let guard = self.reader.lock();
             let conn =
@@ -262,8 +281,8 @@ impl AuditService {
 #[pymethods]
 impl AuditService {
     #[new]
-    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None),
-           text_signature = "(db_path, *, durability='full', redactor=None, queue_size=65536, put_timeout=5.0, busy_timeout=5.0, app_name=None)")]
+    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None, read_only = false),
+           text_signature = "(db_path, *, durability='full', redactor=None, queue_size=65536, put_timeout=5.0, busy_timeout=5.0, app_name=None, read_only=False)")]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
@@ -274,6 +293,7 @@ impl AuditService {
         put_timeout: Option<f64>,
         busy_timeout: f64,
         app_name: Option<String>,
+        read_only: bool,
     ) -> Result<Self> {
         let fspath =
             py.import("os")?.getattr("fspath")?.call1((db_path,)).map_err(|_| {
@@ -300,6 +320,26 @@ impl AuditService {
         let capacity = usize::try_from(queue_size).unwrap_or(usize::MAX).min(1 << 26);
         let put_timeout = seconds("put_timeout", put_timeout)?;
         let busy = seconds("busy_timeout", Some(busy_timeout))?.unwrap_or_default();
+        if read_only {
+            if db_path == ":memory:" || db_path.is_empty() {
+                return Err(Error::invalid(
+                    "db_path",
+                    format!("{db_path:?} with read_only=True: expected the path of an existing audit database"),
+                ));
+            }
+            // A reader only: no writer thread, no lifecycle rows, nothing written.
+            let reader = py.detach(|| schema::open_read_only(&db_path, busy))?;
+            return Ok(Self {
+                db_path,
+                durability,
+                rules,
+                put_timeout,
+                writer: None,
+                reader: Mutex::new(Some(reader)),
+                temp: None,
+                source: String::new(),
+            });
+        }
 
         // ":memory:" (and "") keep working as for the legacy service, on a
         // private temporary file so the writer and reader see one database.
@@ -352,7 +392,16 @@ impl AuditService {
         details.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
         details.insert("queue_size".into(), Value::from(capacity));
         writer.submit(py, AuditRecord::lifecycle(lifecycle::STARTED, details), None)?;
-        Ok(Self { db_path, durability, rules, put_timeout, writer, reader: Mutex::new(Some(read_conn)), temp, source })
+        Ok(Self {
+            db_path,
+            durability,
+            rules,
+            put_timeout,
+            writer: Some(writer),
+            reader: Mutex::new(Some(read_conn)),
+            temp,
+            source,
+        })
     }
 
     #[getter]
@@ -378,7 +427,8 @@ impl AuditService {
         details: Option<&Bound<'_, PyAny>>,
     ) -> Result<AuditEntry> {
         // Counted from before redaction, so the writer can hold a commit open for this row.
-        let _caller = self.writer.durable_caller();
+        let writer = self.writer("record()")?;
+        let _caller = writer.durable_caller();
         let kind = EventKind::from_py("event_type", event_type)?;
         let who = Who {
             plan_id: opt_text("plan_id", plan_id)?,
@@ -401,7 +451,7 @@ impl AuditService {
         };
         let record = AuditRecord::from_dict(kind.value(), Utc::now(), new_event_id(), who, &details, &[], &self.rules)?;
         let stored = record.clone();
-        let committed = self.writer.record(py, record, self.put_timeout)?;
+        let committed = writer.record(py, record, self.put_timeout)?;
         let Some(Committed { id, recorded_at, prev_hash, chain_hash, .. }) = committed else {
             return Err(Error::Storage("record(): the row was not stored (duplicate event_id)".into()));
         };
@@ -437,7 +487,8 @@ impl AuditService {
     #[pyo3(signature = (timeout = None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> Result<()> {
         let timeout = seconds("timeout", timeout)?;
-        self.writer.flush(py, timeout)
+        // A read-only service was handed nothing.
+        self.writer.as_ref().map_or(Ok(()), |writer| writer.flush(py, timeout))
     }
 
     /// Matching entries, newest first by default. Filters (all optional, all
@@ -508,22 +559,32 @@ impl AuditService {
     /// Writer counters and where the trail lives.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.writer.shared.stats;
         let out = PyDict::new(py);
-        out.set_item("queued", s.queued.load(Relaxed))?;
-        out.set_item("written", s.written.load(Relaxed))?;
-        out.set_item("duplicates", s.duplicates.load(Relaxed))?;
-        out.set_item("batches", s.batches.load(Relaxed))?;
-        out.set_item("retries", s.retries.load(Relaxed))?;
-        out.set_item("errors", s.errors.load(Relaxed))?;
-        out.set_item("rejected", s.rejected.load(Relaxed))?;
-        out.set_item("lost", s.lost.load(Relaxed))?;
-        let last_error = s.last_error.lock().clone();
+        let counters: [(&str, Counter); 8] = [
+            ("queued", |s| s.queued.load(Relaxed)),
+            ("written", |s| s.written.load(Relaxed)),
+            ("duplicates", |s| s.duplicates.load(Relaxed)),
+            ("batches", |s| s.batches.load(Relaxed)),
+            ("retries", |s| s.retries.load(Relaxed)),
+            ("errors", |s| s.errors.load(Relaxed)),
+            ("rejected", |s| s.rejected.load(Relaxed)),
+            ("lost", |s| s.lost.load(Relaxed)),
+        ];
+        let stats = self.writer.as_ref().map(|w| &w.shared.stats);
+        for (name, read) in counters {
+            out.set_item(name, stats.map_or(0, read))?;
+        }
+        let last_error = stats.and_then(|s| s.last_error.lock().clone());
         out.set_item("last_error", last_error)?;
-        out.set_item("queue_depth", self.writer.queue_depth())?;
+        out.set_item("queue_depth", self.writer.as_ref().map_or(0, |w| w.queue_depth()))?;
         out.set_item("db_path", &self.db_path)?;
         out.set_item("durability", self.durability.name())?;
-        out.set_item("closed", self.writer.is_closed())?;
+        out.set_item("read_only", self.writer.is_none())?;
+        let closed = match &self.writer {
+            Some(writer) => writer.is_closed(),
+            None => py.detach(|| self.reader.lock().is_none()),
+        };
+        out.set_item("closed", closed)?;
         Ok(out)
     }
 
@@ -532,18 +593,22 @@ impl AuditService {
     /// re-anchors the chain, so `verify()` stays ok. Returns rows deleted.
     fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>) -> Result<u64> {
         let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
-        self.writer.purge(py, before)
+        self.writer("purge()")?.purge(py, before)
     }
 
     /// Flushes, records the stop, stops the writer. Idempotent.
     fn close(&self, py: Python<'_>) {
-        self.writer.close(py, Some(stop_record("close()")), None);
+        if let Some(writer) = &self.writer {
+            writer.close(py, Some(stop_record("close()")), None);
+        }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| {
             let reader = self.reader.lock().take();
             drop(reader);
         });
-        LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, &self.writer));
+        if let Some(writer) = &self.writer {
+            LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
+        }
         py.detach(|| remove_temp(self.temp.as_ref()));
     }
 
@@ -558,7 +623,10 @@ impl AuditService {
     }
 
     fn __repr__(&self) -> String {
-        format!("AuditService({:?}, durability={:?})", self.db_path, self.durability.name())
+        match self.writer {
+            Some(_) => format!("AuditService({:?}, durability={:?})", self.db_path, self.durability.name()),
+            None => format!("AuditService({:?}, read_only=True)", self.db_path),
+        }
     }
 }
 
@@ -566,7 +634,9 @@ impl Drop for AuditService {
     /// Dropped without `close()`: ask the writer to finish on its own (a
     /// destructor must not block); the at-exit hook still waits for it.
     fn drop(&mut self) {
-        self.writer.close_nowait(Some(stop_record("garbage collected without close()")));
+        if let Some(writer) = &self.writer {
+            writer.close_nowait(Some(stop_record("garbage collected without close()")));
+        }
     }
 }
 

@@ -1,0 +1,212 @@
+"""AuditService(read_only=True): reading a trail without writing a byte of it.
+
+Auditors read copies kept as evidence, trails on read-only media and trails
+they may not write; opening such a file must change nothing in it and must
+not need write access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import auditbus
+import pytest
+from audit_support import legacy_audit, readable_folder, run_as_reader
+from auditbus import AuditError, AuditService, DomainEvent, ReactiveEventBus
+
+UTC = timezone.utc
+EVERY_TYPE = sorted(auditbus.VALID_EVENT_TYPES | set(auditbus.AUDIT_LIFECYCLE_EVENT_TYPES))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_trail(path: Path, rows: int = 3) -> None:
+    with AuditService(path) as service:
+        for n in range(rows):
+            service.record("plan_applied", plan_id=f"p-{n}", user_identity="alice", details={"n": n})
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    path = tmp_path / "trail.db"
+    write_trail(path)
+    return path
+
+
+def test_a_read_only_service_reads_the_trail_and_leaves_the_file_as_it_was(trail: Path) -> None:
+    before = digest(trail)
+    with AuditService(trail, read_only=True) as reader:
+        assert [e.plan_id for e in reader.query()] == ["p-2", "p-1", "p-0"]
+        assert reader.count(user_identity="alice") == 3
+        assert [e.details for e in reader.iter_entries(user_identity="alice")] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        report = reader.verify()
+        assert (report.ok, report.checked) == (True, 5)  # three rows and the writer's start and stop
+        # No start or stop row of its own: only the writing service's.
+        assert reader.count(event_type="audit_started") == 1
+    assert digest(trail) == before
+
+
+def test_writes_on_a_read_only_service_raise_naming_the_mode(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as reader:
+        with pytest.raises(AuditError, match=r"read_only=True; record\(\) needs a writable service"):
+            reader.record("plan_applied")
+        with pytest.raises(AuditError, match=r"read_only=True; record_event\(\) needs a writable service"):
+            reader.record_event(DomainEvent(event_type="plan_applied"))
+        with pytest.raises(AuditError, match=r"read_only=True; purge\(\) needs a writable service"):
+            reader.purge(datetime(2020, 1, 1, tzinfo=UTC))
+        bus = ReactiveEventBus(audit=reader)
+        with pytest.raises(AuditError, match="read_only=True"):
+            bus.emit(DomainEvent(event_type="plan_applied"))
+        reader.flush()  # nothing was handed over: nothing to wait for
+        assert reader.count() == 3
+
+
+def test_stats_and_repr_say_read_only(trail: Path) -> None:
+    reader = AuditService(trail, read_only=True)
+    assert repr(reader) == f"AuditService({str(trail)!r}, read_only=True)".replace("'", '"')
+    stats = reader.stats()
+    assert (stats["read_only"], stats["closed"], stats["written"], stats["queued"]) == (True, False, 0, 0)
+    reader.close()
+    assert reader.stats()["closed"] is True
+    with pytest.raises(auditbus.ClosedError):
+        reader.query()
+    with AuditService(trail) as writer:
+        assert writer.stats()["read_only"] is False
+
+
+def test_read_only_never_creates_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(AuditError, match=r"no audit database at .*missing\.db.*never creates one"):
+        AuditService(missing, read_only=True)
+    assert not missing.exists()
+    with pytest.raises(AuditError, match="is a directory"):
+        AuditService(tmp_path, read_only=True)
+    with pytest.raises(ValueError, match=r":memory:. with read_only=True"):
+        AuditService(":memory:", read_only=True)
+
+
+def test_another_applications_sqlite_file_is_refused_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x)")
+    connection.close()
+    with pytest.raises(AuditError, match="without an audit_log table"):
+        AuditService(path, read_only=True)
+
+
+def test_a_legacy_trail_is_read_without_being_migrated(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "legacy.db"
+    old = legacy.AuditService(path)
+    old.record("plan_applied", plan_id="p-1", user_identity="bob", details={"files": 2})
+    old.record("auth_failure", user_identity="eve")
+    old.close()
+    before = digest(path)
+    with AuditService(path, read_only=True) as reader:
+        entries = reader.query()
+        assert [(e.event_type, e.user_identity, e.event_id, e.chain_hash) for e in entries] == [
+            ("auth_failure", "eve", None, None),
+            ("plan_applied", "bob", None, None),
+        ]
+        assert entries[1].details == {"files": 2}
+        assert reader.count(user_identity="bob") == 1
+        report = reader.verify()
+        assert (report.ok, report.checked, report.unchained) == (True, 0, 2)
+    assert digest(path) == before
+    # Still the legacy schema: a writable auditbus service would have migrated it.
+    assert legacy.AuditService(path).query(user_identity="eve")[0].event_type == "auth_failure"
+
+
+def _copy_with_wal(trail: Path, folder: Path) -> Path:
+    """A copy of a live trail whose newest rows are still only in its -wal file."""
+    folder.mkdir()
+    copy = folder / "copy.db"
+    with AuditService(trail) as writer:
+        writer.record("auth_success", user_identity="carol")
+        shutil.copyfile(trail, copy)
+        shutil.copyfile(f"{trail}-wal", f"{copy}-wal")
+    assert Path(f"{copy}-wal").stat().st_size > 0
+    return copy
+
+
+def test_rows_still_in_a_copied_wal_file_are_read(trail: Path, tmp_path: Path) -> None:
+    copy = _copy_with_wal(trail, tmp_path / "evidence")
+    with AuditService(copy, read_only=True) as reader:
+        assert reader.query(limit=1)[0].user_identity == "carol"
+        assert reader.verify().ok
+
+
+# --- a reader without write permission -------------------------------------------------------
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    with readable_folder() as folder:
+        yield folder
+
+
+def test_a_file_the_process_may_not_write_is_refused_at_open_and_read_read_only(shared_folder: Path) -> None:
+    path = shared_folder / "trail.db"
+    write_trail(path)
+    code = f"""
+import auditbus
+try:
+    auditbus.AuditService({str(path)!r})
+except auditbus.AuditError as exc:
+    print("refused:", exc)
+with auditbus.AuditService({str(path)!r}, read_only=True) as reader:
+    print("rows:", reader.count(), "ok:", reader.verify().ok)
+"""
+    result = run_as_reader(["-c", code], shared_folder)
+    assert result.returncode == 0, result.stderr
+    # Refused when opened, not accepted and then retried for ever by the writer.
+    assert "refused:" in result.stdout
+    assert "cannot be written by this process" in result.stdout
+    assert "read_only=True" in result.stdout
+    assert "rows: 3 ok: True" in result.stdout
+
+
+def test_a_copy_in_a_folder_the_reader_may_not_write_is_read_as_immutable(shared_folder: Path) -> None:
+    path = shared_folder / "trail.db"
+    write_trail(path)
+    assert not Path(f"{path}-wal").exists()  # a clean close leaves the database file alone
+    before = digest(path)
+    code = f"""
+import auditbus
+with auditbus.AuditService({str(path)!r}, read_only=True) as reader:
+    print("rows:", reader.count(), "ok:", reader.verify().ok)
+"""
+    result = run_as_reader(["-c", code], shared_folder)
+    # SQLite cannot create its -shm file there; with no -wal file, nothing is missed by reading it as immutable.
+    assert result.returncode == 0, result.stderr
+    assert "rows: 3 ok: True" in result.stdout
+    assert digest(path) == before
+    assert sorted(p.name for p in shared_folder.iterdir()) == ["trail.db"]
+
+
+def test_rows_in_a_wal_file_the_reader_cannot_open_are_an_error_not_a_silent_gap(
+    trail: Path, shared_folder: Path
+) -> None:
+    copy = shared_folder / "copy.db"
+    with AuditService(trail) as writer:
+        writer.record("auth_success", user_identity="carol")
+        shutil.copyfile(trail, copy)
+        shutil.copyfile(f"{trail}-wal", f"{copy}-wal")
+    code = f"""
+import auditbus
+try:
+    auditbus.AuditService({str(copy)!r}, read_only=True)
+except auditbus.AuditError as exc:
+    print("refused:", exc)
+"""
+    result = run_as_reader(["-c", code], shared_folder)
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout
+    assert "its -wal file holds rows" in result.stdout
