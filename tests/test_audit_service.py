@@ -212,6 +212,73 @@ def test_numbers_read_back_exactly(svc: AuditService) -> None:
     assert svc.query(plan_id="floats")[0].details == values
 
 
+# --- deliberate differences from the legacy service (README, "Deliberate differences") ---------
+
+
+def test_an_unknown_event_type_filter_raises_where_the_legacy_matched_nothing(tmp_path: Path) -> None:
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied")
+    assert legacy.query(event_type="plan_aplied") == []  # a typo reads as "no such rows"
+    legacy.close()
+    with (
+        AuditService(tmp_path / "a.db") as svc,
+        pytest.raises(ValueError, match=r"plan_aplied.*accepted: plan_created"),
+    ):
+        svc.query(event_type="plan_aplied")
+
+
+def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: Path) -> None:
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    for _ in range(3):
+        legacy.record("plan_applied")
+    assert len(legacy.query(limit=-1)) == 3  # SQLite's LIMIT -1: no limit
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        for _ in range(3):
+            svc.record("plan_applied")
+        with pytest.raises(ValueError, match="limit: expected an int >= 0 or None, got -1"):
+            svc.query(limit=-1)
+        assert len(svc.query(limit=None)) == 3
+
+
+def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
+    details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", details=details)
+    stored = legacy.query()[0].details
+    assert stored["huge"] == 2**64
+    assert stored["nan"] != stored["nan"]  # written as the non-standard JSON token NaN
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("plan_applied", details=details)
+        assert svc.query()[0].details == {"huge": "18446744073709551616", "nan": "nan", "inf": "-inf"}
+    # The stored text is standard JSON: a strict parser reads it.
+    text = raw_rows(tmp_path / "a.db", "event_type = 'plan_applied'")[0]["details"]
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+
+def test_details_nested_deeper_than_64_levels_are_cut_where_the_legacy_kept_them(tmp_path: Path) -> None:
+    details: dict[str, Any] = {}
+    inner = details
+    for _ in range(80):
+        inner["down"] = {}
+        inner = inner["down"]
+    inner["leaf"] = 1
+
+    def depth(value: Any) -> tuple[int, Any]:
+        levels = 0
+        while isinstance(value, dict) and "down" in value:
+            value, levels = value["down"], levels + 1
+        return levels, value
+
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    assert depth(legacy.record("plan_applied", details=details).details) == (80, {"leaf": 1})
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("plan_applied", details=details)
+        assert depth(svc.query()[0].details) == (64, "[nested too deep]")
+
+
 def test_keys_that_need_escaping_read_back_exactly(svc: AuditService) -> None:
     # Twice each: the second walk takes its keys from the key cache.
     details = {'qu"ote': 1, "back\\slash": 2, "new\nline": 3, "bell\x07": 4, "ключ": 5, "plain": 6}
