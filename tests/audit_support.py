@@ -125,6 +125,10 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
 DOMAIN_ROWS = "event_type NOT LIKE 'audit\\_%' ESCAPE '\\'"
 
 
+#: The user a root test process runs its readers as.
+NOBODY = 65534
+
+
 @contextmanager
 def readable_folder() -> Iterator[Path]:
     """A folder another user may read (pytest's tmp_path is private to its owner)."""
@@ -137,22 +141,53 @@ def readable_folder() -> Iterator[Path]:
         shutil.rmtree(folder)
 
 
-def run_as_reader(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+def run_as_reader(args: list[str], folder: Path, *, own_files: bool = False) -> subprocess.CompletedProcess[str]:
     """Runs `python *args` as a process that may read but not write `folder` and the files in it.
 
     Permissions do not bind root, so as root the child runs as nobody (with
-    setpriv); the test is skipped only where neither is possible.
+    setpriv); the test is skipped only where neither is possible. With
+    `own_files`, the files stay writable by the child (only the folder is not).
     """
+    command = _reader_command(args, folder, own_files=own_files)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder)
+    finally:
+        folder.chmod(0o755)
+
+
+@contextmanager
+def reader_process(args: list[str], folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """`python *args` started as a reader of `folder` (as `run_as_reader`), its stdin and stdout piped.
+
+    Meanwhile this process, root or the folder's owner, can still write the
+    files there.
+    """
+    command = _reader_command(args, folder)
+    try:
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder
+        ) as process:
+            try:
+                yield process
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    finally:
+        folder.chmod(0o755)
+
+
+def _reader_command(args: list[str], folder: Path, *, own_files: bool = False) -> list[str]:
+    """Makes `folder` and its files read-only, and the command that runs `python *args` without write access."""
     for item in folder.iterdir():
-        item.chmod(0o444)
+        item.chmod(0o644 if own_files else 0o444)
+        if own_files and os.geteuid() == 0:
+            os.chown(item, NOBODY, NOBODY)
     command = [sys.executable, *args]
     folder.chmod(0o555)
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
+            folder.chmod(0o755)
             pytest.skip("running as root without setpriv: cannot drop write permission")
-        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder)
-    finally:
-        folder.chmod(0o755)
+        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+    return command

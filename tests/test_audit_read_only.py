@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import legacy_audit, readable_folder, run_as_reader
+from audit_support import legacy_audit, readable_folder, reader_process, run_as_reader
 from auditbus import AuditError, AuditService, DomainEvent, ReactiveEventBus
 
 UTC = timezone.utc
@@ -124,6 +125,37 @@ def test_a_legacy_trail_is_read_without_being_migrated(tmp_path: Path) -> None:
     assert legacy.AuditService(path).query(user_identity="eve")[0].event_type == "auth_failure"
 
 
+def test_a_path_beginning_with_two_slashes_is_read_as_the_writable_service_reads_it(trail: Path) -> None:
+    # POSIX allows "//" at the start of a path; as a URI it would name a host.
+    doubled = "/" + str(trail.resolve())
+    with AuditService(doubled) as writer:
+        writer.record("auth_success", user_identity="carol")
+    with AuditService(doubled, read_only=True) as reader:
+        assert reader.count(user_identity="carol") == 1
+
+
+def test_a_legacy_table_made_without_autoincrement_is_read_and_migrated(tmp_path: Path) -> None:
+    # Made by an SQLite tool rather than the legacy service: no sqlite_sequence table at all.
+    path = tmp_path / "plain.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, timestamp TEXT NOT NULL, event_type TEXT NOT NULL, "
+            "plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}');"
+            "INSERT INTO audit_log (timestamp, event_type, user_identity) "
+            "VALUES ('2026-01-01T00:00:00+00:00', 'auth_failure', 'eve');"
+        )
+    connection.close()
+    before = digest(path)
+    with AuditService(path, read_only=True) as reader:
+        assert [e.user_identity for e in reader.query()] == ["eve"]
+        assert (reader.verify().ok, reader.verify().unchained) == (True, 1)
+    assert digest(path) == before
+    with AuditService(path) as writer:
+        writer.record("auth_success", user_identity="carol")
+        assert [e.user_identity for e in writer.query()] == ["carol", "eve"]
+        assert writer.verify().ok
+
+
 def _copy_with_wal(trail: Path, folder: Path) -> Path:
     """A copy of a live trail whose newest rows are still only in its -wal file."""
     folder.mkdir()
@@ -210,3 +242,87 @@ except auditbus.AuditError as exc:
     assert result.returncode == 0, result.stderr
     assert "refused:" in result.stdout
     assert "its -wal file holds rows" in result.stdout
+
+
+def test_a_link_to_a_copy_whose_wal_file_holds_rows_is_an_error_not_a_silent_gap(
+    trail: Path, shared_folder: Path
+) -> None:
+    copy = shared_folder / "copy.db"
+    with AuditService(trail) as writer:
+        writer.record("auth_success", user_identity="carol")
+        shutil.copyfile(trail, copy)
+        shutil.copyfile(f"{trail}-wal", f"{copy}-wal")
+    with readable_folder() as links:
+        # SQLite follows the link: the -wal file it reads is the one beside the copy, not beside the link.
+        link = links / "link.db"
+        link.symlink_to(copy)
+        code = f"""
+import auditbus
+try:
+    with auditbus.AuditService({str(link)!r}, read_only=True) as reader:
+        print("carol:", reader.count(user_identity="carol"))
+except auditbus.AuditError as exc:
+    print("refused:", exc)
+"""
+        result = run_as_reader(["-c", code], shared_folder)
+    assert result.returncode == 0, result.stderr
+    assert "carol: 0" not in result.stdout
+    assert "refused:" in result.stdout
+    assert "its -wal file holds rows" in result.stdout
+
+
+def test_a_trail_read_as_immutable_shows_rows_written_after_it_was_opened(shared_folder: Path) -> None:
+    path = shared_folder / "trail.db"
+    write_trail(path)
+    # Counts alice's rows each time it reads a line: a follower such as `auditbus tail -f`.
+    code = f"""
+import sys, auditbus
+reader = auditbus.AuditService({str(path)!r}, read_only=True)
+print(reader.count(user_identity="alice"), flush=True)
+for _ in sys.stdin:
+    print(reader.count(user_identity="alice"), flush=True)
+"""
+
+    def count_now(child: subprocess.Popen[str]) -> str:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        return child.stdout.readline().strip()
+
+    with reader_process(["-c", code], shared_folder) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "3"
+        with AuditService(path) as writer:
+            writer.record("plan_applied", user_identity="alice")
+        # Closed: its -wal file was folded into the database file and removed.
+        assert not Path(f"{path}-wal").exists()
+        assert count_now(child) == "4"
+        writer = AuditService(path)
+        writer.record("plan_applied", user_identity="alice")
+        assert count_now(child) == "5"  # the row is still only in the -wal file the writer made
+        writer.record("plan_applied", user_identity="alice")
+        writer.close()
+        assert count_now(child) == "6"
+
+
+def test_a_writable_file_in_a_folder_the_process_may_not_write_is_refused_naming_the_folder(
+    shared_folder: Path,
+) -> None:
+    path = shared_folder / "trail.db"
+    write_trail(path)
+    code = f"""
+import os, auditbus
+print("file writable:", os.access({str(path)!r}, os.W_OK))
+try:
+    auditbus.AuditService({str(path)!r})
+except auditbus.AuditError as exc:
+    print("refused:", exc)
+"""
+    result = run_as_reader(["-c", code], shared_folder, own_files=True)
+    assert result.returncode == 0, result.stderr
+    assert "file writable: True" in result.stdout
+    # Not "cannot be written": the file can; SQLite's -wal and -shm files beside it cannot.
+    assert "cannot be written by this process" not in result.stdout
+    assert "its -wal and -shm files" in result.stdout
+    assert "read_only=True" in result.stdout

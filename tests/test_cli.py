@@ -1200,3 +1200,16 @@ def test_a_trail_the_user_may_not_write_is_refused_with_a_pointer_to_read_only()
         read = run_as_reader(["-m", "auditbus", "query", "--read-only", "--json", "--db", str(path)], folder)
         assert read.returncode == 0, read.stderr
         assert [row["user_identity"] for row in jsonl(read.stdout)] == ["bob", "bob", "alice", "alice", "alice"]
+
+
+def test_a_trail_in_a_folder_the_user_may_not_write_is_refused_naming_the_folder() -> None:
+    with readable_folder() as folder:
+        path = folder / "trail.db"
+        prepare(path, sample_events())
+        refused = run_as_reader(["-m", "auditbus", "query", "--db", str(path)], folder, own_files=True)
+        # The file itself is writable: the error names what is not.
+        assert_one_error_line(refused, 1, "-wal and -shm files beside", "its folder", "pass --read-only")
+        assert "cannot be written by this user" not in refused.stderr
+        read = run_as_reader(["-m", "auditbus", "--read-only", "query", "--json", "--db", str(path)], folder)
+        assert read.returncode == 0, read.stderr
+        assert len(jsonl(read.stdout)) == 5

@@ -231,9 +231,15 @@ def _open(path: str, *, read_only: bool) -> AuditService:
         return AuditService(path, app_name="auditbus-cli", read_only=read_only)
     except Exception as exc:  # the service names what is wrong; one line, no traceback
         detail = _one_line(exc)
-        if "cannot be written by this process" in detail:
+        if "open it with read_only=True" in detail:
+            what = (
+                f"SQLite cannot create or write the -wal and -shm files beside {path} as this user (its folder "
+                "may not be written)"
+                if "its -wal and -shm files" in detail
+                else f"{path} cannot be written by this user"
+            )
             raise CliError(
-                f"{path} cannot be written by this user, and every command records its own access in the trail "
+                f"{what}, and every command records its own access in the trail "
                 "(PCI DSS 10.2.1.3); pass --read-only to read it without recording this access"
             ) from None
         raise CliError(f"cannot open audit database {path}: {detail}") from None

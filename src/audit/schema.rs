@@ -116,7 +116,7 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
 /// reader may not write) and no `-wal` file holds rows not yet in the main
 /// file, the file is read as immutable instead. A legacy trail (schema 0) is
 /// read through temporary views that add the newer columns as NULL.
-pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Connection> {
+pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
     match std::fs::metadata(path) {
         Err(e) => {
             return Err(Error::Storage(format!(
@@ -136,12 +136,17 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Connection> 
         Ok(conn)
     };
     let shared = open(&plain_uri(path))?;
+    let mut immutable = None;
     let conn = match user_version(&shared) {
         Ok(_) => shared,
         Err(e) if needs_shm(&e) && !wal_has_frames(path) => {
             drop(shared);
-            let conn = open(&format!("{}?immutable=1", plain_uri(&absolute(path))))?;
+            // Taken before the file is read: a change from here on reopens it.
+            let file = absolute(path);
+            let seen = FileState::of(&file);
+            let conn = open(&format!("{}?immutable=1", plain_uri(&file)))?;
             user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
+            immutable = Some(Immutable { path: path.to_owned(), busy_timeout, file, seen });
             conn
         }
         Err(e) if needs_shm(&e) => {
@@ -170,7 +175,63 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Connection> 
         legacy_views(&conn, &columns).map_err(|e| at(path, "cannot read the legacy schema", e))?;
     }
     conn.pragma_update(None, "query_only", true).map_err(|e| at(path, "cannot set query_only", e))?;
-    Ok(conn)
+    Ok(Reader { conn, immutable })
+}
+
+/// A service's reading connection.
+pub struct Reader {
+    conn: Connection,
+    /// Set when the file is read as immutable: SQLite then trusts it never
+    /// to change, and sees no row written after it was opened.
+    immutable: Option<Immutable>,
+}
+
+struct Immutable {
+    path: String,
+    busy_timeout: Duration,
+    /// The file SQLite reads (links resolved).
+    file: String,
+    seen: FileState,
+}
+
+/// What an immutable read relies on staying as it was: no writer has
+/// started (it makes a `-wal` file) or folded its `-wal` file into the
+/// database file (its size or time changes).
+#[derive(Debug, PartialEq, Eq)]
+struct FileState {
+    len: Option<u64>,
+    modified: Option<std::time::SystemTime>,
+    wal: bool,
+}
+
+impl FileState {
+    fn of(file: &str) -> Self {
+        let meta = std::fs::metadata(file).ok();
+        Self {
+            len: meta.as_ref().map(std::fs::Metadata::len),
+            modified: meta.and_then(|m| m.modified().ok()),
+            wal: std::fs::symlink_metadata(format!("{file}-wal")).is_ok(),
+        }
+    }
+}
+
+impl Reader {
+    /// A connection opened by [`open`], read as any other.
+    pub fn new(conn: Connection) -> Self {
+        Self { conn, immutable: None }
+    }
+
+    /// The connection to read with. A file read as immutable that has
+    /// changed since is opened again first, so a follower (`auditbus tail
+    /// -f`) sees what was written meanwhile instead of a stale snapshot.
+    pub fn connection(&mut self) -> Result<&Connection> {
+        if let Some(old) = &self.immutable {
+            if FileState::of(&old.file) != old.seen {
+                *self = open_read_only(&old.path, old.busy_timeout)?;
+            }
+        }
+        Ok(&self.conn)
+    }
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -192,7 +253,8 @@ fn needs_shm(err: &rusqlite::Error) -> bool {
 }
 
 fn wal_has_frames(path: &str) -> bool {
-    std::fs::metadata(format!("{path}-wal")).is_ok_and(|meta| meta.len() > 0)
+    // Beside the file SQLite opens: through a link, that is the link's target.
+    std::fs::metadata(format!("{}-wal", absolute(path))).is_ok_and(|meta| meta.len() > 0)
 }
 
 fn absolute(path: &str) -> String {
@@ -201,7 +263,8 @@ fn absolute(path: &str) -> String {
 
 /// `path` as an SQLite URI filename: the characters URIs give a meaning are escaped.
 fn plain_uri(path: &str) -> String {
-    let mut uri = String::from("file:");
+    // "file://" and an empty authority: a path beginning with "//" must not name a host.
+    let mut uri = String::from(if path.starts_with('/') { "file://" } else { "file:" });
     for c in path.chars() {
         match c {
             '%' => uri.push_str("%25"),
@@ -240,6 +303,12 @@ fn legacy_views(conn: &Connection, columns: &[String]) -> rusqlite::Result<()> {
 const NOT_WRITABLE: &str = "cannot be written by this process (every service records its own start and stop; \
                             open it with read_only=True to read it)";
 
+/// The file may be written, but SQLite's companion files beside it may not.
+const COMPANIONS_NOT_WRITABLE: &str =
+    "its -wal and -shm files cannot be created or written beside it by this process (SQLite keeps them in the \
+     database's folder, which, or files of those names in it, this process may not write; every service records \
+     its own start and stop; open it with read_only=True to read it)";
+
 /// Opens the writer's connection: WAL, the chosen `synchronous` (read back
 /// and checked, since wrappers and compile options can change defaults),
 /// then the migrations.
@@ -252,7 +321,10 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     }
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(|e| match e {
-            ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => at(path, NOT_WRITABLE, e),
+            // The file itself opened for writing (checked above): what failed is beside it.
+            ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => {
+                at(path, COMPANIONS_NOT_WRITABLE, e)
+            }
             other => at(path, "not a usable SQLite database", other),
         })?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -314,8 +386,17 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 /// The largest id ever handed out (AUTOINCREMENT's `sqlite_sequence`, or the
 /// largest present id), so ids are never reused even after a purge.
 pub fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
-    let seq: Option<i64> =
-        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()?;
+    // A table made without AUTOINCREMENT (by an SQLite tool) may leave no sqlite_sequence table at all.
+    let has_sequence: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
+        [],
+        |row| row.get(0),
+    )?;
+    let seq: Option<i64> = if has_sequence {
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()?
+    } else {
+        None
+    };
     let max: Option<i64> = conn.query_row("SELECT max(id) FROM audit_log", [], |row| row.get(0))?;
     Ok(seq.unwrap_or(0).max(max.unwrap_or(0)))
 }

@@ -222,7 +222,7 @@ pub struct AuditService {
     put_timeout: Option<Duration>,
     /// None for a read-only service.
     writer: Option<Arc<Writer>>,
-    reader: Mutex<Option<Connection>>,
+    reader: Mutex<Option<schema::Reader>>,
     /// The temporary file standing in for `":memory:"`.
     temp: Option<PathBuf>,
     source: String,
@@ -255,11 +255,11 @@ impl AuditService {
             let _ = writer.flush(py, Some(SETTLE_LIMIT));
         }
         py.detach(|| {
-            let guard = self.reader.lock();
-            let conn =
-                guard.as_ref().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
+            let mut guard = self.reader.lock();
+            let reader =
+                guard.as_mut().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
             // A damaged page is found by the read that touches it: say which file.
-            f(conn).map_err(|e| match e {
+            reader.connection().and_then(f).map_err(|e| match e {
                 Error::Sqlite(inner) => Error::Storage(format!("audit database {:?}: {inner}", self.db_path)),
                 other => other,
             })
@@ -398,7 +398,7 @@ impl AuditService {
             rules,
             put_timeout,
             writer: Some(writer),
-            reader: Mutex::new(Some(read_conn)),
+            reader: Mutex::new(Some(schema::Reader::new(read_conn))),
             temp,
             source,
         })
