@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -248,3 +249,68 @@ def test_a_duplicate_event_id_leaves_the_trail_verifiable(tmp_path: Path) -> Non
         other.close()
     rows = ids(path)
     assert rows == list(range(rows[0], rows[0] + len(rows)))
+
+
+# --- heads kept outside the file ------------------------------------------------------------
+
+
+def forge(path: Path, like: Path) -> None:
+    """Replaces `path` with a trail written afresh: every row's hash is valid, none is the original's."""
+    with AuditService(like) as svc:
+        for i in range(10):
+            svc.record_event(DomainEvent(event_type="resource_modified", plan_id=f"p{i}", details={"i": -i}))
+    path.write_bytes(like.read_bytes())
+
+
+def test_the_report_names_its_head_and_a_kept_head_still_matches_later(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        report = svc.verify()
+    last = raw_rows(trail)[-1]
+    assert (report.head_id, report.head_hash) == (last["id"], last["chain_hash"])
+    with AuditService(trail) as svc:
+        svc.record("auth_success", user_identity="alice")
+        later = svc.verify(heads=[(report.head_id, report.head_hash)])
+    assert later.ok, later.reason
+    assert later.head_id is not None
+    assert report.head_id is not None
+    assert later.head_id > report.head_id
+
+
+def test_a_kept_head_catches_a_trail_forged_wholesale(trail: Path, tmp_path: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+    forge(trail, tmp_path / "forged.db")
+    with AuditService(trail, read_only=True) as svc:
+        assert svc.verify().ok  # the forged chain links
+        caught = svc.verify(heads=[(kept.head_id, kept.head_hash)])
+    assert not caught.ok
+    assert caught.first_bad_id == kept.head_id
+    assert f"not the {kept.head_hash} kept for it (the trail was rewritten)" in (caught.reason or "")
+
+
+def test_a_kept_head_that_was_cut_or_purged_fails_naming_it(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+    assert kept.head_id is not None
+    assert kept.head_hash is not None
+    head = (kept.head_id, kept.head_hash)
+    with AuditService(trail) as svc:
+        svc.purge(datetime.now(timezone.utc))
+        purged = svc.verify(heads=[head])
+    assert (purged.ok, purged.first_bad_id) == (False, kept.head_id)
+    assert "no longer in the chain" in (purged.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("heads", "error", "fragment"),
+    [
+        ("12:" + "0" * 64, TypeError, "got a str"),
+        ([(0, "0" * 64)], ValueError, "int >= 1"),
+        ([(3, "XYZ")], ValueError, "64 lowercase hex digits"),
+        ([3], ValueError, "(head_id, head_hash) pairs"),
+        (5, TypeError, "got int"),
+    ],
+)
+def test_bad_heads_name_what_is_accepted(trail: Path, heads: object, error: type, fragment: str) -> None:
+    with AuditService(trail, read_only=True) as svc, pytest.raises(error, match=re.escape(fragment)):
+        svc.verify(heads=heads)  # type: ignore[arg-type]

@@ -552,7 +552,7 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
 def test_verify_passes_on_an_intact_trail(trail: Path) -> None:
     result = run("verify", "--db", str(trail), cwd=trail.parent)
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"chain intact: \d+ rows checked\n", result.stdout)
+    assert re.fullmatch(r"chain intact: \d+ rows checked\nhead: --head \d+:[0-9a-f]{64}\n", result.stdout)
     report = json.loads(run("verify", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert report["ok"] is True
     assert report["checked"] >= 5  # the five events and the service's own start/stop rows
@@ -1213,3 +1213,42 @@ def test_a_trail_in_a_folder_the_user_may_not_write_is_refused_naming_the_folder
         read = run_as_reader(["-m", "auditbus", "--read-only", "query", "--json", "--db", str(path)], folder)
         assert read.returncode == 0, read.stderr
         assert len(jsonl(read.stdout)) == 5
+
+
+# --- verify --head ----------------------------------------------------------------------------
+
+
+def printed_head(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("head: --head ")]
+    assert len(lines) == 1, result.stdout
+    return lines[0].removeprefix("head: --head ")
+
+
+def test_verify_prints_the_head_to_keep_and_checks_it_later(trail: Path) -> None:
+    first = run("verify", "--db", str(trail), cwd=trail.parent)
+    assert first.returncode == 0, first.stderr
+    head = printed_head(first)
+    row, digest = head.split(":")
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    later = run("verify", "--head", head, "--db", str(trail), cwd=trail.parent)
+    assert later.returncode == 0, later.stderr
+    assert f"kept head matched: row {row}" in later.stdout
+    assert int(printed_head(later).split(":")[0]) > int(row)  # the first verify's own rows came after it
+
+
+def test_verify_with_a_kept_head_fails_on_a_trail_forged_wholesale(trail: Path, tmp_path: Path) -> None:
+    head = printed_head(run("--read-only", "verify", "--db", str(trail), cwd=trail.parent))
+    forged = tmp_path / "forged.db"
+    prepare(forged, sample_events())  # same shape, every hash valid, none the original's
+    trail.write_bytes(forged.read_bytes())
+    assert run("--read-only", "verify", "--db", str(trail), cwd=trail.parent).returncode == 0
+    caught = run("--read-only", "verify", "--head", head, "--db", str(trail), cwd=trail.parent)
+    assert caught.returncode == 3, caught
+    row = head.split(":")[0]
+    assert f"chain BROKEN at row {row}" in caught.stdout
+    assert "(the trail was rewritten)" in caught.stdout
+
+
+def test_a_malformed_head_is_bad_usage(trail: Path) -> None:
+    result = run("verify", "--head", "12:abc", "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 2, "bad head '12:abc'", "ID:HASH")

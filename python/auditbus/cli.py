@@ -650,7 +650,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
-    names = ("ok", "checked", "unchained", "folded", "first_bad_id", "reason")
+    names = ("ok", "checked", "unchained", "folded", "first_bad_id", "reason", "head_id", "head_hash")
     return {name: getattr(report, name, None) for name in names}
 
 
@@ -677,13 +677,30 @@ def describe_verify(report: Any) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    heads: list[tuple[int, str]] = args.heads or []
     with open_service(db_path(args), read_only=args.read_only) as service:
-        report = service.verify()
+        report = service.verify(heads=heads)
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
         print(describe_verify(report))
+        if report.ok and heads:
+            print(f"kept head{'s' if len(heads) != 1 else ''} matched: {', '.join(f'row {i}' for i, _ in heads)}")
+        if report.ok and report.head_id is not None:
+            # The value to keep where the trail's writers cannot change it.
+            print(f"head: --head {report.head_id}:{report.head_hash}")
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+def parse_head(value: str) -> tuple[int, str]:
+    """`ID:HASH`, as `auditbus verify` prints it: a row id and its 64-hex-digit chain hash."""
+    row, sep, digest = value.strip().partition(":")
+    if sep and row.isdigit() and int(row) >= 1 and re.fullmatch(r"[0-9a-f]{64}", digest):
+        return int(row), digest
+    raise argparse.ArgumentTypeError(
+        f"bad head {value!r}: expected ID:HASH, a row id and its 64 lowercase hex digit chain hash, "
+        "as 'auditbus verify' prints it"
+    )
 
 
 class _Progress:
@@ -1019,9 +1036,19 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="check the hash chain; exit 3 naming the first bad row",
         description="Checks every row's hash against the row before, and that no newest rows were cut from the"
-        " end (while sqlite_sequence is left alone). Exit 0 if the chain is intact, 3 if not.",
+        " end (while sqlite_sequence is left alone); with --head, that rows whose hashes were kept outside the"
+        " trail still carry them. Prints the head to keep. Exit 0 if the chain is intact, 3 if not.",
     )
     verify.add_argument("--json", action="store_true", help="the report as one JSON object")
+    verify.add_argument(
+        "--head",
+        dest="heads",
+        action="append",
+        type=parse_head,
+        metavar="ID:HASH",
+        help="a head an earlier verify printed, kept outside the trail: row ID must still carry HASH "
+        "(finds a trail rewritten wholesale); repeatable",
+    )
     verify.set_defaults(handler=cmd_verify)
 
     export = commands.add_parser(

@@ -26,6 +26,8 @@
 //! or deleted (SQLite then restarts from the largest id), the cut is
 //! invisible.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 /// The anchor of a new chain.
@@ -111,6 +113,9 @@ pub struct Verdict {
     pub folded: u64,
     pub first_bad_id: Option<i64>,
     pub reason: Option<String>,
+    /// The newest chained row that checked out: its id and chain hash, the
+    /// value to keep outside the file (see [`Verifier::expect_heads`]).
+    pub head: Option<(i64, String)>,
 }
 
 /// A stored row as the verifier sees it.
@@ -130,6 +135,8 @@ pub struct Verifier {
     last_id: Option<i64>,
     /// Unchained rows after the anchor that no chained row covers yet.
     pending: u64,
+    /// Heads kept outside the file: row id -> the chain hash it had then.
+    expected: BTreeMap<i64, String>,
     verdict: Verdict,
 }
 
@@ -150,8 +157,29 @@ impl Verifier {
             next_id: anchor_id.saturating_add(1),
             last_id: None,
             pending: 0,
+            expected: BTreeMap::new(),
             verdict: Verdict::default(),
         }
+    }
+
+    /// Heads an earlier `verify()` reported, kept where the trail's writers
+    /// cannot change them. Each row must still be there with the same chain
+    /// hash: a trail rewritten wholesale (every hash computed again) still
+    /// links, but not to a hash kept outside.
+    #[must_use]
+    pub fn expect_heads(mut self, heads: impl IntoIterator<Item = (i64, String)>) -> Self {
+        self.expected.extend(heads);
+        self
+    }
+
+    /// A kept head the row `id` does not match.
+    fn unlike_kept(&mut self, id: i64, found: Option<&str>) -> bool {
+        let Some(kept) = self.expected.remove(&id) else { return true };
+        if found == Some(kept.as_str()) {
+            return true;
+        }
+        let found = found.map_or_else(|| "no chain hash".to_owned(), |h| format!("chain hash {h}"));
+        self.bad(id, format!("row {id} carries {found}, not the {kept} kept for it (the trail was rewritten)"))
     }
 
     /// Feeds the next row; returns false once a bad row was found.
@@ -162,6 +190,9 @@ impl Verifier {
         let id = row.content.id;
         self.last_id = Some(id);
         let Some(chain_hash) = row.chain_hash else {
+            if !self.unlike_kept(id, None) {
+                return false;
+            }
             if id <= self.anchor_id {
                 self.verdict.unchained += 1;
             } else {
@@ -194,11 +225,15 @@ impl Verifier {
                 format!("the newest rows ({missing}) were removed; row {id} was written after the cut"),
             );
         }
+        if !self.unlike_kept(id, Some(chain_hash)) {
+            return false;
+        }
         self.running = chain_hash.to_owned();
         self.next_id = id.saturating_add(1);
         self.verdict.checked += 1 + self.pending;
         self.verdict.folded += self.pending;
         self.pending = 0;
+        self.verdict.head = Some((id, chain_hash.to_owned()));
         true
     }
 
@@ -238,8 +273,23 @@ impl Verifier {
     }
 
     /// Trailing unchained rows count as unchained: nothing covers them yet.
+    /// A kept head whose row never came is reported here.
     pub fn finish(mut self) -> Verdict {
         self.verdict.unchained += self.pending;
+        if let Some((&id, kept)) = self.expected.iter().next() {
+            if self.verdict.first_bad_id.is_none() {
+                let reason = if id <= self.anchor_id {
+                    format!(
+                        "row {id}, whose chain hash {kept} was kept, is no longer in the chain (purged, or removed \
+                         with the chain re-anchored after it): keep a newer head"
+                    )
+                } else {
+                    format!("row {id}, whose chain hash {kept} was kept, is missing (the newest rows were removed)")
+                };
+                self.verdict.first_bad_id = Some(id);
+                self.verdict.reason = Some(reason);
+            }
+        }
         self.verdict
     }
 }
@@ -289,7 +339,7 @@ mod tests {
         for (content, prev, hash) in &good {
             assert!(v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) }));
         }
-        assert_eq!(v.finish(), Verdict { checked: 3, ..Verdict::default() });
+        assert_eq!(v.finish(), Verdict { checked: 3, head: Some((3, h3.clone())), ..Verdict::default() });
 
         let mut v = Verifier::new(0, GENESIS);
         let (c1, p1, x1) = &good[0];
@@ -315,7 +365,7 @@ mod tests {
         v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
         v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None });
         assert!(v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) }));
-        assert_eq!(v.finish(), Verdict { checked: 3, folded: 1, ..Verdict::default() });
+        assert_eq!(v.finish(), Verdict { checked: 3, folded: 1, head: Some((3, h3.clone())), ..Verdict::default() });
 
         // Dropping the legacy row breaks the link of the row after it.
         let mut v = Verifier::new(0, GENESIS);
@@ -361,6 +411,43 @@ mod tests {
         let all = walk(0, &[], Some(5));
         assert_eq!(all.first_bad_id, Some(1));
         assert!(all.reason.unwrap().contains("the table is empty"));
+    }
+
+    fn walk_kept(anchor_id: i64, rows: &[(RowContent<'_>, String, String)], kept: &[(i64, &str)]) -> Verdict {
+        let mut v =
+            Verifier::new(anchor_id, GENESIS).expect_heads(kept.iter().map(|(id, hash)| (*id, (*hash).to_owned())));
+        for (content, prev, hash) in rows {
+            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) });
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn a_kept_head_finds_a_trail_rewritten_wholesale() {
+        let rows = chain(&["{}", "{\"amount\":10}", "{}"]);
+        let verdict = walk(0, &rows, Some(3));
+        let (head_id, head_hash) = verdict.head.clone().unwrap();
+        assert_eq!((head_id, head_hash.as_str()), (3, rows[2].2.as_str()));
+        // The same trail, and one row appended since: the kept head still matches.
+        assert!(walk_kept(0, &rows, &[(3, &head_hash)]).first_bad_id.is_none());
+        assert!(walk_kept(0, &rows, &[(2, &rows[1].2), (3, &head_hash)]).first_bad_id.is_none());
+        // Row 2 edited and every hash from it on computed again: the chain links, the kept head does not.
+        let rewritten = chain(&["{}", "{\"amount\":99}", "{}"]);
+        assert!(walk(0, &rewritten, Some(3)).first_bad_id.is_none());
+        let caught = walk_kept(0, &rewritten, &[(3, &head_hash)]);
+        assert_eq!(caught.first_bad_id, Some(3));
+        assert!(caught.reason.unwrap().contains("(the trail was rewritten)"));
+        // The kept row cut away, or before the chain anchor (purged).
+        let cut = walk_kept(0, &rows[..2], &[(3, &head_hash)]);
+        assert_eq!(cut.first_bad_id, Some(3));
+        assert!(cut.reason.unwrap().contains("is missing"));
+        let purged = walk_kept(5, &[], &[(3, &head_hash)]);
+        assert_eq!(purged.first_bad_id, Some(3));
+        assert!(purged.reason.unwrap().contains("no longer in the chain"));
+        // A row without a hash where a hash was kept.
+        let mut v = Verifier::new(0, GENESIS).expect_heads([(1, rows[0].2.clone())]);
+        assert!(!v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None }));
+        assert!(v.finish().reason.unwrap().contains("carries no chain hash"));
     }
 
     #[test]
@@ -415,7 +502,10 @@ mod tests {
         v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) });
         v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None });
         v.check_sequence(Some(4));
-        assert_eq!(v.finish(), Verdict { checked: 3, unchained: 1, folded: 1, ..Verdict::default() });
+        assert_eq!(
+            v.finish(),
+            Verdict { checked: 3, unchained: 1, folded: 1, head: Some((3, h3.clone())), ..Verdict::default() }
+        );
         // An unchained row after skipped ids names them.
         let mut v = Verifier::new(0, GENESIS);
         v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });

@@ -289,6 +289,11 @@ pub struct VerifyReport {
     folded: u64,
     first_bad_id: Option<i64>,
     reason: Option<String>,
+    /// The newest chained row that checked out, and its chain hash: kept
+    /// where the trail's writers cannot change it, and passed back to a later
+    /// `verify(heads=...)`, it shows that the trail up to it was not rewritten.
+    head_id: Option<i64>,
+    head_hash: Option<String>,
 }
 
 impl From<Verdict> for VerifyReport {
@@ -300,6 +305,8 @@ impl From<Verdict> for VerifyReport {
             folded: v.folded,
             first_bad_id: v.first_bad_id,
             reason: v.reason,
+            head_id: v.head.as_ref().map(|h| h.0),
+            head_hash: v.head.map(|h| h.1),
         }
     }
 }
@@ -313,8 +320,11 @@ impl VerifyReport {
     fn __repr__(&self) -> String {
         let opt_id = self.first_bad_id.map_or_else(|| "None".to_owned(), |i| i.to_string());
         let reason = self.reason.as_ref().map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
+        let head_id = self.head_id.map_or_else(|| "None".to_owned(), |i| i.to_string());
+        let head_hash = self.head_hash.as_ref().map_or_else(|| "None".to_owned(), |h| format!("{h:?}"));
         format!(
-            "VerifyReport(ok={}, checked={}, unchained={}, folded={}, first_bad_id={opt_id}, reason={reason})",
+            "VerifyReport(ok={}, checked={}, unchained={}, folded={}, first_bad_id={opt_id}, reason={reason}, \
+             head_id={head_id}, head_hash={head_hash})",
             if self.ok { "True" } else { "False" },
             self.checked,
             self.unchained,

@@ -208,10 +208,10 @@ fn sequence(conn: &Connection) -> Result<Option<i64>> {
 /// Walks the whole table in id order inside one read transaction (a
 /// consistent snapshot even while other processes append), then checks the
 /// last id against `sqlite_sequence` in the same snapshot.
-pub fn verify(conn: &Connection) -> Result<Verdict> {
+pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
     let tx = conn.unchecked_transaction()?;
     let (anchor_id, anchor_hash) = schema::anchor(&tx)?;
-    let mut verifier = Verifier::new(anchor_id, &anchor_hash);
+    let mut verifier = Verifier::new(anchor_id, &anchor_hash).expect_heads(heads.iter().cloned());
     {
         let mut stmt = tx.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))?;
         let mut rows = stmt.query([])?;

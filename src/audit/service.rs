@@ -149,6 +149,32 @@ fn time_filter(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<S
     }
 }
 
+/// `verify(heads=...)`: `(row id, chain hash)` pairs, as a report's `head_id` and `head_hash`.
+fn kept_heads(value: Option<&Bound<'_, PyAny>>) -> Result<Vec<(i64, String)>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(Vec::new()) };
+    let accepted = "expected an iterable of (head_id, head_hash) pairs: an int >= 1 and 64 lowercase hex digits";
+    if value.is_instance_of::<PyString>() {
+        return Err(Error::Type(format!("heads: {accepted}, got a str")));
+    }
+    let items = value.try_iter().map_err(|_| Error::Type(format!("heads: {accepted}, got {}", type_name(value))))?;
+    let mut heads = Vec::new();
+    for item in items {
+        let item = item?;
+        let pair: Option<(i64, String)> = item.extract().ok();
+        match pair {
+            Some((id, hash))
+                if id >= 1
+                    && hash.len() == 64
+                    && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                heads.push((id, hash));
+            }
+            _ => return Err(Error::invalid("heads", format!("{accepted}, got {}", short_repr(&item)))),
+        }
+    }
+    Ok(heads)
+}
+
 fn parse_order(order: &str) -> Result<Order> {
     match order {
         "desc" => Ok(Order::Desc),
@@ -551,9 +577,13 @@ impl AuditService {
         })
     }
 
-    /// Walks the hash chain; reports the first edited, deleted or inserted row.
-    fn verify(&self, py: Python<'_>) -> Result<VerifyReport> {
-        Ok(self.read(py, query::verify)?.into())
+    /// Walks the hash chain; reports the first edited, deleted or inserted
+    /// row. `heads`: `(head_id, head_hash)` pairs an earlier report gave,
+    /// kept outside the file; each row must still carry that hash.
+    #[pyo3(signature = (*, heads = None))]
+    fn verify(&self, py: Python<'_>, heads: Option<&Bound<'_, PyAny>>) -> Result<VerifyReport> {
+        let heads = kept_heads(heads)?;
+        Ok(self.read(py, |conn| query::verify(conn, &heads))?.into())
     }
 
     /// Writer counters and where the trail lives.

@@ -1074,19 +1074,20 @@ mod tests {
         let next = AuditRecord::lifecycle(lifecycle::STOPPED, Map::new());
         let ids = write_batch(&mut conn, &[&next], "test", &mut None).unwrap();
         assert_eq!(ids[0].as_ref().map(|c| c.id), Some(4));
-        assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 4, ..Default::default() });
+        let verdict = query::verify(&conn, &[]).unwrap();
+        assert_eq!((verdict.checked, verdict.first_bad_id, verdict.head.map(|h| h.0)), (4, None, Some(4)));
     }
 
     #[test]
     fn verify_finds_a_cut_tail_before_and_after_the_next_write() {
         let mut conn = trail(5);
         conn.execute("DELETE FROM audit_log WHERE id >= 4", []).unwrap();
-        let verdict = query::verify(&conn).unwrap();
+        let verdict = query::verify(&conn, &[]).unwrap();
         assert_eq!(verdict.first_bad_id, Some(4));
         assert!(verdict.reason.unwrap().contains("ids 4..5"));
         let next = AuditRecord::lifecycle(lifecycle::STARTED, Map::new());
         write_batch(&mut conn, &[&next], "test", &mut None).unwrap();
-        let verdict = query::verify(&conn).unwrap();
+        let verdict = query::verify(&conn, &[]).unwrap();
         assert_eq!(verdict.first_bad_id, Some(4));
         assert!(verdict.reason.unwrap().contains("ids 4..5) were removed; row 6 was written after the cut"));
     }
@@ -1101,6 +1102,7 @@ mod tests {
         insert_rows(&tx, &[&purged], "test", next_id, running).unwrap();
         tx.commit().unwrap();
         assert_eq!((deleted, through), (3, 3));
-        assert_eq!(query::verify(&conn).unwrap(), chain::Verdict { checked: 1, ..Default::default() });
+        let verdict = query::verify(&conn, &[]).unwrap();
+        assert_eq!((verdict.checked, verdict.first_bad_id, verdict.head.map(|h| h.0)), (1, None, Some(4)));
     }
 }
