@@ -314,3 +314,41 @@ def test_a_kept_head_that_was_cut_or_purged_fails_naming_it(trail: Path) -> None
 def test_bad_heads_name_what_is_accepted(trail: Path, heads: object, error: type, fragment: str) -> None:
     with AuditService(trail, read_only=True) as svc, pytest.raises(error, match=re.escape(fragment)):
         svc.verify(heads=heads)  # type: ignore[arg-type]
+
+
+def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+    assert kept.head_id is not None
+    assert kept.head_hash is not None
+    # Every row before the head edited and stripped of its hash, the anchor
+    # moved to just before the head with the head's prev_hash: the head links.
+    prev = raw_rows(trail, "id = ?", (kept.head_id,))[0]["prev_hash"]
+    execute(
+        trail,
+        "UPDATE audit_log SET details = '{\"i\": 99}', prev_hash = NULL, chain_hash = NULL WHERE id < ?",
+        (kept.head_id,),
+    )
+    execute(
+        trail,
+        "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?), ('chain_anchor_hash', ?)",
+        (str(kept.head_id - 1), prev),
+    )
+    with AuditService(trail, read_only=True) as svc:
+        caught = svc.verify(heads=[(kept.head_id, kept.head_hash)])
+    assert (caught.ok, caught.first_bad_id) == (False, ids(trail)[0])
+    assert "at or before the chain anchor" in (caught.reason or "")
+
+
+def test_kept_heads_that_disagree_fail(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+        assert kept.head_id is not None
+        other = "0" * 64
+        for heads in (
+            [(kept.head_id, kept.head_hash), (kept.head_id, other)],
+            [(kept.head_id, other), (kept.head_id, kept.head_hash)],
+        ):
+            report = svc.verify(heads=heads)
+            assert (report.ok, report.first_bad_id) == (False, kept.head_id)
+            assert f"not the {other} kept for it" in (report.reason or "")

@@ -1252,3 +1252,17 @@ def test_verify_with_a_kept_head_fails_on_a_trail_forged_wholesale(trail: Path, 
 def test_a_malformed_head_is_bad_usage(trail: Path) -> None:
     result = run("verify", "--head", "12:abc", "--db", str(trail), cwd=trail.parent)
     assert_one_error_line(result, 2, "bad head '12:abc'", "ID:HASH")
+
+
+@pytest.mark.parametrize("head", ["9223372036854775808:" + "0" * 64, "\u00b2:" + "0" * 64])
+def test_a_head_id_that_is_no_row_id_is_bad_usage(trail: Path, head: str) -> None:
+    result = run("--read-only", "verify", "--head", head, "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 2, f"bad head {head!r}", "ID:HASH")
+
+
+def test_a_head_given_twice_is_named_once(trail: Path) -> None:
+    head = printed_head(run("--read-only", "verify", "--db", str(trail), cwd=trail.parent))
+    row = head.split(":")[0]
+    result = run("--read-only", "verify", "--head", head, "--head", head, "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result
+    assert f"kept head matched: row {row}\n" in result.stdout

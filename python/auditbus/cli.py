@@ -684,8 +684,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(_compact_json(_report_fields(report)))
     else:
         print(describe_verify(report))
-        if report.ok and heads:
-            print(f"kept head{'s' if len(heads) != 1 else ''} matched: {', '.join(f'row {i}' for i, _ in heads)}")
+        kept = sorted({row for row, _ in heads})
+        if report.ok and kept:
+            print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")
         if report.ok and report.head_id is not None:
             # The value to keep where the trail's writers cannot change it.
             print(f"head: --head {report.head_id}:{report.head_hash}")
@@ -695,7 +696,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def parse_head(value: str) -> tuple[int, str]:
     """`ID:HASH`, as `auditbus verify` prints it: a row id and its 64-hex-digit chain hash."""
     row, sep, digest = value.strip().partition(":")
-    if sep and row.isdigit() and int(row) >= 1 and re.fullmatch(r"[0-9a-f]{64}", digest):
+    # An SQLite row id: ASCII digits (str.isdigit() also takes '²'), 1 to 2**63 - 1.
+    if sep and row.isascii() and row.isdigit() and 1 <= int(row) < 2**63 and re.fullmatch(r"[0-9a-f]{64}", digest):
         return int(row), digest
     raise argparse.ArgumentTypeError(
         f"bad head {value!r}: expected ID:HASH, a row id and its 64 lowercase hex digit chain hash, "

@@ -26,7 +26,7 @@
 //! or deleted (SQLite then restarts from the largest id), the cut is
 //! invisible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
@@ -128,6 +128,9 @@ pub struct StoredRow<'a> {
 /// Walks rows in id order; stops at the first bad row.
 pub struct Verifier {
     anchor_id: i64,
+    /// The anchor was moved by `purge()`, which deleted every row up to it:
+    /// only the migration's anchor (at [`GENESIS`]) has rows at or before it.
+    anchor_moved: bool,
     running: String,
     /// The id the next row after the anchor must carry.
     next_id: i64,
@@ -135,8 +138,9 @@ pub struct Verifier {
     last_id: Option<i64>,
     /// Unchained rows after the anchor that no chained row covers yet.
     pending: u64,
-    /// Heads kept outside the file: row id -> the chain hash it had then.
-    expected: BTreeMap<i64, String>,
+    /// Heads kept outside the file: row id -> the chain hashes kept for it
+    /// (more than one only when the heads given disagree; then none matches).
+    expected: BTreeMap<i64, BTreeSet<String>>,
     verdict: Verdict,
 }
 
@@ -153,6 +157,7 @@ impl Verifier {
     pub fn new(anchor_id: i64, anchor_hash: &str) -> Self {
         Self {
             anchor_id,
+            anchor_moved: anchor_hash != GENESIS,
             running: anchor_hash.to_owned(),
             next_id: anchor_id.saturating_add(1),
             last_id: None,
@@ -168,16 +173,16 @@ impl Verifier {
     /// links, but not to a hash kept outside.
     #[must_use]
     pub fn expect_heads(mut self, heads: impl IntoIterator<Item = (i64, String)>) -> Self {
-        self.expected.extend(heads);
+        for (id, hash) in heads {
+            self.expected.entry(id).or_default().insert(hash);
+        }
         self
     }
 
     /// A kept head the row `id` does not match.
     fn unlike_kept(&mut self, id: i64, found: Option<&str>) -> bool {
         let Some(kept) = self.expected.remove(&id) else { return true };
-        if found == Some(kept.as_str()) {
-            return true;
-        }
+        let Some(kept) = kept.into_iter().find(|k| found != Some(k.as_str())) else { return true };
         let found = found.map_or_else(|| "no chain hash".to_owned(), |h| format!("chain hash {h}"));
         self.bad(id, format!("row {id} carries {found}, not the {kept} kept for it (the trail was rewritten)"))
     }
@@ -194,6 +199,19 @@ impl Verifier {
                 return false;
             }
             if id <= self.anchor_id {
+                if self.anchor_moved {
+                    // A purge deleted every row up to the anchor it moved. A row
+                    // left there had its hash taken away, and the anchor moved
+                    // past it, so that the rows after it still link.
+                    return self.bad(
+                        id,
+                        format!(
+                            "row lies at or before the chain anchor (id {}), which only a purge moves, deleting every \
+                             row up to it (rewritten and re-anchored, or inserted)",
+                            self.anchor_id
+                        ),
+                    );
+                }
                 self.verdict.unchained += 1;
             } else {
                 if id != self.next_id {
@@ -276,7 +294,8 @@ impl Verifier {
     /// A kept head whose row never came is reported here.
     pub fn finish(mut self) -> Verdict {
         self.verdict.unchained += self.pending;
-        if let Some((&id, kept)) = self.expected.iter().next() {
+        let missing = self.expected.iter().find_map(|(&id, kept)| Some((id, kept.first()?)));
+        if let Some((id, kept)) = missing {
             if self.verdict.first_bad_id.is_none() {
                 let reason = if id <= self.anchor_id {
                     format!(
@@ -448,6 +467,44 @@ mod tests {
         let mut v = Verifier::new(0, GENESIS).expect_heads([(1, rows[0].2.clone())]);
         assert!(!v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None }));
         assert!(v.finish().reason.unwrap().contains("carries no chain hash"));
+    }
+
+    #[test]
+    fn rows_before_the_head_stripped_of_hashes_and_re_anchored_are_found() {
+        let rows = chain(&["{}", "{\"amount\":10}", "{}"]);
+        let (head_id, head_hash) = (3, rows[2].2.clone());
+        // Rows 1 and 2 rewritten without hashes, the anchor moved to row 2 with
+        // row 3's prev_hash: row 3 still links, and matches the kept head.
+        let forged = row(2, "{\"amount\":99}");
+        let mut v = Verifier::new(2, &rows[2].1).expect_heads([(head_id, head_hash.clone())]);
+        let first = StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None };
+        assert!(!v.push(&first));
+        assert!(!v.push(&StoredRow { content: forged, prev_hash: None, chain_hash: None }));
+        let verdict = v.finish();
+        assert_eq!(verdict.first_bad_id, Some(1));
+        let reason = verdict.reason.unwrap();
+        assert!(reason.contains("at or before the chain anchor (id 2), which only a purge moves"), "{reason}");
+        // Rows before the migration's anchor are legacy rows: unchained, not a finding.
+        let mut v = Verifier::new(1, GENESIS);
+        assert!(v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None }));
+        assert_eq!(v.finish(), Verdict { unchained: 1, ..Verdict::default() });
+    }
+
+    #[test]
+    fn kept_heads_that_disagree_cannot_both_match() {
+        let rows = chain(&["{}", "{}", "{}"]);
+        let (real, other) = (rows[2].2.as_str(), GENESIS);
+        for kept in [[(3, real), (3, other)], [(3, other), (3, real)]] {
+            let verdict = walk_kept(0, &rows, &kept);
+            assert_eq!(verdict.first_bad_id, Some(3));
+            assert!(verdict.reason.unwrap().contains(&format!("not the {other} kept for it")));
+        }
+        // The same head given twice is one head.
+        assert!(walk_kept(0, &rows, &[(3, real), (3, real)]).first_bad_id.is_none());
+        // Disagreeing heads for a row that is gone name one of them.
+        let cut = walk_kept(0, &rows[..2], &[(3, real), (3, other)]);
+        assert_eq!(cut.first_bad_id, Some(3));
+        assert!(cut.reason.unwrap().contains("is missing"));
     }
 
     #[test]
