@@ -157,8 +157,8 @@ def test_a_legacy_table_made_without_autoincrement_is_read_and_migrated(tmp_path
 
 
 def _copy_with_wal(trail: Path, folder: Path) -> Path:
-    """A copy of a live trail whose newest rows are still only in its -wal file."""
-    folder.mkdir()
+    """A copy (in `folder`) of a live trail whose newest rows are still only in its -wal file."""
+    folder.mkdir(exist_ok=True)
     copy = folder / "copy.db"
     with AuditService(trail) as writer:
         writer.record("auth_success", user_identity="carol")
@@ -226,11 +226,7 @@ with auditbus.AuditService({str(path)!r}, read_only=True) as reader:
 def test_rows_in_a_wal_file_the_reader_cannot_open_are_an_error_not_a_silent_gap(
     trail: Path, shared_folder: Path
 ) -> None:
-    copy = shared_folder / "copy.db"
-    with AuditService(trail) as writer:
-        writer.record("auth_success", user_identity="carol")
-        shutil.copyfile(trail, copy)
-        shutil.copyfile(f"{trail}-wal", f"{copy}-wal")
+    copy = _copy_with_wal(trail, shared_folder)
     code = f"""
 import auditbus
 try:
@@ -247,11 +243,7 @@ except auditbus.AuditError as exc:
 def test_a_link_to_a_copy_whose_wal_file_holds_rows_is_an_error_not_a_silent_gap(
     trail: Path, shared_folder: Path
 ) -> None:
-    copy = shared_folder / "copy.db"
-    with AuditService(trail) as writer:
-        writer.record("auth_success", user_identity="carol")
-        shutil.copyfile(trail, copy)
-        shutil.copyfile(f"{trail}-wal", f"{copy}-wal")
+    copy = _copy_with_wal(trail, shared_folder)
     with readable_folder() as links:
         # SQLite follows the link: the -wal file it reads is the one beside the copy, not beside the link.
         link = links / "link.db"
