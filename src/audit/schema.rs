@@ -137,17 +137,17 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
     };
     let shared = open(&plain_uri(path))?;
     let mut immutable = None;
-    let conn = match user_version(&shared) {
-        Ok(_) => shared,
+    let (conn, version) = match user_version(&shared) {
+        Ok(version) => (shared, version),
         Err(e) if needs_shm(&e) && !wal_has_frames(path) => {
             drop(shared);
             // Taken before the file is read: a change from here on reopens it.
             let file = absolute(path);
             let seen = FileState::of(&file);
             let conn = open(&format!("{}?immutable=1", plain_uri(&file)))?;
-            user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
+            let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
             immutable = Some(Immutable { path: path.to_owned(), busy_timeout, file, seen });
-            conn
+            (conn, version)
         }
         Err(e) if needs_shm(&e) => {
             return Err(at(
@@ -159,7 +159,6 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         }
         Err(e) => return Err(at(path, "not a readable SQLite database", e)),
     };
-    let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
     if version > SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
@@ -360,11 +359,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.execute_batch(LEGACY_DDL)?;
     if version < 1 {
-        let existing: Vec<String> = {
-            let mut stmt = tx.prepare("SELECT name FROM pragma_table_info('audit_log')")?;
-            let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
-            names.collect::<rusqlite::Result<_>>()?
-        };
+        let existing = table_columns(&tx)?;
         for column in V1_COLUMNS {
             if !existing.iter().any(|c| c == column) {
                 tx.execute_batch(&format!("ALTER TABLE audit_log ADD COLUMN {column} TEXT"))?;
