@@ -294,20 +294,22 @@ impl Verifier {
     /// A kept head whose row never came is reported here.
     pub fn finish(mut self) -> Verdict {
         self.verdict.unchained += self.pending;
-        let missing = self.expected.iter().find_map(|(&id, kept)| Some((id, kept.first()?)));
-        if let Some((id, kept)) = missing {
-            if self.verdict.first_bad_id.is_none() {
-                let reason = if id <= self.anchor_id {
+        let missing = self.expected.iter().find_map(|(&id, kept)| {
+            let kept = kept.first()?;
+            Some(if id <= self.anchor_id {
+                (
+                    id,
                     format!(
                         "row {id}, whose chain hash {kept} was kept, is no longer in the chain (purged, or removed \
                          with the chain re-anchored after it): keep a newer head"
-                    )
-                } else {
-                    format!("row {id}, whose chain hash {kept} was kept, is missing (the newest rows were removed)")
-                };
-                self.verdict.first_bad_id = Some(id);
-                self.verdict.reason = Some(reason);
-            }
+                    ),
+                )
+            } else {
+                (id, format!("row {id}, whose chain hash {kept} was kept, is missing (the newest rows were removed)"))
+            })
+        });
+        if let Some((id, reason)) = missing.filter(|_| self.verdict.first_bad_id.is_none()) {
+            self.bad(id, reason);
         }
         self.verdict
     }

@@ -5,7 +5,7 @@
 //! All functions here are Python-free and run with the GIL released.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
 use crate::audit::chain::{RowContent, StoredRow, Verdict, Verifier};
 use crate::audit::record::lifecycle;
@@ -190,21 +190,6 @@ pub fn count(conn: &Connection, filter: &Filter) -> Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// `sqlite_sequence`'s entry for `audit_log`: the largest id ever handed out.
-/// None when there is no entry, or no `sqlite_sequence` table at all (a
-/// table made without AUTOINCREMENT: then there is nothing to compare).
-fn sequence(conn: &Connection) -> Result<Option<i64>> {
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
-        [],
-        |row| row.get(0),
-    )?;
-    if !exists {
-        return Ok(None);
-    }
-    Ok(conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()?)
-}
-
 /// Walks the whole table in id order inside one read transaction (a
 /// consistent snapshot even while other processes append), then checks the
 /// last id against `sqlite_sequence` in the same snapshot.
@@ -227,7 +212,7 @@ pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
             }
         }
     }
-    verifier.check_sequence(sequence(&tx)?);
+    verifier.check_sequence(schema::sequence(&tx)?);
     tx.commit()?;
     Ok(verifier.finish())
 }

@@ -381,19 +381,23 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 /// The largest id ever handed out (AUTOINCREMENT's `sqlite_sequence`, or the
 /// largest present id), so ids are never reused even after a purge.
 pub fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
-    // A table made without AUTOINCREMENT (by an SQLite tool) may leave no sqlite_sequence table at all.
-    let has_sequence: bool = conn.query_row(
+    let max: Option<i64> = conn.query_row("SELECT max(id) FROM audit_log", [], |row| row.get(0))?;
+    Ok(sequence(conn)?.unwrap_or(0).max(max.unwrap_or(0)))
+}
+
+/// `sqlite_sequence`'s entry for `audit_log`: the largest id ever handed out.
+/// None when there is no entry, or no `sqlite_sequence` table at all (a
+/// table made without AUTOINCREMENT, by an SQLite tool).
+pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let exists: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
         [],
         |row| row.get(0),
     )?;
-    let seq: Option<i64> = if has_sequence {
-        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()?
-    } else {
-        None
-    };
-    let max: Option<i64> = conn.query_row("SELECT max(id) FROM audit_log", [], |row| row.get(0))?;
-    Ok(seq.unwrap_or(0).max(max.unwrap_or(0)))
+    if !exists {
+        return Ok(None);
+    }
+    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()
 }
 
 /// The chain anchor: rows with `id <= anchor_id` are outside the chain.
