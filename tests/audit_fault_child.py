@@ -3,6 +3,7 @@
     python audit_fault_child.py load PATH WORKER BATCHES [--wait-go]
     python audit_fault_child.py full PATH rlimit|ballast:FILE
     python audit_fault_child.py lock PATH
+    python audit_fault_child.py open PATH GATE
 
 Every acknowledgement is printed (and flushed) only after the call that made
 it durable returned, one line each, so whatever the parent read before a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -28,7 +30,7 @@ import sys
 import threading
 import time
 
-from auditbus import AuditService, DomainEvent
+from auditbus import AuditError, AuditService, DomainEvent
 
 PAD = "x" * 900
 SECRET = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
@@ -173,6 +175,19 @@ def lock(path: str) -> None:
     say("released")
 
 
+def open_at_gate(path: str, gate: str) -> None:
+    """Opens the service once the parent lets go of its lock on `gate`, with the other children at once."""
+    with open(gate) as held:
+        say("ready")
+        fcntl.flock(held, fcntl.LOCK_SH)
+    try:
+        AuditService(path).close()
+    except AuditError as exc:
+        say("failed", exc)
+    else:
+        say("opened")
+
+
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
     if command == "load":
@@ -181,6 +196,8 @@ def main(argv: list[str]) -> None:
         full(path, argv[2])
     elif command == "lock":
         lock(path)
+    elif command == "open":
+        open_at_gate(path, argv[2])
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -8,6 +8,7 @@ verifies, and failures are reported, never silent.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import signal
@@ -99,6 +100,28 @@ def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) ->
     assert all(r["prev_hash"] == before["chain_hash"] for before, r in itertools.pairwise(rows))
     with AuditService(path) as svc:
         assert svc.verify().unchained == 0
+
+
+@pytest.mark.parametrize("attempt", range(16))
+def test_eight_processes_that_open_one_new_file_together_all_start(tmp_path: Path, attempt: int) -> None:
+    # Each switches the new file to WAL; SQLite refuses all but one such switch at once.
+    path = tmp_path / f"audit-{attempt}.db"
+    gate = tmp_path / "gate"
+    gate.touch()
+    with gate.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        children = [Child("open", path, str(gate)) for _ in range(8)]
+        try:
+            for child in children:
+                child.expect("ready")
+            fcntl.flock(held, fcntl.LOCK_UN)
+            assert [child.next_line() for child in children] == ["opened"] * 8
+        finally:
+            for child in children:
+                child.close()
+    with AuditService(path, read_only=True) as svc:
+        assert svc.count(event_type="audit_started") == 8
+        assert svc.verify().ok
 
 
 @pytest.mark.parametrize("busy_timeout", [5.0, 0.05], ids=["waits-in-sqlite", "retries"])

@@ -7,7 +7,7 @@
 //! database auditbus migrated (its INSERT names only the legacy columns; the
 //! new ones are nullable).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -318,14 +318,14 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
         return Err(Error::Storage(format!("audit database {path:?} {NOT_WRITABLE}")));
     }
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(|e| match e {
-            // The file itself opened for writing (checked above): what failed is beside it.
-            ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => {
-                at(path, COMPANIONS_NOT_WRITABLE, e)
-            }
-            other => at(path, "not a usable SQLite database", other),
-        })?;
+    let mode: String = until_free(busy_timeout, || {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+    })
+    .map_err(|e| match e {
+        // The file itself opened for writing (checked above): what failed is beside it.
+        ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => at(path, COMPANIONS_NOT_WRITABLE, e),
+        other => at(path, "not a usable SQLite database", other),
+    })?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
     }
@@ -345,6 +345,28 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
         other => other,
     })?;
     Ok(conn)
+}
+
+/// Runs `step` again while another connection holds the lock it needs, until
+/// `busy_timeout` has passed. Switching a new file to WAL takes its exclusive
+/// lock from inside a read, and there SQLite answers "locked" at once instead
+/// of calling its busy handler: without this, one of several processes that
+/// open a new trail together would fail.
+fn until_free<T>(busy_timeout: Duration, mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one write transaction, so
@@ -430,6 +452,37 @@ pub fn set_anchor(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_file_switched_to_wal_while_another_connection_holds_its_lock_waits_instead_of_failing() {
+        let folder = std::env::temp_dir().join(format!("auditbus-wal-switch-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("trail.db").to_string_lossy().into_owned();
+        // Another process opening the same new file, inside its own switch: it holds the write lock.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut other = Some(other);
+        let writer = open(&path, Duration::from_secs(30)).unwrap();
+        let mut tries = 0;
+        let mode = until_free(Duration::from_secs(30), || {
+            tries += 1;
+            let switched = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0));
+            // The other's lock is let go only after the first refusal.
+            if let Err(rusqlite::Error::SqliteFailure(e, _)) = &switched {
+                assert_eq!(e.code, rusqlite::ErrorCode::DatabaseBusy, "{switched:?}");
+                other.take();
+            }
+            switched
+        });
+        assert_eq!(mode.unwrap(), "wal");
+        assert_eq!(tries, 2);
+        let gone = until_free(Duration::ZERO, || -> rusqlite::Result<()> {
+            Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None))
+        });
+        assert!(gone.is_err(), "a lock still held when the busy timeout ends is an error");
+        drop(writer);
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 
     #[test]
     fn migration_is_idempotent_and_keeps_legacy_rows() {
