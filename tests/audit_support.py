@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -148,9 +150,9 @@ def run_as_reader(args: list[str], folder: Path, *, own_files: bool = False) -> 
     setpriv); the test is skipped only where neither is possible. With
     `own_files`, the files stay writable by the child (only the folder is not).
     """
-    command = _reader_command(args, folder, own_files=own_files)
+    command, env = _reader_command(args, folder, own_files=own_files)
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder)
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder, env=env)
     finally:
         folder.chmod(0o755)
 
@@ -162,11 +164,10 @@ def reader_process(args: list[str], folder: Path) -> Iterator[subprocess.Popen[s
     Meanwhile this process, root or the folder's owner, can still write the
     files there.
     """
-    command = _reader_command(args, folder)
+    command, env = _reader_command(args, folder)
     try:
-        with subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder
-        ) as process:
+        pipe = subprocess.PIPE
+        with subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, text=True, cwd=folder, env=env) as process:
             try:
                 yield process
             finally:
@@ -176,18 +177,39 @@ def reader_process(args: list[str], folder: Path) -> Iterator[subprocess.Popen[s
         folder.chmod(0o755)
 
 
-def _reader_command(args: list[str], folder: Path, *, own_files: bool = False) -> list[str]:
-    """Makes `folder` and its files read-only, and the command that runs `python *args` without write access."""
+def _reader_command(
+    args: list[str], folder: Path, *, own_files: bool = False
+) -> tuple[list[str], dict[str, str] | None]:
+    """Makes `folder` and its files read-only; returns how to run `python *args` without write access.
+
+    That is the command and, where it runs as another user, its environment.
+    """
     for item in folder.iterdir():
         item.chmod(0o644 if own_files else 0o444)
         if own_files and os.geteuid() == 0:
             os.chown(item, NOBODY, NOBODY)
     command = [sys.executable, *args]
     folder.chmod(0o555)
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            folder.chmod(0o755)
-            pytest.skip("running as root without setpriv: cannot drop write permission")
-        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
-    return command
+    if os.geteuid() != 0:
+        return command, None
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        folder.chmod(0o755)
+        pytest.skip("running as root without setpriv: cannot drop write permission")
+    # Where the package is installed (root's own Python, say) may be closed to nobody.
+    env = {**os.environ, "PYTHONPATH": str(_package_for_nobody())}
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command], env
+
+
+@functools.cache
+def _package_for_nobody() -> Path:
+    """A copy of the `auditbus` package under test, in a folder every user may read."""
+    import auditbus  # noqa: PLC0415 - only the processes run as nobody need it
+
+    folder = Path(tempfile.mkdtemp(prefix="auditbus-pkg-"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    shutil.copytree(Path(auditbus.__file__).parent, folder / "auditbus")
+    for item in folder.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return folder
