@@ -472,6 +472,14 @@ def test_memory_database_works_like_the_legacy_one() -> None:
         assert [e.user_identity for e in svc.query()] == ["alice"]
 
 
+def test_a_memory_database_is_a_private_file_removed_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with AuditService(":memory:") as svc:
+        svc.record("auth_success", user_identity="alice")
+        assert [p.name.startswith("auditbus-memory-") for p in tmp_path.iterdir()] == [True] * 3  # with -wal, -shm
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_purge_deletes_the_oldest_rows_and_records_itself(svc: AuditService) -> None:
     entries = [svc.record("auth_success", details={"i": i}) for i in range(5)]
     deleted = svc.purge(entries[3].timestamp)
