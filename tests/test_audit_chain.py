@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,6 +315,18 @@ def test_a_kept_head_that_was_cut_or_purged_fails_naming_it(trail: Path) -> None
 def test_bad_heads_name_what_is_accepted(trail: Path, heads: object, error: type, fragment: str) -> None:
     with AuditService(trail, read_only=True) as svc, pytest.raises(error, match=re.escape(fragment)):
         svc.verify(heads=heads)  # type: ignore[arg-type]
+
+
+def test_heads_kept_as_json_are_read_back_as_lists(trail: Path) -> None:
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+        heads = json.loads(json.dumps([(kept.head_id, kept.head_hash)]))
+        assert heads == [[kept.head_id, kept.head_hash]]
+        assert svc.verify(heads=heads).ok
+        wrong = [[kept.head_id, "0" * 64]]
+        assert (svc.verify(heads=wrong).ok, svc.verify(heads=wrong).first_bad_id) == (False, kept.head_id)
+        with pytest.raises(ValueError, match=re.escape("(head_id, head_hash) pairs")):
+            svc.verify(heads=[[kept.head_id, kept.head_hash, "extra"]])
 
 
 def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:

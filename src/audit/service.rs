@@ -16,7 +16,7 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyMapping, PyString};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
@@ -149,7 +149,7 @@ fn time_filter(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<S
     }
 }
 
-/// `verify(heads=...)`: `(row id, chain hash)` pairs, as a report's `head_id` and `head_hash`.
+/// `verify(heads=...)`: `(row id, chain hash)` pairs (tuples or lists), as a report's `head_id` and `head_hash`.
 fn kept_heads(value: Option<&Bound<'_, PyAny>>) -> Result<Vec<(i64, String)>> {
     let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(Vec::new()) };
     let accepted = "expected an iterable of (head_id, head_hash) pairs: an int >= 1 and 64 lowercase hex digits";
@@ -160,7 +160,14 @@ fn kept_heads(value: Option<&Bound<'_, PyAny>>) -> Result<Vec<(i64, String)>> {
     let mut heads = Vec::new();
     for item in items {
         let item = item?;
-        let pair: Option<(i64, String)> = item.extract().ok();
+        // A list pair too: heads kept as JSON come back from `json.load` as lists.
+        let pair: Option<(i64, String)> = match item.cast::<PyList>() {
+            Ok(list) if list.len() == 2 => {
+                list.get_item(0).and_then(|id| Ok((id.extract()?, list.get_item(1)?.extract()?))).ok()
+            }
+            Ok(_) => None,
+            Err(_) => item.extract().ok(),
+        };
         match pair {
             Some((id, hash))
                 if id >= 1
