@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -50,6 +51,19 @@ def test_model_validate_without_user_identity_takes_the_block() -> None:
     with identity("alice"):
         assert DomainEvent.model_validate({"event_type": "auth_success"}).user_identity == "alice"
         assert DomainEvent.model_validate({"event_type": "auth_success", "user_identity": "x"}).user_identity == "x"
+
+
+def test_a_str_subclass_identity_is_stored_as_plain_text_like_an_explicit_one() -> None:
+    class Role(str, enum.Enum):
+        ADMIN = "admin"
+
+    with identity(Role.ADMIN):
+        from_block = DomainEvent(event_type="plan_applied")
+    explicit = DomainEvent(event_type="plan_applied", user_identity=Role.ADMIN)
+    assert type(from_block.user_identity) is str
+    assert type(explicit.user_identity) is str
+    assert from_block.user_identity == explicit.user_identity == "admin"
+    assert "user_identity='admin'" in repr(from_block)
 
 
 def test_nesting_restores_the_outer_identity() -> None:
