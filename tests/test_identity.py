@@ -99,6 +99,28 @@ def test_one_instance_can_be_reentered() -> None:
     assert who() is None
 
 
+def test_exiting_where_no_block_is_open_says_so() -> None:
+    block = identity("alice")
+    block.__enter__()
+    errors: list[BaseException] = []
+
+    def exit_elsewhere() -> None:
+        try:
+            block.__exit__(None, None, None)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    join(run_in_thread(exit_elsewhere))
+    block.__exit__(None, None, None)
+    assert current_identity() is None
+    [error] = errors
+    assert isinstance(error, RuntimeError)
+    assert "identity('alice') is exited where no identity() block is open" in str(error)
+    assert "same thread or asyncio task" in str(error)
+    with pytest.raises(RuntimeError, match=r"identity\('bob'\) is exited where no identity\(\) block is open"):
+        identity("bob").__exit__(None, None, None)
+
+
 @pytest.mark.parametrize("bad", [3, b"alice", ["alice"]])
 def test_bad_argument_is_a_type_error_naming_what_is_accepted(bad: object) -> None:
     with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got"):
