@@ -31,6 +31,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::audit::AuditService;
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
+use crate::values::short_repr;
 
 /// One `subscribe()`/`subscribe_all()` call.
 struct Subscription {
@@ -140,6 +141,32 @@ fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) 
 fn aio(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     Ok(AIO.get_or_try_init(py, || py.import("auditbus._aio").map(|m| m.into_any().unbind()))?.bind(py))
+}
+
+/// `max_log_size`: an `int >= 0`, or `None` for no bound (as `deque(maxlen=)`).
+/// Extracted by hand so that the error names the argument, the value and what
+/// is accepted, instead of pyo3's "cannot be interpreted as an integer".
+struct LogBound(Option<usize>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for LogBound {
+    type Error = Error;
+
+    fn extract(value: Borrowed<'a, 'py, PyAny>) -> Result<Self> {
+        if value.is_none() {
+            return Ok(Self(None));
+        }
+        let accepted = "accepted: an int >= 0, or None for no bound";
+        let Ok(n) = value.extract::<i128>() else {
+            return Err(Error::Type(format!(
+                "max_log_size: expected an int >= 0 or None, got {} {}; {accepted}",
+                type_name(&value),
+                short_repr(&value)
+            )));
+        };
+        usize::try_from(n)
+            .map(|n| Self(Some(n)))
+            .map_err(|_| Error::invalid("max_log_size", format!("got {n}; {accepted}")))
+    }
 }
 
 /// The in-process domain event bus (see the module docs for the semantics).
@@ -347,8 +374,8 @@ impl ReactiveEventBus {
     /// `audit=service`, every emitted event, whatever its type, is handed to
     /// `service` (redacted, write-behind) between the stream and the handlers.
     #[new]
-    #[pyo3(signature = (max_log_size = Some(10_000), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
-    fn py_new(max_log_size: Option<i64>, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
+    #[pyo3(signature = (max_log_size = LogBound(Some(10_000)), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
+    fn py_new(max_log_size: LogBound, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
         let audit = match audit {
             Some(service) if !service.is_none() => Some(
                 service
@@ -364,12 +391,7 @@ impl ReactiveEventBus {
             ),
             _ => None,
         };
-        let max_log_size = match max_log_size {
-            None => None,
-            Some(n) => Some(usize::try_from(n).map_err(|_| {
-                Error::invalid("max_log_size", format!("must be an int >= 0 (or None for no bound), got {n}"))
-            })?),
-        };
+        let LogBound(max_log_size) = max_log_size;
         Ok(Self {
             handlers: RwLock::new(Routes::default()),
             observers: RwLock::new(Arc::from(Vec::new())),
@@ -767,7 +789,7 @@ mod tests {
                 name: "h".into(),
             });
             assert_eq!(kinds_of(&sub).len(), EVENT_TYPES.len());
-            let bus = ReactiveEventBus::py_new(Some(2), None).unwrap();
+            let bus = ReactiveEventBus::py_new(LogBound(Some(2)), None).unwrap();
             bus.add_subscription(py, &sub).unwrap();
             assert_eq!(bus.handlers.read().len(), EVENT_TYPES.len());
             assert!(bus.remove_subscription(py, &sub));

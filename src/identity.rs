@@ -22,10 +22,17 @@ fn var(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
     })
 }
 
-/// The identity set by the innermost `identity()` block, if any.
+/// The identity set by the innermost `identity()` block, if any, as a plain
+/// `str`: a `str` subclass (a `StrEnum` role) is stored as its text, the way an
+/// explicit `user_identity=` argument is, so both paths give the same event.
 pub fn current(py: Python<'_>) -> PyResult<Option<Py<PyString>>> {
     let value = var(py)?.1.bind(py).call0()?;
-    Ok(value.cast_into::<PyString>().ok().map(Bound::unbind))
+    let Ok(text) = value.cast_into::<PyString>() else { return Ok(None) };
+    if text.is_exact_instance_of::<PyString>() {
+        Ok(Some(text.unbind()))
+    } else {
+        Ok(Some(PyString::new(py, &text.to_string_lossy()).unbind()))
+    }
 }
 
 /// The context variable itself, for `auditbus.identity`.

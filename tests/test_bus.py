@@ -250,6 +250,28 @@ def test_subscribe_rejects_an_unknown_type_naming_it(bus: ReactiveEventBus, bad:
     assert "EventType" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("bad", "error", "named"),
+    [
+        (2.5, TypeError, r"max_log_size: expected an int >= 0 or None, got float 2\.5"),
+        ("big", TypeError, r"max_log_size: expected an int >= 0 or None, got str 'big'"),
+        (-1, ValidationError, r"max_log_size: got -1"),
+        (2**70, ValidationError, rf"max_log_size: got {2**70}"),
+    ],
+)
+def test_a_bad_max_log_size_is_named_in_the_message(bad: object, error: type[Exception], named: str) -> None:
+    with pytest.raises(error, match=named) as info:
+        ReactiveEventBus(bad)  # type: ignore[arg-type]
+    assert "accepted: an int >= 0, or None for no bound" in str(info.value)
+
+
+def test_max_log_size_takes_what_deque_maxlen_takes() -> None:
+    assert repr(ReactiveEventBus()) == "ReactiveEventBus(max_log_size=10000)"
+    assert repr(ReactiveEventBus(None)) == "ReactiveEventBus(max_log_size=None)"
+    assert repr(ReactiveEventBus(max_log_size=0)) == "ReactiveEventBus(max_log_size=0)"
+    assert repr(ReactiveEventBus(True)) == "ReactiveEventBus(max_log_size=1)"  # an int, as deque(maxlen=True)
+
+
 def test_constructor_validates_its_arguments() -> None:
     with pytest.raises(ValidationError, match=r"max_log_size.*-1"):
         ReactiveEventBus(-1)

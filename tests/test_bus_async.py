@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import threading
+import weakref
 from typing import Any
 
 import auditbus._aio as aio
 import pytest
 from audit_support import wait_until
-from auditbus import DomainEvent, ReactiveEventBus
+from auditbus import DomainEvent, ReactiveEventBus, current_identity, identity
 
 DEADLINE = 30.0
 
@@ -70,6 +72,74 @@ def test_emit_from_a_thread_without_a_loop_uses_the_subscribing_loop() -> None:
         bus.emit(event("from worker"))
         wait_until(lambda: bool(ran), "the coroutine handler to run", DEADLINE)
         assert ran == [("from worker", loop_thread.ident)]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=DEADLINE)
+        loop.close()
+
+
+def test_a_coroutine_handler_runs_in_the_emitters_identity_on_either_loop() -> None:
+    bus = ReactiveEventBus()
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def handler(ev: DomainEvent) -> None:
+        seen.append((ev.plan_id, current_identity()))
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    async def on_own_loop() -> None:
+        with identity("bob"):
+            bus.emit(event("own loop"))
+        while len(seen) < 2:
+            await asyncio.sleep(0.001)
+
+    try:
+        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+        with identity("alice"):
+            bus.emit(event("subscribing loop"))
+        wait_until(lambda: bool(seen), "the coroutine handler to run", DEADLINE)
+        asyncio.run(asyncio.wait_for(on_own_loop(), DEADLINE))
+        assert seen == [("subscribing loop", "alice"), ("own loop", "bob")]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=DEADLINE)
+        loop.close()
+
+
+def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
+    """The loop holds its tasks weakly: a handler waiting on a future only it refers to must not be collected."""
+    bus = ReactiveEventBus()
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    waiting: list[weakref.ref[asyncio.Future[None]]] = []
+    finished = threading.Event()
+
+    async def handler(ev: DomainEvent) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(weakref.ref(future))
+        await future
+        finished.set()
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    async def collect() -> None:
+        gc.collect()
+
+    try:
+        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+        bus.emit(event("from worker"))
+        wait_until(lambda: bool(waiting), "the coroutine handler to start waiting", DEADLINE)
+        asyncio.run_coroutine_threadsafe(collect(), loop).result(timeout=DEADLINE)
+        future = waiting[0]()
+        assert future is not None, "the handler's task was collected while it waited"
+        loop.call_soon_threadsafe(future.set_result, None)
+        assert finished.wait(DEADLINE)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(timeout=DEADLINE)

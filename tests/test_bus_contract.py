@@ -1,16 +1,19 @@
 """The legacy bus's behaviour, as one set of assertions run against both buses.
 
 Each test takes `impl`: auditbus, and the legacy pure-Python bus from
-`shared/legacy` when that folder is beside the checkout. Behaviour that the
-issue deliberately changes (a handler removed mid-emit, emit after dispose,
-bad input) is pinned in `test_bus.py` for auditbus alone.
+`shared/legacy` when that folder is beside the checkout. Behaviour that auditbus
+deliberately changes (README's table) is shown on both buses at the end of
+this file, and pinned in more detail in `test_bus.py` for auditbus alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,3 +292,115 @@ def test_audit_event_subscriber_records_through_the_bus(impl: Impl, tmp_path: Pa
     assert entries[0].details["actor_name"] == "planner"
     assert entries[0].details["api_key"] != "sk-secret"
     assert legacy.name == "legacy"
+
+
+# --- deliberate differences (README), each shown on both buses ----------------------------
+
+
+def test_after_dispose_the_legacy_bus_drops_events_silently_and_auditbus_refuses(impl: Impl) -> None:
+    """The legacy bus accepts emit() and subscribe() after dispose(): the event is logged, no handler runs,
+    and a late handler runs again. auditbus raises ClosedError, so an event is never silently not delivered."""
+    bus = impl.Bus()
+    calls: list[Any] = []
+    bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, "early"))
+    bus.dispose()
+    if impl.name == "legacy":
+        bus.emit(impl.event(plan_id="after"))
+        assert calls == []
+        assert [e.plan_id for e in bus.audit_log] == ["after"]
+        bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, "late"))
+        bus.emit(impl.event(plan_id="later"))
+        assert calls == [("late", "later")]
+    else:
+        with pytest.raises(auditbus.ClosedError, match=r"ReactiveEventBus\.emit: the bus was disposed"):
+            bus.emit(impl.event(plan_id="after"))
+        with pytest.raises(auditbus.ClosedError, match=r"ReactiveEventBus\.subscribe: the bus was disposed"):
+            bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, "late"))
+        assert calls == []
+        assert bus.audit_log == []
+
+
+def test_a_coroutine_handler_never_runs_on_the_legacy_bus_and_is_scheduled_on_auditbus(impl: Impl) -> None:
+    """The legacy bus calls an `async def` handler and drops the coroutine (a RuntimeWarning, the body never
+    runs); auditbus starts it as a task on the running loop."""
+    bus = impl.Bus()
+    ran: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        ran.append(event.plan_id)
+
+    async def main() -> None:
+        bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+        bus.emit(impl.event(plan_id="p1"))
+        for _ in range(100):  # a bounded number of loop turns, not a sleep
+            if ran:
+                break
+            await asyncio.sleep(0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    never_awaited = [w for w in caught if "was never awaited" in str(w.message)]
+    if impl.name == "legacy":
+        assert ran == []
+        assert never_awaited
+    else:
+        assert ran == ["p1"]
+        assert never_awaited == []
+
+
+def test_bad_input_reaches_the_legacy_bus_and_is_refused_by_auditbus(
+    impl: Impl, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The legacy bus pushes a non-event to the stream and the log before failing with AttributeError, and
+    accepts a non-callable handler that then fails, logged, at every emit. auditbus raises TypeError first."""
+    bus = impl.Bus()
+    streamed: list[Any] = []
+    bus.stream.subscribe(streamed.append)
+    not_an_event = {"event_type": "plan_created"}
+    if impl.name == "legacy":
+        with pytest.raises(AttributeError):
+            bus.emit(not_an_event)
+        assert streamed == [not_an_event]
+        assert bus.audit_log == [not_an_event]
+        bus.subscribe(impl.EventType.PLAN_CREATED, None)
+        with caplog.at_level(logging.ERROR, logger=impl.logger):
+            bus.emit(impl.event())
+        assert "event handler failed for plan_created" in caplog.text
+    else:
+        with pytest.raises(TypeError, match=r"takes an auditbus\.DomainEvent, got dict"):
+            bus.emit(not_an_event)
+        assert streamed == []
+        assert bus.audit_log == []
+        with pytest.raises(TypeError, match=r"handler must be callable.*got NoneType"):
+            bus.subscribe(impl.EventType.PLAN_CREATED, None)
+    bus.dispose()
+
+
+def test_the_legacy_subscriber_takes_any_recorder_and_auditbus_an_audit_service(impl: Impl) -> None:
+    """The legacy AuditEventSubscriber calls `record(...)` on whatever it is given (a test double works);
+    auditbus's hands the event to `AuditService.record_event()` and refuses anything else up front."""
+    if LEGACY_ROOT is None:
+        pytest.skip("needs the legacy AuditEventSubscriber")
+    _legacy()
+    import cleveragents_legacy as reference  # noqa: PLC0415 - put on sys.path by _legacy()
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str | None]] = []
+
+        def record(self, event_type: str, *, plan_id: str | None = None, **_: Any) -> None:
+            self.calls.append((event_type, plan_id))
+
+    subscriber_type = reference.AuditEventSubscriber if impl.name == "legacy" else auditbus.AuditEventSubscriber
+    bus = impl.Bus()
+    recorder_double = Recorder()
+    if impl.name == "legacy":
+        subscriber_type(bus, recorder_double)
+        bus.emit(impl.event("plan_applied", plan_id="p1"))
+        assert recorder_double.calls == [("plan_applied", "p1")]
+    else:
+        with pytest.raises(TypeError, match=r"audit_service must be an auditbus\.AuditService, got Recorder"):
+            subscriber_type(bus, recorder_double)
+    bus.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -52,6 +53,19 @@ def test_model_validate_without_user_identity_takes_the_block() -> None:
         assert DomainEvent.model_validate({"event_type": "auth_success", "user_identity": "x"}).user_identity == "x"
 
 
+def test_a_str_subclass_identity_is_stored_as_plain_text_like_an_explicit_one() -> None:
+    class Role(str, enum.Enum):
+        ADMIN = "admin"
+
+    with identity(Role.ADMIN):
+        from_block = DomainEvent(event_type="plan_applied")
+    explicit = DomainEvent(event_type="plan_applied", user_identity=Role.ADMIN)
+    assert type(from_block.user_identity) is str
+    assert type(explicit.user_identity) is str
+    assert from_block.user_identity == explicit.user_identity == "admin"
+    assert "user_identity='admin'" in repr(from_block)
+
+
 def test_nesting_restores_the_outer_identity() -> None:
     with identity("outer"):
         with identity("inner"):
@@ -83,6 +97,28 @@ def test_one_instance_can_be_reentered() -> None:
             assert who() == "admin"
         assert who() == "admin"
     assert who() is None
+
+
+def test_exiting_where_no_block_is_open_says_so() -> None:
+    block = identity("alice")
+    block.__enter__()
+    errors: list[BaseException] = []
+
+    def exit_elsewhere() -> None:
+        try:
+            block.__exit__(None, None, None)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    join(run_in_thread(exit_elsewhere))
+    block.__exit__(None, None, None)
+    assert current_identity() is None
+    [error] = errors
+    assert isinstance(error, RuntimeError)
+    assert "identity('alice') is exited where no identity() block is open" in str(error)
+    assert "same thread or asyncio task" in str(error)
+    with pytest.raises(RuntimeError, match=r"identity\('bob'\) is exited where no identity\(\) block is open"):
+        identity("bob").__exit__(None, None, None)
 
 
 @pytest.mark.parametrize("bad", [3, b"alice", ["alice"]])

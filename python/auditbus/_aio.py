@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,15 +57,21 @@ def schedule(
     coro = _run(bus, handler, event)
     try:
         if loop is not None:
-            task = loop.create_task(coro)
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
+            _start(loop, coro)
         else:
             assert home_loop is not None
-            asyncio.run_coroutine_threadsafe(coro, home_loop)
+            # The callback runs in a copy of this thread's context (identity included).
+            home_loop.call_soon_threadsafe(_start, home_loop, coro)
     except BaseException:
         coro.close()  # never started: no "coroutine was never awaited" warning
         raise
+
+
+def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    """Create the task on `loop` (its thread) and hold it until it is done."""
+    task = loop.create_task(coro)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 async def _run(bus: ReactiveEventBus, handler: Callable[[DomainEvent], Awaitable[Any]], event: DomainEvent) -> None:

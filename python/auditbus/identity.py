@@ -58,7 +58,13 @@ class identity:  # lower-case: used like contextlib's managers
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        *outer, token = _OPEN.get()
+        opened = _OPEN.get()
+        if not opened:
+            raise RuntimeError(
+                f"{self!r} is exited where no identity() block is open: a block must be entered and exited "
+                "in the same thread or asyncio task"
+            )
+        *outer, token = opened
         _OPEN.set(tuple(outer))
         _VAR.reset(token)
 
