@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
 
-from ._native import AuditService, DomainEvent, ReactiveEventBus
+from ._native import AuditService, DomainEvent, ReactiveEventBus, redact_dict
 from .audit import SECURITY_EVENT_TYPES
 
 __all__ = ["SECURITY_EVENT_TYPES", "AuditEventSubscriber"]
 
 logger = logging.getLogger("auditbus")
+
+
+class _Recorder(Protocol):
+    """What the legacy subscriber calls: the legacy `AuditService.record()`."""
+
+    def record(
+        self,
+        event_type: str,
+        *,
+        plan_id: str | None = ...,
+        user_identity: str | None = ...,
+        details: dict[str, Any] | None = ...,
+    ) -> object: ...
 
 
 class AuditEventSubscriber:
@@ -22,11 +37,23 @@ class AuditEventSubscriber:
     failure to hand an event over is logged on the `auditbus` logger and never
     reaches the emitter. Wiring this subscriber and `ReactiveEventBus(audit=...)`
     together writes each event once: rows are unique by `event_id`.
+
+    Any other object with a `record()` method (a test double, a wrapper around
+    a service) gets the legacy call instead: `record(event_type, plan_id=...,
+    user_identity=..., details=...)`, with `actor_name`, `project_name` and
+    `session_id` added to the details and the details redacted first.
     """
 
-    def __init__(self, event_bus: ReactiveEventBus, audit_service: AuditService) -> None:
-        if not isinstance(audit_service, AuditService):
-            raise TypeError(f"audit_service must be an auditbus.AuditService, got {type(audit_service).__name__}")
+    def __init__(self, event_bus: ReactiveEventBus, audit_service: AuditService | _Recorder) -> None:
+        if isinstance(audit_service, AuditService):
+            self._record: Callable[[DomainEvent], object] = audit_service.record_event
+        elif callable(getattr(audit_service, "record", None)):
+            self._record = partial(_legacy_record, audit_service)
+        else:
+            raise TypeError(
+                "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, "
+                f"got {type(audit_service).__name__}"
+            )
         self._audit_service = audit_service
         self._unsubscribes: list[Callable[[], object]] = [
             event_bus.subscribe(event_type, self._on_event) for event_type in SECURITY_EVENT_TYPES
@@ -34,7 +61,7 @@ class AuditEventSubscriber:
 
     def _on_event(self, event: DomainEvent) -> None:
         try:
-            self._audit_service.record_event(event)
+            self._record(event)
         except Exception:  # auditing must never break the domain operation
             logger.exception("audit record failed for %s", event.event_type.value)
 
@@ -43,3 +70,18 @@ class AuditEventSubscriber:
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         self._unsubscribes.clear()
+
+
+def _legacy_record(recorder: _Recorder, event: DomainEvent) -> None:
+    """The legacy subscriber's call, for a recorder that is not an `AuditService`."""
+    details = dict(event.details)
+    for name in ("actor_name", "project_name", "session_id"):
+        value = getattr(event, name)
+        if value is not None:
+            details.setdefault(name, value)
+    recorder.record(
+        event.event_type.value,
+        plan_id=event.plan_id,
+        user_identity=event.user_identity,
+        details=redact_dict(details),
+    )
