@@ -955,6 +955,32 @@ def test_no_command_prints_help(tmp_path: Path) -> None:
     assert "demo" in result.stderr
 
 
+def test_an_unexpected_failure_is_one_line_and_auditbus_debug_shows_the_traceback(
+    trail: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(args: object) -> int:
+        raise RuntimeError("stats broke\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_stats", broken)
+    monkeypatch.delenv("AUDITBUS_DEBUG", raising=False)
+    assert cli.main(["stats", "--db", str(trail)]) == 1
+    assert capsys.readouterr().err.splitlines() == ["auditbus: error: stats broke second line (RuntimeError)"]
+    monkeypatch.setenv("AUDITBUS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="stats broke"):
+        cli.main(["stats", "--db", str(trail)])
+
+
+def test_ctrl_c_outside_tail_follow_exits_130(
+    trail: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_export", interrupted)
+    assert cli.main(["export", "--db", str(trail)]) == 130
+    assert capsys.readouterr().err == "auditbus: interrupted\n"
+
+
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     path = tmp_path / "big.db"
     prepare(
