@@ -8,6 +8,8 @@ import gc
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import auditbus._aio as aio
@@ -16,6 +18,29 @@ from audit_support import wait_until
 from auditbus import DomainEvent, ReactiveEventBus, current_identity, identity
 
 DEADLINE = 30.0
+
+
+@contextmanager
+def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """An event loop running in a thread of its own, stopped and closed at the end."""
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    try:
+        yield loop, loop_thread
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=DEADLINE)
+        loop.close()
+
+
+def subscribe_on(loop: asyncio.AbstractEventLoop, bus: ReactiveEventBus, handler: Any) -> None:
+    """Subscribes from inside `loop`, which makes it the handler's subscribing loop."""
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
 
 
 def event(plan_id: str = "p") -> DomainEvent:
@@ -56,40 +81,24 @@ class _no_timeout:
 
 def test_emit_from_a_thread_without_a_loop_uses_the_subscribing_loop() -> None:
     bus = ReactiveEventBus()
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
     ran: list[tuple[str | None, int]] = []
 
     async def handler(ev: DomainEvent) -> None:
         ran.append((ev.plan_id, threading.get_ident()))
 
-    async def subscribe() -> None:
-        bus.subscribe("plan_created", handler)
-
-    try:
-        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+    with loop_in_thread() as (loop, loop_thread):
+        subscribe_on(loop, bus, handler)
         bus.emit(event("from worker"))
         wait_until(lambda: bool(ran), "the coroutine handler to run", DEADLINE)
         assert ran == [("from worker", loop_thread.ident)]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(timeout=DEADLINE)
-        loop.close()
 
 
 def test_a_coroutine_handler_runs_in_the_emitters_identity_on_either_loop() -> None:
     bus = ReactiveEventBus()
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
     seen: list[tuple[str | None, str | None]] = []
 
     async def handler(ev: DomainEvent) -> None:
         seen.append((ev.plan_id, current_identity()))
-
-    async def subscribe() -> None:
-        bus.subscribe("plan_created", handler)
 
     async def on_own_loop() -> None:
         with identity("bob"):
@@ -97,25 +106,18 @@ def test_a_coroutine_handler_runs_in_the_emitters_identity_on_either_loop() -> N
         while len(seen) < 2:
             await asyncio.sleep(0.001)
 
-    try:
-        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+    with loop_in_thread() as (loop, _):
+        subscribe_on(loop, bus, handler)
         with identity("alice"):
             bus.emit(event("subscribing loop"))
         wait_until(lambda: bool(seen), "the coroutine handler to run", DEADLINE)
         asyncio.run(asyncio.wait_for(on_own_loop(), DEADLINE))
         assert seen == [("subscribing loop", "alice"), ("own loop", "bob")]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(timeout=DEADLINE)
-        loop.close()
 
 
 def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
     """The loop holds its tasks weakly: a handler waiting on a future only it refers to must not be collected."""
     bus = ReactiveEventBus()
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
     waiting: list[weakref.ref[asyncio.Future[None]]] = []
     finished = threading.Event()
 
@@ -125,14 +127,11 @@ def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
         await future
         finished.set()
 
-    async def subscribe() -> None:
-        bus.subscribe("plan_created", handler)
-
     async def collect() -> None:
         gc.collect()
 
-    try:
-        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout=DEADLINE)
+    with loop_in_thread() as (loop, _):
+        subscribe_on(loop, bus, handler)
         bus.emit(event("from worker"))
         wait_until(lambda: bool(waiting), "the coroutine handler to start waiting", DEADLINE)
         asyncio.run_coroutine_threadsafe(collect(), loop).result(timeout=DEADLINE)
@@ -140,10 +139,6 @@ def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
         assert future is not None, "the handler's task was collected while it waited"
         loop.call_soon_threadsafe(future.set_result, None)
         assert finished.wait(DEADLINE)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(timeout=DEADLINE)
-        loop.close()
 
 
 def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
