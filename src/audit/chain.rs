@@ -179,8 +179,8 @@ impl Verifier {
         self
     }
 
-    /// A kept head the row `id` does not match.
-    fn unlike_kept(&mut self, id: i64, found: Option<&str>) -> bool {
+    /// Whether row `id` carries every hash kept for it; a mismatch is the verdict.
+    fn matches_kept(&mut self, id: i64, found: Option<&str>) -> bool {
         let Some(kept) = self.expected.remove(&id) else { return true };
         let Some(kept) = kept.into_iter().find(|k| found != Some(k.as_str())) else { return true };
         let found = found.map_or_else(|| "no chain hash".to_owned(), |h| format!("chain hash {h}"));
@@ -195,7 +195,7 @@ impl Verifier {
         let id = row.content.id;
         self.last_id = Some(id);
         let Some(chain_hash) = row.chain_hash else {
-            if !self.unlike_kept(id, None) {
+            if !self.matches_kept(id, None) {
                 return false;
             }
             if id <= self.anchor_id {
@@ -243,7 +243,7 @@ impl Verifier {
                 format!("the newest rows ({missing}) were removed; row {id} was written after the cut"),
             );
         }
-        if !self.unlike_kept(id, Some(chain_hash)) {
+        if !self.matches_kept(id, Some(chain_hash)) {
             return false;
         }
         self.running = chain_hash.to_owned();

@@ -162,10 +162,7 @@ fn kept_heads(value: Option<&Bound<'_, PyAny>>) -> Result<Vec<(i64, String)>> {
         let item = item?;
         // A list pair too: heads kept as JSON come back from `json.load` as lists.
         let pair: Option<(i64, String)> = match item.cast::<PyList>() {
-            Ok(list) if list.len() == 2 => {
-                list.get_item(0).and_then(|id| Ok((id.extract()?, list.get_item(1)?.extract()?))).ok()
-            }
-            Ok(_) => None,
+            Ok(list) => list.to_tuple().extract().ok(),
             Err(_) => item.extract().ok(),
         };
         match pair {
