@@ -480,6 +480,22 @@ def test_secrets_in_free_text(text: str, expected: str) -> None:
     assert redact({"msg": text}) == {"msg": expected}
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Creds(user='bob', password=['hunter2', 'x'])", f"Creds(user='bob', password={M})"),
+        ("password={'a': 'hunter2'} user=bob", f"password={M} user=bob"),
+        ('"token": {"a": ["x", "}"], "b": "hunter2"}, "c": 1', f'"token": {M}, "c": 1'),
+        ("Server=s;Pwd={p@ss;hunter2};Uid=u", f"Server=s;Pwd={M};Uid=u"),
+        ("secrets=(hunter2, 'x'", f"secrets={M}"),
+    ],
+)
+def test_a_container_after_a_secret_key_in_text_is_masked_whole(text: str, expected: str) -> None:
+    # The text form of an object whose secret field holds a list or dict (a
+    # dataclass's str(), a logged config): the whole container is the value.
+    assert redact({"msg": text}) == {"msg": expected}
+
+
 def test_private_key_blocks_keep_their_armour_lines() -> None:  # 25
     body = "MIIEowIBAAKCAQEA" * 10
     for nl in ("\n", "\r\n"):

@@ -8,6 +8,7 @@ values JSON has no type for, what `record()` stores for the same details.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -209,6 +210,19 @@ def test_a_custom_mask_and_user_rules(tmp_path: Path) -> None:
             "password": '<"x">',
             "note": 'password=<"x">',
         }
+
+
+@dataclasses.dataclass
+class Creds:
+    user: str
+    password: list[str]
+
+
+def test_an_object_stored_as_its_text_has_a_secret_container_field_masked_whole(svc: AuditService) -> None:
+    # A dataclass has no JSON form: its str() is stored, and the list under
+    # `password` in that text is the secret, brackets to brackets.
+    row = stored(svc, {"login": Creds("bob", ["hunter2", "x"])})
+    assert row == {"login": f"Creds(user='bob', password={M})"}
 
 
 def test_an_event_recorded_while_details_are_walked_is_stored_whole(svc: AuditService) -> None:

@@ -616,6 +616,9 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
             }
             None
         }
+        // A container (`password=['a', 'b']`, the str() of a dataclass whose
+        // secret field is a list or dict): the value runs to its closing bracket.
+        Some(b'[' | b'{' | b'(') => Some((start, bracketed_end(b, start), true)),
         Some(_) => {
             let len = s[start..]
                 .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';' | '<' | '>'))
@@ -624,6 +627,34 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
         }
         None => None,
     }
+}
+
+/// The end of the bracketed text opening at `start` (any of `[]{}()`, quotes
+/// skipped), or the end of the text when it is never closed: a cut-off
+/// secret is masked to the end rather than let through.
+fn bracketed_end(b: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' | b'(' => depth += 1,
+            b']' | b'}' | b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 #[cfg(test)]
@@ -881,6 +912,9 @@ mod tests {
             ("password_set: true", "password_set: true"),
             ("max_tokens=300 author=alice", "max_tokens=300 author=alice"),
             ("time 12:30:00 key: value", "time 12:30:00 key: value"),
+            ("Creds(password=['a', 'b]'], user='bob')", "Creds(password=***, user='bob')"),
+            ("secrets={\"a\": (1, 2)} next=1", "secrets=*** next=1"),
+            ("token=[never closed, x", "token=***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
         }
