@@ -242,10 +242,13 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
 }
 
 /// `repr(obj)` cut to about 60 characters, for error messages that quote
-/// the bad value. Value-shaped secrets in it are masked first: callers log
-/// exceptions, and a token passed to the wrong parameter must not reach a log.
+/// the bad value. Secrets in it are masked first, by the rules details get
+/// (a list of `("password", ...)` pairs passed as `details`), then by value
+/// shape in the text: callers log exceptions, and a secret passed to the
+/// wrong parameter must not reach a log.
 pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
-    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let shown = crate::redact::redact(value).unwrap_or_else(|_| value.clone());
+    let text = shown.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
     let text = crate::redact::Rules::shared_default().redact_text(&text, 0).unwrap_or(text);
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(57).collect::<String>())
