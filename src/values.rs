@@ -191,6 +191,17 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     None
 }
 
+/// An Enum member's value; `None` for anything else.
+pub fn enum_value<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let enum_type = py_kinds(py).ok()?.bind(py).get_item(1).ok()?;
+    if obj.is_instance(&enum_type).unwrap_or(false) {
+        obj.getattr("value").ok()
+    } else {
+        None
+    }
+}
+
 /// `(date | time, Enum, Mapping)`, imported once.
 fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
     static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();

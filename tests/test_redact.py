@@ -424,6 +424,27 @@ def test_pair_lists() -> None:  # 29
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
 
 
+class Setting(enum.Enum):
+    API_KEY = "llm.api_key"
+    RETRIES = "llm.retries"
+
+
+def test_names_given_as_enum_members_or_bytes_are_judged_by_their_text() -> None:
+    # The audit row stores an Enum member as its value and bytes as text, so
+    # `{"key": Setting.API_KEY, "new_value": ...}` reads as a secret setting
+    # there: redaction must judge the name the same way.
+    data = {
+        "change": {"key": Setting.API_KEY, "old_value": "hunter1", "new_value": "hunter2"},
+        "plain": {"key": Setting.RETRIES, "new_value": 3},
+        "headers": [(b"authorization", b"hunter3"), (Setting.API_KEY, "hunter4"), (b"accept", b"json")],
+    }
+    assert redact_dict(data) == {
+        "change": {"key": Setting.API_KEY, "old_value": M, "new_value": M},
+        "plain": {"key": Setting.RETRIES, "new_value": 3},
+        "headers": [[b"authorization", M], [Setting.API_KEY, M], [b"accept", b"json"]],
+    }
+
+
 def test_a_lone_two_string_list_is_not_a_pair() -> None:
     assert redact_dict({"tags": ["password", "reset"]}) == {"tags": ["password", "reset"]}
 

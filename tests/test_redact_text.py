@@ -126,6 +126,15 @@ def test_sibling_records_pairs_and_rewritten_keys(svc: AuditService) -> None:
     }
 
 
+class Setting(enum.Enum):
+    API_KEY = "llm.api_key"
+
+
+def test_a_name_given_as_an_enum_member_masks_its_values(svc: AuditService) -> None:
+    details = {"key": Setting.API_KEY, "new_value": "hunter2", "pairs": [(Setting.API_KEY, "hunter3")]}
+    assert stored(svc, details) == {"key": "llm.api_key", "new_value": M, "pairs": [["llm.api_key", M]]}
+
+
 class Color(enum.Enum):
     RED = "password=hunter2"
     NONE = None
