@@ -648,6 +648,37 @@ def test_large_json_in_a_string_under_and_over_the_cap() -> None:  # 22
     assert out.endswith(f'"password": "{M}"}}')
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('body={"name": "api_key", "value": "hunter2"}', f'body={{"name": "api_key", "value": "{M}"}}'),
+        (
+            '{"key": "db.password", "new_value": "hunter2"}\n{"key": "retries", "new_value": 3}',
+            f'{{"key": "db.password", "new_value": "{M}"}}\n{{"key": "retries", "new_value": 3}}',
+        ),
+        (
+            "Change(key='db.password', old_value='a', new_value='hunter2')",
+            f"Change(key='db.password', old_value='{M}', new_value='{M}')",
+        ),
+        (
+            '{"n": NaN, "field": "smtp_password", "new": "hunter2"}',
+            f'{{"n": NaN, "field": "smtp_password", "new": "{M}"}}',
+        ),
+        ("setting=llm.api_key value=hunter2 by=alice", f"setting=llm.api_key value={M} by=alice"),
+        ("name=HOME value=/root", "name=HOME value=/root"),
+    ],
+)
+def test_a_record_naming_a_secret_in_text_that_is_not_one_json_document(text: str, expected: str) -> None:
+    # JSON after a prefix, JSON lines, Python's text of a record: the name
+    # field still names the secret its value fields carry.
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+def test_a_record_naming_a_secret_in_json_over_the_parse_cap() -> None:
+    big = json.dumps({"items": ["x" * 100] * 50_000, "env": [{"name": "DB_PASSWORD", "value": "hunter2"}]})
+    assert "hunter2" not in redact(big)
+
+
 # --- structure and robustness ------------------------------------------------------------
 
 
