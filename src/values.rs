@@ -63,7 +63,8 @@ pub enum Json<'py> {
     /// A dict, or a dict copy of another Mapping; `usize` identifies the
     /// original for cycle detection.
     Object(Bound<'py, PyDict>, usize),
-    /// A list, tuple, set or frozenset (or a subclass): its items, in iteration order.
+    /// A list, tuple, set or frozenset (or a subclass), or another Sequence
+    /// or Set such as a deque: its items, in iteration order.
     Array(Bound<'py, PyAny>),
     /// Converts as this value instead (an Enum's value, a model's `model_dump(mode="json")`).
     As(Bound<'py, PyAny>),
@@ -183,6 +184,16 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
         dict.update(obj.cast::<pyo3::types::PyMapping>().ok()?).ok()?;
         return Some(Json::Object(dict, obj.as_ptr() as usize));
     }
+    // A Sequence or Set that is not a list, tuple or set (a deque, a
+    // UserList): its items, as `redact()` walks them and pydantic dumps
+    // them; its str() would hide a `("password", ...)` pair in plain text.
+    let collections = (kinds.get_item(3).ok()?, kinds.get_item(4).ok()?);
+    if (obj.is_instance(&collections.0).unwrap_or(false) || obj.is_instance(&collections.1).unwrap_or(false))
+        && !obj.is_instance_of::<pyo3::types::PyRange>()
+        && !obj.is_instance_of::<pyo3::types::PyMemoryView>()
+    {
+        return Some(Json::Array(obj.clone()));
+    }
     if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
         let kwargs = PyDict::new(py);
         kwargs.set_item("mode", "json").ok()?;
@@ -202,15 +213,16 @@ pub fn enum_value<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
     }
 }
 
-/// `(date | time, Enum, Mapping)`, imported once.
+/// `(date | time, Enum, Mapping, Sequence, Set)`, imported once.
 fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
     static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     KINDS.get_or_try_init(py, || {
         let datetime = py.import("datetime")?;
         let date_like = PyTuple::new(py, [datetime.getattr("date")?, datetime.getattr("time")?])?;
         let enum_type = py.import("enum")?.getattr("Enum")?;
-        let mapping = py.import("collections.abc")?.getattr("Mapping")?;
-        Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping])?.unbind())
+        let abc = py.import("collections.abc")?;
+        let (mapping, sequence, set) = (abc.getattr("Mapping")?, abc.getattr("Sequence")?, abc.getattr("Set")?);
+        Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping, sequence, set])?.unbind())
     })
 }
 

@@ -135,6 +135,14 @@ def test_a_name_given_as_an_enum_member_masks_its_values(svc: AuditService) -> N
     assert stored(svc, details) == {"key": "llm.api_key", "new_value": M, "pairs": [["llm.api_key", M]]}
 
 
+def test_a_sequence_that_is_not_a_list_is_walked_like_one(svc: AuditService) -> None:
+    # redact() walks a deque or any Sequence; the row must not fall back to
+    # its str(), where a ("password", ...) pair is just text.
+    details = {"headers": collections.deque([("password", "hunter2"), ("accept", "json")])}
+    assert redact_dict(details)["headers"] == [["password", M], ["accept", "json"]]
+    assert stored(svc, details) == {"headers": [["password", M], ["accept", "json"]]}
+
+
 class Color(enum.Enum):
     RED = "password=hunter2"
     NONE = None
