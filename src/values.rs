@@ -63,7 +63,8 @@ pub enum Json<'py> {
     /// A dict, or a dict copy of another Mapping; `usize` identifies the
     /// original for cycle detection.
     Object(Bound<'py, PyDict>, usize),
-    /// A list, tuple, set or frozenset (or a subclass): its items, in iteration order.
+    /// A list, tuple, set or frozenset (or a subclass), or another Sequence
+    /// or Set such as a deque: its items, in iteration order.
     Array(Bound<'py, PyAny>),
     /// Converts as this value instead (an Enum's value, a model's `model_dump(mode="json")`).
     As(Bound<'py, PyAny>),
@@ -183,6 +184,16 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
         dict.update(obj.cast::<pyo3::types::PyMapping>().ok()?).ok()?;
         return Some(Json::Object(dict, obj.as_ptr() as usize));
     }
+    // A Sequence or Set that is not a list, tuple or set (a deque, a
+    // UserList): its items, as `redact()` walks them and pydantic dumps
+    // them; its str() would hide a `("password", ...)` pair in plain text.
+    let collections = (kinds.get_item(3).ok()?, kinds.get_item(4).ok()?);
+    if (obj.is_instance(&collections.0).unwrap_or(false) || obj.is_instance(&collections.1).unwrap_or(false))
+        && !obj.is_instance_of::<pyo3::types::PyRange>()
+        && !obj.is_instance_of::<pyo3::types::PyMemoryView>()
+    {
+        return Some(Json::Array(obj.clone()));
+    }
     if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
         let kwargs = PyDict::new(py);
         kwargs.set_item("mode", "json").ok()?;
@@ -191,15 +202,27 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     None
 }
 
-/// `(date | time, Enum, Mapping)`, imported once.
+/// An Enum member's value; `None` for anything else.
+pub fn enum_value<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let enum_type = py_kinds(py).ok()?.bind(py).get_item(1).ok()?;
+    if obj.is_instance(&enum_type).unwrap_or(false) {
+        obj.getattr("value").ok()
+    } else {
+        None
+    }
+}
+
+/// `(date | time, Enum, Mapping, Sequence, Set)`, imported once.
 fn py_kinds(py: Python<'_>) -> PyResult<&Py<PyTuple>> {
     static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     KINDS.get_or_try_init(py, || {
         let datetime = py.import("datetime")?;
         let date_like = PyTuple::new(py, [datetime.getattr("date")?, datetime.getattr("time")?])?;
         let enum_type = py.import("enum")?.getattr("Enum")?;
-        let mapping = py.import("collections.abc")?.getattr("Mapping")?;
-        Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping])?.unbind())
+        let abc = py.import("collections.abc")?;
+        let (mapping, sequence, set) = (abc.getattr("Mapping")?, abc.getattr("Sequence")?, abc.getattr("Set")?);
+        Ok(PyTuple::new(py, [date_like.into_any(), enum_type, mapping, sequence, set])?.unbind())
     })
 }
 
@@ -242,10 +265,13 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
 }
 
 /// `repr(obj)` cut to about 60 characters, for error messages that quote
-/// the bad value. Value-shaped secrets in it are masked first: callers log
-/// exceptions, and a token passed to the wrong parameter must not reach a log.
+/// the bad value. Secrets in it are masked first, by the rules details get
+/// (a list of `("password", ...)` pairs passed as `details`), then by value
+/// shape in the text: callers log exceptions, and a secret passed to the
+/// wrong parameter must not reach a log.
 pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
-    let text = value.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let shown = crate::redact::redact(value).unwrap_or_else(|_| value.clone());
+    let text = shown.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
     let text = crate::redact::Rules::shared_default().redact_text(&text, 0).unwrap_or(text);
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(57).collect::<String>())

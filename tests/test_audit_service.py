@@ -554,3 +554,16 @@ def test_value_shaped_secrets_in_identity_fields_never_reach_the_disk(tmp_path: 
     files = [p for p in (path, Path(f"{path}-wal")) if p.exists()]
     for secret in (token, jwt, password):
         assert all(secret.encode() not in p.read_bytes() for p in files)
+
+
+def test_a_value_shaped_secret_given_as_event_id_never_reaches_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    token = "ghp_" + "d" * 36
+    with AuditService(path) as svc:
+        svc.record_event(DomainEvent(event_type="plan_created", event_id=f"import-{token}"))
+        plain = DomainEvent(event_type="plan_created", event_id="import-42")
+        svc.record_event(plain)
+    rows = raw_rows(path, "event_type = 'plan_created'")
+    assert [row["event_id"] for row in rows] == [f"import-{auditbus.REDACTED}", "import-42"]
+    files = [p for p in (path, Path(f"{path}-wal")) if p.exists()]
+    assert all(token.encode() not in p.read_bytes() for p in files)

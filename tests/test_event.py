@@ -652,3 +652,21 @@ def test_an_error_quoting_a_bad_value_masks_a_secret_in_it(tmp_path: pathlib.Pat
         svc.record("auth_success", user_identity=token.encode())  # type: ignore[arg-type]
     assert "user_identity" in str(raised_too.value)
     assert token not in str(raised_too.value)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        [("password", "hunter2")],  # headers.items() passed as a list of pairs
+        [{"name": "DB_PASSWORD", "value": "hunter2"}],
+        ({"api_key": "hunter2"},),
+    ],
+    ids=["pairs", "env-list", "tuple-of-dict"],
+)
+def test_an_error_quoting_a_bad_value_masks_secrets_by_name_too(details: object) -> None:
+    # The value shapes are not enough: a secret sits under a secret name in
+    # the quoted value, as the redaction rules for details would find it.
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="config_changed", details=details)  # type: ignore[arg-type]
+    assert "details" in str(raised.value)
+    assert "hunter2" not in str(raised.value)

@@ -424,6 +424,27 @@ def test_pair_lists() -> None:  # 29
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
 
 
+class Setting(enum.Enum):
+    API_KEY = "llm.api_key"
+    RETRIES = "llm.retries"
+
+
+def test_names_given_as_enum_members_or_bytes_are_judged_by_their_text() -> None:
+    # The audit row stores an Enum member as its value and bytes as text, so
+    # `{"key": Setting.API_KEY, "new_value": ...}` reads as a secret setting
+    # there: redaction must judge the name the same way.
+    data = {
+        "change": {"key": Setting.API_KEY, "old_value": "hunter1", "new_value": "hunter2"},
+        "plain": {"key": Setting.RETRIES, "new_value": 3},
+        "headers": [(b"authorization", b"hunter3"), (Setting.API_KEY, "hunter4"), (b"accept", b"json")],
+    }
+    assert redact_dict(data) == {
+        "change": {"key": Setting.API_KEY, "old_value": M, "new_value": M},
+        "plain": {"key": Setting.RETRIES, "new_value": 3},
+        "headers": [[b"authorization", M], [Setting.API_KEY, M], [b"accept", b"json"]],
+    }
+
+
 def test_a_lone_two_string_list_is_not_a_pair() -> None:
     assert redact_dict({"tags": ["password", "reset"]}) == {"tags": ["password", "reset"]}
 
@@ -477,6 +498,22 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
     ],
 )
 def test_secrets_in_free_text(text: str, expected: str) -> None:
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Creds(user='bob', password=['hunter2', 'x'])", f"Creds(user='bob', password={M})"),
+        ("password={'a': 'hunter2'} user=bob", f"password={M} user=bob"),
+        ('"token": {"a": ["x", "}"], "b": "hunter2"}, "c": 1', f'"token": {M}, "c": 1'),
+        ("Server=s;Pwd={p@ss;hunter2};Uid=u", f"Server=s;Pwd={M};Uid=u"),
+        ("secrets=(hunter2, 'x'", f"secrets={M}"),
+    ],
+)
+def test_a_container_after_a_secret_key_in_text_is_masked_whole(text: str, expected: str) -> None:
+    # The text form of an object whose secret field holds a list or dict (a
+    # dataclass's str(), a logged config): the whole container is the value.
     assert redact({"msg": text}) == {"msg": expected}
 
 
@@ -609,6 +646,37 @@ def test_large_json_in_a_string_under_and_over_the_cap() -> None:  # 22
     out = redact(big)
     assert "hunter2" not in out
     assert out.endswith(f'"password": "{M}"}}')
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('body={"name": "api_key", "value": "hunter2"}', f'body={{"name": "api_key", "value": "{M}"}}'),
+        (
+            '{"key": "db.password", "new_value": "hunter2"}\n{"key": "retries", "new_value": 3}',
+            f'{{"key": "db.password", "new_value": "{M}"}}\n{{"key": "retries", "new_value": 3}}',
+        ),
+        (
+            "Change(key='db.password', old_value='a', new_value='hunter2')",
+            f"Change(key='db.password', old_value='{M}', new_value='{M}')",
+        ),
+        (
+            '{"n": NaN, "field": "smtp_password", "new": "hunter2"}',
+            f'{{"n": NaN, "field": "smtp_password", "new": "{M}"}}',
+        ),
+        ("setting=llm.api_key value=hunter2 by=alice", f"setting=llm.api_key value={M} by=alice"),
+        ("name=HOME value=/root", "name=HOME value=/root"),
+    ],
+)
+def test_a_record_naming_a_secret_in_text_that_is_not_one_json_document(text: str, expected: str) -> None:
+    # JSON after a prefix, JSON lines, Python's text of a record: the name
+    # field still names the secret its value fields carry.
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+def test_a_record_naming_a_secret_in_json_over_the_parse_cap() -> None:
+    big = json.dumps({"items": ["x" * 100] * 50_000, "env": [{"name": "DB_PASSWORD", "value": "hunter2"}]})
+    assert "hunter2" not in redact(big)
 
 
 # --- structure and robustness ------------------------------------------------------------

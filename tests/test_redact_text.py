@@ -8,6 +8,7 @@ values JSON has no type for, what `record()` stores for the same details.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -125,6 +126,23 @@ def test_sibling_records_pairs_and_rewritten_keys(svc: AuditService) -> None:
     }
 
 
+class Setting(enum.Enum):
+    API_KEY = "llm.api_key"
+
+
+def test_a_name_given_as_an_enum_member_masks_its_values(svc: AuditService) -> None:
+    details = {"key": Setting.API_KEY, "new_value": "hunter2", "pairs": [(Setting.API_KEY, "hunter3")]}
+    assert stored(svc, details) == {"key": "llm.api_key", "new_value": M, "pairs": [["llm.api_key", M]]}
+
+
+def test_a_sequence_that_is_not_a_list_is_walked_like_one(svc: AuditService) -> None:
+    # redact() walks a deque or any Sequence; the row must not fall back to
+    # its str(), where a ("password", ...) pair is just text.
+    details = {"headers": collections.deque([("password", "hunter2"), ("accept", "json")])}
+    assert redact_dict(details)["headers"] == [["password", M], ["accept", "json"]]
+    assert stored(svc, details) == {"headers": [["password", M], ["accept", "json"]]}
+
+
 class Color(enum.Enum):
     RED = "password=hunter2"
     NONE = None
@@ -209,6 +227,19 @@ def test_a_custom_mask_and_user_rules(tmp_path: Path) -> None:
             "password": '<"x">',
             "note": 'password=<"x">',
         }
+
+
+@dataclasses.dataclass
+class Creds:
+    user: str
+    password: list[str]
+
+
+def test_an_object_stored_as_its_text_has_a_secret_container_field_masked_whole(svc: AuditService) -> None:
+    # A dataclass has no JSON form: its str() is stored, and the list under
+    # `password` in that text is the secret, brackets to brackets.
+    row = stored(svc, {"login": Creds("bob", ["hunter2", "x"])})
+    assert row == {"login": f"Creds(user='bob', password={M})"}
 
 
 def test_an_event_recorded_while_details_are_walked_is_stored_whole(svc: AuditService) -> None:

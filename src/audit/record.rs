@@ -97,6 +97,9 @@ impl AuditRecord {
         rules: &Rules,
     ) -> Self {
         let who = who.redacted(rules);
+        // A caller-given id is stored and logged like the other text columns;
+        // the ids auditbus makes (UUIDs) hold no secret and skip the scan.
+        let event_id = if is_uuid(&event_id) { event_id } else { rules.redact_text(&event_id, 0).unwrap_or(event_id) };
         Self {
             event_id,
             timestamp: at.trunc_subsecs(6),
@@ -166,6 +169,20 @@ impl AuditRecord {
     pub fn lifecycle(event_type: &'static str, details: Map<String, Value>) -> Self {
         Self::new(event_type, Utc::now(), new_event_id(), Who::default(), details, &Rules::shared_default())
     }
+}
+
+/// Whether `text` is a hyphenated UUID (36 characters of hex digits and dashes).
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(
+            |(i, c)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            },
+        )
 }
 
 pub fn new_event_id() -> String {

@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
+use super::keys::KeyInfo;
+
 /// One bit per shape, set when one of its hints occurs.
 const PEM: u16 = 1;
 const URL: u16 = 1 << 1;
@@ -261,8 +263,8 @@ pub fn ready() -> bool {
 }
 
 /// Collects into `spans` the byte ranges of `s` that hold a secret.
-/// `secret_key` judges the key of a `key=value` pair.
-pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
+/// `key_info` judges the key of a `key=value` pair.
+pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let Some(sh) = SHAPES.as_ref() else {
         // Unreachable with the constant patterns; fail closed, never open.
         spans.push((0, s.len()));
@@ -317,12 +319,12 @@ pub fn find_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut
         }
     }
     if wake & KV != 0 && has_sep {
-        kv_spans(s, secret_key, spans);
+        kv_spans(s, key_info, spans);
     }
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
-                if secret_key(k.as_str()) {
+                if key_info(k.as_str()).secret {
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
@@ -534,10 +536,17 @@ fn is_format_char(c: char) -> bool {
 /// (`=`, `:`, `:=`, `=>`, `==`) looks back for its key, which the key rules
 /// judge; only then is the value after it delimited. Backward scans stop at
 /// the previous separator, so the whole pass is linear.
-fn kv_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(usize, usize)>) {
+///
+/// The sibling rule holds in text too: the last name field seen
+/// (`key=db.password`, `"name": "api_key"`) decides whether the value
+/// fields after it (`new_value=`, `"value":`) are secret. It covers what is
+/// not one JSON document: JSON after a prefix, JSON lines, JSON over the
+/// parse cap, the str() of a record object.
+fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
     let mut at = 0;
     let mut key_floor = 0;
+    let mut named_secret = false;
     while let Some(off) = memchr::memchr2(b'=', b':', &b[at..]) {
         let sep = at + off;
         let sep_end = match (b[sep], b.get(sep + 1)) {
@@ -547,7 +556,12 @@ fn kv_spans(s: &str, secret_key: &mut dyn FnMut(&str) -> bool, spans: &mut Vec<(
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
-        if !secret_key(key) {
+        let info = key_info(key);
+        if info.name_field && !info.secret {
+            named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
+            continue;
+        }
+        if !(info.secret || (info.value_field && named_secret)) {
             continue;
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
@@ -594,6 +608,23 @@ fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     (!key.is_empty()).then_some(key)
 }
 
+/// Longest name a name field's value is read for: names are short, and
+/// the bound keeps a text full of name fields linear.
+const NAME_MAX: usize = 256;
+
+/// The name after a name field's separator, read from at most [`NAME_MAX`] bytes.
+fn name_after(s: &str, from: usize) -> Option<&str> {
+    let mut end = from.saturating_add(NAME_MAX).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bounded = &s[..end];
+    if bounded[from..].trim_start_matches([' ', '\t']).starts_with(['[', '{', '(']) {
+        return None;
+    }
+    value_after(bounded, from).map(|(start, end, _)| &s[start..end])
+}
+
 /// The value after a separator: `(start, end, quoted)`, quotes excluded.
 fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     let rest = &s[from..];
@@ -616,6 +647,9 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
             }
             None
         }
+        // A container (`password=['a', 'b']`, the str() of a dataclass whose
+        // secret field is a list or dict): the value runs to its closing bracket.
+        Some(b'[' | b'{' | b'(') => Some((start, bracketed_end(b, start), true)),
         Some(_) => {
             let len = s[start..]
                 .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';' | '<' | '>'))
@@ -626,13 +660,41 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     }
 }
 
+/// The end of the bracketed text opening at `start` (any of `[]{}()`, quotes
+/// skipped), or the end of the text when it is never closed: a cut-off
+/// secret is masked to the end rather than let through.
+fn bracketed_end(b: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' | b'(' => depth += 1,
+            b']' | b'}' | b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn redact(s: &str) -> String {
         let mut spans = Vec::new();
-        let mut secret = |k: &str| crate::redact::Rules::shared_default().key_is_secret(k);
+        let mut secret = |k: &str| crate::redact::Rules::shared_default().verdict(k).info;
         find_spans(s, &mut secret, &mut spans);
         apply(s, &mut spans, "***").unwrap_or_else(|| s.to_owned())
     }
@@ -881,6 +943,9 @@ mod tests {
             ("password_set: true", "password_set: true"),
             ("max_tokens=300 author=alice", "max_tokens=300 author=alice"),
             ("time 12:30:00 key: value", "time 12:30:00 key: value"),
+            ("Creds(password=['a', 'b]'], user='bob')", "Creds(password=***, user='bob')"),
+            ("secrets={\"a\": (1, 2)} next=1", "secrets=*** next=1"),
+            ("token=[never closed, x", "token=***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
         }
@@ -903,5 +968,10 @@ mod tests {
         assert_eq!(redact(&spaces), spaces);
         let s = format!("{}password=x{}", "a=b ".repeat(50_000), " ".repeat(10));
         assert!(redact(&s).ends_with("password=***          "));
+        // Name fields whose values never end: each is read from a bounded window.
+        let names = "key='".repeat(50_000) + " new_value=x";
+        assert_eq!(redact(&names), names);
+        let named = format!("{}key=api_key new_value=x", "name=[ ".repeat(50_000));
+        assert!(redact(&named).ends_with("new_value=***"));
     }
 }

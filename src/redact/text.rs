@@ -204,17 +204,6 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
         }
         Ok(())
     }
-
-    fn name_text<'b>(value: &'b Bound<'py, PyAny>) -> Option<std::borrow::Cow<'b, str>> {
-        // Bytes are text in the row (`[b"x-api-key", b"..."]` ASGI headers).
-        if let Ok(s) = value.cast::<pyo3::types::PyString>() {
-            return Some(s.to_string_lossy());
-        }
-        if let Ok(b) = value.cast::<pyo3::types::PyBytes>() {
-            return Some(std::borrow::Cow::Owned(String::from_utf8_lossy(b.as_bytes()).into_owned()));
-        }
-        None
-    }
 }
 
 /// The redacted JSON text of `details`, with `extra` entries walked as if

@@ -46,8 +46,8 @@ impl Rules {
     /// Value shapes only (no JSON parsing): the masked text, or `None`.
     pub fn scan_text(&self, text: &str) -> Option<String> {
         let mut spans = Vec::new();
-        let mut secret_key = |k: &str| self.key_is_secret(k);
-        patterns::find_spans(text, &mut secret_key, &mut spans);
+        let mut key_info = |k: &str| self.verdict(k).info;
+        patterns::find_spans(text, &mut key_info, &mut spans);
         patterns::apply(text, &mut spans, self.mask())
     }
 

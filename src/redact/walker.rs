@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::walk::unique_key;
 use super::Rules;
@@ -83,8 +83,43 @@ pub trait Sink<'py>: Sized {
 
     /// The text a value has as a *name* (sibling rule, pair rule).
     fn name_text<'b>(value: &'b Bound<'py, PyAny>) -> Option<Cow<'b, str>> {
-        value.cast::<PyString>().ok().map(|s| s.to_string_lossy())
+        name_text(value)
     }
+}
+
+/// The text a value has as a *name*, as the audit row shows it: a str,
+/// bytes as text (`[b"x-api-key", ...]` ASGI headers), an Enum member by
+/// its value (`{"key": Setting.API_KEY, "new_value": ...}`).
+pub fn name_text<'b>(value: &'b Bound<'_, PyAny>) -> Option<Cow<'b, str>> {
+    if let Some(text) = plain_name_text(value) {
+        return Some(text);
+    }
+    // Builtins are never Enum members: pointer compares keep `[[1, 2], ...]` cheap.
+    if value.is_none()
+        || value.is_exact_instance_of::<PyInt>()
+        || value.is_exact_instance_of::<PyFloat>()
+        || value.is_exact_instance_of::<PyBool>()
+        || value.is_exact_instance_of::<PyList>()
+        || value.is_exact_instance_of::<PyTuple>()
+        || value.is_exact_instance_of::<PyDict>()
+    {
+        return None;
+    }
+    let member_value = crate::values::enum_value(value)?;
+    plain_name_text(&member_value).map(|text| Cow::Owned(text.into_owned()))
+}
+
+fn plain_name_text<'b>(value: &'b Bound<'_, PyAny>) -> Option<Cow<'b, str>> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Some(s.to_string_lossy());
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Some(String::from_utf8_lossy(b.as_bytes()));
+    }
+    if let Ok(b) = value.cast::<PyByteArray>() {
+        return Some(Cow::Owned(String::from_utf8_lossy(&b.to_vec()).into_owned()));
+    }
+    None
 }
 
 /// What a mapping's name fields said so far (the sibling rule).
