@@ -47,6 +47,10 @@ static LIVE: Mutex<Vec<(Arc<Writer>, Option<PathBuf>)>> = Mutex::new(Vec::new())
 fn _close_audit_services_at_exit(py: Python<'_>) {
     let live = std::mem::take(&mut *LIVE.lock());
     for (writer, temp) in live {
+        // A fork child leaves the parent's services (and their files) to the parent.
+        if writer.forked() {
+            continue;
+        }
         writer.close(py, Some(stop_record("interpreter exit")), Some(EXIT_LIMIT));
         remove_temp(temp.as_ref());
     }
@@ -282,6 +286,8 @@ impl AuditService {
         // before it. A failing disk bounds the wait; the read then shows what
         // is committed, and the records stay queued.
         if let Some(writer) = &self.writer {
+            // SQLite connections must not be used across fork(): refuse in a child.
+            writer.check_process()?;
             let _ = writer.flush(py, Some(SETTLE_LIMIT));
         }
         py.detach(|| {
@@ -634,6 +640,11 @@ impl AuditService {
     fn close(&self, py: Python<'_>) {
         if let Some(writer) = &self.writer {
             writer.close(py, Some(stop_record("close()")), None);
+            if writer.forked() {
+                // The parent's connections and ":memory:" file are the parent's to close.
+                std::mem::forget(self.reader.lock().take());
+                return;
+            }
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| {
@@ -669,6 +680,11 @@ impl Drop for AuditService {
     /// destructor must not block); the at-exit hook still waits for it.
     fn drop(&mut self) {
         if let Some(writer) = &self.writer {
+            if writer.forked() {
+                // Closing the parent's connection here could checkpoint the parent's WAL under it.
+                std::mem::forget(self.reader.get_mut().take());
+                return;
+            }
             writer.close_nowait(Some(stop_record("garbage collected without close()")));
         }
     }

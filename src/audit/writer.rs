@@ -140,6 +140,10 @@ pub struct Writer {
     done: Receiver<()>,
     pub shared: Arc<Shared>,
     capacity: usize,
+    /// The process that started the thread. A child made by `fork()` has a
+    /// copy of the queue but not the thread: what it queued would never be
+    /// written, and what it waited for would never come.
+    owner_pid: u32,
 }
 
 impl Writer {
@@ -168,7 +172,35 @@ impl Writer {
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
-        Ok(Arc::new(Self { tx, gate: RwLock::new(false), thread: Mutex::new(Some(thread)), done, shared, capacity }))
+        Ok(Arc::new(Self {
+            tx,
+            gate: RwLock::new(false),
+            thread: Mutex::new(Some(thread)),
+            done,
+            shared,
+            capacity,
+            owner_pid: std::process::id(),
+        }))
+    }
+
+    /// Whether this process is a `fork()` child of the one that opened the service.
+    pub fn forked(&self) -> bool {
+        std::process::id() != self.owner_pid
+    }
+
+    /// The error for any use of the service in a forked child.
+    pub fn check_process(&self) -> Result<()> {
+        if !self.forked() {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "AuditService({:?}) was opened in process {} and this is process {}, a fork of it: its writer \
+             thread did not follow the fork, so nothing handed over here would be written. Open a new \
+             AuditService in this process",
+            self.shared.path,
+            self.owner_pid,
+            std::process::id()
+        )))
     }
 
     fn closed_error(&self) -> Error {
@@ -196,6 +228,7 @@ impl Writer {
     /// Queues a message: without releasing the GIL when there is room, else
     /// waiting up to `timeout` (None: as long as it takes) with the GIL released.
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
+        self.check_process()?;
         let mut msg = msg;
         if let Some(gate) = self.gate.try_read() {
             if *gate {
@@ -338,6 +371,11 @@ impl Writer {
     /// Queues `last` (the stop row) and `Stop`, then waits for the thread.
     /// Idempotent. With `limit`, a batch still failing after it is given up.
     pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, limit: Option<Duration>) {
+        if self.forked() {
+            // The thread to stop and join lives in the parent only.
+            *self.gate.write() = true;
+            return;
+        }
         if let Some(limit) = limit {
             *self.shared.stop_deadline.lock() = Some(Instant::now() + limit);
         }
@@ -361,6 +399,9 @@ impl Writer {
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
     pub fn close_nowait(&self, last: Option<AuditRecord>) {
+        if self.forked() {
+            return;
+        }
         if let Some(mut gate) = self.gate.try_write() {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
