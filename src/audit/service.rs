@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -46,12 +46,15 @@ static LIVE: Mutex<Vec<(Arc<Writer>, Option<PathBuf>)>> = Mutex::new(Vec::new())
 #[pyfunction]
 fn _close_audit_services_at_exit(py: Python<'_>) {
     let live = std::mem::take(&mut *LIVE.lock());
+    // A fork child leaves the parent's services (and their files) to the parent.
+    let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
+    // One limit for the whole exit, however many services are open.
+    let deadline = Instant::now() + EXIT_LIMIT;
+    for (writer, _) in &live {
+        writer.give_up_after(deadline);
+    }
     for (writer, temp) in live {
-        // A fork child leaves the parent's services (and their files) to the parent.
-        if writer.forked() {
-            continue;
-        }
-        writer.close(py, Some(stop_record("interpreter exit")), Some(EXIT_LIMIT));
+        writer.close(py, Some(stop_record("interpreter exit")));
         remove_temp(temp.as_ref());
     }
 }
@@ -639,7 +642,7 @@ impl AuditService {
     /// Flushes, records the stop, stops the writer. Idempotent.
     fn close(&self, py: Python<'_>) {
         if let Some(writer) = &self.writer {
-            writer.close(py, Some(stop_record("close()")), None);
+            writer.close(py, Some(stop_record("close()")));
             if writer.forked() {
                 // The parent's connections and ":memory:" file are the parent's to close.
                 std::mem::forget(self.reader.lock().take());

@@ -368,16 +368,19 @@ impl Writer {
             .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
     }
 
-    /// Queues `last` (the stop row) and `Stop`, then waits for the thread.
-    /// Idempotent. With `limit`, a batch still failing after it is given up.
-    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, limit: Option<Duration>) {
+    /// From `deadline` on, a batch that fails is given up instead of kept
+    /// (interpreter exit). Set on every service before any is closed, so
+    /// the exit waits for one limit, not one per service.
+    pub fn give_up_after(&self, deadline: Instant) {
+        *self.shared.stop_deadline.lock() = Some(deadline);
+    }
+
+    /// Queues `last` (the stop row) and `Stop`, then waits for the thread. Idempotent.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>) {
         if self.forked() {
             // The thread to stop and join lives in the parent only.
             *self.gate.write() = true;
             return;
-        }
-        if let Some(limit) = limit {
-            *self.shared.stop_deadline.lock() = Some(Instant::now() + limit);
         }
         py.detach(|| {
             {
@@ -705,6 +708,11 @@ impl Thread {
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
+            if let Some(deadline) = *self.shared.stop_deadline.lock() {
+                // At exit, SQLite's own wait for a lock ends at the deadline too; past
+                // it, each batch left gets one try (it lands if the lock has gone).
+                let _ = self.conn.busy_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
             let started = Instant::now();
             let written = write_batch(&mut self.conn, &records, &self.source, &mut self.head);
