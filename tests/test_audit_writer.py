@@ -416,3 +416,27 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
     assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
     with AuditService(path) as svc:
         assert svc.verify().ok
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_acknowledging_them(
+    tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success", user_identity="before")
+    if how == "removed":
+        path.unlink()
+    else:
+        other = tmp_path / "other.db"
+        AuditService(other).close()
+        other.replace(path)
+    # The writer's open file is no longer the trail at `path`: a row committed
+    # to it would be acknowledged and then be in no file anyone can read.
+    svc.record_event(event(1))
+    with pytest.raises(auditbus.AuditError, match=r"a\.db.*removed or replaced"):
+        svc.record("auth_success", user_identity="after")
+    with pytest.raises(auditbus.AuditError, match="stopped"):
+        svc.flush()
+    assert svc.stats()["lost"] >= 1
+    svc.close()

@@ -483,6 +483,36 @@ struct Thread {
     head: Option<Head>,
     /// Frames in the WAL after the last commit, set by the WAL hook.
     wal_frames: Arc<AtomicI64>,
+    /// The database file the connection opened, to notice it removed or replaced.
+    file: Option<FileId>,
+}
+
+/// Where a file lives and which one it is (device and inode).
+#[derive(Clone, PartialEq, Eq)]
+struct FileId {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` now; None when there is none.
+    #[cfg(unix)]
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Self { path: path.to_owned(), dev: m.dev(), ino: m.ino() })
+    }
+
+    /// Elsewhere an open file cannot be removed or replaced: nothing to watch.
+    #[cfg(not(unix))]
+    fn of(_path: &std::path::Path) -> Option<Self> {
+        None
+    }
+
+    /// Whether the file at the path is still the one opened.
+    fn still_there(&self) -> bool {
+        Self::of(&self.path).is_some_and(|now| now == *self)
+    }
 }
 
 impl Thread {
@@ -499,7 +529,9 @@ impl Thread {
             // SQLite's automatic checkpoint stays in place: slower replies, nothing else.
             log("warning", &format!("audit writer for {:?}: WAL hook not installed ({e})", shared.path));
         }
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames }
+        // SQLite names the file by its absolute path: a later chdir() does not change it.
+        let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -669,6 +701,28 @@ impl Thread {
         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
     }
 
+    /// Gives `rows` up for good: durable callers get `message`, the rest is
+    /// counted lost, and the writer stops (the caller returns `Refused`).
+    fn refuse(&self, rows: Vec<Pending>, message: &str) -> Landing {
+        self.note_error(message);
+        let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
+        self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        log(
+            "critical",
+            &format!(
+                "{message}; the audit writer stopped: {} records were NOT written. Repair or restore the \
+                 file, or open the service on a new file",
+                rows.len()
+            ),
+        );
+        for (_, reply) in rows {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(message.to_owned()));
+            }
+        }
+        Landing::Refused
+    }
+
     /// Counts a committed batch and answers its durable callers.
     fn landed(&self, rows: Vec<Pending>, ids: Vec<Option<Committed>>) {
         let stats = &self.shared.stats;
@@ -705,6 +759,13 @@ impl Thread {
         if rows.is_empty() {
             return Landing::Landed;
         }
+        if self.file.as_ref().is_some_and(|file| !file.still_there()) {
+            // Rows committed now would go to a file that is in no directory (or
+            // not at its path): acknowledged, and then in no trail anyone reads.
+            let message =
+                format!("audit database {:?} was removed or replaced while the service had it open", self.shared.path);
+            return self.refuse(rows, &message);
+        }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
@@ -740,23 +801,7 @@ impl Thread {
                     } else {
                         format!("audit database {:?} refuses the records: {err}", self.shared.path)
                     };
-                    self.note_error(&message);
-                    let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
-                    self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
-                    log(
-                        "critical",
-                        &format!(
-                            "{message}; the audit writer stopped: {} records were NOT written. Repair or \
-                             restore the file, or open the service on a new file",
-                            rows.len()
-                        ),
-                    );
-                    for (_, reply) in rows {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                    }
-                    return Landing::Refused;
+                    return self.refuse(rows, &message);
                 }
                 Err(err) => {
                     let message = err.to_string();
