@@ -440,3 +440,45 @@ def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_ac
         svc.flush()
     assert svc.stats()["lost"] >= 1
     svc.close()
+
+
+def _accounted(stats: dict[str, object]) -> bool:
+    return stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"]  # type: ignore[operator]
+
+
+def test_after_close_every_queued_row_is_written_a_duplicate_or_lost(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path, busy_timeout=0.02)
+    svc.flush()
+    with write_locked(path):
+        svc.record_event(event(0))
+        wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to retry")
+    svc.flush()
+    repeated = event(1)
+    svc.record_event(repeated)
+    svc.record_event(repeated)  # stored once
+    svc.record("auth_success")
+    svc.purge("1970-01-02T00:00:00Z")
+    svc.close()
+    stats = svc.stats()
+    # The service's own rows (start, stop, the outage, the purge) count as queued too.
+    assert raw_rows(path, "event_type = 'audit_failure'")
+    assert stats["duplicates"] == 1
+    assert stats["lost"] == 0
+    assert stats["written"] == len(raw_rows(path))
+    assert _accounted(stats), stats
+
+
+def test_rows_refused_for_good_are_counted_lost_durable_ones_included(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.flush()
+    execute(path, "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'inserts refused'); END")
+    with pytest.raises(auditbus.AuditError, match="inserts refused"):
+        svc.record("auth_success")
+    svc.close()
+    stats = svc.stats()
+    # "A handed-over row is not written ... counted in stats()['lost']": the
+    # durable row was handed over and not written, like the outage row with it.
+    assert stats["lost"] == 2, stats
+    assert _accounted(stats), stats

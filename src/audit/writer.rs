@@ -97,6 +97,8 @@ pub enum Msg {
 /// Counters read by `stats()`.
 #[derive(Default)]
 pub struct Stats {
+    /// Every row that entered the queue, the service's own included: once the
+    /// writer has stopped, `queued == written + duplicates + lost`.
     pub queued: AtomicU64,
     pub written: AtomicU64,
     pub duplicates: AtomicU64,
@@ -114,6 +116,9 @@ pub struct Shared {
     pub stats: Stats,
     /// Set only by the at-exit close: past it, a failing batch is given up.
     stop_deadline: Mutex<Option<Instant>>,
+    /// Set when the thread refused a batch and stops, before any caller
+    /// hears of it: a later `close()` queues no stop row that nothing reads.
+    refused: std::sync::atomic::AtomicBool,
     /// Durable callers inside `record()` (redacting, queued or waiting for
     /// their commit): how many durable rows the thread may expect soon.
     durable_callers: AtomicUsize,
@@ -154,6 +159,7 @@ impl Writer {
             path,
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
+            refused: std::sync::atomic::AtomicBool::new(false),
             durable_callers: AtomicUsize::new(0),
         });
         let thread_shared = shared.clone();
@@ -387,8 +393,10 @@ impl Writer {
                 let mut gate = self.gate.write();
                 if !*gate {
                     *gate = true;
-                    if let Some(record) = last {
-                        let _ = self.tx.send(Msg::Row(Box::new(record), None));
+                    if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                        if self.tx.send(Msg::Row(Box::new(record), None)).is_ok() {
+                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     let _ = self.tx.send(Msg::Stop);
                 }
@@ -408,8 +416,10 @@ impl Writer {
         if let Some(mut gate) = self.gate.try_write() {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
-                if let Some(record) = last {
-                    let _ = self.tx.try_send(Msg::Row(Box::new(record), None));
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_ok() {
+                        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 let _ = self.tx.try_send(Msg::Stop);
             }
@@ -689,6 +699,7 @@ impl Thread {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Row(_, Some(reply)) => {
+                    lost += 1;
                     let _ = reply.send(Err(message.clone()));
                 }
                 Msg::Row(_, None) => lost += 1,
@@ -704,9 +715,10 @@ impl Thread {
     /// Gives `rows` up for good: durable callers get `message`, the rest is
     /// counted lost, and the writer stops (the caller returns `Refused`).
     fn refuse(&self, rows: Vec<Pending>, message: &str) -> Landing {
+        self.shared.refused.store(true, Ordering::Release);
         self.note_error(message);
-        let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
-        self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        // Durable rows too: their callers get the error, and the rows are still not written.
+        self.shared.stats.lost.fetch_add(rows.len() as u64, Ordering::Relaxed);
         log(
             "critical",
             &format!(
@@ -823,6 +835,7 @@ impl Thread {
                             details.insert("error".into(), Value::String(message.clone()));
                             details.insert("records_waiting".into(), Value::from(rows.len()));
                             rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
+                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
                         }
                         Some((_, logged, attempts)) => {
                             *attempts += 1;
@@ -878,6 +891,7 @@ impl Thread {
         let (next_id, running) = read_head(&tx)?;
         insert_rows(&tx, &[&record], &self.source, next_id, running)?;
         tx.commit()?;
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
         Ok(deleted.0)
     }
