@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import auditbus
 import pytest
 from audit_fault_child import SECRET
 from audit_fault_support import Acks, Child, pragma
-from audit_support import raw_rows, wait_until
+from audit_support import raw_rows, wait_until, write_locked
 from auditbus import AuditService, DomainEvent
 
 
@@ -162,6 +163,62 @@ def test_a_database_locked_by_another_process_does_not_block_record_event(tmp_pa
         # The other process's row committed first; ours follow it, on one chain.
         (other,) = svc.query(user_identity="other-process")
         assert other.id < min(e.id for e in svc.query(event_type="step_completed", limit=None))
+        assert svc.verify().ok
+
+
+# Three services with more rows queued than one batch holds, exiting while
+# another process holds the write lock.
+_EXIT_LOCKED = """
+import sys
+from auditbus import AuditService, DomainEvent
+services = [AuditService(sys.argv[1]) for _ in range(3)]
+for svc in services:
+    svc.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+for svc in services:
+    for i in range(6000):
+        svc.record_event(DomainEvent(event_type="step_completed", details={"i": i}))
+print("queued", flush=True)
+"""
+
+
+def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_service_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _EXIT_LOCKED, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
+        with write_locked(path):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            # The 10 s exit limit is one for the whole exit, not 10 s per service
+            # plus a busy_timeout per batch still queued (which took minutes).
+            try:
+                _, err = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                pytest.fail("the interpreter exit did not give up within one exit limit while the database was locked")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+    assert child.returncode == 0, err
+    # Every row given up is counted on stderr (no logging configured), never silently.
+    given_up = [int(n) for n in re.findall(r"gave up at interpreter exit: (\d+) records were NOT written", err)]
+    assert sum(given_up) >= 3 * 6000, err
+    assert raw_rows(path, "event_type = 'step_completed'") == []
+    with AuditService(path) as svc:
         assert svc.verify().ok
 
 

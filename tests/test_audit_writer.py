@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -352,3 +355,130 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
         assert svc.stats()["duplicates"] == 1
         assert svc.verify().ok
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
+
+
+# A service opened before `os.fork()` (a `multiprocessing` worker, a pre-forking
+# server): the child has a copy of the queue but no writer thread. Run in a
+# process of its own, so a hang is a failed assertion, not a stuck test run.
+_FORKED = """
+import os, signal, sys
+import auditbus
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1])
+svc.record("auth_success", user_identity="parent-before")
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)  # a hang in the child ends it (and fails the test) instead of outliving the run
+    calls = [
+        ("record_event", lambda: svc.record_event(DomainEvent(event_type="step_completed", user_identity="child"))),
+        ("record", lambda: svc.record("auth_success", user_identity="child")),
+        ("flush", svc.flush),
+        ("count", svc.count),
+    ]
+    for name, call in calls:
+        try:
+            call()
+            print(name, "accepted", flush=True)
+        except auditbus.AuditError as exc:
+            print(name, "AuditError", exc, flush=True)
+    sys.exit(0)  # a normal exit: the at-exit close runs in the child too
+svc.record("auth_success", user_identity="parent-after")
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+svc.close()
+"""
+
+
+def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not_have(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_FORKED), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    # Nothing the child hands over is accepted and then silently never written:
+    # every call says the service belongs to the parent process.
+    for name in ("record_event", "record", "flush", "count"):
+        (line,) = [line for line in out if line.startswith(name + " ")]
+        assert line.startswith(f"{name} AuditError"), line
+        assert "fork" in line, line
+        assert "a.db" in line, line
+    assert "child exit 0" in out
+    assert "panic" not in done.stderr.lower(), done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    # The parent's writer is untouched by the child's exit.
+    rows = raw_rows(path)
+    assert [r["user_identity"] for r in rows if r["event_type"] == "auth_success"] == ["parent-before", "parent-after"]
+    assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
+    with AuditService(path) as svc:
+        assert svc.verify().ok
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_acknowledging_them(
+    tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success", user_identity="before")
+    if how == "removed":
+        path.unlink()
+    else:
+        other = tmp_path / "other.db"
+        AuditService(other).close()
+        other.replace(path)
+    # The writer's open file is no longer the trail at `path`: a row committed
+    # to it would be acknowledged and then be in no file anyone can read.
+    svc.record_event(event(1))
+    with pytest.raises(auditbus.AuditError, match=r"a\.db.*removed or replaced"):
+        svc.record("auth_success", user_identity="after")
+    with pytest.raises(auditbus.AuditError, match="stopped"):
+        svc.flush()
+    assert svc.stats()["lost"] >= 1
+    svc.close()
+
+
+def _accounted(stats: dict[str, object]) -> bool:
+    return stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"]  # type: ignore[operator]
+
+
+def test_after_close_every_queued_row_is_written_a_duplicate_or_lost(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path, busy_timeout=0.02)
+    svc.flush()
+    with write_locked(path):
+        svc.record_event(event(0))
+        wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to retry")
+    svc.flush()
+    repeated = event(1)
+    svc.record_event(repeated)
+    svc.record_event(repeated)  # stored once
+    svc.record("auth_success")
+    svc.purge("1970-01-02T00:00:00Z")
+    svc.close()
+    stats = svc.stats()
+    # The service's own rows (start, stop, the outage, the purge) count as queued too.
+    assert raw_rows(path, "event_type = 'audit_failure'")
+    assert stats["duplicates"] == 1
+    assert stats["lost"] == 0
+    assert stats["written"] == len(raw_rows(path))
+    assert _accounted(stats), stats
+
+
+def test_rows_refused_for_good_are_counted_lost_durable_ones_included(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.flush()
+    execute(path, "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'inserts refused'); END")
+    with pytest.raises(auditbus.AuditError, match="inserts refused"):
+        svc.record("auth_success")
+    svc.close()
+    stats = svc.stats()
+    # "A handed-over row is not written ... counted in stats()['lost']": the
+    # durable row was handed over and not written, like the outage row with it.
+    assert stats["lost"] == 2, stats
+    assert _accounted(stats), stats

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -46,8 +46,15 @@ static LIVE: Mutex<Vec<(Arc<Writer>, Option<PathBuf>)>> = Mutex::new(Vec::new())
 #[pyfunction]
 fn _close_audit_services_at_exit(py: Python<'_>) {
     let live = std::mem::take(&mut *LIVE.lock());
+    // A fork child leaves the parent's services (and their files) to the parent.
+    let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
+    // One limit for the whole exit, however many services are open.
+    let deadline = Instant::now() + EXIT_LIMIT;
+    for (writer, _) in &live {
+        writer.give_up_after(deadline);
+    }
     for (writer, temp) in live {
-        writer.close(py, Some(stop_record("interpreter exit")), Some(EXIT_LIMIT));
+        writer.close(py, Some(stop_record("interpreter exit")));
         remove_temp(temp.as_ref());
     }
 }
@@ -282,6 +289,8 @@ impl AuditService {
         // before it. A failing disk bounds the wait; the read then shows what
         // is committed, and the records stay queued.
         if let Some(writer) = &self.writer {
+            // SQLite connections must not be used across fork(): refuse in a child.
+            writer.check_process()?;
             let _ = writer.flush(py, Some(SETTLE_LIMIT));
         }
         py.detach(|| {
@@ -633,7 +642,12 @@ impl AuditService {
     /// Flushes, records the stop, stops the writer. Idempotent.
     fn close(&self, py: Python<'_>) {
         if let Some(writer) = &self.writer {
-            writer.close(py, Some(stop_record("close()")), None);
+            writer.close(py, Some(stop_record("close()")));
+            if writer.forked() {
+                // The parent's connections and ":memory:" file are the parent's to close.
+                std::mem::forget(self.reader.lock().take());
+                return;
+            }
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| {
@@ -669,6 +683,11 @@ impl Drop for AuditService {
     /// destructor must not block); the at-exit hook still waits for it.
     fn drop(&mut self) {
         if let Some(writer) = &self.writer {
+            if writer.forked() {
+                // Closing the parent's connection here could checkpoint the parent's WAL under it.
+                std::mem::forget(self.reader.get_mut().take());
+                return;
+            }
             writer.close_nowait(Some(stop_record("garbage collected without close()")));
         }
     }

@@ -97,6 +97,8 @@ pub enum Msg {
 /// Counters read by `stats()`.
 #[derive(Default)]
 pub struct Stats {
+    /// Every row that entered the queue, the service's own included: once the
+    /// writer has stopped, `queued == written + duplicates + lost`.
     pub queued: AtomicU64,
     pub written: AtomicU64,
     pub duplicates: AtomicU64,
@@ -114,6 +116,9 @@ pub struct Shared {
     pub stats: Stats,
     /// Set only by the at-exit close: past it, a failing batch is given up.
     stop_deadline: Mutex<Option<Instant>>,
+    /// Set when the thread refused a batch and stops, before any caller
+    /// hears of it: a later `close()` queues no stop row that nothing reads.
+    refused: std::sync::atomic::AtomicBool,
     /// Durable callers inside `record()` (redacting, queued or waiting for
     /// their commit): how many durable rows the thread may expect soon.
     durable_callers: AtomicUsize,
@@ -140,6 +145,10 @@ pub struct Writer {
     done: Receiver<()>,
     pub shared: Arc<Shared>,
     capacity: usize,
+    /// The process that started the thread. A child made by `fork()` has a
+    /// copy of the queue but not the thread: what it queued would never be
+    /// written, and what it waited for would never come.
+    owner_pid: u32,
 }
 
 impl Writer {
@@ -150,6 +159,7 @@ impl Writer {
             path,
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
+            refused: std::sync::atomic::AtomicBool::new(false),
             durable_callers: AtomicUsize::new(0),
         });
         let thread_shared = shared.clone();
@@ -168,7 +178,35 @@ impl Writer {
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
-        Ok(Arc::new(Self { tx, gate: RwLock::new(false), thread: Mutex::new(Some(thread)), done, shared, capacity }))
+        Ok(Arc::new(Self {
+            tx,
+            gate: RwLock::new(false),
+            thread: Mutex::new(Some(thread)),
+            done,
+            shared,
+            capacity,
+            owner_pid: std::process::id(),
+        }))
+    }
+
+    /// Whether this process is a `fork()` child of the one that opened the service.
+    pub fn forked(&self) -> bool {
+        std::process::id() != self.owner_pid
+    }
+
+    /// The error for any use of the service in a forked child.
+    pub fn check_process(&self) -> Result<()> {
+        if !self.forked() {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "AuditService({:?}) was opened in process {} and this is process {}, a fork of it: its writer \
+             thread did not follow the fork, so nothing handed over here would be written. Open a new \
+             AuditService in this process",
+            self.shared.path,
+            self.owner_pid,
+            std::process::id()
+        )))
     }
 
     fn closed_error(&self) -> Error {
@@ -196,6 +234,7 @@ impl Writer {
     /// Queues a message: without releasing the GIL when there is room, else
     /// waiting up to `timeout` (None: as long as it takes) with the GIL released.
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
+        self.check_process()?;
         let mut msg = msg;
         if let Some(gate) = self.gate.try_read() {
             if *gate {
@@ -335,19 +374,29 @@ impl Writer {
             .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
     }
 
-    /// Queues `last` (the stop row) and `Stop`, then waits for the thread.
-    /// Idempotent. With `limit`, a batch still failing after it is given up.
-    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, limit: Option<Duration>) {
-        if let Some(limit) = limit {
-            *self.shared.stop_deadline.lock() = Some(Instant::now() + limit);
+    /// From `deadline` on, a batch that fails is given up instead of kept
+    /// (interpreter exit). Set on every service before any is closed, so
+    /// the exit waits for one limit, not one per service.
+    pub fn give_up_after(&self, deadline: Instant) {
+        *self.shared.stop_deadline.lock() = Some(deadline);
+    }
+
+    /// Queues `last` (the stop row) and `Stop`, then waits for the thread. Idempotent.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>) {
+        if self.forked() {
+            // The thread to stop and join lives in the parent only.
+            *self.gate.write() = true;
+            return;
         }
         py.detach(|| {
             {
                 let mut gate = self.gate.write();
                 if !*gate {
                     *gate = true;
-                    if let Some(record) = last {
-                        let _ = self.tx.send(Msg::Row(Box::new(record), None));
+                    if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                        if self.tx.send(Msg::Row(Box::new(record), None)).is_ok() {
+                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     let _ = self.tx.send(Msg::Stop);
                 }
@@ -361,11 +410,16 @@ impl Writer {
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
     pub fn close_nowait(&self, last: Option<AuditRecord>) {
+        if self.forked() {
+            return;
+        }
         if let Some(mut gate) = self.gate.try_write() {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
-                if let Some(record) = last {
-                    let _ = self.tx.try_send(Msg::Row(Box::new(record), None));
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_ok() {
+                        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 let _ = self.tx.try_send(Msg::Stop);
             }
@@ -439,6 +493,36 @@ struct Thread {
     head: Option<Head>,
     /// Frames in the WAL after the last commit, set by the WAL hook.
     wal_frames: Arc<AtomicI64>,
+    /// The database file the connection opened, to notice it removed or replaced.
+    file: Option<FileId>,
+}
+
+/// Where a file lives and which one it is (device and inode).
+#[derive(Clone, PartialEq, Eq)]
+struct FileId {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` now; None when there is none.
+    #[cfg(unix)]
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Self { path: path.to_owned(), dev: m.dev(), ino: m.ino() })
+    }
+
+    /// Elsewhere an open file cannot be removed or replaced: nothing to watch.
+    #[cfg(not(unix))]
+    fn of(_path: &std::path::Path) -> Option<Self> {
+        None
+    }
+
+    /// Whether the file at the path is still the one opened.
+    fn still_there(&self) -> bool {
+        Self::of(&self.path).is_some_and(|now| now == *self)
+    }
 }
 
 impl Thread {
@@ -455,7 +539,9 @@ impl Thread {
             // SQLite's automatic checkpoint stays in place: slower replies, nothing else.
             log("warning", &format!("audit writer for {:?}: WAL hook not installed ({e})", shared.path));
         }
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames }
+        // SQLite names the file by its absolute path: a later chdir() does not change it.
+        let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -613,6 +699,7 @@ impl Thread {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Row(_, Some(reply)) => {
+                    lost += 1;
                     let _ = reply.send(Err(message.clone()));
                 }
                 Msg::Row(_, None) => lost += 1,
@@ -623,6 +710,29 @@ impl Thread {
             }
         }
         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+    }
+
+    /// Gives `rows` up for good: durable callers get `message`, the rest is
+    /// counted lost, and the writer stops (the caller returns `Refused`).
+    fn refuse(&self, rows: Vec<Pending>, message: &str) -> Landing {
+        self.shared.refused.store(true, Ordering::Release);
+        self.note_error(message);
+        // Durable rows too: their callers get the error, and the rows are still not written.
+        self.shared.stats.lost.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        log(
+            "critical",
+            &format!(
+                "{message}; the audit writer stopped: {} records were NOT written. Repair or restore the \
+                 file, or open the service on a new file",
+                rows.len()
+            ),
+        );
+        for (_, reply) in rows {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(message.to_owned()));
+            }
+        }
+        Landing::Refused
     }
 
     /// Counts a committed batch and answers its durable callers.
@@ -661,9 +771,21 @@ impl Thread {
         if rows.is_empty() {
             return Landing::Landed;
         }
+        if self.file.as_ref().is_some_and(|file| !file.still_there()) {
+            // Rows committed now would go to a file that is in no directory (or
+            // not at its path): acknowledged, and then in no trail anyone reads.
+            let message =
+                format!("audit database {:?} was removed or replaced while the service had it open", self.shared.path);
+            return self.refuse(rows, &message);
+        }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
+            if let Some(deadline) = *self.shared.stop_deadline.lock() {
+                // At exit, SQLite's own wait for a lock ends at the deadline too; past
+                // it, each batch left gets one try (it lands if the lock has gone).
+                let _ = self.conn.busy_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
             let started = Instant::now();
             let written = write_batch(&mut self.conn, &records, &self.source, &mut self.head);
@@ -691,23 +813,7 @@ impl Thread {
                     } else {
                         format!("audit database {:?} refuses the records: {err}", self.shared.path)
                     };
-                    self.note_error(&message);
-                    let lost = rows.iter().filter(|(_, reply)| reply.is_none()).count() as u64;
-                    self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
-                    log(
-                        "critical",
-                        &format!(
-                            "{message}; the audit writer stopped: {} records were NOT written. Repair or \
-                             restore the file, or open the service on a new file",
-                            rows.len()
-                        ),
-                    );
-                    for (_, reply) in rows {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                    }
-                    return Landing::Refused;
+                    return self.refuse(rows, &message);
                 }
                 Err(err) => {
                     let message = err.to_string();
@@ -729,6 +835,7 @@ impl Thread {
                             details.insert("error".into(), Value::String(message.clone()));
                             details.insert("records_waiting".into(), Value::from(rows.len()));
                             rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
+                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
                         }
                         Some((_, logged, attempts)) => {
                             *attempts += 1;
@@ -784,6 +891,7 @@ impl Thread {
         let (next_id, running) = read_head(&tx)?;
         insert_rows(&tx, &[&record], &self.source, next_id, running)?;
         tx.commit()?;
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
         Ok(deleted.0)
     }
