@@ -381,6 +381,8 @@ if pid == 0:
             print(name, "accepted", flush=True)
         except auditbus.AuditError as exc:
             print(name, "AuditError", exc, flush=True)
+    with AuditService(sys.argv[1] + "-child") as own:  # a service opened in the child is its own
+        print("own", own.record("auth_success", user_identity="child").id, flush=True)
     sys.exit(0)  # a normal exit: the at-exit close runs in the child too
 svc.record("auth_success", user_identity="parent-after")
 _, status = os.waitpid(pid, 0)
@@ -408,6 +410,10 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
         assert "fork" in line, line
         assert "a.db" in line, line
     assert "child exit 0" in out
+    assert any(line.startswith("own ") for line in out), out
+    assert [r["user_identity"] for r in raw_rows(tmp_path / "a.db-child") if r["event_type"] == "auth_success"] == [
+        "child"
+    ]
     assert "panic" not in done.stderr.lower(), done.stderr
     assert "Exception ignored" not in done.stderr, done.stderr
     # The parent's writer is untouched by the child's exit.

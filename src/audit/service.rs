@@ -59,12 +59,26 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
 }
 
-fn register_at_exit(py: Python<'_>) -> PyResult<()> {
+/// Counts a fork in the child (the `os.register_at_fork` hook), so the
+/// parent's services refuse to be used there.
+#[pyfunction]
+fn _note_fork_in_child() {
+    crate::audit::writer::note_fork();
+}
+
+/// The at-exit and at-fork hooks, registered with the first service.
+fn register_hooks(py: Python<'_>) -> PyResult<()> {
     static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
     REGISTERED
         .get_or_try_init(py, || {
             let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
             py.import("atexit")?.call_method1("register", (hook,))?;
+            // Only where fork() exists.
+            if let Ok(register) = py.import("os")?.getattr("register_at_fork") {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("after_in_child", wrap_pyfunction!(_note_fork_in_child, py)?)?;
+                register.call((), Some(&kwargs))?;
+            }
             Ok::<(), PyErr>(())
         })
         .map(|_| ())
@@ -415,7 +429,7 @@ impl AuditService {
             }
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity)?;
-        register_at_exit(py)?;
+        register_hooks(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());

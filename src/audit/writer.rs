@@ -145,10 +145,22 @@ pub struct Writer {
     done: Receiver<()>,
     pub shared: Arc<Shared>,
     capacity: usize,
-    /// The process that started the thread. A child made by `fork()` has a
-    /// copy of the queue but not the thread: what it queued would never be
-    /// written, and what it waited for would never come.
+    /// The process that started the thread, and [`FORKS`] then. A child
+    /// made by `fork()` has a copy of the queue but not the thread: what it
+    /// queued would never be written, and what it waited for would never come.
     owner_pid: u32,
+    forks_at_start: u64,
+}
+
+/// `fork()`s this process descends through, counted in each child by the
+/// `os.register_at_fork` hook (which C code that forks runs too, through
+/// `PyOS_AfterFork_Child`). Every hand-over checks it: an atomic load,
+/// where `getpid()` would be a system call on the emitting thread.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called in the child after each fork.
+pub fn note_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Writer {
@@ -186,12 +198,13 @@ impl Writer {
             shared,
             capacity,
             owner_pid: std::process::id(),
+            forks_at_start: FORKS.load(Ordering::Relaxed),
         }))
     }
 
     /// Whether this process is a `fork()` child of the one that opened the service.
     pub fn forked(&self) -> bool {
-        std::process::id() != self.owner_pid
+        FORKS.load(Ordering::Relaxed) != self.forks_at_start
     }
 
     /// The error for any use of the service in a forked child.
