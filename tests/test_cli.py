@@ -918,6 +918,21 @@ def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str],
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--limit", "99999999999999999999"],
+        ["query", "--offset", "9223372036854775808"],
+        ["tail", "-n", "99999999999999999999"],
+    ],
+)
+def test_a_count_beyond_what_sqlite_can_hold_is_bad_usage(trail: Path, args: list[str]) -> None:
+    """SQLite counts rows in 64 bits: a larger --limit, --offset or -n is refused, not an OverflowError."""
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, args[1], args[2], "at most")
+    result = run(args[0], args[1], str(2**63 - 1), "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+
+
 def test_dates_that_cannot_match_are_bad_usage(trail: Path) -> None:
     """Like an unparseable date, these are status 2 (bad usage), as the exit-status table says."""
     for since, until in (("1h", "2h"), ("2h", "3h")):

@@ -45,6 +45,7 @@ EXIT_CHECK_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_MAX_INT = 2**63 - 1
 _UTC = timezone.utc
 
 #: Columns of the table and CSV outputs, in order: (header, AuditEntry attribute).
@@ -148,6 +149,9 @@ def _non_negative(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is negative; expected 0 or more")
+    if number > _SQLITE_MAX_INT:
+        # SQLite counts rows in 64 bits; a larger number would fail in the query as an OverflowError.
+        raise argparse.ArgumentTypeError(f"{value!r} is too large; expected at most {_SQLITE_MAX_INT}")
     return number
 
 
