@@ -933,6 +933,24 @@ def test_a_count_beyond_what_sqlite_can_hold_is_bad_usage(trail: Path, args: lis
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["purge", "--before", "0001-01-01T00:00:00+01:00", "--yes"],
+        ["query", "--since", "0001-01-01T00:00:00+01:00", "--until", "0001-01-01T00:00:00+02:00"],
+        ["query", "--until", "9999-12-31T23:59:59-05:00"],
+    ],
+)
+def test_a_date_outside_the_years_1_to_9999_in_utc_is_bad_usage(trail: Path, args: list[str]) -> None:
+    """Read as UTC, these dates fall outside what a date can hold: refused before anything is done."""
+    with AuditService(str(trail)) as service:
+        purged_before = service.count(event_type="audit_purged")
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, args[1], args[2], "UTC")
+    with AuditService(str(trail)) as service:
+        assert service.count(event_type="audit_purged") == purged_before
+    assert count_rows(trail) == 5
+
+
 def test_dates_that_cannot_match_are_bad_usage(trail: Path) -> None:
     """Like an unparseable date, these are status 2 (bad usage), as the exit-status table says."""
     for since, until in (("1h", "2h"), ("2h", "3h")):

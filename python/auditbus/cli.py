@@ -124,7 +124,13 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad date {value!r}: expected {_DATE_HELP}") from None
-    return parsed.replace(tzinfo=_UTC) if parsed.tzinfo is None else parsed
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=_UTC)
+    try:
+        # Normalised now: a date whose UTC time is outside years 1..9999 would fail later, mid-command.
+        return parsed.astimezone(_UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"date {value!r} falls outside the years 1 to 9999 in UTC") from None
 
 
 #: Every type a row can have: the domain event types and the service's own lifecycle rows.
