@@ -638,6 +638,35 @@ def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["bob.csv"]  # no partial file left behind
 
 
+def run_bytes(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`run` without text=True: universal newlines would turn a stored CR into a line break."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditbus", *args], check=False, cwd=cwd, env=clean_env(), capture_output=True, timeout=120
+    )
+
+
+def test_a_carriage_return_in_a_stored_value_cannot_forge_a_csv_row(tmp_path: Path) -> None:
+    """CSV readers (Python's, spreadsheets) end a row at a bare CR: a cell holding one must be quoted."""
+    path = tmp_path / "cr.db"
+    # The cells after the CR read as a row of their own: id 99, a time, auth_success by root.
+    event = DomainEvent(
+        event_type=EventType.AUTH_FAILURE,
+        user_identity="mallory\r99",
+        actor_name="2026-01-01T00:00:00Z",
+        plan_id="auth_success",
+        project_name="root",
+        details={"note": "a\rb"},
+    )
+    prepare(path, [event])
+    for command in (["export", "--format", "csv"], ["query", "--csv"]):
+        result = run_bytes(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+        assert [row["user_identity"] for row in rows] == ["mallory\r99"]
+        assert rows[0]["project_name"] == "root"
+        assert json.loads(rows[0]["details"])["note"] == "a\rb"
+
+
 def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
     result = run(
         "export", "--output", str(trail.parent / "no" / "such" / "dir.jsonl"), "--db", str(trail), cwd=trail.parent

@@ -527,6 +527,9 @@ def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsRead
 
 def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     writer = csv.writer(out, lineterminator="\n")
+    # With "\n" rows, the csv module leaves a bare CR unquoted, yet CSV readers end a row at one: a row
+    # holding a CR is written with every cell quoted, so a stored value cannot forge a row.
+    quoting_all = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
@@ -548,7 +551,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
                 row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
-        writer.writerow(row)
+        (quoting_all if any("\r" in cell for cell in row) else writer).writerow(row)
         yield entry
 
 
