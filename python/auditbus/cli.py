@@ -525,6 +525,16 @@ def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsRead
         yield entry
 
 
+#: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV Injection"); a
+#: leading quote is included so that the one quote added in front can always be taken off again.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _csv_cell(text: str) -> str:
+    """The cell for `text`: one `'` in front when a spreadsheet would run it; removing that quote restores it."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     writer = csv.writer(out, lineterminator="\n")
     # With "\n" rows, the csv module leaves a bare CR unquoted, yet CSV readers end a row at one: a row
@@ -551,6 +561,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
                 row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
+        row = [_csv_cell(cell) for cell in row]
         (quoting_all if any("\r" in cell for cell in row) else writer).writerow(row)
         yield entry
 
