@@ -415,6 +415,23 @@ def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_p
     assert "project=" not in unquoted
 
 
+def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
+    """Another writer's row may hold any event type text; `tail` must not show it as a `user=` field."""
+    path = tmp_path / "type.db"
+    prepare(path, [])
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?)",
+            (NOW.isoformat(), "auth_success  user=root", "{}"),
+        )
+    connection.close()
+    result = run("tail", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert '"auth_success  user=root"' in line
+    assert "user=" not in re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)
+
+
 INVISIBLE = "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 

@@ -500,7 +500,8 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
     fields = [
         f"{_cell(entry, 'id', reader):>6}",
         _cell(entry, "timestamp", reader),
-        f"{_cell(entry, 'event_type', reader):<18}",
+        # Another writer's row may hold any type text: quoted like a field value when it holds whitespace.
+        f"{_safe(_field_text(_event_type_text(entry.event_type))):<18}",
     ]
     for label, attribute in (
         ("user", "user_identity"),
