@@ -596,6 +596,27 @@ def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
     assert "2 legacy rows written before the hash chain" in result.stdout
 
 
+def test_verify_read_only_does_not_call_rows_appended_after_the_chain_legacy_rows(aged_trail: Path) -> None:
+    """Rows inserted without a hash after the newest chained row are not "written before the hash chain"."""
+    with sqlite3.connect(aged_trail) as connection:
+        for user in ("mallory", "eve", "trudy"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, '{}')",
+                (NOW.isoformat(), "auth_success", user),
+            )
+    connection.close()
+    result = run("--read-only", "verify", "--db", str(aged_trail), cwd=aged_trail.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 legacy rows written before the hash chain" in result.stdout
+    assert "3 rows appended without a hash after the newest chained row" in result.stdout
+    assert (
+        json.loads(run("--read-only", "verify", "--json", "--db", str(aged_trail), cwd=aged_trail.parent).stdout)[
+            "unchained"
+        ]
+        == 5
+    )
+
+
 def test_verify_names_the_removed_newest_rows(trail: Path) -> None:
     with sqlite3.connect(trail) as connection:
         rows = [row[0] for row in connection.execute("SELECT id FROM audit_log ORDER BY id")]

@@ -679,16 +679,36 @@ def _report_fields(report: Any) -> dict[str, Any]:
     return {name: getattr(report, name, None) for name in names}
 
 
-def describe_verify(report: Any) -> str:
+def appended_unchained(service: AuditService, report: Any) -> int:
+    """How many of the report's unchained rows come after its newest chained row (appended, not legacy).
+
+    `unchained` counts both rows older than the chain and rows appended without a hash after its head;
+    an auditor must not read the second kind as history from before the migration.
+    """
+    unchained = getattr(report, "unchained", 0) or 0
+    head = getattr(report, "head_id", None)
+    if not unchained or head is None:
+        return 0
+    after = service.query(event_type=list(_ALL_TYPES), after_id=head, order="asc", limit=unchained)
+    return sum(1 for entry in after if entry.chain_hash is None)
+
+
+def describe_verify(report: Any, appended: int = 0) -> str:
     fields = _report_fields(report)
     unchained = fields["unchained"] or 0
     folded = fields["folded"] or 0
+    before = unchained - appended
     legacy = (
-        f"; {unchained} legacy row{'s' if unchained != 1 else ''} written before the hash chain "
+        f"; {before} legacy row{'s' if before != 1 else ''} written before the hash chain "
         "(unchained: not covered by the chain)"
-        if unchained
+        if before > 0
         else ""
     )
+    if appended:
+        legacy += (
+            f"; {appended} row{'s' if appended != 1 else ''} appended without a hash after the newest chained row "
+            "(unchained: not covered by the chain, writer unknown)"
+        )
     if folded:
         # Protected from the next chained row on, but nothing says who wrote them.
         legacy += (
@@ -705,10 +725,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     heads: list[tuple[int, str]] = args.heads or []
     with open_service(db_path(args), read_only=args.read_only) as service:
         report = service.verify(heads=heads)
+        appended = appended_unchained(service, report)
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
-        print(describe_verify(report))
+        print(describe_verify(report, appended))
         kept = sorted({row for row, _ in heads})
         if report.ok and kept:
             print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")
