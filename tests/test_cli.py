@@ -462,6 +462,45 @@ def test_line_separators_and_bidi_controls_are_escaped_like_control_characters(t
     assert raw[0]["user_identity"] == "mallory\u202enimda"  # and decodes to the stored value
 
 
+def test_a_locale_that_cannot_encode_stored_text_still_shows_every_row(tmp_path: Path) -> None:
+    """Under an ASCII locale (LC_ALL=C without Python's UTF-8 mode), non-ASCII values must not stop the output.
+
+    Human output shows what the locale cannot encode as escapes; JSON Lines and CSV are UTF-8, exact.
+    """
+    path = tmp_path / "accents.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="José", details={"city": "Zürich"})])
+    env = clean_env(LC_ALL="C", LANG="C", PYTHONUTF8="0")
+    env.pop("PYTHONIOENCODING", None)
+    for command in (["query"], ["tail"], ["stats"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.isascii()
+        if command != ["stats"]:
+            assert b"Jos\\xe9" in result.stdout
+    for command in (["query", "--json"], ["export"], ["export", "--format", "csv"], ["query", "--csv"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        text = result.stdout.decode("utf-8")
+        if "--json" in command or command == ["export"]:
+            assert jsonl(text)[0]["user_identity"] == "José"
+        else:
+            assert next(csv.DictReader(io.StringIO(text)))["user_identity"] == "José"
+
+
 # --------------------------------------------------------------------------- choosing the database
 
 

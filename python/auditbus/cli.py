@@ -16,8 +16,10 @@ check in `demo`), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -1131,10 +1133,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_output(args: argparse.Namespace) -> None:
+    """Output that any stored text can pass through, whatever the locale.
+
+    Under a locale that cannot encode every character (LC_ALL=C without Python's UTF-8 mode, Latin-1),
+    one stored name would otherwise stop the output half-way. Human output shows what the locale cannot
+    encode as `\\xNN`/`\\uXXXX`; JSON Lines and CSV, read by programs, are always UTF-8 and exact.
+    """
+    machine = bool(getattr(args, "json", False) or getattr(args, "csv", False) or args.command == "export")
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+            if stream is sys.stdout and machine:
+                stream.reconfigure(encoding="utf-8")
+            else:
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `auditbus` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_output(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
