@@ -501,6 +501,23 @@ def test_a_locale_that_cannot_encode_stored_text_still_shows_every_row(tmp_path:
             assert next(csv.DictReader(io.StringIO(text)))["user_identity"] == "José"
 
 
+ZERO_WIDTH = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+
+
+def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_path: Path) -> None:
+    """`alice` + a zero-width space is another user that looks like alice on screen: it is shown escaped."""
+    path = tmp_path / "invisible.db"
+    prepare(
+        path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice\u200b", details={"k": ZERO_WIDTH})]
+    )
+    for command in (["query"], ["tail"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert not set(result.stdout) & set(ZERO_WIDTH), command
+        assert "alice\\u200b" in result.stdout
+    assert jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)[0]["user_identity"] == "alice\u200b"
+
+
 # --------------------------------------------------------------------------- choosing the database
 
 

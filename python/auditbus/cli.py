@@ -412,8 +412,9 @@ def _event_type_text(value: Any) -> str:
 # terminal (e.g. an attacker's "user name" holding escape sequences), and so
 # could the Unicode line/paragraph separators (a line break in many terminals)
 # and the bidi controls (they reorder what the auditor reads): the human
-# outputs show them all escaped. JSON escapes C0 itself; CSV stays raw.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
+# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def _escape(match: re.Match[str]) -> str:
