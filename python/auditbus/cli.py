@@ -16,8 +16,10 @@ check in `demo`), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -45,6 +47,7 @@ EXIT_CHECK_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_MAX_INT = 2**63 - 1
 _UTC = timezone.utc
 
 #: Columns of the table and CSV outputs, in order: (header, AuditEntry attribute).
@@ -123,7 +126,13 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad date {value!r}: expected {_DATE_HELP}") from None
-    return parsed.replace(tzinfo=_UTC) if parsed.tzinfo is None else parsed
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=_UTC)
+    try:
+        # Normalised now: a date whose UTC time is outside years 1..9999 would fail later, mid-command.
+        return parsed.astimezone(_UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"date {value!r} falls outside the years 1 to 9999 in UTC") from None
 
 
 #: Every type a row can have: the domain event types and the service's own lifecycle rows.
@@ -148,6 +157,9 @@ def _non_negative(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is negative; expected 0 or more")
+    if number > _SQLITE_MAX_INT:
+        # SQLite counts rows in 64 bits; a larger number would fail in the query as an OverflowError.
+        raise argparse.ArgumentTypeError(f"{value!r} is too large; expected at most {_SQLITE_MAX_INT}")
     return number
 
 
@@ -400,8 +412,9 @@ def _event_type_text(value: Any) -> str:
 # terminal (e.g. an attacker's "user name" holding escape sequences), and so
 # could the Unicode line/paragraph separators (a line break in many terminals)
 # and the bidi controls (they reorder what the auditor reads): the human
-# outputs show them all escaped. JSON escapes C0 itself; CSV stays raw.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
+# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -490,7 +503,8 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
     fields = [
         f"{_cell(entry, 'id', reader):>6}",
         _cell(entry, "timestamp", reader),
-        f"{_cell(entry, 'event_type', reader):<18}",
+        # Another writer's row may hold any type text: quoted like a field value when it holds whitespace.
+        f"{_safe(_field_text(_event_type_text(entry.event_type))):<18}",
     ]
     for label, attribute in (
         ("user", "user_identity"),
@@ -515,8 +529,21 @@ def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsRead
         yield entry
 
 
+#: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV Injection"); a
+#: leading quote is included so that the one quote added in front can always be taken off again.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _csv_cell(text: str) -> str:
+    """The cell for `text`: one `'` in front when a spreadsheet would run it; removing that quote restores it."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
     writer = csv.writer(out, lineterminator="\n")
+    # With "\n" rows, the csv module leaves a bare CR unquoted, yet CSV readers end a row at one: a row
+    # holding a CR is written with every cell quoted, so a stored value cannot forge a row.
+    quoting_all = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
@@ -538,7 +565,8 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
                 row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
-        writer.writerow(row)
+        row = [_csv_cell(cell) for cell in row]
+        (quoting_all if any("\r" in cell for cell in row) else writer).writerow(row)
         yield entry
 
 
@@ -654,16 +682,36 @@ def _report_fields(report: Any) -> dict[str, Any]:
     return {name: getattr(report, name, None) for name in names}
 
 
-def describe_verify(report: Any) -> str:
+def appended_unchained(service: AuditService, report: Any) -> int:
+    """How many of the report's unchained rows come after its newest chained row (appended, not legacy).
+
+    `unchained` counts both rows older than the chain and rows appended without a hash after its head;
+    an auditor must not read the second kind as history from before the migration.
+    """
+    unchained = getattr(report, "unchained", 0) or 0
+    head = getattr(report, "head_id", None)
+    if not unchained or head is None:
+        return 0
+    after = service.query(event_type=list(_ALL_TYPES), after_id=head, order="asc", limit=unchained)
+    return sum(1 for entry in after if entry.chain_hash is None)
+
+
+def describe_verify(report: Any, appended: int = 0) -> str:
     fields = _report_fields(report)
     unchained = fields["unchained"] or 0
     folded = fields["folded"] or 0
+    before = unchained - appended
     legacy = (
-        f"; {unchained} legacy row{'s' if unchained != 1 else ''} written before the hash chain "
+        f"; {before} legacy row{'s' if before != 1 else ''} written before the hash chain "
         "(unchained: not covered by the chain)"
-        if unchained
+        if before > 0
         else ""
     )
+    if appended:
+        legacy += (
+            f"; {appended} row{'s' if appended != 1 else ''} appended without a hash after the newest chained row "
+            "(unchained: not covered by the chain, writer unknown)"
+        )
     if folded:
         # Protected from the next chained row on, but nothing says who wrote them.
         legacy += (
@@ -680,10 +728,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     heads: list[tuple[int, str]] = args.heads or []
     with open_service(db_path(args), read_only=args.read_only) as service:
         report = service.verify(heads=heads)
+        appended = appended_unchained(service, report)
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
-        print(describe_verify(report))
+        print(describe_verify(report, appended))
         kept = sorted({row for row, _ in heads})
         if report.ok and kept:
             print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")
@@ -1085,10 +1134,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_output(args: argparse.Namespace) -> None:
+    """Output that any stored text can pass through, whatever the locale.
+
+    Under a locale that cannot encode every character (LC_ALL=C without Python's UTF-8 mode, Latin-1),
+    one stored name would otherwise stop the output half-way. Human output shows what the locale cannot
+    encode as `\\xNN`/`\\uXXXX`; JSON Lines and CSV, read by programs, are always UTF-8 and exact.
+    """
+    machine = bool(getattr(args, "json", False) or getattr(args, "csv", False) or args.command == "export")
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+            if stream is sys.stdout and machine:
+                stream.reconfigure(encoding="utf-8")
+            else:
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `auditbus` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_output(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
