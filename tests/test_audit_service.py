@@ -86,6 +86,15 @@ def test_query_by_time(service: Any) -> None:
     assert service.query(since=later) == []
 
 
+def test_query_by_date_bounds(service: Any) -> None:
+    entry = service.record("auth_success")
+    day = entry.timestamp.date()
+    assert [e.id for e in service.query(since=day)] == [entry.id]  # the day's midnight
+    assert service.query(since=day + timedelta(days=1)) == []
+    assert service.query(until=day) == []
+    assert [e.id for e in service.query(until=day + timedelta(days=1))] == [entry.id]
+
+
 def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     svc = impl.AuditService(path)

@@ -3,7 +3,7 @@
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import date, datetime
 from os import PathLike
 from typing import Any, Final, Literal, final
 
@@ -38,7 +38,7 @@ class DomainEvent:
         cls,
         *,
         event_type: EventType | str,
-        timestamp: datetime | str | float | None = ...,
+        timestamp: datetime | date | str | float | None = ...,
         plan_id: str | None = ...,
         project_name: str | None = ...,
         actor_name: str | None = ...,
@@ -175,7 +175,7 @@ class Redactor:
     def safe_keys(self) -> list[str]: ...
 
 _Text = str | None
-_TimeArg = datetime | str | float | None
+_TimeArg = datetime | date | str | float | None
 
 @final
 class AuditEntry:
@@ -183,7 +183,7 @@ class AuditEntry:
     def __new__(
         cls,
         id: int,
-        timestamp: datetime | str | float,
+        timestamp: datetime | date | str | float,
         event_type: str,
         plan_id: str | None = None,
         user_identity: str | None = None,
@@ -334,7 +334,7 @@ class AuditService:
     ) -> Iterator[AuditEntry]: ...
     def verify(self, *, heads: Iterable[tuple[int, str] | list[int | str]] | None = None) -> VerifyReport: ...
     def stats(self) -> dict[str, Any]: ...
-    def purge(self, before: datetime | str | float) -> int: ...
+    def purge(self, before: datetime | date | str | float) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> bool: ...
