@@ -250,6 +250,19 @@ def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: P
         assert len(svc.query(limit=None)) == 3
 
 
+def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_their_text(tmp_path: Path) -> None:
+    paris = timezone(timedelta(hours=2))
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    first, second = legacy.record("plan_applied"), legacy.record("plan_applied")
+    # The bound's text ("...T19:..+02:00") sorts after the rows' ("...T17:..+00:00"): the row is missed.
+    assert legacy.query(since=first.timestamp.astimezone(paris)) == []
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        first, second = svc.record("plan_applied"), svc.record("plan_applied")
+        assert [e.id for e in svc.query(since=first.timestamp.astimezone(paris))] == [second.id, first.id]
+        assert [e.id for e in svc.query(until=first.timestamp.astimezone(paris))] == [first.id]
+
+
 def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
     details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
@@ -389,6 +402,48 @@ def test_iter_entries_streams_every_match(svc: AuditService) -> None:
     assert [e.details["i"] for e in svc.iter_entries(order="desc", batch_size=7)] == list(range(24, -1, -1))
     assert [e.details["i"] for e in svc.iter_entries(user_identity="bob", batch_size=5)] == list(range(1, 25, 2))
     assert list(svc.iter_entries(user_identity="nobody")) == []
+
+
+# Timestamps as other writers store them (an import, the sqlite3 tool, another service):
+# other offsets, 'Z', a space, no offset, milliseconds, a bare date.
+FOREIGN_STAMPS = {
+    "ours": "2026-01-01T10:00:00+00:00",
+    "fraction": "2026-01-01T10:00:00.500000+00:00",
+    "naive": "2026-01-01T10:30:00",
+    "east": "2026-01-01T12:45:00+02:00",
+    "zulu": "2026-01-01T11:00:00Z",
+    "space": "2026-01-01 11:15:00+00:00",
+    "west": "2026-01-01T09:00:00-05:00",
+    "millis": "2026-01-01T11:30:00.123+00:00",
+    "date": "2025-12-31",
+}
+
+
+def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    AuditService(path).close()
+    for plan, stamp in FOREIGN_STAMPS.items():
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (stamp, plan),
+        )
+    with AuditService(path, read_only=True) as svc:
+        when = {e.plan_id: e.timestamp for e in svc.query(limit=None)}
+        assert when["east"] == datetime(2026, 1, 1, 10, 45, tzinfo=UTC)
+        assert when["west"] == datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
+        # Every row's own instant as a bound (the boundary is inclusive), and instants between them.
+        bounds = sorted({*when.values(), *(t + timedelta(minutes=1) for t in when.values())})
+        for bound in bounds:
+            for given in (bound, bound.astimezone(timezone(timedelta(hours=-8))), bound.isoformat()):
+                newer = sorted(plan for plan, t in when.items() if t >= bound)
+                older = sorted(plan for plan, t in when.items() if t <= bound)
+                assert sorted(e.plan_id for e in svc.query(since=given, limit=None)) == newer, given
+                assert sorted(e.plan_id for e in svc.query(until=given, limit=None)) == older, given
+                assert svc.count(since=given) == len(newer), given
+                assert [e.plan_id for e in svc.iter_entries(until=given)] == [
+                    plan for plan in FOREIGN_STAMPS if plan in older
+                ], given
 
 
 def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:
