@@ -263,6 +263,29 @@ def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_th
         assert [e.id for e in svc.query(until=first.timestamp.astimezone(paris))] == [first.id]
 
 
+def test_details_the_legacy_wrote_read_back_as_the_legacy_reads_them(tmp_path: Path) -> None:
+    # The legacy json.dumps writes NaN/Infinity tokens, integers of any size and lone surrogates.
+    path = tmp_path / "legacy.db"
+    legacy = legacy_audit().AuditService(path)
+    details = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "ninf": float("-inf"),
+        "huge": 2**64,
+        "neg": -(2**70),
+        "float": 1.8446744073709552e19,
+        "lone": "\ud800",
+        "n": [1, 2.5, None, True],
+    }
+    legacy.record("plan_applied", plan_id="odd", details=details)
+    (expected,) = legacy.query()
+    legacy.close()
+    with AuditService(path) as svc:
+        (entry,) = svc.query(plan_id="odd")
+        assert json.dumps(entry.details) == json.dumps(expected.details) == json.dumps(details)
+        assert [type(entry.details[k]) for k in details] == [type(v) for v in details.values()]
+
+
 def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
     details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")

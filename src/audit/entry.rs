@@ -41,10 +41,39 @@ fn parse_time(id: i64, column: &str, text: &str) -> Result<DateTime<Utc>> {
 }
 
 /// Stored JSON text as a Python value.
+///
+/// The legacy service wrote with Python's `json.dumps`: `NaN` and
+/// `Infinity` tokens, integers of any size and lone surrogates, which
+/// serde_json refuses or reads as a float. Those rows are read by Python's
+/// `json.loads`, as the legacy service reads them; auditbus's own rows never
+/// need it (it stores standard JSON, wide integers as text).
 fn json_to_py(py: Python<'_>, id: i64, text: &str) -> Result<Py<PyAny>> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({e})")))?;
-    Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if !has_wide_integer(&value) => {
+            Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
+        }
+        _ => {
+            static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
+            loads
+                .bind(py)
+                .call1((text,))
+                .map(Bound::unbind)
+                .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({})", e.value(py))))
+        }
+    }
+}
+
+/// A whole number serde_json read as a float because it is wider than 64
+/// bits: it may have been an integer literal, which Python reads exactly.
+fn has_wide_integer(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| n.is_f64() && f.fract() == 0.0 && f.abs() >= 9.2e18),
+        Value::Array(items) => items.iter().any(has_wide_integer),
+        Value::Object(map) => map.values().any(has_wide_integer),
+        _ => false,
+    }
 }
 
 impl AuditEntry {
