@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import random
 import subprocess
 import sys
@@ -107,6 +109,18 @@ def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
         assert found.timestamp == entry.timestamp
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_entries_pickle_and_copy(service: Any, protocol: int) -> None:
+    recorded = service.record("config_changed", plan_id="p1", user_identity="alice", details={"key": "theme"})
+    (read,) = service.query()
+    for entry in (recorded, read):
+        for twin in (pickle.loads(pickle.dumps(entry, protocol=protocol)), copy.copy(entry), copy.deepcopy(entry)):
+            assert type(twin) is type(entry)
+            assert twin == entry
+            assert repr(twin) == repr(entry)
+            assert twin.details == {"key": "theme"}
 
 
 def test_ids_increase(service: Any) -> None:
@@ -346,6 +360,19 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
             _ = row.details
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
+
+
+def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        bad = svc.record("step_completed", plan_id="bad")
+    execute(path, "UPDATE audit_log SET details = '{not json' WHERE id = ?", (bad.id,))
+    with AuditService(path) as svc:
+        (row,) = svc.query(plan_id="bad")
+    twin = pickle.loads(pickle.dumps(row))
+    assert (twin.id, twin.plan_id, twin.stored_details, twin.source) == (row.id, "bad", "{not json", row.source)
+    with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
+        _ = twin.details
 
 
 def test_the_row_and_redact_dict_apply_the_sibling_rule_alike(svc: AuditService) -> None:

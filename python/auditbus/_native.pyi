@@ -229,8 +229,27 @@ class AuditEntry:
     @property
     def chain_hash(self) -> str | None: ...
     def to_dict(self) -> dict[str, Any]: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
+
+def _restore_audit_entry(
+    id: int,
+    timestamp: datetime,
+    event_type: str,
+    plan_id: str | None,
+    user_identity: str | None,
+    stored_details: str | None,
+    details: dict[str, Any] | None,
+    event_id: str | None,
+    actor_name: str | None,
+    project_name: str | None,
+    session_id: str | None,
+    outcome: str | None,
+    source: str | None,
+    recorded_at: datetime | None,
+    chain_hash: str | None,
+) -> AuditEntry: ...
 
 @final
 class VerifyReport:

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::audit::chain::Verdict;
 use crate::audit::query::RowData;
@@ -281,6 +281,35 @@ impl AuditEntry {
         Ok(out)
     }
 
+    /// Pickles (and copies) as a call to `_restore_audit_entry` with the row
+    /// as read: details stay the stored text, parsed when first asked for.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let restore = py.import("auditbus._native")?.getattr("_restore_audit_entry")?;
+        let details = match &self.details_text {
+            Some(_) => py.None(),
+            None => self.details_py(py)?,
+        };
+        let opt = |v: &Option<String>| v.into_pyobject(py).map(Bound::into_any);
+        let args = [
+            self.id.into_pyobject(py)?.into_any(),
+            self.timestamp.into_pyobject(py)?.into_any(),
+            PyString::new(py, &self.event_type).into_any(),
+            opt(&self.plan_id)?,
+            opt(&self.user_identity)?,
+            opt(&self.details_text)?,
+            details.into_bound(py),
+            opt(&self.event_id)?,
+            opt(&self.actor_name)?,
+            opt(&self.project_name)?,
+            opt(&self.session_id)?,
+            opt(&self.outcome)?,
+            opt(&self.source)?,
+            self.recorded_at.into_pyobject(py)?.into_any(),
+            opt(&self.chain_hash)?,
+        ];
+        Ok((restore, PyTuple::new(py, args)?))
+    }
+
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = other.py();
         let Ok(other) = other.cast::<AuditEntry>() else { return Ok(py.NotImplemented()) };
@@ -299,6 +328,52 @@ impl AuditEntry {
         }
         Ok(format!("AuditEntry({})", parts.join(", ")))
     }
+}
+
+/// Rebuilds a pickled or copied entry exactly, stored details text included.
+#[pyfunction]
+#[pyo3(signature = (id, timestamp, event_type, plan_id, user_identity, stored_details, details, event_id, actor_name, project_name, session_id, outcome, source, recorded_at, chain_hash))]
+#[allow(clippy::too_many_arguments)]
+pub fn _restore_audit_entry(
+    py: Python<'_>,
+    id: i64,
+    timestamp: &Bound<'_, PyAny>,
+    event_type: String,
+    plan_id: Option<String>,
+    user_identity: Option<String>,
+    stored_details: Option<String>,
+    details: Option<Py<PyAny>>,
+    event_id: Option<String>,
+    actor_name: Option<String>,
+    project_name: Option<String>,
+    session_id: Option<String>,
+    outcome: Option<String>,
+    source: Option<String>,
+    recorded_at: Option<&Bound<'_, PyAny>>,
+    chain_hash: Option<String>,
+) -> Result<AuditEntry> {
+    let cell = PyOnceLock::new();
+    if stored_details.is_none() {
+        // A new cell: set cannot find it taken.
+        let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
+    }
+    Ok(AuditEntry {
+        id,
+        timestamp: timestamp::from_py("timestamp", timestamp)?,
+        event_type,
+        plan_id,
+        user_identity,
+        details_text: stored_details,
+        details: cell,
+        event_id,
+        actor_name,
+        project_name,
+        session_id,
+        outcome,
+        source,
+        recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| timestamp::from_py("recorded_at", r)).transpose()?,
+        chain_hash,
+    })
 }
 
 /// What `verify()` found. Truthy when the chain is intact.
