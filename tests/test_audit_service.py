@@ -619,6 +619,22 @@ def test_purge_stops_at_the_first_newer_row_in_id_order(svc: AuditService) -> No
         svc.purge("not a date")
 
 
+def test_purge_keeps_a_newer_row_stored_in_another_offset(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    legacy_audit().AuditService(path).close()  # the table, without auditbus's own rows
+    for plan, stamp in [("old", "2026-01-01T10:00:00+00:00"), ("west", "2026-01-01T09:00:00-05:00")]:
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (stamp, plan),
+        )
+    with AuditService(path) as svc:
+        # "west" is 14:00 UTC, after the bound, though its text sorts before it.
+        assert svc.purge("2026-01-01T11:00:00Z") == 1
+        assert [e.plan_id for e in svc.query()] == ["west"]
+        assert svc.verify().ok
+
+
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     path = tmp_path / "exit.db"
     script = textwrap.dedent(
