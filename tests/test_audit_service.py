@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 import random
@@ -262,6 +263,21 @@ def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: P
         with pytest.raises(ValueError, match="limit: expected an int >= 0 or None, got -1"):
             svc.query(limit=-1)
         assert len(svc.query(limit=None)) == 3
+
+
+def test_an_entry_is_a_frozen_class_with_to_dict_where_the_legacy_was_a_dataclass(tmp_path: Path) -> None:
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    old = legacy.record("plan_applied", plan_id="p1")
+    legacy.close()
+    assert dataclasses.asdict(old)["plan_id"] == "p1"
+    with AuditService(tmp_path / "a.db") as svc:
+        entry = svc.record("plan_applied", plan_id="p1")
+    with pytest.raises(TypeError, match="dataclass"):
+        dataclasses.asdict(entry)
+    fields = entry.to_dict()
+    assert list(fields)[:6] == [f.name for f in dataclasses.fields(old)]
+    assert fields["plan_id"] == "p1"
+    assert fields["event_id"] == entry.event_id
 
 
 def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_their_text(tmp_path: Path) -> None:
