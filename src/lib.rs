@@ -16,6 +16,8 @@ pub mod values;
 mod _native {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use super::audit::_restore_audit_entry;
     #[cfg(feature = "bench")]
     #[pymodule_export]
     use super::audit::bench::BenchRawInsert;

@@ -1,17 +1,18 @@
 //! Event time: what a caller may pass, and the two text forms it is written in.
 //!
 //! Every timestamp is held as UTC. Callers may pass an aware `datetime`
-//! (converted to UTC), a naive one (taken as UTC), an ISO-8601 string, or
+//! (converted to UTC), a naive one (taken as UTC), a `date` (its midnight,
+//! UTC, as pydantic and the legacy query read it), an ISO-8601 string, or
 //! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDateTime, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
 use crate::errors::{Error, Result};
 use crate::values::short_repr;
 
-const ACCEPTED: &str = "expected a datetime, an ISO-8601 string or Unix seconds";
+const ACCEPTED: &str = "expected a datetime, a date, an ISO-8601 string or Unix seconds";
 
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
@@ -23,6 +24,10 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     }
     if value.is_instance_of::<PyDateTime>() {
         return other_tzinfo(field, value);
+    }
+    if value.is_instance_of::<PyDate>() {
+        let day: NaiveDate = value.extract()?;
+        return day.and_hms_opt(0, 0, 0).map(|n| n.and_utc()).ok_or_else(|| Error::invalid(field, "no midnight"));
     }
     if let Ok(text) = value.cast::<PyString>() {
         return parse(&text.to_string_lossy())

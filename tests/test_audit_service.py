@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import pickle
 import random
 import subprocess
 import sys
@@ -86,6 +89,15 @@ def test_query_by_time(service: Any) -> None:
     assert service.query(since=later) == []
 
 
+def test_query_by_date_bounds(service: Any) -> None:
+    entry = service.record("auth_success")
+    day = entry.timestamp.date()
+    assert [e.id for e in service.query(since=day)] == [entry.id]  # the day's midnight
+    assert service.query(since=day + timedelta(days=1)) == []
+    assert service.query(until=day) == []
+    assert [e.id for e in service.query(until=day + timedelta(days=1))] == [entry.id]
+
+
 def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     svc = impl.AuditService(path)
@@ -98,6 +110,18 @@ def test_entries_survive_reopening(impl: Any, tmp_path: Path) -> None:
         assert found.timestamp == entry.timestamp
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_entries_pickle_and_copy(service: Any, protocol: int) -> None:
+    recorded = service.record("config_changed", plan_id="p1", user_identity="alice", details={"key": "theme"})
+    (read,) = service.query()
+    for entry in (recorded, read):
+        for twin in (pickle.loads(pickle.dumps(entry, protocol=protocol)), copy.copy(entry), copy.deepcopy(entry)):
+            assert type(twin) is type(entry)
+            assert twin == entry
+            assert repr(twin) == repr(entry)
+            assert twin.details == {"key": "theme"}
 
 
 def test_ids_increase(service: Any) -> None:
@@ -241,6 +265,57 @@ def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: P
         assert len(svc.query(limit=None)) == 3
 
 
+def test_an_entry_is_a_frozen_class_with_to_dict_where_the_legacy_was_a_dataclass(tmp_path: Path) -> None:
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    old = legacy.record("plan_applied", plan_id="p1")
+    legacy.close()
+    assert dataclasses.asdict(old)["plan_id"] == "p1"
+    with AuditService(tmp_path / "a.db") as svc:
+        entry = svc.record("plan_applied", plan_id="p1")
+    with pytest.raises(TypeError, match="dataclass"):
+        dataclasses.asdict(entry)
+    fields = entry.to_dict()
+    assert list(fields)[:6] == [f.name for f in dataclasses.fields(old)]
+    assert fields["plan_id"] == "p1"
+    assert fields["event_id"] == entry.event_id
+
+
+def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_their_text(tmp_path: Path) -> None:
+    paris = timezone(timedelta(hours=2))
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    first, second = legacy.record("plan_applied"), legacy.record("plan_applied")
+    # The bound's text ("...T19:..+02:00") sorts after the rows' ("...T17:..+00:00"): the row is missed.
+    assert legacy.query(since=first.timestamp.astimezone(paris)) == []
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        first, second = svc.record("plan_applied"), svc.record("plan_applied")
+        assert [e.id for e in svc.query(since=first.timestamp.astimezone(paris))] == [second.id, first.id]
+        assert [e.id for e in svc.query(until=first.timestamp.astimezone(paris))] == [first.id]
+
+
+def test_details_the_legacy_wrote_read_back_as_the_legacy_reads_them(tmp_path: Path) -> None:
+    # The legacy json.dumps writes NaN/Infinity tokens, integers of any size and lone surrogates.
+    path = tmp_path / "legacy.db"
+    legacy = legacy_audit().AuditService(path)
+    details = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "ninf": float("-inf"),
+        "huge": 2**64,
+        "neg": -(2**70),
+        "float": 1.8446744073709552e19,
+        "lone": "\ud800",
+        "n": [1, 2.5, None, True],
+    }
+    legacy.record("plan_applied", plan_id="odd", details=details)
+    (expected,) = legacy.query()
+    legacy.close()
+    with AuditService(path) as svc:
+        (entry,) = svc.query(plan_id="odd")
+        assert json.dumps(entry.details) == json.dumps(expected.details) == json.dumps(details)
+        assert [type(entry.details[k]) for k in details] == [type(v) for v in details.values()]
+
+
 def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
     details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
@@ -301,6 +376,19 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
             _ = row.details
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
+
+
+def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        bad = svc.record("step_completed", plan_id="bad")
+    execute(path, "UPDATE audit_log SET details = '{not json' WHERE id = ?", (bad.id,))
+    with AuditService(path) as svc:
+        (row,) = svc.query(plan_id="bad")
+    twin = pickle.loads(pickle.dumps(row))
+    assert (twin.id, twin.plan_id, twin.stored_details, twin.source) == (row.id, "bad", "{not json", row.source)
+    with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
+        _ = twin.details
 
 
 def test_the_row_and_redact_dict_apply_the_sibling_rule_alike(svc: AuditService) -> None:
@@ -380,6 +468,48 @@ def test_iter_entries_streams_every_match(svc: AuditService) -> None:
     assert [e.details["i"] for e in svc.iter_entries(order="desc", batch_size=7)] == list(range(24, -1, -1))
     assert [e.details["i"] for e in svc.iter_entries(user_identity="bob", batch_size=5)] == list(range(1, 25, 2))
     assert list(svc.iter_entries(user_identity="nobody")) == []
+
+
+# Timestamps as other writers store them (an import, the sqlite3 tool, another service):
+# other offsets, 'Z', a space, no offset, milliseconds, a bare date.
+FOREIGN_STAMPS = {
+    "ours": "2026-01-01T10:00:00+00:00",
+    "fraction": "2026-01-01T10:00:00.500000+00:00",
+    "naive": "2026-01-01T10:30:00",
+    "east": "2026-01-01T12:45:00+02:00",
+    "zulu": "2026-01-01T11:00:00Z",
+    "space": "2026-01-01 11:15:00+00:00",
+    "west": "2026-01-01T09:00:00-05:00",
+    "millis": "2026-01-01T11:30:00.123+00:00",
+    "date": "2025-12-31",
+}
+
+
+def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    AuditService(path).close()
+    for plan, stamp in FOREIGN_STAMPS.items():
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (stamp, plan),
+        )
+    with AuditService(path, read_only=True) as svc:
+        when = {e.plan_id: e.timestamp for e in svc.query(limit=None)}
+        assert when["east"] == datetime(2026, 1, 1, 10, 45, tzinfo=UTC)
+        assert when["west"] == datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
+        # Every row's own instant as a bound (the boundary is inclusive), and instants between them.
+        bounds = sorted({*when.values(), *(t + timedelta(minutes=1) for t in when.values())})
+        for bound in bounds:
+            for given in (bound, bound.astimezone(timezone(timedelta(hours=-8))), bound.isoformat()):
+                newer = sorted(plan for plan, t in when.items() if t >= bound)
+                older = sorted(plan for plan, t in when.items() if t <= bound)
+                assert sorted(e.plan_id for e in svc.query(since=given, limit=None)) == newer, given
+                assert sorted(e.plan_id for e in svc.query(until=given, limit=None)) == older, given
+                assert svc.count(since=given) == len(newer), given
+                assert [e.plan_id for e in svc.iter_entries(until=given)] == [
+                    plan for plan in FOREIGN_STAMPS if plan in older
+                ], given
 
 
 def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:
@@ -503,6 +633,22 @@ def test_purge_stops_at_the_first_newer_row_in_id_order(svc: AuditService) -> No
     assert svc.count() == 2
     with pytest.raises(ValueError, match="before"):
         svc.purge("not a date")
+
+
+def test_purge_keeps_a_newer_row_stored_in_another_offset(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    legacy_audit().AuditService(path).close()  # the table, without auditbus's own rows
+    for plan, stamp in [("old", "2026-01-01T10:00:00+00:00"), ("west", "2026-01-01T09:00:00-05:00")]:
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (stamp, plan),
+        )
+    with AuditService(path) as svc:
+        # "west" is 14:00 UTC, after the bound, though its text sorts before it.
+        assert svc.purge("2026-01-01T11:00:00Z") == 1
+        assert [e.plan_id for e in svc.query()] == ["west"]
+        assert svc.verify().ok
 
 
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:

@@ -127,6 +127,12 @@ def test_timestamp_inputs_give_the_same_instant(impl: ModuleType, given: object)
     assert impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp == WHEN
 
 
+def test_a_date_timestamp_is_its_midnight(impl: ModuleType) -> None:
+    stamp = impl.DomainEvent(event_type="plan_applied", timestamp=datetime.date(2026, 1, 2)).timestamp
+    assert stamp.replace(tzinfo=None) == datetime.datetime(2026, 1, 2)
+    assert stamp.utcoffset() in (None, timedelta(0))  # pydantic keeps it naive, auditbus holds UTC
+
+
 @pytest.mark.parametrize("impl", impls(legacy_xfail=NORMALISES_UTC), indirect=True)
 def test_aware_timestamps_are_held_in_utc(impl: ModuleType) -> None:
     paris = timezone(timedelta(hours=2))

@@ -3,7 +3,7 @@
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import date, datetime
 from os import PathLike
 from typing import Any, Final, Literal, final
 
@@ -38,7 +38,7 @@ class DomainEvent:
         cls,
         *,
         event_type: EventType | str,
-        timestamp: datetime | str | float | None = ...,
+        timestamp: datetime | date | str | float | None = ...,
         plan_id: str | None = ...,
         project_name: str | None = ...,
         actor_name: str | None = ...,
@@ -175,7 +175,7 @@ class Redactor:
     def safe_keys(self) -> list[str]: ...
 
 _Text = str | None
-_TimeArg = datetime | str | float | None
+_TimeArg = datetime | date | str | float | None
 
 @final
 class AuditEntry:
@@ -183,7 +183,7 @@ class AuditEntry:
     def __new__(
         cls,
         id: int,
-        timestamp: datetime | str | float,
+        timestamp: datetime | date | str | float,
         event_type: str,
         plan_id: str | None = None,
         user_identity: str | None = None,
@@ -229,8 +229,27 @@ class AuditEntry:
     @property
     def chain_hash(self) -> str | None: ...
     def to_dict(self) -> dict[str, Any]: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
+
+def _restore_audit_entry(
+    id: int,
+    timestamp: datetime,
+    event_type: str,
+    plan_id: str | None,
+    user_identity: str | None,
+    stored_details: str | None,
+    details: dict[str, Any] | None,
+    event_id: str | None,
+    actor_name: str | None,
+    project_name: str | None,
+    session_id: str | None,
+    outcome: str | None,
+    source: str | None,
+    recorded_at: datetime | None,
+    chain_hash: str | None,
+) -> AuditEntry: ...
 
 @final
 class VerifyReport:
@@ -334,7 +353,7 @@ class AuditService:
     ) -> Iterator[AuditEntry]: ...
     def verify(self, *, heads: Iterable[tuple[int, str] | list[int | str]] | None = None) -> VerifyReport: ...
     def stats(self) -> dict[str, Any]: ...
-    def purge(self, before: datetime | str | float) -> int: ...
+    def purge(self, before: datetime | date | str | float) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> bool: ...

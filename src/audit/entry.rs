@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::audit::chain::Verdict;
 use crate::audit::query::RowData;
@@ -41,10 +41,39 @@ fn parse_time(id: i64, column: &str, text: &str) -> Result<DateTime<Utc>> {
 }
 
 /// Stored JSON text as a Python value.
+///
+/// The legacy service wrote with Python's `json.dumps`: `NaN` and
+/// `Infinity` tokens, integers of any size and lone surrogates, which
+/// serde_json refuses or reads as a float. Those rows are read by Python's
+/// `json.loads`, as the legacy service reads them; auditbus's own rows never
+/// need it (it stores standard JSON, wide integers as text).
 fn json_to_py(py: Python<'_>, id: i64, text: &str) -> Result<Py<PyAny>> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({e})")))?;
-    Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if !has_wide_integer(&value) => {
+            Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
+        }
+        _ => {
+            static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
+            loads
+                .bind(py)
+                .call1((text,))
+                .map(Bound::unbind)
+                .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({})", e.value(py))))
+        }
+    }
+}
+
+/// A whole number serde_json read as a float because it is wider than 64
+/// bits: it may have been an integer literal, which Python reads exactly.
+fn has_wide_integer(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| n.is_f64() && f.fract() == 0.0 && f.abs() >= 9.2e18),
+        Value::Array(items) => items.iter().any(has_wide_integer),
+        Value::Object(map) => map.values().any(has_wide_integer),
+        _ => false,
+    }
 }
 
 impl AuditEntry {
@@ -252,6 +281,35 @@ impl AuditEntry {
         Ok(out)
     }
 
+    /// Pickles (and copies) as a call to `_restore_audit_entry` with the row
+    /// as read: details stay the stored text, parsed when first asked for.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let restore = py.import("auditbus._native")?.getattr("_restore_audit_entry")?;
+        let details = match &self.details_text {
+            Some(_) => py.None(),
+            None => self.details_py(py)?,
+        };
+        let opt = |v: &Option<String>| v.into_pyobject(py).map(Bound::into_any);
+        let args = [
+            self.id.into_pyobject(py)?.into_any(),
+            self.timestamp.into_pyobject(py)?.into_any(),
+            PyString::new(py, &self.event_type).into_any(),
+            opt(&self.plan_id)?,
+            opt(&self.user_identity)?,
+            opt(&self.details_text)?,
+            details.into_bound(py),
+            opt(&self.event_id)?,
+            opt(&self.actor_name)?,
+            opt(&self.project_name)?,
+            opt(&self.session_id)?,
+            opt(&self.outcome)?,
+            opt(&self.source)?,
+            self.recorded_at.into_pyobject(py)?.into_any(),
+            opt(&self.chain_hash)?,
+        ];
+        Ok((restore, PyTuple::new(py, args)?))
+    }
+
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = other.py();
         let Ok(other) = other.cast::<AuditEntry>() else { return Ok(py.NotImplemented()) };
@@ -270,6 +328,52 @@ impl AuditEntry {
         }
         Ok(format!("AuditEntry({})", parts.join(", ")))
     }
+}
+
+/// Rebuilds a pickled or copied entry exactly, stored details text included.
+#[pyfunction]
+#[pyo3(signature = (id, timestamp, event_type, plan_id, user_identity, stored_details, details, event_id, actor_name, project_name, session_id, outcome, source, recorded_at, chain_hash))]
+#[allow(clippy::too_many_arguments)]
+pub fn _restore_audit_entry(
+    py: Python<'_>,
+    id: i64,
+    timestamp: &Bound<'_, PyAny>,
+    event_type: String,
+    plan_id: Option<String>,
+    user_identity: Option<String>,
+    stored_details: Option<String>,
+    details: Option<Py<PyAny>>,
+    event_id: Option<String>,
+    actor_name: Option<String>,
+    project_name: Option<String>,
+    session_id: Option<String>,
+    outcome: Option<String>,
+    source: Option<String>,
+    recorded_at: Option<&Bound<'_, PyAny>>,
+    chain_hash: Option<String>,
+) -> Result<AuditEntry> {
+    let cell = PyOnceLock::new();
+    if stored_details.is_none() {
+        // A new cell: set cannot find it taken.
+        let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
+    }
+    Ok(AuditEntry {
+        id,
+        timestamp: timestamp::from_py("timestamp", timestamp)?,
+        event_type,
+        plan_id,
+        user_identity,
+        details_text: stored_details,
+        details: cell,
+        event_id,
+        actor_name,
+        project_name,
+        session_id,
+        outcome,
+        source,
+        recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| timestamp::from_py("recorded_at", r)).transpose()?,
+        chain_hash,
+    })
 }
 
 /// What `verify()` found. Truthy when the chain is intact.

@@ -11,5 +11,5 @@ pub mod schema;
 pub mod service;
 pub mod writer;
 
-pub use entry::{AuditEntry, VerifyReport};
+pub use entry::{_restore_audit_entry, AuditEntry, VerifyReport};
 pub use service::{AuditEntryIterator, AuditService};

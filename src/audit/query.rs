@@ -4,6 +4,8 @@
 //! fixed column names, so a filter value that looks like SQL matches nothing.
 //! All functions here are Python-free and run with the GIL released.
 
+use chrono::{DateTime, Days, Utc};
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
@@ -11,6 +13,67 @@ use crate::audit::chain::{RowContent, StoredRow, Verdict, Verifier};
 use crate::audit::record::lifecycle;
 use crate::audit::schema::{self, ROW_COLUMNS};
 use crate::errors::Result;
+use crate::timestamp;
+
+/// The SQL function that reads a stored timestamp as an instant: the text
+/// in the trail's own form (`isoformat()` of a UTC time), or NULL when it is
+/// not a timestamp. Rows other writers added may hold another offset, `Z`, a
+/// space or no offset at all; compared as text with a bound, they would be
+/// ordered by their digits instead of by when they happened.
+pub const UTC_FN: &str = "auditbus_utc";
+
+/// Registers [`UTC_FN`] on a connection (every connection the trail opens).
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function(UTC_FN, 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok().and_then(|text| {
+                if is_own_form(text) {
+                    Some(text.to_owned())
+                } else {
+                    timestamp::parse(text).map(|t| timestamp::isoformat(&t))
+                }
+            }),
+            _ => None,
+        })
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the form auditbus and the legacy
+/// service write: already its own instant's text, no parse needed.
+fn is_own_form(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    let shape = |n: usize| {
+        b.len() == n
+            && digits(0..4)
+            && b[4] == b'-'
+            && digits(5..7)
+            && b[7] == b'-'
+            && digits(8..10)
+            && b[10] == b'T'
+            && digits(11..13)
+            && b[13] == b':'
+            && digits(14..16)
+            && b[16] == b':'
+            && digits(17..19)
+            && b.ends_with(b"+00:00")
+    };
+    shape(25) || (shape(32) && b[19] == b'.' && digits(20..26))
+}
+
+/// Text every stored form of an instant at or after `since` sorts at or
+/// after: the date a day before (an offset is less than a day). It keeps a
+/// `timestamp` index usable ahead of the exact [`UTC_FN`] comparison.
+fn since_floor(since: &DateTime<Utc>) -> Option<String> {
+    since.checked_sub_days(Days::new(1)).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// Text every stored form of an instant at or before `until` sorts before:
+/// the date two days after.
+fn until_ceiling(until: &DateTime<Utc>) -> Option<String> {
+    until.checked_add_days(Days::new(2)).map(|d| d.format("%Y-%m-%d").to_string())
+}
 
 /// One stored row, owned.
 #[derive(Debug, Clone)]
@@ -103,9 +166,9 @@ pub struct Filter {
     pub session_id: Option<String>,
     pub project_name: Option<String>,
     pub outcome: Option<String>,
-    /// ISO text in the table's form, compared as text like the legacy query.
-    pub since: Option<String>,
-    pub until: Option<String>,
+    /// Bounds (inclusive) on each row's instant, whatever text it stores.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
     /// Keyset cursor: rows after this id in the chosen order.
     pub after_id: Option<i64>,
 }
@@ -146,12 +209,20 @@ impl Filter {
             }
         }
         if let Some(since) = &self.since {
-            clauses.push("timestamp >= ?".into());
-            params.push(Value::Text(since.clone()));
+            if let Some(floor) = since_floor(since) {
+                clauses.push("timestamp >= ?".into());
+                params.push(Value::Text(floor));
+            }
+            clauses.push(format!("{UTC_FN}(timestamp) >= ?"));
+            params.push(Value::Text(timestamp::isoformat(since)));
         }
         if let Some(until) = &self.until {
-            clauses.push("timestamp <= ?".into());
-            params.push(Value::Text(until.clone()));
+            if let Some(ceiling) = until_ceiling(until) {
+                clauses.push("timestamp < ?".into());
+                params.push(Value::Text(ceiling));
+            }
+            clauses.push(format!("{UTC_FN}(timestamp) <= ?"));
+            params.push(Value::Text(timestamp::isoformat(until)));
         }
         if let Some(after) = self.after_id {
             clauses.push(if order == Order::Asc { "id > ?".into() } else { "id < ?".into() });
@@ -215,4 +286,61 @@ pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
     verifier.check_sequence(schema::sequence(&tx)?);
     tx.commit()?;
     Ok(verifier.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trail() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn utc(conn: &Connection, text: &str) -> Option<String> {
+        conn.query_row(&format!("SELECT {UTC_FN}(?1)"), [text], |row| row.get(0)).unwrap()
+    }
+
+    #[test]
+    fn stored_text_reads_as_its_instant() {
+        let conn = trail();
+        for (stored, instant) in [
+            ("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:00+00:00"),
+            ("2026-01-01T10:00:00.000006+00:00", "2026-01-01T10:00:00.000006+00:00"),
+            ("2026-01-01T12:45:00+02:00", "2026-01-01T10:45:00+00:00"),
+            ("2026-01-01 10:00:00.5Z", "2026-01-01T10:00:00.500000+00:00"),
+            ("2026-01-01T10:00:00", "2026-01-01T10:00:00+00:00"),
+            ("2026-01-01", "2026-01-01T00:00:00+00:00"),
+        ] {
+            assert_eq!(utc(&conn, stored).as_deref(), Some(instant), "{stored}");
+        }
+        assert_eq!(utc(&conn, "yesterday"), None);
+        assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
+        assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
+        assert!(!is_own_form("2026-01-01 10:00:00+00:00"));
+    }
+
+    #[test]
+    fn a_time_bound_reads_the_timestamp_index() {
+        let conn = trail();
+        let since = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let filter = Filter { since: Some(since), until: Some(since), ..Filter::default() };
+        let mut params = Vec::new();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM audit_log{}",
+            filter.where_clause(Order::Asc, &mut params)
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params), |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("ix_audit_log_timestamp") && step.contains("timestamp>?")),
+            "{plan:?}"
+        );
+    }
 }

@@ -107,6 +107,7 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| at(path, "cannot open", e))?;
     conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
     Ok(conn)
 }
 
@@ -133,6 +134,7 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         let conn = Connection::open_with_flags(name, flags).map_err(|e| at(path, "cannot open", e))?;
         conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
         conn.set_prepared_statement_cache_capacity(64);
+        query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
         Ok(conn)
     };
     let shared = open(&plain_uri(path))?;

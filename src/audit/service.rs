@@ -163,9 +163,9 @@ fn event_types(value: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<String>>> 
     Ok(Some(types))
 }
 
-fn time_filter(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<String>> {
+fn time_filter(field: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<chrono::DateTime<Utc>>> {
     match value {
-        Some(v) if !v.is_none() => Ok(Some(timestamp::isoformat(&timestamp::from_py(field, v)?))),
+        Some(v) if !v.is_none() => Ok(Some(timestamp::from_py(field, v)?)),
         _ => Ok(None),
     }
 }

@@ -1148,10 +1148,17 @@ fn running_at(tx: &Connection, anchor_id: i64, anchor_hash: &str, upto: Option<i
 
 /// Deletes the longest run of oldest rows (by id) whose timestamps are all
 /// before `before`, and re-anchors the chain at the last deleted row.
-/// Returns (rows deleted, last deleted id).
+/// Returns (rows deleted, last deleted id). Timestamps are compared as
+/// instants (a row stored in another offset is not judged by its digits);
+/// a row whose timestamp cannot be read is kept.
 fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
+    let utc = crate::audit::query::UTC_FN;
     let first_kept: Option<i64> = tx
-        .query_row("SELECT id FROM audit_log WHERE timestamp >= ?1 ORDER BY id LIMIT 1", [before], |row| row.get(0))
+        .query_row(
+            &format!("SELECT id FROM audit_log WHERE coalesce({utc}(timestamp) >= ?1, 1) ORDER BY id LIMIT 1"),
+            [before],
+            |row| row.get(0),
+        )
         .optional()?;
     let cutoff = match first_kept {
         Some(id) => id.checked_sub(1).ok_or_else(|| Error::Storage(format!("row id {id} cannot be purged before")))?,
@@ -1172,6 +1179,7 @@ mod tests {
 
     fn trail(rows: usize) -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
+        crate::audit::query::register_functions(&conn).unwrap();
         schema::migrate(&mut conn).unwrap();
         let records: Vec<AuditRecord> =
             (0..rows).map(|_| AuditRecord::lifecycle(lifecycle::STARTED, Map::new())).collect();
