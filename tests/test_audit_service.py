@@ -713,3 +713,17 @@ def test_a_value_shaped_secret_given_as_event_id_never_reaches_the_disk(tmp_path
     assert [row["event_id"] for row in rows] == [f"import-{auditbus.REDACTED}", "import-42"]
     files = [p for p in (path, Path(f"{path}-wal")) if p.exists()]
     assert all(token.encode() not in p.read_bytes() for p in files)
+
+
+def test_a_column_another_writer_filled_with_bytes_or_a_number_reads_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    AuditService(path).close()
+    # Not UTF-8 (a BLOB), valid UTF-8 stored as a BLOB, and an integer: the legacy bound whatever it was given.
+    execute(
+        path,
+        "INSERT INTO audit_log (timestamp, event_type, plan_id, user_identity, actor_name, details) "
+        "VALUES ('2026-01-01T00:00:00+00:00', 'plan_applied', X'ff41', X'c3a9', 42, '{}')",
+    )
+    with AuditService(path) as svc:
+        (entry,) = svc.query(event_type="plan_applied")
+    assert (entry.plan_id, entry.user_identity, entry.actor_name) == ("\ufffdA", "\u00e9", "42")

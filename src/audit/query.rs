@@ -102,7 +102,12 @@ pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),
         ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        // Valid UTF-8 (every row auditbus writes) takes the word-at-a-time check;
+        // only invalid bytes pay for the lossy walk.
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(match std::str::from_utf8(t) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(t).into_owned(),
+        }),
     })
 }
 
