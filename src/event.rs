@@ -151,7 +151,7 @@ impl DomainEvent {
         };
         let kind = EventKind::from_py("event_type", &event_type)?;
         let timestamp = match ts {
-            Some(value) => timestamp::from_py("timestamp", &value)?,
+            Some(value) => timestamp::in_python_range("timestamp", timestamp::from_py("timestamp", &value)?, &value)?,
             None => Utc::now(),
         }
         .trunc_subsecs(6);

@@ -5,7 +5,7 @@
 //! UTC, as pydantic and the legacy query read it), an ISO-8601 string, or
 //! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
@@ -39,6 +39,24 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     }
     let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
     Err(Error::invalid(field, format!("{ACCEPTED}, got {type_name}")))
+}
+
+/// `ts` if a Python `datetime` can hold it in UTC (years 1 to 9999).
+/// chrono holds a wider range: an aware datetime at either end of Python's
+/// range, or Unix time far in the future, would otherwise build an event
+/// whose `timestamp` raises on every read.
+pub fn in_python_range(field: &str, ts: DateTime<Utc>, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    if (1..=9999).contains(&ts.year()) {
+        return Ok(ts);
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "{} is {} in UTC, outside the years 1 to 9999 that a datetime holds",
+            short_repr(value),
+            ts.to_rfc3339()
+        ),
+    ))
 }
 
 /// An aware datetime whose tzinfo is not a fixed `timezone` (`zoneinfo`,

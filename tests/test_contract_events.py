@@ -133,6 +133,11 @@ def test_a_date_timestamp_is_its_midnight(impl: ModuleType) -> None:
     assert stamp.utcoffset() in (None, timedelta(0))  # pydantic keeps it naive, auditbus holds UTC
 
 
+def test_unix_time_past_year_9999_is_a_value_error_naming_the_timestamp(impl: ModuleType) -> None:
+    with pytest.raises(ValueError, match="timestamp"):
+        impl.DomainEvent(event_type="plan_applied", timestamp=10**15)
+
+
 @pytest.mark.parametrize("impl", impls(legacy_xfail=NORMALISES_UTC), indirect=True)
 def test_aware_timestamps_are_held_in_utc(impl: ModuleType) -> None:
     paris = timezone(timedelta(hours=2))

@@ -150,6 +150,29 @@ def test_timestamp_inputs_become_aware_utc(given: object, expected: datetime.dat
     assert stamp.tzinfo == timezone.utc
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(datetime.datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))), id="max-west-of-utc"),
+        pytest.param(datetime.datetime.min.replace(tzinfo=timezone(timedelta(hours=5))), id="min-east-of-utc"),
+        pytest.param("9999-12-31T23:00:00-05:00", id="iso-text-past-9999-in-utc"),
+        pytest.param(10**15, id="unix-milliseconds-in-year-33658"),
+    ],
+)
+def test_a_timestamp_outside_the_datetime_range_in_utc_is_refused_at_construction(given: object) -> None:
+    # Held in UTC, these instants fall outside the years a datetime holds: the
+    # event must not be built with a `timestamp` that raises on every read.
+    with pytest.raises(ValidationError, match=r"timestamp: .*outside the years 1 to 9999"):
+        DomainEvent(event_type="plan_applied", timestamp=given)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", [datetime.datetime.max, datetime.datetime.min], ids=["max", "min"])
+def test_the_ends_of_the_naive_datetime_range_are_kept(given: datetime.datetime) -> None:
+    event = DomainEvent(event_type="plan_applied", timestamp=given)
+    assert event.timestamp == given.replace(tzinfo=timezone.utc)
+    assert DomainEvent.model_validate_json(event.model_dump_json()) == event
+
+
 def test_details_are_copied_at_construction() -> None:
     given = {"a": 1}
     event = DomainEvent(event_type="plan_applied", details=given)
