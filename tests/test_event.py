@@ -601,7 +601,6 @@ BAD_INPUT = [
     pytest.param(ok(timestamp=True), V, ["timestamp", "bool"], id="bool-timestamp"),
     pytest.param(ok(timestamp=Weird()), V, ["timestamp", "Weird"], id="object-timestamp"),
     pytest.param(ok(timestamp=float("nan")), V, ["timestamp", "nan"], id="nan-timestamp"),
-    pytest.param(ok(timestamp=datetime.date(2026, 1, 2)), V, ["timestamp", "date"], id="date-timestamp"),
     pytest.param(ok(colour="red"), T, ["'colour'", "accepted", "plan_id"], id="unknown-keyword"),
     pytest.param({"plan_id": "p"}, T, ["event_type"], id="missing-type"),
 ]
@@ -616,6 +615,11 @@ def test_bad_input_names_the_field_and_what_is_accepted(
     assert isinstance(caught.value, (ValueError, TypeError))
     for word in words:
         assert word in str(caught.value)
+
+
+def test_a_date_timestamp_is_its_midnight_in_utc() -> None:
+    stamp = DomainEvent(event_type="plan_applied", timestamp=datetime.date(2026, 1, 2)).timestamp
+    assert stamp == datetime.datetime(2026, 1, 2, tzinfo=timezone.utc)
 
 
 def test_validation_error_is_a_value_error() -> None:
