@@ -614,7 +614,13 @@ impl DomainEvent {
         };
         let kwargs = PyDict::new(py);
         kwargs.update(mapping)?;
-        Ok(Bound::new(py, Self::from_kwargs(&kwargs, Identity::FromContext)?)?.into_any())
+        // Bad data is a ValidationError (a ValueError), as pydantic raises,
+        // even where the same mistake in a call's keywords is a TypeError.
+        let event = Self::from_kwargs(&kwargs, Identity::FromContext).map_err(|err| match err {
+            Error::Type(message) => Error::invalid("DomainEvent.model_validate", message),
+            other => other,
+        })?;
+        Ok(Bound::new(py, event)?.into_any())
     }
 
     /// Builds an event from JSON text, as `model_dump_json()` writes it.
