@@ -624,27 +624,46 @@ impl DomainEvent {
     }
 
     /// Builds an event from JSON text, as `model_dump_json()` writes it.
+    ///
+    /// Parsed by Python's `json.loads`, which reads what pydantic reads and
+    /// serde_json would not: integers of any size kept exact, `NaN` and
+    /// `Infinity`, and a `bytearray`; bytes must be UTF-8.
     #[classmethod]
     fn model_validate_json<'py>(
         cls: &Bound<'py, PyType>,
         json_data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let py = cls.py();
-        let text: String = if let Ok(b) = json_data.cast::<pyo3::types::PyBytes>() {
-            String::from_utf8_lossy(b.as_bytes()).into_owned()
-        } else if let Ok(s) = json_data.cast::<PyString>() {
-            s.to_string_lossy().into_owned()
+        let text = if json_data.is_instance_of::<PyString>() {
+            json_data.clone()
+        } else if json_data.is_instance_of::<pyo3::types::PyBytes>()
+            || json_data.is_instance_of::<pyo3::types::PyByteArray>()
+        {
+            // Decoded here: `json.loads` would also take UTF-16 and UTF-32 bytes.
+            json_data
+                .call_method1("decode", ("utf-8",))
+                .map_err(|e| Error::invalid("json_data", format!("invalid JSON: {}", e.value(py))))?
         } else {
-            return Err(
-                Error::invalid("json_data", format!("expected str or bytes, got {}", type_name(json_data))).into()
-            );
+            return Err(Error::invalid(
+                "json_data",
+                format!("expected str, bytes or bytearray, got {}", type_name(json_data)),
+            )
+            .into());
         };
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| Error::invalid("json_data", format!("invalid JSON: {e}")))?;
-        if !value.is_object() {
+        let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
+        let obj = loads.bind(py).call1((text,)).map_err(|e| {
+            if e.is_instance_of::<pyo3::exceptions::PyValueError>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyRecursionError>(py)
+            {
+                Error::invalid("json_data", format!("invalid JSON: {}", e.value(py))).into()
+            } else {
+                e
+            }
+        })?;
+        if !obj.is_instance_of::<PyDict>() {
             return Err(Error::invalid("json_data", "expected a JSON object of field values").into());
         }
-        let obj = pythonize::pythonize(py, &value)?;
         Self::model_validate(cls, &obj)
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import math
 import pickle
 from datetime import timedelta, timezone
 from types import ModuleType
@@ -396,6 +397,31 @@ def test_model_validate_json_round_trips(impl: ModuleType, as_bytes: bool) -> No
     event = make(impl)
     text = event.model_dump_json()
     assert impl.DomainEvent.model_validate_json(text.encode() if as_bytes else text) == event
+
+
+def test_model_validate_json_keeps_big_integers_exact(impl: ModuleType) -> None:
+    text = '{"event_type": "plan_applied", "details": {"n": 123456789012345678901234567890, "f": 2.5}}'
+    details = impl.DomainEvent.model_validate_json(text).details
+    assert details == {"n": 123456789012345678901234567890, "f": 2.5}
+    assert type(details["n"]) is int
+
+
+def test_model_validate_json_reads_nan_and_infinities(impl: ModuleType) -> None:
+    # What `json.dumps` writes for float('nan') and float('inf'), and a float beyond the double range.
+    text = '{"event_type": "plan_applied", "details": {"nan": NaN, "inf": Infinity, "neg": -Infinity, "big": 1e400}}'
+    details = impl.DomainEvent.model_validate_json(text).details
+    assert math.isnan(details["nan"])
+    assert (details["inf"], details["neg"], details["big"]) == (math.inf, -math.inf, math.inf)
+
+
+def test_model_validate_json_reads_a_bytearray(impl: ModuleType) -> None:
+    text = bytearray(b'{"event_type": "plan_applied", "plan_id": "p"}')
+    assert impl.DomainEvent.model_validate_json(text).plan_id == "p"
+
+
+def test_model_validate_json_refuses_bytes_that_are_not_utf8(impl: ModuleType) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        impl.DomainEvent.model_validate_json(b'{"event_type": "plan_applied", "plan_id": "\xff"}')
 
 
 @pytest.mark.parametrize("bad", ["{", '{"event_type": "nope"}', "[]"])

@@ -539,7 +539,7 @@ def test_model_validate_json_round_trips(as_bytes: bool) -> None:
         ('"plan_applied"', "json_data: expected a JSON object"),
         ('{"event_type": "nope"}', "event_type:"),
         ('{"event_type": "plan_applied", "timestamp": "soon"}', "timestamp:"),
-        (3, "json_data: expected str or bytes, got int"),
+        (3, "json_data: expected str, bytes or bytearray, got int"),
     ],
 )
 def test_model_validate_json_rejects_bad_input(bad: Any, message: str) -> None:
