@@ -323,9 +323,32 @@ fn field_set(param: &str, arg: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<S
     for item in arg.try_iter().map_err(|_| rejected(arg))? {
         let item = item?;
         let Ok(name) = item.cast::<PyString>() else { return Err(rejected(&item)) };
+        if let Ok(dict) = arg.cast::<PyDict>() {
+            // pydantic's `{"details": {"password"}}` selects keys inside the
+            // field; ignoring it would dump all of `details` where the caller
+            // asked for part of it, so only whole fields (True, ...) pass.
+            let selection = dict.get_item(&item)?;
+            if let Some(selection) = selection.filter(|v| !is_whole(v)) {
+                return Err(Error::invalid(
+                    param,
+                    format!(
+                        "{} selects {} inside the field; only whole fields are selected, give field names (or True); fields: {}",
+                        short_repr(&item),
+                        short_repr(&selection),
+                        FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
         names.push(name.to_string_lossy().into_owned());
     }
     Ok(Some(names))
+}
+
+/// `True` or `...`: the whole field, in a pydantic include/exclude dict.
+fn is_whole(value: &Bound<'_, PyAny>) -> bool {
+    let py = value.py();
+    value.is(pyo3::types::PyBool::new(py, true)) || value.is(py.Ellipsis())
 }
 
 /// `include`/`exclude`/`exclude_none` as one predicate over (field, is_none).
