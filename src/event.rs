@@ -319,6 +319,10 @@ fn field_set(param: &str, arg: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<S
             ),
         )
     };
+    if let Ok(name) = arg.cast::<PyString>() {
+        // One field name, as pydantic reads it; iterating would give its letters.
+        return Ok(Some(vec![name.to_string_lossy().into_owned()]));
+    }
     let mut names = Vec::new();
     for item in arg.try_iter().map_err(|_| rejected(arg))? {
         let item = item?;

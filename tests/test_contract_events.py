@@ -321,6 +321,12 @@ def test_a_selection_inside_details_is_refused_not_ignored(impl: ModuleType, key
         getattr(event, method)(**{keyword: {"details": {"password"}}})
 
 
+def test_a_single_field_name_is_a_selection_of_that_field(impl: ModuleType) -> None:
+    event = make(impl)
+    assert event.model_dump(include="plan_id") == {"plan_id": "plan-7"}
+    assert "plan_id" not in event.model_dump(exclude="plan_id")
+
+
 def test_a_dict_of_whole_fields_selects_them(impl: ModuleType) -> None:
     event = make(impl)
     assert event.model_dump(include={"plan_id": True, "project_name": ...}) == {
