@@ -151,7 +151,11 @@ impl DomainEvent {
         };
         let kind = EventKind::from_py("event_type", &event_type)?;
         let timestamp = match ts {
-            Some(value) => timestamp::in_python_range("timestamp", timestamp::from_py("timestamp", &value)?, &value)?,
+            Some(value) => {
+                let ts = timestamp::from_py("timestamp", &value)
+                    .or_else(|err| timestamp::from_numeric_text(&value).ok_or(err))?;
+                timestamp::in_python_range("timestamp", ts, &value)?
+            }
             None => Utc::now(),
         }
         .trunc_subsecs(6);

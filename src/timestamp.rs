@@ -94,6 +94,14 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
 }
 
+/// Unix time written as text (`"1700000000"`), which pydantic reads for an
+/// event's timestamp. Not part of [`from_py`]: a query bound of `"2026"`
+/// must not silently mean 33 minutes after the epoch.
+pub fn from_numeric_text(value: &Bound<'_, PyAny>) -> Option<DateTime<Utc>> {
+    let text = value.cast::<PyString>().ok()?.to_string_lossy().trim().parse::<f64>().ok()?;
+    from_unix(text)
+}
+
 fn from_unix(value: f64) -> Option<DateTime<Utc>> {
     if !value.is_finite() {
         return None;

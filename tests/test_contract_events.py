@@ -134,6 +134,12 @@ def test_a_date_timestamp_is_its_midnight(impl: ModuleType) -> None:
     assert stamp.utcoffset() in (None, timedelta(0))  # pydantic keeps it naive, auditbus holds UTC
 
 
+@pytest.mark.parametrize("given", ["1767323045.678901", "1767323045678.901"], ids=["seconds", "milliseconds"])
+def test_unix_time_as_text_is_read_as_a_number(impl: ModuleType, given: str) -> None:
+    stamp = impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp
+    assert abs(stamp - WHEN) < timedelta(milliseconds=1)
+
+
 def test_unix_time_past_year_9999_is_a_value_error_naming_the_timestamp(impl: ModuleType) -> None:
     with pytest.raises(ValueError, match="timestamp"):
         impl.DomainEvent(event_type="plan_applied", timestamp=10**15)
