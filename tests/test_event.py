@@ -436,6 +436,12 @@ def test_model_dump_json_exclude_none_and_include() -> None:
     assert event.model_dump_json(include={"plan_id"}) == '{"plan_id":"p"}'
 
 
+def test_model_dump_json_writes_dates_and_durations_in_details_in_python_text_forms() -> None:
+    details = {"at": WHEN, "took": timedelta(seconds=90), "nan": float("nan")}
+    dumped = json.loads(DomainEvent(event_type="plan_applied", details=details).model_dump_json())["details"]
+    assert dumped == {"at": "2026-01-02T03:04:05.678901+00:00", "took": "0:01:30", "nan": "nan"}
+
+
 def test_model_dump_json_writes_odd_details_values_as_text() -> None:
     class Opaque:
         def __str__(self) -> str:
