@@ -151,7 +151,11 @@ impl DomainEvent {
         };
         let kind = EventKind::from_py("event_type", &event_type)?;
         let timestamp = match ts {
-            Some(value) => timestamp::from_py("timestamp", &value)?,
+            Some(value) => {
+                let ts = timestamp::from_py("timestamp", &value)
+                    .or_else(|err| timestamp::from_numeric_text(&value).ok_or(err))?;
+                timestamp::in_python_range("timestamp", ts, &value)?
+            }
             None => Utc::now(),
         }
         .trunc_subsecs(6);
@@ -319,13 +323,40 @@ fn field_set(param: &str, arg: Option<&Bound<'_, PyAny>>) -> Result<Option<Vec<S
             ),
         )
     };
+    if let Ok(name) = arg.cast::<PyString>() {
+        // One field name, as pydantic reads it; iterating would give its letters.
+        return Ok(Some(vec![name.to_string_lossy().into_owned()]));
+    }
     let mut names = Vec::new();
     for item in arg.try_iter().map_err(|_| rejected(arg))? {
         let item = item?;
         let Ok(name) = item.cast::<PyString>() else { return Err(rejected(&item)) };
+        if let Ok(dict) = arg.cast::<PyDict>() {
+            // pydantic's `{"details": {"password"}}` selects keys inside the
+            // field; ignoring it would dump all of `details` where the caller
+            // asked for part of it, so only whole fields (True, ...) pass.
+            let selection = dict.get_item(&item)?;
+            if let Some(selection) = selection.filter(|v| !is_whole(v)) {
+                return Err(Error::invalid(
+                    param,
+                    format!(
+                        "{} selects {} inside the field; only whole fields are selected, give field names (or True); fields: {}",
+                        short_repr(&item),
+                        short_repr(&selection),
+                        FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
         names.push(name.to_string_lossy().into_owned());
     }
     Ok(Some(names))
+}
+
+/// `True` or `...`: the whole field, in a pydantic include/exclude dict.
+fn is_whole(value: &Bound<'_, PyAny>) -> bool {
+    let py = value.py();
+    value.is(pyo3::types::PyBool::new(py, true)) || value.is(py.Ellipsis())
 }
 
 /// `include`/`exclude`/`exclude_none` as one predicate over (field, is_none).
@@ -614,31 +645,56 @@ impl DomainEvent {
         };
         let kwargs = PyDict::new(py);
         kwargs.update(mapping)?;
-        Ok(Bound::new(py, Self::from_kwargs(&kwargs, Identity::FromContext)?)?.into_any())
+        // Bad data is a ValidationError (a ValueError), as pydantic raises,
+        // even where the same mistake in a call's keywords is a TypeError.
+        let event = Self::from_kwargs(&kwargs, Identity::FromContext).map_err(|err| match err {
+            Error::Type(message) => Error::invalid("DomainEvent.model_validate", message),
+            other => other,
+        })?;
+        Ok(Bound::new(py, event)?.into_any())
     }
 
     /// Builds an event from JSON text, as `model_dump_json()` writes it.
+    ///
+    /// Parsed by Python's `json.loads`, which reads what pydantic reads and
+    /// serde_json would not: integers of any size kept exact, `NaN` and
+    /// `Infinity`, and a `bytearray`; bytes must be UTF-8.
     #[classmethod]
     fn model_validate_json<'py>(
         cls: &Bound<'py, PyType>,
         json_data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let py = cls.py();
-        let text: String = if let Ok(b) = json_data.cast::<pyo3::types::PyBytes>() {
-            String::from_utf8_lossy(b.as_bytes()).into_owned()
-        } else if let Ok(s) = json_data.cast::<PyString>() {
-            s.to_string_lossy().into_owned()
+        let text = if json_data.is_instance_of::<PyString>() {
+            json_data.clone()
+        } else if json_data.is_instance_of::<pyo3::types::PyBytes>()
+            || json_data.is_instance_of::<pyo3::types::PyByteArray>()
+        {
+            // Decoded here: `json.loads` would also take UTF-16 and UTF-32 bytes.
+            json_data
+                .call_method1("decode", ("utf-8",))
+                .map_err(|e| Error::invalid("json_data", format!("invalid JSON: {}", e.value(py))))?
         } else {
-            return Err(
-                Error::invalid("json_data", format!("expected str or bytes, got {}", type_name(json_data))).into()
-            );
+            return Err(Error::invalid(
+                "json_data",
+                format!("expected str, bytes or bytearray, got {}", type_name(json_data)),
+            )
+            .into());
         };
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| Error::invalid("json_data", format!("invalid JSON: {e}")))?;
-        if !value.is_object() {
+        let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
+        let obj = loads.bind(py).call1((text,)).map_err(|e| {
+            if e.is_instance_of::<pyo3::exceptions::PyValueError>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyRecursionError>(py)
+            {
+                Error::invalid("json_data", format!("invalid JSON: {}", e.value(py))).into()
+            } else {
+                e
+            }
+        })?;
+        if !obj.is_instance_of::<PyDict>() {
             return Err(Error::invalid("json_data", "expected a JSON object of field values").into());
         }
-        let obj = pythonize::pythonize(py, &value)?;
         Self::model_validate(cls, &obj)
     }
 

@@ -5,7 +5,7 @@
 //! UTC, as pydantic and the legacy query read it), an ISO-8601 string, or
 //! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
@@ -41,6 +41,24 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     Err(Error::invalid(field, format!("{ACCEPTED}, got {type_name}")))
 }
 
+/// `ts` if a Python `datetime` can hold it in UTC (years 1 to 9999).
+/// chrono holds a wider range: an aware datetime at either end of Python's
+/// range, or Unix time far in the future, would otherwise build an event
+/// whose `timestamp` raises on every read.
+pub fn in_python_range(field: &str, ts: DateTime<Utc>, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    if (1..=9999).contains(&ts.year()) {
+        return Ok(ts);
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "{} is {} in UTC, outside the years 1 to 9999 that a datetime holds",
+            short_repr(value),
+            ts.to_rfc3339()
+        ),
+    ))
+}
+
 /// An aware datetime whose tzinfo is not a fixed `timezone` (`zoneinfo`,
 /// `dateutil`, pytz): its offset is asked of the tzinfo, as Python does. A
 /// tzinfo whose `utcoffset()` is None makes the datetime naive, so UTC.
@@ -74,6 +92,14 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
         }
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
+}
+
+/// Unix time written as text (`"1700000000"`), which pydantic reads for an
+/// event's timestamp. Not part of [`from_py`]: a query bound of `"2026"`
+/// must not silently mean 33 minutes after the epoch.
+pub fn from_numeric_text(value: &Bound<'_, PyAny>) -> Option<DateTime<Utc>> {
+    let text = value.cast::<PyString>().ok()?.to_string_lossy().trim().parse::<f64>().ok()?;
+    from_unix(text)
 }
 
 fn from_unix(value: f64) -> Option<DateTime<Utc>> {

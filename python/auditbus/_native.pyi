@@ -73,8 +73,8 @@ class DomainEvent:
         self,
         *,
         mode: Literal["python", "json"] | str = "python",
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] | None = None,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
         exclude_none: bool = False,
         by_alias: bool = False,
         round_trip: bool = False,
@@ -84,8 +84,8 @@ class DomainEvent:
         self,
         *,
         indent: int | None = None,
-        include: Iterable[str] | None = None,
-        exclude: Iterable[str] | None = None,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
         exclude_none: bool = False,
         by_alias: bool = False,
         round_trip: bool = False,
@@ -95,7 +95,7 @@ class DomainEvent:
     @classmethod
     def model_validate(cls, obj: Any) -> DomainEvent: ...
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes) -> DomainEvent: ...
+    def model_validate_json(cls, json_data: str | bytes | bytearray) -> DomainEvent: ...
 
 def _restore_event(
     event_type: str,
