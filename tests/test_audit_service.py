@@ -415,8 +415,10 @@ def test_a_row_whose_time_is_not_a_timestamp_is_returned_and_names_itself(
         report = svc.verify()
     assert (report.ok, report.first_bad_id) == (False, ids[1])  # the edit breaks the chain there
     good, bad = rows[0], rows[1]
-    assert isinstance(good.timestamp, datetime) and isinstance(good.recorded_at, datetime)
-    assert good.unreadable_timestamp is None and good.unreadable_recorded_at is None
+    assert isinstance(good.timestamp, datetime)
+    assert isinstance(good.recorded_at, datetime)
+    assert good.unreadable_timestamp is None
+    assert good.unreadable_recorded_at is None
     message = rf"audit row {ids[1]}: column {column} holds {shown}, which is not an ISO-8601 timestamp"
     with pytest.raises(auditbus.AuditError, match=message):
         _ = getattr(bad, column)
@@ -430,7 +432,9 @@ def test_a_row_whose_time_is_not_a_timestamp_is_returned_and_names_itself(
         bad.to_dict()
     # Equality compares the stored text; pickling and copying keep it.
     twin = pickle.loads(pickle.dumps(bad))
-    assert twin == bad and copy.deepcopy(bad) == bad and bad != good
+    assert twin == bad
+    assert copy.deepcopy(bad) == bad
+    assert bad != good
     assert getattr(twin, f"unreadable_{column}") == text
     with pytest.raises(auditbus.AuditError, match=message):
         _ = getattr(twin, column)
