@@ -387,6 +387,8 @@ def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -
         (row,) = svc.query(plan_id="bad")
     twin = pickle.loads(pickle.dumps(row))
     assert (twin.id, twin.plan_id, twin.stored_details, twin.source) == (row.id, "bad", "{not json", row.source)
+    assert twin == row  # equality and repr use the stored text, never raising
+    assert "details=<unreadable: '{not json'>" in repr(twin)
     with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
         _ = twin.details
 
