@@ -387,8 +387,59 @@ def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -
         (row,) = svc.query(plan_id="bad")
     twin = pickle.loads(pickle.dumps(row))
     assert (twin.id, twin.plan_id, twin.stored_details, twin.source) == (row.id, "bad", "{not json", row.source)
+    assert twin == row  # equality and repr use the stored text, never raising
+    assert "details=<unreadable: '{not json'>" in repr(twin)
     with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
         _ = twin.details
+
+
+UNREADABLE_TIMES = [
+    ("timestamp", "garbage", r'"garbage"'),
+    ("timestamp", "", r'""'),
+    ("timestamp", "2026-05-01T00:00:00Z\nforged row", r'"2026-05-01T00:00:00Z\\nforged row"'),
+    ("recorded_at", "garbage\x1b[2J", r'"garbage\\u\{1b\}\[2J"'),
+]
+
+
+@pytest.mark.parametrize(("column", "text", "shown"), UNREADABLE_TIMES)
+def test_a_row_whose_time_is_not_a_timestamp_is_returned_and_names_itself(
+    tmp_path: Path, column: str, text: str, shown: str
+) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        ids = [svc.record("step_completed", plan_id=f"p{i}").id for i in range(3)]
+    execute(path, f"UPDATE audit_log SET {column} = ? WHERE id = ?", (text, ids[1]))
+    with AuditService(path) as svc:
+        rows = svc.query(event_type="step_completed", order="asc")
+        assert [row.id for row in rows] == ids  # one bad row hides no other
+        assert [row.id for row in svc.iter_entries(event_type="step_completed", batch_size=2)] == ids
+        assert svc.count(event_type="step_completed") == 3
+        report = svc.verify()
+    assert (report.ok, report.first_bad_id) == (False, ids[1])  # the edit breaks the chain there
+    good, bad = rows[0], rows[1]
+    assert isinstance(good.timestamp, datetime)
+    assert isinstance(good.recorded_at, datetime)
+    assert good.unreadable_timestamp is None
+    assert good.unreadable_recorded_at is None
+    message = rf"audit row {ids[1]}: column {column} holds {shown}, which is not an ISO-8601 timestamp"
+    with pytest.raises(auditbus.AuditError, match=message):
+        _ = getattr(bad, column)
+    assert getattr(bad, f"unreadable_{column}") == text
+    other = "recorded_at" if column == "timestamp" else "timestamp"
+    assert isinstance(getattr(bad, other), datetime)  # the other fields read fine
+    assert (bad.plan_id, bad.details) == ("p1", {})
+    # repr never raises and shows the stored text escaped; to_dict raises like the field.
+    assert f"{column}=<unreadable: {text!r}>" in repr(bad)
+    with pytest.raises(auditbus.AuditError, match=message):
+        bad.to_dict()
+    # Equality compares the stored text; pickling and copying keep it.
+    twin = pickle.loads(pickle.dumps(bad))
+    assert twin == bad
+    assert copy.deepcopy(bad) == bad
+    assert bad != good
+    assert getattr(twin, f"unreadable_{column}") == text
+    with pytest.raises(auditbus.AuditError, match=message):
+        _ = getattr(twin, column)
 
 
 def test_the_row_and_redact_dict_apply_the_sibling_rule_alike(svc: AuditService) -> None:

@@ -391,6 +391,96 @@ def test_a_row_with_unreadable_details_is_shown_with_its_stored_text(trail: Path
     _one_warning(streamed.stderr, bad)
 
 
+def _spoil_column(path: Path, plan_id: str, column: str, text: str) -> int:
+    """Stores `text` in `column` of the row of `plan_id`, as another writer could; returns its id."""
+    with AuditService(str(path)) as service:
+        target = service.query(plan_id=plan_id)[0].id
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"UPDATE audit_log SET {column} = ? WHERE id = ?", (text, target))
+    connection.close()
+    return target
+
+
+def _time_warnings(stderr: str) -> dict[str, str]:
+    """The stderr warning lines about unreadable times, by column; no traceback."""
+    assert "Traceback" not in stderr, stderr
+    assert "AuditError" not in stderr, stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("auditbus: warning: ")]
+    found = {column: line for column in ("timestamp", "recorded_at") for line in warnings if f" {column} " in line}
+    assert len(found) == len(warnings), stderr
+    return found
+
+
+def test_a_row_with_an_unreadable_time_is_shown_with_its_stored_text(trail: Path) -> None:
+    """A row whose timestamp or recorded_at is not a timestamp does not hide the others; it is shown marked."""
+    hostile = "garbage\x1b[2J\nforged"
+    bad = _spoil_column(trail, "p-1", "timestamp", hostile)
+    late = _spoil_column(trail, "p-2", "recorded_at", "")
+    where = {"cwd": trail.parent}
+    marker = '[unreadable timestamp: "garbage\\u001b[2J\\nforged"]'
+
+    table = run("query", "--db", str(trail), **where)
+    assert table.returncode == 0, table.stderr
+    assert list(_time_warnings(table.stderr)) == ["timestamp"]  # the table does not show recorded_at
+    assert f"row {bad} has an unreadable timestamp" in table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 6
+    assert marker in next(line for line in lines if "plan_applied" in line)
+    assert "\x1b" not in table.stdout
+
+    rows = jsonl(run("query", "--json", "--asc", "--db", str(trail), **where).stdout)
+    assert [row["id"] for row in rows][1] == bad
+    assert (rows[1]["timestamp"], rows[1]["timestamp_raw"]) == (None, hostile)
+    assert "not an ISO-8601 timestamp" in rows[1]["timestamp_error"]
+    assert rows[1]["plan_id"] == "p-1"
+    assert rows[1]["details"]["files_changed"] == 2
+    assert (rows[3]["id"], rows[3]["recorded_at"], rows[3]["recorded_at_raw"]) == (late, None, "")
+    assert "timestamp_raw" not in rows[0]
+    assert "recorded_at_raw" not in rows[0]
+    assert rows[3]["timestamp"].endswith("Z")
+
+    as_csv = run("query", "--csv", "--asc", "--db", str(trail), **where)
+    assert as_csv.returncode == 0
+    warned = _time_warnings(as_csv.stderr)
+    assert f"row {bad} " in warned["timestamp"]
+    assert f"row {late} " in warned["recorded_at"]
+    cells = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert (cells[1]["timestamp"], cells[1]["timestamp_raw"]) == ("", hostile)
+    assert "not an ISO-8601 timestamp" in cells[1]["timestamp_error"]
+    assert (cells[3]["recorded_at"], cells[3]["recorded_at_raw"]) == ("", "")
+    assert "not an ISO-8601 timestamp" in cells[3]["recorded_at_error"]
+    assert (cells[0]["timestamp_error"], cells[0]["timestamp_raw"], cells[0]["recorded_at_error"]) == ("", "", "")
+
+    tail = run("tail", "--db", str(trail), **where)
+    assert tail.returncode == 0
+    assert list(_time_warnings(tail.stderr)) == ["timestamp"]
+    assert len(tail.stdout.splitlines()) == 5
+    assert marker in tail.stdout
+
+    for fmt in ("jsonl", "csv"):
+        target = trail.parent / f"all.{fmt}"
+        exported = run("export", "--format", fmt, "-o", str(target), "--db", str(trail), **where)
+        assert exported.returncode == 0, exported.stderr
+        assert sorted(_time_warnings(exported.stderr)) == ["recorded_at", "timestamp"]
+        assert "exported 5 rows" in exported.stderr
+    assert [row.get("timestamp_raw") for row in jsonl((trail.parent / "all.jsonl").read_text())][1] == hostile
+
+    verify = run("verify", "--db", str(trail), **where)
+    assert verify.returncode == 3
+    assert f"chain BROKEN at row {bad}:" in verify.stdout
+
+
+def test_stats_names_an_unreadable_event_time_instead_of_failing(trail: Path) -> None:
+    where = {"cwd": trail.parent}
+    with sqlite3.connect(trail) as connection:
+        connection.execute("UPDATE audit_log SET timestamp = 'garbage' WHERE id = 1")
+    connection.close()
+    stats = run("stats", "--json", "--db", str(trail), **where)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["trail"]["oldest_event"] is None
+    assert "row 1 has an unreadable timestamp" in stats.stderr
+
+
 def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_path: Path) -> None:
     path = tmp_path / "forged.db"
     prepare(

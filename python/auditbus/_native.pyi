@@ -203,6 +203,8 @@ class AuditEntry:
     @property
     def timestamp(self) -> datetime: ...
     @property
+    def unreadable_timestamp(self) -> str | None: ...
+    @property
     def event_type(self) -> str: ...
     @property
     def plan_id(self) -> str | None: ...
@@ -227,6 +229,8 @@ class AuditEntry:
     @property
     def recorded_at(self) -> datetime | None: ...
     @property
+    def unreadable_recorded_at(self) -> str | None: ...
+    @property
     def chain_hash(self) -> str | None: ...
     def to_dict(self) -> dict[str, Any]: ...
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
@@ -235,7 +239,7 @@ class AuditEntry:
 
 def _restore_audit_entry(
     id: int,
-    timestamp: datetime,
+    timestamp: datetime | str,
     event_type: str,
     plan_id: str | None,
     user_identity: str | None,
@@ -247,7 +251,7 @@ def _restore_audit_entry(
     session_id: str | None,
     outcome: str | None,
     source: str | None,
-    recorded_at: datetime | None,
+    recorded_at: datetime | str | None,
     chain_hash: str | None,
 ) -> AuditEntry: ...
 

@@ -80,6 +80,10 @@ _CSV_FIELDS: tuple[str, ...] = (
     "details",
     "details_error",
     "details_raw",
+    "timestamp_error",
+    "timestamp_raw",
+    "recorded_at_error",
+    "recorded_at_raw",
 )
 _FILTERS: tuple[str, ...] = (
     "event_type",
@@ -299,20 +303,43 @@ class UnreadableDetails:
     raw: str | None
 
 
+@dataclass(frozen=True)
+class UnreadableTime:
+    """A stored `timestamp` or `recorded_at` that is not an ISO-8601 timestamp: the stored text."""
+
+    column: str
+    raw: str
+
+
+#: The time columns a row may hold unreadable text in, and the error text the outputs give for it.
+_TIME_COLUMNS = ("timestamp", "recorded_at")
+_TIME_ERROR = "not an ISO-8601 timestamp"
+
 _ROW_PREFIX = re.compile(r"^audit row \d+: ")
 
 
 class DetailsReader:
-    """Each entry's details for display, never raising for one bad row.
+    """Each entry's details and times for display, never raising for one bad row.
 
-    `AuditEntry.details` raises `AuditError` when the stored text is not JSON;
-    the trail's other rows must still be shown. Such a row is shown with its
-    stored text (`AuditEntry.stored_details`), and its id is kept for one
-    warning line at the end.
+    `AuditEntry.details` raises `AuditError` when the stored text is not JSON,
+    and `timestamp`/`recorded_at` when the stored text is not a timestamp; the
+    trail's other rows must still be shown. Such a row is shown with its
+    stored text (`AuditEntry.stored_details`, `unreadable_timestamp`,
+    `unreadable_recorded_at`), and its id is kept for one warning line at the end.
     """
 
     def __init__(self) -> None:
         self.bad_ids: list[int] = []
+        self.bad_times: dict[str, list[int]] = {column: [] for column in _TIME_COLUMNS}
+
+    def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
+        """`entry.timestamp` or `entry.recorded_at`, or the stored text when it is not a timestamp."""
+        raw = entry.unreadable_timestamp if column == "timestamp" else entry.unreadable_recorded_at
+        if raw is None:
+            return entry.timestamp if column == "timestamp" else entry.recorded_at
+        if entry.id not in self.bad_times[column]:
+            self.bad_times[column].append(entry.id)
+        return UnreadableTime(column, raw)
 
     def details(self, entry: AuditEntry) -> Any:
         # A row without a chain hash was written by another writer (the legacy
@@ -333,28 +360,47 @@ class DetailsReader:
     def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
         """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
         details = self.details(entry)
-        if not isinstance(details, UnreadableDetails):
+        times = {column: self.time(entry, column) for column in _TIME_COLUMNS}
+        unreadable_times = [value for value in times.values() if isinstance(value, UnreadableTime)]
+        if not isinstance(details, UnreadableDetails) and not unreadable_times:
             data: dict[str, Any] = entry.to_dict()
             data["details"] = details
             return data
-        fields = {name: None if name == "details" else getattr(entry, name, None) for name in _DICT_FIELDS}
-        return {**fields, "details_error": details.error, "details_raw": details.raw}
+        fields: dict[str, Any] = {}
+        for name in _DICT_FIELDS:
+            if name == "details":
+                fields[name] = None if isinstance(details, UnreadableDetails) else details
+            elif name in times:
+                fields[name] = None if isinstance(times[name], UnreadableTime) else times[name]
+            else:
+                fields[name] = getattr(entry, name, None)
+        if isinstance(details, UnreadableDetails):
+            fields.update(details_error=details.error, details_raw=details.raw)
+        for bad in unreadable_times:
+            fields.update({f"{bad.column}_error": _TIME_ERROR, f"{bad.column}_raw": bad.raw})
+        return fields
 
     def warn(self, stream: IO[str]) -> None:
-        """One stderr line naming the rows shown with unreadable details since the last call."""
-        if not self.bad_ids:
-            return
-        ids = [str(row_id) for row_id in self.bad_ids[:10]]
-        more = f" and {len(self.bad_ids) - 10} more" if len(self.bad_ids) > 10 else ""
-        which = f"row {ids[0]}" if len(self.bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
-        verb = "has" if len(self.bad_ids) == 1 else "have"
+        """One stderr line per kind of unreadable column, naming the rows shown with it since the last call."""
+        if self.bad_ids:
+            self._warn(stream, self.bad_ids, "unreadable details (not valid JSON)", "details")
+        for column, bad_ids in self.bad_times.items():
+            if bad_ids:
+                self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
+
+    @staticmethod
+    def _warn(stream: IO[str], bad_ids: list[int], what: str, column: str) -> None:
+        ids = [str(row_id) for row_id in bad_ids[:10]]
+        more = f" and {len(bad_ids) - 10} more" if len(bad_ids) > 10 else ""
+        which = f"row {ids[0]}" if len(bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
+        verb = "has" if len(bad_ids) == 1 else "have"
         stream.flush()
         print(
-            f"auditbus: warning: {which} {verb} unreadable details (not valid JSON), shown with the stored text "
-            "(details_error, details_raw); 'auditbus verify' checks the trail's integrity",
+            f"auditbus: warning: {which} {verb} {what}, shown with the stored text "
+            f"({column}_error, {column}_raw); 'auditbus verify' checks the trail's integrity",
             file=stream,
         )
-        self.bad_ids.clear()
+        bad_ids.clear()
 
 
 #: The keys of `AuditEntry.to_dict()`, in its order, taken from it (an entry
@@ -379,6 +425,8 @@ def _iso(value: Any) -> str:
 
 
 def _short_time(value: Any) -> str:
+    if isinstance(value, UnreadableTime):
+        return f"[unreadable {value.column}: {_compact_json(value.raw)}]"
     if isinstance(value, datetime):
         moment = _utc(value)
         return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
@@ -448,7 +496,11 @@ def _details_text(details: Any) -> str:
 
 
 def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
-    return reader.details(entry) if attribute == "details" else getattr(entry, attribute, None)
+    if attribute == "details":
+        return reader.details(entry)
+    if attribute in _TIME_COLUMNS:
+        return reader.time(entry, attribute)
+    return getattr(entry, attribute, None)
 
 
 def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
@@ -549,17 +601,24 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
         row = []
         details = reader.details(entry)
         unreadable = details if isinstance(details, UnreadableDetails) else None
+        # The cells this row fills in itself: details and times, with the stored text when unreadable.
+        own: dict[str, str] = {
+            "details": "" if unreadable else _compact_json(details if details is not None else {}),
+            "details_error": unreadable.error if unreadable else "",
+            "details_raw": unreadable.raw or "" if unreadable else "",
+        }
+        for column in _TIME_COLUMNS:
+            value = reader.time(entry, column)
+            bad = value if isinstance(value, UnreadableTime) else None
+            own[column] = "" if bad else _iso(value)
+            own[f"{column}_error"] = _TIME_ERROR if bad else ""
+            own[f"{column}_raw"] = bad.raw if bad else ""
         for name in _CSV_FIELDS:
-            value = getattr(entry, name, None) if name not in ("details", "details_error", "details_raw") else None
-            if name == "details":
-                row.append("" if unreadable else _compact_json(details if details is not None else {}))
-            elif name == "details_error":
-                row.append(unreadable.error if unreadable else "")
-            elif name == "details_raw":
-                row.append(unreadable.raw or "" if unreadable else "")
-            elif name in ("timestamp", "recorded_at"):
-                row.append(_iso(value))
-            elif name == "event_type":
+            if name in own:
+                row.append(own[name])
+                continue
+            value = getattr(entry, name, None)
+            if name == "event_type":
                 row.append(_event_type_text(value))
             elif isinstance(value, (dict, list)):
                 row.append(_compact_json(value))
@@ -842,8 +901,17 @@ def _print_mapping(data: Any, out: IO[str], indent: int = 0) -> None:
             out.write(f"{' ' * indent}{_safe(str(key)) + ':':<{width + 1}}  {_safe(text)}\n")
 
 
-def trail_summary(service: AuditService) -> dict[str, Any]:
-    """What the trail holds: row counts, overall and per type, and the time span of the events."""
+def trail_summary(service: AuditService, reader: DetailsReader | None = None) -> dict[str, Any]:
+    """What the trail holds: row counts, overall and per type, and the time span of the events.
+
+    An event time that is not a timestamp is None, its row named by `reader`'s warning.
+    """
+    reader = reader or DetailsReader()
+
+    def event_time(entries: list[AuditEntry]) -> str | None:
+        value = reader.time(entries[0], "timestamp") if entries else None
+        return None if isinstance(value, UnreadableTime) else _iso(value)
+
     every = list(_ALL_TYPES)
     by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
     oldest = service.query(event_type=every, order="asc", limit=1)
@@ -853,18 +921,20 @@ def trail_summary(service: AuditService) -> dict[str, Any]:
         "rows_by_type": {name: n for name, n in by_type.items() if n},
         "first_id": oldest[0].id if oldest else None,
         "last_id": newest[0].id if newest else None,
-        "oldest_event": _iso(min((entry.timestamp for entry in oldest), default=None)),
-        "newest_event": _iso(max((entry.timestamp for entry in newest), default=None)),
+        "oldest_event": event_time(oldest),
+        "newest_event": event_time(newest),
     }
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    reader = DetailsReader()
     with open_service(db_path(args), read_only=args.read_only) as service:
-        figures = {"trail": trail_summary(service), "service": service.stats()}
+        figures = {"trail": trail_summary(service, reader), "service": service.stats()}
     if args.json:
         print(_compact_json(figures))
     else:
         _print_mapping(figures, sys.stdout)
+    reader.warn(sys.stderr)
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ use crate::timestamp;
 #[pyclass(frozen, module = "auditbus", name = "AuditEntry")]
 pub struct AuditEntry {
     id: i64,
-    timestamp: DateTime<Utc>,
+    timestamp: Stored,
     event_type: String,
     plan_id: Option<String>,
     user_identity: Option<String>,
@@ -30,15 +30,64 @@ pub struct AuditEntry {
     session_id: Option<String>,
     outcome: Option<String>,
     source: Option<String>,
-    recorded_at: Option<DateTime<Utc>>,
+    recorded_at: Option<Stored>,
     chain_hash: Option<String>,
 }
 
-fn parse_time(id: i64, column: &str, text: &str) -> Result<DateTime<Utc>> {
-    timestamp::parse(text).ok_or_else(|| {
-        Error::Storage(format!("audit row {id}: column {column} holds {text:?}, which is not an ISO-8601 timestamp"))
-    })
+/// A stored time column: the instant, or the text found there when it is not
+/// a timestamp (another writer, an edit). Such a row is still returned, so
+/// that one bad row cannot hide the trail; reading that field raises.
+enum Stored {
+    Time(DateTime<Utc>),
+    Unreadable(String),
 }
+
+impl Stored {
+    fn read(text: String) -> Self {
+        timestamp::parse(&text).map_or(Self::Unreadable(text), Self::Time)
+    }
+
+    fn unreadable(&self) -> Option<&str> {
+        match self {
+            Self::Time(_) => None,
+            Self::Unreadable(text) => Some(text),
+        }
+    }
+
+    fn get(&self, id: i64, column: &str) -> Result<DateTime<Utc>> {
+        match self {
+            Self::Time(t) => Ok(*t),
+            Self::Unreadable(text) => Err(unreadable_time(id, column, text)),
+        }
+    }
+
+    /// A caller's value; text (an unreadable column, pickled) is kept as read.
+    fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<Self> {
+        match value.cast::<PyString>() {
+            Ok(text) => Ok(Self::read(text.to_str()?.to_owned())),
+            Err(_) => Ok(Self::Time(timestamp::from_py(field, value)?)),
+        }
+    }
+
+    /// The datetime, or for unreadable text the text itself (what `__reduce__` hands back).
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Self::Time(t) => Ok(t.into_pyobject(py)?.into_any()),
+            Self::Unreadable(text) => Ok(PyString::new(py, text).into_any()),
+        }
+    }
+}
+
+/// The error reading an unreadable time column raises: the row, the column
+/// and the stored text, escaped (it may hold a newline or an escape sequence).
+fn unreadable_time(id: i64, column: &str, text: &str) -> Error {
+    Error::Storage(format!("audit row {id}: column {column} holds {text:?}, which is not an ISO-8601 timestamp"))
+}
+
+/// A field's Python value, or, for a column that cannot be read, its stored
+/// text and the error reading it raises: `repr()` and `==` use the text,
+/// `to_dict()` raises the error.
+type Field<'py> = std::result::Result<Bound<'py, PyAny>, (String, PyErr)>;
 
 /// Stored JSON text as a Python value.
 ///
@@ -78,11 +127,9 @@ fn has_wide_integer(value: &serde_json::Value) -> bool {
 
 impl AuditEntry {
     pub fn from_row(row: RowData) -> Result<Self> {
-        let timestamp = parse_time(row.id, "timestamp", &row.timestamp)?;
-        let recorded_at = row.recorded_at.as_deref().map(|t| parse_time(row.id, "recorded_at", t)).transpose()?;
         Ok(Self {
             id: row.id,
-            timestamp,
+            timestamp: Stored::read(row.timestamp),
             event_type: row.event_type,
             plan_id: row.plan_id,
             user_identity: row.user_identity,
@@ -94,7 +141,7 @@ impl AuditEntry {
             session_id: row.session_id,
             outcome: row.outcome,
             source: row.source,
-            recorded_at,
+            recorded_at: row.recorded_at.map(Stored::read),
             chain_hash: row.chain_hash,
         })
     }
@@ -119,32 +166,55 @@ impl AuditEntry {
         }
     }
 
-    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
-        let opt = |v: &Option<String>| -> Bound<'py, PyAny> {
-            v.as_ref().map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
+    fn time_field<'py>(&self, py: Python<'py>, column: &str, stored: Option<&Stored>) -> PyResult<Field<'py>> {
+        Ok(match stored {
+            None => Ok(py.None().into_bound(py)),
+            Some(Stored::Time(t)) => Ok(t.into_pyobject(py)?.into_any()),
+            Some(Stored::Unreadable(text)) => Err((text.clone(), unreadable_time(self.id, column, text).into())),
+        })
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Field<'py>)>> {
+        let opt = |v: &Option<String>| -> Field<'py> {
+            Ok(v.as_ref().map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any()))
+        };
+        let details = match (self.details_py(py), &self.details_text) {
+            (Ok(details), _) => Ok(details.into_bound(py)),
+            (Err(error), Some(text)) => Err((text.clone(), error)),
+            (Err(error), None) => return Err(error),
         };
         Ok(vec![
-            ("id", self.id.into_pyobject(py)?.into_any()),
-            ("timestamp", self.timestamp.into_pyobject(py)?.into_any()),
-            ("event_type", PyString::new(py, &self.event_type).into_any()),
+            ("id", Ok(self.id.into_pyobject(py)?.into_any())),
+            ("timestamp", self.time_field(py, "timestamp", Some(&self.timestamp))?),
+            ("event_type", Ok(PyString::new(py, &self.event_type).into_any())),
             ("plan_id", opt(&self.plan_id)),
             ("user_identity", opt(&self.user_identity)),
-            ("details", self.details_py(py)?.into_bound(py)),
+            ("details", details),
             ("event_id", opt(&self.event_id)),
             ("actor_name", opt(&self.actor_name)),
             ("project_name", opt(&self.project_name)),
             ("session_id", opt(&self.session_id)),
             ("outcome", opt(&self.outcome)),
-            ("source", self.source_py(py)?.into_bound(py)),
-            (
-                "recorded_at",
-                match &self.recorded_at {
-                    Some(t) => t.into_pyobject(py)?.into_any(),
-                    None => py.None().into_bound(py),
-                },
-            ),
+            ("source", Ok(self.source_py(py)?.into_bound(py))),
+            ("recorded_at", self.time_field(py, "recorded_at", self.recorded_at.as_ref())?),
             ("chain_hash", opt(&self.chain_hash)),
         ])
+    }
+
+    /// Field by field; a column that cannot be read equals only the same
+    /// stored text, so entries of damaged rows compare without raising.
+    fn equals(&self, other: &AuditEntry, py: Python<'_>) -> PyResult<bool> {
+        for ((_, mine), (_, theirs)) in self.fields(py)?.into_iter().zip(other.fields(py)?) {
+            let same = match (mine, theirs) {
+                (Ok(a), Ok(b)) => a.eq(b)?,
+                (Err((a, _)), Err((b, _))) => a == b,
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -175,7 +245,7 @@ impl AuditEntry {
         let source = source.filter(|s| !s.is_none()).map(|s| crate::values::to_json(s).to_string());
         Ok(Self {
             id,
-            timestamp: timestamp::from_py("timestamp", timestamp)?,
+            timestamp: Stored::Time(timestamp::from_py("timestamp", timestamp)?),
             event_type,
             plan_id,
             user_identity,
@@ -194,7 +264,7 @@ impl AuditEntry {
             source,
             recorded_at: recorded_at
                 .filter(|r| !r.is_none())
-                .map(|r| timestamp::from_py("recorded_at", r))
+                .map(|r| timestamp::from_py("recorded_at", r).map(Stored::Time))
                 .transpose()?,
             chain_hash,
         })
@@ -204,10 +274,17 @@ impl AuditEntry {
     fn id(&self) -> i64 {
         self.id
     }
-    /// When the event happened (the event's own time), aware, UTC.
+    /// When the event happened (the event's own time), aware, UTC. Raises
+    /// `AuditError` naming the row when the stored text is not a timestamp.
     #[getter]
-    fn timestamp(&self) -> DateTime<Utc> {
-        self.timestamp
+    fn timestamp(&self) -> Result<DateTime<Utc>> {
+        self.timestamp.get(self.id, "timestamp")
+    }
+    /// The timestamp column's stored text when it is not a timestamp (reading
+    /// `timestamp` then raises); None when it reads.
+    #[getter]
+    fn unreadable_timestamp(&self) -> Option<&str> {
+        self.timestamp.unreadable()
     }
     #[getter]
     fn event_type(&self) -> &str {
@@ -258,9 +335,16 @@ impl AuditEntry {
         self.source_py(py)
     }
     /// When the writer committed it (None for rows other writers appended).
+    /// Raises like `timestamp` when the stored text is not a timestamp.
     #[getter]
-    fn recorded_at(&self) -> Option<DateTime<Utc>> {
-        self.recorded_at
+    fn recorded_at(&self) -> Result<Option<DateTime<Utc>>> {
+        self.recorded_at.as_ref().map(|t| t.get(self.id, "recorded_at")).transpose()
+    }
+    /// The recorded_at column's stored text when it is not a timestamp; None
+    /// when it reads or is empty.
+    #[getter]
+    fn unreadable_recorded_at(&self) -> Option<&str> {
+        self.recorded_at.as_ref().and_then(Stored::unreadable)
     }
     #[getter]
     fn chain_hash(&self) -> Option<&str> {
@@ -276,7 +360,7 @@ impl AuditEntry {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
         for (name, value) in self.fields(py)? {
-            out.set_item(name, value)?;
+            out.set_item(name, value.map_err(|(_, error)| error)?)?;
         }
         Ok(out)
     }
@@ -292,7 +376,7 @@ impl AuditEntry {
         let opt = |v: &Option<String>| v.into_pyobject(py).map(Bound::into_any);
         let args = [
             self.id.into_pyobject(py)?.into_any(),
-            self.timestamp.into_pyobject(py)?.into_any(),
+            self.timestamp.to_py(py)?,
             PyString::new(py, &self.event_type).into_any(),
             opt(&self.plan_id)?,
             opt(&self.user_identity)?,
@@ -304,7 +388,7 @@ impl AuditEntry {
             opt(&self.session_id)?,
             opt(&self.outcome)?,
             opt(&self.source)?,
-            self.recorded_at.into_pyobject(py)?.into_any(),
+            self.recorded_at.as_ref().map_or_else(|| Ok(py.None().into_bound(py)), |t| t.to_py(py))?,
             opt(&self.chain_hash)?,
         ];
         Ok((restore, PyTuple::new(py, args)?))
@@ -314,8 +398,8 @@ impl AuditEntry {
         let py = other.py();
         let Ok(other) = other.cast::<AuditEntry>() else { return Ok(py.NotImplemented()) };
         let result = match op {
-            CompareOp::Eq => self.to_dict(py)?.eq(other.get().to_dict(py)?)?,
-            CompareOp::Ne => !self.to_dict(py)?.eq(other.get().to_dict(py)?)?,
+            CompareOp::Eq => self.equals(other.get(), py)?,
+            CompareOp::Ne => !self.equals(other.get(), py)?,
             _ => return Ok(py.NotImplemented()),
         };
         Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
@@ -324,7 +408,12 @@ impl AuditEntry {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let mut parts = Vec::new();
         for (name, value) in self.fields(py)? {
-            parts.push(format!("{name}={}", value.repr()?.to_string_lossy()));
+            match value {
+                Ok(value) => parts.push(format!("{name}={}", value.repr()?.to_string_lossy())),
+                Err((text, _)) => {
+                    parts.push(format!("{name}=<unreadable: {}>", PyString::new(py, &text).repr()?.to_string_lossy()))
+                }
+            }
         }
         Ok(format!("AuditEntry({})", parts.join(", ")))
     }
@@ -359,7 +448,7 @@ pub fn _restore_audit_entry(
     }
     Ok(AuditEntry {
         id,
-        timestamp: timestamp::from_py("timestamp", timestamp)?,
+        timestamp: Stored::from_py("timestamp", timestamp)?,
         event_type,
         plan_id,
         user_identity,
@@ -371,7 +460,7 @@ pub fn _restore_audit_entry(
         session_id,
         outcome,
         source,
-        recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| timestamp::from_py("recorded_at", r)).transpose()?,
+        recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| Stored::from_py("recorded_at", r)).transpose()?,
         chain_hash,
     })
 }
