@@ -561,30 +561,26 @@ def test_a_locale_that_cannot_encode_stored_text_still_shows_every_row(tmp_path:
     prepare(path, [DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="José", details={"city": "Zürich"})])
     env = clean_env(LC_ALL="C", LANG="C", PYTHONUTF8="0")
     env.pop("PYTHONIOENCODING", None)
+
+    def run(command: list[str]) -> bytes:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
     for command in (["query"], ["tail"], ["stats"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
-            check=False,
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.isascii()
+        out = run(command)
+        assert out.isascii()
         if command != ["stats"]:
-            assert b"Jos\\xe9" in result.stdout
+            assert b"Jos\\xe9" in out
     for command in (["query", "--json"], ["export"], ["export", "--format", "csv"], ["query", "--csv"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
-            check=False,
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        text = result.stdout.decode("utf-8")
+        text = run(command).decode("utf-8")
         if "--json" in command or command == ["export"]:
             assert jsonl(text)[0]["user_identity"] == "José"
         else:
