@@ -115,6 +115,11 @@ def test_redactor_without_patterns_keeps_key_rules() -> None:
         ({"extra_keys": ["--"]}, auditbus.ValidationError, "extra_keys: '--' has no letters or digits"),
         ({"mask": ""}, auditbus.ValidationError, "mask: must be a non-empty string"),
         ({"mask": "x" * 300}, auditbus.ValidationError, "at most 256 characters"),
+        ({"mask": 5}, TypeError, "mask must be a str, such as '\\[Filtered\\]', got int"),
+        ({"mask": None}, TypeError, "mask must be a str, such as '\\[Filtered\\]', got NoneType"),
+        ({"mask": "x\udcff"}, auditbus.ValidationError, "mask: must be encodable as UTF-8"),
+        ({"patterns": 1}, TypeError, "patterns must be True or False, got int 1"),
+        ({"patterns": "no"}, TypeError, "patterns must be True or False, got str 'no'"),
     ],
 )
 def test_bad_configuration_fails_at_construction(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
