@@ -127,6 +127,18 @@ def test_bad_configuration_fails_at_construction(kwargs: dict[str, Any], error: 
         Redactor(**kwargs)
 
 
+@pytest.mark.parametrize(("extra", "safe"), [("employee_no", "employee_no"), ("employee-no", "EmployeeNo")])
+def test_a_name_both_secret_and_safe_is_rejected(extra: str, safe: str) -> None:
+    # Silently letting the safe list win would store a value the caller asked to mask.
+    with pytest.raises(auditbus.ValidationError, match=f"safe_keys: '{safe}' is also in extra_keys as '{extra}'"):
+        Redactor(extra_keys=[extra], safe_keys=[safe])
+
+
+def test_a_safe_name_may_be_a_longer_form_of_a_secret_one() -> None:
+    r = Redactor(extra_keys=["session"], safe_keys=["session_timeout"])
+    assert r.redact({"session_timeout": 30, "user_session": "s"}) == {"session_timeout": 30, "user_session": M}
+
+
 def test_a_huge_user_list_builds() -> None:  # 34
     r = Redactor(extra_keys=[f"field_{i}" for i in range(20_000)])
     assert r.redact({"x_field_19999": "v"}) == {"x_field_19999": M}
