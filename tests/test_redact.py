@@ -139,6 +139,55 @@ def test_a_safe_name_may_be_a_longer_form_of_a_secret_one() -> None:
     assert r.redact({"session_timeout": 30, "user_session": "s"}) == {"session_timeout": 30, "user_session": M}
 
 
+def test_a_safe_name_turns_off_only_the_key_rule() -> None:
+    # Value shapes are still masked under a safe name, and a secret nested inside it too;
+    # the name is also safe where it appears as `name=value` in text.
+    r = Redactor(safe_keys=["token", "password"])
+    assert r.redact(
+        {
+            "token": "Bearer abcdefghijklmnop1234",
+            "password": "https://u:hunter2@h/x",
+            "TOKEN": GHP,
+            "Token": {"secret": "s"},
+            "note": "password=plain",
+        }
+    ) == {
+        "token": f"Bearer {M}",
+        "password": f"https://u:{M}@h/x",
+        "TOKEN": M,
+        "Token": {"secret": M},
+        "note": "password=plain",
+    }
+    # A safe name also matches the trailing words of a longer key, not its leading ones.
+    assert r.redact({"token": "plain", "access_token": "a", "token_value": "v"}) == {
+        "token": "plain",
+        "access_token": "a",
+        "token_value": M,
+    }
+
+
+def test_extra_names_match_inside_longer_keys() -> None:
+    r = Redactor(extra_keys=["id"])
+    data = {"id": 1, "user_id": 2, "width": 3, "name": "n"}
+    assert r.redact(data) == {"id": M, "user_id": M, "width": M, "name": "n"}
+
+
+def test_without_patterns_key_rules_still_reach_json_text_and_records() -> None:
+    r = Redactor(patterns=False)
+    data = {
+        "j": '{"password": "x"}',
+        "changes": [{"key": "db.password", "new": "x"}],
+        "pairs": [["token", "v"]],
+        "note": "Bearer abcdefghijklmnop1234 https://u:pw@h/ password=x",
+    }
+    assert r.redact(data) == {
+        "j": f'{{"password":"{M}"}}',
+        "changes": [{"key": "db.password", "new": M}],
+        "pairs": [["token", M]],
+        "note": data["note"],
+    }
+
+
 def test_a_huge_user_list_builds() -> None:  # 34
     r = Redactor(extra_keys=[f"field_{i}" for i in range(20_000)])
     assert r.redact({"x_field_19999": "v"}) == {"x_field_19999": M}
