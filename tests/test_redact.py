@@ -115,11 +115,77 @@ def test_redactor_without_patterns_keeps_key_rules() -> None:
         ({"extra_keys": ["--"]}, auditbus.ValidationError, "extra_keys: '--' has no letters or digits"),
         ({"mask": ""}, auditbus.ValidationError, "mask: must be a non-empty string"),
         ({"mask": "x" * 300}, auditbus.ValidationError, "at most 256 characters"),
+        ({"mask": 5}, TypeError, "mask must be a str, such as '\\[Filtered\\]', got int"),
+        ({"mask": None}, TypeError, "mask must be a str, such as '\\[Filtered\\]', got NoneType"),
+        ({"mask": "x\udcff"}, auditbus.ValidationError, "mask: must be encodable as UTF-8"),
+        ({"patterns": 1}, TypeError, "patterns must be True or False, got int 1"),
+        ({"patterns": "no"}, TypeError, "patterns must be True or False, got str 'no'"),
     ],
 )
 def test_bad_configuration_fails_at_construction(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         Redactor(**kwargs)
+
+
+@pytest.mark.parametrize(("extra", "safe"), [("employee_no", "employee_no"), ("employee-no", "EmployeeNo")])
+def test_a_name_both_secret_and_safe_is_rejected(extra: str, safe: str) -> None:
+    # Silently letting the safe list win would store a value the caller asked to mask.
+    with pytest.raises(auditbus.ValidationError, match=f"safe_keys: '{safe}' is also in extra_keys as '{extra}'"):
+        Redactor(extra_keys=[extra], safe_keys=[safe])
+
+
+def test_a_safe_name_may_be_a_longer_form_of_a_secret_one() -> None:
+    r = Redactor(extra_keys=["session"], safe_keys=["session_timeout"])
+    assert r.redact({"session_timeout": 30, "user_session": "s"}) == {"session_timeout": 30, "user_session": M}
+
+
+def test_a_safe_name_turns_off_only_the_key_rule() -> None:
+    # Value shapes are still masked under a safe name, and a secret nested inside it too;
+    # the name is also safe where it appears as `name=value` in text.
+    r = Redactor(safe_keys=["token", "password"])
+    assert r.redact(
+        {
+            "token": "Bearer abcdefghijklmnop1234",
+            "password": "https://u:hunter2@h/x",
+            "TOKEN": GHP,
+            "Token": {"secret": "s"},
+            "note": "password=plain",
+        }
+    ) == {
+        "token": f"Bearer {M}",
+        "password": f"https://u:{M}@h/x",
+        "TOKEN": M,
+        "Token": {"secret": M},
+        "note": "password=plain",
+    }
+    # A safe name also matches the trailing words of a longer key, not its leading ones.
+    assert r.redact({"token": "plain", "access_token": "a", "token_value": "v"}) == {
+        "token": "plain",
+        "access_token": "a",
+        "token_value": M,
+    }
+
+
+def test_extra_names_match_inside_longer_keys() -> None:
+    r = Redactor(extra_keys=["id"])
+    data = {"id": 1, "user_id": 2, "width": 3, "name": "n"}
+    assert r.redact(data) == {"id": M, "user_id": M, "width": M, "name": "n"}
+
+
+def test_without_patterns_key_rules_still_reach_json_text_and_records() -> None:
+    r = Redactor(patterns=False)
+    data = {
+        "j": '{"password": "x"}',
+        "changes": [{"key": "db.password", "new": "x"}],
+        "pairs": [["token", "v"]],
+        "note": "Bearer abcdefghijklmnop1234 https://u:pw@h/ password=x",
+    }
+    assert r.redact(data) == {
+        "j": f'{{"password":"{M}"}}',
+        "changes": [{"key": "db.password", "new": M}],
+        "pairs": [["token", M]],
+        "note": data["note"],
+    }
 
 
 def test_a_huge_user_list_builds() -> None:  # 34

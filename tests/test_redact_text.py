@@ -229,6 +229,33 @@ def test_a_custom_mask_and_user_rules(tmp_path: Path) -> None:
         }
 
 
+def test_two_services_with_opposite_rules_on_one_thread_keep_their_own_verdicts(tmp_path: Path) -> None:
+    # The per-thread key cache must never serve one rule set's verdict to another.
+    from auditbus import ReactiveEventBus, Redactor  # noqa: PLC0415 - local to the tests that need it
+
+    masks_employee = Redactor(extra_keys=["employee_no"], safe_keys=["session_id"])
+    masks_session = Redactor(safe_keys=["employee_no"])
+    details = {"employee_no": "E1", "session_id": "S1", "note": "employee_no=e session_id=s"}
+    want_a = {"employee_no": M, "session_id": "S1", "note": f"employee_no={M} session_id=s"}
+    want_b = {"employee_no": "E1", "session_id": M, "note": f"employee_no=e session_id={M}"}
+    with (
+        AuditService(tmp_path / "a.db", redactor=masks_employee, durability="normal") as a,
+        AuditService(tmp_path / "b.db", redactor=masks_session, durability="normal") as b,
+    ):
+        bus_a, bus_b = ReactiveEventBus(audit=a), ReactiveEventBus(audit=b)
+        for _ in range(3):
+            assert masks_employee.redact(details) == want_a
+            assert masks_session.redact(details) == want_b
+            assert stored(a, details) == want_a
+            assert stored(b, details) == want_b
+            bus_a.emit(DomainEvent(event_type="step_completed", details=details))
+            bus_b.emit(DomainEvent(event_type="step_completed", details=details))
+        a.flush()
+        b.flush()
+        assert [dict(e.details) for e in a.query(limit=None)] == [want_a] * 6
+        assert [dict(e.details) for e in b.query(limit=None)] == [want_b] * 6
+
+
 @dataclasses.dataclass
 class Creds:
     user: str

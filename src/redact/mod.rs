@@ -184,6 +184,21 @@ impl Rules {
         };
         let extra_terms = compact("extra_keys", extra_keys)?;
         let safe = compact("safe_keys", safe_keys)?;
+        // The same name in both lists is a contradiction: letting the safe
+        // list win would store a value the caller asked to mask.
+        let secret_at: std::collections::HashMap<&str, usize> =
+            extra_terms.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+        for (term, given) in safe.iter().zip(safe_keys) {
+            if let Some(&at) = secret_at.get(term.as_str()) {
+                return Err(Error::invalid(
+                    "safe_keys",
+                    format!(
+                        "'{given}' is also in extra_keys as '{}'; a key name is either secret or safe",
+                        extra_keys[at]
+                    ),
+                ));
+            }
+        }
         let extra = if extra_terms.is_empty() {
             None
         } else {
@@ -348,6 +363,8 @@ mod tests {
     fn bad_configuration_is_rejected_with_the_field_named() {
         let err = Rules::new(&["--".into()], &[], true, REDACTED).unwrap_err().to_string();
         assert!(err.starts_with("extra_keys:"), "{err}");
+        let err = Rules::new(&["api_no".into()], &["ApiNo".into()], true, REDACTED).unwrap_err().to_string();
+        assert!(err.starts_with("safe_keys: 'ApiNo' is also in extra_keys as 'api_no'"), "{err}");
         let err = Rules::new(&[], &[], true, "").unwrap_err().to_string();
         assert!(err.starts_with("mask:"), "{err}");
     }

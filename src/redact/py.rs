@@ -288,6 +288,38 @@ fn names(field: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>>
     Ok(out)
 }
 
+/// `patterns`: exactly `True` or `False` (a truthy `1` or `"no"` is a mistake, not a choice).
+fn patterns_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match value.cast::<PyBool>() {
+        Ok(b) => Ok(b.is_true()),
+        Err(_) => Err(Error::Type(format!(
+            "patterns must be True or False, got {} {}",
+            value.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+        .into()),
+    }
+}
+
+/// `mask`: a str that can be written as UTF-8 (the audit row is UTF-8 text).
+fn mask_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let Ok(s) = value.cast::<PyString>() else {
+        let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(Error::Type(format!("mask must be a str, such as '[Filtered]', got {type_name}")).into());
+    };
+    match s.to_str() {
+        Ok(text) => Ok(text.to_owned()),
+        Err(_) => Err(Error::invalid(
+            "mask",
+            format!(
+                "must be encodable as UTF-8 (no lone surrogates), got {}",
+                s.repr().map(|r| r.to_string()).unwrap_or_default()
+            ),
+        )
+        .into()),
+    }
+}
+
 #[pymethods]
 impl Redactor {
     #[new]
@@ -295,8 +327,8 @@ impl Redactor {
     fn py_new(
         extra_keys: Option<&Bound<'_, PyAny>>,
         safe_keys: Option<&Bound<'_, PyAny>>,
-        patterns: bool,
-        mask: String,
+        #[pyo3(from_py_with = patterns_flag)] patterns: bool,
+        #[pyo3(from_py_with = mask_text)] mask: String,
     ) -> PyResult<Self> {
         let extra_keys = names("extra_keys", extra_keys)?;
         let safe_keys = names("safe_keys", safe_keys)?;
