@@ -598,6 +598,29 @@ def test_bad_filters_name_the_value(svc: AuditService, kwargs: dict[str, Any], e
         svc.query(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"durability": None}, TypeError, r"durability: expected 'full' or 'normal', got NoneType"),
+        ({"durability": 1}, TypeError, r"durability: .*got int"),
+        ({"queue_size": 1.5}, TypeError, r"queue_size: expected an int >= 1, got float"),
+        ({"queue_size": "10"}, TypeError, r"queue_size: .*got str"),
+        ({"queue_size": True}, TypeError, r"queue_size: .*got bool"),
+        ({"queue_size": -(10**20)}, ValueError, r"queue_size: .*-100000000000000000000"),
+        ({"put_timeout": "5"}, TypeError, r"put_timeout: expected a number of seconds >= 0 or None, got str"),
+        ({"busy_timeout": None}, TypeError, r"busy_timeout: expected a number of seconds >= 0, got NoneType"),
+        ({"busy_timeout": -1}, ValueError, r"busy_timeout: expected a number of seconds >= 0, got -1$"),
+        ({"app_name": 5}, TypeError, r"app_name: expected str or None, got int"),
+        ({"read_only": "yes"}, TypeError, r"read_only: expected a bool, got str"),
+    ],
+)
+def test_bad_keywords_name_the_keyword(tmp_path: Path, kwargs: dict[str, Any], error: type, names: str) -> None:
+    """The README promises that a bad value raises ValueError or TypeError naming it."""
+    with pytest.raises(error, match=names):
+        AuditService(tmp_path / "a.db", **kwargs)
+    assert not (tmp_path / "a.db").exists()
+
+
 def test_bad_arguments_name_the_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fast"):
         AuditService(tmp_path / "a.db", durability="fast")  # type: ignore[arg-type]

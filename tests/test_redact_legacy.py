@@ -79,6 +79,7 @@ def test_same_mask_constant(legacy: ModuleType) -> None:
         ),
         ({"note": "password=hunter2"}, {"note": f"password={REDACTED}"}, "secrets in free text"),
         ({"pwd": "x", "x-auth": "y"}, {"pwd": REDACTED, "x-auth": REDACTED}, "short words as whole tokens"),
+        ({"session_id": "s-1"}, {"session_id": REDACTED}, "a session id in details is a bearer credential"),
     ],
 )
 def test_documented_differences(legacy: ModuleType, data: dict[str, Any], ours: dict[str, Any], why: str) -> None:

@@ -103,8 +103,58 @@ fn stop_record(reason: &str) -> AuditRecord {
 fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>> {
     match value {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
-        Some(s) => Err(Error::invalid(field, format!("expected a number of seconds >= 0 or None, got {s}"))),
+        Some(s) => Ok(Some(duration(field, s, "a number of seconds >= 0 or None")?)),
+    }
+}
+
+/// Seconds that must be given (`None` is not accepted, and the message says so).
+fn duration(field: &str, s: f64, expected: &str) -> Result<Duration> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s.min(1e9)))
+    } else {
+        Err(Error::invalid(field, format!("expected {expected}, got {s}")))
+    }
+}
+
+/// A keyword argument of `AuditService(...)` as given: a value of the wrong
+/// type is reported with the keyword's name and what it accepts, which
+/// pyo3's own extraction message ("must be real number, not str") does not.
+struct Given<T>(std::result::Result<T, String>);
+
+impl<'a, 'py, T: FromPyObject<'a, 'py>> FromPyObject<'a, 'py> for Given<T> {
+    type Error = Error;
+
+    fn extract(value: Borrowed<'a, 'py, PyAny>) -> Result<Self> {
+        Ok(Self(value.extract::<T>().map_err(|_| type_name(&value))))
+    }
+}
+
+impl<T> Given<T> {
+    fn get(self, field: &str, expected: &str) -> Result<T> {
+        self.0.map_err(|got| Error::Type(format!("{field}: expected {expected}, got {got}")))
+    }
+}
+
+/// `queue_size`: an `int >= 1` (not a bool); a huge one is capped later.
+struct QueueSize(i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for QueueSize {
+    type Error = Error;
+
+    fn extract(value: Borrowed<'a, 'py, PyAny>) -> Result<Self> {
+        let expected = "an int >= 1";
+        if value.is_instance_of::<pyo3::types::PyBool>() || !value.is_instance_of::<pyo3::types::PyInt>() {
+            return Err(Error::Type(format!("queue_size: expected {expected}, got {}", type_name(&value))));
+        }
+        match value.extract::<i64>() {
+            Ok(n) if n >= 1 => Ok(Self(n)),
+            Ok(n) => Err(Error::invalid("queue_size", format!("expected {expected}, got {n}"))),
+            Err(_) => match value.extract::<i128>() {
+                // Beyond 64 bits but positive: as good as any large bound.
+                Ok(n) if n >= 1 => Ok(Self(i64::MAX)),
+                _ => Err(Error::invalid("queue_size", format!("expected {expected}, got {}", short_repr(&value)))),
+            },
+        }
     }
 }
 
@@ -334,19 +384,19 @@ impl AuditService {
 #[pymethods]
 impl AuditService {
     #[new]
-    #[pyo3(signature = (db_path, *, durability = "full", redactor = None, queue_size = 65536, put_timeout = Some(5.0), busy_timeout = 5.0, app_name = None, read_only = false),
+    #[pyo3(signature = (db_path, *, durability = Given(Ok("full".to_owned())), redactor = None, queue_size = QueueSize(65536), put_timeout = Some(Given(Ok(5.0))), busy_timeout = Given(Ok(5.0)), app_name = None, read_only = Given(Ok(false))),
            text_signature = "(db_path, *, durability='full', redactor=None, queue_size=65536, put_timeout=5.0, busy_timeout=5.0, app_name=None, read_only=False)")]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
         db_path: &Bound<'_, PyAny>,
-        durability: &str,
+        durability: Given<String>,
         redactor: Option<&Bound<'_, PyAny>>,
-        queue_size: i64,
-        put_timeout: Option<f64>,
-        busy_timeout: f64,
-        app_name: Option<String>,
-        read_only: bool,
+        queue_size: QueueSize,
+        put_timeout: Option<Given<f64>>,
+        busy_timeout: Given<f64>,
+        app_name: Option<Given<String>>,
+        read_only: Given<bool>,
     ) -> Result<Self> {
         let fspath =
             py.import("os")?.getattr("fspath")?.call1((db_path,)).map_err(|_| {
@@ -356,7 +406,11 @@ impl AuditService {
             .cast::<PyString>()
             .map(|s| s.to_string_lossy().into_owned())
             .map_err(|_| Error::Type(format!("db_path: expected a str path, got {}", type_name(&fspath))))?;
-        let durability = Durability::parse(durability)?;
+        let durability = Durability::parse(&durability.get("durability", "'full' or 'normal'")?)?;
+        let read_only = read_only.get("read_only", "a bool")?;
+        let app_name = app_name.map(|a| a.get("app_name", "str or None")).transpose()?;
+        let put_timeout = put_timeout.map(|t| t.get("put_timeout", "a number of seconds >= 0 or None")).transpose()?;
+        let busy_timeout = busy_timeout.get("busy_timeout", "a number of seconds >= 0")?;
         let rules = match redactor.filter(|r| !r.is_none()) {
             None => Rules::shared_default(),
             Some(r) => r
@@ -367,12 +421,9 @@ impl AuditService {
                 .get()
                 .rules(),
         };
-        if queue_size < 1 {
-            return Err(Error::invalid("queue_size", format!("expected an int >= 1, got {queue_size}")));
-        }
-        let capacity = usize::try_from(queue_size).unwrap_or(usize::MAX).min(1 << 26);
+        let capacity = usize::try_from(queue_size.0).unwrap_or(usize::MAX).min(1 << 26);
         let put_timeout = seconds("put_timeout", put_timeout)?;
-        let busy = seconds("busy_timeout", Some(busy_timeout))?.unwrap_or_default();
+        let busy = duration("busy_timeout", busy_timeout, "a number of seconds >= 0")?;
         if read_only {
             if db_path == ":memory:" || db_path.is_empty() {
                 return Err(Error::invalid(
