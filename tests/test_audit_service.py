@@ -684,6 +684,21 @@ def test_a_memory_database_is_a_private_file_removed_on_close(tmp_path: Path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_path_is_a_temporary_trail_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As for the legacy service, "" works like ":memory:"; an unset setting read as "" would
+    # otherwise lose the whole trail at close without a word.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with caplog.at_level("WARNING", logger="auditbus"), AuditService("") as svc:
+        svc.record("auth_success", user_identity="alice")
+        assert [e.user_identity for e in svc.query()] == ["alice"]
+    assert list(tmp_path.iterdir()) == []
+    (warning,) = [r for r in caplog.records if r.name == "auditbus" and r.levelname == "WARNING"]
+    assert "empty path" in warning.getMessage()
+    assert "removed on close" in warning.getMessage()
+
+
 def test_purge_deletes_the_oldest_rows_and_records_itself(svc: AuditService) -> None:
     entries = [svc.record("auth_success", details={"i": i}) for i in range(5)]
     deleted = svc.purge(entries[3].timestamp)

@@ -447,6 +447,14 @@ impl AuditService {
 
         // ":memory:" (and "") keep working as for the legacy service, on a
         // private temporary file so the writer and reader see one database.
+        if db_path.is_empty() {
+            // Asked for by name, ":memory:" is a choice; "" is more often an unset setting.
+            crate::audit::writer::log(
+                "warning",
+                "AuditService(\"\"): an empty path opens a private temporary trail, removed on close, as \
+                 \":memory:\" does; pass a file path to keep the trail",
+            );
+        }
         let temp = (db_path == ":memory:" || db_path.is_empty())
             .then(|| std::env::temp_dir().join(format!("auditbus-memory-{}.sqlite3", new_event_id())));
         let file = temp.as_ref().map_or_else(|| db_path.clone(), |p| p.to_string_lossy().into_owned());
