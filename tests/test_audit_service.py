@@ -816,3 +816,20 @@ def test_a_column_another_writer_filled_with_bytes_or_a_number_reads_as_text(tmp
     with AuditService(path) as svc:
         (entry,) = svc.query(event_type="plan_applied")
     assert (entry.plan_id, entry.user_identity, entry.actor_name) == ("\ufffdA", "\u00e9", "42")
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda svc: svc.query(limit=10**30), "limit"),
+        (lambda svc: svc.query(offset=10**30), "offset"),
+        (lambda svc: svc.query(limit="3"), "limit"),
+        (lambda svc: svc.query(offset=None), "offset"),
+        (lambda svc: list(svc.iter_entries(batch_size=10**30)), "batch_size"),
+    ],
+)
+def test_a_count_or_position_out_of_range_or_of_another_type_names_the_parameter(
+    svc: AuditService, call: Any, name: str
+) -> None:
+    with pytest.raises((ValueError, TypeError), match=f"^{name}: expected an int"):
+        call(svc)

@@ -135,6 +135,41 @@ impl<T> Given<T> {
     }
 }
 
+/// A row count or position (`limit`, `offset`, `batch_size`) as given: an
+/// int beyond SQLite's 64 bits, or a value of another type, is reported with
+/// the parameter's name (pyo3's own message names neither).
+enum Count {
+    Int(i64),
+    TooLarge(String),
+    NotInt(String),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = Error;
+
+    fn extract(value: Borrowed<'a, 'py, PyAny>) -> Result<Self> {
+        Ok(match value.extract::<i64>() {
+            Ok(n) => Self::Int(n),
+            Err(_) if value.is_instance_of::<pyo3::types::PyInt>() => Self::TooLarge(short_repr(&value)),
+            Err(_) => Self::NotInt(type_name(&value)),
+        })
+    }
+}
+
+impl Count {
+    /// The count, at least `min`.
+    fn get(self, field: &str, min: i64, expected: &str) -> Result<i64> {
+        match self {
+            Self::Int(n) if n >= min => Ok(n),
+            Self::Int(n) => Err(Error::invalid(field, format!("expected {expected}, got {n}"))),
+            Self::TooLarge(shown) => {
+                Err(Error::invalid(field, format!("expected {expected}, got {shown}, which is beyond 2**63-1")))
+            }
+            Self::NotInt(got) => Err(Error::Type(format!("{field}: expected {expected}, got {got}"))),
+        }
+    }
+}
+
 /// `queue_size`: an `int >= 1` (not a bool); a huge one is capped later.
 struct QueueSize(i64);
 
@@ -607,25 +642,22 @@ impl AuditService {
     /// must match): `event_type` (one or several), `plan_id`, `user_identity`,
     /// `actor_name`, `session_id`, `project_name`, `outcome`, `since`, `until`,
     /// `after_id` (keyset cursor).
-    #[pyo3(signature = (*, limit = Some(100), offset = 0, order = "desc", **filters),
+    #[pyo3(signature = (*, limit = Some(Count::Int(100)), offset = Count::Int(0), order = "desc", **filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, limit=100, offset=0, after_id=None, order='desc')")]
     fn query(
         &self,
         py: Python<'_>,
-        limit: Option<i64>,
-        offset: i64,
+        limit: Option<Count>,
+        offset: Count,
         order: &str,
         filters: Option<&Bound<'_, PyDict>>,
     ) -> Result<Vec<AuditEntry>> {
         let filter = filter("query", filters)?;
         let order = parse_order(order)?;
-        let limit = limit
-            .map(|l| {
-                u64::try_from(l).map_err(|_| Error::invalid("limit", format!("expected an int >= 0 or None, got {l}")))
-            })
-            .transpose()?;
-        let offset = u64::try_from(offset)
-            .map_err(|_| Error::invalid("offset", format!("expected an int >= 0, got {offset}")))?;
+        let limit = limit.map(|l| l.get("limit", 0, "an int >= 0 or None")).transpose()?;
+        let offset = offset.get("offset", 0, "an int >= 0")?;
+        // Checked >= 0 above.
+        let (limit, offset) = (limit.map(i64::unsigned_abs), offset.unsigned_abs());
         let rows = self.page(py, &filter, order, limit, offset)?;
         rows.into_iter().map(AuditEntry::from_row).collect()
     }
@@ -640,24 +672,22 @@ impl AuditService {
 
     /// Every matching row, streamed in pages of `batch_size` by id (keyset
     /// pagination: rows appended during the walk are seen, none twice).
-    #[pyo3(signature = (*, order = "asc", batch_size = 1000, **filters),
+    #[pyo3(signature = (*, order = "asc", batch_size = Count::Int(1000), **filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None, order='asc', batch_size=1000)")]
     fn iter_entries(
         slf: &Bound<'_, Self>,
         order: &str,
-        batch_size: i64,
+        batch_size: Count,
         filters: Option<&Bound<'_, PyDict>>,
     ) -> Result<AuditEntryIterator> {
         let filter = filter("iter_entries", filters)?;
         let order = parse_order(order)?;
-        if batch_size < 1 {
-            return Err(Error::invalid("batch_size", format!("expected an int >= 1, got {batch_size}")));
-        }
+        let batch_size = batch_size.get("batch_size", 1, "an int >= 1")?;
         Ok(AuditEntryIterator {
             service: slf.clone().unbind(),
             filter,
             order,
-            batch_size: u64::try_from(batch_size).unwrap_or(1),
+            batch_size: batch_size.unsigned_abs(),
             buffer: VecDeque::new(),
             done: false,
         })
