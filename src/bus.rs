@@ -31,7 +31,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::audit::AuditService;
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
-use crate::values::short_repr;
+use crate::values::{short_repr, type_name};
 
 /// One `subscribe()`/`subscribe_all()` call.
 struct Subscription {
@@ -97,10 +97,6 @@ fn kinds_of(sub: &Subscription) -> Vec<EventKind> {
         Some(kind) => vec![kind],
         None => all_kinds().collect(),
     }
-}
-
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
 }
 
 /// The name a log line uses for a handler: its `__qualname__`, else its type's.

@@ -18,7 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use serde_json::{Map, Value};
 
 use crate::errors::{Error, Result};
-use crate::values::short_repr;
+use crate::values::{short_repr, type_name};
 use crate::{identity, timestamp, values};
 
 /// Every event type, in `EventType` declaration order; the index is the
@@ -72,8 +72,10 @@ impl EventKind {
     /// Reads an `EventType` member or its string value.
     pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<Self> {
         let Ok(text) = value.cast::<PyString>() else {
-            let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            return Err(Error::invalid(field, format!("expected an EventType or its string value, got {type_name}")));
+            return Err(Error::invalid(
+                field,
+                format!("expected an EventType or its string value, got {}", type_name(value)),
+            ));
         };
         Self::from_value(&text.to_string_lossy()).ok_or_else(|| {
             Error::invalid(
@@ -265,10 +267,6 @@ fn unexpected_keyword(name: &Bound<'_, PyAny>) -> Error {
         short_repr(name),
         FIELDS.join(", ")
     ))
-}
-
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
 }
 
 fn text_field(field: &str, value: &Bound<'_, PyAny>) -> Result<Py<PyString>> {
@@ -664,7 +662,6 @@ impl DomainEvent {
         cls: &Bound<'py, PyType>,
         json_data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let py = cls.py();
         let text = if json_data.is_instance_of::<PyString>() {
             json_data.clone()
@@ -682,8 +679,7 @@ impl DomainEvent {
             )
             .into());
         };
-        let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
-        let obj = loads.bind(py).call1((text,)).map_err(|e| {
+        let obj = crate::values::json_loads(py)?.call1((text,)).map_err(|e| {
             if e.is_instance_of::<pyo3::exceptions::PyValueError>(py)
                 || e.is_instance_of::<pyo3::exceptions::PyRecursionError>(py)
             {

@@ -37,8 +37,7 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
         let seconds: f64 = value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {value}")))?;
         return from_unix(seconds).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}; {value} is out of range")));
     }
-    let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-    Err(Error::invalid(field, format!("{ACCEPTED}, got {type_name}")))
+    Err(Error::invalid(field, format!("{ACCEPTED}, got {}", crate::values::type_name(value))))
 }
 
 /// `ts` if a Python `datetime` can hold it in UTC (years 1 to 9999).

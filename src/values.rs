@@ -264,6 +264,19 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
     Ok(copied)
 }
 
+/// The name of a value's type, for error messages.
+pub fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// Python's `json.loads`, imported once: it reads what pydantic and the
+/// legacy service read and serde_json does not (integers of any size,
+/// `NaN` and `Infinity`, lone surrogates).
+pub fn json_loads(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind)).map(|f| f.bind(py).clone())
+}
+
 /// `repr(obj)` cut to about 60 characters, for error messages that quote
 /// the bad value. Secrets in it are masked first, by the rules details get
 /// (a list of `("password", ...)` pairs passed as `details`), then by value
@@ -284,7 +297,7 @@ pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
 fn text(obj: &Bound<'_, PyAny>) -> String {
     match obj.str() {
         Ok(s) => s.to_string_lossy().into_owned(),
-        Err(_) => format!("<unprintable {}>", obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
+        Err(_) => format!("<unprintable {}>", type_name(obj)),
     }
 }
 

@@ -101,15 +101,10 @@ fn json_to_py(py: Python<'_>, id: i64, text: &str) -> Result<Py<PyAny>> {
         Ok(value) if !has_wide_integer(&value) => {
             Ok(pythonize::pythonize(py, &value).map_err(|e| Error::Storage(e.to_string()))?.unbind())
         }
-        _ => {
-            static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-            let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
-            loads
-                .bind(py)
-                .call1((text,))
-                .map(Bound::unbind)
-                .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({})", e.value(py))))
-        }
+        _ => crate::values::json_loads(py)?
+            .call1((text,))
+            .map(Bound::unbind)
+            .map_err(|e| Error::Storage(format!("audit row {id}: details are not valid JSON ({})", e.value(py)))),
     }
 }
 
@@ -250,12 +245,7 @@ impl AuditEntry {
             plan_id,
             user_identity,
             details_text: None,
-            details: {
-                let cell = PyOnceLock::new();
-                // A new cell: set cannot find it taken.
-                let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
-                cell
-            },
+            details: parsed_details(py, details),
             event_id,
             actor_name,
             project_name,
@@ -419,6 +409,14 @@ impl AuditEntry {
     }
 }
 
+/// The details cell of an entry given its details as a Python value (`{}` for None).
+fn parsed_details(py: Python<'_>, details: Option<Py<PyAny>>) -> PyOnceLock<Py<PyAny>> {
+    let cell = PyOnceLock::new();
+    // A new cell: set cannot find it taken.
+    let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
+    cell
+}
+
 /// Rebuilds a pickled or copied entry exactly, stored details text included.
 #[pyfunction]
 #[pyo3(signature = (id, timestamp, event_type, plan_id, user_identity, stored_details, details, event_id, actor_name, project_name, session_id, outcome, source, recorded_at, chain_hash))]
@@ -441,11 +439,8 @@ pub fn _restore_audit_entry(
     recorded_at: Option<&Bound<'_, PyAny>>,
     chain_hash: Option<String>,
 ) -> Result<AuditEntry> {
-    let cell = PyOnceLock::new();
-    if stored_details.is_none() {
-        // A new cell: set cannot find it taken.
-        let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
-    }
+    // Stored text is parsed when first asked for, as for an entry read from the trail.
+    let details = if stored_details.is_none() { parsed_details(py, details) } else { PyOnceLock::new() };
     Ok(AuditEntry {
         id,
         timestamp: Stored::from_py("timestamp", timestamp)?,
@@ -453,7 +448,7 @@ pub fn _restore_audit_entry(
         plan_id,
         user_identity,
         details_text: stored_details,
-        details: cell,
+        details,
         event_id,
         actor_name,
         project_name,

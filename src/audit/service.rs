@@ -29,7 +29,7 @@ use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
 use crate::timestamp;
-use crate::values::short_repr;
+use crate::values::{short_repr, type_name};
 
 /// How long a read waits for records still queued before it.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
@@ -191,10 +191,6 @@ impl<'a, 'py> FromPyObject<'a, 'py> for QueueSize {
             },
         }
     }
-}
-
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
 }
 
 /// A text argument or filter: str (or a str subclass such as an enum) or None.

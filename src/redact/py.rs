@@ -19,6 +19,7 @@ use pyo3::types::{
 use super::walker::{Key, Sink, Walker};
 use super::{Rules, REDACTED};
 use crate::errors::Error;
+use crate::values::type_name;
 
 /// Builds the redacted Python value: dicts and lists are new at every
 /// level, unchanged leaves are the original objects.
@@ -228,9 +229,9 @@ fn redact_dict_with<'py>(rules: &Rules, data: &Bound<'py, PyAny>) -> PyResult<Bo
         d.update(data.cast::<pyo3::types::PyMapping>()?)?;
         d
     } else {
-        let type_name = data.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         return Err(Error::Type(format!(
-            "redact_dict() expects a dict (or any Mapping), got {type_name}; use auditbus.redact() for other values"
+            "redact_dict() expects a dict (or any Mapping), got {}; use auditbus.redact() for other values",
+            type_name(data)
         ))
         .into());
     };
@@ -270,9 +271,9 @@ impl Redactor {
 fn names(field: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
     let Some(value) = value else { return Ok(Vec::new()) };
     let wrong = |got: &Bound<'_, PyAny>| -> PyErr {
-        let type_name = got.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         Error::Type(format!(
-            "{field} must be an iterable of key names (str), such as ['employee_ssn'], got {type_name}"
+            "{field} must be an iterable of key names (str), such as ['employee_ssn'], got {}",
+            type_name(got)
         ))
         .into()
     };
@@ -294,7 +295,7 @@ fn patterns_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(b) => Ok(b.is_true()),
         Err(_) => Err(Error::Type(format!(
             "patterns must be True or False, got {} {}",
-            value.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            type_name(value),
             value.repr().map(|r| r.to_string()).unwrap_or_default()
         ))
         .into()),
@@ -304,8 +305,7 @@ fn patterns_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// `mask`: a str that can be written as UTF-8 (the audit row is UTF-8 text).
 fn mask_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
     let Ok(s) = value.cast::<PyString>() else {
-        let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-        return Err(Error::Type(format!("mask must be a str, such as '[Filtered]', got {type_name}")).into());
+        return Err(Error::Type(format!("mask must be a str, such as '[Filtered]', got {}", type_name(value))).into());
     };
     match s.to_str() {
         Ok(text) => Ok(text.to_owned()),
