@@ -230,6 +230,19 @@ def test_a_row_inserted_without_a_hash_is_folded_and_counted(trail: Path) -> Non
     assert report.unchained == 0
 
 
+def test_a_row_appended_without_a_hash_after_the_chain_is_counted_as_appended(trail: Path) -> None:
+    execute(
+        trail,
+        "INSERT INTO audit_log (timestamp, event_type, user_identity, details)"
+        " VALUES ('2026-01-01T00:00:00+00:00', 'auth_success', 'mallory', '{}')",
+    )
+    with AuditService(trail, read_only=True) as reader:  # no chained row comes after it
+        report = reader.verify()
+    assert report.ok, report
+    assert (report.unchained, report.appended, report.folded) == (1, 1, 0)
+    assert "appended=1" in repr(report)
+
+
 def test_a_duplicate_event_id_leaves_the_trail_verifiable(tmp_path: Path) -> None:
     path = tmp_path / "dup.db"
     event = DomainEvent(event_type="plan_applied", plan_id="p1")

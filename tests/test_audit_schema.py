@@ -113,6 +113,7 @@ def test_legacy_database_opens_and_keeps_working(tmp_path: Path) -> None:
         report = svc.verify()
         assert report.ok
         assert report.unchained == 2
+        assert report.appended == 0  # the legacy rows come before the chain
         assert report.first_bad_id is None
 
     # The legacy rows are untouched, byte for byte (only columns were added).

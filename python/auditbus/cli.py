@@ -741,24 +741,13 @@ def _report_fields(report: Any) -> dict[str, Any]:
     return {name: getattr(report, name, None) for name in names}
 
 
-def appended_unchained(service: AuditService, report: Any) -> int:
-    """How many of the report's unchained rows come after its newest chained row (appended, not legacy).
-
-    `unchained` counts both rows older than the chain and rows appended without a hash after its head;
-    an auditor must not read the second kind as history from before the migration.
-    """
-    unchained = getattr(report, "unchained", 0) or 0
-    head = getattr(report, "head_id", None)
-    if not unchained or head is None:
-        return 0
-    after = service.query(event_type=list(_ALL_TYPES), after_id=head, order="asc", limit=unchained)
-    return sum(1 for entry in after if entry.chain_hash is None)
-
-
-def describe_verify(report: Any, appended: int = 0) -> str:
+def describe_verify(report: Any) -> str:
     fields = _report_fields(report)
     unchained = fields["unchained"] or 0
     folded = fields["folded"] or 0
+    # `unchained` counts rows older than the chain and rows appended without a hash after its
+    # head; an auditor must not read the second kind as history from before the migration.
+    appended = getattr(report, "appended", 0) or 0
     before = unchained - appended
     legacy = (
         f"; {before} legacy row{'s' if before != 1 else ''} written before the hash chain "
@@ -787,11 +776,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     heads: list[tuple[int, str]] = args.heads or []
     with open_service(db_path(args), read_only=args.read_only) as service:
         report = service.verify(heads=heads)
-        appended = appended_unchained(service, report)
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
-        print(describe_verify(report, appended))
+        print(describe_verify(report))
         kept = sorted({row for row, _ in heads})
         if report.ok and kept:
             print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")

@@ -108,6 +108,9 @@ pub struct Verdict {
     pub checked: u64,
     /// Rows no chained row covers: before the anchor, or after the last chained row.
     pub unchained: u64,
+    /// Of `unchained`, those after the anchor and the last chained row:
+    /// appended without a hash, so not history from before the chain.
+    pub appended: u64,
     /// Rows after the anchor written without a hash and covered by the next
     /// chained row: protected from then on, but nothing says who wrote them.
     pub folded: u64,
@@ -294,6 +297,7 @@ impl Verifier {
     /// A kept head whose row never came is reported here.
     pub fn finish(mut self) -> Verdict {
         self.verdict.unchained += self.pending;
+        self.verdict.appended = self.pending;
         let missing = self.expected.iter().find_map(|(&id, kept)| {
             let kept = kept.first()?;
             Some(if id <= self.anchor_id {
@@ -563,7 +567,14 @@ mod tests {
         v.check_sequence(Some(4));
         assert_eq!(
             v.finish(),
-            Verdict { checked: 3, unchained: 1, folded: 1, head: Some((3, h3.clone())), ..Verdict::default() }
+            Verdict {
+                checked: 3,
+                unchained: 1,
+                appended: 1,
+                folded: 1,
+                head: Some((3, h3.clone())),
+                ..Verdict::default()
+            }
         );
         // An unchained row after skipped ids names them.
         let mut v = Verifier::new(0, GENESIS);

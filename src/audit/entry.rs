@@ -470,6 +470,9 @@ pub struct VerifyReport {
     /// Rows outside the chain: written before the migration, or appended
     /// without a hash (the legacy service) after the last chained row.
     unchained: u64,
+    /// Of `unchained`, the rows appended without a hash after the newest
+    /// chained row: not legacy history, and nothing says who wrote them.
+    appended: u64,
     /// Rows after the chain anchor written without a hash of their own (the
     /// legacy service, an SQLite tool) and covered by the next chained row:
     /// counted in `checked`, protected from that row on, but nothing says who
@@ -490,6 +493,7 @@ impl From<Verdict> for VerifyReport {
             ok: v.first_bad_id.is_none(),
             checked: v.checked,
             unchained: v.unchained,
+            appended: v.appended,
             folded: v.folded,
             first_bad_id: v.first_bad_id,
             reason: v.reason,
@@ -511,11 +515,12 @@ impl VerifyReport {
         let head_id = self.head_id.map_or_else(|| "None".to_owned(), |i| i.to_string());
         let head_hash = self.head_hash.as_ref().map_or_else(|| "None".to_owned(), |h| format!("{h:?}"));
         format!(
-            "VerifyReport(ok={}, checked={}, unchained={}, folded={}, first_bad_id={opt_id}, reason={reason}, \
-             head_id={head_id}, head_hash={head_hash})",
+            "VerifyReport(ok={}, checked={}, unchained={}, appended={}, folded={}, first_bad_id={opt_id}, \
+             reason={reason}, head_id={head_id}, head_hash={head_hash})",
             if self.ok { "True" } else { "False" },
             self.checked,
             self.unchained,
+            self.appended,
             self.folded
         )
     }
