@@ -350,6 +350,7 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     }
     migrate(&mut conn).map_err(|e| match e {
         Error::Sqlite(inner) => at(path, "migration failed", inner),
+        Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
         other => other,
     })?;
     Ok(conn)
