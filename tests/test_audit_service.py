@@ -655,6 +655,20 @@ def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_a
     assert sorted(os.listdir(os.fsencode(tmp_path))) == before
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error", "names"),
+    [
+        ("1", TypeError, r"^timeout: expected a number of seconds >= 0 or None, got str$"),
+        (10**400, TypeError, r"^timeout: expected a number of seconds >= 0 or None, got int$"),
+        (-1, ValueError, r"^timeout: expected a number of seconds >= 0 or None, got -1$"),
+        (float("nan"), ValueError, r"^timeout: .*got NaN$"),
+    ],
+)
+def test_a_bad_flush_timeout_names_the_parameter(tmp_path: Path, timeout: object, error: type, names: str) -> None:
+    with AuditService(tmp_path / "a.db") as svc, pytest.raises(error, match=names):
+        svc.flush(timeout=timeout)  # type: ignore[arg-type]
+
+
 def test_properties_and_stats(tmp_path: Path) -> None:
     with AuditService(str(tmp_path / "a.db"), durability="normal", app_name="tests") as svc:
         assert svc.db_path == str(tmp_path / "a.db")

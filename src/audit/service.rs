@@ -639,7 +639,8 @@ impl AuditService {
 
     /// Returns once everything handed over before the call is committed.
     #[pyo3(signature = (timeout = None))]
-    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> Result<()> {
+    fn flush(&self, py: Python<'_>, timeout: Option<Given<f64>>) -> Result<()> {
+        let timeout = timeout.map(|t| t.get("timeout", "a number of seconds >= 0 or None")).transpose()?;
         let timeout = seconds("timeout", timeout)?;
         // A read-only service was handed nothing.
         self.writer.as_ref().map_or(Ok(()), |writer| writer.flush(py, timeout))
