@@ -55,6 +55,23 @@ def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> Non
         assert svc.count(event_type="step_completed") == 100
 
 
+def test_flush_with_a_zero_timeout_returns_once_everything_handed_over_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.05) as svc:
+        svc.record_event(event(1))
+        svc.flush()
+        svc.flush(timeout=0)  # nothing is waiting: done, not a timeout
+        svc.record("auth_success")
+        svc.flush(timeout=0)
+        with write_locked(path):
+            svc.record_event(event(2))
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=0)  # a row is still waiting for the lock
+        svc.flush()
+        svc.flush(timeout=0)
+        assert svc.count(event_type="step_completed") == 2
+
+
 def test_a_locked_database_is_retried_logged_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "a.db"
     caplog.set_level(logging.WARNING, logger="auditbus")

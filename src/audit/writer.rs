@@ -110,6 +110,26 @@ pub struct Stats {
     pub last_error: Mutex<Option<String>>,
 }
 
+impl Stats {
+    /// Whether every row that entered the queue is committed (or a
+    /// duplicate). `queued` is counted before a row is sent and `written`
+    /// (with release) after its commit, and `queued` is read last: a row
+    /// seen written was seen queued, so done >= queued means none waits.
+    fn settled(&self) -> bool {
+        let done = self.written.load(Ordering::Acquire) + self.duplicates.load(Ordering::Acquire);
+        done >= self.queued.load(Ordering::Acquire)
+    }
+
+    /// Counts a row about to be sent; undone by [`Stats::unqueue`] if the send fails.
+    fn enqueue(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unqueue(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// State shared by the handle and the thread.
 pub struct Shared {
     pub path: String,
@@ -284,9 +304,8 @@ impl Writer {
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
-        self.send(py, Msg::Row(Box::new(record), None), timeout)?;
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.shared.stats.enqueue();
+        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|_| self.shared.stats.unqueue())
     }
 
     /// Held by a durable `record()` from its start (before redaction), so the
@@ -299,8 +318,8 @@ impl Writer {
     /// Durable: returns the row id once the batch holding it is committed.
     pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
         let (reply, answer) = bounded(1);
-        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout)?;
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.enqueue();
+        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|_| self.shared.stats.unqueue())?;
         py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
@@ -308,6 +327,12 @@ impl Writer {
 
     /// Returns once everything queued before the call is committed.
     pub fn flush(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<()> {
+        self.check_process()?;
+        // Nothing handed over waits: done, without a message for the thread
+        // to answer (which `timeout=0` could never wait for).
+        if self.shared.stats.settled() {
+            return Ok(());
+        }
         let start = Instant::now();
         let (reply, answer) = bounded(1);
         match self.send(py, Msg::Flush(reply), timeout) {
@@ -407,8 +432,9 @@ impl Writer {
                 if !*gate {
                     *gate = true;
                     if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                        if self.tx.send(Msg::Row(Box::new(record), None)).is_ok() {
-                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.enqueue();
+                        if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
+                            self.shared.stats.unqueue();
                         }
                     }
                     let _ = self.tx.send(Msg::Stop);
@@ -430,8 +456,9 @@ impl Writer {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_ok() {
-                        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.enqueue();
+                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
+                        self.shared.stats.unqueue();
                     }
                 }
                 let _ = self.tx.try_send(Msg::Stop);
@@ -753,8 +780,9 @@ impl Thread {
         let stats = &self.shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
-        stats.written.fetch_add(stored, Ordering::Relaxed);
-        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
+        // Release: see `Stats::settled`.
+        stats.written.fetch_add(stored, Ordering::Release);
+        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
         for ((record, _), kept) in rows.iter().zip(&ids) {
             if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
                 log(
@@ -905,7 +933,7 @@ impl Thread {
         insert_rows(&tx, &[&record], &self.source, next_id, running)?;
         tx.commit()?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.written.fetch_add(1, Ordering::Release);
         Ok(deleted.0)
     }
 }
