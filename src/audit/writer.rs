@@ -68,6 +68,9 @@ const GATHER_POLL: Duration = Duration::from_micros(250);
 const DURABLE_POLL: Duration = Duration::from_micros(150);
 /// The longest a write-behind row waits for company before its commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
+/// How often a waiting `flush()` lets Python handle a signal (Ctrl-C): a
+/// lock another process holds for good must not make it uninterruptible.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
@@ -341,7 +344,15 @@ impl Writer {
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        let waited = py.detach(|| self.reply(&answer, timeout.map(|limit| start + limit)));
+        let deadline = timeout.map(|limit| start + limit);
+        let waited = loop {
+            let slice = Instant::now() + SIGNAL_POLL;
+            match py.detach(|| self.reply(&answer, Some(deadline.map_or(slice, |d| d.min(slice))))) {
+                // A KeyboardInterrupt leaves the rows queued: they are written all the same.
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
+                other => break other,
+            }
+        };
         match waited {
             Ok(()) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
@@ -373,13 +384,16 @@ impl Writer {
     /// still being written (a `close()` on another thread may be draining
     /// it), so wait for the thread to end, then say whether anything was lost.
     fn drained(&self, py: Python<'_>, timeout: Option<Duration>, start: Instant) -> Result<()> {
-        let ended = py.detach(|| match timeout {
-            None => self.done.recv().is_err(),
-            Some(limit) => matches!(
-                self.done.recv_timeout(limit.saturating_sub(start.elapsed())),
-                Err(RecvTimeoutError::Disconnected)
-            ),
-        });
+        let deadline = timeout.map(|limit| start + limit);
+        let ended = loop {
+            let slice = Instant::now() + SIGNAL_POLL;
+            match py.detach(|| self.done.recv_deadline(deadline.map_or(slice, |d| d.min(slice)))) {
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
+                Err(RecvTimeoutError::Timeout) => break false,
+                // The thread's end disconnects the channel; nothing is ever sent on it.
+                Err(RecvTimeoutError::Disconnected) | Ok(()) => break true,
+            }
+        };
         if !ended {
             return Err(self.flush_timeout(timeout));
         }
