@@ -374,6 +374,23 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
 
 
+def test_an_event_id_holding_line_breaks_cannot_forge_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    forged = "evt\nCRITICAL:auditbus:audit trail verified, nothing removed\r"
+    base = DomainEvent(event_type="entity_deleted", plan_id="p0", event_id=forged)
+    with AuditService(tmp_path / "a.db") as svc:
+        for plan in ("p1", "p2"):
+            svc.record_event(base.model_copy(update={"plan_id": plan}))
+        svc.flush()
+        assert [e.event_id for e in svc.query(event_type="entity_deleted", order="asc")] == [forged, f"{forged}.2"]
+    (warning,) = [r.getMessage() for r in caplog.records if "already stored" in r.getMessage()]
+    assert "\n" not in warning, warning
+    assert "\r" not in warning, warning
+    assert "evt\\nCRITICAL:auditbus:audit trail verified, nothing removed\\r" in warning
+
+
 # A service opened before `os.fork()` (a `multiprocessing` worker, a pre-forking
 # server): the child has a copy of the queue but no writer thread. Run in a
 # process of its own, so a hang is a failed assertion, not a stuck test run.

@@ -799,12 +799,16 @@ impl Thread {
         stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
         for ((record, _), kept) in rows.iter().zip(&ids) {
             if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
+                // The ids are the caller's text: escaped, a line break in one cannot forge a log line.
                 log(
                     "warning",
                     &format!(
                         "audit trail {:?}: event_id {} was already stored for a different event; this {} event \
-                         was stored as {kept_as}",
-                        self.shared.path, record.event_id, record.event_type
+                         was stored as {}",
+                        self.shared.path,
+                        record.event_id.escape_debug(),
+                        record.event_type,
+                        kept_as.escape_debug()
                     ),
                 );
             }
