@@ -4,6 +4,7 @@
     python audit_fault_child.py full PATH rlimit|ballast:FILE
     python audit_fault_child.py lock PATH
     python audit_fault_child.py open PATH GATE
+    python audit_fault_child.py interrupt PATH
 
 Every acknowledgement is printed (and flushed) only after the call that made
 it durable returned, one line each, so whatever the parent read before a
@@ -188,6 +189,28 @@ def open_at_gate(path: str, gate: str) -> None:
         say("opened")
 
 
+def interrupt(path: str) -> None:
+    """Flushes a row that cannot commit (the parent has another process hold the lock) until SIGINT comes."""
+    svc = AuditService(path, busy_timeout=0.05)
+    svc.flush()
+    say("ready")
+    sys.stdin.readline()  # the lock is held now
+    event = DomainEvent(event_type="step_completed", plan_id="interrupt")
+    svc.record_event(event)
+    say("flushing")
+    try:
+        svc.flush()
+    except KeyboardInterrupt:
+        say("interrupted")
+    else:
+        say("returned")
+    sys.stdin.readline()  # the lock is gone
+    svc.flush()
+    say("F", event.event_id)
+    svc.close()
+    say("done")
+
+
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
     if command == "load":
@@ -198,6 +221,8 @@ def main(argv: list[str]) -> None:
         lock(path)
     elif command == "open":
         open_at_gate(path, argv[2])
+    elif command == "interrupt":
+        interrupt(path)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

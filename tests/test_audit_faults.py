@@ -166,6 +166,32 @@ def test_a_database_locked_by_another_process_does_not_block_record_event(tmp_pa
         assert svc.verify().ok
 
 
+def test_ctrl_c_interrupts_a_flush_waiting_on_another_processs_lock_and_the_row_still_lands(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    flusher = Child("interrupt", path)
+    locker = None
+    try:
+        flusher.expect("ready")
+        locker = Child("lock", path)
+        locker.expect("locked")
+        flusher.send("go")
+        flusher.expect("flushing")
+        flusher.proc.send_signal(signal.SIGINT)
+        # Before, the flush waited for the lock with Ctrl-C held back: this read timed out.
+        assert flusher.next_line(timeout=60) == "interrupted"
+        locker.send("release")
+        locker.expect("released")
+        flusher.send("go")
+        acks = Acks()
+        assert flusher.finish(acks)[-1] == "done"
+    finally:
+        flusher.close()
+        if locker is not None:
+            locker.close()
+    assert_all_present(assert_intact(path), acks)
+    assert len(acks.events) == 1
+
+
 # Three services with more rows queued than one batch holds, exiting while
 # another process holds the write lock.
 _EXIT_LOCKED = """

@@ -8,9 +8,12 @@ not need write access.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,6 +94,28 @@ def test_read_only_never_creates_a_database(tmp_path: Path) -> None:
         AuditService(tmp_path, read_only=True)
     with pytest.raises(ValueError, match=r":memory:. with read_only=True"):
         AuditService(":memory:", read_only=True)
+
+
+def test_a_fifo_is_refused_read_only_instead_of_blocking_the_open(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer that never comes: run in a child with a deadline."""
+    fifo = tmp_path / "trail.db"
+    os.mkfifo(fifo)
+    code = textwrap.dedent("""
+        import auditbus, sys
+        try:
+            auditbus.AuditService(sys.argv[1], read_only=True)
+        except auditbus.AuditError as e:
+            print(e)
+    """)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("AuditService(<a FIFO>, read_only=True) did not return within 60 s")
+    assert done.returncode == 0, done.stderr
+    assert "trail.db" in done.stdout
+    assert "not a regular file" in done.stdout
 
 
 def test_another_applications_sqlite_file_is_refused_read_only(tmp_path: Path) -> None:

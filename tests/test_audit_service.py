@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import pickle
 import random
 import subprocess
@@ -637,6 +638,35 @@ def test_bad_arguments_name_the_value(tmp_path: Path) -> None:
             svc.record("auth_success", details=["not", "a", "dict"])  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="plan_id"):
             svc.record("auth_success", plan_id=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_another_file(
+    tmp_path: Path, read_only: bool
+) -> None:
+    """`os.fsdecode()` of a name that is not UTF-8 holds surrogates; no trail may go under another name."""
+    name = tmp_path / os.fsdecode(b"trail\xff.db")
+    if read_only:
+        AuditService(tmp_path / "ok.db").close()
+        (tmp_path / "ok.db").rename(name)
+    before = sorted(os.listdir(os.fsencode(tmp_path)))
+    with pytest.raises(ValueError, match=r"db_path: .*trail\\udcff\.db.* not valid UTF-8"):
+        AuditService(name, read_only=read_only)
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == before
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "names"),
+    [
+        ("1", TypeError, r"^timeout: expected a number of seconds >= 0 or None, got str$"),
+        (10**400, TypeError, r"^timeout: expected a number of seconds >= 0 or None, got int$"),
+        (-1, ValueError, r"^timeout: expected a number of seconds >= 0 or None, got -1$"),
+        (float("nan"), ValueError, r"^timeout: .*got NaN$"),
+    ],
+)
+def test_a_bad_flush_timeout_names_the_parameter(tmp_path: Path, timeout: object, error: type, names: str) -> None:
+    with AuditService(tmp_path / "a.db") as svc, pytest.raises(error, match=names):
+        svc.flush(timeout=timeout)  # type: ignore[arg-type]
 
 
 def test_properties_and_stats(tmp_path: Path) -> None:

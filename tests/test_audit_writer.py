@@ -55,6 +55,23 @@ def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> Non
         assert svc.count(event_type="step_completed") == 100
 
 
+def test_flush_with_a_zero_timeout_returns_once_everything_handed_over_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.05) as svc:
+        svc.record_event(event(1))
+        svc.flush()
+        svc.flush(timeout=0)  # nothing is waiting: done, not a timeout
+        svc.record("auth_success")
+        svc.flush(timeout=0)
+        with write_locked(path):
+            svc.record_event(event(2))
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=0)  # a row is still waiting for the lock
+        svc.flush()
+        svc.flush(timeout=0)
+        assert svc.count(event_type="step_completed") == 2
+
+
 def test_a_locked_database_is_retried_logged_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "a.db"
     caplog.set_level(logging.WARNING, logger="auditbus")
@@ -355,6 +372,23 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
         assert svc.stats()["duplicates"] == 1
         assert svc.verify().ok
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
+
+
+def test_an_event_id_holding_line_breaks_cannot_forge_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    forged = "evt\nCRITICAL:auditbus:audit trail verified, nothing removed\r"
+    base = DomainEvent(event_type="entity_deleted", plan_id="p0", event_id=forged)
+    with AuditService(tmp_path / "a.db") as svc:
+        for plan in ("p1", "p2"):
+            svc.record_event(base.model_copy(update={"plan_id": plan}))
+        svc.flush()
+        assert [e.event_id for e in svc.query(event_type="entity_deleted", order="asc")] == [forged, f"{forged}.2"]
+    (warning,) = [r.getMessage() for r in caplog.records if "already stored" in r.getMessage()]
+    assert "\n" not in warning, warning
+    assert "\r" not in warning, warning
+    assert "evt\\nCRITICAL:auditbus:audit trail verified, nothing removed\\r" in warning
 
 
 # A service opened before `os.fork()` (a `multiprocessing` worker, a pre-forking

@@ -127,6 +127,12 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         Ok(meta) if meta.is_dir() => {
             return Err(Error::Storage(format!("{path:?} is a directory, not an audit database")))
         }
+        // Opening a FIFO for reading blocks until some process writes to it.
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::Storage(format!(
+                "{path:?} is not a regular file (a FIFO, socket or device), not an audit database"
+            )))
+        }
         Ok(_) => {}
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -344,6 +350,7 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     }
     migrate(&mut conn).map_err(|e| match e {
         Error::Sqlite(inner) => at(path, "migration failed", inner),
+        Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
         other => other,
     })?;
     Ok(conn)

@@ -433,10 +433,21 @@ impl AuditService {
             py.import("os")?.getattr("fspath")?.call1((db_path,)).map_err(|_| {
                 Error::Type(format!("db_path: expected a str or os.PathLike, got {}", type_name(db_path)))
             })?;
-        let db_path: String = fspath
+        let db_path = fspath
             .cast::<PyString>()
-            .map(|s| s.to_string_lossy().into_owned())
             .map_err(|_| Error::Type(format!("db_path: expected a str path, got {}", type_name(&fspath))))?;
+        // A name `os.fsdecode()` made from bytes that are not UTF-8 holds lone
+        // surrogates: a lossy copy would open (and write) a file of another name.
+        let db_path: String = match db_path.to_str() {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                let shown = db_path.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+                return Err(Error::invalid(
+                    "db_path",
+                    format!("{shown} is not valid UTF-8 (it holds bytes the file system encoding could not decode); rename the file or pick a UTF-8 path"),
+                ));
+            }
+        };
         let durability = Durability::parse(&durability.get("durability", "'full' or 'normal'")?)?;
         let read_only = read_only.get("read_only", "a bool")?;
         let app_name = app_name.map(|a| a.get("app_name", "str or None")).transpose()?;
@@ -628,7 +639,8 @@ impl AuditService {
 
     /// Returns once everything handed over before the call is committed.
     #[pyo3(signature = (timeout = None))]
-    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> Result<()> {
+    fn flush(&self, py: Python<'_>, timeout: Option<Given<f64>>) -> Result<()> {
+        let timeout = timeout.map(|t| t.get("timeout", "a number of seconds >= 0 or None")).transpose()?;
         let timeout = seconds("timeout", timeout)?;
         // A read-only service was handed nothing.
         self.writer.as_ref().map_or(Ok(()), |writer| writer.flush(py, timeout))

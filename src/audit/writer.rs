@@ -68,6 +68,9 @@ const GATHER_POLL: Duration = Duration::from_micros(250);
 const DURABLE_POLL: Duration = Duration::from_micros(150);
 /// The longest a write-behind row waits for company before its commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
+/// How often a waiting `flush()` lets Python handle a signal (Ctrl-C): a
+/// lock another process holds for good must not make it uninterruptible.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
@@ -108,6 +111,26 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub lost: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// Whether every row that entered the queue is committed (or a
+    /// duplicate). `queued` is counted before a row is sent and `written`
+    /// (with release) after its commit, and `queued` is read last: a row
+    /// seen written was seen queued, so done >= queued means none waits.
+    fn settled(&self) -> bool {
+        let done = self.written.load(Ordering::Acquire) + self.duplicates.load(Ordering::Acquire);
+        done >= self.queued.load(Ordering::Acquire)
+    }
+
+    /// Counts a row about to be sent; undone by [`Stats::unqueue`] if the send fails.
+    fn enqueue(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unqueue(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// State shared by the handle and the thread.
@@ -284,9 +307,8 @@ impl Writer {
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
-        self.send(py, Msg::Row(Box::new(record), None), timeout)?;
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.shared.stats.enqueue();
+        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|_| self.shared.stats.unqueue())
     }
 
     /// Held by a durable `record()` from its start (before redaction), so the
@@ -299,8 +321,8 @@ impl Writer {
     /// Durable: returns the row id once the batch holding it is committed.
     pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
         let (reply, answer) = bounded(1);
-        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout)?;
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.enqueue();
+        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|_| self.shared.stats.unqueue())?;
         py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
@@ -308,6 +330,12 @@ impl Writer {
 
     /// Returns once everything queued before the call is committed.
     pub fn flush(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<()> {
+        self.check_process()?;
+        // Nothing handed over waits: done, without a message for the thread
+        // to answer (which `timeout=0` could never wait for).
+        if self.shared.stats.settled() {
+            return Ok(());
+        }
         let start = Instant::now();
         let (reply, answer) = bounded(1);
         match self.send(py, Msg::Flush(reply), timeout) {
@@ -316,7 +344,15 @@ impl Writer {
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        let waited = py.detach(|| self.reply(&answer, timeout.map(|limit| start + limit)));
+        let deadline = timeout.map(|limit| start + limit);
+        let waited = loop {
+            let slice = Instant::now() + SIGNAL_POLL;
+            match py.detach(|| self.reply(&answer, Some(deadline.map_or(slice, |d| d.min(slice))))) {
+                // A KeyboardInterrupt leaves the rows queued: they are written all the same.
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
+                other => break other,
+            }
+        };
         match waited {
             Ok(()) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
@@ -348,13 +384,16 @@ impl Writer {
     /// still being written (a `close()` on another thread may be draining
     /// it), so wait for the thread to end, then say whether anything was lost.
     fn drained(&self, py: Python<'_>, timeout: Option<Duration>, start: Instant) -> Result<()> {
-        let ended = py.detach(|| match timeout {
-            None => self.done.recv().is_err(),
-            Some(limit) => matches!(
-                self.done.recv_timeout(limit.saturating_sub(start.elapsed())),
-                Err(RecvTimeoutError::Disconnected)
-            ),
-        });
+        let deadline = timeout.map(|limit| start + limit);
+        let ended = loop {
+            let slice = Instant::now() + SIGNAL_POLL;
+            match py.detach(|| self.done.recv_deadline(deadline.map_or(slice, |d| d.min(slice)))) {
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
+                Err(RecvTimeoutError::Timeout) => break false,
+                // The thread's end disconnects the channel; nothing is ever sent on it.
+                Err(RecvTimeoutError::Disconnected) | Ok(()) => break true,
+            }
+        };
         if !ended {
             return Err(self.flush_timeout(timeout));
         }
@@ -407,8 +446,9 @@ impl Writer {
                 if !*gate {
                     *gate = true;
                     if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                        if self.tx.send(Msg::Row(Box::new(record), None)).is_ok() {
-                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.enqueue();
+                        if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
+                            self.shared.stats.unqueue();
                         }
                     }
                     let _ = self.tx.send(Msg::Stop);
@@ -430,8 +470,9 @@ impl Writer {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_ok() {
-                        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.enqueue();
+                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
+                        self.shared.stats.unqueue();
                     }
                 }
                 let _ = self.tx.try_send(Msg::Stop);
@@ -753,16 +794,21 @@ impl Thread {
         let stats = &self.shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
-        stats.written.fetch_add(stored, Ordering::Relaxed);
-        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
+        // Release: see `Stats::settled`.
+        stats.written.fetch_add(stored, Ordering::Release);
+        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
         for ((record, _), kept) in rows.iter().zip(&ids) {
             if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
+                // The ids are the caller's text: escaped, a line break in one cannot forge a log line.
                 log(
                     "warning",
                     &format!(
                         "audit trail {:?}: event_id {} was already stored for a different event; this {} event \
-                         was stored as {kept_as}",
-                        self.shared.path, record.event_id, record.event_type
+                         was stored as {}",
+                        self.shared.path,
+                        record.event_id.escape_debug(),
+                        record.event_type,
+                        kept_as.escape_debug()
                     ),
                 );
             }
@@ -905,7 +951,7 @@ impl Thread {
         insert_rows(&tx, &[&record], &self.source, next_id, running)?;
         tx.commit()?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.written.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.written.fetch_add(1, Ordering::Release);
         Ok(deleted.0)
     }
 }
