@@ -5,7 +5,8 @@
 //! writer's queue), the bounded in-memory log, then the handlers of
 //! the event's type in subscription order. Handler and observer exceptions are
 //! isolated: logged on the `auditbus` logger with the event type and the
-//! traceback, counted, and the next callable runs.
+//! traceback (secret shapes in its text masked), counted, and the next
+//! callable runs.
 //!
 //! Locking: handler lists are copy-on-write (`Arc<[..]>` per event type, one
 //! snapshot per emit), so an emit never holds a lock while it calls Python and
@@ -116,16 +117,15 @@ fn closed(what: &str) -> Error {
     Error::Closed(format!("ReactiveEventBus.{what}: the bus was disposed; create a new ReactiveEventBus"))
 }
 
-/// Logs a failure on the `auditbus` logger at ERROR, with the traceback.
+/// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
+/// `auditbus._log` masks secrets in the traceback text, which is the
+/// handler's own text and may quote a token or a URL password.
 fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
-    static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
-        let logger = LOGGER.get_or_try_init(py, || {
-            py.import("logging")?.call_method1("getLogger", ("auditbus",)).map(Bound::unbind)
-        })?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", (err.get_type(py), err.value(py), err.traceback(py)))?;
-        logger.bind(py).call_method("error", (template, args.0, args.1), Some(&kwargs))?;
+        let failure =
+            FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
+        failure.bind(py).call1((template, args, err.get_type(py), err.value(py), err.traceback(py)))?;
         Ok(())
     })();
     if let Err(log_err) = logged {

@@ -93,6 +93,49 @@ def test_raising_handlers_are_counted_and_emit_returns(bus: ReactiveEventBus, ca
     assert "in failing" in caplog.text  # the traceback names the handler's frame
 
 
+# A GitHub token shape and a URL password: secret shapes the redaction rules mask.
+SECRET_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+SECRET_URL = "https://bob:hunter22@db.example.com/prod"
+
+
+def test_a_handler_exception_text_is_logged_with_its_secrets_masked(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    def leaky(ev: DomainEvent) -> None:
+        raise RuntimeError(f"upstream refused {SECRET_TOKEN} at {SECRET_URL}")
+
+    bus.subscribe("plan_failed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("plan_failed"))
+    assert bus.handler_errors == 1
+    assert "RuntimeError: upstream refused ***REDACTED*** at https://bob:***REDACTED***@db.example.com" in caplog.text
+    assert "in leaky" in caplog.text  # still the traceback
+    assert SECRET_TOKEN not in caplog.text
+    assert "hunter22" not in caplog.text
+    [record] = caplog.records
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_a_handler_exception_whose_str_raises_is_still_logged(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    def failing(ev: DomainEvent) -> None:
+        raise Unprintable
+
+    calls: list[Any] = []
+    bus.subscribe("plan_failed", failing)
+    bus.subscribe("plan_failed", recorder(calls, "after"))
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("plan_failed", plan_id="1"))
+    assert calls == [("after", "1")]
+    assert "Unprintable" in caplog.text
+
+
 def test_base_exceptions_still_propagate(bus: ReactiveEventBus) -> None:
     """Like the legacy bus (`except Exception`), a KeyboardInterrupt is not swallowed."""
 

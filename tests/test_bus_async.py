@@ -165,6 +165,28 @@ def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogC
     assert "async handler exploded" in caplog.text
 
 
+def test_coroutine_handler_exception_text_is_logged_with_its_secrets_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    bus = ReactiveEventBus()
+
+    async def leaky(ev: DomainEvent) -> None:
+        raise RuntimeError(f"async handler saw {secret}")
+
+    bus.subscribe("plan_created", leaky)
+
+    async def main() -> None:
+        bus.emit(event())
+        while bus.handler_errors == 0:
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    assert "RuntimeError: async handler saw ***REDACTED***" in caplog.text
+    assert secret not in caplog.text
+
+
 def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:
     bus = ReactiveEventBus()
     after: list[str] = []

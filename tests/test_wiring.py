@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import auditbus
 import pytest
@@ -124,6 +125,22 @@ def test_subscriber_failure_is_logged_and_never_reaches_the_emitter(
     with caplog.at_level(logging.ERROR, logger="auditbus"):
         bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE))
     assert any("audit record failed for auth_failure" in r.getMessage() for r in caplog.records)
+
+
+def test_a_recorder_failure_is_logged_with_its_secrets_masked(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+    class Refusing:
+        def record(self, event_type: str, **fields: Any) -> None:
+            raise RuntimeError(f"refused {fields['details']} token={secret}")
+
+    bus = ReactiveEventBus()
+    AuditEventSubscriber(bus, Refusing())
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"user": "bob"}))
+    assert "audit record failed for auth_failure" in caplog.text
+    assert "RuntimeError: refused {'user': 'bob'}" in caplog.text
+    assert secret not in caplog.text
 
 
 def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
