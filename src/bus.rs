@@ -1,9 +1,10 @@
 //! `ReactiveEventBus`: the in-process domain event bus.
 //!
-//! `emit()` runs on the caller's thread, in this order: stream observers,
-//! persistence (with `audit=`: the redacted record is handed to the audit
-//! writer's queue), the bounded in-memory log, then the handlers of
-//! the event's type in subscription order. Handler and observer exceptions are
+//! `emit()` runs on the caller's thread, in this order: persistence (with
+//! `audit=`: the redacted record is handed to the audit writer's queue; the
+//! only step that can refuse the event, so it comes before anyone sees it),
+//! stream observers, the bounded in-memory log, then the handlers of the
+//! event's type in subscription order. Handler and observer exceptions are
 //! isolated: logged on the `auditbus` logger with the event type and the
 //! traceback (secret shapes in its text masked), counted, and the next
 //! callable runs.
@@ -368,7 +369,7 @@ impl ReactiveEventBus {
 impl ReactiveEventBus {
     /// `max_log_size` bounds the in-memory log (None: unbounded). With
     /// `audit=service`, every emitted event, whatever its type, is handed to
-    /// `service` (redacted, write-behind) between the stream and the handlers.
+    /// `service` (redacted, write-behind) before the stream and the handlers see it.
     #[new]
     #[pyo3(signature = (max_log_size = LogBound(Some(10_000)), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: LogBound, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
@@ -417,15 +418,17 @@ impl ReactiveEventBus {
             return Err(closed("emit").into());
         }
         let kind = domain_event.get().kind();
+        if let Some(audit) = &this.audit {
+            // First, before anyone sees the event: a closed service or a full
+            // queue past its wait raises here, and the caller learns the
+            // event was not accepted, nor seen by an observer it would see
+            // again on a retry.
+            audit.get().submit_event(py, domain_event.get())?;
+        }
         let mut args: Option<Bound<'_, PyTuple>> = None;
         if this.observed.load(Ordering::Acquire) {
             let tuple = args.insert(PyTuple::new(py, [event])?);
             this.push_to_stream(py, tuple, kind)?;
-        }
-        if let Some(audit) = &this.audit {
-            // A full queue past its wait raises here: the caller learns the
-            // event was not accepted instead of it being dropped.
-            audit.get().submit_event(py, domain_event.get())?;
         }
         this.append_to_log(py, event);
         let snapshot = this.handlers.read_py_attached(py).get(&kind).cloned();

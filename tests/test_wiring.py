@@ -151,6 +151,20 @@ def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
         bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED))
 
 
+def test_an_event_the_service_refuses_reaches_no_observer_handler_or_log(tmp_path: Path) -> None:
+    """emit() raising means nobody saw the event: a retry is not a second delivery."""
+    service = AuditService(tmp_path / "audit.db")
+    bus = ReactiveEventBus(audit=service)
+    observed: list[DomainEvent] = []
+    handled: list[DomainEvent] = []
+    bus.stream.subscribe(observed.append)
+    bus.subscribe(EventType.PLAN_APPLIED, handled.append)
+    service.close()
+    with pytest.raises(auditbus.ClosedError):
+        bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED))
+    assert (observed, handled, bus.audit_log) == ([], [], [])
+
+
 def test_subscriber_rejects_something_that_is_not_a_service() -> None:
     accepted = "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, got str"
     with pytest.raises(TypeError, match=re.escape(accepted)):
