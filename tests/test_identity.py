@@ -127,6 +127,33 @@ def test_bad_argument_is_a_type_error_naming_what_is_accepted(bad: object) -> No
         identity(bad)  # type: ignore[arg-type]
 
 
+SECRET_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"  # a GitHub token shape
+
+
+@pytest.mark.parametrize(
+    "bad", [SECRET_TOKEN.encode(), [SECRET_TOKEN], {"password": "hunter22"}], ids=["bytes", "list", "dict"]
+)
+def test_a_bad_argument_is_quoted_with_its_secrets_masked(bad: object) -> None:
+    """The error names the value as other auditbus errors do: secret shapes masked, since callers log errors."""
+    with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got") as raised:
+        identity(bad)  # type: ignore[arg-type]
+    assert SECRET_TOKEN not in str(raised.value)
+    assert "hunter22" not in str(raised.value)
+    assert "***REDACTED***" in str(raised.value)
+
+
+def test_a_bad_argument_is_quoted_at_a_bounded_length() -> None:
+    with pytest.raises(TypeError, match=r"got bytes b'xxx") as raised:
+        identity(b"x" * 100_000)  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+
+
+def test_exiting_where_no_block_is_open_masks_a_secret_shaped_identity() -> None:
+    with pytest.raises(RuntimeError, match="is exited where no identity") as raised:
+        identity(SECRET_TOKEN).__exit__(None, None, None)
+    assert SECRET_TOKEN not in str(raised.value)
+
+
 def test_repr() -> None:
     assert repr(identity("alice")) == "identity('alice')"
 
@@ -192,6 +219,12 @@ def test_decorator_refuses_generator_functions() -> None:
 def test_decorator_refuses_what_is_not_callable() -> None:
     with pytest.raises(TypeError, match="decorates a function, got int"):
         identity("x")(3)  # type: ignore[type-var]
+
+
+def test_decorating_a_non_callable_masks_its_secrets() -> None:
+    with pytest.raises(TypeError, match="decorates a function, got bytes") as raised:
+        identity("x")(SECRET_TOKEN.encode())  # type: ignore[type-var]
+    assert SECRET_TOKEN not in str(raised.value)
 
 
 # --- threads -----------------------------------------------------------------------

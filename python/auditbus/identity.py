@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from ._native import _identity_var
+from ._native import _identity_var, redact
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -19,6 +20,15 @@ _VAR: ContextVar[str | None] = _identity_var()
 # `as_admin = identity("admin")`) can be entered by several threads or tasks at
 # once and each block still restores what it replaced in its own context.
 _OPEN: ContextVar[tuple[Token[str | None], ...]] = ContextVar("auditbus.identity.open", default=())
+
+
+def _shown(value: object) -> str:
+    """`repr(value)` for an error message, as auditbus's other errors quote a value: secret
+    shapes masked (callers log errors) and cut to about 60 characters."""
+    with contextlib.suppress(Exception):  # an odd object: its repr is still scanned below
+        value = redact(value)
+    text = str(redact(repr(value)))
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def current_identity() -> str | None:
@@ -44,7 +54,9 @@ class identity:  # lower-case: used like contextlib's managers
 
     def __init__(self, user_identity: str | None) -> None:
         if user_identity is not None and not isinstance(user_identity, str):
-            raise TypeError(f"identity() takes a str or None, got {type(user_identity).__name__} {user_identity!r}")
+            raise TypeError(
+                f"identity() takes a str or None, got {type(user_identity).__name__} {_shown(user_identity)}"
+            )
         self.user_identity = user_identity
 
     def __enter__(self) -> str | None:
@@ -61,8 +73,8 @@ class identity:  # lower-case: used like contextlib's managers
         opened = _OPEN.get()
         if not opened:
             raise RuntimeError(
-                f"{self!r} is exited where no identity() block is open: a block must be entered and exited "
-                "in the same thread or asyncio task"
+                f"identity({_shown(self.user_identity)}) is exited where no identity() block is open: "
+                "a block must be entered and exited in the same thread or asyncio task"
             )
         *outer, token = opened
         _OPEN.set(tuple(outer))
@@ -78,7 +90,7 @@ class identity:  # lower-case: used like contextlib's managers
                 "use `with identity(...)` inside its body"
             )
         if not callable(func):
-            raise TypeError(f"identity() decorates a function, got {type(func).__name__} {func!r}")
+            raise TypeError(f"identity() decorates a function, got {type(func).__name__} {_shown(func)}")
         user = self.user_identity
         if inspect.iscoroutinefunction(func):
 
