@@ -343,8 +343,9 @@ impl ReactiveEventBus {
         let py = handler.py();
         if !handler.is_callable() {
             return Err(Error::Type(format!(
-                "ReactiveEventBus.{what}: handler must be callable (a function taking the event), got {}",
-                type_name(handler)
+                "ReactiveEventBus.{what}: handler must be callable (a function taking the event), got {} {}",
+                type_name(handler),
+                short_repr(handler)
             ))
             .into());
         }
@@ -409,8 +410,9 @@ impl ReactiveEventBus {
         let this = slf.get();
         let Ok(domain_event) = event.cast::<DomainEvent>() else {
             return Err(Error::Type(format!(
-                "ReactiveEventBus.emit() takes an auditbus.DomainEvent, got {}",
-                type_name(event)
+                "ReactiveEventBus.emit() takes an auditbus.DomainEvent, got {} {}",
+                type_name(event),
+                short_repr(event)
             ))
             .into());
         };
