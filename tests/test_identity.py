@@ -121,6 +121,70 @@ def test_exiting_where_no_block_is_open_says_so() -> None:
         identity("bob").__exit__(None, None, None)
 
 
+def test_an_outer_block_exited_first_does_not_stay_in_force() -> None:
+    """Blocks exited out of order (ExitStack misuse, manual __enter__/__exit__): the one exited is gone."""
+    outer, inner = identity("outer"), identity("inner")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert who() == "inner"  # the block still open
+    inner.__exit__(None, None, None)
+    assert who() is None
+    assert current_identity() is None
+
+
+def test_a_block_left_open_by_a_suspended_generator_does_not_leave_the_enclosing_value_behind() -> None:
+    """A generator's `with identity()` runs in its caller's context (contextvars do not isolate
+    generators): while it is suspended inside the block, that block is open in the caller."""
+
+    def worker() -> Iterator[None]:
+        with identity("svc"):
+            yield
+
+    gen = worker()
+    with identity("alice"):
+        next(gen)
+        assert who() == "svc"
+    assert who() == "svc"  # not "alice": alice's block has ended
+    gen.close()
+    assert who() is None
+    assert current_identity() is None
+
+
+def test_exiting_a_block_not_open_here_leaves_the_open_ones_alone() -> None:
+    block = identity("alice")
+    block.__enter__()
+    errors: list[BaseException] = []
+
+    def exit_elsewhere() -> None:
+        with identity("bob"):
+            try:
+                block.__exit__(None, None, None)
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+            errors.append(AssertionError(who()))
+
+    join(run_in_thread(exit_elsewhere))
+    [error, seen] = errors
+    assert isinstance(error, RuntimeError)
+    assert "identity('alice') is exited where it is not open" in str(error)
+    assert str(seen) == "bob"  # the thread's own block was not closed by it
+    block.__exit__(None, None, None)
+    assert current_identity() is None
+
+
+def test_a_block_reentered_while_open_exits_its_innermost_entry() -> None:
+    admin, other = identity("admin"), identity("other")
+    with admin:
+        admin.__enter__()
+        other.__enter__()
+        admin.__exit__(None, None, None)  # the inner admin entry, out of order
+        assert who() == "other"
+        other.__exit__(None, None, None)
+        assert who() == "admin"  # the outer admin block is still open
+    assert who() is None
+
+
 @pytest.mark.parametrize("bad", [3, b"alice", ["alice"]])
 def test_bad_argument_is_a_type_error_naming_what_is_accepted(bad: object) -> None:
     with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got"):
