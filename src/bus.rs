@@ -258,7 +258,15 @@ impl ReactiveEventBus {
                 continue;
             }
             let outcome = match &sub.mode {
-                Mode::Sync => sub.handler.bind(py).call1(args).map(drop),
+                Mode::Sync => sub.handler.bind(py).call1(args).and_then(|result| {
+                    // None is the common answer; anything else may be a
+                    // coroutine (`lambda e: service.on_event(e)`) to start.
+                    if result.is_none() {
+                        Ok(())
+                    } else {
+                        Self::schedule_result(bus, sub, event, &result)
+                    }
+                }),
                 Mode::Coroutine { home_loop } => Self::schedule(bus, sub, event, home_loop.as_ref()),
             };
             if let Err(err) = outcome {
@@ -277,6 +285,18 @@ impl ReactiveEventBus {
     ) -> PyResult<()> {
         let py = bus.py();
         aio(py)?.call_method1("schedule", (bus, sub.handler.bind(py), event, home_loop)).map(drop)
+    }
+
+    /// Hands a plain handler's non-None result to `auditbus._aio.schedule_result`,
+    /// which starts it if it is a coroutine.
+    fn schedule_result(
+        bus: &Bound<'_, Self>,
+        sub: &Subscription,
+        event: &Bound<'_, PyAny>,
+        result: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = bus.py();
+        aio(py)?.call_method1("schedule_result", (bus, sub.handler.bind(py), event, result)).map(drop)
     }
 
     fn add_subscription(&self, py: Python<'_>, sub: &Arc<Subscription>) -> Result<()> {
