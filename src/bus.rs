@@ -1,11 +1,13 @@
 //! `ReactiveEventBus`: the in-process domain event bus.
 //!
-//! `emit()` runs on the caller's thread, in this order: stream observers,
-//! persistence (with `audit=`: the redacted record is handed to the audit
-//! writer's queue), the bounded in-memory log, then the handlers of
-//! the event's type in subscription order. Handler and observer exceptions are
+//! `emit()` runs on the caller's thread, in this order: persistence (with
+//! `audit=`: the redacted record is handed to the audit writer's queue; the
+//! only step that can refuse the event, so it comes before anyone sees it),
+//! stream observers, the bounded in-memory log, then the handlers of the
+//! event's type in subscription order. Handler and observer exceptions are
 //! isolated: logged on the `auditbus` logger with the event type and the
-//! traceback, counted, and the next callable runs.
+//! traceback (secret shapes in its text masked), counted, and the next
+//! callable runs.
 //!
 //! Locking: handler lists are copy-on-write (`Arc<[..]>` per event type, one
 //! snapshot per emit), so an emit never holds a lock while it calls Python and
@@ -116,16 +118,15 @@ fn closed(what: &str) -> Error {
     Error::Closed(format!("ReactiveEventBus.{what}: the bus was disposed; create a new ReactiveEventBus"))
 }
 
-/// Logs a failure on the `auditbus` logger at ERROR, with the traceback.
+/// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
+/// `auditbus._log` masks secrets in the traceback text, which is the
+/// handler's own text and may quote a token or a URL password.
 fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
-    static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
-        let logger = LOGGER.get_or_try_init(py, || {
-            py.import("logging")?.call_method1("getLogger", ("auditbus",)).map(Bound::unbind)
-        })?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", (err.get_type(py), err.value(py), err.traceback(py)))?;
-        logger.bind(py).call_method("error", (template, args.0, args.1), Some(&kwargs))?;
+        let failure =
+            FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
+        failure.bind(py).call1((template, args, err.get_type(py), err.value(py), err.traceback(py)))?;
         Ok(())
     })();
     if let Err(log_err) = logged {
@@ -257,7 +258,15 @@ impl ReactiveEventBus {
                 continue;
             }
             let outcome = match &sub.mode {
-                Mode::Sync => sub.handler.bind(py).call1(args).map(drop),
+                Mode::Sync => sub.handler.bind(py).call1(args).and_then(|result| {
+                    // None is the common answer; anything else may be a
+                    // coroutine (`lambda e: service.on_event(e)`) to start.
+                    if result.is_none() {
+                        Ok(())
+                    } else {
+                        Self::schedule_result(bus, sub, event, &result)
+                    }
+                }),
                 Mode::Coroutine { home_loop } => Self::schedule(bus, sub, event, home_loop.as_ref()),
             };
             if let Err(err) = outcome {
@@ -276,6 +285,18 @@ impl ReactiveEventBus {
     ) -> PyResult<()> {
         let py = bus.py();
         aio(py)?.call_method1("schedule", (bus, sub.handler.bind(py), event, home_loop)).map(drop)
+    }
+
+    /// Hands a plain handler's non-None result to `auditbus._aio.schedule_result`,
+    /// which starts it if it is a coroutine.
+    fn schedule_result(
+        bus: &Bound<'_, Self>,
+        sub: &Subscription,
+        event: &Bound<'_, PyAny>,
+        result: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = bus.py();
+        aio(py)?.call_method1("schedule_result", (bus, sub.handler.bind(py), event, result)).map(drop)
     }
 
     fn add_subscription(&self, py: Python<'_>, sub: &Arc<Subscription>) -> Result<()> {
@@ -342,8 +363,9 @@ impl ReactiveEventBus {
         let py = handler.py();
         if !handler.is_callable() {
             return Err(Error::Type(format!(
-                "ReactiveEventBus.{what}: handler must be callable (a function taking the event), got {}",
-                type_name(handler)
+                "ReactiveEventBus.{what}: handler must be callable (a function taking the event), got {} {}",
+                type_name(handler),
+                short_repr(handler)
             ))
             .into());
         }
@@ -368,7 +390,7 @@ impl ReactiveEventBus {
 impl ReactiveEventBus {
     /// `max_log_size` bounds the in-memory log (None: unbounded). With
     /// `audit=service`, every emitted event, whatever its type, is handed to
-    /// `service` (redacted, write-behind) between the stream and the handlers.
+    /// `service` (redacted, write-behind) before the stream and the handlers see it.
     #[new]
     #[pyo3(signature = (max_log_size = LogBound(Some(10_000)), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: LogBound, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
@@ -408,8 +430,9 @@ impl ReactiveEventBus {
         let this = slf.get();
         let Ok(domain_event) = event.cast::<DomainEvent>() else {
             return Err(Error::Type(format!(
-                "ReactiveEventBus.emit() takes an auditbus.DomainEvent, got {}",
-                type_name(event)
+                "ReactiveEventBus.emit() takes an auditbus.DomainEvent, got {} {}",
+                type_name(event),
+                short_repr(event)
             ))
             .into());
         };
@@ -417,15 +440,17 @@ impl ReactiveEventBus {
             return Err(closed("emit").into());
         }
         let kind = domain_event.get().kind();
+        if let Some(audit) = &this.audit {
+            // First, before anyone sees the event: a closed service or a full
+            // queue past its wait raises here, and the caller learns the
+            // event was not accepted, nor seen by an observer it would see
+            // again on a retry.
+            audit.get().submit_event(py, domain_event.get())?;
+        }
         let mut args: Option<Bound<'_, PyTuple>> = None;
         if this.observed.load(Ordering::Acquire) {
             let tuple = args.insert(PyTuple::new(py, [event])?);
             this.push_to_stream(py, tuple, kind)?;
-        }
-        if let Some(audit) = &this.audit {
-            // A full queue past its wait raises here: the caller learns the
-            // event was not accepted instead of it being dropped.
-            audit.get().submit_event(py, domain_event.get())?;
         }
         this.append_to_log(py, event);
         let snapshot = this.handlers.read_py_attached(py).get(&kind).cloned();

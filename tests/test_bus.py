@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import subprocess
 import sys
 import weakref
@@ -91,6 +92,49 @@ def test_raising_handlers_are_counted_and_emit_returns(bus: ReactiveEventBus, ca
     )
     assert all(r.exc_info and isinstance(r.exc_info[1], KeyError) for r in caplog.records)
     assert "in failing" in caplog.text  # the traceback names the handler's frame
+
+
+# A GitHub token shape and a URL password: secret shapes the redaction rules mask.
+SECRET_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+SECRET_URL = "https://bob:hunter22@db.example.com/prod"
+
+
+def test_a_handler_exception_text_is_logged_with_its_secrets_masked(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    def leaky(ev: DomainEvent) -> None:
+        raise RuntimeError(f"upstream refused {SECRET_TOKEN} at {SECRET_URL}")
+
+    bus.subscribe("plan_failed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("plan_failed"))
+    assert bus.handler_errors == 1
+    assert "RuntimeError: upstream refused ***REDACTED*** at https://bob:***REDACTED***@db.example.com" in caplog.text
+    assert "in leaky" in caplog.text  # still the traceback
+    assert SECRET_TOKEN not in caplog.text
+    assert "hunter22" not in caplog.text
+    [record] = caplog.records
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_a_handler_exception_whose_str_raises_is_still_logged(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    def failing(ev: DomainEvent) -> None:
+        raise Unprintable
+
+    calls: list[Any] = []
+    bus.subscribe("plan_failed", failing)
+    bus.subscribe("plan_failed", recorder(calls, "after"))
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("plan_failed", plan_id="1"))
+    assert calls == [("after", "1")]
+    assert "Unprintable" in caplog.text
 
 
 def test_base_exceptions_still_propagate(bus: ReactiveEventBus) -> None:
@@ -223,20 +267,32 @@ def test_context_manager_disposes_on_exit_even_on_error() -> None:
 
 @pytest.mark.parametrize(
     ("value", "type_name"),
-    [({"event_type": "plan_created"}, "dict"), (None, "NoneType"), ("plan_created", "str")],
+    [
+        ({"event_type": "plan_created"}, "dict {'event_type': 'plan_created'}"),
+        (None, "NoneType None"),
+        ("plan_created", "str 'plan_created'"),
+    ],
 )
 def test_emit_rejects_what_is_not_a_domain_event(bus: ReactiveEventBus, value: object, type_name: str) -> None:
-    with pytest.raises(TypeError, match=rf"DomainEvent, got {type_name}"):
+    with pytest.raises(TypeError, match=rf"DomainEvent, got {re.escape(type_name)}$"):
         bus.emit(value)  # type: ignore[arg-type]
     assert bus.audit_log == []
 
 
 def test_subscribe_rejects_a_non_callable_handler(bus: ReactiveEventBus) -> None:
-    with pytest.raises(TypeError, match=r"subscribe: handler must be callable.*got int"):
+    with pytest.raises(TypeError, match=r"subscribe: handler must be callable.*got int 42$"):
         bus.subscribe("plan_created", 42)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"subscribe_all: handler must be callable.*got str"):
+    with pytest.raises(TypeError, match=r"subscribe_all: handler must be callable.*got str 'not a function'$"):
         bus.subscribe_all("not a function")  # type: ignore[arg-type]
     assert bus.stats()["handlers"] == 0
+
+
+def test_a_rejected_value_is_quoted_with_its_secrets_masked(bus: ReactiveEventBus) -> None:
+    with pytest.raises(TypeError, match=r"got dict \{'password': '\*\*\*REDACTED\*\*\*'\}$") as raised:
+        bus.emit({"password": "hunter22"})  # type: ignore[arg-type]
+    assert "hunter22" not in str(raised.value)
+    with pytest.raises(TypeError, match=r"got str '\*\*\*REDACTED\*\*\*'$"):
+        bus.subscribe("plan_created", SECRET_TOKEN)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

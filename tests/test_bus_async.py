@@ -7,6 +7,7 @@ import functools
 import gc
 import logging
 import threading
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,6 +166,28 @@ def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogC
     assert "async handler exploded" in caplog.text
 
 
+def test_coroutine_handler_exception_text_is_logged_with_its_secrets_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    bus = ReactiveEventBus()
+
+    async def leaky(ev: DomainEvent) -> None:
+        raise RuntimeError(f"async handler saw {secret}")
+
+    bus.subscribe("plan_created", leaky)
+
+    async def main() -> None:
+        bus.emit(event())
+        while bus.handler_errors == 0:
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    assert "RuntimeError: async handler saw ***REDACTED***" in caplog.text
+    assert secret not in caplog.text
+
+
 def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:
     bus = ReactiveEventBus()
     after: list[str] = []
@@ -195,6 +218,67 @@ def test_a_closed_subscribing_loop_is_a_logged_handler_error(caplog: pytest.LogC
         bus.emit(event())
     assert bus.handler_errors == 1
     assert "closed" in caplog.text
+
+
+def test_a_coroutine_returned_by_a_plain_handler_runs_on_the_emitting_threads_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`lambda e: service.on_event(e)` with an async `on_event`: the coroutine is started, not dropped."""
+    bus = ReactiveEventBus()
+    ran: list[str | None] = []
+
+    async def on_event(ev: DomainEvent) -> None:
+        await asyncio.sleep(0)
+        ran.append(ev.plan_id)
+        if ev.plan_id == "2":
+            raise RuntimeError("returned coroutine exploded")
+
+    bus.subscribe("plan_created", lambda e: on_event(e))  # noqa: PLW0108 - a plain function returning a coroutine
+
+    async def main() -> None:
+        bus.emit(event("1"))
+        bus.emit(event("2"))
+        while len(ran) < 2 or bus.handler_errors == 0:
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    assert ran == ["1", "2"]
+    assert bus.handler_errors == 1
+    assert "returned coroutine exploded" in caplog.text
+
+
+def test_a_coroutine_returned_outside_a_loop_is_a_logged_handler_error_and_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = ReactiveEventBus()
+
+    async def on_event(ev: DomainEvent) -> None:
+        raise AssertionError("must not run")
+
+    bus.subscribe("plan_created", lambda e: on_event(e))  # noqa: PLW0108 - a plain function returning a coroutine
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR, logger="auditbus"):
+        warnings.simplefilter("always")
+        bus.emit(event())
+        gc.collect()
+    assert bus.handler_errors == 1
+    assert "has no event loop" in caplog.text
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_a_plain_handler_returning_a_value_is_left_alone() -> None:
+    bus = ReactiveEventBus()
+    bus.subscribe("plan_created", lambda e: 42)
+    future: asyncio.Future[None] | None = None
+
+    async def main() -> None:
+        nonlocal future
+        future = asyncio.get_running_loop().create_future()
+        bus.subscribe("plan_created", lambda e: future)
+        bus.emit(event())
+
+    asyncio.run(main())
+    assert bus.handler_errors == 0
 
 
 def test_coroutine_handlers_are_recognised_in_their_usual_shapes() -> None:

@@ -110,3 +110,18 @@ def test_an_observer_can_emit_reentrantly() -> None:
     bus.subscribe("plan_created", lambda e: order.append(f"handler {e.plan_id}"))
     bus.emit(event("1"))
     assert order == ["stream 1", "stream 2", "handler 2", "handler 1"]
+
+
+def test_an_observer_exception_text_is_logged_with_its_secrets_masked(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    bus = ReactiveEventBus()
+
+    def leaky(ev: DomainEvent) -> None:
+        raise ValueError(f"observer saw {secret}")
+
+    bus.stream.subscribe(leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("1"))
+    assert bus.observer_errors == 1
+    assert "ValueError: observer saw ***REDACTED***" in caplog.text
+    assert secret not in caplog.text

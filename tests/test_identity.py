@@ -121,10 +121,101 @@ def test_exiting_where_no_block_is_open_says_so() -> None:
         identity("bob").__exit__(None, None, None)
 
 
+def test_an_outer_block_exited_first_does_not_stay_in_force() -> None:
+    """Blocks exited out of order (ExitStack misuse, manual __enter__/__exit__): the one exited is gone."""
+    outer, inner = identity("outer"), identity("inner")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert who() == "inner"  # the block still open
+    inner.__exit__(None, None, None)
+    assert who() is None
+    assert current_identity() is None
+
+
+def test_a_block_left_open_by_a_suspended_generator_does_not_leave_the_enclosing_value_behind() -> None:
+    """A generator's `with identity()` runs in its caller's context (contextvars do not isolate
+    generators): while it is suspended inside the block, that block is open in the caller."""
+
+    def worker() -> Iterator[None]:
+        with identity("svc"):
+            yield
+
+    gen = worker()
+    with identity("alice"):
+        next(gen)
+        assert who() == "svc"
+    assert who() == "svc"  # not "alice": alice's block has ended
+    gen.close()
+    assert who() is None
+    assert current_identity() is None
+
+
+def test_exiting_a_block_not_open_here_leaves_the_open_ones_alone() -> None:
+    block = identity("alice")
+    block.__enter__()
+    errors: list[BaseException] = []
+
+    def exit_elsewhere() -> None:
+        with identity("bob"):
+            try:
+                block.__exit__(None, None, None)
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+            errors.append(AssertionError(who()))
+
+    join(run_in_thread(exit_elsewhere))
+    [error, seen] = errors
+    assert isinstance(error, RuntimeError)
+    assert "identity('alice') is exited where it is not open" in str(error)
+    assert str(seen) == "bob"  # the thread's own block was not closed by it
+    block.__exit__(None, None, None)
+    assert current_identity() is None
+
+
+def test_a_block_reentered_while_open_exits_its_innermost_entry() -> None:
+    admin, other = identity("admin"), identity("other")
+    with admin:
+        admin.__enter__()
+        other.__enter__()
+        admin.__exit__(None, None, None)  # the inner admin entry, out of order
+        assert who() == "other"
+        other.__exit__(None, None, None)
+        assert who() == "admin"  # the outer admin block is still open
+    assert who() is None
+
+
 @pytest.mark.parametrize("bad", [3, b"alice", ["alice"]])
 def test_bad_argument_is_a_type_error_naming_what_is_accepted(bad: object) -> None:
     with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got"):
         identity(bad)  # type: ignore[arg-type]
+
+
+SECRET_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"  # a GitHub token shape
+
+
+@pytest.mark.parametrize(
+    "bad", [SECRET_TOKEN.encode(), [SECRET_TOKEN], {"password": "hunter22"}], ids=["bytes", "list", "dict"]
+)
+def test_a_bad_argument_is_quoted_with_its_secrets_masked(bad: object) -> None:
+    """The error names the value as other auditbus errors do: secret shapes masked, since callers log errors."""
+    with pytest.raises(TypeError, match=r"identity\(\) takes a str or None, got") as raised:
+        identity(bad)  # type: ignore[arg-type]
+    assert SECRET_TOKEN not in str(raised.value)
+    assert "hunter22" not in str(raised.value)
+    assert "***REDACTED***" in str(raised.value)
+
+
+def test_a_bad_argument_is_quoted_at_a_bounded_length() -> None:
+    with pytest.raises(TypeError, match=r"got bytes b'xxx") as raised:
+        identity(b"x" * 100_000)  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+
+
+def test_exiting_where_no_block_is_open_masks_a_secret_shaped_identity() -> None:
+    with pytest.raises(RuntimeError, match="is exited where no identity") as raised:
+        identity(SECRET_TOKEN).__exit__(None, None, None)
+    assert SECRET_TOKEN not in str(raised.value)
 
 
 def test_repr() -> None:
@@ -192,6 +283,12 @@ def test_decorator_refuses_generator_functions() -> None:
 def test_decorator_refuses_what_is_not_callable() -> None:
     with pytest.raises(TypeError, match="decorates a function, got int"):
         identity("x")(3)  # type: ignore[type-var]
+
+
+def test_decorating_a_non_callable_masks_its_secrets() -> None:
+    with pytest.raises(TypeError, match="decorates a function, got bytes") as raised:
+        identity("x")(SECRET_TOKEN.encode())  # type: ignore[type-var]
+    assert SECRET_TOKEN not in str(raised.value)
 
 
 # --- threads -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import auditbus
 import pytest
@@ -126,12 +127,42 @@ def test_subscriber_failure_is_logged_and_never_reaches_the_emitter(
     assert any("audit record failed for auth_failure" in r.getMessage() for r in caplog.records)
 
 
+def test_a_recorder_failure_is_logged_with_its_secrets_masked(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+    class Refusing:
+        def record(self, event_type: str, **fields: Any) -> None:
+            raise RuntimeError(f"refused {fields['details']} token={secret}")
+
+    bus = ReactiveEventBus()
+    AuditEventSubscriber(bus, Refusing())
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"user": "bob"}))
+    assert "audit record failed for auth_failure" in caplog.text
+    assert "RuntimeError: refused {'user': 'bob'}" in caplog.text
+    assert secret not in caplog.text
+
+
 def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
     service = AuditService(tmp_path / "audit.db")
     bus = ReactiveEventBus(audit=service)
     service.close()
     with pytest.raises(auditbus.ClosedError):
         bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED))
+
+
+def test_an_event_the_service_refuses_reaches_no_observer_handler_or_log(tmp_path: Path) -> None:
+    """emit() raising means nobody saw the event: a retry is not a second delivery."""
+    service = AuditService(tmp_path / "audit.db")
+    bus = ReactiveEventBus(audit=service)
+    observed: list[DomainEvent] = []
+    handled: list[DomainEvent] = []
+    bus.stream.subscribe(observed.append)
+    bus.subscribe(EventType.PLAN_APPLIED, handled.append)
+    service.close()
+    with pytest.raises(auditbus.ClosedError):
+        bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED))
+    assert (observed, handled, bus.audit_log) == ([], [], [])
 
 
 def test_subscriber_rejects_something_that_is_not_a_service() -> None:

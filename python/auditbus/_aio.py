@@ -4,7 +4,9 @@ Whether a handler is a coroutine function is decided once, at subscribe time
 (`is_coroutine_handler`), together with the loop it was subscribed from
 (`running_loop`). At emit time `schedule` starts the coroutine on the emitting
 thread's running loop, or else on that subscribe-time loop; its exception is
-reported back to the bus, which logs and counts it like a sync handler's.
+reported back to the bus, which logs and counts it like a sync handler's. A
+plain handler that returns a coroutine (`schedule_result`) has it started on
+the emitting thread's running loop, the only loop known for it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,29 @@ def schedule(
         raise
 
 
+def schedule_result(
+    bus: ReactiveEventBus,
+    handler: Callable[[DomainEvent], object],
+    event: DomainEvent,
+    result: object,
+) -> None:
+    """A plain handler returned `result` (not None): start it on this thread's running loop if it is a
+    coroutine (`lambda e: service.on_event(e)` with an async `on_event`); leave any other value alone."""
+    if not inspect.iscoroutine(result):
+        return
+    import asyncio  # noqa: PLC0415 - only coroutine handlers pay for importing asyncio
+
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        result.close()  # never started: no "coroutine was never awaited" warning
+        raise RuntimeError(
+            f"handler {getattr(handler, '__qualname__', handler)!s} returned a coroutine and has no event loop "
+            "to run on: emit() was called outside a running loop; emit from inside the loop, or subscribe "
+            "an async def handler from inside the loop that should run it"
+        )
+    _start(loop, _await(bus, handler, event, result))
+
+
 def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
     """Create the task on `loop` (its thread) and hold it until it is done."""
     task = loop.create_task(coro)
@@ -77,5 +102,14 @@ def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> 
 async def _run(bus: ReactiveEventBus, handler: Callable[[DomainEvent], Awaitable[Any]], event: DomainEvent) -> None:
     try:
         await handler(event)
+    except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
+        bus._handler_failed(event, handler, exc)
+
+
+async def _await(
+    bus: ReactiveEventBus, handler: Callable[[DomainEvent], object], event: DomainEvent, coro: Awaitable[Any]
+) -> None:
+    try:
+        await coro
     except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
         bus._handler_failed(event, handler, exc)

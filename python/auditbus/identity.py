@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
-from ._native import _identity_var
+from ._native import _identity_var, redact
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _VAR: ContextVar[str | None] = _identity_var()
-# The tokens of the open `identity()` blocks, innermost last. Kept in a context
-# variable, not on the instance, so that one instance (say a module-level
+# What `_Open.restore` holds when the block restores what its token replaced.
+_AS_REPLACED: Any = object()
+
+
+class _Open(NamedTuple):
+    """One open `identity()` block: who opened it, its token, what its exit restores."""
+
+    block: identity
+    token: Token[str | None]
+    # `_AS_REPLACED`, or the value of an outer block that was exited first
+    # (blocks exited out of order): this block then restores what that one replaced.
+    restore: Any
+
+
+# The open `identity()` blocks, innermost last. Kept in a context variable, not
+# on the instance, so that one instance (say a module-level
 # `as_admin = identity("admin")`) can be entered by several threads or tasks at
 # once and each block still restores what it replaced in its own context.
-_OPEN: ContextVar[tuple[Token[str | None], ...]] = ContextVar("auditbus.identity.open", default=())
+_OPEN: ContextVar[tuple[_Open, ...]] = ContextVar("auditbus.identity.open", default=())
+
+
+def _shown(value: object) -> str:
+    """`repr(value)` for an error message, as auditbus's other errors quote a value: secret
+    shapes masked (callers log errors) and cut to about 60 characters."""
+    with contextlib.suppress(Exception):  # an odd object: its repr is still scanned below
+        value = redact(value)
+    text = str(redact(repr(value)))
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def current_identity() -> str | None:
@@ -38,18 +62,28 @@ class identity:  # lower-case: used like contextlib's managers
     `contextvars`: it is per thread, copied into asyncio tasks created inside
     the block, and restored when the block ends, even on an exception.
     `identity(None)` clears it for the block.
+
+    A generator's `with identity()` runs in its caller's context (contextvars
+    do not isolate generators): while the generator is suspended inside the
+    block, that identity is in force in the caller. A block exited before
+    one opened inside it (such a generator, a manual `__exit__`) leaves the
+    inner block's value in force, and the inner block's exit then restores
+    what the outer one replaced. Exiting a block where it is not open (another
+    thread or task) raises `RuntimeError` and changes nothing.
     """
 
     __slots__ = ("user_identity",)
 
     def __init__(self, user_identity: str | None) -> None:
         if user_identity is not None and not isinstance(user_identity, str):
-            raise TypeError(f"identity() takes a str or None, got {type(user_identity).__name__} {user_identity!r}")
+            raise TypeError(
+                f"identity() takes a str or None, got {type(user_identity).__name__} {_shown(user_identity)}"
+            )
         self.user_identity = user_identity
 
     def __enter__(self) -> str | None:
         token = _VAR.set(self.user_identity)
-        _OPEN.set((*_OPEN.get(), token))
+        _OPEN.set((*_OPEN.get(), _Open(self, token, _AS_REPLACED)))
         return self.user_identity
 
     def __exit__(
@@ -58,15 +92,38 @@ class identity:  # lower-case: used like contextlib's managers
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        opened = _OPEN.get()
+        opened = list(_OPEN.get())
         if not opened:
             raise RuntimeError(
-                f"{self!r} is exited where no identity() block is open: a block must be entered and exited "
-                "in the same thread or asyncio task"
+                f"identity({_shown(self.user_identity)}) is exited where no identity() block is open: "
+                "a block must be entered and exited in the same thread or asyncio task"
             )
-        *outer, token = opened
-        _OPEN.set(tuple(outer))
-        _VAR.reset(token)
+        at = next((i for i in reversed(range(len(opened))) if opened[i].block is self), None)
+        if at is None:
+            raise RuntimeError(
+                f"identity({_shown(self.user_identity)}) is exited where it is not open: "
+                "a block must be entered and exited in the same thread or asyncio task"
+            )
+        entry = opened.pop(at)
+        if at < len(opened):
+            # Exited before a block opened inside it (a generator suspended in
+            # its block, a manual __exit__): the inner block's value stays in
+            # force, and its exit restores what this block replaced.
+            opened[at] = opened[at]._replace(restore=self._restored(entry))
+            _OPEN.set(tuple(opened))
+            return
+        _OPEN.set(tuple(opened))
+        _VAR.reset(entry.token)
+        if entry.restore is not _AS_REPLACED:
+            _VAR.set(entry.restore)
+
+    @staticmethod
+    def _restored(entry: _Open) -> str | None:
+        """The value `entry`'s exit restores (None for a variable that was unset: its default)."""
+        if entry.restore is not _AS_REPLACED:
+            return cast("str | None", entry.restore)
+        old = entry.token.old_value
+        return None if old is Token.MISSING else cast("str | None", old)
 
     def __call__(self, func: _F) -> _F:
         """Decorates a function (sync or async) so each call runs inside the block."""
@@ -78,7 +135,7 @@ class identity:  # lower-case: used like contextlib's managers
                 "use `with identity(...)` inside its body"
             )
         if not callable(func):
-            raise TypeError(f"identity() decorates a function, got {type(func).__name__} {func!r}")
+            raise TypeError(f"identity() decorates a function, got {type(func).__name__} {_shown(func)}")
         user = self.user_identity
         if inspect.iscoroutinefunction(func):
 

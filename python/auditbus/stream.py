@@ -3,7 +3,7 @@
 Imported on the first use of `stream`, so reactivex stays an optional
 dependency (`pip install 'auditbus[rx]'`) and a bus nobody observes never pays
 for it. Observers are held by the Rust core and called by `emit()` on the
-emitting thread, in subscription order, before persistence and handlers; an
+emitting thread, in subscription order, after persistence (with `audit=`) and before handlers; an
 observer's exception is logged on the `auditbus` logger and counted, and the
 stream goes on for every observer, including that one.
 """

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
+from . import _log
 from ._native import AuditService, DomainEvent, ReactiveEventBus, redact_dict
 from .audit import SECURITY_EVENT_TYPES
 
@@ -62,8 +63,8 @@ class AuditEventSubscriber:
     def _on_event(self, event: DomainEvent) -> None:
         try:
             self._record(event)
-        except Exception:  # auditing must never break the domain operation
-            logger.exception("audit record failed for %s", event.event_type.value)
+        except Exception as exc:  # auditing must never break the domain operation
+            _log.failure("audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__)
 
     def close(self) -> None:
         """Stops recording; idempotent."""
