@@ -197,8 +197,25 @@ def interrupt(path: str) -> None:
     sys.stdin.readline()  # the lock is held now
     event = DomainEvent(event_type="step_completed", plan_id="interrupt")
     svc.record_event(event)
-    say("flushing")
+    main_thread = threading.main_thread().ident
+    calling = threading.Event()
+
+    def announce() -> None:
+        # "flushing" only once the main thread sits on one line past `calling` on
+        # consecutive looks, i.e. waits inside flush(): a SIGINT that came earlier
+        # would be caught with no flush() interrupted, or end the process.
+        calling.wait()
+        lines: list[int] = []
+        while len(lines) < 5 or len(set(lines[-5:])) != 1:
+            frame = sys._current_frames().get(main_thread)
+            here = frame is not None and frame.f_code is interrupt.__code__
+            lines.append(frame.f_lineno if here and frame is not None else -len(lines))
+            time.sleep(0.02)
+        say("flushing")
+
+    threading.Thread(target=announce, daemon=True).start()
     try:
+        calling.set()
         svc.flush()
     except KeyboardInterrupt:
         say("interrupted")
