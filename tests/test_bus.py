@@ -118,6 +118,77 @@ def test_a_handler_exception_text_is_logged_with_its_secrets_masked(
     assert isinstance(record.exc_info[1], RuntimeError)
 
 
+class _FormatsExcInfo(logging.Handler):
+    """Formats `record.exc_info` itself, as JSON log formatters do, instead of using `exc_text`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.lines.append(logging.Formatter().formatException(record.exc_info))
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        lambda: RuntimeError(f"upstream refused {SECRET_TOKEN} at {SECRET_URL}"),
+        lambda: KeyError(SECRET_TOKEN),
+        lambda: OSError(13, f"denied for {SECRET_URL}"),
+    ],
+    ids=["RuntimeError", "KeyError", "OSError"],
+)
+def test_a_formatter_that_formats_exc_info_itself_sees_the_secret_masked(
+    bus: ReactiveEventBus, raised: Callable[[], Exception]
+) -> None:
+    """JSON formatters call formatException(record.exc_info): the exception logged must be masked too."""
+    original = raised()
+
+    def leaky(ev: DomainEvent) -> None:
+        raise original
+
+    handler = _FormatsExcInfo()
+    logger = logging.getLogger("auditbus")
+    logger.addHandler(handler)
+    try:
+        bus.subscribe("plan_failed", leaky)
+        bus.emit(event("plan_failed"))
+    finally:
+        logger.removeHandler(handler)
+    [text] = handler.lines
+    assert type(original).__name__ in text
+    assert "in leaky" in text  # still the traceback
+    assert "***REDACTED***" in text
+    assert SECRET_TOKEN not in text
+    assert "hunter22" not in text
+    # The handler's own exception is left as it was.
+    assert SECRET_TOKEN in str(original) or "hunter22" in str(original)
+
+
+def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refused(Exception):
+        def __init__(self, token: str) -> None:
+            super().__init__()
+            self.token = token
+
+        def __str__(self) -> str:
+            return f"refused {self.token}"
+
+    def leaky(ev: DomainEvent) -> None:
+        raise Refused(SECRET_TOKEN)
+
+    bus.subscribe("plan_failed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("plan_failed"))
+    [record] = caplog.records
+    assert record.exc_info is None  # a formatter that formats exc_info has nothing raw to print
+    assert "Refused: refused ***REDACTED***" in caplog.text
+    assert SECRET_TOKEN not in caplog.text
+
+
 def test_a_handler_exception_whose_str_raises_is_still_logged(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

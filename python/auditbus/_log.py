@@ -2,10 +2,13 @@
 
 A handler's, observer's or recorder's exception is user code's text: an HTTP
 client error quoting an `Authorization` header, a URL with its password, a
-token echoed back. The record keeps the exception object (`exc_info`) for
-code that inspects it, and carries its traceback text already formatted and
-masked (`exc_text`), which `logging.Formatter` prints instead of formatting
-`exc_info` again: the log line never holds the secret.
+token echoed back. The record carries the traceback text already formatted
+and masked (`exc_text`), which `logging.Formatter` prints as it is. Its
+`exc_info` holds a twin of the exception, of the same type, with the same
+traceback and the masked text as its message (the caller's exception object
+is left untouched): a formatter that formats `exc_info` itself, as JSON
+formatters do, prints no secret either. An exception that cannot be twinned
+(its `__str__` needs what its constructor set) is logged without `exc_info`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def failure(
         text = f"{exc_type.__qualname__}: <traceback could not be formatted>"
     # The frame that called into auditbus (emit(), a subscriber), as logger.error() would name it.
     path, line, func, _ = logger.findCaller(stacklevel=2)
-    record = logger.makeRecord(logger.name, logging.ERROR, path, line, message, args, (exc_type, exc, tb), func)
+    record = logger.makeRecord(logger.name, logging.ERROR, path, line, message, args, _masked(exc_type, exc, tb), func)
     record.exc_text = str(redact(text))
     logger.handle(record)
+
+
+def _masked(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+    """`exc_info` for the record: a twin of `exc` whose message is `exc`'s text, masked."""
+    try:
+        twin = exc_type.__new__(exc_type)
+        twin.args = (str(redact(str(exc))),)
+        twin.__traceback__ = tb
+        str(twin)  # a __str__ reading attributes only the constructor sets fails here, not in a formatter
+    except Exception:  # any failure: no exception object rather than the raw one
+        return None
+    return exc_type, twin, tb
