@@ -395,18 +395,14 @@ impl ReactiveEventBus {
     #[pyo3(signature = (max_log_size = LogBound(Some(10_000)), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: LogBound, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {
         let audit = match audit {
-            Some(service) if !service.is_none() => Some(
-                service
-                    .cast::<AuditService>()
-                    .map_err(|_| {
-                        Error::Type(format!(
-                            "audit= takes an auditbus.AuditService or None, got {}",
-                            type_name(service)
-                        ))
-                    })?
-                    .clone()
-                    .unbind(),
-            ),
+            Some(service) if !service.is_none() => {
+                let service = service.cast::<AuditService>().map_err(|_| {
+                    Error::Type(format!("audit= takes an auditbus.AuditService or None, got {}", type_name(service)))
+                })?;
+                // A closed or read-only service would make every emit() raise: say so now.
+                service.get().check_accepting("ReactiveEventBus(audit=)")?;
+                Some(service.clone().unbind())
+            }
             _ => None,
         };
         let LogBound(max_log_size) = max_log_size;

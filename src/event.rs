@@ -74,7 +74,7 @@ impl EventKind {
         let Ok(text) = value.cast::<PyString>() else {
             return Err(Error::invalid(
                 field,
-                format!("expected an EventType or its string value, got {}", type_name(value)),
+                format!("expected an EventType or its string value, got {} {}", type_name(value), short_repr(value)),
             ));
         };
         Self::from_value(&text.to_string_lossy()).ok_or_else(|| {

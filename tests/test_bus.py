@@ -367,7 +367,7 @@ def test_a_rejected_value_is_quoted_with_its_secrets_masked(bus: ReactiveEventBu
 
 
 @pytest.mark.parametrize(
-    ("bad", "named"), [("planCreated", "'planCreated'|\"planCreated\""), (3, "int"), (None, "NoneType")]
+    ("bad", "named"), [("planCreated", "'planCreated'|\"planCreated\""), (3, "got int 3"), (None, "got NoneType None")]
 )
 def test_subscribe_rejects_an_unknown_type_naming_it(bus: ReactiveEventBus, bad: object, named: str) -> None:
     with pytest.raises(ValidationError, match=named) as info:

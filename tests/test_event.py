@@ -592,7 +592,7 @@ V, T = ValidationError, TypeError
 BAD_INPUT = [
     pytest.param({"event_type": "nope"}, V, ["'nope'", "event_type", "plan_applied"], id="unknown-type"),
     pytest.param({"event_type": "PLAN_APPLIED"}, V, ["event_type", "accepted"], id="member-name"),
-    pytest.param({"event_type": 3}, V, ["event_type", "EventType or its string value", "int"], id="int-type"),
+    pytest.param({"event_type": 3}, V, ["event_type", "EventType or its string value", "got int 3"], id="int-type"),
     *[pytest.param(ok(**{n: 3}), V, [n, "str or None", "int 3"], id=f"int-{n}") for n in TEXT_FIELDS],
     pytest.param(ok(event_id=7), V, ["event_id", "str"], id="int-id"),
     pytest.param(ok(event_id=""), V, ["event_id", "empty"], id="empty-id"),

@@ -165,6 +165,24 @@ def test_an_event_the_service_refuses_reaches_no_observer_handler_or_log(tmp_pat
     assert (observed, handled, bus.audit_log) == ([], [], [])
 
 
+def test_a_bus_refuses_a_service_that_cannot_take_events(tmp_path: Path) -> None:
+    """Wired to a closed or read-only service, every emit() would raise: the bus says so when built."""
+    path = tmp_path / "audit.db"
+    closed = AuditService(path)
+    closed.close()
+    with pytest.raises(
+        auditbus.ClosedError, match=r'ReactiveEventBus\(audit=\): AuditService\(.*audit\.db"\) is closed'
+    ):
+        ReactiveEventBus(audit=closed)
+    with (
+        AuditService(path, read_only=True) as reader,
+        pytest.raises(
+            auditbus.AuditError, match=r"read_only=True; ReactiveEventBus\(audit=\) needs a writable service"
+        ),
+    ):
+        ReactiveEventBus(audit=reader)
+
+
 def test_subscriber_rejects_something_that_is_not_a_service() -> None:
     accepted = "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, got str"
     with pytest.raises(TypeError, match=re.escape(accepted)):

@@ -369,6 +369,17 @@ impl AuditService {
         writer.submit(py, record, self.put_timeout)
     }
 
+    /// Whether events handed over now would be accepted: the error `what`
+    /// (a bus being wired to this service) would otherwise meet on every emit.
+    pub fn check_accepting(&self, what: &str) -> Result<()> {
+        let writer = self.writer(what)?;
+        writer.check_process()?;
+        if writer.is_closed() {
+            return Err(Error::Closed(format!("{what}: AuditService({:?}) is closed", self.db_path)));
+        }
+        Ok(())
+    }
+
     /// The writer, or the error a read-only service gives to `what`.
     fn writer(&self, what: &str) -> Result<&Writer> {
         self.writer.as_deref().ok_or_else(|| {
