@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import auditbus
@@ -105,10 +106,10 @@ def _million_rows(legacy_audit: Any, details: Callable[[int], dict[str, Any]]) -
 
 
 def query_case(legacy: Any, details: Callable[[int], dict[str, Any]]) -> Case:
-    legacy_audit = legacy.audit_service
+    legacy_audit = SimpleNamespace(_SCHEMA=legacy.SCHEMA, VALID_EVENT_TYPES=legacy.VALID_EVENT_TYPES)
     legacy_path, ours_path = _million_rows(legacy_audit, details)
     ours = auditbus.AuditService(ours_path)
-    old = legacy_audit.AuditService(legacy_path)
+    old = legacy.AuditService(legacy_path)
     atexit.register(ours.close)
     found = [e.id for e in ours.query(user_identity="auditor-target")]
     assert found == [e.id for e in old.query(user_identity="auditor-target")], "the two answers differ"

@@ -9,7 +9,6 @@ synchronous=FULL, the legacy default journal (DELETE, synchronous=FULL).
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -18,21 +17,8 @@ from typing import Any
 
 import auditbus
 from audit_references import bare_fsync, query_case, raw_insert
+from baseline import legacy_module
 from harness import Case
-
-
-def _legacy() -> Any:
-    """The legacy package, from the first `shared/legacy` above this checkout."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "shared" / "legacy"
-        if candidate.is_dir():
-            if str(candidate) not in sys.path:
-                sys.path.insert(0, str(candidate))
-            import cleveragents_legacy  # noqa: PLC0415 - importable only after the path insert
-
-            return cleveragents_legacy
-    raise RuntimeError("shared/legacy not found above the checkout")
 
 
 def details_1k(i: int) -> dict[str, Any]:
@@ -64,7 +50,7 @@ def _threads(n: int, per_thread: int, call: Callable[[], object]) -> Callable[[]
 
 
 def cases() -> list[Case]:
-    legacy = _legacy()
+    legacy = legacy_module()
     folder = Path(tempfile.mkdtemp(prefix="bench-audit-"))
     ours = auditbus.AuditService(folder / "auditbus.db", queue_size=1 << 20, put_timeout=None)
     old = legacy.AuditService(folder / "legacy.db")
