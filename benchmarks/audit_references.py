@@ -7,7 +7,7 @@
   transaction: SQLite's own floor for a durable row), no queue, no chain:
   the `_BenchRawInsert` helper, compiled only into a benchmark build
   (`maturin develop --release --features bench`), so a shipped module carries
-  no benchmark code. None, with a note, on a build without it.
+  no benchmark code; `run.py` refuses a build without it.
 - `bare_fsync`: `os.write` + `os.fsync` of ~1 KB per call to a file in the
   same folder: one fsync per durable return is the limit of `record()`.
 - `query_case`: an auditor's "what did this user do" on 1,000,000 rows. The
@@ -48,14 +48,16 @@ USER_INDEX = "CREATE INDEX IF NOT EXISTS ix_audit_log_user_identity ON audit_log
 
 def raw_insert(
     path: Path, rows: list[tuple[str, str | None, str | None, str]]
-) -> tuple[Callable[[], object], Callable[[], object]] | None:
+) -> tuple[Callable[[], object], Callable[[], object]]:
     """`(insert, checkpoint)`: `insert` writes `rows` (event_type, plan_id,
     user_identity, details JSON) in one transaction; `checkpoint` is the
     WAL checkpoint the writer runs after a commit, for the untimed `settle`."""
     raw_class = getattr(auditbus._native, "_BenchRawInsert", None)
     if raw_class is None:
-        print("note: not a `--features bench` build: no raw rusqlite reference row", file=sys.stderr)
-        return None
+        raise RuntimeError(
+            "auditbus is not a `--features bench` build, so the raw rusqlite references (rows with promised "
+            "targets) cannot run: build it with `maturin develop --release --features bench`"
+        )
     raw = raw_class(str(path), rows, "full")
     batch = len(rows)
     return (lambda: raw.insert(batch)), raw.checkpoint

@@ -129,8 +129,7 @@ def cases() -> list[Case]:
     }
     raw_name = f"raw rusqlite insert, {burst} rows per transaction"
     settle: dict[str, Callable[[], object]] = {}
-    if raw is not None:
-        sustained_impls[raw_name], settle[raw_name] = raw
+    sustained_impls[raw_name], settle[raw_name] = raw
 
     durable_impls: dict[str, Callable[[], object]] = {
         "auditbus record()": ours_record,
@@ -138,8 +137,7 @@ def cases() -> list[Case]:
         "bare write+fsync of 1 KB": bare_fsync(folder / "bare.log", json.dumps(payload).encode()),
     }
     raw_one_name = "raw rusqlite insert, 1 row per transaction"
-    if raw_one is not None:
-        durable_impls[raw_one_name], settle[raw_one_name] = raw_one
+    durable_impls[raw_one_name], settle[raw_one_name] = raw_one
 
     return [
         Case(
