@@ -324,6 +324,8 @@ BASELINE = SimpleNamespace(
     EventType=EventType,
     REDACTED=REDACTED,
     ReactiveEventBus=ReactiveEventBus,
+    # The legacy `audit_service._SCHEMA`: the query benchmark bulk-loads a database with it.
+    SCHEMA=_SCHEMA,
     SECURITY_EVENT_TYPES=SECURITY_EVENT_TYPES,
     VALID_EVENT_TYPES=VALID_EVENT_TYPES,
     redact_dict=redact_dict,

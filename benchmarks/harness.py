@@ -13,6 +13,9 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,9 +31,13 @@ class Case:
     targets: dict[str, float] = field(default_factory=dict)
     # Calls per timed sample; None picks enough for about 20 ms.
     number: int | None = None
+    # Calls per timed sample of the named implementations, overriding `number`
+    # (one that draws from a finite pool of distinct inputs must know its count).
+    numbers: dict[str, int] = field(default_factory=dict)
     rounds: int = 9
-    # Untimed work run right after each timed sample of the named implementation
-    # (a reference's deferred maintenance, so it never overlaps another's sample).
+    # Untimed work run right after each timed sample (and the warm-up) of the
+    # named implementation: deferred work, such as a write-behind queue's
+    # backlog or a reference's checkpoint, so it never overlaps another's sample.
     settle: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
@@ -53,12 +60,14 @@ def _calibrate(fn: Callable[[], object], budget: float = 0.02) -> int:
 
 
 def measure(case: Case) -> Result:
-    numbers = {name: case.number or _calibrate(fn) for name, fn in case.impls.items()}
+    numbers = {name: case.numbers.get(name) or case.number or _calibrate(fn) for name, fn in case.impls.items()}
     # One untimed round first: the first calls of a process pay for page
     # faults, allocator growth and cold caches that no later call sees.
     for name, fn in case.impls.items():
         for _ in range(numbers[name]):
             fn()
+        if name in case.settle:
+            case.settle[name]()
     samples: dict[str, list[float]] = {name: [] for name in case.impls}
     gc_was_enabled = gc.isenabled()
     try:
@@ -111,3 +120,21 @@ def table(results: list[Result]) -> str:
                 )
             lines.append(f"| {case.operation} | {name} | {_fmt(seconds)} | {ratio} | {target} |")
     return "\n".join(lines)
+
+
+def one_each(pool: list[T], what: str) -> Callable[[], T]:
+    """A function returning the pool's items in turn, each once; raises when they are used up.
+
+    For write-behind rows: an event handed over twice is a duplicate the
+    writer skips, not a row, so a benchmark cycling a pool would time cheaper
+    work on its second pass without saying so.
+    """
+    items = iter(pool)
+
+    def take() -> T:
+        item = next(items, None)
+        if item is None:
+            raise RuntimeError(f"the {len(pool)} distinct {what} are used up: enlarge the pool or lower number/rounds")
+        return item
+
+    return take

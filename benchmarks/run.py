@@ -2,12 +2,21 @@
 
 python benchmarks/run.py            # all groups
 python benchmarks/run.py event bus  # some groups
+
+Refuses to run, rather than print a table with rows missing or figures that
+mean nothing, when auditbus is not a release build with the `bench` feature
+(`maturin develop --release --features bench`) or a peer is not installed.
+The header names the build, the versions of every peer and baseline library,
+and the machine's load when the run started.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import os
 import platform
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -16,6 +25,41 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import measure, table
 
 GROUPS = ["event", "bus", "redact", "audit", "wiring"]
+# Distributions the baseline and the peers come from (the `bench` extra of pyproject.toml).
+PEERS = ["pydantic", "reactivex", "sentry-sdk", "dust-riven"]
+
+
+def _preflight() -> list[str]:
+    """What makes the run unfit to publish; empty when it can run."""
+    problems = []
+    for peer in PEERS:
+        try:
+            importlib.metadata.version(peer)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{peer} is not installed: pip install {peer}")
+    import auditbus  # noqa: PLC0415 - after the checks that need no build
+
+    raw = getattr(auditbus._native, "_BenchRawInsert", None)
+    if raw is None:
+        problems.append("auditbus is not a `--features bench` build: maturin develop --release --features bench")
+    elif raw.profile != "release":
+        problems.append(f"auditbus is a {raw.profile} build: maturin develop --release --features bench")
+    return problems
+
+
+def _header() -> str:
+    import auditbus  # noqa: PLC0415
+
+    versions = ", ".join(f"{peer} {importlib.metadata.version(peer)}" for peer in ["auditbus", *PEERS])
+    raw = auditbus._native._BenchRawInsert
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"Python {platform.python_version()} on {platform.machine()}, {platform.system()}, "
+        f"{os.cpu_count()} CPUs, load average {load} at the start\n"
+        f"auditbus {raw.profile} build with `bench`, bundled SQLite {raw.sqlite_version}; "
+        f"the legacy side's sqlite3 module uses SQLite {sqlite3.sqlite_version}\n"
+        f"{versions}"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -24,16 +68,18 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown group(s) {unknown}; accepted: {GROUPS}", file=sys.stderr)
         return 2
+    problems = _preflight()
+    if problems:
+        print("cannot run the benchmarks:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    header = _header()
     results = []
     for group in wanted:
-        path = Path(__file__).parent / f"bench_{group}.py"
-        if not path.exists():
-            continue
         module = importlib.import_module(f"bench_{group}")
         for case in module.cases():
             results.append(measure(case))
             print(f"  measured: {case.operation}", file=sys.stderr, flush=True)
-    print(f"Python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    print(header)
     print()
     print(table(results))
     return 0

@@ -138,6 +138,10 @@ def audit_behaviour(impl: Any, db: Path) -> dict[str, Any]:
     }
 
 
+def test_schema_the_query_benchmark_loads_is_the_legacy_one(baseline: SimpleNamespace, legacy: ModuleType) -> None:
+    assert baseline.SCHEMA == legacy.audit_service._SCHEMA
+
+
 def test_audit_service_and_subscriber_match(baseline: SimpleNamespace, legacy: ModuleType, tmp_path: Path) -> None:
     ours = audit_behaviour(baseline, tmp_path / "baseline.db")
     theirs = audit_behaviour(legacy, tmp_path / "legacy.db")

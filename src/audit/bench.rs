@@ -42,6 +42,22 @@ pub struct BenchRawInsert {
 
 #[pymethods]
 impl BenchRawInsert {
+    /// `"release"` or `"debug"`: `benchmarks/run.py` refuses to time a debug build.
+    #[classattr]
+    fn profile() -> &'static str {
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    }
+
+    /// The bundled SQLite's version, printed beside the one Python's `sqlite3` (the legacy side) uses.
+    #[classattr]
+    fn sqlite_version() -> &'static str {
+        rusqlite::version()
+    }
+
     #[new]
     #[pyo3(signature = (path, rows, durability = "full"))]
     fn new(py: Python<'_>, path: String, rows: Vec<Row>, durability: &str) -> Result<Self> {
