@@ -568,9 +568,14 @@ impl DomainEvent {
                 }
             }
             other => {
-                return Err(
-                    Error::invalid("mode", format!("'{other}' is not a dump mode; accepted: 'python', 'json'")).into()
+                return Err(Error::invalid(
+                    "mode",
+                    format!(
+                        "{} is not a dump mode; accepted: 'python', 'json'",
+                        short_repr(PyString::new(py, other).as_any())
+                    ),
                 )
+                .into())
             }
         }
         Ok(out)

@@ -703,3 +703,29 @@ def test_an_error_quoting_a_bad_value_masks_secrets_by_name_too(details: object)
         DomainEvent(event_type="config_changed", details=details)  # type: ignore[arg-type]
     assert "details" in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+class _Seconds(int):
+    """Unix seconds whose text is a token: the value is quoted masked, whichever way it is shown."""
+
+    def __str__(self) -> str:
+        return "ghp_" + "c" * 36
+
+    __repr__ = __str__
+
+
+def test_a_timestamp_that_cannot_be_read_is_quoted_masked() -> None:
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="plan_applied", timestamp=_Seconds(10**400))
+    assert str(raised.value).startswith("timestamp: ")
+    assert "***REDACTED***" in str(raised.value)
+    assert "ghp_" + "c" * 36 not in str(raised.value)
+
+
+def test_a_bad_dump_mode_is_quoted_masked() -> None:
+    token = "ghp_" + "c" * 36
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="plan_applied").model_dump(mode=token)
+    assert str(raised.value).startswith("mode: ")
+    assert "is not a dump mode; accepted: 'python', 'json'" in str(raised.value)
+    assert token not in str(raised.value)
