@@ -1444,6 +1444,39 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         assert secret not in result.stdout + result.stderr, args
 
 
+def test_secrets_in_the_columns_of_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:
+    """The legacy service stores `user_identity` and `plan_id` as given: a token or a URL password sits there
+    (an identity taken from a header, a plan named by its source URL), and a bad timestamp may hold anything."""
+    path = tmp_path / "legacy.db"
+    token = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, user_identity) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "plan_applied", "https://bob:hunter22@git.example.com/plans", f"Bearer {token}"),
+        )
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, ?, ?)",
+            (f"imported with {token}", "plan_applied", "alice"),
+        )
+    connection.close()
+    for args in (
+        ("query",),
+        ("query", "--json"),
+        ("query", "--csv"),
+        ("tail",),
+        ("tail", "--json"),
+        ("export", "--format", "csv"),
+        ("export",),
+    ):
+        result = run(*args, "--db", str(path), "--read-only", cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "git.example.com" in result.stdout, args
+        assert "alice" in result.stdout, args
+        assert token not in result.stdout + result.stderr, args
+        assert "hunter22" not in result.stdout + result.stderr, args
+
+
 @pytest.mark.parametrize("command", [("query",), ("verify",), ("stats",), ("purge", "--before", "2020-01-01", "--yes")])
 def test_an_empty_file_is_refused_not_made_into_a_database(tmp_path: Path, command: tuple[str, ...]) -> None:
     path = tmp_path / "empty.db"
