@@ -1178,6 +1178,38 @@ def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str],
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
 
 
+# A GitHub token shape, pasted into the wrong argument.
+PASTED_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--since", PASTED_TOKEN],
+        ["query", "--type", f"plan_applied,{PASTED_TOKEN}"],
+        ["query", "--limit", PASTED_TOKEN],
+        ["verify", "--head", f"1:{PASTED_TOKEN}"],
+        ["query", PASTED_TOKEN],
+        ["query", f"--json={PASTED_TOKEN}"],
+        ["purge", "--before", "password=hunter22", "--yes"],
+    ],
+    ids=["since", "type", "limit", "head", "unrecognized", "explicit", "key-value"],
+)
+def test_bad_usage_quotes_the_argument_with_its_secrets_masked(trail: Path, args: list[str]) -> None:
+    """The error line of a CI job's `auditbus` call is in the job's log: a pasted token is not echoed."""
+    result = run(*args, "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 2, "***REDACTED***")
+    assert PASTED_TOKEN not in result.stderr
+    assert "hunter22" not in result.stderr
+
+
+def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> None:
+    """A token pasted as --db (or a variable holding one) is named masked in the error line."""
+    result = run("query", "--db", str(tmp_path / PASTED_TOKEN), cwd=tmp_path)
+    assert_one_error_line(result, 1, "no audit database at", "***REDACTED***")
+    assert PASTED_TOKEN not in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -1062,10 +1062,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one `auditbus: error: ...` line."""
+    """argparse whose usage errors are one `auditbus: error: ...` line.
+
+    The line quotes the arguments given (a date, a filter, an unrecognised
+    word) with secret shapes masked: a token pasted into the wrong argument
+    of a scheduled job's call would otherwise be copied into the job's log.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"auditbus: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"auditbus: error: {redact(message)} (see '{self.prog} --help')\n")
 
 
 def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
@@ -1236,7 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except CliError as exc:
-        print(f"auditbus: error: {exc}", file=sys.stderr)
+        print(f"auditbus: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("auditbus: interrupted", file=sys.stderr)
@@ -1249,7 +1254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
-        print(f"auditbus: error: {_one_line(exc)} ({type(exc).__name__})", file=sys.stderr)
+        print(f"auditbus: error: {redact(_one_line(exc))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
 
