@@ -18,6 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use serde_json::{Map, Value};
 
 use crate::errors::{Error, Result};
+use crate::redact::REDACTED;
 use crate::values::{short_repr, type_name};
 use crate::{identity, timestamp, values};
 
@@ -259,6 +260,17 @@ impl DomainEvent {
         }
         Ok(kwargs)
     }
+}
+
+/// `repr(value)` with secrets masked: by key, sibling name and shape, as
+/// details are redacted, then by shape in the text. A value with nothing to
+/// mask keeps its exact repr (redaction copies tuples as lists), so it
+/// still evaluates to an equal value.
+fn masked_repr(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let raw = value.repr()?.to_string_lossy().into_owned();
+    let redacted = crate::redact::redact(value)?.repr()?.to_string_lossy().into_owned();
+    let text = if redacted.matches(REDACTED).count() > raw.matches(REDACTED).count() { redacted } else { raw };
+    Ok(crate::values::masked(&text))
 }
 
 fn unexpected_keyword(name: &Bound<'_, PyAny>) -> Error {
@@ -510,13 +522,18 @@ impl DomainEvent {
         hasher.finish()
     }
 
+    /// Reads like the constructor call, with secrets masked as the audit row
+    /// masks them: `str(event)` is this text, and `logger.info("emitted %s",
+    /// event)` is a log line. It still evaluates (to the masked event).
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let mut parts = vec![format!("event_type=EventType.{}", self.kind.value().to_uppercase())];
         for (name, value) in self.python_fields(py)?.into_iter().skip(1) {
             if value.is_none() {
                 continue;
             }
-            parts.push(format!("{name}={}", value.repr()?.to_string_lossy()));
+            let shown =
+                if name == "timestamp" { value.repr()?.to_string_lossy().into_owned() } else { masked_repr(&value)? };
+            parts.push(format!("{name}={shown}"));
         }
         Ok(format!("DomainEvent({})", parts.join(", ")))
     }
@@ -568,9 +585,14 @@ impl DomainEvent {
                 }
             }
             other => {
-                return Err(
-                    Error::invalid("mode", format!("'{other}' is not a dump mode; accepted: 'python', 'json'")).into()
+                return Err(Error::invalid(
+                    "mode",
+                    format!(
+                        "{} is not a dump mode; accepted: 'python', 'json'",
+                        short_repr(PyString::new(py, other).as_any())
+                    ),
                 )
+                .into())
             }
         }
         Ok(out)

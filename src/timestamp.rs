@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyString};
 
 use crate::errors::{Error, Result};
-use crate::values::short_repr;
+use crate::values::{masked, short_repr};
 
 const ACCEPTED: &str = "expected a datetime, a date, an ISO-8601 string or Unix seconds";
 
@@ -34,8 +34,10 @@ pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
             .ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}, got the string {}", short_repr(value))));
     }
     if !value.is_instance_of::<PyBool>() && (value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
-        let seconds: f64 = value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {value}")))?;
-        return from_unix(seconds).ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}; {value} is out of range")));
+        let seconds: f64 =
+            value.extract().map_err(|_| Error::invalid(field, format!("{ACCEPTED}, got {}", short_repr(value))))?;
+        return from_unix(seconds)
+            .ok_or_else(|| Error::invalid(field, format!("{ACCEPTED}; {} is out of range", short_repr(value))));
     }
     Err(Error::invalid(field, format!("{ACCEPTED}, got {}", crate::values::type_name(value))))
 }
@@ -63,7 +65,9 @@ pub fn in_python_range(field: &str, ts: DateTime<Utc>, value: &Bound<'_, PyAny>)
 /// tzinfo whose `utcoffset()` is None makes the datetime naive, so UTC.
 fn other_tzinfo(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     let py = value.py();
-    let rejected = |err: PyErr| Error::invalid(field, format!("{ACCEPTED}; its tzinfo failed: {err}"));
+    // The tzinfo's own error text, which may quote what it was configured with.
+    let rejected =
+        |err: PyErr| Error::invalid(field, format!("{ACCEPTED}; its tzinfo failed: {}", masked(&err.to_string())));
     let offset = value.call_method0("utcoffset").map_err(rejected)?;
     let wall =
         if offset.is_none() { value.clone() } else { value.call_method1("__sub__", (offset,)).map_err(rejected)? };

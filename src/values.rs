@@ -285,7 +285,25 @@ pub fn json_loads(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
     let shown = crate::redact::redact(value).unwrap_or_else(|_| value.clone());
     let text = shown.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = crate::redact::Rules::shared_default().redact_text(&text, 0).unwrap_or(text);
+    bounded(masked(&text))
+}
+
+/// A caller's text already out of Python (an `order`, a `durability`),
+/// quoted like [`short_repr`] quotes a value: secret shapes masked, cut to
+/// about 60 characters.
+pub fn short_text(text: &str) -> String {
+    bounded(format!("{:?}", masked(text)))
+}
+
+/// `text` with secret shapes masked (tokens, URL passwords, `key=value`
+/// secrets): for text an error or a log line carries whole, such as the
+/// message of an exception raised by a caller's object.
+pub fn masked(text: &str) -> String {
+    crate::redact::Rules::shared_default().redact_text(text, 0).unwrap_or_else(|| text.to_owned())
+}
+
+/// `text` cut to about 60 characters.
+fn bounded(text: String) -> String {
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(57).collect::<String>())
     } else {

@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,40 @@ def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
 def test_an_unknown_filter_names_the_accepted_ones(svc: AuditService, method: str) -> None:
     with pytest.raises(TypeError, match=rf"{method}\(\) got an unexpected keyword argument 'user'; accepted filters: "):
         getattr(svc, method)(user="alice")
+
+
+# A GitHub token shape: a secret pasted into the wrong argument.
+TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+
+class _FailingZone(tzinfo):
+    """A tzinfo whose lookup fails quoting a credential, as a misconfigured zone database might."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise ValueError(f"zone server https://tz:hunter22@tz.example.com refused {TOKEN}")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda svc: svc.query(event_type=TOKEN), "event_type"),
+        (lambda svc: svc.count(event_type=["plan_applied", f"password={TOKEN}"]), "event_type"),
+        (lambda svc: svc.query(order=TOKEN), "order"),
+        (lambda svc: svc.query(after_id=TOKEN), "after_id"),
+        (lambda svc: svc.query(since=datetime(2025, 1, 1, tzinfo=_FailingZone())), "since"),
+        (lambda svc: AuditService(svc.db_path + "-2", durability=TOKEN), "durability"),
+    ],
+    ids=["event_type", "event_type-list", "order", "after_id", "since-tzinfo", "durability"],
+)
+def test_a_rejected_argument_is_quoted_with_its_secrets_masked(svc: AuditService, call: Any, field: str) -> None:
+    """Callers log these errors: a token given to the wrong argument must not reach the log line."""
+    with pytest.raises((ValueError, TypeError)) as caught:
+        call(svc)
+    text = str(caught.value)
+    assert text.startswith(f"{field}: ")
+    assert "***REDACTED***" in text
+    assert TOKEN not in text
+    assert "hunter22" not in text
 
 
 def test_filters_combine_the_same_way_in_query_count_and_iteration(svc: AuditService) -> None:

@@ -189,6 +189,34 @@ def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     assert SECRET_TOKEN not in caplog.text
 
 
+def test_an_exception_whose_str_ignores_its_args_is_logged_without_exc_info(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A twin of such an exception would print the raw text again: the record carries none."""
+    handler = _FormatsExcInfo()
+    logger = logging.getLogger("auditbus")
+
+    class Denied(Exception):
+        def __str__(self) -> str:
+            return f"denied for {SECRET_URL}"
+
+    def leaky(ev: DomainEvent) -> None:
+        raise Denied
+
+    bus.subscribe("plan_failed", leaky)
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(event("plan_failed"))
+    finally:
+        logger.removeHandler(handler)
+    [record] = caplog.records
+    assert record.exc_info is None
+    assert handler.lines == []
+    assert "Denied: denied for https://bob:***REDACTED***@db.example.com" in caplog.text
+    assert "hunter22" not in caplog.text
+
+
 def test_a_handler_exception_whose_str_raises_is_still_logged(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

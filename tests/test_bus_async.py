@@ -266,6 +266,38 @@ def test_a_coroutine_returned_outside_a_loop_is_a_logged_handler_error_and_close
     assert not [w for w in caught if "never awaited" in str(w.message)]
 
 
+class _Webhook:
+    """A handler's bound argument whose repr holds a credential of no known shape."""
+
+    def __repr__(self) -> str:
+        return "_Webhook('https://hooks.example.com/services/T0001/B0001/plainwebhookcredential')"
+
+
+def test_a_handler_without_a_loop_is_named_without_its_bound_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    """A partial's text holds its bound arguments (clients, webhook URLs): the error names the function."""
+    bus = ReactiveEventBus()
+
+    async def notify(ev: DomainEvent, hook: _Webhook) -> None:
+        raise AssertionError("must not run")
+
+    async def on_event(ev: DomainEvent) -> None:
+        raise AssertionError("must not run")
+
+    def relay(ev: DomainEvent, hook: _Webhook) -> Any:
+        return on_event(ev)
+
+    bus.subscribe("plan_created", functools.partial(notify, hook=_Webhook()))
+    bus.subscribe("plan_created", functools.partial(relay, hook=_Webhook()))
+    with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger="auditbus"):
+        warnings.simplefilter("ignore")
+        bus.emit(event())
+    assert bus.handler_errors == 2
+    assert "coroutine handler partial(" in caplog.text
+    assert ".notify) has no event loop" in caplog.text
+    assert ".relay) returned a coroutine" in caplog.text
+    assert "plainwebhookcredential" not in caplog.text
+
+
 def test_a_plain_handler_returning_a_value_is_left_alone() -> None:
     bus = ReactiveEventBus()
     bus.subscribe("plan_created", lambda e: 42)

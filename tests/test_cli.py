@@ -1178,6 +1178,38 @@ def test_bad_usage_is_one_error_line_with_status_2(trail: Path, args: list[str],
     assert_one_error_line(run(*args, "--db", str(trail), cwd=trail.parent), 2, *fragments)
 
 
+# A GitHub token shape, pasted into the wrong argument.
+PASTED_TOKEN = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--since", PASTED_TOKEN],
+        ["query", "--type", f"plan_applied,{PASTED_TOKEN}"],
+        ["query", "--limit", PASTED_TOKEN],
+        ["verify", "--head", f"1:{PASTED_TOKEN}"],
+        ["query", PASTED_TOKEN],
+        ["query", f"--json={PASTED_TOKEN}"],
+        ["purge", "--before", "password=hunter22", "--yes"],
+    ],
+    ids=["since", "type", "limit", "head", "unrecognized", "explicit", "key-value"],
+)
+def test_bad_usage_quotes_the_argument_with_its_secrets_masked(trail: Path, args: list[str]) -> None:
+    """The error line of a CI job's `auditbus` call is in the job's log: a pasted token is not echoed."""
+    result = run(*args, "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 2, "***REDACTED***")
+    assert PASTED_TOKEN not in result.stderr
+    assert "hunter22" not in result.stderr
+
+
+def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> None:
+    """A token pasted as --db (or a variable holding one) is named masked in the error line."""
+    result = run("query", "--db", str(tmp_path / PASTED_TOKEN), cwd=tmp_path)
+    assert_one_error_line(result, 1, "no audit database at", "***REDACTED***")
+    assert PASTED_TOKEN not in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -1442,6 +1474,39 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         assert result.returncode == 0, (args, result.stderr)
         assert "llm.api_key" in result.stdout, args
         assert secret not in result.stdout + result.stderr, args
+
+
+def test_secrets_in_the_columns_of_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:
+    """The legacy service stores `user_identity` and `plan_id` as given: a token or a URL password sits there
+    (an identity taken from a header, a plan named by its source URL), and a bad timestamp may hold anything."""
+    path = tmp_path / "legacy.db"
+    token = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, user_identity) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "plan_applied", "https://bob:hunter22@git.example.com/plans", f"Bearer {token}"),
+        )
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, ?, ?)",
+            (f"imported with {token}", "plan_applied", "alice"),
+        )
+    connection.close()
+    for args in (
+        ("query",),
+        ("query", "--json"),
+        ("query", "--csv"),
+        ("tail",),
+        ("tail", "--json"),
+        ("export", "--format", "csv"),
+        ("export",),
+    ):
+        result = run(*args, "--db", str(path), "--read-only", cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "git.example.com" in result.stdout, args
+        assert "alice" in result.stdout, args
+        assert token not in result.stdout + result.stderr, args
+        assert "hunter22" not in result.stdout + result.stderr, args
 
 
 @pytest.mark.parametrize("command", [("query",), ("verify",), ("stats",), ("purge", "--before", "2020-01-01", "--yes")])

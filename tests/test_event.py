@@ -280,6 +280,35 @@ def test_repr_reads_like_the_constructor_and_round_trips() -> None:
     assert eval(text, {"DomainEvent": DomainEvent, "EventType": EventType, "datetime": datetime}) == event
 
 
+def test_repr_masks_secrets_in_details_and_text_fields() -> None:
+    """`logger.info("emitted %s", event)` is a log line: its text masks what the audit row masks."""
+    token = "ghp_" + "c" * 36
+    event = full_event(
+        details={"password": "hunter2-plain", "key": "llm.api_key", "new_value": "sk-plain-value", "files": (1, 2)},
+        session_id=f"Bearer {token}",
+    )
+    for text in (repr(event), str(event), f"{event}"):
+        assert "hunter2-plain" not in text
+        assert "sk-plain-value" not in text
+        assert token not in text
+        assert "'password': '***REDACTED***'" in text
+        assert "session_id='Bearer ***REDACTED***'" in text
+        assert "plan_id='plan-7'" in text
+    # The masked text still evaluates, to the event with its secrets masked.
+    shown = eval(repr(event), {"DomainEvent": DomainEvent, "EventType": EventType, "datetime": datetime})
+    assert shown.event_id == event.event_id
+    assert shown.details["password"] == "***REDACTED***"
+    assert shown.details["key"] == "llm.api_key"
+    # The event itself keeps its values.
+    assert event.details["password"] == "hunter2-plain"
+
+
+def test_repr_of_an_event_without_secrets_is_unchanged_by_masking() -> None:
+    event = full_event(details={"files": (1, 2), "tags": {"a"}, "n": None})
+    assert "details={'files': (1, 2), 'tags': {'a'}, 'n': None}" in repr(event)
+    assert eval(repr(event), {"DomainEvent": DomainEvent, "EventType": EventType, "datetime": datetime}) == event
+
+
 def test_repr_leaves_out_none_fields() -> None:
     text = repr(DomainEvent(event_type="auth_failure", event_id="x", timestamp=WHEN))
     assert "plan_id" not in text
@@ -703,3 +732,29 @@ def test_an_error_quoting_a_bad_value_masks_secrets_by_name_too(details: object)
         DomainEvent(event_type="config_changed", details=details)  # type: ignore[arg-type]
     assert "details" in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+class _Seconds(int):
+    """Unix seconds whose text is a token: the value is quoted masked, whichever way it is shown."""
+
+    def __str__(self) -> str:
+        return "ghp_" + "c" * 36
+
+    __repr__ = __str__
+
+
+def test_a_timestamp_that_cannot_be_read_is_quoted_masked() -> None:
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="plan_applied", timestamp=_Seconds(10**400))
+    assert str(raised.value).startswith("timestamp: ")
+    assert "***REDACTED***" in str(raised.value)
+    assert "ghp_" + "c" * 36 not in str(raised.value)
+
+
+def test_a_bad_dump_mode_is_quoted_masked() -> None:
+    token = "ghp_" + "c" * 36
+    with pytest.raises(auditbus.ValidationError) as raised:
+        DomainEvent(event_type="plan_applied").model_dump(mode=token)
+    assert str(raised.value).startswith("mode: ")
+    assert "is not a dump mode; accepted: 'python', 'json'" in str(raised.value)
+    assert token not in str(raised.value)

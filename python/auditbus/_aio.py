@@ -11,6 +11,7 @@ the emitting thread's running loop, the only loop known for it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -52,7 +53,7 @@ def schedule(
     loop = asyncio._get_running_loop()
     if loop is None and home_loop is None:
         raise RuntimeError(
-            f"coroutine handler {getattr(handler, '__qualname__', handler)!s} has no event loop to run on: "
+            f"coroutine handler {_name(handler)} has no event loop to run on: "
             "emit() was called outside a running loop and the handler was subscribed outside one; "
             "subscribe it from inside the loop that should run it"
         )
@@ -85,11 +86,22 @@ def schedule_result(
     if loop is None:
         result.close()  # never started: no "coroutine was never awaited" warning
         raise RuntimeError(
-            f"handler {getattr(handler, '__qualname__', handler)!s} returned a coroutine and has no event loop "
+            f"handler {_name(handler)} returned a coroutine and has no event loop "
             "to run on: emit() was called outside a running loop; emit from inside the loop, or subscribe "
             "an async def handler from inside the loop that should run it"
         )
     _start(loop, _await(bus, handler, event, result))
+
+
+def _name(handler: object) -> str:
+    """The handler's name, never its text: a partial's or a callable object's repr quotes what it
+    holds (clients, webhook URLs, credentials), and this name goes into a logged error."""
+    name = getattr(handler, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(handler, functools.partial):
+        return f"partial({_name(handler.func)})"
+    return type(handler).__qualname__
 
 
 def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:

@@ -8,7 +8,8 @@ and masked (`exc_text`), which `logging.Formatter` prints as it is. Its
 traceback and the masked text as its message (the caller's exception object
 is left untouched): a formatter that formats `exc_info` itself, as JSON
 formatters do, prints no secret either. An exception that cannot be twinned
-(its `__str__` needs what its constructor set) is logged without `exc_info`.
+(its `__str__` needs what its constructor set, or ignores `args` and still
+prints a secret shape) is logged without `exc_info`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def _masked(
         twin = exc_type.__new__(exc_type)
         twin.args = (str(redact(str(exc))),)
         twin.__traceback__ = tb
-        str(twin)  # a __str__ reading attributes only the constructor sets fails here, not in a formatter
+        # A __str__ reading attributes only the constructor sets fails here, not in a formatter;
+        # one that ignores `args` (a text built from globals or class attributes) prints what
+        # it printed before, secrets included: such a twin is no better than the exception.
+        shown = (str(twin), repr(twin))
     except Exception:  # any failure: no exception object rather than the raw one
+        return None
+    if any(str(redact(text)) != text for text in shown):
         return None
     return exc_type, twin, tb

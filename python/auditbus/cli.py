@@ -319,13 +319,18 @@ _ROW_PREFIX = re.compile(r"^audit row \d+: ")
 
 
 class DetailsReader:
-    """Each entry's details and times for display, never raising for one bad row.
+    """Each entry's details, times and other columns for display, never raising for one bad row.
 
     `AuditEntry.details` raises `AuditError` when the stored text is not JSON,
     and `timestamp`/`recorded_at` when the stored text is not a timestamp; the
     trail's other rows must still be shown. Such a row is shown with its
     stored text (`AuditEntry.stored_details`, `unreadable_timestamp`,
     `unreadable_recorded_at`), and its id is kept for one warning line at the end.
+
+    A row without a chain hash was written by another writer (the legacy
+    service masks details by key name only, and stores `user_identity` and
+    `plan_id` as given): all it shows goes through auditbus's rules, so a
+    secret stored there never reaches a terminal or an export.
     """
 
     def __init__(self) -> None:
@@ -339,12 +344,14 @@ class DetailsReader:
             return entry.timestamp if column == "timestamp" else entry.recorded_at
         if entry.id not in self.bad_times[column]:
             self.bad_times[column].append(entry.id)
-        return UnreadableTime(column, raw)
+        return UnreadableTime(column, _shown(entry, raw))
+
+    @staticmethod
+    def column(entry: AuditEntry, name: str) -> Any:
+        """A column other than details and the times, masked when another writer stored it."""
+        return _shown(entry, getattr(entry, name, None))
 
     def details(self, entry: AuditEntry) -> Any:
-        # A row without a chain hash was written by another writer (the legacy
-        # service masks by key name only): it is shown through auditbus's
-        # rules, so a secret stored there never reaches a terminal or an export.
         foreign = entry.chain_hash is None
         try:
             details = entry.details
@@ -364,6 +371,8 @@ class DetailsReader:
         unreadable_times = [value for value in times.values() if isinstance(value, UnreadableTime)]
         if not isinstance(details, UnreadableDetails) and not unreadable_times:
             data: dict[str, Any] = entry.to_dict()
+            if entry.chain_hash is None:
+                data = {name: _shown(entry, value) for name, value in data.items()}
             data["details"] = details
             return data
         fields: dict[str, Any] = {}
@@ -373,7 +382,7 @@ class DetailsReader:
             elif name in times:
                 fields[name] = None if isinstance(times[name], UnreadableTime) else times[name]
             else:
-                fields[name] = getattr(entry, name, None)
+                fields[name] = self.column(entry, name)
         if isinstance(details, UnreadableDetails):
             fields.update(details_error=details.error, details_raw=details.raw)
         for bad in unreadable_times:
@@ -401,6 +410,13 @@ class DetailsReader:
             file=stream,
         )
         bad_ids.clear()
+
+
+def _shown(entry: AuditEntry, value: Any) -> Any:
+    """`value` of `entry` as shown: secret shapes masked when another writer stored the row."""
+    if entry.chain_hash is None and isinstance(value, (str, dict, list)):
+        return redact(value)
+    return value
 
 
 #: The keys of `AuditEntry.to_dict()`, in its order, taken from it (an entry
@@ -500,7 +516,7 @@ def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
         return reader.details(entry)
     if attribute in _TIME_COLUMNS:
         return reader.time(entry, attribute)
-    return getattr(entry, attribute, None)
+    return reader.column(entry, attribute)
 
 
 def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
@@ -556,7 +572,7 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
         f"{_cell(entry, 'id', reader):>6}",
         _cell(entry, "timestamp", reader),
         # Another writer's row may hold any type text: quoted like a field value when it holds whitespace.
-        f"{_safe(_field_text(_event_type_text(entry.event_type))):<18}",
+        f"{_safe(_field_text(_event_type_text(reader.column(entry, 'event_type')))):<18}",
     ]
     for label, attribute in (
         ("user", "user_identity"),
@@ -566,7 +582,7 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
         ("session", "session_id"),
         ("outcome", "outcome"),
     ):
-        value = getattr(entry, attribute, None)
+        value = reader.column(entry, attribute)
         if value:
             fields.append(f"{label}={_safe(_field_text(str(value)))}")
     details = _cell(entry, "details", reader)
@@ -617,7 +633,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
             if name in own:
                 row.append(own[name])
                 continue
-            value = getattr(entry, name, None)
+            value = reader.column(entry, name)
             if name == "event_type":
                 row.append(_event_type_text(value))
             elif isinstance(value, (dict, list)):
@@ -1046,10 +1062,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one `auditbus: error: ...` line."""
+    """argparse whose usage errors are one `auditbus: error: ...` line.
+
+    The line quotes the arguments given (a date, a filter, an unrecognised
+    word) with secret shapes masked: a token pasted into the wrong argument
+    of a scheduled job's call would otherwise be copied into the job's log.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"auditbus: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"auditbus: error: {redact(message)} (see '{self.prog} --help')\n")
 
 
 def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
@@ -1220,7 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except CliError as exc:
-        print(f"auditbus: error: {exc}", file=sys.stderr)
+        print(f"auditbus: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("auditbus: interrupted", file=sys.stderr)
@@ -1233,7 +1254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
-        print(f"auditbus: error: {_one_line(exc)} ({type(exc).__name__})", file=sys.stderr)
+        print(f"auditbus: error: {redact(_one_line(exc))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -73,7 +73,10 @@ impl Durability {
         match text {
             "full" => Ok(Self::Full),
             "normal" => Ok(Self::Normal),
-            other => Err(Error::invalid("durability", format!("{other:?} is not accepted; use 'full' or 'normal'"))),
+            other => Err(Error::invalid(
+                "durability",
+                format!("{} is not accepted; use 'full' or 'normal'", crate::values::short_text(other)),
+            )),
         }
     }
 

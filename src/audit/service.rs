@@ -29,7 +29,7 @@ use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
 use crate::timestamp;
-use crate::values::{short_repr, type_name};
+use crate::values::{short_repr, short_text, type_name};
 
 /// How long a read waits for records still queued before it.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
@@ -214,7 +214,8 @@ fn known_type(field: &str, text: &str) -> Result<String> {
         Err(Error::invalid(
             field,
             format!(
-                "{text:?} is not an audit event type; accepted: {}, and the service's own {}",
+                "{} is not an audit event type; accepted: {}, and the service's own {}",
+                short_text(text),
                 EVENT_TYPES.join(", "),
                 lifecycle::ALL.join(", ")
             ),
@@ -285,7 +286,7 @@ fn parse_order(order: &str) -> Result<Order> {
     match order {
         "desc" => Ok(Order::Desc),
         "asc" => Ok(Order::Asc),
-        other => Err(Error::invalid("order", format!("{other:?} is not accepted; use 'desc' or 'asc'"))),
+        other => Err(Error::invalid("order", format!("{} is not accepted; use 'desc' or 'asc'", short_text(other)))),
     }
 }
 
@@ -325,8 +326,13 @@ fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
             "after_id" => {
                 filter.after_id = value
                     .map(|v| {
-                        v.extract::<i64>()
-                            .map_err(|_| Error::Type(format!("after_id: expected an int or None, got {v}")))
+                        v.extract::<i64>().map_err(|_| {
+                            Error::Type(format!(
+                                "after_id: expected an int or None, got {} {}",
+                                type_name(v),
+                                short_repr(v)
+                            ))
+                        })
                     })
                     .transpose()?;
             }
