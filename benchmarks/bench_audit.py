@@ -8,17 +8,16 @@ synchronous=FULL, the legacy default journal (DELETE, synchronous=FULL).
 
 from __future__ import annotations
 
+import atexit
 import json
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import auditbus
 from audit_references import bare_fsync, query_case, raw_insert
 from baseline import legacy_module
-from harness import Case, one_each
+from harness import Case, one_each, scratch_folder
 
 
 def details_1k(i: int) -> dict[str, Any]:
@@ -82,8 +81,9 @@ def _threads(n: int, per_thread: int, call: Callable[[], object]) -> Callable[[]
 
 def cases() -> list[Case]:
     legacy = legacy_module()
-    folder = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    folder = scratch_folder("bench-audit-")
     ours = auditbus.AuditService(folder / "auditbus.db", queue_size=1 << 20, put_timeout=None)
+    atexit.register(ours.close)
     old = legacy.AuditService(folder / "legacy.db")
     check_durability(ours, old)
     payload = details_1k(7)

@@ -17,14 +17,14 @@ WAL; the legacy default rollback journal).
 
 from __future__ import annotations
 
-import tempfile
+import atexit
 from pathlib import Path
 from typing import Any
 
 import auditbus
 from baseline import legacy_module
 from bench_audit import check_durability, details_1k, writer_settle
-from harness import Case, one_each
+from harness import Case, one_each, scratch_folder
 
 #: Events per end-to-end call. The legacy bus commits each one (~ms with FULL sync).
 BURST = 1000
@@ -38,6 +38,7 @@ def _ours(folder: Path, name: str) -> tuple[auditbus.AuditService, auditbus.Reac
     # A queue large enough that back-pressure never stands in for the caller-side cost;
     # the end-to-end row measures the sustained rate, writer included.
     service = auditbus.AuditService(folder / f"{name}.db", durability="full", queue_size=1 << 20, put_timeout=None)
+    atexit.register(service.close)
     bus = auditbus.ReactiveEventBus(audit=service)
     bus.subscribe(auditbus.EventType.PLAN_APPLIED, _handler)
     return service, bus
@@ -55,7 +56,7 @@ def _legacy(folder: Path, name: str, ours: auditbus.AuditService) -> Any:
 
 def cases() -> list[Case]:
     legacy = legacy_module()
-    folder = Path(tempfile.mkdtemp(prefix="bench-wiring-"))
+    folder = scratch_folder("bench-wiring-")
     payload = details_1k(7)
 
     # (a) emit() of an already constructed event; distinct events, each emitted

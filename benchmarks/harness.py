@@ -8,11 +8,15 @@ one Markdown table.
 
 from __future__ import annotations
 
+import atexit
 import gc
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -138,3 +142,15 @@ def one_each(pool: list[T], what: str) -> Callable[[], T]:
         return item
 
     return take
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A temporary folder for a group's databases, removed at exit (a run leaves gigabytes otherwise).
+
+    Registered before the services opened in it, whose `close()` the caller
+    registers with `atexit` too: exit handlers run last-registered first, so
+    the services are closed before their files go.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
