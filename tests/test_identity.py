@@ -424,3 +424,32 @@ def test_one_shared_instance_entered_by_interleaved_tasks() -> None:
 
     assert asyncio.run(main()) == [None, "admin", None]
     assert who() is None
+
+
+def test_a_task_exiting_a_block_its_parent_opened_raises_and_changes_nothing() -> None:
+    """A task copies its parent's context, open blocks included; the block is still not open in it."""
+    parent, child_block = identity("parent"), identity("child")
+
+    async def main() -> list[object]:
+        seen: list[object] = []
+
+        async def child(block: identity, inner: bool) -> None:
+            if inner:
+                child_block.__enter__()
+            with pytest.raises(RuntimeError, match=r"identity\('parent'\) is exited where it is not open"):
+                block.__exit__(None, None, None)
+            seen.append(who())
+            if inner:
+                child_block.__exit__(None, None, None)
+            with pytest.raises(RuntimeError, match=r"identity\('parent'\) is exited where it is not open"):
+                block.__exit__(None, None, None)  # still refused: nothing was changed by the first try
+            seen.append(who())
+
+        with parent:
+            for inner in (False, True):
+                await asyncio.wait_for(asyncio.create_task(child(parent, inner)), DEADLINE)
+            seen.append(who())
+        seen.append(who())
+        return seen
+
+    assert asyncio.run(main()) == ["parent", "parent", "child", "parent", "parent", None]

@@ -105,15 +105,25 @@ class identity:  # lower-case: used like contextlib's managers
                 "a block must be entered and exited in the same thread or asyncio task"
             )
         entry = opened.pop(at)
+        in_force = _VAR.get(None)
+        try:
+            # Also the check that the block was opened in this context: an asyncio
+            # task copies its parent's open blocks, but not the right to exit them.
+            _VAR.reset(entry.token)
+        except ValueError:
+            raise RuntimeError(
+                f"identity({_shown(self.user_identity)}) is exited where it is not open: "
+                "a block must be entered and exited in the same thread or asyncio task"
+            ) from None
         if at < len(opened):
             # Exited before a block opened inside it (a generator suspended in
             # its block, a manual __exit__): the inner block's value stays in
             # force, and its exit restores what this block replaced.
+            _VAR.set(in_force)
             opened[at] = opened[at]._replace(restore=self._restored(entry))
             _OPEN.set(tuple(opened))
             return
         _OPEN.set(tuple(opened))
-        _VAR.reset(entry.token)
         if entry.restore is not _AS_REPLACED:
             _VAR.set(entry.restore)
 
