@@ -624,6 +624,51 @@ def test_token_formats_are_masked_inside_text(token: str) -> None:
     assert redact({"msg": f"using {token} now"}) == {"msg": f"using {M} now"}
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        AKIA,
+        GHP,
+        "github_pat_" + "A1b_" * 21,
+        "glpat-" + "x1Y2" * 5,
+        "xoxb-123456789012-1234567890123-abcdefghijklmnop",
+        "whsec_" + "a" * 32,
+        "ya29." + "a1" * 20,
+        "npm_" + "a" * 36,
+        "dop_v1_" + "a" * 64,
+        "shpat_" + "a" * 32,
+        JWT,
+    ],
+)
+@pytest.mark.parametrize("before", ["token%3D", "%22", "x"], ids=["url-encoded-equals", "url-encoded-quote", "glued"])
+def test_a_distinctive_token_right_after_a_letter_or_digit_is_masked(token: str, before: str) -> None:
+    """A URL-encoded separator (`token%3Dghp_...`) leaves a letter or digit right before the token."""
+    out = redact({"msg": f"GET /cb?{before}{token}&x=1"})["msg"]
+    assert token not in out
+    assert token[-12:] not in out
+    assert out == f"GET /cb?{before}{M}&x=1"
+
+
+def test_two_tokens_glued_together_are_both_masked() -> None:
+    out = redact({"msg": f"pair {GHP}{GHP.replace('a', 'c')} end"})["msg"]
+    assert GHP[-12:] not in out
+    assert GHP.replace("a", "c")[-12:] not in out
+    assert out.startswith("pair ***REDACTED***")
+    assert out.endswith(" end")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "task-scheduler-background-worker-pool",  # sk- inside a word
+        "desk_test_0123456789abcdef",  # sk_test_ inside a word
+        "MSG.abcdefghijklmnopq.rstuvwxyzabcdefgh",  # SG. inside a word
+    ],
+)
+def test_prefixes_that_occur_inside_words_still_need_a_word_start(text: str) -> None:
+    assert redact({"msg": f"see {text} here"}) == {"msg": f"see {text} here"}
+
+
 def test_slack_webhook_keeps_the_host() -> None:
     url = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
     assert redact({"hook": url}) == {"hook": f"https://hooks.slack.com/services/{M}"}
@@ -646,7 +691,7 @@ def test_slack_webhook_keeps_the_host() -> None:
         "see https://example.com/a@b",
         "time 12:30:00",
         "[Filtered]",
-        "x" + GHP,  # a ghp_ token glued inside a longer word is not a token
+        "x" + GHP[:-1],  # one character short of a token, even glued to a word
     ],
 )
 def test_lookalike_values_stay_readable(text: str) -> None:

@@ -115,32 +115,38 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[ \t]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
         )
         .ok()?,
+        // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
+        // digit too: `token%3DeyJ…` (URL-encoded) has no word start before it.
         jwt: Regex::new(
-            r"(?-u:\b)(?:eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|ZXlK[A-Za-z0-9+/]{40,}={0,2})",
+            r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}",
         )
         .ok()?,
+        // Prefixes that no word contains match wherever they start: after a
+        // URL-encoded separator (`token%3Dghp_…`), or glued to the token
+        // before. Those that words do contain (`task-…`, `desk_test_…`,
+        // `MSG.…`) still need a word start.
         tokens: Regex::new(concat!(
-            r"(?-u:\b)(?:",
             r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?-u:\b)",
             r"|gh[pousr]_[A-Za-z0-9]{36,255}",
             r"|github_pat_[A-Za-z0-9_]{22,255}",
             r"|gl(?:pat|ptt|dt|rt|oas|cbt|imt|agent|soat|ft|ffct)-[A-Za-z0-9_\-]{20,}",
             r"|xox[abposre]-[A-Za-z0-9\-]{10,}",
             r"|xapp-[A-Za-z0-9\-]{10,}",
-            r"|(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
             r"|whsec_[A-Za-z0-9+/=]{20,}",
-            r"|sk-[A-Za-z0-9_\-]{20,}",
             r"|AIza[0-9A-Za-z_\-]{35}(?-u:\b)",
             r"|ya29\.[0-9A-Za-z_\-]{20,}",
             r"|GOCSPX-[0-9A-Za-z_\-]{20,}",
-            r"|hf_[A-Za-z0-9]{30,}",
             r"|npm_[A-Za-z0-9]{36}(?-u:\b)",
             r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
-            r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
-            r"|hv[sb]\.[A-Za-z0-9_\-]{20,}",
             r"|do[por]_v1_[a-f0-9]{64}(?-u:\b)",
             r"|sntr[ysu]_[A-Za-z0-9+/=_\-]{20,}",
             r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?-u:\b)",
+            r"|(?-u:\b)(?:",
+            r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
+            r"|sk-[A-Za-z0-9_\-]{20,}",
+            r"|hf_[A-Za-z0-9]{30,}",
+            r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
+            r"|hv[sb]\.[A-Za-z0-9_\-]{20,}",
             r"|dapi[a-f0-9]{32}(?-u:\b)",
             r"|[0-9]{8,10}:AA[A-Za-z0-9_\-]{32,}",
             r"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}",
@@ -311,7 +317,7 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
         spans.extend(sh.jwt.find_iter(s).map(|m| (m.start(), m.end())));
     }
     if wake & TOKENS != 0 {
-        spans.extend(sh.tokens.find_iter(s).map(|m| (m.start(), m.end())));
+        token_spans(s, sh, spans);
     }
     if wake & SLACK_HOOK != 0 {
         for c in sh.slack_hook.captures_iter(s) {
@@ -329,6 +335,34 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
                 }
             }
         }
+    }
+}
+
+/// Longer than any hint: how far past a token match the next one's prefix may reach.
+const MAX_HINT: usize = 32;
+
+/// Token matches. A token glued right after another (`ghp_…ghp_…`) has
+/// its prefix eaten by the first match, whose characters it shares: a
+/// token start inside a match ends that match there, and the search goes
+/// on from it.
+fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
+    let mut from = 0;
+    while let Some(m) = sh.tokens.find_at(s, from) {
+        // The next token's prefix may run past this match (`ghp` inside, `_` after it).
+        let mut window = (m.end() + MAX_HINT).min(s.len());
+        while !s.is_char_boundary(window) {
+            window -= 1;
+        }
+        // Every token pattern starts with an ASCII character: `start + 1` is a char boundary.
+        let inner = sh
+            .hints
+            .find_overlapping_iter(&s[m.start() + 1..window])
+            .map(|hint| m.start() + 1 + hint.start())
+            .filter(|&at| at < m.end())
+            .find(|&at| sh.tokens.find_at(s, at).is_some_and(|next| next.start() == at));
+        let end = inner.unwrap_or(m.end());
+        spans.push((m.start(), end));
+        from = end;
     }
 }
 
@@ -910,13 +944,18 @@ mod tests {
             "AKIAIOSFODNN7EXAMPL".to_owned(),
             "AKIAIOSFODNN7EXAMPLEX".to_owned(),
             format!("pk_live_{}", "a1".repeat(12)),
-            format!("xghp_{}", "a1".repeat(18)),
+            format!("xghp_{}", "a1".repeat(17)),
             "123456789012345".to_owned(),
             "550e8400-e29b-41d4-a716-446655440000".to_owned(),
             "da39a3ee5e6b4b0d3255bfef95601890afd80709".to_owned(),
         ] {
             assert_eq!(redact(&keep), keep);
         }
+        // Prefixes no word contains need no word start: after a URL-encoded `=`, or glued.
+        let token = format!("ghp_{}", "a1".repeat(18));
+        assert_eq!(redact(&format!("token%3D{token}&x")), "token%3D***&x");
+        assert_eq!(redact(&format!("{token}{token}")), "******");
+        assert_eq!(redact(&format!("task-{}", "a".repeat(24))), format!("task-{}", "a".repeat(24)));
     }
 
     #[test]
