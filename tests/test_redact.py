@@ -663,6 +663,7 @@ def test_two_tokens_glued_together_are_both_masked() -> None:
         "task-scheduler-background-worker-pool",  # sk- inside a word
         "desk_test_0123456789abcdef",  # sk_test_ inside a word
         "MSG.abcdefghijklmnopq.rstuvwxyzabcdefgh",  # SG. inside a word
+        "boxapp-production-server-01",  # xapp- inside a word
     ],
 )
 def test_prefixes_that_occur_inside_words_still_need_a_word_start(text: str) -> None:

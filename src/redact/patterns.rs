@@ -124,14 +124,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // Prefixes that no word contains match wherever they start: after a
         // URL-encoded separator (`token%3Dghp_…`), or glued to the token
         // before. Those that words do contain (`task-…`, `desk_test_…`,
-        // `MSG.…`) still need a word start.
+        // `MSG.…`, `boxapp-…`) still need a word start.
         tokens: Regex::new(concat!(
             r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?-u:\b)",
             r"|gh[pousr]_[A-Za-z0-9]{36,255}",
             r"|github_pat_[A-Za-z0-9_]{22,255}",
             r"|gl(?:pat|ptt|dt|rt|oas|cbt|imt|agent|soat|ft|ffct)-[A-Za-z0-9_\-]{20,}",
             r"|xox[abposre]-[A-Za-z0-9\-]{10,}",
-            r"|xapp-[A-Za-z0-9\-]{10,}",
             r"|whsec_[A-Za-z0-9+/=]{20,}",
             r"|AIza[0-9A-Za-z_\-]{35}(?-u:\b)",
             r"|ya29\.[0-9A-Za-z_\-]{20,}",
@@ -144,6 +143,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|(?-u:\b)(?:",
             r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
             r"|sk-[A-Za-z0-9_\-]{20,}",
+            r"|xapp-[A-Za-z0-9\-]{10,}",
             r"|hf_[A-Za-z0-9]{30,}",
             r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
             r"|hv[sb]\.[A-Za-z0-9_\-]{20,}",
@@ -955,7 +955,9 @@ mod tests {
         let token = format!("ghp_{}", "a1".repeat(18));
         assert_eq!(redact(&format!("token%3D{token}&x")), "token%3D***&x");
         assert_eq!(redact(&format!("{token}{token}")), "******");
-        assert_eq!(redact(&format!("task-{}", "a".repeat(24))), format!("task-{}", "a".repeat(24)));
+        for word in [format!("task-{}", "a".repeat(24)), "boxapp-production-server-01".to_owned()] {
+            assert_eq!(redact(&word), word);
+        }
     }
 
     #[test]
