@@ -142,6 +142,18 @@ def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
         assert finished.wait(DEADLINE)
 
 
+def emit_until_a_handler_fails(bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture) -> None:
+    """Emits one event inside a running loop and waits, logging captured, until a handler has failed."""
+
+    async def main() -> None:
+        bus.emit(event())
+        while bus.handler_errors == 0:
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+
+
 def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     bus = ReactiveEventBus()
 
@@ -151,13 +163,7 @@ def test_coroutine_handler_exceptions_are_logged_and_counted(caplog: pytest.LogC
 
     bus.subscribe("plan_created", failing)
 
-    async def main() -> None:
-        bus.emit(event())
-        while bus.handler_errors == 0:
-            await asyncio.sleep(0.001)
-
-    with caplog.at_level(logging.ERROR, logger="auditbus"):
-        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    emit_until_a_handler_fails(bus, caplog)
     [record] = [r for r in caplog.records if r.name == "auditbus"]
     assert "failed for plan_created" in record.getMessage()
     assert "failing" in record.getMessage()
@@ -177,13 +183,7 @@ def test_coroutine_handler_exception_text_is_logged_with_its_secrets_masked(
 
     bus.subscribe("plan_created", leaky)
 
-    async def main() -> None:
-        bus.emit(event())
-        while bus.handler_errors == 0:
-            await asyncio.sleep(0.001)
-
-    with caplog.at_level(logging.ERROR, logger="auditbus"):
-        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    emit_until_a_handler_fails(bus, caplog)
     assert "RuntimeError: async handler saw ***REDACTED***" in caplog.text
     assert secret not in caplog.text
 
