@@ -79,6 +79,19 @@ def _threads(n: int, per_thread: int, call: Callable[[], object]) -> Callable[[]
     return run
 
 
+def plan_events(ids: range, payload: dict[str, Any]) -> list[auditbus.DomainEvent]:
+    """One distinct `plan_applied` event per id, all carrying `payload`."""
+    return [
+        auditbus.DomainEvent(
+            event_type=auditbus.EventType.PLAN_APPLIED,
+            plan_id=f"plan-{i}",
+            user_identity=("alice", "bob", "carol")[i % 3],
+            details=payload,
+        )
+        for i in ids
+    ]
+
+
 def cases() -> list[Case]:
     legacy = legacy_module()
     folder = scratch_folder("bench-audit-")
@@ -91,18 +104,7 @@ def cases() -> list[Case]:
     # Distinct events (an event sent twice is a duplicate the writer skips, not
     # a row) carrying the same details, as every legacy call below records
     # `payload`: one for each call of the warm-up and the timed rounds.
-    next_event = one_each(
-        [
-            auditbus.DomainEvent(
-                event_type=auditbus.EventType.PLAN_APPLIED,
-                plan_id=f"plan-{i}",
-                user_identity=("alice", "bob", "carol")[i % 3],
-                details=payload,
-            )
-            for i in range((1 + caller_rounds) * caller_number)
-        ],
-        "events",
-    )
+    next_event = one_each(plan_events(range((1 + caller_rounds) * caller_number), payload), "events")
 
     def emit() -> None:
         ours.record_event(next_event())
@@ -115,20 +117,7 @@ def cases() -> list[Case]:
 
     burst = 2000
     # Fresh events for every burst: an event sent twice is a duplicate the writer skips, not a row.
-    bursts = iter(
-        [
-            [
-                auditbus.DomainEvent(
-                    event_type=auditbus.EventType.PLAN_APPLIED,
-                    plan_id=f"plan-{i}",
-                    user_identity=("alice", "bob", "carol")[i % 3],
-                    details=payload,
-                )
-                for i in range(k * burst, (k + 1) * burst)
-            ]
-            for k in range(8)
-        ]
-    )
+    bursts = iter([plan_events(range(k * burst, (k + 1) * burst), payload) for k in range(8)])
 
     def sustained() -> None:
         for event in next(bursts):
