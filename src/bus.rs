@@ -420,7 +420,9 @@ impl ReactiveEventBus {
         })
     }
 
-    /// Pushes `event` to the stream, the log and its type's handlers, in that order.
+    /// Hands `event` to the audit service (with `audit=`; a refusal raises
+    /// before anyone sees it), then pushes it to the stream, the log and its
+    /// type's handlers, in that order.
     fn emit(slf: &Bound<'_, Self>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
