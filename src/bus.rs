@@ -464,6 +464,10 @@ impl ReactiveEventBus {
 
     /// Calls `handler(event)` for every event of `event_type`; returns a
     /// callable that unsubscribes this subscription (True the first time).
+    /// An `async def` handler runs as a task on the emitting thread's running
+    /// loop, else on the loop it was subscribed from; a coroutine a plain
+    /// handler returns runs on the emitting thread's running loop. With no
+    /// loop, the handler error is logged.
     fn subscribe(
         slf: &Bound<'_, Self>,
         event_type: &Bound<'_, PyAny>,
