@@ -420,7 +420,9 @@ impl ReactiveEventBus {
         })
     }
 
-    /// Pushes `event` to the stream, the log and its type's handlers, in that order.
+    /// Hands `event` to the audit service (with `audit=`; a refusal raises
+    /// before anyone sees it), then pushes it to the stream, the log and its
+    /// type's handlers, in that order.
     fn emit(slf: &Bound<'_, Self>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -462,6 +464,10 @@ impl ReactiveEventBus {
 
     /// Calls `handler(event)` for every event of `event_type`; returns a
     /// callable that unsubscribes this subscription (True the first time).
+    /// An `async def` handler runs as a task on the emitting thread's running
+    /// loop, else on the loop it was subscribed from; a coroutine a plain
+    /// handler returns runs on the emitting thread's running loop. With no
+    /// loop, the handler error is logged.
     fn subscribe(
         slf: &Bound<'_, Self>,
         event_type: &Bound<'_, PyAny>,

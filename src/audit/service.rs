@@ -654,7 +654,9 @@ impl AuditService {
         self.submit_event(py, event.get())
     }
 
-    /// Returns once everything handed over before the call is committed.
+    /// Returns once everything handed over before the call is committed;
+    /// raises `TimeoutError` if `timeout` seconds pass first (`0`: unless
+    /// it already is). Ctrl-C interrupts the wait; the rows stay queued.
     #[pyo3(signature = (timeout = None))]
     fn flush(&self, py: Python<'_>, timeout: Option<Given<f64>>) -> Result<()> {
         let timeout = timeout.map(|t| t.get("timeout", "a number of seconds >= 0 or None")).transpose()?;
