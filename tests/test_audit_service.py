@@ -689,6 +689,14 @@ def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_a
     assert sorted(os.listdir(os.fsencode(tmp_path))) == before
 
 
+def test_an_undecodable_path_holding_a_token_is_quoted_masked(tmp_path: Path) -> None:
+    token = "ghp_" + "a1B2" * 9
+    with pytest.raises(ValueError, match="not valid UTF-8") as raised:
+        AuditService(tmp_path / os.fsdecode(f"{token}\xff.db".encode("latin-1")))
+    assert token not in str(raised.value)
+    assert "REDACTED" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("timeout", "error", "names"),
     [

@@ -458,7 +458,10 @@ impl AuditService {
         let db_path: String = match db_path.to_str() {
             Ok(text) => text.to_owned(),
             Err(_) => {
-                let shown = db_path.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+                // Masked as every quoted value is; whole, since it names the file to rename.
+                let shown = crate::values::masked(
+                    &db_path.repr().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default(),
+                );
                 return Err(Error::invalid(
                     "db_path",
                     format!("{shown} is not valid UTF-8 (it holds bytes the file system encoding could not decode); rename the file or pick a UTF-8 path"),
