@@ -46,6 +46,24 @@ use crate::audit::schema;
 use crate::errors::{Error, Result};
 use crate::timestamp;
 
+/// Waits with the GIL released until `wait` (given the end of each slice)
+/// returns, or `deadline` passes, letting Python handle signals every
+/// [`SIGNAL_POLL`]: a lock another process holds for good must not make a
+/// wait uninterruptible. A KeyboardInterrupt comes back as the `Err`.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    mut wait: impl FnMut(Instant) -> std::result::Result<T, RecvTimeoutError> + Send,
+) -> PyResult<std::result::Result<T, RecvTimeoutError>> {
+    loop {
+        let slice = Instant::now() + SIGNAL_POLL;
+        match py.detach(|| wait(deadline.map_or(slice, |d| d.min(slice)))) {
+            Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
+            other => return Ok(other),
+        }
+    }
+}
+
 /// Rows per transaction at most: large enough to amortise the fsync and
 /// the index pages, small enough to keep a commit short.
 pub const MAX_BATCH: usize = 2048;
@@ -344,15 +362,8 @@ impl Writer {
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        let deadline = timeout.map(|limit| start + limit);
-        let waited = loop {
-            let slice = Instant::now() + SIGNAL_POLL;
-            match py.detach(|| self.reply(&answer, Some(deadline.map_or(slice, |d| d.min(slice))))) {
-                // A KeyboardInterrupt leaves the rows queued: they are written all the same.
-                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
-                other => break other,
-            }
-        };
+        // A KeyboardInterrupt leaves the rows queued: they are written all the same.
+        let waited = interruptible(py, timeout.map(|limit| start + limit), |until| self.reply(&answer, Some(until)))?;
         match waited {
             Ok(()) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
@@ -384,17 +395,9 @@ impl Writer {
     /// still being written (a `close()` on another thread may be draining
     /// it), so wait for the thread to end, then say whether anything was lost.
     fn drained(&self, py: Python<'_>, timeout: Option<Duration>, start: Instant) -> Result<()> {
-        let deadline = timeout.map(|limit| start + limit);
-        let ended = loop {
-            let slice = Instant::now() + SIGNAL_POLL;
-            match py.detach(|| self.done.recv_deadline(deadline.map_or(slice, |d| d.min(slice)))) {
-                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => py.check_signals()?,
-                Err(RecvTimeoutError::Timeout) => break false,
-                // The thread's end disconnects the channel; nothing is ever sent on it.
-                Err(RecvTimeoutError::Disconnected) | Ok(()) => break true,
-            }
-        };
-        if !ended {
+        // The thread's end disconnects the channel; nothing is ever sent on it.
+        let waited = interruptible(py, timeout.map(|limit| start + limit), |until| self.done.recv_deadline(until))?;
+        if matches!(waited, Err(RecvTimeoutError::Timeout)) {
             return Err(self.flush_timeout(timeout));
         }
         match self.shared.stats.lost.load(Ordering::Relaxed) {
