@@ -15,7 +15,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import asyncio
@@ -90,7 +90,7 @@ def schedule_result(
             "to run on: emit() was called outside a running loop; emit from inside the loop, or subscribe "
             "an async def handler from inside the loop that should run it"
         )
-    _start(loop, _await(bus, handler, event, result))
+    _start(loop, _run(bus, handler, event, result))
 
 
 def _name(handler: object) -> str:
@@ -111,17 +111,14 @@ def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> 
     task.add_done_callback(_pending.discard)
 
 
-async def _run(bus: ReactiveEventBus, handler: Callable[[DomainEvent], Awaitable[Any]], event: DomainEvent) -> None:
-    try:
-        await handler(event)
-    except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
-        bus._handler_failed(event, handler, exc)
-
-
-async def _await(
-    bus: ReactiveEventBus, handler: Callable[[DomainEvent], object], event: DomainEvent, coro: Awaitable[Any]
+async def _run(
+    bus: ReactiveEventBus,
+    handler: Callable[[DomainEvent], object],
+    event: DomainEvent,
+    started: Awaitable[Any] | None = None,
 ) -> None:
+    """Awaits `handler(event)`, or the coroutine a plain handler already returned (`started`)."""
     try:
-        await coro
+        await (cast("Awaitable[Any]", handler(event)) if started is None else started)
     except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
         bus._handler_failed(event, handler, exc)
