@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import auditbus
@@ -243,6 +245,80 @@ def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
             assert svc.stats()["rejected"] == 2
         svc.flush()
         assert [e.details["i"] for e in svc.query(event_type="step_completed", order="asc")] == [0, 1, 2, 3, 4]
+
+
+def test_a_flush_that_finds_the_queue_full_is_not_counted_as_a_rejected_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=2, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            svc.record_event(event(1))
+            svc.record_event(event(2))  # the queue is full
+            for timeout in (0, 0.05):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=timeout)
+            # `rejected` counts records not accepted: none was.
+            assert svc.stats()["rejected"] == 0
+            with pytest.raises(auditbus.QueueFullError):
+                svc.record_event(event(3))
+            assert svc.stats()["rejected"] == 1
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 3
+
+
+class Interrupted(Exception):
+    """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda svc: svc.count(),
+        lambda svc: svc.query(),
+        lambda svc: svc.verify(),
+        lambda svc: next(svc.iter_entries()),
+    ],
+    ids=["count", "query", "verify", "iter_entries"],
+)
+def test_a_signal_during_a_reads_wait_for_queued_rows_is_raised_not_swallowed(
+    tmp_path: Path, read: Callable[[AuditService], object]
+) -> None:
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    path = tmp_path / "a.db"
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        with AuditService(path, busy_timeout=0.05) as svc:
+            svc.flush()
+            with write_locked(path):
+                svc.record_event(event(0))
+                wait_until(lambda: svc.stats()["errors"] >= 1, "the writer to hold its batch")
+
+                def kick() -> None:
+                    # The read's wait is queued behind the row the lock holds back.
+                    wait_until(lambda: svc.stats()["queue_depth"] >= 1, "the read to wait")
+                    signal.pthread_kill(main, signal.SIGINT)
+
+                kicker = threading.Thread(target=kick)
+                kicker.start()
+                try:
+                    # Before, the read dropped the handler's exception and went on, the signal lost.
+                    with pytest.raises(Interrupted):
+                        read(svc)
+                finally:
+                    kicker.join()
+            svc.flush()
+            assert svc.count(event_type="step_completed") == 1
+            assert svc.stats()["queue_depth"] == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 1
 
 
 def test_put_timeout_zero_fails_at_once(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@
 //! wait at interpreter exit, which logs how many rows were given up.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -174,13 +174,28 @@ impl Drop for DurableCaller<'_> {
     }
 }
 
+/// How one slice of a blocked [`Writer::send`] ended.
+enum Slice {
+    Sent,
+    Failed(Error),
+    /// Still no room: the message comes back for the next slice.
+    Waiting(Msg),
+}
+
 /// The service's side of the writer.
 pub struct Writer {
     tx: Sender<Msg>,
     /// `true` once closed. Senders hold it shared while they send, so the
     /// `Stop` message sent under the exclusive lock is the last one queued.
     gate: RwLock<bool>,
+    /// `true` once closed, as `gate` says, but read without waiting: a
+    /// `close()` holds the gate while it waits for room in a full queue,
+    /// and `stats()` or a bus being wired ask with the GIL held.
+    closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread: a call made on it (a handler of the `auditbus`
+    /// logger, which the thread logs through) must not wait for it.
+    thread_id: std::thread::ThreadId,
     /// Disconnects when the thread has ended (its sender is dropped then), so
     /// a flush that finds the writer closed by someone else can wait for the drain.
     done: Receiver<()>,
@@ -234,6 +249,8 @@ impl Writer {
         Ok(Arc::new(Self {
             tx,
             gate: RwLock::new(false),
+            closed: AtomicBool::new(false),
+            thread_id: thread.thread().id(),
             thread: Mutex::new(Some(thread)),
             done,
             shared,
@@ -277,7 +294,6 @@ impl Writer {
     }
 
     fn full_error(&self, timeout: Option<Duration>) -> Error {
-        self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
         let waited = timeout.map_or_else(|| "0".to_owned(), |t| format!("{}", t.as_secs_f64()));
         Error::QueueFull(format!(
             "the audit queue for {:?} stayed full ({} records) for {waited} s (put_timeout); the record was not accepted",
@@ -285,10 +301,29 @@ impl Writer {
         ))
     }
 
+    /// The error for a call that would wait for the writer thread, made on
+    /// that thread: by a handler of the `auditbus` logger, which the thread
+    /// logs its faults through. Waiting would stop the writer for good.
+    fn check_not_writer(&self, what: &str) -> Result<()> {
+        if std::thread::current().id() != self.thread_id {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "{what} was called on the audit writer thread of {:?} (from a handler of the \"auditbus\" logger): \
+             it would wait for that thread itself. Use record_event() there, or hand the log records to another \
+             thread (logging.handlers.QueueHandler)",
+            self.shared.path
+        )))
+    }
+
     /// Queues a message: without releasing the GIL when there is room, else
-    /// waiting up to `timeout` (None: as long as it takes) with the GIL released.
+    /// waiting up to `timeout` (None: as long as it takes) with the GIL
+    /// released, in slices between which Python handles signals: a Ctrl-C
+    /// comes back as the `Err`, the message not queued. On the writer thread
+    /// nothing waits (only that thread makes room).
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
+        let timeout = if std::thread::current().id() == self.thread_id { Some(Duration::ZERO) } else { timeout };
         let mut msg = msg;
         if let Some(gate) = self.gate.try_read() {
             if *gate {
@@ -305,28 +340,56 @@ impl Writer {
                 }
             }
         }
-        py.detach(|| {
-            let gate = self.gate.read();
-            if *gate {
+        let deadline = timeout.map(|limit| Instant::now() + limit);
+        loop {
+            // Refused at once while a close() holds the gate waiting for room.
+            if self.closed.load(Ordering::Acquire) {
                 return Err(self.closed_error());
             }
-            let sent = match timeout {
-                None => self.tx.send(msg).map_err(|_| self.stopped_error()),
-                Some(limit) => match self.tx.send_timeout(msg, limit) {
-                    Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(_)) => Err(self.full_error(timeout)),
-                    Err(SendTimeoutError::Disconnected(_)) => Err(self.stopped_error()),
-                },
-            };
-            drop(gate);
-            sent
-        })
+            let slice = Instant::now() + SIGNAL_POLL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            // The gate is held for one slice only: a signal handler run between
+            // slices may call close(), which takes it exclusively.
+            let sent = py.detach(|| {
+                let Some(gate) = self.gate.try_read_until(until) else {
+                    return Slice::Waiting(msg); // a close() holds the gate, waiting for room
+                };
+                if *gate {
+                    return Slice::Failed(self.closed_error());
+                }
+                match self.tx.send_deadline(msg, until) {
+                    Ok(()) => Slice::Sent,
+                    Err(SendTimeoutError::Timeout(back)) => Slice::Waiting(back),
+                    Err(SendTimeoutError::Disconnected(_)) => Slice::Failed(self.stopped_error()),
+                }
+            });
+            match sent {
+                Slice::Sent => return Ok(()),
+                Slice::Failed(err) => return Err(err),
+                Slice::Waiting(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    let closed = self.closed.load(Ordering::Acquire);
+                    return Err(if closed { self.closed_error() } else { self.full_error(timeout) });
+                }
+                Slice::Waiting(back) => {
+                    py.check_signals()?;
+                    msg = back;
+                }
+            }
+        }
     }
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
         self.shared.stats.enqueue();
-        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|_| self.shared.stats.unqueue())
+        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|e| self.not_accepted(e))
+    }
+
+    /// Undoes the count of a row the queue did not take; a full queue's refusal is counted as rejected.
+    fn not_accepted(&self, err: &Error) {
+        self.shared.stats.unqueue();
+        if matches!(err, Error::QueueFull(_)) {
+            self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Held by a durable `record()` from its start (before redaction), so the
@@ -338,9 +401,10 @@ impl Writer {
 
     /// Durable: returns the row id once the batch holding it is committed.
     pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
+        self.check_not_writer("record()")?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
-        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|_| self.shared.stats.unqueue())?;
+        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|e| self.not_accepted(e))?;
         py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
@@ -354,6 +418,7 @@ impl Writer {
         if self.shared.stats.settled() {
             return Ok(());
         }
+        self.check_not_writer("flush()")?;
         let start = Instant::now();
         let (reply, answer) = bounded(1);
         match self.send(py, Msg::Flush(reply), timeout) {
@@ -421,10 +486,13 @@ impl Writer {
     }
 
     /// Runs a purge on the writer thread, after everything queued before it.
+    /// The wait lets Python handle signals (see [`interruptible`]).
     pub fn purge(&self, py: Python<'_>, before: String) -> Result<u64> {
+        self.check_not_writer("purge()")?;
         let (reply, answer) = bounded(1);
         self.send(py, Msg::Purge(before, reply), None)?;
-        py.detach(|| self.reply(&answer, None))
+        // A Ctrl-C ends the wait, not the purge: it runs once the rows before it are written.
+        interruptible(py, None, |until| self.reply(&answer, Some(until)))?
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
     }
@@ -437,31 +505,42 @@ impl Writer {
     }
 
     /// Queues `last` (the stop row) and `Stop`, then waits for the thread. Idempotent.
-    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>) {
+    /// The wait lets Python handle signals (see [`interruptible`]) when
+    /// `interruptible`: a Ctrl-C ends it with the writer closed to new
+    /// records and still writing what was queued; a later `close()`, or the
+    /// exit, waits again. The at-exit close, bounded by its own limit, is not.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, interruptible: bool) -> Result<()> {
         if self.forked() {
             // The thread to stop and join lives in the parent only.
-            *self.gate.write() = true;
-            return;
+            self.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.check_not_writer("close()")?;
+        py.detach(|| {
+            let mut gate = self.gate.write();
+            if !*gate {
+                *gate = true;
+                self.closed.store(true, Ordering::Release);
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    self.shared.stats.enqueue();
+                    if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
+                        self.shared.stats.unqueue();
+                    }
+                }
+                let _ = self.tx.send(Msg::Stop);
+            }
+        });
+        if interruptible {
+            // Nothing is sent on `done`: it disconnects when the thread has ended.
+            self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
         }
         py.detach(|| {
-            {
-                let mut gate = self.gate.write();
-                if !*gate {
-                    *gate = true;
-                    if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                        self.shared.stats.enqueue();
-                        if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
-                            self.shared.stats.unqueue();
-                        }
-                    }
-                    let _ = self.tx.send(Msg::Stop);
-                }
-            }
             let thread = self.thread.lock().take();
             if let Some(thread) = thread {
                 let _ = thread.join();
             }
         });
+        Ok(())
     }
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
@@ -472,6 +551,7 @@ impl Writer {
         if let Some(mut gate) = self.gate.try_write() {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
+                self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
                     if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
@@ -484,7 +564,7 @@ impl Writer {
     }
 
     pub fn is_closed(&self) -> bool {
-        *self.gate.read()
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn is_finished(&self) -> bool {
