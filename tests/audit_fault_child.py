@@ -7,6 +7,7 @@
     python audit_fault_child.py interrupt PATH
     python audit_fault_child.py interrupt-close|interrupt-record|interrupt-purge PATH
     python audit_fault_child.py close-full PATH
+    python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
 
 Every acknowledgement is printed (and flushed) only after the call that made
@@ -363,6 +364,24 @@ def close_full(path: str) -> None:
     say("done")
 
 
+def close_twice(path: str) -> None:
+    """A second close() while a first one, on another thread, waits for a row the held lock keeps back."""
+    svc, acked = _stuck(path)
+    first = threading.Thread(target=svc.close)
+    first.start()
+    _until(lambda: svc.stats()["closed"], "the first close() to start")
+    say("closing")
+    svc.close()
+    stats = svc.stats()
+    # Returned: every row handed over is written (the lock is gone by now).
+    say("returned", stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"])
+    first.join()
+    sys.stdin.readline()
+    say("F", *acked)
+    say("stats", json.dumps(svc.stats()))
+    say("done")
+
+
 def reenter(path: str, call: str) -> None:
     """A handler of the "auditbus" logger calls the service back, on the writer thread that logs."""
     outcome: list[str] = []
@@ -413,12 +432,13 @@ def main(argv: list[str]) -> None:
         open_at_gate(path, argv[2])
     elif command == "interrupt":
         interrupt(path)
-    elif command in ("interrupt-close", "interrupt-record", "interrupt-purge", "close-full"):
+    elif command in ("interrupt-close", "interrupt-record", "interrupt-purge", "close-full", "close-twice"):
         {
             "interrupt-close": interrupt_close,
             "interrupt-record": interrupt_record,
             "interrupt-purge": interrupt_purge,
             "close-full": close_full,
+            "close-twice": close_twice,
         }[command](path)
     elif command == "reenter":
         reenter(path, argv[2])

@@ -299,6 +299,22 @@ def test_stats_and_record_event_answer_while_close_waits_for_room_in_a_full_queu
     assert len(acks.events) == 3
 
 
+def test_a_second_close_returns_only_once_the_rows_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "close-twice")
+    acks = Acks()
+    try:
+        assert stuck.child.next_line(timeout=30) == "closing"
+        # Before, the second close() found the first one joining the writer and
+        # returned at once, with the row still held back by the lock.
+        stuck.release()
+        assert stuck.child.next_line(timeout=30) == "returned True"
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    assert_all_present(assert_intact(path), acks)
+
+
 @pytest.mark.parametrize(
     ("call", "raised"),
     [
