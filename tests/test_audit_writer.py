@@ -268,6 +268,25 @@ def test_a_flush_that_finds_the_queue_full_is_not_counted_as_a_rejected_record(t
         assert svc.count(event_type="step_completed") == 3
 
 
+def test_flush_with_a_zero_timeout_leaves_nothing_in_the_queue_that_records_need(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            # A poll for durability during the outage; before, each call left a
+            # message in the queue and the fifth found it full.
+            for _ in range(10):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=0)
+            assert svc.stats()["queue_depth"] == 0
+            for i in range(1, 5):
+                svc.record_event(event(i))  # the queue still holds four records
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 5
+
+
 class Interrupted(Exception):
     """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
 

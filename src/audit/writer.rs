@@ -418,6 +418,12 @@ impl Writer {
         if self.shared.stats.settled() {
             return Ok(());
         }
+        if timeout == Some(Duration::ZERO) {
+            // A message queued for a wait of nothing would hold a slot of the
+            // queue, unread, for as long as the fault lasts: a loop of such
+            // calls during an outage would fill it and refuse the records.
+            return Err(self.flush_timeout(timeout));
+        }
         self.check_not_writer("flush()")?;
         let start = Instant::now();
         let (reply, answer) = bounded(1);
