@@ -301,11 +301,15 @@ impl Writer {
         ))
     }
 
+    fn on_writer_thread(&self) -> bool {
+        std::thread::current().id() == self.thread_id
+    }
+
     /// The error for a call that would wait for the writer thread, made on
     /// that thread: by a handler of the `auditbus` logger, which the thread
     /// logs its faults through. Waiting would stop the writer for good.
     fn check_not_writer(&self, what: &str) -> Result<()> {
-        if std::thread::current().id() != self.thread_id {
+        if !self.on_writer_thread() {
             return Ok(());
         }
         Err(Error::Storage(format!(
@@ -323,7 +327,6 @@ impl Writer {
     /// nothing waits (only that thread makes room).
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
-        let timeout = if std::thread::current().id() == self.thread_id { Some(Duration::ZERO) } else { timeout };
         let mut msg = msg;
         if let Some(gate) = self.gate.try_read() {
             if *gate {
@@ -333,13 +336,14 @@ impl Writer {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
                 Err(TrySendError::Full(back)) => {
-                    if timeout == Some(Duration::ZERO) {
-                        return Err(self.full_error(timeout));
+                    if timeout == Some(Duration::ZERO) || self.on_writer_thread() {
+                        return Err(self.full_error(Some(Duration::ZERO)));
                     }
                     msg = back;
                 }
             }
         }
+        let timeout = if self.on_writer_thread() { Some(Duration::ZERO) } else { timeout };
         let deadline = timeout.map(|limit| Instant::now() + limit);
         loop {
             // Refused at once while a close() holds the gate waiting for room.
