@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import queue
 import signal
 import subprocess
 import sys
@@ -551,6 +553,92 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
     assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
     with AuditService(path) as svc:
         assert svc.verify().ok
+
+
+# A fork while another thread waits for room in the queue (another process's
+# lock keeps it full): the child inherits the writer's gate held by a thread
+# it does not have. Run in a process of its own, so a hang is a failed
+# assertion, not a stuck test run.
+_FORKED_WHILE_WAITING = """
+import os, sys, threading, time
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1], queue_size=1, put_timeout=None, busy_timeout=0.05)
+svc.flush()
+print("ready", flush=True)
+sys.stdin.readline()  # another process holds the lock now
+svc.record_event(DomainEvent(event_type="step_completed", plan_id="stuck"))
+while svc.stats()["errors"] < 1:
+    time.sleep(0.005)
+svc.record_event(DomainEvent(event_type="step_completed", plan_id="queued"))  # fills the queue
+waiting = threading.Thread(
+    target=lambda: svc.record_event(DomainEvent(event_type="step_completed", plan_id="waited")), daemon=True
+)
+waiting.start()
+# The thread waits inside record_event() once its frame stays on one line.
+lines = []
+while len(lines) < 5 or len(set(lines[-5:])) != 1:
+    frame = sys._current_frames().get(waiting.ident)
+    lines.append(frame.f_lineno if frame is not None else -len(lines))
+    time.sleep(0.02)
+pid = os.fork()
+if pid == 0:
+    try:
+        svc.close()
+        os.write(1, b"child closed\\n")
+    except BaseException as exc:
+        os.write(1, f"child {exc!r}\\n".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print("child ended", flush=True)
+sys.stdin.readline()  # the lock is gone
+waiting.join()
+svc.close()
+print("written", svc.stats()["written"], flush=True)
+"""
+
+
+def test_a_forked_child_closes_the_parents_service_while_a_parent_thread_waits_for_room(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    pipe = subprocess.PIPE
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FORKED_WHILE_WAITING, str(path)],
+        stdin=pipe,
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+        start_new_session=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in child.stdout or ()], daemon=True).start()
+
+    def next_line() -> str:
+        try:
+            return lines.get(timeout=60)
+        except queue.Empty:
+            pytest.fail("the process printed nothing for 60 s (a forked child closing the service hung)")
+
+    try:
+        assert next_line() == "ready"
+        with write_locked(path):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            # Before, the child's close() waited for the gate for good, holding the GIL.
+            assert next_line() == "child closed"
+            assert next_line() == "child ended"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0, child.stderr.read() if child.stderr else ""
+        assert next_line().startswith("written ")
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)  # the process and a hung forked child with it
+            child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+    assert [r["plan_id"] for r in raw_rows(path, "event_type = 'step_completed'")] == ["stuck", "queued", "waited"]
 
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])
