@@ -289,6 +289,31 @@ def test_flush_with_a_zero_timeout_leaves_nothing_in_the_queue_that_records_need
         assert svc.count(event_type="step_completed") == 5
 
 
+def test_flushes_that_time_out_during_an_outage_leave_the_queue_to_the_records(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            # Before, each flush that gave up left its message queued: the
+            # queue filled with them and refused the records.
+            for _ in range(10):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=0.01)
+            assert svc.stats()["queue_depth"] == 1
+            for i in range(1, 4):
+                svc.record_event(event(i))
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=0.01)  # waits on the kept message; its own would not fit
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 4
+        # Once the lock is gone, a flush answers for the rows after the kept message too.
+        svc.record_event(event(4))
+        svc.flush(timeout=60)
+        assert len(raw_rows(path, "event_type = 'step_completed'")) == 5
+
+
 class Interrupted(Exception):
     """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
 

@@ -196,6 +196,9 @@ pub struct Writer {
     /// The writer thread: a call made on it (a handler of the `auditbus`
     /// logger, which the thread logs through) must not wait for it.
     thread_id: std::thread::ThreadId,
+    /// The answer to the flush message of a `flush()` that gave up waiting
+    /// for it (see [`Writer::flush`]).
+    abandoned: Mutex<Option<Receiver<()>>>,
     /// Disconnects when the thread has ended (its sender is dropped then), so
     /// a flush that finds the writer closed by someone else can wait for the drain.
     done: Receiver<()>,
@@ -251,6 +254,7 @@ impl Writer {
             gate: RwLock::new(false),
             closed: AtomicBool::new(false),
             thread_id: thread.thread().id(),
+            abandoned: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
             done,
             shared,
@@ -430,19 +434,50 @@ impl Writer {
         }
         self.check_not_writer("flush()")?;
         let start = Instant::now();
+        let deadline = timeout.map(|limit| start + limit);
+        // The message of an earlier flush that gave up (timeout, Ctrl-C) is
+        // still queued: wait for its answer before queueing one more, so that
+        // flushes repeated during an outage do not fill the queue records need.
+        let earlier = self.abandoned.lock().take();
+        if let Some(answer) = earlier {
+            self.await_flush(py, answer, deadline, timeout)?;
+            if self.shared.stats.settled() {
+                return Ok(());
+            }
+        }
         let (reply, answer) = bounded(1);
-        match self.send(py, Msg::Flush(reply), timeout) {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match self.send(py, Msg::Flush(reply), left) {
             Ok(()) => {}
             Err(Error::Closed(_)) => return self.drained(py, timeout, start),
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        // A KeyboardInterrupt leaves the rows queued: they are written all the same.
-        let waited = interruptible(py, timeout.map(|limit| start + limit), |until| self.reply(&answer, Some(until)))?;
+        self.await_flush(py, answer, deadline, timeout)
+    }
+
+    /// Waits for the answer to a queued flush message. Given up (the
+    /// deadline, or a KeyboardInterrupt), the answer is kept for the next
+    /// flush; the rows stay queued and are written all the same.
+    fn await_flush(
+        &self,
+        py: Python<'_>,
+        answer: Receiver<()>,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let waited = interruptible(py, deadline, |until| self.reply(&answer, Some(until)));
         match waited {
-            Ok(()) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(self.stopped_error()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(RecvTimeoutError::Disconnected)) => Err(self.stopped_error()),
+            Ok(Err(RecvTimeoutError::Timeout)) => {
+                *self.abandoned.lock() = Some(answer);
+                Err(self.flush_timeout(timeout))
+            }
+            Err(interrupted) => {
+                *self.abandoned.lock() = Some(answer);
+                Err(interrupted.into())
+            }
         }
     }
 
