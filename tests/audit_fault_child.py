@@ -5,6 +5,10 @@
     python audit_fault_child.py lock PATH
     python audit_fault_child.py open PATH GATE
     python audit_fault_child.py interrupt PATH
+    python audit_fault_child.py interrupt-close|interrupt-record|interrupt-purge PATH
+    python audit_fault_child.py close-full PATH
+    python audit_fault_child.py close-twice PATH
+    python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
 
 Every acknowledgement is printed (and flushed) only after the call that made
 it durable returned, one line each, so whatever the parent read before a
@@ -30,8 +34,9 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 
-from auditbus import AuditError, AuditService, DomainEvent
+from auditbus import AuditError, AuditService, ClosedError, DomainEvent
 
 PAD = "x" * 900
 SECRET = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
@@ -228,6 +233,193 @@ def interrupt(path: str) -> None:
     say("done")
 
 
+def _until(condition: Callable[[], object], what: str) -> None:
+    """Waits for `condition` with a deadline; the process fails naming `what` after it."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            say("never", what)
+            sys.exit(3)
+        time.sleep(0.005)
+
+
+def _stuck(
+    path: str, opened: Callable[[AuditService], None] | None = None, **options: object
+) -> tuple[AuditService, list[str]]:
+    """A service whose writer holds a row it cannot commit (the parent has another process take the lock)."""
+    svc = AuditService(path, busy_timeout=0.05, **options)  # type: ignore[arg-type]
+    if opened is not None:
+        opened(svc)
+    svc.flush()
+    say("ready")
+    sys.stdin.readline()  # the lock is held now
+    event = DomainEvent(event_type="step_completed", plan_id="stuck")
+    svc.record_event(event)
+    _until(lambda: svc.stats()["errors"] >= 1, "the writer failing on the lock")
+    return svc, [event.event_id]
+
+
+def _signal_main_when(condition: Callable[[], object], what: str) -> None:
+    """SIGINT to the main thread once `condition` holds (the main thread waits inside a call by then)."""
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+
+    def watch() -> None:
+        _until(condition, what)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _finish(svc: AuditService, acked: list[str]) -> None:
+    """Once the lock is gone: flush and close, printing what was acknowledged and the final counters."""
+    sys.stdin.readline()  # the lock is gone
+    svc.flush()
+    say("F", *acked)
+    svc.close()
+    say("stats", json.dumps(svc.stats()))
+    say("done")
+
+
+def interrupt_close(path: str) -> None:
+    """Ctrl-C while close() waits for a row another process's lock holds back."""
+    svc, acked = _stuck(path)
+    _signal_main_when(lambda: svc.stats()["closed"], "close() to start")
+    try:
+        svc.close()
+    except KeyboardInterrupt:
+        say("interrupted")
+    else:
+        say("returned")
+    try:
+        svc.record_event(DomainEvent(event_type="step_completed"))
+    except ClosedError:
+        say("refused")
+    _finish(svc, acked)
+
+
+def interrupt_record(path: str) -> None:
+    """Ctrl-C while record() waits (put_timeout=None) for room in a queue the held lock keeps full."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=None)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    queued = svc.stats()["queued"]
+    # record() counts its row as queued before it waits for room.
+    _signal_main_when(lambda: svc.stats()["queued"] > queued, "record() to wait for room")
+    try:
+        svc.record("auth_failure", plan_id="interrupted")
+    except KeyboardInterrupt:
+        say("interrupted", queued, json.dumps(svc.stats()))
+    else:
+        say("returned")
+    _finish(svc, acked)
+
+
+def interrupt_purge(path: str) -> None:
+    """Ctrl-C while purge() waits behind a row another process's lock holds back."""
+    svc, acked = _stuck(path)
+    _signal_main_when(lambda: svc.stats()["queue_depth"] >= 1, "purge() to be queued")
+    try:
+        svc.purge("2000-01-01T00:00:00+00:00")
+    except KeyboardInterrupt:
+        say("interrupted")
+    else:
+        say("returned")
+    sys.stdin.readline()  # the lock is gone
+    svc.flush()
+    say("F", *acked)
+    say("purged", svc.count(event_type="audit_purged"))
+    svc.close()
+    say("done")
+
+
+def close_full(path: str) -> None:
+    """stats() and record_event() on other threads while close() waits for room in a full queue."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    closer = threading.Thread(target=svc.close)
+    closer.start()
+    answered = threading.Event()
+
+    def ask() -> None:
+        _until(lambda: svc.stats()["closed"], "stats() to show the close")
+        answered.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    answered.wait()
+    try:
+        svc.record_event(DomainEvent(event_type="step_completed"))
+    except ClosedError:
+        say("refused")
+    say("answered")
+    sys.stdin.readline()  # the lock is gone
+    closer.join()
+    say("F", *acked)
+    say("stats", json.dumps(svc.stats()))
+    say("done")
+
+
+def close_twice(path: str) -> None:
+    """A second close() while a first one, on another thread, waits for a row the held lock keeps back."""
+    svc, acked = _stuck(path)
+    first = threading.Thread(target=svc.close)
+    first.start()
+    _until(lambda: svc.stats()["closed"], "the first close() to start")
+    say("closing")
+    svc.close()
+    stats = svc.stats()
+    # Returned: every row handed over is written (the lock is gone by now).
+    say("returned", stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"])
+    first.join()
+    sys.stdin.readline()
+    say("F", *acked)
+    say("stats", json.dumps(svc.stats()))
+    say("done")
+
+
+def reenter(path: str, call: str) -> None:
+    """A handler of the "auditbus" logger calls the service back, on the writer thread that logs."""
+    outcome: list[str] = []
+    opened: list[AuditService] = []
+    handed: list[str] = []
+
+    class CallBack(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if outcome or not opened:
+                return
+            service = opened[0]
+            try:
+                if call == "record":
+                    service.record("auth_failure", details={"log": record.getMessage()})
+                elif call == "flush":
+                    service.flush()
+                elif call == "purge":
+                    service.purge("2000-01-01T00:00:00+00:00")
+                elif call == "close":
+                    service.close()
+                else:
+                    # More than the queue holds: only the writer thread itself could make room.
+                    for _ in range(3):
+                        event = DomainEvent(event_type="step_completed", plan_id="handler")
+                        service.record_event(event)
+                        handed.append(event.event_id)
+                outcome.append("returned")
+            except Exception as exc:  # the outcome is what the parent checks
+                outcome.append(type(exc).__name__)
+
+    # In place before the writer's first failure, which it logs.
+    logging.getLogger("auditbus").addHandler(CallBack())
+    svc, acked = _stuck(path, opened=opened.append, queue_size=2, put_timeout=None)
+    _until(lambda: outcome, "the handler to be called")
+    say("outcome", outcome[0])
+    _finish(svc, acked + handed)
+
+
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
     if command == "load":
@@ -240,6 +432,16 @@ def main(argv: list[str]) -> None:
         open_at_gate(path, argv[2])
     elif command == "interrupt":
         interrupt(path)
+    elif command in ("interrupt-close", "interrupt-record", "interrupt-purge", "close-full", "close-twice"):
+        {
+            "interrupt-close": interrupt_close,
+            "interrupt-record": interrupt_record,
+            "interrupt-purge": interrupt_purge,
+            "close-full": close_full,
+            "close-twice": close_twice,
+        }[command](path)
+    elif command == "reenter":
+        reenter(path, argv[2])
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -192,6 +192,159 @@ def test_ctrl_c_interrupts_a_flush_waiting_on_another_processs_lock_and_the_row_
     assert len(acks.events) == 1
 
 
+class _Stuck:
+    """A writer process (`audit_fault_child.py MODE PATH ...`) whose writer another process's lock holds back."""
+
+    def __init__(self, path: Path, *args: str) -> None:
+        self.child = Child(args[0], path, *args[1:])
+        self.locker: Child | None = None
+        self.child.expect("ready")
+        self.locker = Child("lock", path)
+        self.locker.expect("locked")
+        self.child.send("go")
+
+    def release(self) -> None:
+        """Ends the other process's lock, and tells the writer process so."""
+        assert self.locker is not None
+        self.locker.send("release")
+        self.locker.expect("released")
+        self.child.send("go")
+
+    def finish(self, acks: Acks) -> dict[str, int]:
+        """Reads to the end; returns the counters the process printed after close()."""
+        lines = self.child.finish(acks)
+        assert lines[-1] == "done", lines
+        stats: dict[str, int] = json.loads(next(line for line in lines if line.startswith("stats ")).split(" ", 1)[1])
+        # Every row that entered the queue is accounted for, and none was lost.
+        assert stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"], stats
+        assert stats["lost"] == 0, stats
+        return stats
+
+    def close(self) -> None:
+        self.child.close()
+        if self.locker is not None:
+            self.locker.close()
+
+
+def test_ctrl_c_interrupts_a_close_waiting_on_another_processs_lock_and_the_rows_still_land(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "interrupt-close")
+    acks = Acks()
+    try:
+        # Before, close() joined the writer with signals held back: no line came while the lock lasted.
+        assert stuck.child.next_line(timeout=30) == "interrupted"
+        # Interrupted, the service stays closed to new rows; a second close() waits for the rest.
+        assert stuck.child.next_line(timeout=30) == "refused"
+        stuck.release()
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
+
+
+def test_ctrl_c_interrupts_a_record_waiting_for_room_in_a_full_queue_and_its_row_is_not_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "interrupt-record")
+    acks = Acks()
+    try:
+        # Before, with put_timeout=None the wait for room ignored Ctrl-C for as long as the lock lasted.
+        line = stuck.child.next_line(timeout=30)
+        assert line is not None
+        assert line.startswith("interrupted "), line
+        _, before, stats = line.split(" ", 2)
+        during = json.loads(stats)
+        # The interrupted row was not accepted: it is not counted as queued, nor rejected as full.
+        assert (during["queued"], during["rejected"]) == (int(before), 0), during
+        stuck.release()
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert len(acks.events) == 3
+    assert [r for r in rows if r["plan_id"] == "interrupted"] == []
+
+
+def test_ctrl_c_interrupts_a_purge_waiting_on_another_processs_lock_and_the_purge_still_runs(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "interrupt-purge")
+    acks = Acks()
+    try:
+        assert stuck.child.next_line(timeout=30) == "interrupted"
+        stuck.release()
+        lines = stuck.child.finish(acks)
+    finally:
+        stuck.close()
+    assert lines[-2:] == ["purged 1", "done"]
+    assert_all_present(assert_intact(path), acks)
+
+
+def test_stats_and_record_event_answer_while_close_waits_for_room_in_a_full_queue(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "close-full")
+    acks = Acks()
+    try:
+        # Before, stats() waited for the close holding the GIL: the whole process stood still.
+        assert stuck.child.next_line(timeout=30) == "refused"
+        assert stuck.child.next_line(timeout=30) == "answered"
+        stuck.release()
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    assert_all_present(assert_intact(path), acks)
+    assert len(acks.events) == 3
+
+
+def test_a_second_close_returns_only_once_the_rows_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "close-twice")
+    acks = Acks()
+    try:
+        assert stuck.child.next_line(timeout=30) == "closing"
+        # Before, the second close() found the first one joining the writer and
+        # returned at once, with the row still held back by the lock.
+        stuck.release()
+        assert stuck.child.next_line(timeout=30) == "returned True"
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    assert_all_present(assert_intact(path), acks)
+
+
+@pytest.mark.parametrize(
+    ("call", "raised"),
+    [
+        ("record", "AuditError"),
+        ("flush", "AuditError"),
+        ("purge", "AuditError"),
+        ("close", "AuditError"),
+        ("record_event", "QueueFullError"),
+    ],
+)
+def test_a_handler_of_the_auditbus_logger_calling_the_service_gets_an_error_instead_of_stopping_the_writer(
+    tmp_path: Path, call: str, raised: str
+) -> None:
+    # The writer thread logs its first failure; the handler runs there. Before,
+    # record(), flush(), purge() and a record_event() into a full queue waited
+    # for that very thread (the service stopped for good) and close() panicked.
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "reenter", call)
+    acks = Acks()
+    try:
+        assert stuck.child.next_line(timeout=30) == f"outcome {raised}"
+        stuck.release()
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    assert_all_present(assert_intact(path), acks)
+    # The stuck row, and for record_event() the two rows the queue had room for.
+    assert len(acks.events) == (3 if call == "record_event" else 1)
+
+
 # Three services with more rows queued than one batch holds, exiting while
 # another process holds the write lock.
 _EXIT_LOCKED = """

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import auditbus
@@ -245,6 +249,124 @@ def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
         assert [e.details["i"] for e in svc.query(event_type="step_completed", order="asc")] == [0, 1, 2, 3, 4]
 
 
+def test_a_flush_that_finds_the_queue_full_is_not_counted_as_a_rejected_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=2, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            svc.record_event(event(1))
+            svc.record_event(event(2))  # the queue is full
+            for timeout in (0, 0.05):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=timeout)
+            # `rejected` counts records not accepted: none was.
+            assert svc.stats()["rejected"] == 0
+            with pytest.raises(auditbus.QueueFullError):
+                svc.record_event(event(3))
+            assert svc.stats()["rejected"] == 1
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 3
+
+
+def test_flush_with_a_zero_timeout_leaves_nothing_in_the_queue_that_records_need(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            # A poll for durability during the outage; before, each call left a
+            # message in the queue and the fifth found it full.
+            for _ in range(10):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=0)
+            assert svc.stats()["queue_depth"] == 0
+            for i in range(1, 5):
+                svc.record_event(event(i))  # the queue still holds four records
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 5
+
+
+def test_flushes_that_time_out_during_an_outage_leave_the_queue_to_the_records(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            # Before, each flush that gave up left its message queued: the
+            # queue filled with them and refused the records.
+            for _ in range(10):
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=0.01)
+            assert svc.stats()["queue_depth"] == 1
+            for i in range(1, 4):
+                svc.record_event(event(i))
+            with pytest.raises(TimeoutError, match="flush"):
+                svc.flush(timeout=0.01)  # waits on the kept message; its own would not fit
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 4
+        # Once the lock is gone, a flush answers for the rows after the kept message too.
+        svc.record_event(event(4))
+        svc.flush(timeout=60)
+        assert len(raw_rows(path, "event_type = 'step_completed'")) == 5
+
+
+class Interrupted(Exception):
+    """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda svc: svc.count(),
+        lambda svc: svc.query(),
+        lambda svc: svc.verify(),
+        lambda svc: next(svc.iter_entries()),
+    ],
+    ids=["count", "query", "verify", "iter_entries"],
+)
+def test_a_signal_during_a_reads_wait_for_queued_rows_is_raised_not_swallowed(
+    tmp_path: Path, read: Callable[[AuditService], object]
+) -> None:
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    path = tmp_path / "a.db"
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        with AuditService(path, busy_timeout=0.05) as svc:
+            svc.flush()
+            with write_locked(path):
+                svc.record_event(event(0))
+                wait_until(lambda: svc.stats()["errors"] >= 1, "the writer to hold its batch")
+
+                def kick() -> None:
+                    # The read's wait is queued behind the row the lock holds back.
+                    wait_until(lambda: svc.stats()["queue_depth"] >= 1, "the read to wait")
+                    signal.pthread_kill(main, signal.SIGINT)
+
+                kicker = threading.Thread(target=kick)
+                kicker.start()
+                try:
+                    # Before, the read dropped the handler's exception and went on, the signal lost.
+                    with pytest.raises(Interrupted):
+                        read(svc)
+                finally:
+                    kicker.join()
+            svc.flush()
+            assert svc.count(event_type="step_completed") == 1
+            assert svc.stats()["queue_depth"] == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 1
+
+
 def test_put_timeout_zero_fails_at_once(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=1, put_timeout=0, busy_timeout=0.02) as svc:
@@ -456,6 +578,92 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
     assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
     with AuditService(path) as svc:
         assert svc.verify().ok
+
+
+# A fork while another thread waits for room in the queue (another process's
+# lock keeps it full): the child inherits the writer's gate held by a thread
+# it does not have. Run in a process of its own, so a hang is a failed
+# assertion, not a stuck test run.
+_FORKED_WHILE_WAITING = """
+import os, sys, threading, time
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1], queue_size=1, put_timeout=None, busy_timeout=0.05)
+svc.flush()
+print("ready", flush=True)
+sys.stdin.readline()  # another process holds the lock now
+svc.record_event(DomainEvent(event_type="step_completed", plan_id="stuck"))
+while svc.stats()["errors"] < 1:
+    time.sleep(0.005)
+svc.record_event(DomainEvent(event_type="step_completed", plan_id="queued"))  # fills the queue
+waiting = threading.Thread(
+    target=lambda: svc.record_event(DomainEvent(event_type="step_completed", plan_id="waited")), daemon=True
+)
+waiting.start()
+# The thread waits inside record_event() once its frame stays on one line.
+lines = []
+while len(lines) < 5 or len(set(lines[-5:])) != 1:
+    frame = sys._current_frames().get(waiting.ident)
+    lines.append(frame.f_lineno if frame is not None else -len(lines))
+    time.sleep(0.02)
+pid = os.fork()
+if pid == 0:
+    try:
+        svc.close()
+        os.write(1, b"child closed\\n")
+    except BaseException as exc:
+        os.write(1, f"child {exc!r}\\n".encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print("child ended", flush=True)
+sys.stdin.readline()  # the lock is gone
+waiting.join()
+svc.close()
+print("written", svc.stats()["written"], flush=True)
+"""
+
+
+def test_a_forked_child_closes_the_parents_service_while_a_parent_thread_waits_for_room(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    pipe = subprocess.PIPE
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FORKED_WHILE_WAITING, str(path)],
+        stdin=pipe,
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+        start_new_session=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in child.stdout or ()], daemon=True).start()
+
+    def next_line() -> str:
+        try:
+            return lines.get(timeout=60)
+        except queue.Empty:
+            pytest.fail("the process printed nothing for 60 s (a forked child closing the service hung)")
+
+    try:
+        assert next_line() == "ready"
+        with write_locked(path):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            # Before, the child's close() waited for the gate for good, holding the GIL.
+            assert next_line() == "child closed"
+            assert next_line() == "child ended"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0, child.stderr.read() if child.stderr else ""
+        assert next_line().startswith("written ")
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)  # the process and a hung forked child with it
+            child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+    assert [r["plan_id"] for r in raw_rows(path, "event_type = 'step_completed'")] == ["stuck", "queued", "waited"]
 
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])

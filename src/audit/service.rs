@@ -54,7 +54,8 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
         writer.give_up_after(deadline);
     }
     for (writer, temp) in live {
-        writer.close(py, Some(stop_record("interpreter exit")));
+        // Bounded by the exit's limit, not by a signal; it fails only on the writer thread, never this hook's.
+        let _ = writer.close(py, Some(stop_record("interpreter exit")), false);
         remove_temp(temp.as_ref());
     }
 }
@@ -403,7 +404,11 @@ impl AuditService {
         if let Some(writer) = &self.writer {
             // SQLite connections must not be used across fork(): refuse in a child.
             writer.check_process()?;
-            let _ = writer.flush(py, Some(SETTLE_LIMIT));
+            // Only an exception of a signal handler (Ctrl-C) that ran during
+            // the wait ends the read: swallowed, the signal would be lost.
+            if let Err(Error::Python(interrupted)) = writer.flush(py, Some(SETTLE_LIMIT)) {
+                return Err(Error::Python(interrupted));
+            }
         }
         py.detach(|| {
             let mut guard = self.reader.lock();
@@ -767,19 +772,25 @@ impl AuditService {
     /// Deletes the oldest rows whose timestamps are before `before` — the
     /// only deletion there is. Records itself as an `audit_purged` row and
     /// re-anchors the chain, so `verify()` stays ok. Returns rows deleted.
+    /// Ctrl-C interrupts the wait, not the purge, which still runs.
     fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>) -> Result<u64> {
         let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
         self.writer("purge()")?.purge(py, before)
     }
 
-    /// Flushes, records the stop, stops the writer. Idempotent.
-    fn close(&self, py: Python<'_>) {
+    /// Flushes, records the stop, stops the writer. Idempotent. Ctrl-C
+    /// interrupts the wait: the service stays closed to new records and the
+    /// writer keeps writing what was queued; a later `close()` waits again.
+    fn close(&self, py: Python<'_>) -> Result<()> {
         if let Some(writer) = &self.writer {
-            writer.close(py, Some(stop_record("close()")));
+            writer.close(py, Some(stop_record("close()")), true)?;
             if writer.forked() {
-                // The parent's connections and ":memory:" file are the parent's to close.
-                std::mem::forget(self.reader.lock().take());
-                return;
+                // The parent's connections and ":memory:" file are the parent's to close. A
+                // reader lock held at the fork belongs to a thread the child does not have.
+                if let Some(mut reader) = self.reader.try_lock() {
+                    std::mem::forget(reader.take());
+                }
+                return Ok(());
             }
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
@@ -791,6 +802,7 @@ impl AuditService {
             LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));
+        Ok(())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -798,9 +810,9 @@ impl AuditService {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> Result<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {

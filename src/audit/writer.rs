@@ -25,7 +25,7 @@
 //! wait at interpreter exit, which logs how many rows were given up.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -174,13 +174,31 @@ impl Drop for DurableCaller<'_> {
     }
 }
 
+/// How one slice of a blocked [`Writer::send`] ended.
+enum Slice {
+    Sent,
+    Failed(Error),
+    /// Still no room: the message comes back for the next slice.
+    Waiting(Msg),
+}
+
 /// The service's side of the writer.
 pub struct Writer {
     tx: Sender<Msg>,
     /// `true` once closed. Senders hold it shared while they send, so the
     /// `Stop` message sent under the exclusive lock is the last one queued.
     gate: RwLock<bool>,
+    /// `true` once closed, as `gate` says, but read without waiting: a
+    /// `close()` holds the gate while it waits for room in a full queue,
+    /// and `stats()` or a bus being wired ask with the GIL held.
+    closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread: a call made on it (a handler of the `auditbus`
+    /// logger, which the thread logs through) must not wait for it.
+    thread_id: std::thread::ThreadId,
+    /// The answer to the flush message of a `flush()` that gave up waiting
+    /// for it (see [`Writer::flush`]).
+    abandoned: Mutex<Option<Receiver<()>>>,
     /// Disconnects when the thread has ended (its sender is dropped then), so
     /// a flush that finds the writer closed by someone else can wait for the drain.
     done: Receiver<()>,
@@ -234,6 +252,9 @@ impl Writer {
         Ok(Arc::new(Self {
             tx,
             gate: RwLock::new(false),
+            closed: AtomicBool::new(false),
+            thread_id: thread.thread().id(),
+            abandoned: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
             done,
             shared,
@@ -277,7 +298,6 @@ impl Writer {
     }
 
     fn full_error(&self, timeout: Option<Duration>) -> Error {
-        self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
         let waited = timeout.map_or_else(|| "0".to_owned(), |t| format!("{}", t.as_secs_f64()));
         Error::QueueFull(format!(
             "the audit queue for {:?} stayed full ({} records) for {waited} s (put_timeout); the record was not accepted",
@@ -285,8 +305,30 @@ impl Writer {
         ))
     }
 
+    fn on_writer_thread(&self) -> bool {
+        std::thread::current().id() == self.thread_id
+    }
+
+    /// The error for a call that would wait for the writer thread, made on
+    /// that thread: by a handler of the `auditbus` logger, which the thread
+    /// logs its faults through. Waiting would stop the writer for good.
+    fn check_not_writer(&self, what: &str) -> Result<()> {
+        if !self.on_writer_thread() {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "{what} was called on the audit writer thread of {:?} (from a handler of the \"auditbus\" logger): \
+             it would wait for that thread itself. Use record_event() there, or hand the log records to another \
+             thread (logging.handlers.QueueHandler)",
+            self.shared.path
+        )))
+    }
+
     /// Queues a message: without releasing the GIL when there is room, else
-    /// waiting up to `timeout` (None: as long as it takes) with the GIL released.
+    /// waiting up to `timeout` (None: as long as it takes) with the GIL
+    /// released, in slices between which Python handles signals: a Ctrl-C
+    /// comes back as the `Err`, the message not queued. On the writer thread
+    /// nothing waits (only that thread makes room).
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
         let mut msg = msg;
@@ -298,35 +340,64 @@ impl Writer {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
                 Err(TrySendError::Full(back)) => {
-                    if timeout == Some(Duration::ZERO) {
-                        return Err(self.full_error(timeout));
+                    if timeout == Some(Duration::ZERO) || self.on_writer_thread() {
+                        return Err(self.full_error(Some(Duration::ZERO)));
                     }
                     msg = back;
                 }
             }
         }
-        py.detach(|| {
-            let gate = self.gate.read();
-            if *gate {
+        let timeout = if self.on_writer_thread() { Some(Duration::ZERO) } else { timeout };
+        let deadline = timeout.map(|limit| Instant::now() + limit);
+        loop {
+            // Refused at once while a close() holds the gate waiting for room.
+            if self.closed.load(Ordering::Acquire) {
                 return Err(self.closed_error());
             }
-            let sent = match timeout {
-                None => self.tx.send(msg).map_err(|_| self.stopped_error()),
-                Some(limit) => match self.tx.send_timeout(msg, limit) {
-                    Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(_)) => Err(self.full_error(timeout)),
-                    Err(SendTimeoutError::Disconnected(_)) => Err(self.stopped_error()),
-                },
-            };
-            drop(gate);
-            sent
-        })
+            let slice = Instant::now() + SIGNAL_POLL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            // The gate is held for one slice only: a signal handler run between
+            // slices may call close(), which takes it exclusively.
+            let sent = py.detach(|| {
+                let Some(gate) = self.gate.try_read_until(until) else {
+                    return Slice::Waiting(msg); // a close() holds the gate, waiting for room
+                };
+                if *gate {
+                    return Slice::Failed(self.closed_error());
+                }
+                match self.tx.send_deadline(msg, until) {
+                    Ok(()) => Slice::Sent,
+                    Err(SendTimeoutError::Timeout(back)) => Slice::Waiting(back),
+                    Err(SendTimeoutError::Disconnected(_)) => Slice::Failed(self.stopped_error()),
+                }
+            });
+            match sent {
+                Slice::Sent => return Ok(()),
+                Slice::Failed(err) => return Err(err),
+                Slice::Waiting(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    let closed = self.closed.load(Ordering::Acquire);
+                    return Err(if closed { self.closed_error() } else { self.full_error(timeout) });
+                }
+                Slice::Waiting(back) => {
+                    py.check_signals()?;
+                    msg = back;
+                }
+            }
+        }
     }
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
         self.shared.stats.enqueue();
-        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|_| self.shared.stats.unqueue())
+        self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|e| self.not_accepted(e))
+    }
+
+    /// Undoes the count of a row the queue did not take; a full queue's refusal is counted as rejected.
+    fn not_accepted(&self, err: &Error) {
+        self.shared.stats.unqueue();
+        if matches!(err, Error::QueueFull(_)) {
+            self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Held by a durable `record()` from its start (before redaction), so the
@@ -338,9 +409,10 @@ impl Writer {
 
     /// Durable: returns the row id once the batch holding it is committed.
     pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
+        self.check_not_writer("record()")?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
-        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|_| self.shared.stats.unqueue())?;
+        self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|e| self.not_accepted(e))?;
         py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
@@ -354,20 +426,58 @@ impl Writer {
         if self.shared.stats.settled() {
             return Ok(());
         }
+        if timeout == Some(Duration::ZERO) {
+            // A message queued for a wait of nothing would hold a slot of the
+            // queue, unread, for as long as the fault lasts: a loop of such
+            // calls during an outage would fill it and refuse the records.
+            return Err(self.flush_timeout(timeout));
+        }
+        self.check_not_writer("flush()")?;
         let start = Instant::now();
+        let deadline = timeout.map(|limit| start + limit);
+        // The message of an earlier flush that gave up (timeout, Ctrl-C) is
+        // still queued: wait for its answer before queueing one more, so that
+        // flushes repeated during an outage do not fill the queue records need.
+        let earlier = self.abandoned.lock().take();
+        if let Some(answer) = earlier {
+            self.await_flush(py, answer, deadline, timeout)?;
+            if self.shared.stats.settled() {
+                return Ok(());
+            }
+        }
         let (reply, answer) = bounded(1);
-        match self.send(py, Msg::Flush(reply), timeout) {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match self.send(py, Msg::Flush(reply), left) {
             Ok(()) => {}
             Err(Error::Closed(_)) => return self.drained(py, timeout, start),
             Err(Error::QueueFull(_)) => return Err(self.flush_timeout(timeout)),
             Err(other) => return Err(other),
         }
-        // A KeyboardInterrupt leaves the rows queued: they are written all the same.
-        let waited = interruptible(py, timeout.map(|limit| start + limit), |until| self.reply(&answer, Some(until)))?;
+        self.await_flush(py, answer, deadline, timeout)
+    }
+
+    /// Waits for the answer to a queued flush message. Given up (the
+    /// deadline, or a KeyboardInterrupt), the answer is kept for the next
+    /// flush; the rows stay queued and are written all the same.
+    fn await_flush(
+        &self,
+        py: Python<'_>,
+        answer: Receiver<()>,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let waited = interruptible(py, deadline, |until| self.reply(&answer, Some(until)));
         match waited {
-            Ok(()) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(self.flush_timeout(timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(self.stopped_error()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(RecvTimeoutError::Disconnected)) => Err(self.stopped_error()),
+            Ok(Err(RecvTimeoutError::Timeout)) => {
+                *self.abandoned.lock() = Some(answer);
+                Err(self.flush_timeout(timeout))
+            }
+            Err(interrupted) => {
+                *self.abandoned.lock() = Some(answer);
+                Err(interrupted.into())
+            }
         }
     }
 
@@ -421,10 +531,13 @@ impl Writer {
     }
 
     /// Runs a purge on the writer thread, after everything queued before it.
+    /// The wait lets Python handle signals (see [`interruptible`]).
     pub fn purge(&self, py: Python<'_>, before: String) -> Result<u64> {
+        self.check_not_writer("purge()")?;
         let (reply, answer) = bounded(1);
         self.send(py, Msg::Purge(before, reply), None)?;
-        py.detach(|| self.reply(&answer, None))
+        // A Ctrl-C ends the wait, not the purge: it runs once the rows before it are written.
+        interruptible(py, None, |until| self.reply(&answer, Some(until)))?
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("purge of {:?} failed: {e}", self.shared.path)))
     }
@@ -437,31 +550,42 @@ impl Writer {
     }
 
     /// Queues `last` (the stop row) and `Stop`, then waits for the thread. Idempotent.
-    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>) {
+    /// The wait lets Python handle signals (see [`interruptible`]) when
+    /// `interruptible`: a Ctrl-C ends it with the writer closed to new
+    /// records and still writing what was queued; a later `close()`, or the
+    /// exit, waits again. The at-exit close, bounded by its own limit, is not.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, interruptible: bool) -> Result<()> {
         if self.forked() {
             // The thread to stop and join lives in the parent only.
-            *self.gate.write() = true;
-            return;
+            self.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.check_not_writer("close()")?;
+        py.detach(|| {
+            let mut gate = self.gate.write();
+            if !*gate {
+                *gate = true;
+                self.closed.store(true, Ordering::Release);
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    self.shared.stats.enqueue();
+                    if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
+                        self.shared.stats.unqueue();
+                    }
+                }
+                let _ = self.tx.send(Msg::Stop);
+            }
+        });
+        if interruptible {
+            // Nothing is sent on `done`: it disconnects when the thread has ended.
+            self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
         }
         py.detach(|| {
-            {
-                let mut gate = self.gate.write();
-                if !*gate {
-                    *gate = true;
-                    if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                        self.shared.stats.enqueue();
-                        if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
-                            self.shared.stats.unqueue();
-                        }
-                    }
-                    let _ = self.tx.send(Msg::Stop);
-                }
-            }
             let thread = self.thread.lock().take();
             if let Some(thread) = thread {
                 let _ = thread.join();
             }
         });
+        Ok(())
     }
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
@@ -472,6 +596,7 @@ impl Writer {
         if let Some(mut gate) = self.gate.try_write() {
             if !*gate && self.tx.len() + 2 <= self.capacity {
                 *gate = true;
+                self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
                     if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
@@ -484,7 +609,7 @@ impl Writer {
     }
 
     pub fn is_closed(&self) -> bool {
-        *self.gate.read()
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn is_finished(&self) -> bool {
