@@ -1053,11 +1053,15 @@ pub fn write_batch(
 }
 
 /// The next id and the running chain value, read inside the write
-/// transaction, so they are the same for every process appending.
+/// transaction, so they are the same for every process appending. The id
+/// comes after the anchor too: a table made without AUTOINCREMENT has no
+/// `sqlite_sequence`, and once a purge has deleted every row, its largest
+/// id left would be none, and ids the purge removed would be handed out
+/// again, at or before the anchor, where no chained row may lie.
 fn read_head(tx: &Connection) -> Result<(i64, String)> {
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
     let running = running_at(tx, anchor_id, &anchor_hash, None)?;
-    Ok((next_after(schema::last_id(tx)?)?, running))
+    Ok((next_after(schema::last_id(tx)?.max(anchor_id))?, running))
 }
 
 /// Inserts with explicit ids from `next_id`, each chained to the one
