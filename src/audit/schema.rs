@@ -425,7 +425,15 @@ fn until_free<T>(busy_timeout: Duration, mut step: impl FnMut() -> rusqlite::Res
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one write transaction, so
 /// several processes opening the same file at once migrate it exactly once.
+/// A file already at this version is only read: opening it must not need the
+/// write lock, which another process may hold for longer than `busy_timeout`
+/// (a purge of a long trail); the writer waits out such a lock, an open
+/// would fail.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
