@@ -1149,10 +1149,11 @@ fn insert_rows(
             None => ids.push(None),
         }
     }
-    if ignored {
-        // An ignored INSERT with an explicit id still raises sqlite_sequence
-        // to that id; put it back to the last id written, so the sequence
-        // keeps naming the newest row and `verify()` sees no removed tail.
+    // An ignored INSERT with an explicit id still raises sqlite_sequence to
+    // that id; put it back to the last id written, so the sequence keeps
+    // naming the newest row and `verify()` sees no removed tail. A table made
+    // without AUTOINCREMENT has no sqlite_sequence to put back.
+    if ignored && schema::sequence(tx)?.is_some() {
         tx.prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'audit_log' AND seq > ?1")?
             .execute([next_id - 1])?;
     }
