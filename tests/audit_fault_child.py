@@ -9,6 +9,7 @@
     python audit_fault_child.py close-full PATH
     python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
+    python audit_fault_child.py purge|verify|legacy PATH
 
 Every acknowledgement is printed (and flushed) only after the call that made
 it durable returned, one line each, so whatever the parent read before a
@@ -16,6 +17,13 @@ it durable returned, one line each, so whatever the parent read before a
 
     F <event_id> <event_id> ...    rows handed to record_event(), then flush() returned
     R <row id> <event_id>          a record() call returned
+
+`purge`, `verify` and `legacy` do one step per line read from stdin, until
+an empty line, and answer each with one line:
+
+    P <deleted> <report.ok> <reason>         purge(before=now) returned, then verify()
+    V <report.ok> <checked> <reason>         verify() returned
+    L <row id>                               the legacy service's record() returned
 
 Rows carry ~1 KB of details with a planted secret, the shape of the benchmarks.
 """
@@ -35,7 +43,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
+from audit_support import LEGACY
 from auditbus import AuditError, AuditService, ClosedError, DomainEvent
 
 PAD = "x" * 900
@@ -420,6 +430,49 @@ def reenter(path: str, call: str) -> None:
     _finish(svc, acked + handed)
 
 
+def steps(path: str, step: Callable[[], None], close: Callable[[], None]) -> None:
+    """Runs `step` once per non-empty stdin line; an empty line (or end of input) closes."""
+    say("ready")
+    while sys.stdin.readline().strip():
+        step()
+    close()
+    say("done")
+
+
+def purger(path: str) -> None:
+    svc = AuditService(path)
+
+    def step() -> None:
+        deleted = svc.purge(datetime.now(timezone.utc))
+        report = svc.verify()
+        say("P", deleted, report.ok, json.dumps(report.reason))
+
+    steps(path, step, svc.close)
+
+
+def verifier(path: str) -> None:
+    svc = AuditService(path)
+
+    def step() -> None:
+        report = svc.verify()
+        say("V", report.ok, report.checked, json.dumps(report.reason))
+
+    steps(path, step, svc.close)
+
+
+def legacy(path: str) -> None:
+    """The legacy pure-Python service appending to the shared file."""
+    sys.path.insert(0, str(LEGACY))
+    from cleveragents_legacy.audit_service import AuditService as LegacyService  # noqa: PLC0415
+
+    svc = LegacyService(path)
+
+    def step() -> None:
+        say("L", svc.record("auth_success", user_identity="legacy", details={"from": "legacy"}).id)
+
+    steps(path, step, svc.close)
+
+
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
     if command == "load":
@@ -442,6 +495,8 @@ def main(argv: list[str]) -> None:
         }[command](path)
     elif command == "reenter":
         reenter(path, argv[2])
+    elif command in ("purge", "verify", "legacy"):
+        {"purge": purger, "verify": verifier, "legacy": legacy}[command](path)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -216,6 +216,28 @@ def test_purging_then_verifying_stays_ok(trail: Path) -> None:
     assert report.checked >= 3  # the purge row, the stop row, the verifier's start row
 
 
+def test_purging_every_row_of_a_table_without_autoincrement_never_reuses_an_id(tmp_path: Path) -> None:
+    # Made by an SQLite tool rather than the legacy service: no sqlite_sequence remembers the largest id.
+    path = tmp_path / "plain.db"
+    execute(
+        path,
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, timestamp TEXT NOT NULL, event_type TEXT NOT NULL, "
+        "plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}')",
+    )
+    execute(path, "INSERT INTO audit_log (timestamp, event_type) VALUES ('2026-01-01T00:00:00+00:00', 'auth_failure')")
+    with AuditService(path) as svc:
+        svc.record("auth_success", user_identity="carol")
+        last = max(ids(path))
+        assert svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc)) == last
+        report = svc.verify()
+        assert report.ok, report
+        assert report.head_id == last + 1  # the purge row, after every id handed out
+        svc.record("auth_success", user_identity="dave")
+    report = verify(path)
+    assert report.ok, report
+    assert ids(path) == list(range(last + 1, last + 6))  # purge, dave, stop, the verifier's start and stop
+
+
 def test_a_row_inserted_without_a_hash_is_folded_and_counted(trail: Path) -> None:
     execute(
         trail,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import auditbus
@@ -101,6 +102,98 @@ def test_four_processes_append_to_one_file_and_keep_one_chain(tmp_path: Path) ->
     assert all(r["prev_hash"] == before["chain_hash"] for before, r in itertools.pairwise(rows))
     with AuditService(path) as svc:
         assert svc.verify().unchained == 0
+
+
+@dataclass
+class _Shared:
+    """What the processes sharing one file acknowledged and reported."""
+
+    acks: list[Acks] = field(default_factory=list)
+    purged: list[list[str]] = field(default_factory=list)  # P, deleted, ok, reason
+    verdicts: list[list[str]] = field(default_factory=list)  # V, ok, checked, reason
+    legacy_ids: list[int] = field(default_factory=list)
+
+
+def _take_through_flush(child: Child, ack: Acks) -> None:
+    """Feeds `ack` every line up to the child's next flush acknowledgement."""
+    flushes = ack.flushes
+    while ack.flushes == flushes:
+        line = child.next_line()
+        if line is None:
+            pytest.fail(f"writer process ended early: {child.stderr()}")
+        ack.take(line)
+
+
+def _share_with_purges(path: Path) -> _Shared:
+    """Three writers to the end and one killed -9 mid-run, while other processes purge, verify and append (legacy)."""
+    loaders = [Child("load", path, f"w{i}", "12", "--wait-go") for i in range(3)]
+    killed = Child("load", path, "killed", "0", "--wait-go")  # writes until killed
+    purger, verifier, legacy = Child("purge", path), Child("verify", path), Child("legacy", path)
+    others = [purger, verifier, legacy]
+    out = _Shared(acks=[Acks() for _ in range(4)])
+    try:
+        for child in [*loaders, killed, *others]:
+            child.expect("ready")
+        for child in [*loaders, killed]:
+            child.send("go")
+        # Steps in lockstep with the writers' own progress, so each round meets rows in flight.
+        while not all(ack.flushes >= 12 for ack in out.acks[:3]):
+            for child, ack in zip(loaders, out.acks[:3], strict=True):
+                if ack.flushes < 12:
+                    _take_through_flush(child, ack)
+            if out.acks[3].flushes < 4:
+                _take_through_flush(killed, out.acks[3])
+            elif killed.proc.poll() is None:
+                killed.kill()  # mid-batch: it writes without pause
+            # One purge, one verify and one legacy append, all at once.
+            for child in others:
+                child.send("go")
+            out.purged.append(purger.expect("P").split(" ", 3))
+            out.verdicts.append(verifier.expect("V").split(" ", 3))
+            out.legacy_ids.append(int(legacy.expect("L").split()[1]))
+        legacy.send("go")  # one more legacy row, after the last purge
+        out.legacy_ids.append(int(legacy.expect("L").split()[1]))
+        for child, ack in zip(loaders, out.acks[:3], strict=True):
+            child.finish(ack)
+        list(map(out.acks[3].take, killed.rest()))
+        for child in others:
+            child.send("")
+            child.finish()
+    finally:
+        for child in [*loaders, killed, *others]:
+            child.close()
+    return out
+
+
+def test_processes_appending_while_others_purge_verify_and_the_legacy_service_appends(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    AuditService(path).close()
+    run = _share_with_purges(path)
+    # Never a false alarm, neither right after a purge nor from the process that only verifies.
+    assert [p[2:] for p in run.purged if p[2] != "True"] == []
+    assert [v[1:] for v in run.verdicts if v[1] != "True"] == []
+    assert_intact(path)
+    with AuditService(path, read_only=True) as svc:
+        report = svc.verify()
+        assert (report.ok, report.unchained, report.appended) == (True, 0, 0), report
+    rows = raw_rows(path)
+    # Only purges removed rows, and only the oldest: the ids left run without a gap to the
+    # largest ever handed out, and with the rows the purges said they deleted they are all of them.
+    ids = [r["id"] for r in rows]
+    assert ids == list(range(ids[0], ids[-1] + 1))
+    assert ids[-1] == pragma(path, "SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'")[0]
+    assert sum(int(p[1]) for p in run.purged) + len(ids) == ids[-1]
+    assert ids[0] - 1 == max(json.loads(r["details"])["through_id"] for r in rows if r["event_type"] == "audit_purged")
+    # Every acknowledged row is still there unless a purge deleted it (ids up to the last cut).
+    present = {r["event_id"] for r in rows}
+    for ack in run.acks:
+        for row_id, event_id in ack.rows:
+            assert (event_id in present) == (row_id >= ids[0])
+    assert {r["id"] for r in rows if r["user_identity"] == "legacy"} == {i for i in run.legacy_ids if i >= ids[0]}
+    # The run did what it claims: purges deleted rows, the last legacy row is folded in, the kill came mid-run.
+    assert sum(int(p[1]) for p in run.purged) > 0
+    assert run.legacy_ids[-1] in ids
+    assert run.acks[3].flushes >= 4
 
 
 @pytest.mark.parametrize("attempt", range(16))

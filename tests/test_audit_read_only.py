@@ -149,6 +149,38 @@ def test_a_legacy_trail_is_read_without_being_migrated(tmp_path: Path) -> None:
     assert legacy.AuditService(path).query(user_identity="eve")[0].event_type == "auth_failure"
 
 
+_MIGRATE_AND_PURGE = """
+import sys
+from datetime import datetime, timezone
+from auditbus import AuditService
+with AuditService(sys.argv[1]) as service:
+    service.record("config_changed", user_identity="carol", details={"step": 1})
+    service.purge(datetime.now(timezone.utc))
+    service.record("config_changed", user_identity="carol", details={"step": 2})
+"""
+
+
+def test_a_legacy_trail_migrated_and_purged_by_another_process_is_read_as_it_is_now(tmp_path: Path) -> None:
+    legacy = legacy_audit()
+    path = tmp_path / "legacy.db"
+    old = legacy.AuditService(path)
+    for n in range(3):
+        old.record("auth_failure", user_identity="eve", details={"n": n})
+    old.close()
+    with AuditService(path, read_only=True) as reader:
+        assert (reader.verify().ok, reader.verify().unchained) == (True, 3)
+        # Another process migrates the trail, purges every row so far and writes on.
+        subprocess.run([sys.executable, "-c", _MIGRATE_AND_PURGE, str(path)], check=True, timeout=60)
+        # Not the legacy views of the file as it was: the chained rows with their hashes, not a gap.
+        report = reader.verify()
+        assert (report.ok, report.reason, report.unchained, report.appended) == (True, None, 0, 0)
+        assert report.checked == reader.count(event_type=EVERY_TYPE) == 3  # the purge row, step 2, the stop row
+        entry = reader.query(user_identity="carol")[0]
+        assert entry.details == {"step": 2}
+        assert entry.event_id is not None
+        assert entry.chain_hash is not None
+
+
 def test_a_path_beginning_with_two_slashes_is_read_as_the_writable_service_reads_it(trail: Path) -> None:
     # POSIX allows "//" at the start of a path; as a URI it would name a host.
     doubled = "/" + str(trail.resolve())

@@ -11,7 +11,7 @@ from typing import Any
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, write_locked
 from auditbus import AuditService, DomainEvent
 
 NEW_COLUMNS = {
@@ -82,6 +82,27 @@ def test_migration_is_idempotent(tmp_path: Path) -> None:
     with AuditService(path) as svc:
         assert svc.count() == 3
         assert svc.verify().ok
+
+
+def test_a_migrated_trail_opens_while_another_process_holds_its_write_lock(tmp_path: Path) -> None:
+    """Nothing to migrate, no lock needed: a long purge elsewhere must not make every service opened meanwhile fail."""
+    path = tmp_path / "a.db"
+    AuditService(path).close()
+    with write_locked(path):
+        svc = AuditService(path, busy_timeout=0.1)
+        event = DomainEvent(event_type="step_completed", plan_id="under-lock")
+        svc.record_event(event)
+        with pytest.raises(TimeoutError):
+            svc.flush(timeout=0.3)  # the lock really is held: the row waits for it
+    with svc:
+        svc.flush()
+        assert [e.event_id for e in svc.query(plan_id="under-lock")] == [event.event_id]
+        assert svc.verify().ok
+    # A legacy trail still needs the lock (to switch to WAL and migrate), and says so when it outlasts busy_timeout.
+    legacy = tmp_path / "legacy.db"
+    legacy_audit().AuditService(legacy).close()
+    with write_locked(legacy), pytest.raises(auditbus.AuditError, match=r"legacy\.db.*database is locked"):
+        AuditService(legacy, busy_timeout=0.1)
 
 
 def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:

@@ -496,6 +496,31 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
 
 
+def test_a_duplicate_on_a_table_without_autoincrement_is_skipped_not_a_stopped_writer(tmp_path: Path) -> None:
+    # Made by an SQLite tool rather than the legacy service: no sqlite_sequence table at all.
+    path = tmp_path / "plain.db"
+    execute(
+        path,
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, timestamp TEXT NOT NULL, event_type TEXT NOT NULL, "
+        "plan_id TEXT, user_identity TEXT, details TEXT NOT NULL DEFAULT '{}')",
+    )
+    same = event(1)
+    with AuditService(path) as svc:
+        svc.record_event(same)
+        svc.flush()
+        svc.record_event(same)  # handed over twice (a bus and a subscriber both wired)
+        after = event(2)
+        svc.record_event(after)
+        svc.flush(timeout=10)
+        stats = svc.stats()
+        assert (stats["duplicates"], stats["lost"], stats["last_error"]) == (1, 0, None)
+        assert [r["event_id"] for r in raw_rows(path, "event_type = 'step_completed'")] == [
+            same.event_id,
+            after.event_id,
+        ]
+        assert svc.verify().ok
+
+
 def test_an_event_id_holding_line_breaks_cannot_forge_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

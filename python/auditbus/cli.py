@@ -753,7 +753,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
-    names = ("ok", "checked", "unchained", "folded", "first_bad_id", "reason", "head_id", "head_hash")
+    names = ("ok", "checked", "unchained", "appended", "folded", "first_bad_id", "reason", "head_id", "head_hash")
     return {name: getattr(report, name, None) for name in names}
 
 

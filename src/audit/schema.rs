@@ -185,7 +185,8 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         legacy_views(&conn, &columns).map_err(|e| at(path, "cannot read the legacy schema", e))?;
     }
     conn.pragma_update(None, "query_only", true).map_err(|e| at(path, "cannot set query_only", e))?;
-    Ok(Reader { conn, immutable })
+    let legacy = (version < 1).then(|| Legacy { path: path.to_owned(), busy_timeout });
+    Ok(Reader { conn, immutable, legacy })
 }
 
 /// A service's reading connection.
@@ -194,6 +195,17 @@ pub struct Reader {
     /// Set when the file is read as immutable: SQLite then trusts it never
     /// to change, and sees no row written after it was opened.
     immutable: Option<Immutable>,
+    /// Set when the file was a legacy trail (schema 0), read through the
+    /// temporary views of [`legacy_views`]. Another process may migrate it
+    /// meanwhile: the views would then hide every chain hash and pin the
+    /// anchor where it was, so chained rows would read as appended without
+    /// a hash and a later purge as deleted rows.
+    legacy: Option<Legacy>,
+}
+
+struct Legacy {
+    path: String,
+    busy_timeout: Duration,
 }
 
 struct Immutable {
@@ -228,19 +240,49 @@ impl FileState {
 impl Reader {
     /// A connection opened by [`open`], read as any other.
     pub fn new(conn: Connection) -> Self {
-        Self { conn, immutable: None }
+        Self { conn, immutable: None, legacy: None }
     }
 
-    /// The connection to read with. A file read as immutable that has
-    /// changed since is opened again first, so a follower (`auditbus tail
-    /// -f`) sees what was written meanwhile instead of a stale snapshot.
-    pub fn connection(&mut self) -> Result<&Connection> {
+    /// Runs the read `f` on a connection that shows the file as it is. A
+    /// file read as immutable that has changed since is opened again first,
+    /// so a follower (`auditbus tail -f`) sees what was written meanwhile
+    /// instead of a stale snapshot; so is a legacy trail another process has
+    /// migrated since. A migration that lands while `f` reads (the schema
+    /// version is read again after it; it only ever grows) makes `f` read
+    /// again on the migrated file: what it read through the legacy views may
+    /// mix both schemas.
+    pub fn read<T>(&mut self, f: impl Fn(&Connection) -> Result<T>) -> Result<T> {
+        self.reopen_if_stale()?;
+        let result = f(&self.conn);
+        if self.legacy.is_none() || !self.migrated()? {
+            return result;
+        }
+        self.reopen_if_stale()?;
+        f(&self.conn)
+    }
+
+    fn reopen_if_stale(&mut self) -> Result<()> {
         if let Some(old) = &self.immutable {
             if FileState::of(&old.file) != old.seen {
                 *self = open_read_only(&old.path, old.busy_timeout)?;
             }
         }
-        Ok(&self.conn)
+        if self.migrated()? {
+            if let Some(old) = &self.legacy {
+                *self = open_read_only(&old.path, old.busy_timeout)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a legacy trail has been migrated since it was opened.
+    fn migrated(&self) -> Result<bool> {
+        let Some(legacy) = &self.legacy else { return Ok(false) };
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA main.user_version", [], |row| row.get(0))
+            .map_err(|e| at(&legacy.path, "cannot read the schema version", e))?;
+        Ok(version >= 1)
     }
 }
 
@@ -383,7 +425,15 @@ fn until_free<T>(busy_timeout: Duration, mut step: impl FnMut() -> rusqlite::Res
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one write transaction, so
 /// several processes opening the same file at once migrate it exactly once.
+/// A file already at this version is only read: opening it must not need the
+/// write lock, which another process may hold for longer than `busy_timeout`
+/// (a purge of a long trail); the writer waits out such a lock, an open
+/// would fail.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {

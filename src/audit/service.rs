@@ -397,7 +397,7 @@ impl AuditService {
         })
     }
 
-    fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T> {
+    fn read<T: Send>(&self, py: Python<'_>, f: impl Fn(&Connection) -> Result<T> + Send) -> Result<T> {
         // Read-your-writes: a read sees every record handed to this service
         // before it. A failing disk bounds the wait; the read then shows what
         // is committed, and the records stay queued.
@@ -415,7 +415,7 @@ impl AuditService {
             let reader =
                 guard.as_mut().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
             // A damaged page is found by the read that touches it: say which file.
-            reader.connection().and_then(f).map_err(|e| match e {
+            reader.read(f).map_err(|e| match e {
                 Error::Sqlite(inner) => Error::Storage(format!("audit database {:?}: {inner}", self.db_path)),
                 other => other,
             })

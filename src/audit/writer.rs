@@ -1178,11 +1178,15 @@ pub fn write_batch(
 }
 
 /// The next id and the running chain value, read inside the write
-/// transaction, so they are the same for every process appending.
+/// transaction, so they are the same for every process appending. The id
+/// comes after the anchor too: a table made without AUTOINCREMENT has no
+/// `sqlite_sequence`, and once a purge has deleted every row, its largest
+/// id left would be none, and ids the purge removed would be handed out
+/// again, at or before the anchor, where no chained row may lie.
 fn read_head(tx: &Connection) -> Result<(i64, String)> {
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
     let running = running_at(tx, anchor_id, &anchor_hash, None)?;
-    Ok((next_after(schema::last_id(tx)?)?, running))
+    Ok((next_after(schema::last_id(tx)?.max(anchor_id))?, running))
 }
 
 /// Inserts with explicit ids from `next_id`, each chained to the one
@@ -1270,10 +1274,11 @@ fn insert_rows(
             None => ids.push(None),
         }
     }
-    if ignored {
-        // An ignored INSERT with an explicit id still raises sqlite_sequence
-        // to that id; put it back to the last id written, so the sequence
-        // keeps naming the newest row and `verify()` sees no removed tail.
+    // An ignored INSERT with an explicit id still raises sqlite_sequence to
+    // that id; put it back to the last id written, so the sequence keeps
+    // naming the newest row and `verify()` sees no removed tail. A table made
+    // without AUTOINCREMENT has no sqlite_sequence to put back.
+    if ignored && schema::sequence(tx)?.is_some() {
         tx.prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'audit_log' AND seq > ?1")?
             .execute([next_id - 1])?;
     }
