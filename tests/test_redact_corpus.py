@@ -225,6 +225,29 @@ REAL_WORLD = [
     Case("encoded twice", {"u": "next%3Dx%253Fclient_secret%253DPe3sec%2526a%253D1"}, ["Pe3sec"], ["%2526a%253D1"]),
     # Base64 of JSON that holds a secret (.dockerconfigjson).
     Case("base64 JSON", {"data": {".dockerconfigjson": _DOCKER_CONFIG}}, [_DOCKER_CONFIG, "dk1-pass"]),
+    # Config files: keys padded to a column, YAML values on the lines below, Python/TOML triple
+    # quotes, a value cut off before its closing quote, French typography's no-break space.
+    Case("aligned key", {"ini": "user" + " " * 20 + "= bob\npassword" + " " * 16 + "= Cf1"}, ["Cf1"], ["= bob"]),
+    Case("aligned colon", {"ini": "password:" + " " * 20 + "Cf2pass"}, ["Cf2pass"]),
+    Case("YAML block scalar", {"yaml": "db:\n  password: |\n    Cf3pass\n  host: h"}, ["Cf3pass"], ["host: h"]),
+    Case("YAML folded, on the next line", {"yaml": "token: >-\n  Cf4tok\nnext: 1"}, ["Cf4tok"], ["next: 1"]),
+    Case("YAML plain, on the next line", {"yaml": "api_key:\n  Cf5key\nuser: bob"}, ["Cf5key"], ["user: bob"]),
+    Case("YAML list under a secret key", {"yaml": "secrets:\n  - Cf6a\n  - Cf6b\nx: 1"}, ["Cf6a", "Cf6b"], ["x: 1"]),
+    Case("Ansible vault", {"yaml": "db_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6331f6"}, ["6331f6"]),
+    Case("triple quotes", {"py": "password = '''Cf7pass'''"}, ["Cf7pass"]),
+    Case("cut off before the closing quote", {"log": 'connect(password="Cf8pass'}, ["Cf8pass"], ["connect("]),
+    Case("no-break space before the colon", {"log": "password\u00a0: Cf9pass"}, ["Cf9pass"]),
+    # SQL statements that set a password.
+    Case("SQL IDENTIFIED BY", {"sql": "ALTER USER app IDENTIFIED BY 'Sl1pass';"}, ["Sl1pass"], ["ALTER USER app"]),
+    Case("SQL IDENTIFIED BY bare", {"sql": "CREATE USER app IDENTIFIED BY Sl2pass;"}, ["Sl2pass"]),
+    Case(
+        "SQL IDENTIFIED WITH plugin BY",
+        {"sql": "CREATE USER 'a'@'%' IDENTIFIED WITH mysql_native_password BY 'Sl3pass'"},
+        ["Sl3pass"],
+        ["mysql_native_password"],
+    ),
+    Case("SQL WITH PASSWORD", {"sql": "CREATE ROLE r WITH ENCRYPTED PASSWORD 'Sl4pass'"}, ["Sl4pass"]),
+    Case("SQL SET PASSWORD", {"sql": "SET PASSWORD FOR u = PASSWORD('Sl5pass')"}, ["Sl5pass"]),
     # A named tuple is stored as a list: its field names decide.
     Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
 ]
@@ -247,6 +270,12 @@ LOOKALIKES = [
     "q%3Dpassword%26page%3D2",
     "eyJ1c2VyX2lkIjo0Mn0",
     "pull-request sq0rt EAAAH lin_api_version NRAK-short",
+    "password:\nuser: bob",
+    "password_set:\n  true",
+    "steps:\n  - name: build\n    run: make",
+    'the password "policy" changed',
+    "user identified by email alice",
+    "password reset requested",
 ]
 
 

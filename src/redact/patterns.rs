@@ -29,6 +29,7 @@ const PCT: u16 = 1 << 8;
 const XML: u16 = 1 << 9;
 const NETRC: u16 = 1 << 10;
 const CMD: u16 = 1 << 11;
+const SQL: u16 = 1 << 12;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -115,7 +116,9 @@ const HINTS: &[(&str, u16)] = &[
     ("%3d", PCT),
     ("%253d", PCT),
     ("</", XML),
-    ("machine", NETRC),
+    ("identified", SQL),
+    // A `.netrc` entry holds `password` too.
+    ("password", SQL | NETRC),
     ("login", CMD),
     ("mysql", CMD),
     ("mariadb", CMD),
@@ -137,6 +140,7 @@ struct Shapes {
     flag: Regex,
     netrc: Regex,
     cmd: Regex,
+    sql: Regex,
 }
 
 static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
@@ -239,6 +243,17 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             r#")"#
+        ))
+        .ok()?,
+        // SQL statements: `IDENTIFIED BY 'x'` (unquoted too after `CREATE
+        // USER u`, Oracle), `WITH PASSWORD 'x'`, `PASSWORD('x')`,
+        // `SET PASSWORD FOR u = 'x'`. Prose has `identified by email` and
+        // `the password "policy"`: those need their SQL context.
+        sql: Regex::new(concat!(
+            r#"(?i)(?-u:\b)(?:"#,
+            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+(?P<bare>[^\s'";,()]+)"#,
+            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
+            r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
         ))
         .ok()?,
     })
@@ -444,6 +459,17 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
     if wake & CMD != 0 {
         for c in sh.cmd.captures_iter(s) {
             for group in ["glued", "arg", "userpass", "slash"] {
+                if let Some(v) = c.name(group) {
+                    if !keep_value(v.as_str().trim_matches(['"', '\''])) {
+                        spans.push(unquote(v.start(), v.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    if wake & SQL != 0 {
+        for c in sh.sql.captures_iter(s) {
+            for group in ["bare", "quoted"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
@@ -738,6 +764,16 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if !(info.secret || (info.value_field && named_secret)) {
             continue;
         }
+        if b[sep] == b':' && sep_end == sep + 1 {
+            if let Some((start, end)) = yaml_block(s, key, sep_end) {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = end;
+                key_floor = at;
+                continue;
+            }
+        }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
         if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
@@ -865,12 +901,57 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
     }
 }
 
+/// What may sit between a key, its separator and its value: spaces and tabs,
+/// and the no-break spaces French typography puts before a colon.
+const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
+
+/// Longest run of blanks there (bytes): aligned config files pad keys to a column.
+const MAX_BLANKS: usize = 64;
+
+/// A YAML value on the lines after its key, `password: |`, `token: !vault |`,
+/// `api_key:` followed by an indented scalar or list: the span of the lines
+/// indented deeper than the key, or `None` when the value sits on the key's line.
+fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
+    let b = s.as_bytes();
+    let line_end = memchr::memchr(b'\n', &b[sep_end..]).map_or(b.len(), |i| sep_end + i);
+    let rest = s[sep_end..line_end].trim_matches(|c: char| BLANKS.contains(&c) || c == '\r');
+    let rest = match rest.strip_prefix('!') {
+        // A tag (`!vault`), then the block indicator.
+        Some(tagged) => tagged.split_once([' ', '\t']).map_or("", |(_, r)| r.trim_start()),
+        None => rest,
+    };
+    let indicator =
+        rest.strip_prefix(['|', '>']).is_some_and(|r| r.bytes().all(|c| matches!(c, b'-' | b'+' | b'0'..=b'9')));
+    if !(rest.is_empty() || indicator) || line_end >= b.len() {
+        return None;
+    }
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    let line_start = s[..key_at].rfind('\n').map_or(0, |i| i + 1);
+    let key_col = key_at - line_start;
+    let (mut first, mut last) = (None, line_end);
+    let mut at = line_end + 1;
+    while at < b.len() {
+        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        let line = &s[at..end];
+        let content = line.trim_start_matches(BLANKS);
+        if !content.trim().is_empty() {
+            if line.len() - content.len() <= key_col {
+                break;
+            }
+            first.get_or_insert(at + line.len() - content.len());
+            last = at + line.trim_end().len();
+        }
+        at = end + 1;
+    }
+    first.map(|f| (f, last))
+}
+
 /// The key that ends just before `sep` (after optional blanks and a closing
 /// quote), not reaching back past `floor`.
 fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     let head = &s[floor..sep];
-    let trimmed = head.trim_end_matches([' ', '\t']);
-    if head.len() - trimmed.len() > 8 {
+    let trimmed = head.trim_end_matches(BLANKS);
+    if head.len() - trimmed.len() > MAX_BLANKS {
         return None;
     }
     // A quoted key, its quotes escaped when the text is JSON inside a string (`\"password\"`).
@@ -916,24 +997,32 @@ fn name_after(s: &str, from: usize) -> Option<&str> {
 /// The value after a separator: `(start, end, quoted)`, quotes excluded.
 fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     let rest = &s[from..];
-    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-    if blanks > 8 {
+    let blanks = rest.len() - rest.trim_start_matches(BLANKS).len();
+    if blanks > MAX_BLANKS {
         return None;
     }
     let start = from + blanks;
     let b = s.as_bytes();
     match b.get(start) {
         Some(&q @ (b'"' | b'\'')) => {
+            if b.get(start..start + 3).is_some_and(|t| t.iter().all(|&c| c == q)) {
+                // A triple-quoted value (Python, TOML) may span lines.
+                let open = start + 3;
+                let close = memchr::memmem::find(&b[open..], &[q; 3]).map_or(b.len(), |i| open + i);
+                return Some((open, close, true));
+            }
             let mut i = start + 1;
             while i < b.len() {
                 match b[i] {
                     b'\\' if q == b'"' => i += 2,
-                    b'\r' | b'\n' => return None,
+                    // A value cut off before its closing quote (a truncated
+                    // line) is masked to the end of its line.
+                    b'\r' | b'\n' => return Some((start + 1, i, true)),
                     c if c == q => return Some((start + 1, i, true)),
                     _ => i += 1,
                 }
             }
-            None
+            Some((start + 1, b.len().max(start + 1), true))
         }
         // Quotes escaped once or more (`\"password\": \"x\"`, JSON inside a
         // string inside a text): the value runs to the next quote.
