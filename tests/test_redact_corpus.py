@@ -142,6 +142,13 @@ _DOCKER_CONFIG = base64.b64encode(
     json.dumps({"auths": {"ghcr.io": {"auth": base64.b64encode(b"bot:dk1-pass").decode()}}}).encode()
 ).decode()
 
+_SA_FILE = base64.b64encode(
+    json.dumps({"type": "service_account", "private_key_id": "k1", "private_key": "Sa1key"}, indent=2).encode()
+).decode()
+_PEM_B64 = base64.b64encode(b"-----BEGIN EC PRIVATE KEY-----\nPk1body\n-----END EC PRIVATE KEY-----\n").decode()
+_CERT_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n").decode()
+_PLAIN_B64 = base64.b64encode(json.dumps({"user_id": 42, "theme": "dark"}, indent=2).encode()).decode()
+
 
 class Creds(NamedTuple):
     user: str
@@ -225,6 +232,8 @@ REAL_WORLD = [
     Case("encoded twice", {"u": "next%3Dx%253Fclient_secret%253DPe3sec%2526a%253D1"}, ["Pe3sec"], ["%2526a%253D1"]),
     # Base64 of JSON that holds a secret (.dockerconfigjson).
     Case("base64 JSON", {"data": {".dockerconfigjson": _DOCKER_CONFIG}}, [_DOCKER_CONFIG, "dk1-pass"]),
+    Case("base64 service-account file", {"blob": f"loaded {_SA_FILE} ok"}, [_SA_FILE], ["loaded", "ok"]),
+    Case("base64 private key", {"kubeconfig": f"client-key: {_PEM_B64}"}, [_PEM_B64]),
     # Config files: keys padded to a column, YAML values on the lines below, Python/TOML triple
     # quotes, a value cut off before its closing quote, French typography's no-break space.
     Case("aligned key", {"ini": "user" + " " * 20 + "= bob\npassword" + " " * 16 + "= Cf1"}, ["Cf1"], ["= bob"]),
@@ -269,6 +278,8 @@ LOOKALIKES = [
     '{\\"user\\": \\"bob\\"}',
     "q%3Dpassword%26page%3D2",
     "eyJ1c2VyX2lkIjo0Mn0",
+    _CERT_B64,
+    _PLAIN_B64,
     "pull-request sq0rt EAAAH lin_api_version NRAK-short",
     "password:\nuser: bob",
     "password_set:\n  true",

@@ -43,6 +43,8 @@ const HINTS: &[(&str, u16)] = &[
     ("api-key", AUTH),
     ("eyj", JWT),
     ("zxlk", JWT),
+    ("ewogic", JWT),
+    ("ls0tls1crudjt", JWT),
     ("akia", TOKENS),
     ("asia", TOKENS),
     ("abia", TOKENS),
@@ -107,7 +109,7 @@ const HINTS: &[(&str, u16)] = &[
     ("pplx-", TOKENS),
     ("xai-", TOKENS),
     ("r8_", TOKENS),
-    ("lsv2_", TOKENS),
+    ("lsv", TOKENS),
     ("tvly-", TOKENS),
     ("atlasv1", TOKENS),
     ("hooks.slack.com", SLACK_HOOK),
@@ -164,8 +166,10 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}",
         )
         .ok()?,
-        // `{"` in base64 is `eyJ`; the standard and URL-safe alphabets both.
-        base64_json: Regex::new(r"eyJ[A-Za-z0-9+/_\-]{12,}={0,2}").ok()?,
+        // `{"` in base64 is `eyJ`, `{\n ` (pretty-printed, a service-account
+        // file, two-space indent) `ewogIC`; `-----BEGIN` is `LS0tLS1CRUdJTi` (a
+        // kubeconfig's key data). The standard and URL-safe alphabets both.
+        base64_json: Regex::new(r"(?:eyJ|ewogIC)[A-Za-z0-9+/_\-]{12,}={0,2}|LS0tLS1CRUdJTi[A-Za-z0-9+/]{20,}={0,2}").ok()?,
         // Prefixes that no word contains match wherever they start: after a
         // URL-encoded separator (`token%3Dghp_…`), or glued to the token
         // before. Those that words do contain (`task-…`, `desk_test_…`,
@@ -490,8 +494,9 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
 }
 
 /// Base64 of a JSON object (`eyJ…`: a `.dockerconfigjson`, a session
-/// cookie, a JSON header value) is masked whole when its decoded text holds
-/// a secret; otherwise it stays (most are harmless: `{"user_id": 42}`).
+/// cookie, a service-account file) or of a PEM block is masked whole when
+/// its decoded text holds a secret; otherwise it stays (most are harmless:
+/// `{"user_id": 42}`, a certificate).
 fn base64_json_spans(s: &str, sh: &Shapes, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     for m in sh.base64_json.find_iter(s) {
         let Some(decoded) = decode_base64(m.as_str()) else { continue };
