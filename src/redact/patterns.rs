@@ -910,6 +910,34 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
 /// and the no-break spaces French typography puts before a colon.
 const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
 
+/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every separator).
+fn trim_blanks_end(s: &str) -> &str {
+    let mut b = s.as_bytes();
+    loop {
+        b = match b {
+            [rest @ .., b' ' | b'\t'] => rest,
+            [rest @ .., 0xC2, 0xA0] => rest,
+            [rest @ .., 0xE2, 0x80, 0xAF] => rest,
+            _ => break,
+        };
+    }
+    &s[..b.len()]
+}
+
+/// `s` without its leading [`BLANKS`].
+fn trim_blanks_start(s: &str) -> &str {
+    let mut b = s.as_bytes();
+    loop {
+        b = match b {
+            [b' ' | b'\t', rest @ ..] => rest,
+            [0xC2, 0xA0, rest @ ..] => rest,
+            [0xE2, 0x80, 0xAF, rest @ ..] => rest,
+            _ => break,
+        };
+    }
+    &s[s.len() - b.len()..]
+}
+
 /// Longest run of blanks there (bytes): aligned config files pad keys to a column.
 const MAX_BLANKS: usize = 64;
 
@@ -955,7 +983,7 @@ fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
 /// quote), not reaching back past `floor`.
 fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     let head = &s[floor..sep];
-    let trimmed = head.trim_end_matches(BLANKS);
+    let trimmed = trim_blanks_end(head);
     if head.len() - trimmed.len() > MAX_BLANKS {
         return None;
     }
@@ -1002,7 +1030,7 @@ fn name_after(s: &str, from: usize) -> Option<&str> {
 /// The value after a separator: `(start, end, quoted)`, quotes excluded.
 fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     let rest = &s[from..];
-    let blanks = rest.len() - rest.trim_start_matches(BLANKS).len();
+    let blanks = rest.len() - trim_blanks_start(rest).len();
     if blanks > MAX_BLANKS {
         return None;
     }
