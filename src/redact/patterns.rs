@@ -373,18 +373,31 @@ pub fn ready() -> bool {
 
 /// Collects into `spans` the byte ranges of `s` that hold a secret.
 /// `key_info` judges the key of a `key=value` pair.
+#[inline]
 pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     scan(s, key_info, spans, true);
 }
 
 /// [`find_spans`]; `decode` says whether base64 JSON is decoded and
-/// scanned (one level: what it decodes to is not decoded again).
+/// scanned (one level: what it decodes to is not decoded again). Inlined:
+/// most text wakes no shape and returns here, before the call to the
+/// shapes, whose large frame would cost more than the filter.
+#[inline]
 fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>, decode: bool) {
     let Some(sh) = SHAPES.as_ref() else {
         // Unreachable with the constant patterns; fail closed, never open.
         spans.push((0, s.len()));
         return;
     };
+    let wake = wake_of(sh, s);
+    if wake != 0 {
+        scan_shapes(s, sh, wake, key_info, spans, decode);
+    }
+}
+
+/// The shapes whose hints occur in `s`, one bit each.
+#[inline(always)]
+fn wake_of(sh: &Shapes, s: &str) -> u16 {
     let mut wake = 0u16;
     // Most values hold no hint: the pair filter rules that out for most of
     // them without running the automaton. `key=value` needs a separator; its
@@ -403,9 +416,18 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
         // A flag at the very start has no blank before it for a hint.
         wake |= FLAG;
     }
-    if wake == 0 {
-        return;
-    }
+    wake
+}
+
+/// Runs the woken shapes over `s`.
+fn scan_shapes(
+    s: &str,
+    sh: &Shapes,
+    wake: u16,
+    key_info: &mut dyn FnMut(&str) -> KeyInfo,
+    spans: &mut Vec<(usize, usize)>,
+    decode: bool,
+) {
     if wake & PEM != 0 {
         pem_spans(s, sh, spans);
     }
@@ -440,7 +462,7 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
             push_group(&c, "path", spans);
         }
     }
-    if wake & KV != 0 && has_sep {
+    if wake & KV != 0 {
         kv_spans(s, key_info, spans);
     }
     if wake & PCT != 0 {
@@ -909,6 +931,7 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
 const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
 
 /// `s` without its trailing [`BLANKS`], read as bytes (this runs at every separator).
+#[inline]
 fn trim_blanks_end(s: &str) -> &str {
     let mut b = s.as_bytes();
     loop {
@@ -923,6 +946,7 @@ fn trim_blanks_end(s: &str) -> &str {
 }
 
 /// `s` without its leading [`BLANKS`].
+#[inline]
 fn trim_blanks_start(s: &str) -> &str {
     let mut b = s.as_bytes();
     loop {
@@ -979,6 +1003,7 @@ fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
 
 /// The key that ends just before `sep` (after optional blanks and a closing
 /// quote), not reaching back past `floor`.
+#[inline]
 fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     let head = &s[floor..sep];
     let trimmed = trim_blanks_end(head);
