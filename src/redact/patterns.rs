@@ -396,7 +396,7 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
 }
 
 /// The shapes whose hints occur in `s`, one bit each.
-#[inline(always)]
+#[inline]
 fn wake_of(sh: &Shapes, s: &str) -> u16 {
     let mut wake = 0u16;
     // Most values hold no hint: the pair filter rules that out for most of
