@@ -6,12 +6,14 @@ must be gone from the output and the readable text that must stay.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
-from auditbus import redact
+from auditbus import AuditService, redact
 
 
 @dataclass
@@ -132,3 +134,188 @@ def test_documented_bypasses_are_closed(case: Case) -> None:
         assert secret not in text, f"{case.source}: {secret!r} survived in {text}"
     for readable in case.kept:
         assert readable in text, f"{case.source}: {readable!r} was lost from {text}"
+
+
+# --- real-world formats: secrets as services put them into event details -------------------
+
+_DOCKER_CONFIG = base64.b64encode(
+    json.dumps({"auths": {"ghcr.io": {"auth": base64.b64encode(b"bot:dk1-pass").decode()}}}).encode()
+).decode()
+
+_SA_FILE = base64.b64encode(
+    json.dumps({"type": "service_account", "private_key_id": "k1", "private_key": "Sa1key"}, indent=2).encode()
+).decode()
+_PEM_B64 = base64.b64encode(b"-----BEGIN EC PRIVATE KEY-----\nPk1body\n-----END EC PRIVATE KEY-----\n").decode()
+_CERT_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n").decode()
+_PLAIN_B64 = base64.b64encode(json.dumps({"user_id": 42, "theme": "dark"}, indent=2).encode()).decode()
+
+
+class Creds(NamedTuple):
+    user: str
+    password: str
+
+
+REAL_WORLD = [
+    # Token formats (gitleaks / trufflehog rules), alone and inside text.
+    *(
+        Case(f"token {token[:9]}", {"out": f"using {token} now"}, [token], ["using ", " now"])
+        for token in [
+            "dckr_pat_" + "Dk1" * 9,
+            "sq0atp-" + "Sq1" * 8,
+            "sq0csp-" + "Sq2" * 14,
+            "EAAA" + "Sq3x" * 15,
+            "HRKU-AA" + "Hk1" * 20,
+            "ATATT3xFfGF0" + "At1" * 20,
+            "lin_api_" + "Ln1" * 13,
+            "AGE-SECRET-KEY-1" + "QY7" * 19 + "Z",
+            "glsa_" + "Gs1" * 10 + "Ab_" + "0a1b2c3d",
+            "glc_" + "Gc1" * 12,
+            "PMAK-" + "0a" * 12 + "-" + "1b" * 17,
+            "pul-" + "0a1b" * 10,
+            "NRAK-" + "N1R" * 9,
+            "gsk_" + "Gq1" * 16,
+            "pplx-" + "Px1" * 16,
+            "xai-" + "Xa1" * 27,
+            "r8_" + "Rp1" * 12,
+            "lsv2_pt_" + "Ls1" * 12,
+            "tvly-" + "Tv1" * 10,
+            "abcdefghij1234.atlasv1." + "Tf1" * 22,
+        ]
+    ),
+    # Command lines whose password flag only the command names.
+    Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
+    Case("mysqldump -p glued", {"cmd": "mysqldump -pMy2pass --all-databases"}, ["My2pass"], ["--all-databases"]),
+    Case("sshpass -p", {"cmd": "sshpass -p Sp1pass ssh deploy@h"}, ["Sp1pass"], ["ssh deploy@h"]),
+    Case("docker login -p", {"cmd": "docker login -u bot -p Dl1pass ghcr.io"}, ["Dl1pass"], ["-u bot", "ghcr.io"]),
+    Case("redis-cli -a", {"cmd": "redis-cli -h cache -a Rc1pass ping"}, ["Rc1pass"], ["-h cache", "ping"]),
+    Case("curl -u", {"cmd": "curl -u admin:Cu1pass https://h/api"}, ["Cu1pass"], ["curl -u admin:", "https://h/api"]),
+    Case("curl --user quoted", {"cmd": "curl -s --user 'admin:Cu2pass' https://h"}, ["Cu2pass"], ["https://h"]),
+    Case("sqlplus user/password@db", {"cmd": "sqlplus scott/Sq1pass@orcl"}, ["Sq1pass"], ["scott/", "@orcl"]),
+    Case(
+        "keytool single-dash flags",
+        {"cmd": "keytool -importkeystore -srcstorepass Kt1pass -deststorepass Kt2pass -keypass Kt3pass"},
+        ["Kt1pass", "Kt2pass", "Kt3pass"],
+        ["-importkeystore"],
+    ),
+    Case("plink -pw", {"cmd": "plink -pw Pl1pass admin@h"}, ["Pl1pass"], ["admin@h"]),
+    Case("flag at the very start", {"args": "-password Fl1pass -v"}, ["Fl1pass"], ["-v"]),
+    # .netrc entries.
+    Case("netrc one line", {"netrc": "machine api.h login bot password Nr1pass"}, ["Nr1pass"], ["login bot"]),
+    Case(
+        "netrc several lines",
+        {"netrc": "machine api.h\n  login bot\n  password Nr2pass\nmachine b"},
+        ["Nr2pass"],
+        ["machine b"],
+    ),
+    # XML elements named like a secret.
+    Case("xml element", {"xml": "<db><password>Xm1pass</password></db>"}, ["Xm1pass"], ["<password>", "</db>"]),
+    Case("xml namespaced", {"xml": "<c:ApiKey>Xm2key</c:ApiKey>"}, ["Xm2key"], ["<c:ApiKey>"]),
+    Case("xml CDATA", {"xml": "<Password><![CDATA[Xm3pass]]></Password>"}, ["Xm3pass"]),
+    Case("xml attributes", {"xml": '<secret id="1">Xm4val</secret>'}, ["Xm4val"], ["<secret id="]),
+    # JSON inside a string inside text: escaped quotes.
+    Case(
+        "escaped JSON",
+        {"log": 'body="{\\"user\\": \\"bob\\", \\"password\\": \\"Ej1pass\\"}"'},
+        ["Ej1pass"],
+        ["bob"],
+    ),
+    Case("escaped twice", {"log": 'x=\\\\\\"token\\\\\\": \\\\\\"Ej2tok\\\\\\"'}, ["Ej2tok"]),
+    # Percent-encoded pairs: a URL inside a URL, a form body.
+    Case(
+        "redirect carrying a token",
+        {"url": "https://h/login?next=https%3A%2F%2Fa%2Fcb%3Faccess_token%3DPe1tok%26state%3Dok"},
+        ["Pe1tok"],
+        ["state%3Dok"],
+    ),
+    Case("encoded form body", {"body": "user%3Dbob%26password%3DPe2pass"}, ["Pe2pass"], ["user%3Dbob"]),
+    Case("encoded twice", {"u": "next%3Dx%253Fclient_secret%253DPe3sec%2526a%253D1"}, ["Pe3sec"], ["%2526a%253D1"]),
+    # Base64 of JSON that holds a secret (.dockerconfigjson).
+    Case("base64 JSON", {"data": {".dockerconfigjson": _DOCKER_CONFIG}}, [_DOCKER_CONFIG, "dk1-pass"]),
+    Case("base64 service-account file", {"blob": f"loaded {_SA_FILE} ok"}, [_SA_FILE], ["loaded", "ok"]),
+    Case("base64 private key", {"kubeconfig": f"client-key: {_PEM_B64}"}, [_PEM_B64]),
+    # Config files: keys padded to a column, YAML values on the lines below, Python/TOML triple
+    # quotes, a value cut off before its closing quote, French typography's no-break space.
+    Case("aligned key", {"ini": "user" + " " * 20 + "= bob\npassword" + " " * 16 + "= Cf1"}, ["Cf1"], ["= bob"]),
+    Case("aligned colon", {"ini": "password:" + " " * 20 + "Cf2pass"}, ["Cf2pass"]),
+    Case("YAML block scalar", {"yaml": "db:\n  password: |\n    Cf3pass\n  host: h"}, ["Cf3pass"], ["host: h"]),
+    Case("YAML folded, on the next line", {"yaml": "token: >-\n  Cf4tok\nnext: 1"}, ["Cf4tok"], ["next: 1"]),
+    Case("YAML plain, on the next line", {"yaml": "api_key:\n  Cf5key\nuser: bob"}, ["Cf5key"], ["user: bob"]),
+    Case("YAML list under a secret key", {"yaml": "secrets:\n  - Cf6a\n  - Cf6b\nx: 1"}, ["Cf6a", "Cf6b"], ["x: 1"]),
+    Case("Ansible vault", {"yaml": "db_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6331f6"}, ["6331f6"]),
+    Case("triple quotes", {"py": "password = '''Cf7pass'''"}, ["Cf7pass"]),
+    Case("cut off before the closing quote", {"log": 'connect(password="Cf8pass'}, ["Cf8pass"], ["connect("]),
+    Case("no-break space before the colon", {"log": "password\u00a0: Cf9pass"}, ["Cf9pass"]),
+    # SQL statements that set a password.
+    Case("SQL IDENTIFIED BY", {"sql": "ALTER USER app IDENTIFIED BY 'Sl1pass';"}, ["Sl1pass"], ["ALTER USER app"]),
+    Case("SQL IDENTIFIED BY bare", {"sql": "CREATE USER app IDENTIFIED BY Sl2pass;"}, ["Sl2pass"]),
+    Case(
+        "SQL IDENTIFIED WITH plugin BY",
+        {"sql": "CREATE USER 'a'@'%' IDENTIFIED WITH mysql_native_password BY 'Sl3pass'"},
+        ["Sl3pass"],
+        ["mysql_native_password"],
+    ),
+    Case("SQL WITH PASSWORD", {"sql": "CREATE ROLE r WITH ENCRYPTED PASSWORD 'Sl4pass'"}, ["Sl4pass"]),
+    Case("SQL SET PASSWORD", {"sql": "SET PASSWORD FOR u = PASSWORD('Sl5pass')"}, ["Sl5pass"]),
+    # A named tuple is stored as a list: its field names decide.
+    Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
+]
+
+# Ordinary values that look like the shapes above: they must stay readable.
+LOOKALIKES = [
+    # A Mailgun `key-<32 hex>` has no other mark than a cache key holding an MD5 digest: not masked.
+    "key-value store, cache key-0123456789abcdef0123456789abcdef",
+    "mysql -u root -p app",
+    "ssh -p 2222 deploy@h",
+    "psql -h db -p 5432 app",
+    "mkdir -p /srv/app && ls -a /tmp",
+    "docker run -u 1000:1000 img",
+    "redis-cli -h cache ping",
+    "curl -o out.txt https://h/x",
+    "git log -p",
+    "login failed: password incorrect for alice",
+    "user login alice password reset requested",
+    "<passwordPolicy>strict</passwordPolicy> <author>alice</author> <b>password</b> reset",
+    '{\\"user\\": \\"bob\\"}',
+    "q%3Dpassword%26page%3D2",
+    "eyJ1c2VyX2lkIjo0Mn0",
+    _CERT_B64,
+    _PLAIN_B64,
+    "pull-request sq0rt EAAAH lin_api_version NRAK-short",
+    "password:\nuser: bob",
+    "password_set:\n  true",
+    "steps:\n  - name: build\n    run: make",
+    'the password "policy" changed',
+    "user identified by email alice",
+    "password reset requested",
+]
+
+
+@pytest.mark.parametrize("case", REAL_WORLD, ids=lambda c: c.source)
+def test_real_world_formats_are_masked(case: Case) -> None:
+    text = json.dumps(redact(case.data), default=repr)
+    for secret in case.gone:
+        assert secret not in text, f"{case.source}: {secret!r} survived in {text}"
+    for readable in case.kept:
+        assert readable in text, f"{case.source}: {readable!r} was lost from {text}"
+
+
+@pytest.mark.parametrize("text", LOOKALIKES)
+def test_real_world_lookalikes_stay_readable(text: str) -> None:
+    assert redact({"v": text}) == {"v": text}
+
+
+def test_real_world_formats_never_reach_the_audit_database(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as service:
+        for case in REAL_WORLD:
+            service.record("plan_applied", details=case.data)
+        rows = service.query(limit=len(REAL_WORLD))
+    assert len(rows) == len(REAL_WORLD)
+    stored = "\n".join(json.dumps(row.details) for row in rows)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for case in REAL_WORLD:
+        for secret in case.gone:
+            assert secret not in stored, f"{case.source}: {secret!r} reached a row"
+            assert secret.encode() not in on_disk, f"{case.source}: {secret!r} reached the file"
+        for readable in case.kept:
+            assert readable in stored or json.dumps(readable)[1:-1] in stored, f"{case.source}: {readable!r} lost"

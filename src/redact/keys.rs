@@ -52,6 +52,9 @@ pub const SUBSTRING_TERMS: &[&str] = &[
     "webhookurl",
     "saslpassword",
     "pgpass",
+    // Java keytool's `-storepass`, `-keypass`, `-srcstorepass`, ...
+    "storepass",
+    "keypass",
 ];
 
 /// Short words that are secret only as a whole token: as substrings they

@@ -25,6 +25,11 @@ const TOKENS: u16 = 1 << 4;
 const KV: u16 = 1 << 5;
 const FLAG: u16 = 1 << 6;
 const SLACK_HOOK: u16 = 1 << 7;
+const PCT: u16 = 1 << 8;
+const XML: u16 = 1 << 9;
+const NETRC: u16 = 1 << 10;
+const CMD: u16 = 1 << 11;
+const SQL: u16 = 1 << 12;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -38,6 +43,8 @@ const HINTS: &[(&str, u16)] = &[
     ("api-key", AUTH),
     ("eyj", JWT),
     ("zxlk", JWT),
+    ("ewogic", JWT),
+    ("ls0tls1crudjt", JWT),
     ("akia", TOKENS),
     ("asia", TOKENS),
     ("abia", TOKENS),
@@ -85,8 +92,41 @@ const HINTS: &[(&str, u16)] = &[
     ("dapi", TOKENS),
     (":aa", TOKENS),
     ("q~", TOKENS),
+    ("dckr_", TOKENS),
+    ("sq0", TOKENS),
+    ("eaaa", TOKENS),
+    ("hrku-", TOKENS),
+    ("atatt3", TOKENS),
+    ("lin_api_", TOKENS),
+    ("age-secret-key-", TOKENS),
+    ("glsa_", TOKENS),
+    ("glc_", TOKENS),
+    ("pmak-", TOKENS),
+    ("pul-", TOKENS),
+    ("nrak-", TOKENS),
+    ("gsk_", TOKENS),
+    ("pplx-", TOKENS),
+    ("xai-", TOKENS),
+    ("r8_", TOKENS),
+    ("lsv", TOKENS),
+    ("tvly-", TOKENS),
+    ("atlasv1", TOKENS),
     ("hooks.slack.com", SLACK_HOOK),
     ("--", FLAG),
+    (" -", FLAG),
+    ("%3d", PCT),
+    ("%253d", PCT),
+    ("</", XML),
+    ("identified", SQL),
+    // A `.netrc` entry holds `password` too.
+    ("password", SQL | NETRC),
+    ("login", CMD),
+    ("mysql", CMD),
+    ("mariadb", CMD),
+    ("sshpass", CMD),
+    ("redis-cli", CMD),
+    ("curl", CMD),
+    ("sqlplus", CMD),
 ];
 
 struct Shapes {
@@ -95,9 +135,13 @@ struct Shapes {
     pem_begin: Regex,
     auth: Regex,
     jwt: Regex,
+    base64_json: Regex,
     tokens: Regex,
     slack_hook: Regex,
     flag: Regex,
+    netrc: Regex,
+    cmd: Regex,
+    sql: Regex,
 }
 
 static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
@@ -121,6 +165,10 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}",
         )
         .ok()?,
+        // `{"` in base64 is `eyJ`, `{\n ` (pretty-printed, a service-account
+        // file, two-space indent) `ewogIC`; `-----BEGIN` is `LS0tLS1CRUdJTi` (a
+        // kubeconfig's key data). The standard and URL-safe alphabets both.
+        base64_json: Regex::new(r"(?:eyJ|ewogIC)[A-Za-z0-9+/_\-]{12,}={0,2}|LS0tLS1CRUdJTi[A-Za-z0-9+/]{20,}={0,2}").ok()?,
         // Prefixes that no word contains match wherever they start: after a
         // URL-encoded separator (`token%3Dghp_…`), or glued to the token
         // before. Those that words do contain (`task-…`, `desk_test_…`,
@@ -150,15 +198,65 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|dapi[a-f0-9]{32}(?-u:\b)",
             r"|[0-9]{8,10}:AA[A-Za-z0-9_\-]{32,}",
             r"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}",
+            r"|dckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}",
+            r"|sq0(?:atp|csp|idp)-[A-Za-z0-9_\-]{22,}",
+            r"|EAAA[A-Za-z0-9_\-+=]{60,}",
+            r"|HRKU-[A-Za-z0-9_\-]{20,}",
+            r"|ATATT3[A-Za-z0-9_\-=]{40,}",
+            r"|lin_(?:api|oauth)_[A-Za-z0-9]{30,}",
+            r"|AGE-SECRET-KEY-1[0-9A-Z]{50,}",
+            r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}(?-u:\b)",
+            r"|glc_[A-Za-z0-9+/]{32,}={0,2}",
+            r"|PMAK-[A-Fa-f0-9]{24}-[A-Fa-f0-9]{34}(?-u:\b)",
+            r"|pul-[a-f0-9]{40}(?-u:\b)",
+            r"|NRAK-[A-Z0-9]{27}(?-u:\b)",
+            r"|gsk_[A-Za-z0-9]{40,}",
+            r"|pplx-[A-Za-z0-9]{40,}",
+            r"|xai-[A-Za-z0-9]{60,}",
+            r"|r8_[A-Za-z0-9]{30,}",
+            r"|lsv2_(?:pt|sk)_[A-Za-z0-9_]{30,}",
+            r"|tvly-[A-Za-z0-9_\-]{24,}",
+            r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}",
             r")"
         ))
         .ok()?,
         slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
             .ok()?,
-        // `--db-password hunter2` (the `=` form is the `kv` shape).
+        // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
+        // `=` form is the `kv` shape); the key rules judge the flag's name.
         flag: Regex::new(
-            r#"(?:^|[\s"'])--(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
+            r#"(?:^|[\s"'])--?(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
         )
+        .ok()?,
+        // `.netrc` entries: `machine h login u password p`, on one line or
+        // several (an entry starts with `machine`: prose has `login ... password`).
+        netrc: Regex::new(
+            r#"(?i)(?:^|\s)machine\s+\S+(?:\s+(?:login|account|port)\s+\S+)*\s+password\s+(?P<v>[^\s"']+)"#,
+        )
+        .ok()?,
+        // Command lines whose password flag is a short letter, which only
+        // the command says is a password: `mysql -pSECRET` (glued: `-p x`
+        // prompts), `sshpass -p x`, `docker login -p x`, `redis-cli -a x`,
+        // `curl -u user:x`, `sqlplus user/x@db`.
+        cmd: Regex::new(concat!(
+            r#"(?:^|[\s;&|(`"'])(?:"#,
+            r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
+            r#"|(?:sshpass(?:[ \t][^\n;&|]*?)?[ \t]-p|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a)[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
+            r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
+            r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
+            r#")"#
+        ))
+        .ok()?,
+        // SQL statements: `IDENTIFIED BY 'x'` (unquoted too after `CREATE
+        // USER u`, Oracle), `WITH PASSWORD 'x'`, `PASSWORD('x')`,
+        // `SET PASSWORD FOR u = 'x'`. Prose has `identified by email` and
+        // `the password "policy"`: those need their SQL context.
+        sql: Regex::new(concat!(
+            r#"(?i)(?-u:\b)(?:"#,
+            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+(?P<bare>[^\s'";,()]+)"#,
+            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
+            r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
+        ))
         .ok()?,
     })
 });
@@ -174,6 +272,9 @@ struct HintPairs {
     first: Box<[u64; 256]>,
     /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=` and `:`.
     second: Box<[u64; 256]>,
+    /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
+    #[cfg_attr(not(test), allow(dead_code))]
+    chosen: usize,
 }
 
 /// The bit of "a `key=value` separator follows", set in every `first` entry.
@@ -190,17 +291,19 @@ impl HintPairs {
         let mut chosen: Vec<(u8, u8)> = Vec::new();
         for hint in hints {
             // Every hint has at least two bytes (a test pins it).
-            // Least seen in the sample; among those, of the rarest letters.
-            let rarest = hint.as_bytes().windows(2).min_by_key(|w| {
-                (common[Self::folded(w[0], w[1])], std::cmp::Reverse(letter_rarity(w[0]) + letter_rarity(w[1])))
+            let pairs = || hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()));
+            let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
+            let Some(least) = pairs().map(|p| seen(&p)).min() else { continue };
+            // Least seen in the sample; a pair already chosen for another
+            // hint first (the bits are few), then the one of the rarest letters.
+            let pair = pairs().find(|p| seen(p) == least && chosen.contains(p)).or_else(|| {
+                pairs().filter(|p| seen(p) == least).max_by_key(|&(a, b)| letter_rarity(a) + letter_rarity(b))
             });
-            if let Some(w) = rarest {
-                let pair = (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase());
-                if !chosen.contains(&pair) {
-                    chosen.push(pair);
-                }
+            if let Some(pair) = pair.filter(|p| !chosen.contains(p)) {
+                chosen.push(pair);
             }
         }
+        let count = chosen.len();
         let mut first = Box::new([SEP_BIT; 256]);
         let mut second = Box::new([0u64; 256]);
         for (k, (a, b)) in chosen.into_iter().enumerate() {
@@ -215,7 +318,7 @@ impl HintPairs {
         }
         second[usize::from(b'=')] |= SEP_BIT;
         second[usize::from(b':')] |= SEP_BIT;
-        Self { first, second }
+        Self { first, second, chosen: count }
     }
 
     fn folded(a: u8, b: u8) -> usize {
@@ -270,12 +373,31 @@ pub fn ready() -> bool {
 
 /// Collects into `spans` the byte ranges of `s` that hold a secret.
 /// `key_info` judges the key of a `key=value` pair.
+#[inline]
 pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    scan(s, key_info, spans, true);
+}
+
+/// [`find_spans`]; `decode` says whether base64 JSON is decoded and
+/// scanned (one level: what it decodes to is not decoded again). Inlined:
+/// most text wakes no shape and returns here, before the call to the
+/// shapes, whose large frame would cost more than the filter.
+#[inline]
+fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>, decode: bool) {
     let Some(sh) = SHAPES.as_ref() else {
         // Unreachable with the constant patterns; fail closed, never open.
         spans.push((0, s.len()));
         return;
     };
+    let wake = wake_of(sh, s);
+    if wake != 0 {
+        scan_shapes(s, sh, wake, key_info, spans, decode);
+    }
+}
+
+/// The shapes whose hints occur in `s`, one bit each.
+#[inline]
+fn wake_of(sh: &Shapes, s: &str) -> u16 {
     let mut wake = 0u16;
     // Most values hold no hint: the pair filter rules that out for most of
     // them without running the automaton. `key=value` needs a separator; its
@@ -290,9 +412,22 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
     if has_sep {
         wake |= KV;
     }
-    if wake == 0 {
-        return;
+    if s.starts_with('-') {
+        // A flag at the very start has no blank before it for a hint.
+        wake |= FLAG;
     }
+    wake
+}
+
+/// Runs the woken shapes over `s`.
+fn scan_shapes(
+    s: &str,
+    sh: &Shapes,
+    wake: u16,
+    key_info: &mut dyn FnMut(&str) -> KeyInfo,
+    spans: &mut Vec<(usize, usize)>,
+    decode: bool,
+) {
     if wake & PEM != 0 {
         pem_spans(s, sh, spans);
     }
@@ -315,6 +450,9 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
     }
     if wake & JWT != 0 {
         spans.extend(sh.jwt.find_iter(s).map(|m| (m.start(), m.end())));
+        if decode {
+            base64_json_spans(s, sh, key_info, spans);
+        }
     }
     if wake & TOKENS != 0 {
         token_spans(s, sh, spans);
@@ -324,8 +462,45 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
             push_group(&c, "path", spans);
         }
     }
-    if wake & KV != 0 && has_sep {
+    if wake & KV != 0 {
         kv_spans(s, key_info, spans);
+    }
+    if wake & PCT != 0 {
+        pct_spans(s, key_info, spans);
+    }
+    if wake & XML != 0 {
+        xml_spans(s, key_info, spans);
+    }
+    if wake & NETRC != 0 {
+        for c in sh.netrc.captures_iter(s) {
+            if let Some(v) = c.name("v") {
+                if !keep_value(v.as_str()) {
+                    spans.push((v.start(), v.end()));
+                }
+            }
+        }
+    }
+    if wake & CMD != 0 {
+        for c in sh.cmd.captures_iter(s) {
+            for group in ["glued", "arg", "userpass", "slash"] {
+                if let Some(v) = c.name(group) {
+                    if !keep_value(v.as_str().trim_matches(['"', '\''])) {
+                        spans.push(unquote(v.start(), v.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    if wake & SQL != 0 {
+        for c in sh.sql.captures_iter(s) {
+            for group in ["bare", "quoted"] {
+                if let Some(v) = c.name(group) {
+                    if !keep_value(v.as_str().trim_matches(['"', '\''])) {
+                        spans.push(unquote(v.start(), v.as_str()));
+                    }
+                }
+            }
+        }
     }
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
@@ -334,6 +509,22 @@ pub fn find_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mu
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
+        }
+    }
+}
+
+/// Base64 of a JSON object (`eyJ…`: a `.dockerconfigjson`, a session
+/// cookie, a service-account file) or of a PEM block is masked whole when
+/// its decoded text holds a secret; otherwise it stays (most are harmless:
+/// `{"user_id": 42}`, a certificate).
+fn base64_json_spans(s: &str, sh: &Shapes, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    for m in sh.base64_json.find_iter(s) {
+        let Some(decoded) = decode_base64(m.as_str()) else { continue };
+        let Ok(text) = std::str::from_utf8(&decoded) else { continue };
+        let mut inner = Vec::new();
+        scan(text, key_info, &mut inner, false);
+        if !inner.is_empty() {
+            spans.push((m.start(), m.end()));
         }
     }
 }
@@ -598,6 +789,16 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if !(info.secret || (info.value_field && named_secret)) {
             continue;
         }
+        if b[sep] == b':' && sep_end == sep + 1 {
+            if let Some((start, end)) = yaml_block(s, key, sep_end) {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = end;
+                key_floor = at;
+                continue;
+            }
+        }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
         if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
@@ -627,18 +828,208 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     }
 }
 
-/// The key that ends just before `sep` (after optional blanks and a closing
-/// quote), not reaching back past `floor`.
-fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
-    let head = &s[floor..sep];
-    let trimmed = head.trim_end_matches([' ', '\t']);
-    if head.len() - trimmed.len() > 8 {
+/// Percent-encoded pairs, `password%3Dx%26user%3Dbob` (a form body or a
+/// URL carried inside another URL's query, `%253D` when encoded twice):
+/// each encoded `=` looks back for its key; the value runs to the encoded
+/// or plain `&`, a blank or a quote.
+fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut at = 0;
+    let mut key_floor = 0;
+    while let Some(off) = memchr::memchr(b'%', &b[at..]) {
+        let pct = at + off;
+        let Some(sep_end) = encoded(b, pct, b"3d") else {
+            at = pct + 1;
+            continue;
+        };
+        at = sep_end;
+        let Some(key) = key_before(s, key_floor, pct) else { continue };
+        key_floor = sep_end;
+        if !key_info(key).secret {
+            continue;
+        }
+        let mut end = sep_end;
+        while end < b.len() {
+            let c = b[end];
+            if c.is_ascii_whitespace() || matches!(c, b'&' | b'"' | b'\'' | b'<' | b'>' | b'#' | b';') {
+                break;
+            }
+            if c == b'%' && encoded(b, end, b"26").is_some() {
+                break;
+            }
+            end += 1;
+        }
+        if !keep_value(&s[sep_end..end]) {
+            spans.push((sep_end, end));
+        }
+        at = at.max(end);
+        key_floor = at;
+    }
+}
+
+/// The end of `%` (`25`)* `code` at `pct` (`code` lowercase hex), or `None`.
+fn encoded(b: &[u8], pct: usize, code: &[u8; 2]) -> Option<usize> {
+    let mut i = pct + 1;
+    while b.get(i..i + 2).is_some_and(|w| w == b"25")
+        && b.get(i + 2..i + 4).is_some_and(|w| w.eq_ignore_ascii_case(code) || w == b"25")
+    {
+        i += 2;
+    }
+    b.get(i..i + 2).filter(|w| w.eq_ignore_ascii_case(code)).map(|_| i + 2)
+}
+
+/// XML and HTML elements whose name is a secret key:
+/// `<password>x</password>`, `<ns:ApiKey>x</ns:ApiKey>`, CDATA too. Each
+/// closing tag looks back to the opening tag right before its text; the
+/// backward scans stop at the previous closing tag, so the pass is linear.
+fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    let mut floor = 0;
+    while let Some(off) = memchr::memmem::find(&b[from..], b"</") {
+        let close = from + off;
+        from = close + 2;
+        let name_len = s[from..]
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+            .unwrap_or(s.len() - from);
+        let name = &s[from..from + name_len];
+        if name.is_empty() || b.get(from + name_len) != Some(&b'>') {
+            continue;
+        }
+        let base = floor;
+        floor = from + name_len + 1;
+        let head = &s[base..close];
+        // The text, and the `>` that ends the opening tag before it.
+        let (text_start, text_end, gt) = if let Some(h) = head.strip_suffix("]]>") {
+            match h.rfind("<![CDATA[") {
+                Some(i) if i > 0 => (base + i + 9, base + h.len(), base + i - 1),
+                _ => continue,
+            }
+        } else {
+            match head.rfind('>') {
+                Some(i) => (base + i + 1, close, base + i),
+                None => continue,
+            }
+        };
+        if b[gt] != b'>' {
+            continue;
+        }
+        let Some(lt) = s[base..gt].rfind('<') else { continue };
+        let tag = &s[base + lt + 1..gt];
+        if tag.split(char::is_whitespace).next() != Some(name) {
+            continue;
+        }
+        let local = name.rsplit(':').next().unwrap_or(name);
+        if key_info(local).secret && !keep_value(s[text_start..text_end].trim()) {
+            push_trimmed(s, text_start, text_end, spans);
+        }
+    }
+}
+
+/// What may sit between a key, its separator and its value: spaces and tabs,
+/// and the no-break spaces French typography puts before a colon.
+const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
+
+/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every separator).
+#[inline]
+fn trim_blanks_end(s: &str) -> &str {
+    let mut b = s.as_bytes();
+    loop {
+        b = match b {
+            [rest @ .., b' ' | b'\t'] => rest,
+            [rest @ .., 0xC2, 0xA0] => rest,
+            [rest @ .., 0xE2, 0x80, 0xAF] => rest,
+            _ => break,
+        };
+    }
+    &s[..b.len()]
+}
+
+/// `s` without its leading [`BLANKS`].
+#[inline]
+fn trim_blanks_start(s: &str) -> &str {
+    let mut b = s.as_bytes();
+    loop {
+        b = match b {
+            [b' ' | b'\t', rest @ ..] => rest,
+            [0xC2, 0xA0, rest @ ..] => rest,
+            [0xE2, 0x80, 0xAF, rest @ ..] => rest,
+            _ => break,
+        };
+    }
+    &s[s.len() - b.len()..]
+}
+
+/// Longest run of blanks there (bytes): aligned config files pad keys to a column.
+const MAX_BLANKS: usize = 64;
+
+/// A YAML value on the lines after its key, `password: |`, `token: !vault |`,
+/// `api_key:` followed by an indented scalar or list: the span of the lines
+/// indented deeper than the key, or `None` when the value sits on the key's line.
+fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
+    let b = s.as_bytes();
+    let line_end = memchr::memchr(b'\n', &b[sep_end..]).map_or(b.len(), |i| sep_end + i);
+    let rest = s[sep_end..line_end].trim_matches(|c: char| BLANKS.contains(&c) || c == '\r');
+    let rest = match rest.strip_prefix('!') {
+        // A tag (`!vault`), then the block indicator.
+        Some(tagged) => tagged.split_once([' ', '\t']).map_or("", |(_, r)| r.trim_start()),
+        None => rest,
+    };
+    let indicator =
+        rest.strip_prefix(['|', '>']).is_some_and(|r| r.bytes().all(|c| matches!(c, b'-' | b'+' | b'0'..=b'9')));
+    if !(rest.is_empty() || indicator) || line_end >= b.len() {
         return None;
     }
-    let trimmed = trimmed.strip_suffix(['"', '\'']).unwrap_or(trimmed);
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    let line_start = s[..key_at].rfind('\n').map_or(0, |i| i + 1);
+    let key_col = key_at - line_start;
+    let (mut first, mut last) = (None, line_end);
+    let mut at = line_end + 1;
+    while at < b.len() {
+        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        let line = &s[at..end];
+        let content = line.trim_start_matches(BLANKS);
+        if !content.trim().is_empty() {
+            if line.len() - content.len() <= key_col {
+                break;
+            }
+            first.get_or_insert(at + line.len() - content.len());
+            last = at + line.trim_end().len();
+        }
+        at = end + 1;
+    }
+    first.map(|f| (f, last))
+}
+
+/// The key that ends just before `sep` (after optional blanks and a closing
+/// quote), not reaching back past `floor`.
+#[inline]
+fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
+    let head = &s[floor..sep];
+    let trimmed = trim_blanks_end(head);
+    if head.len() - trimmed.len() > MAX_BLANKS {
+        return None;
+    }
+    // A quoted key, its quotes escaped when the text is JSON inside a string (`\"password\"`).
+    let trimmed = match trimmed.strip_suffix(['"', '\'']) {
+        Some(t) => t.trim_end_matches('\\'),
+        None => trimmed,
+    };
     let start = trimmed.char_indices().rev().take_while(|&(_, c)| key_char(c)).last().map(|(i, _)| i)?;
     // A key starts at a word character (`--db-password` -> `db-password`).
-    let key = trimmed[start..].trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_');
+    let mut key = trimmed[start..].trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_');
+    // After a percent escape (`%26password`, `%2526password`), the escape's
+    // hex digits are not part of the key.
+    if trimmed[..trimmed.len() - key.len()].ends_with('%') {
+        let hex2 = |k: &str| k.len() > 2 && k.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit);
+        if hex2(key) {
+            let twice = key.starts_with("25");
+            key = &key[2..];
+            if twice && hex2(key) {
+                key = &key[2..];
+            }
+        }
+    }
     (!key.is_empty()).then_some(key)
 }
 
@@ -662,24 +1053,42 @@ fn name_after(s: &str, from: usize) -> Option<&str> {
 /// The value after a separator: `(start, end, quoted)`, quotes excluded.
 fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     let rest = &s[from..];
-    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-    if blanks > 8 {
+    let blanks = rest.len() - trim_blanks_start(rest).len();
+    if blanks > MAX_BLANKS {
         return None;
     }
     let start = from + blanks;
     let b = s.as_bytes();
     match b.get(start) {
         Some(&q @ (b'"' | b'\'')) => {
+            if b.get(start..start + 3).is_some_and(|t| t.iter().all(|&c| c == q)) {
+                // A triple-quoted value (Python, TOML) may span lines.
+                let open = start + 3;
+                let close = memchr::memmem::find(&b[open..], &[q; 3]).map_or(b.len(), |i| open + i);
+                return Some((open, close, true));
+            }
             let mut i = start + 1;
             while i < b.len() {
                 match b[i] {
                     b'\\' if q == b'"' => i += 2,
-                    b'\r' | b'\n' => return None,
+                    // A value cut off before its closing quote (a truncated
+                    // line) is masked to the end of its line.
+                    b'\r' | b'\n' => return Some((start + 1, i, true)),
                     c if c == q => return Some((start + 1, i, true)),
                     _ => i += 1,
                 }
             }
-            None
+            Some((start + 1, b.len().max(start + 1), true))
+        }
+        // Quotes escaped once or more (`\"password\": \"x\"`, JSON inside a
+        // string inside a text): the value runs to the next quote.
+        Some(b'\\') => {
+            let k = b[start..].iter().take_while(|&&c| c == b'\\').count();
+            let q = *b.get(start + k).filter(|&&c| c == b'"' || c == b'\'')?;
+            let open = start + k + 1;
+            let close = b[open..].iter().position(|&c| c == q || c == b'\n').map_or(b.len(), |i| open + i);
+            let end = open + s[open..close].trim_end_matches('\\').len();
+            Some((open, end, true))
         }
         // A container (`password=['a', 'b']`, the str() of a dataclass whose
         // secret field is a list or dict): the value runs to its closing bracket.
@@ -764,6 +1173,14 @@ mod tests {
         }
         assert!(!sh.pairs.may_hold_hint("applied changes to the resource graph; "));
         assert!(!sh.pairs.may_hold_hint("/srv/app/module_3.py"));
+    }
+
+    #[test]
+    fn every_chosen_pair_has_a_bit_of_its_own() {
+        // Pairs that share the last bit pass each other's bytes crossed
+        // (`h` of one, `i` of another): the filter would let most text through.
+        let sh = SHAPES.as_ref().unwrap();
+        assert!(sh.pairs.chosen <= LAST_PAIR_BIT + 1, "{} pairs", sh.pairs.chosen);
     }
 
     #[test]

@@ -403,6 +403,19 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             for item in tuple.iter() {
                 self.seq_item(&mut out, &item, depth)?;
             }
+        } else if let Ok(tuple) = seq.cast::<PyTuple>() {
+            // A named tuple is written as a list, without its field names:
+            // the field name decides here, as a key would.
+            let secret = self.field_secrets(tuple);
+            for (i, item) in tuple.iter().enumerate() {
+                if secret.get(i).copied().unwrap_or(false) {
+                    self.sink.next_item(&mut out);
+                    let value = self.masked(&item, depth + 1)?;
+                    self.sink.item(&mut out, value);
+                } else {
+                    self.seq_item(&mut out, &item, depth)?;
+                }
+            }
         } else {
             match seq.try_iter() {
                 Ok(items) => {
@@ -441,6 +454,17 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         };
         self.sink.item(seq, out);
         Ok(())
+    }
+
+    /// For a named tuple, whether each field's name is a secret one; empty
+    /// for any other tuple subclass (or one whose `_fields` is not names).
+    fn field_secrets(&self, tuple: &Bound<'py, PyTuple>) -> Vec<bool> {
+        let Ok(fields) = tuple.get_type().getattr("_fields") else { return Vec::new() };
+        let Ok(fields) = fields.cast::<PyTuple>() else { return Vec::new() };
+        fields
+            .iter()
+            .map(|f| f.cast::<PyString>().is_ok_and(|n| self.rules.key_is_secret(&n.to_string_lossy())))
+            .collect()
     }
 
     /// A two-item list or tuple whose first item is a secret name.
