@@ -812,6 +812,31 @@ def test_purge_keeps_a_newer_row_stored_in_another_offset(tmp_path: Path) -> Non
         assert svc.verify().ok
 
 
+def test_purge_dry_run_counts_exactly_what_purge_deletes_and_deletes_nothing(tmp_path: Path) -> None:
+    """Rows of a type no service knows are counted; a row whose time cannot be read stops the cut, as in purge."""
+    path = tmp_path / "audit.db"
+    legacy_audit().AuditService(path).close()
+    rows = [
+        ("2026-01-01T10:00:00+00:00", "plan_applied"),
+        ("2026-01-01T10:01:00+00:00", "custom_type_of_another_writer"),
+        ("garbage", "plan_applied"),  # unreadable: kept, and every row after it
+        ("2026-01-01T10:02:00+00:00", "plan_applied"),
+    ]
+    for stamp, kind in rows:
+        execute(path, "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, '{}')", (stamp, kind))
+    with AuditService(path) as svc:
+        before = "2026-06-01T00:00:00Z"
+        assert svc.purge(before, dry_run=True) == 2
+        assert svc.purge(before, dry_run=True) == 2  # nothing deleted, nothing recorded
+        assert svc.count(event_type="audit_purged") == 0
+        assert svc.purge(before) == 2
+        assert svc.purge(before, dry_run=True) == 0
+    with AuditService(path, read_only=True) as reader:
+        assert reader.purge("2000-01-01", dry_run=True) == 0
+        with pytest.raises(ValueError, match="before"):
+            reader.purge("not a date", dry_run=True)
+
+
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     path = tmp_path / "exit.db"
     script = textwrap.dedent(

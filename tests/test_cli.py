@@ -1087,6 +1087,23 @@ def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> No
     assert count_rows(aged_trail) == 7
 
 
+def test_purge_at_a_terminal_asks_for_exactly_the_rows_it_deletes(tmp_path: Path) -> None:
+    """A row whose time cannot be read stops the purge, so the question counts only the rows before it."""
+    path = tmp_path / "aged.db"
+    legacy_rows(path, 400, 390)
+    with sqlite3.connect(path) as connection:
+        for stamp in ("garbage", (NOW - timedelta(days=380)).isoformat()):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, 'plan_applied', '{}')", (stamp,)
+            )
+    connection.close()
+    prepare(path, sample_events())
+    status, shown = _purge_at_terminal(path, b"y")
+    assert status == 0, shown
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
+    assert "purged 2 rows" in shown
+
+
 def test_purge_at_a_terminal_yes_deletes(aged_trail: Path) -> None:
     status, shown = _purge_at_terminal(aged_trail, b"y")
     assert status == 0, shown

@@ -942,19 +942,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def purge_preview(service: AuditService, before: datetime) -> int:
-    """How many rows `purge(before)` deletes: the oldest rows, by id, up to the first one recorded at or after `before`.
-
-    Purge removes only such a prefix, so that what remains is still one verifiable chain.
-    """
-    every = list(_ALL_TYPES)
-    total = service.count(event_type=every)
-    first_kept = service.query(event_type=every, since=before, order="asc", limit=1)
-    if not first_kept:
-        return total
-    return total - service.count(event_type=every, after_id=first_kept[0].id - 1)
-
-
 def cmd_purge(args: argparse.Namespace) -> int:
     before: datetime = args.before
     if before > datetime.now(_UTC):
@@ -966,7 +953,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError("purge deletes audit rows for good: pass --yes to confirm when not at a terminal")
-            candidates = purge_preview(service, before)
+            candidates = service.purge(before, dry_run=True)
             if candidates == 0:
                 print(f"nothing to purge: no row before the first one recorded at or after {_iso(before)}")
                 return EXIT_OK

@@ -24,7 +24,7 @@ use crate::audit::entry::{AuditEntry, VerifyReport};
 use crate::audit::query::{self, Filter, Order, RowData};
 use crate::audit::record::{lifecycle, new_event_id, AuditRecord, Who};
 use crate::audit::schema::{self, Durability, SCHEMA_VERSION};
-use crate::audit::writer::{Committed, Stats, Writer};
+use crate::audit::writer::{self, Committed, Stats, Writer};
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
@@ -773,8 +773,14 @@ impl AuditService {
     /// only deletion there is. Records itself as an `audit_purged` row and
     /// re-anchors the chain, so `verify()` stays ok. Returns rows deleted.
     /// Ctrl-C interrupts the wait, not the purge, which still runs.
-    fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>) -> Result<u64> {
+    /// `dry_run=True` only counts the rows it would delete now (read-only
+    /// services too): the same cut, nothing deleted, nothing recorded.
+    #[pyo3(signature = (before, *, dry_run = false))]
+    fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>, dry_run: bool) -> Result<u64> {
         let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
+        if dry_run {
+            return self.read(py, |conn| writer::purgeable(conn, &before));
+        }
         self.writer("purge()")?.purge(py, before)
     }
 

@@ -1325,24 +1325,37 @@ fn running_at(tx: &Connection, anchor_id: i64, anchor_hash: &str, upto: Option<i
     Ok(running)
 }
 
-/// Deletes the longest run of oldest rows (by id) whose timestamps are all
-/// before `before`, and re-anchors the chain at the last deleted row.
-/// Returns (rows deleted, last deleted id). Timestamps are compared as
-/// instants (a row stored in another offset is not judged by its digits);
-/// a row whose timestamp cannot be read is kept.
-fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
+/// The last id `purge(before)` deletes: the longest run of oldest rows (by
+/// id) whose timestamps are all before `before`. Timestamps are compared as
+/// instants (a row stored in another offset is not judged by its digits); a
+/// row whose timestamp cannot be read is kept, and so is every row after it.
+fn purge_cutoff(conn: &Connection, before: &str) -> Result<i64> {
     let utc = crate::audit::query::UTC_FN;
-    let first_kept: Option<i64> = tx
+    let first_kept: Option<i64> = conn
         .query_row(
             &format!("SELECT id FROM audit_log WHERE coalesce({utc}(timestamp) >= ?1, 1) ORDER BY id LIMIT 1"),
             [before],
             |row| row.get(0),
         )
         .optional()?;
-    let cutoff = match first_kept {
-        Some(id) => id.checked_sub(1).ok_or_else(|| Error::Storage(format!("row id {id} cannot be purged before")))?,
-        None => tx.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |row| row.get(0))?,
-    };
+    match first_kept {
+        Some(id) => id.checked_sub(1).ok_or_else(|| Error::Storage(format!("row id {id} cannot be purged before"))),
+        None => Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |row| row.get(0))?),
+    }
+}
+
+/// How many rows `purge(before)` would delete now (`purge(dry_run=True)`):
+/// the same cut, counted, on any connection.
+pub fn purgeable(conn: &Connection, before: &str) -> Result<u64> {
+    let cutoff = purge_cutoff(conn, before)?;
+    let rows: i64 = conn.query_row("SELECT count(*) FROM audit_log WHERE id <= ?1", [cutoff], |row| row.get(0))?;
+    Ok(rows.unsigned_abs())
+}
+
+/// Deletes the rows up to [`purge_cutoff`] and re-anchors the chain at the
+/// last deleted row. Returns (rows deleted, last deleted id).
+fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
+    let cutoff = purge_cutoff(tx, before)?;
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
     if cutoff > anchor_id {
         let running = running_at(tx, anchor_id, &anchor_hash, Some(cutoff))?;
