@@ -7,6 +7,7 @@
     python audit_fault_child.py interrupt PATH
     python audit_fault_child.py interrupt-close|interrupt-record|interrupt-purge PATH
     python audit_fault_child.py close-full PATH
+    python audit_fault_child.py interrupt-close-full PATH
     python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
     python audit_fault_child.py purge|verify|legacy PATH
@@ -374,6 +375,34 @@ def close_full(path: str) -> None:
     say("done")
 
 
+def interrupt_close_full(path: str) -> None:
+    """Ctrl-C while close() waits for room for its last messages in a queue the held lock keeps full."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    # The stop row is counted as queued once close() has shut the service; it waits for room then.
+    queued = svc.stats()["queued"]
+    _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
+    try:
+        svc.close()
+    except KeyboardInterrupt:
+        say("interrupted")
+    else:
+        say("returned")
+    try:
+        svc.record_event(DomainEvent(event_type="step_completed"))
+    except ClosedError:
+        say("refused")
+    # A flush on the closed service with a limit: the stop is still not queued, and the lock holds.
+    try:
+        svc.flush(timeout=0.2)
+    except TimeoutError:
+        say("flush timed out")
+    _finish(svc, acked)
+
+
 def close_twice(path: str) -> None:
     """A second close() while a first one, on another thread, waits for a row the held lock keeps back."""
     svc, acked = _stuck(path)
@@ -485,9 +514,17 @@ def main(argv: list[str]) -> None:
         open_at_gate(path, argv[2])
     elif command == "interrupt":
         interrupt(path)
-    elif command in ("interrupt-close", "interrupt-record", "interrupt-purge", "close-full", "close-twice"):
+    elif command in (
+        "interrupt-close",
+        "interrupt-record",
+        "interrupt-purge",
+        "close-full",
+        "close-twice",
+        "interrupt-close-full",
+    ):
         {
             "interrupt-close": interrupt_close,
+            "interrupt-close-full": interrupt_close_full,
             "interrupt-record": interrupt_record,
             "interrupt-purge": interrupt_purge,
             "close-full": close_full,
