@@ -8,6 +8,7 @@
     python audit_fault_child.py interrupt-close|interrupt-record|interrupt-purge PATH
     python audit_fault_child.py close-full PATH
     python audit_fault_child.py interrupt-close-full PATH
+    python audit_fault_child.py interrupt-close-exit PATH
     python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
     python audit_fault_child.py purge|verify|legacy PATH
@@ -403,6 +404,24 @@ def interrupt_close_full(path: str) -> None:
     _finish(svc, acked)
 
 
+def interrupt_close_exit(path: str) -> None:
+    """Ctrl-C while close() waits for room in a full queue, then the interpreter exits without another close()."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    queued = svc.stats()["queued"]
+    _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
+    try:
+        svc.close()
+    except KeyboardInterrupt:
+        say("interrupted")
+    say("F", *acked)  # handed over before the exit: the at-exit hook must write them
+    sys.stdin.readline()  # the lock is gone
+    say("exiting")
+
+
 def close_twice(path: str) -> None:
     """A second close() while a first one, on another thread, waits for a row the held lock keeps back."""
     svc, acked = _stuck(path)
@@ -521,10 +540,12 @@ def main(argv: list[str]) -> None:
         "close-full",
         "close-twice",
         "interrupt-close-full",
+        "interrupt-close-exit",
     ):
         {
             "interrupt-close": interrupt_close,
             "interrupt-close-full": interrupt_close_full,
+            "interrupt-close-exit": interrupt_close_exit,
             "interrupt-record": interrupt_record,
             "interrupt-purge": interrupt_purge,
             "close-full": close_full,
