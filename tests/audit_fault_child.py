@@ -267,7 +267,10 @@ def _stuck(
     sys.stdin.readline()  # the lock is held now
     event = DomainEvent(event_type="step_completed", plan_id="stuck")
     svc.record_event(event)
-    _until(lambda: svc.stats()["errors"] >= 1, "the writer failing on the lock")
+    # A retry, not just an error: the writer counts its audit_failure row as
+    # queued after the error, and a caller waiting for `queued` to grow must
+    # not take that row for its own.
+    _until(lambda: svc.stats()["retries"] >= 1, "the writer retrying on the lock")
     return svc, [event.event_id]
 
 
