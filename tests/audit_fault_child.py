@@ -7,6 +7,8 @@
     python audit_fault_child.py interrupt PATH
     python audit_fault_child.py interrupt-close|interrupt-record|interrupt-purge PATH
     python audit_fault_child.py close-full PATH
+    python audit_fault_child.py interrupt-close-full PATH
+    python audit_fault_child.py interrupt-close-exit PATH
     python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
     python audit_fault_child.py purge|verify|legacy PATH
@@ -265,7 +267,10 @@ def _stuck(
     sys.stdin.readline()  # the lock is held now
     event = DomainEvent(event_type="step_completed", plan_id="stuck")
     svc.record_event(event)
-    _until(lambda: svc.stats()["errors"] >= 1, "the writer failing on the lock")
+    # A retry, not just an error: the writer counts its audit_failure row as
+    # queued after the error, and a caller waiting for `queued` to grow must
+    # not take that row for its own.
+    _until(lambda: svc.stats()["retries"] >= 1, "the writer retrying on the lock")
     return svc, [event.event_id]
 
 
@@ -372,6 +377,52 @@ def close_full(path: str) -> None:
     say("F", *acked)
     say("stats", json.dumps(svc.stats()))
     say("done")
+
+
+def interrupt_close_full(path: str) -> None:
+    """Ctrl-C while close() waits for room for its last messages in a queue the held lock keeps full."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    # The stop row is counted as queued once close() has shut the service; it waits for room then.
+    queued = svc.stats()["queued"]
+    _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
+    try:
+        svc.close()
+    except KeyboardInterrupt:
+        say("interrupted")
+    else:
+        say("returned")
+    try:
+        svc.record_event(DomainEvent(event_type="step_completed"))
+    except ClosedError:
+        say("refused")
+    # A flush on the closed service with a limit: the stop is still not queued, and the lock holds.
+    try:
+        svc.flush(timeout=0.2)
+    except TimeoutError:
+        say("flush timed out")
+    _finish(svc, acked)
+
+
+def interrupt_close_exit(path: str) -> None:
+    """Ctrl-C while close() waits for room in a full queue, then the interpreter exits without another close()."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    queued = svc.stats()["queued"]
+    _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
+    try:
+        svc.close()
+    except KeyboardInterrupt:
+        say("interrupted")
+    say("F", *acked)  # handed over before the exit: the at-exit hook must write them
+    sys.stdin.readline()  # the lock is gone
+    say("exiting")
 
 
 def close_twice(path: str) -> None:
@@ -485,9 +536,19 @@ def main(argv: list[str]) -> None:
         open_at_gate(path, argv[2])
     elif command == "interrupt":
         interrupt(path)
-    elif command in ("interrupt-close", "interrupt-record", "interrupt-purge", "close-full", "close-twice"):
+    elif command in (
+        "interrupt-close",
+        "interrupt-record",
+        "interrupt-purge",
+        "close-full",
+        "close-twice",
+        "interrupt-close-full",
+        "interrupt-close-exit",
+    ):
         {
             "interrupt-close": interrupt_close,
+            "interrupt-close-full": interrupt_close_full,
+            "interrupt-close-exit": interrupt_close_exit,
             "interrupt-record": interrupt_record,
             "interrupt-purge": interrupt_purge,
             "close-full": close_full,

@@ -337,6 +337,50 @@ def test_ctrl_c_interrupts_a_close_waiting_on_another_processs_lock_and_the_rows
     assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
 
 
+def test_ctrl_c_interrupts_a_close_waiting_for_room_in_a_full_queue_and_a_later_close_writes_everything(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "interrupt-close-full")
+    acks = Acks()
+    try:
+        # Before, close() waited for room for its stop row with signals held
+        # back: no line came for as long as another process held the lock.
+        assert stuck.child.next_line(timeout=30) == "interrupted"
+        assert stuck.child.next_line(timeout=30) == "refused"
+        assert stuck.child.next_line(timeout=30) == "flush timed out"
+        stuck.release()
+        # The flush and the second close() queue what the first left: the stop row, then the stop.
+        stuck.finish(acks)
+    finally:
+        stuck.close()
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert len(acks.events) == 3
+    assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
+
+
+def test_an_exit_after_an_interrupted_close_writes_every_row_and_the_stop_row(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    stuck = _Stuck(path, "interrupt-close-exit")
+    acks = Acks()
+    try:
+        assert stuck.child.next_line(timeout=30) == "interrupted"
+        stuck.release()
+        lines = stuck.child.finish(acks)
+        stderr = stuck.child.stderr()
+    finally:
+        stuck.close()
+    assert lines[-1] == "exiting", lines
+    # The exit queued what the interrupted close() left, and waited for it: nothing given up.
+    assert "NOT written" not in stderr, stderr
+    rows = assert_intact(path)
+    assert_all_present(rows, acks)
+    assert len(acks.events) == 3
+    assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
+    assert rows[-1]["event_type"] == "audit_stopped"
+
+
 def test_ctrl_c_interrupts_a_record_waiting_for_room_in_a_full_queue_and_its_row_is_not_written(
     tmp_path: Path,
 ) -> None:

@@ -755,3 +755,135 @@ def test_rows_refused_for_good_are_counted_lost_durable_ones_included(tmp_path: 
     # durable row was handed over and not written, like the outage row with it.
     assert stats["lost"] == 2, stats
     assert _accounted(stats), stats
+
+
+def _remove_under_emitters(path: Path) -> tuple[dict[str, int], int, list[str]]:
+    """Three threads hand rows over until refused while the trail is removed; the counters after close()."""
+    svc = AuditService(path, queue_size=256, put_timeout=0)
+    svc.flush()
+    accepted = [0] * 3
+    refused: list[str] = []
+
+    def emit(k: int) -> None:
+        i = 0
+        while True:
+            i += 1
+            try:
+                svc.record_event(event(i))
+            except auditbus.QueueFullError:
+                continue
+            except auditbus.AuditError as exc:
+                refused.append(str(exc))
+                return
+            accepted[k] += 1
+
+    threads = [threading.Thread(target=emit, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: sum(accepted) >= 50, "rows to be handed over")
+    path.unlink()
+    for thread in threads:
+        thread.join()
+    svc.close()
+    return svc.stats(), sum(accepted), refused
+
+
+def test_rows_handed_over_while_the_writer_stops_on_a_removed_trail_are_all_accounted_for(tmp_path: Path) -> None:
+    # Every row record_event() accepted is written or counted lost. Before, a
+    # row queued after the stopping writer drained its queue for the last
+    # time was acknowledged, then dropped with the queue, uncounted (a race:
+    # a few attempts hit it).
+    for attempt in range(12):
+        stats, accepted, refused = _remove_under_emitters(tmp_path / f"a{attempt}.db")
+        assert len(refused) == 3, refused
+        assert _accounted(stats), (attempt, stats)
+        # Queued: the started row and every accepted row (no stop row once stopped).
+        assert stats["queued"] == 1 + accepted, stats
+
+
+def _close_under_senders(path: Path) -> tuple[dict[str, int], list[str]]:
+    """Threads hand rows over (write-behind and durable, waiting for room in a
+    small queue) until a close() on another thread refuses them."""
+    svc = AuditService(path, queue_size=4, put_timeout=None)
+    accepted: list[list[str]] = [[] for _ in range(4)]
+
+    def send(k: int) -> None:
+        i = 0
+        while True:
+            i += 1
+            try:
+                if k == 3:
+                    entry = svc.record("auth_success", plan_id=f"r{i}")
+                    assert entry.event_id is not None
+                    accepted[k].append(entry.event_id)
+                else:
+                    handed = event(i)
+                    svc.record_event(handed)
+                    accepted[k].append(handed.event_id)
+            except auditbus.ClosedError:
+                return
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: sum(map(len, accepted)) >= 300, "rows to be handed over")
+    svc.close()
+    for thread in threads:
+        thread.join()
+    return svc.stats(), [i for ids in accepted for i in ids]
+
+
+def test_every_row_accepted_while_another_thread_closes_is_written_before_the_stop_row(tmp_path: Path) -> None:
+    # A close() racing senders that wait for room: no row is queued after the
+    # stop (acknowledged, never written), and the stop row is the last one.
+    for attempt in range(5):
+        path = tmp_path / f"a{attempt}.db"
+        stats, accepted = _close_under_senders(path)
+        assert _accounted(stats), stats
+        assert stats["lost"] == 0, stats
+        rows = raw_rows(path)
+        stored = {r["event_id"] for r in rows}
+        assert [i for i in accepted if i not in stored] == []
+        assert stats["written"] == len(rows), stats
+        assert rows[-1]["event_type"] == "audit_stopped"
+        assert [r["event_type"] for r in rows].count("audit_stopped") == 1
+
+
+def test_concurrent_flushes_after_abandoned_ones_return_only_once_their_rows_are_committed(tmp_path: Path) -> None:
+    # Flushes that gave up during an outage leave their messages for later
+    # flushes to wait on; racing flushers must neither hang on an answer that
+    # never comes nor return before the row they handed over is committed.
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.02) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+            for _ in range(3):
+                with pytest.raises(TimeoutError):
+                    svc.flush(timeout=0.01)
+        reader = AuditService(path, read_only=True)
+        missing: list[str] = []
+        errors: list[BaseException] = []
+
+        def flusher(k: int) -> None:
+            try:
+                for i in range(40):
+                    plan = f"t{k}-{i}"
+                    svc.record_event(DomainEvent(event_type="step_completed", plan_id=plan))
+                    svc.flush(timeout=60)
+                    # Read by a service with no writer: it sees what is committed, and waits for nothing.
+                    if reader.count(plan_id=plan) != 1:
+                        missing.append(plan)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=flusher, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        reader.close()
+        assert errors == []
+        assert missing == []
+        assert svc.stats()["queue_depth"] == 0

@@ -158,8 +158,14 @@ pub struct Shared {
     /// Set only by the at-exit close: past it, a failing batch is given up.
     stop_deadline: Mutex<Option<Instant>>,
     /// Set when the thread refused a batch and stops, before any caller
-    /// hears of it: a later `close()` queues no stop row that nothing reads.
+    /// hears of it: a later `close()` queues no stop row that nothing reads,
+    /// and senders (which read it under `gate`) queue nothing more.
     refused: std::sync::atomic::AtomicBool,
+    /// `true` once closed. Senders hold it shared while they send, so the
+    /// `Stop` message queued after it is shut is the last one; the thread
+    /// holds it exclusively while it drains a queue it will never write, so
+    /// no row is queued after that drain (acknowledged, then dropped uncounted).
+    gate: RwLock<bool>,
     /// Durable callers inside `record()` (redacting, queued or waiting for
     /// their commit): how many durable rows the thread may expect soon.
     durable_callers: AtomicUsize,
@@ -174,6 +180,19 @@ impl Drop for DurableCaller<'_> {
     }
 }
 
+/// The last messages of a closed writer, queued by whoever gets to them
+/// first: the `close()` that shut the gate, a later one, or a flush that
+/// waits for the thread to end. Each send waits in slices that let Python
+/// handle signals, so a Ctrl-C can end a close() waiting for room in a queue
+/// another process's lock keeps full; the next close() (or the exit) queues the rest.
+#[derive(Default)]
+struct Closing {
+    /// The stop row, counted as queued, not in the queue yet.
+    row: Option<Box<AuditRecord>>,
+    /// `Stop` is queued (or the thread has ended): nothing is left to queue.
+    stop_queued: bool,
+}
+
 /// How one slice of a blocked [`Writer::send`] ended.
 enum Slice {
     Sent,
@@ -185,13 +204,12 @@ enum Slice {
 /// The service's side of the writer.
 pub struct Writer {
     tx: Sender<Msg>,
-    /// `true` once closed. Senders hold it shared while they send, so the
-    /// `Stop` message sent under the exclusive lock is the last one queued.
-    gate: RwLock<bool>,
-    /// `true` once closed, as `gate` says, but read without waiting: a
-    /// `close()` holds the gate while it waits for room in a full queue,
-    /// and `stats()` or a bus being wired ask with the GIL held.
+    /// `true` once closed, as the gate says, but read without waiting: a
+    /// sender may hold the gate for a slice of its wait for room, and
+    /// `stats()` or a bus being wired ask with the GIL held.
     closed: AtomicBool,
+    /// What a close has still to queue once the gate is shut (see [`Writer::queue_stop`]).
+    closing: Mutex<Closing>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The writer thread: a call made on it (a handler of the `auditbus`
     /// logger, which the thread logs through) must not wait for it.
@@ -231,6 +249,7 @@ impl Writer {
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
             refused: std::sync::atomic::AtomicBool::new(false),
+            gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
         });
         let thread_shared = shared.clone();
@@ -251,8 +270,8 @@ impl Writer {
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
         Ok(Arc::new(Self {
             tx,
-            gate: RwLock::new(false),
             closed: AtomicBool::new(false),
+            closing: Mutex::new(Closing::default()),
             thread_id: thread.thread().id(),
             abandoned: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
@@ -332,9 +351,9 @@ impl Writer {
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
         let mut msg = msg;
-        if let Some(gate) = self.gate.try_read() {
-            if *gate {
-                return Err(self.closed_error());
+        if let Some(gate) = self.shared.gate.try_read() {
+            if let Some(shut) = self.shut(*gate) {
+                return Err(shut);
             }
             match self.tx.try_send(msg) {
                 Ok(()) => return Ok(()),
@@ -359,11 +378,11 @@ impl Writer {
             // The gate is held for one slice only: a signal handler run between
             // slices may call close(), which takes it exclusively.
             let sent = py.detach(|| {
-                let Some(gate) = self.gate.try_read_until(until) else {
-                    return Slice::Waiting(msg); // a close() holds the gate, waiting for room
+                let Some(gate) = self.shared.gate.try_read_until(until) else {
+                    return Slice::Waiting(msg); // a close() shuts the gate, or the thread drains for good
                 };
-                if *gate {
-                    return Slice::Failed(self.closed_error());
+                if let Some(shut) = self.shut(*gate) {
+                    return Slice::Failed(shut);
                 }
                 match self.tx.send_deadline(msg, until) {
                     Ok(()) => Slice::Sent,
@@ -383,6 +402,19 @@ impl Writer {
                     msg = back;
                 }
             }
+        }
+    }
+
+    /// Why nothing may be queued now, read under the gate: closed, or the
+    /// thread stopped on a refused batch (it drained the queue for the last
+    /// time under the exclusive gate; a row queued after that would be dropped).
+    fn shut(&self, closed: bool) -> Option<Error> {
+        if closed {
+            Some(self.closed_error())
+        } else if self.shared.refused.load(Ordering::Acquire) {
+            Some(self.stopped_error())
+        } else {
+            None
         }
     }
 
@@ -505,8 +537,13 @@ impl Writer {
     /// still being written (a `close()` on another thread may be draining
     /// it), so wait for the thread to end, then say whether anything was lost.
     fn drained(&self, py: Python<'_>, timeout: Option<Duration>, start: Instant) -> Result<()> {
+        let deadline = timeout.map(|limit| start + limit);
+        // A close() interrupted before its last messages were queued: the thread ends only once they are.
+        if !self.queue_stop(py, deadline, true)? {
+            return Err(self.flush_timeout(timeout));
+        }
         // The thread's end disconnects the channel; nothing is ever sent on it.
-        let waited = interruptible(py, timeout.map(|limit| start + limit), |until| self.done.recv_deadline(until))?;
+        let waited = interruptible(py, deadline, |until| self.done.recv_deadline(until))?;
         if matches!(waited, Err(RecvTimeoutError::Timeout)) {
             return Err(self.flush_timeout(timeout));
         }
@@ -562,19 +599,19 @@ impl Writer {
         }
         self.check_not_writer("close()")?;
         py.detach(|| {
-            let mut gate = self.gate.write();
+            // Held only while senders finish a slice: the stop is queued after it is shut.
+            let mut gate = self.shared.gate.write();
             if !*gate {
                 *gate = true;
                 self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
-                    if self.tx.send(Msg::Row(Box::new(record), None)).is_err() {
-                        self.shared.stats.unqueue();
-                    }
+                    self.closing.lock().row = Some(Box::new(record));
                 }
-                let _ = self.tx.send(Msg::Stop);
             }
         });
+        // Not interruptible (the exit), it waits until queued: past the exit's limit the thread drains.
+        self.queue_stop(py, None, interruptible)?;
         if interruptible {
             // Nothing is sent on `done`: it disconnects when the thread has ended.
             self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
@@ -588,13 +625,72 @@ impl Writer {
         Ok(())
     }
 
+    /// Queues what a close left to queue (the stop row, then `Stop`) once the
+    /// gate is shut, waiting for room until `deadline` in slices, between
+    /// which Python handles signals when `interruptible`. Only this sends
+    /// now, one caller at a time (under `closing`), and under the gate
+    /// shared, so the thread's last drain (see [`Shared::gate`]) sees it.
+    /// False when the deadline passed first.
+    fn queue_stop(&self, py: Python<'_>, deadline: Option<Instant>, interruptible: bool) -> PyResult<bool> {
+        loop {
+            let slice = Instant::now() + SIGNAL_POLL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            let queued = py.detach(|| {
+                let Some(_gate) = self.shared.gate.try_read_until(until) else { return false };
+                let Some(mut closing) = self.closing.try_lock_until(until) else { return false };
+                if closing.stop_queued {
+                    return true;
+                }
+                if self.shared.refused.load(Ordering::Acquire) {
+                    // The thread stopped and drained for good: nothing reads these.
+                    if closing.row.take().is_some() {
+                        self.shared.stats.unqueue();
+                    }
+                    closing.stop_queued = true;
+                    return true;
+                }
+                if let Some(row) = closing.row.take() {
+                    match self.tx.send_deadline(Msg::Row(row, None), until) {
+                        Ok(()) => {}
+                        Err(SendTimeoutError::Timeout(back)) => {
+                            if let Msg::Row(row, _) = back {
+                                closing.row = Some(row);
+                            }
+                            return false;
+                        }
+                        Err(SendTimeoutError::Disconnected(_)) => self.shared.stats.unqueue(),
+                    }
+                }
+                match self.tx.send_deadline(Msg::Stop, until) {
+                    Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
+                        closing.stop_queued = true;
+                        true
+                    }
+                    Err(SendTimeoutError::Timeout(_)) => false,
+                }
+            });
+            if queued {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            if interruptible {
+                py.check_signals()?;
+            }
+        }
+    }
+
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
     pub fn close_nowait(&self, last: Option<AuditRecord>) {
         if self.forked() {
             return;
         }
-        if let Some(mut gate) = self.gate.try_write() {
-            if !*gate && self.tx.len() + 2 <= self.capacity {
+        if let Some(mut gate) = self.shared.gate.try_write() {
+            // Nothing else sends while the gate is held: the room seen stays.
+            let closing = self.closing.try_lock();
+            if let Some(mut closing) = closing.filter(|_| !*gate && self.tx.len() + 2 <= self.capacity) {
+                closing.stop_queued = true;
                 *gate = true;
                 self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
@@ -771,6 +867,9 @@ impl Thread {
                     // Retrying cannot help: stop, so that every waiter gets an error
                     // (flush waiters see the channel close) instead of waiting forever.
                     drop(flushes);
+                    // Under the exclusive gate: a sender that queued before this drain is
+                    // counted in it, one after it sees `refused` (see `Shared::gate`).
+                    let _gate = self.shared.gate.write();
                     self.refuse_queued();
                     return;
                 }
