@@ -253,8 +253,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `the password "policy"`: those need their SQL context.
         sql: Regex::new(concat!(
             r#"(?i)(?-u:\b)(?:"#,
-            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+(?P<bare>[^\s'";,()]+)"#,
-            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
+            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+(?:(?P<bq>'(?:[^'\\\n]|\\.|'')*')|(?P<bare>[^\s'";,()]+))"#,
+            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
             r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
         ))
         .ok()?,
@@ -493,7 +493,7 @@ fn scan_shapes(
     }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
-            for group in ["bare", "quoted"] {
+            for group in ["bq", "bare", "quoted"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
@@ -505,7 +505,7 @@ fn scan_shapes(
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
-                if key_info(k.as_str()).secret {
+                if key_info(k.as_str()).secret && !keep_value(v.as_str().trim_matches(['"', '\''])) {
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
@@ -683,6 +683,15 @@ fn find_ascii_ci(s: &str, needle: &str) -> Option<usize> {
 /// Whether what follows an auth scheme word is a credential rather than
 /// prose (`Bearer token expired`, `basic authentication`).
 fn credential_like(scheme: &str, cred: &str) -> bool {
+    // A challenge's parameter (`WWW-Authenticate: Bearer realm="api"`).
+    if let Some(name) = cred.strip_suffix('=') {
+        if ["realm", "scope", "error", "charset", "nonce", "opaque", "qop", "algorithm", "stale", "domain"]
+            .iter()
+            .any(|p| name.eq_ignore_ascii_case(p))
+        {
+            return false;
+        }
+    }
     let has_digit = cred.bytes().any(|b| b.is_ascii_digit());
     let has_punct = cred.bytes().any(|b| b"-._~+/=".contains(&b));
     match scheme.to_ascii_lowercase().as_str() {
@@ -735,9 +744,44 @@ fn keep_value(v: &str) -> bool {
     if v.is_empty() {
         return true;
     }
-    let lower = v.to_ascii_lowercase();
-    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil") {
+    // A value cut at a blank keeps the punctuation after it (`NULL,` in an
+    // SQL `SET` list, `YES)` in MySQL's "(using password: YES)").
+    let word = v.trim_end_matches([',', ';', ')']);
+    let lower = word.to_ascii_lowercase();
+    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil" | "yes" | "no") {
         return true;
+    }
+    // A value already masked by whoever wrote the text (`password: ********`).
+    if word.len() >= 3 && word.bytes().all(|c| c == b'*') {
+        return true;
+    }
+    // Status words and placeholders a settings dump shows in place of a
+    // value (`password: (not set)`, `[hidden]`), GitHub's `permissions:`
+    // (`id-token: write`), and references to where a secret lives:
+    // `${{ secrets.NPM_TOKEN }}` (cut at its first blank), CloudFormation's
+    // `!Ref DbPassword`, OpenSSL's `-pass file:/path` / `env:NAME` / `fd:3`.
+    let full = v.to_ascii_lowercase();
+    let inner = [('(', ')'), ('[', ']'), ('<', '>')]
+        .iter()
+        .find_map(|&(open, close)| full.strip_prefix(open).and_then(|r| r.strip_suffix(close)))
+        .unwrap_or(&lower);
+    if matches!(
+        inner,
+        "not set" | "unset" | "hidden" | "redacted" | "masked" | "filtered" | "empty" | "required" | "optional"
+    ) || matches!(lower.as_str(), "read" | "write")
+    {
+        return true;
+    }
+    if word == "${{" || matches!(word, "!Ref" | "!GetAtt" | "!ImportValue") {
+        return true;
+    }
+    if let Some((scheme, rest)) = word.split_once(':') {
+        let fd = scheme == "fd" && !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit());
+        let env = scheme == "env" && env_like(rest);
+        let file = scheme == "file" && (rest.starts_with('/') || rest.starts_with("~/") || rest.starts_with("./"));
+        if fd || env || file {
+            return true;
+        }
     }
     let b = v.as_bytes();
     let env_name =
@@ -746,6 +790,11 @@ fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// An environment variable's name (`DB_PASS`, `db_pass`).
+fn env_like(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') && !t.as_bytes()[0].is_ascii_digit()
 }
 
 /// A character that can be part of a key in `key=value` text.
@@ -781,6 +830,9 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
+        if not_a_secret_pair(key, b[sep], &s[sep_end..]) {
+            continue;
+        }
         let info = key_info(key);
         if info.name_field && !info.secret {
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
@@ -825,6 +877,46 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// Pairs whose key reads as secret but whose form says they hold none: a
+/// stack frame's `TokenService.java:88` or `token.go:42` (a source file and a
+/// line number), a `WWW-Authenticate` challenge (`Bearer realm="api"`: the
+/// server's request for a credential, never one), and the working
+/// directory `PWD=/home/alice` of a `sudo` log line or an environment dump.
+fn not_a_secret_pair(key: &str, sep: u8, after: &str) -> bool {
+    const SOURCE: &[&str] =
+        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
+    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) {
+        if let Some((_, ext)) = key.rsplit_once('.') {
+            if SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)) {
+                return true;
+            }
+        }
+    }
+    if key.len() > 20 {
+        return false;
+    }
+    let k = key.to_ascii_lowercase();
+    k.ends_with("-authenticate")
+        || (matches!(k.as_str(), "pwd" | "oldpwd")
+            && key.bytes().all(|c| c.is_ascii_uppercase())
+            && sep == b'='
+            && after.starts_with('/'))
+        // sudo's syslog line: `sudo: alice : TTY=pts/0 ; PWD=... ; COMMAND=...`.
+        || (k == "sudo" && sep == b':' && sudo_log_line(after))
+}
+
+/// Whether `after` (the text after `sudo:`) is sudo's log line: ` user : ` then `TTY=` or a count.
+fn sudo_log_line(after: &str) -> bool {
+    let rest = after.trim_start_matches(' ');
+    let user_len = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    user_len > 0 && rest[user_len..].starts_with(" : ") && {
+        let tail = &rest[user_len + 3..];
+        tail.starts_with("TTY=")
+            || tail.starts_with(|c: char| c.is_ascii_digit())
+            || tail.starts_with("command not allowed")
     }
 }
 
