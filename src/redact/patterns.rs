@@ -550,11 +550,31 @@ fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
             .find_overlapping_iter(&s[m.start() + 1..window])
             .map(|hint| m.start() + 1 + hint.start())
             .filter(|&at| at < m.end())
-            .find(|&at| sh.tokens.find_at(s, at).is_some_and(|next| next.start() == at));
+            .find(|&at| token_starts_at(s, sh, at));
         let end = inner.unwrap_or(m.end());
         spans.push((m.start(), end));
         from = end;
     }
+}
+
+/// Longer than the shortest form of any token pattern (the longest, a
+/// Terraform `….atlasv1.…`, needs 83 bytes; `gh?_` tokens end by 259).
+const TOKEN_PROBE: usize = 512;
+
+/// Whether a token match starts exactly at `at`. A search over the whole
+/// rest of the text would cost its length at each hint inside a long token
+/// (`glpat-asiaasia…`: quadratic), so a bounded window is searched first:
+/// every token starting at `at` has a form within it that matches there
+/// too. The window can also accept where the text does not (a trailing
+/// word boundary at its cut), so a hit is confirmed on the whole text,
+/// whose search then stops at that match.
+fn token_starts_at(s: &str, sh: &Shapes, at: usize) -> bool {
+    let mut end = at.saturating_add(TOKEN_PROBE).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    sh.tokens.find_at(&s[..end], at).is_some_and(|m| m.start() == at)
+        && sh.tokens.find_at(s, at).is_some_and(|m| m.start() == at)
 }
 
 /// Replaces each span by `mask`; `None` when nothing changes. Spans that
@@ -1055,12 +1075,23 @@ fn trim_blanks_start(s: &str) -> &str {
 /// Longest run of blanks there (bytes): aligned config files pad keys to a column.
 const MAX_BLANKS: usize = 64;
 
+/// Longest text after a key's colon, on its line, for a YAML block to follow.
+const YAML_HEAD_MAX: usize = 128;
+
 /// A YAML value on the lines after its key, `password: |`, `token: !vault |`,
 /// `api_key:` followed by an indented scalar or list: the span of the lines
 /// indented deeper than the key, or `None` when the value sits on the key's line.
 fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
-    let line_end = memchr::memchr(b'\n', &b[sep_end..]).map_or(b.len(), |i| sep_end + i);
+    // What may follow the key on its line is short (blanks, a tag, a block
+    // indicator): the newline is looked for in a bounded window, so a long
+    // line full of `password: x` pairs is not scanned to its end at each one.
+    let window = &b[sep_end..b.len().min(sep_end.saturating_add(YAML_HEAD_MAX))];
+    let line_end = match memchr::memchr(b'\n', window) {
+        Some(i) => sep_end + i,
+        None if sep_end + window.len() == b.len() => b.len(),
+        None => return None,
+    };
     let rest = s[sep_end..line_end].trim_matches(|c: char| BLANKS.contains(&c) || c == '\r');
     let rest = match rest.strip_prefix('!') {
         // A tag (`!vault`), then the block indicator.
@@ -1523,5 +1554,14 @@ mod tests {
         assert_eq!(redact(&names), names);
         let named = format!("{}key=api_key new_value=x", "name=[ ".repeat(50_000));
         assert!(redact(&named).ends_with("new_value=***"));
+        // A long token full of other tokens' hints: each hint is probed in a
+        // bounded window, not by a search over the rest of the text.
+        let hinted = format!("glpat-{} end", "asiadapi".repeat(20_000));
+        assert_eq!(redact(&hinted), "*** end");
+        // A long line full of `password: x` pairs, each looked at for a YAML block.
+        let line = "password: x ".repeat(50_000);
+        assert_eq!(redact(&line), "password: *** ".repeat(50_000));
+        let blocks = "password: |x ".repeat(50_000);
+        assert!(!redact(&blocks).contains("|x"));
     }
 }
