@@ -1086,10 +1086,12 @@ fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
     // What may follow the key on its line is short (blanks, a tag, a block
     // indicator): the newline is looked for in a bounded window, so a long
     // line full of `password: x` pairs is not scanned to its end at each one.
-    let window = &b[sep_end..b.len().min(sep_end.saturating_add(YAML_HEAD_MAX))];
+    // Blanks first (each run is skipped once: the next key lies after it).
+    let head = s.len() - trim_blanks_start(&s[sep_end..]).len();
+    let window = &b[head..b.len().min(head.saturating_add(YAML_HEAD_MAX))];
     let line_end = match memchr::memchr(b'\n', window) {
-        Some(i) => sep_end + i,
-        None if sep_end + window.len() == b.len() => b.len(),
+        Some(i) => head + i,
+        None if head + window.len() == b.len() => b.len(),
         None => return None,
     };
     let rest = s[sep_end..line_end].trim_matches(|c: char| BLANKS.contains(&c) || c == '\r');
@@ -1561,6 +1563,8 @@ mod tests {
         // A long line full of `password: x` pairs, each looked at for a YAML block.
         let line = "password: x ".repeat(50_000);
         assert_eq!(redact(&line), "password: *** ".repeat(50_000));
+        let padded = format!("password:{}\n  Yb1pass\nuser: bob", " ".repeat(500));
+        assert!(!redact(&padded).contains("Yb1pass"));
         let blocks = "password: |x ".repeat(50_000);
         assert!(!redact(&blocks).contains("|x"));
     }
