@@ -341,6 +341,9 @@ LOOKALIKES = [
     "valueFrom:\n  secretKeyRef:\n    name: db-creds\n    key: password",
     "GOOGLE_APPLICATION_CREDENTIALS=/etc/gcp/sa.json",
     "deploy --db-password ${DB_PASSWORD} --api-key $API_KEY",
+    "SET password_encryption = 'scram-sha-256';",
+    'password_reset_url: "https://h/reset?lang=en"',
+    "mfa: enabled\notp: disabled\ncsrf: enabled",
 ]
 
 

@@ -777,7 +777,7 @@ fn keep_value(v: &str) -> bool {
     }
     // Status words and placeholders a settings dump shows in place of a
     // value (`password: (not set)`, `[hidden]`), GitHub's `permissions:`
-    // (`id-token: write`), and references to where a secret lives:
+    // (`id-token: write`), feature switches (`mfa: enabled`), and references to where a secret lives:
     // `${{ secrets.NPM_TOKEN }}` (cut at its first blank), CloudFormation's
     // `!Ref DbPassword`, OpenSSL's `-pass file:/path` / `env:NAME` / `fd:3`.
     let full = v.to_ascii_lowercase();
@@ -788,7 +788,7 @@ fn keep_value(v: &str) -> bool {
     if matches!(
         inner,
         "not set" | "unset" | "hidden" | "redacted" | "masked" | "filtered" | "empty" | "required" | "optional"
-    ) || matches!(lower.as_str(), "read" | "write")
+    ) || matches!(lower.as_str(), "read" | "write" | "enabled" | "disabled")
     {
         return true;
     }
