@@ -272,6 +272,12 @@ REAL_WORLD = [
     Case("openssl pass: is a literal", {"cmd": "openssl rsa -passin pass:Op1pass"}, ["Op1pass"]),
     Case("a bracketed value that is no placeholder", {"log": "password: (Bp1pass)"}, ["Bp1pass"]),
     Case("a secret next to an expression", {"log": "token: Gx1tok ${{ x }}"}, ["Gx1tok"]),
+    Case(
+        "a secret after an ARN",
+        {"log": "arn:aws:iam::1:role/x password=Ar1pass", "j": '{"arn": "arn:aws:s3:::b", "token": "Ar2tok"}'},
+        ["Ar1pass", "Ar2tok"],
+        ["arn:aws:iam::1:role/x"],
+    ),
     Case("a stdin flag given a value", {"log": "--password Ps1pass --password-stdin"}, ["Ps1pass"]),
     # A named tuple is stored as a list: its field names decide.
     Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
@@ -344,6 +350,8 @@ LOOKALIKES = [
     "SET password_encryption = 'scram-sha-256';",
     'password_reset_url: "https://h/reset?lang=en"',
     "mfa: enabled\notp: disabled\ncsrf: enabled",
+    "rotated arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf (version 3)",
+    "GetSecretValue on arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db denied",
 ]
 
 

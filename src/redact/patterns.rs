@@ -850,6 +850,15 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
+        if key == "arn" && b[sep] == b':' && s[sep_end..].starts_with("aws") {
+            // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
+            // its `:`-separated fields are no pairs.
+            at = s[sep_end..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ']' | '}' | '>' | '<'))
+                .map_or(s.len(), |i| sep_end + i);
+            key_floor = at;
+            continue;
+        }
         if not_a_secret_pair(key, b[sep], &s[sep_end..]) {
             continue;
         }
