@@ -236,6 +236,45 @@ pub const SAFE_NAMES: &[&str] = &[
     "passwordchangedat",
     "passwordexpiresat",
     "passwordless",
+    // Where a secret is kept, or how it is passed, not the secret: file and
+    // socket paths, endpoints, reference names and CLI switches
+    // (`--password-stdin`, `--vault-password-file`, `PGPASSFILE`,
+    // `SSH_AUTH_SOCK`, a Kubernetes `secretName`). A secret written into
+    // such a value is still caught by its shape.
+    "passwordstdin",
+    "passwordfile",
+    "passwordpath",
+    "passphrasefile",
+    "passphrasefd",
+    "tokenfile",
+    "tokenpath",
+    "secretfile",
+    "secretpath",
+    "secretname",
+    "secretref",
+    "secretkeyref",
+    "googleapplicationcredentials",
+    "credentialsfile",
+    "credentialfile",
+    "privatekeyfile",
+    "privatekeypath",
+    "certfile",
+    "certpath",
+    "pgpassfile",
+    "authsock",
+    "tokenurl",
+    "tokenuri",
+    "tokenendpoint",
+    "apikeyheader",
+    "authenticationdatabase",
+    "passwordhashalgorithm",
+    "passwordencryption",
+    "passwordreseturl",
+    "resetpasswordurl",
+    "passwordminlen",
+    "passwordmin",
+    "passwordagedays",
+    "secretcount",
     // Word collisions.
     "bypass",
     "compass",
@@ -696,10 +735,29 @@ mod tests {
             "failedAuthAttempts",
             "password_attempts",
             "login.auth_attempts",
+            "password-stdin",
+            "vault-password-file",
+            "passphrase-fd",
+            "PGPASSFILE",
+            "SSH_AUTH_SOCK",
+            "secretName",
+            "token_endpoint",
+            "private_key_path",
+            "PASSWORD_MIN",
         ] {
             assert!(!secret(key), "{key}");
         }
-        for key in ["access_tokens", "refresh_token", "password_hint", "tokens", "auth", "auth_failure_token"] {
+        for key in [
+            "access_tokens",
+            "refresh_token",
+            "password_hint",
+            "tokens",
+            "auth",
+            "auth_failure_token",
+            // Vault AppRole's `secret_id` is a credential, unlike AWS's `--secret-id`.
+            "secret_id",
+            "webhook_url",
+        ] {
             assert!(secret(key), "{key}");
         }
     }

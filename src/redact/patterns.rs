@@ -253,8 +253,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `the password "policy"`: those need their SQL context.
         sql: Regex::new(concat!(
             r#"(?i)(?-u:\b)(?:"#,
-            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+(?P<bare>[^\s'";,()]+)"#,
-            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
+            r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+(?:(?P<bq>'(?:[^'\\\n]|\\.|'')*')|(?P<bare>[^\s'";,()]+))"#,
+            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
             r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
         ))
         .ok()?,
@@ -493,7 +493,7 @@ fn scan_shapes(
     }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
-            for group in ["bare", "quoted"] {
+            for group in ["bq", "bare", "quoted"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
@@ -505,7 +505,7 @@ fn scan_shapes(
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
-                if key_info(k.as_str()).secret {
+                if key_info(k.as_str()).secret && !keep_value(v.as_str().trim_matches(['"', '\''])) {
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
@@ -550,11 +550,31 @@ fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
             .find_overlapping_iter(&s[m.start() + 1..window])
             .map(|hint| m.start() + 1 + hint.start())
             .filter(|&at| at < m.end())
-            .find(|&at| sh.tokens.find_at(s, at).is_some_and(|next| next.start() == at));
+            .find(|&at| token_starts_at(s, sh, at));
         let end = inner.unwrap_or(m.end());
         spans.push((m.start(), end));
         from = end;
     }
+}
+
+/// Longer than the shortest form of any token pattern (the longest, a
+/// Terraform `….atlasv1.…`, needs 83 bytes; `gh?_` tokens end by 259).
+const TOKEN_PROBE: usize = 512;
+
+/// Whether a token match starts exactly at `at`. A search over the whole
+/// rest of the text would cost its length at each hint inside a long token
+/// (`glpat-asiaasia…`: quadratic), so a bounded window is searched first:
+/// every token starting at `at` has a form within it that matches there
+/// too. The window can also accept where the text does not (a trailing
+/// word boundary at its cut), so a hit is confirmed on the whole text,
+/// whose search then stops at that match.
+fn token_starts_at(s: &str, sh: &Shapes, at: usize) -> bool {
+    let mut end = at.saturating_add(TOKEN_PROBE).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    sh.tokens.find_at(&s[..end], at).is_some_and(|m| m.start() == at)
+        && sh.tokens.find_at(s, at).is_some_and(|m| m.start() == at)
 }
 
 /// Replaces each span by `mask`; `None` when nothing changes. Spans that
@@ -683,6 +703,15 @@ fn find_ascii_ci(s: &str, needle: &str) -> Option<usize> {
 /// Whether what follows an auth scheme word is a credential rather than
 /// prose (`Bearer token expired`, `basic authentication`).
 fn credential_like(scheme: &str, cred: &str) -> bool {
+    // A challenge's parameter (`WWW-Authenticate: Bearer realm="api"`).
+    if let Some(name) = cred.strip_suffix('=') {
+        if ["realm", "scope", "error", "charset", "nonce", "opaque", "qop", "algorithm", "stale", "domain"]
+            .iter()
+            .any(|p| name.eq_ignore_ascii_case(p))
+        {
+            return false;
+        }
+    }
     let has_digit = cred.bytes().any(|b| b.is_ascii_digit());
     let has_punct = cred.bytes().any(|b| b"-._~+/=".contains(&b));
     match scheme.to_ascii_lowercase().as_str() {
@@ -735,9 +764,44 @@ fn keep_value(v: &str) -> bool {
     if v.is_empty() {
         return true;
     }
-    let lower = v.to_ascii_lowercase();
-    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil") {
+    // A value cut at a blank keeps the punctuation after it (`NULL,` in an
+    // SQL `SET` list, `YES)` in MySQL's "(using password: YES)").
+    let word = v.trim_end_matches([',', ';', ')']);
+    let lower = word.to_ascii_lowercase();
+    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil" | "yes" | "no") {
         return true;
+    }
+    // A value already masked by whoever wrote the text (`password: ********`).
+    if word.len() >= 3 && word.bytes().all(|c| c == b'*') {
+        return true;
+    }
+    // Status words and placeholders a settings dump shows in place of a
+    // value (`password: (not set)`, `[hidden]`), GitHub's `permissions:`
+    // (`id-token: write`), feature switches (`mfa: enabled`), and references to where a secret lives:
+    // `${{ secrets.NPM_TOKEN }}` (cut at its first blank), CloudFormation's
+    // `!Ref DbPassword`, OpenSSL's `-pass file:/path` / `env:NAME` / `fd:3`.
+    let full = v.to_ascii_lowercase();
+    let inner = [('(', ')'), ('[', ']'), ('<', '>')]
+        .iter()
+        .find_map(|&(open, close)| full.strip_prefix(open).and_then(|r| r.strip_suffix(close)))
+        .unwrap_or(&lower);
+    if matches!(
+        inner,
+        "not set" | "unset" | "hidden" | "redacted" | "masked" | "filtered" | "empty" | "required" | "optional"
+    ) || matches!(lower.as_str(), "read" | "write" | "enabled" | "disabled")
+    {
+        return true;
+    }
+    if word == "${{" || matches!(word, "!Ref" | "!GetAtt" | "!ImportValue") {
+        return true;
+    }
+    if let Some((scheme, rest)) = word.split_once(':') {
+        let fd = scheme == "fd" && !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit());
+        let env = scheme == "env" && env_like(rest);
+        let file = scheme == "file" && (rest.starts_with('/') || rest.starts_with("~/") || rest.starts_with("./"));
+        if fd || env || file {
+            return true;
+        }
     }
     let b = v.as_bytes();
     let env_name =
@@ -746,6 +810,11 @@ fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// An environment variable's name (`DB_PASS`, `db_pass`).
+fn env_like(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') && !t.as_bytes()[0].is_ascii_digit()
 }
 
 /// A character that can be part of a key in `key=value` text.
@@ -781,6 +850,18 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
+        if key == "arn" && b[sep] == b':' && s[sep_end..].starts_with("aws") {
+            // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
+            // its `:`-separated fields are no pairs.
+            at = s[sep_end..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ']' | '}' | '>' | '<'))
+                .map_or(s.len(), |i| sep_end + i);
+            key_floor = at;
+            continue;
+        }
+        if not_a_secret_pair(key, b[sep], &s[sep_end..]) {
+            continue;
+        }
         let info = key_info(key);
         if info.name_field && !info.secret {
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
@@ -825,6 +906,46 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// Pairs whose key reads as secret but whose form says they hold none: a
+/// stack frame's `TokenService.java:88` or `token.go:42` (a source file and a
+/// line number), a `WWW-Authenticate` challenge (`Bearer realm="api"`: the
+/// server's request for a credential, never one), and the working
+/// directory `PWD=/home/alice` of a `sudo` log line or an environment dump.
+fn not_a_secret_pair(key: &str, sep: u8, after: &str) -> bool {
+    const SOURCE: &[&str] =
+        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
+    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) {
+        if let Some((_, ext)) = key.rsplit_once('.') {
+            if SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)) {
+                return true;
+            }
+        }
+    }
+    if key.len() > 20 {
+        return false;
+    }
+    let k = key.to_ascii_lowercase();
+    k.ends_with("-authenticate")
+        || (matches!(k.as_str(), "pwd" | "oldpwd")
+            && key.bytes().all(|c| c.is_ascii_uppercase())
+            && sep == b'='
+            && after.starts_with('/'))
+        // sudo's syslog line: `sudo: alice : TTY=pts/0 ; PWD=... ; COMMAND=...`.
+        || (k == "sudo" && sep == b':' && sudo_log_line(after))
+}
+
+/// Whether `after` (the text after `sudo:`) is sudo's log line: ` user : ` then `TTY=` or a count.
+fn sudo_log_line(after: &str) -> bool {
+    let rest = after.trim_start_matches(' ');
+    let user_len = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    user_len > 0 && rest[user_len..].starts_with(" : ") && {
+        let tail = &rest[user_len + 3..];
+        tail.starts_with("TTY=")
+            || tail.starts_with(|c: char| c.is_ascii_digit())
+            || tail.starts_with("command not allowed")
     }
 }
 
@@ -963,12 +1084,25 @@ fn trim_blanks_start(s: &str) -> &str {
 /// Longest run of blanks there (bytes): aligned config files pad keys to a column.
 const MAX_BLANKS: usize = 64;
 
+/// Longest text after a key's colon, on its line, for a YAML block to follow.
+const YAML_HEAD_MAX: usize = 128;
+
 /// A YAML value on the lines after its key, `password: |`, `token: !vault |`,
 /// `api_key:` followed by an indented scalar or list: the span of the lines
 /// indented deeper than the key, or `None` when the value sits on the key's line.
 fn yaml_block(s: &str, key: &str, sep_end: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
-    let line_end = memchr::memchr(b'\n', &b[sep_end..]).map_or(b.len(), |i| sep_end + i);
+    // What may follow the key on its line is short (blanks, a tag, a block
+    // indicator): the newline is looked for in a bounded window, so a long
+    // line full of `password: x` pairs is not scanned to its end at each one.
+    // Blanks first (each run is skipped once: the next key lies after it).
+    let head = s.len() - trim_blanks_start(&s[sep_end..]).len();
+    let window = &b[head..b.len().min(head.saturating_add(YAML_HEAD_MAX))];
+    let line_end = match memchr::memchr(b'\n', window) {
+        Some(i) => head + i,
+        None if head + window.len() == b.len() => b.len(),
+        None => return None,
+    };
     let rest = s[sep_end..line_end].trim_matches(|c: char| BLANKS.contains(&c) || c == '\r');
     let rest = match rest.strip_prefix('!') {
         // A tag (`!vault`), then the block indicator.
@@ -1431,5 +1565,16 @@ mod tests {
         assert_eq!(redact(&names), names);
         let named = format!("{}key=api_key new_value=x", "name=[ ".repeat(50_000));
         assert!(redact(&named).ends_with("new_value=***"));
+        // A long token full of other tokens' hints: each hint is probed in a
+        // bounded window, not by a search over the rest of the text.
+        let hinted = format!("glpat-{} end", "asiadapi".repeat(20_000));
+        assert_eq!(redact(&hinted), "*** end");
+        // A long line full of `password: x` pairs, each looked at for a YAML block.
+        let line = "password: x ".repeat(50_000);
+        assert_eq!(redact(&line), "password: *** ".repeat(50_000));
+        let padded = format!("password:{}\n  Yb1pass\nuser: bob", " ".repeat(500));
+        assert!(!redact(&padded).contains("Yb1pass"));
+        let blocks = "password: |x ".repeat(50_000);
+        assert!(!redact(&blocks).contains("|x"));
     }
 }
