@@ -286,15 +286,29 @@ def test_ctrl_c_interrupts_a_flush_waiting_on_another_processs_lock_and_the_row_
 
 
 class _Stuck:
-    """A writer process (`audit_fault_child.py MODE PATH ...`) whose writer another process's lock holds back."""
+    """A writer process (`audit_fault_child.py MODE PATH ...`) whose writer another process's lock holds back.
+
+    A context manager: both processes are ended on leaving it. `acks` collects what the writer acknowledged.
+    """
 
     def __init__(self, path: Path, *args: str) -> None:
+        self.acks = Acks()
         self.child = Child(args[0], path, *args[1:])
         self.locker: Child | None = None
-        self.child.expect("ready")
-        self.locker = Child("lock", path)
-        self.locker.expect("locked")
-        self.child.send("go")
+        try:
+            self.child.expect("ready")
+            self.locker = Child("lock", path)
+            self.locker.expect("locked")
+            self.child.send("go")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> _Stuck:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def release(self) -> None:
         """Ends the other process's lock, and tells the writer process so."""
@@ -303,9 +317,9 @@ class _Stuck:
         self.locker.expect("released")
         self.child.send("go")
 
-    def finish(self, acks: Acks) -> dict[str, int]:
+    def finish(self) -> dict[str, int]:
         """Reads to the end; returns the counters the process printed after close()."""
-        lines = self.child.finish(acks)
+        lines = self.child.finish(self.acks)
         assert lines[-1] == "done", lines
         stats: dict[str, int] = json.loads(next(line for line in lines if line.startswith("stats ")).split(" ", 1)[1])
         # Every row that entered the queue is accounted for, and none was lost.
@@ -321,19 +335,15 @@ class _Stuck:
 
 def test_ctrl_c_interrupts_a_close_waiting_on_another_processs_lock_and_the_rows_still_land(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "interrupt-close")
-    acks = Acks()
-    try:
+    with _Stuck(path, "interrupt-close") as stuck:
         # Before, close() joined the writer with signals held back: no line came while the lock lasted.
         assert stuck.child.next_line(timeout=30) == "interrupted"
         # Interrupted, the service stays closed to new rows; a second close() waits for the rest.
         assert stuck.child.next_line(timeout=30) == "refused"
         stuck.release()
-        stuck.finish(acks)
-    finally:
-        stuck.close()
+        stuck.finish()
     rows = assert_intact(path)
-    assert_all_present(rows, acks)
+    assert_all_present(rows, stuck.acks)
     assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
 
 
@@ -341,9 +351,7 @@ def test_ctrl_c_interrupts_a_close_waiting_for_room_in_a_full_queue_and_a_later_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "interrupt-close-full")
-    acks = Acks()
-    try:
+    with _Stuck(path, "interrupt-close-full") as stuck:
         # Before, close() waited for room for its stop row with signals held
         # back: no line came for as long as another process held the lock.
         assert stuck.child.next_line(timeout=30) == "interrupted"
@@ -351,32 +359,26 @@ def test_ctrl_c_interrupts_a_close_waiting_for_room_in_a_full_queue_and_a_later_
         assert stuck.child.next_line(timeout=30) == "flush timed out"
         stuck.release()
         # The flush and the second close() queue what the first left: the stop row, then the stop.
-        stuck.finish(acks)
-    finally:
-        stuck.close()
+        stuck.finish()
     rows = assert_intact(path)
-    assert_all_present(rows, acks)
-    assert len(acks.events) == 3
+    assert_all_present(rows, stuck.acks)
+    assert len(stuck.acks.events) == 3
     assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
 
 
 def test_an_exit_after_an_interrupted_close_writes_every_row_and_the_stop_row(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "interrupt-close-exit")
-    acks = Acks()
-    try:
+    with _Stuck(path, "interrupt-close-exit") as stuck:
         assert stuck.child.next_line(timeout=30) == "interrupted"
         stuck.release()
-        lines = stuck.child.finish(acks)
+        lines = stuck.child.finish(stuck.acks)
         stderr = stuck.child.stderr()
-    finally:
-        stuck.close()
     assert lines[-1] == "exiting", lines
     # The exit queued what the interrupted close() left, and waited for it: nothing given up.
     assert "NOT written" not in stderr, stderr
     rows = assert_intact(path)
-    assert_all_present(rows, acks)
-    assert len(acks.events) == 3
+    assert_all_present(rows, stuck.acks)
+    assert len(stuck.acks.events) == 3
     assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
     assert rows[-1]["event_type"] == "audit_stopped"
 
@@ -385,9 +387,7 @@ def test_ctrl_c_interrupts_a_record_waiting_for_room_in_a_full_queue_and_its_row
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "interrupt-record")
-    acks = Acks()
-    try:
+    with _Stuck(path, "interrupt-record") as stuck:
         # Before, with put_timeout=None the wait for room ignored Ctrl-C for as long as the lock lasted.
         line = stuck.child.next_line(timeout=30)
         assert line is not None
@@ -397,59 +397,45 @@ def test_ctrl_c_interrupts_a_record_waiting_for_room_in_a_full_queue_and_its_row
         # The interrupted row was not accepted: it is not counted as queued, nor rejected as full.
         assert (during["queued"], during["rejected"]) == (int(before), 0), during
         stuck.release()
-        stuck.finish(acks)
-    finally:
-        stuck.close()
+        stuck.finish()
     rows = assert_intact(path)
-    assert_all_present(rows, acks)
-    assert len(acks.events) == 3
+    assert_all_present(rows, stuck.acks)
+    assert len(stuck.acks.events) == 3
     assert [r for r in rows if r["plan_id"] == "interrupted"] == []
 
 
 def test_ctrl_c_interrupts_a_purge_waiting_on_another_processs_lock_and_the_purge_still_runs(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "interrupt-purge")
-    acks = Acks()
-    try:
+    with _Stuck(path, "interrupt-purge") as stuck:
         assert stuck.child.next_line(timeout=30) == "interrupted"
         stuck.release()
-        lines = stuck.child.finish(acks)
-    finally:
-        stuck.close()
+        lines = stuck.child.finish(stuck.acks)
     assert lines[-2:] == ["purged 1", "done"]
-    assert_all_present(assert_intact(path), acks)
+    assert_all_present(assert_intact(path), stuck.acks)
 
 
 def test_stats_and_record_event_answer_while_close_waits_for_room_in_a_full_queue(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "close-full")
-    acks = Acks()
-    try:
+    with _Stuck(path, "close-full") as stuck:
         # Before, stats() waited for the close holding the GIL: the whole process stood still.
         assert stuck.child.next_line(timeout=30) == "refused"
         assert stuck.child.next_line(timeout=30) == "answered"
         stuck.release()
-        stuck.finish(acks)
-    finally:
-        stuck.close()
-    assert_all_present(assert_intact(path), acks)
-    assert len(acks.events) == 3
+        stuck.finish()
+    assert_all_present(assert_intact(path), stuck.acks)
+    assert len(stuck.acks.events) == 3
 
 
 def test_a_second_close_returns_only_once_the_rows_are_written(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "close-twice")
-    acks = Acks()
-    try:
+    with _Stuck(path, "close-twice") as stuck:
         assert stuck.child.next_line(timeout=30) == "closing"
         # Before, the second close() found the first one joining the writer and
         # returned at once, with the row still held back by the lock.
         stuck.release()
         assert stuck.child.next_line(timeout=30) == "returned True"
-        stuck.finish(acks)
-    finally:
-        stuck.close()
-    assert_all_present(assert_intact(path), acks)
+        stuck.finish()
+    assert_all_present(assert_intact(path), stuck.acks)
 
 
 @pytest.mark.parametrize(
@@ -469,17 +455,13 @@ def test_a_handler_of_the_auditbus_logger_calling_the_service_gets_an_error_inst
     # record(), flush(), purge() and a record_event() into a full queue waited
     # for that very thread (the service stopped for good) and close() panicked.
     path = tmp_path / "audit.db"
-    stuck = _Stuck(path, "reenter", call)
-    acks = Acks()
-    try:
+    with _Stuck(path, "reenter", call) as stuck:
         assert stuck.child.next_line(timeout=30) == f"outcome {raised}"
         stuck.release()
-        stuck.finish(acks)
-    finally:
-        stuck.close()
-    assert_all_present(assert_intact(path), acks)
+        stuck.finish()
+    assert_all_present(assert_intact(path), stuck.acks)
     # The stuck row, and for record_event() the two rows the queue had room for.
-    assert len(acks.events) == (3 if call == "record_event" else 1)
+    assert len(stuck.acks.events) == (3 if call == "record_event" else 1)
 
 
 # Three services with more rows queued than one batch holds, exiting while
