@@ -11,7 +11,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import auditbus
@@ -22,6 +23,16 @@ from auditbus import AuditService, DomainEvent
 
 def event(i: int) -> DomainEvent:
     return DomainEvent(event_type="step_completed", plan_id=f"p{i}", details={"i": i})
+
+
+@contextmanager
+def held_back(svc: AuditService, path: Path) -> Iterator[None]:
+    """Another process holds the write lock, and the writer holds back its first row (`event(0)`), retrying."""
+    svc.flush()
+    with write_locked(path):
+        svc.record_event(event(0))
+        wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        yield
 
 
 def test_flush_returns_when_everything_before_it_is_committed(tmp_path: Path) -> None:
@@ -234,10 +245,7 @@ def test_the_wal_is_checkpointed_as_it_grows(tmp_path: Path) -> None:
 def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=4, put_timeout=0.05, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             for i in range(1, 5):
                 svc.record_event(event(i))  # fills the queue
             with pytest.raises(auditbus.QueueFullError, match="put_timeout"):
@@ -252,10 +260,7 @@ def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
 def test_a_flush_that_finds_the_queue_full_is_not_counted_as_a_rejected_record(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=2, put_timeout=0, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             svc.record_event(event(1))
             svc.record_event(event(2))  # the queue is full
             for timeout in (0, 0.05):
@@ -273,10 +278,7 @@ def test_a_flush_that_finds_the_queue_full_is_not_counted_as_a_rejected_record(t
 def test_flush_with_a_zero_timeout_leaves_nothing_in_the_queue_that_records_need(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             # A poll for durability during the outage; before, each call left a
             # message in the queue and the fifth found it full.
             for _ in range(10):
@@ -292,10 +294,7 @@ def test_flush_with_a_zero_timeout_leaves_nothing_in_the_queue_that_records_need
 def test_flushes_that_time_out_during_an_outage_leave_the_queue_to_the_records(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=4, put_timeout=0, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             # Before, each flush that gave up left its message queued: the
             # queue filled with them and refused the records.
             for _ in range(10):
@@ -370,10 +369,7 @@ def test_a_signal_during_a_reads_wait_for_queued_rows_is_raised_not_swallowed(
 def test_put_timeout_zero_fails_at_once(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=1, put_timeout=0, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             svc.record_event(event(1))
             with pytest.raises(auditbus.QueueFullError):
                 svc.record_event(event(2))
@@ -855,10 +851,7 @@ def test_concurrent_flushes_after_abandoned_ones_return_only_once_their_rows_are
     # never comes nor return before the row they handed over is committed.
     path = tmp_path / "a.db"
     with AuditService(path, busy_timeout=0.02) as svc:
-        svc.flush()
-        with write_locked(path):
-            svc.record_event(event(0))
-            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its batch")
+        with held_back(svc, path):
             for _ in range(3):
                 with pytest.raises(TimeoutError):
                     svc.flush(timeout=0.01)
