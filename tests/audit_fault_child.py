@@ -379,7 +379,7 @@ def close_full(path: str) -> None:
     say("done")
 
 
-def interrupt_close_full(path: str) -> None:
+def _close_interrupted_in_a_full_queue(path: str) -> tuple[AuditService, list[str]]:
     """Ctrl-C while close() waits for room for its last messages in a queue the held lock keeps full."""
     svc, acked = _stuck(path, queue_size=2, put_timeout=0)
     while svc.stats()["queue_depth"] < 2:
@@ -395,6 +395,12 @@ def interrupt_close_full(path: str) -> None:
         say("interrupted")
     else:
         say("returned")
+    return svc, acked
+
+
+def interrupt_close_full(path: str) -> None:
+    """An interrupted close() in a full queue; then a record, a flush and a second close()."""
+    svc, acked = _close_interrupted_in_a_full_queue(path)
     try:
         svc.record_event(DomainEvent(event_type="step_completed"))
     except ClosedError:
@@ -408,18 +414,8 @@ def interrupt_close_full(path: str) -> None:
 
 
 def interrupt_close_exit(path: str) -> None:
-    """Ctrl-C while close() waits for room in a full queue, then the interpreter exits without another close()."""
-    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
-    while svc.stats()["queue_depth"] < 2:
-        event = DomainEvent(event_type="step_completed", plan_id="stuck")
-        svc.record_event(event)
-        acked.append(event.event_id)
-    queued = svc.stats()["queued"]
-    _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
-    try:
-        svc.close()
-    except KeyboardInterrupt:
-        say("interrupted")
+    """An interrupted close() in a full queue, then the interpreter exits without another close()."""
+    _, acked = _close_interrupted_in_a_full_queue(path)
     say("F", *acked)  # handed over before the exit: the at-exit hook must write them
     sys.stdin.readline()  # the lock is gone
     say("exiting")
