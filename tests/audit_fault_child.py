@@ -521,6 +521,9 @@ def legacy(path: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # The Ctrl-C tests signal this process: started with SIGINT ignored (a job
+    # that a shell ran in the background), Python would never raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command, path = argv[0], argv[1]
     if command == "load":
         load(path, argv[2], int(argv[3]), "--wait-go" in argv)
