@@ -274,6 +274,16 @@ def _stuck(
     return svc, [event.event_id]
 
 
+def _stuck_full(path: str, put_timeout: float | None) -> tuple[AuditService, list[str]]:
+    """`_stuck`, with its queue of two full of rows the held lock keeps back."""
+    svc, acked = _stuck(path, queue_size=2, put_timeout=put_timeout)
+    while svc.stats()["queue_depth"] < 2:
+        event = DomainEvent(event_type="step_completed", plan_id="stuck")
+        svc.record_event(event)
+        acked.append(event.event_id)
+    return svc, acked
+
+
 def _signal_main_when(condition: Callable[[], object], what: str) -> None:
     """SIGINT to the main thread once `condition` holds (the main thread waits inside a call by then)."""
     main_thread = threading.main_thread().ident
@@ -315,11 +325,7 @@ def interrupt_close(path: str) -> None:
 
 def interrupt_record(path: str) -> None:
     """Ctrl-C while record() waits (put_timeout=None) for room in a queue the held lock keeps full."""
-    svc, acked = _stuck(path, queue_size=2, put_timeout=None)
-    while svc.stats()["queue_depth"] < 2:
-        event = DomainEvent(event_type="step_completed", plan_id="stuck")
-        svc.record_event(event)
-        acked.append(event.event_id)
+    svc, acked = _stuck_full(path, put_timeout=None)
     queued = svc.stats()["queued"]
     # record() counts its row as queued before it waits for room.
     _signal_main_when(lambda: svc.stats()["queued"] > queued, "record() to wait for room")
@@ -352,11 +358,7 @@ def interrupt_purge(path: str) -> None:
 
 def close_full(path: str) -> None:
     """stats() and record_event() on other threads while close() waits for room in a full queue."""
-    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
-    while svc.stats()["queue_depth"] < 2:
-        event = DomainEvent(event_type="step_completed", plan_id="stuck")
-        svc.record_event(event)
-        acked.append(event.event_id)
+    svc, acked = _stuck_full(path, put_timeout=0)
     closer = threading.Thread(target=svc.close)
     closer.start()
     answered = threading.Event()
@@ -381,11 +383,7 @@ def close_full(path: str) -> None:
 
 def _close_interrupted_in_a_full_queue(path: str) -> tuple[AuditService, list[str]]:
     """Ctrl-C while close() waits for room for its last messages in a queue the held lock keeps full."""
-    svc, acked = _stuck(path, queue_size=2, put_timeout=0)
-    while svc.stats()["queue_depth"] < 2:
-        event = DomainEvent(event_type="step_completed", plan_id="stuck")
-        svc.record_event(event)
-        acked.append(event.event_id)
+    svc, acked = _stuck_full(path, put_timeout=0)
     # The stop row is counted as queued once close() has shut the service; it waits for room then.
     queued = svc.stats()["queued"]
     _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
