@@ -767,8 +767,10 @@ fn keep_value(v: &str) -> bool {
     // A value cut at a blank keeps the punctuation after it (`NULL,` in an
     // SQL `SET` list, `YES)` in MySQL's "(using password: YES)").
     let word = v.trim_end_matches([',', ';', ')']);
-    let lower = word.to_ascii_lowercase();
-    if matches!(lower.as_str(), "true" | "false" | "null" | "none" | "undefined" | "nil" | "yes" | "no") {
+    // One lowercase copy: ASCII lowercasing keeps byte lengths, so `word`'s is a prefix of it.
+    let full = v.to_ascii_lowercase();
+    let lower = &full[..word.len()];
+    if matches!(lower, "true" | "false" | "null" | "none" | "undefined" | "nil" | "yes" | "no") {
         return true;
     }
     // A value already masked by whoever wrote the text (`password: ********`).
@@ -780,15 +782,14 @@ fn keep_value(v: &str) -> bool {
     // (`id-token: write`), feature switches (`mfa: enabled`), and references to where a secret lives:
     // `${{ secrets.NPM_TOKEN }}` (cut at its first blank), CloudFormation's
     // `!Ref DbPassword`, OpenSSL's `-pass file:/path` / `env:NAME` / `fd:3`.
-    let full = v.to_ascii_lowercase();
     let inner = [('(', ')'), ('[', ']'), ('<', '>')]
         .iter()
         .find_map(|&(open, close)| full.strip_prefix(open).and_then(|r| r.strip_suffix(close)))
-        .unwrap_or(&lower);
+        .unwrap_or(lower);
     if matches!(
         inner,
         "not set" | "unset" | "hidden" | "redacted" | "masked" | "filtered" | "empty" | "required" | "optional"
-    ) || matches!(lower.as_str(), "read" | "write" | "enabled" | "disabled")
+    ) || matches!(lower, "read" | "write" | "enabled" | "disabled")
     {
         return true;
     }
