@@ -169,6 +169,17 @@ pub struct Shared {
     /// Durable callers inside `record()` (redacting, queued or waiting for
     /// their commit): how many durable rows the thread may expect soon.
     durable_callers: AtomicUsize,
+    /// Counts messages someone waits on (a flush, a durable row, a purge, a
+    /// stop), raised after each is queued: a gathering thread, which leaves
+    /// the burst in the queue, reads it to stop gathering at once.
+    urgent: AtomicU64,
+}
+
+impl Shared {
+    /// Marks a message someone waits on as queued (see `urgent`).
+    fn urge(&self) {
+        self.urgent.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Counts one durable caller for as long as it lives (see [`Writer::durable_caller`]).
@@ -251,6 +262,7 @@ impl Writer {
             refused: std::sync::atomic::AtomicBool::new(false),
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
+            urgent: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
@@ -350,6 +362,15 @@ impl Writer {
     /// nothing waits (only that thread makes room).
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
+        let urgent = !matches!(msg, Msg::Row(_, None));
+        self.send_as(py, msg, timeout).inspect(|()| {
+            if urgent {
+                self.shared.urge();
+            }
+        })
+    }
+
+    fn send_as(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         let mut msg = msg;
         if let Some(gate) = self.shared.gate.try_read() {
             if let Some(shut) = self.shut(*gate) {
@@ -663,6 +684,7 @@ impl Writer {
                 }
                 match self.tx.send_deadline(Msg::Stop, until) {
                     Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
+                        self.shared.urge();
                         closing.stop_queued = true;
                         true
                     }
@@ -700,6 +722,7 @@ impl Writer {
                     }
                 }
                 let _ = self.tx.try_send(Msg::Stop);
+                self.shared.urge();
             }
         }
     }
@@ -843,6 +866,8 @@ impl Thread {
         let mut answered_durable = false;
         loop {
             let Some(first) = self.next_message(answered_durable) else { return };
+            // Before the queue is read: whatever was urged before this is taken below.
+            let urgent = self.shared.urgent.load(Ordering::Acquire);
             let mut batch = Batch::default();
             batch.take(first);
             while !batch.closed() {
@@ -851,7 +876,7 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            self.gather(&mut batch);
+            self.gather(&mut batch, urgent);
             self.linger(&mut batch);
             answered_durable = batch.durable > 0;
             let Batch { rows, flushes, control, .. } = batch;
@@ -909,30 +934,40 @@ impl Thread {
     }
 
     /// While write-behind rows keep arriving (each within [`GATHER_GAP`] of
-    /// the last), takes them into this batch instead of committing a slice
-    /// of the burst: one commit per burst writes each index page and syncs
-    /// once, and the emitting threads do not share the machine with a commit
-    /// while they emit. Ends at once when someone waits (a flush, a durable
-    /// row, a control message) or the batch is full, and after [`MAX_GATHER`]
-    /// in all, which bounds how long a handed-over row waits before its
-    /// commit starts. Polled, not waited for: a receiver blocked on the
-    /// channel makes every send a wake-up system call on the emitting thread.
-    fn gather(&self, batch: &mut Batch) {
-        let limit = Instant::now() + MAX_GATHER;
-        let mut quiet = Duration::ZERO;
-        while batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
-            if quiet >= GATHER_GAP || Instant::now() >= limit {
-                return; // the burst is over
+    /// the last), leaves them queued instead of committing a slice of the
+    /// burst: one commit per burst writes each index page and syncs once,
+    /// and the emitting threads do not share the machine with a commit (nor
+    /// with this thread reading the queue) while they emit. A burst longer
+    /// than [`MAX_BATCH`] rows is then committed in back-to-back batches.
+    /// Ends at once when someone waits (a flush, a durable row, a control
+    /// message: `urgent` moved on since the queue was read), when the queue
+    /// is half full (emitters must not wait for room while this thread
+    /// idles), and after [`MAX_GATHER`] in all, which bounds how long a
+    /// handed-over row waits before its commit starts. Polled, not waited
+    /// for: a receiver blocked on the channel makes every send a wake-up
+    /// system call on the emitting thread.
+    fn gather(&self, batch: &mut Batch, urgent: u64) {
+        if batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
+            let limit = Instant::now() + MAX_GATHER;
+            let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
+            let mut quiet = Duration::ZERO;
+            let mut queued = self.rx.len();
+            while quiet < GATHER_GAP
+                && Instant::now() < limit
+                && queued < half
+                && self.shared.urgent.load(Ordering::Acquire) == urgent
+            {
+                std::thread::sleep(GATHER_POLL);
+                let now = self.rx.len();
+                quiet = if now > queued { Duration::ZERO } else { quiet + GATHER_POLL };
+                queued = now;
             }
-            std::thread::sleep(GATHER_POLL);
-            let before = batch.rows.len();
-            while !batch.closed() {
-                match self.rx.try_recv() {
-                    Ok(msg) => batch.take(msg),
-                    Err(_) => break,
-                }
+        }
+        while !batch.closed() {
+            match self.rx.try_recv() {
+                Ok(msg) => batch.take(msg),
+                Err(_) => break,
             }
-            quiet = if batch.rows.len() > before { Duration::ZERO } else { quiet + GATHER_POLL };
         }
     }
 
