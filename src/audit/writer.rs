@@ -870,12 +870,7 @@ impl Thread {
             let urgent = self.shared.urgent.load(Ordering::Acquire);
             let mut batch = Batch::default();
             batch.take(first);
-            while !batch.closed() {
-                match self.rx.try_recv() {
-                    Ok(msg) => batch.take(msg),
-                    Err(_) => break,
-                }
-            }
+            self.take_queued(&mut batch);
             self.gather(&mut batch, urgent);
             self.linger(&mut batch);
             answered_durable = batch.durable > 0;
@@ -939,30 +934,38 @@ impl Thread {
     /// and the emitting threads do not share the machine with a commit (nor
     /// with this thread reading the queue) while they emit. A burst longer
     /// than [`MAX_BATCH`] rows is then committed in back-to-back batches.
-    /// Ends at once when someone waits (a flush, a durable row, a control
-    /// message: `urgent` moved on since the queue was read), when the queue
-    /// is half full (emitters must not wait for room while this thread
-    /// idles), and after [`MAX_GATHER`] in all, which bounds how long a
-    /// handed-over row waits before its commit starts. Polled, not waited
-    /// for: a receiver blocked on the channel makes every send a wake-up
-    /// system call on the emitting thread.
+    /// Once the queue is half full, the rows are taken into the batch so that
+    /// emitters do not wait for room while this thread idles (a small
+    /// `queue_size` still gathers up to [`MAX_BATCH`]). Ends at once when
+    /// someone waits (a flush, a durable row, a control message: `urgent`
+    /// moved on since the queue was read), and after [`MAX_GATHER`] in all,
+    /// which bounds how long a handed-over row waits before its commit
+    /// starts. Polled, not waited for: a receiver blocked on the channel
+    /// makes every send a wake-up system call on the emitting thread.
     fn gather(&self, batch: &mut Batch, urgent: u64) {
-        if batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
-            let limit = Instant::now() + MAX_GATHER;
-            let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
-            let mut quiet = Duration::ZERO;
-            let mut queued = self.rx.len();
-            while quiet < GATHER_GAP
-                && Instant::now() < limit
-                && queued < half
-                && self.shared.urgent.load(Ordering::Acquire) == urgent
-            {
-                std::thread::sleep(GATHER_POLL);
-                let now = self.rx.len();
-                quiet = if now > queued { Duration::ZERO } else { quiet + GATHER_POLL };
-                queued = now;
+        let limit = Instant::now() + MAX_GATHER;
+        let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
+        let mut quiet = Duration::ZERO;
+        let mut queued = self.rx.len();
+        while batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
+            if quiet >= GATHER_GAP || Instant::now() >= limit || self.shared.urgent.load(Ordering::Acquire) != urgent {
+                break;
             }
+            if queued >= half {
+                self.take_queued(batch);
+                queued = self.rx.len();
+                continue;
+            }
+            std::thread::sleep(GATHER_POLL);
+            let now = self.rx.len();
+            quiet = if now > queued { Duration::ZERO } else { quiet + GATHER_POLL };
+            queued = now;
         }
+        self.take_queued(batch);
+    }
+
+    /// Takes what is queued into the batch, until it is closed.
+    fn take_queued(&self, batch: &mut Batch) {
         while !batch.closed() {
             match self.rx.try_recv() {
                 Ok(msg) => batch.take(msg),
