@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import os
 import pickle
@@ -11,6 +12,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -411,6 +413,34 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
             _ = row.details
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
+
+
+class _Held:
+    """An object a caller keeps in an entry's details, holding the entry back."""
+
+    def __init__(self, entry: object) -> None:
+        self.entry = entry
+
+
+@pytest.mark.parametrize("made", ["read", "built", "unpickled"])
+def test_an_entry_held_by_its_own_details_is_freed_by_the_garbage_collector(tmp_path: Path, made: str) -> None:
+    # The details dict is the caller's to change (a parsed model cached beside the entry, the entry
+    # itself): the cycle through it must be one the collector sees, or each such entry lives forever.
+    probes: list[weakref.ref[_Held]] = []
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("step_completed", details={"n": 1})
+        for _ in range(3):
+            (entry,) = svc.query(event_type="step_completed")
+            if made == "built":
+                entry = auditbus.AuditEntry(1, datetime.now(UTC), "step_completed", details={"n": 1})
+            elif made == "unpickled":
+                entry = pickle.loads(pickle.dumps(entry))
+            held = _Held(entry)
+            entry.details["held"] = held
+            probes.append(weakref.ref(held))
+            del entry, held
+    gc.collect()
+    assert [p() for p in probes] == [None, None, None]
 
 
 def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -> None:
