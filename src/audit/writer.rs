@@ -173,6 +173,12 @@ pub struct Shared {
     /// stop), raised after each is queued: a gathering thread, which leaves
     /// the burst in the queue, reads it to stop gathering at once.
     urgent: AtomicU64,
+    /// Set by a service dropped while its queue had no room for its last
+    /// messages (see [`Writer::close_nowait`]): the thread writes `parting`
+    /// (the stop row) and stops once it has drained the queue, which the
+    /// shut gate keeps from filling again.
+    stop_when_drained: AtomicBool,
+    parting: Mutex<Option<Box<AuditRecord>>>,
 }
 
 impl Shared {
@@ -263,6 +269,8 @@ impl Writer {
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
+            stop_when_drained: AtomicBool::new(false),
+            parting: Mutex::new(None),
         });
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
@@ -704,27 +712,43 @@ impl Writer {
     }
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
+    /// Also after a `close()` that a Ctrl-C interrupted before the stop was queued.
     pub fn close_nowait(&self, last: Option<AuditRecord>) {
         if self.forked() {
             return;
         }
-        if let Some(mut gate) = self.shared.gate.try_write() {
-            // Nothing else sends while the gate is held: the room seen stays.
-            let closing = self.closing.try_lock();
-            if let Some(mut closing) = closing.filter(|_| !*gate && self.tx.len() + 2 <= self.capacity) {
-                closing.stop_queued = true;
-                *gate = true;
-                self.closed.store(true, Ordering::Release);
-                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                    self.shared.stats.enqueue();
-                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
-                        self.shared.stats.unqueue();
-                    }
-                }
-                let _ = self.tx.try_send(Msg::Stop);
-                self.shared.urge();
+        let Some(mut gate) = self.shared.gate.try_write() else { return };
+        let Some(mut closing) = self.closing.try_lock() else { return };
+        if closing.stop_queued {
+            return;
+        }
+        if !*gate {
+            *gate = true;
+            self.closed.store(true, Ordering::Release);
+            if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                self.shared.stats.enqueue();
+                closing.row = Some(Box::new(record));
             }
         }
+        closing.stop_queued = true;
+        let row = closing.row.take();
+        // Nothing else sends while the gate is held: the room seen stays.
+        if self.tx.len() + usize::from(row.is_some()) < self.capacity {
+            if let Some(row) = row {
+                if self.tx.try_send(Msg::Row(row, None)).is_err() {
+                    self.shared.stats.unqueue();
+                }
+            }
+            let _ = self.tx.try_send(Msg::Stop);
+        } else {
+            // No room for them: the thread takes them from here once it has drained
+            // the queue. A flush nobody waits for wakes a thread waiting on an empty
+            // queue; a full one keeps it busy until it looks here.
+            *self.shared.parting.lock() = row;
+            self.shared.stop_when_drained.store(true, Ordering::SeqCst);
+            let _ = self.tx.try_send(Msg::Flush(bounded(1).0));
+        }
+        self.shared.urge();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -930,6 +954,16 @@ impl Thread {
                 }
             }
         }
+        if self.shared.stop_when_drained.load(Ordering::SeqCst) {
+            return match self.rx.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(TryRecvError::Disconnected) => None,
+                // Drained, and the gate is shut: the stop row, then the stop.
+                Err(TryRecvError::Empty) => {
+                    Some(self.shared.parting.lock().take().map_or(Msg::Stop, |row| Msg::Row(row, None)))
+                }
+            };
+        }
         self.rx.recv().ok()
     }
 
@@ -1025,6 +1059,8 @@ impl Thread {
                 Msg::Flush(_) | Msg::Stop => {}
             }
         }
+        // The stop row of a service dropped with a full queue, never sent.
+        lost += u64::from(self.shared.parting.lock().take().is_some());
         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
     }
 
