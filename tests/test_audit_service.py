@@ -904,6 +904,20 @@ def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer
         assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
 
 
+def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its writer (queue, file) was kept for the exit hook until another service was opened: a
+    # process that opens no other kept its temporary trail and about 3 MB of queue for good.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    svc = AuditService(":memory:")
+    svc.record("auth_success", user_identity="alice")
+    assert list(tmp_path.iterdir())
+    del svc
+    gc.collect()
+    wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
+
+
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     path = tmp_path / "exit.db"
     script = textwrap.dedent(

@@ -179,6 +179,17 @@ pub struct Shared {
     /// shut gate keeps from filling again.
     stop_when_drained: AtomicBool,
     parting: Mutex<Option<Box<AuditRecord>>>,
+    /// Who lets go of the writer once both the service is dropped and the
+    /// thread has ended: the later of the two (see [`Writer::dropped`]).
+    lifetime: Mutex<Lifetime>,
+}
+
+/// See [`Shared::lifetime`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifetime {
+    Running,
+    Dropped,
+    Ended,
 }
 
 impl Shared {
@@ -259,7 +270,15 @@ pub fn note_fork() {
 
 impl Writer {
     /// Starts the thread on an already opened and migrated connection.
-    pub fn start(conn: Connection, path: String, source: String, capacity: usize) -> Result<Arc<Self>> {
+    /// `retire` runs on the thread as it ends if the service was dropped
+    /// meanwhile (see [`Writer::dropped`]).
+    pub fn start(
+        conn: Connection,
+        path: String,
+        source: String,
+        capacity: usize,
+        retire: fn(&Arc<Shared>),
+    ) -> Result<Arc<Self>> {
         let (tx, rx) = bounded(capacity);
         let shared = Arc::new(Shared {
             path,
@@ -271,6 +290,7 @@ impl Writer {
             urgent: AtomicU64::new(0),
             stop_when_drained: AtomicBool::new(false),
             parting: Mutex::new(None),
+            lifetime: Mutex::new(Lifetime::Running),
         });
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
@@ -285,6 +305,15 @@ impl Writer {
                         "audit writer thread stopped after an internal error; records still queued were not written";
                     *thread_shared.stats.last_error.lock() = Some(message.to_owned());
                     log("error", &format!("{message} ({})", thread_shared.path));
+                }
+                let dropped = {
+                    let mut lifetime = thread_shared.lifetime.lock();
+                    let dropped = *lifetime == Lifetime::Dropped;
+                    *lifetime = Lifetime::Ended;
+                    dropped
+                };
+                if dropped {
+                    retire(&thread_shared);
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
@@ -749,6 +778,19 @@ impl Writer {
             let _ = self.tx.try_send(Msg::Flush(bounded(1).0));
         }
         self.shared.urge();
+    }
+
+    /// The service is gone (dropped, its stop asked for): true when the
+    /// thread has already ended, and the caller lets go of the writer;
+    /// else the thread does as it ends. Until then the writer is kept for
+    /// the at-exit hook, which waits for what it still has to write.
+    pub fn dropped(&self) -> bool {
+        let mut lifetime = self.shared.lifetime.lock();
+        if *lifetime == Lifetime::Ended {
+            return true;
+        }
+        *lifetime = Lifetime::Dropped;
+        false
     }
 
     pub fn is_closed(&self) -> bool {
