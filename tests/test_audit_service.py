@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import os
 import pickle
@@ -11,13 +12,14 @@ import random
 import subprocess
 import sys
 import textwrap
+import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked
 from auditbus import AuditService, DomainEvent, EventType
 
 UTC = timezone.utc
@@ -411,6 +413,34 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         with pytest.raises(auditbus.AuditError, match=rf"audit row {bad.id}: details are not valid JSON"):
             _ = row.details
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
+
+
+class _Held:
+    """An object a caller keeps in an entry's details, holding the entry back."""
+
+    def __init__(self, entry: object) -> None:
+        self.entry = entry
+
+
+@pytest.mark.parametrize("made", ["read", "built", "unpickled"])
+def test_an_entry_held_by_its_own_details_is_freed_by_the_garbage_collector(tmp_path: Path, made: str) -> None:
+    # The details dict is the caller's to change (a parsed model cached beside the entry, the entry
+    # itself): the cycle through it must be one the collector sees, or each such entry lives forever.
+    probes: list[weakref.ref[_Held]] = []
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("step_completed", details={"n": 1})
+        for _ in range(3):
+            (entry,) = svc.query(event_type="step_completed")
+            if made == "built":
+                entry = auditbus.AuditEntry(1, datetime.now(UTC), "step_completed", details={"n": 1})
+            elif made == "unpickled":
+                entry = pickle.loads(pickle.dumps(entry))
+            held = _Held(entry)
+            entry.details["held"] = held
+            probes.append(weakref.ref(held))
+            del entry, held
+    gc.collect()
+    assert [p() for p in probes] == [None, None, None]
 
 
 def test_an_entry_whose_details_are_not_json_pickles_as_stored(tmp_path: Path) -> None:
@@ -835,6 +865,57 @@ def test_purge_dry_run_counts_exactly_what_purge_deletes_and_deletes_nothing(tmp
         assert reader.purge("2000-01-01", dry_run=True) == 0
         with pytest.raises(ValueError, match="before"):
             reader.purge("not a date", dry_run=True)
+
+
+def _writer_threads() -> int:
+    """This process's audit writer threads (named by the core), alive or not yet reaped."""
+    tasks = Path("/proc/self/task")
+    return sum((task / "comm").read_text().strip() == "auditbus-writer" for task in tasks.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+@pytest.mark.parametrize("full", ["queue_size=1", "queue held full"])
+def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer(tmp_path: Path, full: str) -> None:
+    # Dropped without close(), a service asks its writer to stop without waiting. With no room in
+    # the queue for the stop row and the stop, the thread (its connection, its file descriptors)
+    # lived until the interpreter's exit: one more for each such service of a long-running process.
+    path = tmp_path / "a.db"
+    before = _writer_threads()
+    if full == "queue_size=1":
+        svc = AuditService(path, queue_size=1)
+        svc.record("auth_success", user_identity="alice")
+        del svc
+    else:
+        svc = AuditService(path, queue_size=4, busy_timeout=0.02)
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="p0"))
+            wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its first row back")
+            for i in range(1, 5):  # the queue's four places
+                svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
+            assert svc.stats()["queue_depth"] == 4
+            del svc
+    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    rows = raw_rows(path)
+    # The stop row is the last one written (the held-back case records its outage before it).
+    assert (rows[0]["event_type"], rows[-1]["event_type"]) == ("audit_started", "audit_stopped")
+    assert "garbage collected" in rows[-1]["details"]
+    if full != "queue_size=1":
+        assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
+
+
+def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its writer (queue, file) was kept for the exit hook until another service was opened: a
+    # process that opens no other kept its temporary trail and about 3 MB of queue for good.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    svc = AuditService(":memory:")
+    svc.record("auth_success", user_identity="alice")
+    assert list(tmp_path.iterdir())
+    del svc
+    gc.collect()
+    wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
 
 
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:

@@ -880,3 +880,25 @@ def test_concurrent_flushes_after_abandoned_ones_return_only_once_their_rows_are
         assert errors == []
         assert missing == []
         assert svc.stats()["queue_depth"] == 0
+
+
+def test_the_wal_file_is_cut_back_after_a_large_purge_instead_of_keeping_its_size_until_close(tmp_path: Path) -> None:
+    # A long-running service purges months of rows in one transaction: its -wal file grows past the
+    # database's size. Once checkpointed, SQLite starts it over; it must also give the disk back then.
+    path = tmp_path / "a.db"
+    wal = Path(f"{path}-wal")
+    limit = 8 << 20
+    with AuditService(path, durability="normal") as svc:
+        pad = "x" * 300
+        for i in range(30000):
+            svc.record_event(DomainEvent(event_type="step_completed", details={"i": i, "pad": pad}))
+        svc.flush()
+        assert svc.purge("2999-01-01T00:00:00Z") == 30001
+        assert wal.stat().st_size > limit
+        # Rows after it: a commit past the checkpoint threshold checkpoints, the next starts the file over.
+        sizes = []
+        for _ in range(5):
+            svc.record("auth_success")
+            sizes.append(wal.stat().st_size)
+        assert sizes[-1] <= limit, sizes
+        assert svc.count(event_type="auth_success") == 5

@@ -142,6 +142,41 @@ def test_a_task_on_the_subscribing_loop_is_kept_until_it_is_done() -> None:
         assert finished.wait(DEADLINE)
 
 
+def test_a_loop_closed_with_handler_tasks_still_pending_is_not_kept_alive_by_them() -> None:
+    """A service that runs one loop per job and closes it leaves handler tasks unfinished: the hold that
+    keeps a running loop's tasks alive must not keep every closed loop, its tasks and their events forever."""
+    bus = ReactiveEventBus(max_log_size=0)
+
+    async def handler(ev: DomainEvent) -> None:
+        await asyncio.sleep(3600)
+
+    async def job() -> None:
+        bus.emit(event())
+        await asyncio.sleep(0)  # the handler's task starts and waits
+
+    bus.subscribe("plan_created", handler)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Task was destroyed but it is pending!"
+        for _ in range(5):
+            loop = asyncio.new_event_loop()
+            loops.append(weakref.ref(loop))
+            loop.run_until_complete(job())
+            loop.close()
+            del loop
+        # The next job's loop is the one still open: only its task is held.
+        last = asyncio.new_event_loop()
+        last.run_until_complete(job())
+        gc.collect()
+        assert [ref() for ref in loops] == [None] * 5
+        assert sum(map(len, aio._pending.values())) == 1
+        for task in asyncio.all_tasks(last):
+            task.cancel()
+        last.run_until_complete(asyncio.sleep(0))
+        last.close()
+    assert not aio._pending
+
+
 def emit_until_a_handler_fails(bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture) -> None:
     """Emits one event inside a running loop and waits, logging captured, until a handler has failed."""
 

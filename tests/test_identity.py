@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -453,3 +454,25 @@ def test_a_task_exiting_a_block_its_parent_opened_raises_and_changes_nothing() -
         return seen
 
     assert asyncio.run(main()) == ["parent", "parent", "child", "parent", "parent", None]
+
+
+def test_an_async_generator_left_inside_its_block_is_closed_where_it_is_consumed_with_aclosing() -> None:
+    """Left inside its block (`break`), an async generator is closed later by the loop in a task of its
+    own, where the block cannot be exited: each one left its identity in force in the consumer, and one
+    more open block, for as long as the consumer ran. `contextlib.aclosing()` closes it in the consumer."""
+
+    async def rows(name: str) -> AsyncIterator[int]:
+        with identity(name):
+            yield 1
+            yield 2
+
+    async def consume() -> list[str | None]:
+        seen = []
+        for i in range(3):
+            async with contextlib.aclosing(rows(f"svc{i}")) as gen:
+                async for _ in gen:
+                    break
+            seen.append(who())
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(consume(), DEADLINE)) == [None, None, None]

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
     from ._native import DomainEvent, ReactiveEventBus
 
-# The loop keeps only weak references to tasks; these keep them until done.
-_pending: set[asyncio.Task[None]] = set()
+# The loop keeps only weak references to tasks; these keep them until done,
+# per loop: a loop closed with tasks still pending never finishes them, and
+# is let go (with its tasks) when a handler task next starts on a new loop.
+_pending: dict[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = {}
 
 
 def is_coroutine_handler(handler: object) -> bool:
@@ -107,8 +109,24 @@ def _name(handler: object) -> str:
 def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
     """Create the task on `loop` (its thread) and hold it until it is done."""
     task = loop.create_task(coro)
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    held = _pending.get(loop)
+    if held is None:
+        # A snapshot: tasks start on other threads' loops too.
+        for other in list(_pending):
+            if other.is_closed():
+                _pending.pop(other, None)
+        held = _pending[loop] = set()
+    held.add(task)
+    task.add_done_callback(functools.partial(_done, loop))
+
+
+def _done(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Drops the hold on a finished task, and on its loop once none of its tasks is pending."""
+    held = _pending.get(loop)
+    if held is not None:
+        held.discard(task)
+        if not held:
+            _pending.pop(loop, None)
 
 
 async def _run(

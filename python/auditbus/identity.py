@@ -69,7 +69,10 @@ class identity:  # lower-case: used like contextlib's managers
     one opened inside it (such a generator, a manual `__exit__`) leaves the
     inner block's value in force, and the inner block's exit then restores
     what the outer one replaced. Exiting a block where it is not open (another
-    thread or task) raises `RuntimeError` and changes nothing.
+    thread or task) raises `RuntimeError` and changes nothing. So an async
+    generator left inside its block (`async for ...: break`), which the event
+    loop closes later in a task of its own, leaves its identity in force in
+    the consumer: close it there, with `contextlib.aclosing()`.
     """
 
     __slots__ = ("user_identity",)

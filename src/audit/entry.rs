@@ -3,9 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use pyo3::basic::CompareOp;
+use std::sync::OnceLock;
+
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::audit::chain::Verdict;
 use crate::audit::query::RowData;
@@ -23,7 +25,10 @@ pub struct AuditEntry {
     /// The stored JSON text, parsed on first access: `record()` and
     /// `query()` callers that never look at the details do not pay for it.
     details_text: Option<String>,
-    details: PyOnceLock<Py<PyAny>>,
+    /// std `OnceLock`, not `PyOnceLock`: `__traverse__` must read it without
+    /// `py`. The dict is the caller's to change: an entry stored in its own
+    /// details (or in an object they hold) is a cycle the collector must see.
+    details: OnceLock<Py<PyAny>>,
     event_id: Option<String>,
     actor_name: Option<String>,
     project_name: Option<String>,
@@ -129,7 +134,7 @@ impl AuditEntry {
             plan_id: row.plan_id,
             user_identity: row.user_identity,
             details_text: Some(row.details),
-            details: PyOnceLock::new(),
+            details: OnceLock::new(),
             event_id: row.event_id,
             actor_name: row.actor_name,
             project_name: row.project_name,
@@ -142,13 +147,18 @@ impl AuditEntry {
     }
 
     fn details_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let details = self.details.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-            match &self.details_text {
-                Some(text) => Ok(json_to_py(py, self.id, text)?),
-                None => Ok(PyDict::new(py).into_any().unbind()),
-            }
-        })?;
-        Ok(details.clone_ref(py))
+        if let Some(details) = self.details.get() {
+            return Ok(details.clone_ref(py));
+        }
+        // Parsed outside the cell (parsing may run Python code and release the
+        // GIL): two threads may both parse, the first to store wins, and every
+        // caller gets that one dict.
+        let parsed = match &self.details_text {
+            Some(text) => json_to_py(py, self.id, text)?,
+            None => PyDict::new(py).into_any().unbind(),
+        };
+        let _ = self.details.set(parsed);
+        Ok(self.details.get().map_or_else(|| py.None(), |d| d.clone_ref(py)))
     }
 
     fn source_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -341,6 +351,10 @@ impl AuditEntry {
         self.chain_hash.as_deref()
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        visit.call(self.details.get())
+    }
+
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str) {
         ("id", "timestamp", "event_type", "plan_id", "user_identity", "details")
@@ -410,11 +424,8 @@ impl AuditEntry {
 }
 
 /// The details cell of an entry given its details as a Python value (`{}` for None).
-fn parsed_details(py: Python<'_>, details: Option<Py<PyAny>>) -> PyOnceLock<Py<PyAny>> {
-    let cell = PyOnceLock::new();
-    // A new cell: set cannot find it taken.
-    let _ = cell.set(py, details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()));
-    cell
+fn parsed_details(py: Python<'_>, details: Option<Py<PyAny>>) -> OnceLock<Py<PyAny>> {
+    OnceLock::from(details.unwrap_or_else(|| PyDict::new(py).into_any().unbind()))
 }
 
 /// Rebuilds a pickled or copied entry exactly, stored details text included.
@@ -440,7 +451,7 @@ pub fn _restore_audit_entry(
     chain_hash: Option<String>,
 ) -> Result<AuditEntry> {
     // Stored text is parsed when first asked for, as for an entry read from the trail.
-    let details = if stored_details.is_none() { parsed_details(py, details) } else { PyOnceLock::new() };
+    let details = if stored_details.is_none() { parsed_details(py, details) } else { OnceLock::new() };
     Ok(AuditEntry {
         id,
         timestamp: Stored::from_py("timestamp", timestamp)?,

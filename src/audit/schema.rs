@@ -361,6 +361,11 @@ const COMPANIONS_NOT_WRITABLE: &str =
      database's folder, which, or files of those names in it, this process may not write; every service records \
      its own start and stop; open it with read_only=True to read it)";
 
+/// The size the `-wal` file is cut back to once checkpointed: twice what the
+/// writer lets it reach between checkpoints (`CHECKPOINT_FRAMES` pages and a
+/// batch), so steady writing never pays for cutting and regrowing it.
+pub const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
 /// Opens the writer's connection: WAL, the chosen `synchronous` (read back
 /// and checked, since wrappers and compile options can change defaults),
 /// then the migrations.
@@ -382,6 +387,12 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
     }
+    // Without a limit the -wal file keeps the size of the largest transaction
+    // (a purge of months of rows) until close: weeks of a service holding
+    // more disk in it than in the trail. With one, SQLite cuts it back when
+    // it starts the file over after a checkpoint.
+    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |row| row.get::<_, i64>(0))
+        .map_err(|e| at(path, "cannot set journal_size_limit", e))?;
     conn.pragma_update(None, "synchronous", durability.pragma()).map_err(|e| at(path, "cannot set synchronous", e))?;
     let sync: i64 = conn
         .pragma_query_value(None, "synchronous", |row| row.get(0))

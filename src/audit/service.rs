@@ -60,6 +60,23 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
 }
 
+/// Lets go of the writer of a service dropped without `close()` once its
+/// thread has ended: its queue and its `":memory:"` file are not kept until
+/// another service opens or the interpreter exits. Called on the writer
+/// thread as it ends, or by the drop when the thread had ended before.
+fn retire(shared: &Arc<writer::Shared>) {
+    let gone: Vec<_> = {
+        let mut live = LIVE.lock();
+        let (gone, kept) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| Arc::ptr_eq(&w.shared, shared));
+        *live = kept;
+        gone
+    };
+    // Outside the lock: the last reference to the writer may go here.
+    for (_, temp) in gone {
+        remove_temp(temp.as_ref());
+    }
+}
+
 /// Counts a fork in the child (the `os.register_at_fork` hook), so the
 /// parent's services refuse to be used there.
 #[pyfunction]
@@ -554,7 +571,7 @@ impl AuditService {
                 return Err(e);
             }
         };
-        let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity)?;
+        let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
         register_hooks(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
@@ -840,6 +857,11 @@ impl Drop for AuditService {
                 return;
             }
             writer.close_nowait(Some(stop_record("garbage collected without close()")));
+            if writer.dropped() {
+                // The thread has ended: the reader goes before the files it reads.
+                drop(self.reader.get_mut().take());
+                retire(&writer.shared);
+            }
         }
     }
 }

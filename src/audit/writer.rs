@@ -173,6 +173,23 @@ pub struct Shared {
     /// stop), raised after each is queued: a gathering thread, which leaves
     /// the burst in the queue, reads it to stop gathering at once.
     urgent: AtomicU64,
+    /// Set by a service dropped while its queue had no room for its last
+    /// messages (see [`Writer::close_nowait`]): the thread writes `parting`
+    /// (the stop row) and stops once it has drained the queue, which the
+    /// shut gate keeps from filling again.
+    stop_when_drained: AtomicBool,
+    parting: Mutex<Option<Box<AuditRecord>>>,
+    /// Who lets go of the writer once both the service is dropped and the
+    /// thread has ended: the later of the two (see [`Writer::dropped`]).
+    lifetime: Mutex<Lifetime>,
+}
+
+/// See [`Shared::lifetime`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifetime {
+    Running,
+    Dropped,
+    Ended,
 }
 
 impl Shared {
@@ -253,7 +270,15 @@ pub fn note_fork() {
 
 impl Writer {
     /// Starts the thread on an already opened and migrated connection.
-    pub fn start(conn: Connection, path: String, source: String, capacity: usize) -> Result<Arc<Self>> {
+    /// `retire` runs on the thread as it ends if the service was dropped
+    /// meanwhile (see [`Writer::dropped`]).
+    pub fn start(
+        conn: Connection,
+        path: String,
+        source: String,
+        capacity: usize,
+        retire: fn(&Arc<Shared>),
+    ) -> Result<Arc<Self>> {
         let (tx, rx) = bounded(capacity);
         let shared = Arc::new(Shared {
             path,
@@ -263,6 +288,9 @@ impl Writer {
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
+            stop_when_drained: AtomicBool::new(false),
+            parting: Mutex::new(None),
+            lifetime: Mutex::new(Lifetime::Running),
         });
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
@@ -277,6 +305,15 @@ impl Writer {
                         "audit writer thread stopped after an internal error; records still queued were not written";
                     *thread_shared.stats.last_error.lock() = Some(message.to_owned());
                     log("error", &format!("{message} ({})", thread_shared.path));
+                }
+                let dropped = {
+                    let mut lifetime = thread_shared.lifetime.lock();
+                    let dropped = *lifetime == Lifetime::Dropped;
+                    *lifetime = Lifetime::Ended;
+                    dropped
+                };
+                if dropped {
+                    retire(&thread_shared);
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
@@ -704,27 +741,56 @@ impl Writer {
     }
 
     /// Asks the thread to stop without waiting (for `Drop`, which must not block).
+    /// Also after a `close()` that a Ctrl-C interrupted before the stop was queued.
     pub fn close_nowait(&self, last: Option<AuditRecord>) {
         if self.forked() {
             return;
         }
-        if let Some(mut gate) = self.shared.gate.try_write() {
-            // Nothing else sends while the gate is held: the room seen stays.
-            let closing = self.closing.try_lock();
-            if let Some(mut closing) = closing.filter(|_| !*gate && self.tx.len() + 2 <= self.capacity) {
-                closing.stop_queued = true;
-                *gate = true;
-                self.closed.store(true, Ordering::Release);
-                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
-                    self.shared.stats.enqueue();
-                    if self.tx.try_send(Msg::Row(Box::new(record), None)).is_err() {
-                        self.shared.stats.unqueue();
-                    }
-                }
-                let _ = self.tx.try_send(Msg::Stop);
-                self.shared.urge();
+        let Some(mut gate) = self.shared.gate.try_write() else { return };
+        let Some(mut closing) = self.closing.try_lock() else { return };
+        if closing.stop_queued {
+            return;
+        }
+        if !*gate {
+            *gate = true;
+            self.closed.store(true, Ordering::Release);
+            if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                self.shared.stats.enqueue();
+                closing.row = Some(Box::new(record));
             }
         }
+        closing.stop_queued = true;
+        let row = closing.row.take();
+        // Nothing else sends while the gate is held: the room seen stays.
+        if self.tx.len() + usize::from(row.is_some()) < self.capacity {
+            if let Some(row) = row {
+                if self.tx.try_send(Msg::Row(row, None)).is_err() {
+                    self.shared.stats.unqueue();
+                }
+            }
+            let _ = self.tx.try_send(Msg::Stop);
+        } else {
+            // No room for them: the thread takes them from here once it has drained
+            // the queue. A flush nobody waits for wakes a thread waiting on an empty
+            // queue; a full one keeps it busy until it looks here.
+            *self.shared.parting.lock() = row;
+            self.shared.stop_when_drained.store(true, Ordering::SeqCst);
+            let _ = self.tx.try_send(Msg::Flush(bounded(1).0));
+        }
+        self.shared.urge();
+    }
+
+    /// The service is gone (dropped, its stop asked for): true when the
+    /// thread has already ended, and the caller lets go of the writer;
+    /// else the thread does as it ends. Until then the writer is kept for
+    /// the at-exit hook, which waits for what it still has to write.
+    pub fn dropped(&self) -> bool {
+        let mut lifetime = self.shared.lifetime.lock();
+        if *lifetime == Lifetime::Ended {
+            return true;
+        }
+        *lifetime = Lifetime::Dropped;
+        false
     }
 
     pub fn is_closed(&self) -> bool {
@@ -925,6 +991,16 @@ impl Thread {
                 }
             }
         }
+        if self.shared.stop_when_drained.load(Ordering::SeqCst) {
+            return match self.rx.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(TryRecvError::Disconnected) => None,
+                // Drained, and the gate is shut: the stop row, then the stop.
+                Err(TryRecvError::Empty) => {
+                    Some(self.shared.parting.lock().take().map_or(Msg::Stop, |row| Msg::Row(row, None)))
+                }
+            };
+        }
         self.rx.recv().ok()
     }
 
@@ -1028,6 +1104,8 @@ impl Thread {
                 Msg::Flush(_) | Msg::Stop => {}
             }
         }
+        // The stop row of a service dropped with a full queue, never sent.
+        lost += u64::from(self.shared.parting.lock().take().is_some());
         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
     }
 
