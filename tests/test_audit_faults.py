@@ -12,6 +12,7 @@ import fcntl
 import itertools
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import auditbus
 import pytest
@@ -695,3 +697,167 @@ def test_the_writer_child_really_plants_secrets() -> None:
         entry = svc.record("config_changed", details={"api_key": SECRET, "note": "n"})
         assert SECRET not in str(entry.details)
         assert entry.details["note"] == "n"
+
+
+# Real I/O errors: an LD_PRELOAD shim (tests/ioerr_shim.c) makes write, fsync
+# or read fail with EIO or ENOSPC on one of the database's files while a
+# trigger file exists, in the writer process only.
+SHIM_SOURCE = Path(__file__).with_name("ioerr_shim.c")
+
+
+@pytest.fixture(scope="session")
+def ioerr_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shim, compiled for this machine (the CI image has a C compiler: it builds SQLite)."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        pytest.skip("no C compiler (cc, gcc or clang) to build the I/O error shim tests/ioerr_shim.c")
+    out = tmp_path_factory.mktemp("shim") / "ioerr_shim.so"
+    done = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O1", "-o", str(out), str(SHIM_SOURCE), "-ldl"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+class _Faulty:
+    """A writer process (`audit_fault_child.py io PATH`) under the shim: `fail()` starts the fault, `clear()` ends it.
+
+    `acks` collects what the process acknowledged, `logged` its log lines, `raised` the calls that raised.
+    """
+
+    def __init__(self, shim: Path, path: Path) -> None:
+        self.trigger = path.with_name("ioerr.trigger")
+        self.hit_log = path.with_name("ioerr.hits")
+        self.acks = Acks()
+        self.logged: list[str] = []
+        self.raised: list[str] = []
+        env = {"LD_PRELOAD": str(shim), "IOERR_TRIGGER": str(self.trigger), "IOERR_LOG": str(self.hit_log)}
+        self.child = Child("io", path, env=env)
+        try:
+            self.child.expect("ready")
+        except BaseException:
+            self.child.close()
+            raise
+
+    def __enter__(self) -> _Faulty:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.child.close()
+
+    def fail(self, *faults: str) -> None:
+        self.trigger.write_text("".join(f"{fault}\n" for fault in faults))
+
+    def clear(self) -> None:
+        self.trigger.unlink()
+
+    def hits(self) -> list[str]:
+        """The calls the shim failed, as "OP PATH"."""
+        return self.hit_log.read_text().splitlines() if self.hit_log.exists() else []
+
+    def take(self, line: str) -> None:
+        self.acks.take(line)
+        if line.startswith("L "):
+            self.logged.append(line)
+        elif line.startswith("E "):
+            self.raised.append(line)
+
+    def until(self, word: str) -> str:
+        """Reads (taking acknowledgements, log lines and errors) up to a line starting with `word`."""
+        while True:
+            line = self.child.next_line()
+            if line is None:
+                pytest.fail(f"writer process ended before {word!r}: rc={self.child.proc.wait()}, {self.child.stderr()}")
+            self.take(line)
+            if line.split(" ", 1)[0] == word:
+                return line
+
+    def step(self, command: str, answer: str) -> str:
+        self.child.send(command)
+        return self.until(answer)
+
+    def write(self, emitted: int, records: int = 1) -> None:
+        """`emitted` rows to record_event() and a flush(), then `records` durable record() calls; returns at once."""
+        self.step(f"emit {emitted}", "emitted")
+        self.step("flush", "called")
+        for _ in range(records):
+            self.step("record", "called")
+
+    def failing(self, retries: int = 3) -> tuple[int, dict[str, Any]]:
+        """Waits for the writer to have retried `retries` times; returns the calls still waiting and the counters."""
+        _, waiting, stats = self.step(f"retries {retries}", "failing").split(" ", 2)
+        return int(waiting), json.loads(stats)
+
+    def close(self) -> dict[str, Any]:
+        """close(); the process must end cleanly. Returns the counters after close()."""
+        stats: dict[str, Any] = json.loads(self.step("close", "stats").split(" ", 1)[1])
+        for line in self.child.finish():
+            self.take(line)
+        # Every row handed over is accounted for, and none was lost.
+        assert stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"], stats
+        assert stats["lost"] == 0, stats
+        return stats
+
+
+def assert_once_and_contiguous(rows: list[dict[str, Any]], acks: Acks) -> None:
+    """Every acknowledged row is there exactly once; the ids run without a gap."""
+    assert_all_present(rows, acks)
+    ids = [r["id"] for r in rows]
+    assert ids == list(range(1, len(ids) + 1))
+    event_ids = [r["event_id"] for r in rows]
+    assert len(set(event_ids)) == len(event_ids), "a row was written twice"
+
+
+def _logged(faulty: _Faulty, level: str, text: str) -> list[str]:
+    return [line for line in faulty.logged if line.startswith(f"L {level} ") and text in line]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["fsync -wal EIO", "write -wal EIO", "write -wal ENOSPC"],
+    ids=["fsync-wal-eio", "pwrite-wal-eio", "pwrite-wal-enospc"],
+)
+def test_an_io_error_on_the_wal_acknowledges_nothing_until_it_clears_and_then_loses_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    op, suffix, _ = fault.split()
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(50)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        # Two write-behind flushes and three durable records while every commit fails.
+        faulty.write(40, records=2)
+        faulty.write(10)
+        waiting, during = faulty.failing()
+        # No flush() or record() returned: an acknowledged row must be durable, and these are not.
+        assert waiting == 5, faulty.child.seen
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (1, 1)
+        assert faulty.raised == []
+        assert during["errors"] >= 3, during
+        assert during["lost"] == 0, during
+        expected = "database or disk is full" if fault.endswith("ENOSPC") else "disk I/O error"
+        assert expected in (during["last_error"] or ""), during
+        hits = faulty.hits()
+        assert hits, "the shim failed no call: the fault was not injected"
+        assert all(h.startswith(f"{op} ") and h.endswith(f"audit.db{suffix}") for h in hits), hits[:3]
+        faulty.clear()
+        faulty.step("join", "joined")
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (3, 4)
+        # The writer goes on once the fault is gone.
+        faulty.write(20)
+        faulty.step("join", "joined")
+        after = faulty.close()
+    assert faulty.raised == []
+    assert after["retries"] >= 3, after
+    assert _logged(faulty, "ERROR", "keeping them and retrying"), faulty.logged
+    assert _logged(faulty, "WARNING", "recovered after"), faulty.logged
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len(faulty.acks.events) == 120
+    # The fault is in the trail itself, written once, with the batch it held back.
+    (failure,) = [r for r in rows if r["event_type"] == "audit_failure"]
+    assert expected in str(failure["details"])
