@@ -861,3 +861,77 @@ def test_an_io_error_on_the_wal_acknowledges_nothing_until_it_clears_and_then_lo
     # The fault is in the trail itself, written once, with the batch it held back.
     (failure,) = [r for r in rows if r["event_type"] == "audit_failure"]
     assert expected in str(failure["details"])
+
+
+@pytest.mark.parametrize("fault", ["write .db EIO", "write .db ENOSPC", "fsync .db EIO"])
+def test_a_failing_checkpoint_into_the_database_file_stops_no_commit_and_loses_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    # Commits go to the WAL; only the checkpoint after them writes the main file.
+    path = tmp_path / "audit.db"
+    op = fault.split(maxsplit=1)[0]
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(20)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        rounds = 0
+        # Rows until a checkpoint has come due and failed (about 1000 WAL frames).
+        while not faulty.hits():
+            rounds += 1
+            assert rounds <= 40, "no checkpoint was attempted"
+            faulty.write(200)
+            faulty.step("join", "joined")
+        # Every flush and record returned: a checkpoint that fails holds no commit back.
+        assert faulty.raised == []
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (rounds + 1, rounds + 1)
+        _, stats = faulty.step("stats", "stats").split(" ", 1)
+        during = json.loads(stats)
+        assert during["errors"] >= 1, during
+        assert (during["last_error"] or "").startswith("checkpoint"), during
+        assert all(h.startswith(f"{op} ") and h.endswith("audit.db") for h in faulty.hits())
+        # Reported, not only counted: a failing disk under a growing WAL must reach the operator.
+        assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged
+        # More checkpoints come due and fail while the fault lasts; the writer goes on.
+        faulty.write(600)
+        faulty.step("join", "joined")
+        faulty.clear()
+        for _ in range(6):
+            faulty.write(200)
+            faulty.step("join", "joined")
+        faulty.close()
+    assert faulty.raised == []
+    assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged
+    # The last connection's close folded the WAL into the database file: the checkpoint works again.
+    assert not path.with_name("audit.db-wal").exists()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len(faulty.acks.events) == 20 + 200 * rounds + 600 + 6 * 200
+
+
+def test_an_exit_while_fsync_fails_gives_up_within_the_limit_and_counts_exactly_the_rows_not_written(
+    tmp_path: Path, ioerr_shim: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(10, records=0)
+        faulty.step("join", "joined")
+        faulty.fail("fsync -wal EIO")
+        faulty.step("emit 30", "emitted")
+        waiting, during = faulty.failing()
+        assert waiting == 0
+        # The interpreter exits with the fault on: the exit hook waits its limit, then gives up.
+        faulty.step("exit", "exiting")
+        for line in faulty.child.finish():
+            faulty.take(line)
+    gave_up = re.compile(r"gave up at interpreter exit: (\d+) records were NOT written")
+    given_up = [int(n) for line in faulty.logged for n in gave_up.findall(line)]
+    # The 30 rows handed over, the audit_failure row that tells of the fault, and the
+    # audit_stopped row of the exit. Before, each batch given up after the limit first
+    # made an audit_failure row of its own, counted NOT written too.
+    assert sum(given_up) == 30 + 1 + 1, faulty.logged
+    assert len(_logged(faulty, "ERROR", "keeping them and retrying")) == 1, faulty.logged
+    assert during["lost"] == 0
+    faulty.clear()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert [r for r in rows if r["event_type"] == "step_completed"] == rows[1:11]

@@ -796,6 +796,8 @@ struct Thread {
     wal_frames: Arc<AtomicI64>,
     /// The database file the connection opened, to notice it removed or replaced.
     file: Option<FileId>,
+    /// While checkpoints fail: (since, failed attempts, last logged).
+    checkpoint_fault: Option<(Instant, u64, Instant)>,
 }
 
 /// Where a file lives and which one it is (device and inode).
@@ -842,7 +844,7 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file }
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file, checkpoint_fault: None }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -850,15 +852,56 @@ impl Thread {
     /// the waiters of the last commit have their replies. `PASSIVE`: it never
     /// waits for readers or other writers; what it cannot copy now is copied
     /// by a later one.
-    fn checkpoint_if_due(&self) {
+    fn checkpoint_if_due(&mut self) {
         if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
             return;
         }
         self.wal_frames.store(0, Ordering::Relaxed);
-        if let Err(e) = self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+        match self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok(_) => {
+                if let Some((since, attempts, _)) = self.checkpoint_fault.take() {
+                    log(
+                        "warning",
+                        &format!(
+                            "audit writer for {:?}: WAL checkpoint succeeded again after {attempts} failed \
+                             attempts over {:.1} s",
+                            self.shared.path,
+                            since.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+            }
             // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
-            self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            *self.shared.stats.last_error.lock() = Some(format!("checkpoint: {e}"));
+            Err(e) => {
+                let message = format!("checkpoint: {e}");
+                self.note_error(&message);
+                // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
+                let now = Instant::now();
+                let relog = match &mut self.checkpoint_fault {
+                    None => {
+                        self.checkpoint_fault = Some((now, 1, now));
+                        true
+                    }
+                    Some((_, attempts, logged)) => {
+                        *attempts += 1;
+                        let due = now.duration_since(*logged) >= RELOG_EVERY;
+                        if due {
+                            *logged = now;
+                        }
+                        due
+                    }
+                };
+                if relog {
+                    log(
+                        "warning",
+                        &format!(
+                            "audit writer for {:?}: WAL checkpoint into the database file failed ({e}); the rows \
+                             are committed in the -wal file and the checkpoint is tried again after later commits",
+                            self.shared.path
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -1140,7 +1183,13 @@ impl Thread {
                     let message = err.to_string();
                     self.note_error(&message);
                     let now = Instant::now();
+                    let deadline = *self.shared.stop_deadline.lock();
+                    let giving_up = deadline.is_some_and(|d| now >= d);
                     match &mut fault {
+                        // Past the exit's limit the batch is given up below, not kept:
+                        // no retry to announce, and no failure row that would only be
+                        // counted among the records NOT written.
+                        None if giving_up => {}
                         None => {
                             fault = Some((now, now, 1));
                             log(
@@ -1172,8 +1221,7 @@ impl Thread {
                             }
                         }
                     }
-                    let deadline = *self.shared.stop_deadline.lock();
-                    if deadline.is_some_and(|d| now >= d) {
+                    if giving_up {
                         let lost = rows.len() as u64;
                         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
                         log(
