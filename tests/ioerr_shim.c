@@ -3,10 +3,11 @@
  *
  * While the file named by $IOERR_TRIGGER exists, each of its lines
  *
- *     OP SUFFIX ERRNO        e.g.  "fsync -wal EIO"  "write .db ENOSPC"  "read .db EIO"
+ *     OP SUFFIX ERRNO [FROM]   e.g.  "fsync -wal EIO"  "write .db ENOSPC"  "read .db EIO 4096"
  *
  * makes OP fail with -1 and errno ERRNO (EIO or ENOSPC) on every file
- * descriptor whose path (readlink /proc/self/fd/N) ends in SUFFIX. OP is
+ * descriptor whose path (readlink /proc/self/fd/N) ends in SUFFIX, for
+ * reads and writes only at file offsets from FROM on (default 0). OP is
  * `fsync` (fsync, fdatasync), `write` (write, pwrite, pwrite64) or `read`
  * (read, pread, pread64). Removing the file ends the fault. Each injected
  * failure appends "OP PATH" to the file named by $IOERR_LOG, so a test can
@@ -27,8 +28,8 @@ static int sys_open(const char *path, int flags) {
     return (int)syscall(SYS_openat, AT_FDCWD, path, flags, 0644);
 }
 
-/* The errno to fail `op` on `fd` with, 0 for none. */
-static int fault_for(const char *op, int fd, char *path, size_t size) {
+/* The errno to fail `op` on `fd` at `offset` (-1: the file position) with, 0 for none. */
+static int fault_for(const char *op, int fd, long long offset, char *path, size_t size) {
     const char *trigger = getenv("IOERR_TRIGGER");
     if (trigger == NULL || fd < 0) {
         return 0;
@@ -58,8 +59,15 @@ static int fault_for(const char *op, int fd, char *path, size_t size) {
     char *save = NULL;
     for (char *line = strtok_r(spec, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
         char want[16], suffix[256], code[16];
-        if (sscanf(line, "%15s %255s %15s", want, suffix, code) != 3 || strcmp(want, op) != 0) {
+        long long from = 0;
+        if (sscanf(line, "%15s %255s %15s %lld", want, suffix, code, &from) < 3 || strcmp(want, op) != 0) {
             continue;
+        }
+        if (from > 0) {
+            long long at = offset >= 0 ? offset : (long long)syscall(SYS_lseek, fd, 0, SEEK_CUR);
+            if (at < from) {
+                continue;
+            }
         }
         size_t slen = strlen(suffix);
         if ((size_t)len < slen || strcmp(path + len - slen, suffix) != 0) {
@@ -88,9 +96,9 @@ static void note(const char *op, const char *path) {
 }
 
 /* Fails the call (returns nonzero, errno set) when a fault is configured for it. */
-static int failing(const char *op, int fd) {
+static int failing(const char *op, int fd, long long offset) {
     char path[4096];
-    int code = fault_for(op, fd, path, sizeof path);
+    int code = fault_for(op, fd, offset, path, sizeof path);
     if (code == 0) {
         return 0;
     }
@@ -111,33 +119,33 @@ typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
 typedef ssize_t (*pread64_fn)(int, void *, size_t, off_t);
 
 int fsync(int fd) {
-    return failing("fsync", fd) ? -1 : NEXT(fsync)(fd);
+    return failing("fsync", fd, -1) ? -1 : NEXT(fsync)(fd);
 }
 
 int fdatasync(int fd) {
-    return failing("fsync", fd) ? -1 : NEXT(fdatasync)(fd);
+    return failing("fsync", fd, -1) ? -1 : NEXT(fdatasync)(fd);
 }
 
 ssize_t write(int fd, const void *buf, size_t count) {
-    return failing("write", fd) ? -1 : NEXT(write)(fd, buf, count);
+    return failing("write", fd, -1) ? -1 : NEXT(write)(fd, buf, count);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
-    return failing("write", fd) ? -1 : NEXT(pwrite)(fd, buf, count, offset);
+    return failing("write", fd, offset) ? -1 : NEXT(pwrite)(fd, buf, count, offset);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
-    return failing("write", fd) ? -1 : NEXT(pwrite64)(fd, buf, count, offset);
+    return failing("write", fd, offset) ? -1 : NEXT(pwrite64)(fd, buf, count, offset);
 }
 
 ssize_t read(int fd, void *buf, size_t count) {
-    return failing("read", fd) ? -1 : NEXT(read)(fd, buf, count);
+    return failing("read", fd, -1) ? -1 : NEXT(read)(fd, buf, count);
 }
 
 ssize_t pread(int fd, void *buf, size_t count, off_t offset) {
-    return failing("read", fd) ? -1 : NEXT(pread)(fd, buf, count, offset);
+    return failing("read", fd, offset) ? -1 : NEXT(pread)(fd, buf, count, offset);
 }
 
 ssize_t pread64(int fd, void *buf, size_t count, off_t offset) {
-    return failing("read", fd) ? -1 : NEXT(pread64)(fd, buf, count, offset);
+    return failing("read", fd, offset) ? -1 : NEXT(pread64)(fd, buf, count, offset);
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import os
 import re
 import shutil
 import signal
@@ -935,3 +936,141 @@ def test_an_exit_while_fsync_fails_gives_up_within_the_limit_and_counts_exactly_
     rows = assert_intact(path)
     assert_once_and_contiguous(rows, faulty.acks)
     assert [r for r in rows if r["event_type"] == "step_completed"] == rows[1:11]
+
+
+def _trail_in_the_database_file(path: Path, rows: int) -> None:
+    """`rows` rows of ~1 KB (more than SQLite's page cache holds), all in the main file (the close folds the WAL in)."""
+    with AuditService(path) as svc:
+        for i in range(rows):
+            details = {"i": i, "note": "x" * 900}
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="io", details=details))
+    assert not path.with_name(path.name + "-wal").exists()
+
+
+def test_a_read_error_on_the_database_file_makes_the_writer_retry_and_readers_raise_naming_it(
+    tmp_path: Path, ioerr_shim: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    _trail_in_the_database_file(path, 3000)
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.fail("read .db EIO")
+        # Another process commits: the writer's page cache is stale, its next
+        # commit must read the database file again.
+        with AuditService(path) as other:
+            other.record("auth_success", user_identity="other")
+        faulty.write(10)
+        waiting, during = faulty.failing()
+        assert waiting == 2
+        assert (faulty.acks.flushes, len(faulty.acks.rows), faulty.raised) == (0, 0, [])
+        # SQLite reports a failed read() as "database disk image is malformed": before, the
+        # writer took that for a damaged file and stopped for good, the rows given up.
+        assert "Input/output error" in (during["last_error"] or ""), during
+        assert during["lost"] == 0, during
+        # Readers: a clear error naming the file and the failed read, never a crash or a wrong answer.
+        for read in ("query", "count", "verify"):
+            line = faulty.step(read, "read")
+            assert line.startswith(f"read {read} AuditError "), line
+            assert "audit.db" in line, line
+            assert "I/O error" in line, line
+            assert "Input/output error" in line, line
+        hits = faulty.hits()
+        assert hits, "the shim failed no call: the fault was not injected"
+        assert all(h.startswith("read ") and h.endswith("audit.db") for h in hits), hits[:3]
+        faulty.clear()
+        faulty.step("join", "joined")
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (1, 1)
+        assert faulty.step("count", "read").startswith("read count ok ")
+        assert faulty.step("verify", "read").startswith("read verify ok True:")
+        faulty.close()
+    assert faulty.raised == []
+    assert _logged(faulty, "WARNING", "recovered after"), faulty.logged
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len([r for r in rows if r["plan_id"] == "io"]) == 3000 + 11
+
+
+@pytest.mark.parametrize("fault", ["fsync -wal EIO", "write -wal EIO"], ids=["fsync-wal-eio", "pwrite-wal-eio"])
+def test_kill_9_while_an_io_error_holds_loses_nothing_acknowledged(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(60, records=2)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        faulty.write(40, records=2)
+        waiting, _ = faulty.failing()
+        assert waiting == 3
+        faulty.child.kill()
+        assert faulty.child.proc.returncode == -signal.SIGKILL
+        for line in faulty.child.rest():
+            faulty.take(line)
+    assert (faulty.acks.flushes, len(faulty.acks.rows)) == (1, 2)
+    faulty.clear()
+    # A fresh process (no fault) recovers the WAL: what was acknowledged is there, once.
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    # A commit whose WAL sync failed may still be found after the crash: never acknowledged, never a duplicate.
+    written = [r for r in rows if r["event_type"] == "step_completed"]
+    assert len(written) in (60, 100), len(written)
+    # And the file takes new rows on the same chain.
+    with _Faulty(ioerr_shim, path) as again:
+        again.write(10)
+        again.step("join", "joined")
+        again.close()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, again.acks)
+
+
+# Reads past the header fail (the CLI reads the header itself, so SQLite meets the
+# fault); or the WAL cannot be synced, so the command's own start row never commits.
+_CLI_FAULTS = [
+    ("verify", "read .db EIO 4096", True, "Input/output error"),
+    ("query", "read .db EIO 4096", True, "Input/output error"),
+    ("verify", "read .db EIO 4096", False, "Input/output error"),
+    ("query", "read .db EIO 4096", False, "Input/output error"),
+    ("verify", "fsync -wal EIO", False, "disk I/O error"),
+]
+
+
+_CLI_IDS = ["-".join([c, f.split(maxsplit=1)[0], "read-only" if r else "recording"]) for c, f, r, _ in _CLI_FAULTS]
+
+
+@pytest.mark.parametrize("case", _CLI_FAULTS, ids=_CLI_IDS)
+def test_the_cli_on_a_failing_file_prints_one_error_line_and_exits_non_zero(
+    tmp_path: Path, ioerr_shim: Path, case: tuple[str, str, bool, str]
+) -> None:
+    command, fault, read_only, said = case
+    path = tmp_path / "audit.db"
+    _trail_in_the_database_file(path, 3000)
+    trigger, hits = tmp_path / "ioerr.trigger", tmp_path / "ioerr.hits"
+    trigger.write_text(f"{fault}\n")
+    env = {**os.environ, "LD_PRELOAD": str(ioerr_shim), "IOERR_TRIGGER": str(trigger), "IOERR_LOG": str(hits)}
+    flags = ["--read-only"] if read_only else []
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "auditbus", "--db", str(path), *flags, command],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        # Before, a command that records its access waited for good for its start row.
+        pytest.fail(f"auditbus {command} did not end while its database failed ({fault})")
+    assert hits.read_text(), "the shim failed no call: the fault was not injected"
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("auditbus: error:")]
+    assert "audit.db" in error, error
+    assert said in error, error
+    if not read_only:
+        # The access could not be recorded: the way to read anyway is named, and the
+        # exit says that the command's own rows were not written.
+        assert "--read-only" in error, error
+        assert "records were NOT written" in done.stderr, done.stderr
+    trigger.unlink()
+    with AuditService(path, read_only=True) as svc:
+        assert svc.verify().ok
+        assert svc.count(event_type="step_completed") == 3000

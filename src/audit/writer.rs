@@ -1171,16 +1171,24 @@ impl Thread {
                     }
                     return Landing::Landed;
                 }
-                Err(err) if is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)) => {
-                    let message = if is_damaged(&err) {
-                        format!("audit database {:?} is damaged: {err}", self.shared.path)
-                    } else {
-                        format!("audit database {:?} refuses the records: {err}", self.shared.path)
-                    };
-                    return self.refuse(rows, &message);
-                }
                 Err(err) => {
-                    let message = err.to_string();
+                    // A read that failed in the operating system is reported as damage
+                    // by SQLite: kept and retried like any I/O error, not refused.
+                    let io = is_damaged(&err).then(|| self.conn.path().and_then(schema::unreadable)).flatten();
+                    if io.is_none()
+                        && (is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)))
+                    {
+                        let message = if is_damaged(&err) {
+                            format!("audit database {:?} is damaged: {err}", self.shared.path)
+                        } else {
+                            format!("audit database {:?} refuses the records: {err}", self.shared.path)
+                        };
+                        return self.refuse(rows, &message);
+                    }
+                    let message = match io {
+                        Some(io) => format!("I/O error, {io} (SQLite reports it as: {err})"),
+                        None => err.to_string(),
+                    };
                     self.note_error(&message);
                     let now = Instant::now();
                     let deadline = *self.shared.stop_deadline.lock();
