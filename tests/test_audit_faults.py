@@ -842,6 +842,10 @@ def test_an_io_error_on_the_wal_acknowledges_nothing_until_it_clears_and_then_lo
         assert during["lost"] == 0, during
         expected = "database or disk is full" if fault.endswith("ENOSPC") else "disk I/O error"
         assert expected in (during["last_error"] or ""), during
+        if expected == "disk I/O error":
+            # Which call failed, not only that one did.
+            said = {"fsync": "an fsync of the database files failed", "write": "a write to the database files failed"}
+            assert said[op] in during["last_error"], during
         hits = faulty.hits()
         assert hits, "the shim failed no call: the fault was not injected"
         assert all(h.startswith(f"{op} ") and h.endswith(f"audit.db{suffix}") for h in hits), hits[:3]
@@ -889,6 +893,8 @@ def test_a_failing_checkpoint_into_the_database_file_stops_no_commit_and_loses_n
         during = json.loads(stats)
         assert during["errors"] >= 1, during
         assert (during["last_error"] or "").startswith("checkpoint"), during
+        if fault.endswith("EIO"):
+            assert f" {op} " in during["last_error"], during
         assert all(h.startswith(f"{op} ") and h.endswith("audit.db") for h in faulty.hits())
         # Reported, not only counted: a failing disk under a growing WAL must reach the operator.
         assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged

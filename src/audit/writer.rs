@@ -873,6 +873,7 @@ impl Thread {
             }
             // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
             Err(e) => {
+                let e = describe(&Error::Sqlite(e));
                 let message = format!("checkpoint: {e}");
                 self.note_error(&message);
                 // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
@@ -1187,7 +1188,7 @@ impl Thread {
                     }
                     let message = match io {
                         Some(io) => format!("I/O error, {io} (SQLite reports it as: {err})"),
-                        None => err.to_string(),
+                        None => describe(&err),
                     };
                     self.note_error(&message);
                     let now = Instant::now();
@@ -1309,6 +1310,27 @@ fn clears(err: &Error) -> bool {
                     | C::PermissionDenied
             )
     )
+}
+
+/// `err` as the writer reports it: SQLite's "disk I/O error" says nothing of
+/// what failed, its extended code does (a write, an fsync, a read...), and an
+/// operator needs that to tell a failing disk from a full one or a lock.
+fn describe(err: &Error) -> String {
+    use rusqlite::ffi;
+    let Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = err else { return err.to_string() };
+    let what = match e.extended_code {
+        ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ => "a read of the database files failed",
+        ffi::SQLITE_IOERR_WRITE => "a write to the database files failed",
+        ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC => "an fsync of the database files failed",
+        ffi::SQLITE_IOERR_TRUNCATE => "a truncate of the database files failed",
+        ffi::SQLITE_IOERR_FSTAT => "an fstat of the database files failed",
+        ffi::SQLITE_IOERR_SHMOPEN | ffi::SQLITE_IOERR_SHMSIZE | ffi::SQLITE_IOERR_SHMMAP => {
+            "the -shm file could not be opened, grown or mapped"
+        }
+        ffi::SQLITE_IOERR_LOCK | ffi::SQLITE_IOERR_RDLOCK | ffi::SQLITE_IOERR_UNLOCK => "a file lock failed",
+        _ => return err.to_string(),
+    };
+    format!("{err} ({what})")
 }
 
 /// A failure that retrying cannot fix: the file itself is damaged or not a database.
