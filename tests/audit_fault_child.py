@@ -528,6 +528,33 @@ class _Io:
     def waiting(self) -> int:
         return sum(call.is_alive() for call in self.calls)
 
+    def wait(self, counter: str, at_least: int) -> None:
+        """Waits for stats()[counter] >= at_least; says the calls still waiting and the counters."""
+        _until(lambda: self.svc.stats()[counter] >= at_least, f"{counter} >= {at_least}")
+        say("failing" if counter == "retries" else "erring", self.waiting(), json.dumps(self.svc.stats()))
+
+    def closing(self) -> None:
+        """close() on a thread; from then on only `retries N`, `stats` and `join` (wait for the close) are read."""
+
+        def close() -> None:
+            self.svc.close()
+            say("closed", json.dumps(self.svc.stats()))
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        self.calls.append(closer)
+        say("called")
+        for line in sys.stdin:
+            step, *args = line.split()
+            if step == "stats":
+                say("stats", json.dumps(self.svc.stats()))
+            elif step == "retries":
+                self.wait(step, int(args[0]))
+            elif step == "join":
+                closer.join()
+                break
+        say("done")
+
     def read(self, what: str) -> None:
         """One read; says what it returned, or the error it raised."""
         try:
@@ -556,6 +583,7 @@ def io_steps(path: str) -> None:
     query|count|verify                                          -> "read WHAT ok RESULT" or "read WHAT AuditError MSG"
     stats                                                       -> "stats <stats>"
     close            close(), then the counters                 -> "stats <stats>", "done"
+    closing          close() on a thread of its own             -> "called"; later "closed <stats>", "done"
     exit             the interpreter exits without close()      -> "exiting"
 
     A flush() or record() that raises prints "E <exception> <json message>".
@@ -572,8 +600,7 @@ def io_steps(path: str) -> None:
             getattr(io, step)()
             say("called")
         elif step in ("retries", "errors"):
-            _until(lambda: io.svc.stats()[step] >= int(args[0]), f"{step} >= {args[0]}")  # noqa: B023
-            say("failing" if step == "retries" else "erring", io.waiting(), json.dumps(io.svc.stats()))
+            io.wait(step, int(args[0]))
         elif step == "join":
             for call in io.calls:
                 call.join(timeout=120)
@@ -587,6 +614,9 @@ def io_steps(path: str) -> None:
             io.svc.close()
             say("stats", json.dumps(io.svc.stats()))
             say("done")
+            return
+        elif step == "closing":
+            io.closing()
             return
         elif step == "exit":
             say("exiting")

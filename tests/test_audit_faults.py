@@ -1087,3 +1087,26 @@ def test_the_cli_on_a_failing_file_prints_one_error_line_and_exits_non_zero(
     with AuditService(path, read_only=True) as svc:
         assert svc.verify().ok
         assert svc.count(event_type="step_completed") == 3000
+
+
+def test_a_close_while_fsync_fails_returns_only_once_every_row_is_written(tmp_path: Path, ioerr_shim: Path) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.fail("fsync -wal EIO")
+        faulty.step("emit 30", "emitted")
+        faulty.step("closing", "called")
+        # close() is still waiting after several failed commits: it returns only once the rows are written.
+        closing, during = faulty.failing()
+        assert closing == 1, faulty.child.seen
+        assert (during["closed"], during["lost"]) == (True, 0), during
+        faulty.clear()
+        faulty.child.send("join")
+        _, stats = faulty.until("closed").split(" ", 1)
+        after = json.loads(stats)
+        for line in faulty.child.finish():
+            faulty.take(line)
+    assert after["queued"] == after["written"] + after["duplicates"], after
+    assert after["lost"] == 0, after
+    rows = assert_intact(path)
+    assert len([r for r in rows if r["event_type"] == "step_completed"]) == 30
+    assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
