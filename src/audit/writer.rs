@@ -1233,10 +1233,18 @@ impl Thread {
                     if giving_up {
                         let lost = rows.len() as u64;
                         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                        // A commit whose fsync failed has its rows in the -wal file all the
+                        // same; SQLite may find them there when it next opens the file.
+                        let note = if !fsync_failed(&err) {
+                            ""
+                        } else {
+                            "; the fsync of their last commit failed, so they may still turn up in the trail once the \
+                             file is opened again"
+                        };
                         log(
                             "critical",
                             &format!(
-                                "audit writer for {:?} gave up at interpreter exit: {lost} records were NOT written ({message})",
+                                "audit writer for {:?} gave up at interpreter exit: {lost} records were NOT written ({message}){note}",
                                 self.shared.path
                             ),
                         );
@@ -1331,6 +1339,14 @@ fn describe(err: &Error) -> String {
         _ => return err.to_string(),
     };
     format!("{err} ({what})")
+}
+
+/// Whether `err` is a failed fsync: the commit's rows were written to the
+/// -wal file, only not forced to the disk.
+fn fsync_failed(err: &Error) -> bool {
+    use rusqlite::ffi;
+    matches!(err, Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+        if matches!(e.extended_code, ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC))
 }
 
 /// A failure that retrying cannot fix: the file itself is damaged or not a database.
