@@ -555,6 +555,16 @@ class _Io:
                 break
         say("done")
 
+    def ask(self, what: str) -> None:
+        """purge() (its count, or the error it raised) or stats()."""
+        if what == "stats":
+            say("stats", json.dumps(self.svc.stats()))
+            return
+        try:
+            say("purged", self.svc.purge(datetime.now(timezone.utc)))
+        except AuditError as exc:
+            say("E", type(exc).__name__, json.dumps(str(exc)))
+
     def read(self, what: str) -> None:
         """One read; says what it returned, or the error it raised."""
         try:
@@ -581,6 +591,7 @@ def io_steps(path: str) -> None:
     errors N         waits for stats()["errors"] >= N           -> "erring <calls still waiting> <stats>"
     join             waits for every call to return             -> "joined"
     query|count|verify                                          -> "read WHAT ok RESULT" or "read WHAT AuditError MSG"
+    purge                                                       -> "purged N" or "E <exception> <json message>"
     stats                                                       -> "stats <stats>"
     close            close(), then the counters                 -> "stats <stats>", "done"
     closing          close() on a thread of its own             -> "called"; later "closed <stats>", "done"
@@ -608,8 +619,8 @@ def io_steps(path: str) -> None:
             say("joined")
         elif step in ("query", "count", "verify"):
             io.read(step)
-        elif step == "stats":
-            say("stats", json.dumps(io.svc.stats()))
+        elif step in ("purge", "stats"):
+            io.ask(step)
         elif step == "close":
             io.svc.close()
             say("stats", json.dumps(io.svc.stats()))

@@ -1115,3 +1115,29 @@ def test_a_close_while_fsync_fails_returns_only_once_every_row_is_written(tmp_pa
     rows = assert_intact(path)
     assert len([r for r in rows if r["event_type"] == "step_completed"]) == 30
     assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
+
+
+@pytest.mark.parametrize("fault", ["fsync -wal EIO", "write -wal ENOSPC"], ids=["fsync-wal-eio", "pwrite-wal-enospc"])
+def test_a_purge_that_fails_on_an_io_error_raises_and_deletes_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(50)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        # Nothing is queued: the purge's own transaction meets the fault, and its caller hears of it.
+        line = faulty.step("purge", "E")
+        assert line.startswith("E AuditError "), line
+        assert "purge of" in line, line
+        assert "audit.db" in line, line
+        assert faulty.hits(), "the shim failed no call: the fault was not injected"
+        faulty.clear()
+        assert faulty.step("verify", "read").startswith("read verify ok True:")
+        assert faulty.step("purge", "purged") == f"purged {1 + 50 + 1}"
+        faulty.close()
+    assert faulty.raised == [line]
+    rows = assert_intact(path)
+    # Only the one purge that ran left its row; the failed one deleted nothing and left none.
+    assert [r["event_type"] for r in rows][:2] == ["audit_purged", "audit_stopped"]
+    assert len([r for r in rows if r["event_type"] == "audit_purged"]) == 1
