@@ -12,6 +12,7 @@
     python audit_fault_child.py close-twice PATH
     python audit_fault_child.py reenter PATH record|flush|purge|close|record_event
     python audit_fault_child.py purge|verify|legacy PATH
+    python audit_fault_child.py io PATH     (run under the I/O error shim, tests/ioerr_shim.c)
 
 Every acknowledgement is printed (and flushed) only after the call that made
 it durable returned, one line each, so whatever the parent read before a
@@ -26,6 +27,9 @@ an empty line, and answer each with one line:
     P <deleted> <report.ok> <reason>         purge(before=now) returned, then verify()
     V <report.ok> <checked> <reason>         verify() returned
     L <row id>                               the legacy service's record() returned
+
+`io` does one step per stdin line (see `io_steps`) and forwards the
+service's log records as `L <LEVEL> <json message>` lines.
 
 Rows carry ~1 KB of details with a planted secret, the shape of the benchmarks.
 """
@@ -475,6 +479,161 @@ def reenter(path: str, call: str) -> None:
     _finish(svc, acked + handed)
 
 
+class _Io:
+    """The service of the `io` child and its calls in flight: each flush() or record() runs on a thread of its own."""
+
+    def __init__(self, path: str) -> None:
+        self.svc = AuditService(path)
+        self.seq = 0
+        self.pending: list[str] = []
+        self.calls: list[threading.Thread] = []
+
+    def emit(self, n: int) -> None:
+        for _ in range(n):
+            event = DomainEvent(event_type="step_completed", plan_id="io", details=_details("io", self.seq))
+            self.svc.record_event(event)
+            self.pending.append(event.event_id)
+            self.seq += 1
+
+    def _call(self, run: Callable[[], None]) -> None:
+        def call() -> None:
+            try:
+                run()
+            except AuditError as exc:  # printed, so the parent sees the call did not succeed
+                say("E", type(exc).__name__, json.dumps(str(exc)))
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        self.calls.append(thread)
+
+    def flush(self) -> None:
+        ids, self.pending = self.pending, []
+
+        def run() -> None:
+            self.svc.flush()
+            say("F", *ids)
+
+        self._call(run)
+
+    def record(self) -> None:
+        self.seq += 1
+        seq = self.seq
+
+        def run() -> None:
+            entry = self.svc.record("config_changed", plan_id="io", details=_details("io", seq))
+            say("R", entry.id, entry.event_id)
+
+        self._call(run)
+
+    def waiting(self) -> int:
+        return sum(call.is_alive() for call in self.calls)
+
+    def wait(self, counter: str, at_least: int) -> None:
+        """Waits for stats()[counter] >= at_least; says the calls still waiting and the counters."""
+        _until(lambda: self.svc.stats()[counter] >= at_least, f"{counter} >= {at_least}")
+        say("failing" if counter == "retries" else "erring", self.waiting(), json.dumps(self.svc.stats()))
+
+    def closing(self) -> None:
+        """close() on a thread; from then on only `retries N`, `stats` and `join` (wait for the close) are read."""
+
+        def close() -> None:
+            self.svc.close()
+            say("closed", json.dumps(self.svc.stats()))
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        self.calls.append(closer)
+        say("called")
+        for line in sys.stdin:
+            step, *args = line.split()
+            if step == "stats":
+                say("stats", json.dumps(self.svc.stats()))
+            elif step == "retries":
+                self.wait(step, int(args[0]))
+            elif step == "join":
+                closer.join()
+                break
+        say("done")
+
+    def ask(self, what: str) -> None:
+        """purge() (its count, or the error it raised) or stats()."""
+        if what == "stats":
+            say("stats", json.dumps(self.svc.stats()))
+            return
+        try:
+            say("purged", self.svc.purge(datetime.now(timezone.utc)))
+        except AuditError as exc:
+            say("E", type(exc).__name__, json.dumps(str(exc)))
+
+    def read(self, what: str) -> None:
+        """One read; says what it returned, or the error it raised."""
+        try:
+            if what == "query":
+                result: object = len(self.svc.query(plan_id="io", limit=None))
+            elif what == "count":
+                result = self.svc.count()
+            else:
+                report = self.svc.verify()
+                result = f"{report.ok}:{report.checked}"
+        except AuditError as exc:
+            say("read", what, "AuditError", json.dumps(str(exc)))
+        else:
+            say("read", what, "ok", result)
+
+
+def io_steps(path: str) -> None:
+    """Steps read from stdin, one a line, each answered once done:
+
+    emit N           N rows to record_event()                   -> "emitted"
+    flush            flush() on a thread of its own             -> "called"; later "F <ids>" once it returned
+    record           record() on a thread of its own            -> "called"; later "R <id> <event_id>"
+    retries N        waits for stats()["retries"] >= N          -> "failing <calls still waiting> <stats>"
+    errors N         waits for stats()["errors"] >= N           -> "erring <calls still waiting> <stats>"
+    join             waits for every call to return             -> "joined"
+    query|count|verify                                          -> "read WHAT ok RESULT" or "read WHAT AuditError MSG"
+    purge                                                       -> "purged N" or "E <exception> <json message>"
+    stats                                                       -> "stats <stats>"
+    close            close(), then the counters                 -> "stats <stats>", "done"
+    closing          close() on a thread of its own             -> "called"; later "closed <stats>", "done"
+    exit             the interpreter exits without close()      -> "exiting"
+
+    A flush() or record() that raises prints "E <exception> <json message>".
+    """
+    logging.getLogger("auditbus").addHandler(_Lines())
+    io = _Io(path)
+    say("ready")
+    for line in sys.stdin:
+        step, *args = line.split()
+        if step == "emit":
+            io.emit(int(args[0]))
+            say("emitted")
+        elif step in ("flush", "record"):
+            getattr(io, step)()
+            say("called")
+        elif step in ("retries", "errors"):
+            io.wait(step, int(args[0]))
+        elif step == "join":
+            for call in io.calls:
+                call.join(timeout=120)
+            _until(lambda: io.waiting() == 0, "every call to return")
+            say("joined")
+        elif step in ("query", "count", "verify"):
+            io.read(step)
+        elif step in ("purge", "stats"):
+            io.ask(step)
+        elif step == "close":
+            io.svc.close()
+            say("stats", json.dumps(io.svc.stats()))
+            say("done")
+            return
+        elif step == "closing":
+            io.closing()
+            return
+        elif step == "exit":
+            say("exiting")
+            return
+
+
 def steps(path: str, step: Callable[[], None], close: Callable[[], None]) -> None:
     """Runs `step` once per non-empty stdin line; an empty line (or end of input) closes."""
     say("ready")
@@ -553,6 +712,8 @@ def main(argv: list[str]) -> None:
         }[command](path)
     elif command == "reenter":
         reenter(path, argv[2])
+    elif command == "io":
+        io_steps(path)
     elif command in ("purge", "verify", "legacy"):
         {"purge": purger, "verify": verifier, "legacy": legacy}[command](path)
     else:

@@ -42,9 +42,10 @@ class Acks:
 class Child:
     """A fault-test writer process; its stdout is read by a thread so every wait has a deadline."""
 
-    def __init__(self, *args: str | Path) -> None:
+    def __init__(self, *args: str | Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(CHILD), *map(str, args)],
+            env=None if env is None else {**os.environ, **env},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

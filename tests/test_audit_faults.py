@@ -11,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import auditbus
 import pytest
@@ -695,3 +698,446 @@ def test_the_writer_child_really_plants_secrets() -> None:
         entry = svc.record("config_changed", details={"api_key": SECRET, "note": "n"})
         assert SECRET not in str(entry.details)
         assert entry.details["note"] == "n"
+
+
+# Real I/O errors: an LD_PRELOAD shim (tests/ioerr_shim.c) makes write, fsync
+# or read fail with EIO or ENOSPC on one of the database's files while a
+# trigger file exists, in the writer process only.
+SHIM_SOURCE = Path(__file__).with_name("ioerr_shim.c")
+
+
+@pytest.fixture(scope="session")
+def ioerr_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shim, compiled for this machine (the CI image has a C compiler: it builds SQLite)."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        pytest.skip("no C compiler (cc, gcc or clang) to build the I/O error shim tests/ioerr_shim.c")
+    out = tmp_path_factory.mktemp("shim") / "ioerr_shim.so"
+    done = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O1", "-o", str(out), str(SHIM_SOURCE), "-ldl"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+class _Faulty:
+    """A writer process (`audit_fault_child.py io PATH`) under the shim: `fail()` starts the fault, `clear()` ends it.
+
+    `acks` collects what the process acknowledged, `logged` its log lines, `raised` the calls that raised.
+    """
+
+    def __init__(self, shim: Path, path: Path) -> None:
+        self.trigger = path.with_name("ioerr.trigger")
+        self.hit_log = path.with_name("ioerr.hits")
+        self.acks = Acks()
+        self.logged: list[str] = []
+        self.raised: list[str] = []
+        env = {"LD_PRELOAD": str(shim), "IOERR_TRIGGER": str(self.trigger), "IOERR_LOG": str(self.hit_log)}
+        self.child = Child("io", path, env=env)
+        try:
+            self.child.expect("ready")
+        except BaseException:
+            self.child.close()
+            raise
+
+    def __enter__(self) -> _Faulty:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.child.close()
+
+    def fail(self, *faults: str) -> None:
+        self.trigger.write_text("".join(f"{fault}\n" for fault in faults))
+
+    def clear(self) -> None:
+        self.trigger.unlink()
+
+    def hits(self) -> list[str]:
+        """The calls the shim failed, as "OP PATH"."""
+        return self.hit_log.read_text().splitlines() if self.hit_log.exists() else []
+
+    def take(self, line: str) -> None:
+        self.acks.take(line)
+        if line.startswith("L "):
+            self.logged.append(line)
+        elif line.startswith("E "):
+            self.raised.append(line)
+
+    def until(self, word: str) -> str:
+        """Reads (taking acknowledgements, log lines and errors) up to a line starting with `word`."""
+        while True:
+            line = self.child.next_line()
+            if line is None:
+                pytest.fail(f"writer process ended before {word!r}: rc={self.child.proc.wait()}, {self.child.stderr()}")
+            self.take(line)
+            if line.split(" ", 1)[0] == word:
+                return line
+
+    def step(self, command: str, answer: str) -> str:
+        self.child.send(command)
+        return self.until(answer)
+
+    def write(self, emitted: int, records: int = 1) -> None:
+        """`emitted` rows to record_event() and a flush(), then `records` durable record() calls; returns at once."""
+        self.step(f"emit {emitted}", "emitted")
+        self.step("flush", "called")
+        for _ in range(records):
+            self.step("record", "called")
+
+    def failing(self, retries: int = 3) -> tuple[int, dict[str, Any]]:
+        """Waits for the writer to have retried `retries` times; returns the calls still waiting and the counters."""
+        _, waiting, stats = self.step(f"retries {retries}", "failing").split(" ", 2)
+        return int(waiting), json.loads(stats)
+
+    def close(self) -> dict[str, Any]:
+        """close(); the process must end cleanly. Returns the counters after close()."""
+        stats: dict[str, Any] = json.loads(self.step("close", "stats").split(" ", 1)[1])
+        for line in self.child.finish():
+            self.take(line)
+        # Every row handed over is accounted for, and none was lost.
+        assert stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"], stats
+        assert stats["lost"] == 0, stats
+        return stats
+
+
+def assert_once_and_contiguous(rows: list[dict[str, Any]], acks: Acks) -> None:
+    """Every acknowledged row is there exactly once; the ids run without a gap."""
+    assert_all_present(rows, acks)
+    ids = [r["id"] for r in rows]
+    assert ids == list(range(1, len(ids) + 1))
+    event_ids = [r["event_id"] for r in rows]
+    assert len(set(event_ids)) == len(event_ids), "a row was written twice"
+
+
+def _logged(faulty: _Faulty, level: str, text: str) -> list[str]:
+    return [line for line in faulty.logged if line.startswith(f"L {level} ") and text in line]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["fsync -wal EIO", "write -wal EIO", "write -wal ENOSPC"],
+    ids=["fsync-wal-eio", "pwrite-wal-eio", "pwrite-wal-enospc"],
+)
+def test_an_io_error_on_the_wal_acknowledges_nothing_until_it_clears_and_then_loses_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    op, suffix, _ = fault.split()
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(50)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        # Two write-behind flushes and three durable records while every commit fails.
+        faulty.write(40, records=2)
+        faulty.write(10)
+        waiting, during = faulty.failing()
+        # No flush() or record() returned: an acknowledged row must be durable, and these are not.
+        assert waiting == 5, faulty.child.seen
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (1, 1)
+        assert faulty.raised == []
+        assert during["errors"] >= 3, during
+        assert during["lost"] == 0, during
+        expected = "database or disk is full" if fault.endswith("ENOSPC") else "disk I/O error"
+        assert expected in (during["last_error"] or ""), during
+        if expected == "disk I/O error":
+            # Which call failed, not only that one did.
+            said = {"fsync": "an fsync of the database files failed", "write": "a write to the database files failed"}
+            assert said[op] in during["last_error"], during
+        hits = faulty.hits()
+        assert hits, "the shim failed no call: the fault was not injected"
+        assert all(h.startswith(f"{op} ") and h.endswith(f"audit.db{suffix}") for h in hits), hits[:3]
+        faulty.clear()
+        faulty.step("join", "joined")
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (3, 4)
+        # The writer goes on once the fault is gone.
+        faulty.write(20)
+        faulty.step("join", "joined")
+        after = faulty.close()
+    assert faulty.raised == []
+    assert after["retries"] >= 3, after
+    assert _logged(faulty, "ERROR", "keeping them and retrying"), faulty.logged
+    assert _logged(faulty, "WARNING", "recovered after"), faulty.logged
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len(faulty.acks.events) == 120
+    # The fault is in the trail itself, written once, with the batch it held back.
+    (failure,) = [r for r in rows if r["event_type"] == "audit_failure"]
+    assert expected in str(failure["details"])
+
+
+@pytest.mark.parametrize("fault", ["write .db EIO", "write .db ENOSPC", "fsync .db EIO"])
+def test_a_failing_checkpoint_into_the_database_file_stops_no_commit_and_loses_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    # Commits go to the WAL; only the checkpoint after them writes the main file.
+    path = tmp_path / "audit.db"
+    op = fault.split(maxsplit=1)[0]
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(20)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        rounds = 0
+        # Rows until a checkpoint has come due and failed (about 1000 WAL frames).
+        while not faulty.hits():
+            rounds += 1
+            assert rounds <= 40, "no checkpoint was attempted"
+            faulty.write(200)
+            faulty.step("join", "joined")
+        # Every flush and record returned: a checkpoint that fails holds no commit back.
+        assert faulty.raised == []
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (rounds + 1, rounds + 1)
+        _, stats = faulty.step("stats", "stats").split(" ", 1)
+        during = json.loads(stats)
+        assert during["errors"] >= 1, during
+        assert (during["last_error"] or "").startswith("checkpoint"), during
+        if fault.endswith("EIO"):
+            assert f" {op} " in during["last_error"], during
+        assert all(h.startswith(f"{op} ") and h.endswith("audit.db") for h in faulty.hits())
+        # Reported, not only counted: a failing disk under a growing WAL must reach the operator.
+        assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged
+        # More checkpoints come due and fail while the fault lasts; the writer goes on.
+        faulty.write(600)
+        faulty.step("join", "joined")
+        faulty.clear()
+        for _ in range(6):
+            faulty.write(200)
+            faulty.step("join", "joined")
+        faulty.close()
+    assert faulty.raised == []
+    assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged
+    # The last connection's close folded the WAL into the database file: the checkpoint works again.
+    assert not path.with_name("audit.db-wal").exists()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len(faulty.acks.events) == 20 + 200 * rounds + 600 + 6 * 200
+
+
+def test_an_exit_while_fsync_fails_gives_up_within_the_limit_and_counts_exactly_the_rows_not_written(
+    tmp_path: Path, ioerr_shim: Path
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(10, records=0)
+        faulty.step("join", "joined")
+        faulty.fail("fsync -wal EIO")
+        faulty.step("emit 30", "emitted")
+        waiting, during = faulty.failing()
+        assert waiting == 0
+        # The interpreter exits with the fault on: the exit hook waits its limit, then gives up.
+        faulty.step("exit", "exiting")
+        for line in faulty.child.finish():
+            faulty.take(line)
+    gave_up = re.compile(r"gave up at interpreter exit: (\d+) records were NOT written")
+    given_up = [int(n) for line in faulty.logged for n in gave_up.findall(line)]
+    # The 30 rows handed over, the audit_failure row that tells of the fault, and the
+    # audit_stopped row of the exit. Before, each batch given up after the limit first
+    # made an audit_failure row of its own, counted NOT written too.
+    assert sum(given_up) == 30 + 1 + 1, faulty.logged
+    assert len(_logged(faulty, "ERROR", "keeping them and retrying")) == 1, faulty.logged
+    assert during["lost"] == 0
+    # SQLite cannot say whether a commit whose fsync failed is in the file: the rows of the
+    # last one are in the -wal file and may be found there at the next open. Said so, not hidden.
+    assert all("may still turn up" in line for line in _logged(faulty, "CRITICAL", "gave up")), faulty.logged
+    faulty.clear()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    # The acknowledged rows, and of those given up at most the last commit tried (the stop row here).
+    assert [r for r in rows if r["event_type"] == "step_completed"] == rows[1:11]
+    assert {r["event_type"] for r in rows[11:]} <= {"audit_stopped"}, rows[11:]
+
+
+def _trail_in_the_database_file(path: Path, rows: int) -> None:
+    """`rows` rows of ~1 KB (more than SQLite's page cache holds), all in the main file (the close folds the WAL in)."""
+    with AuditService(path) as svc:
+        for i in range(rows):
+            details = {"i": i, "note": "x" * 900}
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="io", details=details))
+    assert not path.with_name(path.name + "-wal").exists()
+
+
+@pytest.mark.parametrize("suffix", [".db", "-wal"])
+def test_a_read_error_makes_the_writer_retry_and_readers_raise_naming_the_file(
+    tmp_path: Path, ioerr_shim: Path, suffix: str
+) -> None:
+    path = tmp_path / "audit.db"
+    _trail_in_the_database_file(path, 3000)
+    with _Faulty(ioerr_shim, path) as faulty:
+        if suffix == "-wal":
+            # Rows in the WAL (no checkpoint comes due before 1000 frames), read back from there.
+            faulty.write(300, records=0)
+            faulty.step("join", "joined")
+        before = faulty.acks.flushes
+        faulty.fail(f"read {suffix} EIO")
+        # Another process commits: the writer's page cache is stale, its next
+        # commit must read the files again.
+        with AuditService(path) as other:
+            other.record("auth_success", user_identity="other")
+        faulty.write(10)
+        waiting, during = faulty.failing()
+        assert waiting == 2
+        assert (faulty.acks.flushes, len(faulty.acks.rows), faulty.raised) == (before, 0, [])
+        # SQLite reports a failed read() as "database disk image is malformed": before, the
+        # writer took that for a damaged file and stopped for good, the rows given up.
+        assert "Input/output error" in (during["last_error"] or ""), during
+        assert during["lost"] == 0, during
+        # Readers: a clear error naming the file and the failed read, never a crash or a wrong answer.
+        for read in ("query", "count", "verify"):
+            line = faulty.step(read, "read")
+            assert line.startswith(f"read {read} AuditError "), line
+            assert "audit.db" in line, line
+            # "disk I/O error" from SQLite, or the failed read() it reported as damage.
+            assert "I/O error" in line, line
+            assert "malformed" not in line or "Input/output error" in line, line
+        hits = faulty.hits()
+        assert hits, "the shim failed no call: the fault was not injected"
+        assert all(h.startswith("read ") and h.endswith(f"audit.db{suffix.replace('.db', '')}") for h in hits), hits[:3]
+        faulty.clear()
+        faulty.step("join", "joined")
+        assert (faulty.acks.flushes, len(faulty.acks.rows)) == (before + 1, 1)
+        assert faulty.step("count", "read").startswith("read count ok ")
+        assert faulty.step("verify", "read").startswith("read verify ok True:")
+        faulty.close()
+    assert faulty.raised == []
+    assert _logged(faulty, "WARNING", "recovered after"), faulty.logged
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    assert len([r for r in rows if r["plan_id"] == "io"]) == 3000 + 11 + (300 if suffix == "-wal" else 0)
+
+
+@pytest.mark.parametrize("fault", ["fsync -wal EIO", "write -wal EIO"], ids=["fsync-wal-eio", "pwrite-wal-eio"])
+def test_kill_9_while_an_io_error_holds_loses_nothing_acknowledged(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(60, records=2)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        faulty.write(40, records=2)
+        waiting, _ = faulty.failing()
+        assert waiting == 3
+        faulty.child.kill()
+        assert faulty.child.proc.returncode == -signal.SIGKILL
+        for line in faulty.child.rest():
+            faulty.take(line)
+    assert (faulty.acks.flushes, len(faulty.acks.rows)) == (1, 2)
+    faulty.clear()
+    # A fresh process (no fault) recovers the WAL: what was acknowledged is there, once.
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, faulty.acks)
+    # A commit whose WAL sync failed may still be found after the crash: never acknowledged, never a duplicate.
+    written = [r for r in rows if r["event_type"] == "step_completed"]
+    assert len(written) in (60, 100), len(written)
+    # And the file takes new rows on the same chain.
+    with _Faulty(ioerr_shim, path) as again:
+        again.write(10)
+        again.step("join", "joined")
+        again.close()
+    rows = assert_intact(path)
+    assert_once_and_contiguous(rows, again.acks)
+
+
+# Reads past the header fail (the CLI reads the header itself, so SQLite meets the
+# fault); or the WAL cannot be synced, so the command's own start row never commits.
+_CLI_FAULTS = [
+    ("verify", "read .db EIO 4096", True, "Input/output error"),
+    ("query", "read .db EIO 4096", True, "Input/output error"),
+    ("verify", "read .db EIO 4096", False, "Input/output error"),
+    ("query", "read .db EIO 4096", False, "Input/output error"),
+    ("verify", "fsync -wal EIO", False, "disk I/O error"),
+]
+
+
+_CLI_IDS = ["-".join([c, f.split(maxsplit=1)[0], "read-only" if r else "recording"]) for c, f, r, _ in _CLI_FAULTS]
+
+
+@pytest.mark.parametrize("case", _CLI_FAULTS, ids=_CLI_IDS)
+def test_the_cli_on_a_failing_file_prints_one_error_line_and_exits_non_zero(
+    tmp_path: Path, ioerr_shim: Path, case: tuple[str, str, bool, str]
+) -> None:
+    command, fault, read_only, said = case
+    path = tmp_path / "audit.db"
+    _trail_in_the_database_file(path, 3000)
+    trigger, hits = tmp_path / "ioerr.trigger", tmp_path / "ioerr.hits"
+    trigger.write_text(f"{fault}\n")
+    env = {**os.environ, "LD_PRELOAD": str(ioerr_shim), "IOERR_TRIGGER": str(trigger), "IOERR_LOG": str(hits)}
+    flags = ["--read-only"] if read_only else []
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "auditbus", "--db", str(path), *flags, command],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        # Before, a command that records its access waited for good for its start row.
+        pytest.fail(f"auditbus {command} did not end while its database failed ({fault})")
+    assert hits.read_text(), "the shim failed no call: the fault was not injected"
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("auditbus: error:")]
+    assert "audit.db" in error, error
+    assert said in error, error
+    if not read_only:
+        # The access could not be recorded: the way to read anyway is named, and the
+        # exit says that the command's own rows were not written.
+        assert "--read-only" in error, error
+        assert "records were NOT written" in done.stderr, done.stderr
+    trigger.unlink()
+    with AuditService(path, read_only=True) as svc:
+        assert svc.verify().ok
+        assert svc.count(event_type="step_completed") == 3000
+
+
+def test_a_close_while_fsync_fails_returns_only_once_every_row_is_written(tmp_path: Path, ioerr_shim: Path) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.fail("fsync -wal EIO")
+        faulty.step("emit 30", "emitted")
+        faulty.step("closing", "called")
+        # close() is still waiting after several failed commits: it returns only once the rows are written.
+        closing, during = faulty.failing()
+        assert closing == 1, faulty.child.seen
+        assert (during["closed"], during["lost"]) == (True, 0), during
+        faulty.clear()
+        faulty.child.send("join")
+        _, stats = faulty.until("closed").split(" ", 1)
+        after = json.loads(stats)
+        for line in faulty.child.finish():
+            faulty.take(line)
+    assert after["queued"] == after["written"] + after["duplicates"], after
+    assert after["lost"] == 0, after
+    rows = assert_intact(path)
+    assert len([r for r in rows if r["event_type"] == "step_completed"]) == 30
+    assert [r["details"] for r in rows if r["event_type"] == "audit_stopped"] == ['{"reason":"close()"}']
+
+
+@pytest.mark.parametrize("fault", ["fsync -wal EIO", "write -wal ENOSPC"], ids=["fsync-wal-eio", "pwrite-wal-enospc"])
+def test_a_purge_that_fails_on_an_io_error_raises_and_deletes_nothing(
+    tmp_path: Path, ioerr_shim: Path, fault: str
+) -> None:
+    path = tmp_path / "audit.db"
+    with _Faulty(ioerr_shim, path) as faulty:
+        faulty.write(50)
+        faulty.step("join", "joined")
+        faulty.fail(fault)
+        # Nothing is queued: the purge's own transaction meets the fault, and its caller hears of it.
+        line = faulty.step("purge", "E")
+        assert line.startswith("E AuditError "), line
+        assert "purge of" in line, line
+        assert "audit.db" in line, line
+        assert faulty.hits(), "the shim failed no call: the fault was not injected"
+        faulty.clear()
+        assert faulty.step("verify", "read").startswith("read verify ok True:")
+        assert faulty.step("purge", "purged") == f"purged {1 + 50 + 1}"
+        faulty.close()
+    assert faulty.raised == [line]
+    rows = assert_intact(path)
+    # Only the one purge that ran left its row; the failed one deleted nothing and left none.
+    assert [r["event_type"] for r in rows][:2] == ["audit_purged", "audit_stopped"]
+    assert len([r for r in rows if r["event_type"] == "audit_purged"]) == 1

@@ -47,6 +47,8 @@ EXIT_CHECK_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+#: How long a command waits for its own start row to be committed before it reports the disk failing.
+_SETTLE_LIMIT = 10.0
 _SQLITE_MAX_INT = 2**63 - 1
 _UTC = timezone.utc
 
@@ -234,7 +236,20 @@ def open_service(path: str, *, create: bool = False, read_only: bool = False) ->
     try:
         # The service's own start row is written behind; settle it first so that
         # every count and preview below sees one fixed trail.
-        service.flush()
+        service.flush(timeout=_SETTLE_LIMIT)
+    except TimeoutError:
+        # A failing disk (the writer retries for as long as it lasts): say so instead
+        # of waiting for good. No close(), which would wait for that row as well; the
+        # exit gives it up within its own limit and says how many rows were not written.
+        failure = service.stats()["last_error"] or "no error reported yet"
+        raise CliError(
+            f"cannot record this access in {path}: the audit writer could not commit for "
+            f"{_SETTLE_LIMIT:g} s ({failure}); pass --read-only to read it without recording this access"
+        ) from None
+    except BaseException:
+        service.close()
+        raise
+    try:
         yield service
     finally:
         service.close()

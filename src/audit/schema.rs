@@ -101,6 +101,53 @@ fn at(path: &str, what: &str, err: rusqlite::Error) -> Error {
     Error::Storage(format!("audit database {path:?}: {what}: {err}"))
 }
 
+/// Why the files of the database SQLite opened at `file` cannot be read,
+/// if they cannot. SQLite turns an EIO from `read()` into SQLITE_CORRUPT
+/// ("database disk image is malformed", see `unixRead`), so a failing disk
+/// and a damaged file look the same to its callers; reading the files
+/// ourselves tells them apart. Only asked once SQLite has reported damage.
+pub fn unreadable(file: &str) -> Option<String> {
+    use std::io::{ErrorKind, Read};
+    if file.is_empty() {
+        return None;
+    }
+    let mut buf = vec![0_u8; 1 << 20];
+    for name in [file.to_owned(), format!("{file}-wal")] {
+        let mut opened = match std::fs::File::open(&name) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Some(format!("cannot open {name:?}: {e}")),
+        };
+        loop {
+            match opened.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Some(format!("cannot read {name:?}: {e}")),
+            }
+        }
+    }
+    None
+}
+
+/// `err` as a reader reports it for the trail at `path` (read through
+/// `conn`): a damaged page names the file, and a read that failed in the
+/// operating system is told apart from damage (see [`unreadable`]).
+pub fn read_error(path: &str, conn: &Connection, err: Error) -> Error {
+    match err {
+        Error::Sqlite(inner) => {
+            let corrupt = inner.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt);
+            match corrupt.then(|| conn.path().and_then(unreadable)).flatten() {
+                Some(io) => {
+                    Error::Storage(format!("audit database {path:?}: I/O error, {io} (SQLite reports it as: {inner})"))
+                }
+                None => Error::Storage(format!("audit database {path:?}: {inner}")),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Opens a connection with the settings every connection needs.
 pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -525,6 +572,22 @@ pub fn set_anchor(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_files_the_operating_system_cannot_read_are_unreadable() {
+        let folder = std::env::temp_dir().join(format!("auditbus-unreadable-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("trail.db").to_string_lossy().into_owned();
+        std::fs::write(&path, vec![7_u8; 3 << 20]).unwrap();
+        // Read to the end (over several buffers): damage, if any, is SQLite's to find.
+        assert_eq!(unreadable(&path), None);
+        assert_eq!(unreadable(""), None);
+        assert_eq!(unreadable(&folder.join("missing.db").to_string_lossy()), None);
+        // A read() that fails (EISDIR here, EIO on a failing disk) names the file.
+        let dir = folder.to_string_lossy().into_owned();
+        assert!(unreadable(&dir).is_some_and(|why| why.contains(&dir)));
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 
     #[test]
     fn a_new_file_switched_to_wal_while_another_connection_holds_its_lock_waits_instead_of_failing() {

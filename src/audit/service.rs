@@ -427,15 +427,13 @@ impl AuditService {
                 return Err(Error::Python(interrupted));
             }
         }
-        py.detach(|| {
+        py.detach(move || {
             let mut guard = self.reader.lock();
             let reader =
                 guard.as_mut().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
-            // A damaged page is found by the read that touches it: say which file.
-            reader.read(f).map_err(|e| match e {
-                Error::Sqlite(inner) => Error::Storage(format!("audit database {:?}: {inner}", self.db_path)),
-                other => other,
-            })
+            // A damaged page is found by the read that touches it: say which file, and
+            // whether it is damage or a read the operating system failed.
+            reader.read(move |conn| f(conn).map_err(|e| schema::read_error(&self.db_path, conn, e)))
         })
     }
 

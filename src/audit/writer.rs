@@ -862,6 +862,8 @@ struct Thread {
     wal_frames: Arc<AtomicI64>,
     /// The database file the connection opened, to notice it removed or replaced.
     file: Option<FileId>,
+    /// While checkpoints fail: (since, failed attempts, last logged).
+    checkpoint_fault: Option<(Instant, u64, Instant)>,
 }
 
 /// Where a file lives and which one it is (device and inode).
@@ -908,7 +910,7 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file }
+        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file, checkpoint_fault: None }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -916,15 +918,57 @@ impl Thread {
     /// the waiters of the last commit have their replies. `PASSIVE`: it never
     /// waits for readers or other writers; what it cannot copy now is copied
     /// by a later one.
-    fn checkpoint_if_due(&self) {
+    fn checkpoint_if_due(&mut self) {
         if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
             return;
         }
         self.wal_frames.store(0, Ordering::Relaxed);
-        if let Err(e) = self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+        match self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok(_) => {
+                if let Some((since, attempts, _)) = self.checkpoint_fault.take() {
+                    log(
+                        "warning",
+                        &format!(
+                            "audit writer for {:?}: WAL checkpoint succeeded again after {attempts} failed \
+                             attempts over {:.1} s",
+                            self.shared.path,
+                            since.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+            }
             // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
-            self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            *self.shared.stats.last_error.lock() = Some(format!("checkpoint: {e}"));
+            Err(e) => {
+                let e = describe(&Error::Sqlite(e));
+                let message = format!("checkpoint: {e}");
+                self.note_error(&message);
+                // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
+                let now = Instant::now();
+                let relog = match &mut self.checkpoint_fault {
+                    None => {
+                        self.checkpoint_fault = Some((now, 1, now));
+                        true
+                    }
+                    Some((_, attempts, logged)) => {
+                        *attempts += 1;
+                        let due = now.duration_since(*logged) >= RELOG_EVERY;
+                        if due {
+                            *logged = now;
+                        }
+                        due
+                    }
+                };
+                if relog {
+                    log(
+                        "warning",
+                        &format!(
+                            "audit writer for {:?}: WAL checkpoint into the database file failed ({e}); the rows \
+                             are committed in the -wal file and the checkpoint is tried again after later commits",
+                            self.shared.path
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -1209,19 +1253,33 @@ impl Thread {
                     }
                     return Landing::Landed;
                 }
-                Err(err) if is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)) => {
-                    let message = if is_damaged(&err) {
-                        format!("audit database {:?} is damaged: {err}", self.shared.path)
-                    } else {
-                        format!("audit database {:?} refuses the records: {err}", self.shared.path)
-                    };
-                    return self.refuse(rows, &message);
-                }
                 Err(err) => {
-                    let message = err.to_string();
+                    // A read that failed in the operating system is reported as damage
+                    // by SQLite: kept and retried like any I/O error, not refused.
+                    let io = is_damaged(&err).then(|| self.conn.path().and_then(schema::unreadable)).flatten();
+                    if io.is_none()
+                        && (is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)))
+                    {
+                        let message = if is_damaged(&err) {
+                            format!("audit database {:?} is damaged: {err}", self.shared.path)
+                        } else {
+                            format!("audit database {:?} refuses the records: {err}", self.shared.path)
+                        };
+                        return self.refuse(rows, &message);
+                    }
+                    let message = match io {
+                        Some(io) => format!("I/O error, {io} (SQLite reports it as: {err})"),
+                        None => describe(&err),
+                    };
                     self.note_error(&message);
                     let now = Instant::now();
+                    let deadline = *self.shared.stop_deadline.lock();
+                    let giving_up = deadline.is_some_and(|d| now >= d);
                     match &mut fault {
+                        // Past the exit's limit the batch is given up below, not kept:
+                        // no retry to announce, and no failure row that would only be
+                        // counted among the records NOT written.
+                        None if giving_up => {}
                         None => {
                             fault = Some((now, now, 1));
                             log(
@@ -1253,14 +1311,21 @@ impl Thread {
                             }
                         }
                     }
-                    let deadline = *self.shared.stop_deadline.lock();
-                    if deadline.is_some_and(|d| now >= d) {
+                    if giving_up {
                         let lost = rows.len() as u64;
                         self.shared.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                        // A commit whose fsync failed has its rows in the -wal file all the
+                        // same; SQLite may find them there when it next opens the file.
+                        let note = if !fsync_failed(&err) {
+                            ""
+                        } else {
+                            "; the fsync of their last commit failed, so they may still turn up in the trail once the \
+                             file is opened again"
+                        };
                         log(
                             "critical",
                             &format!(
-                                "audit writer for {:?} gave up at interpreter exit: {lost} records were NOT written ({message})",
+                                "audit writer for {:?} gave up at interpreter exit: {lost} records were NOT written ({message}){note}",
                                 self.shared.path
                             ),
                         );
@@ -1334,6 +1399,35 @@ fn clears(err: &Error) -> bool {
                     | C::PermissionDenied
             )
     )
+}
+
+/// `err` as the writer reports it: SQLite's "disk I/O error" says nothing of
+/// what failed, its extended code does (a write, an fsync, a read...), and an
+/// operator needs that to tell a failing disk from a full one or a lock.
+fn describe(err: &Error) -> String {
+    use rusqlite::ffi;
+    let Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = err else { return err.to_string() };
+    let what = match e.extended_code {
+        ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ => "a read of the database files failed",
+        ffi::SQLITE_IOERR_WRITE => "a write to the database files failed",
+        ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC => "an fsync of the database files failed",
+        ffi::SQLITE_IOERR_TRUNCATE => "a truncate of the database files failed",
+        ffi::SQLITE_IOERR_FSTAT => "an fstat of the database files failed",
+        ffi::SQLITE_IOERR_SHMOPEN | ffi::SQLITE_IOERR_SHMSIZE | ffi::SQLITE_IOERR_SHMMAP => {
+            "the -shm file could not be opened, grown or mapped"
+        }
+        ffi::SQLITE_IOERR_LOCK | ffi::SQLITE_IOERR_RDLOCK | ffi::SQLITE_IOERR_UNLOCK => "a file lock failed",
+        _ => return err.to_string(),
+    };
+    format!("{err} ({what})")
+}
+
+/// Whether `err` is a failed fsync: the commit's rows were written to the
+/// -wal file, only not forced to the disk.
+fn fsync_failed(err: &Error) -> bool {
+    use rusqlite::ffi;
+    matches!(err, Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+        if matches!(e.extended_code, ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC))
 }
 
 /// A failure that retrying cannot fix: the file itself is damaged or not a database.
