@@ -650,6 +650,67 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
     assert out[-1] == "closed"
 
 
+_HOLDS_LOCKS = """
+import sys, auditbus
+from auditbus import AuditService
+svc = AuditService(sys.argv[1])
+svc.count()
+if sys.argv[2] == "damaged":
+    for call in (lambda: svc.query(user_identity="u1"), lambda: svc.record("auth_success", user_identity="u1")):
+        try:
+            call()
+        except auditbus.AuditError as e:
+            assert "malformed" in str(e), e
+print("ready", flush=True)
+sys.stdin.readline()
+svc.close()
+"""
+
+
+def _exclusive_lock_taken(path: Path) -> bool:
+    """Whether this process gets the write lock SQLite's shared readers of `path` keep out."""
+    shared_first, shared_size = 0x40000000 + 2, 510  # SQLite's lock bytes (PENDING_BYTE + 2)
+    with path.open("r+b") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, shared_size, shared_first)
+        except OSError:
+            return False
+        fcntl.lockf(f, fcntl.LOCK_UN, shared_size, shared_first)
+        return True
+
+
+@pytest.mark.parametrize("state", ["sound", "damaged"])
+def test_a_damaged_page_reported_keeps_the_processs_sqlite_locks(tmp_path: Path, state: str) -> None:
+    # Telling a failing disk from a damaged page reads the files; closing a
+    # descriptor of the database file would drop every POSIX lock this
+    # process holds on it, and another process could then checkpoint and
+    # delete the -wal file under the open service.
+    path = tmp_path / "locks.db"
+    _database_with_rows(path, 3000)
+    if state == "damaged":
+        (root,) = pragma(path, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_audit_log_user_identity'")
+        (page_size,) = pragma(path, "PRAGMA page_size")
+        assert isinstance(root, int)
+        assert isinstance(page_size, int)
+        with path.open("r+b") as f:
+            f.seek((root - 1) * page_size)
+            f.write(b"\xff" * page_size)
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDS_LOCKS, str(path), state], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        try:
+            assert child.stdout.readline() == "ready\n"
+            # The child's service holds SQLite's shared lock on the file: no
+            # other process may take the write lock on those bytes.
+            assert not _exclusive_lock_taken(path)
+        finally:
+            child.stdin.write("\n")
+            child.stdin.flush()
+            child.wait(timeout=120)
+
+
 HOSTILE = [
     "' OR '1'='1",
     "x'); DELETE FROM audit_log; --",

@@ -107,27 +107,92 @@ fn at(path: &str, what: &str, err: rusqlite::Error) -> Error {
 /// and a damaged file look the same to its callers; reading the files
 /// ourselves tells them apart. Only asked once SQLite has reported damage.
 pub fn unreadable(file: &str) -> Option<String> {
-    use std::io::{ErrorKind, Read};
     if file.is_empty() {
         return None;
     }
     let mut buf = vec![0_u8; 1 << 20];
-    for name in [file.to_owned(), format!("{file}-wal")] {
-        let mut opened = match std::fs::File::open(&name) {
-            Ok(opened) => opened,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Some(format!("cannot open {name:?}: {e}")),
+    // The database file through a descriptor that stays open (see
+    // `probe`); SQLite locks no byte of the -wal file, so it may be closed.
+    probe::read_all(file, &mut buf).err().or_else(|| {
+        let wal = format!("{file}-wal");
+        match std::fs::File::open(&wal) {
+            Ok(opened) => probe::read_through(&opened, &wal, &mut buf).err(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!("cannot open {wal:?}: {e}")),
+        }
+    })
+}
+
+/// Reading a database file without closing a descriptor of it: closing any
+/// descriptor of a file drops every POSIX lock the process holds on it,
+/// SQLite's too, and another process could then take the write lock,
+/// checkpoint and delete the -wal file under a service still writing to it.
+mod probe {
+    use std::fs::File;
+    #[cfg(unix)]
+    use std::{
+        collections::HashMap,
+        sync::{Arc, LazyLock},
+    };
+
+    #[cfg(unix)]
+    use parking_lot::Mutex;
+
+    /// Open descriptors by file (device and inode).
+    #[cfg(unix)]
+    type Descriptors = HashMap<(u64, u64), Arc<File>>;
+
+    /// One descriptor per file that ever reported damage, kept for the life of the process.
+    #[cfg(unix)]
+    static OPEN: LazyLock<Mutex<Descriptors>> = LazyLock::new(Default::default);
+
+    #[cfg(unix)]
+    pub fn read_all(path: &str, buf: &mut [u8]) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot open {path:?}: {e}")),
         };
+        let key = (meta.dev(), meta.ino());
+        let known = OPEN.lock().get(&key).cloned();
+        let file = match known {
+            Some(file) => file,
+            None => {
+                let opened = Arc::new(File::open(path).map_err(|e| format!("cannot open {path:?}: {e}"))?);
+                // Kept even if the path now names another file: closing it could drop a lock.
+                OPEN.lock().entry(key).or_insert(opened).clone()
+            }
+        };
+        read_through(&file, path, buf)
+    }
+
+    #[cfg(not(unix))]
+    pub fn read_all(path: &str, buf: &mut [u8]) -> Result<(), String> {
+        match File::open(path) {
+            Ok(opened) => read_through(&opened, path, buf),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot open {path:?}: {e}")),
+        }
+    }
+
+    /// Reads the whole file from its start (positioned reads: the
+    /// descriptor is shared between threads).
+    pub fn read_through(file: &File, path: &str, buf: &mut [u8]) -> Result<(), String> {
+        let mut offset = 0_u64;
         loop {
-            match opened.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Some(format!("cannot read {name:?}: {e}")),
+            #[cfg(unix)]
+            let read = std::os::unix::fs::FileExt::read_at(file, buf, offset);
+            #[cfg(windows)]
+            let read = std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+            match read {
+                Ok(0) => return Ok(()),
+                Ok(n) => offset += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read {path:?}: {e}")),
             }
         }
     }
-    None
 }
 
 /// `err` as a reader reports it for the trail at `path` (read through
