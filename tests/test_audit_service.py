@@ -918,6 +918,50 @@ def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_
     wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_dropped_services_writers_end_can_still_exit(tmp_path: Path) -> None:
+    # A dropped service's writer thread takes it out of the at-exit registry as it ends. It took
+    # the registry's lock detached from the interpreter: a fork() made then copied the lock held
+    # into the child, whose at-exit hook waited for it forever. Many writers ending at once, each
+    # taking the lock in turn, while the parent forks: before, a child hung within a few rounds.
+    script = textwrap.dedent(
+        f"""
+        import atexit, os, time
+        import auditbus
+        for r in range(12):
+            services = [
+                auditbus.AuditService(os.path.join({str(tmp_path)!r}, f"{{r}}-{{i}}.db"), queue_size=1)
+                for i in range(30)
+            ]
+            for svc in services:
+                svc.flush()
+            del svc
+            services.clear()  # every writer ends now, each on its own thread
+            children = []
+            for _ in range(20):
+                pid = os.fork()
+                if pid == 0:
+                    atexit._run_exitfuncs()  # the at-exit hook takes the registry's lock
+                    os._exit(0)
+                children.append(pid)
+            for pid in children:
+                deadline = time.monotonic() + 30
+                while not os.waitpid(pid, os.WNOHANG)[0]:
+                    if time.monotonic() > deadline:
+                        for other in children:
+                            try:
+                                os.kill(other, 9)
+                            except ProcessLookupError:
+                                pass
+                        raise SystemExit(f"round {{r}}: a forked child never exited")
+                    time.sleep(0.001)
+        """
+    )
+    command = [sys.executable, "-W", "ignore", "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     path = tmp_path / "exit.db"
     script = textwrap.dedent(
