@@ -9,9 +9,11 @@ import json
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -902,6 +904,66 @@ def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer
     assert "garbage collected" in rows[-1]["details"]
     if full != "queue_size=1":
         assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
+
+
+class _Interrupted(Exception):
+    """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def _close_interrupted_with_the_queue_full(svc: AuditService, path: Path) -> None:
+    """Fills the queue of `svc` behind a row the write lock holds back, then interrupts its close()
+    (SIGINT from another thread) while it waits for room; call with the lock held."""
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    svc.record_event(DomainEvent(event_type="step_completed", plan_id="p0"))
+    wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its first row back")
+    for i in range(1, 5):  # the queue's four places
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
+    assert svc.stats()["queue_depth"] == 4
+
+    def interrupt_close() -> None:
+        wait_until(lambda: svc.stats()["closed"], "close() to wait for room")
+        signal.pthread_kill(main, signal.SIGINT)
+
+    kicker = threading.Thread(target=interrupt_close)
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        kicker.start()
+        with pytest.raises(_Interrupted):
+            svc.close()
+    finally:
+        kicker.join()
+        signal.signal(signal.SIGINT, previous)
+    assert svc.stats()["queue_depth"] == 4  # neither the stop row nor the stop is queued
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_a_service_dropped_after_a_close_interrupted_while_its_queue_was_full_still_stops_its_writer(
+    tmp_path: Path,
+) -> None:
+    # close() waits for room for its stop row and the stop; a Ctrl-C ends that wait with neither
+    # queued. Dropped then, with the queue still full, the service left its writer thread running
+    # until the interpreter's exit. Every row handed over is written, and the stop row of that
+    # close() once, last.
+    path = tmp_path / "a.db"
+    before = _writer_threads()
+    svc = AuditService(path, queue_size=4, busy_timeout=0.02)
+    svc.flush()
+    with write_locked(path):
+        _close_interrupted_with_the_queue_full(svc, path)
+        del svc
+        gc.collect()
+    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    rows = raw_rows(path)
+    assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
+    assert [r["event_type"] for r in rows if r["event_type"] == "audit_stopped"] == ["audit_stopped"]
+    assert rows[-1]["event_type"] == "audit_stopped"
+    assert json.loads(rows[-1]["details"])["reason"] == "close()"
 
 
 def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
