@@ -9,9 +9,11 @@ import json
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -904,6 +906,66 @@ def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer
         assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
 
 
+class _Interrupted(Exception):
+    """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def _close_interrupted_with_the_queue_full(svc: AuditService, path: Path) -> None:
+    """Fills the queue of `svc` behind a row the write lock holds back, then interrupts its close()
+    (SIGINT from another thread) while it waits for room; call with the lock held."""
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    svc.record_event(DomainEvent(event_type="step_completed", plan_id="p0"))
+    wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold its first row back")
+    for i in range(1, 5):  # the queue's four places
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
+    assert svc.stats()["queue_depth"] == 4
+
+    def interrupt_close() -> None:
+        wait_until(lambda: svc.stats()["closed"], "close() to wait for room")
+        signal.pthread_kill(main, signal.SIGINT)
+
+    kicker = threading.Thread(target=interrupt_close)
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        kicker.start()
+        with pytest.raises(_Interrupted):
+            svc.close()
+    finally:
+        kicker.join()
+        signal.signal(signal.SIGINT, previous)
+    assert svc.stats()["queue_depth"] == 4  # neither the stop row nor the stop is queued
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_a_service_dropped_after_a_close_interrupted_while_its_queue_was_full_still_stops_its_writer(
+    tmp_path: Path,
+) -> None:
+    # close() waits for room for its stop row and the stop; a Ctrl-C ends that wait with neither
+    # queued. Dropped then, with the queue still full, the service left its writer thread running
+    # until the interpreter's exit. Every row handed over is written, and the stop row of that
+    # close() once, last.
+    path = tmp_path / "a.db"
+    before = _writer_threads()
+    svc = AuditService(path, queue_size=4, busy_timeout=0.02)
+    svc.flush()
+    with write_locked(path):
+        _close_interrupted_with_the_queue_full(svc, path)
+        del svc
+        gc.collect()
+    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    rows = raw_rows(path)
+    assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
+    assert [r["event_type"] for r in rows if r["event_type"] == "audit_stopped"] == ["audit_stopped"]
+    assert rows[-1]["event_type"] == "audit_stopped"
+    assert json.loads(rows[-1]["details"])["reason"] == "close()"
+
+
 def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -916,6 +978,50 @@ def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_
     del svc
     gc.collect()
     wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_dropped_services_writers_end_can_still_exit(tmp_path: Path) -> None:
+    # A dropped service's writer thread takes it out of the at-exit registry as it ends. It took
+    # the registry's lock detached from the interpreter: a fork() made then copied the lock held
+    # into the child, whose at-exit hook waited for it forever. Many writers ending at once, each
+    # taking the lock in turn, while the parent forks: before, a child hung within a few rounds.
+    script = textwrap.dedent(
+        f"""
+        import atexit, os, time
+        import auditbus
+        for r in range(12):
+            services = [
+                auditbus.AuditService(os.path.join({str(tmp_path)!r}, f"{{r}}-{{i}}.db"), queue_size=1)
+                for i in range(30)
+            ]
+            for svc in services:
+                svc.flush()
+            del svc
+            services.clear()  # every writer ends now, each on its own thread
+            children = []
+            for _ in range(20):
+                pid = os.fork()
+                if pid == 0:
+                    atexit._run_exitfuncs()  # the at-exit hook takes the registry's lock
+                    os._exit(0)
+                children.append(pid)
+            for pid in children:
+                deadline = time.monotonic() + 30
+                while not os.waitpid(pid, os.WNOHANG)[0]:
+                    if time.monotonic() > deadline:
+                        for other in children:
+                            try:
+                                os.kill(other, 9)
+                            except ProcessLookupError:
+                                pass
+                        raise SystemExit(f"round {{r}}: a forked child never exited")
+                    time.sleep(0.001)
+        """
+    )
+    command = [sys.executable, "-W", "ignore", "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_interpreter_exit_flushes(tmp_path: Path) -> None:

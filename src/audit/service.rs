@@ -64,13 +64,21 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
 /// thread has ended: its queue and its `":memory:"` file are not kept until
 /// another service opens or the interpreter exits. Called on the writer
 /// thread as it ends, or by the drop when the thread had ended before.
+///
+/// [`LIVE`] is locked attached to the interpreter, here too, while it runs: a
+/// `fork()` is made attached, so no other thread holds it then. Locked by
+/// the writer thread detached, it could be copied locked into a child made
+/// at that moment, whose at-exit hook (or next service) then waited for it
+/// forever. Once the interpreter is shutting down no Python code forks any
+/// more, and a service dropped then still has its `":memory:"` file removed.
 fn retire(shared: &Arc<writer::Shared>) {
-    let gone: Vec<_> = {
+    let take = || -> Vec<_> {
         let mut live = LIVE.lock();
         let (gone, kept) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| Arc::ptr_eq(&w.shared, shared));
         *live = kept;
         gone
     };
+    let gone = Python::try_attach(|_| take()).unwrap_or_else(take);
     // Outside the lock: the last reference to the writer may go here.
     for (_, temp) in gone {
         remove_temp(temp.as_ref());
