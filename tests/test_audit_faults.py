@@ -627,9 +627,8 @@ print("closed", flush=True)
 """
 
 
-def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
-    path = tmp_path / "index.db"
-    _database_with_rows(path, 3000)
+def _damage_user_index(path: Path) -> None:
+    """Overwrites the root page of the `user_identity` index: SQLite reports that file as malformed."""
     (root,) = pragma(path, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_audit_log_user_identity'")
     (page_size,) = pragma(path, "PRAGMA page_size")
     assert isinstance(root, int)
@@ -637,6 +636,12 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
     with path.open("r+b") as f:
         f.seek((root - 1) * page_size)
         f.write(b"\xff" * page_size)
+
+
+def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    _database_with_rows(path, 3000)
+    _damage_user_index(path)
     done = subprocess.run(
         [sys.executable, "-c", _DAMAGED_INDEX, str(path)], capture_output=True, text=True, timeout=120, check=False
     )
@@ -688,13 +693,7 @@ def test_a_damaged_page_reported_keeps_the_processs_sqlite_locks(tmp_path: Path,
     path = tmp_path / "locks.db"
     _database_with_rows(path, 3000)
     if state == "damaged":
-        (root,) = pragma(path, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_audit_log_user_identity'")
-        (page_size,) = pragma(path, "PRAGMA page_size")
-        assert isinstance(root, int)
-        assert isinstance(page_size, int)
-        with path.open("r+b") as f:
-            f.seek((root - 1) * page_size)
-            f.write(b"\xff" * page_size)
+        _damage_user_index(path)
     with subprocess.Popen(
         [sys.executable, "-c", _HOLDS_LOCKS, str(path), state], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as child:
