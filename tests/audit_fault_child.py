@@ -310,16 +310,21 @@ def _finish(svc: AuditService, acked: list[str]) -> None:
     say("done")
 
 
-def interrupt_close(path: str) -> None:
-    """Ctrl-C while close() waits for a row another process's lock holds back."""
-    svc, acked = _stuck(path)
-    _signal_main_when(lambda: svc.stats()["closed"], "close() to start")
+def _close_saying_how(svc: AuditService) -> None:
+    """close(), then "interrupted" if a Ctrl-C ended its wait, else "returned"."""
     try:
         svc.close()
     except KeyboardInterrupt:
         say("interrupted")
     else:
         say("returned")
+
+
+def interrupt_close(path: str) -> None:
+    """Ctrl-C while close() waits for a row another process's lock holds back."""
+    svc, acked = _stuck(path)
+    _signal_main_when(lambda: svc.stats()["closed"], "close() to start")
+    _close_saying_how(svc)
     try:
         svc.record_event(DomainEvent(event_type="step_completed"))
     except ClosedError:
@@ -391,12 +396,7 @@ def _close_interrupted_in_a_full_queue(path: str) -> tuple[AuditService, list[st
     # The stop row is counted as queued once close() has shut the service; it waits for room then.
     queued = svc.stats()["queued"]
     _signal_main_when(lambda: svc.stats()["queued"] > queued, "close() to wait for room")
-    try:
-        svc.close()
-    except KeyboardInterrupt:
-        say("interrupted")
-    else:
-        say("returned")
+    _close_saying_how(svc)
     return svc, acked
 
 
