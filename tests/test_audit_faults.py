@@ -525,11 +525,11 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs: a real filesystem that runs out of space (needs root and mount)."""
+    """A 32 MiB tmpfs: a real filesystem that runs out of space (needs root and mount)."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
         check=False,
