@@ -778,7 +778,7 @@ impl AuditService {
         for (name, read) in counters {
             out.set_item(name, stats.map_or(0, read))?;
         }
-        let last_error = stats.and_then(|s| s.last_error.lock().clone());
+        let last_error = self.writer.as_ref().and_then(|w| w.shared.stats.last_error_text(w.forked()));
         out.set_item("last_error", last_error)?;
         out.set_item("queue_depth", self.writer.as_ref().map_or(0, |w| w.queue_depth()))?;
         out.set_item("db_path", &self.db_path)?;

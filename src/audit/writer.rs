@@ -149,6 +149,16 @@ impl Stats {
     fn unqueue(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// The last error, as `stats()` reports it. In a `fork()` child the lock
+    /// is only tried: the fork may have copied it held by a writer thread the
+    /// child does not have, and would then never be released.
+    pub fn last_error_text(&self, forked: bool) -> Option<String> {
+        if forked {
+            return self.last_error.try_lock().and_then(|last| last.clone());
+        }
+        self.last_error.lock().clone()
+    }
 }
 
 /// State shared by the handle and the thread.
@@ -1677,6 +1687,22 @@ fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forked_child_does_not_wait_for_a_last_error_lock_held_at_the_fork() {
+        let stats = Arc::new(Stats::default());
+        *stats.last_error.lock() = Some("disk I/O error".to_owned());
+        // Held for good, as a fork copies a lock some writer thread held at that instant.
+        let held = stats.last_error.lock();
+        let (tx, rx) = bounded(1);
+        let reader = stats.clone();
+        std::thread::spawn(move || tx.send(reader.last_error_text(true)));
+        let read = rx.recv_timeout(Duration::from_secs(10)).expect("stats() waited for a lock no thread will release");
+        assert_eq!(read, None);
+        drop(held);
+        assert_eq!(stats.last_error_text(false).as_deref(), Some("disk I/O error"));
+        assert_eq!(stats.last_error_text(true).as_deref(), Some("disk I/O error"));
+    }
 
     fn trail(rows: usize) -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
