@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use pyo3::exceptions::{PyBaseException, PyException};
+use pyo3::exceptions::{PyBaseException, PyException, PyRecursionError};
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock, RwLockExt};
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -121,7 +121,12 @@ fn closed(what: &str) -> Error {
 /// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
 /// `auditbus._log` masks secrets in the traceback text, which is the
 /// handler's own text and may quote a token or a URL password.
-fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
+///
+/// `Err` only when logging itself hit the recursion limit: the failure
+/// happened too deep to be logged there (an endless re-entrant emit), and
+/// the caller hands it up to a shallower frame, as the legacy bus's
+/// `logger.exception` did. Any other logging failure is unraisable.
+fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) -> PyResult<()> {
     static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
         let failure =
@@ -129,7 +134,20 @@ fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) 
         failure.bind(py).call1((template, args, err.get_type(py), err.value(py), err.traceback(py)))?;
         Ok(())
     })();
-    if let Err(log_err) = logged {
+    match logged {
+        Err(log_err) if log_err.is_instance_of::<PyRecursionError>(py) => Err(log_err),
+        Err(log_err) => {
+            log_err.write_unraisable(py, None);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// `log_failure` where there is no caller to hand a failure to (dispose, a
+/// coroutine handler's task): a failure too deep to log is unraisable.
+fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
+    if let Err(log_err) = log_failure(py, template, args, err) {
         log_err.write_unraisable(py, None);
     }
 }
@@ -199,16 +217,16 @@ impl ReactiveEventBus {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
-        match failure {
-            Failure::Handler => {
-                self.handler_errors.fetch_add(1, Ordering::Relaxed);
-                log_failure(py, "event handler %s failed for %s", (name, kind.value()), &err);
-            }
-            Failure::Observer => {
-                self.observer_errors.fetch_add(1, Ordering::Relaxed);
-                log_failure(py, "stream observer %s failed for %s", (name, kind.value()), &err);
-            }
+        let (template, counter) = match failure {
+            Failure::Handler => ("event handler %s failed for %s", &self.handler_errors),
+            Failure::Observer => ("stream observer %s failed for %s", &self.observer_errors),
+        };
+        if log_failure(py, template, (name, kind.value()), &err).is_err() {
+            // Too deep to log here: raised to the handler that emitted this
+            // event, the emit one level up logs and counts it.
+            return Err(err);
         }
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -569,7 +587,7 @@ impl ReactiveEventBus {
                 if err.is_instance_of::<PyException>(py) {
                     self.observer_errors.fetch_add(1, Ordering::Relaxed);
                     let name = handler_name(observer.observer.bind(py));
-                    log_failure(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
+                    log_failure_here(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
                 } else if first_error.is_none() {
                     first_error = Some(err);
                 }
@@ -655,7 +673,12 @@ impl ReactiveEventBus {
     ) {
         self.handler_errors.fetch_add(1, Ordering::Relaxed);
         let err = PyErr::from_value(error.clone().into_any());
-        log_failure(py, "event handler %s failed for %s", (&handler_name(handler), event.get().kind().value()), &err);
+        log_failure_here(
+            py,
+            "event handler %s failed for %s",
+            (&handler_name(handler), event.get().kind().value()),
+            &err,
+        );
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -265,6 +265,34 @@ def test_handler_added_during_emit_runs_from_the_next_emit(impl: Impl, bus: Any)
     assert calls == [("adder", "1"), ("adder", "2"), ("late", "2")]
 
 
+def endless_reentrant_emit(impl: Impl, bus: Any) -> list[int]:
+    """Subscribes a handler that emits again from every call, without end; returns its call counter."""
+    calls = [0]
+
+    def again(event: Any) -> None:
+        calls[0] += 1
+        bus.emit(impl.event())
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, again)
+    return calls
+
+
+def test_an_endless_reentrant_emit_is_one_logged_recursion_error(
+    impl: Impl, bus: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that emits again and again ends in RecursionError at the deepest emit: the failure is logged
+    once, by a frame that still has room to log it, and the outermost emit() returns."""
+    calls = endless_reentrant_emit(impl, bus)
+    with caplog.at_level(logging.ERROR, logger=impl.logger):
+        bus.emit(impl.event())
+    failures = [r for r in caplog.records if r.name == impl.logger and "failed for plan_created" in r.getMessage()]
+    assert calls[0] > 100
+    assert len(failures) == 1
+    assert "RecursionError" in (failures[0].exc_text or failures[0].getMessage())
+    if impl.name == "auditbus":
+        assert bus.handler_errors == 1
+
+
 def test_dispose_completes_the_stream(impl: Impl) -> None:
     bus = impl.Bus()
     completed: list[bool] = []
