@@ -17,6 +17,7 @@
 //! objects evicted from a list or the log are dropped after the guard is
 //! released, because a dealloc can run arbitrary Python code.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -149,6 +150,66 @@ fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) 
 fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
     if let Err(log_err) = log_failure(py, template, args, err) {
         log_err.write_unraisable(py, None);
+    }
+}
+
+/// C stack a nested `emit()` leaves for what runs after it refuses to nest
+/// deeper: the handler it was called from unwinding, and the emit one level
+/// up logging the `RecursionError` (`traceback`, `logging`, the redaction
+/// patterns compiled on first use). At most half the stack the thread's
+/// outermost emit started with, so that a thread with a small stack still
+/// nests a few levels.
+const STACK_RESERVE: usize = 256 * 1024;
+
+thread_local! {
+    /// Stack left when this thread's outermost `emit()` began; `None` outside one.
+    static EMIT_BASE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// One `emit()` on this thread's stack; the outermost one clears `EMIT_BASE` on the way out.
+struct Nesting {
+    outermost: bool,
+}
+
+impl Nesting {
+    /// Each nested `emit()` (a handler emitting again) takes C stack, several
+    /// KiB per level, that Python's recursion limit does not count: with a
+    /// raised limit, or a thread started with a small `threading.stack_size()`,
+    /// an endless re-entrant emit would overflow the stack and kill the
+    /// process. A nested emit refuses, as Python does at its recursion limit,
+    /// while there is still room to log the failure.
+    fn enter() -> Result<Self> {
+        let Some(left) = stacker::remaining_stack() else { return Ok(Self { outermost: false }) };
+        match EMIT_BASE.with(Cell::get) {
+            None => {
+                EMIT_BASE.with(|base| base.set(Some(left)));
+                Ok(Self { outermost: true })
+            }
+            Some(base) if left < STACK_RESERVE.min(base / 2) => Err(Error::Python(PyRecursionError::new_err(format!(
+                "ReactiveEventBus.emit(): nested too deeply, {left} bytes of this thread's stack left \
+                 (a handler or observer that emits again without end?)"
+            )))),
+            Some(_) => Ok(Self { outermost: false }),
+        }
+    }
+}
+
+impl Drop for Nesting {
+    fn drop(&mut self) {
+        if self.outermost {
+            EMIT_BASE.with(|base| base.set(None));
+        }
+    }
+}
+
+/// Compiles the redaction patterns a failure's log line is masked with, at
+/// subscribe time: compiled on first use instead, inside a failure deep in
+/// nested emits, they would take more stack than a refused emit leaves.
+fn warm_failure_logging() {
+    static WARM: AtomicBool = AtomicBool::new(false);
+    if !WARM.swap(true, Ordering::Relaxed) {
+        // A text that wakes the value shapes and the key matcher, both compiled on first use.
+        let _ = crate::redact::Rules::shared_default().scan_text("password=hunter2 Authorization: Bearer abc.def");
     }
 }
 
@@ -387,6 +448,7 @@ impl ReactiveEventBus {
             ))
             .into());
         }
+        warm_failure_logging();
         let aio = aio(py)?;
         let mode = if aio.call_method1("is_coroutine_handler", (handler,))?.is_truthy()? {
             let home_loop = aio.call_method0("running_loop")?;
@@ -455,6 +517,8 @@ impl ReactiveEventBus {
         if this.closed.load(Ordering::Acquire) {
             return Err(closed("emit").into());
         }
+        // Before persistence: a refused event is seen by no one.
+        let _nesting = Nesting::enter()?;
         let kind = domain_event.get().kind();
         if let Some(audit) = &this.audit {
             // First, before anyone sees the event: a closed service or a full
@@ -644,6 +708,7 @@ impl ReactiveEventBus {
     fn _add_observer(slf: &Bound<'_, Self>, observer: &Bound<'_, PyAny>) -> PyResult<Option<Unsubscribe>> {
         let py = slf.py();
         let this = slf.get();
+        warm_failure_logging();
         let entry = Arc::new(Observer {
             on_next: observer.getattr("on_next")?.unbind(),
             observer: observer.clone().unbind(),

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -291,6 +292,49 @@ def test_an_endless_reentrant_emit_is_one_logged_recursion_error(
     assert "RecursionError" in (failures[0].exc_text or failures[0].getMessage())
     if impl.name == "auditbus":
         assert bus.handler_errors == 1
+
+
+ENDLESS_IN_A_SMALL_STACK = """
+import logging, sys, threading
+sys.path.insert(0, sys.argv[2])
+module = __import__(sys.argv[1])
+failures = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        failures.append(record)
+logging.getLogger().addHandler(Collect(level=logging.ERROR))
+bus = module.ReactiveEventBus()
+calls = [0]
+def again(event):
+    calls[0] += 1
+    bus.emit(module.DomainEvent(event_type="plan_created"))
+bus.subscribe("plan_created", again)
+def run():
+    bus.emit(module.DomainEvent(event_type="plan_created"))
+threading.stack_size(1024 * 1024)  # services that run many threads shrink their stacks
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print(calls[0], len(failures), failures[0].exc_info[0].__name__ if failures and failures[0].exc_info else None)
+"""
+
+
+def test_an_endless_reentrant_emit_in_a_thread_with_a_small_stack_does_not_crash(impl: Impl) -> None:
+    """Each nested emit() takes C stack that Python's recursion limit does not count: the bus itself refuses
+    to nest deeper when the thread's stack runs low, so the process gets a logged RecursionError, not a
+    segmentation fault."""
+    module, path = ("auditbus", "") if impl.name == "auditbus" else ("cleveragents_legacy", str(LEGACY_ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", ENDLESS_IN_A_SMALL_STACK, module, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    calls, failures, error = done.stdout.split()
+    assert int(calls) > 20
+    assert (failures, error) == ("1", "RecursionError")
 
 
 def test_dispose_completes_the_stream(impl: Impl) -> None:
