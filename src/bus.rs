@@ -890,6 +890,47 @@ mod tests {
     }
 
     #[test]
+    fn only_the_outermost_emit_records_and_clears_the_stack_base() {
+        let outer = Nesting::enter().unwrap();
+        assert!(outer.outermost);
+        let inner = Nesting::enter().unwrap();
+        assert!(!inner.outermost);
+        drop(inner);
+        assert!(EMIT_BASE.with(Cell::get).is_some());
+        drop(outer);
+        assert!(EMIT_BASE.with(Cell::get).is_none());
+    }
+
+    /// Nests "emits" of 4 KiB frames until one is refused: in a 1 MiB thread,
+    /// that must come before the stack overflows, with the reserve still left.
+    #[test]
+    fn a_nested_emit_is_refused_while_the_reserve_is_left() {
+        fn nest(depth: usize) -> (usize, usize) {
+            let frame = std::hint::black_box([0u8; 4096]);
+            match Nesting::enter() {
+                Err(_) => (depth, stacker::remaining_stack().unwrap_or(0)),
+                Ok(nesting) => {
+                    let found = nest(depth + 1);
+                    drop(nesting);
+                    (found.0 + usize::from(frame[0]), found.1)
+                }
+            }
+        }
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                let _outer = Nesting::enter().unwrap();
+                nest(0)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (depth, left) = outcome;
+        assert!(depth > 20, "refused after {depth} levels");
+        assert!(left >= STACK_RESERVE / 2, "{left} bytes left when refused");
+    }
+
+    #[test]
     fn a_wildcard_subscription_is_routed_to_every_kind() {
         Python::attach(|py| {
             let sub = Arc::new(Subscription {
