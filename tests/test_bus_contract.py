@@ -481,3 +481,24 @@ def test_the_subscriber_gives_any_recorder_the_legacy_call(impl: Impl) -> None:
         details={"password": "***REDACTED***", "step": 3, "actor_name": "deployer"},
     )
     bus.dispose()
+
+
+def test_the_legacy_token_removes_an_equal_handler_and_auditbus_its_own_subscription(impl: Impl) -> None:
+    """The legacy `subscribe()` returns `lambda: unsubscribe(type, handler)`: with a handler subscribed twice,
+    the second token removes the earliest subscription (the order of the rest changes), and succeeds again
+    while one is left. auditbus's token removes its own subscription, once."""
+    bus = impl.Bus()
+    calls: list[Any] = []
+    handler = recorder(calls, "h")
+    bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, "x"))
+    second = bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    assert second() is True
+    bus.emit(impl.event(plan_id="1"))
+    if impl.name == "legacy":
+        assert calls == [("x", "1"), ("h", "1")]
+        assert second() is True
+    else:
+        assert calls == [("h", "1"), ("x", "1")]
+        assert second() is False
+    bus.dispose()
