@@ -156,20 +156,19 @@ fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &Py
 /// C stack a nested `emit()` leaves for what runs after it refuses to nest
 /// deeper: the handler it was called from unwinding, and the emit one level
 /// up logging the `RecursionError` (`traceback`, `logging`, the redaction
-/// patterns compiled on first use). At most half the stack the thread's
-/// outermost emit started with, so that a thread with a small stack still
-/// nests a few levels.
+/// patterns compiled on first use). At most half the stack there was at the
+/// first nested emit, so that a thread with a small stack still nests a few
+/// levels.
 const STACK_RESERVE: usize = 256 * 1024;
 
 thread_local! {
-    /// Stack left when this thread's outermost `emit()` began; `None` outside one.
-    static EMIT_BASE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This thread's `emit()`s under way, and the stack left at the first
+    /// nested one (`None` until then): the outermost emit pays no stack check.
+    static NESTING: Cell<(u32, Option<usize>)> = const { Cell::new((0, None)) };
 }
 
-/// One `emit()` on this thread's stack; the outermost one clears `EMIT_BASE` on the way out.
-struct Nesting {
-    outermost: bool,
-}
+/// One `emit()` under way on this thread, counted in `NESTING` until dropped.
+struct Nesting;
 
 impl Nesting {
     /// Each nested `emit()` (a handler emitting again) takes C stack, several
@@ -179,26 +178,30 @@ impl Nesting {
     /// process. A nested emit refuses, as Python does at its recursion limit,
     /// while there is still room to log the failure.
     fn enter() -> Result<Self> {
-        let Some(left) = stacker::remaining_stack() else { return Ok(Self { outermost: false }) };
-        match EMIT_BASE.with(Cell::get) {
-            None => {
-                EMIT_BASE.with(|base| base.set(Some(left)));
-                Ok(Self { outermost: true })
+        let (depth, mut base) = NESTING.with(Cell::get);
+        if depth > 0 {
+            if let Some(left) = stacker::remaining_stack() {
+                let first = *base.get_or_insert(left);
+                if left < STACK_RESERVE.min(first / 2) {
+                    return Err(Error::Python(PyRecursionError::new_err(format!(
+                        "ReactiveEventBus.emit(): nested too deeply, {left} bytes of this thread's stack left \
+                         (a handler or observer that emits again without end?)"
+                    ))));
+                }
             }
-            Some(base) if left < STACK_RESERVE.min(base / 2) => Err(Error::Python(PyRecursionError::new_err(format!(
-                "ReactiveEventBus.emit(): nested too deeply, {left} bytes of this thread's stack left \
-                 (a handler or observer that emits again without end?)"
-            )))),
-            Some(_) => Ok(Self { outermost: false }),
         }
+        NESTING.with(|nesting| nesting.set((depth.saturating_add(1), base)));
+        Ok(Self)
     }
 }
 
 impl Drop for Nesting {
     fn drop(&mut self) {
-        if self.outermost {
-            EMIT_BASE.with(|base| base.set(None));
-        }
+        NESTING.with(|nesting| {
+            let (depth, base) = nesting.get();
+            let depth = depth.saturating_sub(1);
+            nesting.set((depth, if depth == 0 { None } else { base }));
+        });
     }
 }
 
@@ -890,15 +893,17 @@ mod tests {
     }
 
     #[test]
-    fn only_the_outermost_emit_records_and_clears_the_stack_base() {
+    fn the_nesting_is_counted_and_its_stack_base_kept_until_the_outermost_emit_ends() {
         let outer = Nesting::enter().unwrap();
-        assert!(outer.outermost);
+        assert_eq!(NESTING.with(Cell::get), (1, None));
         let inner = Nesting::enter().unwrap();
-        assert!(!inner.outermost);
+        let (depth, base) = NESTING.with(Cell::get);
+        assert_eq!(depth, 2);
+        assert!(base.is_some());
         drop(inner);
-        assert!(EMIT_BASE.with(Cell::get).is_some());
+        assert_eq!(NESTING.with(Cell::get), (1, base));
         drop(outer);
-        assert!(EMIT_BASE.with(Cell::get).is_none());
+        assert_eq!(NESTING.with(Cell::get), (0, None));
     }
 
     /// Nests "emits" of 4 KiB frames until one is refused: in a 1 MiB thread,
