@@ -294,6 +294,36 @@ def test_an_endless_reentrant_emit_is_one_logged_recursion_error(
         assert bus.handler_errors == 1
 
 
+def test_a_handler_failing_near_the_recursion_limit_is_still_logged_by_its_own_emit(
+    impl: Impl, bus: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a failure too deep to log is handed up: 100 frames under the limit (a deep framework stack),
+    a handler's exception is logged and emit() returns, as on the legacy bus."""
+
+    def failing(event: Any) -> None:
+        raise ValueError("handler failed")
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, failing)
+
+    def depth() -> int:
+        frame, count = sys._getframe(), 0
+        while frame is not None:
+            frame, count = frame.f_back, count + 1
+        return count
+
+    def emit_at(target: int) -> None:
+        if depth() < target:
+            emit_at(target)
+        else:
+            bus.emit(impl.event())
+
+    with caplog.at_level(logging.ERROR, logger=impl.logger):
+        emit_at(sys.getrecursionlimit() - 100)
+    failures = [r for r in caplog.records if r.name == impl.logger and "failed for plan_created" in r.getMessage()]
+    assert len(failures) == 1
+    assert "ValueError: handler failed" in (failures[0].exc_text or "")
+
+
 ENDLESS_IN_A_SMALL_STACK = """
 import logging, sys, threading
 sys.path.insert(0, sys.argv[2])

@@ -50,7 +50,7 @@ def failure(
 
 # Frames a failure's log line may take: `traceback`, `logging`, and the application's handlers
 # and formatters.
-_LOGGING_FRAMES = 100
+_LOGGING_FRAMES = 50
 
 
 def _need_frames(count: int) -> None:
