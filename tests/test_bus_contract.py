@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -306,7 +307,8 @@ def test_a_handler_failing_near_the_recursion_limit_is_still_logged_by_its_own_e
     bus.subscribe(impl.EventType.PLAN_CREATED, failing)
 
     def depth() -> int:
-        frame, count = sys._getframe(), 0
+        frame: FrameType | None = sys._getframe()
+        count = 0
         while frame is not None:
             frame, count = frame.f_back, count + 1
         return count
