@@ -16,6 +16,12 @@
 //! the call, so a removal takes effect even in the emit under way. Python
 //! objects evicted from a list or the log are dropped after the guard is
 //! released, because a dealloc can run arbitrary Python code.
+//!
+//! Re-entrancy: a nested emit (from a handler or observer) raises
+//! `RecursionError` when the thread's stack runs low (`Nesting`), and a
+//! failure too deep to log is raised to the emitting handler, for the emit
+//! one level up to log: an endless re-entrant emit ends in one logged
+//! `RecursionError`, never in a stack overflow.
 
 use std::cell::Cell;
 use std::collections::HashSet;
