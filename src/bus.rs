@@ -16,7 +16,14 @@
 //! the call, so a removal takes effect even in the emit under way. Python
 //! objects evicted from a list or the log are dropped after the guard is
 //! released, because a dealloc can run arbitrary Python code.
+//!
+//! Re-entrancy: a nested emit (from a handler or observer) raises
+//! `RecursionError` when the thread's stack runs low (`Nesting`), and a
+//! failure too deep to log is raised to the emitting handler, for the emit
+//! one level up to log: an endless re-entrant emit ends in one logged
+//! `RecursionError`, never in a stack overflow.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -24,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use pyo3::exceptions::{PyBaseException, PyException};
+use pyo3::exceptions::{PyBaseException, PyException, PyRecursionError};
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock, RwLockExt};
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -121,7 +128,12 @@ fn closed(what: &str) -> Error {
 /// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
 /// `auditbus._log` masks secrets in the traceback text, which is the
 /// handler's own text and may quote a token or a URL password.
-fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
+///
+/// `Err` only when logging itself hit the recursion limit: the failure
+/// happened too deep to be logged there (an endless re-entrant emit), and
+/// the caller hands it up to a shallower frame, as the legacy bus's
+/// `logger.exception` did. Any other logging failure is unraisable.
+fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) -> PyResult<()> {
     static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
         let failure =
@@ -129,8 +141,84 @@ fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) 
         failure.bind(py).call1((template, args, err.get_type(py), err.value(py), err.traceback(py)))?;
         Ok(())
     })();
-    if let Err(log_err) = logged {
+    match logged {
+        Err(log_err) if log_err.is_instance_of::<PyRecursionError>(py) => Err(log_err),
+        Err(log_err) => {
+            log_err.write_unraisable(py, None);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// `log_failure` where there is no caller to hand a failure to (dispose, a
+/// coroutine handler's task): a failure too deep to log is unraisable.
+fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
+    if let Err(log_err) = log_failure(py, template, args, err) {
         log_err.write_unraisable(py, None);
+    }
+}
+
+/// C stack a nested `emit()` leaves for what runs after it refuses to nest
+/// deeper: the handler it was called from unwinding, and the emit one level
+/// up logging the `RecursionError` (`traceback`, `logging`, the redaction
+/// patterns compiled on first use). At most half the stack there was at the
+/// first nested emit, so that a thread with a small stack still nests a few
+/// levels.
+const STACK_RESERVE: usize = 256 * 1024;
+
+thread_local! {
+    /// This thread's `emit()`s under way, and the stack left at the first
+    /// nested one (`None` until then): the outermost emit pays no stack check.
+    static NESTING: Cell<(u32, Option<usize>)> = const { Cell::new((0, None)) };
+}
+
+/// One `emit()` under way on this thread, counted in `NESTING` until dropped.
+struct Nesting;
+
+impl Nesting {
+    /// Each nested `emit()` (a handler emitting again) takes C stack, several
+    /// KiB per level, that Python's recursion limit does not count: with a
+    /// raised limit, or a thread started with a small `threading.stack_size()`,
+    /// an endless re-entrant emit would overflow the stack and kill the
+    /// process. A nested emit refuses, as Python does at its recursion limit,
+    /// while there is still room to log the failure.
+    fn enter() -> Result<Self> {
+        let (depth, mut base) = NESTING.with(Cell::get);
+        if depth > 0 {
+            if let Some(left) = stacker::remaining_stack() {
+                let first = *base.get_or_insert(left);
+                if left < STACK_RESERVE.min(first / 2) {
+                    return Err(Error::Python(PyRecursionError::new_err(format!(
+                        "ReactiveEventBus.emit(): nested too deeply, {left} bytes of this thread's stack left \
+                         (a handler or observer that emits again without end?)"
+                    ))));
+                }
+            }
+        }
+        NESTING.with(|nesting| nesting.set((depth.saturating_add(1), base)));
+        Ok(Self)
+    }
+}
+
+impl Drop for Nesting {
+    fn drop(&mut self) {
+        NESTING.with(|nesting| {
+            let (depth, base) = nesting.get();
+            let depth = depth.saturating_sub(1);
+            nesting.set((depth, if depth == 0 { None } else { base }));
+        });
+    }
+}
+
+/// Compiles the redaction patterns a failure's log line is masked with, at
+/// subscribe time: compiled on first use instead, inside a failure deep in
+/// nested emits, they would take more stack than a refused emit leaves.
+fn warm_failure_logging() {
+    static WARM: AtomicBool = AtomicBool::new(false);
+    if !WARM.swap(true, Ordering::Relaxed) {
+        // A text that wakes the value shapes and the key matcher, both compiled on first use.
+        let _ = crate::redact::Rules::shared_default().scan_text("password=hunter2 Authorization: Bearer abc.def");
     }
 }
 
@@ -199,16 +287,16 @@ impl ReactiveEventBus {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
-        match failure {
-            Failure::Handler => {
-                self.handler_errors.fetch_add(1, Ordering::Relaxed);
-                log_failure(py, "event handler %s failed for %s", (name, kind.value()), &err);
-            }
-            Failure::Observer => {
-                self.observer_errors.fetch_add(1, Ordering::Relaxed);
-                log_failure(py, "stream observer %s failed for %s", (name, kind.value()), &err);
-            }
+        let (template, counter) = match failure {
+            Failure::Handler => ("event handler %s failed for %s", &self.handler_errors),
+            Failure::Observer => ("stream observer %s failed for %s", &self.observer_errors),
+        };
+        if log_failure(py, template, (name, kind.value()), &err).is_err() {
+            // Too deep to log here: raised to the handler that emitted this
+            // event, the emit one level up logs and counts it.
+            return Err(err);
         }
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -369,6 +457,7 @@ impl ReactiveEventBus {
             ))
             .into());
         }
+        warm_failure_logging();
         let aio = aio(py)?;
         let mode = if aio.call_method1("is_coroutine_handler", (handler,))?.is_truthy()? {
             let home_loop = aio.call_method0("running_loop")?;
@@ -437,6 +526,8 @@ impl ReactiveEventBus {
         if this.closed.load(Ordering::Acquire) {
             return Err(closed("emit").into());
         }
+        // Before persistence: a refused event is seen by no one.
+        let _nesting = Nesting::enter()?;
         let kind = domain_event.get().kind();
         if let Some(audit) = &this.audit {
             // First, before anyone sees the event: a closed service or a full
@@ -569,7 +660,7 @@ impl ReactiveEventBus {
                 if err.is_instance_of::<PyException>(py) {
                     self.observer_errors.fetch_add(1, Ordering::Relaxed);
                     let name = handler_name(observer.observer.bind(py));
-                    log_failure(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
+                    log_failure_here(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
                 } else if first_error.is_none() {
                     first_error = Some(err);
                 }
@@ -626,6 +717,7 @@ impl ReactiveEventBus {
     fn _add_observer(slf: &Bound<'_, Self>, observer: &Bound<'_, PyAny>) -> PyResult<Option<Unsubscribe>> {
         let py = slf.py();
         let this = slf.get();
+        warm_failure_logging();
         let entry = Arc::new(Observer {
             on_next: observer.getattr("on_next")?.unbind(),
             observer: observer.clone().unbind(),
@@ -655,7 +747,12 @@ impl ReactiveEventBus {
     ) {
         self.handler_errors.fetch_add(1, Ordering::Relaxed);
         let err = PyErr::from_value(error.clone().into_any());
-        log_failure(py, "event handler %s failed for %s", (&handler_name(handler), event.get().kind().value()), &err);
+        log_failure_here(
+            py,
+            "event handler %s failed for %s",
+            (&handler_name(handler), event.get().kind().value()),
+            &err,
+        );
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -799,6 +896,49 @@ mod tests {
         // the top 7 bits pick hashbrown's control byte: they must differ too
         let tops: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
         assert!(tops.len() > kinds.len() / 2);
+    }
+
+    #[test]
+    fn the_nesting_is_counted_and_its_stack_base_kept_until_the_outermost_emit_ends() {
+        let outer = Nesting::enter().unwrap();
+        assert_eq!(NESTING.with(Cell::get), (1, None));
+        let inner = Nesting::enter().unwrap();
+        let (depth, base) = NESTING.with(Cell::get);
+        assert_eq!(depth, 2);
+        assert!(base.is_some());
+        drop(inner);
+        assert_eq!(NESTING.with(Cell::get), (1, base));
+        drop(outer);
+        assert_eq!(NESTING.with(Cell::get), (0, None));
+    }
+
+    /// Nests "emits" of 4 KiB frames until one is refused: in a 1 MiB thread,
+    /// that must come before the stack overflows, with the reserve still left.
+    #[test]
+    fn a_nested_emit_is_refused_while_the_reserve_is_left() {
+        fn nest(depth: usize) -> (usize, usize) {
+            let frame = std::hint::black_box([0u8; 4096]);
+            match Nesting::enter() {
+                Err(_) => (depth, stacker::remaining_stack().unwrap_or(0)),
+                Ok(nesting) => {
+                    let found = nest(depth + 1);
+                    drop(nesting);
+                    (found.0 + usize::from(frame[0]), found.1)
+                }
+            }
+        }
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                let _outer = Nesting::enter().unwrap();
+                nest(0)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (depth, left) = outcome;
+        assert!(depth > 20, "refused after {depth} levels");
+        assert!(left >= STACK_RESERVE / 2, "{left} bytes left when refused");
     }
 
     #[test]

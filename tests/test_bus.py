@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -442,6 +443,75 @@ def test_constructor_validates_its_arguments() -> None:
 
 
 # --- memory ----------------------------------------------------------------
+
+
+class UsesTheBusWhenFreed:
+    """A handler, or a value in an event's details, whose `__del__` emits, subscribes and reads the bus:
+    freed while the bus held one of its locks, it would deadlock (the locks are not re-entrant)."""
+
+    def __init__(self, bus: ReactiveEventBus, name: str, freed: list[str]) -> None:
+        self.bus, self.name, self.freed = bus, name, freed
+
+    def __call__(self, ev: DomainEvent) -> None:
+        pass
+
+    def __del__(self) -> None:
+        try:
+            self.bus.emit(event("step_started", plan_id=f"from {self.name}"))
+            self.bus.subscribe("step_started", lambda e: None)()
+            self.bus.stats()
+            assert [e.plan_id for e in self.bus.audit_log][-1] == f"from {self.name}"
+            self.freed.append(f"{self.name}: used the bus")
+        except ClosedError:
+            self.freed.append(f"{self.name}: closed")
+
+
+class NamedLike:
+    """Equal to any object with this `name`: unsubscribes a handler without holding a reference to it."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return getattr(other, "name", None) == self.name
+
+
+def test_handlers_and_logged_events_are_freed_outside_the_buses_locks() -> None:
+    """Unsubscribing (token or handler), disposing, evicting from the bounded log and clearing it free
+    Python objects; each is freed after the lock is released, so its `__del__` can use the bus."""
+    freed: list[str] = []
+    outcome: list[BaseException | None] = []
+
+    def scenario() -> None:
+        try:
+            bus = ReactiveEventBus(max_log_size=1)
+            bus.subscribe("plan_created", UsesTheBusWhenFreed(bus, "by token", freed))()
+            bus.subscribe("plan_created", UsesTheBusWhenFreed(bus, "by handler", freed))
+            assert bus.unsubscribe("plan_created", NamedLike("by handler")) is True  # holds no reference
+            bus.emit(event(details={"value": UsesTheBusWhenFreed(bus, "evicted", freed)}))
+            bus.emit(event())  # evicts the first event
+            bus.emit(event(details={"value": UsesTheBusWhenFreed(bus, "cleared", freed)}))
+            bus.clear_audit_log()
+            bus.subscribe_all(UsesTheBusWhenFreed(bus, "disposed", freed))
+            bus.dispose()
+            outcome.append(None)
+        except BaseException as exc:  # surfaced below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=scenario, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), f"deadlock: freed so far {freed}"
+    assert outcome == [None]
+    assert freed == [
+        "by token: used the bus",
+        "by handler: used the bus",
+        "evicted: used the bus",
+        "cleared: used the bus",
+        "disposed: closed",
+    ]
 
 
 def test_a_bus_in_a_cycle_with_its_handler_is_collected() -> None:

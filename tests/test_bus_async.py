@@ -255,6 +255,50 @@ def test_a_closed_subscribing_loop_is_a_logged_handler_error(caplog: pytest.LogC
     assert "closed" in caplog.text
 
 
+def test_a_call_queued_on_a_subscribing_loop_closed_before_running_it_is_a_logged_handler_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """emit() from a thread without a loop queues the call on the subscribing loop; a loop closed before it
+    ran the call drops it (a job's loop: run_until_complete() returned, then close()). The handler never
+    runs: logged and counted as a handler error, as for a loop closed before the emit, never silent."""
+    bus = ReactiveEventBus()
+    loop = asyncio.new_event_loop()
+
+    async def handler(ev: DomainEvent) -> None:
+        raise AssertionError("must not run")
+
+    async def subscribe() -> None:
+        bus.subscribe("plan_created", handler)
+
+    loop.run_until_complete(subscribe())  # stopped, still open: the emit below is queued on it
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR, logger="auditbus"):
+        warnings.simplefilter("always")
+        bus.emit(event("queued"))
+        assert bus.handler_errors == 0
+        loop.close()
+        gc.collect()
+    assert bus.handler_errors == 1
+    assert "event handler test_a_call_queued" in caplog.text
+    assert "its event loop was closed before running it" in caplog.text
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+def test_a_call_queued_on_a_subscribing_loop_that_runs_it_is_not_reported() -> None:
+    bus = ReactiveEventBus()
+    ran: list[str | None] = []
+
+    async def handler(ev: DomainEvent) -> None:
+        ran.append(ev.plan_id)
+
+    with loop_in_thread() as (loop, _):
+        subscribe_on(loop, bus, handler)
+        bus.emit(event("queued"))
+        wait_until(lambda: bool(ran), "the coroutine handler to run", DEADLINE)
+    gc.collect()
+    assert ran == ["queued"]
+    assert bus.handler_errors == 0
+
+
 def test_a_coroutine_returned_by_a_plain_handler_runs_on_the_emitting_threads_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

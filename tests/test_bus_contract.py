@@ -12,11 +12,13 @@ import asyncio
 import gc
 import logging
 import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -265,6 +267,108 @@ def test_handler_added_during_emit_runs_from_the_next_emit(impl: Impl, bus: Any)
     assert calls == [("adder", "1"), ("adder", "2"), ("late", "2")]
 
 
+def endless_reentrant_emit(impl: Impl, bus: Any) -> list[int]:
+    """Subscribes a handler that emits again from every call, without end; returns its call counter."""
+    calls = [0]
+
+    def again(event: Any) -> None:
+        calls[0] += 1
+        bus.emit(impl.event())
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, again)
+    return calls
+
+
+def test_an_endless_reentrant_emit_is_one_logged_recursion_error(
+    impl: Impl, bus: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that emits again and again ends in RecursionError at the deepest emit: the failure is logged
+    once, by a frame that still has room to log it, and the outermost emit() returns."""
+    calls = endless_reentrant_emit(impl, bus)
+    with caplog.at_level(logging.ERROR, logger=impl.logger):
+        bus.emit(impl.event())
+    failures = [r for r in caplog.records if r.name == impl.logger and "failed for plan_created" in r.getMessage()]
+    assert calls[0] > 100
+    assert len(failures) == 1
+    assert "RecursionError" in (failures[0].exc_text or failures[0].getMessage())
+    if impl.name == "auditbus":
+        assert bus.handler_errors == 1
+
+
+def test_a_handler_failing_near_the_recursion_limit_is_still_logged_by_its_own_emit(
+    impl: Impl, bus: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a failure too deep to log is handed up: 100 frames under the limit (a deep framework stack),
+    a handler's exception is logged and emit() returns, as on the legacy bus."""
+
+    def failing(event: Any) -> None:
+        raise ValueError("handler failed")
+
+    bus.subscribe(impl.EventType.PLAN_CREATED, failing)
+
+    def depth() -> int:
+        frame: FrameType | None = sys._getframe()
+        count = 0
+        while frame is not None:
+            frame, count = frame.f_back, count + 1
+        return count
+
+    def emit_at(target: int) -> None:
+        if depth() < target:
+            emit_at(target)
+        else:
+            bus.emit(impl.event())
+
+    with caplog.at_level(logging.ERROR, logger=impl.logger):
+        emit_at(sys.getrecursionlimit() - 100)
+    failures = [r for r in caplog.records if r.name == impl.logger and "failed for plan_created" in r.getMessage()]
+    assert len(failures) == 1
+    assert "ValueError: handler failed" in (failures[0].exc_text or "")
+
+
+ENDLESS_IN_A_SMALL_STACK = """
+import logging, sys, threading
+sys.path.insert(0, sys.argv[2])
+module = __import__(sys.argv[1])
+failures = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        failures.append(record)
+logging.getLogger().addHandler(Collect(level=logging.ERROR))
+bus = module.ReactiveEventBus()
+calls = [0]
+def again(event):
+    calls[0] += 1
+    bus.emit(module.DomainEvent(event_type="plan_created"))
+bus.subscribe("plan_created", again)
+def run():
+    bus.emit(module.DomainEvent(event_type="plan_created"))
+threading.stack_size(1024 * 1024)  # services that run many threads shrink their stacks
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print(calls[0], len(failures), failures[0].exc_info[0].__name__ if failures and failures[0].exc_info else None)
+"""
+
+
+def test_an_endless_reentrant_emit_in_a_thread_with_a_small_stack_does_not_crash(impl: Impl) -> None:
+    """Each nested emit() takes C stack that Python's recursion limit does not count: the bus itself refuses
+    to nest deeper when the thread's stack runs low, so the process gets a logged RecursionError, not a
+    segmentation fault."""
+    module, path = ("auditbus", "") if impl.name == "auditbus" else ("cleveragents_legacy", str(LEGACY_ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", ENDLESS_IN_A_SMALL_STACK, module, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    calls, failures, error = done.stdout.split()
+    assert int(calls) > 20
+    assert (failures, error) == ("1", "RecursionError")
+
+
 def test_dispose_completes_the_stream(impl: Impl) -> None:
     bus = impl.Bus()
     completed: list[bool] = []
@@ -408,4 +512,25 @@ def test_the_subscriber_gives_any_recorder_the_legacy_call(impl: Impl) -> None:
         user_identity="alice",
         details={"password": "***REDACTED***", "step": 3, "actor_name": "deployer"},
     )
+    bus.dispose()
+
+
+def test_the_legacy_token_removes_an_equal_handler_and_auditbus_its_own_subscription(impl: Impl) -> None:
+    """The legacy `subscribe()` returns `lambda: unsubscribe(type, handler)`: with a handler subscribed twice,
+    the second token removes the earliest subscription (the order of the rest changes), and succeeds again
+    while one is left. auditbus's token removes its own subscription, once."""
+    bus = impl.Bus()
+    calls: list[Any] = []
+    handler = recorder(calls, "h")
+    bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    bus.subscribe(impl.EventType.PLAN_CREATED, recorder(calls, "x"))
+    second = bus.subscribe(impl.EventType.PLAN_CREATED, handler)
+    assert second() is True
+    bus.emit(impl.event(plan_id="1"))
+    if impl.name == "legacy":
+        assert calls == [("x", "1"), ("h", "1")]
+        assert second() is True
+    else:
+        assert calls == [("h", "1"), ("x", "1")]
+        assert second() is False
     bus.dispose()

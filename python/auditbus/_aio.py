@@ -4,7 +4,8 @@ Whether a handler is a coroutine function is decided once, at subscribe time
 (`is_coroutine_handler`), together with the loop it was subscribed from
 (`running_loop`). At emit time `schedule` starts the coroutine on the emitting
 thread's running loop, or else on that subscribe-time loop; its exception is
-reported back to the bus, which logs and counts it like a sync handler's. A
+reported back to the bus, which logs and counts it like a sync handler's, and
+so is a call queued on the subscribing loop that the loop, closed, never ran. A
 plain handler that returns a coroutine (`schedule_result`) has it started on
 the emitting thread's running loop, the only loop known for it.
 """
@@ -59,14 +60,19 @@ def schedule(
             "emit() was called outside a running loop and the handler was subscribed outside one; "
             "subscribe it from inside the loop that should run it"
         )
+    if loop is None:
+        assert home_loop is not None
+        queued = _Queued(bus, handler, event, home_loop)
+        try:
+            # The call runs in a copy of this thread's context (identity included).
+            home_loop.call_soon_threadsafe(queued)
+        except BaseException:
+            queued.ran = True  # refused here: the caller reports it, not the finaliser
+            raise
+        return
     coro = _run(bus, handler, event)
     try:
-        if loop is not None:
-            _start(loop, coro)
-        else:
-            assert home_loop is not None
-            # The callback runs in a copy of this thread's context (identity included).
-            home_loop.call_soon_threadsafe(_start, home_loop, coro)
+        _start(loop, coro)
     except BaseException:
         coro.close()  # never started: no "coroutine was never awaited" warning
         raise
@@ -104,6 +110,51 @@ def _name(handler: object) -> str:
     if isinstance(handler, functools.partial):
         return f"partial({_name(handler.func)})"
     return type(handler).__qualname__
+
+
+class _Queued:
+    """A coroutine handler's call queued on its subscribing loop by an emit() on another thread.
+
+    A loop closed before it runs the queued calls (a job's loop: `run_until_complete()` returned,
+    then `close()`) drops them: the handler never runs. Reported then, when the dropped call is
+    freed, as a handler error, like a loop already closed at the emit. The coroutine is created
+    only when the call runs, so a dropped call leaves no "never awaited" warning either.
+    """
+
+    __slots__ = ("bus", "event", "handler", "loop", "ran")
+
+    def __init__(
+        self,
+        bus: ReactiveEventBus,
+        handler: Callable[[DomainEvent], Awaitable[Any]],
+        event: DomainEvent,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.bus = bus
+        self.handler = handler
+        self.event = event
+        self.loop = loop
+        self.ran = False
+
+    def __call__(self) -> None:
+        self.ran = True
+        coro = _run(self.bus, self.handler, self.event)
+        try:
+            _start(self.loop, coro)
+        except BaseException:
+            coro.close()
+            raise
+
+    def __del__(self) -> None:
+        if not self.ran:
+            self.bus._handler_failed(
+                self.event,
+                self.handler,
+                RuntimeError(
+                    f"coroutine handler {_name(self.handler)} did not run: emit() queued it on the loop it "
+                    "was subscribed from, and its event loop was closed before running it"
+                ),
+            )
 
 
 def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:

@@ -33,6 +33,10 @@ def failure(
     """Logs `message % args` at ERROR with the exception's traceback, its secrets masked."""
     if not logger.isEnabledFor(logging.ERROR):
         return
+    # Near the recursion limit (a handler that emits again without end), logging would fail
+    # part-way, after some handlers saw the record: fail before any did, and the caller hands
+    # the failure up to a shallower frame that logs it once.
+    _need_frames(_LOGGING_FRAMES)
     try:
         text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
     except Exception:  # a broken __str__ or __repr__ somewhere in the chain
@@ -42,6 +46,17 @@ def failure(
     record = logger.makeRecord(logger.name, logging.ERROR, path, line, message, args, _masked(exc_type, exc, tb), func)
     record.exc_text = str(redact(text))
     logger.handle(record)
+
+
+# Frames a failure's log line may take: `traceback`, `logging`, and the application's handlers
+# and formatters.
+_LOGGING_FRAMES = 50
+
+
+def _need_frames(count: int) -> None:
+    """Raises RecursionError unless `count` more frames fit under the recursion limit."""
+    if count > 0:
+        _need_frames(count - 1)
 
 
 def _masked(
