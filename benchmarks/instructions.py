@@ -1,12 +1,13 @@
 """One hot operation repeated N times, for counting instructions under callgrind.
 
-    valgrind --tool=callgrind python benchmarks/instructions.py MODE 500
-    valgrind --tool=callgrind python benchmarks/instructions.py MODE 1500
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python benchmarks/instructions.py MODE 500
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python benchmarks/instructions.py MODE 1500
 
 The difference of the two totals over 1000 is the cost per call of MODE plus
 that of building its input; `none` counts the inputs alone. Instruction
 counts do not drift with the machine's load, so two builds of the same code
-(the default and `--features abi3`) compare exactly.
+(the default and `--features abi3`) compare exactly once the hash seed is
+fixed: a fresh seed per process moves a figure by several percent.
 """
 
 from __future__ import annotations
