@@ -1276,3 +1276,53 @@ def test_a_lock_taken_by_another_process_during_a_burst_holds_it_back_and_loses_
     assert [r["event_type"] for r in rows].count("audit_failure") >= 1
     assert _accounted(stats), stats
     assert stats["written"] == len(rows)
+
+
+def _flush(svc: AuditService) -> None:
+    svc.flush()
+
+
+def _innermost_code(thread: int) -> object:
+    frame = sys._current_frames().get(thread)
+    return frame.f_code if frame is not None else None
+
+
+def test_a_signal_ending_a_flush_during_a_burst_leaves_the_burst_and_its_flush_to_be_written(tmp_path: Path) -> None:
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    path = tmp_path / "a.db"
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        with AuditService(path, busy_timeout=0.05, queue_size=1_000_000) as svc:
+            svc.flush()
+            with _Burst(svc) as burst:
+                with write_locked(path):
+                    wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold the burst back")
+                    handed = len(burst.accepted)
+
+                    def kick() -> None:
+                        # The signal comes once the main thread waits inside flush().
+                        wait_until(lambda: _innermost_code(main) is _flush.__code__, "the flush to wait")
+                        signal.pthread_kill(main, signal.SIGINT)
+
+                    kicker = threading.Thread(target=kick)
+                    kicker.start()
+                    try:
+                        with pytest.raises(Interrupted):
+                            _flush(svc)
+                    finally:
+                        kicker.join()
+                    assert burst.running, burst.errors
+                # The abandoned flush is answered once the lock is gone; a new one waits for it.
+                svc.flush(timeout=60)
+                assert svc.count(event_type="step_completed") >= handed
+                assert burst.running, burst.errors
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert burst.errors == []
+    rows = raw_rows(path, "event_type = 'step_completed'")
+    assert [r["event_id"] for r in rows] == burst.accepted
