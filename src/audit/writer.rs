@@ -84,7 +84,8 @@ const GATHER_GAP: Duration = Duration::from_millis(1);
 const GATHER_POLL: Duration = Duration::from_micros(250);
 /// How long the thread stays awake for the next row after answering durable callers.
 const DURABLE_POLL: Duration = Duration::from_micros(150);
-/// The longest a write-behind row waits for company before its commit starts.
+/// The longest the thread gathers a burst once it turns to it (after the
+/// commit before), before the burst's commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
 /// How often a waiting `flush()` lets Python handle a signal (Ctrl-C): a
 /// lock another process holds for good must not make it uninterruptible.
@@ -1085,10 +1086,12 @@ impl Thread {
     /// emitters do not wait for room while this thread idles (a small
     /// `queue_size` still gathers up to [`MAX_BATCH`]). Ends at once when
     /// someone waits (a flush, a durable row, a control message: `urgent`
-    /// moved on since the queue was read), and after [`MAX_GATHER`] in all,
-    /// which bounds how long a handed-over row waits before its commit
-    /// starts. Polled, not waited for: a receiver blocked on the channel
-    /// makes every send a wake-up system call on the emitting thread.
+    /// moved on since the queue was read), and after [`MAX_GATHER`] in all:
+    /// once the commit before is done, no row waits longer for its commit to
+    /// start (a row queued while that commit ran, or left over by a full
+    /// batch, waited for it too and is gathered again). Polled, not waited
+    /// for: a receiver blocked on the channel makes every send a wake-up
+    /// system call on the emitting thread.
     fn gather(&self, batch: &mut Batch, urgent: u64) -> Gathered {
         let limit = Instant::now() + MAX_GATHER;
         let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
