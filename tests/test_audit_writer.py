@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import queue
@@ -1145,8 +1146,10 @@ def test_a_service_dropped_in_the_middle_of_a_burst_writes_it_then_its_stop_row(
 # The interpreter exits while daemon threads hand events over without a
 # pause: each writes the id of every event accepted to a file first thing.
 _EXIT_MID_BURST = """
-import os, sys, threading
+import atexit, json, os, sys, threading
 from auditbus import AuditService, DomainEvent
+# Registered before the service's own hook, so it runs after it: the counters once the writer has stopped.
+atexit.register(lambda: print("stats", json.dumps(svc.stats()), flush=True))
 svc = AuditService(sys.argv[1], queue_size=int(sys.argv[2]), put_timeout=None)
 acks = os.open(sys.argv[1] + ".acks", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 count = [0]
@@ -1193,6 +1196,10 @@ def test_an_interpreter_exit_in_the_middle_of_a_burst_writes_every_accepted_row(
     assert [i for i in accepted if i not in stored] == []
     assert rows[-1]["event_type"] == "audit_stopped"
     assert "interpreter exit" in rows[-1]["details"]
+    (stats,) = [json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("stats ")]
+    assert stats["closed"], stats
+    assert _accounted(stats), stats
+    assert (stats["written"], stats["lost"]) == (len(rows), 0), stats
 
 
 # A fork while another thread's burst is being gathered: the child cannot
