@@ -911,6 +911,12 @@ def test_the_wal_file_is_cut_back_after_a_large_purge_instead_of_keeping_its_siz
 # someone waits (a flush, a durable record(), a read, a purge, a close).
 
 
+#: Room for a burst of the tests' length that is never half full: only a pause,
+#: the time limit or a waiter ends its gather. Commits without an fsync each
+#: ("normal"): a disk slowed by other work must not let the burst outrun them.
+_BURST_QUEUE = 1_000_000
+
+
 class _Burst:
     """A thread handing events over one every `every` seconds, without a pause, until stopped.
 
@@ -963,7 +969,7 @@ def test_a_burst_that_never_pauses_is_committed_while_it_lasts(tmp_path: Path) -
     # for half of a large queue): its commits start at the latest 20 ms after it
     # is taken up, so another connection sees rows while it still runs.
     path = tmp_path / "a.db"
-    with AuditService(path, queue_size=1_000_000) as svc:
+    with AuditService(path, queue_size=_BURST_QUEUE, durability="normal") as svc:
         svc.flush()
         reader = AuditService(path, read_only=True)  # no writer: it sees what is committed, waits for nothing
         try:
@@ -990,7 +996,7 @@ def test_a_caller_waiting_during_a_burst_returns_while_it_lasts_with_every_row_b
     tmp_path: Path, wait: str
 ) -> None:
     path = tmp_path / "a.db"
-    with AuditService(path, queue_size=1_000_000) as svc:
+    with AuditService(path, queue_size=_BURST_QUEUE, durability="normal") as svc:
         reader = AuditService(path, read_only=True)
         try:
             with _Burst(svc) as burst:
@@ -1104,7 +1110,7 @@ def test_a_close_from_another_thread_during_a_long_burst_writes_every_accepted_r
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "a.db"
-    svc = AuditService(path, queue_size=1_000_000)
+    svc = AuditService(path, queue_size=_BURST_QUEUE, durability="normal")
     burst = _Burst(svc)
     with burst:
         wait_until(lambda: len(burst.accepted) >= 2000, "the burst to outgrow a batch")
@@ -1265,7 +1271,7 @@ def test_a_fork_in_the_middle_of_a_burst_leaves_every_row_to_the_parent(tmp_path
 
 def test_a_lock_taken_by_another_process_during_a_burst_holds_it_back_and_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
-    with AuditService(path, busy_timeout=0.05, queue_size=1_000_000) as svc:
+    with AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc:
         svc.flush()
         with _Burst(svc) as burst:
             with write_locked(path):
@@ -1305,7 +1311,7 @@ def test_a_signal_ending_a_flush_during_a_burst_leaves_the_burst_and_its_flush_t
     assert threading.get_ident() == main
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
-        with AuditService(path, busy_timeout=0.05, queue_size=1_000_000) as svc:
+        with AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc:
             svc.flush()
             with _Burst(svc) as burst:
                 with write_locked(path):
