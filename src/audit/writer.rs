@@ -401,25 +401,27 @@ impl Writer {
     /// waiting up to `timeout` (None: as long as it takes) with the GIL
     /// released, in slices between which Python handles signals: a Ctrl-C
     /// comes back as the `Err`, the message not queued. On the writer thread
-    /// nothing waits (only that thread makes room).
+    /// nothing waits (only that thread makes room). A message someone waits
+    /// on is urged as soon as it is queued, before the GIL is taken back:
+    /// the threads holding the GIL may keep a burst going meanwhile.
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
         let urgent = !matches!(msg, Msg::Row(_, None));
-        self.send_as(py, msg, timeout).inspect(|()| {
+        let queued = || {
             if urgent {
                 self.shared.urge();
             }
-        })
-    }
-
-    fn send_as(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
+        };
         let mut msg = msg;
         if let Some(gate) = self.shared.gate.try_read() {
             if let Some(shut) = self.shut(*gate) {
                 return Err(shut);
             }
             match self.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    queued();
+                    return Ok(());
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
                 Err(TrySendError::Full(back)) => {
                     if timeout == Some(Duration::ZERO) || self.on_writer_thread() {
@@ -448,7 +450,10 @@ impl Writer {
                     return Slice::Failed(shut);
                 }
                 match self.tx.send_deadline(msg, until) {
-                    Ok(()) => Slice::Sent,
+                    Ok(()) => {
+                        queued();
+                        Slice::Sent
+                    }
                     Err(SendTimeoutError::Timeout(back)) => Slice::Waiting(back),
                     Err(SendTimeoutError::Disconnected(_)) => Slice::Failed(self.stopped_error()),
                 }
@@ -1760,6 +1765,85 @@ mod tests {
             ("purge", Msg::Purge("2000-01-01".into(), bounded(1).0)),
             ("stop", Msg::Stop),
         ]
+    }
+
+    /// A writer whose queue the test reads itself, with no thread behind it;
+    /// keep the sender returned alive (it says the thread has not ended).
+    fn writer_without_thread(capacity: usize) -> (Writer, Receiver<Msg>, Sender<()>) {
+        let (tx, rx) = bounded(capacity);
+        let (ended, done) = bounded(0);
+        let elsewhere = std::thread::spawn(|| {});
+        let thread_id = elsewhere.thread().id();
+        elsewhere.join().unwrap();
+        let writer = Writer {
+            tx,
+            closed: AtomicBool::new(false),
+            closing: Mutex::new(Closing::default()),
+            thread: Mutex::new(None),
+            thread_id,
+            abandoned: Mutex::new(None),
+            done,
+            shared: Arc::new(Shared::new(":memory:".into())),
+            capacity,
+            owner_pid: std::process::id(),
+            forks_at_start: FORKS.load(Ordering::Relaxed),
+        };
+        (writer, rx, ended)
+    }
+
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            if Instant::now() > deadline {
+                eprintln!("gave up waiting for {what}");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn a_waiter_that_waited_for_room_is_urged_before_its_sender_holds_the_gil_again() {
+        // The gathering thread learns of a waiter from `urgent` only. A sender
+        // that waited for room sends with the GIL released; urged only once it
+        // held the GIL again, its waiter was left to a burst the threads
+        // holding the GIL keep going, up to MAX_GATHER.
+        for (name, waiter) in waiters() {
+            let mut waiter = Some(waiter);
+            // An attempt whose sender gave up its slice of waiting before the room came
+            // (it then needs the GIL to go on) tells nothing: tried again.
+            let landed_and_urged = (0..5).find_map(|_| {
+                let (writer, rx, _ended) = writer_without_thread(1);
+                Python::attach(|py| writer.send(py, row(), None)).unwrap(); // the queue is full
+                let (attached, on_gil) = std::sync::mpsc::channel();
+                let msg = waiter.take().unwrap_or_else(|| waiters().into_iter().find(|(n, _)| *n == name).unwrap().1);
+                std::thread::scope(|scope| {
+                    let sender = scope.spawn(|| {
+                        Python::attach(|py| {
+                            attached.send(()).unwrap();
+                            writer.send(py, msg, None)
+                        })
+                    });
+                    on_gil.recv().unwrap();
+                    // Attached once the sender releases the GIL: as it waits for room.
+                    let outcome = Python::attach(|_py| {
+                        let before = writer.shared.urgent.load(Ordering::Acquire);
+                        rx.recv().unwrap(); // room
+                        if !wait_for("the waiter to be queued", || rx.len() == 1) {
+                            return None;
+                        }
+                        // Its sender cannot take the GIL back while this thread holds it.
+                        Some(wait_for("the waiter to be urged", || {
+                            writer.shared.urgent.load(Ordering::Acquire) != before
+                        }))
+                    });
+                    sender.join().unwrap().unwrap();
+                    outcome
+                })
+            });
+            assert_eq!(landed_and_urged, Some(true), "{name}");
+        }
     }
 
     fn holds_waiter(batch: &Batch) -> bool {
