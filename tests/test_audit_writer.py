@@ -19,7 +19,7 @@ from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import execute, raw_rows, wait_until, write_locked
+from audit_support import execute, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent
 
 
@@ -1125,25 +1125,19 @@ def test_a_close_from_another_thread_during_a_long_burst_writes_every_accepted_r
     assert stats["written"] == len(rows)
 
 
-def _writer_threads() -> int:
-    """This process's audit writer threads (named by the core), alive or not yet reaped."""
-    tasks = Path("/proc/self/task")
-    return sum((task / "comm").read_text().strip() == "auditbus-writer" for task in tasks.iterdir())
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
 @pytest.mark.parametrize("queue_size", [3, 65536])
 def test_a_service_dropped_in_the_middle_of_a_burst_writes_it_then_its_stop_row(
     tmp_path: Path, queue_size: int
 ) -> None:
     path = tmp_path / "a.db"
-    before = _writer_threads()
+    before = writer_threads()
     svc = AuditService(path, queue_size=queue_size, put_timeout=None)
     handed = [event(i) for i in range(5000)]
     for one in handed:
         svc.record_event(one)
     del svc  # no close(), the burst still queued or gathered
-    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    wait_until(lambda: writer_threads() <= before, "the dropped service's writer thread to end")
     rows = raw_rows(path)
     assert [r["event_id"] for r in rows if r["event_type"] == "step_completed"] == [e.event_id for e in handed]
     assert rows[-1]["event_type"] == "audit_stopped"
