@@ -124,6 +124,20 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
             child.wait(timeout=60)
 
 
+def writer_threads() -> int:
+    """This process's audit writer threads (named by the core), alive or not yet reaped.
+
+    A thread may end between the listing and the read of its name: it is not counted.
+    """
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "auditbus-writer"
+        except FileNotFoundError:
+            continue
+    return count
+
+
 DOMAIN_ROWS = "event_type NOT LIKE 'audit\\_%' ESCAPE '\\'"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent, EventType
 
 UTC = timezone.utc
@@ -869,12 +869,6 @@ def test_purge_dry_run_counts_exactly_what_purge_deletes_and_deletes_nothing(tmp
             reader.purge("not a date", dry_run=True)
 
 
-def _writer_threads() -> int:
-    """This process's audit writer threads (named by the core), alive or not yet reaped."""
-    tasks = Path("/proc/self/task")
-    return sum((task / "comm").read_text().strip() == "auditbus-writer" for task in tasks.iterdir())
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
 @pytest.mark.parametrize("full", ["queue_size=1", "queue held full"])
 def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer(tmp_path: Path, full: str) -> None:
@@ -882,7 +876,7 @@ def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer
     # the queue for the stop row and the stop, the thread (its connection, its file descriptors)
     # lived until the interpreter's exit: one more for each such service of a long-running process.
     path = tmp_path / "a.db"
-    before = _writer_threads()
+    before = writer_threads()
     if full == "queue_size=1":
         svc = AuditService(path, queue_size=1)
         svc.record("auth_success", user_identity="alice")
@@ -897,7 +891,7 @@ def test_a_service_dropped_with_no_room_left_in_its_queue_still_stops_its_writer
                 svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
             assert svc.stats()["queue_depth"] == 4
             del svc
-    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    wait_until(lambda: writer_threads() <= before, "the dropped service's writer thread to end")
     rows = raw_rows(path)
     # The stop row is the last one written (the held-back case records its outage before it).
     assert (rows[0]["event_type"], rows[-1]["event_type"]) == ("audit_started", "audit_stopped")
@@ -951,14 +945,14 @@ def test_a_service_dropped_after_a_close_interrupted_while_its_queue_was_full_st
     # until the interpreter's exit. Every row handed over is written, and the stop row of that
     # close() once, last.
     path = tmp_path / "a.db"
-    before = _writer_threads()
+    before = writer_threads()
     svc = AuditService(path, queue_size=4, busy_timeout=0.02)
     svc.flush()
     with write_locked(path):
         _close_interrupted_with_the_queue_full(svc, path)
         del svc
         gc.collect()
-    wait_until(lambda: _writer_threads() <= before, "the dropped service's writer thread to end")
+    wait_until(lambda: writer_threads() <= before, "the dropped service's writer thread to end")
     rows = raw_rows(path)
     assert [r["plan_id"] for r in rows if r["event_type"] == "step_completed"] == [f"p{i}" for i in range(5)]
     assert [r["event_type"] for r in rows if r["event_type"] == "audit_stopped"] == ["audit_stopped"]

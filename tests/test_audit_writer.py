@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import queue
@@ -11,13 +12,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import execute, raw_rows, wait_until, write_locked
+from audit_support import execute, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent
 
 
@@ -902,3 +904,433 @@ def test_the_wal_file_is_cut_back_after_a_large_purge_instead_of_keeping_its_siz
             sizes.append(wal.stat().st_size)
         assert sizes[-1] <= limit, sizes
         assert svc.count(event_type="auth_success") == 5
+
+
+# Write-behind bursts. The writer leaves a burst queued while it grows and
+# starts its commit once it pauses (1 ms), after 20 ms, or at once when
+# someone waits (a flush, a durable record(), a read, a purge, a close).
+
+
+#: Room for a burst of the tests' length that is never half full: only a pause,
+#: the time limit or a waiter ends its gather. Commits without an fsync each
+#: ("normal"): a disk slowed by other work must not let the burst outrun them.
+_BURST_QUEUE = 1_000_000
+
+
+class _Burst:
+    """A thread handing events over one every `every` seconds, without a pause, until stopped.
+
+    Paced by spinning, not by sleeping: a sleep's wake-up can take longer than
+    the writer's 1 ms gap, which would end the burst in its eyes.
+    """
+
+    def __init__(self, svc: AuditService, every: float = 0.0002, prefix: str = "b") -> None:
+        self.svc = svc
+        self.every = every
+        self.prefix = prefix
+        self.accepted: list[str] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        clock = time.perf_counter
+        due = clock()
+        i = 0
+        try:
+            while not self.stop.is_set():
+                handed = DomainEvent(event_type="step_completed", plan_id=f"{self.prefix}{i}")
+                self.svc.record_event(handed)
+                self.accepted.append(handed.event_id)
+                i += 1
+                due += self.every
+                while clock() < due:
+                    pass
+        except BaseException as exc:  # reported by the test
+            self.errors.append(exc)
+
+    def __enter__(self) -> _Burst:
+        self.thread.start()
+        wait_until(lambda: len(self.accepted) >= 10, "the burst to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the burst's thread did not stop"
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive() and not self.stop.is_set() and not self.errors
+
+
+def test_a_burst_that_never_pauses_is_committed_while_it_lasts(tmp_path: Path) -> None:
+    # Rows of a burst that never pauses for 1 ms must not wait for its end (nor
+    # for half of a large queue): its commits start at the latest 20 ms after it
+    # is taken up, so another connection sees rows while it still runs.
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=_BURST_QUEUE, durability="normal") as svc:
+        svc.flush()
+        reader = AuditService(path, read_only=True)  # no writer: it sees what is committed, waits for nothing
+        try:
+            with _Burst(svc) as burst:
+                seen: list[int] = [0]
+
+                def committed_again() -> bool:
+                    newest = reader.query(event_type="step_completed", limit=1)
+                    if newest and newest[0].id > seen[-1]:
+                        seen.append(newest[0].id)
+                    return len(seen) > 10
+
+                # Ten commits within a second or so; one that waited for a pause would see few.
+                wait_until(committed_again, "ten commits of the running burst", timeout=60)
+                assert burst.running, burst.errors
+            svc.flush()
+            assert reader.count(event_type="step_completed") == len(burst.accepted)
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize("wait", ["flush", "record", "count", "purge"])
+def test_a_caller_waiting_during_a_burst_returns_while_it_lasts_with_every_row_before_it_committed(
+    tmp_path: Path, wait: str
+) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=_BURST_QUEUE, durability="normal") as svc:
+        reader = AuditService(path, read_only=True)
+        try:
+            with _Burst(svc) as burst:
+                for _ in range(8):
+                    last = f"{burst.prefix}{len(burst.accepted) - 1}"  # the burst's plan ids count its rows
+                    if wait == "flush":
+                        svc.flush(timeout=60)
+                    elif wait == "record":
+                        svc.record("auth_success")
+                    elif wait == "count":
+                        svc.count(plan_id="none")
+                    else:
+                        svc.purge("1970-01-02T00:00:00Z")
+                    # The last row the burst handed over before the call (and so every one
+                    # before it) is committed, seen by another connection.
+                    assert reader.count(plan_id=last) == 1
+                    assert burst.running, burst.errors
+            svc.flush()
+            assert reader.count(event_type="step_completed") == len(burst.accepted)
+        finally:
+            reader.close()
+
+
+def test_a_long_burst_through_a_small_queue_is_committed_in_transactions_of_at_most_2048_rows(tmp_path: Path) -> None:
+    # A small queue is taken into the batch each time it is half full, and the
+    # gather goes on: the batch must still stop at MAX_BATCH (2,048) rows.
+    path = tmp_path / "a.db"
+    with AuditService(path, queue_size=3, put_timeout=None) as svc:
+        svc.flush()
+        batches = svc.stats()["batches"]
+
+        def emit(k: int) -> None:
+            for i in range(2500):
+                svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"t{k}-{i}"))
+
+        threads = [threading.Thread(target=emit, args=(k,)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        svc.flush(timeout=60)
+        assert svc.stats()["batches"] - batches >= 3  # 5,000 rows
+    rows = raw_rows(path, "event_type = 'step_completed'")
+    assert len(rows) == 5000
+    # One transaction stamps its rows with one recorded_at.
+    per_commit: dict[str, int] = {}
+    for row in rows:
+        per_commit[row["recorded_at"]] = per_commit.get(row["recorded_at"], 0) + 1
+    assert max(per_commit.values()) <= 2048, sorted(per_commit.values())
+
+
+@pytest.mark.parametrize("queue_size", [1, 2, 3, 64])
+@pytest.mark.parametrize("put_timeout", [None, 5.0, 0.001])
+def test_threads_mixing_record_event_record_and_flush_never_wait_for_good_and_lose_nothing(
+    tmp_path: Path, queue_size: int, put_timeout: float | None
+) -> None:
+    # Every waiter (a flush, a durable record()) may arrive while the writer
+    # gathers a burst or reads `urgent`: none may be left waiting, and every
+    # acknowledged row is on disk.
+    path = tmp_path / "a.db"
+    svc = AuditService(path, queue_size=queue_size, put_timeout=put_timeout)
+    accepted: list[str] = []
+    refused = 0
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def work(k: int) -> None:
+        nonlocal refused
+        try:
+            for i in range(150):
+                kind = (k + i) % 7
+                try:
+                    if kind < 4:
+                        handed = DomainEvent(event_type="step_completed", plan_id=f"w{k}-{i}")
+                        svc.record_event(handed)
+                        ids = [handed.event_id]
+                    elif kind < 6:
+                        ids = [svc.record("auth_success", plan_id=f"r{k}-{i}").event_id]
+                    else:
+                        svc.flush(timeout=60)
+                        ids = []
+                except auditbus.QueueFullError:
+                    with guard:
+                        refused += 1
+                    continue
+                with guard:
+                    accepted.extend(i for i in ids if i is not None)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not [t for t in threads if t.is_alive()], "a caller is still waiting"
+    assert errors == []
+    if put_timeout != 0.001:
+        assert refused == 0
+    svc.close()
+    stats = svc.stats()
+    assert _accounted(stats), stats
+    assert stats["lost"] == 0
+    assert stats["rejected"] == refused
+    stored = {r["event_id"] for r in raw_rows(path)}
+    assert [i for i in accepted if i not in stored] == []
+    assert stats["written"] == len(stored)
+
+
+def test_a_close_from_another_thread_during_a_long_burst_writes_every_accepted_row_before_the_stop_row(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path, queue_size=_BURST_QUEUE, durability="normal")
+    burst = _Burst(svc)
+    with burst:
+        wait_until(lambda: len(burst.accepted) >= 2000, "the burst to outgrow a batch")
+        svc.close()
+        wait_until(lambda: burst.errors, "the burst to be refused")
+    assert [type(e) for e in burst.errors] == [auditbus.ClosedError]
+    stats = svc.stats()
+    assert _accounted(stats), stats
+    rows = raw_rows(path)
+    assert [r["event_id"] for r in rows if r["event_type"] == "step_completed"] == burst.accepted
+    assert rows[-1]["event_type"] == "audit_stopped"
+    assert stats["written"] == len(rows)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+@pytest.mark.parametrize("queue_size", [3, 65536])
+def test_a_service_dropped_in_the_middle_of_a_burst_writes_it_then_its_stop_row(
+    tmp_path: Path, queue_size: int
+) -> None:
+    path = tmp_path / "a.db"
+    before = writer_threads()
+    svc = AuditService(path, queue_size=queue_size, put_timeout=None)
+    handed = [event(i) for i in range(5000)]
+    for one in handed:
+        svc.record_event(one)
+    del svc  # no close(), the burst still queued or gathered
+    wait_until(lambda: writer_threads() <= before, "the dropped service's writer thread to end")
+    rows = raw_rows(path)
+    assert [r["event_id"] for r in rows if r["event_type"] == "step_completed"] == [e.event_id for e in handed]
+    assert rows[-1]["event_type"] == "audit_stopped"
+    assert "garbage collected" in rows[-1]["details"]
+
+
+# The interpreter exits while daemon threads hand events over without a
+# pause: each writes the id of every event accepted to a file first thing.
+_EXIT_MID_BURST = """
+import atexit, json, os, sys, threading
+from auditbus import AuditService, DomainEvent
+# Registered before the service's own hook, so it runs after it: the counters once the writer has stopped.
+atexit.register(lambda: print("stats", json.dumps(svc.stats()), flush=True))
+svc = AuditService(sys.argv[1], queue_size=int(sys.argv[2]), put_timeout=None)
+acks = os.open(sys.argv[1] + ".acks", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+count = [0]
+def emit(k):
+    i = 0
+    while True:
+        handed = DomainEvent(event_type="step_completed", plan_id=f"t{k}-{i}")
+        try:
+            svc.record_event(handed)
+        except Exception as exc:
+            os.write(acks, f"refused {type(exc).__name__}\\n".encode())
+            return
+        os.write(acks, (handed.event_id + "\\n").encode())
+        count[0] += 1
+        i += 1
+for k in range(3):
+    threading.Thread(target=emit, args=(k,), daemon=True).start()
+while count[0] < 3000:
+    pass
+# Exit with the burst running: the at-exit close writes what was accepted.
+"""
+
+
+@pytest.mark.parametrize("queue_size", [2, 65536])
+def test_an_interpreter_exit_in_the_middle_of_a_burst_writes_every_accepted_row(
+    tmp_path: Path, queue_size: int
+) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_MID_BURST, str(path), str(queue_size)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "panic" not in done.stderr.lower(), done.stderr
+    lines = Path(f"{path}.acks").read_text().splitlines()
+    accepted = [line for line in lines if not line.startswith("refused ")]
+    assert len(accepted) >= 3000
+    assert {line for line in lines if line.startswith("refused ")} <= {"refused ClosedError"}
+    rows = raw_rows(path)
+    stored = {r["event_id"] for r in rows}
+    assert [i for i in accepted if i not in stored] == []
+    assert rows[-1]["event_type"] == "audit_stopped"
+    assert "interpreter exit" in rows[-1]["details"]
+    (stats,) = [json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("stats ")]
+    assert stats["closed"], stats
+    assert _accounted(stats), stats
+    assert (stats["written"], stats["lost"]) == (len(rows), 0), stats
+
+
+# A fork while another thread's burst is being gathered: the child cannot
+# use the service and leaves it to the parent, whose rows all land.
+_FORK_MID_BURST = """
+import os, sys, threading
+import auditbus
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1], queue_size=1_000_000)
+accepted = []
+stop = threading.Event()
+def emit():
+    i = 0
+    while not stop.is_set():
+        handed = DomainEvent(event_type="step_completed", plan_id=f"p{i}")
+        svc.record_event(handed)
+        accepted.append(handed.event_id)
+        i += 1
+burst = threading.Thread(target=emit)
+burst.start()
+while len(accepted) < 1000:
+    pass
+pid = os.fork()
+if pid == 0:
+    try:
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id="child"))
+        print("child accepted", flush=True)
+    except auditbus.AuditError as exc:
+        print("child refused", "fork" in str(exc), flush=True)
+    sys.exit(0)  # a normal exit: the at-exit hook runs in the child, the parent's burst in its queue
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+while len(accepted) < 3000:
+    pass
+stop.set()
+burst.join()
+svc.flush()
+print("accepted", " ".join(accepted), flush=True)
+svc.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_in_the_middle_of_a_burst_leaves_every_row_to_the_parent(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _FORK_MID_BURST, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "child refused True" in out, out
+    assert "child exit 0" in out, out
+    (accepted,) = [line.split()[1:] for line in out if line.startswith("accepted ")]
+    rows = raw_rows(path)
+    assert [r["event_id"] for r in rows if r["event_type"] == "step_completed"] == accepted
+    assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
+
+
+def test_a_lock_taken_by_another_process_during_a_burst_holds_it_back_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc:
+        svc.flush()
+        with _Burst(svc) as burst:
+            with write_locked(path):
+                wait_until(lambda: svc.stats()["retries"] >= 2, "the writer to hold the burst back")
+                with pytest.raises(TimeoutError, match="flush"):
+                    svc.flush(timeout=0.05)
+                assert burst.running, burst.errors
+            # The lock is gone: the burst, still running, is committed again.
+            svc.flush(timeout=60)
+            assert burst.running, burst.errors
+        svc.flush(timeout=60)
+    stats = svc.stats()
+    assert burst.errors == []
+    rows = raw_rows(path)
+    assert [r["event_id"] for r in rows if r["event_type"] == "step_completed"] == burst.accepted
+    assert [r["event_type"] for r in rows].count("audit_failure") >= 1
+    assert _accounted(stats), stats
+    assert stats["written"] == len(rows)
+
+
+def _flush(svc: AuditService) -> None:
+    svc.flush()
+
+
+def _innermost_code(thread: int) -> object:
+    frame = sys._current_frames().get(thread)
+    return frame.f_code if frame is not None else None
+
+
+def test_a_signal_ending_a_flush_during_a_burst_leaves_the_burst_and_its_flush_to_be_written(tmp_path: Path) -> None:
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    path = tmp_path / "a.db"
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        with AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc:
+            svc.flush()
+            with _Burst(svc) as burst:
+                with write_locked(path):
+                    wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold the burst back")
+                    handed = len(burst.accepted)
+
+                    def kick() -> None:
+                        # The signal comes once the main thread waits inside flush().
+                        wait_until(lambda: _innermost_code(main) is _flush.__code__, "the flush to wait")
+                        signal.pthread_kill(main, signal.SIGINT)
+
+                    kicker = threading.Thread(target=kick)
+                    kicker.start()
+                    try:
+                        with pytest.raises(Interrupted):
+                            _flush(svc)
+                    finally:
+                        kicker.join()
+                    assert burst.running, burst.errors
+                # The abandoned flush is answered once the lock is gone; a new one waits for it.
+                svc.flush(timeout=60)
+                assert svc.count(event_type="step_completed") >= handed
+                assert burst.running, burst.errors
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert burst.errors == []
+    rows = raw_rows(path, "event_type = 'step_completed'")
+    assert [r["event_id"] for r in rows] == burst.accepted

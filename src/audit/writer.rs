@@ -84,7 +84,8 @@ const GATHER_GAP: Duration = Duration::from_millis(1);
 const GATHER_POLL: Duration = Duration::from_micros(250);
 /// How long the thread stays awake for the next row after answering durable callers.
 const DURABLE_POLL: Duration = Duration::from_micros(150);
-/// The longest a write-behind row waits for company before its commit starts.
+/// The longest the thread gathers a burst once it turns to it (after the
+/// commit before), before the burst's commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
 /// How often a waiting `flush()` lets Python handle a signal (Ctrl-C): a
 /// lock another process holds for good must not make it uninterruptible.
@@ -203,6 +204,21 @@ enum Lifetime {
 }
 
 impl Shared {
+    fn new(path: String) -> Self {
+        Self {
+            path,
+            stats: Stats::default(),
+            stop_deadline: Mutex::new(None),
+            refused: std::sync::atomic::AtomicBool::new(false),
+            gate: RwLock::new(false),
+            durable_callers: AtomicUsize::new(0),
+            urgent: AtomicU64::new(0),
+            stop_when_drained: AtomicBool::new(false),
+            parting: Mutex::new(None),
+            lifetime: Mutex::new(Lifetime::Running),
+        }
+    }
+
     /// Marks a message someone waits on as queued (see `urgent`).
     fn urge(&self) {
         self.urgent.fetch_add(1, Ordering::Release);
@@ -290,18 +306,7 @@ impl Writer {
         retire: fn(&Arc<Shared>),
     ) -> Result<Arc<Self>> {
         let (tx, rx) = bounded(capacity);
-        let shared = Arc::new(Shared {
-            path,
-            stats: Stats::default(),
-            stop_deadline: Mutex::new(None),
-            refused: std::sync::atomic::AtomicBool::new(false),
-            gate: RwLock::new(false),
-            durable_callers: AtomicUsize::new(0),
-            urgent: AtomicU64::new(0),
-            stop_when_drained: AtomicBool::new(false),
-            parting: Mutex::new(None),
-            lifetime: Mutex::new(Lifetime::Running),
-        });
+        let shared = Arc::new(Shared::new(path));
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
@@ -406,25 +411,27 @@ impl Writer {
     /// waiting up to `timeout` (None: as long as it takes) with the GIL
     /// released, in slices between which Python handles signals: a Ctrl-C
     /// comes back as the `Err`, the message not queued. On the writer thread
-    /// nothing waits (only that thread makes room).
+    /// nothing waits (only that thread makes room). A message someone waits
+    /// on is urged as soon as it is queued, before the GIL is taken back:
+    /// the threads holding the GIL may keep a burst going meanwhile.
     pub fn send(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
         let urgent = !matches!(msg, Msg::Row(_, None));
-        self.send_as(py, msg, timeout).inspect(|()| {
+        let queued = || {
             if urgent {
                 self.shared.urge();
             }
-        })
-    }
-
-    fn send_as(&self, py: Python<'_>, msg: Msg, timeout: Option<Duration>) -> Result<()> {
+        };
         let mut msg = msg;
         if let Some(gate) = self.shared.gate.try_read() {
             if let Some(shut) = self.shut(*gate) {
                 return Err(shut);
             }
             match self.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    queued();
+                    return Ok(());
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
                 Err(TrySendError::Full(back)) => {
                     if timeout == Some(Duration::ZERO) || self.on_writer_thread() {
@@ -453,7 +460,10 @@ impl Writer {
                     return Slice::Failed(shut);
                 }
                 match self.tx.send_deadline(msg, until) {
-                    Ok(()) => Slice::Sent,
+                    Ok(()) => {
+                        queued();
+                        Slice::Sent
+                    }
                     Err(SendTimeoutError::Timeout(back)) => Slice::Waiting(back),
                     Err(SendTimeoutError::Disconnected(_)) => Slice::Failed(self.stopped_error()),
                 }
@@ -859,6 +869,22 @@ impl Batch {
     }
 }
 
+/// Why [`Thread::gather`] ended, for the tests to tell a waiter heard at
+/// once from one the burst's pause or time limit happened to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gathered {
+    /// The batch holds a message someone waits on (or a control message).
+    Waiter,
+    /// The batch holds [`MAX_BATCH`] rows.
+    Full,
+    /// `urgent` moved on: a message someone waits on is queued.
+    Urged,
+    /// No row came for [`GATHER_GAP`].
+    Paused,
+    /// [`MAX_GATHER`] passed.
+    TimeUp,
+}
+
 struct Thread {
     conn: Connection,
     rx: Receiver<Msg>,
@@ -986,11 +1012,7 @@ impl Thread {
         let mut answered_durable = false;
         loop {
             let Some(first) = self.next_message(answered_durable) else { return };
-            // Before the queue is read: whatever was urged before this is taken below.
-            let urgent = self.shared.urgent.load(Ordering::Acquire);
-            let mut batch = Batch::default();
-            batch.take(first);
-            self.take_queued(&mut batch);
+            let (mut batch, urgent) = self.begin_turn(first);
             self.gather(&mut batch, urgent);
             self.linger(&mut batch);
             answered_durable = batch.durable > 0;
@@ -1058,6 +1080,17 @@ impl Thread {
         self.rx.recv().ok()
     }
 
+    /// A turn's batch, from `first` and what is queued, with the `urgent`
+    /// count [`Thread::gather`] watches, read before the queue: whatever
+    /// was urged before it is in the queue read here.
+    fn begin_turn(&self, first: Msg) -> (Batch, u64) {
+        let urgent = self.shared.urgent.load(Ordering::Acquire);
+        let mut batch = Batch::default();
+        batch.take(first);
+        self.take_queued(&mut batch);
+        (batch, urgent)
+    }
+
     /// While write-behind rows keep arriving (each within [`GATHER_GAP`] of
     /// the last), leaves them queued instead of committing a slice of the
     /// burst: one commit per burst writes each index page and syncs once,
@@ -1068,18 +1101,32 @@ impl Thread {
     /// emitters do not wait for room while this thread idles (a small
     /// `queue_size` still gathers up to [`MAX_BATCH`]). Ends at once when
     /// someone waits (a flush, a durable row, a control message: `urgent`
-    /// moved on since the queue was read), and after [`MAX_GATHER`] in all,
-    /// which bounds how long a handed-over row waits before its commit
-    /// starts. Polled, not waited for: a receiver blocked on the channel
-    /// makes every send a wake-up system call on the emitting thread.
-    fn gather(&self, batch: &mut Batch, urgent: u64) {
+    /// moved on since the queue was read), and after [`MAX_GATHER`] in all:
+    /// once the commit before is done, no row waits longer for its commit to
+    /// start (a row queued while that commit ran, or left over by a full
+    /// batch, waited for it too and is gathered again). Polled, not waited
+    /// for: a receiver blocked on the channel makes every send a wake-up
+    /// system call on the emitting thread.
+    fn gather(&self, batch: &mut Batch, urgent: u64) -> Gathered {
         let limit = Instant::now() + MAX_GATHER;
         let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
         let mut quiet = Duration::ZERO;
         let mut queued = self.rx.len();
-        while batch.durable == 0 && batch.flushes.is_empty() && !batch.closed() {
-            if quiet >= GATHER_GAP || Instant::now() >= limit || self.shared.urgent.load(Ordering::Acquire) != urgent {
-                break;
+        let end = loop {
+            if batch.durable > 0 || !batch.flushes.is_empty() || batch.control.is_some() {
+                break Gathered::Waiter;
+            }
+            if batch.closed() {
+                break Gathered::Full;
+            }
+            if self.shared.urgent.load(Ordering::Acquire) != urgent {
+                break Gathered::Urged;
+            }
+            if quiet >= GATHER_GAP {
+                break Gathered::Paused;
+            }
+            if Instant::now() >= limit {
+                break Gathered::TimeUp;
             }
             if queued >= half {
                 self.take_queued(batch);
@@ -1090,8 +1137,9 @@ impl Thread {
             let now = self.rx.len();
             quiet = if now > queued { Duration::ZERO } else { quiet + GATHER_POLL };
             queued = now;
-        }
+        };
         self.take_queued(batch);
+        end
     }
 
     /// Takes what is queued into the batch, until it is closed.
@@ -1717,6 +1765,193 @@ mod tests {
 
     fn sequence(conn: &Connection) -> i64 {
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |r| r.get(0)).unwrap()
+    }
+
+    /// A writer thread's state, not running: each test plays its turn by hand.
+    fn idle_thread(capacity: usize) -> (Thread, Sender<Msg>) {
+        let (tx, rx) = bounded(capacity);
+        let thread = Thread::new(trail(0), rx, Arc::new(Shared::new(":memory:".into())), "test".into());
+        (thread, tx)
+    }
+
+    fn row() -> Msg {
+        Msg::Row(Box::new(AuditRecord::lifecycle(lifecycle::STARTED, Map::new())), None)
+    }
+
+    /// The start of a turn as `Thread::run` plays it.
+    fn begin_turn(thread: &Thread) -> (Batch, u64) {
+        thread.begin_turn(thread.rx.recv().unwrap())
+    }
+
+    /// Each message someone waits on, as its sender queues it (then urges).
+    fn waiters() -> Vec<(&'static str, Msg)> {
+        vec![
+            ("flush", Msg::Flush(bounded(1).0)),
+            ("record", Msg::Row(Box::new(AuditRecord::lifecycle(lifecycle::STARTED, Map::new())), Some(bounded(1).0))),
+            ("purge", Msg::Purge("2000-01-01".into(), bounded(1).0)),
+            ("stop", Msg::Stop),
+        ]
+    }
+
+    /// A writer whose queue the test reads itself, with no thread behind it;
+    /// keep the sender returned alive (it says the thread has not ended).
+    fn writer_without_thread(capacity: usize) -> (Writer, Receiver<Msg>, Sender<()>) {
+        let (tx, rx) = bounded(capacity);
+        let (ended, done) = bounded(0);
+        let elsewhere = std::thread::spawn(|| {});
+        let thread_id = elsewhere.thread().id();
+        elsewhere.join().unwrap();
+        let writer = Writer {
+            tx,
+            closed: AtomicBool::new(false),
+            closing: Mutex::new(Closing::default()),
+            thread: Mutex::new(None),
+            thread_id,
+            abandoned: Mutex::new(None),
+            done,
+            shared: Arc::new(Shared::new(":memory:".into())),
+            capacity,
+            owner_pid: std::process::id(),
+            forks_at_start: FORKS.load(Ordering::Relaxed),
+        };
+        (writer, rx, ended)
+    }
+
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            if Instant::now() > deadline {
+                eprintln!("gave up waiting for {what}");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn a_waiter_that_waited_for_room_is_urged_before_its_sender_holds_the_gil_again() {
+        // The gathering thread learns of a waiter from `urgent` only. A sender
+        // that waited for room sends with the GIL released; urged only once it
+        // held the GIL again, its waiter was left to a burst the threads
+        // holding the GIL keep going, up to MAX_GATHER.
+        for (name, waiter) in waiters() {
+            let mut waiter = Some(waiter);
+            // An attempt whose sender gave up its slice of waiting before the room came
+            // (it then needs the GIL to go on) tells nothing: tried again.
+            let landed_and_urged = (0..5).find_map(|_| {
+                let (writer, rx, _ended) = writer_without_thread(1);
+                Python::attach(|py| writer.send(py, row(), None)).unwrap(); // the queue is full
+                let (attached, on_gil) = std::sync::mpsc::channel();
+                let msg = waiter.take().unwrap_or_else(|| waiters().into_iter().find(|(n, _)| *n == name).unwrap().1);
+                std::thread::scope(|scope| {
+                    let sender = scope.spawn(|| {
+                        Python::attach(|py| {
+                            attached.send(()).unwrap();
+                            writer.send(py, msg, None)
+                        })
+                    });
+                    on_gil.recv().unwrap();
+                    // Attached once the sender releases the GIL: as it waits for room.
+                    let outcome = Python::attach(|_py| {
+                        let before = writer.shared.urgent.load(Ordering::Acquire);
+                        rx.recv().unwrap(); // room
+                        if !wait_for("the waiter to be queued", || rx.len() == 1) {
+                            return None;
+                        }
+                        // Its sender cannot take the GIL back while this thread holds it.
+                        Some(wait_for("the waiter to be urged", || {
+                            writer.shared.urgent.load(Ordering::Acquire) != before
+                        }))
+                    });
+                    sender.join().unwrap().unwrap();
+                    outcome
+                })
+            });
+            assert_eq!(landed_and_urged, Some(true), "{name}");
+        }
+    }
+
+    fn holds_waiter(batch: &Batch) -> bool {
+        batch.durable > 0 || !batch.flushes.is_empty() || batch.control.is_some()
+    }
+
+    #[test]
+    fn a_waiter_queued_after_the_queue_was_read_ends_the_gather_at_once() {
+        // The waiter comes between the thread's read of the queue and its
+        // gather: only `urgent` tells it, and it must not wait for a pause.
+        for (name, waiter) in waiters() {
+            let (thread, tx) = idle_thread(64);
+            tx.send(row()).unwrap();
+            tx.send(row()).unwrap();
+            let (mut batch, urgent) = begin_turn(&thread);
+            tx.send(waiter).unwrap();
+            thread.shared.urge();
+            assert_eq!(thread.gather(&mut batch, urgent), Gathered::Urged, "{name}");
+            assert!(holds_waiter(&batch), "{name}: the waiter is taken with the batch");
+            assert_eq!(batch.rows.len(), 2 + usize::from(name == "record"), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_waiter_urged_before_the_snapshot_is_in_the_queue_the_thread_reads() {
+        // Urged (or only queued, its sender not yet past the urge) before
+        // the thread's snapshot: the read of the queue that follows finds it.
+        for urged in [true, false] {
+            for (name, waiter) in waiters() {
+                let (thread, tx) = idle_thread(64);
+                tx.send(row()).unwrap();
+                tx.send(waiter).unwrap();
+                if urged {
+                    thread.shared.urge();
+                }
+                let (mut batch, urgent) = begin_turn(&thread);
+                if !urged {
+                    thread.shared.urge();
+                }
+                assert_eq!(thread.gather(&mut batch, urgent), Gathered::Waiter, "{name}");
+                assert!(holds_waiter(&batch), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_urge_with_no_message_ends_the_gather() {
+        // A service dropped with no room in its queue urges with no message
+        // of its own (see `Writer::close_nowait`).
+        let (thread, tx) = idle_thread(64);
+        tx.send(row()).unwrap();
+        let (mut batch, urgent) = begin_turn(&thread);
+        thread.shared.urge();
+        assert_eq!(thread.gather(&mut batch, urgent), Gathered::Urged);
+    }
+
+    #[test]
+    fn a_waiter_behind_more_than_a_batch_is_taken_by_a_later_turn_with_no_gather() {
+        let (thread, tx) = idle_thread(4 * MAX_BATCH);
+        for _ in 0..MAX_BATCH + 10 {
+            tx.send(row()).unwrap();
+        }
+        tx.send(Msg::Flush(bounded(1).0)).unwrap();
+        thread.shared.urge();
+        let (mut batch, urgent) = begin_turn(&thread);
+        assert_eq!(thread.gather(&mut batch, urgent), Gathered::Full);
+        assert_eq!(batch.rows.len(), MAX_BATCH);
+        let (mut batch, urgent) = begin_turn(&thread);
+        assert_eq!(thread.gather(&mut batch, urgent), Gathered::Waiter);
+        assert_eq!((batch.rows.len(), batch.flushes.len()), (10, 1));
+    }
+
+    #[test]
+    fn a_burst_that_stops_is_committed_once_it_pauses_whole() {
+        let (thread, tx) = idle_thread(64);
+        for _ in 0..5 {
+            tx.send(row()).unwrap();
+        }
+        let (mut batch, urgent) = begin_turn(&thread);
+        let end = thread.gather(&mut batch, urgent);
+        assert!(matches!(end, Gathered::Paused | Gathered::TimeUp), "{end:?}");
+        assert_eq!(batch.rows.len(), 5);
     }
 
     #[test]
