@@ -255,7 +255,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for LogBound {
 }
 
 /// The in-process domain event bus (see the module docs for the semantics).
-#[pyclass(frozen, weakref, module = "auditbus", name = "ReactiveEventBus")]
+#[pyclass(frozen, weakref, dict, subclass, module = "auditbus", name = "ReactiveEventBus")]
 pub struct ReactiveEventBus {
     handlers: RwLock<Routes>,
     observers: RwLock<Arc<[Arc<Observer>]>>,
@@ -480,6 +480,12 @@ impl ReactiveEventBus {
     /// `max_log_size` bounds the in-memory log (None: unbounded). With
     /// `audit=service`, every emitted event, whatever its type, is handed to
     /// `service` (redacted, write-behind) before the stream and the handlers see it.
+    /// Python subclasses (the legacy ReactiveEventBus is a plain class) call
+    /// `super().__init__(...)` with their arguments: accepted and ignored,
+    /// `__new__` has built the object from the same arguments.
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __init__(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {}
+
     #[new]
     #[pyo3(signature = (max_log_size = LogBound(Some(10_000)), *, audit = None), text_signature = "(max_log_size=10000, *, audit=None)")]
     fn py_new(max_log_size: LogBound, audit: Option<&Bound<'_, PyAny>>) -> Result<Self> {

@@ -18,6 +18,7 @@ import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import auditbus
 import pytest
@@ -1111,3 +1112,53 @@ def test_a_count_or_position_out_of_range_or_of_another_type_names_the_parameter
 ) -> None:
     with pytest.raises((ValueError, TypeError), match=f"^{name}: expected an int"):
         call(svc)
+
+
+# --- services extend and patch the service as they did the legacy class ---------------------
+
+
+def test_a_subclass_calls_super_init_with_its_arguments_and_keeps_its_own_state(impl: Any, tmp_path: Path) -> None:
+    # The subclass takes the service's own arguments (see the README for one that takes others).
+    class TaggedService(impl.AuditService):  # type: ignore[misc,name-defined]
+        def __init__(self, db_path: Path, **options: Any) -> None:
+            super().__init__(db_path, **options)
+            self.tag = "ops"
+
+        def record(self, event_type: str, **kwargs: Any) -> Any:
+            details = {**(kwargs.pop("details", None) or {}), "tag": self.tag}
+            return super().record(event_type, details=details, **kwargs)
+
+    service = TaggedService(tmp_path / "audit.db")
+    try:
+        entry = service.record("plan_applied", plan_id="p1")
+        assert entry.details == {"tag": "ops"}
+        assert [e.plan_id for e in service.query(plan_id="p1")] == ["p1"]
+        assert isinstance(service, impl.AuditService)
+    finally:
+        service.close()
+
+
+def test_an_instance_method_can_be_patched_for_a_test(service: Any) -> None:
+    with patch.object(service, "record") as record:
+        service.record("plan_applied", plan_id="p1")
+    record.assert_called_once_with("plan_applied", plan_id="p1")
+    assert service.query(plan_id="p1") == []  # the mock stood in; nothing was written
+    assert service.record("plan_applied", plan_id="p2").plan_id == "p2"  # the patch is gone
+
+
+def test_a_subclass_taking_other_arguments_passes_the_services_own_to_new(tmp_path: Path) -> None:
+    class TaggedService(AuditService):
+        def __new__(cls, db_path: Path, tag: str) -> TaggedService:
+            return super().__new__(cls, db_path)
+
+        def __init__(self, db_path: Path, tag: str) -> None:
+            super().__init__(db_path)
+            self.tag = tag
+
+    with pytest.raises(TypeError, match=r"AuditService.__new__\(\) takes 1 positional arguments but 2 were given"):
+        type("Untold", (AuditService,), {"__init__": TaggedService.__init__})(tmp_path / "a.db", "ops")
+    service = TaggedService(tmp_path / "audit.db", "ops")
+    try:
+        assert (service.tag, service.record("plan_applied").event_type) == ("ops", "plan_applied")
+    finally:
+        service.close()

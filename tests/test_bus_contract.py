@@ -15,12 +15,13 @@ import re
 import subprocess
 import sys
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, patch
 
 import auditbus
 import pytest
@@ -534,3 +535,47 @@ def test_the_legacy_token_removes_an_equal_handler_and_auditbus_its_own_subscrip
         assert calls == [("h", "1"), ("x", "1")]
         assert second() is False
     bus.dispose()
+
+
+# --- services extend and patch the bus as they did the legacy class -------------------------
+
+
+def test_a_subclass_calls_super_init_with_its_arguments_and_keeps_its_own_state(impl: Impl) -> None:
+    # The subclass takes the bus's own arguments (see the README for one that takes others).
+    class CountingBus(impl.Bus):  # type: ignore[name-defined,misc]
+        def __init__(self, max_log_size: int) -> None:
+            super().__init__(max_log_size=max_log_size)
+            self.label = "audit"
+            self.emitted = 0
+
+        def emit(self, event: Any) -> None:
+            self.emitted += 1
+            super().emit(event)
+
+    bus = CountingBus(5)
+    calls: list[Any] = []
+    bus.subscribe(impl.EventType.PLAN_APPLIED, recorder(calls, "h"))
+    bus.emit(impl.DomainEvent(event_type=impl.EventType.PLAN_APPLIED, plan_id="p1"))
+    assert (bus.label, bus.emitted, calls) == ("audit", 1, [("h", "p1")])
+    assert isinstance(bus, impl.Bus)
+    bus.dispose()
+
+
+def test_an_instance_method_can_be_patched_for_a_test(impl: Impl, bus: Any) -> None:
+    event = impl.DomainEvent(event_type=impl.EventType.PLAN_APPLIED, plan_id="p1")
+    with patch.object(bus, "emit") as emit:
+        bus.emit(event)
+    emit.assert_called_once_with(event)
+    calls: list[Any] = []
+    bus.subscribe(impl.EventType.PLAN_APPLIED, recorder(calls, "h"))
+    bus.emit(event)  # the patch is gone: the real emit again
+    assert calls == [("h", "p1")]
+
+
+def test_a_bus_kept_alive_only_by_its_own_attributes_is_collected(impl: Impl) -> None:
+    bus = impl.Bus()
+    bus.me = bus
+    gone = weakref.ref(bus)
+    del bus
+    gc.collect()
+    assert gone() is None

@@ -9,7 +9,7 @@ from typing import Any, Final, Literal, final
 
 from reactivex import Observable
 from reactivex.abc import ObserverBase
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from .types import EventType
 
@@ -110,9 +110,10 @@ def _restore_event(
 ) -> DomainEvent: ...
 def _identity_var() -> ContextVar[str | None]: ...
 
-@final
+@disjoint_base
 class ReactiveEventBus:
     def __new__(cls, max_log_size: int | None = 10000, *, audit: AuditService | None = None) -> Self: ...
+    def __init__(self, max_log_size: int | None = 10000, *, audit: AuditService | None = None) -> None: ...
     def emit(self, event: DomainEvent) -> None: ...
     @property
     def audit(self) -> AuditService | None: ...
@@ -282,7 +283,7 @@ class AuditEntryIterator:
     def __iter__(self) -> Self: ...
     def __next__(self) -> AuditEntry: ...
 
-@final
+@disjoint_base
 class AuditService:
     def __new__(
         cls,
@@ -296,6 +297,18 @@ class AuditService:
         app_name: str | None = None,
         read_only: bool = False,
     ) -> Self: ...
+    def __init__(
+        self,
+        db_path: str | PathLike[str],
+        *,
+        durability: Literal["full", "normal"] = "full",
+        redactor: Redactor | None = None,
+        queue_size: int = 65536,
+        put_timeout: float | None = 5.0,
+        busy_timeout: float = 5.0,
+        app_name: str | None = None,
+        read_only: bool = False,
+    ) -> None: ...
     @property
     def db_path(self) -> str: ...
     @property

@@ -16,7 +16,7 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
@@ -377,7 +377,7 @@ fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
 type Counter = fn(&Stats) -> u64;
 
 /// `auditbus.AuditService`: the durable, redacted, tamper-evident audit trail.
-#[pyclass(frozen, module = "auditbus", name = "AuditService")]
+#[pyclass(frozen, weakref, dict, subclass, module = "auditbus", name = "AuditService")]
 pub struct AuditService {
     /// As the caller gave it (`":memory:"` stays `":memory:"`).
     db_path: String,
@@ -459,6 +459,12 @@ impl AuditService {
 
 #[pymethods]
 impl AuditService {
+    /// Python subclasses (the legacy AuditService is a plain class) call
+    /// `super().__init__(...)` with their arguments: accepted and ignored,
+    /// `__new__` has built the object from the same arguments.
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __init__(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {}
+
     #[new]
     #[pyo3(signature = (db_path, *, durability = Given(Ok("full".to_owned())), redactor = None, queue_size = QueueSize(65536), put_timeout = Some(Given(Ok(5.0))), busy_timeout = Given(Ok(5.0)), app_name = None, read_only = Given(Ok(false))),
            text_signature = "(db_path, *, durability='full', redactor=None, queue_size=65536, put_timeout=5.0, busy_timeout=5.0, app_name=None, read_only=False)")]
