@@ -319,6 +319,41 @@ class Interrupted(Exception):
     """Raised by the test's SIGINT handler, as Ctrl-C raises KeyboardInterrupt."""
 
 
+@contextmanager
+def _sigint_interrupts() -> Iterator[int]:
+    """SIGINT raises `Interrupted` in this thread, the main one (signals run
+    there); yields its id for `signal.pthread_kill`."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.get_ident() == main
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield main
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(main: int, ready: Callable[[], bool], what: str, call: Callable[[], object]) -> None:
+    """Runs `call` here, on the main thread, and sends it SIGINT once `ready()`:
+    `call` must end in `Interrupted`."""
+
+    def kick() -> None:
+        wait_until(ready, what)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    kicker = threading.Thread(target=kick)
+    kicker.start()
+    try:
+        with pytest.raises(Interrupted):
+            call()
+    finally:
+        kicker.join()
+
+
 @pytest.mark.parametrize(
     "read",
     [
@@ -332,39 +367,19 @@ class Interrupted(Exception):
 def test_a_signal_during_a_reads_wait_for_queued_rows_is_raised_not_swallowed(
     tmp_path: Path, read: Callable[[AuditService], object]
 ) -> None:
-    def interrupted(signum: int, frame: object) -> None:
-        raise Interrupted
-
     path = tmp_path / "a.db"
-    main = threading.main_thread().ident
-    assert main is not None
-    assert threading.get_ident() == main
-    previous = signal.signal(signal.SIGINT, interrupted)
-    try:
-        with AuditService(path, busy_timeout=0.05) as svc:
-            svc.flush()
-            with write_locked(path):
-                svc.record_event(event(0))
-                wait_until(lambda: svc.stats()["errors"] >= 1, "the writer to hold its batch")
+    with _sigint_interrupts() as main, AuditService(path, busy_timeout=0.05) as svc:
+        svc.flush()
+        with write_locked(path):
+            svc.record_event(event(0))
+            wait_until(lambda: svc.stats()["errors"] >= 1, "the writer to hold its batch")
 
-                def kick() -> None:
-                    # The read's wait is queued behind the row the lock holds back.
-                    wait_until(lambda: svc.stats()["queue_depth"] >= 1, "the read to wait")
-                    signal.pthread_kill(main, signal.SIGINT)
-
-                kicker = threading.Thread(target=kick)
-                kicker.start()
-                try:
-                    # Before, the read dropped the handler's exception and went on, the signal lost.
-                    with pytest.raises(Interrupted):
-                        read(svc)
-                finally:
-                    kicker.join()
-            svc.flush()
-            assert svc.count(event_type="step_completed") == 1
-            assert svc.stats()["queue_depth"] == 0
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            # The read's wait is queued behind the row the lock holds back. Before,
+            # the read dropped the handler's exception and went on, the signal lost.
+            _interrupted(main, lambda: svc.stats()["queue_depth"] >= 1, "the read to wait", lambda: read(svc))
+        svc.flush()
+        assert svc.count(event_type="step_completed") == 1
+        assert svc.stats()["queue_depth"] == 0
     assert len(raw_rows(path, "event_type = 'step_completed'")) == 1
 
 
@@ -1296,41 +1311,27 @@ def _innermost_code(thread: int) -> object:
 
 
 def test_a_signal_ending_a_flush_during_a_burst_leaves_the_burst_and_its_flush_to_be_written(tmp_path: Path) -> None:
-    def interrupted(signum: int, frame: object) -> None:
-        raise Interrupted
-
     path = tmp_path / "a.db"
-    main = threading.main_thread().ident
-    assert main is not None
-    assert threading.get_ident() == main
-    previous = signal.signal(signal.SIGINT, interrupted)
-    try:
-        with AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc:
-            svc.flush()
-            with _Burst(svc) as burst:
-                with write_locked(path):
-                    wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold the burst back")
-                    handed = len(burst.accepted)
+    with (
+        _sigint_interrupts() as main,
+        AuditService(path, busy_timeout=0.05, queue_size=_BURST_QUEUE, durability="normal") as svc,
+    ):
+        svc.flush()
+        with _Burst(svc) as burst:
+            with write_locked(path):
+                wait_until(lambda: svc.stats()["retries"] >= 1, "the writer to hold the burst back")
+                handed = len(burst.accepted)
 
-                    def kick() -> None:
-                        # The signal comes once the main thread waits inside flush().
-                        wait_until(lambda: _innermost_code(main) is _flush.__code__, "the flush to wait")
-                        signal.pthread_kill(main, signal.SIGINT)
+                # The signal comes once the main thread waits inside flush().
+                def waiting() -> bool:
+                    return _innermost_code(main) is _flush.__code__
 
-                    kicker = threading.Thread(target=kick)
-                    kicker.start()
-                    try:
-                        with pytest.raises(Interrupted):
-                            _flush(svc)
-                    finally:
-                        kicker.join()
-                    assert burst.running, burst.errors
-                # The abandoned flush is answered once the lock is gone; a new one waits for it.
-                svc.flush(timeout=60)
-                assert svc.count(event_type="step_completed") >= handed
+                _interrupted(main, waiting, "the flush to wait", lambda: _flush(svc))
                 assert burst.running, burst.errors
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            # The abandoned flush is answered once the lock is gone; a new one waits for it.
+            svc.flush(timeout=60)
+            assert svc.count(event_type="step_completed") >= handed
+            assert burst.running, burst.errors
     assert burst.errors == []
     rows = raw_rows(path, "event_type = 'step_completed'")
     assert [r["event_id"] for r in rows] == burst.accepted
