@@ -863,6 +863,12 @@ impl Batch {
         }
     }
 
+    /// Someone waits for this batch's commit: a durable row, a flush, or a
+    /// control message (a purge's caller, a close).
+    fn waited_on(&self) -> bool {
+        self.durable > 0 || !self.flushes.is_empty() || self.control.is_some()
+    }
+
     /// Nothing more may join: a control message ends the batch, a full one too.
     fn closed(&self) -> bool {
         self.control.is_some() || self.rows.len() >= MAX_BATCH
@@ -1113,7 +1119,7 @@ impl Thread {
         let mut quiet = Duration::ZERO;
         let mut queued = self.rx.len();
         let end = loop {
-            if batch.durable > 0 || !batch.flushes.is_empty() || batch.control.is_some() {
+            if batch.waited_on() {
                 break Gathered::Waiter;
             }
             if batch.closed() {
@@ -1872,10 +1878,6 @@ mod tests {
         }
     }
 
-    fn holds_waiter(batch: &Batch) -> bool {
-        batch.durable > 0 || !batch.flushes.is_empty() || batch.control.is_some()
-    }
-
     #[test]
     fn a_waiter_queued_after_the_queue_was_read_ends_the_gather_at_once() {
         // The waiter comes between the thread's read of the queue and its
@@ -1888,7 +1890,7 @@ mod tests {
             tx.send(waiter).unwrap();
             thread.shared.urge();
             assert_eq!(thread.gather(&mut batch, urgent), Gathered::Urged, "{name}");
-            assert!(holds_waiter(&batch), "{name}: the waiter is taken with the batch");
+            assert!(batch.waited_on(), "{name}: the waiter is taken with the batch");
             assert_eq!(batch.rows.len(), 2 + usize::from(name == "record"), "{name}");
         }
     }
@@ -1910,7 +1912,7 @@ mod tests {
                     thread.shared.urge();
                 }
                 assert_eq!(thread.gather(&mut batch, urgent), Gathered::Waiter, "{name}");
-                assert!(holds_waiter(&batch), "{name}");
+                assert!(batch.waited_on(), "{name}");
             }
         }
     }
