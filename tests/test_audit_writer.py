@@ -477,6 +477,40 @@ def test_a_fault_that_never_clears_is_refused_loudly_not_retried_forever(tmp_pat
     assert raw_rows(path, "event_type = 'step_completed'") == []
 
 
+# Past SQLite's length limit for a row (1,000,000,000 bytes): no retry could ever store it.
+TOO_BIG = 1_000_000_000
+
+
+@pytest.mark.parametrize("path_in", ["record_event", "record", "emit", "plan_id"])
+def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes_on(
+    tmp_path: Path, path_in: str
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    bus = auditbus.ReactiveEventBus(audit=svc)
+    big = {"blob": "x" * TOO_BIG}
+    with pytest.raises(auditbus.ValidationError, match=r"at most 1,000,000,000 bytes") as refused:
+        if path_in == "record_event":
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+        elif path_in == "record":
+            svc.record("auth_success", plan_id="big", details=big)
+        elif path_in == "emit":
+            bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+        else:
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="p" * TOO_BIG))
+    assert ("plan_id" if path_in == "plan_id" else "details") in str(refused.value)
+    del big
+    # Refused before it was counted: the writer never saw it, and goes on.
+    svc.record_event(event(1))
+    entry = svc.record("auth_success", user_identity="alice")
+    svc.flush()
+    assert [r["plan_id"] for r in raw_rows(path, "event_type = 'step_completed'")] == ["p1"]
+    assert raw_rows(path, "id = ?", (entry.id,))[0]["user_identity"] == "alice"
+    stats = svc.stats()
+    assert (stats["lost"], stats["errors"], stats["queue_depth"]) == (0, 0, 0)
+    svc.close()
+
+
 def test_an_edited_head_row_of_another_type_does_not_stop_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path) as svc:

@@ -67,6 +67,21 @@ impl Who {
 }
 
 impl AuditRecord {
+    /// The text columns with their sizes in bytes.
+    pub fn text_sizes(&self) -> [(&'static str, usize); 8] {
+        let len = |field: &Option<String>| field.as_ref().map_or(0, String::len);
+        [
+            ("details", self.details.len()),
+            ("plan_id", len(&self.plan_id)),
+            ("user_identity", len(&self.user_identity)),
+            ("actor_name", len(&self.actor_name)),
+            ("project_name", len(&self.project_name)),
+            ("session_id", len(&self.session_id)),
+            ("outcome", len(&self.outcome)),
+            ("event_id", self.event_id.len()),
+        ]
+    }
+
     /// Builds a record from a JSON object built in Rust (the service's own
     /// rows); `details` is redacted here.
     pub fn new(

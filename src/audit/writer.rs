@@ -36,6 +36,7 @@ use crossbeam_channel::{
 };
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
+use rusqlite::limits::Limit;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
@@ -76,6 +77,10 @@ const RELOG_EVERY: Duration = Duration::from_secs(10);
 /// caller cannot make the others wait long for company.
 const MIN_LINGER: Duration = Duration::from_micros(50);
 const MAX_LINGER: Duration = Duration::from_millis(10);
+/// What a row takes besides its text columns, at most: the integer and
+/// time columns, the two hashes, the record's header, a copy suffix on
+/// its event id (the `source` column is counted apart).
+const ROW_OVERHEAD: usize = 4096;
 /// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
 pub const CHECKPOINT_FRAMES: i64 = 1000;
 /// A write-behind burst is over once no row came for this long (see `Thread::gather`),
@@ -281,6 +286,10 @@ pub struct Writer {
     /// queued would never be written, and what it waited for would never come.
     owner_pid: u32,
     forks_at_start: u64,
+    /// SQLite's length limit, which bounds a whole row, and what of it the
+    /// row's text may take (see [`Writer::admit`]).
+    row_limit: usize,
+    text_room: usize,
 }
 
 /// `fork()`s this process descends through, counted in each child by the
@@ -305,6 +314,8 @@ impl Writer {
         capacity: usize,
         retire: fn(&Arc<Shared>),
     ) -> Result<Arc<Self>> {
+        let row_limit = usize::try_from(conn.limit(Limit::SQLITE_LIMIT_LENGTH)?).unwrap_or(0);
+        let text_room = row_limit.saturating_sub(source.len() + ROW_OVERHEAD);
         let (tx, rx) = bounded(capacity);
         let shared = Arc::new(Shared::new(path));
         let thread_shared = shared.clone();
@@ -344,6 +355,8 @@ impl Writer {
             capacity,
             owner_pid: std::process::id(),
             forks_at_start: FORKS.load(Ordering::Relaxed),
+            row_limit,
+            text_room,
         }))
     }
 
@@ -498,8 +511,31 @@ impl Writer {
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
+        self.admit(&record)?;
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|e| self.not_accepted(e))
+    }
+
+    /// Refuses a row SQLite would never store: accepted, it would fail its
+    /// commit on every try, and the writer would stop for good, the rows
+    /// queued after it lost with it.
+    fn admit(&self, record: &AuditRecord) -> Result<()> {
+        let sizes = record.text_sizes();
+        let text: usize = sizes.iter().map(|&(_, size)| size).sum();
+        if text <= self.text_room {
+            return Ok(());
+        }
+        let largest = sizes.iter().max_by_key(|&&(_, size)| size).map_or("details", |&(field, _)| field);
+        Err(Error::invalid(
+            largest,
+            format!(
+                "the row's text would take {} bytes, more than the {} an audit row has room for (SQLite stores \
+                 at most {} bytes in a row); keep large content elsewhere and record a reference to it",
+                grouped(text),
+                grouped(self.text_room),
+                grouped(self.row_limit)
+            ),
+        ))
     }
 
     /// Undoes the count of a row the queue did not take; a full queue's refusal is counted as rejected.
@@ -520,6 +556,7 @@ impl Writer {
     /// Durable: returns the row id once the batch holding it is committed.
     pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
         self.check_not_writer("record()")?;
+        self.admit(&record)?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|e| self.not_accepted(e))?;
@@ -1738,9 +1775,62 @@ fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
     Ok((deleted as u64, cutoff))
 }
 
+/// `1234567` as `1,234,567`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::record::Who;
+
+    #[test]
+    fn a_row_past_the_room_for_text_is_refused_naming_its_largest_field_and_never_counted() {
+        Python::attach(|py| {
+            let (mut writer, rx, _ended) = writer_without_thread(4);
+            writer.row_limit = 5000;
+            writer.text_room = 5000 - ROW_OVERHEAD;
+            let rules = crate::redact::Rules::default();
+            let row = |details: usize| {
+                let mut map = Map::new();
+                map.insert("k".into(), Value::String("x".repeat(details)));
+                let who = Who { plan_id: Some("p".repeat(400)), ..Who::default() };
+                AuditRecord::new("plan_applied", Utc::now(), new_event_id(), who, map, &rules)
+            };
+            let text = |record: &AuditRecord| record.text_sizes().iter().map(|&(_, size)| size).sum::<usize>();
+            let room = writer.text_room - text(&row(300));
+            // Exactly the room: taken.
+            writer.submit(py, row(300 + room), None).unwrap();
+            // One byte more, by either call: refused, naming the largest field, before it is counted.
+            let refused = writer.submit(py, row(301 + room), None).unwrap_err().to_string();
+            assert!(
+                refused.starts_with("details: the row's text would take 905 bytes, more than the 904 "),
+                "{refused}"
+            );
+            assert!(refused.contains("at most 5,000 bytes in a row"), "{refused}");
+            let refused = writer.record(py, row(301 + room), None).map(|_| ()).unwrap_err().to_string();
+            assert!(refused.starts_with("details: "), "{refused}");
+            assert_eq!(rx.len(), 1);
+            assert_eq!(writer.shared.stats.queued.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn grouped_puts_a_comma_every_three_digits() {
+        let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (123_456, "123,456"), (1_000_000_011, "1,000,000,011")];
+        for (n, text) in cases {
+            assert_eq!(grouped(n), text);
+        }
+    }
 
     #[test]
     fn a_forked_child_does_not_wait_for_a_last_error_lock_held_at_the_fork() {
@@ -1819,6 +1909,8 @@ mod tests {
             capacity,
             owner_pid: std::process::id(),
             forks_at_start: FORKS.load(Ordering::Relaxed),
+            row_limit: 1_000_000_000,
+            text_room: 1_000_000_000 - ROW_OVERHEAD,
         };
         (writer, rx, ended)
     }
