@@ -20,6 +20,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -927,6 +928,63 @@ def test_export_never_writes_over_the_database_through_a_link(trail: Path) -> No
         assert_one_error_line(result, 2, str(output), "audit database")
     assert trail.read_bytes() == before
     assert link.is_symlink()
+
+
+def test_export_through_a_symlink_writes_the_file_it_points_to(trail: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "evidence"
+    kept.mkdir()
+    real = kept / "rows.jsonl"
+    real.write_text("older export\n", encoding="utf-8")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    result = run("export", "-o", str(link), "--db", str(trail), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == real
+    assert len(jsonl(real.read_text(encoding="utf-8"))) == 5
+    assert sorted(path.name for path in kept.iterdir()) == ["rows.jsonl"]
+
+
+def test_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(trail: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        result = run("export", "-o", str(fifo), "--db", str(trail), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert len(jsonl(out)) == 5
+
+
+def test_export_into_an_inherited_descriptor_as_process_substitution_gives(trail: Path) -> None:
+    """`auditbus export -o >(gzip > rows.gz)` names a pipe as /dev/fd/N."""
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "auditbus", "export", "-o", f"/dev/fd/{write_end}", "--db", str(trail)],
+            cwd=trail.parent,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_end,),
+            text=True,
+        )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, encoding="utf-8") as rows:
+            read_end = -1
+            out = rows.read()
+        _, err = child.communicate(timeout=60)
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert child.returncode == 0, err
+    assert len(jsonl(out)) == 5
 
 
 def _unshare_available() -> bool:

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -884,13 +885,34 @@ def cmd_export(args: argparse.Namespace) -> int:
             progress.finish()
             reader.warn(sys.stderr)
             return EXIT_OK
+        try:
+            kind = target.stat().st_mode
+        except FileNotFoundError:
+            kind = stat.S_IFREG
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
+        if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+            # A FIFO, a device or /dev/fd/N (`-o >(gzip > x.gz)`, /dev/stdout): written into, as a
+            # stream; a rename would replace the node itself with a regular file.
+            try:
+                with target.open("w", encoding="utf-8", newline="") as handle:
+                    for _ in writer(entries, handle, reader):
+                        progress.advance()
+            except OSError as exc:
+                raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
+            progress.finish()
+            print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+            reader.warn(sys.stderr)
+            return EXIT_OK
+        # Through a symlink, the file it points to is replaced and the link kept.
+        final = Path(os.path.realpath(target))
         # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
         try:
             with partial.open("w", encoding="utf-8", newline="") as handle:
                 for _ in writer(entries, handle, reader):
                     progress.advance()
-            os.replace(partial, target)
+            os.replace(partial, final)
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
