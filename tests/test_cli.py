@@ -1548,6 +1548,54 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         assert secret not in result.stdout + result.stderr, args
 
 
+def _strict_json(line: str) -> Any:
+    """`line` as JSON, refusing the NaN and Infinity that standard JSON does not have."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_infinities_and_lone_surrogates_another_writer_stored_give_valid_output(tmp_path: Path) -> None:
+    """The legacy service's json.dumps writes NaN and Infinity, and a lone surrogate as an escape."""
+    path = tmp_path / "legacy.db"
+    stored = {
+        1: '{"ratio": NaN, "ceiling": Infinity, "floor": -Infinity}',
+        2: '{"overflow": 1e400}',
+        3: '{"file": "report-\\udcff.txt"}',  # a file name decoded with surrogateescape
+        4: '{"after": "the rows above"}',
+    }
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        for row_id, details in stored.items():
+            connection.execute(
+                "INSERT INTO audit_log (id, timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?, ?)",
+                (row_id, NOW.isoformat(), "resource_modified", "alice", details),
+            )
+    connection.close()
+    expected = {
+        1: {"ratio": "nan", "ceiling": "inf", "floor": "-inf"},
+        2: {"overflow": "inf"},
+        3: {"file": "report-\udcff.txt"},
+        4: {"after": "the rows above"},
+    }
+    for args in (("query", "--json"), ("tail", "--json"), ("export",)):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        rows = {row["id"]: row["details"] for row in map(_strict_json, result.stdout.splitlines())}
+        assert rows == expected, args
+    for args in (("query", "--csv"), ("export", "--format", "csv")):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        cells = {int(row["id"]): _strict_json(row["details"]) for row in csv.DictReader(io.StringIO(result.stdout))}
+        assert cells == expected, args
+    for args in (("query",), ("tail",)):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "file=report-\\udcff.txt" in result.stdout, args
+        assert "after=" in result.stdout and "ceiling=inf" in result.stdout, args
+
+
 def test_secrets_in_the_columns_of_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:
     """The legacy service stores `user_identity` and `plan_id` as given: a token or a URL password sits there
     (an identity taken from a header, a plan named by its source URL), and a bad timestamp may hold anything."""

@@ -21,6 +21,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -378,7 +379,8 @@ class DetailsReader:
             return UnreadableDetails(
                 error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
             )
-        return redact(details) if foreign else details
+        # Another writer's NaN and infinities take the text forms auditbus stores them in.
+        return _finite(redact(details)) if foreign else details
 
     def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
         """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
@@ -480,8 +482,24 @@ def _json_default(value: Any) -> Any:
 def _compact_json(value: Any) -> str:
     """Compact JSON; the characters JSON leaves raw but a terminal or a line splitter acts on
     (DEL, C1, U+2028/2029, bidi controls) are written as `\\uXXXX`, which decodes to the same text."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError:
+        # NaN or an infinity, which standard JSON has no form for (the legacy service's json.dumps
+        # stores them): written as the text auditbus stores them as.
+        text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=_json_default)
     return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as `"nan"`, `"inf"`, `"-inf"`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _event_type_text(value: Any) -> str:
@@ -494,7 +512,11 @@ def _event_type_text(value: Any) -> str:
 # and the bidi controls (they reorder what the auditor reads): the human
 # outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
 # joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
+# A lone surrogate (another writer's JSON may escape one: a file name decoded with surrogateescape)
+# has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ud800-\udfff\ufeff]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:
