@@ -1229,6 +1229,27 @@ def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
     assert_one_error_line(run("stats", "--db", str(tmp_path), cwd=tmp_path), 1, "is a directory")
 
 
+@pytest.mark.parametrize("command", [["query"], ["verify"], ["demo"]])
+def test_a_fifo_is_not_a_database_and_is_not_waited_on(tmp_path: Path, command: list[str]) -> None:
+    """Reading a FIFO's first bytes would wait for a writer that never comes."""
+    fifo = tmp_path / "audit.db"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "auditbus", *command],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(AUDITBUS_DB=str(fifo)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1, result
+    assert f"{fifo} is not a regular file" in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

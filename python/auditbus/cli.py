@@ -215,6 +215,9 @@ def open_service(path: str, *, create: bool = False, read_only: bool = False) ->
     file = Path(path)
     if file.is_dir():
         raise CliError(f"{path} is a directory, not an audit database")
+    if file.exists() and not file.is_file():
+        # Reading a FIFO's first bytes would wait for a writer that may never come.
+        raise CliError(f"{path} is not a regular file (a FIFO, socket or device), not an audit database")
     header = b""
     if file.exists():
         try:
