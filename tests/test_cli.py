@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_support import readable_folder, run_as_reader
+from audit_support import readable_folder, run_as_reader, wait_until
 from auditbus import (
     SECURITY_EVENT_TYPES,
     AuditService,
@@ -1397,6 +1397,69 @@ def test_ctrl_c_outside_tail_follow_exits_130(
     monkeypatch.setattr(cli, "cmd_export", interrupted)
     assert cli.main(["export", "--db", str(trail)]) == 130
     assert capsys.readouterr().err == "auditbus: interrupted\n"
+
+
+def _lifecycle_rows(path: Path, pid: int) -> list[str]:
+    with AuditService(str(path), read_only=True) as service:
+        rows = service.query(event_type=["audit_started", "audit_stopped"], order="asc", limit=None)
+    return [str(row.event_type) for row in rows if (row.source or {}).get("pid") == pid]
+
+
+def test_sigterm_mid_export_leaves_no_partial_file_and_records_the_stop(tmp_path: Path) -> None:
+    """SIGTERM (a service manager, `timeout`) ends the command as Ctrl-C does: cleaned up, status 143."""
+    path = tmp_path / "big.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(200_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    out = tmp_path / "rows.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "export", "-o", str(out), "--db", str(path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: any(name.name.endswith(".partial") for name in tmp_path.iterdir()), "the export to start", 60
+        )
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines() == ["auditbus: terminated (SIGTERM)"]
+    assert sorted(name.name for name in tmp_path.iterdir() if not name.name.startswith("big.db")) == []
+    assert _lifecycle_rows(path, process.pid) == ["audit_started", "audit_stopped"]
+
+
+def test_sigterm_stops_tail_follow_like_ctrl_c(trail: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        assert "auth_failure" in _next_line(_reader(process.stdout), time.monotonic() + 60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert _lifecycle_rows(trail, process.pid) == ["audit_started", "audit_stopped"]
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
