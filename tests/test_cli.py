@@ -706,6 +706,43 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
                 stream.close()
 
 
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
+    """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""
+    other = tmp_path / "other.db"
+    prepare(other, sample_events())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        lines = _reader(process.stdout)
+        assert "auth_failure" in _next_line(lines, time.monotonic() + 60)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{trail}{suffix}").unlink(missing_ok=True)
+        if change == "removed":
+            trail.unlink()
+        else:
+            trail.rename(tmp_path / "kept.db")
+            shutil.copyfile(other, trail)
+        assert process.wait(timeout=20) == 1
+        assert process.stderr is not None
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert "Traceback" not in err
+    assert f"auditbus: error: {trail} was {change} while it was followed" in err.splitlines()[-1]
+
+
 # --------------------------------------------------------------------------- verify
 
 

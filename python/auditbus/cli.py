@@ -783,8 +783,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         last_id = max([last_id, *(entry.id for entry in recent)])
         if not args.follow:
             return EXIT_OK
+        followed = _file_identity(path)
         try:
             while True:
+                # Polling a file no longer at the path would show nothing new, or another trail's rows.
+                now = _file_identity(path)
+                if now != followed:
+                    change = "removed" if now is None else "replaced"
+                    raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
                 batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
                 if batch:
                     show(batch)
@@ -793,6 +799,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return EXIT_OK
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at `path`, None when there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
