@@ -265,6 +265,42 @@ def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
     assert len(jsonl(run("query", "--json", "--limit", "0", "--db", str(path), cwd=tmp_path).stdout)) == 150
 
 
+_PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss_kib(*args: str, cwd: Path) -> int:
+    """The peak resident memory of `auditbus ARGS`, its output thrown away."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "auditbus", *args],
+        check=True,
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return int(result.stdout)
+
+
+@pytest.mark.parametrize("output", [["--json"], ["--csv"], []])
+def test_query_limit_zero_streams_a_large_trail_in_bounded_memory(tmp_path: Path, output: list[str]) -> None:
+    """Every row of a large trail: the command's memory must not grow with the rows it prints."""
+    path = tmp_path / "large.db"
+    with AuditService(str(path), durability="normal") as service, identity("alice"):
+        for number in range(100_000):
+            service.record_event(
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"key": f"k{number}", "new_value": "v" * 200})
+            )
+    one = _peak_rss_kib("query", "--limit", "1", *output, "--db", str(path), cwd=tmp_path)
+    every = _peak_rss_kib("query", "--limit", "0", *output, "--db", str(path), cwd=tmp_path)
+    # Held in memory, 100,000 such rows take well over 100 MiB.
+    assert every - one < 32 * 1024, (one, every)
+
+
 def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path) -> None:
     path = tmp_path / "many.db"
     prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i % 2}") for i in range(150)])
@@ -976,7 +1012,8 @@ def test_export_through_a_symlink_writes_the_file_it_points_to(trail: Path, tmp_
     link.symlink_to(real)
     result = run("export", "-o", str(link), "--db", str(trail), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert link.is_symlink() and link.resolve() == real
+    assert link.is_symlink()
+    assert link.resolve() == real
     assert len(jsonl(real.read_text(encoding="utf-8"))) == 5
     assert sorted(path.name for path in kept.iterdir()) == ["rows.jsonl"]
 
@@ -1671,6 +1708,7 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
 
 def _strict_json(line: str) -> Any:
     """`line` as JSON, refusing the NaN and Infinity that standard JSON does not have."""
+
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
@@ -1714,7 +1752,8 @@ def test_nan_infinities_and_lone_surrogates_another_writer_stored_give_valid_out
         result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
         assert result.returncode == 0, (args, result.stderr)
         assert "file=report-\\udcff.txt" in result.stdout, args
-        assert "after=" in result.stdout and "ceiling=inf" in result.stdout, args
+        assert "after=" in result.stdout, args
+        assert "ceiling=inf" in result.stdout, args
 
 
 def test_secrets_in_the_columns_of_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity, redact
 from .types import EventType
@@ -563,7 +564,10 @@ def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
 
 
 def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
-    value = _value(entry, attribute, reader)
+    return _cell_text(_value(entry, attribute, reader), attribute)
+
+
+def _cell_text(value: Any, attribute: str) -> str:
     if attribute == "timestamp":
         text = _short_time(value)
     elif attribute == "details":
@@ -577,36 +581,51 @@ def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
 
 def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
     """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
-    if not entries:
+    render_table_twice(lambda: entries, out, reader, width=width)
+
+
+def render_table_twice(
+    entries: Callable[[], Iterable[AuditEntry]], out: IO[str], reader: DetailsReader, *, width: int | None
+) -> None:
+    """`render_table` over two passes of `entries()`: one measures the columns, one prints the rows.
+
+    Neither holds the rows, so a table of every row of a large trail takes no more memory than one row.
+    """
+    always = ("id", "timestamp", "event_type")
+    filled = {attribute: attribute in always for _, attribute in _COLUMNS}
+    widths = {attribute: len(header) for header, attribute in _COLUMNS}
+    empty = True
+    for entry in entries():
+        empty = False
+        for _, attribute in _COLUMNS:
+            value = _value(entry, attribute, reader)
+            if value not in (None, "", {}):
+                filled[attribute] = True
+            widths[attribute] = max(widths[attribute], len(_cell_text(value, attribute)))
+    if empty:
         out.write("(no matching audit entries)\n")
         return
-    columns = [
-        (header, attribute)
-        for header, attribute in _COLUMNS
-        if attribute in ("id", "timestamp", "event_type")
-        or any(_value(entry, attribute, reader) not in (None, "", {}) for entry in entries)
-    ]
-    rows = [[_cell(entry, attribute, reader) for _, attribute in columns] for entry in entries]
-    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, (header, _) in enumerate(columns)]
+    columns = [(header, attribute) for header, attribute in _COLUMNS if filled[attribute]]
+    sizes = [widths[attribute] for _, attribute in columns]
     last = len(columns) - 1
     if width is not None:
-        used = sum(widths[:last]) + 2 * last
-        widths[last] = max(len(columns[last][0]), width - used)
+        used = sum(sizes[:last]) + 2 * last
+        sizes[last] = max(len(columns[last][0]), width - used)
 
     def line(cells: Sequence[str]) -> str:
         padded = []
         for i, cell in enumerate(cells):
             if i == last:
-                padded.append(cell if len(cell) <= widths[i] else cell[: max(widths[i] - 1, 0)] + "…")
+                padded.append(cell if len(cell) <= sizes[i] else cell[: max(sizes[i] - 1, 0)] + "…")
             elif columns[i][1] == "id":
-                padded.append(cell.rjust(widths[i]))
+                padded.append(cell.rjust(sizes[i]))
             else:
-                padded.append(cell.ljust(widths[i]))
+                padded.append(cell.ljust(sizes[i]))
         return "  ".join(padded).rstrip()
 
     out.write(line([header for header, _ in columns]) + "\n")
-    for row in rows:
-        out.write(line(row) + "\n")
+    for entry in entries():
+        out.write(line([_cell(entry, attribute, reader) for _, attribute in columns]) + "\n")
 
 
 def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
@@ -693,16 +712,17 @@ def _terminal_width(out: IO[str]) -> int | None:
 
 
 def _print_entries(
-    entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str], reader: DetailsReader
+    entries: Callable[[], Iterable[AuditEntry]], args: argparse.Namespace, out: IO[str], reader: DetailsReader
 ) -> None:
+    """The rows `entries()` gives (called twice for a table) in the format `args` asks for."""
     if args.json:
-        for _ in write_jsonl(entries, out, reader):
+        for _ in write_jsonl(entries(), out, reader):
             pass
     elif args.csv:
-        for _ in write_csv(entries, out, reader):
+        for _ in write_csv(entries(), out, reader):
             pass
     else:
-        render_table(entries, out, reader, width=_terminal_width(out))
+        render_table_twice(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -744,23 +764,51 @@ def cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
     notice = None
     path = db_path(args)
+    reader = DetailsReader()
+    order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
-        entries = service.query(
-            **filters,
-            limit=args.limit or None,
-            offset=args.offset,
-            order="asc" if args.asc else "desc",
-        )
-        if args.limit and len(entries) == args.limit:
+        if not args.limit:
+            # Every row: streamed, so that a trail of millions of rows is never held in memory.
+            _print_entries(_every_row(service, filters, args.offset, ascending=args.asc), args, sys.stdout, reader)
+            reader.warn(sys.stderr)
+            return EXIT_OK
+        entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
+        if len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
             notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
-    reader = DetailsReader()
-    _print_entries(entries, args, sys.stdout, reader)
+    _print_entries(lambda: entries, args, sys.stdout, reader)
     if notice:
         sys.stdout.flush()
         print(notice, file=sys.stderr)
     reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _every_row(
+    service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
+) -> Callable[[], Iterator[AuditEntry]]:
+    """The matching rows after the first `offset`, read in pages each time it is called.
+
+    A later call (a table reads the rows twice) stops at the newest row the first
+    one read, so it gives the same rows, less any purged meanwhile.
+    """
+    newest: list[int] = []
+
+    def read() -> Iterator[AuditEntry]:
+        if ascending:
+            entries: Iterator[AuditEntry] = service.iter_entries(**filters, order="asc")
+            if newest:
+                entries = itertools.takewhile(lambda entry: entry.id <= newest[0], entries)
+        else:
+            # In descending order, `after_id` keeps the ids below it.
+            entries = service.iter_entries(**filters, order="desc", after_id=newest[0] + 1 if newest else None)
+        first = not newest
+        for entry in entries:
+            if first and (not newest or entry.id > newest[0]):
+                newest[:] = [entry.id]
+            yield entry
+
+    return lambda: itertools.islice(read(), offset, None)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -1333,16 +1381,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return _run(handler, args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`handler(args)`'s exit status; what it raises, as one line on stderr and its status."""
     try:
         with _termination_unwinds():
             return handler(args)
     except CliError as exc:
         print(f"auditbus: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
-    except _Terminated as exc:
-        print(f"auditbus: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated):
+            print(f"auditbus: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+            return 128 + exc.signum
         print("auditbus: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
