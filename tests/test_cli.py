@@ -1370,6 +1370,23 @@ def test_bad_usage_quotes_the_argument_with_its_secrets_masked(trail: Path, args
     assert "hunter22" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["query", "--db", "trail\x1b[2J.db"], 1),
+        (["query", "--db", "{db}", "\x1b]0;owned\x07"], 2),
+        (["export", "--db", "{db}", "-o", "no/such/\x1b[31mred.jsonl"], 1),
+    ],
+)
+def test_an_error_line_shows_control_characters_escaped(trail: Path, args: list[str], status: int) -> None:
+    """A path or word holding a terminal escape (a hostile file name in a loop over `*.db`) is quoted inert."""
+    result = run(*(arg.replace("{db}", str(trail)) for arg in args), cwd=trail.parent)
+    assert_one_error_line(result, status)
+    assert "\x1b" not in result.stderr
+    assert "\x07" not in result.stderr
+    assert "\\x1b" in result.stderr
+
+
 def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> None:
     """A token pasted as --db (or a variable holding one) is named masked in the error line."""
     result = run("query", "--db", str(tmp_path / PASTED_TOKEN), cwd=tmp_path)

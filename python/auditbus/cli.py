@@ -901,7 +901,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
-        print(describe_verify(report))
+        print(_safe(describe_verify(report)))
         kept = sorted({row for row, _ in heads})
         if report.ok and kept:
             print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")
@@ -991,7 +991,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
             progress.finish()
-            print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+            print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
             reader.warn(sys.stderr)
             return EXIT_OK
         # Through a symlink, the file it points to is replaced and the link kept.
@@ -1012,7 +1012,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 partial.unlink()
         progress.finish()
-        print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
 
@@ -1086,7 +1086,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return EXIT_OK
             prompt = (
                 f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
-                f"{_iso(before)}, from {path}? This cannot be undone. [y/N] "
+                f"{_iso(before)}, from {_safe(path)}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -1096,7 +1096,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 print("purge cancelled: nothing was deleted", file=sys.stderr)
                 return EXIT_ERROR
         purged = service.purge(before)
-    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {path}")
+    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
     return EXIT_OK
 
 
@@ -1121,7 +1121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(4)
     # A fresh key each run, so finding it absent cannot be an accident of older data.
     secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
-    out.write(f"auditbus demo: services emit through a wired bus into {path}, as user 'alice'\n\n")
+    out.write(f"auditbus demo: services emit through a wired bus into {_safe(path)}, as user 'alice'\n\n")
     with open_service(path, create=True) as service:
         newest = service.query(limit=1, order="desc")
         start_id = newest[0].id if newest else 0
@@ -1184,7 +1184,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"auditbus: error: {redact(message)} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"auditbus: error: {_safe(redact(message))} (see '{self.prog} --help')\n")
 
 
 def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
@@ -1390,7 +1390,7 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         with _termination_unwinds():
             return handler(args)
     except CliError as exc:
-        print(f"auditbus: error: {redact(str(exc))}", file=sys.stderr)
+        print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt as exc:
         if isinstance(exc, _Terminated):
@@ -1406,7 +1406,7 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
-        print(f"auditbus: error: {redact(_one_line(exc))} ({type(exc).__name__})", file=sys.stderr)
+        print(f"auditbus: error: {_safe(redact(_one_line(exc)))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
 
