@@ -1337,6 +1337,7 @@ def test_a_fifo_is_not_a_database_and_is_not_waited_on(tmp_path: Path, command: 
         (["query", "--json", "--csv"], ["--csv", "--json"]),
         (["export", "--format", "xml"], ["--format", "'xml'"]),
         (["tail", "--interval", "0"], ["--interval"]),
+        (["tail", "--follow", "--interval", "1e308"], ["--interval", "'1e308'", "86400"]),
         (["purge"], ["--before"]),
         (["frobnicate"], ["'frobnicate'"]),
     ],

@@ -174,13 +174,19 @@ def _non_negative(value: str) -> int:
     return number
 
 
+_MAX_INTERVAL = 86400
+
+
 def _positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    if not seconds > 0 or seconds > _MAX_INTERVAL:
+        # Beyond a day is no longer polling, and time.sleep() refuses what overflows the platform's time_t.
+        raise argparse.ArgumentTypeError(
+            f"{value!r} must be a positive number of seconds, at most {_MAX_INTERVAL} (a day)"
+        )
     return seconds
 
 
