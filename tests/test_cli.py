@@ -1061,6 +1061,45 @@ def test_export_into_an_inherited_descriptor_as_process_substitution_gives(trail
     assert len(jsonl(out)) == 5
 
 
+_TRACE_DURABILITY = """
+import os, sys
+from auditbus import cli
+calls = []
+real_fsync, real_replace = os.fsync, os.replace
+def fsync(fd):
+    calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+    real_fsync(fd)
+def replace(source, destination):
+    calls.append(("replace", os.path.abspath(source), os.path.abspath(destination)))
+    real_replace(source, destination)
+os.fsync, os.replace = fsync, replace
+status = cli.main(sys.argv[1:])
+print(repr(calls))
+sys.exit(status)
+"""
+
+
+def test_export_to_a_file_is_on_disk_before_it_takes_the_name(trail: Path, tmp_path: Path) -> None:
+    """Renamed before its data reach the disk, FILE may be empty or cut after a power loss."""
+    out = tmp_path / "rows.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", _TRACE_DURABILITY, "export", "-o", str(out), "--db", str(trail)],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = eval(result.stdout.splitlines()[-1])  # noqa: S307 - the repr this test's own child printed
+    replaced = [call for call in calls if call[0] == "replace" and call[2] == str(out)]
+    assert len(replaced) == 1, calls
+    at = calls.index(replaced[0])
+    assert ("fsync", replaced[0][1]) in calls[:at], calls
+    assert ("fsync", str(tmp_path)) in calls[at:], calls
+
+
 def _unshare_available() -> bool:
     probe = subprocess.run(["unshare", "-r", "-m", "true"], check=False, capture_output=True)
     return probe.returncode == 0

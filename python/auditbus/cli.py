@@ -19,6 +19,7 @@ import argparse
 import codecs
 import contextlib
 import csv
+import errno
 import io
 import itertools
 import json
@@ -1008,7 +1009,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             with partial.open("w", encoding="utf-8", newline="") as handle:
                 for _ in writer(entries, handle, reader):
                     progress.advance()
+                # On disk before it takes the name: else a power loss can leave FILE empty or cut.
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(partial, final)
+            _sync_folder(final.parent)
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
@@ -1021,6 +1026,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes a rename in `folder` durable, where the file system can sync a folder."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _print_mapping(data: Any, out: IO[str], indent: int = 0) -> None:
