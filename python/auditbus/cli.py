@@ -833,9 +833,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     with open_service(path, read_only=args.read_only) as service:
         newest = service.query(limit=1, order="desc")
         last_id = newest[0].id if newest else 0
-        recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
-        show(reversed(recent))
-        last_id = max([last_id, *(entry.id for entry in recent)])
+        top = service.query(**filters, limit=1, order="desc") if args.lines else []
+        if top:
+            # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
+            # every row from it on, read in pages: `-n` of any size takes little memory.
+            nth = service.query(**filters, after_id=top[0].id + 1, offset=args.lines - 1, limit=1, order="desc")
+            rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
+            show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
+            last_id = max(last_id, top[0].id)
         if not args.follow:
             return EXIT_OK
         followed = _file_identity(path)
