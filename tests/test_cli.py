@@ -7,6 +7,7 @@ script) and checks exit status, stdout and stderr.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import io
@@ -1103,7 +1104,7 @@ def test_export_to_a_file_is_on_disk_before_it_takes_the_name(trail: Path, tmp_p
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    calls = eval(result.stdout.splitlines()[-1])  # noqa: S307 - the repr this test's own child printed
+    calls = ast.literal_eval(result.stdout.splitlines()[-1])
     replaced = [call for call in calls if call[0] == "replace" and call[2] == str(out)]
     assert len(replaced) == 1, calls
     at = calls.index(replaced[0])
@@ -1602,6 +1603,33 @@ def test_sigterm_stops_tail_follow_like_ctrl_c(trail: Path) -> None:
             if stream is not None:
                 stream.close()
     assert _lifecycle_rows(trail, process.pid) == ["audit_started", "audit_stopped"]
+
+
+def _with_closed(fd: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`auditbus ARGS` started with descriptor `fd` closed (`2>&-`, a daemon's closed descriptors)."""
+    streams: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams[("stdin", "stdout", "stderr")[fd]] = None
+    return subprocess.run(
+        [sys.executable, "-m", "auditbus", *args],
+        check=False,
+        cwd=cwd,
+        env=clean_env(),
+        preexec_fn=lambda: os.close(fd),
+        text=True,
+        timeout=120,
+        **streams,
+    )
+
+
+def test_a_closed_stderr_does_not_send_messages_into_the_output(trail: Path) -> None:
+    result = _with_closed(2, "query", "--limit", "2", "--json", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0
+    assert [row["event_type"] for row in jsonl(result.stdout)] == ["auth_failure", "plan_cancelled"]
+
+
+def test_a_closed_stdout_is_one_error_line(trail: Path) -> None:
+    result = _with_closed(1, "query", "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 1, "standard output is closed")
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:

@@ -1400,10 +1400,37 @@ def _termination_unwinds() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _open_closed_descriptors() -> None:
+    """Opens /dev/null on a closed stdin, stdout or stderr (`2>&-`, a daemon's closed descriptors).
+
+    Python leaves `sys.stderr` None then, and `print(file=None)` writes to stdout: a warning would
+    land in the `--json` output. A file the command opens could also take the number, and what is
+    written to that descriptor would land in it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the life of the process
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `auditbus` command; returns the exit status."""
+    _open_closed_descriptors()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:
+        if not (args.command == "export" and args.output):
+            print("auditbus: error: standard output is closed: the answer has nowhere to go", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
     _configure_output(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
