@@ -313,6 +313,19 @@ def test_every_row_of_a_large_trail_is_streamed_in_bounded_memory(
     assert all_rows - one < 32 * 1024, (one, all_rows)
 
 
+def test_a_row_with_the_largest_id_sqlite_allows_is_shown(trail: Path) -> None:
+    with sqlite3.connect(trail) as connection:
+        connection.execute(
+            "INSERT INTO audit_log (id, timestamp, event_type, details) VALUES (?, ?, 'plan_applied', '{}')",
+            (2**63 - 1, NOW.isoformat()),
+        )
+    connection.close()
+    for args in (("query", "--limit", "0"), ("query", "--limit", "0", "--json"), ("tail", "-n", "2")):
+        result = run(*args, "--read-only", "--db", str(trail), cwd=trail.parent)
+        assert result.returncode == 0, (args, result.stderr)
+        assert str(2**63 - 1) in result.stdout, args
+
+
 def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path) -> None:
     path = tmp_path / "many.db"
     prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i % 2}") for i in range(150)])

@@ -791,6 +791,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _up_to(row_id: int) -> int | None:
+    """The `after_id` that keeps ids up to `row_id` in descending order (None: no larger id can exist)."""
+    return row_id + 1 if row_id < _SQLITE_MAX_INT else None
+
+
 def _every_row(
     service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
 ) -> Callable[[], Iterator[AuditEntry]]:
@@ -808,7 +813,7 @@ def _every_row(
                 entries = itertools.takewhile(lambda entry: entry.id <= newest[0], entries)
         else:
             # In descending order, `after_id` keeps the ids below it.
-            entries = service.iter_entries(**filters, order="desc", after_id=newest[0] + 1 if newest else None)
+            entries = service.iter_entries(**filters, order="desc", after_id=_up_to(newest[0]) if newest else None)
         first = not newest
         for entry in entries:
             if first and (not newest or entry.id > newest[0]):
@@ -837,7 +842,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         if top:
             # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
             # every row from it on, read in pages: `-n` of any size takes little memory.
-            nth = service.query(**filters, after_id=top[0].id + 1, offset=args.lines - 1, limit=1, order="desc")
+            nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
             rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
             show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
             last_id = max(last_id, top[0].id)
