@@ -1275,6 +1275,44 @@ def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tupl
     return status, shown.decode(errors="replace")
 
 
+def test_ctrl_c_during_a_purge_says_the_purge_was_carried_out(tmp_path: Path) -> None:
+    """A purge handed to the writer cannot be called back: "interrupted" alone reads as nothing deleted."""
+    path = tmp_path / "large.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(300_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "purge", "--before", "0s", "--yes", "--db", str(path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Its start row is committed right before it hands the purge over.
+        wait_until(lambda: _lifecycle_rows(path, process.pid), "the command to open the trail", 60)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    with AuditService(str(path), read_only=True) as service:
+        left = service.count(event_type="auth_success")
+        purged = service.query(event_type="audit_purged", limit=None)
+    if purged:
+        deleted = purged[0].details["deleted"]
+        assert left == 0
+        assert out.startswith(f"purged {deleted} rows recorded before ")
+        assert err == "auditbus: interrupted after the purge was handed over; it was carried out\n"
+    else:
+        assert left == 300_000
+        assert (out, err) == ("", "auditbus: interrupted\n")
+
+
 def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> None:
     status, shown = _purge_at_terminal(aged_trail, b"n")
     assert "Delete the 2 oldest audit rows, recorded before" in shown

@@ -1128,9 +1128,36 @@ def cmd_purge(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("purge cancelled: nothing was deleted", file=sys.stderr)
                 return EXIT_ERROR
-        purged = service.purge(before)
+        try:
+            purged = service.purge(before)
+        except KeyboardInterrupt as exc:
+            # A purge handed to the writer still runs: say what it deleted, not just "interrupted".
+            # close() waits for everything handed over, the purge included (Ctrl-C again stops the wait).
+            service.close()
+            done = _own_purge(path, before)
+            if done is None:
+                raise
+            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+            signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+            how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+            print(f"auditbus: {how} after the purge was handed over; it was carried out", file=sys.stderr)
+            return 128 + signum
     print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
     return EXIT_OK
+
+
+def _own_purge(path: str, before: datetime) -> int | None:
+    """How many rows this process's purge deleted, from its `audit_purged` row; None without one."""
+    with AuditService(path, read_only=True) as service:
+        rows = service.query(event_type="audit_purged", order="desc", limit=10)
+    for row in rows:
+        source = row.source if isinstance(row.source, dict) else {}
+        details = row.details if isinstance(row.details, dict) else {}
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # another writer's row: not ours
+            if source.get("pid") == os.getpid() and datetime.fromisoformat(details["before"]) == before:
+                deleted = details.get("deleted")
+                return deleted if isinstance(deleted, int) else None
+    return None
 
 
 def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], list[str], int]:
