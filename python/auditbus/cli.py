@@ -836,34 +836,48 @@ def cmd_tail(args: argparse.Namespace) -> int:
         reader.warn(sys.stderr)
 
     with open_service(path, read_only=args.read_only) as service:
-        newest = service.query(limit=1, order="desc")
-        last_id = newest[0].id if newest else 0
-        top = service.query(**filters, limit=1, order="desc") if args.lines else []
-        if top:
-            # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
-            # every row from it on, read in pages: `-n` of any size takes little memory.
-            nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
-            rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
-            show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
-            last_id = max(last_id, top[0].id)
-        if not args.follow:
-            return EXIT_OK
-        followed = _file_identity(path)
         try:
-            while True:
-                # Polling a file no longer at the path would show nothing new, or another trail's rows.
-                now = _file_identity(path)
-                if now != followed:
-                    change = "removed" if now is None else "replaced"
-                    raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
-                batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
-                if batch:
-                    show(batch)
-                    last_id = batch[-1].id
-                    continue
-                time.sleep(args.interval)
+            _tail(service, args, filters, show)
         except KeyboardInterrupt:
-            return EXIT_OK
+            # For --follow, Ctrl-C (or SIGTERM) is the way out, whenever it comes.
+            if not args.follow:
+                raise
+    return EXIT_OK
+
+
+def _tail(
+    service: AuditService,
+    args: argparse.Namespace,
+    filters: dict[str, Any],
+    show: Callable[[Iterable[AuditEntry]], None],
+) -> None:
+    """The last `args.lines` matching rows, then, with `args.follow`, new ones until interrupted."""
+    path = db_path(args)
+    newest = service.query(limit=1, order="desc")
+    last_id = newest[0].id if newest else 0
+    top = service.query(**filters, limit=1, order="desc") if args.lines else []
+    if top:
+        # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
+        # every row from it on, read in pages: `-n` of any size takes little memory.
+        nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
+        rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
+        show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
+        last_id = max(last_id, top[0].id)
+    if not args.follow:
+        return
+    followed = _file_identity(path)
+    while True:
+        # Polling a file no longer at the path would show nothing new, or another trail's rows.
+        now = _file_identity(path)
+        if now != followed:
+            change = "removed" if now is None else "replaced"
+            raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
+        batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
+        if batch:
+            show(batch)
+            last_id = batch[-1].id
+            continue
+        time.sleep(args.interval)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
