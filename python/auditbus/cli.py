@@ -853,6 +853,8 @@ def _tail(
 ) -> None:
     """The last `args.lines` matching rows, then, with `args.follow`, new ones until interrupted."""
     path = db_path(args)
+    # The file the service opened, taken before anything is shown.
+    followed = _file_identity(path)
     newest = service.query(limit=1, order="desc")
     last_id = newest[0].id if newest else 0
     top = service.query(**filters, limit=1, order="desc") if args.lines else []
@@ -865,11 +867,10 @@ def _tail(
         last_id = max(last_id, top[0].id)
     if not args.follow:
         return
-    followed = _file_identity(path)
     while True:
         # Polling a file no longer at the path would show nothing new, or another trail's rows.
         now = _file_identity(path)
-        if now != followed:
+        if now is None or now != followed:
             change = "removed" if now is None else "replaced"
             raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
         batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
