@@ -1125,6 +1125,33 @@ def test_export_to_a_file_is_on_disk_before_it_takes_the_name(trail: Path, tmp_p
     assert ("fsync", str(tmp_path)) in calls[at:], calls
 
 
+def test_export_over_an_existing_file_keeps_its_permissions(trail: Path, tmp_path: Path) -> None:
+    """An evidence file kept private (0600) must not become readable by others when exported again."""
+    out = tmp_path / "private.jsonl"
+    out.write_text("", encoding="utf-8")
+    out.chmod(0o600)
+    result = run("export", "-o", str(out), "--db", str(trail), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert len(jsonl(out.read_text(encoding="utf-8"))) == 5
+
+
+def test_export_does_not_follow_a_link_planted_where_it_writes(
+    trail: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a shared folder (/tmp), a link planted under the name of the file written beside FILE must not
+    make the export truncate what it points to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n", encoding="utf-8")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / f".rows.jsonl.{os.getpid()}.partial").symlink_to(victim)
+    assert cli.main(["export", "-o", str(shared / "rows.jsonl"), "--db", str(trail)]) == 0
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+    assert len(jsonl((shared / "rows.jsonl").read_text(encoding="utf-8"))) == 5
+    capsys.readouterr()
+
+
 def _unshare_available() -> bool:
     probe = subprocess.run(["unshare", "-r", "-m", "true"], check=False, capture_output=True)
     return probe.returncode == 0

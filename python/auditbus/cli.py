@@ -963,6 +963,11 @@ class _Progress:
         self.done = 0
         self._drawn = 0.0
 
+    def follow(self, rows: Iterable[object]) -> None:
+        """Advances once per row `rows` gives, driving it to the end."""
+        for _ in rows:
+            self.advance()
+
     def advance(self) -> None:
         self.done += 1
         now = time.monotonic()
@@ -1008,49 +1013,56 @@ def cmd_export(args: argparse.Namespace) -> int:
             reader.warn(sys.stderr)
             return EXIT_OK
         try:
-            kind = target.stat().st_mode
-        except FileNotFoundError:
-            kind = stat.S_IFREG
-        except OSError as exc:
-            raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
-        if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
-            # A FIFO, a device or /dev/fd/N (`-o >(gzip > x.gz)`, /dev/stdout): written into, as a
-            # stream; a rename would replace the node itself with a regular file.
-            try:
-                with target.open("w", encoding="utf-8", newline="") as handle:
-                    for _ in writer(entries, handle, reader):
-                        progress.advance()
-            except OSError as exc:
-                raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
-            progress.finish()
-            print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
-            reader.warn(sys.stderr)
-            return EXIT_OK
-        # Through a symlink, the file it points to is replaced and the link kept.
-        final = Path(os.path.realpath(target))
-        # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
-        partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
-        try:
-            with partial.open("w", encoding="utf-8", newline="") as handle:
-                for _ in writer(entries, handle, reader):
-                    progress.advance()
-                # On disk before it takes the name: else a power loss can leave FILE empty or cut.
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, final)
-            _sync_folder(final.parent)
+            _export_to(target, lambda handle: progress.follow(writer(entries, handle, reader)))
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
-        finally:
-            # On a read-only file system even removing a file that was never created fails (EROFS),
-            # which must not replace the error above.
-            with contextlib.suppress(OSError):
-                partial.unlink()
         progress.finish()
         print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _export_to(target: Path, write: Callable[[IO[str]], object]) -> None:
+    """`write(handle)` into `target`: complete or not at all for a file, as a stream for anything else."""
+    try:
+        existing: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        existing = None
+    kind = existing.st_mode if existing else stat.S_IFREG
+    if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+        # A FIFO, a device or /dev/fd/N (`-o >(gzip > x.gz)`, /dev/stdout): written into, as a
+        # stream; a rename would replace the node itself with a regular file.
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        return
+    # Through a symlink, the file it points to is replaced and the link kept.
+    final = Path(os.path.realpath(target))
+    # Written beside the target and renamed when complete: an interrupted export leaves no partial
+    # file. An unguessable name, created only as a new file: in a shared folder (/tmp), a link
+    # planted under the name is not followed. Private while written when it replaces a FILE, which
+    # keeps that FILE's permissions (and owner, where allowed).
+    partial = final.with_name(f".{final.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600 if existing else 0o666
+    )
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+            if existing:
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, existing.st_uid, existing.st_gid)
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+            # On disk before it takes the name: else a power loss can leave FILE empty or cut.
+            handle.flush()
+            os.fsync(fd)
+        os.replace(partial, final)
+        _sync_folder(final.parent)
+    finally:
+        # On a read-only file system even removing a file fails (EROFS), which must not replace
+        # the error on its way out.
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _sync_folder(folder: Path) -> None:
