@@ -1788,6 +1788,29 @@ def test_the_demo_sample_in_the_docs_matches_real_output(tmp_path: Path) -> None
     assert documented == shown
 
 
+def test_demo_on_a_large_trail_scans_it_in_bounded_memory(tmp_path: Path) -> None:
+    """The redaction check reads the database file in chunks, not whole."""
+    large = tmp_path / "large.db"
+    with AuditService(str(large), durability="normal") as service:
+        for number in range(100_000):
+            service.record_event(
+                DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number, "pad": "p" * 400})
+            )
+    assert large.stat().st_size > 48 * 1024 * 1024
+    fresh = _peak_rss_kib("demo", "--db", str(tmp_path / "fresh.db"), cwd=tmp_path)
+    on_large = _peak_rss_kib("demo", "--db", str(large), cwd=tmp_path)
+    assert on_large - fresh < 24 * 1024, (fresh, on_large)
+
+
+def test_the_redaction_scan_finds_a_key_that_straddles_two_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "scan.db"
+    key = b"sk-proj-straddling0123456789"
+    path.write_bytes(b"x" * (cli._SCAN_CHUNK - 5) + key + b"y" * 10)
+    found, files, size = cli._scan_for({"key": key, "absent": b"nowhere"}, str(path))
+    assert found == {"key": True, "absent": False}
+    assert (files, size) == ([str(path)], path.stat().st_size)
+
+
 def test_demo_twice_on_one_database_checks_only_its_own_rows(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     first = run("demo", "--db", str(path), cwd=tmp_path)

@@ -1187,16 +1187,26 @@ def _own_purge(path: str, before: datetime) -> int | None:
     return None
 
 
+_SCAN_CHUNK = 1 << 20
+
+
 def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], list[str], int]:
     """Which needles occur in the bytes of the database and its journal/WAL files."""
     found = dict.fromkeys(needles, False)
     files = [name for name in (path, f"{path}-wal", f"{path}-journal", f"{path}-shm") if Path(name).is_file()]
     size = 0
+    # Read in chunks, each with the end of the one before (a needle may straddle two): a large
+    # trail is scanned in little memory.
+    overlap = max((len(needle) for needle in needles.values()), default=1) - 1
     for name in files:
-        data = Path(name).read_bytes()
-        size += len(data)
-        for label, needle in needles.items():
-            found[label] = found[label] or needle in data
+        with Path(name).open("rb") as handle:
+            tail = b""
+            while chunk := handle.read(_SCAN_CHUNK):
+                size += len(chunk)
+                data = tail + chunk
+                for label, needle in needles.items():
+                    found[label] = found[label] or needle in data
+                tail = data[-overlap:] if overlap else b""
     return found, files, size
 
 
