@@ -899,6 +899,55 @@ def test_export_jsonl_streams_every_row_oldest_first(trail: Path) -> None:
     assert "\r" not in result.stderr  # no progress line when stderr is not a terminal
 
 
+_APPEND_UNTIL_STOPPED = """
+import sys
+from pathlib import Path
+from auditbus import AuditService, DomainEvent, EventType
+with AuditService(sys.argv[1], durability="normal") as service:
+    service.record_event(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"n": -1}))
+    service.flush()
+    print("writing", flush=True)
+    number = 0
+    while not Path(sys.argv[2]).exists():
+        service.record_event(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"n": number}))
+        number += 1
+        if number % 100 == 0:
+            service.flush()
+"""
+
+
+@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--asc", "--json"]])
+def test_reading_every_row_holds_the_rows_there_when_it_began(tmp_path: Path, command: list[str]) -> None:
+    """A writer appending during the read must not make it run on past the trail it began with."""
+    path = tmp_path / "busy.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(50_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    stop = tmp_path / "stop"
+    appender = subprocess.Popen(
+        [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert appender.stdout is not None
+        assert appender.stdout.readline() == "writing\n"
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+    finally:
+        stop.touch()
+        appender.communicate(timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = jsonl(result.stdout)
+    with AuditService(str(path), read_only=True) as service:
+        started = [
+            row.id
+            for row in service.query(event_type="audit_started", limit=None)
+            if (row.source or {}).get("app") == "auditbus-cli"
+        ]
+    assert len(started) == 1
+    # The command's own start row is committed before it reads: nothing after it is exported.
+    assert max(row["id"] for row in rows) < started[0]
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+
+
 def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
     target = trail.parent / "out" / "bob.csv"
     target.parent.mkdir()

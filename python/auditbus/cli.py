@@ -801,26 +801,21 @@ def _every_row(
 ) -> Callable[[], Iterator[AuditEntry]]:
     """The matching rows after the first `offset`, read in pages each time it is called.
 
-    A later call (a table reads the rows twice) stops at the newest row the first
-    one read, so it gives the same rows, less any purged meanwhile.
+    Every call stops at the newest row that matched when this was called, so it gives
+    the same rows (a table reads them twice), less any purged meanwhile, and a writer
+    appending faster than they are read cannot make it run on.
     """
-    newest: list[int] = []
+    top = service.query(**filters, limit=1, order="desc")
+    end = top[0].id if top else 0
 
     def read() -> Iterator[AuditEntry]:
         if ascending:
-            entries: Iterator[AuditEntry] = service.iter_entries(**filters, order="asc")
-            if newest:
-                entries = itertools.takewhile(lambda entry: entry.id <= newest[0], entries)
-        else:
-            # In descending order, `after_id` keeps the ids below it.
-            entries = service.iter_entries(**filters, order="desc", after_id=_up_to(newest[0]) if newest else None)
-        first = not newest
-        for entry in entries:
-            if first and (not newest or entry.id > newest[0]):
-                newest[:] = [entry.id]
-            yield entry
+            rows = service.iter_entries(**filters, order="asc")
+            return itertools.takewhile(lambda entry: entry.id <= end, rows)
+        # In descending order, `after_id` keeps the ids below it.
+        return service.iter_entries(**filters, order="desc", after_id=_up_to(end))
 
-    return lambda: itertools.islice(read(), offset, None)
+    return lambda: itertools.islice(read(), offset, None) if top else iter(())
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -1005,7 +1000,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
-        entries = service.iter_entries(**filters, order="asc")
+        # The rows there when the export began: a writer appending meanwhile neither makes the export
+        # run on nor slips rows past the count it reports.
+        top = service.query(**filters, limit=1, order="desc")
+        end = top[0].id if top else 0
+        entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
             for _ in writer(entries, sys.stdout, reader):
                 progress.advance()
