@@ -10,7 +10,7 @@ the traceback of an unexpected failure).
 Exit status: 0 success, 1 error, 2 bad usage (including an empty database
 path, --since after --until, a future purge date, an export over the
 database itself), 3 a check failed (a broken chain in `verify`, a failed
-check in `demo`), 130 interrupted.
+check in `demo`), 130 interrupted (143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
