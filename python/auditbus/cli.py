@@ -364,16 +364,16 @@ class DetailsReader:
     """
 
     def __init__(self) -> None:
-        self.bad_ids: list[int] = []
-        self.bad_times: dict[str, list[int]] = {column: [] for column in _TIME_COLUMNS}
+        # Ids as dict keys: in order, and a row seen again (a table reads its rows twice) is found at once.
+        self.bad_ids: dict[int, None] = {}
+        self.bad_times: dict[str, dict[int, None]] = {column: {} for column in _TIME_COLUMNS}
 
     def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
         """`entry.timestamp` or `entry.recorded_at`, or the stored text when it is not a timestamp."""
         raw = entry.unreadable_timestamp if column == "timestamp" else entry.unreadable_recorded_at
         if raw is None:
             return entry.timestamp if column == "timestamp" else entry.recorded_at
-        if entry.id not in self.bad_times[column]:
-            self.bad_times[column].append(entry.id)
+        self.bad_times[column][entry.id] = None
         return UnreadableTime(column, _shown(entry, raw))
 
     @staticmethod
@@ -386,8 +386,7 @@ class DetailsReader:
         try:
             details = entry.details
         except AuditError as exc:
-            if entry.id not in self.bad_ids:
-                self.bad_ids.append(entry.id)
+            self.bad_ids[entry.id] = None
             raw = entry.stored_details
             return UnreadableDetails(
                 error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
@@ -429,8 +428,8 @@ class DetailsReader:
                 self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
 
     @staticmethod
-    def _warn(stream: IO[str], bad_ids: list[int], what: str, column: str) -> None:
-        ids = [str(row_id) for row_id in bad_ids[:10]]
+    def _warn(stream: IO[str], bad_ids: dict[int, None], what: str, column: str) -> None:
+        ids = [str(row_id) for row_id in itertools.islice(bad_ids, 10)]
         more = f" and {len(bad_ids) - 10} more" if len(bad_ids) > 10 else ""
         which = f"row {ids[0]}" if len(bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
         verb = "has" if len(bad_ids) == 1 else "have"
