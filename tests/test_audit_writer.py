@@ -489,7 +489,8 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
     svc = AuditService(path)
     bus = auditbus.ReactiveEventBus(audit=svc)
     big = {"blob": "x" * TOO_BIG}
-    with pytest.raises(auditbus.ValidationError, match=r"at most 1,000,000,000 bytes") as refused:
+
+    def hand_over(big: dict[str, str]) -> None:
         if path_in == "record_event":
             svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=big))
         elif path_in == "record":
@@ -498,6 +499,9 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
             bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=big))
         else:
             svc.record_event(DomainEvent(event_type="step_completed", plan_id="p" * TOO_BIG))
+
+    with pytest.raises(auditbus.ValidationError, match=r"at most 1,000,000,000 bytes") as refused:
+        hand_over(big)
     assert ("plan_id" if path_in == "plan_id" else "details") in str(refused.value)
     del big
     # Refused before it was counted: the writer never saw it, and goes on.

@@ -7,6 +7,7 @@ script) and checks exit status, stdout and stderr.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import io
@@ -20,6 +21,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_support import readable_folder, run_as_reader
+from audit_support import readable_folder, run_as_reader, wait_until
 from auditbus import (
     SECURITY_EVENT_TYPES,
     AuditService,
@@ -262,6 +264,66 @@ def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
     prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i}") for i in range(150)])
     assert len(jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)) == 100
     assert len(jsonl(run("query", "--json", "--limit", "0", "--db", str(path), cwd=tmp_path).stdout)) == 150
+
+
+_PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss_kib(*args: str, cwd: Path) -> int:
+    """The peak resident memory of `auditbus ARGS`, its output thrown away."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "auditbus", *args],
+        check=True,
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return int(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("few", "every"),
+    [
+        (["query", "--limit", "1", "--json"], ["query", "--limit", "0", "--json"]),
+        (["query", "--limit", "1", "--csv"], ["query", "--limit", "0", "--csv"]),
+        (["query", "--limit", "1"], ["query", "--limit", "0"]),
+        (["tail", "-n", "1"], ["tail", "-n", "100000"]),
+        (["tail", "-n", "1", "--json"], ["tail", "-n", "100000", "--json"]),
+    ],
+)
+def test_every_row_of_a_large_trail_is_streamed_in_bounded_memory(
+    tmp_path: Path, few: list[str], every: list[str]
+) -> None:
+    """The command's memory must not grow with the rows it prints."""
+    path = tmp_path / "large.db"
+    with AuditService(str(path), durability="normal") as service, identity("alice"):
+        for number in range(100_000):
+            service.record_event(
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"key": f"k{number}", "new_value": "v" * 200})
+            )
+    one = _peak_rss_kib(*few, "--db", str(path), cwd=tmp_path)
+    all_rows = _peak_rss_kib(*every, "--db", str(path), cwd=tmp_path)
+    # Held in memory, 100,000 such rows take well over 100 MiB.
+    assert all_rows - one < 32 * 1024, (one, all_rows)
+
+
+def test_a_row_with_the_largest_id_sqlite_allows_is_shown(trail: Path) -> None:
+    with sqlite3.connect(trail) as connection:
+        connection.execute(
+            "INSERT INTO audit_log (id, timestamp, event_type, details) VALUES (?, ?, 'plan_applied', '{}')",
+            (2**63 - 1, NOW.isoformat()),
+        )
+    connection.close()
+    for args in (("query", "--limit", "0"), ("query", "--limit", "0", "--json"), ("tail", "-n", "2")):
+        result = run(*args, "--read-only", "--db", str(trail), cwd=trail.parent)
+        assert result.returncode == 0, (args, result.stderr)
+        assert str(2**63 - 1) in result.stdout, args
 
 
 def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path) -> None:
@@ -705,6 +767,43 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
                 stream.close()
 
 
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
+    """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""
+    other = tmp_path / "other.db"
+    prepare(other, sample_events())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        lines = _reader(process.stdout)
+        assert "auth_failure" in _next_line(lines, time.monotonic() + 60)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{trail}{suffix}").unlink(missing_ok=True)
+        if change == "removed":
+            trail.unlink()
+        else:
+            trail.rename(tmp_path / "kept.db")
+            shutil.copyfile(other, trail)
+        assert process.wait(timeout=20) == 1
+        assert process.stderr is not None
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert "Traceback" not in err
+    assert f"auditbus: error: {trail} was {change} while it was followed" in err.splitlines()[-1]
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -798,6 +897,51 @@ def test_export_jsonl_streams_every_row_oldest_first(trail: Path) -> None:
     assert len(rows) == 5
     assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
     assert "\r" not in result.stderr  # no progress line when stderr is not a terminal
+
+
+_APPEND_UNTIL_STOPPED = """
+import sys
+from pathlib import Path
+from auditbus import AuditService, DomainEvent, EventType
+with AuditService(sys.argv[1], durability="normal") as service:
+    service.record_event(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"n": -1}))
+    service.flush()
+    print("writing", flush=True)
+    number = 0
+    while not Path(sys.argv[2]).exists():
+        service.record_event(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"n": number}))
+        number += 1
+        if number % 100 == 0:
+            service.flush()
+"""
+
+
+@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--asc", "--json"]])
+def test_reading_every_row_holds_the_rows_there_when_it_began(tmp_path: Path, command: list[str]) -> None:
+    """A writer appending as fast as the rows are read must not keep the read running (before, it had
+    not ended after two minutes: `run` times out)."""
+    path = tmp_path / "busy.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(50_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    stop = tmp_path / "stop"
+    appender = subprocess.Popen(
+        [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert appender.stdout is not None
+        assert appender.stdout.readline() == "writing\n"
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+    finally:
+        stop.touch()
+        appender.communicate(timeout=60)
+    assert result.returncode == 0, result.stderr
+    ids = [row["id"] for row in jsonl(result.stdout)]
+    last = max(ids)
+    with AuditService(str(path), read_only=True) as service:
+        there = [entry.id for entry in service.iter_entries(order="asc", after_id=ids[0] - 1) if entry.id <= last]
+    # Every row up to the last one read, in order, none twice: one consistent stretch of the trail.
+    assert ids == there
 
 
 def test_export_csv_to_a_file_with_filters(trail: Path) -> None:
@@ -927,6 +1071,155 @@ def test_export_never_writes_over_the_database_through_a_link(trail: Path) -> No
         assert_one_error_line(result, 2, str(output), "audit database")
     assert trail.read_bytes() == before
     assert link.is_symlink()
+
+
+def test_export_through_a_symlink_writes_the_file_it_points_to(trail: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "evidence"
+    kept.mkdir()
+    real = kept / "rows.jsonl"
+    real.write_text("older export\n", encoding="utf-8")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    result = run("export", "-o", str(link), "--db", str(trail), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    assert link.resolve() == real
+    assert len(jsonl(real.read_text(encoding="utf-8"))) == 5
+    assert sorted(path.name for path in kept.iterdir()) == ["rows.jsonl"]
+
+
+def test_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(trail: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        result = run("export", "-o", str(fifo), "--db", str(trail), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert len(jsonl(out)) == 5
+
+
+def test_export_into_an_inherited_descriptor_as_process_substitution_gives(trail: Path) -> None:
+    """`auditbus export -o >(gzip > rows.gz)` names a pipe as /dev/fd/N."""
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "auditbus", "export", "-o", f"/dev/fd/{write_end}", "--db", str(trail)],
+            cwd=trail.parent,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_end,),
+            text=True,
+        )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, encoding="utf-8") as rows:
+            read_end = -1
+            out = rows.read()
+        _, err = child.communicate(timeout=60)
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert child.returncode == 0, err
+    assert len(jsonl(out)) == 5
+
+
+_TRACE_DURABILITY = """
+import os, sys
+from auditbus import cli
+calls = []
+real_fsync, real_replace = os.fsync, os.replace
+def fsync(fd):
+    calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+    real_fsync(fd)
+def replace(source, destination):
+    calls.append(("replace", os.path.abspath(source), os.path.abspath(destination)))
+    real_replace(source, destination)
+os.fsync, os.replace = fsync, replace
+status = cli.main(sys.argv[1:])
+print(repr(calls))
+sys.exit(status)
+"""
+
+
+def test_export_to_a_file_is_on_disk_before_it_takes_the_name(trail: Path, tmp_path: Path) -> None:
+    """Renamed before its data reach the disk, FILE may be empty or cut after a power loss."""
+    out = tmp_path / "rows.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", _TRACE_DURABILITY, "export", "-o", str(out), "--db", str(trail)],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = ast.literal_eval(result.stdout.splitlines()[-1])
+    replaced = [call for call in calls if call[0] == "replace" and call[2] == str(out)]
+    assert len(replaced) == 1, calls
+    at = calls.index(replaced[0])
+    assert ("fsync", replaced[0][1]) in calls[:at], calls
+    assert ("fsync", str(tmp_path)) in calls[at:], calls
+
+
+def test_export_over_an_existing_file_keeps_its_permissions(trail: Path, tmp_path: Path) -> None:
+    """An evidence file kept private (0600) must not become readable by others when exported again."""
+    out = tmp_path / "private.jsonl"
+    out.write_text("", encoding="utf-8")
+    out.chmod(0o600)
+    result = run("export", "-o", str(out), "--db", str(trail), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert len(jsonl(out.read_text(encoding="utf-8"))) == 5
+
+
+def test_export_does_not_follow_a_link_planted_where_it_writes(
+    trail: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a shared folder (/tmp), a link planted under the name of the file written beside FILE must not
+    make the export truncate what it points to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n", encoding="utf-8")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / f".rows.jsonl.{os.getpid()}.partial").symlink_to(victim)
+    assert cli.main(["export", "-o", str(shared / "rows.jsonl"), "--db", str(trail)]) == 0
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+    assert len(jsonl((shared / "rows.jsonl").read_text(encoding="utf-8"))) == 5
+    capsys.readouterr()
+
+
+def test_export_of_many_unreadable_rows_finishes(tmp_path: Path) -> None:
+    """Each unreadable row is noted for the closing warning once, at constant cost: a trail whose rows
+    are all unreadable (damaged, or another writer's) exports as fast as any other."""
+    path = tmp_path / "damaged.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        connection.executemany(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES ('garbage', 'plan_applied', 'not json')",
+            [()] * 150_000,
+        )
+    connection.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "auditbus", "export", "--read-only", "--db", str(path)],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,  # noting each row by a scan of those before took minutes
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 150_000
+    assert "rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 149990 more have unreadable details" in result.stderr
 
 
 def _unshare_available() -> bool:
@@ -1079,6 +1372,44 @@ def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tupl
     return status, shown.decode(errors="replace")
 
 
+def test_ctrl_c_during_a_purge_says_the_purge_was_carried_out(tmp_path: Path) -> None:
+    """A purge handed to the writer cannot be called back: "interrupted" alone reads as nothing deleted."""
+    path = tmp_path / "large.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(300_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "purge", "--before", "0s", "--yes", "--db", str(path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Its start row is committed right before it hands the purge over.
+        wait_until(lambda: _lifecycle_rows(path, process.pid), "the command to open the trail", 60)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    with AuditService(str(path), read_only=True) as service:
+        left = service.count(event_type="auth_success")
+        purged = service.query(event_type="audit_purged", limit=None)
+    if purged:
+        deleted = purged[0].details["deleted"]
+        assert left == 0
+        assert out.startswith(f"purged {deleted} rows recorded before ")
+        assert err == "auditbus: interrupted after the purge was handed over; it was carried out\n"
+    else:
+        assert left == 300_000
+        assert (out, err) == ("", "auditbus: interrupted\n")
+
+
 def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> None:
     status, shown = _purge_at_terminal(aged_trail, b"n")
     assert "Delete the 2 oldest audit rows, recorded before" in shown
@@ -1171,6 +1502,27 @@ def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
     assert_one_error_line(run("stats", "--db", str(tmp_path), cwd=tmp_path), 1, "is a directory")
 
 
+@pytest.mark.parametrize("command", [["query"], ["verify"], ["demo"]])
+def test_a_fifo_is_not_a_database_and_is_not_waited_on(tmp_path: Path, command: list[str]) -> None:
+    """Reading a FIFO's first bytes would wait for a writer that never comes."""
+    fifo = tmp_path / "audit.db"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "auditbus", *command],
+        check=False,
+        cwd=tmp_path,
+        env=clean_env(AUDITBUS_DB=str(fifo)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1, result
+    assert f"{fifo} is not a regular file" in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -1184,6 +1536,7 @@ def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
         (["query", "--json", "--csv"], ["--csv", "--json"]),
         (["export", "--format", "xml"], ["--format", "'xml'"]),
         (["tail", "--interval", "0"], ["--interval"]),
+        (["tail", "--follow", "--interval", "1e308"], ["--interval", "'1e308'", "86400"]),
         (["purge"], ["--before"]),
         (["frobnicate"], ["'frobnicate'"]),
     ],
@@ -1215,6 +1568,23 @@ def test_bad_usage_quotes_the_argument_with_its_secrets_masked(trail: Path, args
     assert_one_error_line(result, 2, "***REDACTED***")
     assert PASTED_TOKEN not in result.stderr
     assert "hunter22" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["query", "--db", "trail\x1b[2J.db"], 1),
+        (["query", "--db", "{db}", "\x1b]0;owned\x07"], 2),
+        (["export", "--db", "{db}", "-o", "no/such/\x1b[31mred.jsonl"], 1),
+    ],
+)
+def test_an_error_line_shows_control_characters_escaped(trail: Path, args: list[str], status: int) -> None:
+    """A path or word holding a terminal escape (a hostile file name in a loop over `*.db`) is quoted inert."""
+    result = run(*(arg.replace("{db}", str(trail)) for arg in args), cwd=trail.parent)
+    assert_one_error_line(result, status)
+    assert "\x1b" not in result.stderr
+    assert "\x07" not in result.stderr
+    assert "\\x1b" in result.stderr
 
 
 def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> None:
@@ -1320,6 +1690,96 @@ def test_ctrl_c_outside_tail_follow_exits_130(
     assert capsys.readouterr().err == "auditbus: interrupted\n"
 
 
+def _lifecycle_rows(path: Path, pid: int) -> list[str]:
+    with AuditService(str(path), read_only=True) as service:
+        rows = service.query(event_type=["audit_started", "audit_stopped"], order="asc", limit=None)
+    return [str(row.event_type) for row in rows if (row.source or {}).get("pid") == pid]
+
+
+def test_sigterm_mid_export_leaves_no_partial_file_and_records_the_stop(tmp_path: Path) -> None:
+    """SIGTERM (a service manager, `timeout`) ends the command as Ctrl-C does: cleaned up, status 143."""
+    path = tmp_path / "big.db"
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(200_000):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    out = tmp_path / "rows.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "export", "-o", str(out), "--db", str(path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: any(name.name.endswith(".partial") for name in tmp_path.iterdir()), "the export to start", 60
+        )
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines() == ["auditbus: terminated (SIGTERM)"]
+    assert sorted(name.name for name in tmp_path.iterdir() if not name.name.startswith("big.db")) == []
+    assert _lifecycle_rows(path, process.pid) == ["audit_started", "audit_stopped"]
+
+
+def test_sigterm_stops_tail_follow_like_ctrl_c(trail: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        assert "auth_failure" in _next_line(_reader(process.stdout), time.monotonic() + 60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert _lifecycle_rows(trail, process.pid) == ["audit_started", "audit_stopped"]
+
+
+def _with_closed(fd: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`auditbus ARGS` started with descriptor `fd` closed (`2>&-`, a daemon's closed descriptors)."""
+    streams: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams[("stdin", "stdout", "stderr")[fd]] = None
+    return subprocess.run(
+        [sys.executable, "-m", "auditbus", *args],
+        check=False,
+        cwd=cwd,
+        env=clean_env(),
+        preexec_fn=lambda: os.close(fd),
+        text=True,
+        timeout=120,
+        **streams,
+    )
+
+
+def test_a_closed_stderr_does_not_send_messages_into_the_output(trail: Path) -> None:
+    result = _with_closed(2, "query", "--limit", "2", "--json", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0
+    assert [row["event_type"] for row in jsonl(result.stdout)] == ["auth_failure", "plan_cancelled"]
+
+
+def test_a_closed_stdout_is_one_error_line(trail: Path) -> None:
+    result = _with_closed(1, "query", "--db", str(trail), cwd=trail.parent)
+    assert_one_error_line(result, 1, "standard output is closed")
+
+
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     path = tmp_path / "big.db"
     prepare(
@@ -1396,6 +1856,29 @@ def test_the_demo_sample_in_the_docs_matches_real_output(tmp_path: Path) -> None
     shown = [tuple(row[key] for key in keys) for row in _table_rows(real.stdout)]
     documented = [tuple(row[key] for key in keys) for row in _table_rows(sample)]
     assert documented == shown
+
+
+def test_demo_on_a_large_trail_scans_it_in_bounded_memory(tmp_path: Path) -> None:
+    """The redaction check reads the database file in chunks, not whole."""
+    large = tmp_path / "large.db"
+    with AuditService(str(large), durability="normal") as service:
+        for number in range(100_000):
+            service.record_event(
+                DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number, "pad": "p" * 400})
+            )
+    assert large.stat().st_size > 48 * 1024 * 1024
+    fresh = _peak_rss_kib("demo", "--db", str(tmp_path / "fresh.db"), cwd=tmp_path)
+    on_large = _peak_rss_kib("demo", "--db", str(large), cwd=tmp_path)
+    assert on_large - fresh < 24 * 1024, (fresh, on_large)
+
+
+def test_the_redaction_scan_finds_a_key_that_straddles_two_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "scan.db"
+    key = b"sk-proj-straddling0123456789"
+    path.write_bytes(b"x" * (cli._SCAN_CHUNK - 5) + key + b"y" * 10)
+    found, files, size = cli._scan_for({"key": key, "absent": b"nowhere"}, str(path))
+    assert found == {"key": True, "absent": False}
+    assert (files, size) == ([str(path)], path.stat().st_size)
 
 
 def test_demo_twice_on_one_database_checks_only_its_own_rows(tmp_path: Path) -> None:
@@ -1488,6 +1971,56 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         assert result.returncode == 0, (args, result.stderr)
         assert "llm.api_key" in result.stdout, args
         assert secret not in result.stdout + result.stderr, args
+
+
+def _strict_json(line: str) -> Any:
+    """`line` as JSON, refusing the NaN and Infinity that standard JSON does not have."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_infinities_and_lone_surrogates_another_writer_stored_give_valid_output(tmp_path: Path) -> None:
+    """The legacy service's json.dumps writes NaN and Infinity, and a lone surrogate as an escape."""
+    path = tmp_path / "legacy.db"
+    stored = {
+        1: '{"ratio": NaN, "ceiling": Infinity, "floor": -Infinity}',
+        2: '{"overflow": 1e400}',
+        3: '{"file": "report-\\udcff.txt"}',  # a file name decoded with surrogateescape
+        4: '{"after": "the rows above"}',
+    }
+    with sqlite3.connect(path) as connection:
+        connection.executescript(LEGACY_SCHEMA)
+        for row_id, details in stored.items():
+            connection.execute(
+                "INSERT INTO audit_log (id, timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?, ?)",
+                (row_id, NOW.isoformat(), "resource_modified", "alice", details),
+            )
+    connection.close()
+    expected = {
+        1: {"ratio": "nan", "ceiling": "inf", "floor": "-inf"},
+        2: {"overflow": "inf"},
+        3: {"file": "report-\udcff.txt"},
+        4: {"after": "the rows above"},
+    }
+    for args in (("query", "--json"), ("tail", "--json"), ("export",)):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        rows = {row["id"]: row["details"] for row in map(_strict_json, result.stdout.splitlines())}
+        assert rows == expected, args
+    for args in (("query", "--csv"), ("export", "--format", "csv")):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        cells = {int(row["id"]): _strict_json(row["details"]) for row in csv.DictReader(io.StringIO(result.stdout))}
+        assert cells == expected, args
+    for args in (("query",), ("tail",)):
+        result = run(*args, "--read-only", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "file=report-\\udcff.txt" in result.stdout, args
+        assert "after=" in result.stdout, args
+        assert "ceiling=inf" in result.stdout, args
 
 
 def test_secrets_in_the_columns_of_rows_another_writer_stored_are_masked_on_output(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ the traceback of an unexpected failure).
 Exit status: 0 success, 1 error, 2 bad usage (including an empty database
 path, --since after --until, a future purge date, an export over the
 database itself), 3 a check failed (a broken chain in `verify`, a failed
-check in `demo`), 130 interrupted.
+check in `demo`), 130 interrupted (143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,20 +19,26 @@ import argparse
 import codecs
 import contextlib
 import csv
+import errno
 import io
+import itertools
 import json
+import math
 import os
 import re
 import secrets
 import shutil
+import signal
+import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity, redact
 from .types import EventType
@@ -169,13 +175,19 @@ def _non_negative(value: str) -> int:
     return number
 
 
+_MAX_INTERVAL = 86400
+
+
 def _positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    if not seconds > 0 or seconds > _MAX_INTERVAL:
+        # Beyond a day is no longer polling, and time.sleep() refuses what overflows the platform's time_t.
+        raise argparse.ArgumentTypeError(
+            f"{value!r} must be a positive number of seconds, at most {_MAX_INTERVAL} (a day)"
+        )
     return seconds
 
 
@@ -213,6 +225,9 @@ def open_service(path: str, *, create: bool = False, read_only: bool = False) ->
     file = Path(path)
     if file.is_dir():
         raise CliError(f"{path} is a directory, not an audit database")
+    if file.exists() and not file.is_file():
+        # Reading a FIFO's first bytes would wait for a writer that may never come.
+        raise CliError(f"{path} is not a regular file (a FIFO, socket or device), not an audit database")
     header = b""
     if file.exists():
         try:
@@ -349,16 +364,16 @@ class DetailsReader:
     """
 
     def __init__(self) -> None:
-        self.bad_ids: list[int] = []
-        self.bad_times: dict[str, list[int]] = {column: [] for column in _TIME_COLUMNS}
+        # Ids as dict keys: in order, and a row seen again (a table reads its rows twice) is found at once.
+        self.bad_ids: dict[int, None] = {}
+        self.bad_times: dict[str, dict[int, None]] = {column: {} for column in _TIME_COLUMNS}
 
     def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
         """`entry.timestamp` or `entry.recorded_at`, or the stored text when it is not a timestamp."""
         raw = entry.unreadable_timestamp if column == "timestamp" else entry.unreadable_recorded_at
         if raw is None:
             return entry.timestamp if column == "timestamp" else entry.recorded_at
-        if entry.id not in self.bad_times[column]:
-            self.bad_times[column].append(entry.id)
+        self.bad_times[column][entry.id] = None
         return UnreadableTime(column, _shown(entry, raw))
 
     @staticmethod
@@ -371,13 +386,13 @@ class DetailsReader:
         try:
             details = entry.details
         except AuditError as exc:
-            if entry.id not in self.bad_ids:
-                self.bad_ids.append(entry.id)
+            self.bad_ids[entry.id] = None
             raw = entry.stored_details
             return UnreadableDetails(
                 error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
             )
-        return redact(details) if foreign else details
+        # Another writer's NaN and infinities take the text forms auditbus stores them in.
+        return _finite(redact(details)) if foreign else details
 
     def as_dict(self, entry: AuditEntry) -> dict[str, Any]:
         """`AuditEntry.to_dict()`; for unreadable details, `details` None plus `details_error` and `details_raw`."""
@@ -413,8 +428,8 @@ class DetailsReader:
                 self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
 
     @staticmethod
-    def _warn(stream: IO[str], bad_ids: list[int], what: str, column: str) -> None:
-        ids = [str(row_id) for row_id in bad_ids[:10]]
+    def _warn(stream: IO[str], bad_ids: dict[int, None], what: str, column: str) -> None:
+        ids = [str(row_id) for row_id in itertools.islice(bad_ids, 10)]
         more = f" and {len(bad_ids) - 10} more" if len(bad_ids) > 10 else ""
         which = f"row {ids[0]}" if len(bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
         verb = "has" if len(bad_ids) == 1 else "have"
@@ -479,8 +494,24 @@ def _json_default(value: Any) -> Any:
 def _compact_json(value: Any) -> str:
     """Compact JSON; the characters JSON leaves raw but a terminal or a line splitter acts on
     (DEL, C1, U+2028/2029, bidi controls) are written as `\\uXXXX`, which decodes to the same text."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError:
+        # NaN or an infinity, which standard JSON has no form for (the legacy service's json.dumps
+        # stores them): written as the text auditbus stores them as.
+        text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=_json_default)
     return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as `"nan"`, `"inf"`, `"-inf"`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _event_type_text(value: Any) -> str:
@@ -493,7 +524,11 @@ def _event_type_text(value: Any) -> str:
 # and the bidi controls (they reorder what the auditor reads): the human
 # outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
 # joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
+# A lone surrogate (another writer's JSON may escape one: a file name decoded with surrogateescape)
+# has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ud800-\udfff\ufeff]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -535,7 +570,10 @@ def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
 
 
 def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
-    value = _value(entry, attribute, reader)
+    return _cell_text(_value(entry, attribute, reader), attribute)
+
+
+def _cell_text(value: Any, attribute: str) -> str:
     if attribute == "timestamp":
         text = _short_time(value)
     elif attribute == "details":
@@ -549,36 +587,51 @@ def _cell(entry: AuditEntry, attribute: str, reader: DetailsReader) -> str:
 
 def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
     """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
-    if not entries:
+    render_table_twice(lambda: entries, out, reader, width=width)
+
+
+def render_table_twice(
+    entries: Callable[[], Iterable[AuditEntry]], out: IO[str], reader: DetailsReader, *, width: int | None
+) -> None:
+    """`render_table` over two passes of `entries()`: one measures the columns, one prints the rows.
+
+    Neither holds the rows, so a table of every row of a large trail takes no more memory than one row.
+    """
+    always = ("id", "timestamp", "event_type")
+    filled = {attribute: attribute in always for _, attribute in _COLUMNS}
+    widths = {attribute: len(header) for header, attribute in _COLUMNS}
+    empty = True
+    for entry in entries():
+        empty = False
+        for _, attribute in _COLUMNS:
+            value = _value(entry, attribute, reader)
+            if value not in (None, "", {}):
+                filled[attribute] = True
+            widths[attribute] = max(widths[attribute], len(_cell_text(value, attribute)))
+    if empty:
         out.write("(no matching audit entries)\n")
         return
-    columns = [
-        (header, attribute)
-        for header, attribute in _COLUMNS
-        if attribute in ("id", "timestamp", "event_type")
-        or any(_value(entry, attribute, reader) not in (None, "", {}) for entry in entries)
-    ]
-    rows = [[_cell(entry, attribute, reader) for _, attribute in columns] for entry in entries]
-    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, (header, _) in enumerate(columns)]
+    columns = [(header, attribute) for header, attribute in _COLUMNS if filled[attribute]]
+    sizes = [widths[attribute] for _, attribute in columns]
     last = len(columns) - 1
     if width is not None:
-        used = sum(widths[:last]) + 2 * last
-        widths[last] = max(len(columns[last][0]), width - used)
+        used = sum(sizes[:last]) + 2 * last
+        sizes[last] = max(len(columns[last][0]), width - used)
 
     def line(cells: Sequence[str]) -> str:
         padded = []
         for i, cell in enumerate(cells):
             if i == last:
-                padded.append(cell if len(cell) <= widths[i] else cell[: max(widths[i] - 1, 0)] + "…")
+                padded.append(cell if len(cell) <= sizes[i] else cell[: max(sizes[i] - 1, 0)] + "…")
             elif columns[i][1] == "id":
-                padded.append(cell.rjust(widths[i]))
+                padded.append(cell.rjust(sizes[i]))
             else:
-                padded.append(cell.ljust(widths[i]))
+                padded.append(cell.ljust(sizes[i]))
         return "  ".join(padded).rstrip()
 
     out.write(line([header for header, _ in columns]) + "\n")
-    for row in rows:
-        out.write(line(row) + "\n")
+    for entry in entries():
+        out.write(line([_cell(entry, attribute, reader) for _, attribute in columns]) + "\n")
 
 
 def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
@@ -665,16 +718,17 @@ def _terminal_width(out: IO[str]) -> int | None:
 
 
 def _print_entries(
-    entries: Sequence[AuditEntry], args: argparse.Namespace, out: IO[str], reader: DetailsReader
+    entries: Callable[[], Iterable[AuditEntry]], args: argparse.Namespace, out: IO[str], reader: DetailsReader
 ) -> None:
+    """The rows `entries()` gives (called twice for a table) in the format `args` asks for."""
     if args.json:
-        for _ in write_jsonl(entries, out, reader):
+        for _ in write_jsonl(entries(), out, reader):
             pass
     elif args.csv:
-        for _ in write_csv(entries, out, reader):
+        for _ in write_csv(entries(), out, reader):
             pass
     else:
-        render_table(entries, out, reader, width=_terminal_width(out))
+        render_table_twice(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -716,23 +770,51 @@ def cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
     notice = None
     path = db_path(args)
+    reader = DetailsReader()
+    order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
-        entries = service.query(
-            **filters,
-            limit=args.limit or None,
-            offset=args.offset,
-            order="asc" if args.asc else "desc",
-        )
-        if args.limit and len(entries) == args.limit:
+        if not args.limit:
+            # Every row: streamed, so that a trail of millions of rows is never held in memory.
+            _print_entries(_every_row(service, filters, args.offset, ascending=args.asc), args, sys.stdout, reader)
+            reader.warn(sys.stderr)
+            return EXIT_OK
+        entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
+        if len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
             notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
-    reader = DetailsReader()
-    _print_entries(entries, args, sys.stdout, reader)
+    _print_entries(lambda: entries, args, sys.stdout, reader)
     if notice:
         sys.stdout.flush()
         print(notice, file=sys.stderr)
     reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _up_to(row_id: int) -> int | None:
+    """The `after_id` that keeps ids up to `row_id` in descending order (None: no larger id can exist)."""
+    return row_id + 1 if row_id < _SQLITE_MAX_INT else None
+
+
+def _every_row(
+    service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
+) -> Callable[[], Iterator[AuditEntry]]:
+    """The matching rows after the first `offset`, read in pages each time it is called.
+
+    Every call stops at the newest row that matched when this was called, so it gives
+    the same rows (a table reads them twice), less any purged meanwhile, and a writer
+    appending faster than they are read cannot make it run on.
+    """
+    top = service.query(**filters, limit=1, order="desc")
+    end = top[0].id if top else 0
+
+    def read() -> Iterator[AuditEntry]:
+        if ascending:
+            rows = service.iter_entries(**filters, order="asc")
+            return itertools.takewhile(lambda entry: entry.id <= end, rows)
+        # In descending order, `after_id` keeps the ids below it.
+        return service.iter_entries(**filters, order="desc", after_id=_up_to(end))
+
+    return lambda: itertools.islice(read(), offset, None) if top else iter(())
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -748,23 +830,58 @@ def cmd_tail(args: argparse.Namespace) -> int:
         reader.warn(sys.stderr)
 
     with open_service(path, read_only=args.read_only) as service:
-        newest = service.query(limit=1, order="desc")
-        last_id = newest[0].id if newest else 0
-        recent = service.query(**filters, limit=args.lines, order="desc") if args.lines else []
-        show(reversed(recent))
-        last_id = max([last_id, *(entry.id for entry in recent)])
-        if not args.follow:
-            return EXIT_OK
         try:
-            while True:
-                batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
-                if batch:
-                    show(batch)
-                    last_id = batch[-1].id
-                    continue
-                time.sleep(args.interval)
+            _tail(service, args, filters, show)
         except KeyboardInterrupt:
-            return EXIT_OK
+            # For --follow, Ctrl-C (or SIGTERM) is the way out, whenever it comes.
+            if not args.follow:
+                raise
+    return EXIT_OK
+
+
+def _tail(
+    service: AuditService,
+    args: argparse.Namespace,
+    filters: dict[str, Any],
+    show: Callable[[Iterable[AuditEntry]], None],
+) -> None:
+    """The last `args.lines` matching rows, then, with `args.follow`, new ones until interrupted."""
+    path = db_path(args)
+    # The file the service opened, taken before anything is shown.
+    followed = _file_identity(path)
+    newest = service.query(limit=1, order="desc")
+    last_id = newest[0].id if newest else 0
+    top = service.query(**filters, limit=1, order="desc") if args.lines else []
+    if top:
+        # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
+        # every row from it on, read in pages: `-n` of any size takes little memory.
+        nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
+        rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
+        show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
+        last_id = max(last_id, top[0].id)
+    if not args.follow:
+        return
+    while True:
+        # Polling a file no longer at the path would show nothing new, or another trail's rows.
+        now = _file_identity(path)
+        if now is None or now != followed:
+            change = "removed" if now is None else "replaced"
+            raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
+        batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
+        if batch:
+            show(batch)
+            last_id = batch[-1].id
+            continue
+        time.sleep(args.interval)
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at `path`, None when there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
@@ -810,7 +927,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(_compact_json(_report_fields(report)))
     else:
-        print(describe_verify(report))
+        print(_safe(describe_verify(report)))
         kept = sorted({row for row, _ in heads})
         if report.ok and kept:
             print(f"kept head{'s' if len(kept) != 1 else ''} matched: {', '.join(f'row {i}' for i in kept)}")
@@ -839,6 +956,11 @@ class _Progress:
         self.total, self.stream, self.enabled = total, stream, enabled
         self.done = 0
         self._drawn = 0.0
+
+    def follow(self, rows: Iterable[object]) -> None:
+        """Advances once per row `rows` gives, driving it to the end."""
+        for _ in rows:
+            self.advance()
 
     def advance(self) -> None:
         self.done += 1
@@ -877,32 +999,80 @@ def cmd_export(args: argparse.Namespace) -> int:
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
         progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
-        entries = service.iter_entries(**filters, order="asc")
+        # The rows there when the export began: a writer appending meanwhile neither makes the export
+        # run on nor slips rows past the count it reports.
+        top = service.query(**filters, limit=1, order="desc")
+        end = top[0].id if top else 0
+        entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
             for _ in writer(entries, sys.stdout, reader):
                 progress.advance()
             progress.finish()
             reader.warn(sys.stderr)
             return EXIT_OK
-        # Written beside the target and renamed when complete: an interrupted export leaves no partial file.
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
-            with partial.open("w", encoding="utf-8", newline="") as handle:
-                for _ in writer(entries, handle, reader):
-                    progress.advance()
-            os.replace(partial, target)
+            _export_to(target, lambda handle: progress.follow(writer(entries, handle, reader)))
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
-        finally:
-            # On a read-only file system even removing a file that was never created fails (EROFS),
-            # which must not replace the error above.
-            with contextlib.suppress(OSError):
-                partial.unlink()
         progress.finish()
-        print(f"exported {progress.done} rows to {target}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _export_to(target: Path, write: Callable[[IO[str]], object]) -> None:
+    """`write(handle)` into `target`: complete or not at all for a file, as a stream for anything else."""
+    try:
+        existing: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        existing = None
+    kind = existing.st_mode if existing else stat.S_IFREG
+    if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+        # A FIFO, a device or /dev/fd/N (`-o >(gzip > x.gz)`, /dev/stdout): written into, as a
+        # stream; a rename would replace the node itself with a regular file.
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        return
+    # Through a symlink, the file it points to is replaced and the link kept.
+    final = Path(os.path.realpath(target))
+    # Written beside the target and renamed when complete: an interrupted export leaves no partial
+    # file. An unguessable name, created only as a new file: in a shared folder (/tmp), a link
+    # planted under the name is not followed. Private while written when it replaces a FILE, which
+    # keeps that FILE's permissions (and owner, where allowed).
+    partial = final.with_name(f".{final.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600 if existing else 0o666
+    )
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+            if existing:
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, existing.st_uid, existing.st_gid)
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+            # On disk before it takes the name: else a power loss can leave FILE empty or cut.
+            handle.flush()
+            os.fsync(fd)
+        os.replace(partial, final)
+        _sync_folder(final.parent)
+    finally:
+        # On a read-only file system even removing a file fails (EROFS), which must not replace
+        # the error on its way out.
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes a rename in `folder` durable, where the file system can sync a folder."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _print_mapping(data: Any, out: IO[str], indent: int = 0) -> None:
@@ -974,7 +1144,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return EXIT_OK
             prompt = (
                 f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
-                f"{_iso(before)}, from {path}? This cannot be undone. [y/N] "
+                f"{_iso(before)}, from {_safe(path)}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -983,9 +1153,39 @@ def cmd_purge(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("purge cancelled: nothing was deleted", file=sys.stderr)
                 return EXIT_ERROR
-        purged = service.purge(before)
-    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {path}")
+        try:
+            purged = service.purge(before)
+        except KeyboardInterrupt as exc:
+            # A purge handed to the writer still runs: say what it deleted, not just "interrupted".
+            # close() waits for everything handed over, the purge included (Ctrl-C again stops the wait).
+            service.close()
+            done = _own_purge(path, before)
+            if done is None:
+                raise
+            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+            signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+            how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+            print(f"auditbus: {how} after the purge was handed over; it was carried out", file=sys.stderr)
+            return 128 + signum
+    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
     return EXIT_OK
+
+
+def _own_purge(path: str, before: datetime) -> int | None:
+    """How many rows this process's purge deleted, from its `audit_purged` row; None without one."""
+    with AuditService(path, read_only=True) as service:
+        rows = service.query(event_type="audit_purged", order="desc", limit=10)
+    for row in rows:
+        source = row.source if isinstance(row.source, dict) else {}
+        details = row.details if isinstance(row.details, dict) else {}
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # another writer's row: not ours
+            if source.get("pid") == os.getpid() and datetime.fromisoformat(details["before"]) == before:
+                deleted = details.get("deleted")
+                return deleted if isinstance(deleted, int) else None
+    return None
+
+
+_SCAN_CHUNK = 1 << 20
 
 
 def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], list[str], int]:
@@ -993,11 +1193,18 @@ def _scan_for(needles: dict[str, bytes], path: str) -> tuple[dict[str, bool], li
     found = dict.fromkeys(needles, False)
     files = [name for name in (path, f"{path}-wal", f"{path}-journal", f"{path}-shm") if Path(name).is_file()]
     size = 0
+    # Read in chunks, each with the end of the one before (a needle may straddle two): a large
+    # trail is scanned in little memory.
+    overlap = max((len(needle) for needle in needles.values()), default=1) - 1
     for name in files:
-        data = Path(name).read_bytes()
-        size += len(data)
-        for label, needle in needles.items():
-            found[label] = found[label] or needle in data
+        with Path(name).open("rb") as handle:
+            tail = b""
+            while chunk := handle.read(_SCAN_CHUNK):
+                size += len(chunk)
+                data = tail + chunk
+                for label, needle in needles.items():
+                    found[label] = found[label] or needle in data
+                tail = data[-overlap:] if overlap else b""
     return found, files, size
 
 
@@ -1009,7 +1216,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(4)
     # A fresh key each run, so finding it absent cannot be an accident of older data.
     secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
-    out.write(f"auditbus demo: services emit through a wired bus into {path}, as user 'alice'\n\n")
+    out.write(f"auditbus demo: services emit through a wired bus into {_safe(path)}, as user 'alice'\n\n")
     with open_service(path, create=True) as service:
         newest = service.query(limit=1, order="desc")
         start_id = newest[0].id if newest else 0
@@ -1072,7 +1279,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"auditbus: error: {redact(message)} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"auditbus: error: {_safe(redact(message))} (see '{self.prog} --help')\n")
 
 
 def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
@@ -1231,21 +1438,86 @@ def _configure_output(args: argparse.Namespace) -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, unwound as Ctrl-C is: the service closed, an export's partial file removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `_Terminated` (when not ignored, and only on the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _open_closed_descriptors() -> None:
+    """Opens /dev/null on a closed stdin, stdout or stderr (`2>&-`, a daemon's closed descriptors).
+
+    Python leaves `sys.stderr` None then, and `print(file=None)` writes to stdout: a warning would
+    land in the `--json` output. A file the command opens could also take the number, and what is
+    written to that descriptor would land in it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the life of the process
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `auditbus` command; returns the exit status."""
+    _open_closed_descriptors()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:
+        if not (args.command == "export" and args.output):
+            print("auditbus: error: standard output is closed: the answer has nowhere to go", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
     _configure_output(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return _run(handler, args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`handler(args)`'s exit status; what it raises, as one line on stderr and its status."""
     try:
-        return handler(args)
+        with _termination_unwinds():
+            return handler(args)
     except CliError as exc:
-        print(f"auditbus: error: {redact(str(exc))}", file=sys.stderr)
+        print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated):
+            print(f"auditbus: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+            return 128 + exc.signum
         print("auditbus: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -1256,7 +1528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
-        print(f"auditbus: error: {redact(_one_line(exc))} ({type(exc).__name__})", file=sys.stderr)
+        print(f"auditbus: error: {_safe(redact(_one_line(exc)))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
 
