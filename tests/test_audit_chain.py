@@ -97,7 +97,20 @@ def test_a_row_slipped_in_without_a_hash_is_found(trail: Path) -> None:
     )
     report = verify(trail)
     assert not report.ok
-    assert report.first_bad_id == rows[4]
+    assert report.first_bad_id == rows[3]
+    assert "slipped in" in report.reason
+
+
+def test_a_row_whose_chain_hash_was_removed_is_named_not_the_row_after_it(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "UPDATE audit_log SET chain_hash = NULL, prev_hash = NULL WHERE id = ?", (rows[5],))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == rows[5]
+    assert f"id {rows[5]}, without a chain hash, is not what row {rows[6]} was chained after" in report.reason
+    # The walk stopped there: the row is not reported as appended after the chain.
+    assert (report.unchained, report.appended) == (0, 0)
 
 
 def test_reordered_rows_are_found(trail: Path) -> None:
@@ -127,7 +140,8 @@ def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> N
     execute(path, "UPDATE audit_log SET user_identity = 'nobody' WHERE id = ?", (appended.id,))
     report = verify(path)
     assert not report.ok
-    assert report.first_bad_id > appended.id
+    assert report.first_bad_id == appended.id
+    assert "edited" in report.reason
 
 
 def test_two_services_on_one_file_extend_one_chain(tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ pub struct Verifier {
     last_id: Option<i64>,
     /// Unchained rows after the anchor that no chained row covers yet.
     pending: u64,
+    /// The id of the first of them.
+    pending_from: i64,
     /// Heads kept outside the file: row id -> the chain hashes kept for it
     /// (more than one only when the heads given disagree; then none matches).
     expected: BTreeMap<i64, BTreeSet<String>>,
@@ -165,6 +167,7 @@ impl Verifier {
             next_id: anchor_id.saturating_add(1),
             last_id: None,
             pending: 0,
+            pending_from: 0,
             expected: BTreeMap::new(),
             verdict: Verdict::default(),
         }
@@ -222,6 +225,9 @@ impl Verifier {
                     return self.bad(self.next_id, format!("{missing} missing before row {id} (deleted)"));
                 }
                 self.running = fold(&self.running, &row.content);
+                if self.pending == 0 {
+                    self.pending_from = id;
+                }
                 self.pending += 1;
                 self.next_id = id.saturating_add(1);
             }
@@ -235,6 +241,19 @@ impl Verifier {
             return self.bad(id, "row content does not match its chain hash (edited)".to_owned());
         }
         if prev != self.running {
+            if self.pending > 0 && id == self.next_id {
+                // No row is missing: the rows without a hash just before it are
+                // not the ones it was chained after.
+                let (first, rows) = (self.pending_from, span(self.pending_from, id - 1));
+                let verb = if self.pending == 1 { "is" } else { "are" };
+                return self.bad(
+                    first,
+                    format!(
+                        "{rows}, without a chain hash, {verb} not what row {id} was chained after (edited, its chain \
+                         hash removed, or slipped in)"
+                    ),
+                );
+            }
             return self
                 .bad(id, "row does not follow the row before it (a row before it was deleted or inserted)".to_owned());
         }
@@ -296,8 +315,11 @@ impl Verifier {
     /// Trailing unchained rows count as unchained: nothing covers them yet.
     /// A kept head whose row never came is reported here.
     pub fn finish(mut self) -> Verdict {
-        self.verdict.unchained += self.pending;
-        self.verdict.appended = self.pending;
+        // After a bad row, the rows without a hash before it were not "appended": the walk stopped.
+        if self.verdict.first_bad_id.is_none() {
+            self.verdict.unchained += self.pending;
+            self.verdict.appended = self.pending;
+        }
         let missing = self.expected.iter().find_map(|(&id, kept)| {
             let kept = kept.first()?;
             Some(if id <= self.anchor_id {
