@@ -19,7 +19,7 @@ from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import execute, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import execute, raw_query, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent
 
 
@@ -489,15 +489,19 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
     svc = AuditService(path)
     bus = auditbus.ReactiveEventBus(audit=svc)
     big = {"blob": "x" * TOO_BIG}
-    with pytest.raises(auditbus.ValidationError, match=r"at most 1,000,000,000 bytes") as refused:
+
+    def hand_over(details: dict[str, str]) -> None:
         if path_in == "record_event":
-            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=details))
         elif path_in == "record":
-            svc.record("auth_success", plan_id="big", details=big)
+            svc.record("auth_success", plan_id="big", details=details)
         elif path_in == "emit":
-            bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+            bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=details))
         else:
             svc.record_event(DomainEvent(event_type="step_completed", plan_id="p" * TOO_BIG))
+
+    with pytest.raises(auditbus.ValidationError, match=r"at most 1,000,000,000 bytes") as refused:
+        hand_over(big)
     assert ("plan_id" if path_in == "plan_id" else "details") in str(refused.value)
     del big
     # Refused before it was counted: the writer never saw it, and goes on.
@@ -509,6 +513,44 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
     stats = svc.stats()
     assert (stats["lost"], stats["errors"], stats["queue_depth"]) == (0, 0, 0)
     svc.close()
+
+
+# Over half of the bytes that rows waiting for the writer may hold together.
+HALF_QUEUE_BYTES = 130_000_000
+
+
+@pytest.mark.parametrize("path_in", ["record_event", "emit"])
+def test_large_rows_wait_for_room_in_memory_instead_of_growing_the_process_without_bound(
+    tmp_path: Path, path_in: str
+) -> None:
+    path = tmp_path / "a.db"
+    big = {"blob": "x" * HALF_QUEUE_BYTES}
+    with AuditService(path, put_timeout=0, busy_timeout=0.02) as svc:
+        bus = auditbus.ReactiveEventBus(audit=svc)
+        second = DomainEvent(event_type="step_completed", plan_id="big2", details=big)
+        hand_over = svc.record_event if path_in == "record_event" else bus.emit
+        with held_back(svc, path):
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big1", details=big))
+            # The queue has slots left, but not the memory for a second copy of the blob.
+            with pytest.raises(auditbus.QueueFullError, match=r"held over 256,000,000 bytes"):
+                hand_over(second)
+            assert svc.stats()["rejected"] == 1
+            svc.record_event(event(1))  # a small row still fits
+        svc.flush()
+        # Written rows give their room back, however large.
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id="big3", details=big))
+        svc.flush()
+        svc.record("step_completed", plan_id="big4", details=big)
+        stats = svc.stats()
+        assert (stats["lost"], stats["queue_depth"]) == (0, 0)
+    rows = raw_query(path, "SELECT plan_id, length(details) AS n FROM audit_log WHERE event_type = 'step_completed'")
+    assert [(r["plan_id"], r["n"] > HALF_QUEUE_BYTES) for r in rows] == [
+        ("p0", False),
+        ("big1", True),
+        ("p1", False),
+        ("big3", True),
+        ("big4", True),
+    ]
 
 
 def test_an_edited_head_row_of_another_type_does_not_stop_the_writer(tmp_path: Path) -> None:
