@@ -567,6 +567,16 @@ def test_secrets_in_free_text(text: str, expected: str) -> None:
     assert redact({"msg": text}) == {"msg": expected}
 
 
+# Pasted from a web page or a chat (a no-break space), or spaced by a control
+# character: the credential after the scheme is still a credential.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
+def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: str, space: str) -> None:
+    out = redact({"msg": f"{scheme}{space}abcdef0123456789abcdef"})["msg"]
+    assert "abcdef0123456789abcdef" not in out
+    assert out.endswith(M)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

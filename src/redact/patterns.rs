@@ -155,8 +155,10 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         pairs: HintPairs::new(HINTS.iter().map(|(h, _)| *h)),
         hints,
         pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
+        // Any horizontal space between the scheme and the credential: a
+        // no-break space pasted from a page, a control or invisible character.
         auth: Regex::new(
-            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[ \t]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
         )
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
