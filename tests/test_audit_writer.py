@@ -585,6 +585,26 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
 
 
+def test_a_copy_numbered_past_the_last_suffix_handed_over_twice_is_stored_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    base = DomainEvent(event_type="entity_deleted", plan_id="p0")
+    # The id itself, `.2` to `.1000`, then copies that take a UUID suffix.
+    copies = [base.model_copy(update={"plan_id": f"p{i}"}) for i in range(1, 1004)]
+    with AuditService(path) as svc:
+        for copied in copies:
+            svc.record_event(copied)
+        for again in (copies[-1], copies[-2], copies[500]):  # a bus and a subscriber both wired
+            svc.record_event(again)
+        svc.flush()
+        rows = raw_rows(path, "event_type = 'entity_deleted'")
+        assert [r["plan_id"] for r in rows] == [f"p{i}" for i in range(1, 1004)]
+        ids = [r["event_id"] for r in rows]
+        assert ids[:1000] == [base.event_id] + [f"{base.event_id}.{n}" for n in range(2, 1001)]
+        assert all(i.startswith(f"{base.event_id}.") and len(i) == len(base.event_id) + 37 for i in ids[1000:])
+        assert svc.stats()["duplicates"] == 3
+        assert svc.verify().ok
+
+
 def test_a_duplicate_on_a_table_without_autoincrement_is_skipped_not_a_stopped_writer(tmp_path: Path) -> None:
     # Made by an SQLite tool rather than the legacy service: no sqlite_sequence table at all.
     path = tmp_path / "plain.db"

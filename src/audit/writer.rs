@@ -1743,7 +1743,17 @@ fn insert_rows(
             if stored_alike(tx, &event_id, &content)? {
                 break None;
             }
-            copy += 1;
+            // Its copies are read in one range of the index, not tried one
+            // number at a time: with many, each try cost a failed insert and
+            // a read, and past the last number every copy paid for them all.
+            copy = if copy == 1 {
+                match next_copy(tx, &record.event_id, &content)? {
+                    Some(number) => number,
+                    None => break None,
+                }
+            } else {
+                copy + 1
+            };
             event_id = std::borrow::Cow::Owned(if copy <= MAX_COPY_SUFFIX {
                 format!("{}.{copy}", record.event_id)
             } else {
@@ -1778,6 +1788,45 @@ fn insert_rows(
 
 /// Copies of one event_id numbered `.2` to this; further ones get a fresh UUID suffix.
 const MAX_COPY_SUFFIX: u32 = 1000;
+
+/// The number the next copy of `base` takes (above [`MAX_COPY_SUFFIX`]:
+/// none is free, it takes a fresh UUID), or None when one of its copies
+/// (`<base>.<anything>`) already holds the same event as `row`: the same
+/// copy handed over twice.
+fn next_copy(tx: &Connection, base: &str, row: &RowContent<'_>) -> Result<Option<u32>> {
+    // `.` sorts just before `/`: the range holds exactly the ids `<base>.…`.
+    let mut stmt = tx.prepare_cached(
+        "SELECT event_id, (timestamp IS ?3 AND event_type IS ?4 AND plan_id IS ?5 AND user_identity IS ?6 \
+         AND details IS ?7 AND actor_name IS ?8 AND project_name IS ?9 AND session_id IS ?10 AND outcome IS ?11) \
+         FROM audit_log WHERE event_id > ?1 AND event_id < ?2",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![
+        format!("{base}."),
+        format!("{base}/"),
+        row.timestamp,
+        row.event_type,
+        row.plan_id,
+        row.user_identity,
+        row.details,
+        row.actor_name,
+        row.project_name,
+        row.session_id,
+        row.outcome,
+    ])?;
+    let mut taken = std::collections::HashSet::new();
+    while let Some(stored) = rows.next()? {
+        if stored.get::<_, Option<bool>>(1)?.unwrap_or(false) {
+            return Ok(None);
+        }
+        let id: Option<String> = stored.get(0)?;
+        let number = id.as_deref().and_then(|id| id.get(base.len() + 1..)).and_then(|n| n.parse::<u32>().ok());
+        // `.02` is not the `.2` this writer makes: that one stays free.
+        if let Some(number) = number.filter(|n| id.as_deref().is_some_and(|id| id.ends_with(&format!(".{n}")))) {
+            taken.insert(number);
+        }
+    }
+    Ok(Some((2..=MAX_COPY_SUFFIX).find(|n| !taken.contains(n)).unwrap_or(MAX_COPY_SUFFIX + 1)))
+}
 
 /// Whether the row stored under `event_id` holds the same event as `row`
 /// (the columns the event itself gives; the id, `source` and times of
