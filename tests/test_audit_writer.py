@@ -19,7 +19,7 @@ from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import execute, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import execute, raw_query, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent
 
 
@@ -490,13 +490,13 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
     bus = auditbus.ReactiveEventBus(audit=svc)
     big = {"blob": "x" * TOO_BIG}
 
-    def hand_over(big: dict[str, str]) -> None:
+    def hand_over(details: dict[str, str]) -> None:
         if path_in == "record_event":
-            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big", details=details))
         elif path_in == "record":
-            svc.record("auth_success", plan_id="big", details=big)
+            svc.record("auth_success", plan_id="big", details=details)
         elif path_in == "emit":
-            bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=big))
+            bus.emit(DomainEvent(event_type="step_completed", plan_id="big", details=details))
         else:
             svc.record_event(DomainEvent(event_type="step_completed", plan_id="p" * TOO_BIG))
 
@@ -513,6 +513,44 @@ def test_a_row_too_big_for_sqlite_is_refused_when_handed_over_and_the_trail_goes
     stats = svc.stats()
     assert (stats["lost"], stats["errors"], stats["queue_depth"]) == (0, 0, 0)
     svc.close()
+
+
+# Over half of the bytes that rows waiting for the writer may hold together.
+HALF_QUEUE_BYTES = 130_000_000
+
+
+@pytest.mark.parametrize("path_in", ["record_event", "emit"])
+def test_large_rows_wait_for_room_in_memory_instead_of_growing_the_process_without_bound(
+    tmp_path: Path, path_in: str
+) -> None:
+    path = tmp_path / "a.db"
+    big = {"blob": "x" * HALF_QUEUE_BYTES}
+    with AuditService(path, put_timeout=0, busy_timeout=0.02) as svc:
+        bus = auditbus.ReactiveEventBus(audit=svc)
+        second = DomainEvent(event_type="step_completed", plan_id="big2", details=big)
+        hand_over = svc.record_event if path_in == "record_event" else bus.emit
+        with held_back(svc, path):
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id="big1", details=big))
+            # The queue has slots left, but not the memory for a second copy of the blob.
+            with pytest.raises(auditbus.QueueFullError, match=r"held over 256,000,000 bytes"):
+                hand_over(second)
+            assert svc.stats()["rejected"] == 1
+            svc.record_event(event(1))  # a small row still fits
+        svc.flush()
+        # Written rows give their room back, however large.
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id="big3", details=big))
+        svc.flush()
+        svc.record("step_completed", plan_id="big4", details=big)
+        stats = svc.stats()
+        assert (stats["lost"], stats["queue_depth"]) == (0, 0)
+    rows = raw_query(path, "SELECT plan_id, length(details) AS n FROM audit_log WHERE event_type = 'step_completed'")
+    assert [(r["plan_id"], r["n"] > HALF_QUEUE_BYTES) for r in rows] == [
+        ("p0", False),
+        ("big1", True),
+        ("p1", False),
+        ("big3", True),
+        ("big4", True),
+    ]
 
 
 def test_an_edited_head_row_of_another_type_does_not_stop_the_writer(tmp_path: Path) -> None:
@@ -545,6 +583,26 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
         assert svc.stats()["duplicates"] == 1
         assert svc.verify().ok
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
+
+
+def test_a_copy_numbered_past_the_last_suffix_handed_over_twice_is_stored_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    base = DomainEvent(event_type="entity_deleted", plan_id="p0")
+    # The id itself, `.2` to `.1000`, then copies that take a UUID suffix.
+    copies = [base.model_copy(update={"plan_id": f"p{i}"}) for i in range(1, 1004)]
+    with AuditService(path) as svc:
+        for copied in copies:
+            svc.record_event(copied)
+        for again in (copies[-1], copies[-2], copies[500]):  # a bus and a subscriber both wired
+            svc.record_event(again)
+        svc.flush()
+        rows = raw_rows(path, "event_type = 'entity_deleted'")
+        assert [r["plan_id"] for r in rows] == [f"p{i}" for i in range(1, 1004)]
+        ids = [r["event_id"] for r in rows]
+        assert ids[:1000] == [base.event_id] + [f"{base.event_id}.{n}" for n in range(2, 1001)]
+        assert all(i.startswith(f"{base.event_id}.") and len(i) == len(base.event_id) + 37 for i in ids[1000:])
+        assert svc.stats()["duplicates"] == 3
+        assert svc.verify().ok
 
 
 def test_a_duplicate_on_a_table_without_autoincrement_is_skipped_not_a_stopped_writer(tmp_path: Path) -> None:

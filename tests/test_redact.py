@@ -11,6 +11,8 @@ import datetime
 import decimal
 import enum
 import json
+import subprocess
+import sys
 import threading
 import types
 from collections.abc import Iterator, Mapping
@@ -565,6 +567,35 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
 )
 def test_secrets_in_free_text(text: str, expected: str) -> None:
     assert redact({"msg": text}) == {"msg": expected}
+
+
+# Each token prefix glued after another split the match and searched the rest
+# of the run again: a 1 MB run took about 20 minutes on the emitting thread.
+# Run in a process of its own, so a hang is a failed assertion.
+_GLUED = """
+import sys
+from auditbus import REDACTED, redact
+for prefix in ("sk-", "xoxb-", "glpat-", "-sk"):
+    out = redact("before " + prefix * (1_000_000 // len(prefix)) + " after")
+    assert out.startswith("before ") and out.endswith(REDACTED + " after"), prefix
+    assert out.replace(REDACTED, "") in ("before  after", "before - after"), prefix
+print("ok")
+"""
+
+
+def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
+    done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+# Pasted from a web page or a chat (a no-break space), or spaced by a control
+# character: the credential after the scheme is still a credential.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
+def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: str, space: str) -> None:
+    out = redact({"msg": f"{scheme}{space}abcdef0123456789abcdef"})["msg"]
+    assert "abcdef0123456789abcdef" not in out
+    assert out.endswith(M)
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,47 @@ pub struct AuditRecord {
     pub outcome: Option<String>,
     /// Redacted details as JSON object text.
     pub details: String,
+    /// The record's share of the bytes handed to the writer, given back when
+    /// the record is dropped (see [`Held`]).
+    pub held: Share,
+}
+
+/// A record's [`Held`] share, if it was handed to the writer. A clone holds
+/// none: only the record handed over gives its bytes back.
+#[derive(Debug, Default)]
+pub struct Share(pub Option<Held>);
+
+impl Clone for Share {
+    fn clone(&self) -> Self {
+        Self(None)
+    }
+}
+
+/// Bytes of row text handed to the writer and not yet written, refused or
+/// given up: what the queue holds in memory besides its slots.
+#[derive(Debug, Default)]
+pub struct HeldBytes {
+    pub bytes: parking_lot::Mutex<usize>,
+    /// Notified whenever bytes are given back.
+    pub freed: parking_lot::Condvar,
+}
+
+/// A record's share of [`HeldBytes`]. Given back on drop, so every way a
+/// record leaves the writer (committed, a duplicate, refused, lost at exit)
+/// makes room.
+#[derive(Debug)]
+pub struct Held {
+    pub of: std::sync::Arc<HeldBytes>,
+    pub bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.of.bytes.lock();
+        *held = held.saturating_sub(self.bytes);
+        drop(held);
+        self.of.freed.notify_all();
+    }
 }
 
 /// The text fields of a row besides the event type.
@@ -126,6 +167,7 @@ impl AuditRecord {
             session_id: who.session_id,
             outcome,
             details,
+            held: Share::default(),
         }
     }
 

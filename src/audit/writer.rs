@@ -42,7 +42,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::chain::{self, RowContent};
 use crate::audit::query::{self, RowData};
-use crate::audit::record::{lifecycle, new_event_id, AuditRecord};
+use crate::audit::record::{lifecycle, new_event_id, AuditRecord, Held, HeldBytes};
 use crate::audit::schema;
 use crate::errors::{Error, Result};
 use crate::timestamp;
@@ -81,6 +81,13 @@ const MAX_LINGER: Duration = Duration::from_millis(10);
 /// time columns, the two hashes, the record's header, a copy suffix on
 /// its event id (the `source` column is counted apart).
 const ROW_OVERHEAD: usize = 4096;
+/// Bytes of row text that records handed over and not yet written may hold
+/// in memory: the queue's slots bound how many records wait, this how big
+/// they are together (a burst of large rows would otherwise grow the process
+/// until the system kills it, and every queued row with it). A record that
+/// does not fit waits like one facing a full queue; one larger than this is
+/// taken once nothing else is held.
+pub const QUEUE_BYTES: usize = 256_000_000;
 /// WAL frames that trigger a checkpoint: SQLite's `wal_autocheckpoint` default.
 pub const CHECKPOINT_FRAMES: i64 = 1000;
 /// A write-behind burst is over once no row came for this long (see `Thread::gather`),
@@ -290,6 +297,9 @@ pub struct Writer {
     /// row's text may take (see [`Writer::admit`]).
     row_limit: usize,
     text_room: usize,
+    /// Row text held by records handed over and not yet written (see [`QUEUE_BYTES`]).
+    held: Arc<HeldBytes>,
+    queue_bytes: usize,
 }
 
 /// `fork()`s this process descends through, counted in each child by the
@@ -357,6 +367,8 @@ impl Writer {
             forks_at_start: FORKS.load(Ordering::Relaxed),
             row_limit,
             text_room,
+            held: Arc::new(HeldBytes::default()),
+            queue_bytes: QUEUE_BYTES,
         }))
     }
 
@@ -510,10 +522,73 @@ impl Writer {
     }
 
     /// Write-behind: returns once the record is queued.
-    pub fn submit(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
+    pub fn submit(&self, py: Python<'_>, mut record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
         self.admit(&record)?;
+        let timeout = self.reserve(py, &mut record, timeout)?;
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|e| self.not_accepted(e))
+    }
+
+    /// Takes the record's share of [`QUEUE_BYTES`], waiting for room up to
+    /// `timeout` as `send` waits for a slot (the GIL released, signals
+    /// handled between slices); returns what is left of `timeout` for the send.
+    fn reserve(&self, py: Python<'_>, record: &mut AuditRecord, timeout: Option<Duration>) -> Result<Option<Duration>> {
+        // A fork() child has no writer to give room back: refused as `send` refuses it.
+        self.check_process()?;
+        let size: usize = record.text_sizes().iter().map(|&(_, size)| size).sum();
+        let fits = |held: usize| held == 0 || held.saturating_add(size) <= self.queue_bytes;
+        let take = |held: &mut usize| {
+            *held += size;
+            Held { of: self.held.clone(), bytes: size }
+        };
+        {
+            let mut held = self.held.bytes.lock();
+            if fits(*held) {
+                record.held.0 = Some(take(&mut held));
+                return Ok(timeout);
+            }
+        }
+        // Only the writer thread gives room back: there, waiting would never end.
+        let timeout = if self.on_writer_thread() { Some(Duration::ZERO) } else { timeout };
+        let deadline = timeout.map(|limit| Instant::now() + limit);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(self.bytes_full_error(size, timeout));
+            }
+            // A thread that stopped gives nothing back: its queue stays as it is.
+            if self.shared.refused.load(Ordering::Acquire) || self.is_finished() {
+                return Err(self.stopped_error());
+            }
+            let until = deadline.map_or(now + SIGNAL_POLL, |d| d.min(now + SIGNAL_POLL));
+            let taken = py.detach(|| {
+                let mut held = self.held.bytes.lock();
+                if !fits(*held) {
+                    self.held.freed.wait_until(&mut held, until);
+                }
+                fits(*held).then(|| take(&mut held))
+            });
+            if let Some(taken) = taken {
+                record.held.0 = Some(taken);
+                return Ok(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+            }
+            py.check_signals()?;
+        }
+    }
+
+    fn bytes_full_error(&self, size: usize, timeout: Option<Duration>) -> Error {
+        let waited = timeout.map_or_else(|| "0".to_owned(), |t| format!("{}", t.as_secs_f64()));
+        Error::QueueFull(format!(
+            "the records queued for {:?} held over {} bytes for {waited} s (put_timeout), no room for this one's {} \
+             bytes; the record was not accepted",
+            self.shared.path,
+            grouped(self.queue_bytes),
+            grouped(size)
+        ))
     }
 
     /// Refuses a row SQLite would never store: accepted, it would fail its
@@ -554,9 +629,15 @@ impl Writer {
     }
 
     /// Durable: returns the row id once the batch holding it is committed.
-    pub fn record(&self, py: Python<'_>, record: AuditRecord, timeout: Option<Duration>) -> Result<Option<Committed>> {
+    pub fn record(
+        &self,
+        py: Python<'_>,
+        mut record: AuditRecord,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Committed>> {
         self.check_not_writer("record()")?;
         self.admit(&record)?;
+        let timeout = self.reserve(py, &mut record, timeout)?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|e| self.not_accepted(e))?;
@@ -1662,7 +1743,17 @@ fn insert_rows(
             if stored_alike(tx, &event_id, &content)? {
                 break None;
             }
-            copy += 1;
+            // Its copies are read in one range of the index, not tried one
+            // number at a time: with many, each try cost a failed insert and
+            // a read, and past the last number every copy paid for them all.
+            copy = if copy == 1 {
+                match next_copy(tx, &record.event_id, &content)? {
+                    Some(number) => number,
+                    None => break None,
+                }
+            } else {
+                copy + 1
+            };
             event_id = std::borrow::Cow::Owned(if copy <= MAX_COPY_SUFFIX {
                 format!("{}.{copy}", record.event_id)
             } else {
@@ -1697,6 +1788,45 @@ fn insert_rows(
 
 /// Copies of one event_id numbered `.2` to this; further ones get a fresh UUID suffix.
 const MAX_COPY_SUFFIX: u32 = 1000;
+
+/// The number the next copy of `base` takes (above [`MAX_COPY_SUFFIX`]:
+/// none is free, it takes a fresh UUID), or None when one of its copies
+/// (`<base>.<anything>`) already holds the same event as `row`: the same
+/// copy handed over twice.
+fn next_copy(tx: &Connection, base: &str, row: &RowContent<'_>) -> Result<Option<u32>> {
+    // `.` sorts just before `/`: the range holds exactly the ids `<base>.…`.
+    let mut stmt = tx.prepare_cached(
+        "SELECT event_id, (timestamp IS ?3 AND event_type IS ?4 AND plan_id IS ?5 AND user_identity IS ?6 \
+         AND details IS ?7 AND actor_name IS ?8 AND project_name IS ?9 AND session_id IS ?10 AND outcome IS ?11) \
+         FROM audit_log WHERE event_id > ?1 AND event_id < ?2",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![
+        format!("{base}."),
+        format!("{base}/"),
+        row.timestamp,
+        row.event_type,
+        row.plan_id,
+        row.user_identity,
+        row.details,
+        row.actor_name,
+        row.project_name,
+        row.session_id,
+        row.outcome,
+    ])?;
+    let mut taken = std::collections::HashSet::new();
+    while let Some(stored) = rows.next()? {
+        if stored.get::<_, Option<bool>>(1)?.unwrap_or(false) {
+            return Ok(None);
+        }
+        let id: Option<String> = stored.get(0)?;
+        let number = id.as_deref().and_then(|id| id.get(base.len() + 1..)).and_then(|n| n.parse::<u32>().ok());
+        // `.02` is not the `.2` this writer makes: that one stays free.
+        if let Some(number) = number.filter(|n| id.as_deref().is_some_and(|id| id.ends_with(&format!(".{n}")))) {
+            taken.insert(number);
+        }
+    }
+    Ok(Some((2..=MAX_COPY_SUFFIX).find(|n| !taken.contains(n)).unwrap_or(MAX_COPY_SUFFIX + 1)))
+}
 
 /// Whether the row stored under `event_id` holds the same event as `row`
 /// (the columns the event itself gives; the id, `source` and times of
@@ -1825,6 +1955,44 @@ mod tests {
     }
 
     #[test]
+    fn rows_wait_for_room_in_the_queue_bytes_and_give_it_back_however_they_leave() {
+        Python::attach(|py| {
+            let (mut writer, rx, _ended) = writer_without_thread(16);
+            writer.queue_bytes = 3000;
+            let rules = crate::redact::Rules::default();
+            let row = |size: usize| {
+                let mut map = Map::new();
+                map.insert("k".into(), Value::String("x".repeat(size)));
+                AuditRecord::new("plan_applied", Utc::now(), new_event_id(), Who::default(), map, &rules)
+            };
+            let now = Some(Duration::ZERO);
+            // Larger than the whole budget, with nothing held: taken.
+            writer.submit(py, row(5000), now).unwrap();
+            // Anything more waits; with no wait allowed, refused and counted as rejected.
+            let refused = writer.submit(py, row(10), now).unwrap_err();
+            assert!(matches!(refused, Error::QueueFull(_)), "{refused}");
+            assert!(refused.to_string().contains("held over 3,000 bytes"), "{refused}");
+            assert!(writer.record(py, row(10), now).is_err());
+            assert_eq!(writer.shared.stats.rejected.load(Ordering::Relaxed), 2);
+            assert_eq!(writer.shared.stats.queued.load(Ordering::Relaxed), 1);
+            // The big row leaves (here: dropped, as when written): room again.
+            drop(rx.try_recv().unwrap());
+            assert_eq!(*writer.held.bytes.lock(), 0);
+            writer.submit(py, row(1000), now).unwrap();
+            writer.submit(py, row(1000), now).unwrap();
+            assert!(writer.submit(py, row(1000), now).is_err());
+            // A clone (what record() keeps to build its answer) holds no share.
+            let mut kept = row(10);
+            kept.held.0 = Some(Held { of: writer.held.clone(), bytes: 10 });
+            let held = *writer.held.bytes.lock();
+            drop(kept.clone());
+            assert_eq!(*writer.held.bytes.lock(), held);
+            drop(kept);
+            assert_eq!(*writer.held.bytes.lock(), held - 10);
+        });
+    }
+
+    #[test]
     fn grouped_puts_a_comma_every_three_digits() {
         let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (123_456, "123,456"), (1_000_000_011, "1,000,000,011")];
         for (n, text) in cases {
@@ -1911,6 +2079,8 @@ mod tests {
             forks_at_start: FORKS.load(Ordering::Relaxed),
             row_limit: 1_000_000_000,
             text_room: 1_000_000_000 - ROW_OVERHEAD,
+            held: Arc::new(HeldBytes::default()),
+            queue_bytes: QUEUE_BYTES,
         };
         (writer, rx, ended)
     }

@@ -155,8 +155,10 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         pairs: HintPairs::new(HINTS.iter().map(|(h, _)| *h)),
         hints,
         pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
+        // Any horizontal space between the scheme and the credential: a
+        // no-break space pasted from a page, a control or invisible character.
         auth: Regex::new(
-            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[ \t]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
         )
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
@@ -538,7 +540,18 @@ const MAX_HINT: usize = 32;
 /// on from it.
 fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
+    let mut glued = 0;
     while let Some(m) = sh.tokens.find_at(s, from) {
+        if glued >= MAX_GLUED {
+            // Each split searches the rest of the run again (`sk-sk-sk-…`:
+            // quadratic). Past a few, the run is masked whole, to the next
+            // space: more than its tokens, never less.
+            let end = s[m.end()..].find(char::is_whitespace).map_or(s.len(), |n| m.end() + n);
+            spans.push((m.start(), end));
+            from = end;
+            glued = 0;
+            continue;
+        }
         // The next token's prefix may run past this match (`ghp` inside, `_` after it).
         let mut window = (m.end() + MAX_HINT).min(s.len());
         while !s.is_char_boundary(window) {
@@ -551,11 +564,16 @@ fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
             .map(|hint| m.start() + 1 + hint.start())
             .filter(|&at| at < m.end())
             .find(|&at| token_starts_at(s, sh, at));
+        glued = if inner.is_some() { glued + 1 } else { 0 };
         let end = inner.unwrap_or(m.end());
         spans.push((m.start(), end));
         from = end;
     }
 }
+
+/// Tokens glued one after another that are masked one by one; the rest of
+/// such a run is masked whole (see [`token_spans`]).
+const MAX_GLUED: usize = 16;
 
 /// Longer than the shortest form of any token pattern (the longest, a
 /// Terraform `….atlasv1.…`, needs 83 bytes; `gh?_` tokens end by 259).
