@@ -588,6 +588,28 @@ def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
 
 
+# Text made of pairs whose keys name a field (`key=key=key=…`): each key's
+# name is itself such text, judged by its own pairs.
+_PAIR_CHAINS = """
+from auditbus import REDACTED, redact
+for unit in ("key=", "name:", "key=name=", "field: "):
+    for times in (60, 100_000):
+        chain = unit * times
+        assert redact(chain) == chain, (unit, times)
+        assert list(redact({chain: "x"})) == [chain], (unit, times)
+out = redact("key=password value=hunter2 " + "key=" * 60)
+assert "hunter2" not in out and out.startswith("key=password value=" + REDACTED), out
+print("ok")
+"""
+
+
+def test_text_made_of_chained_pairs_is_redacted_in_time_linear_in_its_length() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PAIR_CHAINS], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
 # Pasted from a web page or a chat (a no-break space), or spaced by a control
 # character: the credential after the scheme is still a credential.
 @pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])

@@ -267,34 +267,13 @@ impl Rules {
         if key.len() > CACHED_KEY_MAX {
             return self.compute_verdict(key);
         }
-        // The slot comes from the product's high bits: the low bits of a
-        // product depend only on the low bits of its factors, and for
-        // `text_hash` those are the key's first characters, so `counts` and
-        // `config` would share a slot and evict each other on every row.
-        let index = ((hash ^ self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
-        // Two ways: slots `2i` and `2i + 1`, so two keys landing on the same
-        // pair (likely among a payload's few dozen keys) do not evict each other.
-        let first = index & !1;
-        let cached = VERDICTS.with(|cell| {
-            let slots = cell.borrow();
-            slots.get(first..first + 2).and_then(|pair| {
-                pair.iter().find_map(|slot| match slot {
-                    // The hash first: the text is compared only where it will match.
-                    Some((id, h, text, v))
-                        if *h == hash && *id == self.id && same_bytes(text.as_bytes(), key.as_bytes()) =>
-                    {
-                        Some(*v)
-                    }
-                    _ => None,
-                })
-            })
-        });
-        if let Some(v) = cached {
+        if let Some(v) = self.cached_verdict(key, hash) {
             return v;
         }
         // Computed with the cache released: scanning the key for value shapes
         // judges `key=value` pairs inside it, which asks this cache again.
         let v = self.compute_verdict(key);
+        let first = self.cache_pair(hash);
         VERDICTS.with(|cell| {
             let mut slots = cell.borrow_mut();
             if slots.is_empty() {
@@ -309,10 +288,60 @@ impl Rules {
         v
     }
 
+    /// The first of the two cache slots a key with this hash may take.
+    fn cache_pair(&self, hash: u64) -> usize {
+        // The slot comes from the product's high bits: the low bits of a
+        // product depend only on the low bits of its factors, and for
+        // `text_hash` those are the key's first characters, so `counts` and
+        // `config` would share a slot and evict each other on every row.
+        let index = ((hash ^ self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
+        // Two ways: slots `2i` and `2i + 1`, so two keys landing on the same
+        // pair (likely among a payload's few dozen keys) do not evict each other.
+        index & !1
+    }
+
+    /// This thread's cached verdict of `key`, if it has one.
+    fn cached_verdict(&self, key: &str, hash: u64) -> Option<Verdict> {
+        let first = self.cache_pair(hash);
+        VERDICTS.with(|cell| {
+            let slots = cell.borrow();
+            slots.get(first..first + 2).and_then(|pair| {
+                pair.iter().find_map(|slot| match slot {
+                    // The hash first: the text is compared only where it will match.
+                    Some((id, h, text, v))
+                        if *h == hash && *id == self.id && same_bytes(text.as_bytes(), key.as_bytes()) =>
+                    {
+                        Some(*v)
+                    }
+                    _ => None,
+                })
+            })
+        })
+    }
+
+    /// What the `key=value` pairs inside a text need to know of a key: its
+    /// classification. A verdict also scans the key's own text, so inside
+    /// that scan (`nested`) only a verdict already cached is used: a key
+    /// made of pairs (`key=key=key=…`) would otherwise judge each of its
+    /// suffixes by a scan of its own, in time exponential in its length.
+    /// Keys too long to cache are only classified, for the same reason.
+    pub fn pair_info(&self, key: &str, nested: bool) -> KeyInfo {
+        if key.len() > CACHED_KEY_MAX {
+            return self.classify(key, &mut Normalized::default());
+        }
+        if !nested {
+            return self.verdict(key).info;
+        }
+        match self.cached_verdict(key, text_hash(key)) {
+            Some(v) => v.info,
+            None => self.classify(key, &mut Normalized::default()),
+        }
+    }
+
     fn compute_verdict(&self, key: &str) -> Verdict {
         let mut n = Normalized::default();
         let info = self.classify(key, &mut n);
-        let rewrite = self.patterns && self.scan_text(key).is_some();
+        let rewrite = self.patterns && self.scan_text_in(key, true).is_some();
         Verdict { info, rewrite, plain: !text::needs_escape(key.as_bytes()) }
     }
 

@@ -45,8 +45,14 @@ impl Rules {
 
     /// Value shapes only (no JSON parsing): the masked text, or `None`.
     pub fn scan_text(&self, text: &str) -> Option<String> {
+        self.scan_text_in(text, false)
+    }
+
+    /// [`Rules::scan_text`]; `nested` inside the scan of a key's own text
+    /// (see [`Rules::pair_info`]).
+    pub fn scan_text_in(&self, text: &str, nested: bool) -> Option<String> {
         let mut spans = Vec::new();
-        let mut key_info = |k: &str| self.verdict(k).info;
+        let mut key_info = |k: &str| self.pair_info(k, nested);
         patterns::find_spans(text, &mut key_info, &mut spans);
         patterns::apply(text, &mut spans, self.mask())
     }
