@@ -620,6 +620,17 @@ def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: st
     assert out.endswith(M)
 
 
+# The same spaces between a secret key's separator and its value.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize("separator", ["=", ": ", ":", "=\t"])
+def test_a_value_after_its_secret_key_and_an_unusual_space_is_masked(separator: str, space: str) -> None:
+    out = redact({"msg": f"login ok password{separator}{space}hunter2pass next"})["msg"]
+    assert "hunter2pass" not in out
+    assert out.endswith(f"{M} next")
+    out = redact({"msg": f"Authorization:{space}Bearer{space}abcdef0123456789abcdef"})["msg"]
+    assert "abcdef0123456789abcdef" not in out
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -908,7 +908,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if !quoted && is_scheme_word(value) {
             // `Authorization: Bearer x`: keep the scheme, mask the credential.
             let rest = &s[v_end..];
-            let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+            let skip = rest.len() - rest.trim_start_matches(is_value_blank).len();
             let cred_start = v_end + skip;
             let cred_len = s[cred_start..]
                 .find(|ch: char| ch.is_whitespace() || "\"'`<>".contains(ch))
@@ -1085,19 +1085,22 @@ fn trim_blanks_end(s: &str) -> &str {
     &s[..b.len()]
 }
 
-/// `s` without its leading [`BLANKS`].
+/// What may sit between a separator and its value: [`BLANKS`], and the
+/// spaces pasted or generated text carries instead (thin, ideographic or
+/// zero-width spaces, a vertical tab, form feed or NUL), as after an
+/// authorization scheme.
+fn is_value_blank(c: char) -> bool {
+    BLANKS.contains(&c)
+        || matches!(
+            c,
+            '\x0B' | '\x0C' | '\0' | '\u{1680}' | '\u{2000}'..='\u{200B}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+        )
+}
+
+/// `s` without its leading blanks (see [`is_value_blank`]).
 #[inline]
 fn trim_blanks_start(s: &str) -> &str {
-    let mut b = s.as_bytes();
-    loop {
-        b = match b {
-            [b' ' | b'\t', rest @ ..] => rest,
-            [0xC2, 0xA0, rest @ ..] => rest,
-            [0xE2, 0x80, 0xAF, rest @ ..] => rest,
-            _ => break,
-        };
-    }
-    &s[s.len() - b.len()..]
+    s.trim_start_matches(is_value_blank)
 }
 
 /// Longest run of blanks there (bytes): aligned config files pad keys to a column.
