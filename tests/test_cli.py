@@ -26,7 +26,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -736,7 +737,9 @@ def _next_line(lines: queue.Queue[str], deadline: float) -> str:
     return lines.get(timeout=max(deadline - time.monotonic(), 0.01))
 
 
-def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> None:
+@contextmanager
+def _following(trail: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """`auditbus tail -n 1 --follow` on `trail` and its output lines; killed and closed on the way out."""
     process = subprocess.Popen(
         [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
         stdout=subprocess.PIPE,
@@ -746,7 +749,18 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
     )
     try:
         assert process.stdout is not None
-        lines = _reader(process.stdout)
+        yield process, _reader(process.stdout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> None:
+    with _following(trail) as (process, lines):
         deadline = time.monotonic() + 60
         assert "auth_failure" in _next_line(lines, deadline)
         with identity("carol"):
@@ -758,13 +772,6 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
         assert process.wait(timeout=60) == 0
         assert process.stderr is not None
         assert "Traceback" not in process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.mark.parametrize("change", ["removed", "replaced"])
@@ -772,16 +779,7 @@ def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tm
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""
     other = tmp_path / "other.db"
     prepare(other, sample_events())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        assert process.stdout is not None
-        lines = _reader(process.stdout)
+    with _following(trail) as (process, lines):
         assert "auth_failure" in _next_line(lines, time.monotonic() + 60)
         for suffix in ("-wal", "-shm"):
             Path(f"{trail}{suffix}").unlink(missing_ok=True)
@@ -793,13 +791,6 @@ def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tm
         assert process.wait(timeout=20) == 1
         assert process.stderr is not None
         err = process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
     assert "Traceback" not in err
     assert f"auditbus: error: {trail} was {change} while it was followed" in err.splitlines()[-1]
 
@@ -1729,27 +1720,12 @@ def test_sigterm_mid_export_leaves_no_partial_file_and_records_the_stop(tmp_path
 
 
 def test_sigterm_stops_tail_follow_like_ctrl_c(trail: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        assert process.stdout is not None
-        assert "auth_failure" in _next_line(_reader(process.stdout), time.monotonic() + 60)
+    with _following(trail) as (process, lines):
+        assert "auth_failure" in _next_line(lines, time.monotonic() + 60)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert process.stderr is not None
         assert process.stderr.read() == ""
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
     assert _lifecycle_rows(trail, process.pid) == ["audit_started", "audit_stopped"]
 
 
