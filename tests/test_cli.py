@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -907,14 +907,19 @@ with AuditService(sys.argv[1], durability="normal") as service:
 """
 
 
+def _many_rows(path: Path, rows: int) -> None:
+    """A trail of `rows` `auth_success` rows: long enough for a command on it to be caught mid-way."""
+    with AuditService(str(path), durability="normal") as service:
+        for number in range(rows):
+            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+
+
 @pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--asc", "--json"]])
 def test_reading_every_row_holds_the_rows_there_when_it_began(tmp_path: Path, command: list[str]) -> None:
     """A writer appending as fast as the rows are read must not keep the read running (before, it had
     not ended after two minutes: `run` times out)."""
     path = tmp_path / "busy.db"
-    with AuditService(str(path), durability="normal") as service:
-        for number in range(50_000):
-            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    _many_rows(path, 50_000)
     stop = tmp_path / "stop"
     appender = subprocess.Popen(
         [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
@@ -1363,15 +1368,13 @@ def _purge_at_terminal(trail: Path, answer: bytes, before: str = "200d") -> tupl
     return status, shown.decode(errors="replace")
 
 
-def test_ctrl_c_during_a_purge_says_the_purge_was_carried_out(tmp_path: Path) -> None:
-    """A purge handed to the writer cannot be called back: "interrupted" alone reads as nothing deleted."""
-    path = tmp_path / "large.db"
-    with AuditService(str(path), durability="normal") as service:
-        for number in range(300_000):
-            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+def _signalled(
+    args: Sequence[str], cwd: Path, started: Callable[[int], bool], signum: int
+) -> tuple[int, int, str, str]:
+    """`auditbus ARGS`, sent `signum` once `started(pid)`: its pid, status, stdout and stderr."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "purge", "--before", "0s", "--yes", "--db", str(path)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "auditbus", *args],
+        cwd=cwd,
         env=clean_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -1379,15 +1382,28 @@ def test_ctrl_c_during_a_purge_says_the_purge_was_carried_out(tmp_path: Path) ->
         text=True,
     )
     try:
-        # Its start row is committed right before it hands the purge over.
-        wait_until(lambda: _lifecycle_rows(path, process.pid), "the command to open the trail", 60)
-        process.send_signal(signal.SIGINT)
+        wait_until(lambda: started(process.pid), "the command to start", 60)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 130, err
+    return process.pid, process.returncode, out, err
+
+
+def test_ctrl_c_during_a_purge_says_the_purge_was_carried_out(tmp_path: Path) -> None:
+    """A purge handed to the writer cannot be called back: "interrupted" alone reads as nothing deleted."""
+    path = tmp_path / "large.db"
+    _many_rows(path, 300_000)
+    # Its start row is committed right before it hands the purge over.
+    _, status, out, err = _signalled(
+        ["purge", "--before", "0s", "--yes", "--db", str(path)],
+        tmp_path,
+        lambda pid: bool(_lifecycle_rows(path, pid)),
+        signal.SIGINT,
+    )
+    assert status == 130, err
     with AuditService(str(path), read_only=True) as service:
         left = service.count(event_type="auth_success")
         purged = service.query(event_type="audit_purged", limit=None)
@@ -1690,33 +1706,18 @@ def _lifecycle_rows(path: Path, pid: int) -> list[str]:
 def test_sigterm_mid_export_leaves_no_partial_file_and_records_the_stop(tmp_path: Path) -> None:
     """SIGTERM (a service manager, `timeout`) ends the command as Ctrl-C does: cleaned up, status 143."""
     path = tmp_path / "big.db"
-    with AuditService(str(path), durability="normal") as service:
-        for number in range(200_000):
-            service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
+    _many_rows(path, 200_000)
     out = tmp_path / "rows.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "export", "-o", str(out), "--db", str(path)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    pid, status, _, err = _signalled(
+        ["export", "-o", str(out), "--db", str(path)],
+        tmp_path,
+        lambda _pid: any(name.name.endswith(".partial") for name in tmp_path.iterdir()),
+        signal.SIGTERM,
     )
-    try:
-        wait_until(
-            lambda: any(name.name.endswith(".partial") for name in tmp_path.iterdir()), "the export to start", 60
-        )
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 143, err
+    assert status == 143, err
     assert err.strip().splitlines() == ["auditbus: terminated (SIGTERM)"]
     assert sorted(name.name for name in tmp_path.iterdir() if not name.name.startswith("big.db")) == []
-    assert _lifecycle_rows(path, process.pid) == ["audit_started", "audit_stopped"]
+    assert _lifecycle_rows(path, pid) == ["audit_started", "audit_stopped"]
 
 
 def test_sigterm_stops_tail_follow_like_ctrl_c(trail: Path) -> None:
