@@ -523,19 +523,25 @@ impl Writer {
 
     /// Write-behind: returns once the record is queued.
     pub fn submit(&self, py: Python<'_>, mut record: AuditRecord, timeout: Option<Duration>) -> Result<()> {
-        self.admit(&record)?;
-        let timeout = self.reserve(py, &mut record, timeout)?;
+        let size = self.admit(&record)?;
+        let timeout = self.reserve(py, &mut record, size, timeout)?;
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), None), timeout).inspect_err(|e| self.not_accepted(e))
     }
 
-    /// Takes the record's share of [`QUEUE_BYTES`], waiting for room up to
+    /// Takes the record's share of [`QUEUE_BYTES`] (`size`, its text, as
+    /// [`Writer::admit`] measured it), waiting for room up to
     /// `timeout` as `send` waits for a slot (the GIL released, signals
     /// handled between slices); returns what is left of `timeout` for the send.
-    fn reserve(&self, py: Python<'_>, record: &mut AuditRecord, timeout: Option<Duration>) -> Result<Option<Duration>> {
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        record: &mut AuditRecord,
+        size: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Duration>> {
         // A fork() child has no writer to give room back: refused as `send` refuses it.
         self.check_process()?;
-        let size: usize = record.text_sizes().iter().map(|&(_, size)| size).sum();
         let fits = |held: usize| held == 0 || held.saturating_add(size) <= self.queue_bytes;
         let take = |held: &mut usize| {
             *held += size;
@@ -593,12 +599,12 @@ impl Writer {
 
     /// Refuses a row SQLite would never store: accepted, it would fail its
     /// commit on every try, and the writer would stop for good, the rows
-    /// queued after it lost with it.
-    fn admit(&self, record: &AuditRecord) -> Result<()> {
+    /// queued after it lost with it. Returns the bytes of the row's text.
+    fn admit(&self, record: &AuditRecord) -> Result<usize> {
         let sizes = record.text_sizes();
         let text: usize = sizes.iter().map(|&(_, size)| size).sum();
         if text <= self.text_room {
-            return Ok(());
+            return Ok(text);
         }
         let largest = sizes.iter().max_by_key(|&&(_, size)| size).map_or("details", |&(field, _)| field);
         Err(Error::invalid(
@@ -636,8 +642,8 @@ impl Writer {
         timeout: Option<Duration>,
     ) -> Result<Option<Committed>> {
         self.check_not_writer("record()")?;
-        self.admit(&record)?;
-        let timeout = self.reserve(py, &mut record, timeout)?;
+        let size = self.admit(&record)?;
+        let timeout = self.reserve(py, &mut record, size, timeout)?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
         self.send(py, Msg::Row(Box::new(record), Some(reply)), timeout).inspect_err(|e| self.not_accepted(e))?;

@@ -1087,8 +1087,8 @@ fn trim_blanks_end(s: &str) -> &str {
 
 /// What may sit between a separator and its value: [`BLANKS`], and the
 /// spaces pasted or generated text carries instead (thin, ideographic or
-/// zero-width spaces, a vertical tab, form feed or NUL), as after an
-/// authorization scheme.
+/// zero-width spaces, a vertical tab, form feed or NUL): the same set as
+/// the `auth` pattern's between a scheme and its credential.
 fn is_value_blank(c: char) -> bool {
     BLANKS.contains(&c)
         || matches!(
