@@ -58,6 +58,49 @@ def test_record_is_durable_when_it_returns(tmp_path: Path) -> None:
         assert row["chain_hash"] == entry.chain_hash
 
 
+def test_a_lone_record_lands_after_every_row_handed_over_before_it(tmp_path: Path) -> None:
+    # A lone durable caller commits its own row when the writer has nothing
+    # in hand; rows it handed over just before must still come first.
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        order: list[str] = []
+        for k in range(40):
+            for i in range(k % 7):
+                svc.record_event(event(1000 * k + i))
+                order.append(f"p{1000 * k + i}")
+            svc.record("auth_success", plan_id=f"r{k}")
+            order.append(f"r{k}")
+        svc.flush()
+        rows = raw_rows(path, "event_type IN ('step_completed', 'auth_success')")
+        assert [r["plan_id"] for r in rows] == order
+        assert svc.verify().ok
+
+
+def test_a_lone_record_facing_a_locked_database_waits_for_it_reports_it_and_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "a.db"
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    with AuditService(path, busy_timeout=0.02) as svc:
+        svc.flush()
+        returned: list[auditbus.AuditEntry] = []
+        with write_locked(path):
+            caller = threading.Thread(target=lambda: returned.append(svc.record("auth_success", plan_id="r")))
+            caller.start()
+            wait_until(lambda: svc.stats()["retries"] >= 2, "the writer to retry the row")
+            assert caller.is_alive()
+            assert returned == []  # not acknowledged while it cannot be written
+            assert "locked" in (svc.stats()["last_error"] or "")
+        caller.join(timeout=60)
+        (entry,) = returned
+        (row,) = raw_rows(path, "id = ?", (entry.id,))
+        assert row["plan_id"] == "r"
+        (failure,) = svc.query(event_type="audit_failure")
+        assert "locked" in failure.details["error"]
+        assert svc.verify().ok
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
 def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, busy_timeout=0.05) as svc:

@@ -1,4 +1,4 @@
-//! The writer thread: one per service, owning the write connection.
+//! The writer thread: one per service, holding the write connection.
 //!
 //! Callers hand owned [`AuditRecord`]s to a bounded crossbeam channel; the
 //! thread takes everything queued (up to [`MAX_BATCH`] rows) into one
@@ -9,6 +9,12 @@
 //! commit. The chain head is read inside each write transaction (or reused
 //! from the last commit when `PRAGMA data_version` shows no other writer in
 //! between), so several processes appending to one file extend one chain.
+//!
+//! A durable `record()` that finds nothing queued and the thread idle
+//! commits its own row on its own thread instead (see
+//! [`Writer::commit_here`]): the same transaction on the same connection,
+//! without the two thread wake-ups a hand-over costs. Any failure sends the
+//! row through the queue, where the thread's retries take over.
 //!
 //! Durable callers wake together after a commit but come back one at a
 //! time (each redacts holding the GIL), so committing as soon as the first
@@ -114,6 +120,12 @@ pub struct Committed {
     pub kept_as: Option<String>,
 }
 
+/// A row [`Writer::commit_here`] committed, and whether the thread is to checkpoint the WAL.
+struct Landed {
+    committed: Option<Committed>,
+    checkpoint_due: bool,
+}
+
 type RowReply = Sender<std::result::Result<Option<Committed>, String>>;
 
 /// What travels through the queue.
@@ -124,6 +136,8 @@ pub enum Msg {
     Flush(Sender<()>),
     /// Deletes the oldest rows, see [`purge`].
     Purge(String, Sender<std::result::Result<u64, String>>),
+    /// The WAL is due a checkpoint after a commit made on a caller's thread.
+    Checkpoint,
     /// The last message: commit what is left and stop.
     Stop,
 }
@@ -201,6 +215,8 @@ pub struct Shared {
     /// (the stop row) and stops once it has drained the queue, which the
     /// shut gate keeps from filling again.
     stop_when_drained: AtomicBool,
+    /// A [`Msg::Checkpoint`] is queued and not yet acted on.
+    checkpoint_asked: AtomicBool,
     parting: Mutex<Option<Box<AuditRecord>>>,
     /// Who lets go of the writer once both the service is dropped and the
     /// thread has ended: the later of the two (see [`Writer::dropped`]).
@@ -226,6 +242,7 @@ impl Shared {
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
             stop_when_drained: AtomicBool::new(false),
+            checkpoint_asked: AtomicBool::new(false),
             parting: Mutex::new(None),
             lifetime: Mutex::new(Lifetime::Running),
         }
@@ -234,6 +251,36 @@ impl Shared {
     /// Marks a message someone waits on as queued (see `urgent`).
     fn urge(&self) {
         self.urgent.fetch_add(1, Ordering::Release);
+    }
+
+    fn note_error(&self, message: &str) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        *self.stats.last_error.lock() = Some(message.to_owned());
+    }
+
+    /// Counts a committed batch, `ids` as [`write_batch`] gave them.
+    fn count_landed(&self, ids: &[Option<Committed>]) {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
+        // Release: see `Stats::settled`.
+        self.stats.written.fetch_add(stored, Ordering::Release);
+        self.stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
+    }
+
+    /// Logs a row whose `event_id` was taken by a different event, and kept as `kept_as`.
+    fn note_kept(&self, record: &AuditRecord, kept_as: &str) {
+        // The ids are the caller's text: escaped, a line break in one cannot forge a log line.
+        log(
+            "warning",
+            &format!(
+                "audit trail {:?}: event_id {} was already stored for a different event; this {} event was stored \
+                 as {}",
+                self.path,
+                record.event_id.escape_debug(),
+                record.event_type,
+                kept_as.escape_debug()
+            ),
+        );
     }
 }
 
@@ -300,6 +347,9 @@ pub struct Writer {
     /// Row text held by records handed over and not yet written (see [`QUEUE_BYTES`]).
     held: Arc<HeldBytes>,
     queue_bytes: usize,
+    /// The thread's connection, for a lone durable caller (see [`Writer::commit_here`]).
+    core: CoreCell,
+    wal_frames: Arc<AtomicI64>,
 }
 
 /// `fork()`s this process descends through, counted in each child by the
@@ -330,12 +380,16 @@ impl Writer {
         let shared = Arc::new(Shared::new(path));
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
+        let writer = Thread::new(conn, rx, shared.clone(), source);
+        let (core, wal_frames) = (writer.core.clone(), writer.wal_frames.clone());
+        let thread_core = core.clone();
         let thread = std::thread::Builder::new()
             .name("auditbus-writer".into())
             .spawn(move || {
                 let _ended = ended;
-                let outcome =
-                    catch_unwind(AssertUnwindSafe(|| Thread::new(conn, rx, thread_shared.clone(), source).run()));
+                let outcome = catch_unwind(AssertUnwindSafe(|| writer.run()));
+                // Closes the connection; no caller commits on it past this.
+                drop(thread_core.lock().take());
                 if outcome.is_err() {
                     let message =
                         "audit writer thread stopped after an internal error; records still queued were not written";
@@ -369,6 +423,8 @@ impl Writer {
             text_room,
             held: Arc::new(HeldBytes::default()),
             queue_bytes: QUEUE_BYTES,
+            core,
+            wal_frames,
         }))
     }
 
@@ -643,6 +699,16 @@ impl Writer {
     ) -> Result<Option<Committed>> {
         self.check_not_writer("record()")?;
         let size = self.admit(&record)?;
+        if let Some(landed) = py.detach(|| self.commit_here(&record)) {
+            if let Some(kept_as) = landed.committed.as_ref().and_then(|c| c.kept_as.as_deref()) {
+                self.shared.note_kept(&record, kept_as);
+            }
+            // The checkpoint runs on the thread, as after its own commits: not on the caller's time.
+            if landed.checkpoint_due && self.tx.try_send(Msg::Checkpoint).is_err() {
+                self.shared.checkpoint_asked.store(false, Ordering::Release);
+            }
+            return Ok(landed.committed);
+        }
         let timeout = self.reserve(py, &mut record, size, timeout)?;
         let (reply, answer) = bounded(1);
         self.shared.stats.enqueue();
@@ -650,6 +716,61 @@ impl Writer {
         py.detach(|| self.reply(&answer, None))
             .map_err(|_| self.stopped_error())?
             .map_err(|e| Error::Storage(format!("audit record not written to {:?}: {e}", self.shared.path)))
+    }
+
+    /// Commits a lone durable caller's row on its own thread (the GIL
+    /// released) when nothing else is queued or in the thread's hands and
+    /// the thread is not writing: the hand-over to the thread and the
+    /// wake-up back would cost it more than the commit's CPU. The row lands
+    /// after every row handed over before it, as through the queue. None
+    /// when the row must go through the queue instead: other durable callers
+    /// are about (the thread's shared commit serves them better), something
+    /// waits in the queue, the thread holds the connection, the service is
+    /// closing or stopped, or the commit failed (rolled back, counted as an
+    /// error; the thread then retries the row with its backoff and logging,
+    /// as any other).
+    fn commit_here(&self, record: &AuditRecord) -> Option<Landed> {
+        if self.closed.load(Ordering::Acquire) || self.shared.refused.load(Ordering::Acquire) || self.forked() {
+            return None;
+        }
+        // Other durable callers inside record() share the thread's next commit
+        // (see `Thread::linger`): a row committed here would cost them one more.
+        if self.shared.durable_callers.load(Ordering::Acquire) > 1 {
+            return None;
+        }
+        let mut core = self.core.try_lock()?;
+        let core = core.as_mut()?;
+        // Under the connection's lock the thread commits nothing: a row counted
+        // as queued and not yet written is still to come, and this one goes after it.
+        if !self.tx.is_empty() || !self.shared.stats.settled() {
+            return None;
+        }
+        if core.file.as_ref().is_some_and(|file| !file.still_there()) {
+            return None;
+        }
+        let stats = &self.shared.stats;
+        stats.enqueue();
+        // A panic in the commit rolls it back; the row then goes to the thread, as on any failure.
+        let written =
+            catch_unwind(AssertUnwindSafe(|| write_batch(&mut core.conn, &[record], &core.source, &mut core.head)))
+                .unwrap_or_else(|_| Err(Error::Storage("internal error in a commit on the caller's thread".into())));
+        match written {
+            Ok(ids) => {
+                self.shared.count_landed(&ids);
+                Some(Landed { committed: ids.into_iter().next().flatten(), checkpoint_due: self.checkpoint_due() })
+            }
+            Err(err) => {
+                stats.unqueue();
+                self.shared.note_error(&describe(&err));
+                None
+            }
+        }
+    }
+
+    /// Whether the WAL is due a checkpoint the thread has not been asked for yet.
+    fn checkpoint_due(&self) -> bool {
+        self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES
+            && !self.shared.checkpoint_asked.swap(true, Ordering::AcqRel)
     }
 
     /// Returns once everything queued before the call is committed.
@@ -1015,19 +1136,29 @@ enum Gathered {
     TimeUp,
 }
 
-struct Thread {
+/// The write connection and what goes with it. The thread holds it while
+/// it writes; a lone durable caller finding nothing queued commits its own
+/// row on it (see [`Writer::commit_here`]). The thread takes it out (closing
+/// the connection) as it ends.
+pub struct Core {
     conn: Connection,
-    rx: Receiver<Msg>,
-    shared: Arc<Shared>,
     source: String,
-    /// Smoothed duration of a successful commit: the linger's bound.
-    commit_cost: Duration,
-    /// The chain head after this thread's last commit (see [`write_batch`]).
+    /// The chain head after the last commit on this connection (see [`write_batch`]).
     head: Option<Head>,
-    /// Frames in the WAL after the last commit, set by the WAL hook.
-    wal_frames: Arc<AtomicI64>,
     /// The database file the connection opened, to notice it removed or replaced.
     file: Option<FileId>,
+}
+
+type CoreCell = Arc<Mutex<Option<Core>>>;
+
+struct Thread {
+    core: CoreCell,
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    /// Smoothed duration of a successful commit: the linger's bound.
+    commit_cost: Duration,
+    /// Frames in the WAL after the last commit, set by the WAL hook.
+    wal_frames: Arc<AtomicI64>,
     /// While checkpoints fail: (since, failed attempts, last logged).
     checkpoint_fault: Option<(Instant, u64, Instant)>,
 }
@@ -1076,7 +1207,8 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        Self { conn, rx, shared, source, commit_cost: MIN_LINGER, head: None, wal_frames, file, checkpoint_fault: None }
+        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file })));
+        Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -1085,11 +1217,17 @@ impl Thread {
     /// waits for readers or other writers; what it cannot copy now is copied
     /// by a later one.
     fn checkpoint_if_due(&mut self) {
+        // Cleared first: a request this turn answers, or finds answered by an earlier checkpoint.
+        self.shared.checkpoint_asked.store(false, Ordering::Release);
         if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
             return;
         }
         self.wal_frames.store(0, Ordering::Relaxed);
-        match self.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE) {
+        let done = match self.core.lock().as_mut() {
+            Some(core) => core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE),
+            None => return,
+        };
+        match done {
             Ok(_) => {
                 if let Some((since, attempts, _)) = self.checkpoint_fault.take() {
                     log(
@@ -1314,8 +1452,7 @@ impl Thread {
     }
 
     fn note_error(&self, message: &str) {
-        self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-        *self.shared.stats.last_error.lock() = Some(message.to_owned());
+        self.shared.note_error(message);
     }
 
     /// Everything still queued once the writer has stopped on a damaged
@@ -1333,7 +1470,7 @@ impl Thread {
                 Msg::Purge(_, reply) => {
                     let _ = reply.send(Err(message.clone()));
                 }
-                Msg::Flush(_) | Msg::Stop => {}
+                Msg::Flush(_) | Msg::Checkpoint | Msg::Stop => {}
             }
         }
         // The stop row of a service dropped with a full queue, never sent.
@@ -1366,26 +1503,10 @@ impl Thread {
 
     /// Counts a committed batch and answers its durable callers.
     fn landed(&self, rows: Vec<Pending>, ids: Vec<Option<Committed>>) {
-        let stats = &self.shared.stats;
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
-        // Release: see `Stats::settled`.
-        stats.written.fetch_add(stored, Ordering::Release);
-        stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
+        self.shared.count_landed(&ids);
         for ((record, _), kept) in rows.iter().zip(&ids) {
             if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
-                // The ids are the caller's text: escaped, a line break in one cannot forge a log line.
-                log(
-                    "warning",
-                    &format!(
-                        "audit trail {:?}: event_id {} was already stored for a different event; this {} event \
-                         was stored as {}",
-                        self.shared.path,
-                        record.event_id.escape_debug(),
-                        record.event_type,
-                        kept_as.escape_debug()
-                    ),
-                );
+                self.shared.note_kept(record, kept_as);
             }
         }
         for ((_, reply), id) in rows.into_iter().zip(ids) {
@@ -1405,7 +1526,7 @@ impl Thread {
         if rows.is_empty() {
             return Landing::Landed;
         }
-        if self.file.as_ref().is_some_and(|file| !file.still_there()) {
+        if self.core.lock().as_ref().is_some_and(|core| core.file.as_ref().is_some_and(|file| !file.still_there())) {
             // Rows committed now would go to a file that is in no directory (or
             // not at its path): acknowledged, and then in no trail anyone reads.
             let message =
@@ -1415,14 +1536,29 @@ impl Thread {
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
         loop {
-            if let Some(deadline) = *self.shared.stop_deadline.lock() {
-                // At exit, SQLite's own wait for a lock ends at the deadline too; past
-                // it, each batch left gets one try (it lands if the lock has gone).
-                let _ = self.conn.busy_timeout(deadline.saturating_duration_since(Instant::now()));
-            }
+            let stop_deadline = *self.shared.stop_deadline.lock();
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
             let started = Instant::now();
-            let written = write_batch(&mut self.conn, &records, &self.source, &mut self.head);
+            let (written, unreadable) = {
+                let mut core = self.core.lock();
+                let Some(core) = core.as_mut() else {
+                    return self
+                        .refuse(rows, &format!("the audit writer for {:?} has no connection", self.shared.path));
+                };
+                if let Some(deadline) = stop_deadline {
+                    // At exit, SQLite's own wait for a lock ends at the deadline too; past
+                    // it, each batch left gets one try (it lands if the lock has gone).
+                    let _ = core.conn.busy_timeout(deadline.saturating_duration_since(Instant::now()));
+                }
+                let written = write_batch(&mut core.conn, &records, &core.source, &mut core.head);
+                // A read that failed in the operating system is reported as damage
+                // by SQLite: kept and retried like any I/O error, not refused.
+                let unreadable = match &written {
+                    Err(err) if is_damaged(err) => core.conn.path().and_then(schema::unreadable),
+                    _ => None,
+                };
+                (written, unreadable)
+            };
             match written {
                 Ok(ids) => {
                     self.commit_cost =
@@ -1442,9 +1578,7 @@ impl Thread {
                     return Landing::Landed;
                 }
                 Err(err) => {
-                    // A read that failed in the operating system is reported as damage
-                    // by SQLite: kept and retried like any I/O error, not refused.
-                    let io = is_damaged(&err).then(|| self.conn.path().and_then(schema::unreadable)).flatten();
+                    let io = unreadable;
                     if io.is_none()
                         && (is_damaged(&err) || (!clears(&err) && fault.is_some_and(|f| f.2 >= PERMANENT_ATTEMPTS)))
                     {
@@ -1534,9 +1668,13 @@ impl Thread {
     }
 
     fn purge(&mut self, before: &str) -> Result<u64> {
+        let mut core = self.core.lock();
+        let Some(core) = core.as_mut() else {
+            return Err(Error::Storage(format!("the audit writer for {:?} has no connection", self.shared.path)));
+        };
         // The purge moves the anchor on this connection, unseen by data_version.
-        self.head = None;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        core.head = None;
+        let tx = core.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = purge_in(&tx, before)?;
         let mut details = Map::new();
         details.insert("before".into(), Value::String(before.to_owned()));
@@ -1544,7 +1682,7 @@ impl Thread {
         details.insert("through_id".into(), Value::from(deleted.1));
         let record = AuditRecord::lifecycle(lifecycle::PURGED, details);
         let (next_id, running) = read_head(&tx)?;
-        insert_rows(&tx, &[&record], &self.source, next_id, running)?;
+        insert_rows(&tx, &[&record], &core.source, next_id, running)?;
         tx.commit()?;
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.written.fetch_add(1, Ordering::Release);
@@ -2087,6 +2225,9 @@ mod tests {
             text_room: 1_000_000_000 - ROW_OVERHEAD,
             held: Arc::new(HeldBytes::default()),
             queue_bytes: QUEUE_BYTES,
+            // No connection: every row goes through the queue the test reads.
+            core: Arc::new(Mutex::new(None)),
+            wal_frames: Arc::new(AtomicI64::new(0)),
         };
         (writer, rx, ended)
     }
