@@ -1035,6 +1035,18 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibl
         assert rows[1]["actor_name"] == "''quoted"
 
 
+@pytest.mark.parametrize("flag", ["-o", "--output"])
+def test_export_to_a_dash_writes_to_standard_output_not_to_a_file_named_dash(trail: Path, flag: str) -> None:
+    result = run("export", flag, "-", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 0, result.stderr
+    assert len(jsonl(result.stdout)) == 5
+    assert not (trail.parent / "-").exists()
+    # A file of that name is still reachable as a path.
+    named = run("export", flag, "./-", "--db", str(trail), cwd=trail.parent)
+    assert named.returncode == 0, named.stderr
+    assert len(jsonl((trail.parent / "-").read_text(encoding="utf-8"))) == 5
+
+
 def test_export_into_a_missing_directory_is_one_error_line(trail: Path) -> None:
     result = run(
         "export", "--output", str(trail.parent / "no" / "such" / "dir.jsonl"), "--db", str(trail), cwd=trail.parent

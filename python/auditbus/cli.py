@@ -1398,7 +1398,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_filters(export)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="default jsonl")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (complete or not at all); default stdout")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (complete or not at all); default (or -) stdout"
+    )
     export.set_defaults(handler=cmd_export)
 
     stats = commands.add_parser(
@@ -1493,6 +1495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _open_closed_descriptors()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "output", None) == "-":
+        args.output = None  # the usual name of standard output; `./-` names a file
     if sys.stdout is None:
         if not (args.command == "export" and args.output):
             print("auditbus: error: standard output is closed: the answer has nowhere to go", file=sys.stderr)
