@@ -1321,8 +1321,11 @@ def test_stats_counts_the_rows_by_type(trail: Path) -> None:
 
 
 def test_purge_without_yes_off_a_terminal_refuses_and_deletes_nothing(aged_trail: Path) -> None:
+    before = aged_trail.read_bytes()
     result = run("purge", "--before", "1d", "--db", str(aged_trail), cwd=aged_trail.parent)
     assert_one_error_line(result, 1, "--yes")
+    # Refused before the trail is opened for writing: not even the service's start and stop rows.
+    assert aged_trail.read_bytes() == before
     assert count_rows(aged_trail) == 7
 
 

@@ -1133,11 +1133,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
         raise UsageError(f"--before {_iso(before)} is in the future; purge only removes rows older than a past date")
     if args.read_only:
         raise UsageError("--read-only: purge deletes rows and records that it did; it needs write access")
+    if not args.yes and not sys.stdin.isatty():
+        # Refused before the trail is opened for writing, which would record the service's start and stop.
+        raise CliError("purge deletes audit rows for good: pass --yes to confirm when not at a terminal")
     path = db_path(args)
     with open_service(path) as service:
         if not args.yes:
-            if not sys.stdin.isatty():
-                raise CliError("purge deletes audit rows for good: pass --yes to confirm when not at a terminal")
             candidates = service.purge(before, dry_run=True)
             if candidates == 0:
                 print(f"nothing to purge: no row before the first one recorded at or after {_iso(before)}")
