@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_support import readable_folder, run_as_reader, wait_until
+from audit_support import readable_folder, run_as_reader, wait_until, write_locked
 from auditbus import (
     SECURITY_EVENT_TYPES,
     AuditService,
@@ -1327,6 +1327,27 @@ def test_purge_without_yes_off_a_terminal_refuses_and_deletes_nothing(aged_trail
     # Refused before the trail is opened for writing: not even the service's start and stop rows.
     assert aged_trail.read_bytes() == before
     assert count_rows(aged_trail) == 7
+
+
+def test_the_services_own_warnings_are_lines_of_the_command_named_auditbus(aged_trail: Path) -> None:
+    # Another process holds the write lock past the busy timeout: the writer logs that it retries.
+    with write_locked(aged_trail):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "auditbus", "purge", "--before", "200d", "--yes", "--db", str(aged_trail)],
+            cwd=aged_trail.parent,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stderr is not None
+        line = child.stderr.readline()
+    out, rest = child.communicate(timeout=120)
+    assert child.returncode == 0, line + rest
+    assert line.startswith("auditbus: error: audit writer for "), line
+    assert "retrying" in line
+    assert out.startswith("purged ")
 
 
 def test_purge_with_yes_deletes_older_rows_and_prints_the_count(aged_trail: Path) -> None:

@@ -23,6 +23,7 @@ import errno
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -1441,6 +1442,30 @@ def _configure_output(args: argparse.Namespace) -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class _LevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"auditbus: {record.levelname.lower()}: {super().format(record)}"
+
+
+@contextlib.contextmanager
+def _logging_as_command() -> Iterator[None]:
+    """The service's own log lines (a writer retrying on a locked trail) as lines of this command.
+
+    Without a handler, Python prints a warning's bare text: nothing would say which program wrote it.
+    """
+    log = logging.getLogger("auditbus")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelFormatter())
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, unwound as Ctrl-C is: the service closed, an export's partial file removed."""
 
@@ -1508,7 +1533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return _run(handler, args)
+    with _logging_as_command():
+        return _run(handler, args)
 
 
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
