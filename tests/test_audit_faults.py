@@ -949,15 +949,16 @@ def test_a_failing_checkpoint_into_the_database_file_stops_no_commit_and_loses_n
         # Every flush and record returned: a checkpoint that fails holds no commit back.
         assert faulty.raised == []
         assert (faulty.acks.flushes, len(faulty.acks.rows)) == (rounds + 1, rounds + 1)
-        _, stats = faulty.step("stats", "stats").split(" ", 1)
+        # The shim has failed the checkpoint's write; the writer counts it once the checkpoint returns.
+        _, _, stats = faulty.step("errors 1", "erring").split(" ", 2)
         during = json.loads(stats)
-        assert during["errors"] >= 1, during
         assert (during["last_error"] or "").startswith("checkpoint"), during
         if fault.endswith("EIO"):
             assert f" {op} " in during["last_error"], during
         assert all(h.startswith(f"{op} ") and h.endswith("audit.db") for h in faulty.hits())
         # Reported, not only counted: a failing disk under a growing WAL must reach the operator.
-        assert _logged(faulty, "WARNING", "checkpoint"), faulty.logged
+        while not _logged(faulty, "WARNING", "checkpoint"):
+            faulty.until("L")
         # More checkpoints come due and fail while the fault lasts; the writer goes on.
         faulty.write(600)
         faulty.step("join", "joined")
