@@ -386,6 +386,22 @@ def test_non_string_keys_never_crash() -> None:  # 11
     assert out[StrKey.TOKEN] == M
 
 
+class Unprintable:
+    """A key whose text cannot be read: its `str()` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+@pytest.mark.parametrize("key", [Unprintable(), (Unprintable(),), ("note", Unprintable())], ids=repr)
+def test_a_key_whose_text_cannot_be_read_has_its_value_masked(key: Any) -> None:
+    # Nothing says such a key is not `password`: its value is masked, the
+    # values of the keys that can be read are not.
+    out = redact_dict({key: "hunter2", "note": "plain", "count": None})
+    assert list(out.values()) == [M, "plain", None]
+    assert next(iter(out)) is key
+
+
 def test_keys_that_contain_a_secret_are_rewritten() -> None:  # 18
     out = redact_dict({"password=hunter2": 1, f"Bearer {GHP}": 2})
     assert flat(out).count("hunter2") == 0

@@ -187,6 +187,17 @@ def test_odd_values_are_stored_as_record_stores_them(svc: AuditService, details:
     assert stored(svc, details) == svc.record("step_completed", details=details).details
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def test_a_key_whose_text_cannot_be_read_has_its_value_masked_in_the_row(svc: AuditService) -> None:
+    details = {Unprintable(): "hunter2", "note": "plain"}
+    assert stored(svc, details) == {"<unprintable Unprintable>": M, "note": "plain"}
+    assert "hunter2" not in repr(DomainEvent(event_type="step_completed", details=details))
+
+
 def test_cycles_and_depth_become_markers(svc: AuditService) -> None:
     loop: dict[str, Any] = {"name": "x"}
     loop["self"] = loop
