@@ -647,6 +647,22 @@ def test_a_value_after_its_secret_key_and_an_unusual_space_is_masked(separator: 
     assert "abcdef0123456789abcdef" not in out
 
 
+# A control character or an unusual space between a secret key and its
+# separator (a NUL left by a C string, a pasted no-break space).
+@pytest.mark.parametrize(
+    "gap", ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x0b", "\xa0", "\u2003", "\u3000", "\ufeff", "\x00 \t"], ids=repr
+)
+@pytest.mark.parametrize("separator", ["=", ": ", ":"])
+def test_a_value_after_its_secret_key_a_control_character_and_its_separator_is_masked(separator: str, gap: str) -> None:
+    out = redact({"msg": f"login ok password{gap}{separator}hunter2pass next"})["msg"]
+    assert out == f"login ok password{gap}{separator}{M} next"
+
+
+def test_a_line_break_between_a_key_and_a_separator_still_ends_the_key() -> None:
+    # The text on the next line is no value of the word before the break.
+    assert redact("Reset your password\n=== Steps ===") == "Reset your password\n=== Steps ==="
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

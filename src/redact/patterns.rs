@@ -1070,7 +1070,10 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
 /// and the no-break spaces French typography puts before a colon.
 const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
 
-/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every separator).
+/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every
+/// separator), and without the rarer gaps of [`is_key_gap`], read as
+/// characters only when the text before the blanks ends in a control
+/// character or a non-ASCII one.
 #[inline]
 fn trim_blanks_end(s: &str) -> &str {
     let mut b = s.as_bytes();
@@ -1082,7 +1085,17 @@ fn trim_blanks_end(s: &str) -> &str {
             _ => break,
         };
     }
-    &s[..b.len()]
+    match b.last() {
+        Some(&c) if !(0x20..0x7F).contains(&c) && c != b'\n' && c != b'\r' => s[..b.len()].trim_end_matches(is_key_gap),
+        _ => &s[..b.len()],
+    }
+}
+
+/// What may sit between a key and its separator: a value blank, or any
+/// other control character but a line break (`password\0=x`, a NUL left by
+/// a C string); a line break ends the key's line.
+fn is_key_gap(c: char) -> bool {
+    is_value_blank(c) || (c.is_control() && c != '\n' && c != '\r')
 }
 
 /// What may sit between a separator and its value: [`BLANKS`], and the
