@@ -658,6 +658,24 @@ def test_a_value_after_its_secret_key_a_control_character_and_its_separator_is_m
     assert out == f"login ok password{gap}{separator}{M} next"
 
 
+# The fullwidth `=` and `:` of CJK text and input methods separate a key from its value too.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password\uff1dhunter2pass next", f"password\uff1d{M} next"),
+        ("password\uff1ahunter2pass next", f"password\uff1a{M} next"),
+        ("密码 password\uff1a hunter2pass next", f"密码 password\uff1a {M} next"),
+        ("api_key\uff1a\u3000hunter2pass", f"api_key\uff1a\u3000{M}"),
+        ("用户\uff1abob\uff0ctoken\uff1dhunter2pass", f"用户\uff1abob\uff0ctoken\uff1d{M}"),
+        ("password\uff1a\n  hunter2pass\nnext: 1", f"password\uff1a\n  {M}\nnext: 1"),
+        ("user\uff1abob max_tokens\uff1d300 \uff50\uff41\uff53\uff53", None),
+    ],
+)
+def test_a_value_after_a_fullwidth_separator_is_masked(text: str, expected: str | None) -> None:
+    # `None`: the text stays as it is.
+    assert redact(text) == (text if expected is None else expected)
+
+
 def test_a_line_break_between_a_key_and_a_separator_still_ends_the_key() -> None:
     # The text on the next line is no value of the word before the break.
     assert redact("Reset your password\n=== Steps ===") == "Reset your password\n=== Steps ==="

@@ -203,6 +203,8 @@ def test_a_key_whose_text_cannot_be_read_has_its_value_masked_in_the_row(svc: Au
     "text",
     [
         "login ok password\x00=hunter2pass next",
+        "password\uff1dhunter2pass",
+        "password\uff1ahunter2pass",
     ],
     ids=repr,
 )

@@ -272,7 +272,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 struct HintPairs {
     /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte.
     first: Box<[u64; 256]>,
-    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=` and `:`.
+    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=`, `:` and
+    /// the last byte of their fullwidth forms.
     second: Box<[u64; 256]>,
     /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -320,6 +321,11 @@ impl HintPairs {
         }
         second[usize::from(b'=')] |= SEP_BIT;
         second[usize::from(b':')] |= SEP_BIT;
+        // The last bytes of the fullwidth `＝` and `：` (see [`fullwidth_sep`]):
+        // they end other non-ASCII characters too, which costs those texts a
+        // look for separators, never ASCII text.
+        second[0x9D] |= SEP_BIT;
+        second[0x9A] |= SEP_BIT;
         Self { first, second, chosen: count }
     }
 
@@ -333,7 +339,7 @@ impl HintPairs {
     }
 
     /// One pass over the bytes: whether a hint's pair may occur, and whether
-    /// a `key=value` separator (`=` or `:`) occurs.
+    /// a `key=value` separator (`=` or `:`, or what may end a fullwidth one) occurs.
     fn prefilter(&self, s: &str) -> (bool, bool) {
         let bytes = s.as_bytes();
         let mut seen = 0u64;
@@ -860,16 +866,25 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut at = 0;
     let mut key_floor = 0;
     let mut named_secret = false;
-    while let Some(off) = memchr::memchr2(b'=', b':', &b[at..]) {
+    while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
-        let sep_end = match (b[sep], b.get(sep + 1)) {
-            (b':', Some(b'=')) | (b'=', Some(b'>' | b'=')) => sep + 2,
-            _ => sep + 1,
+        // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
+        let (sep_char, sep_end, lone_colon) = match (b[sep], b.get(sep + 1)) {
+            (b':', Some(b'=')) => (b':', sep + 2, false),
+            (b'=', Some(b'>' | b'=')) => (b'=', sep + 2, false),
+            (FULLWIDTH_LEAD, _) => match fullwidth_sep(b, sep) {
+                Some(c) => (c, sep + 3, c == b':'),
+                None => {
+                    at = sep + 1;
+                    continue;
+                }
+            },
+            (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
-        if key == "arn" && b[sep] == b':' && s[sep_end..].starts_with("aws") {
+        if key == "arn" && sep_char == b':' && s[sep_end..].starts_with("aws") {
             // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
             // its `:`-separated fields are no pairs.
             at = s[sep_end..]
@@ -878,7 +893,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        if not_a_secret_pair(key, b[sep], &s[sep_end..]) {
+        if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
         let info = key_info(key);
@@ -889,7 +904,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if !(info.secret || (info.value_field && named_secret)) {
             continue;
         }
-        if b[sep] == b':' && sep_end == sep + 1 {
+        if lone_colon {
             if let Some((start, end)) = yaml_block(s, key, sep_end) {
                 if !keep_value(&s[start..end]) {
                     spans.push((start, end));
@@ -901,7 +916,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
-        if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
+        if !quoted && lone_colon && value.contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             continue;
         }
@@ -925,6 +940,19 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// The first byte of the fullwidth separators `＝` (U+FF1D) and `：` (U+FF1A),
+/// which CJK text and input methods put where ASCII text has `=` and `:`.
+const FULLWIDTH_LEAD: u8 = 0xEF;
+
+/// `=` or `:` when a fullwidth separator starts at `at` (its lead byte is there).
+fn fullwidth_sep(b: &[u8], at: usize) -> Option<u8> {
+    match b.get(at + 1..at + 3)? {
+        [0xBC, 0x9D] => Some(b'='),
+        [0xBC, 0x9A] => Some(b':'),
+        _ => None,
     }
 }
 
@@ -1390,6 +1418,8 @@ mod tests {
         assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false));
         assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true));
         assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true));
     }
 
     #[test]
@@ -1573,6 +1603,8 @@ mod tests {
             ("Creds(password=['a', 'b]'], user='bob')", "Creds(password=***, user='bob')"),
             ("secrets={\"a\": (1, 2)} next=1", "secrets=*** next=1"),
             ("token=[never closed, x", "token=***"),
+            ("password\u{FF1D}hunter2 user\u{FF1A}bob", "password\u{FF1D}*** user\u{FF1A}bob"),
+            ("password\u{FF1A}\u{3000}hunter2\u{FF0C}ok", "password\u{FF1A}\u{3000}***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
         }
