@@ -647,6 +647,15 @@ def test_a_value_after_its_secret_key_and_an_unusual_space_is_masked(separator: 
     assert "abcdef0123456789abcdef" not in out
 
 
+# The same spaces between a command-line flag naming a secret and its value.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize("flag", ["--password", "--db-password", "-storepass", "-pw"])
+def test_a_value_after_its_secret_flag_and_an_unusual_space_is_masked(flag: str, space: str) -> None:
+    out = redact({"msg": f"run {flag}{space}hunter2pass --verbose"})["msg"]
+    assert out == f"run {flag}{space}{M} --verbose"
+    assert redact(f"run --retries{space}3 --verbose") == f"run --retries{space}3 --verbose"
+
+
 # A control character or an unusual space between a secret key and its
 # separator (a NUL left by a C string, a pasted no-break space).
 @pytest.mark.parametrize(

@@ -205,6 +205,7 @@ def test_a_key_whose_text_cannot_be_read_has_its_value_masked_in_the_row(svc: Au
         "login ok password\x00=hunter2pass next",
         "password\uff1dhunter2pass",
         "password\uff1ahunter2pass",
+        "run --password\xa0hunter2pass",
     ],
     ids=repr,
 )

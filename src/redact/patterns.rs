@@ -129,6 +129,16 @@ const HINTS: &[(&str, u16)] = &[
     ("sqlplus", CMD),
 ];
 
+/// The horizontal spaces that may stand between a word and what it
+/// introduces (a scheme and its credential, a flag and its value): a
+/// no-break space pasted from a page, a control or invisible character.
+/// [`is_value_blank`] is the same set for the hand-written scanners.
+macro_rules! blank_class {
+    () => {
+        r"[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]"
+    };
+}
+
 struct Shapes {
     pairs: HintPairs,
     hints: AhoCorasick,
@@ -157,9 +167,11 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
         // Any horizontal space between the scheme and the credential: a
         // no-break space pasted from a page, a control or invisible character.
-        auth: Regex::new(
-            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
-        )
+        auth: Regex::new(concat!(
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)",
+            blank_class!(),
+            r"+(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
+        ))
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
         // digit too: `token%3DeyJ…` (URL-encoded) has no word start before it.
@@ -225,10 +237,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
             .ok()?,
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
-        // `=` form is the `kv` shape); the key rules judge the flag's name.
-        flag: Regex::new(
-            r#"(?:^|[\s"'])--?(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
-        )
+        // `=` form is the `kv` shape), the same spaces as after an auth
+        // scheme between flag and value; the key rules judge the flag's name.
+        flag: Regex::new(concat!(
+            r#"(?:^|[\s"'])--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
+            blank_class!(),
+            r#"+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
+        ))
         .ok()?,
         // `.netrc` entries: `machine h login u password p`, on one line or
         // several (an entry starts with `machine`: prose has `login ... password`).
@@ -1129,7 +1144,7 @@ fn is_key_gap(c: char) -> bool {
 /// What may sit between a separator and its value: [`BLANKS`], and the
 /// spaces pasted or generated text carries instead (thin, ideographic or
 /// zero-width spaces, a vertical tab, form feed or NUL): the same set as
-/// the `auth` pattern's between a scheme and its credential.
+/// `blank_class!`, the patterns' between a scheme and its credential.
 fn is_value_blank(c: char) -> bool {
     BLANKS.contains(&c)
         || matches!(
