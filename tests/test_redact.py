@@ -636,6 +636,30 @@ def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: st
     assert out.endswith(M)
 
 
+# A credential on the line after its scheme: a wrapped log line, a folded
+# HTTP header (`\r\n` then a tab or a space).
+@pytest.mark.parametrize(
+    "gap", ["\n", "\r\n", "\r", "\n ", "\r\n\t", " \n", "\xa0\n\u3000", "\t", "\x85", "\u2028", "\u2029"], ids=repr
+)
+@pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
+def test_a_credential_on_the_line_after_its_scheme_is_masked(scheme: str, gap: str) -> None:
+    out = redact({"msg": f"{scheme}{gap}abcdef0123456789abcdef\nnext line"})["msg"]
+    assert out == f"{scheme}{gap}{M}\nnext line"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer\nHost: api.example.com",
+        "sign in with Basic\nauthentication is disabled",
+        "the token\nexpired at noon",
+        "Bearer\n\nabcdef0123456789abcdef",
+    ],
+)
+def test_prose_and_headers_on_the_line_after_a_scheme_stay_readable(text: str) -> None:
+    assert redact(text) == text
+
+
 # The same spaces between a secret key's separator and its value.
 @pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
 @pytest.mark.parametrize("separator", ["=", ": ", ":", "=\t"])

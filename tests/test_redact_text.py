@@ -206,6 +206,7 @@ def test_a_key_whose_text_cannot_be_read_has_its_value_masked_in_the_row(svc: Au
         "password\uff1dhunter2pass",
         "password\uff1ahunter2pass",
         "run --password\xa0hunter2pass",
+        "Authorization: Bearer\r\n hunter2pass.0123456789",
     ],
     ids=repr,
 )

@@ -166,11 +166,17 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         hints,
         pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
         // Any horizontal space between the scheme and the credential: a
-        // no-break space pasted from a page, a control or invisible character.
+        // no-break space pasted from a page, a control or invisible character;
+        // or one line break (a wrapped log line, a folded HTTP header, a
+        // Unicode line separator), with such spaces around it.
         auth: Regex::new(concat!(
-            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)",
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)(?:",
             blank_class!(),
-            r"+(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
+            r"*(?:\r\n|[\n\r\x85\u2028\u2029])",
+            blank_class!(),
+            r"*|",
+            blank_class!(),
+            r"+)(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
         ))
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
