@@ -680,6 +680,26 @@ def test_a_value_after_its_secret_flag_and_an_unusual_space_is_masked(flag: str,
     assert redact(f"run --retries{space}3 --verbose") == f"run --retries{space}3 --verbose"
 
 
+# A command whose password flag only the command names, pasted with other spaces.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\x0b", "\x00", "\ufeff"], ids=repr)
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sshpass -p{s}hunter2pass ssh host",
+        "redis-cli{s}-a{s}hunter2pass ping",
+        "docker login -u bob -p{s}hunter2pass registry",
+        "curl{s}-u{s}bob:hunter2pass https://h",
+        "mysql{s}-u{s}root{s}-phunter2pass db",
+        "sqlplus{s}scott/hunter2pass@orcl",
+    ],
+)
+def test_a_command_spaced_by_unusual_spaces_has_its_password_masked(command: str, space: str) -> None:
+    out = redact(command.format(s=space))
+    assert "hunter2pass" not in out
+    assert M in out
+    assert redact(f"ssh{space}-p{space}2222 host") == f"ssh{space}-p{space}2222 host"
+
+
 # A control character or an unusual space between a secret key and its
 # separator (a NUL left by a C string, a pasted no-break space).
 @pytest.mark.parametrize(

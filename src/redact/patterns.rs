@@ -260,15 +260,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // Command lines whose password flag is a short letter, which only
         // the command says is a password: `mysql -pSECRET` (glued: `-p x`
         // prompts), `sshpass -p x`, `docker login -p x`, `redis-cli -a x`,
-        // `curl -u user:x`, `sqlplus user/x@db`.
-        cmd: Regex::new(concat!(
+        // `curl -u user:x`, `sqlplus user/x@db`. Written with `[ \t]` for a
+        // space; any of `blank_class!` stands for one (a command pasted from a page).
+        cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
             r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
             r#"|(?:sshpass(?:[ \t][^\n;&|]*?)?[ \t]-p|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a)[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             r#")"#
-        ))
+        ).replace(r"[ \t]", blank_class!()))
         .ok()?,
         // SQL statements: `IDENTIFIED BY 'x'` (unquoted too after `CREATE
         // USER u`, Oracle), `WITH PASSWORD 'x'`, `PASSWORD('x')`,
