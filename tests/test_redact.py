@@ -674,10 +674,12 @@ def test_a_value_after_its_secret_key_and_an_unusual_space_is_masked(separator: 
 # The same spaces between a command-line flag naming a secret and its value.
 @pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
 @pytest.mark.parametrize("flag", ["--password", "--db-password", "-storepass", "-pw"])
-def test_a_value_after_its_secret_flag_and_an_unusual_space_is_masked(flag: str, space: str) -> None:
+def test_a_secret_flag_spaced_by_an_unusual_space_has_its_value_masked(flag: str, space: str) -> None:
     out = redact({"msg": f"run {flag}{space}hunter2pass --verbose"})["msg"]
     assert out == f"run {flag}{space}{M} --verbose"
     assert redact(f"run --retries{space}3 --verbose") == f"run --retries{space}3 --verbose"
+    out = redact({"msg": f"run{space}--password hunter2pass --verbose"})["msg"]
+    assert out == f"run{space}--password {M} --verbose"
 
 
 # A command whose password flag only the command names, pasted with other spaces.

@@ -244,9 +244,12 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             .ok()?,
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
-        // scheme between flag and value; the key rules judge the flag's name.
+        // scheme before the flag and between flag and value; the key rules
+        // judge the flag's name.
         flag: Regex::new(concat!(
-            r#"(?:^|[\s"'])--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
+            r#"(?:^|[\s"']|"#,
+            blank_class!(),
+            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
             blank_class!(),
             r#"+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
         ))
