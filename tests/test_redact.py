@@ -628,7 +628,14 @@ def test_text_made_of_chained_pairs_is_redacted_in_time_linear_in_its_length() -
 
 # Pasted from a web page or a chat (a no-break space), or spaced by a control
 # character: the credential after the scheme is still a credential.
-@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize(
+    "space",
+    [
+        *("\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"),
+        *("\xad", "\u200d", "\u200e", "\u2060", "\u202e", "\u180e"),
+    ],
+    ids=repr,
+)
 @pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
 def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: str, space: str) -> None:
     out = redact({"msg": f"{scheme}{space}abcdef0123456789abcdef"})["msg"]

@@ -131,11 +131,12 @@ const HINTS: &[(&str, u16)] = &[
 
 /// The horizontal spaces that may stand between a word and what it
 /// introduces (a scheme and its credential, a flag and its value): a
-/// no-break space pasted from a page, a control or invisible character.
+/// no-break space pasted from a page, a control character, an invisible
+/// one (a soft hyphen, a word joiner, a direction mark).
 /// [`is_value_blank`] is the same set for the hand-written scanners.
 macro_rules! blank_class {
     () => {
-        r"[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]"
+        r"[\t\x0B\x0C\x00 \u00A0\u00AD\u1680\u180E\u2000-\u200F\u202A-\u202F\u205F-\u206F\u3000\uFEFF]"
     };
 }
 
@@ -1153,13 +1154,24 @@ fn is_key_gap(c: char) -> bool {
 
 /// What may sit between a separator and its value: [`BLANKS`], and the
 /// spaces pasted or generated text carries instead (thin, ideographic or
-/// zero-width spaces, a vertical tab, form feed or NUL): the same set as
+/// zero-width spaces, a vertical tab, form feed or NUL) or invisible
+/// characters (a soft hyphen, a word joiner, direction marks): the same set as
 /// `blank_class!`, the patterns' between a scheme and its credential.
 fn is_value_blank(c: char) -> bool {
     BLANKS.contains(&c)
         || matches!(
             c,
-            '\x0B' | '\x0C' | '\0' | '\u{1680}' | '\u{2000}'..='\u{200B}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+            '\x0B'
+                | '\x0C'
+                | '\0'
+                | '\u{AD}'
+                | '\u{1680}'
+                | '\u{180E}'
+                | '\u{2000}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{205F}'..='\u{206F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
         )
 }
 
@@ -1395,6 +1407,14 @@ mod tests {
         }
         assert!(!sh.pairs.may_hold_hint("applied changes to the resource graph; "));
         assert!(!sh.pairs.may_hold_hint("/srv/app/module_3.py"));
+    }
+
+    #[test]
+    fn the_blank_class_and_the_value_blanks_are_one_set() {
+        let class = Regex::new(concat!("^", blank_class!(), "$")).unwrap();
+        for c in (0..=0x3_FFFF).filter_map(char::from_u32) {
+            assert_eq!(class.is_match(c.encode_utf8(&mut [0; 4])), is_value_blank(c), "{c:?}");
+        }
     }
 
     #[test]
