@@ -730,6 +730,9 @@ def test_a_value_after_its_secret_key_a_control_character_and_its_separator_is_m
         ("api_key\uff1a\u3000hunter2pass", f"api_key\uff1a\u3000{M}"),
         ("用户\uff1abob\uff0ctoken\uff1dhunter2pass", f"用户\uff1abob\uff0ctoken\uff1d{M}"),
         ("password\uff1a\n  hunter2pass\nnext: 1", f"password\uff1a\n  {M}\nnext: 1"),
+        ("api\uff3fkey\uff1dhunter2pass", f"api\uff3fkey\uff1d{M}"),
+        ("db\uff0dpassword\uff1ahunter2pass", f"db\uff0dpassword\uff1a{M}"),
+        ("db\uff0epassword=hunter2pass", f"db\uff0epassword={M}"),
         ("user\uff1abob max_tokens\uff1d300 \uff50\uff41\uff53\uff53", None),
     ],
 )

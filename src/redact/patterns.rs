@@ -868,9 +868,12 @@ fn env_like(t: &str) -> bool {
     !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') && !t.as_bytes()[0].is_ascii_digit()
 }
 
-/// A character that can be part of a key in `key=value` text.
+/// A character that can be part of a key in `key=value` text; the
+/// fullwidth `＿`, `－`, `．` of CJK text too (the key rules fold them).
 fn key_char(c: char) -> bool {
-    c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']') || (!c.is_ascii() && is_format_char(c))
+    c.is_alphanumeric()
+        || matches!(c, '_' | '.' | '-' | '[' | ']')
+        || (!c.is_ascii() && (is_format_char(c) || matches!(c, '\u{FF3F}' | '\u{FF0D}' | '\u{FF0E}')))
 }
 
 fn is_format_char(c: char) -> bool {
