@@ -311,11 +311,14 @@ fn bounded(text: String) -> String {
     }
 }
 
+/// How the text of a value whose `str()` raises starts (see [`text`]).
+pub const UNPRINTABLE: &str = "<unprintable ";
+
 /// `str(obj)`, or its type name when even that raises.
 fn text(obj: &Bound<'_, PyAny>) -> String {
     match obj.str() {
         Ok(s) => s.to_string_lossy().into_owned(),
-        Err(_) => format!("<unprintable {}>", type_name(obj)),
+        Err(_) => format!("{UNPRINTABLE}{}>", type_name(obj)),
     }
 }
 

@@ -386,6 +386,22 @@ def test_non_string_keys_never_crash() -> None:  # 11
     assert out[StrKey.TOKEN] == M
 
 
+class Unprintable:
+    """A key whose text cannot be read: its `str()` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+@pytest.mark.parametrize("key", [Unprintable(), (Unprintable(),), ("note", Unprintable())], ids=repr)
+def test_a_key_whose_text_cannot_be_read_has_its_value_masked(key: Any) -> None:
+    # Nothing says such a key is not `password`: its value is masked, the
+    # values of the keys that can be read are not.
+    out = redact_dict({key: "hunter2", "note": "plain", "count": None})
+    assert list(out.values()) == [M, "plain", None]
+    assert next(iter(out)) is key
+
+
 def test_keys_that_contain_a_secret_are_rewritten() -> None:  # 18
     out = redact_dict({"password=hunter2": 1, f"Bearer {GHP}": 2})
     assert flat(out).count("hunter2") == 0
@@ -612,12 +628,43 @@ def test_text_made_of_chained_pairs_is_redacted_in_time_linear_in_its_length() -
 
 # Pasted from a web page or a chat (a no-break space), or spaced by a control
 # character: the credential after the scheme is still a credential.
-@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize(
+    "space",
+    [
+        *("\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"),
+        *("\xad", "\u200d", "\u200e", "\u2060", "\u202e", "\u180e"),
+    ],
+    ids=repr,
+)
 @pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
 def test_a_credential_after_its_scheme_and_an_unusual_space_is_masked(scheme: str, space: str) -> None:
     out = redact({"msg": f"{scheme}{space}abcdef0123456789abcdef"})["msg"]
     assert "abcdef0123456789abcdef" not in out
     assert out.endswith(M)
+
+
+# A credential on the line after its scheme: a wrapped log line, a folded
+# HTTP header (`\r\n` then a tab or a space).
+@pytest.mark.parametrize(
+    "gap", ["\n", "\r\n", "\r", "\n ", "\r\n\t", " \n", "\xa0\n\u3000", "\t", "\x85", "\u2028", "\u2029"], ids=repr
+)
+@pytest.mark.parametrize("scheme", ["Bearer", "Authorization: Bearer", "Basic", "token"])
+def test_a_credential_on_the_line_after_its_scheme_is_masked(scheme: str, gap: str) -> None:
+    out = redact({"msg": f"{scheme}{gap}abcdef0123456789abcdef\nnext line"})["msg"]
+    assert out == f"{scheme}{gap}{M}\nnext line"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer\nHost: api.example.com",
+        "sign in with Basic\nauthentication is disabled",
+        "the token\nexpired at noon",
+        "Bearer\n\nabcdef0123456789abcdef",
+    ],
+)
+def test_prose_and_headers_on_the_line_after_a_scheme_stay_readable(text: str) -> None:
+    assert redact(text) == text
 
 
 # The same spaces between a secret key's separator and its value.
@@ -629,6 +676,74 @@ def test_a_value_after_its_secret_key_and_an_unusual_space_is_masked(separator: 
     assert out.endswith(f"{M} next")
     out = redact({"msg": f"Authorization:{space}Bearer{space}abcdef0123456789abcdef"})["msg"]
     assert "abcdef0123456789abcdef" not in out
+
+
+# The same spaces between a command-line flag naming a secret and its value.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u202f", "\u3000", "\x0b", "\x0c", "\x00", "\u200b", "\ufeff"])
+@pytest.mark.parametrize("flag", ["--password", "--db-password", "-storepass", "-pw"])
+def test_a_secret_flag_spaced_by_an_unusual_space_has_its_value_masked(flag: str, space: str) -> None:
+    out = redact({"msg": f"run {flag}{space}hunter2pass --verbose"})["msg"]
+    assert out == f"run {flag}{space}{M} --verbose"
+    assert redact(f"run --retries{space}3 --verbose") == f"run --retries{space}3 --verbose"
+    out = redact({"msg": f"run{space}--password hunter2pass --verbose"})["msg"]
+    assert out == f"run{space}--password {M} --verbose"
+
+
+# A command whose password flag only the command names, pasted with other spaces.
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\x0b", "\x00", "\ufeff"], ids=repr)
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sshpass -p{s}hunter2pass ssh host",
+        "redis-cli{s}-a{s}hunter2pass ping",
+        "docker login -u bob -p{s}hunter2pass registry",
+        "curl{s}-u{s}bob:hunter2pass https://h",
+        "mysql{s}-u{s}root{s}-phunter2pass db",
+        "sqlplus{s}scott/hunter2pass@orcl",
+    ],
+)
+def test_a_command_spaced_by_unusual_spaces_has_its_password_masked(command: str, space: str) -> None:
+    out = redact(command.format(s=space))
+    assert "hunter2pass" not in out
+    assert M in out
+    assert redact(f"ssh{space}-p{space}2222 host") == f"ssh{space}-p{space}2222 host"
+
+
+# A control character or an unusual space between a secret key and its
+# separator (a NUL left by a C string, a pasted no-break space).
+@pytest.mark.parametrize(
+    "gap", ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x0b", "\xa0", "\u2003", "\u3000", "\ufeff", "\x00 \t"], ids=repr
+)
+@pytest.mark.parametrize("separator", ["=", ": ", ":"])
+def test_a_value_after_its_secret_key_a_control_character_and_its_separator_is_masked(separator: str, gap: str) -> None:
+    out = redact({"msg": f"login ok password{gap}{separator}hunter2pass next"})["msg"]
+    assert out == f"login ok password{gap}{separator}{M} next"
+
+
+# The fullwidth `=` and `:` of CJK text and input methods separate a key from its value too.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password\uff1dhunter2pass next", f"password\uff1d{M} next"),
+        ("password\uff1ahunter2pass next", f"password\uff1a{M} next"),
+        ("密码 password\uff1a hunter2pass next", f"密码 password\uff1a {M} next"),
+        ("api_key\uff1a\u3000hunter2pass", f"api_key\uff1a\u3000{M}"),
+        ("用户\uff1abob\uff0ctoken\uff1dhunter2pass", f"用户\uff1abob\uff0ctoken\uff1d{M}"),
+        ("password\uff1a\n  hunter2pass\nnext: 1", f"password\uff1a\n  {M}\nnext: 1"),
+        ("api\uff3fkey\uff1dhunter2pass", f"api\uff3fkey\uff1d{M}"),
+        ("db\uff0dpassword\uff1ahunter2pass", f"db\uff0dpassword\uff1a{M}"),
+        ("db\uff0epassword=hunter2pass", f"db\uff0epassword={M}"),
+        ("user\uff1abob max_tokens\uff1d300 \uff50\uff41\uff53\uff53", None),
+    ],
+)
+def test_a_value_after_a_fullwidth_separator_is_masked(text: str, expected: str | None) -> None:
+    # `None`: the text stays as it is.
+    assert redact(text) == (text if expected is None else expected)
+
+
+def test_a_line_break_between_a_key_and_a_separator_still_ends_the_key() -> None:
+    # The text on the next line is no value of the word before the break.
+    assert redact("Reset your password\n=== Steps ===") == "Reset your password\n=== Steps ==="
 
 
 @pytest.mark.parametrize(

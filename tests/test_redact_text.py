@@ -187,6 +187,35 @@ def test_odd_values_are_stored_as_record_stores_them(svc: AuditService, details:
     assert stored(svc, details) == svc.record("step_completed", details=details).details
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def test_a_key_whose_text_cannot_be_read_has_its_value_masked_in_the_row(svc: AuditService) -> None:
+    details = {Unprintable(): "hunter2", "note": "plain"}
+    assert stored(svc, details) == {"<unprintable Unprintable>": M, "note": "plain"}
+    assert "hunter2" not in repr(DomainEvent(event_type="step_completed", details=details))
+
+
+# Text whose secret sits behind unusual spacing or separators.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "login ok password\x00=hunter2pass next",
+        "password\uff1dhunter2pass",
+        "password\uff1ahunter2pass",
+        "run --password\xa0hunter2pass",
+        "Authorization: Bearer\r\n hunter2pass.0123456789",
+    ],
+    ids=repr,
+)
+def test_a_secret_behind_unusual_spacing_in_text_is_not_stored(svc: AuditService, text: str) -> None:
+    row = stored(svc, {"msg": text})
+    assert "hunter2pass" not in row["msg"]
+    assert M in row["msg"]
+
+
 def test_cycles_and_depth_become_markers(svc: AuditService) -> None:
     loop: dict[str, Any] = {"name": "x"}
     loop["self"] = loop

@@ -129,6 +129,17 @@ const HINTS: &[(&str, u16)] = &[
     ("sqlplus", CMD),
 ];
 
+/// The horizontal spaces that may stand between a word and what it
+/// introduces (a scheme and its credential, a flag and its value): a
+/// no-break space pasted from a page, a control character, an invisible
+/// one (a soft hyphen, a word joiner, a direction mark).
+/// [`is_value_blank`] is the same set for the hand-written scanners.
+macro_rules! blank_class {
+    () => {
+        r"[\t\x0B\x0C\x00 \u00A0\u00AD\u1680\u180E\u2000-\u200F\u202A-\u202F\u205F-\u206F\u3000\uFEFF]"
+    };
+}
+
 struct Shapes {
     pairs: HintPairs,
     hints: AhoCorasick,
@@ -156,10 +167,18 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         hints,
         pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
         // Any horizontal space between the scheme and the credential: a
-        // no-break space pasted from a page, a control or invisible character.
-        auth: Regex::new(
-            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)[\t\x0B\x0C\x00 \u00A0\u1680\u2000-\u200B\u202F\u205F\u3000\uFEFF]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)",
-        )
+        // no-break space pasted from a page, a control or invisible character;
+        // or one line break (a wrapped log line, a folded HTTP header, a
+        // Unicode line separator), with such spaces around it.
+        auth: Regex::new(concat!(
+            r"(?i)(?-u:\b)(?P<scheme>bearer|basic|token|apikey|api-key)(?:",
+            blank_class!(),
+            r"*(?:\r\n|[\n\r\x85\u2028\u2029])",
+            blank_class!(),
+            r"*|",
+            blank_class!(),
+            r"+)(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
+        ))
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
         // digit too: `token%3DeyJ…` (URL-encoded) has no word start before it.
@@ -225,10 +244,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
             .ok()?,
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
-        // `=` form is the `kv` shape); the key rules judge the flag's name.
-        flag: Regex::new(
-            r#"(?:^|[\s"'])--?(?P<k>[A-Za-z0-9][\w.\-]*)[ \t]+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
-        )
+        // `=` form is the `kv` shape), the same spaces as after an auth
+        // scheme before the flag and between flag and value; the key rules
+        // judge the flag's name.
+        flag: Regex::new(concat!(
+            r#"(?:^|[\s"']|"#,
+            blank_class!(),
+            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
+            blank_class!(),
+            r#"+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
+        ))
         .ok()?,
         // `.netrc` entries: `machine h login u password p`, on one line or
         // several (an entry starts with `machine`: prose has `login ... password`).
@@ -239,15 +264,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // Command lines whose password flag is a short letter, which only
         // the command says is a password: `mysql -pSECRET` (glued: `-p x`
         // prompts), `sshpass -p x`, `docker login -p x`, `redis-cli -a x`,
-        // `curl -u user:x`, `sqlplus user/x@db`.
-        cmd: Regex::new(concat!(
+        // `curl -u user:x`, `sqlplus user/x@db`. Written with `[ \t]` for a
+        // space; any of `blank_class!` stands for one (a command pasted from a page).
+        cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
             r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
             r#"|(?:sshpass(?:[ \t][^\n;&|]*?)?[ \t]-p|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a)[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             r#")"#
-        ))
+        ).replace(r"[ \t]", blank_class!()))
         .ok()?,
         // SQL statements: `IDENTIFIED BY 'x'` (unquoted too after `CREATE
         // USER u`, Oracle), `WITH PASSWORD 'x'`, `PASSWORD('x')`,
@@ -272,7 +298,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 struct HintPairs {
     /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte.
     first: Box<[u64; 256]>,
-    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=` and `:`.
+    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=`, `:` and
+    /// the last byte of their fullwidth forms.
     second: Box<[u64; 256]>,
     /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -320,6 +347,11 @@ impl HintPairs {
         }
         second[usize::from(b'=')] |= SEP_BIT;
         second[usize::from(b':')] |= SEP_BIT;
+        // The last bytes of the fullwidth `＝` and `：` (see [`fullwidth_sep`]):
+        // they end other non-ASCII characters too, which costs those texts a
+        // look for separators, never ASCII text.
+        second[0x9D] |= SEP_BIT;
+        second[0x9A] |= SEP_BIT;
         Self { first, second, chosen: count }
     }
 
@@ -333,7 +365,7 @@ impl HintPairs {
     }
 
     /// One pass over the bytes: whether a hint's pair may occur, and whether
-    /// a `key=value` separator (`=` or `:`) occurs.
+    /// a `key=value` separator (`=` or `:`, or what may end a fullwidth one) occurs.
     fn prefilter(&self, s: &str) -> (bool, bool) {
         let bytes = s.as_bytes();
         let mut seen = 0u64;
@@ -836,9 +868,12 @@ fn env_like(t: &str) -> bool {
     !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') && !t.as_bytes()[0].is_ascii_digit()
 }
 
-/// A character that can be part of a key in `key=value` text.
+/// A character that can be part of a key in `key=value` text; the
+/// fullwidth `＿`, `－`, `．` of CJK text too (the key rules fold them).
 fn key_char(c: char) -> bool {
-    c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']') || (!c.is_ascii() && is_format_char(c))
+    c.is_alphanumeric()
+        || matches!(c, '_' | '.' | '-' | '[' | ']')
+        || (!c.is_ascii() && (is_format_char(c) || matches!(c, '\u{FF3F}' | '\u{FF0D}' | '\u{FF0E}')))
 }
 
 fn is_format_char(c: char) -> bool {
@@ -860,16 +895,25 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut at = 0;
     let mut key_floor = 0;
     let mut named_secret = false;
-    while let Some(off) = memchr::memchr2(b'=', b':', &b[at..]) {
+    while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
-        let sep_end = match (b[sep], b.get(sep + 1)) {
-            (b':', Some(b'=')) | (b'=', Some(b'>' | b'=')) => sep + 2,
-            _ => sep + 1,
+        // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
+        let (sep_char, sep_end, lone_colon) = match (b[sep], b.get(sep + 1)) {
+            (b':', Some(b'=')) => (b':', sep + 2, false),
+            (b'=', Some(b'>' | b'=')) => (b'=', sep + 2, false),
+            (FULLWIDTH_LEAD, _) => match fullwidth_sep(b, sep) {
+                Some(c) => (c, sep + 3, c == b':'),
+                None => {
+                    at = sep + 1;
+                    continue;
+                }
+            },
+            (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
-        if key == "arn" && b[sep] == b':' && s[sep_end..].starts_with("aws") {
+        if key == "arn" && sep_char == b':' && s[sep_end..].starts_with("aws") {
             // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
             // its `:`-separated fields are no pairs.
             at = s[sep_end..]
@@ -878,7 +922,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        if not_a_secret_pair(key, b[sep], &s[sep_end..]) {
+        if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
         let info = key_info(key);
@@ -889,7 +933,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if !(info.secret || (info.value_field && named_secret)) {
             continue;
         }
-        if b[sep] == b':' && sep_end == sep + 1 {
+        if lone_colon {
             if let Some((start, end)) = yaml_block(s, key, sep_end) {
                 if !keep_value(&s[start..end]) {
                     spans.push((start, end));
@@ -901,7 +945,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
-        if !quoted && b[sep] == b':' && sep_end == sep + 1 && value.contains('=') {
+        if !quoted && lone_colon && value.contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             continue;
         }
@@ -925,6 +969,19 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// The first byte of the fullwidth separators `＝` (U+FF1D) and `：` (U+FF1A),
+/// which CJK text and input methods put where ASCII text has `=` and `:`.
+const FULLWIDTH_LEAD: u8 = 0xEF;
+
+/// `=` or `:` when a fullwidth separator starts at `at` (its lead byte is there).
+fn fullwidth_sep(b: &[u8], at: usize) -> Option<u8> {
+    match b.get(at + 1..at + 3)? {
+        [0xBC, 0x9D] => Some(b'='),
+        [0xBC, 0x9A] => Some(b':'),
+        _ => None,
     }
 }
 
@@ -1070,7 +1127,10 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
 /// and the no-break spaces French typography puts before a colon.
 const BLANKS: [char; 4] = [' ', '\t', '\u{a0}', '\u{202f}'];
 
-/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every separator).
+/// `s` without its trailing [`BLANKS`], read as bytes (this runs at every
+/// separator), and without the rarer gaps of [`is_key_gap`], read as
+/// characters only when the text before the blanks ends in a control
+/// character or a non-ASCII one.
 #[inline]
 fn trim_blanks_end(s: &str) -> &str {
     let mut b = s.as_bytes();
@@ -1082,18 +1142,39 @@ fn trim_blanks_end(s: &str) -> &str {
             _ => break,
         };
     }
-    &s[..b.len()]
+    match b.last() {
+        Some(&c) if !(0x20..0x7F).contains(&c) && c != b'\n' && c != b'\r' => s[..b.len()].trim_end_matches(is_key_gap),
+        _ => &s[..b.len()],
+    }
+}
+
+/// What may sit between a key and its separator: a value blank, or any
+/// other control character but a line break (`password\0=x`, a NUL left by
+/// a C string); a line break ends the key's line.
+fn is_key_gap(c: char) -> bool {
+    is_value_blank(c) || (c.is_control() && c != '\n' && c != '\r')
 }
 
 /// What may sit between a separator and its value: [`BLANKS`], and the
 /// spaces pasted or generated text carries instead (thin, ideographic or
-/// zero-width spaces, a vertical tab, form feed or NUL): the same set as
-/// the `auth` pattern's between a scheme and its credential.
+/// zero-width spaces, a vertical tab, form feed or NUL) or invisible
+/// characters (a soft hyphen, a word joiner, direction marks): the same set as
+/// `blank_class!`, the patterns' between a scheme and its credential.
 fn is_value_blank(c: char) -> bool {
     BLANKS.contains(&c)
         || matches!(
             c,
-            '\x0B' | '\x0C' | '\0' | '\u{1680}' | '\u{2000}'..='\u{200B}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+            '\x0B'
+                | '\x0C'
+                | '\0'
+                | '\u{AD}'
+                | '\u{1680}'
+                | '\u{180E}'
+                | '\u{2000}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{205F}'..='\u{206F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
         )
 }
 
@@ -1332,6 +1413,14 @@ mod tests {
     }
 
     #[test]
+    fn the_blank_class_and_the_value_blanks_are_one_set() {
+        let class = Regex::new(concat!("^", blank_class!(), "$")).unwrap();
+        for c in (0..=0x3_FFFF).filter_map(char::from_u32) {
+            assert_eq!(class.is_match(c.encode_utf8(&mut [0; 4])), is_value_blank(c), "{c:?}");
+        }
+    }
+
+    #[test]
     fn every_chosen_pair_has_a_bit_of_its_own() {
         // Pairs that share the last bit pass each other's bytes crossed
         // (`h` of one, `i` of another): the filter would let most text through.
@@ -1377,6 +1466,8 @@ mod tests {
         assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false));
         assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true));
         assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true));
     }
 
     #[test]
@@ -1560,6 +1651,8 @@ mod tests {
             ("Creds(password=['a', 'b]'], user='bob')", "Creds(password=***, user='bob')"),
             ("secrets={\"a\": (1, 2)} next=1", "secrets=*** next=1"),
             ("token=[never closed, x", "token=***"),
+            ("password\u{FF1D}hunter2 user\u{FF1A}bob", "password\u{FF1D}*** user\u{FF1A}bob"),
+            ("password\u{FF1A}\u{3000}hunter2\u{FF0C}ok", "password\u{FF1A}\u{3000}***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
         }

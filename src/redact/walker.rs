@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 
 use super::walk::unique_key;
 use super::Rules;
-use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
+use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH, UNPRINTABLE};
 
 /// Extra `(key, value)` entries walked as if they were in the mapping.
 pub type Extra<'py> = [(Bound<'py, PyAny>, Bound<'py, PyAny>)];
@@ -347,6 +347,8 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         for (key, value) in dict.iter().chain(extra.iter().cloned()) {
             let text = entry_key_text(&key);
             let verdict = self.rules.verdict(&text);
+            // A key whose `str()` raised cannot be judged: its value is masked.
+            let unreadable = !key.is_instance_of::<PyString>() && text.contains(UNPRINTABLE);
             let text_key = S::TEXT_KEYS || key.is_instance_of::<PyString>();
             let (final_text, fresh) = if text_key {
                 let rewritten = if verdict.rewrite { self.rules.scan_text(&text) } else { None };
@@ -364,7 +366,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             let k = Key { obj: &key, text: &final_text, fresh, plain: false };
             self.sink.key(&mut map, &k)?;
             let info = verdict.info;
-            let out = if info.secret || (info.value_field && secret_name) {
+            let out = if info.secret || (info.value_field && secret_name) || unreadable {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
