@@ -1345,7 +1345,7 @@ def test_the_services_own_warnings_are_lines_of_the_command_named_auditbus(aged_
         line = child.stderr.readline()
     out, rest = child.communicate(timeout=120)
     assert child.returncode == 0, line + rest
-    assert line.startswith("auditbus: error: audit writer for "), line
+    assert line.startswith("auditbus: audit service error: audit writer for "), line
     assert "retrying" in line
     assert out.startswith("purged ")
 

@@ -1444,7 +1444,8 @@ def _configure_output(args: argparse.Namespace) -> None:
 
 class _LevelFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"auditbus: {record.levelname.lower()}: {super().format(record)}"
+        # Not "auditbus: error:", which is the command's own failure: the service's lines come and go.
+        return f"auditbus: audit service {record.levelname.lower()}: {super().format(record)}"
 
 
 @contextlib.contextmanager
