@@ -1245,7 +1245,7 @@ impl Thread {
             Err(e) => {
                 let e = describe(&Error::Sqlite(e));
                 let message = format!("checkpoint: {e}");
-                self.note_error(&message);
+                self.shared.note_error(&message);
                 // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
                 let now = Instant::now();
                 let relog = match &mut self.checkpoint_fault {
@@ -1309,7 +1309,7 @@ impl Thread {
                 Some(Msg::Purge(before, reply)) => {
                     let result = self.purge(&before).map_err(|e| e.to_string());
                     if let Err(e) = &result {
-                        self.note_error(e);
+                        self.shared.note_error(e);
                     }
                     let _ = reply.send(result);
                 }
@@ -1451,10 +1451,6 @@ impl Thread {
         }
     }
 
-    fn note_error(&self, message: &str) {
-        self.shared.note_error(message);
-    }
-
     /// Everything still queued once the writer has stopped on a damaged
     /// file: durable callers get the error, the rest is counted as lost.
     fn refuse_queued(&self) {
@@ -1482,7 +1478,7 @@ impl Thread {
     /// counted lost, and the writer stops (the caller returns `Refused`).
     fn refuse(&self, rows: Vec<Pending>, message: &str) -> Landing {
         self.shared.refused.store(true, Ordering::Release);
-        self.note_error(message);
+        self.shared.note_error(message);
         // Durable rows too: their callers get the error, and the rows are still not written.
         self.shared.stats.lost.fetch_add(rows.len() as u64, Ordering::Relaxed);
         log(
@@ -1593,7 +1589,7 @@ impl Thread {
                         Some(io) => format!("I/O error, {io} (SQLite reports it as: {err})"),
                         None => describe(&err),
                     };
-                    self.note_error(&message);
+                    self.shared.note_error(&message);
                     let now = Instant::now();
                     let deadline = *self.shared.stop_deadline.lock();
                     let giving_up = deadline.is_some_and(|d| now >= d);
