@@ -101,6 +101,31 @@ def test_a_lone_record_facing_a_locked_database_waits_for_it_reports_it_and_land
     assert any("recovered" in r.getMessage() for r in caplog.records)
 
 
+def test_a_lone_record_whose_own_commit_fails_is_logged_and_leaves_an_audit_failure_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The caller's own commit gives up on another process's lock; the lock is
+    # gone before the writer's first try does: the fault is still reported.
+    path = tmp_path / "a.db"
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    with AuditService(path, busy_timeout=2.0) as svc:
+        svc.flush()
+        returned: list[auditbus.AuditEntry] = []
+        with write_locked(path):
+            caller = threading.Thread(target=lambda: returned.append(svc.record("auth_success", plan_id="r")))
+            caller.start()
+            wait_until(lambda: svc.stats()["errors"] >= 1, "the caller's commit to fail", timeout=60)
+        caller.join(timeout=60)
+        (entry,) = returned
+        (row,) = raw_rows(path, "id = ?", (entry.id,))
+        assert row["plan_id"] == "r"
+        (failure,) = svc.query(event_type="audit_failure")
+        assert "locked" in failure.details["error"]
+        assert svc.verify().ok
+    assert any("keeping them and retrying" in r.getMessage() for r in caplog.records)
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
 def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, busy_timeout=0.05) as svc:

@@ -217,6 +217,10 @@ pub struct Shared {
     stop_when_drained: AtomicBool,
     /// A [`Msg::Checkpoint`] is queued and not yet acted on.
     checkpoint_asked: AtomicBool,
+    /// Why a lone caller's own commit failed (see [`Writer::commit_here`]):
+    /// the thread's next commit reports it as its own first failure (logged,
+    /// an `audit_failure` row), even when that commit lands at its first try.
+    lone_fault: Mutex<Option<String>>,
     parting: Mutex<Option<Box<AuditRecord>>>,
     /// Who lets go of the writer once both the service is dropped and the
     /// thread has ended: the later of the two (see [`Writer::dropped`]).
@@ -243,6 +247,7 @@ impl Shared {
             urgent: AtomicU64::new(0),
             stop_when_drained: AtomicBool::new(false),
             checkpoint_asked: AtomicBool::new(false),
+            lone_fault: Mutex::new(None),
             parting: Mutex::new(None),
             lifetime: Mutex::new(Lifetime::Running),
         }
@@ -761,7 +766,12 @@ impl Writer {
             }
             Err(err) => {
                 stats.unqueue();
-                self.shared.note_error(&describe(&err));
+                let message = describe(&err);
+                self.shared.note_error(&message);
+                // A damaged file the thread finds again and refuses, no retry to announce.
+                if !is_damaged(&err) {
+                    *self.shared.lone_fault.lock() = Some(message);
+                }
                 None
             }
         }
@@ -1531,6 +1541,16 @@ impl Thread {
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
+
+        // A lone caller's commit failed before handing its row here: that was the first try.
+        let lone_fault = self.shared.lone_fault.lock().take();
+        if let Some(message) = lone_fault {
+            if self.shared.stop_deadline.lock().is_none_or(|d| Instant::now() < d) {
+                let now = Instant::now();
+                fault = Some((now, now, 1));
+                self.hold(&mut rows, &message);
+            }
+        }
         loop {
             let stop_deadline = *self.shared.stop_deadline.lock();
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
@@ -1600,20 +1620,7 @@ impl Thread {
                         None if giving_up => {}
                         None => {
                             fault = Some((now, now, 1));
-                            log(
-                                "error",
-                                &format!(
-                                    "audit writer for {:?} could not commit {} records ({message}); keeping them and retrying",
-                                    self.shared.path,
-                                    rows.len()
-                                ),
-                            );
-                            // The fault itself becomes a row, written with the batch once it lands.
-                            let mut details = Map::new();
-                            details.insert("error".into(), Value::String(message.clone()));
-                            details.insert("records_waiting".into(), Value::from(rows.len()));
-                            rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
-                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                            self.hold(&mut rows, &message);
                         }
                         Some((_, logged, attempts)) => {
                             *attempts += 1;
@@ -1661,6 +1668,24 @@ impl Thread {
                 }
             }
         }
+    }
+
+    /// Logs the first failure of a batch kept for retrying, and adds the
+    /// `audit_failure` row that records it, written with the batch once it lands.
+    fn hold(&self, rows: &mut Vec<Pending>, message: &str) {
+        log(
+            "error",
+            &format!(
+                "audit writer for {:?} could not commit {} records ({message}); keeping them and retrying",
+                self.shared.path,
+                rows.len()
+            ),
+        );
+        let mut details = Map::new();
+        details.insert("error".into(), Value::String(message.to_owned()));
+        details.insert("records_waiting".into(), Value::from(rows.len()));
+        rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
     }
 
     fn purge(&mut self, before: &str) -> Result<u64> {
