@@ -312,6 +312,21 @@ def test_the_wal_is_checkpointed_as_it_grows(tmp_path: Path) -> None:
         assert svc.count(event_type="step_completed") == 400
 
 
+def test_a_checkpoint_coming_due_takes_no_room_in_the_queue(tmp_path: Path) -> None:
+    # One record() at a time, in a queue of one slot that never waits: the
+    # caller queued nothing else, so the WAL's checkpoints (one about every
+    # hundred of these commits) must not make a record() find the queue full.
+    path = tmp_path / "a.db"
+    wal = tmp_path / "a.db-wal"
+    with AuditService(path, queue_size=1, put_timeout=0) as svc:
+        svc.flush()
+        for i in range(400):
+            svc.record("step_completed", plan_id=f"p{i}")
+        assert svc.stats()["rejected"] == 0
+        assert 0 < wal.stat().st_size < 8 << 20
+        assert svc.count(event_type="step_completed") == 400
+
+
 def test_a_full_queue_raises_and_drops_nothing(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=4, put_timeout=0.05, busy_timeout=0.02) as svc:
