@@ -101,6 +101,31 @@ def test_a_lone_record_facing_a_locked_database_waits_for_it_reports_it_and_land
     assert any("recovered" in r.getMessage() for r in caplog.records)
 
 
+def test_a_lone_record_whose_own_commit_fails_is_logged_and_leaves_an_audit_failure_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The caller's own commit gives up on another process's lock; the lock is
+    # gone before the writer's first try does: the fault is still reported.
+    path = tmp_path / "a.db"
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    with AuditService(path, busy_timeout=2.0) as svc:
+        svc.flush()
+        returned: list[auditbus.AuditEntry] = []
+        with write_locked(path):
+            caller = threading.Thread(target=lambda: returned.append(svc.record("auth_success", plan_id="r")))
+            caller.start()
+            wait_until(lambda: svc.stats()["errors"] >= 1, "the caller's commit to fail", timeout=60)
+        caller.join(timeout=60)
+        (entry,) = returned
+        (row,) = raw_rows(path, "id = ?", (entry.id,))
+        assert row["plan_id"] == "r"
+        (failure,) = svc.query(event_type="audit_failure")
+        assert "locked" in failure.details["error"]
+        assert svc.verify().ok
+    assert any("keeping them and retrying" in r.getMessage() for r in caplog.records)
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
 def test_record_event_does_not_wait_for_a_locked_database(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     with AuditService(path, busy_timeout=0.05) as svc:
@@ -284,6 +309,21 @@ def test_the_wal_is_checkpointed_as_it_grows(tmp_path: Path) -> None:
         assert 0 < wal.stat().st_size < 8 << 20
         assert path.stat().st_size > 300 << 10  # the rows were copied into the database file
         assert svc.verify().ok
+        assert svc.count(event_type="step_completed") == 400
+
+
+def test_a_checkpoint_coming_due_takes_no_room_in_the_queue(tmp_path: Path) -> None:
+    # One record() at a time, in a queue of one slot that never waits: the
+    # caller queued nothing else, so the WAL's checkpoints (one about every
+    # hundred of these commits) must not make a record() find the queue full.
+    path = tmp_path / "a.db"
+    wal = tmp_path / "a.db-wal"
+    with AuditService(path, queue_size=1, put_timeout=0) as svc:
+        svc.flush()
+        for i in range(400):
+            svc.record("step_completed", plan_id=f"p{i}")
+        assert svc.stats()["rejected"] == 0
+        assert 0 < wal.stat().st_size < 8 << 20
         assert svc.count(event_type="step_completed") == 400
 
 

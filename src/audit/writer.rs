@@ -120,12 +120,6 @@ pub struct Committed {
     pub kept_as: Option<String>,
 }
 
-/// A row [`Writer::commit_here`] committed, and whether the thread is to checkpoint the WAL.
-struct Landed {
-    committed: Option<Committed>,
-    checkpoint_due: bool,
-}
-
 type RowReply = Sender<std::result::Result<Option<Committed>, String>>;
 
 /// What travels through the queue.
@@ -136,8 +130,6 @@ pub enum Msg {
     Flush(Sender<()>),
     /// Deletes the oldest rows, see [`purge`].
     Purge(String, Sender<std::result::Result<u64, String>>),
-    /// The WAL is due a checkpoint after a commit made on a caller's thread.
-    Checkpoint,
     /// The last message: commit what is left and stop.
     Stop,
 }
@@ -215,8 +207,10 @@ pub struct Shared {
     /// (the stop row) and stops once it has drained the queue, which the
     /// shut gate keeps from filling again.
     stop_when_drained: AtomicBool,
-    /// A [`Msg::Checkpoint`] is queued and not yet acted on.
-    checkpoint_asked: AtomicBool,
+    /// Why a lone caller's own commit failed (see [`Writer::commit_here`]):
+    /// the thread's next commit reports it as its own first failure (logged,
+    /// an `audit_failure` row), even when that commit lands at its first try.
+    lone_fault: Mutex<Option<String>>,
     parting: Mutex<Option<Box<AuditRecord>>>,
     /// Who lets go of the writer once both the service is dropped and the
     /// thread has ended: the later of the two (see [`Writer::dropped`]).
@@ -242,7 +236,7 @@ impl Shared {
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
             stop_when_drained: AtomicBool::new(false),
-            checkpoint_asked: AtomicBool::new(false),
+            lone_fault: Mutex::new(None),
             parting: Mutex::new(None),
             lifetime: Mutex::new(Lifetime::Running),
         }
@@ -699,15 +693,11 @@ impl Writer {
     ) -> Result<Option<Committed>> {
         self.check_not_writer("record()")?;
         let size = self.admit(&record)?;
-        if let Some(landed) = py.detach(|| self.commit_here(&record)) {
-            if let Some(kept_as) = landed.committed.as_ref().and_then(|c| c.kept_as.as_deref()) {
+        if let Some(committed) = py.detach(|| self.commit_here(&record)) {
+            if let Some(kept_as) = committed.as_ref().and_then(|c| c.kept_as.as_deref()) {
                 self.shared.note_kept(&record, kept_as);
             }
-            // The checkpoint runs on the thread, as after its own commits: not on the caller's time.
-            if landed.checkpoint_due && self.tx.try_send(Msg::Checkpoint).is_err() {
-                self.shared.checkpoint_asked.store(false, Ordering::Release);
-            }
-            return Ok(landed.committed);
+            return Ok(committed);
         }
         let timeout = self.reserve(py, &mut record, size, timeout)?;
         let (reply, answer) = bounded(1);
@@ -726,10 +716,10 @@ impl Writer {
     /// when the row must go through the queue instead: other durable callers
     /// are about (the thread's shared commit serves them better), something
     /// waits in the queue, the thread holds the connection, the service is
-    /// closing or stopped, or the commit failed (rolled back, counted as an
+    /// closing or stopped, the WAL is due a checkpoint, or the commit failed (rolled back, counted as an
     /// error; the thread then retries the row with its backoff and logging,
     /// as any other).
-    fn commit_here(&self, record: &AuditRecord) -> Option<Landed> {
+    fn commit_here(&self, record: &AuditRecord) -> Option<Option<Committed>> {
         if self.closed.load(Ordering::Acquire) || self.shared.refused.load(Ordering::Acquire) || self.forked() {
             return None;
         }
@@ -748,6 +738,12 @@ impl Writer {
         if core.file.as_ref().is_some_and(|file| !file.still_there()) {
             return None;
         }
+        // A WAL due a checkpoint: this row goes to the thread, which checkpoints
+        // after its commit and reply, as it does for its own rows. A message
+        // asking for it would take a slot of the queue the callers' records need.
+        if self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+            return None;
+        }
         let stats = &self.shared.stats;
         stats.enqueue();
         // A panic in the commit rolls it back; the row then goes to the thread, as on any failure.
@@ -757,20 +753,19 @@ impl Writer {
         match written {
             Ok(ids) => {
                 self.shared.count_landed(&ids);
-                Some(Landed { committed: ids.into_iter().next().flatten(), checkpoint_due: self.checkpoint_due() })
+                Some(ids.into_iter().next().flatten())
             }
             Err(err) => {
                 stats.unqueue();
-                self.shared.note_error(&describe(&err));
+                let message = describe(&err);
+                self.shared.note_error(&message);
+                // A damaged file the thread finds again and refuses, no retry to announce.
+                if !is_damaged(&err) {
+                    *self.shared.lone_fault.lock() = Some(message);
+                }
                 None
             }
         }
-    }
-
-    /// Whether the WAL is due a checkpoint the thread has not been asked for yet.
-    fn checkpoint_due(&self) -> bool {
-        self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES
-            && !self.shared.checkpoint_asked.swap(true, Ordering::AcqRel)
     }
 
     /// Returns once everything queued before the call is committed.
@@ -1217,8 +1212,6 @@ impl Thread {
     /// waits for readers or other writers; what it cannot copy now is copied
     /// by a later one.
     fn checkpoint_if_due(&mut self) {
-        // Cleared first: a request this turn answers, or finds answered by an earlier checkpoint.
-        self.shared.checkpoint_asked.store(false, Ordering::Release);
         if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
             return;
         }
@@ -1466,7 +1459,7 @@ impl Thread {
                 Msg::Purge(_, reply) => {
                     let _ = reply.send(Err(message.clone()));
                 }
-                Msg::Flush(_) | Msg::Checkpoint | Msg::Stop => {}
+                Msg::Flush(_) | Msg::Stop => {}
             }
         }
         // The stop row of a service dropped with a full queue, never sent.
@@ -1531,6 +1524,16 @@ impl Thread {
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
+
+        // A lone caller's commit failed before handing its row here: that was the first try.
+        let lone_fault = self.shared.lone_fault.lock().take();
+        if let Some(message) = lone_fault {
+            if self.shared.stop_deadline.lock().is_none_or(|d| Instant::now() < d) {
+                let now = Instant::now();
+                fault = Some((now, now, 1));
+                self.hold(&mut rows, &message);
+            }
+        }
         loop {
             let stop_deadline = *self.shared.stop_deadline.lock();
             let records: Vec<&AuditRecord> = rows.iter().map(|(r, _)| r.as_ref()).collect();
@@ -1600,20 +1603,7 @@ impl Thread {
                         None if giving_up => {}
                         None => {
                             fault = Some((now, now, 1));
-                            log(
-                                "error",
-                                &format!(
-                                    "audit writer for {:?} could not commit {} records ({message}); keeping them and retrying",
-                                    self.shared.path,
-                                    rows.len()
-                                ),
-                            );
-                            // The fault itself becomes a row, written with the batch once it lands.
-                            let mut details = Map::new();
-                            details.insert("error".into(), Value::String(message.clone()));
-                            details.insert("records_waiting".into(), Value::from(rows.len()));
-                            rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
-                            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                            self.hold(&mut rows, &message);
                         }
                         Some((_, logged, attempts)) => {
                             *attempts += 1;
@@ -1661,6 +1651,24 @@ impl Thread {
                 }
             }
         }
+    }
+
+    /// Logs the first failure of a batch kept for retrying, and adds the
+    /// `audit_failure` row that records it, written with the batch once it lands.
+    fn hold(&self, rows: &mut Vec<Pending>, message: &str) {
+        log(
+            "error",
+            &format!(
+                "audit writer for {:?} could not commit {} records ({message}); keeping them and retrying",
+                self.shared.path,
+                rows.len()
+            ),
+        );
+        let mut details = Map::new();
+        details.insert("error".into(), Value::String(message.to_owned()));
+        details.insert("records_waiting".into(), Value::from(rows.len()));
+        rows.push((Box::new(AuditRecord::lifecycle(lifecycle::FAILURE, details)), None));
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
     }
 
     fn purge(&mut self, before: &str) -> Result<u64> {
