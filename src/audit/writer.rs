@@ -720,7 +720,7 @@ impl Writer {
     /// error; the thread then retries the row with its backoff and logging,
     /// as any other).
     fn commit_here(&self, record: &AuditRecord) -> Option<Option<Committed>> {
-        if self.closed.load(Ordering::Acquire) || self.shared.refused.load(Ordering::Acquire) || self.forked() {
+        if self.forked() {
             return None;
         }
         // Other durable callers inside record() share the thread's next commit
@@ -731,8 +731,14 @@ impl Writer {
         let mut core = self.core.try_lock()?;
         let core = core.as_mut()?;
         // Under the connection's lock the thread commits nothing: a row counted
-        // as queued and not yet written is still to come, and this one goes after it.
-        if !self.tx.is_empty() || !self.shared.stats.settled() {
+        // as queued and not yet written is still to come, and this one goes after
+        // it. Closed is read here too: a close() after this read queues its stop
+        // row later, and the thread commits it only once this lock is free.
+        if self.closed.load(Ordering::Acquire)
+            || self.shared.refused.load(Ordering::Acquire)
+            || !self.tx.is_empty()
+            || !self.shared.stats.settled()
+        {
             return None;
         }
         if core.file.as_ref().is_some_and(|file| !file.still_there()) {
