@@ -10,7 +10,7 @@
 //! from the last commit when `PRAGMA data_version` shows no other writer in
 //! between), so several processes appending to one file extend one chain.
 //!
-//! A durable `record()` that finds nothing queued and the thread idle
+//! A lone durable `record()` that finds nothing queued and the thread idle
 //! commits its own row on its own thread instead (see
 //! [`Writer::commit_here`]): the same transaction on the same connection,
 //! without the two thread wake-ups a hand-over costs. Any failure sends the
@@ -716,9 +716,9 @@ impl Writer {
     /// when the row must go through the queue instead: other durable callers
     /// are about (the thread's shared commit serves them better), something
     /// waits in the queue, the thread holds the connection, the service is
-    /// closing or stopped, the WAL is due a checkpoint, or the commit failed (rolled back, counted as an
-    /// error; the thread then retries the row with its backoff and logging,
-    /// as any other).
+    /// closing or stopped, the WAL is due a checkpoint, or the commit failed
+    /// (rolled back and counted; the thread then reports it and retries the
+    /// row with its backoff, as any other).
     fn commit_here(&self, record: &AuditRecord) -> Option<Option<Committed>> {
         if self.forked() {
             return None;
@@ -741,13 +741,14 @@ impl Writer {
         {
             return None;
         }
-        if core.file.as_ref().is_some_and(|file| !file.still_there()) {
-            return None;
-        }
         // A WAL due a checkpoint: this row goes to the thread, which checkpoints
         // after its commit and reply, as it does for its own rows. A message
         // asking for it would take a slot of the queue the callers' records need.
         if self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+            return None;
+        }
+        // Last, as the one system call: a row going to the thread is checked there.
+        if core.file.as_ref().is_some_and(|file| !file.still_there()) {
             return None;
         }
         let stats = &self.shared.stats;
