@@ -263,6 +263,7 @@ impl Rules {
 
     /// [`Rules::verdict`] with the key's hash supplied by the caller
     /// (any hash of the text: it only picks the cache slot).
+    #[inline(always)]
     pub fn verdict_hashed(&self, key: &str, hash: u64) -> Verdict {
         if key.len() > CACHED_KEY_MAX {
             return self.compute_verdict(key);
@@ -301,6 +302,7 @@ impl Rules {
     }
 
     /// This thread's cached verdict of `key`, if it has one.
+    #[inline(always)]
     fn cached_verdict(&self, key: &str, hash: u64) -> Option<Verdict> {
         let first = self.cache_pair(hash);
         VERDICTS.with(|cell| {

@@ -368,9 +368,15 @@ impl HintPairs {
     /// a `key=value` separator (`=` or `:`, or what may end a fullwidth one) occurs.
     fn prefilter(&self, s: &str) -> (bool, bool) {
         let bytes = s.as_bytes();
+        let (first, second) = (&*self.first, &*self.second);
         let mut seen = 0u64;
-        for pair in bytes.windows(2) {
-            seen |= self.first[usize::from(pair[0])] & self.second[usize::from(pair[1])];
+        if let Some((&head, rest)) = bytes.split_first() {
+            // Each byte is loaded once, as the second of one pair and the first of the next.
+            let mut before = first[usize::from(head)];
+            for &b in rest {
+                seen |= before & second[usize::from(b)];
+                before = first[usize::from(b)];
+            }
         }
         let sep = seen & SEP_BIT != 0 || bytes.first().is_some_and(|&b| is_sep(b));
         (seen & !SEP_BIT != 0, sep)

@@ -19,39 +19,44 @@ use crate::values::{classify, Json};
 
 /// Writes JSON text.
 pub struct JsonText<'a> {
-    buf: Vec<u8>,
+    /// Text, not bytes: every piece written is a `str`, so the row needs no
+    /// UTF-8 check at the end.
+    buf: String,
     /// The mask as a JSON string, quotes included.
-    mask: &'a [u8],
+    mask: &'a str,
 }
 
 impl<'a> JsonText<'a> {
-    fn new(rules: &'a Rules, buf: Vec<u8>) -> Self {
-        Self { buf, mask: rules.mask_literal().as_bytes() }
+    fn new(rules: &'a Rules, buf: String) -> Self {
+        Self { buf, mask: rules.mask_literal() }
     }
 
     /// A comma unless this is the first item of an object or array.
     fn separate(&mut self) {
-        if !matches!(self.buf.last(), Some(b'{' | b'[')) {
-            self.buf.push(b',');
+        if !matches!(self.buf.as_bytes().last(), Some(b'{' | b'[')) {
+            self.buf.push(',');
         }
     }
 }
 
 /// Writes one JSON scalar or string, escaped as `serde_json` does.
-fn put<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> PyResult<()> {
-    serde_json::to_writer(buf, value).map_err(|e| Error::Storage(format!("details not serialisable: {e}")).into())
+fn put<T: Serialize + ?Sized>(buf: &mut String, value: &T) -> PyResult<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Storage(format!("details not serialisable: {e}")))?;
+    buf.push_str(&text);
+    Ok(())
 }
 
 /// Writes a JSON string. Most text needs no escape: it is copied whole;
 /// anything else is escaped by `serde_json`.
-fn put_str(buf: &mut Vec<u8>, text: &str) -> PyResult<()> {
+#[inline(always)]
+fn put_str(buf: &mut String, text: &str) -> PyResult<()> {
     if needs_escape(text.as_bytes()) {
         return put(buf, text);
     }
     buf.reserve(text.len() + 2);
-    buf.push(b'"');
-    buf.extend_from_slice(text.as_bytes());
-    buf.push(b'"');
+    buf.push('"');
+    buf.push_str(text);
+    buf.push('"');
     Ok(())
 }
 
@@ -82,6 +87,7 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
 
     const TEXT_KEYS: bool = true;
 
+    #[inline(always)]
     fn same_text(&mut self, _obj: &Bound<'py, PyAny>, text: &str) -> PyResult<()> {
         put_str(&mut self.buf, text)
     }
@@ -91,27 +97,28 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
     }
 
     fn mask(&mut self) -> PyResult<()> {
-        self.buf.extend_from_slice(self.mask);
+        self.buf.push_str(self.mask);
         Ok(())
     }
 
     fn begin_map(&mut self, _like: Option<&Bound<'py, PyDict>>) -> PyResult<usize> {
         let start = self.buf.len();
-        self.buf.push(b'{');
+        self.buf.push('{');
         Ok(start)
     }
 
+    #[inline(always)]
     fn key(&mut self, _map: &mut usize, key: &Key<'_, 'py>) -> PyResult<()> {
         self.separate();
         if key.plain {
             self.buf.reserve(key.text.len() + 3);
-            self.buf.push(b'"');
-            self.buf.extend_from_slice(key.text.as_bytes());
-            self.buf.extend_from_slice(b"\":");
+            self.buf.push('"');
+            self.buf.push_str(key.text);
+            self.buf.push_str("\":");
             return Ok(());
         }
         put_str(&mut self.buf, key.text)?;
-        self.buf.push(b':');
+        self.buf.push(':');
         Ok(())
     }
 
@@ -126,7 +133,7 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
     }
 
     fn end_map(&mut self, _map: usize) -> PyResult<()> {
-        self.buf.push(b'}');
+        self.buf.push('}');
         Ok(())
     }
 
@@ -135,7 +142,7 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
     }
 
     fn begin_seq(&mut self) {
-        self.buf.push(b'[');
+        self.buf.push('[');
     }
 
     fn next_item(&mut self, _seq: &mut ()) {
@@ -145,23 +152,23 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
     fn item(&mut self, _seq: &mut (), _item: ()) {}
 
     fn end_seq(&mut self, _seq: ()) -> PyResult<()> {
-        self.buf.push(b']');
+        self.buf.push(']');
         Ok(())
     }
 
     fn leaf(w: &mut Walker<'_, 'py, Self>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
         if obj.is_none() {
-            w.sink.buf.extend_from_slice(b"null");
+            w.sink.buf.push_str("null");
             return Ok(());
         }
         if let Ok(b) = obj.cast_exact::<PyBool>() {
-            w.sink.buf.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+            w.sink.buf.push_str(if b.is_true() { "true" } else { "false" });
             return Ok(());
         }
         if obj.is_exact_instance_of::<PyInt>() {
             if let Ok(i) = obj.extract::<i64>() {
                 // What serde_json writes for an i64, without its serializer around it.
-                w.sink.buf.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                w.sink.buf.push_str(itoa::Buffer::new().format(i));
                 return Ok(());
             }
         }
@@ -173,11 +180,11 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
         }
         match classify(obj) {
             Json::Null => {
-                w.sink.buf.extend_from_slice(b"null");
+                w.sink.buf.push_str("null");
                 Ok(())
             }
             Json::Bool(b) => {
-                w.sink.buf.extend_from_slice(if b { b"true" } else { b"false" });
+                w.sink.buf.push_str(if b { "true" } else { "false" });
                 Ok(())
             }
             Json::Int(i) => put(&mut w.sink.buf, &i),
@@ -198,7 +205,7 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
         let start = w.sink.buf.len();
         w.walk(obj, depth)?;
         let written = &w.sink.buf[start..];
-        if !matches!(written, b"null" | b"true" | b"false") && written != w.sink.mask {
+        if !matches!(written, "null" | "true" | "false") && written != w.sink.mask {
             w.sink.buf.truncate(start);
             w.mask()?;
         }
@@ -218,11 +225,7 @@ pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Ex
     scratch.clear();
     let mut walker = Walker::new(rules, JsonText::new(rules, scratch));
     let walked = guarded(|| walker.dict(details, extra, 0, details.as_ptr() as usize));
-    let text = walked.and_then(|()| {
-        std::str::from_utf8(&walker.sink.buf)
-            .map(str::to_owned)
-            .map_err(|e| Error::Storage(format!("details are not UTF-8: {e}")).into())
-    });
+    let text = walked.map(|()| walker.sink.buf.as_str().to_owned());
     let mut scratch = walker.sink.buf;
     if scratch.capacity() <= SCRATCH_MAX {
         scratch.clear();
@@ -235,7 +238,7 @@ pub fn details_json<'py>(rules: &Rules, details: &Bound<'py, PyDict>, extra: &Ex
 const SCRATCH_MAX: usize = 1 << 20;
 
 thread_local! {
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static SCRATCH: Cell<String> = const { Cell::new(String::new()) };
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     }
 
     /// Walks one value at nesting `depth`.
+    #[inline(always)]
     pub fn walk(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
         if let Ok(s) = obj.cast_exact::<PyString>() {
             return match s.to_str() {
@@ -184,6 +185,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     }
 
     /// A text value: redacted when it holds a secret.
+    #[inline(always)]
     pub fn text(&mut self, obj: &Bound<'py, PyAny>, text: &str, depth: usize) -> PyResult<S::Out> {
         match self.rules.redact_text(text, depth) {
             Some(new) => self.fresh_text(&new),
@@ -271,6 +273,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     }
 
     /// One entry of [`Walker::dict_fast`]; `false` when the mapping needs the general path.
+    #[inline(always)]
     fn fast_entry(
         &mut self,
         map: &mut S::Map,
@@ -437,6 +440,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         self.sink.end_seq(out)
     }
 
+    #[inline(always)]
     fn seq_item(&mut self, seq: &mut S::Seq, item: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
         self.sink.next_item(seq);
         let out = match self.secret_pair(item)? {
