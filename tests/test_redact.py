@@ -855,6 +855,30 @@ def test_slack_webhook_keeps_the_host() -> None:
 
 
 @pytest.mark.parametrize(
+    "host", ["discord.com/api/webhooks", "discordapp.com/api/webhooks", "discord.com/api/v10/webhooks"]
+)
+def test_a_discord_webhook_token_is_masked_and_the_host_and_id_kept(host: str) -> None:
+    token = "aBcD-efGh_" * 6 + "ijKL"
+    out = redact({"hook": f"posting to https://{host}/112233445566778899/{token} now"})["hook"]
+    assert token[:20] not in out
+    assert out == f"posting to https://{host}/112233445566778899/{M} now"
+
+
+@pytest.mark.parametrize("before", [" ", "api_key=", ":"], ids=["after-space", "after-other-key", "after-colon"])
+def test_a_mailgun_api_key_is_masked(before: str) -> None:
+    key = "key-" + "3ax6xnjp29jd6fds4gc373sgvjxteol0"
+    out = redact({"msg": f"mailgun{before}{key} end"})["msg"]
+    assert key[4:] not in out
+
+
+@pytest.mark.parametrize(
+    "text", ["key-value store", "hot key-3 pressed", "key-" + "0123456789abcdef" * 3, "monkey-" + "a" * 32]
+)
+def test_key_dash_words_that_are_not_mailgun_keys_stay_readable(text: str) -> None:
+    assert redact({"msg": f"see {text} here"}) == {"msg": f"see {text} here"}
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "AKIAIOSFODNN7EXAMP",  # 27: AKIA + 14

@@ -285,7 +285,7 @@ REAL_WORLD = [
 
 # Ordinary values that look like the shapes above: they must stay readable.
 LOOKALIKES = [
-    # A Mailgun `key-<32 hex>` has no other mark than a cache key holding an MD5 digest: not masked.
+    # A Mailgun key is base 36: `key-` and 32 hex digits is a cache key holding an MD5 digest.
     "key-value store, cache key-0123456789abcdef0123456789abcdef",
     "mysql -u root -p app",
     "ssh -p 2222 deploy@h",

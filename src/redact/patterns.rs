@@ -24,7 +24,8 @@ const JWT: u16 = 1 << 3;
 const TOKENS: u16 = 1 << 4;
 const KV: u16 = 1 << 5;
 const FLAG: u16 = 1 << 6;
-const SLACK_HOOK: u16 = 1 << 7;
+/// Webhook URLs whose path is the credential.
+const HOOK: u16 = 1 << 7;
 const PCT: u16 = 1 << 8;
 const XML: u16 = 1 << 9;
 const NETRC: u16 = 1 << 10;
@@ -108,10 +109,11 @@ const HINTS: &[(&str, u16)] = &[
     ("pplx-", TOKENS),
     ("xai-", TOKENS),
     ("r8_", TOKENS),
+    ("key-", TOKENS),
     ("lsv", TOKENS),
     ("tvly-", TOKENS),
     ("atlasv1", TOKENS),
-    ("hooks.slack.com", SLACK_HOOK),
+    ("hooks.slack.com", HOOK),
     ("--", FLAG),
     (" -", FLAG),
     ("%3d", PCT),
@@ -148,7 +150,9 @@ struct Shapes {
     jwt: Regex,
     base64_json: Regex,
     tokens: Regex,
-    slack_hook: Regex,
+    hook: Regex,
+    /// Finds `webhooks/` (see [`scan_shapes`]), built once.
+    webhooks: memchr::memmem::Finder<'static>,
     flag: Regex,
     netrc: Regex,
     cmd: Regex,
@@ -235,14 +239,22 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|pplx-[A-Za-z0-9]{40,}",
             r"|xai-[A-Za-z0-9]{60,}",
             r"|r8_[A-Za-z0-9]{30,}",
+            // Mailgun's private API key (see [`is_token`]).
+            r"|key-[0-9a-z]{32}(?-u:\b)",
             r"|lsv2_(?:pt|sk)_[A-Za-z0-9_]{30,}",
             r"|tvly-[A-Za-z0-9_\-]{24,}",
             r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}",
             r")"
         ))
         .ok()?,
-        slack_hook: Regex::new(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})")
-            .ok()?,
+        // Slack's path after the kind is the credential; Discord's token
+        // follows the webhook's id, which stays.
+        hook: Regex::new(concat!(
+            r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})",
+            r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})"
+        ))
+        .ok()?,
+        webhooks: memchr::memmem::Finder::new(b"webhooks/"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -497,9 +509,12 @@ fn scan_shapes(
     if wake & TOKENS != 0 {
         token_spans(s, sh, spans);
     }
-    if wake & SLACK_HOOK != 0 {
-        for c in sh.slack_hook.captures_iter(s) {
+    // A Discord webhook has no hint of its own (the filter's pair bits are
+    // all taken): a URL that holds `webhooks/` is looked at.
+    if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
+        for c in sh.hook.captures_iter(s) {
             push_group(&c, "path", spans);
+            push_group(&c, "token", spans);
         }
     }
     if wake & KV != 0 {
@@ -580,6 +595,11 @@ fn token_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     let mut glued = 0;
     while let Some(m) = sh.tokens.find_at(s, from) {
+        if !is_token(m.as_str()) {
+            // Every token pattern starts with an ASCII character.
+            from = m.start() + 1;
+            continue;
+        }
         if glued >= MAX_GLUED {
             // Each split searches the rest of the run again (`sk-sk-sk-…`:
             // quadratic). Past a few, the run is masked whole, to the next
@@ -629,8 +649,14 @@ fn token_starts_at(s: &str, sh: &Shapes, at: usize) -> bool {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    sh.tokens.find_at(&s[..end], at).is_some_and(|m| m.start() == at)
-        && sh.tokens.find_at(s, at).is_some_and(|m| m.start() == at)
+    sh.tokens.find_at(&s[..end], at).is_some_and(|m| m.start() == at && is_token(m.as_str()))
+        && sh.tokens.find_at(s, at).is_some_and(|m| m.start() == at && is_token(m.as_str()))
+}
+
+/// Whether a match of the token patterns is a token. A Mailgun key is
+/// base 36: `key-` and 32 hex digits is a cache key holding an MD5 digest.
+fn is_token(m: &str) -> bool {
+    !m.strip_prefix("key-").is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Replaces each span by `mask`; `None` when nothing changes. Spans that
