@@ -579,6 +579,14 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
         ("DefaultEndpointsProtocol=https;AccountKey=abc+/d==;", f"DefaultEndpointsProtocol=https;AccountKey={M};"),
         ("password=${DB_PASSWORD}", "password=${DB_PASSWORD}"),
         ("password_set: true", "password_set: true"),
+        # Base64 padding is no pair separator: a Kubernetes Secret's data.
+        ("password: aHVudGVyMg==", f"password: {M}"),
+        (
+            "kind: Secret\ndata:\n  password: aHVudGVyMg==\n  user: YWxpY2U=\n",
+            f"kind: Secret\ndata:\n  password: {M}\n  user: YWxpY2U=\n",
+        ),
+        ("Authorization: dXNlcjpwYXNzd29yZA=", f"Authorization: {M}"),
+        ("Cookie: sid=abc==; theme=dark", f"Cookie: sid={M}; theme=dark"),
     ],
 )
 def test_secrets_in_free_text(text: str, expected: str) -> None:
@@ -852,6 +860,25 @@ def test_prefixes_that_occur_inside_words_still_need_a_word_start(text: str) -> 
 def test_slack_webhook_keeps_the_host() -> None:
     url = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
     assert redact({"hook": url}) == {"hook": f"https://hooks.slack.com/services/{M}"}
+
+
+def test_a_telegram_bot_token_in_its_api_url_is_masked() -> None:
+    token = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    out = redact({"url": f"https://api.telegram.org/bot{token}/sendMessage?chat_id=1"})["url"]
+    assert out == f"https://api.telegram.org/{M}/sendMessage?chat_id=1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://contoso.webhook.office.com/webhookb2/7f1e@9c2a/IncomingWebhook/0123456789abcdef0123456789abcdef/9f8e7d6c",
+        "https://outlook.office.com/webhook/7f1e@9c2a/IncomingWebhook/0123456789abcdef0123456789abcdef/9f8e7d6c",
+    ],
+)
+def test_a_teams_incoming_webhook_keeps_only_its_host(url: str) -> None:
+    host, _, path = url.partition(".com/")
+    kind = path.split("/")[0]
+    assert redact({"hook": f"posting to {url} now"}) == {"hook": f"posting to {host}.com/{kind}/{M} now"}
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,7 @@ struct Shapes {
     base64_json: Regex,
     tokens: Regex,
     hook: Regex,
-    /// Finds `webhooks/` (see [`scan_shapes`]), built once.
+    /// Finds `webhook` (see [`scan_shapes`]), built once.
     webhooks: memchr::memmem::Finder<'static>,
     flag: Regex,
     netrc: Regex,
@@ -221,7 +221,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
             r"|hv[sb]\.[A-Za-z0-9_\-]{20,}",
             r"|dapi[a-f0-9]{32}(?-u:\b)",
-            r"|[0-9]{8,10}:AA[A-Za-z0-9_\-]{32,}",
+            r"|(?:bot)?[0-9]{8,10}:AA[A-Za-z0-9_\-]{32,}",
             r"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}",
             r"|dckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}",
             r"|sq0(?:atp|csp|idp)-[A-Za-z0-9_\-]{22,}",
@@ -247,14 +247,15 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r")"
         ))
         .ok()?,
-        // Slack's path after the kind is the credential; Discord's token
-        // follows the webhook's id, which stays.
+        // Slack's and Teams' path after the kind is the credential; Discord's
+        // token follows the webhook's id, which stays.
         hook: Regex::new(concat!(
             r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})",
-            r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})"
+            r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})",
+            r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#
         ))
         .ok()?,
-        webhooks: memchr::memmem::Finder::new(b"webhooks/"),
+        webhooks: memchr::memmem::Finder::new(b"webhook"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -509,12 +510,13 @@ fn scan_shapes(
     if wake & TOKENS != 0 {
         token_spans(s, sh, spans);
     }
-    // A Discord webhook has no hint of its own (the filter's pair bits are
-    // all taken): a URL that holds `webhooks/` is looked at.
+    // Discord and Teams webhooks have no hint of their own (the filter's
+    // pair bits are all taken): a URL that holds `webhook` is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
             push_group(&c, "path", spans);
             push_group(&c, "token", spans);
+            push_group(&c, "teams", spans);
         }
     }
     if wake & KV != 0 {
@@ -977,8 +979,9 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
-        if !quoted && lone_colon && value.contains('=') {
+        if !quoted && lone_colon && value.trim_end_matches('=').contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
+            // Trailing `=` is base64 padding (`password: aHVudGVyMg==`), no pair.
             continue;
         }
         if !quoted && is_scheme_word(value) {
