@@ -192,6 +192,21 @@ REAL_WORLD = [
     Case("curl --user quoted", {"cmd": "curl -s --user 'admin:Cu2pass' https://h"}, ["Cu2pass"], ["https://h"]),
     Case("sqlplus user/password@db", {"cmd": "sqlplus scott/Sq1pass@orcl"}, ["Sq1pass"], ["scott/", "@orcl"]),
     Case(
+        "ldapsearch -w", {"cmd": "ldapsearch -x -D cn=admin -w Ld1pass -b dc=x"}, ["Ld1pass"], ["cn=admin", "-b dc=x"]
+    ),
+    Case("ldapmodify -w", {"cmd": "ldapmodify -D cn=admin -w 'Ld2 pass' -f c.ldif"}, ["Ld2 pass"], ["-f c.ldif"]),
+    Case("mongo -p", {"cmd": "mongo -u admin -p Mg1pass --authenticationDatabase admin"}, ["Mg1pass"], ["-u admin"]),
+    Case("mongodump -p", {"cmd": "mongodump --host h -u bk -p Mg2pass --out /b"}, ["Mg2pass"], ["--out /b"]),
+    Case("sqlcmd -P", {"cmd": "sqlcmd -S srv -U sa -P Sc1pass -Q 'select 1'"}, ["Sc1pass"], ["-U sa"]),
+    Case("bcp -P", {"cmd": "bcp db.dbo.t out t.dat -S srv -U sa -P Bc1pass -c"}, ["Bc1pass"], ["-U sa", " -c"]),
+    Case("az login -p", {"cmd": "az login -u bob@x.com -p Az1pass"}, ["Az1pass"], ["-u bob@x.com"]),
+    Case(
+        "smbclient -U user%pass",
+        {"cmd": "smbclient //srv/share -U bob%Sm1pass"},
+        ["Sm1pass"],
+        ["-U bob%", "//srv/share"],
+    ),
+    Case(
         "keytool single-dash flags",
         {"cmd": "keytool -importkeystore -srcstorepass Kt1pass -deststorepass Kt2pass -keypass Kt3pass"},
         ["Kt1pass", "Kt2pass", "Kt3pass"],
@@ -295,6 +310,10 @@ LOOKALIKES = [
     "redis-cli -h cache ping",
     "curl -o out.txt https://h/x",
     "git log -p",
+    "sqlcmd -S srv -E -p -Q 'select 1'",
+    "mongo --host h -p",
+    "ldapsearch -x -W -b dc=x",
+    "smbclient -L //srv -U bob",
     "login failed: password incorrect for alice",
     "user login alice password reset requested",
     "<passwordPolicy>strict</passwordPolicy> <author>alice</author> <b>password</b> reset",

@@ -276,14 +276,22 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         .ok()?,
         // Command lines whose password flag is a short letter, which only
         // the command says is a password: `mysql -pSECRET` (glued: `-p x`
-        // prompts), `sshpass -p x`, `docker login -p x`, `redis-cli -a x`,
-        // `curl -u user:x`, `sqlplus user/x@db`. Written with `[ \t]` for a
+        // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
+        // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
+        // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`.
+        // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
             r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
-            r#"|(?:sshpass(?:[ \t][^\n;&|]*?)?[ \t]-p|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a)[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
+            r#"|(?:(?:sshpass|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
+            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
+            r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
+            r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
+            r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
+            r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
@@ -537,9 +545,11 @@ fn scan_shapes(
             }
         }
     }
-    if wake & CMD != 0 {
+    // Commands whose names have no hint of their own (the filter's pair bits
+    // are all taken) pass a flag: ` -`, which wakes `FLAG`.
+    if wake & (CMD | FLAG) != 0 {
         for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "arg", "userpass", "slash"] {
+            for group in ["glued", "arg", "userpass", "slash", "pct"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
