@@ -899,6 +899,46 @@ def test_a_mailgun_api_key_is_masked(before: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "card",
+    [
+        "4111 1111 1111 1111",  # Visa, spaced
+        "4111-1111-1111-1111",
+        "4111111111111111",
+        "5555555555554444",  # Mastercard
+        "2223003122003222",  # Mastercard, 2-series
+        "378282246310005",  # Amex, 15 digits
+        "3782 822463 10005",  # Amex as printed
+        "6011111111111117",  # Discover
+        "3530111333300000",  # JCB
+        "6200000000000005",  # UnionPay
+        "4222222222222",  # Visa, 13 digits
+    ],
+)
+@pytest.mark.parametrize("around", ["paid with {} today", "{}", "card={}", "pan: {};", "(#{})"])
+def test_a_card_number_in_text_is_masked(card: str, around: str) -> None:
+    out = redact({"msg": around.format(card)})["msg"]
+    assert out == around.format(M)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111 1111 1111 1112",  # fails the Luhn check
+        "1700000000004 ms",  # a millisecond timestamp (Luhn-valid): no card starts with 1
+        "9111111111111110",  # Luhn-valid, but no card number starts with 9
+        "order 4111111111111111x",  # glued to a letter
+        "v0.4111111111111111",  # the digits of a decimal
+        "+1 415 555 2671",  # a phone number
+        "41111111111111111111",  # 20 digits
+        "DE89370400440532013000",  # an IBAN
+        "2024-05-01 12:30:00 4111",
+    ],
+)
+def test_numbers_that_are_not_card_numbers_stay_readable(text: str) -> None:
+    assert redact({"msg": text}) == {"msg": text}
+
+
+@pytest.mark.parametrize(
     "text", ["key-value store", "hot key-3 pressed", "key-" + "0123456789abcdef" * 3, "monkey-" + "a" * 32]
 )
 def test_key_dash_words_that_are_not_mailgun_keys_stay_readable(text: str) -> None:

@@ -51,6 +51,7 @@ CASES = [
     Case("getsentry/sentry#65142 over-masked domain", {"site": "mywebsiteauth.com"}, [], ["mywebsiteauth.com"]),
     Case("getsentry/sentry#2614 over-masked message", {"message": "User authenticated"}, [], ["User authenticated"]),
     Case("getsentry/sentry#1518 15-digit id", {"order": "123456789012345"}, [], ["123456789012345"]),
+    Case("Relay @creditcard", {"note": "charged 4111 1111 1111 1111 for order 1234"}, ["4111"], ["order 1234"]),
     # detect-secrets.
     Case(
         "Yelp/detect-secrets#458 YAML env block",

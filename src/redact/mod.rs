@@ -5,6 +5,7 @@
 //! - [`sibling`]: `{"key": "llm.api_key", "new_value": ...}` records and
 //!   `[name, value]` pair lists;
 //! - [`patterns`]: value shapes (tokens, private keys, URL passwords, ...);
+//!   [`cards`]: payment card numbers;
 //! - [`walker`]: the one walker over Python values, with two sinks:
 //!   [`py`] builds Python objects (`redact_dict`, `redact`, `Redactor`),
 //!   [`text`] writes the JSON text of an audit row;
@@ -14,6 +15,7 @@
 //! [`Rules`] is Python-free and `Send + Sync`, so the audit writer can share
 //! it across threads and the scanner can be fuzzed without an interpreter.
 
+mod cards;
 #[cfg(test)]
 mod fuzz;
 pub mod keys;

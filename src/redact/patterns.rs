@@ -31,6 +31,7 @@ const XML: u16 = 1 << 9;
 const NETRC: u16 = 1 << 10;
 const CMD: u16 = 1 << 11;
 const SQL: u16 = 1 << 12;
+const CARD: u16 = 1 << 13;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -329,8 +330,10 @@ struct HintPairs {
 
 /// The bit of "a `key=value` separator follows", set in every `first` entry.
 const SEP_BIT: u64 = 1 << 63;
+/// The bit of "two digits stand together", set for every digit in both tables.
+const DIGITS_BIT: u64 = 1 << 62;
 /// Pairs beyond this one share its bit: more candidates, never a miss.
-const LAST_PAIR_BIT: usize = 62;
+const LAST_PAIR_BIT: usize = 61;
 
 impl HintPairs {
     fn new<'h>(hints: impl Iterator<Item = &'h str>) -> Self {
@@ -344,9 +347,11 @@ impl HintPairs {
             let pairs = || hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()));
             let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
             let Some(least) = pairs().map(|p| seen(&p)).min() else { continue };
-            // Least seen in the sample; a pair already chosen for another
-            // hint first (the bits are few), then the one of the rarest letters.
-            let pair = pairs().find(|p| seen(p) == least && chosen.contains(p)).or_else(|| {
+            // A pair already chosen for another hint first: its bit wakes the
+            // automaton anyway, so sharing it lets no more text through and
+            // saves a bit. Otherwise the least seen in the sample, of the
+            // rarest letters.
+            let pair = pairs().filter(|p| chosen.contains(p)).min_by_key(seen).or_else(|| {
                 pairs().filter(|p| seen(p) == least).max_by_key(|&(a, b)| letter_rarity(a) + letter_rarity(b))
             });
             if let Some(pair) = pair.filter(|p| !chosen.contains(p)) {
@@ -373,6 +378,10 @@ impl HintPairs {
         // look for separators, never ASCII text.
         second[0x9D] |= SEP_BIT;
         second[0x9A] |= SEP_BIT;
+        for d in b'0'..=b'9' {
+            first[usize::from(d)] |= DIGITS_BIT;
+            second[usize::from(d)] |= DIGITS_BIT;
+        }
         Self { first, second, chosen: count }
     }
 
@@ -385,9 +394,10 @@ impl HintPairs {
         self.prefilter(s).0
     }
 
-    /// One pass over the bytes: whether a hint's pair may occur, and whether
-    /// a `key=value` separator (`=` or `:`, or what may end a fullwidth one) occurs.
-    fn prefilter(&self, s: &str) -> (bool, bool) {
+    /// One pass over the bytes: whether a hint's pair may occur, whether a
+    /// `key=value` separator (`=` or `:`, or what may end a fullwidth one)
+    /// occurs, and whether two digits stand together (a card number may).
+    fn prefilter(&self, s: &str) -> (bool, bool, bool) {
         let bytes = s.as_bytes();
         let (first, second) = (&*self.first, &*self.second);
         let mut seen = 0u64;
@@ -400,7 +410,7 @@ impl HintPairs {
             }
         }
         let sep = seen & SEP_BIT != 0 || bytes.first().is_some_and(|&b| is_sep(b));
-        (seen & !SEP_BIT != 0, sep)
+        (seen & !(SEP_BIT | DIGITS_BIT) != 0, sep, seen & DIGITS_BIT != 0)
     }
 }
 
@@ -464,7 +474,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     // them without running the automaton. `key=value` needs a separator; its
     // keys go through the (cached) key rules, so no word list is needed here
     // and user-added names work too.
-    let (may_hint, has_sep) = sh.pairs.prefilter(s);
+    let (may_hint, has_sep, digits) = sh.pairs.prefilter(s);
     if may_hint {
         for hit in sh.hints.find_overlapping_iter(s) {
             wake |= HINTS[hit.pattern().as_usize()].1;
@@ -472,6 +482,9 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     }
     if has_sep {
         wake |= KV;
+    }
+    if digits && s.len() >= super::cards::MIN_LEN {
+        wake |= CARD;
     }
     if s.starts_with('-') {
         // A flag at the very start has no blank before it for a hint.
@@ -517,6 +530,9 @@ fn scan_shapes(
     }
     if wake & TOKENS != 0 {
         token_spans(s, sh, spans);
+    }
+    if wake & CARD != 0 {
+        super::cards::spans(s, spans);
     }
     // Discord and Teams webhooks have no hint of their own (the filter's
     // pair bits are all taken): a URL that holds `webhook` is looked at.
@@ -1489,7 +1505,7 @@ mod tests {
                         char::from(alphabet[(seed % alphabet.len() as u64) as usize])
                     })
                     .collect();
-                let (may_hint, sep) = sh.pairs.prefilter(&text);
+                let (may_hint, sep, _) = sh.pairs.prefilter(&text);
                 if sh.hints.is_match(&text) {
                     hits += 1;
                     assert!(may_hint, "{text:?}");
@@ -1503,16 +1519,18 @@ mod tests {
     #[test]
     fn prefilter_sees_separators_before_and_after_a_hint() {
         let sh = SHAPES.as_ref().unwrap();
-        assert_eq!(sh.pairs.prefilter(""), (false, false));
-        assert_eq!(sh.pairs.prefilter("="), (false, true));
-        assert_eq!(sh.pairs.prefilter("plain words"), (false, false));
-        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true));
-        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true));
-        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true));
-        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true));
+        assert_eq!(sh.pairs.prefilter(""), (false, false, false));
+        assert_eq!(sh.pairs.prefilter("="), (false, true, false));
+        assert_eq!(sh.pairs.prefilter("plain words"), (false, false, false));
+        assert_eq!(sh.pairs.prefilter("plain 1 2 words"), (false, false, false));
+        assert_eq!(sh.pairs.prefilter("port 12"), (false, false, true));
+        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true, false));
+        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true, false));
     }
 
     #[test]
