@@ -61,6 +61,37 @@ def test_an_edited_row_is_found(trail: Path, sql: str, what: str) -> None:
     assert "edited" in report.reason
 
 
+@pytest.mark.parametrize(
+    ("sql", "column", "stored_as"),
+    [
+        # The same bytes as a blob: the hash reads them alike, but `user_identity = 'alice'` no longer matches.
+        ("UPDATE audit_log SET user_identity = CAST(user_identity AS BLOB) WHERE id = ?", "user_identity", "a blob"),
+        ("UPDATE audit_log SET event_type = CAST(event_type AS BLOB) WHERE id = ?", "event_type", "a blob"),
+        ("UPDATE audit_log SET timestamp = CAST(timestamp AS BLOB) WHERE id = ?", "timestamp", "a blob"),
+        # Invalid UTF-8 is read as U+FFFD, like the valid U+FFFD it replaced.
+        (
+            "UPDATE audit_log SET user_identity = CAST(X'6df0' AS TEXT) WHERE id = ?",
+            "user_identity",
+            "text that is not valid UTF-8",
+        ),
+    ],
+)
+def test_a_value_stored_as_another_type_with_the_same_bytes_is_found(
+    tmp_path: Path, sql: str, column: str, stored_as: str
+) -> None:
+    path = tmp_path / "typed.db"
+    with AuditService(path) as svc:
+        target = svc.record("auth_success", user_identity="alice" if "BLOB" in sql else "m\ufffd").id
+        svc.record("auth_success")
+    execute(path, sql, (target,))
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == target
+    assert f"stores {column} as {stored_as}" in report.reason
+    assert "edited" in report.reason
+
+
 def test_a_deleted_row_is_found_at_the_row_after_it(trail: Path) -> None:
     rows = ids(trail)
     execute(trail, "DELETE FROM audit_log WHERE id = ?", (rows[4],))

@@ -111,6 +111,37 @@ pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     })
 }
 
+/// The first content column of a row selected with [`ROW_COLUMNS`] that is
+/// neither NULL nor UTF-8 text, and what it holds instead.
+fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static str)>> {
+    const CONTENT: [&str; 12] = [
+        "timestamp",
+        "event_type",
+        "plan_id",
+        "user_identity",
+        "details",
+        "event_id",
+        "actor_name",
+        "project_name",
+        "session_id",
+        "outcome",
+        "source",
+        "recorded_at",
+    ];
+    for (index, column) in CONTENT.iter().enumerate() {
+        let what = match row.get_ref(index + 1)? {
+            ValueRef::Null => continue,
+            ValueRef::Text(t) if std::str::from_utf8(t).is_ok() => continue,
+            ValueRef::Text(_) => "text that is not valid UTF-8",
+            ValueRef::Integer(_) => "an integer",
+            ValueRef::Real(_) => "a real number",
+            ValueRef::Blob(_) => "a blob",
+        };
+        return Ok(Some((column, what)));
+    }
+    Ok(None)
+}
+
 impl RowData {
     /// Reads a row selected with [`ROW_COLUMNS`].
     pub fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -282,6 +313,7 @@ pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
                 content: data.content(),
                 prev_hash: data.prev_hash.as_deref(),
                 chain_hash: data.chain_hash.as_deref(),
+                stored_as: if data.chain_hash.is_some() { stored_as(row)? } else { None },
             };
             if !verifier.push(&stored) {
                 break;
