@@ -248,6 +248,30 @@ def test_a_cut_tail_with_a_lowered_sequence_is_not_seen(trail: Path) -> None:
     assert verify(trail).ok
 
 
+@pytest.mark.parametrize(
+    ("stored", "read_as"),
+    [("'abc'", 0), ("NULL", None), ("'{seq}'", "seq"), ("{seq}.5", "seq"), ("CAST('{seq}' AS BLOB)", "seq")],
+)
+def test_a_sequence_of_another_type_is_read_as_sqlite_reads_it(trail: Path, stored: str, read_as: object) -> None:
+    """SQLite's AUTOINCREMENT reads sqlite_sequence as CAST(seq AS INTEGER); so does verify()."""
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log WHERE id > ?", (rows[5],))
+    bigger = rows[-1] + 3
+    execute(trail, f"UPDATE sqlite_sequence SET seq = {stored.format(seq=bigger)} WHERE name = 'audit_log'")
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    if read_as == "seq":
+        assert not report.ok
+        assert report.first_bad_id == rows[6]
+        assert f"sqlite_sequence says id {bigger} was handed out" in report.reason
+    else:
+        assert report.ok, report  # no larger id is claimed: as if lowered, the documented limit
+    # A writer reads it alike, and goes on writing.
+    with AuditService(trail) as svc:
+        written = svc.record("auth_success", user_identity="carol")
+    assert written.id == (bigger if read_as == "seq" else rows[5]) + 2  # after the start row
+
+
 def test_purging_then_verifying_stays_ok(trail: Path) -> None:
     with AuditService(trail) as svc:
         svc.flush()

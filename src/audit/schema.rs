@@ -593,7 +593,7 @@ pub fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// `sqlite_sequence`'s entry for `audit_log`: the largest id ever handed out.
-/// None when there is no entry, or no `sqlite_sequence` table at all (a
+/// None when there is no entry (or a NULL one), or no `sqlite_sequence` table at all (a
 /// table made without AUTOINCREMENT, by an SQLite tool).
 pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let exists: bool = conn.query_row(
@@ -604,7 +604,12 @@ pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     if !exists {
         return Ok(None);
     }
-    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()
+    // As AUTOINCREMENT reads it: an edited text, real or blob value is cast, and
+    // SQLite writes the integer back on the next insert.
+    let seq: Option<Option<i64>> = conn
+        .query_row("SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0))
+        .optional()?;
+    Ok(seq.flatten())
 }
 
 /// The chain anchor: rows with `id <= anchor_id` are outside the chain.
