@@ -11,6 +11,11 @@ import pytest
 from audit_support import execute, legacy_audit, raw_rows, sequence
 from auditbus import AuditService, DomainEvent
 
+ROW_COLUMNS = (
+    "id, timestamp, event_type, plan_id, user_identity, details, event_id, actor_name, project_name, session_id,"
+    " outcome, source, recorded_at, prev_hash, chain_hash"
+)
+
 
 @pytest.fixture
 def trail(tmp_path: Path) -> Path:
@@ -142,6 +147,37 @@ def test_a_row_whose_chain_hash_was_removed_is_named_not_the_row_after_it(trail:
     assert f"id {rows[5]}, without a chain hash, is not what row {rows[6]} was chained after" in report.reason
     # The walk stopped there: the row is not reported as appended after the chain.
     assert (report.unchained, report.appended) == (0, 0)
+
+
+def rebuild_without_primary_key(path: Path) -> None:
+    """audit_log made again with an `id` column that holds anything, any number of times."""
+    execute(path, "CREATE TABLE copy AS SELECT * FROM audit_log")
+    execute(path, "DROP TABLE audit_log")
+    execute(path, "ALTER TABLE copy RENAME TO audit_log")
+
+
+@pytest.mark.parametrize("hashes", ["prev_hash, chain_hash", "NULL, NULL"])
+def test_a_duplicated_id_in_a_rebuilt_table_is_named(trail: Path, hashes: str) -> None:
+    rows = ids(trail)
+    rebuild_without_primary_key(trail)
+    columns = ROW_COLUMNS.removesuffix(", prev_hash, chain_hash")
+    execute(trail, f"INSERT INTO audit_log SELECT {columns}, {hashes} FROM audit_log WHERE id = ?", (rows[4],))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == rows[4]
+    assert f"row id {rows[4]} appears twice" in report.reason
+
+
+@pytest.mark.parametrize(("stored", "shown"), [("5.5", "5.5"), ("NULL", "NULL")])
+def test_an_id_that_is_not_an_integer_in_a_rebuilt_table_is_named(trail: Path, stored: str, shown: str) -> None:
+    rows = ids(trail)
+    rebuild_without_primary_key(trail)
+    execute(trail, f"UPDATE audit_log SET id = {stored} WHERE id = ?", (rows[4],))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert f"a row has id {shown}, not an integer" in report.reason
 
 
 def test_reordered_rows_are_found(trail: Path) -> None:

@@ -158,6 +158,9 @@ pub struct Verifier {
     verdict: Verdict,
 }
 
+/// Only a table made again holds an id twice, or one that is not an integer.
+const REBUILT: &str = "audit_log was rebuilt without its INTEGER PRIMARY KEY";
+
 /// `id 6` or `ids 6..9`.
 fn span(first: i64, last: i64) -> String {
     if first == last {
@@ -208,6 +211,9 @@ impl Verifier {
             return false;
         }
         let id = row.content.id;
+        if self.last_id.is_some_and(|last| id <= last) {
+            return self.bad(id, format!("row id {id} appears twice ({REBUILT})"));
+        }
         self.last_id = Some(id);
         let Some(chain_hash) = row.chain_hash else {
             if !self.matches_kept(id, None) {
@@ -291,6 +297,15 @@ impl Verifier {
         self.pending = 0;
         self.verdict.head = Some((id, chain_hash.to_owned()));
         true
+    }
+
+    /// A row whose id is not an integer, `shown` as SQL shows it: named at
+    /// the id expected next.
+    pub fn not_an_id(&mut self, shown: &str) {
+        if self.verdict.first_bad_id.is_none() {
+            let at = self.last_id.map_or(self.next_id, |last| last.saturating_add(1)).max(self.next_id);
+            self.bad(at, format!("a row has id {shown}, not an integer ({REBUILT})"));
+        }
     }
 
     /// Compares the last id with `sqlite_sequence` (the largest id ever
