@@ -469,6 +469,15 @@ def test_heads_kept_as_json_are_read_back_as_lists(trail: Path) -> None:
             svc.verify(heads=[[kept.head_id, kept.head_hash, "extra"]])
 
 
+def test_an_anchor_moved_past_chained_rows_is_named_as_such(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "UPDATE audit_meta SET value = ? WHERE key = 'chain_anchor_id'", (str(rows[4]),))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, rows[0])
+    assert "the chain anchor was moved past it" in (report.reason or "")
+
+
 def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:
     with AuditService(trail, read_only=True) as svc:
         kept = svc.verify()

@@ -249,7 +249,14 @@ impl Verifier {
             return true;
         };
         if id <= self.anchor_id {
-            return self.bad(id, "row carries a chain hash but lies before the chain anchor (inserted)".to_owned());
+            return self.bad(
+                id,
+                format!(
+                    "row carries a chain hash but lies at or before the chain anchor (id {}): inserted, or the chain \
+                     anchor was moved past it",
+                    self.anchor_id
+                ),
+            );
         }
         let prev = row.prev_hash.unwrap_or("");
         if link(prev, &row.content) != chain_hash {
