@@ -478,6 +478,29 @@ def test_an_anchor_moved_past_chained_rows_is_named_as_such(trail: Path) -> None
     assert "the chain anchor was moved past it" in (report.reason or "")
 
 
+def test_a_dropped_audit_meta_is_read_as_no_anchor(trail: Path, tmp_path: Path) -> None:
+    """Without the table, the chain starts at the first row: a trail never purged still verifies."""
+    execute(trail, "DROP TABLE audit_meta")
+    with AuditService(trail, read_only=True) as reader:
+        assert reader.verify().ok
+    with AuditService(trail) as svc:
+        cutoff = svc.record("auth_success", user_identity="carol").timestamp  # the writer goes on
+        assert svc.verify().ok
+        assert svc.purge(cutoff) > 0  # and a purge anchors the chain again
+        assert svc.verify().ok
+    # After a purge the rows left no longer follow the start of the chain.
+    purged = tmp_path / "purged.db"
+    with AuditService(purged) as svc:
+        cutoff = svc.record("auth_success").timestamp
+        svc.record("auth_success")
+        assert svc.purge(cutoff) > 0
+    execute(purged, "DROP TABLE audit_meta")
+    with AuditService(purged, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == ids(purged)[0]
+
+
 def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:
     with AuditService(trail, read_only=True) as svc:
         kept = svc.verify()

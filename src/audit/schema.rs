@@ -613,7 +613,18 @@ pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 }
 
 /// The chain anchor: rows with `id <= anchor_id` are outside the chain.
+/// Without an `audit_meta` table (dropped), the chain starts at the first
+/// row: rows a purge left no longer follow it, and the writer goes on.
 pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM (SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master) \
+         WHERE name = 'audit_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok((0, chain::GENESIS.to_owned()));
+    }
     let mut stmt = conn.prepare_cached("SELECT key, value FROM audit_meta WHERE key LIKE 'chain_anchor_%'")?;
     let mut id = 0;
     let mut hash = chain::GENESIS.to_owned();
@@ -630,8 +641,9 @@ pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
     Ok((id, hash))
 }
 
-/// Moves the anchor (after a purge).
+/// Moves the anchor (after a purge), making `audit_meta` again if it was dropped.
 pub fn set_anchor(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
     conn.execute(
         "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?1), ('chain_anchor_hash', ?2)",
         (id.to_string(), hash),
