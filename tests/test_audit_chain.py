@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -178,6 +180,27 @@ def test_an_id_that_is_not_an_integer_in_a_rebuilt_table_is_named(trail: Path, s
         report = reader.verify()
     assert not report.ok
     assert f"a row has id {shown}, not an integer" in report.reason
+
+
+def test_a_row_left_out_of_an_index_is_found(trail: Path) -> None:
+    """An index edited to lack a row hides it from every query filtering on that column."""
+    target = ids(trail)[4]
+    script = (
+        "DROP INDEX ix_audit_log_plan_id;"
+        f"CREATE INDEX ix_audit_log_plan_id ON audit_log(plan_id) WHERE id <> {target};"
+        "PRAGMA writable_schema = ON;"
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX ix_audit_log_plan_id ON audit_log(plan_id)'"
+        " WHERE name = 'ix_audit_log_plan_id';"
+    )
+    edit = f"import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.executescript({script!r})"
+    subprocess.run([sys.executable, "-c", edit, str(trail)], check=True)
+    plan = raw_rows(trail, "id = ?", (target,))[0]["plan_id"]
+    with AuditService(trail, read_only=True) as reader:
+        assert reader.count(plan_id=plan) == 0  # what the edit is for
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == target
+    assert f"row {target} missing from index ix_audit_log_plan_id" in (report.reason or "")
 
 
 def test_reordered_rows_are_found(trail: Path) -> None:

@@ -315,6 +315,26 @@ impl Verifier {
         }
     }
 
+    /// Whether no bad row was found so far.
+    pub fn intact(&self) -> bool {
+        self.verdict.first_bad_id.is_none()
+    }
+
+    /// SQLite's integrity check found the table's rows, indexes or declared
+    /// types disagree: `found` is its first message, naming `row` when it
+    /// does (else the newest row is named).
+    pub fn index_damaged(&mut self, found: &str, row: Option<i64>) {
+        if self.intact() {
+            let at = row.or(self.last_id).unwrap_or(self.next_id);
+            // Page-level messages begin "*** in database main ***" and a line break: one line.
+            let found = found.replace('\n', " ");
+            self.bad(
+                at,
+                format!("{found}: the file was edited below SQL (a query filtering on a column may miss rows)"),
+            );
+        }
+    }
+
     /// Compares the last id with `sqlite_sequence` (the largest id ever
     /// handed out; None when it has no entry). Call after the last row.
     ///
