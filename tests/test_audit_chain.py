@@ -501,6 +501,30 @@ def test_an_anchor_moved_past_chained_rows_is_named_as_such(trail: Path) -> None
     assert "the chain anchor was moved past it" in (report.reason or "")
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_meta SET value = CAST(value - 1 AS TEXT) WHERE key = 'chain_anchor_id'",
+        "UPDATE audit_meta SET value = ' ' || value WHERE key = 'chain_anchor_id'",
+        f"UPDATE audit_meta SET value = '{'0' * 64}' WHERE key = 'chain_anchor_hash'",
+        "DELETE FROM audit_meta",
+    ],
+)
+def test_an_edited_anchor_after_a_purge_is_named_as_such(tmp_path: Path, sql: str) -> None:
+    """Rows a purge removed are not reported as deleted when the anchor after them was edited."""
+    path = tmp_path / "purged.db"
+    with AuditService(path) as svc:
+        cutoff = svc.record("auth_success").timestamp
+        svc.record("auth_success")
+        assert svc.purge(cutoff) > 0
+    execute(path, sql)
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert "the chain anchor" in (report.reason or "")
+    assert "audit_meta" in (report.reason or "")
+
+
 def test_a_dropped_audit_meta_is_read_as_no_anchor(trail: Path, tmp_path: Path) -> None:
     """Without the table, the chain starts at the first row: a trail never purged still verifies."""
     execute(trail, "DROP TABLE audit_meta")

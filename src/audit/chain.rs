@@ -283,15 +283,31 @@ impl Verifier {
                     ),
                 );
             }
+            if self.at_anchor() {
+                return self.bad(
+                    id,
+                    format!(
+                        "row does not follow the chain anchor in audit_meta (id {}): rows before it were deleted, or \
+                         the anchor was edited",
+                        self.anchor_id
+                    ),
+                );
+            }
             return self
                 .bad(id, "row does not follow the row before it (a row before it was deleted or inserted)".to_owned());
         }
         if id != self.next_id {
             // The link holds, so the row was written after the rows before it were gone.
             let missing = span(self.next_id, id - 1);
+            // Right after the anchor, a lowered anchor id leaves the same gap.
+            let lowered = if self.at_anchor() {
+                format!(", or the chain anchor in audit_meta (id {}) was lowered", self.anchor_id)
+            } else {
+                String::new()
+            };
             return self.bad(
                 self.next_id,
-                format!("the newest rows ({missing}) were removed; row {id} was written after the cut"),
+                format!("the newest rows ({missing}) were removed; row {id} was written after the cut{lowered}"),
             );
         }
         if !self.matches_kept(id, Some(chain_hash)) {
@@ -313,6 +329,12 @@ impl Verifier {
             let at = self.last_id.map_or(self.next_id, |last| last.saturating_add(1)).max(self.next_id);
             self.bad(at, format!("a row has id {shown}, not an integer ({REBUILT})"));
         }
+    }
+
+    /// Whether no row after the anchor was walked yet: the anchor is what
+    /// the next row must follow.
+    fn at_anchor(&self) -> bool {
+        self.pending == 0 && self.next_id == self.anchor_id.saturating_add(1)
     }
 
     /// Whether no bad row was found so far.
