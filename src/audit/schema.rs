@@ -456,6 +456,16 @@ fn legacy_views(conn: &Connection, columns: &[String]) -> rusqlite::Result<()> {
         })
         .collect();
     conn.execute_batch(&format!("CREATE TEMP VIEW audit_log AS SELECT {} FROM main.audit_log", select.join(", ")))?;
+    // A trail migrated before (its schema version lowered since) keeps its
+    // anchor: the migration leaves an `audit_meta` it finds as it is.
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = 'audit_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_meta {
+        return Ok(());
+    }
     let last = last_id(conn)?;
     conn.execute_batch(&format!(
         "CREATE TEMP VIEW audit_meta (key, value) AS VALUES ('chain_anchor_id', '{last}'), ('chain_anchor_hash', '{}')",
