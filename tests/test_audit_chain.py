@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import auditbus
 import pytest
 from audit_support import execute, legacy_audit, raw_rows, sequence
 from auditbus import AuditService, DomainEvent
@@ -342,6 +343,26 @@ def test_purging_then_verifying_stays_ok(trail: Path) -> None:
     assert report.ok, report
     assert report.unchained == 0
     assert report.checked >= 3  # the purge row, the stop row, the verifier's start row
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_log SET user_identity = 'mallory' WHERE id = ?",
+        "DELETE FROM audit_log WHERE id = ?",
+    ],
+)
+def test_a_purge_does_not_delete_the_evidence_of_an_edit(trail: Path, sql: str) -> None:
+    """Purging over an edited or deleted row would leave a trail that verifies."""
+    rows = ids(trail)
+    execute(trail, sql, (rows[3],))
+    with AuditService(trail) as svc:
+        before = svc.verify()
+        assert not before.ok
+        with pytest.raises(auditbus.AuditError, match=f"row {before.first_bad_id}"):
+            svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc))
+        assert svc.verify().first_bad_id == before.first_bad_id  # nothing was deleted
+    assert ids(trail)[0] == rows[0]
 
 
 def test_purging_every_row_of_a_table_without_autoincrement_never_reuses_an_id(tmp_path: Path) -> None:

@@ -302,6 +302,51 @@ fn named_row(message: &str) -> Option<i64> {
     message.strip_prefix("row ")?.split(' ').next()?.parse().ok()
 }
 
+/// Feeds `verifier` the rows up to `upto` (every row when None) in id
+/// order; stops at the first bad one.
+fn walk(conn: &Connection, verifier: &mut Verifier, upto: Option<i64>) -> Result<()> {
+    let bound = if upto.is_some() { " WHERE id <= ?1" } else { "" };
+    let mut stmt = conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log{bound} ORDER BY id"))?;
+    let mut rows = match upto {
+        Some(upto) => stmt.query([upto])?,
+        None => stmt.query([])?,
+    };
+    while let Some(row) = rows.next()? {
+        let shown = match row.get_ref(0)? {
+            ValueRef::Integer(_) => None,
+            ValueRef::Null => Some("NULL".to_owned()),
+            ValueRef::Real(f) => Some(f.to_string()),
+            ValueRef::Text(t) => Some(crate::values::short_text(&String::from_utf8_lossy(t))),
+            ValueRef::Blob(_) => Some("a blob".to_owned()),
+        };
+        if let Some(shown) = shown {
+            verifier.not_an_id(&shown);
+            break;
+        }
+        let data = RowData::read(row)?;
+        let stored = StoredRow {
+            content: data.content(),
+            prev_hash: data.prev_hash.as_deref(),
+            chain_hash: data.chain_hash.as_deref(),
+            stored_as: if data.chain_hash.is_some() { stored_as(row)? } else { None },
+        };
+        if !verifier.push(&stored) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The first bad row among those up to `upto`, and why: what a purge
+/// through `upto` would delete, with the evidence, when set.
+pub fn first_bad_upto(conn: &Connection, upto: i64) -> Result<Option<(i64, String)>> {
+    let (anchor_id, anchor_hash) = schema::anchor(conn)?;
+    let mut verifier = Verifier::new(anchor_id, &anchor_hash);
+    walk(conn, &mut verifier, Some(upto))?;
+    let verdict = verifier.finish();
+    Ok(verdict.first_bad_id.zip(verdict.reason))
+}
+
 /// Walks the whole table in id order inside one read transaction (a
 /// consistent snapshot even while other processes append), then checks the
 /// last id against `sqlite_sequence` in the same snapshot.
@@ -309,33 +354,7 @@ pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
     let tx = conn.unchecked_transaction()?;
     let (anchor_id, anchor_hash) = schema::anchor(&tx)?;
     let mut verifier = Verifier::new(anchor_id, &anchor_hash).expect_heads(heads.iter().cloned());
-    {
-        let mut stmt = tx.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let shown = match row.get_ref(0)? {
-                ValueRef::Integer(_) => None,
-                ValueRef::Null => Some("NULL".to_owned()),
-                ValueRef::Real(f) => Some(f.to_string()),
-                ValueRef::Text(t) => Some(crate::values::short_text(&String::from_utf8_lossy(t))),
-                ValueRef::Blob(_) => Some("a blob".to_owned()),
-            };
-            if let Some(shown) = shown {
-                verifier.not_an_id(&shown);
-                break;
-            }
-            let data = RowData::read(row)?;
-            let stored = StoredRow {
-                content: data.content(),
-                prev_hash: data.prev_hash.as_deref(),
-                chain_hash: data.chain_hash.as_deref(),
-                stored_as: if data.chain_hash.is_some() { stored_as(row)? } else { None },
-            };
-            if !verifier.push(&stored) {
-                break;
-            }
-        }
-    }
+    walk(&tx, &mut verifier, None)?;
     verifier.check_sequence(schema::sequence(&tx)?);
     // The walk reads the table; a query filtering on a column reads its index.
     // An index edited in the file to lack a row hides that row from such

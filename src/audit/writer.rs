@@ -2061,6 +2061,13 @@ pub fn purgeable(conn: &Connection, before: &str) -> Result<u64> {
 fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
     let cutoff = purge_cutoff(tx, before)?;
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
+    // Deleting an edited or removed row's neighbours would take the evidence
+    // with them, and the re-anchored rest would verify.
+    if let Some((id, reason)) = query::first_bad_upto(tx, cutoff)? {
+        return Err(Error::Storage(format!(
+            "refused: the rows it would delete do not verify, and are kept as evidence: row {id}: {reason}"
+        )));
+    }
     if cutoff > anchor_id {
         let running = running_at(tx, anchor_id, &anchor_hash, Some(cutoff))?;
         schema::set_anchor(tx, cutoff, &running)?;
