@@ -401,6 +401,21 @@ def test_a_row_inserted_without_a_hash_is_folded_and_counted(trail: Path) -> Non
     assert report.unchained == 0
 
 
+def test_a_row_inserted_without_a_hash_past_the_next_id_is_named_as_inserted(trail: Path) -> None:
+    """No row was deleted: the row without a hash skipped ids when it was inserted."""
+    last = ids(trail)[-1]
+    execute(
+        trail,
+        "INSERT INTO audit_log (id, timestamp, event_type, details)"
+        " VALUES (?, '2026-01-01T00:00:00+00:00', 'auth_success', '{}')",
+        (last + 5,),
+    )
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, last + 1)
+    assert f"or row {last + 5} was inserted past them" in (report.reason or "")
+
+
 def test_a_row_appended_without_a_hash_after_the_chain_is_counted_as_appended(trail: Path) -> None:
     execute(
         trail,

@@ -237,7 +237,11 @@ impl Verifier {
             } else {
                 if id != self.next_id {
                     let missing = span(self.next_id, id - 1);
-                    return self.bad(self.next_id, format!("{missing} missing before row {id} (deleted)"));
+                    // Without a hash, nothing tells a deletion from an insert at a skipped id.
+                    return self.bad(
+                        self.next_id,
+                        format!("{missing} missing before row {id} (deleted, or row {id} was inserted past them)"),
+                    );
                 }
                 self.running = fold(&self.running, &row.content);
                 if self.pending == 0 {
