@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import auditbus
 import pytest
 from audit_support import execute, legacy_audit, raw_rows, sequence
 from auditbus import AuditService, DomainEvent
+
+ROW_COLUMNS = (
+    "id, timestamp, event_type, plan_id, user_identity, details, event_id, actor_name, project_name, session_id,"
+    " outcome, source, recorded_at, prev_hash, chain_hash"
+)
 
 
 @pytest.fixture
@@ -58,6 +66,37 @@ def test_an_edited_row_is_found(trail: Path, sql: str, what: str) -> None:
     report = verify(trail)
     assert not report.ok, what
     assert report.first_bad_id == target, what
+    assert "edited" in report.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "column", "stored_as"),
+    [
+        # The same bytes as a blob: the hash reads them alike, but `user_identity = 'alice'` no longer matches.
+        ("UPDATE audit_log SET user_identity = CAST(user_identity AS BLOB) WHERE id = ?", "user_identity", "a blob"),
+        ("UPDATE audit_log SET event_type = CAST(event_type AS BLOB) WHERE id = ?", "event_type", "a blob"),
+        ("UPDATE audit_log SET timestamp = CAST(timestamp AS BLOB) WHERE id = ?", "timestamp", "a blob"),
+        # Invalid UTF-8 is read as U+FFFD, like the valid U+FFFD it replaced.
+        (
+            "UPDATE audit_log SET user_identity = CAST(X'6df0' AS TEXT) WHERE id = ?",
+            "user_identity",
+            "text that is not valid UTF-8",
+        ),
+    ],
+)
+def test_a_value_stored_as_another_type_with_the_same_bytes_is_found(
+    tmp_path: Path, sql: str, column: str, stored_as: str
+) -> None:
+    path = tmp_path / "typed.db"
+    with AuditService(path) as svc:
+        target = svc.record("auth_success", user_identity="alice" if "BLOB" in sql else "m\ufffd").id
+        svc.record("auth_success")
+    execute(path, sql, (target,))
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == target
+    assert f"stores {column} as {stored_as}" in report.reason
     assert "edited" in report.reason
 
 
@@ -111,6 +150,58 @@ def test_a_row_whose_chain_hash_was_removed_is_named_not_the_row_after_it(trail:
     assert f"id {rows[5]}, without a chain hash, is not what row {rows[6]} was chained after" in report.reason
     # The walk stopped there: the row is not reported as appended after the chain.
     assert (report.unchained, report.appended) == (0, 0)
+
+
+def rebuild_without_primary_key(path: Path) -> None:
+    """audit_log made again with an `id` column that holds anything, any number of times."""
+    execute(path, "CREATE TABLE copy AS SELECT * FROM audit_log")
+    execute(path, "DROP TABLE audit_log")
+    execute(path, "ALTER TABLE copy RENAME TO audit_log")
+
+
+@pytest.mark.parametrize("hashes", ["prev_hash, chain_hash", "NULL, NULL"])
+def test_a_duplicated_id_in_a_rebuilt_table_is_named(trail: Path, hashes: str) -> None:
+    rows = ids(trail)
+    rebuild_without_primary_key(trail)
+    columns = ROW_COLUMNS.removesuffix(", prev_hash, chain_hash")
+    execute(trail, f"INSERT INTO audit_log SELECT {columns}, {hashes} FROM audit_log WHERE id = ?", (rows[4],))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == rows[4]
+    assert f"row id {rows[4]} appears twice" in report.reason
+
+
+@pytest.mark.parametrize(("stored", "shown"), [("5.5", "5.5"), ("NULL", "NULL")])
+def test_an_id_that_is_not_an_integer_in_a_rebuilt_table_is_named(trail: Path, stored: str, shown: str) -> None:
+    rows = ids(trail)
+    rebuild_without_primary_key(trail)
+    execute(trail, f"UPDATE audit_log SET id = {stored} WHERE id = ?", (rows[4],))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert f"a row has id {shown}, not an integer" in report.reason
+
+
+def test_a_row_left_out_of_an_index_is_found(trail: Path) -> None:
+    """An index edited to lack a row hides it from every query filtering on that column."""
+    target = ids(trail)[4]
+    script = (
+        "DROP INDEX ix_audit_log_plan_id;"
+        f"CREATE INDEX ix_audit_log_plan_id ON audit_log(plan_id) WHERE id <> {target};"
+        "PRAGMA writable_schema = ON;"
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX ix_audit_log_plan_id ON audit_log(plan_id)'"
+        " WHERE name = 'ix_audit_log_plan_id';"
+    )
+    edit = f"import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.executescript({script!r})"
+    subprocess.run([sys.executable, "-c", edit, str(trail)], check=True)
+    plan = raw_rows(trail, "id = ?", (target,))[0]["plan_id"]
+    with AuditService(trail, read_only=True) as reader:
+        assert reader.count(plan_id=plan) == 0  # what the edit is for
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == target
+    assert f"row {target} missing from index ix_audit_log_plan_id" in (report.reason or "")
 
 
 def test_reordered_rows_are_found(trail: Path) -> None:
@@ -217,6 +308,30 @@ def test_a_cut_tail_with_a_lowered_sequence_is_not_seen(trail: Path) -> None:
     assert verify(trail).ok
 
 
+@pytest.mark.parametrize(
+    ("stored", "read_as"),
+    [("'abc'", 0), ("NULL", None), ("'{seq}'", "seq"), ("{seq}.5", "seq"), ("CAST('{seq}' AS BLOB)", "seq")],
+)
+def test_a_sequence_of_another_type_is_read_as_sqlite_reads_it(trail: Path, stored: str, read_as: object) -> None:
+    """SQLite's AUTOINCREMENT reads sqlite_sequence as CAST(seq AS INTEGER); so does verify()."""
+    rows = ids(trail)
+    execute(trail, "DELETE FROM audit_log WHERE id > ?", (rows[5],))
+    bigger = rows[-1] + 3
+    execute(trail, f"UPDATE sqlite_sequence SET seq = {stored.format(seq=bigger)} WHERE name = 'audit_log'")
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    if read_as == "seq":
+        assert not report.ok
+        assert report.first_bad_id == rows[6]
+        assert f"sqlite_sequence says id {bigger} was handed out" in report.reason
+    else:
+        assert report.ok, report  # no larger id is claimed: as if lowered, the documented limit
+    # A writer reads it alike, and goes on writing.
+    with AuditService(trail) as svc:
+        written = svc.record("auth_success", user_identity="carol")
+    assert written.id == (bigger if read_as == "seq" else rows[5]) + 2  # after the start row
+
+
 def test_purging_then_verifying_stays_ok(trail: Path) -> None:
     with AuditService(trail) as svc:
         svc.flush()
@@ -228,6 +343,26 @@ def test_purging_then_verifying_stays_ok(trail: Path) -> None:
     assert report.ok, report
     assert report.unchained == 0
     assert report.checked >= 3  # the purge row, the stop row, the verifier's start row
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_log SET user_identity = 'mallory' WHERE id = ?",
+        "DELETE FROM audit_log WHERE id = ?",
+    ],
+)
+def test_a_purge_does_not_delete_the_evidence_of_an_edit(trail: Path, sql: str) -> None:
+    """Purging over an edited or deleted row would leave a trail that verifies."""
+    rows = ids(trail)
+    execute(trail, sql, (rows[3],))
+    with AuditService(trail) as svc:
+        before = svc.verify()
+        assert not before.ok
+        with pytest.raises(auditbus.AuditError, match=f"row {before.first_bad_id}"):
+            svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc))
+        assert svc.verify().first_bad_id == before.first_bad_id  # nothing was deleted
+    assert ids(trail)[0] == rows[0]
 
 
 def test_purging_every_row_of_a_table_without_autoincrement_never_reuses_an_id(tmp_path: Path) -> None:
@@ -264,6 +399,21 @@ def test_a_row_inserted_without_a_hash_is_folded_and_counted(trail: Path) -> Non
     assert report.ok, report
     assert report.folded == 1
     assert report.unchained == 0
+
+
+def test_a_row_inserted_without_a_hash_past_the_next_id_is_named_as_inserted(trail: Path) -> None:
+    """No row was deleted: the row without a hash skipped ids when it was inserted."""
+    last = ids(trail)[-1]
+    execute(
+        trail,
+        "INSERT INTO audit_log (id, timestamp, event_type, details)"
+        " VALUES (?, '2026-01-01T00:00:00+00:00', 'auth_success', '{}')",
+        (last + 5,),
+    )
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, last + 1)
+    assert f"or row {last + 5} was inserted past them" in (report.reason or "")
 
 
 def test_a_row_appended_without_a_hash_after_the_chain_is_counted_as_appended(trail: Path) -> None:
@@ -376,6 +526,62 @@ def test_heads_kept_as_json_are_read_back_as_lists(trail: Path) -> None:
         assert (svc.verify(heads=wrong).ok, svc.verify(heads=wrong).first_bad_id) == (False, kept.head_id)
         with pytest.raises(ValueError, match=re.escape("(head_id, head_hash) pairs")):
             svc.verify(heads=[[kept.head_id, kept.head_hash, "extra"]])
+
+
+def test_an_anchor_moved_past_chained_rows_is_named_as_such(trail: Path) -> None:
+    rows = ids(trail)
+    execute(trail, "UPDATE audit_meta SET value = ? WHERE key = 'chain_anchor_id'", (str(rows[4]),))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, rows[0])
+    assert "the chain anchor was moved past it" in (report.reason or "")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_meta SET value = CAST(value - 1 AS TEXT) WHERE key = 'chain_anchor_id'",
+        "UPDATE audit_meta SET value = ' ' || value WHERE key = 'chain_anchor_id'",
+        f"UPDATE audit_meta SET value = '{'0' * 64}' WHERE key = 'chain_anchor_hash'",
+        "DELETE FROM audit_meta",
+    ],
+)
+def test_an_edited_anchor_after_a_purge_is_named_as_such(tmp_path: Path, sql: str) -> None:
+    """Rows a purge removed are not reported as deleted when the anchor after them was edited."""
+    path = tmp_path / "purged.db"
+    with AuditService(path) as svc:
+        cutoff = svc.record("auth_success").timestamp
+        svc.record("auth_success")
+        assert svc.purge(cutoff) > 0
+    execute(path, sql)
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert "the chain anchor" in (report.reason or "")
+    assert "audit_meta" in (report.reason or "")
+
+
+def test_a_dropped_audit_meta_is_read_as_no_anchor(trail: Path, tmp_path: Path) -> None:
+    """Without the table, the chain starts at the first row: a trail never purged still verifies."""
+    execute(trail, "DROP TABLE audit_meta")
+    with AuditService(trail, read_only=True) as reader:
+        assert reader.verify().ok
+    with AuditService(trail) as svc:
+        cutoff = svc.record("auth_success", user_identity="carol").timestamp  # the writer goes on
+        assert svc.verify().ok
+        assert svc.purge(cutoff) > 0  # and a purge anchors the chain again
+        assert svc.verify().ok
+    # After a purge the rows left no longer follow the start of the chain.
+    purged = tmp_path / "purged.db"
+    with AuditService(purged) as svc:
+        cutoff = svc.record("auth_success").timestamp
+        svc.record("auth_success")
+        assert svc.purge(cutoff) > 0
+    execute(purged, "DROP TABLE audit_meta")
+    with AuditService(purged, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == ids(purged)[0]
 
 
 def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:

@@ -57,6 +57,25 @@ def test_a_read_only_service_reads_the_trail_and_leaves_the_file_as_it_was(trail
     assert digest(trail) == before
 
 
+@pytest.mark.parametrize("purged", [False, True])
+def test_a_lowered_schema_version_reads_the_anchor_the_migration_keeps(tmp_path: Path, purged: bool) -> None:
+    """The migration keeps an audit_meta it finds; a reader sees the chain as a writer would."""
+    path = tmp_path / "trail.db"
+    with AuditService(path) as service:
+        cutoff = service.record("plan_applied", user_identity="alice").timestamp
+        service.record("plan_applied", user_identity="bob")
+        if purged:
+            assert service.purge(cutoff) > 0
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 0")
+    conn.close()
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    assert report.ok, report
+    with AuditService(path) as service:  # migrates again
+        assert service.verify().ok
+
+
 def test_writes_on_a_read_only_service_raise_naming_the_mode(trail: Path) -> None:
     with AuditService(trail, read_only=True) as reader:
         with pytest.raises(AuditError, match=r"read_only=True; record\(\) needs a writable service"):

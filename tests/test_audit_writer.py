@@ -543,6 +543,35 @@ def test_a_fault_that_never_clears_is_refused_loudly_not_retried_forever(tmp_pat
     assert raw_rows(path, "event_type = 'step_completed'") == []
 
 
+def test_a_trigger_that_silently_ignores_inserts_is_refused_loudly_not_looped_on(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.flush()
+    # RAISE(IGNORE) drops the row with no error, as a taken event_id does; no row holds the id.
+    execute(
+        path,
+        "CREATE TRIGGER hide BEFORE INSERT ON audit_log WHEN NEW.user_identity = 'mallory'"
+        " BEGIN SELECT RAISE(IGNORE); END",
+    )
+    outcome: list[BaseException | int] = []
+
+    def hand_over() -> None:
+        try:
+            outcome.append(svc.record("auth_success", user_identity="mallory").id)
+        except BaseException as err:
+            outcome.append(err)
+
+    caller = threading.Thread(target=hand_over, daemon=True)
+    caller.start()
+    wait_until(lambda: not caller.is_alive(), "record() to return")
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], auditbus.AuditError), outcome
+    assert "ignored" in str(outcome[0])
+    assert "trigger" in str(outcome[0])
+    svc.close()
+    assert raw_rows(path, "user_identity = 'mallory'") == []
+
+
 # Past SQLite's length limit for a row (1,000,000,000 bytes): no retry could ever store it.
 TOO_BIG = 1_000_000_000
 

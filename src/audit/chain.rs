@@ -9,6 +9,11 @@
 //! value with `H("auditbus-fold-v1" || running || row)`: the next chained row
 //! then covers them, so they cannot be edited, removed or slipped in unseen.
 //!
+//! The hash reads a value's bytes, not its storage class, so the verifier is
+//! also told which column of a chained row is not UTF-8 text (auditbus
+//! writes nothing else): a blob of the same bytes, which a query filter no
+//! longer matches, is an edit too.
+//!
 //! The chain is anchored in `audit_meta` (`chain_anchor_id`,
 //! `chain_anchor_hash`): rows at or before the anchor id are outside the
 //! chain (written before the migration, or removed by `purge()`, which moves
@@ -126,6 +131,10 @@ pub struct StoredRow<'a> {
     pub content: RowContent<'a>,
     pub prev_hash: Option<&'a str>,
     pub chain_hash: Option<&'a str>,
+    /// The first content column not stored as UTF-8 text, and what it holds
+    /// instead. The hash reads its bytes alike, so only this tells a blob
+    /// from the text it replaced, or invalid UTF-8 from the U+FFFD it reads as.
+    pub stored_as: Option<(&'static str, &'static str)>,
 }
 
 /// Walks rows in id order; stops at the first bad row.
@@ -148,6 +157,9 @@ pub struct Verifier {
     expected: BTreeMap<i64, BTreeSet<String>>,
     verdict: Verdict,
 }
+
+/// Only a table made again holds an id twice, or one that is not an integer.
+const REBUILT: &str = "audit_log was rebuilt without its INTEGER PRIMARY KEY";
 
 /// `id 6` or `ids 6..9`.
 fn span(first: i64, last: i64) -> String {
@@ -199,6 +211,9 @@ impl Verifier {
             return false;
         }
         let id = row.content.id;
+        if self.last_id.is_some_and(|last| id <= last) {
+            return self.bad(id, format!("row id {id} appears twice ({REBUILT})"));
+        }
         self.last_id = Some(id);
         let Some(chain_hash) = row.chain_hash else {
             if !self.matches_kept(id, None) {
@@ -222,7 +237,11 @@ impl Verifier {
             } else {
                 if id != self.next_id {
                     let missing = span(self.next_id, id - 1);
-                    return self.bad(self.next_id, format!("{missing} missing before row {id} (deleted)"));
+                    // Without a hash, nothing tells a deletion from an insert at a skipped id.
+                    return self.bad(
+                        self.next_id,
+                        format!("{missing} missing before row {id} (deleted, or row {id} was inserted past them)"),
+                    );
                 }
                 self.running = fold(&self.running, &row.content);
                 if self.pending == 0 {
@@ -234,11 +253,25 @@ impl Verifier {
             return true;
         };
         if id <= self.anchor_id {
-            return self.bad(id, "row carries a chain hash but lies before the chain anchor (inserted)".to_owned());
+            return self.bad(
+                id,
+                format!(
+                    "row carries a chain hash but lies at or before the chain anchor (id {}): inserted, or the chain \
+                     anchor was moved past it",
+                    self.anchor_id
+                ),
+            );
         }
         let prev = row.prev_hash.unwrap_or("");
         if link(prev, &row.content) != chain_hash {
             return self.bad(id, "row content does not match its chain hash (edited)".to_owned());
+        }
+        if let Some((column, what)) = row.stored_as {
+            // auditbus writes only UTF-8 text; a filter on the column no longer finds the row.
+            return self.bad(
+                id,
+                format!("row stores {column} as {what}, where auditbus wrote text with the same bytes (edited)"),
+            );
         }
         if prev != self.running {
             if self.pending > 0 && id == self.next_id {
@@ -254,15 +287,31 @@ impl Verifier {
                     ),
                 );
             }
+            if self.at_anchor() {
+                return self.bad(
+                    id,
+                    format!(
+                        "row does not follow the chain anchor in audit_meta (id {}): rows before it were deleted, or \
+                         the anchor was edited",
+                        self.anchor_id
+                    ),
+                );
+            }
             return self
                 .bad(id, "row does not follow the row before it (a row before it was deleted or inserted)".to_owned());
         }
         if id != self.next_id {
             // The link holds, so the row was written after the rows before it were gone.
             let missing = span(self.next_id, id - 1);
+            // Right after the anchor, a lowered anchor id leaves the same gap.
+            let lowered = if self.at_anchor() {
+                format!(", or the chain anchor in audit_meta (id {}) was lowered", self.anchor_id)
+            } else {
+                String::new()
+            };
             return self.bad(
                 self.next_id,
-                format!("the newest rows ({missing}) were removed; row {id} was written after the cut"),
+                format!("the newest rows ({missing}) were removed; row {id} was written after the cut{lowered}"),
             );
         }
         if !self.matches_kept(id, Some(chain_hash)) {
@@ -275,6 +324,41 @@ impl Verifier {
         self.pending = 0;
         self.verdict.head = Some((id, chain_hash.to_owned()));
         true
+    }
+
+    /// A row whose id is not an integer, `shown` as SQL shows it: named at
+    /// the id expected next.
+    pub fn not_an_id(&mut self, shown: &str) {
+        if self.verdict.first_bad_id.is_none() {
+            let at = self.last_id.map_or(self.next_id, |last| last.saturating_add(1)).max(self.next_id);
+            self.bad(at, format!("a row has id {shown}, not an integer ({REBUILT})"));
+        }
+    }
+
+    /// Whether no row after the anchor was walked yet: the anchor is what
+    /// the next row must follow.
+    fn at_anchor(&self) -> bool {
+        self.pending == 0 && self.next_id == self.anchor_id.saturating_add(1)
+    }
+
+    /// Whether no bad row was found so far.
+    pub fn intact(&self) -> bool {
+        self.verdict.first_bad_id.is_none()
+    }
+
+    /// SQLite's integrity check found the table's rows, indexes or declared
+    /// types disagree: `found` is its first message, naming `row` when it
+    /// does (else the newest row is named).
+    pub fn index_damaged(&mut self, found: &str, row: Option<i64>) {
+        if self.intact() {
+            let at = row.or(self.last_id).unwrap_or(self.next_id);
+            // Page-level messages begin "*** in database main ***" and a line break: one line.
+            let found = found.replace('\n', " ");
+            self.bad(
+                at,
+                format!("{found}: the file was edited below SQL (a query filtering on a column may miss rows)"),
+            );
+        }
     }
 
     /// Compares the last id with `sqlite_sequence` (the largest id ever
@@ -384,20 +468,30 @@ mod tests {
         let good = [(r1, GENESIS, h1.as_str()), (r2, h1.as_str(), h2.as_str()), (r3, h2.as_str(), h3.as_str())];
         let mut v = Verifier::new(0, GENESIS);
         for (content, prev, hash) in &good {
-            assert!(v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) }));
+            assert!(v.push(&StoredRow {
+                content: *content,
+                prev_hash: Some(prev),
+                chain_hash: Some(hash),
+                stored_as: None
+            }));
         }
         assert_eq!(v.finish(), Verdict { checked: 3, head: Some((3, h3.clone())), ..Verdict::default() });
 
         let mut v = Verifier::new(0, GENESIS);
         let (c1, p1, x1) = &good[0];
         let (c3, p3, x3) = &good[2];
-        v.push(&StoredRow { content: *c1, prev_hash: Some(p1), chain_hash: Some(x1) });
-        assert!(!v.push(&StoredRow { content: *c3, prev_hash: Some(p3), chain_hash: Some(x3) }));
+        v.push(&StoredRow { content: *c1, prev_hash: Some(p1), chain_hash: Some(x1), stored_as: None });
+        assert!(!v.push(&StoredRow { content: *c3, prev_hash: Some(p3), chain_hash: Some(x3), stored_as: None }));
         assert_eq!(v.finish().first_bad_id, Some(3));
 
         let mut v = Verifier::new(0, GENESIS);
         let edited = row(1, "{\"x\":1}");
-        assert!(!v.push(&StoredRow { content: edited, prev_hash: Some(GENESIS), chain_hash: Some(x1) }));
+        assert!(!v.push(&StoredRow {
+            content: edited,
+            prev_hash: Some(GENESIS),
+            chain_hash: Some(x1),
+            stored_as: None
+        }));
     }
 
     #[test]
@@ -409,15 +503,15 @@ mod tests {
         let r3 = row(3, "{}");
         let h3 = link(&running, &r3);
         let mut v = Verifier::new(0, GENESIS);
-        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
-        v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None });
-        assert!(v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) }));
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1), stored_as: None });
+        v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None, stored_as: None });
+        assert!(v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3), stored_as: None }));
         assert_eq!(v.finish(), Verdict { checked: 3, folded: 1, head: Some((3, h3.clone())), ..Verdict::default() });
 
         // Dropping the legacy row breaks the link of the row after it.
         let mut v = Verifier::new(0, GENESIS);
-        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
-        assert!(!v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) }));
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1), stored_as: None });
+        assert!(!v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3), stored_as: None }));
     }
 
     /// Rows 1..=n chained from GENESIS, as (content, prev, hash).
@@ -436,7 +530,7 @@ mod tests {
     fn walk(anchor_id: i64, rows: &[(RowContent<'_>, String, String)], sequence: Option<i64>) -> Verdict {
         let mut v = Verifier::new(anchor_id, GENESIS);
         for (content, prev, hash) in rows {
-            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) });
+            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash), stored_as: None });
         }
         v.check_sequence(sequence);
         v.finish()
@@ -464,7 +558,7 @@ mod tests {
         let mut v =
             Verifier::new(anchor_id, GENESIS).expect_heads(kept.iter().map(|(id, hash)| (*id, (*hash).to_owned())));
         for (content, prev, hash) in rows {
-            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash) });
+            v.push(&StoredRow { content: *content, prev_hash: Some(prev), chain_hash: Some(hash), stored_as: None });
         }
         v.finish()
     }
@@ -493,7 +587,7 @@ mod tests {
         assert!(purged.reason.unwrap().contains("no longer in the chain"));
         // A row without a hash where a hash was kept.
         let mut v = Verifier::new(0, GENESIS).expect_heads([(1, rows[0].2.clone())]);
-        assert!(!v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None }));
+        assert!(!v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None, stored_as: None }));
         assert!(v.finish().reason.unwrap().contains("carries no chain hash"));
     }
 
@@ -505,16 +599,16 @@ mod tests {
         // row 3's prev_hash: row 3 still links, and matches the kept head.
         let forged = row(2, "{\"amount\":99}");
         let mut v = Verifier::new(2, &rows[2].1).expect_heads([(head_id, head_hash.clone())]);
-        let first = StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None };
+        let first = StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None, stored_as: None };
         assert!(!v.push(&first));
-        assert!(!v.push(&StoredRow { content: forged, prev_hash: None, chain_hash: None }));
+        assert!(!v.push(&StoredRow { content: forged, prev_hash: None, chain_hash: None, stored_as: None }));
         let verdict = v.finish();
         assert_eq!(verdict.first_bad_id, Some(1));
         let reason = verdict.reason.unwrap();
         assert!(reason.contains("at or before the chain anchor (id 2), which only a purge moves"), "{reason}");
         // Rows before the migration's anchor are legacy rows: unchained, not a finding.
         let mut v = Verifier::new(1, GENESIS);
-        assert!(v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None }));
+        assert!(v.push(&StoredRow { content: rows[0].0, prev_hash: None, chain_hash: None, stored_as: None }));
         assert_eq!(v.finish(), Verdict { unchained: 1, ..Verdict::default() });
     }
 
@@ -544,11 +638,11 @@ mod tests {
         assert!(walk(0, &rows[..2], Some(1)).first_bad_id.is_none());
         // A sequence at or before the anchor was left from before the chain began.
         let mut v = Verifier::new(7, GENESIS);
-        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None });
+        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None, stored_as: None });
         v.check_sequence(Some(7));
         assert_eq!(v.finish(), Verdict { unchained: 1, ..Verdict::default() });
         let mut v = Verifier::new(7, GENESIS);
-        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None });
+        v.push(&StoredRow { content: row(3, "{}"), prev_hash: None, chain_hash: None, stored_as: None });
         v.check_sequence(Some(9));
         assert_eq!(v.finish().first_bad_id, Some(8));
     }
@@ -582,10 +676,10 @@ mod tests {
         let h3 = link(&running, &r3);
         let trailing = row(4, "{}");
         let mut v = Verifier::new(0, GENESIS);
-        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
-        v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None });
-        v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3) });
-        v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None });
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1), stored_as: None });
+        v.push(&StoredRow { content: legacy, prev_hash: None, chain_hash: None, stored_as: None });
+        v.push(&StoredRow { content: r3, prev_hash: Some(&running), chain_hash: Some(&h3), stored_as: None });
+        v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None, stored_as: None });
         v.check_sequence(Some(4));
         assert_eq!(
             v.finish(),
@@ -600,8 +694,8 @@ mod tests {
         );
         // An unchained row after skipped ids names them.
         let mut v = Verifier::new(0, GENESIS);
-        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1) });
-        assert!(!v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None }));
+        v.push(&StoredRow { content: r1, prev_hash: Some(GENESIS), chain_hash: Some(&h1), stored_as: None });
+        assert!(!v.push(&StoredRow { content: trailing, prev_hash: None, chain_hash: None, stored_as: None }));
         let v = v.finish();
         assert_eq!(v.first_bad_id, Some(2));
         assert!(v.reason.unwrap().contains("ids 2..3 missing before row 4"));

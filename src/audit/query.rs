@@ -111,6 +111,37 @@ pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     })
 }
 
+/// The first content column of a row selected with [`ROW_COLUMNS`] that is
+/// neither NULL nor UTF-8 text, and what it holds instead.
+fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static str)>> {
+    const CONTENT: [&str; 12] = [
+        "timestamp",
+        "event_type",
+        "plan_id",
+        "user_identity",
+        "details",
+        "event_id",
+        "actor_name",
+        "project_name",
+        "session_id",
+        "outcome",
+        "source",
+        "recorded_at",
+    ];
+    for (index, column) in CONTENT.iter().enumerate() {
+        let what = match row.get_ref(index + 1)? {
+            ValueRef::Null => continue,
+            ValueRef::Text(t) if std::str::from_utf8(t).is_ok() => continue,
+            ValueRef::Text(_) => "text that is not valid UTF-8",
+            ValueRef::Integer(_) => "an integer",
+            ValueRef::Real(_) => "a real number",
+            ValueRef::Blob(_) => "a blob",
+        };
+        return Ok(Some((column, what)));
+    }
+    Ok(None)
+}
+
 impl RowData {
     /// Reads a row selected with [`ROW_COLUMNS`].
     pub fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -266,6 +297,56 @@ pub fn count(conn: &Connection, filter: &Filter) -> Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// The row an integrity-check message names (`row 5 missing from index ...`).
+fn named_row(message: &str) -> Option<i64> {
+    message.strip_prefix("row ")?.split(' ').next()?.parse().ok()
+}
+
+/// Feeds `verifier` the rows up to `upto` (every row when None) in id
+/// order; stops at the first bad one.
+fn walk(conn: &Connection, verifier: &mut Verifier, upto: Option<i64>) -> Result<()> {
+    let bound = if upto.is_some() { " WHERE id <= ?1" } else { "" };
+    let mut stmt = conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log{bound} ORDER BY id"))?;
+    let mut rows = match upto {
+        Some(upto) => stmt.query([upto])?,
+        None => stmt.query([])?,
+    };
+    while let Some(row) = rows.next()? {
+        let shown = match row.get_ref(0)? {
+            ValueRef::Integer(_) => None,
+            ValueRef::Null => Some("NULL".to_owned()),
+            ValueRef::Real(f) => Some(f.to_string()),
+            ValueRef::Text(t) => Some(crate::values::short_text(&String::from_utf8_lossy(t))),
+            ValueRef::Blob(_) => Some("a blob".to_owned()),
+        };
+        if let Some(shown) = shown {
+            verifier.not_an_id(&shown);
+            break;
+        }
+        let data = RowData::read(row)?;
+        let stored = StoredRow {
+            content: data.content(),
+            prev_hash: data.prev_hash.as_deref(),
+            chain_hash: data.chain_hash.as_deref(),
+            stored_as: if data.chain_hash.is_some() { stored_as(row)? } else { None },
+        };
+        if !verifier.push(&stored) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The first bad row among those up to `upto`, and why: what a purge
+/// through `upto` would delete, with the evidence, when set.
+pub fn first_bad_upto(conn: &Connection, upto: i64) -> Result<Option<(i64, String)>> {
+    let (anchor_id, anchor_hash) = schema::anchor(conn)?;
+    let mut verifier = Verifier::new(anchor_id, &anchor_hash);
+    walk(conn, &mut verifier, Some(upto))?;
+    let verdict = verifier.finish();
+    Ok(verdict.first_bad_id.zip(verdict.reason))
+}
+
 /// Walks the whole table in id order inside one read transaction (a
 /// consistent snapshot even while other processes append), then checks the
 /// last id against `sqlite_sequence` in the same snapshot.
@@ -273,22 +354,22 @@ pub fn verify(conn: &Connection, heads: &[(i64, String)]) -> Result<Verdict> {
     let tx = conn.unchecked_transaction()?;
     let (anchor_id, anchor_hash) = schema::anchor(&tx)?;
     let mut verifier = Verifier::new(anchor_id, &anchor_hash).expect_heads(heads.iter().cloned());
-    {
-        let mut stmt = tx.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let data = RowData::read(row)?;
-            let stored = StoredRow {
-                content: data.content(),
-                prev_hash: data.prev_hash.as_deref(),
-                chain_hash: data.chain_hash.as_deref(),
-            };
-            if !verifier.push(&stored) {
-                break;
+    walk(&tx, &mut verifier, None)?;
+    verifier.check_sequence(schema::sequence(&tx)?);
+    // The walk reads the table; a query filtering on a column reads its index.
+    // An index edited in the file to lack a row hides that row from such
+    // queries while every row still links.
+    if verifier.intact() {
+        let mut stmt = tx.prepare("PRAGMA main.integrity_check(audit_log)")?;
+        let found: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+        if found.first().is_some_and(|first| first != "ok") {
+            // The smallest row a message names, else the first message.
+            match found.iter().filter_map(|message| Some((named_row(message)?, message))).min_by_key(|(id, _)| *id) {
+                Some((id, message)) => verifier.index_damaged(message, Some(id)),
+                None => verifier.index_damaged(&found[0], None),
             }
         }
     }
-    verifier.check_sequence(schema::sequence(&tx)?);
     tx.commit()?;
     Ok(verifier.finish())
 }

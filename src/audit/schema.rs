@@ -456,6 +456,16 @@ fn legacy_views(conn: &Connection, columns: &[String]) -> rusqlite::Result<()> {
         })
         .collect();
     conn.execute_batch(&format!("CREATE TEMP VIEW audit_log AS SELECT {} FROM main.audit_log", select.join(", ")))?;
+    // A trail migrated before (its schema version lowered since) keeps its
+    // anchor: the migration leaves an `audit_meta` it finds as it is.
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = 'audit_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_meta {
+        return Ok(());
+    }
     let last = last_id(conn)?;
     conn.execute_batch(&format!(
         "CREATE TEMP VIEW audit_meta (key, value) AS VALUES ('chain_anchor_id', '{last}'), ('chain_anchor_hash', '{}')",
@@ -593,7 +603,7 @@ pub fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// `sqlite_sequence`'s entry for `audit_log`: the largest id ever handed out.
-/// None when there is no entry, or no `sqlite_sequence` table at all (a
+/// None when there is no entry (or a NULL one), or no `sqlite_sequence` table at all (a
 /// table made without AUTOINCREMENT, by an SQLite tool).
 pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let exists: bool = conn.query_row(
@@ -604,11 +614,27 @@ pub fn sequence(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     if !exists {
         return Ok(None);
     }
-    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0)).optional()
+    // As AUTOINCREMENT reads it: an edited text, real or blob value is cast, and
+    // SQLite writes the integer back on the next insert.
+    let seq: Option<Option<i64>> = conn
+        .query_row("SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'", [], |row| row.get(0))
+        .optional()?;
+    Ok(seq.flatten())
 }
 
 /// The chain anchor: rows with `id <= anchor_id` are outside the chain.
+/// Without an `audit_meta` table (dropped), the chain starts at the first
+/// row: rows a purge left no longer follow it, and the writer goes on.
 pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM (SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master) \
+         WHERE name = 'audit_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok((0, chain::GENESIS.to_owned()));
+    }
     let mut stmt = conn.prepare_cached("SELECT key, value FROM audit_meta WHERE key LIKE 'chain_anchor_%'")?;
     let mut id = 0;
     let mut hash = chain::GENESIS.to_owned();
@@ -625,8 +651,9 @@ pub fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
     Ok((id, hash))
 }
 
-/// Moves the anchor (after a purge).
+/// Moves the anchor (after a purge), making `audit_meta` again if it was dropped.
 pub fn set_anchor(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
     conn.execute(
         "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?1), ('chain_anchor_hash', ?2)",
         (id.to_string(), hash),

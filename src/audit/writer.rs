@@ -1895,8 +1895,17 @@ fn insert_rows(
             // and a subscriber both wired) is a duplicate; a different event
             // reusing the id (a `model_copy()` of a stored one) is a row of
             // its own, kept under `<event_id>.2`, `.3`, ...: it was accepted.
-            if stored_alike(tx, &event_id, &content)? {
-                break None;
+            match stored_alike(tx, &event_id, &content)? {
+                Some(true) => break None,
+                Some(false) => {}
+                // Nothing conflicts, yet the row was not stored: something in the file
+                // (a trigger's RAISE(IGNORE)) drops it. Another event_id would be dropped alike.
+                None => {
+                    return Err(Error::Storage(format!(
+                        "audit_log ignored the insert of row {next_id} (event_id {event_id}), and no row holds that \
+                         event_id: a trigger on the table drops rows"
+                    )));
+                }
             }
             // Its copies are read in one range of the index, not tried one
             // number at a time: with many, each try cost a failed insert and
@@ -1985,14 +1994,14 @@ fn next_copy(tx: &Connection, base: &str, row: &RowContent<'_>) -> Result<Option
 
 /// Whether the row stored under `event_id` holds the same event as `row`
 /// (the columns the event itself gives; the id, `source` and times of
-/// writing may differ).
-fn stored_alike(tx: &Connection, event_id: &str, row: &RowContent<'_>) -> Result<bool> {
+/// writing may differ); None when no row holds `event_id`.
+fn stored_alike(tx: &Connection, event_id: &str, row: &RowContent<'_>) -> Result<Option<bool>> {
     let stored: Option<RowData> = tx
         .prepare_cached(&format!("SELECT {} FROM audit_log WHERE event_id = ?1", schema::ROW_COLUMNS))?
         .query_row([event_id], RowData::read)
         .optional()?;
     // The stored row, with the columns of its writing (not of the event) taken from `row`.
-    Ok(stored.is_some_and(|stored| {
+    Ok(stored.map(|stored| {
         let content = stored.content();
         RowContent { id: row.id, event_id: row.event_id, source: row.source, recorded_at: row.recorded_at, ..content }
             == *row
@@ -2052,6 +2061,13 @@ pub fn purgeable(conn: &Connection, before: &str) -> Result<u64> {
 fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
     let cutoff = purge_cutoff(tx, before)?;
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
+    // Deleting an edited or removed row's neighbours would take the evidence
+    // with them, and the re-anchored rest would verify.
+    if let Some((id, reason)) = query::first_bad_upto(tx, cutoff)? {
+        return Err(Error::Storage(format!(
+            "refused: the rows it would delete do not verify, and are kept as evidence: row {id}: {reason}"
+        )));
+    }
     if cutoff > anchor_id {
         let running = running_at(tx, anchor_id, &anchor_hash, Some(cutoff))?;
         schema::set_anchor(tx, cutoff, &running)?;
