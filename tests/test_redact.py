@@ -1187,6 +1187,42 @@ def test_objects_are_leaves() -> None:  # 7
     assert redact({"o": obj})["o"] is obj
 
 
+class _Kind(enum.Enum):
+    LEAKY = "password=hunter2"
+    PLAIN = "plain"
+
+
+class _Creds:
+    def __init__(self, password: str) -> None:
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"Creds(user='bob', password={self.password!r})"
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (_Creds("hunter2"), f"Creds(user='bob', password='{M}')"),
+        (_Kind.LEAKY, f"password={M}"),
+        (ValueError("login failed, password=hunter2"), f"login failed, password={M}"),
+        (types.SimpleNamespace(token="hunter2"), f"namespace(token='{M}')"),
+    ],
+    ids=["repr", "enum", "exception", "namespace"],
+)
+def test_an_object_whose_stored_form_holds_a_secret_comes_back_redacted(obj: object, expected: str) -> None:
+    """Kept as is, the object would carry the secret into whatever logs the result."""
+    out = redact_dict({"o": obj})["o"]
+    assert "hunter2" not in repr(out)
+    assert out == expected
+    assert redact({"o": [obj]}) == {"o": [expected]}
+
+
+def test_an_object_whose_stored_form_holds_no_secret_comes_back_as_is() -> None:
+    for obj in (_Creds("***"), _Kind.PLAIN, ValueError("plain"), datetime.date(2024, 5, 1), decimal.Decimal("1.5")):
+        assert redact_dict({"o": obj})["o"] is obj
+
+
 def test_idempotent() -> None:  # 10
     data = {
         "password": "p",

@@ -3,8 +3,9 @@
 //!
 //! Contract kept from the legacy `redact_dict`: a new dict comes back and
 //! the input is never mutated; dicts and lists are copied at every level,
-//! tuples become lists; other leaves (datetimes, numbers, str subclasses)
-//! come back as the same objects unless they hold a secret.
+//! tuples become lists; other leaves (datetimes, numbers, str subclasses,
+//! any object) come back as the same objects unless the form an audit row
+//! stores them in holds a secret, and then as that form, redacted.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use pyo3::types::{
 use super::walker::{Key, Sink, Walker};
 use super::{Rules, REDACTED};
 use crate::errors::Error;
-use crate::values::type_name;
+use crate::values::{classify, type_name, Json};
 
 /// Builds the redacted Python value: dicts and lists are new at every
 /// level, unchanged leaves are the original objects.
@@ -160,7 +161,18 @@ impl<'py> Sink<'py> for Objects<'py> {
             // A Sequence or Set that is not a list/tuple/set (deque, ...).
             return keep_unless_changed(w, obj, |w| w.seq(obj, depth));
         }
-        Ok(obj.clone())
+        // Any other object (a dataclass, a model, an Enum, an exception, a
+        // date) is judged in the form an audit row stores it in: its JSON
+        // form or its text. Kept whole when that holds a secret, it would
+        // carry the secret into whatever logs the result.
+        keep_unless_changed(w, obj, |w| match classify(obj) {
+            Json::Str(s) => w.text(obj, &s.to_string_lossy(), depth),
+            Json::Text(t) => w.text(obj, &t, depth),
+            Json::Object(dict, id) => w.dict(&dict, &[], depth, id),
+            Json::Array(items) => w.seq_lenient(&items, depth),
+            Json::As(inner) => w.walk(&inner, depth),
+            Json::Null | Json::Bool(_) | Json::Int(_) | Json::UInt(_) | Json::Float(_) => Ok(obj.clone()),
+        })
     }
 
     fn mask_leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, _depth: usize) -> PyResult<Self::Out> {
