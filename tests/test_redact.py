@@ -257,6 +257,8 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "sudo",
         "symfony",
         "id_rsa",
+        "redis.requirepass",  # Redis's own setting names
+        "masterauth",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:

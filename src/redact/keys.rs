@@ -55,6 +55,9 @@ pub const SUBSTRING_TERMS: &[&str] = &[
     // Java keytool's `-storepass`, `-keypass`, `-srcstorepass`, ...
     "storepass",
     "keypass",
+    // Redis's `requirepass` and `masterauth` settings.
+    "requirepass",
+    "masterauth",
 ];
 
 /// Short words that are secret only as a whole token: as substrings they
