@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -274,6 +275,17 @@ def test_numbers_read_back_exactly(svc: AuditService) -> None:
     }
     svc.record_event(DomainEvent(event_type=EventType.STEP_COMPLETED, plan_id="floats", details=values))
     assert svc.query(plan_id="floats")[0].details == values
+
+
+def test_the_record_timestamp_reads_pythons_clock_so_a_frozen_clock_freezes_it(
+    svc: AuditService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The legacy `record()` stamped `datetime.now(UTC)`; freezegun and time-machine patch `time.time_ns`."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_704_164_645_678_901_234)
+    expected = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert svc.record("auth_success").timestamp == expected
+    monkeypatch.undo()
+    assert svc.query(event_type="auth_success")[0].timestamp == expected
 
 
 # --- deliberate differences from the legacy service (README, "Deliberate differences") ---------

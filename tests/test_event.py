@@ -88,6 +88,33 @@ def test_defaults() -> None:
     assert uuid.UUID(event.event_id).version == 7
 
 
+# What freezegun and time-machine patch to freeze or move Python's clock.
+FROZEN_NS = 1_704_164_645_678_901_234  # 2024-01-02T03:04:05.678901234Z
+
+
+def test_the_default_timestamp_reads_pythons_clock_so_a_frozen_clock_freezes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The legacy default was `datetime.now(UTC)`: a service's tests under freezegun saw the frozen time."""
+    monkeypatch.setattr(time, "time_ns", lambda: FROZEN_NS)
+    expected = datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert DomainEvent(event_type="plan_applied").timestamp == expected
+    assert DomainEvent(event_type="plan_applied", timestamp=None).timestamp == expected
+    assert DomainEvent.model_validate({"event_type": "plan_applied"}).timestamp == expected
+    assert DomainEvent(event_type="plan_applied", timestamp=WHEN).timestamp == WHEN
+
+
+@pytest.mark.parametrize("clock", [lambda: "soon", lambda: 10**30, lambda: 1 / 0], ids=["text", "huge", "raises"])
+def test_a_python_clock_that_gives_no_usable_instant_falls_back_to_the_system_clock(
+    monkeypatch: pytest.MonkeyPatch, clock: Any
+) -> None:
+    before = datetime.datetime.now(timezone.utc)
+    monkeypatch.setattr(time, "time_ns", clock)
+    event = DomainEvent(event_type="plan_applied")
+    monkeypatch.undo()
+    assert before <= event.timestamp <= datetime.datetime.now(timezone.utc)
+
+
 def test_none_means_the_default() -> None:
     event = DomainEvent(event_type="plan_applied", timestamp=None, details=None, event_id=None, plan_id=None)
     assert event.details == {}
