@@ -194,12 +194,21 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     {
         return Some(Json::Array(obj.clone()));
     }
-    if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("mode", "json").ok()?;
-        return obj.call_method("model_dump", (), Some(&kwargs)).ok().map(Json::As);
+    model_dict(obj, Some("json")).map(|dumped| Json::As(dumped.into_any()))
+}
+
+/// A pydantic-like model's `model_dump(mode=...)`, when it gives a dict.
+/// Anything else is not a model: a `Mock` answers every attribute with
+/// another `Mock`, and following those would never end.
+fn model_dict<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<'py, PyDict>> {
+    if obj.is_instance_of::<pyo3::types::PyType>() || !obj.hasattr("model_dump").unwrap_or(false) {
+        return None;
     }
-    None
+    let kwargs = PyDict::new(obj.py());
+    if let Some(mode) = mode {
+        kwargs.set_item("mode", mode).ok()?;
+    }
+    obj.call_method("model_dump", (), Some(&kwargs)).ok()?.cast_into::<PyDict>().ok()
 }
 
 /// An Enum member's value; `None` for anything else.

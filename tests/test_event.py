@@ -88,6 +88,31 @@ def test_defaults() -> None:
     assert uuid.UUID(event.event_id).version == 7
 
 
+def test_a_mock_in_details_dumps_as_its_text_instead_of_following_mocks_for_ever() -> None:
+    """A `Mock` has a `model_dump` that returns another `Mock`: taking it for a model never ended.
+
+    Run in a child with a bounded address space, so that the endless walk fails there
+    instead of exhausting this machine's memory.
+    """
+    script = textwrap.dedent(
+        """
+        import json, resource
+        from unittest import mock
+        from auditbus import DomainEvent
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        held = {"client": mock.MagicMock(), "plain": mock.Mock()}
+        event = DomainEvent(event_type="plan_applied", details=held)
+        expected = {name: str(value) for name, value in held.items()}
+        assert json.loads(event.model_dump_json())["details"] == expected
+        assert event.model_dump(mode="json")["details"] == expected
+        assert event.model_dump()["details"] == held
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr[-2000:]
+
+
 # What freezegun and time-machine patch to freeze or move Python's clock.
 FROZEN_NS = 1_704_164_645_678_901_234  # 2024-01-02T03:04:05.678901234Z
 
