@@ -194,7 +194,10 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     {
         return Some(Json::Array(obj.clone()));
     }
-    model_dict(obj, Some("json")).map(|dumped| Json::As(dumped.into_any()))
+    if let Some(dumped) = model_dict(obj, Some("json")) {
+        return Some(Json::As(dumped.into_any()));
+    }
+    dataclass_dict(obj).map(|dict| Json::Object(dict, obj.as_ptr() as usize))
 }
 
 /// A pydantic-like model's `model_dump(mode=...)`, when it gives a dict.
@@ -209,6 +212,24 @@ fn model_dict<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<
         kwargs.set_item("mode", mode).ok()?;
     }
     obj.call_method("model_dump", (), Some(&kwargs)).ok()?.cast_into::<PyDict>().ok()
+}
+
+/// A dataclass instance's fields by name, as pydantic dumps it (its `str()`
+/// would hide the field names that redaction matches).
+fn dataclass_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    static FIELDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = obj.py();
+    // On the type, as `dataclasses.is_dataclass` looks: a `Mock` instance has every attribute.
+    if obj.is_instance_of::<pyo3::types::PyType>() || !obj.get_type().hasattr("__dataclass_fields__").unwrap_or(false) {
+        return None;
+    }
+    let fields = FIELDS.get_or_try_init(py, || py.import("dataclasses")?.getattr("fields").map(Bound::unbind)).ok()?;
+    let dict = PyDict::new(py);
+    for field in fields.bind(py).call1((obj,)).ok()?.try_iter().ok()? {
+        let name = field.ok()?.getattr("name").ok()?;
+        dict.set_item(&name, obj.getattr(name.cast::<PyString>().ok()?).ok()?).ok()?;
+    }
+    Some(dict)
 }
 
 /// An Enum member's value; `None` for anything else.
@@ -247,7 +268,11 @@ pub fn copy_containers<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
 fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let is_dict = obj.is_instance_of::<PyDict>();
-    if !(is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+    let simple = is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
+    // pydantic's model_dump() gives a model or a dataclass held in a field
+    // typed `Any` as a dict of its fields.
+    let as_dict = if simple || is_leaf(obj) { None } else { model_dict(obj, None).or_else(|| dataclass_dict(obj)) };
+    if !simple && as_dict.is_none() {
         return Ok(obj.clone());
     }
     let id = obj.as_ptr() as usize;
@@ -255,7 +280,13 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
         return Ok(obj.clone());
     }
     path.push(id);
-    let copied = if let Ok(dict) = obj.cast::<PyDict>() {
+    let copied = if let Some(dict) = as_dict {
+        let out = PyDict::new(py);
+        for (key, value) in dict.iter() {
+            out.set_item(key, copy_walk(&value, path)?)?;
+        }
+        out.into_any()
+    } else if let Ok(dict) = obj.cast::<PyDict>() {
         let out = PyDict::new(py);
         for (key, value) in dict.iter() {
             out.set_item(key, copy_walk(&value, path)?)?;
@@ -271,6 +302,15 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
     };
     path.pop();
     Ok(copied)
+}
+
+/// Scalars that are never a model or a dataclass, spared the attribute look-ups.
+fn is_leaf(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_none()
+        || obj.is_instance_of::<PyString>()
+        || obj.is_instance_of::<PyInt>()
+        || obj.is_instance_of::<PyFloat>()
+        || obj.is_instance_of::<PyBytes>()
 }
 
 /// The name of a value's type, for error messages.

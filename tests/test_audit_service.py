@@ -303,6 +303,27 @@ def test_an_unknown_event_type_filter_raises_where_the_legacy_matched_nothing(tm
         svc.query(event_type="plan_aplied")
 
 
+@dataclasses.dataclass
+class _Credentials:
+    user: str
+    password: str
+
+
+def test_a_dataclass_in_details_is_stored_as_its_fields_redacted_where_the_legacy_wrote_its_str(
+    tmp_path: Path,
+) -> None:
+    held = _Credentials("alice", "hunter2hunter2")
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("config_changed", details={"held": held})
+    assert legacy.query()[0].details == {"held": str(held)}  # json.dumps(default=str)
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("config_changed", details={"held": held, "listed": [held]})
+        stored = {"user": "alice", "password": auditbus.REDACTED}
+        assert svc.query(event_type="config_changed")[0].details == {"held": stored, "listed": [stored]}
+    assert b"hunter2hunter2" not in (tmp_path / "a.db").read_bytes()
+
+
 def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: Path) -> None:
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
     for _ in range(3):

@@ -9,6 +9,7 @@ failure with the reason, so each difference is shown to exist, not claimed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
 import math
@@ -17,6 +18,7 @@ from datetime import timedelta, timezone
 from types import ModuleType
 from typing import Any
 
+import pydantic
 import pytest
 from conftest import impls
 
@@ -332,6 +334,28 @@ def test_model_dump_json_mode(impl: ModuleType) -> None:
         "user_identity": "alice",
         "details": {"files_changed": 3, "nested": {"paths": ["/a", "/b"]}},
     }
+
+
+@dataclasses.dataclass
+class Credentials:
+    user: str
+    password: str
+
+
+class Limits(pydantic.BaseModel):
+    max_tokens: int
+    api_key: str
+
+
+@pytest.mark.parametrize("value", [Credentials("alice", "s3cr3t"), Limits(max_tokens=5, api_key="k-1")])
+def test_a_dataclass_or_model_in_details_is_dumped_as_its_fields(impl: ModuleType, value: object) -> None:
+    """pydantic dumps a dataclass or a model held in `details` (typed `Any`) as a dict of its fields."""
+    fields = {"user": "alice", "password": "s3cr3t"} if isinstance(value, Credentials) else vars(value)
+    event = make(impl, details={"held": value, "listed": [value]})
+    assert event.model_dump()["details"] == {"held": fields, "listed": [fields]}
+    assert event.model_dump(mode="json")["details"] == {"held": fields, "listed": [fields]}
+    assert json.loads(event.model_dump_json())["details"] == {"held": fields, "listed": [fields]}
+    assert event.details["held"] is value
 
 
 def test_model_dump_exclude_none_include_exclude(impl: ModuleType) -> None:
