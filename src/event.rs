@@ -99,7 +99,7 @@ impl EventKind {
 
 /// One domain event. Frozen: attributes cannot be assigned, so every handler
 /// sees what the emitter built.
-#[pyclass(frozen, module = "auditbus", name = "DomainEvent")]
+#[pyclass(frozen, weakref, module = "auditbus", name = "DomainEvent")]
 pub struct DomainEvent {
     kind: EventKind,
     timestamp: DateTime<Utc>,

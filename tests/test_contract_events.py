@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import gc
 import json
 import math
 import pickle
+import weakref
 from datetime import timedelta, timezone
 from types import ModuleType
 from typing import Any
@@ -291,6 +293,17 @@ def test_copy_and_deepcopy(impl: ModuleType) -> None:
     deep = copy.deepcopy(event)
     assert deep == event
     assert deep.details["nested"] is not event.details["nested"]
+
+
+def test_events_can_be_weakly_referenced(impl: ModuleType) -> None:
+    """A cache of recent events keyed by id (`weakref.WeakValueDictionary`) holds them weakly."""
+    cache: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+    event = make(impl)
+    cache["latest"] = event
+    assert cache["latest"] is event
+    del event
+    gc.collect()
+    assert "latest" not in cache
 
 
 def test_match_by_keyword(impl: ModuleType) -> None:
