@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -322,6 +323,42 @@ def test_a_dataclass_in_details_is_stored_as_its_fields_redacted_where_the_legac
         stored = {"user": "alice", "password": auditbus.REDACTED}
         assert svc.query(event_type="config_changed")[0].details == {"held": stored, "listed": [stored]}
     assert b"hunter2hunter2" not in (tmp_path / "a.db").read_bytes()
+
+
+def test_record_returns_what_was_stored_where_the_legacy_returned_the_callers_details(tmp_path: Path) -> None:
+    details = {"password": "hunter2hunter2", "amount": Decimal("1.50")}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    entry = legacy.record(EventType.CONFIG_CHANGED, details=details)
+    assert entry.details is details  # the caller's own dict: secret and Decimal as given
+    assert entry.event_type is EventType.CONFIG_CHANGED
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        entry = svc.record(EventType.CONFIG_CHANGED, details=details)
+        assert entry.details == {"password": auditbus.REDACTED, "amount": "1.50"}
+        assert type(entry.event_type) is str
+        assert entry == svc.query(event_type="config_changed")[0]
+
+
+def test_record_and_query_refuse_values_the_legacy_handed_to_sqlite(tmp_path: Path) -> None:
+    """The legacy service bound whatever it got: an int id was stored, and matched, as text."""
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", plan_id=5, user_identity=7)  # type: ignore[arg-type]
+    legacy.record("plan_applied", details=["not", "a", "dict"])  # type: ignore[arg-type]
+    assert [(e.plan_id, e.user_identity) for e in legacy.query(plan_id=5)] == [("5", "7")]  # type: ignore[arg-type]
+    assert len(legacy.query(limit="5")) == len(legacy.query(limit=2.0)) == 2  # type: ignore[arg-type]
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        for call, error in [
+            (lambda: svc.record("plan_applied", plan_id=5), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.record("plan_applied", user_identity=7), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.record("plan_applied", details=["not", "a", "dict"]), ValueError),  # type: ignore[arg-type]
+            (lambda: svc.query(plan_id=5), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.query(limit="5"), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.query(limit=2.0), TypeError),  # type: ignore[arg-type]
+        ]:
+            with pytest.raises(error):
+                call()
+        assert svc.count(event_type="plan_applied") == 0
 
 
 def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: Path) -> None:
