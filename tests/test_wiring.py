@@ -10,7 +10,9 @@ import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import auditbus
 import pytest
@@ -187,6 +189,21 @@ def test_subscriber_rejects_something_that_is_not_a_service() -> None:
     accepted = "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, got str"
     with pytest.raises(TypeError, match=re.escape(accepted)):
         AuditEventSubscriber(ReactiveEventBus(), "audit.db")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("double", ["spec", "autospec"])
+def test_a_mocked_service_gets_the_legacy_record_call(impl: ModuleType, double: str) -> None:
+    """A service's own tests mock the audit service and assert on `record()`; a spec'd mock passes isinstance()."""
+    if double == "spec":
+        audit = mock.MagicMock(spec=impl.AuditService)
+    else:
+        audit = mock.create_autospec(impl.AuditService, instance=True)
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, audit)
+    bus.emit(impl.DomainEvent(event_type="plan_applied", plan_id="p1", actor_name="bob", details={"files": 2}))
+    audit.record.assert_called_once_with(
+        "plan_applied", plan_id="p1", user_identity=None, details={"files": 2, "actor_name": "bob"}
+    )
 
 
 def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:

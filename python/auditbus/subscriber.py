@@ -39,14 +39,17 @@ class AuditEventSubscriber:
     reaches the emitter. Wiring this subscriber and `ReactiveEventBus(audit=...)`
     together writes each event once: rows are unique by `event_id`.
 
-    Any other object with a `record()` method (a test double, a wrapper around
-    a service) gets the legacy call instead: `record(event_type, plan_id=...,
-    user_identity=..., details=...)`, with `actor_name`, `project_name` and
-    `session_id` added to the details and the details redacted first.
+    Any other object with a `record()` method (a test double, even one made
+    with `spec=AuditService`; a wrapper around a service) gets the legacy call
+    instead: `record(event_type, plan_id=..., user_identity=..., details=...)`,
+    with `actor_name`, `project_name` and `session_id` added to the details
+    and the details redacted first.
     """
 
     def __init__(self, event_bus: ReactiveEventBus, audit_service: AuditService | _Recorder) -> None:
-        if isinstance(audit_service, AuditService):
+        # The type too: a mock made with spec=AuditService passes isinstance(),
+        # and the tests that made it assert on the legacy record() call.
+        if isinstance(audit_service, AuditService) and issubclass(type(audit_service), AuditService):
             self._record: Callable[[DomainEvent], object] = audit_service.record_event
         elif callable(getattr(audit_service, "record", None)):
             self._record = partial(_legacy_record, audit_service)
