@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -359,6 +360,25 @@ def test_record_and_query_refuse_values_the_legacy_handed_to_sqlite(tmp_path: Pa
             with pytest.raises(error):
                 call()
         assert svc.count(event_type="plan_applied") == 0
+
+
+def test_errors_are_audit_errors_where_the_legacy_raised_sqlite3_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "no such folder" / "audit.db"
+    legacy_service = legacy_audit().AuditService
+    with pytest.raises(sqlite3.OperationalError):
+        legacy_service(missing)
+    legacy = legacy_service(tmp_path / "legacy.db")
+    legacy.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        legacy.record("plan_applied")
+    with pytest.raises(auditbus.AuditError) as opening:
+        AuditService(missing)
+    svc = AuditService(tmp_path / "a.db")
+    svc.close()
+    with pytest.raises(auditbus.ClosedError) as recording:
+        svc.record("plan_applied")
+    assert not isinstance(opening.value, sqlite3.Error)
+    assert not isinstance(recording.value, sqlite3.Error)
 
 
 def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: Path) -> None:
