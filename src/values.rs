@@ -194,16 +194,17 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     {
         return Some(Json::Array(obj.clone()));
     }
-    if let Some(dumped) = model_dict(obj, Some("json")) {
-        return Some(Json::As(dumped.into_any()));
+    if let Some(dumped) = model_dump(obj, Some("json")) {
+        return Some(Json::As(dumped));
     }
     dataclass_dict(obj).map(|dict| Json::Object(dict, obj.as_ptr() as usize))
 }
 
-/// A pydantic-like model's `model_dump(mode=...)`, when it gives a dict.
-/// Anything else is not a model: a `Mock` answers every attribute with
-/// another `Mock`, and following those would never end.
-fn model_dict<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<'py, PyDict>> {
+/// A pydantic-like model's `model_dump(mode=...)`: a dict, or a root model's
+/// value. A dump that has a `model_dump` of its own and is not a dict is not a
+/// model's: a `Mock` answers every attribute with another `Mock`, and
+/// following those would never end.
+fn model_dump<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<'py, PyAny>> {
     if obj.is_instance_of::<pyo3::types::PyType>() || !obj.hasattr("model_dump").unwrap_or(false) {
         return None;
     }
@@ -211,7 +212,8 @@ fn model_dict<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<
     if let Some(mode) = mode {
         kwargs.set_item("mode", mode).ok()?;
     }
-    obj.call_method("model_dump", (), Some(&kwargs)).ok()?.cast_into::<PyDict>().ok()
+    let dumped = obj.call_method("model_dump", (), Some(&kwargs)).ok()?;
+    (dumped.is_instance_of::<PyDict>() || !dumped.hasattr("model_dump").unwrap_or(true)).then_some(dumped)
 }
 
 /// A dataclass instance's fields by name, as pydantic dumps it (its `str()`
@@ -270,8 +272,15 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
     let is_dict = obj.is_instance_of::<PyDict>();
     let simple = is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
     // pydantic's model_dump() gives a model or a dataclass held in a field
-    // typed `Any` as a dict of its fields.
-    let as_dict = if simple || is_leaf(obj) { None } else { model_dict(obj, None).or_else(|| dataclass_dict(obj)) };
+    // typed `Any` as a dict of its fields (a root model as its value).
+    let mut as_dict = None;
+    if !simple && !is_leaf(obj) {
+        match model_dump(obj, None) {
+            Some(dumped) if dumped.is_instance_of::<PyDict>() => as_dict = Some(dumped.cast_into::<PyDict>()?),
+            Some(root_value) => return Ok(root_value),
+            None => as_dict = dataclass_dict(obj),
+        }
+    }
     if !simple && as_dict.is_none() {
         return Ok(obj.clone());
     }

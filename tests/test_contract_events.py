@@ -361,10 +361,17 @@ class Limits(pydantic.BaseModel):
     api_key: str
 
 
-@pytest.mark.parametrize("value", [Credentials("alice", "s3cr3t"), Limits(max_tokens=5, api_key="k-1")])
-def test_a_dataclass_or_model_in_details_is_dumped_as_its_fields(impl: ModuleType, value: object) -> None:
+@pytest.mark.parametrize(
+    ("value", "fields"),
+    [
+        (Credentials("alice", "s3cr3t"), {"user": "alice", "password": "s3cr3t"}),
+        (Limits(max_tokens=5, api_key="k-1"), {"max_tokens": 5, "api_key": "k-1"}),
+        (pydantic.RootModel[list[int]]([1, 2]), [1, 2]),
+    ],
+    ids=["dataclass", "model", "root-model"],
+)
+def test_a_dataclass_or_model_in_details_is_dumped_as_its_fields(impl: ModuleType, value: object, fields: Any) -> None:
     """pydantic dumps a dataclass or a model held in `details` (typed `Any`) as a dict of its fields."""
-    fields = {"user": "alice", "password": "s3cr3t"} if isinstance(value, Credentials) else vars(value)
     event = make(impl, details={"held": value, "listed": [value]})
     assert event.model_dump()["details"] == {"held": fields, "listed": [fields]}
     assert event.model_dump(mode="json")["details"] == {"held": fields, "listed": [fields]}
