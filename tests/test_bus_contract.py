@@ -470,6 +470,20 @@ def test_the_legacy_stream_is_a_subject_and_auditbus_stream_only_an_observable(i
         assert seen == [("stream", "p1"), ("handler", "p1")]
 
 
+def test_the_legacy_private_state_is_absent_and_stats_counts_what_it_held(impl: Impl, bus: Any) -> None:
+    """Tests that read the legacy bus's private attributes move to `stats()` and `audit_log`."""
+    bus.subscribe(impl.EventType.PLAN_CREATED, lambda e: None)
+    bus.emit(impl.event())
+    private = ("_subject", "_subscriptions", "_audit_log", "_lock")
+    if impl.name == "legacy":
+        assert len(bus._subscriptions[impl.EventType.PLAN_CREATED]) == 1
+        assert all(hasattr(bus, name) for name in private)
+    else:
+        assert not any(hasattr(bus, name) for name in private)
+        assert (bus.stats()["handlers"], bus.stats()["logged"]) == (1, 1)
+    assert len(bus.audit_log) == 1
+
+
 def test_bad_input_reaches_the_legacy_bus_and_is_refused_by_auditbus(
     impl: Impl, caplog: pytest.LogCaptureFixture
 ) -> None:
