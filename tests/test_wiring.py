@@ -206,6 +206,35 @@ def test_a_mocked_service_gets_the_legacy_record_call(impl: ModuleType, double: 
     )
 
 
+def test_a_service_subclass_that_overrides_record_still_gets_the_record_call(impl: ModuleType, tmp_path: Path) -> None:
+    """A service's own AuditService subclass that adds to every row keeps doing so behind the subscriber."""
+
+    class TenantAudit(impl.AuditService):  # type: ignore[misc, name-defined]
+        def record(self, event_type: str, **fields: Any) -> Any:
+            fields["details"] = {**(fields.get("details") or {}), "tenant": "acme"}
+            return super().record(event_type, **fields)
+
+    audit = TenantAudit(tmp_path / "audit.db")
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, audit)
+    bus.emit(impl.DomainEvent(event_type="plan_applied", details={"files": 2}))
+    assert audit.query(event_type="plan_applied")[0].details == {"files": 2, "tenant": "acme"}
+    audit.close()
+
+
+def test_a_service_subclass_that_keeps_record_is_written_behind(service: AuditService, tmp_path: Path) -> None:
+    class PlainSubclass(AuditService):
+        pass
+
+    when = datetime(2020, 1, 2, tzinfo=timezone.utc)
+    with PlainSubclass(tmp_path / "sub.db") as audit:
+        bus = ReactiveEventBus()
+        AuditEventSubscriber(bus, audit)
+        bus.emit(DomainEvent(event_type="plan_applied", timestamp=when))
+        audit.flush()
+        assert audit.query(event_type="plan_applied")[0].timestamp == when  # the event's own: record_event()
+
+
 def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:
     assert bus.audit is service
     assert ReactiveEventBus().audit is None
