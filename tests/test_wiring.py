@@ -235,6 +235,26 @@ def test_a_service_subclass_that_keeps_record_is_written_behind(service: AuditSe
         assert audit.query(event_type="plan_applied")[0].timestamp == when  # the event's own: record_event()
 
 
+def test_failures_are_logged_on_the_auditbus_logger_not_the_legacy_module_loggers(
+    impl: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logging configuration naming `cleveragents_legacy.reactive` (or `.audit_event_subscriber`) names `auditbus`."""
+
+    def failing(*_args: object, **_fields: object) -> None:
+        raise RuntimeError("refused")
+
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, mock.Mock(record=failing))
+    bus.subscribe("plan_applied", failing)
+    with caplog.at_level(logging.ERROR):
+        bus.emit(impl.DomainEvent(event_type="plan_applied"))
+    names = sorted(record.name for record in caplog.records)
+    if impl.__name__ == "auditbus":
+        assert names == ["auditbus", "auditbus"]
+    else:
+        assert names == [f"{impl.__name__}.audit_event_subscriber", f"{impl.__name__}.reactive"]
+
+
 def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:
     assert bus.audit is service
     assert ReactiveEventBus().audit is None
