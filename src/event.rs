@@ -159,7 +159,7 @@ impl DomainEvent {
                     .or_else(|err| timestamp::from_numeric_text(&value).ok_or(err))?;
                 timestamp::in_python_range("timestamp", ts, &value)?
             }
-            None => timestamp::now(py),
+            None => timestamp::now(py)?,
         }
         .trunc_subsecs(6);
         let mut texts: [Option<Py<PyString>>; 5] = Default::default();

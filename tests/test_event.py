@@ -140,6 +140,15 @@ def test_a_python_clock_that_gives_no_usable_instant_falls_back_to_the_system_cl
     assert before <= event.timestamp <= datetime.datetime.now(timezone.utc)
 
 
+def test_an_interrupt_raised_by_pythons_clock_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "time_ns", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        DomainEvent(event_type="plan_applied")
+
+
 def test_none_means_the_default() -> None:
     event = DomainEvent(event_type="plan_applied", timestamp=None, details=None, event_id=None, plan_id=None)
     assert event.details == {}
