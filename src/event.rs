@@ -99,7 +99,7 @@ impl EventKind {
 
 /// One domain event. Frozen: attributes cannot be assigned, so every handler
 /// sees what the emitter built.
-#[pyclass(frozen, module = "auditbus", name = "DomainEvent")]
+#[pyclass(frozen, weakref, module = "auditbus", name = "DomainEvent")]
 pub struct DomainEvent {
     kind: EventKind,
     timestamp: DateTime<Utc>,
@@ -159,7 +159,7 @@ impl DomainEvent {
                     .or_else(|err| timestamp::from_numeric_text(&value).ok_or(err))?;
                 timestamp::in_python_range("timestamp", ts, &value)?
             }
-            None => Utc::now(),
+            None => timestamp::now(py)?,
         }
         .trunc_subsecs(6);
         let mut texts: [Option<Py<PyString>>; 5] = Default::default();

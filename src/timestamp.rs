@@ -7,12 +7,37 @@
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString};
 
 use crate::errors::{Error, Result};
 use crate::values::{masked, short_repr};
 
 const ACCEPTED: &str = "expected a datetime, a date, an ISO-8601 string or Unix seconds";
+
+/// Now, for an event's or a `record()` row's default timestamp: Python's
+/// `time.time_ns()`, looked up at each call, as the legacy `datetime.now(UTC)`
+/// read Python's clock, so a test that freezes or moves it (freezegun,
+/// time-machine) moves these timestamps too. The system clock when that call
+/// fails or gives no instant a `datetime` holds; a `KeyboardInterrupt` (any
+/// `BaseException` that is not an `Exception`) raised there propagates.
+pub fn now(py: Python<'_>) -> PyResult<DateTime<Utc>> {
+    static TIME: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let from_python = || -> PyResult<i128> {
+        let module = TIME.get_or_try_init(py, || py.import("time").map(Bound::unbind))?;
+        module.bind(py).getattr(pyo3::intern!(py, "time_ns"))?.call0()?.extract::<i128>()
+    };
+    let ns = match from_python() {
+        Ok(ns) => ns,
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyException>(py) => return Ok(Utc::now()),
+        Err(err) => return Err(err),
+    };
+    let instant = i64::try_from(ns.div_euclid(1_000_000_000)).ok().and_then(|secs| {
+        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).ok()?;
+        DateTime::from_timestamp(secs, nanos)
+    });
+    Ok(instant.filter(|ts| (1..=9999).contains(&ts.year())).unwrap_or_else(Utc::now))
+}
 
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {

@@ -194,12 +194,44 @@ fn special<'py>(obj: &Bound<'py, PyAny>) -> Option<Json<'py>> {
     {
         return Some(Json::Array(obj.clone()));
     }
-    if obj.hasattr("model_dump").unwrap_or(false) && !obj.is_instance_of::<pyo3::types::PyType>() {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("mode", "json").ok()?;
-        return obj.call_method("model_dump", (), Some(&kwargs)).ok().map(Json::As);
+    if let Some(dumped) = model_dump(obj, Some("json")) {
+        return Some(Json::As(dumped));
     }
-    None
+    dataclass_dict(obj).map(|dict| Json::Object(dict, obj.as_ptr() as usize))
+}
+
+/// A pydantic-like model's `model_dump(mode=...)`: a dict, or a root model's
+/// value. A dump that has a `model_dump` of its own and is not a dict is not a
+/// model's: a `Mock` answers every attribute with another `Mock`, and
+/// following those would never end.
+fn model_dump<'py>(obj: &Bound<'py, PyAny>, mode: Option<&str>) -> Option<Bound<'py, PyAny>> {
+    if obj.is_instance_of::<pyo3::types::PyType>() || !obj.hasattr("model_dump").unwrap_or(false) {
+        return None;
+    }
+    let kwargs = PyDict::new(obj.py());
+    if let Some(mode) = mode {
+        kwargs.set_item("mode", mode).ok()?;
+    }
+    let dumped = obj.call_method("model_dump", (), Some(&kwargs)).ok()?;
+    (dumped.is_instance_of::<PyDict>() || !dumped.hasattr("model_dump").unwrap_or(true)).then_some(dumped)
+}
+
+/// A dataclass instance's fields by name, as pydantic dumps it (its `str()`
+/// would hide the field names that redaction matches).
+fn dataclass_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    static FIELDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = obj.py();
+    // On the type, as `dataclasses.is_dataclass` looks: a `Mock` instance has every attribute.
+    if obj.is_instance_of::<pyo3::types::PyType>() || !obj.get_type().hasattr("__dataclass_fields__").unwrap_or(false) {
+        return None;
+    }
+    let fields = FIELDS.get_or_try_init(py, || py.import("dataclasses")?.getattr("fields").map(Bound::unbind)).ok()?;
+    let dict = PyDict::new(py);
+    for field in fields.bind(py).call1((obj,)).ok()?.try_iter().ok()? {
+        let name = field.ok()?.getattr("name").ok()?;
+        dict.set_item(&name, obj.getattr(name.cast::<PyString>().ok()?).ok()?).ok()?;
+    }
+    Some(dict)
 }
 
 /// An Enum member's value; `None` for anything else.
@@ -238,7 +270,18 @@ pub fn copy_containers<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
 fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let is_dict = obj.is_instance_of::<PyDict>();
-    if !(is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+    let simple = is_dict || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
+    // pydantic's model_dump() gives a model or a dataclass held in a field
+    // typed `Any` as a dict of its fields (a root model as its value).
+    let mut as_dict = None;
+    if !simple && !is_leaf(obj) {
+        match model_dump(obj, None) {
+            Some(dumped) if dumped.is_instance_of::<PyDict>() => as_dict = Some(dumped.cast_into::<PyDict>()?),
+            Some(root_value) => return Ok(root_value),
+            None => as_dict = dataclass_dict(obj),
+        }
+    }
+    if !simple && as_dict.is_none() {
         return Ok(obj.clone());
     }
     let id = obj.as_ptr() as usize;
@@ -246,7 +289,13 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
         return Ok(obj.clone());
     }
     path.push(id);
-    let copied = if let Ok(dict) = obj.cast::<PyDict>() {
+    let copied = if let Some(dict) = as_dict {
+        let out = PyDict::new(py);
+        for (key, value) in dict.iter() {
+            out.set_item(key, copy_walk(&value, path)?)?;
+        }
+        out.into_any()
+    } else if let Ok(dict) = obj.cast::<PyDict>() {
         let out = PyDict::new(py);
         for (key, value) in dict.iter() {
             out.set_item(key, copy_walk(&value, path)?)?;
@@ -262,6 +311,15 @@ fn copy_walk<'py>(obj: &Bound<'py, PyAny>, path: &mut Vec<usize>) -> PyResult<Bo
     };
     path.pop();
     Ok(copied)
+}
+
+/// Scalars that are never a model or a dataclass, spared the attribute look-ups.
+fn is_leaf(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_none()
+        || obj.is_instance_of::<PyString>()
+        || obj.is_instance_of::<PyInt>()
+        || obj.is_instance_of::<PyFloat>()
+        || obj.is_instance_of::<PyBytes>()
 }
 
 /// The name of a value's type, for error messages.

@@ -10,12 +10,15 @@ import os
 import pickle
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import weakref
 from datetime import datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -276,6 +279,17 @@ def test_numbers_read_back_exactly(svc: AuditService) -> None:
     assert svc.query(plan_id="floats")[0].details == values
 
 
+def test_the_record_timestamp_reads_pythons_clock_so_a_frozen_clock_freezes_it(
+    svc: AuditService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The legacy `record()` stamped `datetime.now(UTC)`; freezegun and time-machine patch `time.time_ns`."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_704_164_645_678_901_234)
+    expected = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert svc.record("auth_success").timestamp == expected
+    monkeypatch.undo()
+    assert svc.query(event_type="auth_success")[0].timestamp == expected
+
+
 # --- deliberate differences from the legacy service (README, "Deliberate differences") ---------
 
 
@@ -289,6 +303,82 @@ def test_an_unknown_event_type_filter_raises_where_the_legacy_matched_nothing(tm
         pytest.raises(ValueError, match=r"plan_aplied.*accepted: plan_created"),
     ):
         svc.query(event_type="plan_aplied")
+
+
+@dataclasses.dataclass
+class _Credentials:
+    user: str
+    password: str
+
+
+def test_a_dataclass_in_details_is_stored_as_its_fields_redacted_where_the_legacy_wrote_its_str(
+    tmp_path: Path,
+) -> None:
+    held = _Credentials("alice", "hunter2hunter2")
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("config_changed", details={"held": held})
+    assert legacy.query()[0].details == {"held": str(held)}  # json.dumps(default=str)
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        svc.record("config_changed", details={"held": held, "listed": [held]})
+        stored = {"user": "alice", "password": auditbus.REDACTED}
+        assert svc.query(event_type="config_changed")[0].details == {"held": stored, "listed": [stored]}
+    assert b"hunter2hunter2" not in (tmp_path / "a.db").read_bytes()
+
+
+def test_record_returns_what_was_stored_where_the_legacy_returned_the_callers_details(tmp_path: Path) -> None:
+    details = {"password": "hunter2hunter2", "amount": Decimal("1.50")}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    entry = legacy.record(EventType.CONFIG_CHANGED, details=details)
+    assert entry.details is details  # the caller's own dict: secret and Decimal as given
+    assert entry.event_type is EventType.CONFIG_CHANGED
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        entry = svc.record(EventType.CONFIG_CHANGED, details=details)
+        assert entry.details == {"password": auditbus.REDACTED, "amount": "1.50"}
+        assert type(entry.event_type) is str
+        assert entry == svc.query(event_type="config_changed")[0]
+
+
+def test_record_and_query_refuse_values_the_legacy_handed_to_sqlite(tmp_path: Path) -> None:
+    """The legacy service bound whatever it got: an int id was stored, and matched, as text."""
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", plan_id=5, user_identity=7)  # type: ignore[arg-type]
+    legacy.record("plan_applied", details=["not", "a", "dict"])  # type: ignore[arg-type]
+    assert [(e.plan_id, e.user_identity) for e in legacy.query(plan_id=5)] == [("5", "7")]  # type: ignore[arg-type]
+    assert len(legacy.query(limit="5")) == len(legacy.query(limit=2.0)) == 2  # type: ignore[arg-type]
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        for call, error in [
+            (lambda: svc.record("plan_applied", plan_id=5), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.record("plan_applied", user_identity=7), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.record("plan_applied", details=["not", "a", "dict"]), ValueError),  # type: ignore[arg-type]
+            (lambda: svc.query(plan_id=5), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.query(limit="5"), TypeError),  # type: ignore[arg-type]
+            (lambda: svc.query(limit=2.0), TypeError),  # type: ignore[arg-type]
+        ]:
+            with pytest.raises(error):
+                call()
+        assert svc.count(event_type="plan_applied") == 0
+
+
+def test_errors_are_audit_errors_where_the_legacy_raised_sqlite3_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "no such folder" / "audit.db"
+    legacy_service = legacy_audit().AuditService
+    with pytest.raises(sqlite3.OperationalError):
+        legacy_service(missing)
+    legacy = legacy_service(tmp_path / "legacy.db")
+    legacy.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        legacy.record("plan_applied")
+    with pytest.raises(auditbus.AuditError) as opening:
+        AuditService(missing)
+    svc = AuditService(tmp_path / "a.db")
+    svc.close()
+    with pytest.raises(auditbus.ClosedError) as recording:
+        svc.record("plan_applied")
+    assert not isinstance(opening.value, sqlite3.Error)
+    assert not isinstance(recording.value, sqlite3.Error)
 
 
 def test_a_negative_limit_raises_where_the_legacy_returned_every_row(tmp_path: Path) -> None:

@@ -456,6 +456,34 @@ def test_a_coroutine_handler_never_runs_on_the_legacy_bus_and_is_scheduled_on_au
         assert never_awaited == []
 
 
+def test_the_legacy_stream_is_a_subject_and_auditbus_stream_only_an_observable(impl: Impl, bus: Any) -> None:
+    """The legacy `stream` is its RxPY `Subject`: `on_next` reaches its observers and no handler."""
+    seen: list[str] = []
+    bus.stream.subscribe(lambda e: seen.append(("stream", e.plan_id)))
+    bus.subscribe(impl.EventType.PLAN_CREATED, lambda e: seen.append(("handler", e.plan_id)))
+    if impl.name == "legacy":
+        bus.stream.on_next(impl.event(plan_id="p1"))
+        assert seen == [("stream", "p1")]
+    else:
+        assert not any(hasattr(bus.stream, name) for name in ("on_next", "on_error", "on_completed"))
+        bus.emit(impl.event(plan_id="p1"))
+        assert seen == [("stream", "p1"), ("handler", "p1")]
+
+
+def test_the_legacy_private_state_is_absent_and_stats_counts_what_it_held(impl: Impl, bus: Any) -> None:
+    """Tests that read the legacy bus's private attributes move to `stats()` and `audit_log`."""
+    bus.subscribe(impl.EventType.PLAN_CREATED, lambda e: None)
+    bus.emit(impl.event())
+    private = ("_subject", "_subscriptions", "_audit_log", "_lock")
+    if impl.name == "legacy":
+        assert len(bus._subscriptions[impl.EventType.PLAN_CREATED]) == 1
+        assert all(hasattr(bus, name) for name in private)
+    else:
+        assert not any(hasattr(bus, name) for name in private)
+        assert (bus.stats()["handlers"], bus.stats()["logged"]) == (1, 1)
+    assert len(bus.audit_log) == 1
+
+
 def test_bad_input_reaches_the_legacy_bus_and_is_refused_by_auditbus(
     impl: Impl, caplog: pytest.LogCaptureFixture
 ) -> None:

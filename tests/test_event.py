@@ -88,6 +88,67 @@ def test_defaults() -> None:
     assert uuid.UUID(event.event_id).version == 7
 
 
+def test_a_mock_in_details_dumps_as_its_text_instead_of_following_mocks_for_ever() -> None:
+    """A `Mock` has a `model_dump` that returns another `Mock`: taking it for a model never ended.
+
+    Run in a child with a bounded address space, so that the endless walk fails there
+    instead of exhausting this machine's memory.
+    """
+    script = textwrap.dedent(
+        """
+        import json, resource
+        from unittest import mock
+        from auditbus import DomainEvent
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        held = {"client": mock.MagicMock(), "plain": mock.Mock()}
+        event = DomainEvent(event_type="plan_applied", details=held)
+        expected = {name: str(value) for name, value in held.items()}
+        assert json.loads(event.model_dump_json())["details"] == expected
+        assert event.model_dump(mode="json")["details"] == expected
+        assert event.model_dump()["details"] == held
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr[-2000:]
+
+
+# What freezegun and time-machine patch to freeze or move Python's clock.
+FROZEN_NS = 1_704_164_645_678_901_234  # 2024-01-02T03:04:05.678901234Z
+
+
+def test_the_default_timestamp_reads_pythons_clock_so_a_frozen_clock_freezes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The legacy default was `datetime.now(UTC)`: a service's tests under freezegun saw the frozen time."""
+    monkeypatch.setattr(time, "time_ns", lambda: FROZEN_NS)
+    expected = datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert DomainEvent(event_type="plan_applied").timestamp == expected
+    assert DomainEvent(event_type="plan_applied", timestamp=None).timestamp == expected
+    assert DomainEvent.model_validate({"event_type": "plan_applied"}).timestamp == expected
+    assert DomainEvent(event_type="plan_applied", timestamp=WHEN).timestamp == WHEN
+
+
+@pytest.mark.parametrize("clock", [lambda: "soon", lambda: 10**30, lambda: 1 / 0], ids=["text", "huge", "raises"])
+def test_a_python_clock_that_gives_no_usable_instant_falls_back_to_the_system_clock(
+    monkeypatch: pytest.MonkeyPatch, clock: Any
+) -> None:
+    before = datetime.datetime.now(timezone.utc)
+    monkeypatch.setattr(time, "time_ns", clock)
+    event = DomainEvent(event_type="plan_applied")
+    monkeypatch.undo()
+    assert before <= event.timestamp <= datetime.datetime.now(timezone.utc)
+
+
+def test_an_interrupt_raised_by_pythons_clock_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "time_ns", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        DomainEvent(event_type="plan_applied")
+
+
 def test_none_means_the_default() -> None:
     event = DomainEvent(event_type="plan_applied", timestamp=None, details=None, event_id=None, plan_id=None)
     assert event.details == {}

@@ -285,17 +285,32 @@ def test_two_services_with_opposite_rules_on_one_thread_keep_their_own_verdicts(
         assert [dict(e.details) for e in b.query(limit=None)] == [want_b] * 6
 
 
-@dataclasses.dataclass
 class Creds:
+    """A plain object that prints like a dataclass."""
+
+    def __init__(self, user: str, password: list[str]) -> None:
+        self.user, self.password = user, password
+
+    def __repr__(self) -> str:
+        return f"Creds(user={self.user!r}, password={self.password!r})"
+
+
+@dataclasses.dataclass
+class DataCreds:
     user: str
     password: list[str]
 
 
 def test_an_object_stored_as_its_text_has_a_secret_container_field_masked_whole(svc: AuditService) -> None:
-    # A dataclass has no JSON form: its str() is stored, and the list under
+    # An object with no JSON form: its str() is stored, and the list under
     # `password` in that text is the secret, brackets to brackets.
     row = stored(svc, {"login": Creds("bob", ["hunter2", "x"])})
     assert row == {"login": f"Creds(user='bob', password={M})"}
+
+
+def test_a_dataclass_is_stored_as_its_fields_with_a_secret_container_field_masked_whole(svc: AuditService) -> None:
+    row = stored(svc, {"login": DataCreds("bob", ["hunter2", "x"])})
+    assert row == {"login": {"user": "bob", "password": M}}
 
 
 def test_an_event_recorded_while_details_are_walked_is_stored_whole(svc: AuditService) -> None:

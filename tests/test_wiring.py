@@ -10,7 +10,9 @@ import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import auditbus
 import pytest
@@ -187,6 +189,70 @@ def test_subscriber_rejects_something_that_is_not_a_service() -> None:
     accepted = "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, got str"
     with pytest.raises(TypeError, match=re.escape(accepted)):
         AuditEventSubscriber(ReactiveEventBus(), "audit.db")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("double", ["spec", "autospec"])
+def test_a_mocked_service_gets_the_legacy_record_call(impl: ModuleType, double: str) -> None:
+    """A service's own tests mock the audit service and assert on `record()`; a spec'd mock passes isinstance()."""
+    if double == "spec":
+        audit = mock.MagicMock(spec=impl.AuditService)
+    else:
+        audit = mock.create_autospec(impl.AuditService, instance=True)
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, audit)
+    bus.emit(impl.DomainEvent(event_type="plan_applied", plan_id="p1", actor_name="bob", details={"files": 2}))
+    audit.record.assert_called_once_with(
+        "plan_applied", plan_id="p1", user_identity=None, details={"files": 2, "actor_name": "bob"}
+    )
+
+
+def test_a_service_subclass_that_overrides_record_still_gets_the_record_call(impl: ModuleType, tmp_path: Path) -> None:
+    """A service's own AuditService subclass that adds to every row keeps doing so behind the subscriber."""
+
+    class TenantAudit(impl.AuditService):  # type: ignore[misc, name-defined]
+        def record(self, event_type: str, **fields: Any) -> Any:
+            fields["details"] = {**(fields.get("details") or {}), "tenant": "acme"}
+            return super().record(event_type, **fields)
+
+    audit = TenantAudit(tmp_path / "audit.db")
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, audit)
+    bus.emit(impl.DomainEvent(event_type="plan_applied", details={"files": 2}))
+    assert audit.query(event_type="plan_applied")[0].details == {"files": 2, "tenant": "acme"}
+    audit.close()
+
+
+def test_a_service_subclass_that_keeps_record_is_written_behind(service: AuditService, tmp_path: Path) -> None:
+    class PlainSubclass(AuditService):
+        pass
+
+    when = datetime(2020, 1, 2, tzinfo=timezone.utc)
+    with PlainSubclass(tmp_path / "sub.db") as audit:
+        bus = ReactiveEventBus()
+        AuditEventSubscriber(bus, audit)
+        bus.emit(DomainEvent(event_type="plan_applied", timestamp=when))
+        audit.flush()
+        assert audit.query(event_type="plan_applied")[0].timestamp == when  # the event's own: record_event()
+
+
+def test_failures_are_logged_on_the_auditbus_logger_not_the_legacy_module_loggers(
+    impl: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logging configuration naming `cleveragents_legacy.reactive` (or `.audit_event_subscriber`) names `auditbus`."""
+
+    def failing(*_args: object, **_fields: object) -> None:
+        raise RuntimeError("refused")
+
+    bus = impl.ReactiveEventBus()
+    impl.AuditEventSubscriber(bus, mock.Mock(record=failing))
+    bus.subscribe("plan_applied", failing)
+    with caplog.at_level(logging.ERROR):
+        bus.emit(impl.DomainEvent(event_type="plan_applied"))
+    names = sorted(record.name for record in caplog.records)
+    if impl.__name__ == "auditbus":
+        assert names == ["auditbus", "auditbus"]
+    else:
+        assert names == [f"{impl.__name__}.audit_event_subscriber", f"{impl.__name__}.reactive"]
 
 
 def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:

@@ -39,14 +39,24 @@ class AuditEventSubscriber:
     reaches the emitter. Wiring this subscriber and `ReactiveEventBus(audit=...)`
     together writes each event once: rows are unique by `event_id`.
 
-    Any other object with a `record()` method (a test double, a wrapper around
-    a service) gets the legacy call instead: `record(event_type, plan_id=...,
-    user_identity=..., details=...)`, with `actor_name`, `project_name` and
-    `session_id` added to the details and the details redacted first.
+    Any other object with a `record()` method (a test double, even one made
+    with `spec=AuditService`; a wrapper around a service; a subclass of
+    `AuditService` that overrides `record()`) gets the legacy call instead,
+    durable on return: `record(event_type, plan_id=..., user_identity=..., details=...)`,
+    with `actor_name`, `project_name` and `session_id` added to the details
+    and the details redacted first.
     """
 
     def __init__(self, event_bus: ReactiveEventBus, audit_service: AuditService | _Recorder) -> None:
-        if isinstance(audit_service, AuditService):
+        # The type too: a mock made with spec=AuditService passes isinstance(),
+        # and the tests that made it assert on the legacy record() call. A
+        # subclass that overrides record() gets that call, as it did before.
+        service_type = type(audit_service)
+        if (
+            isinstance(audit_service, AuditService)
+            and issubclass(service_type, AuditService)
+            and service_type.record is AuditService.record
+        ):
             self._record: Callable[[DomainEvent], object] = audit_service.record_event
         elif callable(getattr(audit_service, "record", None)):
             self._record = partial(_legacy_record, audit_service)

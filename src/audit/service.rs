@@ -657,7 +657,8 @@ impl AuditService {
                 }
             },
         };
-        let record = AuditRecord::from_dict(kind.value(), Utc::now(), new_event_id(), who, &details, &[], &self.rules)?;
+        let record =
+            AuditRecord::from_dict(kind.value(), timestamp::now(py)?, new_event_id(), who, &details, &[], &self.rules)?;
         let stored = record.clone();
         let committed = writer.record(py, record, self.put_timeout)?;
         let Some(Committed { id, recorded_at, prev_hash, chain_hash, .. }) = committed else {
