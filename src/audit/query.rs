@@ -114,22 +114,9 @@ pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
 /// The first content column of a row selected with [`ROW_COLUMNS`] that is
 /// neither NULL nor UTF-8 text, and what it holds instead.
 fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static str)>> {
-    const CONTENT: [&str; 12] = [
-        "timestamp",
-        "event_type",
-        "plan_id",
-        "user_identity",
-        "details",
-        "event_id",
-        "actor_name",
-        "project_name",
-        "session_id",
-        "outcome",
-        "source",
-        "recorded_at",
-    ];
-    for (index, column) in CONTENT.iter().enumerate() {
-        let what = match row.get_ref(index + 1)? {
+    let columns = ROW_COLUMNS.split(',').map(str::trim).enumerate();
+    for (index, column) in columns.filter(|(_, c)| !matches!(*c, "id" | "prev_hash" | "chain_hash")) {
+        let what = match row.get_ref(index)? {
             ValueRef::Null => continue,
             ValueRef::Text(t) if std::str::from_utf8(t).is_ok() => continue,
             ValueRef::Text(_) => "text that is not valid UTF-8",
