@@ -312,16 +312,19 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 });
 
 /// A filter in front of the hint automaton: one byte pair (ASCII case
-/// folded) chosen from each hint, the least common in ordinary text. A
-/// string in which no chosen pair occurs cannot hold any hint, so the
-/// automaton is skipped. Pair `k` is bit `k`: `first[x] & second[y]` has
-/// it exactly when `x`, `y` are its bytes in either case, so each pair of
-/// adjacent bytes costs two table loads and no branch.
+/// folded) chosen from each hint, one another hint chose already or else
+/// the least common in ordinary text. A string in which no chosen pair
+/// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
+/// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
+/// bytes in either case, so each pair of adjacent bytes costs two table
+/// loads and no branch. Two more bits ride along: [`SEP_BIT`] and
+/// [`DIGITS_BIT`].
 struct HintPairs {
-    /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte.
+    /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte;
+    /// [`DIGITS_BIT`]: a digit.
     first: Box<[u64; 256]>,
     /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=`, `:` and
-    /// the last byte of their fullwidth forms.
+    /// the last byte of their fullwidth forms; [`DIGITS_BIT`]: a digit.
     second: Box<[u64; 256]>,
     /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
     #[cfg_attr(not(test), allow(dead_code))]
