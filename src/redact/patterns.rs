@@ -279,19 +279,24 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // the command says is a password: `mysql -pSECRET` (glued: `-p x`
         // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
+        // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
             r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
-            r#"|(?:(?:sshpass|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
-            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
+            r#"|(?:(?:sshpass|twine|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
+            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az|oc|cf)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
+            r#"|(?:zip|unzip|zipcloak)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#"|ssh-keygen(?:[ \t][^\n;&|]*?)?[ \t]-[NP]"#,
+            r#"|(?i:convertto-securestring)(?:[ \t]+-String)?"#,
             r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
+            r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             r#")"#
@@ -568,7 +573,7 @@ fn scan_shapes(
     // are all taken) pass a flag: ` -`, which wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
         for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "arg", "userpass", "slash", "pct"] {
+            for group in ["glued", "packed", "arg", "userpass", "slash", "pct"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
