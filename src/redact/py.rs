@@ -20,7 +20,7 @@ use pyo3::types::{
 use super::walker::{Key, Sink, Walker};
 use super::{Rules, REDACTED};
 use crate::errors::Error;
-use crate::values::{classify, type_name, Json};
+use crate::values::{classify, type_name};
 
 /// Builds the redacted Python value: dicts and lists are new at every
 /// level, unchanged leaves are the original objects.
@@ -165,14 +165,7 @@ impl<'py> Sink<'py> for Objects<'py> {
         // date) is judged in the form an audit row stores it in: its JSON
         // form or its text. Kept whole when that holds a secret, it would
         // carry the secret into whatever logs the result.
-        keep_unless_changed(w, obj, |w| match classify(obj) {
-            Json::Str(s) => w.text(obj, &s.to_string_lossy(), depth),
-            Json::Text(t) => w.text(obj, &t, depth),
-            Json::Object(dict, id) => w.dict(&dict, &[], depth, id),
-            Json::Array(items) => w.seq_lenient(&items, depth),
-            Json::As(inner) => w.walk(&inner, depth),
-            Json::Null | Json::Bool(_) | Json::Int(_) | Json::UInt(_) | Json::Float(_) => Ok(obj.clone()),
-        })
+        keep_unless_changed(w, obj, |w| w.stored_form(obj, &classify(obj), depth).unwrap_or_else(|| Ok(obj.clone())))
     }
 
     fn mask_leaf(w: &mut W<'_, 'py>, obj: &Bound<'py, PyAny>, _depth: usize) -> PyResult<Self::Out> {

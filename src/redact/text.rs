@@ -178,11 +178,11 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
                 return put(&mut w.sink.buf, &f);
             }
         }
-        match classify(obj) {
-            Json::Null => {
-                w.sink.buf.push_str("null");
-                Ok(())
-            }
+        let form = classify(obj);
+        if let Some(out) = w.stored_form(obj, &form, depth) {
+            return out;
+        }
+        match form {
             Json::Bool(b) => {
                 w.sink.buf.push_str(if b { "true" } else { "false" });
                 Ok(())
@@ -190,13 +190,11 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
             Json::Int(i) => put(&mut w.sink.buf, &i),
             Json::UInt(u) => put(&mut w.sink.buf, &u),
             Json::Float(f) => put(&mut w.sink.buf, &f),
-            Json::Str(s) => w.text(obj, &s.to_string_lossy(), depth),
-            Json::Text(t) => w.text(obj, &t, depth),
-            Json::Object(dict, id) => w.dict(&dict, &[], depth, id),
-            // Odd iterables (sets, list subclasses) are read leniently: an
-            // item that raises is left out; the row is still written.
-            Json::Array(items) => w.seq_lenient(&items, depth),
-            Json::As(inner) => w.walk(&inner, depth),
+            // `Json::Null`; the other forms were walked above.
+            _ => {
+                w.sink.buf.push_str("null");
+                Ok(())
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 
 use super::walk::unique_key;
 use super::Rules;
-use crate::values::{key_text, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH, UNPRINTABLE};
+use crate::values::{key_text, Json, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH, UNPRINTABLE};
 
 /// Extra `(key, value)` entries walked as if they were in the mapping.
 pub type Extra<'py> = [(Bound<'py, PyAny>, Bound<'py, PyAny>)];
@@ -182,6 +182,21 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             return self.seq(obj, depth);
         }
         S::leaf(self, obj, depth)
+    }
+
+    /// Walks a value in the form an audit row stores it in (`form`, from
+    /// [`crate::values::classify`]): its text, a mapping, a sequence (read
+    /// leniently: an item that raises is left out, the row is still written)
+    /// or the value it converts as; `None` for a scalar, which the sink writes.
+    pub fn stored_form(&mut self, obj: &Bound<'py, PyAny>, form: &Json<'py>, depth: usize) -> Option<PyResult<S::Out>> {
+        Some(match form {
+            Json::Str(s) => self.text(obj, &s.to_string_lossy(), depth),
+            Json::Text(t) => self.text(obj, t, depth),
+            Json::Object(dict, id) => self.dict(dict, &[], depth, *id),
+            Json::Array(items) => self.seq_lenient(items, depth),
+            Json::As(inner) => self.walk(inner, depth),
+            Json::Null | Json::Bool(_) | Json::Int(_) | Json::UInt(_) | Json::Float(_) => return None,
+        })
     }
 
     /// A text value: redacted when it holds a secret.
