@@ -4,10 +4,8 @@
 //! as a card brand's numbers do and pass the Luhn check; one glued to a
 //! letter, a digit or a decimal point is part of something else.
 
-/// The fewest digits a card number has: text with fewer is not looked at.
-const MIN_DIGITS: usize = 13;
-/// The shortest text that can hold one.
-pub const MIN_LEN: usize = MIN_DIGITS;
+/// The fewest digits a card number has: shorter text is not looked at.
+pub const MIN_DIGITS: usize = 13;
 const MAX_DIGITS: usize = 19;
 
 /// Collects into `out` the byte ranges of card numbers in `s`.

@@ -491,7 +491,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     if has_sep {
         wake |= KV;
     }
-    if digits && s.len() >= super::cards::MIN_LEN {
+    if digits && s.len() >= super::cards::MIN_DIGITS {
         wake |= CARD;
     }
     if s.starts_with('-') {
@@ -542,8 +542,8 @@ fn scan_shapes(
     if wake & CARD != 0 {
         super::cards::spans(s, spans);
     }
-    // Discord and Teams webhooks have no hint of their own (the filter's
-    // pair bits are all taken): a URL that holds `webhook` is looked at.
+    // Discord and Teams webhooks have no hint of their own (`webhook` would
+    // take the pair filter's last free bit): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
             push_group(&c, "path", spans);
@@ -569,8 +569,8 @@ fn scan_shapes(
             }
         }
     }
-    // Commands whose names have no hint of their own (the filter's pair bits
-    // are all taken) pass a flag: ` -`, which wakes `FLAG`.
+    // Most commands have no hint of their own (a pair bit each, of the
+    // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
         for c in sh.cmd.captures_iter(s) {
             for group in ["glued", "packed", "arg", "userpass", "slash", "pct"] {
