@@ -115,13 +115,11 @@ def table(results: list[Result]) -> str:
             if name == case.subject:
                 ratio, target = "—", ""
             else:
-                ratio = f"{seconds / subject_time:.1f}x"
+                # Two decimals below 10x: a 0.66 printed as "0.7x" beside "❌" reads as a wrong verdict.
+                speedup = seconds / subject_time
+                ratio = f"{speedup:.2f}x" if speedup < 10 else f"{speedup:.1f}x"
                 promised = case.targets.get(name)
-                target = (
-                    ""
-                    if promised is None
-                    else f">= {promised:g}x " + ("✅" if seconds / subject_time >= promised else "❌")
-                )
+                target = "" if promised is None else f">= {promised:g}x " + ("✅" if speedup >= promised else "❌")
             lines.append(f"| {case.operation} | {name} | {_fmt(seconds)} | {ratio} | {target} |")
     return "\n".join(lines)
 
