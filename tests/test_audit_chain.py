@@ -584,6 +584,43 @@ def test_a_dropped_audit_meta_is_read_as_no_anchor(trail: Path, tmp_path: Path) 
     assert report.first_bad_id == ids(purged)[0]
 
 
+@pytest.mark.parametrize(
+    "dropped",
+    [
+        ("outcome",),
+        ("source",),
+        ("chain_hash",),
+        ("recorded_at", "prev_hash"),
+        ("session_id",),  # its index dropped first, as SQLite requires
+    ],
+    ids=",".join,
+)
+def test_a_dropped_column_is_a_verdict_and_a_writer_refuses_the_file(trail: Path, dropped: tuple[str, ...]) -> None:
+    """Every chained row's hash covers the column: without it, no row can be checked."""
+    first = ids(trail)[0]
+    for column in dropped:
+        execute(trail, f"DROP INDEX IF EXISTS ix_audit_log_{column}")
+        execute(trail, f"ALTER TABLE audit_log DROP COLUMN {column}")
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == first
+    for column in dropped:
+        assert f"'{column}'" in (report.reason or "")
+    assert "dropped" in (report.reason or "")
+    # A writer cannot write a row the chain covers: refused when opened, naming the column.
+    with pytest.raises(auditbus.AuditError, match=f"no columns? '{dropped[0]}'.*read_only=True"):
+        AuditService(trail)
+
+
+def test_a_renamed_column_is_found_as_dropped(trail: Path) -> None:
+    execute(trail, "ALTER TABLE audit_log RENAME COLUMN outcome TO result")
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert "'outcome'" in (report.reason or "")
+
+
 def test_rows_before_a_kept_head_rewritten_and_re_anchored_are_found(trail: Path) -> None:
     with AuditService(trail, read_only=True) as svc:
         kept = svc.verify()

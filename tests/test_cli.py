@@ -822,6 +822,16 @@ def test_verify_names_the_first_edited_row(trail: Path) -> None:
     assert report["reason"]
 
 
+def test_verify_of_a_table_with_a_dropped_column_is_a_broken_chain_read_only(trail: Path) -> None:
+    with sqlite3.connect(trail) as connection:
+        connection.execute("ALTER TABLE audit_log DROP COLUMN outcome")
+    # A command that records its own access cannot write there: one line naming the way to check it.
+    assert_one_error_line(run("verify", "--db", str(trail), cwd=trail.parent), 1, "'outcome'", "--read-only verify")
+    result = run("--read-only", "verify", "--db", str(trail), cwd=trail.parent)
+    assert result.returncode == 3, result
+    assert "chain BROKEN at row 1: audit_log has no column 'outcome'" in result.stdout
+
+
 def test_verify_reports_unchained_legacy_rows(aged_trail: Path) -> None:
     result = run("verify", "--db", str(aged_trail), cwd=aged_trail.parent)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -278,6 +278,12 @@ def _open(path: str, *, read_only: bool) -> AuditService:
         return AuditService(path, app_name="auditbus-cli", read_only=read_only)
     except Exception as exc:  # the service names what is wrong; one line, no traceback
         detail = _one_line(exc)
+        if "nothing can be written to it (a service opened with read_only=True" in detail:
+            altered = detail.split(": ", 1)[-1].split("; nothing can be written", 1)[0]
+            raise CliError(
+                f"{path}: {altered}; nothing can be written to it, and a command records its own access unless run "
+                "with --read-only: 'auditbus --read-only verify' reports the alteration"
+            ) from None
         if "open it with read_only=True" in detail:
             what = (
                 f"SQLite cannot create or write the -wal and -shm files beside {path} as this user (its folder "

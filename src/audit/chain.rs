@@ -346,6 +346,22 @@ impl Verifier {
         self.verdict.first_bad_id.is_none()
     }
 
+    /// The table lacks columns the chain covers (`what` says which): no
+    /// row can be checked, the first after the anchor (`first`) is named.
+    pub fn columns_missing(&mut self, what: &str, first: Option<i64>) {
+        if self.intact() {
+            self.bad(
+                first.unwrap_or(self.next_id),
+                format!("{what}: the chain hashes every column, so no row can be checked"),
+            );
+        }
+    }
+
+    /// The anchor the chain starts after.
+    pub fn anchor_id(&self) -> i64 {
+        self.anchor_id
+    }
+
     /// SQLite's integrity check found the table's rows, indexes or declared
     /// types disagree: `found` is its first message, naming `row` when it
     /// does (else the newest row is named).

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Days, Utc};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::audit::chain::{RowContent, StoredRow, Verdict, Verifier};
 use crate::audit::record::lifecycle;
@@ -292,6 +292,18 @@ fn named_row(message: &str) -> Option<i64> {
 /// Feeds `verifier` the rows up to `upto` (every row when None) in id
 /// order; stops at the first bad one.
 fn walk(conn: &Connection, verifier: &mut Verifier, upto: Option<i64>) -> Result<()> {
+    let missing = schema::missing_columns(conn)?;
+    if !missing.is_empty() {
+        let first = conn
+            .query_row("SELECT id FROM audit_log WHERE id > ?1 ORDER BY id LIMIT 1", [verifier.anchor_id()], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .ok()
+            .flatten();
+        verifier.columns_missing(&schema::altered(&missing), first);
+        return Ok(());
+    }
     let bound = if upto.is_some() { " WHERE id <= ?1" } else { "" };
     let mut stmt = conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log{bound} ORDER BY id"))?;
     let mut rows = match upto {

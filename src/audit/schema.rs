@@ -404,6 +404,25 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
+/// The columns of [`ROW_COLUMNS`] that `audit_log` lacks: none once
+/// migrated (a legacy trail read as one has them all in its views), unless
+/// the table was altered outside auditbus. Every chained row's hash covers
+/// them all.
+pub fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
+    let present = table_columns(conn)?;
+    Ok(ROW_COLUMNS.split(',').map(str::trim).filter(|column| !present.iter().any(|p| p == column)).collect())
+}
+
+/// What [`missing_columns`] found, in words.
+pub fn altered(missing: &[&str]) -> String {
+    let names: Vec<String> = missing.iter().map(|column| format!("'{column}'")).collect();
+    let noun = if missing.len() == 1 { "column" } else { "columns" };
+    format!(
+        "audit_log has no {noun} {} (dropped or renamed outside auditbus, or its schema version set by hand)",
+        names.join(", ")
+    )
+}
+
 fn table_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('audit_log')")?;
     let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
@@ -531,6 +550,15 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
         Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
         other => other,
     })?;
+    // Each row written would fail for ever, as retries of a failed commit.
+    let missing = missing_columns(&conn).map_err(|e| at(path, "cannot read the table's columns", e))?;
+    if !missing.is_empty() {
+        return Err(Error::Storage(format!(
+            "audit database {path:?}: {}; nothing can be written to it (a service opened with \
+             read_only=True reads it, and its verify() reports the alteration)",
+            altered(&missing)
+        )));
+    }
     Ok(conn)
 }
 
