@@ -359,10 +359,14 @@ def test_a_purge_does_not_delete_the_evidence_of_an_edit(trail: Path, sql: str) 
     with AuditService(trail) as svc:
         before = svc.verify()
         assert not before.ok
-        with pytest.raises(auditbus.AuditError, match=f"row {before.first_bad_id}"):
-            svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc))
+        # A dry run answers as the purge would: refused, not a count of rows it would not delete.
+        for dry_run in (True, False):
+            with pytest.raises(auditbus.AuditError, match=f"refused: .*row {before.first_bad_id}"):
+                svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc), dry_run=dry_run)
         assert svc.verify().first_bad_id == before.first_bad_id  # nothing was deleted
     assert ids(trail)[0] == rows[0]
+    with AuditService(trail, read_only=True) as reader, pytest.raises(auditbus.AuditError, match="refused: "):
+        reader.purge(datetime(9999, 1, 1, tzinfo=timezone.utc), dry_run=True)
 
 
 def test_purging_every_row_of_a_table_without_autoincrement_never_reuses_an_id(tmp_path: Path) -> None:

@@ -1488,6 +1488,25 @@ def test_purge_at_a_terminal_asks_for_exactly_the_rows_it_deletes(tmp_path: Path
     assert "purged 2 rows" in shown
 
 
+def test_purge_at_a_terminal_refuses_before_asking_when_the_rows_do_not_verify(tmp_path: Path) -> None:
+    """The question would count rows the purge then refuses to delete."""
+    path = tmp_path / "edited.db"
+    prepare(path, sample_events())
+    # The service's start row, the oldest, back-dated: edited, and older than the cut.
+    with sqlite3.connect(path) as connection:
+        edited = connection.execute("SELECT min(id) FROM audit_log").fetchone()[0]
+        stamp = (NOW - timedelta(days=400)).isoformat()
+        connection.execute("UPDATE audit_log SET timestamp = ? WHERE id = ?", (stamp, edited))
+    connection.close()
+    status, shown = _purge_at_terminal(path, b"y")
+    assert status == 1, shown
+    assert "[y/N]" not in shown
+    assert f"row {edited}" in shown
+    with sqlite3.connect(path) as connection:  # the oldest row is still there: nothing was deleted
+        assert connection.execute("SELECT min(id) FROM audit_log").fetchone()[0] == edited
+    connection.close()
+
+
 def test_purge_at_a_terminal_yes_deletes(aged_trail: Path) -> None:
     status, shown = _purge_at_terminal(aged_trail, b"y")
     assert status == 0, shown
