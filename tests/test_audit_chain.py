@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -13,6 +15,8 @@ import auditbus
 import pytest
 from audit_support import execute, legacy_audit, raw_rows, sequence
 from auditbus import AuditService, DomainEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROW_COLUMNS = (
     "id, timestamp, event_type, plan_id, user_identity, details, event_id, actor_name, project_name, session_id,"
@@ -76,6 +80,9 @@ def test_an_edited_row_is_found(trail: Path, sql: str, what: str) -> None:
         ("UPDATE audit_log SET user_identity = CAST(user_identity AS BLOB) WHERE id = ?", "user_identity", "a blob"),
         ("UPDATE audit_log SET event_type = CAST(event_type AS BLOB) WHERE id = ?", "event_type", "a blob"),
         ("UPDATE audit_log SET timestamp = CAST(timestamp AS BLOB) WHERE id = ?", "timestamp", "a blob"),
+        # The hashes too: every column of a chained row is as auditbus wrote it, or verify() says so.
+        ("UPDATE audit_log SET chain_hash = CAST(chain_hash AS BLOB) WHERE id = ?", "chain_hash", "a blob"),
+        ("UPDATE audit_log SET prev_hash = CAST(prev_hash AS BLOB) WHERE id = ?", "prev_hash", "a blob"),
         # Invalid UTF-8 is read as U+FFFD, like the valid U+FFFD it replaced.
         (
             "UPDATE audit_log SET user_identity = CAST(X'6df0' AS TEXT) WHERE id = ?",
@@ -140,6 +147,71 @@ def test_a_row_slipped_in_without_a_hash_is_found(trail: Path) -> None:
     assert "slipped in" in report.reason
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int, ...]]:
+    """A closed trail whose rows fill every column, built once for the edits below."""
+    path = tmp_path_factory.mktemp("pristine") / "pristine.db"
+    with AuditService(path) as svc:
+        for i in range(4):
+            event = DomainEvent(
+                event_type="plan_applied",
+                plan_id=f"p{i}",
+                user_identity="alice",
+                actor_name="planner",
+                project_name="billing",
+                session_id=f"s{i}",
+                details={"i": i, "outcome": "success"},
+            )
+            svc.record_event(event)
+    return path, tuple(ids(path))
+
+
+_EDITS = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.sampled_from(["same bytes as a blob", "one more space", "upper case"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(row=st.integers(min_value=0), column=st.sampled_from(ROW_COLUMNS.split(", ")[1:]), edit=_EDITS)
+def test_any_edit_of_one_column_of_a_chained_row_is_found_there(
+    pristine: tuple[Path, tuple[int, ...]], row: int, column: str, edit: object
+) -> None:
+    """Whatever is stored instead, in whatever type: verify() names the row, or nothing changed."""
+    original, rows = pristine
+    target = rows[row % len(rows)]
+    path = original.with_name(f"edited-{target}-{column}.db")
+    shutil.copy(original, path)
+    # In this process, but never while a service has the file open (SQLite's locks are per process).
+    with sqlite3.connect(path) as connection:
+        read = f"SELECT {column}, typeof({column}), CAST({column} AS BLOB) FROM audit_log WHERE id = ?"
+        value, *before = connection.execute(read, (target,)).fetchone()
+        if isinstance(edit, str) and isinstance(value, str):
+            edit = {
+                "same bytes as a blob": value.encode(),
+                "one more space": value + " ",
+                "upper case": value.upper(),
+            }.get(edit, edit)
+        try:
+            connection.execute(f"UPDATE audit_log SET {column} = ? WHERE id = ?", (edit, target))
+        except sqlite3.IntegrityError:  # NOT NULL, or an event_id another row holds
+            return
+        after = list(connection.execute(read, (target,)).fetchone()[1:])
+    connection.close()
+    with AuditService(path, read_only=True) as reader:
+        report = reader.verify()
+    path.unlink()
+    if after == before:
+        assert report.ok, report
+    else:
+        assert not report.ok, (column, edit)
+        assert report.first_bad_id == target, report
+
+
 def test_a_row_whose_chain_hash_was_removed_is_named_not_the_row_after_it(trail: Path) -> None:
     rows = ids(trail)
     execute(trail, "UPDATE audit_log SET chain_hash = NULL, prev_hash = NULL WHERE id = ?", (rows[5],))
@@ -150,6 +222,17 @@ def test_a_row_whose_chain_hash_was_removed_is_named_not_the_row_after_it(trail:
     assert f"id {rows[5]}, without a chain hash, is not what row {rows[6]} was chained after" in report.reason
     # The walk stopped there: the row is not reported as appended after the chain.
     assert (report.unchained, report.appended) == (0, 0)
+
+
+def test_the_newest_row_with_its_chain_hash_removed_is_found(trail: Path) -> None:
+    """No row follows it to show the fold is wrong; the prev_hash auditbus wrote beside the hash is left."""
+    last = ids(trail)[-1]
+    execute(trail, "UPDATE audit_log SET chain_hash = NULL WHERE id = ?", (last,))
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.first_bad_id == last
+    assert "chain_hash was removed" in (report.reason or "")
 
 
 def rebuild_without_primary_key(path: Path) -> None:

@@ -111,11 +111,11 @@ pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     })
 }
 
-/// The first content column of a row selected with [`ROW_COLUMNS`] that is
-/// neither NULL nor UTF-8 text, and what it holds instead.
+/// The first column of a row selected with [`ROW_COLUMNS`] (the id aside)
+/// that is neither NULL nor UTF-8 text, and what it holds instead.
 fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static str)>> {
     let columns = ROW_COLUMNS.split(',').map(str::trim).enumerate();
-    for (index, column) in columns.filter(|(_, c)| !matches!(*c, "id" | "prev_hash" | "chain_hash")) {
+    for (index, column) in columns.filter(|(_, c)| *c != "id") {
         let what = match row.get_ref(index)? {
             ValueRef::Null => continue,
             ValueRef::Text(t) if std::str::from_utf8(t).is_ok() => continue,
