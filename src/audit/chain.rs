@@ -40,6 +40,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 const CHAIN_DOMAIN: &[u8] = b"auditbus-chain-v1";
 const FOLD_DOMAIN: &[u8] = b"auditbus-fold-v1";
+const COPY_DOMAIN: &[u8] = b"auditbus-copy-v1";
 
 /// The hashed content of one row, in column order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,28 @@ fn digest(domain: &[u8], prev: &str, row: &RowContent<'_>) -> String {
 /// The `chain_hash` of a row written after `prev`.
 pub fn link(prev: &str, row: &RowContent<'_>) -> String {
     digest(CHAIN_DOMAIN, prev, row)
+}
+
+/// A copy's event_id suffix past the numbered ones: 32 hex digits of a hash
+/// of what the event gives (not the id, source or times of writing), so the
+/// same copy handed over again gets the same id, wherever it is written.
+pub fn copy_suffix(row: &RowContent<'_>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(COPY_DOMAIN);
+    for value in [
+        Some(row.timestamp),
+        Some(row.event_type),
+        row.plan_id,
+        row.user_identity,
+        Some(row.details),
+        row.actor_name,
+        row.project_name,
+        row.session_id,
+        row.outcome,
+    ] {
+        field(&mut hasher, value);
+    }
+    hex::encode(&hasher.finalize()[..16])
 }
 
 /// The running value after an unchained row.

@@ -1918,10 +1918,11 @@ fn insert_rows(
             } else {
                 copy + 1
             };
-            event_id = std::borrow::Cow::Owned(if copy <= MAX_COPY_SUFFIX {
-                format!("{}.{copy}", record.event_id)
-            } else {
-                format!("{}.{}", record.event_id, new_event_id())
+            event_id = std::borrow::Cow::Owned(match copy {
+                ..=MAX_COPY_SUFFIX => format!("{}.{copy}", record.event_id),
+                // Held by the same copy (a duplicate) or, against all odds, by another.
+                NAMED_BY_CONTENT => format!("{}.h{}", record.event_id, chain::copy_suffix(&content)),
+                _ => format!("{}.{}", record.event_id, new_event_id()),
             });
         };
         match stored {
@@ -1950,15 +1951,20 @@ fn insert_rows(
     Ok((ids, next_id, running))
 }
 
-/// Copies of one event_id numbered `.2` to this; further ones get a fresh UUID suffix.
+/// Copies of one event_id numbered `.2` to this; further ones are named by
+/// their content (`.h` and [`chain::copy_suffix`]), so that finding one
+/// handed over again is one lookup rather than a read of every copy.
 const MAX_COPY_SUFFIX: u32 = 1000;
+const NAMED_BY_CONTENT: u32 = MAX_COPY_SUFFIX + 1;
 
 /// The number the next copy of `base` takes (above [`MAX_COPY_SUFFIX`]:
-/// none is free, it takes a fresh UUID), or None when one of its copies
-/// (`<base>.<anything>`) already holds the same event as `row`: the same
-/// copy handed over twice.
+/// none is free, it is named by its content), or None when one of its
+/// numbered copies already holds the same event as `row`: the same copy
+/// handed over twice.
 fn next_copy(tx: &Connection, base: &str, row: &RowContent<'_>) -> Result<Option<u32>> {
-    // `.` sorts just before `/`: the range holds exactly the ids `<base>.…`.
+    // The ids `<base>.` followed by a digit (`:` sorts just after `9`): at
+    // most the numbered copies (and, in a trail written before copies were
+    // named by content, copies with a UUID suffix that begins with a digit).
     let mut stmt = tx.prepare_cached(
         "SELECT event_id, (timestamp IS ?3 AND event_type IS ?4 AND plan_id IS ?5 AND user_identity IS ?6 \
          AND details IS ?7 AND actor_name IS ?8 AND project_name IS ?9 AND session_id IS ?10 AND outcome IS ?11) \
@@ -1966,7 +1972,7 @@ fn next_copy(tx: &Connection, base: &str, row: &RowContent<'_>) -> Result<Option
     )?;
     let mut rows = stmt.query(rusqlite::params![
         format!("{base}."),
-        format!("{base}/"),
+        format!("{base}.:"),
         row.timestamp,
         row.event_type,
         row.plan_id,
