@@ -812,6 +812,27 @@ def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_a
     assert sorted(os.listdir(os.fsencode(tmp_path))) == before
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_path_that_is_not_a_regular_file_is_refused_for_writing_naming_what_it_is(
+    tmp_path: Path, kind: str
+) -> None:
+    """As `read_only=True` does: said plainly, not as SQLite's "disk I/O error"."""
+    if kind == "fifo":
+        path = tmp_path / "trail.db"
+        os.mkfifo(path)
+        said = "is not a regular file"
+    elif kind == "device":
+        path = Path(os.devnull)
+        said = "is not a regular file"
+    else:
+        path = tmp_path
+        said = "is a directory"
+    with pytest.raises(auditbus.AuditError, match="not an audit database") as raised:
+        AuditService(path)
+    assert said in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
 def test_an_undecodable_path_holding_a_token_is_quoted_masked(tmp_path: Path) -> None:
     token = "ghp_" + "a1B2" * 9
     with pytest.raises(ValueError, match="not valid UTF-8") as raised:
