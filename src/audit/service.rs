@@ -110,6 +110,33 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
         .map(|_| ())
 }
 
+/// A `multiprocessing` child (fork or forkserver start, and every pool
+/// worker) ends with `os._exit()`, which skips `atexit`; it runs the
+/// finalizers of `multiprocessing.util` first. The at-exit close is
+/// registered there too, once in each process that opens a service while
+/// `multiprocessing` is loaded (a forked child starts with none of its
+/// parent's finalizers). In the parent it only runs earlier than `atexit`
+/// would: the second call finds nothing left to close.
+fn register_child_exit(py: Python<'_>) -> PyResult<()> {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    static REGISTERED_IN: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    if REGISTERED_IN.load(Relaxed) == pid {
+        return Ok(());
+    }
+    let modules = py.import("sys")?.getattr("modules")?;
+    // Not loaded: this process is no multiprocessing child, and `atexit` will do.
+    let Ok(util) = modules.get_item("multiprocessing.util") else {
+        return Ok(());
+    };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("exitpriority", 0)?;
+    let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+    util.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
+    REGISTERED_IN.store(pid, Relaxed);
+    Ok(())
+}
+
 fn remove_temp(temp: Option<&PathBuf>) {
     if let Some(path) = temp {
         for suffix in ["", "-wal", "-shm"] {
@@ -585,6 +612,7 @@ impl AuditService {
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
         register_hooks(py)?;
+        register_child_exit(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
