@@ -813,9 +813,7 @@ def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_a
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
-def test_a_path_that_is_not_a_regular_file_is_refused_for_writing_naming_what_it_is(
-    tmp_path: Path, kind: str
-) -> None:
+def test_a_path_that_is_not_a_regular_file_is_refused_for_writing_naming_what_it_is(tmp_path: Path, kind: str) -> None:
     """As `read_only=True` does: said plainly, not as SQLite's "disk I/O error"."""
     if kind == "fifo":
         path = tmp_path / "trail.db"

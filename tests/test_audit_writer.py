@@ -860,7 +860,8 @@ def test_a_multiprocessing_child_commits_what_its_open_service_took(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "exit 0" in done.stdout.splitlines(), done.stdout
     rows = raw_rows(path)
-    assert sorted(json.loads(r["details"])["i"] for r in rows if r["event_type"] == "step_completed") == list(range(500))
+    taken = sorted(json.loads(r["details"])["i"] for r in rows if r["event_type"] == "step_completed")
+    assert taken == list(range(500))
     assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
 
 
