@@ -252,6 +252,23 @@ def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
         assert {row["outcome"] for row in rows} == {outcome}
 
 
+def test_dates_filter_and_purge_by_the_events_time_not_when_it_was_committed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.record_event(DomainEvent(event_type="plan_applied", plan_id="old", timestamp="2020-01-01T00:00:00Z"))
+        svc.record_event(DomainEvent(event_type="plan_applied", plan_id="new"))
+
+    def plans(*flags: str) -> list[str]:
+        return [row["plan_id"] for row in jsonl(run("query", "--json", *flags, "--db", str(path), cwd=tmp_path).stdout)]
+
+    assert plans("--until", "2021-01-01") == ["old"]
+    assert plans("--since", "1d") == ["new"]
+    # The service's start row, stamped when it opened, comes first and stops the purge.
+    purged = run("purge", "--before", "2021-01-01", "--yes", "--db", str(path), cwd=tmp_path)
+    assert purged.stdout.startswith("purged 0 rows"), purged.stderr
+    assert plans() == ["new", "old"]
+
+
 def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
     everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}

@@ -1417,8 +1417,9 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         "purge",
         parents=[common],
-        help="delete rows recorded before a date (asks first)",
-        description="Deletes rows recorded before DATE. Asks for confirmation at a terminal; elsewhere requires --yes.",
+        help="delete the oldest rows, dated before a date (asks first)",
+        description="Deletes the oldest rows, up to the first dated at or after WHEN (the event's own timestamp). "
+        "Asks for confirmation at a terminal; elsewhere requires --yes.",
     )
     purge.add_argument("--before", type=parse_when, required=True, metavar="WHEN", help=_DATE_HELP)
     purge.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
