@@ -667,6 +667,9 @@ def test_auditor_filters(svc: AuditService) -> None:
     assert svc.count() == 30
     assert svc.count(user_identity="bob", session_id="s1") == 3
     assert svc.count(event_type=("auth_failure",)) == 10
+    # count() takes no order: its cursor counts what an ascending query reads.
+    assert svc.count(after_id=cursor) == len(svc.query(after_id=cursor, order="asc", limit=None)) == 2
+    assert len(svc.query(after_id=cursor, limit=None)) == 27
 
 
 def test_iter_entries_streams_every_match(svc: AuditService) -> None:

@@ -734,7 +734,8 @@ impl AuditService {
     /// Matching entries, newest first by default. Filters (all optional, all
     /// must match): `event_type` (one or several), `plan_id`, `user_identity`,
     /// `actor_name`, `session_id`, `project_name`, `outcome`, `since`, `until`,
-    /// `after_id` (keyset cursor).
+    /// `after_id` (keyset cursor: the rows after that id in the call's
+    /// order, so the smaller ids when newest first).
     #[pyo3(signature = (*, limit = Some(Count::Int(100)), offset = Count::Int(0), order = "desc", **filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, limit=100, offset=0, after_id=None, order='desc')")]
     fn query(
@@ -755,7 +756,8 @@ impl AuditService {
         rows.into_iter().map(AuditEntry::from_row).collect()
     }
 
-    /// How many rows match (the same filters as `query`).
+    /// How many rows match (the filters of `query`; `after_id` counts the
+    /// ids above it, as `query(order="asc")` reads them).
     #[pyo3(signature = (**filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None)")]
     fn count(&self, py: Python<'_>, filters: Option<&Bound<'_, PyDict>>) -> Result<u64> {
