@@ -361,6 +361,9 @@ def test_a_purge_does_not_delete_the_evidence_of_an_edit(trail: Path, sql: str) 
         assert not before.ok
         with pytest.raises(auditbus.AuditError, match=f"row {before.first_bad_id}"):
             svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc))
+        # A dry run says what the purge would do: refuse, not count rows it would not delete.
+        with pytest.raises(auditbus.AuditError, match=f"refused: .* row {before.first_bad_id}"):
+            svc.purge(datetime(9999, 1, 1, tzinfo=timezone.utc), dry_run=True)
         assert svc.verify().first_bad_id == before.first_bad_id  # nothing was deleted
     assert ids(trail)[0] == rows[0]
 

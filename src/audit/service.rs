@@ -839,7 +839,10 @@ impl AuditService {
     fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>, dry_run: bool) -> Result<u64> {
         let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
         if dry_run {
-            return self.read(py, |conn| writer::purgeable(conn, &before));
+            return self.read(py, |conn| writer::purgeable(conn, &before)).map_err(|e| match e {
+                Error::Storage(why) => Error::Storage(format!("purge of {:?} (dry run): {why}", self.db_path)),
+                other => other,
+            });
         }
         self.writer("purge()")?.purge(py, before)
     }
