@@ -491,7 +491,7 @@ def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(auditbus.AuditError, match="cannot open"):
+    with pytest.raises(auditbus.AuditError, match="is a directory, not an audit database"):
         AuditService(tmp_path)
 
 
