@@ -825,6 +825,15 @@ def test_verify_passes_on_an_intact_trail(trail: Path) -> None:
     assert report["first_bad_id"] is None
 
 
+def test_verify_counts_one_row_in_the_singular(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.flush()
+        svc.purge(datetime(9999, 1, 1, tzinfo=UTC))  # every row: the purge row is the one left
+        assert svc.verify().checked == 1
+        assert cli.describe_verify(svc.verify()) == "chain intact: 1 row checked"
+
+
 def test_verify_names_the_first_edited_row(trail: Path) -> None:
     with AuditService(str(trail)) as service:
         target = service.query(plan_id="p-1")[0].id

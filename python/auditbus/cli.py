@@ -915,10 +915,11 @@ def describe_verify(report: Any) -> str:
             f"; {folded} row{'s' if folded != 1 else ''} written without a hash (legacy service or SQLite tool), "
             "covered by the next auditbus row (folded: writer unknown)"
         )
+    checked = f"{fields['checked']} row{'s' if fields['checked'] != 1 else ''} checked"
     if fields["ok"]:
-        return f"chain intact: {fields['checked']} rows checked{legacy}"
+        return f"chain intact: {checked}{legacy}"
     where = f"chain BROKEN at row {fields['first_bad_id']}: {fields['reason']}"
-    return f"{where} ({fields['checked']} rows checked{legacy})"
+    return f"{where} ({checked}{legacy})"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
