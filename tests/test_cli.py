@@ -696,6 +696,8 @@ def test_database_from_flag_env_or_current_directory(trail: Path, tmp_path: Path
     assert len(jsonl(before_command.stdout)) == 5
     flag_wins = run("query", "--json", "--db", str(trail), cwd=elsewhere, env=clean_env(AUDITBUS_DB="/nonexistent"))
     assert len(jsonl(flag_wins.stdout)) == 5
+    after_wins = run("--db", "/nonexistent", "query", "--json", "--db", str(trail), cwd=elsewhere)
+    assert len(jsonl(after_wins.stdout)) == 5
     (elsewhere / "audit.db").write_bytes(trail.read_bytes())
     default = run("query", "--json", cwd=elsewhere)
     assert len(jsonl(default.stdout)) == 5
