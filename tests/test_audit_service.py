@@ -667,6 +667,9 @@ def test_auditor_filters(svc: AuditService) -> None:
     assert svc.count() == 30
     assert svc.count(user_identity="bob", session_id="s1") == 3
     assert svc.count(event_type=("auth_failure",)) == 10
+    # count() takes no order: its cursor counts what an ascending query reads.
+    assert svc.count(after_id=cursor) == len(svc.query(after_id=cursor, order="asc", limit=None)) == 2
+    assert len(svc.query(after_id=cursor, limit=None)) == 27
 
 
 def test_iter_entries_streams_every_match(svc: AuditService) -> None:
@@ -810,6 +813,25 @@ def test_a_path_with_undecodable_bytes_is_refused_naming_it_instead_of_opening_a
     with pytest.raises(ValueError, match=r"db_path: .*trail\\udcff\.db.* not valid UTF-8"):
         AuditService(name, read_only=read_only)
     assert sorted(os.listdir(os.fsencode(tmp_path))) == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_path_that_is_not_a_regular_file_is_refused_for_writing_naming_what_it_is(tmp_path: Path, kind: str) -> None:
+    """As `read_only=True` does: said plainly, not as SQLite's "disk I/O error"."""
+    if kind == "fifo":
+        path = tmp_path / "trail.db"
+        os.mkfifo(path)
+        said = "is not a regular file"
+    elif kind == "device":
+        path = Path(os.devnull)
+        said = "is not a regular file"
+    else:
+        path = tmp_path
+        said = "is a directory"
+    with pytest.raises(auditbus.AuditError, match="not an audit database") as raised:
+        AuditService(path)
+    assert said in str(raised.value)
+    assert str(path) in str(raised.value)
 
 
 def test_an_undecodable_path_holding_a_token_is_quoted_masked(tmp_path: Path) -> None:

@@ -252,6 +252,23 @@ def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
         assert {row["outcome"] for row in rows} == {outcome}
 
 
+def test_dates_filter_and_purge_by_the_events_time_not_when_it_was_committed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.record_event(DomainEvent(event_type="plan_applied", plan_id="old", timestamp="2020-01-01T00:00:00Z"))
+        svc.record_event(DomainEvent(event_type="plan_applied", plan_id="new"))
+
+    def plans(*flags: str) -> list[str]:
+        return [row["plan_id"] for row in jsonl(run("query", "--json", *flags, "--db", str(path), cwd=tmp_path).stdout)]
+
+    assert plans("--until", "2021-01-01") == ["old"]
+    assert plans("--since", "1d") == ["new"]
+    # The service's start row, stamped when it opened, comes first and stops the purge.
+    purged = run("purge", "--before", "2021-01-01", "--yes", "--db", str(path), cwd=tmp_path)
+    assert purged.stdout.startswith("purged 0 rows"), purged.stderr
+    assert plans() == ["new", "old"]
+
+
 def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
     everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}
@@ -679,6 +696,8 @@ def test_database_from_flag_env_or_current_directory(trail: Path, tmp_path: Path
     assert len(jsonl(before_command.stdout)) == 5
     flag_wins = run("query", "--json", "--db", str(trail), cwd=elsewhere, env=clean_env(AUDITBUS_DB="/nonexistent"))
     assert len(jsonl(flag_wins.stdout)) == 5
+    after_wins = run("--db", "/nonexistent", "query", "--json", "--db", str(trail), cwd=elsewhere)
+    assert len(jsonl(after_wins.stdout)) == 5
     (elsewhere / "audit.db").write_bytes(trail.read_bytes())
     default = run("query", "--json", cwd=elsewhere)
     assert len(jsonl(default.stdout)) == 5
@@ -806,6 +825,15 @@ def test_verify_passes_on_an_intact_trail(trail: Path) -> None:
     assert report["ok"] is True
     assert report["checked"] >= 5  # the five events and the service's own start/stop rows
     assert report["first_bad_id"] is None
+
+
+def test_verify_counts_one_row_in_the_singular(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        svc.flush()
+        svc.purge(datetime(9999, 1, 1, tzinfo=UTC))  # every row: the purge row is the one left
+        assert svc.verify().checked == 1
+        assert cli.describe_verify(svc.verify()) == "chain intact: 1 row checked"
 
 
 def test_verify_names_the_first_edited_row(trail: Path) -> None:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from auditbus import DomainEvent, EventType, current_identity, identity
+from auditbus import AuditService, DomainEvent, EventType, ReactiveEventBus, current_identity, identity
 
 DEADLINE = 10.0  # seconds; a wait that runs out means a thread is stuck, which is a failure
 
@@ -46,6 +46,21 @@ def test_event_created_in_the_block_carries_the_identity() -> None:
 def test_explicit_argument_wins() -> None:
     with identity("alice"):
         assert DomainEvent(event_type="plan_applied", user_identity="bob").user_identity == "bob"
+
+
+def test_the_identity_is_taken_when_the_event_is_built_and_record_stores_what_it_is_given() -> None:
+    built_before = DomainEvent(event_type="plan_applied", plan_id="before")
+    with AuditService(":memory:") as svc:
+        bus = ReactiveEventBus(audit=svc)
+        with identity("alice"):
+            bus.emit(built_before)
+            bus.emit(DomainEvent(event_type="plan_applied", plan_id="inside"))
+            assert svc.record("auth_failure").user_identity is None
+            assert svc.record("auth_failure", user_identity=current_identity()).user_identity == "alice"
+        assert {row.plan_id: row.user_identity for row in svc.query(event_type="plan_applied")} == {
+            "before": None,
+            "inside": "alice",
+        }
 
 
 def test_model_validate_without_user_identity_takes_the_block() -> None:

@@ -921,10 +921,11 @@ def describe_verify(report: Any) -> str:
             f"; {folded} row{'s' if folded != 1 else ''} written without a hash (legacy service or SQLite tool), "
             "covered by the next auditbus row (folded: writer unknown)"
         )
+    checked = f"{fields['checked']} row{'s' if fields['checked'] != 1 else ''} checked"
     if fields["ok"]:
-        return f"chain intact: {fields['checked']} rows checked{legacy}"
+        return f"chain intact: {checked}{legacy}"
     where = f"chain BROKEN at row {fields['first_bad_id']}: {fields['reason']}"
-    return f"{where} ({fields['checked']} rows checked{legacy})"
+    return f"{where} ({checked}{legacy})"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -1423,8 +1424,9 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         "purge",
         parents=[common],
-        help="delete rows recorded before a date (asks first)",
-        description="Deletes rows recorded before DATE. Asks for confirmation at a terminal; elsewhere requires --yes.",
+        help="delete the oldest rows, dated before a date (asks first)",
+        description="Deletes the oldest rows, up to the first dated at or after WHEN (the event's own timestamp). "
+        "Asks for confirmation at a terminal; elsewhere requires --yes.",
     )
     purge.add_argument("--before", type=parse_when, required=True, metavar="WHEN", help=_DATE_HELP)
     purge.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")

@@ -226,6 +226,21 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Refuses a directory, FIFO, socket or device by name: opening a FIFO for
+/// reading blocks until some process writes to it, and SQLite reports the
+/// others only as "disk I/O error" or "unable to open database file".
+fn regular_file(path: &str, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_dir() {
+        return Err(Error::Storage(format!("{path:?} is a directory, not an audit database")));
+    }
+    if !meta.is_file() {
+        return Err(Error::Storage(format!(
+            "{path:?} is not a regular file (a FIFO, socket or device), not an audit database"
+        )));
+    }
+    Ok(())
+}
+
 /// Opens an existing trail for reading only: nothing is created, migrated
 /// or written. SQLite still needs a `-shm` file beside a WAL database; where
 /// the folder refuses one (read-only media, an evidence copy in a folder the
@@ -239,16 +254,7 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
                 "no audit database at {path:?} ({e}); read_only=True never creates one"
             )))
         }
-        Ok(meta) if meta.is_dir() => {
-            return Err(Error::Storage(format!("{path:?} is a directory, not an audit database")))
-        }
-        // Opening a FIFO for reading blocks until some process writes to it.
-        Ok(meta) if !meta.is_file() => {
-            return Err(Error::Storage(format!(
-                "{path:?} is not a regular file (a FIFO, socket or device), not an audit database"
-            )))
-        }
-        Ok(_) => {}
+        Ok(meta) => regular_file(path, &meta)?,
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let open = |name: &str| -> Result<Connection> {
@@ -511,6 +517,10 @@ pub const WAL_SIZE_LIMIT: i64 = 8 << 20;
 /// and checked, since wrappers and compile options can change defaults),
 /// then the migrations.
 pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -> Result<Connection> {
+    // A missing file is created by the open below.
+    if let Ok(meta) = std::fs::metadata(path) {
+        regular_file(path, &meta)?;
+    }
     let mut conn = open(path, busy_timeout)?;
     // SQLite quietly opens a file it may not write read-only; the writer
     // would then retry its first commit for ever.

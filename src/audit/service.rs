@@ -110,6 +110,33 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
         .map(|_| ())
 }
 
+/// A `multiprocessing` child (fork or forkserver start, and every pool
+/// worker) ends with `os._exit()`, which skips `atexit`; it runs the
+/// finalizers of `multiprocessing.util` first. The at-exit close is
+/// registered there too, once in each process that opens a service while
+/// `multiprocessing` is loaded (a forked child starts with none of its
+/// parent's finalizers). In the parent it only runs earlier than `atexit`
+/// would: the second call finds nothing left to close.
+fn register_child_exit(py: Python<'_>) -> PyResult<()> {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    static REGISTERED_IN: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    if REGISTERED_IN.load(Relaxed) == pid {
+        return Ok(());
+    }
+    let modules = py.import("sys")?.getattr("modules")?;
+    // Not loaded: this process is no multiprocessing child, and `atexit` will do.
+    let Ok(util) = modules.get_item("multiprocessing.util") else {
+        return Ok(());
+    };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("exitpriority", 0)?;
+    let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+    util.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
+    REGISTERED_IN.store(pid, Relaxed);
+    Ok(())
+}
+
 fn remove_temp(temp: Option<&PathBuf>) {
     if let Some(path) = temp {
         for suffix in ["", "-wal", "-shm"] {
@@ -585,6 +612,7 @@ impl AuditService {
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
         register_hooks(py)?;
+        register_child_exit(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
@@ -706,7 +734,8 @@ impl AuditService {
     /// Matching entries, newest first by default. Filters (all optional, all
     /// must match): `event_type` (one or several), `plan_id`, `user_identity`,
     /// `actor_name`, `session_id`, `project_name`, `outcome`, `since`, `until`,
-    /// `after_id` (keyset cursor).
+    /// `after_id` (keyset cursor: the rows after that id in the call's
+    /// order, so the smaller ids when newest first).
     #[pyo3(signature = (*, limit = Some(Count::Int(100)), offset = Count::Int(0), order = "desc", **filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, limit=100, offset=0, after_id=None, order='desc')")]
     fn query(
@@ -727,7 +756,8 @@ impl AuditService {
         rows.into_iter().map(AuditEntry::from_row).collect()
     }
 
-    /// How many rows match (the same filters as `query`).
+    /// How many rows match (the filters of `query`; `after_id` counts the
+    /// ids above it, as `query(order="asc")` reads them).
     #[pyo3(signature = (**filters),
            text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None)")]
     fn count(&self, py: Python<'_>, filters: Option<&Bound<'_, PyDict>>) -> Result<u64> {
@@ -809,7 +839,10 @@ impl AuditService {
     fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>, dry_run: bool) -> Result<u64> {
         let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
         if dry_run {
-            return self.read(py, |conn| writer::purgeable(conn, &before));
+            return self.read(py, |conn| writer::purgeable(conn, &before)).map_err(|e| match e {
+                Error::Storage(why) => Error::Storage(format!("purge of {:?} (dry run): {why}", self.db_path)),
+                other => other,
+            });
         }
         self.writer("purge()")?.purge(py, before)
     }

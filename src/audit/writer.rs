@@ -2055,18 +2055,20 @@ fn purge_cutoff(conn: &Connection, before: &str) -> Result<i64> {
 }
 
 /// How many rows `purge(before)` would delete now (`purge(dry_run=True)`):
-/// the same cut, counted, on any connection; refused as the purge would be.
+/// the same cut, counted, on any connection.
+/// Refused as the purge itself would be (see [`purge_in`]), in one read:
+/// a count of rows a purge would not delete would tell the caller otherwise.
 pub fn purgeable(conn: &Connection, before: &str) -> Result<u64> {
-    let cutoff = purge_cutoff(conn, before)?;
-    refuse_unverified(conn, cutoff)?;
-    let rows: i64 = conn.query_row("SELECT count(*) FROM audit_log WHERE id <= ?1", [cutoff], |row| row.get(0))?;
+    let tx = conn.unchecked_transaction()?;
+    let cutoff = purge_cutoff(&tx, before)?;
+    refuse_past_an_edit(&tx, cutoff)?;
+    let rows: i64 = tx.query_row("SELECT count(*) FROM audit_log WHERE id <= ?1", [cutoff], |row| row.get(0))?;
     Ok(rows.unsigned_abs())
 }
 
-/// Refuses a purge through `cutoff` whose rows do not verify: deleting an
-/// edited or removed row's neighbours would take the evidence with them,
-/// and the re-anchored rest would verify.
-fn refuse_unverified(conn: &Connection, cutoff: i64) -> Result<()> {
+/// Deleting an edited or removed row's neighbours would take the evidence
+/// with them, and the re-anchored rest would verify.
+fn refuse_past_an_edit(conn: &Connection, cutoff: i64) -> Result<()> {
     match query::first_bad_upto(conn, cutoff)? {
         Some((id, reason)) => Err(Error::Storage(format!(
             "refused: the rows it would delete do not verify, and are kept as evidence: row {id}: {reason}"
@@ -2080,7 +2082,7 @@ fn refuse_unverified(conn: &Connection, cutoff: i64) -> Result<()> {
 fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
     let cutoff = purge_cutoff(tx, before)?;
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
-    refuse_unverified(tx, cutoff)?;
+    refuse_past_an_edit(tx, cutoff)?;
     if cutoff > anchor_id {
         let running = running_at(tx, anchor_id, &anchor_hash, Some(cutoff))?;
         schema::set_anchor(tx, cutoff, &running)?;
