@@ -183,6 +183,54 @@ REAL_WORLD = [
             "abcdefghij1234.atlasv1." + "Tf1" * 22,
         ]
     ),
+    # HTTP authorization headers whose scheme is a vendor's own, or whose
+    # credential is a list of parameters: the scheme stays, the rest goes.
+    Case(
+        "Authorization: SSWS (Okta)",
+        {"log": "GET /api/v1/users Authorization: SSWS 00Ah1Okta2Tok3en4Ab5Cd6Ef7Gh8Ij9Kl0Mn status=200"},
+        ["00Ah1Okta2Tok3en4Ab5Cd6Ef7Gh8Ij9Kl0Mn"],
+        ["Authorization: SSWS ", " status=200"],
+    ),
+    Case(
+        "Authorization: Bot (Discord)",
+        {"h": "Authorization: Bot MTA1MjM0NTY3ODkwMTIzNDU2Nw.G1a2b3.Dc1abcdefghijABCDEFGHIJ0123456"},
+        ["Dc1abcdefghijABCDEFGHIJ0123456", "MTA1MjM0NTY3ODkwMTIzNDU2Nw"],
+        ["Authorization: Bot "],
+    ),
+    Case(
+        "Authorization: a hyphenated vendor scheme",
+        {"h": "authorization: Zoho-oauthtoken 1000.Zo1abc.def2\nhost: h"},
+        ["1000.Zo1abc.def2"],
+        ["Zoho-oauthtoken", "host: h"],
+    ),
+    Case(
+        "Authorization: Digest parameters",
+        {
+            "h": 'Authorization: Digest username="bob", realm="api", nonce="n1", uri="/", '
+            'response="6629fae49393a05397450978507c4ef1"'
+        },
+        ["6629fae49393a05397450978507c4ef1"],
+        ["Authorization: Digest "],
+    ),
+    Case("Authorization: Token token=", {"h": 'Authorization: Token token="Tt1tok", email="a@b.c"'}, ["Tt1tok"]),
+    Case("Authorization: key= (FCM)", {"h": "Authorization: key=AAAAFc1key:APA91bFc1rest"}, ["AAAAFc1key", "Fc1rest"]),
+    Case(
+        "Authorization: AWS signature v2",
+        {"h": "Authorization: AWS AKIAIOSFODNN7EXAMPLE:Aw1frJIUN8DYpKDtOLCwo//yllqDzg="},
+        ["Aw1frJIUN8DYpKDtOLCwo//yllqDzg="],
+    ),
+    Case(
+        "Authorization: SharedKey (Azure Storage)",
+        {"h": "Authorization: SharedKey acct:Sk1ctzMq410TV3wS7upTBcunJTDLEJw="},
+        ["Sk1ctzMq410TV3wS7upTBcunJTDLEJw="],
+        ["SharedKey"],
+    ),
+    Case(
+        "Authorization header in a curl command",
+        {"cmd": 'curl -H "Proxy-Authorization: Negotiate Ng1abc" -H "Authorization: Klaviyo-API-Key Kl1key" https://h'},
+        ["Ng1abc", "Kl1key"],
+        ["Klaviyo-API-Key", "https://h"],
+    ),
     # Command lines whose password flag only the command names.
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
     Case("mysqldump -p glued", {"cmd": "mysqldump -pMy2pass --all-databases"}, ["My2pass"], ["--all-databases"]),

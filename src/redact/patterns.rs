@@ -1013,23 +1013,32 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
+        let auth_header = !quoted && authorization_key(key);
+        if auth_header && value.contains('=') {
+            // `Authorization: key=...`, `Credential=..., Signature=...`: every
+            // parameter of an authorization header is part of the credential.
+            let end = auth_params_end(s, v_start);
+            spans.push((v_start, end));
+            at = at.max(end);
+            key_floor = at;
+            continue;
+        }
         if !quoted && lone_colon && value.trim_end_matches('=').contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             // Trailing `=` is base64 padding (`password: aHVudGVyMg==`), no pair.
             continue;
         }
-        if !quoted && is_scheme_word(value) {
-            // `Authorization: Bearer x`: keep the scheme, mask the credential.
+        if !quoted && (is_scheme_word(value) || (auth_header && vendor_scheme(s, value, v_end))) {
+            // `Authorization: Bearer x`, `Authorization: SSWS x`, `Digest
+            // username="u", response="..."`: keep the scheme, mask the credential.
             let rest = &s[v_end..];
             let skip = rest.len() - rest.trim_start_matches(is_value_blank).len();
             let cred_start = v_end + skip;
-            let cred_len = s[cred_start..]
-                .find(|ch: char| ch.is_whitespace() || "\"'`<>".contains(ch))
-                .unwrap_or(s.len() - cred_start);
-            if cred_len > 0 && skip > 0 {
-                spans.push((cred_start, cred_start + cred_len));
+            let cred_end = auth_params_end(s, cred_start);
+            if cred_end > cred_start && skip > 0 {
+                spans.push((cred_start, cred_end));
             }
-            at = at.max(cred_start + cred_len);
+            at = at.max(cred_end);
             key_floor = at;
             continue;
         }
@@ -1038,6 +1047,75 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// Whether `key` names an HTTP authorization header (`Authorization`,
+/// `Proxy-Authorization`, `HTTP_AUTHORIZATION`).
+fn authorization_key(key: &str) -> bool {
+    const NAME: &str = "authorization";
+    key.len() >= NAME.len() && key.is_char_boundary(key.len() - NAME.len()) && {
+        let tail = &key[key.len() - NAME.len()..];
+        tail.eq_ignore_ascii_case(NAME)
+    }
+}
+
+/// Whether `value`, the first word of an authorization header, is a scheme
+/// no list knows (`SSWS`, `Bot`, `Zoho-oauthtoken`, `SharedKey`, `AWS`):
+/// a word of letters and hyphens, no digit (a credential has some), with a
+/// credential after it on its line. A bare credential is masked as a value.
+fn vendor_scheme(s: &str, value: &str, v_end: usize) -> bool {
+    let word = value.len() <= 32
+        && value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && value.bytes().all(|c| c.is_ascii_alphabetic() || c == b'-' || c == b'_');
+    let rest = &s[v_end..];
+    let after = trim_blanks_start(rest);
+    word && after.len() < rest.len() && after.starts_with(|c: char| !c.is_whitespace())
+}
+
+/// The end of an authorization header's credential starting at `start`: one
+/// word (`token68`), or a comma-separated list of parameters whose quoted
+/// values may hold blanks (`username="a b", response="..."`). It stops at the
+/// line's end, a blank after the last parameter, or a quote that closes the
+/// text around the header (`-H "Authorization: ..."`).
+fn auth_params_end(s: &str, start: usize) -> usize {
+    let b = s.as_bytes();
+    let mut i = start;
+    let mut end = start;
+    loop {
+        // One word, with a quoted value after its `=`.
+        while i < b.len() {
+            match b[i] {
+                b'"' | b'\'' if i > start && b[i - 1] == b'=' => {
+                    let q = b[i];
+                    i += 1;
+                    while i < b.len() && b[i] != q && b[i] != b'\n' {
+                        i += if b[i] == b'\\' && q == b'"' { 2 } else { 1 };
+                    }
+                    i = (i + 1).min(b.len());
+                }
+                b'"' | b'\'' | b'`' | b'<' | b'>' | b',' | b'\\' => break,
+                c if c.is_ascii_whitespace() => break,
+                _ => {
+                    // A non-ASCII blank ends the word too.
+                    let ch = s[i..].chars().next().map_or(' ', |c| c);
+                    if is_value_blank(ch) || ch.is_whitespace() {
+                        break;
+                    }
+                    i += ch.len_utf8();
+                }
+            }
+        }
+        end = end.max(i);
+        // Another parameter after a comma continues the list.
+        let rest = &s[i..];
+        let after_comma = rest.strip_prefix(',').map(|r| r.trim_start_matches([' ', '\t']));
+        match after_comma {
+            Some(next) if !next.is_empty() && !next.starts_with(['\r', '\n', '"', '\'']) => {
+                i = s.len() - next.len();
+            }
+            _ => return end,
+        }
     }
 }
 
