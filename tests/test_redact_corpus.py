@@ -181,6 +181,8 @@ REAL_WORLD = [
             "lsv2_pt_" + "Ls1" * 12,
             "tvly-" + "Tv1" * 10,
             "abcdefghij1234.atlasv1." + "Tf1" * 22,
+            "sntryu_" + "0a1b2c3d" * 8,
+            "sntrys_eyJpYXQiOjE3MDAwMDAwMDAuMCwib3JnIjoiZXhhbXBsZSJ9_" + "Se1" * 14 + "x",
         ]
     ),
     # HTTP authorization headers whose scheme is a vendor's own, or whose

@@ -212,7 +212,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|npm_[A-Za-z0-9]{36}(?-u:\b)",
             r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
             r"|do[por]_v1_[a-f0-9]{64}(?-u:\b)",
-            r"|sntr[ysu]_[A-Za-z0-9+/=_\-]{20,}",
+            r"|sntry[su]_[A-Za-z0-9+/=_\-]{20,}",
             r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?-u:\b)",
             r"|(?-u:\b)(?:",
             r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
