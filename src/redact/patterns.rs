@@ -114,6 +114,28 @@ const HINTS: &[(&str, u16)] = &[
     ("lsv", TOKENS),
     ("tvly-", TOKENS),
     ("atlasv1", TOKENS),
+    ("a3-", TOKENS),
+    ("akcp", TOKENS),
+    ("dp.", TOKENS),
+    ("ezak", TOKENS),
+    ("flwseck-", TOKENS),
+    ("flwseck_test-", TOKENS),
+    ("fo1_", TOKENS),
+    ("ntn_", TOKENS),
+    ("secret_", TOKENS),
+    ("pnu_", TOKENS),
+    ("tk-us-", TOKENS),
+    ("xkeysib-", TOKENS),
+    ("sk.eyj", TOKENS),
+    ("api_org_", TOKENS),
+    ("packagist_", TOKENS),
+    ("nrii-", TOKENS),
+    ("aaaaaaaaaaaaaaaaaaaaaa", TOKENS),
+    ("access-", TOKENS),
+    ("access_token$", TOKENS),
+    ("figd_", TOKENS),
+    ("1//0", TOKENS),
+    ("sb_secret_", TOKENS),
     ("hooks.slack.com", HOOK),
     ("--", FLAG),
     (" -", FLAG),
@@ -214,6 +236,14 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|do[por]_v1_[a-f0-9]{64}(?-u:\b)",
             r"|sntry[su]_[A-Za-z0-9+/=_\-]{20,}",
             r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?-u:\b)",
+            r"|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}",
+            r"|FLWSECK(?:_TEST)?-[a-hA-H0-9]{32}-X",
+            r"|packagist_[ou][ru]t_[a-f0-9]{68}(?-u:\b)",
+            r"|api_org_[A-Za-z]{34}(?-u:\b)",
+            r"|sb_secret_[A-Za-z0-9_\-]{20,}",
+            r"|NRII-[A-Za-z0-9\-]{32}",
+            r"|access-(?:sandbox|development|production)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            r"|access_token\$production\$[0-9a-z]{16}\$[0-9a-f]{32}",
             r"|(?-u:\b)(?:",
             r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
             r"|sk-[A-Za-z0-9_\-]{20,}",
@@ -245,6 +275,26 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|lsv2_(?:pt|sk)_[A-Za-z0-9_]{30,}",
             r"|tvly-[A-Za-z0-9_\-]{24,}",
             r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}",
+            // 1Password's account secret key.
+            r"|A3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}(?-u:\b)",
+            r"|AKCp[A-Za-z0-9]{69}(?-u:\b)",
+            // Doppler's tokens; a service token names its config (`dp.st.prd.…`).
+            r"|dp\.(?:pt|st(?:\.[a-z0-9_\-]{2,35})?|ct|sa|scim|audit)\.[A-Za-z0-9]{40,44}(?-u:\b)",
+            r"|EZAK[A-Za-z0-9]{54}(?-u:\b)",
+            r"|fo1_[A-Za-z0-9_\-]{43}",
+            // Notion's integration tokens, the current form and the legacy one.
+            r"|ntn_[0-9]{11}[A-Za-z0-9]{35}",
+            r"|secret_[A-Za-z0-9]{43}(?-u:\b)",
+            r"|pnu_[A-Za-z0-9]{36}(?-u:\b)",
+            r"|tk-us-[A-Za-z0-9_\-]{48}",
+            // Mapbox's secret token (its public one is `pk.`).
+            r"|sk\.eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}",
+            // An X (Twitter) app's bearer token.
+            r"|A{22}[A-Za-z0-9%]{80,}",
+            r"|figd_[A-Za-z0-9_\-]{40,}",
+            // A Google OAuth refresh token.
+            r"|1//0[A-Za-z0-9_\-]{40,}",
+            r"|(?:duffel|shippo)_(?:live|test)_[A-Za-z0-9_\-=]{40,43}",
             r")"
         ))
         .ok()?,
@@ -318,7 +368,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 
 /// A filter in front of the hint automaton: one byte pair (ASCII case
 /// folded) chosen from each hint, one another hint chose already or else
-/// the least common in ordinary text. A string in which no chosen pair
+/// the least common in ordinary text; a pair no hint needs in the end is
+/// dropped. A string in which no chosen pair
 /// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
 /// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
 /// bytes in either case, so each pair of adjacent bytes costs two table
@@ -349,21 +400,37 @@ impl HintPairs {
         for pair in ORDINARY.as_bytes().windows(2) {
             common[Self::folded(pair[0], pair[1])] += 1;
         }
+        let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
+        // Every hint has at least two bytes (a test pins it).
+        let hint_pairs: Vec<Vec<(u8, u8)>> = hints
+            .map(|hint| {
+                hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase())).collect()
+            })
+            .collect();
         let mut chosen: Vec<(u8, u8)> = Vec::new();
-        for hint in hints {
-            // Every hint has at least two bytes (a test pins it).
-            let pairs = || hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()));
-            let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
-            let Some(least) = pairs().map(|p| seen(&p)).min() else { continue };
+        for pairs in &hint_pairs {
+            let Some(least) = pairs.iter().map(seen).min() else { continue };
             // A pair already chosen for another hint first: its bit wakes the
             // automaton anyway, so sharing it lets no more text through and
             // saves a bit. Otherwise the least seen in the sample, of the
             // rarest letters.
-            let pair = pairs().filter(|p| chosen.contains(p)).min_by_key(seen).or_else(|| {
-                pairs().filter(|p| seen(p) == least).max_by_key(|&(a, b)| letter_rarity(a) + letter_rarity(b))
+            let pair = pairs.iter().filter(|p| chosen.contains(p)).min_by_key(|p| seen(p)).or_else(|| {
+                pairs.iter().filter(|p| seen(p) == least).max_by_key(|&&(a, b)| letter_rarity(a) + letter_rarity(b))
             });
-            if let Some(pair) = pair.filter(|p| !chosen.contains(p)) {
+            if let Some(&pair) = pair.filter(|p| !chosen.contains(p)) {
                 chosen.push(pair);
+            }
+        }
+        // A pair chosen early may be needed by no hint once later ones chose
+        // theirs (`-----begin` took `-k`, then `--` covered it): such pairs
+        // are dropped, the most common in the sample first, which saves bits
+        // and lets less ordinary text through.
+        let mut by_commonness = chosen.clone();
+        by_commonness.sort_by_key(|p| std::cmp::Reverse(seen(p)));
+        for pair in by_commonness {
+            let spare = hint_pairs.iter().all(|pairs| pairs.iter().any(|q| *q != pair && chosen.contains(q)));
+            if spare {
+                chosen.retain(|q| *q != pair);
             }
         }
         let count = chosen.len();
