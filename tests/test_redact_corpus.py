@@ -316,6 +316,18 @@ REAL_WORLD = [
     Case("xml namespaced", {"xml": "<c:ApiKey>Xm2key</c:ApiKey>"}, ["Xm2key"], ["<c:ApiKey>"]),
     Case("xml CDATA", {"xml": "<Password><![CDATA[Xm3pass]]></Password>"}, ["Xm3pass"]),
     Case("xml attributes", {"xml": '<secret id="1">Xm4val</secret>'}, ["Xm4val"], ["<secret id="]),
+    Case(
+        "xml element named by its key attribute",
+        {"xml": '<entry key="db.password">Xm5pass</entry><entry key="db.user">app</entry>'},
+        ["Xm5pass"],
+        ["db.password", ">app</entry>"],
+    ),
+    Case(
+        "android string resource",
+        {"xml": '<string name="api_key">Xm6key</string><string name="app_name">Demo</string>'},
+        ["Xm6key"],
+        ["api_key", ">Demo</string>"],
+    ),
     # JSON inside a string inside text: escaped quotes.
     Case(
         "escaped JSON",

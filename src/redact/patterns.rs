@@ -1331,10 +1331,34 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
             continue;
         }
         let local = name.rsplit(':').next().unwrap_or(name);
-        if key_info(local).secret && !keep_value(s[text_start..text_end].trim()) {
+        let secret = key_info(local).secret || attribute_names_secret(tag, key_info);
+        if secret && !keep_value(s[text_start..text_end].trim()) {
             push_trimmed(s, text_start, text_end, spans);
         }
     }
+}
+
+/// Whether an opening tag's `name` or `key` attribute names a secret, so
+/// that the element's text is its value (`<entry key="db.password">`, an
+/// Android `<string name="api_key">`).
+fn attribute_names_secret(tag: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    let mut rest = tag;
+    while let Some(eq) = rest.find('=') {
+        let attr = rest[..eq].trim_end();
+        let attr = attr.rsplit(char::is_whitespace).next().unwrap_or("");
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|&c| c == '"' || c == '\'') else {
+            rest = &rest[eq + 1..];
+            continue;
+        };
+        let body = &after[1..];
+        let Some(close) = body.find(q) else { return false };
+        if (attr.eq_ignore_ascii_case("name") || attr.eq_ignore_ascii_case("key")) && key_info(&body[..close]).secret {
+            return true;
+        }
+        rest = &body[close + 1..];
+    }
+    false
 }
 
 /// What may sit between a key, its separator and its value: spaces and tabs,
