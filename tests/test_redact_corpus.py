@@ -328,6 +328,14 @@ REAL_WORLD = [
         ["Xm6key"],
         ["api_key", ">Demo</string>"],
     ),
+    # Heredocs (HCL, shell) under a secret name.
+    Case(
+        "HCL heredoc",
+        {"tf": 'private_key = <<EOF\nHd1line\nHd1more\nEOF\nregion = "eu"'},
+        ["Hd1line", "Hd1more"],
+        ["region = ", "<<EOF", "EOF"],
+    ),
+    Case("indented heredoc", {"tf": "  client_secret = <<-EOT\n    Hd2sec\n  EOT\nx = 1"}, ["Hd2sec"], ["x = 1"]),
     # JSON inside a string inside text: escaped quotes.
     Case(
         "escaped JSON",

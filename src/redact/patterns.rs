@@ -1078,6 +1078,12 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
                 continue;
             }
         }
+        if let Some((start, end)) = heredoc(s, sep_end) {
+            spans.push((start, end));
+            at = end;
+            key_floor = at;
+            continue;
+        }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
         let auth_header = !quoted && authorization_key(key);
@@ -1359,6 +1365,42 @@ fn attribute_names_secret(tag: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) 
         rest = &body[close + 1..];
     }
     false
+}
+
+/// A heredoc after a secret key's separator (`private_key = <<EOF`, HCL or
+/// shell; `<<-EOT`, `<<~EOT`, `<<'EOF'` too): the span of its lines, up to
+/// the line that closes it, or to the end of the text when none does.
+fn heredoc(s: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = trim_blanks_start(&s[from..]);
+    let word = rest.strip_prefix("<<")?;
+    let word = word.strip_prefix(['-', '~']).unwrap_or(word);
+    let (word, quote) = match word.strip_prefix(['"', '\'']) {
+        Some(w) => (w, 1),
+        None => (word, 0),
+    };
+    let len = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(word.len());
+    let (tag, line_rest) = word.split_at(len);
+    if tag.is_empty() || !tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        return None;
+    }
+    let line_rest = &line_rest[quote.min(line_rest.len())..];
+    let newline = line_rest.find('\n')?;
+    if !line_rest[..newline].trim().is_empty() {
+        return None;
+    }
+    let body = s.len() - line_rest.len() + newline + 1;
+    let mut at = body;
+    let mut end = s.len();
+    while at < s.len() {
+        let line_end = s[at..].find('\n').map_or(s.len(), |i| at + i);
+        if s[at..line_end].trim() == tag {
+            end = at;
+            break;
+        }
+        at = line_end + 1;
+    }
+    let text = s[body..end].trim_end();
+    (!text.trim().is_empty()).then_some((body + (text.len() - text.trim_start().len()), body + text.len()))
 }
 
 /// What may sit between a key, its separator and its value: spaces and tabs,
