@@ -258,6 +258,20 @@ REAL_WORLD = [
         ["Ng1abc", "Kl1key"],
         ["Klaviyo-API-Key", "https://h"],
     ),
+    # Cookies: a Set-Cookie header sets one cookie, whatever its name; the
+    # session cookies of common frameworks are named by those frameworks.
+    Case(
+        "Set-Cookie with a plain name",
+        {"log": "HTTP/1.1 200 OK\nSet-Cookie: id=Ck1abc; Path=/; HttpOnly\nVary: Accept"},
+        ["Ck1abc"],
+        ["Path=/; HttpOnly", "Vary: Accept"],
+    ),
+    Case(
+        "ASP.NET and WordPress auth cookies",
+        {"h": "Cookie: .ASPXAUTH=Ck2aspx; wordpress_logged_in_0a1b2c=bob%7CCk3wp; theme=dark"},
+        ["Ck2aspx", "Ck3wp"],
+        ["theme=dark"],
+    ),
     # Command lines whose password flag only the command names.
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
     Case("mysqldump -p glued", {"cmd": "mysqldump -pMy2pass --all-databases"}, ["My2pass"], ["--all-databases"]),

@@ -58,6 +58,9 @@ pub const SUBSTRING_TERMS: &[&str] = &[
     // Redis's `requirepass` and `masterauth` settings.
     "requirepass",
     "masterauth",
+    // WordPress's login cookies, `wordpress_logged_in_<hash>`, `wordpress_sec_<hash>`.
+    "wordpressloggedin",
+    "wordpresssec",
 ];
 
 /// Short words that are secret only as a whole token: as substrings they
@@ -125,6 +128,9 @@ pub const EXACT_NAMES: &[&str] = &[
     "proxyauthorization",
     "authenticitytoken",
     "clientkeydata",
+    // ASP.NET's forms-authentication and Identity cookies.
+    "aspxauth",
+    "aspnetcoreidentityapplication",
 ];
 
 /// Keys that look secret but carry counters, metadata or public values

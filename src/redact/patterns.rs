@@ -1096,6 +1096,18 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
+        if !quoted && lone_colon && set_cookie_key(key) {
+            // `Set-Cookie: id=...; Path=/`: one cookie per header, its
+            // value a credential whatever its name; the attributes stay.
+            if let Some(eq) = value.find('=') {
+                if v_start + eq + 1 < v_end && !keep_value(&value[eq + 1..]) {
+                    spans.push((v_start + eq + 1, v_end));
+                }
+                at = at.max(v_end);
+                key_floor = at;
+                continue;
+            }
+        }
         if !quoted && lone_colon && value.trim_end_matches('=').contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             // Trailing `=` is base64 padding (`password: aHVudGVyMg==`), no pair.
@@ -1121,6 +1133,11 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// Whether `key` names the `Set-Cookie` header.
+fn set_cookie_key(key: &str) -> bool {
+    ["set-cookie", "set_cookie", "setcookie"].iter().any(|k| key.eq_ignore_ascii_case(k))
 }
 
 /// Whether `key` names an HTTP authorization header (`Authorization`,
