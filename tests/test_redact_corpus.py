@@ -258,6 +258,12 @@ REAL_WORLD = [
         ["Ng1abc", "Kl1key"],
         ["Klaviyo-API-Key", "https://h"],
     ),
+    Case(
+        "JDBC Oracle user/password",
+        {"url": "jdbc:oracle:thin:scott/Or1pass@//db.h:1521/svc", "u2": "JDBC:ORACLE:OCI:app/Or2p@ss@db.h:1521:ORCL"},
+        ["Or1pass", "Or2p@ss"],
+        ["jdbc:oracle:thin:scott/", "@//db.h:1521/svc", "@db.h:1521:ORCL"],
+    ),
     # Cookies: a Set-Cookie header sets one cookie, whatever its name; the
     # session cookies of common frameworks are named by those frameworks.
     Case(
@@ -453,6 +459,7 @@ LOOKALIKES = [
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
     "password:\nuser: bob",
     "password_set:\n  true",
     "steps:\n  - name: build\n    run: make",

@@ -1057,6 +1057,15 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
+        if sep_char == b':' && oracle_driver(s, key) {
+            // `jdbc:oracle:thin:user/password@host`: the password has no key.
+            if let Some((start, end)) = oracle_password(s, sep_end) {
+                spans.push((start, end));
+                at = end;
+                key_floor = at;
+            }
+            continue;
+        }
         if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
@@ -1133,6 +1142,28 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// Whether `key`, a slice of `s`, is an Oracle JDBC driver type after
+/// `oracle:` (`jdbc:oracle:thin:`, `jdbc:oracle:oci:`).
+fn oracle_driver(s: &str, key: &str) -> bool {
+    const ORACLE: &[u8] = b"oracle:";
+    if !["thin", "oci", "oci8"].iter().any(|d| key.eq_ignore_ascii_case(d)) {
+        return false;
+    }
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    key_at >= ORACLE.len() && s.as_bytes()[key_at - ORACLE.len()..key_at].eq_ignore_ascii_case(ORACLE)
+}
+
+/// The password of an Oracle connect string `user/password@host...` at
+/// `from`: what lies between the first `/` and the last `@` of the word.
+fn oracle_password(s: &str, from: usize) -> Option<(usize, usize)> {
+    let word = &s[from..];
+    let word =
+        &word[..word.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>')).unwrap_or(word.len())];
+    let slash = word.find('/')?;
+    let at = word.rfind('@')?;
+    (slash > 0 && !word[..slash].contains('@') && at > slash + 1).then_some((from + slash + 1, from + at))
 }
 
 /// Whether `key` names the `Set-Cookie` header.
