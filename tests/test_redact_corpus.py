@@ -259,6 +259,12 @@ REAL_WORLD = [
         ["Klaviyo-API-Key", "https://h"],
     ),
     Case(
+        "Go MySQL DSN",
+        {"log": "open app:Gd1pass@tcp(db:3306)/app?parseTime=true failed; root:Gd2:p@unix(/run/mysqld.sock)/x"},
+        ["Gd1pass", "Gd2:p"],
+        ["open app:", "@tcp(db:3306)/app?parseTime=true", "root:", "@unix(/run/mysqld.sock)/x"],
+    ),
+    Case(
         "JDBC Oracle user/password",
         {"url": "jdbc:oracle:thin:scott/Or1pass@//db.h:1521/svc", "u2": "JDBC:ORACLE:OCI:app/Or2p@ss@db.h:1521:ORCL"},
         ["Or1pass", "Or2p@ss"],
@@ -460,6 +466,7 @@ LOOKALIKES = [
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
     "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
+    "dial app@tcp(db:3306)/app at 12:30:01 (user@unix(/run/sock))",
     "password:\nuser: bob",
     "password_set:\n  true",
     "steps:\n  - name: build\n    run: make",

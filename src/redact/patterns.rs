@@ -620,6 +620,7 @@ fn scan_shapes(
     }
     if wake & KV != 0 {
         kv_spans(s, key_info, spans);
+        go_dsn_spans(s, spans);
     }
     if wake & PCT != 0 {
         pct_spans(s, key_info, spans);
@@ -1141,6 +1142,40 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// Longest `user:password` looked back for before a Go DSN's `@tcp(`.
+const DSN_USERPASS_MAX: usize = 256;
+
+/// Passwords in Go's MySQL DSNs, `user:password@tcp(host:3306)/db` and
+/// `user:password@unix(/path)/db`, which have no `//` before the user: the
+/// text between the word's first `:` and the `@`.
+fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    // Most texts with a separator hold no `@`: one fast pass says so.
+    if memchr::memchr(b'@', b).is_none() {
+        return;
+    }
+    for needle in [&b"@tcp("[..], &b"@unix("[..]] {
+        for at in memchr::memmem::find_iter(b, needle) {
+            let mut floor = at.saturating_sub(DSN_USERPASS_MAX);
+            while !s.is_char_boundary(floor) {
+                floor += 1;
+            }
+            let start = b[floor..at]
+                .iter()
+                .rposition(|&c| {
+                    c.is_ascii_whitespace()
+                        || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
+                })
+                .map_or(floor, |i| floor + i + 1);
+            if let Some(colon) = b[start..at].iter().position(|&c| c == b':') {
+                if start + colon + 1 < at {
+                    spans.push((start + colon + 1, at));
+                }
+            }
+        }
     }
 }
 
