@@ -284,6 +284,23 @@ REAL_WORLD = [
         ["Ck2aspx", "Ck3wp"],
         ["theme=dark"],
     ),
+    # Key names of credentials that hold no secret word.
+    Case(
+        "wallet seeds, recovery codes and one-time codes by key name",
+        {
+            "wallet": {"seed_phrase": "Kn1a", "mnemonic": "Kn2b", "recoveryPhrase": "Kn3c"},
+            "enrolment": {"recovery_codes": ["Kn4d", "Kn5e"], "backup_code": "Kn6f"},
+            "signup": {"verification_code": "Kn7g", "one_time_code": "Kn8h", "security_answer": "Kn9i"},
+            "oauth": {"code_verifier": "Kn0j", "oauth_verifier": "Kn1k", "SAMLResponse": "Kn2l", "privkey": "Kn3m"},
+        },
+        ["Kn1a", "Kn2b", "Kn3c", "Kn4d", "Kn5e", "Kn6f", "Kn7g", "Kn8h", "Kn9i", "Kn0j", "Kn1k", "Kn2l", "Kn3m"],
+        ["seed_phrase", "recovery_codes", "SAMLResponse"],
+    ),
+    Case(
+        "their key=value forms in text",
+        {"log": "verify code_verifier=Kv1a seed_phrase: Kv2b"},
+        ["Kv1a", "Kv2b"],
+    ),
     # Command lines whose password flag only the command names.
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
     Case("mysqldump -p glued", {"cmd": "mysqldump -pMy2pass --all-databases"}, ["My2pass"], ["--all-databases"]),

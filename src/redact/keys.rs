@@ -58,6 +58,20 @@ pub const SUBSTRING_TERMS: &[&str] = &[
     // Redis's `requirepass` and `masterauth` settings.
     "requirepass",
     "masterauth",
+    // Credentials with no secret word in their names: a wallet's seed
+    // phrase, 2FA recovery codes, one-time codes sent to a user, a security
+    // question's answer, OAuth/PKCE verifiers, a SAML login response.
+    "seedphrase",
+    "recoveryphrase",
+    "mnemonic",
+    "recoverycode",
+    "backupcode",
+    "verificationcode",
+    "onetimecode",
+    "securityanswer",
+    "codeverifier",
+    "oauthverifier",
+    "samlresponse",
     // WordPress's login cookies, `wordpress_logged_in_<hash>`, `wordpress_sec_<hash>`.
     "wordpressloggedin",
     "wordpresssec",
@@ -128,6 +142,8 @@ pub const EXACT_NAMES: &[&str] = &[
     "proxyauthorization",
     "authenticitytoken",
     "clientkeydata",
+    // OpenSSL's and Let's Encrypt's name for a private key.
+    "privkey",
     // ASP.NET's forms-authentication and Identity cookies.
     "aspxauth",
     "aspnetcoreidentityapplication",
