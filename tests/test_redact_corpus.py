@@ -297,9 +297,25 @@ REAL_WORLD = [
         ["seed_phrase", "recovery_codes", "SAMLResponse"],
     ),
     Case(
+        "password in other languages and abbreviated",
+        {
+            k: f"Pl{i}secret"
+            for i, k in enumerate(
+                [
+                    *("senha", "mot_de_passe", "wachtwoord", "Kennwort", "lösenord", "passord", "salasana"),
+                    *("adgangskode", "hasło", "haslo", "heslo", "jelszó", "şifre", "lozinka", "geslo", "parool"),
+                    *("пароль", "密码", "密碼", "パスワード", "비밀번호", "סיסמה", "كلمة_المرور", "รหัสผ่าน"),
+                    *("पासवर्ड", "mat_khau", "kata_sandi", "user_pswd", "psw", "passwrd", "pword", "wpa_psk"),
+                ]
+            )
+        },
+        [f"Pl{i}secret" for i in range(32)],
+        ["mot_de_passe", "user_pswd"],
+    ),
+    Case(
         "their key=value forms in text",
-        {"log": "verify code_verifier=Kv1a seed_phrase: Kv2b"},
-        ["Kv1a", "Kv2b"],
+        {"log": "verify code_verifier=Kv1a seed_phrase: Kv2b senha=Kv3c пароль: Kv4d"},
+        ["Kv1a", "Kv2b", "Kv3c", "Kv4d"],
     ),
     # Command lines whose password flag only the command names.
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
@@ -482,6 +498,7 @@ LOOKALIKES = [
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "clave_producto=A1 parola=ciao palavra=oi wort=hallo code=42",
     "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
     "dial app@tcp(db:3306)/app at 12:30:01 (user@unix(/run/sock))",
     "password:\nuser: bob",
