@@ -361,6 +361,19 @@ REAL_WORLD = [
         ["-importkeystore"],
     ),
     Case("plink -pw", {"cmd": "plink -pw Pl1pass admin@h"}, ["Pl1pass"], ["admin@h"]),
+    Case(
+        "echo into --password-stdin",
+        {"cmd": 'echo "Ec1pass" | docker login -u bot --password-stdin ghcr.io'},
+        ["Ec1pass"],
+        ["docker login -u bot --password-stdin ghcr.io"],
+    ),
+    Case("echo into sudo -S", {"cmd": "echo Ec2pass | sudo -S systemctl restart app"}, ["Ec2pass"], ["systemctl"]),
+    Case(
+        "echo into gpg --passphrase-fd 0",
+        {"cmd": "echo -n 'Ec3 pass' | gpg --batch --passphrase-fd 0 -d f.gpg"},
+        ["Ec3 pass"],
+        ["-d f.gpg"],
+    ),
     Case("flag at the very start", {"args": "-password Fl1pass -v"}, ["Fl1pass"], ["-v"]),
     # .netrc entries.
     Case("netrc one line", {"netrc": "machine api.h login bot password Nr1pass"}, ["Nr1pass"], ["login bot"]),
@@ -518,6 +531,8 @@ LOOKALIKES = [
     "UPDATE users SET reset_token = NULL, token_expires_at = now() WHERE id = 42;",
     "password: ********",
     "docker login -u bot --password-stdin ghcr.io",
+    "echo $DOCKER_TOKEN | docker login -u bot --password-stdin ghcr.io",
+    "echo done | sudo tee /etc/motd; echo hi | grep -S x",
     "podman login --username bot --password-stdin quay.io",
     "ansible-playbook site.yml --vault-password-file ~/.vault_pass",
     "gpg --batch --passphrase-fd 0 --decrypt secrets.gpg",

@@ -330,7 +330,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
-        // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`.
+        // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`).
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
@@ -349,6 +350,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
+            // A password echoed into a command that reads it from stdin.
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
@@ -641,7 +644,7 @@ fn scan_shapes(
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
         for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "packed", "arg", "userpass", "slash", "pct"] {
+            for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
