@@ -613,7 +613,7 @@ fn scan_shapes(
         super::cards::spans(s, spans);
     }
     // Discord and Teams webhooks have no hint of their own (`webhook` would
-    // take the pair filter's last free bit): a URL that holds it is looked at.
+    // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
             push_group(&c, "path", spans);
