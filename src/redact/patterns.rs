@@ -1251,7 +1251,11 @@ fn auth_params_end(s: &str, start: usize) -> usize {
                     while i < b.len() && b[i] != q && b[i] != b'\n' {
                         i += if b[i] == b'\\' && q == b'"' { 2 } else { 1 };
                     }
-                    i = (i + 1).min(b.len());
+                    // Past the closing quote; a value cut off at its line's end stops there.
+                    i = if i < b.len() && b[i] == q { i + 1 } else { i.min(b.len()) };
+                    while !s.is_char_boundary(i) {
+                        i -= 1;
+                    }
                 }
                 b'"' | b'\'' | b'`' | b'<' | b'>' | b',' | b'\\' => break,
                 c if c.is_ascii_whitespace() => break,
@@ -1461,15 +1465,18 @@ fn heredoc(s: &str, from: usize) -> Option<(usize, usize)> {
     let word = rest.strip_prefix("<<")?;
     let word = word.strip_prefix(['-', '~']).unwrap_or(word);
     let (word, quote) = match word.strip_prefix(['"', '\'']) {
-        Some(w) => (w, 1),
-        None => (word, 0),
+        Some(w) => (w, word.chars().next()),
+        None => (word, None),
     };
     let len = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(word.len());
     let (tag, line_rest) = word.split_at(len);
     if tag.is_empty() || !tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         return None;
     }
-    let line_rest = &line_rest[quote.min(line_rest.len())..];
+    let line_rest = match quote {
+        Some(q) => line_rest.strip_prefix(q)?,
+        None => line_rest,
+    };
     let newline = line_rest.find('\n')?;
     if !line_rest[..newline].trim().is_empty() {
         return None;
@@ -2023,6 +2030,28 @@ mod tests {
             ("password\u{FF1A}\u{3000}hunter2\u{FF0C}ok", "password\u{FF1A}\u{3000}***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn header_heredoc_and_dsn_scans_stop_at_their_edges() {
+        // A quoted parameter cut off at its line's end does not run into the next line.
+        assert_eq!(redact("Authorization: Digest response=\"abc\nHost: h"), "Authorization: Digest ***\nHost: h");
+        assert_eq!(redact("authorization: SSWS tok\u{e9}n1, next"), "authorization: SSWS ***");
+        // A quoted heredoc word followed by a multi-byte character is no heredoc, and no panic.
+        let odd = "password = <<\"EOF\u{e9}\nx\nEOF";
+        assert_eq!(redact(odd), odd);
+        assert_eq!(redact("password = <<'EOF'\nx\nEOF\nnext=1"), "password = <<'EOF'\n***\nEOF\nnext=1");
+        for text in ["\u{e9}".repeat(300) + "x:pw@tcp(h)", "@tcp(".into(), ":@tcp(".into(), "a:@unix(".into()] {
+            let once = redact(&text);
+            assert_eq!(redact(&once), once);
+        }
+        assert!(!redact(&("\u{e9}".repeat(300) + "x:pw@tcp(h)")).contains("pw"));
+        // Every byte offset of a text full of the new shapes' delimiters.
+        let text = "Authorization: Bot a\u{e9},b=\"\u{e9}\" <<\"\u{e9} jdbc:oracle:thin:\u{e9}/\u{e9}@h u:\u{e9}@tcp(";
+        for cut in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            redact(&text[..cut]);
+            redact(&text[cut..]);
         }
     }
 
