@@ -181,7 +181,141 @@ REAL_WORLD = [
             "lsv2_pt_" + "Ls1" * 12,
             "tvly-" + "Tv1" * 10,
             "abcdefghij1234.atlasv1." + "Tf1" * 22,
+            "sntryu_" + "0a1b2c3d" * 8,
+            "A3-ABC123-DEF456GHI78-JKL90-MNO12-PQR34",
+            "AKCp" + "Af1" * 23,
+            "dp.pt." + "Dp1" * 14 + "x",
+            "dp.st.prd." + "Dp2" * 14 + "x",
+            "EZAK" + "Ez1" * 18,
+            "FLWSECK_TEST-" + "0a1b2c3d" * 4 + "-X",
+            "FLWSECK-" + "9e8f7a6b" * 4 + "-X",
+            "fo1_" + "Fo1" * 14 + "x",
+            "ntn_" + "12345678901" + "Nt1" * 11 + "xy",
+            "secret_" + "Nl1" * 14 + "x",
+            "pnu_" + "Pn1" * 12,
+            "tk-us-" + "Tk1" * 16,
+            "xkeysib-" + "0a1b2c3d" * 8 + "-" + "Xk1Xk1Xk1Xk1Xk1X",
+            "sk.eyJ1IjoiYWxpY2UiLCJhIjoiY2t4In0." + "Mb1" * 8,
+            "api_org_" + "HfOrg" * 6 + "abcd",
+            "packagist_uut_" + "0a1b" * 17,
+            "NRII-" + "Nr1" * 10 + "xy",
+            "A" * 22 + "Tw1%3D" * 15,
+            "access-production-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+            "access_token$production$" + "bt1" * 5 + "x$" + "0a1b2c3d" * 4,
+            "figd_" + "Fg1" * 14,
+            "1//0" + "Gr1" * 20,
+            "sb_secret_" + "Sb1" * 10 + "x",
+            "duffel_live_" + "Df1" * 14 + "x",
+            "shippo_live_" + "0a1b2c3d" * 5,
+            "sntrys_eyJpYXQiOjE3MDAwMDAwMDAuMCwib3JnIjoiZXhhbXBsZSJ9_" + "Se1" * 14 + "x",
         ]
+    ),
+    # HTTP authorization headers whose scheme is a vendor's own, or whose
+    # credential is a list of parameters: the scheme stays, the rest goes.
+    Case(
+        "Authorization: SSWS (Okta)",
+        {"log": "GET /api/v1/users Authorization: SSWS 00Ah1Okta2Tok3en4Ab5Cd6Ef7Gh8Ij9Kl0Mn status=200"},
+        ["00Ah1Okta2Tok3en4Ab5Cd6Ef7Gh8Ij9Kl0Mn"],
+        ["Authorization: SSWS ", " status=200"],
+    ),
+    Case(
+        "Authorization: Bot (Discord)",
+        {"h": "Authorization: Bot MTA1MjM0NTY3ODkwMTIzNDU2Nw.G1a2b3.Dc1abcdefghijABCDEFGHIJ0123456"},
+        ["Dc1abcdefghijABCDEFGHIJ0123456", "MTA1MjM0NTY3ODkwMTIzNDU2Nw"],
+        ["Authorization: Bot "],
+    ),
+    Case(
+        "Authorization: a hyphenated vendor scheme",
+        {"h": "authorization: Zoho-oauthtoken 1000.Zo1abc.def2\nhost: h"},
+        ["1000.Zo1abc.def2"],
+        ["Zoho-oauthtoken", "host: h"],
+    ),
+    Case(
+        "Authorization: Digest parameters",
+        {
+            "h": 'Authorization: Digest username="bob", realm="api", nonce="n1", uri="/", '
+            'response="6629fae49393a05397450978507c4ef1"'
+        },
+        ["6629fae49393a05397450978507c4ef1"],
+        ["Authorization: Digest "],
+    ),
+    Case("Authorization: Token token=", {"h": 'Authorization: Token token="Tt1tok", email="a@b.c"'}, ["Tt1tok"]),
+    Case("Authorization: key= (FCM)", {"h": "Authorization: key=AAAAFc1key:APA91bFc1rest"}, ["AAAAFc1key", "Fc1rest"]),
+    Case(
+        "Authorization: AWS signature v2",
+        {"h": "Authorization: AWS AKIAIOSFODNN7EXAMPLE:Aw1frJIUN8DYpKDtOLCwo//yllqDzg="},
+        ["Aw1frJIUN8DYpKDtOLCwo//yllqDzg="],
+    ),
+    Case(
+        "Authorization: SharedKey (Azure Storage)",
+        {"h": "Authorization: SharedKey acct:Sk1ctzMq410TV3wS7upTBcunJTDLEJw="},
+        ["Sk1ctzMq410TV3wS7upTBcunJTDLEJw="],
+        ["SharedKey"],
+    ),
+    Case(
+        "Authorization header in a curl command",
+        {"cmd": 'curl -H "Proxy-Authorization: Negotiate Ng1abc" -H "Authorization: Klaviyo-API-Key Kl1key" https://h'},
+        ["Ng1abc", "Kl1key"],
+        ["Klaviyo-API-Key", "https://h"],
+    ),
+    Case(
+        "Go MySQL DSN",
+        {"log": "open app:Gd1pass@tcp(db:3306)/app?parseTime=true failed; root:Gd2:p@unix(/run/mysqld.sock)/x"},
+        ["Gd1pass", "Gd2:p"],
+        ["open app:", "@tcp(db:3306)/app?parseTime=true", "root:", "@unix(/run/mysqld.sock)/x"],
+    ),
+    Case(
+        "JDBC Oracle user/password",
+        {"url": "jdbc:oracle:thin:scott/Or1pass@//db.h:1521/svc", "u2": "JDBC:ORACLE:OCI:app/Or2p@ss@db.h:1521:ORCL"},
+        ["Or1pass", "Or2p@ss"],
+        ["jdbc:oracle:thin:scott/", "@//db.h:1521/svc", "@db.h:1521:ORCL"],
+    ),
+    # Cookies: a Set-Cookie header sets one cookie, whatever its name; the
+    # session cookies of common frameworks are named by those frameworks.
+    Case(
+        "Set-Cookie with a plain name",
+        {"log": "HTTP/1.1 200 OK\nSet-Cookie: id=Ck1abc; Path=/; HttpOnly\nVary: Accept"},
+        ["Ck1abc"],
+        ["Path=/; HttpOnly", "Vary: Accept"],
+    ),
+    Case(
+        "ASP.NET and WordPress auth cookies",
+        {"h": "Cookie: .ASPXAUTH=Ck2aspx; wordpress_logged_in_0a1b2c=bob%7CCk3wp; theme=dark"},
+        ["Ck2aspx", "Ck3wp"],
+        ["theme=dark"],
+    ),
+    # Key names of credentials that hold no secret word.
+    Case(
+        "wallet seeds, recovery codes and one-time codes by key name",
+        {
+            "wallet": {"seed_phrase": "Kn1a", "mnemonic": "Kn2b", "recoveryPhrase": "Kn3c"},
+            "enrolment": {"recovery_codes": ["Kn4d", "Kn5e"], "backup_code": "Kn6f"},
+            "signup": {"verification_code": "Kn7g", "one_time_code": "Kn8h", "security_answer": "Kn9i"},
+            "oauth": {"code_verifier": "Kn0j", "oauth_verifier": "Kn1k", "SAMLResponse": "Kn2l", "privkey": "Kn3m"},
+        },
+        ["Kn1a", "Kn2b", "Kn3c", "Kn4d", "Kn5e", "Kn6f", "Kn7g", "Kn8h", "Kn9i", "Kn0j", "Kn1k", "Kn2l", "Kn3m"],
+        ["seed_phrase", "recovery_codes", "SAMLResponse"],
+    ),
+    Case(
+        "password in other languages and abbreviated",
+        {
+            k: f"Pl{i}secret"
+            for i, k in enumerate(
+                [
+                    *("senha", "mot_de_passe", "wachtwoord", "Kennwort", "lösenord", "passord", "salasana"),
+                    *("adgangskode", "hasło", "haslo", "heslo", "jelszó", "şifre", "lozinka", "geslo", "parool"),
+                    *("пароль", "密码", "密碼", "パスワード", "비밀번호", "סיסמה", "كلمة_المرور", "รหัสผ่าน"),
+                    *("पासवर्ड", "mat_khau", "kata_sandi", "user_pswd", "psw", "passwrd", "pword", "wpa_psk"),
+                ]
+            )
+        },
+        [f"Pl{i}secret" for i in range(32)],
+        ["mot_de_passe", "user_pswd"],
+    ),
+    Case(
+        "their key=value forms in text",
+        {"log": "verify code_verifier=Kv1a seed_phrase: Kv2b senha=Kv3c пароль: Kv4d"},
+        ["Kv1a", "Kv2b", "Kv3c", "Kv4d"],
     ),
     # Command lines whose password flag only the command names.
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
@@ -227,6 +361,19 @@ REAL_WORLD = [
         ["-importkeystore"],
     ),
     Case("plink -pw", {"cmd": "plink -pw Pl1pass admin@h"}, ["Pl1pass"], ["admin@h"]),
+    Case(
+        "echo into --password-stdin",
+        {"cmd": 'echo "Ec1pass" | docker login -u bot --password-stdin ghcr.io'},
+        ["Ec1pass"],
+        ["docker login -u bot --password-stdin ghcr.io"],
+    ),
+    Case("echo into sudo -S", {"cmd": "echo Ec2pass | sudo -S systemctl restart app"}, ["Ec2pass"], ["systemctl"]),
+    Case(
+        "echo into gpg --passphrase-fd 0",
+        {"cmd": "echo -n 'Ec3 pass' | gpg --batch --passphrase-fd 0 -d f.gpg"},
+        ["Ec3 pass"],
+        ["-d f.gpg"],
+    ),
     Case("flag at the very start", {"args": "-password Fl1pass -v"}, ["Fl1pass"], ["-v"]),
     # .netrc entries.
     Case("netrc one line", {"netrc": "machine api.h login bot password Nr1pass"}, ["Nr1pass"], ["login bot"]),
@@ -241,6 +388,26 @@ REAL_WORLD = [
     Case("xml namespaced", {"xml": "<c:ApiKey>Xm2key</c:ApiKey>"}, ["Xm2key"], ["<c:ApiKey>"]),
     Case("xml CDATA", {"xml": "<Password><![CDATA[Xm3pass]]></Password>"}, ["Xm3pass"]),
     Case("xml attributes", {"xml": '<secret id="1">Xm4val</secret>'}, ["Xm4val"], ["<secret id="]),
+    Case(
+        "xml element named by its key attribute",
+        {"xml": '<entry key="db.password">Xm5pass</entry><entry key="db.user">app</entry>'},
+        ["Xm5pass"],
+        ["db.password", ">app</entry>"],
+    ),
+    Case(
+        "android string resource",
+        {"xml": '<string name="api_key">Xm6key</string><string name="app_name">Demo</string>'},
+        ["Xm6key"],
+        ["api_key", ">Demo</string>"],
+    ),
+    # Heredocs (HCL, shell) under a secret name.
+    Case(
+        "HCL heredoc",
+        {"tf": 'private_key = <<EOF\nHd1line\nHd1more\nEOF\nregion = "eu"'},
+        ["Hd1line", "Hd1more"],
+        ["region = ", "<<EOF", "EOF"],
+    ),
+    Case("indented heredoc", {"tf": "  client_secret = <<-EOT\n    Hd2sec\n  EOT\nx = 1"}, ["Hd2sec"], ["x = 1"]),
     # JSON inside a string inside text: escaped quotes.
     Case(
         "escaped JSON",
@@ -341,6 +508,12 @@ LOOKALIKES = [
     _CERT_B64,
     _PLAIN_B64,
     "pull-request sq0rt EAAAH lin_api_version NRAK-short",
+    "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
+    "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
+    "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "clave_producto=A1 parola=ciao palavra=oi wort=hallo code=42",
+    "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
+    "dial app@tcp(db:3306)/app at 12:30:01 (user@unix(/run/sock))",
     "password:\nuser: bob",
     "password_set:\n  true",
     "steps:\n  - name: build\n    run: make",
@@ -358,6 +531,8 @@ LOOKALIKES = [
     "UPDATE users SET reset_token = NULL, token_expires_at = now() WHERE id = 42;",
     "password: ********",
     "docker login -u bot --password-stdin ghcr.io",
+    "echo $DOCKER_TOKEN | docker login -u bot --password-stdin ghcr.io",
+    "echo done | sudo tee /etc/motd; echo hi | grep -S x",
     "podman login --username bot --password-stdin quay.io",
     "ansible-playbook site.yml --vault-password-file ~/.vault_pass",
     "gpg --batch --passphrase-fd 0 --decrypt secrets.gpg",

@@ -58,6 +58,55 @@ pub const SUBSTRING_TERMS: &[&str] = &[
     // Redis's `requirepass` and `masterauth` settings.
     "requirepass",
     "masterauth",
+    // "Password" in other languages, written with or without their marks
+    // (the automaton holds each term's normalised form).
+    "kennwort",
+    "motdepasse",
+    "senha",
+    "wachtwoord",
+    "lösenord",
+    "passord",
+    "salasana",
+    "adgangskode",
+    "hasło",
+    "haslo",
+    "heslo",
+    "jelszó",
+    "şifre",
+    "lozinka",
+    "geslo",
+    "parool",
+    "пароль",
+    "密码",
+    "密碼",
+    "パスワード",
+    "비밀번호",
+    "סיסמה",
+    "סיסמא",
+    "كلمة_المرور",
+    "كلمة_السر",
+    "รหัสผ่าน",
+    "पासवर्ड",
+    "mật_khẩu",
+    "kata_sandi",
+    "passwrd",
+    // Credentials with no secret word in their names: a wallet's seed
+    // phrase, 2FA recovery codes, one-time codes sent to a user, a security
+    // question's answer, OAuth/PKCE verifiers, a SAML login response.
+    "seedphrase",
+    "recoveryphrase",
+    "mnemonic",
+    "recoverycode",
+    "backupcode",
+    "verificationcode",
+    "onetimecode",
+    "securityanswer",
+    "codeverifier",
+    "oauthverifier",
+    "samlresponse",
+    // WordPress's login cookies, `wordpress_logged_in_<hash>`, `wordpress_sec_<hash>`.
+    "wordpressloggedin",
+    "wordpresssec",
 ];
 
 /// Short words that are secret only as a whole token: as substrings they
@@ -89,6 +138,12 @@ pub const TOKEN_TERMS: &[&str] = &[
     "passcode",
     "creds",
     "dsn",
+    "pswd",
+    "psw",
+    "passw",
+    "pword",
+    // A pre-shared key (`wpa_psk`, IPsec).
+    "psk",
 ];
 
 /// `key`/`keys` are secret only as the last of at least two tokens
@@ -125,6 +180,11 @@ pub const EXACT_NAMES: &[&str] = &[
     "proxyauthorization",
     "authenticitytoken",
     "clientkeydata",
+    // OpenSSL's and Let's Encrypt's name for a private key.
+    "privkey",
+    // ASP.NET's forms-authentication and Identity cookies.
+    "aspxauth",
+    "aspnetcoreidentityapplication",
 ];
 
 /// Keys that look secret but carry counters, metadata or public values
@@ -517,7 +577,9 @@ static DEFAULT: LazyLock<Option<Matcher>> = LazyLock::new(|| {
         (EXACT_NAMES, Kind::Exact),
     ] {
         for term in list {
-            terms.push(*term);
+            // Keys are matched in their normalised form, so terms are too
+            // (`lösenord` as `losenord`, `пароль` with its Latin look-alikes).
+            terms.push(compact_term(term).unwrap_or_else(|| (*term).to_owned()));
             kinds.push(kind);
         }
     }

@@ -114,6 +114,28 @@ const HINTS: &[(&str, u16)] = &[
     ("lsv", TOKENS),
     ("tvly-", TOKENS),
     ("atlasv1", TOKENS),
+    ("a3-", TOKENS),
+    ("akcp", TOKENS),
+    ("dp.", TOKENS),
+    ("ezak", TOKENS),
+    ("flwseck-", TOKENS),
+    ("flwseck_test-", TOKENS),
+    ("fo1_", TOKENS),
+    ("ntn_", TOKENS),
+    ("secret_", TOKENS),
+    ("pnu_", TOKENS),
+    ("tk-us-", TOKENS),
+    ("xkeysib-", TOKENS),
+    ("sk.eyj", TOKENS),
+    ("api_org_", TOKENS),
+    ("packagist_", TOKENS),
+    ("nrii-", TOKENS),
+    ("aaaaaaaaaaaaaaaaaaaaaa", TOKENS),
+    ("access-", TOKENS),
+    ("access_token$", TOKENS),
+    ("figd_", TOKENS),
+    ("1//0", TOKENS),
+    ("sb_secret_", TOKENS),
     ("hooks.slack.com", HOOK),
     ("--", FLAG),
     (" -", FLAG),
@@ -212,8 +234,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|npm_[A-Za-z0-9]{36}(?-u:\b)",
             r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
             r"|do[por]_v1_[a-f0-9]{64}(?-u:\b)",
-            r"|sntr[ysu]_[A-Za-z0-9+/=_\-]{20,}",
+            r"|sntry[su]_[A-Za-z0-9+/=_\-]{20,}",
             r"|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}(?-u:\b)",
+            r"|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}",
+            r"|FLWSECK(?:_TEST)?-[a-hA-H0-9]{32}-X",
+            r"|packagist_[ou][ru]t_[a-f0-9]{68}(?-u:\b)",
+            r"|api_org_[A-Za-z]{34}(?-u:\b)",
+            r"|sb_secret_[A-Za-z0-9_\-]{20,}",
+            r"|NRII-[A-Za-z0-9\-]{32}",
+            r"|access-(?:sandbox|development|production)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            r"|access_token\$production\$[0-9a-z]{16}\$[0-9a-f]{32}",
             r"|(?-u:\b)(?:",
             r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}",
             r"|sk-[A-Za-z0-9_\-]{20,}",
@@ -245,6 +275,26 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|lsv2_(?:pt|sk)_[A-Za-z0-9_]{30,}",
             r"|tvly-[A-Za-z0-9_\-]{24,}",
             r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}",
+            // 1Password's account secret key.
+            r"|A3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}(?-u:\b)",
+            r"|AKCp[A-Za-z0-9]{69}(?-u:\b)",
+            // Doppler's tokens; a service token names its config (`dp.st.prd.…`).
+            r"|dp\.(?:pt|st(?:\.[a-z0-9_\-]{2,35})?|ct|sa|scim|audit)\.[A-Za-z0-9]{40,44}(?-u:\b)",
+            r"|EZAK[A-Za-z0-9]{54}(?-u:\b)",
+            r"|fo1_[A-Za-z0-9_\-]{43}",
+            // Notion's integration tokens, the current form and the legacy one.
+            r"|ntn_[0-9]{11}[A-Za-z0-9]{35}",
+            r"|secret_[A-Za-z0-9]{43}(?-u:\b)",
+            r"|pnu_[A-Za-z0-9]{36}(?-u:\b)",
+            r"|tk-us-[A-Za-z0-9_\-]{48}",
+            // Mapbox's secret token (its public one is `pk.`).
+            r"|sk\.eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}",
+            // An X (Twitter) app's bearer token.
+            r"|A{22}[A-Za-z0-9%]{80,}",
+            r"|figd_[A-Za-z0-9_\-]{40,}",
+            // A Google OAuth refresh token.
+            r"|1//0[A-Za-z0-9_\-]{40,}",
+            r"|(?:duffel|shippo)_(?:live|test)_[A-Za-z0-9_\-=]{40,43}",
             r")"
         ))
         .ok()?,
@@ -280,7 +330,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
-        // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`.
+        // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`).
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
@@ -299,6 +350,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
+            // A password echoed into a command that reads it from stdin.
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
@@ -318,7 +371,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 
 /// A filter in front of the hint automaton: one byte pair (ASCII case
 /// folded) chosen from each hint, one another hint chose already or else
-/// the least common in ordinary text. A string in which no chosen pair
+/// the least common in ordinary text; a pair no hint needs in the end is
+/// dropped. A string in which no chosen pair
 /// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
 /// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
 /// bytes in either case, so each pair of adjacent bytes costs two table
@@ -349,21 +403,37 @@ impl HintPairs {
         for pair in ORDINARY.as_bytes().windows(2) {
             common[Self::folded(pair[0], pair[1])] += 1;
         }
+        let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
+        // Every hint has at least two bytes (a test pins it).
+        let hint_pairs: Vec<Vec<(u8, u8)>> = hints
+            .map(|hint| {
+                hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase())).collect()
+            })
+            .collect();
         let mut chosen: Vec<(u8, u8)> = Vec::new();
-        for hint in hints {
-            // Every hint has at least two bytes (a test pins it).
-            let pairs = || hint.as_bytes().windows(2).map(|w| (w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()));
-            let seen = |&(a, b): &(u8, u8)| common[Self::folded(a, b)];
-            let Some(least) = pairs().map(|p| seen(&p)).min() else { continue };
+        for pairs in &hint_pairs {
+            let Some(least) = pairs.iter().map(seen).min() else { continue };
             // A pair already chosen for another hint first: its bit wakes the
             // automaton anyway, so sharing it lets no more text through and
             // saves a bit. Otherwise the least seen in the sample, of the
             // rarest letters.
-            let pair = pairs().filter(|p| chosen.contains(p)).min_by_key(seen).or_else(|| {
-                pairs().filter(|p| seen(p) == least).max_by_key(|&(a, b)| letter_rarity(a) + letter_rarity(b))
+            let pair = pairs.iter().filter(|p| chosen.contains(p)).min_by_key(|p| seen(p)).or_else(|| {
+                pairs.iter().filter(|p| seen(p) == least).max_by_key(|&&(a, b)| letter_rarity(a) + letter_rarity(b))
             });
-            if let Some(pair) = pair.filter(|p| !chosen.contains(p)) {
+            if let Some(&pair) = pair.filter(|p| !chosen.contains(p)) {
                 chosen.push(pair);
+            }
+        }
+        // A pair chosen early may be needed by no hint once later ones chose
+        // theirs (`-----begin` took `-k`, then `--` covered it): such pairs
+        // are dropped, the most common in the sample first, which saves bits
+        // and lets less ordinary text through.
+        let mut by_commonness = chosen.clone();
+        by_commonness.sort_by_key(|p| std::cmp::Reverse(seen(p)));
+        for pair in by_commonness {
+            let spare = hint_pairs.iter().all(|pairs| pairs.iter().any(|q| *q != pair && chosen.contains(q)));
+            if spare {
+                chosen.retain(|q| *q != pair);
             }
         }
         let count = chosen.len();
@@ -543,7 +613,7 @@ fn scan_shapes(
         super::cards::spans(s, spans);
     }
     // Discord and Teams webhooks have no hint of their own (`webhook` would
-    // take the pair filter's last free bit): a URL that holds it is looked at.
+    // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
             push_group(&c, "path", spans);
@@ -553,6 +623,7 @@ fn scan_shapes(
     }
     if wake & KV != 0 {
         kv_spans(s, key_info, spans);
+        go_dsn_spans(s, spans);
     }
     if wake & PCT != 0 {
         pct_spans(s, key_info, spans);
@@ -573,7 +644,7 @@ fn scan_shapes(
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
         for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "packed", "arg", "userpass", "slash", "pct"] {
+            for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
@@ -990,6 +1061,15 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
+        if sep_char == b':' && oracle_driver(s, key) {
+            // `jdbc:oracle:thin:user/password@host`: the password has no key.
+            if let Some((start, end)) = oracle_password(s, sep_end) {
+                spans.push((start, end));
+                at = end;
+                key_floor = at;
+            }
+            continue;
+        }
         if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
@@ -1011,25 +1091,52 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
                 continue;
             }
         }
+        if let Some((start, end)) = heredoc(s, sep_end) {
+            spans.push((start, end));
+            at = end;
+            key_floor = at;
+            continue;
+        }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
+        let auth_header = !quoted && authorization_key(key);
+        if auth_header && value.contains('=') {
+            // `Authorization: key=...`, `Credential=..., Signature=...`: every
+            // parameter of an authorization header is part of the credential.
+            let end = auth_params_end(s, v_start);
+            spans.push((v_start, end));
+            at = at.max(end);
+            key_floor = at;
+            continue;
+        }
+        if !quoted && lone_colon && set_cookie_key(key) {
+            // `Set-Cookie: id=...; Path=/`: one cookie per header, its
+            // value a credential whatever its name; the attributes stay.
+            if let Some(eq) = value.find('=') {
+                if v_start + eq + 1 < v_end && !keep_value(&value[eq + 1..]) {
+                    spans.push((v_start + eq + 1, v_end));
+                }
+                at = at.max(v_end);
+                key_floor = at;
+                continue;
+            }
+        }
         if !quoted && lone_colon && value.trim_end_matches('=').contains('=') {
             // `Cookie: sid=..; theme=dark`: judge each pair by its own name.
             // Trailing `=` is base64 padding (`password: aHVudGVyMg==`), no pair.
             continue;
         }
-        if !quoted && is_scheme_word(value) {
-            // `Authorization: Bearer x`: keep the scheme, mask the credential.
+        if !quoted && (is_scheme_word(value) || (auth_header && vendor_scheme(s, value, v_end))) {
+            // `Authorization: Bearer x`, `Authorization: SSWS x`, `Digest
+            // username="u", response="..."`: keep the scheme, mask the credential.
             let rest = &s[v_end..];
             let skip = rest.len() - rest.trim_start_matches(is_value_blank).len();
             let cred_start = v_end + skip;
-            let cred_len = s[cred_start..]
-                .find(|ch: char| ch.is_whitespace() || "\"'`<>".contains(ch))
-                .unwrap_or(s.len() - cred_start);
-            if cred_len > 0 && skip > 0 {
-                spans.push((cred_start, cred_start + cred_len));
+            let cred_end = auth_params_end(s, cred_start);
+            if cred_end > cred_start && skip > 0 {
+                spans.push((cred_start, cred_end));
             }
-            at = at.max(cred_start + cred_len);
+            at = at.max(cred_end);
             key_floor = at;
             continue;
         }
@@ -1038,6 +1145,140 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         at = at.max(v_end);
         key_floor = at;
+    }
+}
+
+/// Longest `user:password` looked back for before a Go DSN's `@tcp(`.
+const DSN_USERPASS_MAX: usize = 256;
+
+/// Passwords in Go's MySQL DSNs, `user:password@tcp(host:3306)/db` and
+/// `user:password@unix(/path)/db`, which have no `//` before the user: the
+/// text between the word's first `:` and the `@`.
+fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    // Most texts with a separator hold no `@`: one fast pass says so.
+    if memchr::memchr(b'@', b).is_none() {
+        return;
+    }
+    for needle in [&b"@tcp("[..], &b"@unix("[..]] {
+        for at in memchr::memmem::find_iter(b, needle) {
+            let mut floor = at.saturating_sub(DSN_USERPASS_MAX);
+            while !s.is_char_boundary(floor) {
+                floor += 1;
+            }
+            let start = b[floor..at]
+                .iter()
+                .rposition(|&c| {
+                    c.is_ascii_whitespace()
+                        || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
+                })
+                .map_or(floor, |i| floor + i + 1);
+            if let Some(colon) = b[start..at].iter().position(|&c| c == b':') {
+                if start + colon + 1 < at {
+                    spans.push((start + colon + 1, at));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `key`, a slice of `s`, is an Oracle JDBC driver type after
+/// `oracle:` (`jdbc:oracle:thin:`, `jdbc:oracle:oci:`).
+fn oracle_driver(s: &str, key: &str) -> bool {
+    const ORACLE: &[u8] = b"oracle:";
+    if !["thin", "oci", "oci8"].iter().any(|d| key.eq_ignore_ascii_case(d)) {
+        return false;
+    }
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    key_at >= ORACLE.len() && s.as_bytes()[key_at - ORACLE.len()..key_at].eq_ignore_ascii_case(ORACLE)
+}
+
+/// The password of an Oracle connect string `user/password@host...` at
+/// `from`: what lies between the first `/` and the last `@` of the word.
+fn oracle_password(s: &str, from: usize) -> Option<(usize, usize)> {
+    let word = &s[from..];
+    let word =
+        &word[..word.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>')).unwrap_or(word.len())];
+    let slash = word.find('/')?;
+    let at = word.rfind('@')?;
+    (slash > 0 && !word[..slash].contains('@') && at > slash + 1).then_some((from + slash + 1, from + at))
+}
+
+/// Whether `key` names the `Set-Cookie` header.
+fn set_cookie_key(key: &str) -> bool {
+    ["set-cookie", "set_cookie", "setcookie"].iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
+/// Whether `key` names an HTTP authorization header (`Authorization`,
+/// `Proxy-Authorization`, `HTTP_AUTHORIZATION`).
+fn authorization_key(key: &str) -> bool {
+    const NAME: &str = "authorization";
+    key.len() >= NAME.len() && key.is_char_boundary(key.len() - NAME.len()) && {
+        let tail = &key[key.len() - NAME.len()..];
+        tail.eq_ignore_ascii_case(NAME)
+    }
+}
+
+/// Whether `value`, the first word of an authorization header, is a scheme
+/// no list knows (`SSWS`, `Bot`, `Zoho-oauthtoken`, `SharedKey`, `AWS`):
+/// a word of letters and hyphens, no digit (a credential has some), with a
+/// credential after it on its line. A bare credential is masked as a value.
+fn vendor_scheme(s: &str, value: &str, v_end: usize) -> bool {
+    let word = value.len() <= 32
+        && value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && value.bytes().all(|c| c.is_ascii_alphabetic() || c == b'-' || c == b'_');
+    let rest = &s[v_end..];
+    let after = trim_blanks_start(rest);
+    word && after.len() < rest.len() && after.starts_with(|c: char| !c.is_whitespace())
+}
+
+/// The end of an authorization header's credential starting at `start`: one
+/// word (`token68`), or a comma-separated list of parameters whose quoted
+/// values may hold blanks (`username="a b", response="..."`). It stops at the
+/// line's end, a blank after the last parameter, or a quote that closes the
+/// text around the header (`-H "Authorization: ..."`).
+fn auth_params_end(s: &str, start: usize) -> usize {
+    let b = s.as_bytes();
+    let mut i = start;
+    let mut end = start;
+    loop {
+        // One word, with a quoted value after its `=`.
+        while i < b.len() {
+            match b[i] {
+                b'"' | b'\'' if i > start && b[i - 1] == b'=' => {
+                    let q = b[i];
+                    i += 1;
+                    while i < b.len() && b[i] != q && b[i] != b'\n' {
+                        i += if b[i] == b'\\' && q == b'"' { 2 } else { 1 };
+                    }
+                    // Past the closing quote; a value cut off at its line's end stops there.
+                    i = if i < b.len() && b[i] == q { i + 1 } else { i.min(b.len()) };
+                    while !s.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                }
+                b'"' | b'\'' | b'`' | b'<' | b'>' | b',' | b'\\' => break,
+                c if c.is_ascii_whitespace() => break,
+                _ => {
+                    // A non-ASCII blank ends the word too.
+                    let ch = s[i..].chars().next().map_or(' ', |c| c);
+                    if is_value_blank(ch) || ch.is_whitespace() {
+                        break;
+                    }
+                    i += ch.len_utf8();
+                }
+            }
+        }
+        end = end.max(i);
+        // Another parameter after a comma continues the list.
+        let rest = &s[i..];
+        let after_comma = rest.strip_prefix(',').map(|r| r.trim_start_matches([' ', '\t']));
+        match after_comma {
+            Some(next) if !next.is_empty() && !next.starts_with(['\r', '\n', '"', '\'']) => {
+                i = s.len() - next.len();
+            }
+            _ => return end,
+        }
     }
 }
 
@@ -1186,10 +1427,73 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
             continue;
         }
         let local = name.rsplit(':').next().unwrap_or(name);
-        if key_info(local).secret && !keep_value(s[text_start..text_end].trim()) {
+        let secret = key_info(local).secret || attribute_names_secret(tag, key_info);
+        if secret && !keep_value(s[text_start..text_end].trim()) {
             push_trimmed(s, text_start, text_end, spans);
         }
     }
+}
+
+/// Whether an opening tag's `name` or `key` attribute names a secret, so
+/// that the element's text is its value (`<entry key="db.password">`, an
+/// Android `<string name="api_key">`).
+fn attribute_names_secret(tag: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    let mut rest = tag;
+    while let Some(eq) = rest.find('=') {
+        let attr = rest[..eq].trim_end();
+        let attr = attr.rsplit(char::is_whitespace).next().unwrap_or("");
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|&c| c == '"' || c == '\'') else {
+            rest = &rest[eq + 1..];
+            continue;
+        };
+        let body = &after[1..];
+        let Some(close) = body.find(q) else { return false };
+        if (attr.eq_ignore_ascii_case("name") || attr.eq_ignore_ascii_case("key")) && key_info(&body[..close]).secret {
+            return true;
+        }
+        rest = &body[close + 1..];
+    }
+    false
+}
+
+/// A heredoc after a secret key's separator (`private_key = <<EOF`, HCL or
+/// shell; `<<-EOT`, `<<~EOT`, `<<'EOF'` too): the span of its lines, up to
+/// the line that closes it, or to the end of the text when none does.
+fn heredoc(s: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = trim_blanks_start(&s[from..]);
+    let word = rest.strip_prefix("<<")?;
+    let word = word.strip_prefix(['-', '~']).unwrap_or(word);
+    let (word, quote) = match word.strip_prefix(['"', '\'']) {
+        Some(w) => (w, word.chars().next()),
+        None => (word, None),
+    };
+    let len = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(word.len());
+    let (tag, line_rest) = word.split_at(len);
+    if tag.is_empty() || !tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        return None;
+    }
+    let line_rest = match quote {
+        Some(q) => line_rest.strip_prefix(q)?,
+        None => line_rest,
+    };
+    let newline = line_rest.find('\n')?;
+    if !line_rest[..newline].trim().is_empty() {
+        return None;
+    }
+    let body = s.len() - line_rest.len() + newline + 1;
+    let mut at = body;
+    let mut end = s.len();
+    while at < s.len() {
+        let line_end = s[at..].find('\n').map_or(s.len(), |i| at + i);
+        if s[at..line_end].trim() == tag {
+            end = at;
+            break;
+        }
+        at = line_end + 1;
+    }
+    let text = s[body..end].trim_end();
+    (!text.trim().is_empty()).then_some((body + (text.len() - text.trim_start().len()), body + text.len()))
 }
 
 /// What may sit between a key, its separator and its value: spaces and tabs,
@@ -1726,6 +2030,28 @@ mod tests {
             ("password\u{FF1A}\u{3000}hunter2\u{FF0C}ok", "password\u{FF1A}\u{3000}***"),
         ] {
             assert_eq!(redact(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn header_heredoc_and_dsn_scans_stop_at_their_edges() {
+        // A quoted parameter cut off at its line's end does not run into the next line.
+        assert_eq!(redact("Authorization: Digest response=\"abc\nHost: h"), "Authorization: Digest ***\nHost: h");
+        assert_eq!(redact("authorization: SSWS tok\u{e9}n1, next"), "authorization: SSWS ***");
+        // A quoted heredoc word followed by a multi-byte character is no heredoc, and no panic.
+        let odd = "password = <<\"EOF\u{e9}\nx\nEOF";
+        assert_eq!(redact(odd), odd);
+        assert_eq!(redact("password = <<'EOF'\nx\nEOF\nnext=1"), "password = <<'EOF'\n***\nEOF\nnext=1");
+        for text in ["\u{e9}".repeat(300) + "x:pw@tcp(h)", "@tcp(".into(), ":@tcp(".into(), "a:@unix(".into()] {
+            let once = redact(&text);
+            assert_eq!(redact(&once), once);
+        }
+        assert!(!redact(&("\u{e9}".repeat(300) + "x:pw@tcp(h)")).contains("pw"));
+        // Every byte offset of a text full of the new shapes' delimiters.
+        let text = "Authorization: Bot a\u{e9},b=\"\u{e9}\" <<\"\u{e9} jdbc:oracle:thin:\u{e9}/\u{e9}@h u:\u{e9}@tcp(";
+        for cut in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            redact(&text[..cut]);
+            redact(&text[cut..]);
         }
     }
 
