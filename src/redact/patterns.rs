@@ -12,6 +12,7 @@
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use memchr::memmem::Finder;
 use regex::Regex;
 
 use super::keys::KeyInfo;
@@ -175,7 +176,7 @@ struct Shapes {
     tokens: Regex,
     hook: Regex,
     /// Finds `webhook` (see [`scan_shapes`]), built once.
-    webhooks: memchr::memmem::Finder<'static>,
+    webhooks: Finder<'static>,
     flag: Regex,
     netrc: Regex,
     cmd: Regex,
@@ -306,7 +307,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#
         ))
         .ok()?,
-        webhooks: memchr::memmem::Finder::new(b"webhook"),
+        webhooks: Finder::new(b"webhook"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -794,6 +795,11 @@ pub fn apply(s: &str, spans: &mut Vec<(usize, usize)>, mask: &str) -> Option<Str
     (out != s).then_some(out)
 }
 
+/// Searchers for the fixed strings the hand-written scanners look for,
+/// built once: building one costs more than most of their searches.
+static SLASHES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"//"));
+static CLOSE_TAG: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</"));
+
 /// Passwords in URL authorities, `//user:password@host`: what the regex
 /// `//[^\s/?#:"'<>\x60]*:[^\s/?"'<>\x60]+@` finds, scanned by hand (the
 /// regex was most of the cost of a value holding a URL). The password runs
@@ -801,7 +807,7 @@ pub fn apply(s: &str, spans: &mut Vec<(usize, usize)>, mask: &str) -> Option<Str
 /// quotes and `<>` end it (URLs in HTML).
 fn url_passwords(s: &str, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
-    while let Some(off) = memchr::memmem::find(&s.as_bytes()[from..], b"//") {
+    while let Some(off) = SLASHES.find(&s.as_bytes()[from..]) {
         let start = from + off;
         match url_password_at(s, start + 2) {
             Some((pass, at)) => {
@@ -1156,12 +1162,10 @@ const DSN_USERPASS_MAX: usize = 256;
 /// text between the word's first `:` and the `@`.
 fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
-    // Most texts with a separator hold no `@`: one fast pass says so.
-    if memchr::memchr(b'@', b).is_none() {
-        return;
-    }
-    for needle in [&b"@tcp("[..], &b"@unix("[..]] {
-        for at in memchr::memmem::find_iter(b, needle) {
+    // Most texts with a separator hold no `@`, the others few: each is looked at.
+    for at in memchr::memchr_iter(b'@', b) {
+        let host = &b[at + 1..];
+        if host.starts_with(b"tcp(") || host.starts_with(b"unix(") {
             let mut floor = at.saturating_sub(DSN_USERPASS_MAX);
             while !s.is_char_boundary(floor) {
                 floor += 1;
@@ -1393,7 +1397,7 @@ fn xml_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
     let b = s.as_bytes();
     let mut from = 0;
     let mut floor = 0;
-    while let Some(off) = memchr::memmem::find(&b[from..], b"</") {
+    while let Some(off) = CLOSE_TAG.find(&b[from..]) {
         let close = from + off;
         from = close + 2;
         let name_len = s[from..]
