@@ -1202,3 +1202,56 @@ def test_a_purge_that_fails_on_an_io_error_raises_and_deletes_nothing(
     # Only the one purge that ran left its row; the failed one deleted nothing and left none.
     assert [r["event_type"] for r in rows][:2] == ["audit_purged", "audit_stopped"]
     assert len([r for r in rows if r["event_type"] == "audit_purged"]) == 1
+
+
+# Runs before anything has imported `datetime`: its C API is then loaded by the
+# first timestamp auditbus reads, and that load needs file descriptors.
+_NO_FDS_LEFT = """
+import os, resource, sys
+assert "datetime" not in sys.modules, "datetime already imported: the fault would not be met"
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1])
+svc.record("auth_success")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, hard))
+hog = []
+try:
+    while True:
+        hog.append(open(os.devnull))
+except OSError:
+    pass
+calls = {
+    "count": lambda: svc.count(since="2000-01-01T00:00:00Z"),
+    "purge": lambda: svc.purge("2000-01-01T00:00:00Z", dry_run=True),
+    "event": lambda: DomainEvent(event_type="auth_success", timestamp="2000-01-01T00:00:00Z"),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except Exception as exc:
+        print(name, "raised", type(exc).__name__, flush=True)
+    else:
+        print(name, "returned", flush=True)
+for f in hog:
+    f.close()
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("after", svc.count(since="2000-01-01T00:00:00Z"), svc.purge("2000-01-01T00:00:00Z", dry_run=True), flush=True)
+svc.close()
+"""
+
+
+def test_reading_a_timestamp_with_no_file_descriptor_left_raises_instead_of_crashing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_FDS_LEFT, str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Before, the first timestamp read crashed the process (SIGSEGV): Python's
+    # `datetime` could not be loaded, and its missing C API was used anyway.
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["count", "purge", "event", "after"], lines
+    assert all(" raised " in line for line in lines[:3]), lines
+    assert lines[3] == "after 1 0", lines
