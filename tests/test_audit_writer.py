@@ -919,6 +919,58 @@ def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_ac
     svc.close()
 
 
+# Rows acknowledged, then the -wal file beside the trail removed or replaced
+# while the service runs, then one more record(); the process is killed.
+_WAL_GONE = """
+import os, shutil, signal, sys
+import auditbus
+from auditbus import AuditService
+path, how = sys.argv[1], sys.argv[2]
+svc = AuditService(path)
+for i in range(20):
+    print("R", svc.record("auth_success", plan_id=f"before{i}").id, flush=True)
+wal = path + "-wal"
+if how == "removed":
+    os.remove(wal)
+else:
+    shutil.copy(wal, wal + ".copy")
+    os.replace(wal + ".copy", wal)
+try:
+    print("R", svc.record("auth_success", plan_id="after").id, flush=True)
+except auditbus.AuditError as exc:
+    print("E", exc, flush=True)
+for call in (lambda: svc.record_event(auditbus.DomainEvent(event_type="step_completed")), svc.flush):
+    try:
+        call()
+    except auditbus.AuditError as exc:
+        print("F", exc, flush=True)
+print("lost", svc.stats()["lost"], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_wal_file_removed_or_replaced_under_the_writer_loses_no_acknowledged_row(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _WAL_GONE, str(path), how], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr)
+    lines = done.stdout.splitlines()
+    acked = [int(line.split()[1]) for line in lines if line.startswith("R ")]
+    # Before, the writer went on committing to the -wal file it had open, now in
+    # no directory (or not at its path): acknowledged, then gone with the process,
+    # and with it every row not yet copied into the database file.
+    assert len(acked) == 20, lines
+    assert any(line.startswith("E ") and "a.db-wal" in line and "removed or replaced" in line for line in lines), lines
+    # The writer stops, as on a damaged file: later calls raise.
+    assert len([line for line in lines if line.startswith("F ") and "stopped" in line]) == 2, lines
+    assert "lost 1" in lines, lines
+    rows = raw_rows(path, "event_type = 'auth_success'")
+    assert [r["id"] for r in rows] == acked
+    assert [r["plan_id"] for r in rows] == [f"before{i}" for i in range(20)]
+
+
 def _accounted(stats: dict[str, object]) -> bool:
     return stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"]  # type: ignore[operator]
 

@@ -747,8 +747,8 @@ impl Writer {
         if self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             return None;
         }
-        // Last, as the one system call: a row going to the thread is checked there.
-        if core.file.as_ref().is_some_and(|file| !file.still_there()) {
+        // Last, as the system calls: a row going to the thread is checked there.
+        if core.gone().is_some() {
             return None;
         }
         let stats = &self.shared.stats;
@@ -1149,6 +1149,37 @@ pub struct Core {
     head: Option<Head>,
     /// The database file the connection opened, to notice it removed or replaced.
     file: Option<FileId>,
+    /// The `-wal` file beside it that the connection commits to, likewise.
+    wal: Option<FileId>,
+}
+
+/// What a commit on a [`Core`] now would be lost with.
+enum Gone {
+    /// The database file is no longer the one opened.
+    Database,
+    /// Its `-wal` file is no longer the one the connection writes: commits
+    /// would be in a file in no directory (or not at its path) until the
+    /// connection closes, and lost with the process.
+    Wal(std::path::PathBuf),
+}
+
+impl Core {
+    /// Whether the files this connection writes are still the ones at their paths.
+    fn gone(&mut self) -> Option<Gone> {
+        let file = self.file.as_ref()?;
+        if !file.still_there() {
+            return Some(Gone::Database);
+        }
+        match &self.wal {
+            Some(wal) if !wal.still_there() => Some(Gone::Wal(wal.path.clone())),
+            Some(_) => None,
+            // SQLite makes the -wal file with the first read: known once it exists.
+            None => {
+                self.wal = FileId::of(&file.wal_path());
+                None
+            }
+        }
+    }
 }
 
 type CoreCell = Arc<Mutex<Option<Core>>>;
@@ -1191,6 +1222,13 @@ impl FileId {
     fn still_there(&self) -> bool {
         Self::of(&self.path).is_some_and(|now| now == *self)
     }
+
+    /// Where SQLite keeps this database's write-ahead log.
+    fn wal_path(&self) -> std::path::PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push("-wal");
+        name.into()
+    }
 }
 
 impl Thread {
@@ -1209,7 +1247,8 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file })));
+        let wal = file.as_ref().and_then(|f| FileId::of(&f.wal_path()));
+        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file, wal })));
         Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None }
     }
 
@@ -1273,6 +1312,34 @@ impl Thread {
                     );
                 }
             }
+        }
+    }
+
+    /// The rows committed before the `-wal` file went are in the one this
+    /// connection still has open, in no directory: copied into the database
+    /// file now, they outlive the process instead of lasting until it ends.
+    fn save_wal(&self, message: &str) {
+        let copied = match self.core.lock().as_ref() {
+            Some(core) => core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE),
+            None => return,
+        };
+        match copied {
+            Ok((frames, done)) if done >= frames => {}
+            Ok(_) => log(
+                "critical",
+                &format!(
+                    "{message}; a reader held back copying every committed row into the database file: the \
+                     rest is written there when the service closes, and lost if the process is killed first"
+                ),
+            ),
+            Err(e) => log(
+                "critical",
+                &format!(
+                    "{message}; copying the committed rows into the database file failed ({}): they are written \
+                     there when the service closes, and lost if the process is killed first",
+                    describe(&Error::Sqlite(e))
+                ),
+            ),
         }
     }
 
@@ -1522,12 +1589,26 @@ impl Thread {
         if rows.is_empty() {
             return Landing::Landed;
         }
-        if self.core.lock().as_ref().is_some_and(|core| core.file.as_ref().is_some_and(|file| !file.still_there())) {
+        let gone = self.core.lock().as_mut().and_then(Core::gone);
+        match gone {
             // Rows committed now would go to a file that is in no directory (or
             // not at its path): acknowledged, and then in no trail anyone reads.
-            let message =
-                format!("audit database {:?} was removed or replaced while the service had it open", self.shared.path);
-            return self.refuse(rows, &message);
+            Some(Gone::Database) => {
+                let message = format!(
+                    "audit database {:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                return self.refuse(rows, &message);
+            }
+            Some(Gone::Wal(wal)) => {
+                let message = format!(
+                    "audit database {:?}: its -wal file {wal:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                self.save_wal(&message);
+                return self.refuse(rows, &message);
+            }
+            None => {}
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
