@@ -1255,3 +1255,73 @@ def test_reading_a_timestamp_with_no_file_descriptor_left_raises_instead_of_cras
     assert [line.split()[0] for line in lines] == ["count", "purge", "event", "after"], lines
     assert all(" raised " in line for line in lines[:3]), lines
     assert lines[3] == "after 1 0", lines
+
+
+# Hands rows over while another process holds the write lock (so they stay
+# queued), says so, and waits for a signal; with `handler`, SIGTERM and SIGHUP
+# raise SystemExit, as a service's own handler would.
+_STOPPED_BY_SIGNAL = """
+import signal, sys
+from auditbus import AuditService, DomainEvent
+path, handler = sys.argv[1], sys.argv[2] == "handler"
+
+def leave(signum, frame):
+    print("leaving", flush=True)
+    sys.exit(0)
+
+if handler:
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+svc = AuditService(path, busy_timeout=0.05)
+for i in range(50):
+    svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
+try:
+    print("handed", flush=True)
+    while True:
+        signal.pause()
+except KeyboardInterrupt:
+    print("leaving", flush=True)
+    raise
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("handler", [True, False], ids=["handler", "default"])
+def test_a_service_stopped_by_a_signal_writes_what_was_handed_over_only_through_a_normal_exit(
+    tmp_path: Path, sig: signal.Signals, handler: bool
+) -> None:
+    path = tmp_path / "a.db"
+    AuditService(path).close()
+    # Ctrl-C's KeyboardInterrupt is Python's own exit; so is SystemExit from a
+    # handler. Either runs the at-exit close, which waits for the lock.
+    exits = handler or sig == signal.SIGINT
+    with write_locked(path):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "handed\n"
+        child.send_signal(sig)
+        if exits:
+            assert child.stdout.readline() == "leaving\n"
+        else:
+            child.wait(timeout=60)
+    # The lock is released: a process still alive writes its queue now.
+    rc = child.wait(timeout=60)
+    child.communicate()
+    rows = raw_rows(path, "event_type = 'step_completed'")
+    if exits:
+        assert rc == (-signal.SIGINT if sig == signal.SIGINT else 0), rc
+        assert [r["plan_id"] for r in rows] == [f"p{i}" for i in range(50)]
+        assert [json.loads(str(r["details"]))["reason"] for r in raw_rows(path, "event_type = 'audit_stopped'")] == [
+            "close()",
+            "interpreter exit",
+        ]
+    else:
+        # The default action of SIGTERM and SIGHUP ends the process at once, as
+        # kill -9 does: rows handed over and not yet committed are not written.
+        assert rc == -sig, rc
+        assert rows == []
