@@ -1325,3 +1325,61 @@ def test_a_service_stopped_by_a_signal_writes_what_was_handed_over_only_through_
         # kill -9 does: rows handed over and not yet committed are not written.
         assert rc == -sig, rc
         assert rows == []
+
+
+# Acknowledges rows, then, at each line read, one more record(): its row id
+# or the error; at end of input, closes.
+_SHM_HOLDER = """
+import sys
+import auditbus
+from auditbus import AuditService
+svc = AuditService(sys.argv[1])
+for i in range(20):
+    print("R", svc.record("auth_success", plan_id=f"a{i}").id, flush=True)
+for line in sys.stdin:
+    try:
+        print("R", svc.record("auth_success", plan_id=line.strip()).id, flush=True)
+    except auditbus.AuditError as exc:
+        print("E", exc, flush=True)
+svc.close()
+print("closed", svc.stats()["lost"], flush=True)
+"""
+
+
+def test_a_shm_file_removed_under_a_service_stops_its_writer_before_it_damages_another_processs_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    with subprocess.Popen(
+        [sys.executable, "-c", _SHM_HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        assert holder.stderr is not None
+        acked = [(int(holder.stdout.readline().split()[1]), f"a{i}") for i in range(20)]
+        (tmp_path / "a.db-shm").unlink()
+        # A process opening the trail now makes a new -shm file: the two no longer
+        # see each other's locks, and two writers in one -wal file damage it.
+        other = AuditService(path)
+        acked += [(other.record("auth_success", plan_id=f"b{i}").id, f"b{i}") for i in range(20)]
+        holder.stdin.write("late\n")
+        holder.stdin.flush()
+        answer = holder.stdout.readline()
+        acked += [(other.record("auth_success", plan_id=f"c{i}").id, f"c{i}") for i in range(20)]
+        other.close()
+        holder.stdin.close()
+        rest = holder.stdout.read()
+        assert holder.wait(timeout=60) == 0, holder.stderr.read()
+    # Before, the first service went on writing through the removed -shm file:
+    # its rows went over the other's in the -wal file, and the trail was damaged.
+    assert answer.startswith("E "), answer
+    assert "a.db-shm" in answer, answer
+    assert "removed or replaced" in answer, answer
+    assert rest.splitlines() == ["closed 1"], rest
+    rows = assert_intact(path)
+    by_id = {r["id"]: r["plan_id"] for r in rows}
+    assert [by_id.get(row_id) for row_id, _ in acked] == [plan for _, plan in acked]

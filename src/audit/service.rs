@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,17 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
             Ok::<(), PyErr>(())
         })
         .map(|_| ())
+}
+
+/// Closes a service's reader; without a checkpoint when the writer found
+/// the `-shm` file gone (its view of the `-wal` file may be stale).
+fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
+    match reader {
+        Some(reader) if writer.is_some_and(|w| w.shared.shm_gone.load(Ordering::Acquire)) => {
+            reader.close_keeping_wal();
+        }
+        reader => drop(reader),
+    }
 }
 
 fn remove_temp(temp: Option<&PathBuf>) {
@@ -830,10 +842,7 @@ impl AuditService {
             }
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
-        py.detach(|| {
-            let reader = self.reader.lock().take();
-            drop(reader);
-        });
+        py.detach(|| close_reader(self.reader.lock().take(), self.writer.as_ref()));
         if let Some(writer) = &self.writer {
             LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
@@ -872,7 +881,7 @@ impl Drop for AuditService {
             writer.close_nowait(Some(stop_record("garbage collected without close()")));
             if writer.dropped() {
                 // The thread has ended: the reader goes before the files it reads.
-                drop(self.reader.get_mut().take());
+                close_reader(self.reader.get_mut().take(), Some(writer));
                 retire(&writer.shared);
             }
         }

@@ -190,6 +190,9 @@ pub struct Shared {
     /// hears of it: a later `close()` queues no stop row that nothing reads,
     /// and senders (which read it under `gate`) queue nothing more.
     refused: std::sync::atomic::AtomicBool,
+    /// Set when the writer found the `-shm` file removed or replaced: the
+    /// service's connections then close without a checkpoint.
+    pub shm_gone: AtomicBool,
     /// `true` once closed. Senders hold it shared while they send, so the
     /// `Stop` message queued after it is shut is the last one; the thread
     /// holds it exclusively while it drains a queue it will never write, so
@@ -232,6 +235,7 @@ impl Shared {
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
             refused: std::sync::atomic::AtomicBool::new(false),
+            shm_gone: AtomicBool::new(false),
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
@@ -1151,6 +1155,9 @@ pub struct Core {
     file: Option<FileId>,
     /// The `-wal` file beside it that the connection commits to, likewise.
     wal: Option<FileId>,
+    /// The `-shm` file beside it, through which the connection and other
+    /// processes' take turns writing to the `-wal` file, likewise.
+    shm: Option<FileId>,
 }
 
 /// What a commit on a [`Core`] now would be lost with.
@@ -1161,6 +1168,10 @@ enum Gone {
     /// would be in a file in no directory (or not at its path) until the
     /// connection closes, and lost with the process.
     Wal(std::path::PathBuf),
+    /// Its `-shm` file is no longer the one the connection maps: a process
+    /// opening the trail now makes another, and the two would write to the
+    /// `-wal` file at once, each unaware of the other's rows.
+    Shm(std::path::PathBuf),
 }
 
 impl Core {
@@ -1170,15 +1181,20 @@ impl Core {
         if !file.still_there() {
             return Some(Gone::Database);
         }
-        match &self.wal {
-            Some(wal) if !wal.still_there() => Some(Gone::Wal(wal.path.clone())),
-            Some(_) => None,
-            // SQLite makes the -wal file with the first read: known once it exists.
-            None => {
-                self.wal = FileId::of(&file.wal_path());
-                None
-            }
+        // SQLite makes both files with the first read: each is known once it exists.
+        if self.wal.is_none() {
+            self.wal = FileId::of(&file.beside("-wal"));
         }
+        if self.shm.is_none() {
+            self.shm = FileId::of(&file.beside("-shm"));
+        }
+        if let Some(wal) = self.wal.as_ref().filter(|wal| !wal.still_there()) {
+            return Some(Gone::Wal(wal.path.clone()));
+        }
+        if let Some(shm) = self.shm.as_ref().filter(|shm| !shm.still_there()) {
+            return Some(Gone::Shm(shm.path.clone()));
+        }
+        None
     }
 }
 
@@ -1194,6 +1210,15 @@ struct Thread {
     wal_frames: Arc<AtomicI64>,
     /// While checkpoints fail: (since, failed attempts, last logged).
     checkpoint_fault: Option<(Instant, u64, Instant)>,
+}
+
+/// Closing `conn` leaves the `-wal` file as it is: no checkpoint through a
+/// `-shm` file that is no longer the one other processes use, which could
+/// copy stale pages into the database file and delete rows they committed.
+pub fn keep_wal_on_close(conn: &Connection) {
+    if let Err(e) = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
+        log("warning", &format!("cannot turn off the checkpoint at close ({e})"));
+    }
 }
 
 /// Where a file lives and which one it is (device and inode).
@@ -1223,10 +1248,10 @@ impl FileId {
         Self::of(&self.path).is_some_and(|now| now == *self)
     }
 
-    /// Where SQLite keeps this database's write-ahead log.
-    fn wal_path(&self) -> std::path::PathBuf {
+    /// One of the files SQLite keeps beside this database (`-wal`, `-shm`).
+    fn beside(&self, suffix: &str) -> std::path::PathBuf {
         let mut name = self.path.clone().into_os_string();
-        name.push("-wal");
+        name.push(suffix);
         name.into()
     }
 }
@@ -1247,8 +1272,9 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        let wal = file.as_ref().and_then(|f| FileId::of(&f.wal_path()));
-        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file, wal })));
+        let wal = file.as_ref().and_then(|f| FileId::of(&f.beside("-wal")));
+        let shm = file.as_ref().and_then(|f| FileId::of(&f.beside("-shm")));
+        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file, wal, shm })));
         Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None }
     }
 
@@ -1606,6 +1632,19 @@ impl Thread {
                     self.shared.path
                 );
                 self.save_wal(&message);
+                return self.refuse(rows, &message);
+            }
+            Some(Gone::Shm(shm)) => {
+                let message = format!(
+                    "audit database {:?}: its -shm file {shm:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                // Its view of the -wal file may be stale: a checkpoint at close
+                // would copy old pages over another process's rows.
+                self.shared.shm_gone.store(true, Ordering::Release);
+                if let Some(core) = self.core.lock().as_ref() {
+                    keep_wal_on_close(&core.conn);
+                }
                 return self.refuse(rows, &message);
             }
             None => {}
