@@ -1128,6 +1128,40 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_worker_that_returns_without_close_writes_what_it_handed_over(
+    tmp_path: Path, method: str
+) -> None:
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import multiprocessing
+        import auditbus
+
+        def work():
+            svc = auditbus.AuditService({str(path)!r})
+            for i in range(500):
+                svc.record_event(auditbus.DomainEvent(event_type="step_started", details={{"i": i}}))
+
+        if __name__ == "__main__":
+            worker = multiprocessing.get_context({method!r}).Process(target=work)
+            worker.start()
+            worker.join()
+            assert worker.exitcode == 0, worker.exitcode
+        """
+    )
+    main = tmp_path / "main.py"
+    main.write_text(script)
+    subprocess.run([sys.executable, str(main)], check=True, timeout=120)
+    # Before, a worker started by fork or forkserver wrote nothing: it ends with
+    # os._exit(), which skips the interpreter's at-exit close.
+    assert len(raw_rows(path, "event_type = 'step_started'")) == 500
+    assert [r["event_type"] for r in raw_rows(path, "event_type LIKE 'audit_%'")] == [
+        "audit_started",
+        "audit_stopped",
+    ]
+
+
 def test_value_shaped_secrets_in_identity_fields_never_reach_the_disk(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     token = "ghp_" + "b" * 36

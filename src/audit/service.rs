@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,28 @@ fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
         }
         reader => drop(reader),
     }
+}
+
+/// A `multiprocessing` worker started by fork or forkserver ends with
+/// `os._exit()`, which skips `atexit`: the at-exit close is also one of the
+/// finalizers `multiprocessing` runs before that. Once per process (a forked
+/// worker starts with its parent's finalizers cleared), and only where
+/// `multiprocessing` is already imported.
+fn register_worker_hook(py: Python<'_>) -> PyResult<()> {
+    static REGISTERED_IN: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    if REGISTERED_IN.load(Ordering::Relaxed) == pid
+        || !py.import("sys")?.getattr("modules")?.contains("multiprocessing")?
+    {
+        return Ok(());
+    }
+    let kwargs = PyDict::new(py);
+    // 0: after the pools' and queues' own finalizers, which may still hand rows over.
+    kwargs.set_item("exitpriority", 0)?;
+    let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+    py.import("multiprocessing.util")?.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
+    REGISTERED_IN.store(pid, Ordering::Relaxed);
+    Ok(())
 }
 
 fn remove_temp(temp: Option<&PathBuf>) {
@@ -597,6 +619,7 @@ impl AuditService {
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
         register_hooks(py)?;
+        register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
