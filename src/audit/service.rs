@@ -112,10 +112,10 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Closes a service's reader; without a checkpoint when the writer found
-/// the `-shm` file gone (its view of the `-wal` file may be stale).
+/// the `-wal` or `-shm` file gone (its view of the `-wal` file may be stale).
 fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
     match reader {
-        Some(reader) if writer.is_some_and(|w| w.shared.shm_gone.load(Ordering::Acquire)) => {
+        Some(reader) if writer.is_some_and(|w| w.shared.keep_wal.load(Ordering::Acquire)) => {
             reader.close_keeping_wal();
         }
         reader => drop(reader),

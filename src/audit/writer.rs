@@ -190,9 +190,9 @@ pub struct Shared {
     /// hears of it: a later `close()` queues no stop row that nothing reads,
     /// and senders (which read it under `gate`) queue nothing more.
     refused: std::sync::atomic::AtomicBool,
-    /// Set when the writer found the `-shm` file removed or replaced: the
-    /// service's connections then close without a checkpoint.
-    pub shm_gone: AtomicBool,
+    /// Set when the writer found the `-wal` or `-shm` file removed or
+    /// replaced: the service's connections then close without a checkpoint.
+    pub keep_wal: AtomicBool,
     /// `true` once closed. Senders hold it shared while they send, so the
     /// `Stop` message queued after it is shut is the last one; the thread
     /// holds it exclusively while it drains a queue it will never write, so
@@ -235,7 +235,7 @@ impl Shared {
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
             refused: std::sync::atomic::AtomicBool::new(false),
-            shm_gone: AtomicBool::new(false),
+            keep_wal: AtomicBool::new(false),
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
@@ -1341,6 +1341,16 @@ impl Thread {
         }
     }
 
+    /// Once the `-wal` or `-shm` file at the path is another one, the
+    /// connections' view of the `-wal` file may be stale: a checkpoint at
+    /// close could copy old pages over another process's rows.
+    fn keep_wal_on_close(&self) {
+        self.shared.keep_wal.store(true, Ordering::Release);
+        if let Some(core) = self.core.lock().as_ref() {
+            keep_wal_on_close(&core.conn);
+        }
+    }
+
     /// The rows committed before the `-wal` file went are in the one this
     /// connection still has open, in no directory: copied into the database
     /// file now, they outlive the process instead of lasting until it ends.
@@ -1631,7 +1641,12 @@ impl Thread {
                     "audit database {:?}: its -wal file {wal:?} was removed or replaced while the service had it open",
                     self.shared.path
                 );
-                self.save_wal(&message);
+                // No file at the path: no process has opened the trail since, and
+                // the frames the -shm file lists are this connection's own.
+                if std::fs::symlink_metadata(&wal).is_err() {
+                    self.save_wal(&message);
+                }
+                self.keep_wal_on_close();
                 return self.refuse(rows, &message);
             }
             Some(Gone::Shm(shm)) => {
@@ -1639,12 +1654,7 @@ impl Thread {
                     "audit database {:?}: its -shm file {shm:?} was removed or replaced while the service had it open",
                     self.shared.path
                 );
-                // Its view of the -wal file may be stale: a checkpoint at close
-                // would copy old pages over another process's rows.
-                self.shared.shm_gone.store(true, Ordering::Release);
-                if let Some(core) = self.core.lock().as_ref() {
-                    keep_wal_on_close(&core.conn);
-                }
+                self.keep_wal_on_close();
                 return self.refuse(rows, &message);
             }
             None => {}
