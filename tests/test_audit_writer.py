@@ -971,6 +971,23 @@ def test_a_wal_file_removed_or_replaced_under_the_writer_loses_no_acknowledged_r
     assert [r["plan_id"] for r in rows] == [f"before{i}" for i in range(20)]
 
 
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_purge_after_the_trails_files_were_removed_is_refused_instead_of_written_through_them(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success")
+    (tmp_path / f"a.db{suffix}").unlink()
+    # Before, a purge with no row queued before it was written through the
+    # removed file (or a -shm file other processes no longer share) and reported done.
+    with pytest.raises(auditbus.AuditError, match="removed or replaced"):
+        svc.purge("2000-01-01T00:00:00Z")
+    with pytest.raises(auditbus.AuditError, match="stopped"):
+        svc.record_event(event(1))
+    svc.close()
+
+
 def _accounted(stats: dict[str, object]) -> bool:
     return stats["queued"] == stats["written"] + stats["duplicates"] + stats["lost"]  # type: ignore[operator]
 

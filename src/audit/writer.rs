@@ -1622,9 +1622,7 @@ impl Thread {
     /// schema), refuses the batch loudly instead: waiting would hang every
     /// durable `record()` and `close()` for good.
     fn commit(&mut self, mut rows: Vec<Pending>) -> Landing {
-        if rows.is_empty() {
-            return Landing::Landed;
-        }
+        // Checked with no row too: a purge or a flush after it goes through the same files.
         let gone = self.core.lock().as_mut().and_then(Core::gone);
         match gone {
             // Rows committed now would go to a file that is in no directory (or
@@ -1658,6 +1656,9 @@ impl Thread {
                 return self.refuse(rows, &message);
             }
             None => {}
+        }
+        if rows.is_empty() {
+            return Landing::Landed;
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
