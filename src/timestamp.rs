@@ -41,6 +41,10 @@ pub fn now(py: Python<'_>) -> PyResult<DateTime<Utc>> {
 
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    // pyo3's datetime type checks load Python's `datetime` C API on first use
+    // and use it even when that load failed (no file descriptor left): a
+    // crash. Loaded here first, a failure is raised instead.
+    pyo3::types::PyTzInfo::utc(value.py())?;
     if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
         return Ok(aware.with_timezone(&Utc));
     }

@@ -1202,3 +1202,189 @@ def test_a_purge_that_fails_on_an_io_error_raises_and_deletes_nothing(
     # Only the one purge that ran left its row; the failed one deleted nothing and left none.
     assert [r["event_type"] for r in rows][:2] == ["audit_purged", "audit_stopped"]
     assert len([r for r in rows if r["event_type"] == "audit_purged"]) == 1
+
+
+# Runs before anything has imported `datetime`: its C API is then loaded by the
+# first timestamp auditbus reads, and that load needs file descriptors.
+_NO_FDS_LEFT = """
+import os, resource, sys
+assert "datetime" not in sys.modules, "datetime already imported: the fault would not be met"
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1])
+svc.record("auth_success")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, hard))
+hog = []
+try:
+    while True:
+        hog.append(open(os.devnull))
+except OSError:
+    pass
+calls = {
+    "count": lambda: svc.count(since="2000-01-01T00:00:00Z"),
+    "purge": lambda: svc.purge("2000-01-01T00:00:00Z", dry_run=True),
+    "event": lambda: DomainEvent(event_type="auth_success", timestamp="2000-01-01T00:00:00Z"),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except Exception as exc:
+        print(name, "raised", type(exc).__name__, flush=True)
+    else:
+        print(name, "returned", flush=True)
+for f in hog:
+    f.close()
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("after", svc.count(since="2000-01-01T00:00:00Z"), svc.purge("2000-01-01T00:00:00Z", dry_run=True), flush=True)
+svc.close()
+"""
+
+
+def test_reading_a_timestamp_with_no_file_descriptor_left_raises_instead_of_crashing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_FDS_LEFT, str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Before, the first timestamp read crashed the process (SIGSEGV): Python's
+    # `datetime` could not be loaded, and its missing C API was used anyway.
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["count", "purge", "event", "after"], lines
+    assert all(" raised " in line for line in lines[:3]), lines
+    assert lines[3] == "after 1 0", lines
+
+
+# Hands rows over while another process holds the write lock (so they stay
+# queued), says so, and waits for a signal; with `handler`, SIGTERM and SIGHUP
+# raise SystemExit, as a service's own handler would.
+_STOPPED_BY_SIGNAL = """
+import signal, sys
+from auditbus import AuditService, DomainEvent
+path, handler = sys.argv[1], sys.argv[2] == "handler"
+
+def leave(signum, frame):
+    print("leaving", flush=True)
+    sys.exit(0)
+
+if handler:
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+svc = AuditService(path, busy_timeout=0.05)
+for i in range(50):
+    svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
+try:
+    print("handed", flush=True)
+    while True:
+        signal.pause()
+except KeyboardInterrupt:
+    print("leaving", flush=True)
+    raise
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("handler", [True, False], ids=["handler", "default"])
+def test_a_service_stopped_by_a_signal_writes_what_was_handed_over_only_through_a_normal_exit(
+    tmp_path: Path, sig: signal.Signals, handler: bool
+) -> None:
+    path = tmp_path / "a.db"
+    AuditService(path).close()
+    # Ctrl-C's KeyboardInterrupt is Python's own exit; so is SystemExit from a
+    # handler. Either runs the at-exit close, which waits for the lock.
+    exits = handler or sig == signal.SIGINT
+    with write_locked(path):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "handed\n"
+        child.send_signal(sig)
+        if exits:
+            assert child.stdout.readline() == "leaving\n"
+        else:
+            child.wait(timeout=60)
+    # The lock is released: a process still alive writes its queue now.
+    rc = child.wait(timeout=60)
+    child.communicate()
+    rows = raw_rows(path, "event_type = 'step_completed'")
+    if exits:
+        assert rc == (-signal.SIGINT if sig == signal.SIGINT else 0), rc
+        assert [r["plan_id"] for r in rows] == [f"p{i}" for i in range(50)]
+        assert [json.loads(str(r["details"]))["reason"] for r in raw_rows(path, "event_type = 'audit_stopped'")] == [
+            "close()",
+            "interpreter exit",
+        ]
+    else:
+        # The default action of SIGTERM and SIGHUP ends the process at once, as
+        # kill -9 does: rows handed over and not yet committed are not written.
+        assert rc == -sig, rc
+        assert rows == []
+
+
+# Acknowledges rows, then, at each line read, one more record(): its row id
+# or the error; at end of input, closes.
+_SHM_HOLDER = """
+import sys
+import auditbus
+from auditbus import AuditService
+svc = AuditService(sys.argv[1])
+for i in range(20):
+    print("R", svc.record("auth_success", plan_id=f"a{i}").id, flush=True)
+for line in sys.stdin:
+    try:
+        print("R", svc.record("auth_success", plan_id=line.strip()).id, flush=True)
+    except auditbus.AuditError as exc:
+        print("E", exc, flush=True)
+svc.close()
+print("closed", svc.stats()["lost"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("suffix", ["-shm", "-wal"])
+def test_a_shm_or_wal_file_removed_under_a_service_stops_its_writer_before_it_damages_another_processs_rows(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / "a.db"
+    with subprocess.Popen(
+        [sys.executable, "-c", _SHM_HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        assert holder.stderr is not None
+        acked = [(int(holder.stdout.readline().split()[1]), f"a{i}") for i in range(20)]
+        if suffix == "-wal":
+            # Every row in the database file: another process can open the trail without them.
+            pragma(path, "PRAGMA wal_checkpoint(PASSIVE)")
+        (tmp_path / f"a.db{suffix}").unlink()
+        # A process opening the trail now makes a new file: the two no longer see
+        # each other's locks (-shm) or rows (-wal), and two writers damage it.
+        other = AuditService(path)
+        acked += [(other.record("auth_success", plan_id=f"b{i}").id, f"b{i}") for i in range(20)]
+        holder.stdin.write("late\n")
+        holder.stdin.flush()
+        answer = holder.stdout.readline()
+        acked += [(other.record("auth_success", plan_id=f"c{i}").id, f"c{i}") for i in range(20)]
+        other.close()
+        holder.stdin.close()
+        rest = holder.stdout.read()
+        assert holder.wait(timeout=60) == 0, holder.stderr.read()
+    # Before, the first service went on writing through the removed file, or
+    # checkpointed through it at close: its pages went over the other's rows,
+    # and the trail was damaged.
+    assert answer.startswith("E "), answer
+    assert f"a.db{suffix}" in answer, answer
+    assert "removed or replaced" in answer, answer
+    assert rest.splitlines() == ["closed 1"], rest
+    rows = assert_intact(path)
+    by_id = {r["id"]: r["plan_id"] for r in rows}
+    assert [by_id.get(row_id) for row_id, _ in acked] == [plan for _, plan in acked]

@@ -1150,6 +1150,62 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     ]
 
 
+# A `multiprocessing` child (fork and forkserver, and a pool worker the pool
+# closes) ends with `os._exit()`, which skips `atexit`: a service the child
+# opened and did not close must still commit what it took. A function of a
+# file of its own, so that every start method can import it.
+_CHILD_TASK = """
+import sys
+from auditbus import AuditService, DomainEvent
+
+def work(path):
+    svc = AuditService(path)
+    for i in range(500):
+        svc.record_event(DomainEvent(event_type="step_completed", details={"i": i}))
+"""
+
+_MULTIPROCESSING_CHILD = """
+import multiprocessing, sys
+import child_task
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    if sys.argv[3] == "process":
+        child = ctx.Process(target=child_task.work, args=(sys.argv[2],))
+        child.start()
+        child.join(60)
+        print("exit", child.exitcode, flush=True)
+    else:
+        pool = ctx.Pool(1)
+        pool.apply(child_task.work, (sys.argv[2],))
+        pool.close()
+        pool.join()
+        print("exit", 0, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["process", "pool"])
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_child_commits_what_its_open_service_took(tmp_path: Path, method: str, how: str) -> None:
+    (tmp_path / "child_task.py").write_text(textwrap.dedent(_CHILD_TASK))
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_MULTIPROCESSING_CHILD), method, str(path), how],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exit 0" in done.stdout.splitlines(), done.stdout
+    rows = raw_rows(path)
+    taken = sorted(json.loads(r["details"])["i"] for r in rows if r["event_type"] == "step_completed")
+    assert taken == list(range(500))
+    assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
+
+
 def test_value_shaped_secrets_in_identity_fields_never_reach_the_disk(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     token = "ghp_" + "b" * 36

@@ -819,62 +819,6 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
         assert svc.verify().ok
 
 
-# A `multiprocessing` child (fork and forkserver, and a pool worker the pool
-# closes) ends with `os._exit()`, which skips `atexit`: a service the child
-# opened and did not close must still commit what it took. A function of a
-# file of its own, so that every start method can import it.
-_CHILD_TASK = """
-import sys
-from auditbus import AuditService, DomainEvent
-
-def work(path):
-    svc = AuditService(path)
-    for i in range(500):
-        svc.record_event(DomainEvent(event_type="step_completed", details={"i": i}))
-"""
-
-_MULTIPROCESSING_CHILD = """
-import multiprocessing, sys
-import child_task
-
-if __name__ == "__main__":
-    ctx = multiprocessing.get_context(sys.argv[1])
-    if sys.argv[3] == "process":
-        child = ctx.Process(target=child_task.work, args=(sys.argv[2],))
-        child.start()
-        child.join(60)
-        print("exit", child.exitcode, flush=True)
-    else:
-        pool = ctx.Pool(1)
-        pool.apply(child_task.work, (sys.argv[2],))
-        pool.close()
-        pool.join()
-        print("exit", 0, flush=True)
-"""
-
-
-@pytest.mark.parametrize("how", ["process", "pool"])
-@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_a_multiprocessing_child_commits_what_its_open_service_took(tmp_path: Path, method: str, how: str) -> None:
-    (tmp_path / "child_task.py").write_text(textwrap.dedent(_CHILD_TASK))
-    path = tmp_path / "a.db"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_MULTIPROCESSING_CHILD), method, str(path), how],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
-    assert "exit 0" in done.stdout.splitlines(), done.stdout
-    rows = raw_rows(path)
-    taken = sorted(json.loads(r["details"])["i"] for r in rows if r["event_type"] == "step_completed")
-    assert taken == list(range(500))
-    assert [r["event_type"] for r in rows if r["event_type"].startswith("audit_")] == ["audit_started", "audit_stopped"]
-
-
 # A fork while another thread waits for room in the queue (another process's
 # lock keeps it full): the child inherits the writer's gate held by a thread
 # it does not have. Run in a process of its own, so a hang is a failed
@@ -982,6 +926,75 @@ def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_ac
     with pytest.raises(auditbus.AuditError, match="stopped"):
         svc.flush()
     assert svc.stats()["lost"] >= 1
+    svc.close()
+
+
+# Rows acknowledged, then the -wal file beside the trail removed or replaced
+# while the service runs, then one more record(); the process is killed.
+_WAL_GONE = """
+import os, shutil, signal, sys
+import auditbus
+from auditbus import AuditService
+path, how = sys.argv[1], sys.argv[2]
+svc = AuditService(path)
+for i in range(20):
+    print("R", svc.record("auth_success", plan_id=f"before{i}").id, flush=True)
+wal = path + "-wal"
+if how == "removed":
+    os.remove(wal)
+else:
+    shutil.copy(wal, wal + ".copy")
+    os.replace(wal + ".copy", wal)
+try:
+    print("R", svc.record("auth_success", plan_id="after").id, flush=True)
+except auditbus.AuditError as exc:
+    print("E", exc, flush=True)
+for call in (lambda: svc.record_event(auditbus.DomainEvent(event_type="step_completed")), svc.flush):
+    try:
+        call()
+    except auditbus.AuditError as exc:
+        print("F", exc, flush=True)
+print("lost", svc.stats()["lost"], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_wal_file_removed_or_replaced_under_the_writer_loses_no_acknowledged_row(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _WAL_GONE, str(path), how], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr)
+    lines = done.stdout.splitlines()
+    acked = [int(line.split()[1]) for line in lines if line.startswith("R ")]
+    # Before, the writer went on committing to the -wal file it had open, now in
+    # no directory (or not at its path): acknowledged, then gone with the process,
+    # and with it every row not yet copied into the database file.
+    assert len(acked) == 20, lines
+    assert any(line.startswith("E ") and "a.db-wal" in line and "removed or replaced" in line for line in lines), lines
+    # The writer stops, as on a damaged file: later calls raise.
+    assert len([line for line in lines if line.startswith("F ") and "stopped" in line]) == 2, lines
+    assert "lost 1" in lines, lines
+    rows = raw_rows(path, "event_type = 'auth_success'")
+    assert [r["id"] for r in rows] == acked
+    assert [r["plan_id"] for r in rows] == [f"before{i}" for i in range(20)]
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_purge_after_the_trails_files_were_removed_is_refused_instead_of_written_through_them(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success")
+    (tmp_path / f"a.db{suffix}").unlink()
+    # Before, a purge with no row queued before it was written through the
+    # removed file (or a -shm file other processes no longer share) and reported done.
+    with pytest.raises(auditbus.AuditError, match="removed or replaced"):
+        svc.purge("2000-01-01T00:00:00Z")
+    with pytest.raises(auditbus.AuditError, match="stopped"):
+        svc.record_event(event(1))
     svc.close()
 
 

@@ -361,6 +361,11 @@ impl Reader {
         Self { conn, immutable: None, legacy: None }
     }
 
+    /// Closes the connection without a checkpoint (see [`crate::audit::writer::keep_wal_on_close`]).
+    pub fn close_keeping_wal(self) {
+        crate::audit::writer::keep_wal_on_close(&self.conn);
+    }
+
     /// Runs the read `f` on a connection that shows the file as it is. A
     /// file read as immutable that has changed since is opened again first,
     /// so a follower (`auditbus tail -f`) sees what was written meanwhile

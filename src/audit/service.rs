@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,30 +111,36 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
         .map(|_| ())
 }
 
-/// A `multiprocessing` child (fork or forkserver start, and every pool
-/// worker) ends with `os._exit()`, which skips `atexit`; it runs the
-/// finalizers of `multiprocessing.util` first. The at-exit close is
-/// registered there too, once in each process that opens a service while
-/// `multiprocessing` is loaded (a forked child starts with none of its
-/// parent's finalizers). In the parent it only runs earlier than `atexit`
-/// would: the second call finds nothing left to close.
-fn register_child_exit(py: Python<'_>) -> PyResult<()> {
-    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+/// Closes a service's reader; without a checkpoint when the writer found
+/// the `-wal` or `-shm` file gone (its view of the `-wal` file may be stale).
+fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
+    match reader {
+        Some(reader) if writer.is_some_and(|w| w.shared.keep_wal.load(Ordering::Acquire)) => {
+            reader.close_keeping_wal();
+        }
+        reader => drop(reader),
+    }
+}
+
+/// A `multiprocessing` worker started by fork or forkserver ends with
+/// `os._exit()`, which skips `atexit`: the at-exit close is also one of the
+/// finalizers `multiprocessing` runs before that. Once per process (a forked
+/// worker starts with its parent's finalizers cleared), and only where
+/// `multiprocessing` is already imported.
+fn register_worker_hook(py: Python<'_>) -> PyResult<()> {
     static REGISTERED_IN: AtomicU32 = AtomicU32::new(0);
     let pid = std::process::id();
-    if REGISTERED_IN.load(Relaxed) == pid {
+    if REGISTERED_IN.load(Ordering::Relaxed) == pid
+        || !py.import("sys")?.getattr("modules")?.contains("multiprocessing")?
+    {
         return Ok(());
     }
-    let modules = py.import("sys")?.getattr("modules")?;
-    // Not loaded: this process is no multiprocessing child, and `atexit` will do.
-    let Ok(util) = modules.get_item("multiprocessing.util") else {
-        return Ok(());
-    };
     let kwargs = PyDict::new(py);
+    // 0: after the pools' and queues' own finalizers, which may still hand rows over.
     kwargs.set_item("exitpriority", 0)?;
     let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
-    util.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
-    REGISTERED_IN.store(pid, Relaxed);
+    py.import("multiprocessing.util")?.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
+    REGISTERED_IN.store(pid, Ordering::Relaxed);
     Ok(())
 }
 
@@ -612,7 +619,7 @@ impl AuditService {
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
         register_hooks(py)?;
-        register_child_exit(py)?;
+        register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = LIVE.lock();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
@@ -863,10 +870,7 @@ impl AuditService {
             }
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
-        py.detach(|| {
-            let reader = self.reader.lock().take();
-            drop(reader);
-        });
+        py.detach(|| close_reader(self.reader.lock().take(), self.writer.as_ref()));
         if let Some(writer) = &self.writer {
             LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
@@ -905,7 +909,7 @@ impl Drop for AuditService {
             writer.close_nowait(Some(stop_record("garbage collected without close()")));
             if writer.dropped() {
                 // The thread has ended: the reader goes before the files it reads.
-                drop(self.reader.get_mut().take());
+                close_reader(self.reader.get_mut().take(), Some(writer));
                 retire(&writer.shared);
             }
         }

@@ -190,6 +190,9 @@ pub struct Shared {
     /// hears of it: a later `close()` queues no stop row that nothing reads,
     /// and senders (which read it under `gate`) queue nothing more.
     refused: std::sync::atomic::AtomicBool,
+    /// Set when the writer found the `-wal` or `-shm` file removed or
+    /// replaced: the service's connections then close without a checkpoint.
+    pub keep_wal: AtomicBool,
     /// `true` once closed. Senders hold it shared while they send, so the
     /// `Stop` message queued after it is shut is the last one; the thread
     /// holds it exclusively while it drains a queue it will never write, so
@@ -232,6 +235,7 @@ impl Shared {
             stats: Stats::default(),
             stop_deadline: Mutex::new(None),
             refused: std::sync::atomic::AtomicBool::new(false),
+            keep_wal: AtomicBool::new(false),
             gate: RwLock::new(false),
             durable_callers: AtomicUsize::new(0),
             urgent: AtomicU64::new(0),
@@ -747,8 +751,8 @@ impl Writer {
         if self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             return None;
         }
-        // Last, as the one system call: a row going to the thread is checked there.
-        if core.file.as_ref().is_some_and(|file| !file.still_there()) {
+        // Last, as the system calls: a row going to the thread is checked there.
+        if core.gone().is_some() {
             return None;
         }
         let stats = &self.shared.stats;
@@ -1149,6 +1153,49 @@ pub struct Core {
     head: Option<Head>,
     /// The database file the connection opened, to notice it removed or replaced.
     file: Option<FileId>,
+    /// The `-wal` file beside it that the connection commits to, likewise.
+    wal: Option<FileId>,
+    /// The `-shm` file beside it, through which the connection and other
+    /// processes' take turns writing to the `-wal` file, likewise.
+    shm: Option<FileId>,
+}
+
+/// What a commit on a [`Core`] now would be lost with.
+enum Gone {
+    /// The database file is no longer the one opened.
+    Database,
+    /// Its `-wal` file is no longer the one the connection writes: commits
+    /// would be in a file in no directory (or not at its path) until the
+    /// connection closes, and lost with the process.
+    Wal(std::path::PathBuf),
+    /// Its `-shm` file is no longer the one the connection maps: a process
+    /// opening the trail now makes another, and the two would write to the
+    /// `-wal` file at once, each unaware of the other's rows.
+    Shm(std::path::PathBuf),
+}
+
+impl Core {
+    /// Whether the files this connection writes are still the ones at their paths.
+    fn gone(&mut self) -> Option<Gone> {
+        let file = self.file.as_ref()?;
+        if !file.still_there() {
+            return Some(Gone::Database);
+        }
+        // SQLite makes both files with the first read: each is known once it exists.
+        if self.wal.is_none() {
+            self.wal = FileId::of(&file.beside("-wal"));
+        }
+        if self.shm.is_none() {
+            self.shm = FileId::of(&file.beside("-shm"));
+        }
+        if let Some(wal) = self.wal.as_ref().filter(|wal| !wal.still_there()) {
+            return Some(Gone::Wal(wal.path.clone()));
+        }
+        if let Some(shm) = self.shm.as_ref().filter(|shm| !shm.still_there()) {
+            return Some(Gone::Shm(shm.path.clone()));
+        }
+        None
+    }
 }
 
 type CoreCell = Arc<Mutex<Option<Core>>>;
@@ -1163,6 +1210,15 @@ struct Thread {
     wal_frames: Arc<AtomicI64>,
     /// While checkpoints fail: (since, failed attempts, last logged).
     checkpoint_fault: Option<(Instant, u64, Instant)>,
+}
+
+/// Closing `conn` leaves the `-wal` file as it is: no checkpoint through a
+/// `-shm` file that is no longer the one other processes use, which could
+/// copy stale pages into the database file and delete rows they committed.
+pub fn keep_wal_on_close(conn: &Connection) {
+    if let Err(e) = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
+        log("warning", &format!("cannot turn off the checkpoint at close ({e})"));
+    }
 }
 
 /// Where a file lives and which one it is (device and inode).
@@ -1191,6 +1247,13 @@ impl FileId {
     fn still_there(&self) -> bool {
         Self::of(&self.path).is_some_and(|now| now == *self)
     }
+
+    /// One of the files SQLite keeps beside this database (`-wal`, `-shm`).
+    fn beside(&self, suffix: &str) -> std::path::PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(suffix);
+        name.into()
+    }
 }
 
 impl Thread {
@@ -1209,7 +1272,9 @@ impl Thread {
         }
         // SQLite names the file by its absolute path: a later chdir() does not change it.
         let file = conn.path().filter(|p| !p.is_empty()).and_then(|p| FileId::of(std::path::Path::new(p)));
-        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file })));
+        let wal = file.as_ref().and_then(|f| FileId::of(&f.beside("-wal")));
+        let shm = file.as_ref().and_then(|f| FileId::of(&f.beside("-shm")));
+        let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file, wal, shm })));
         Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None }
     }
 
@@ -1273,6 +1338,44 @@ impl Thread {
                     );
                 }
             }
+        }
+    }
+
+    /// Once the `-wal` or `-shm` file at the path is another one, the
+    /// connections' view of the `-wal` file may be stale: a checkpoint at
+    /// close could copy old pages over another process's rows.
+    fn keep_wal_on_close(&self) {
+        self.shared.keep_wal.store(true, Ordering::Release);
+        if let Some(core) = self.core.lock().as_ref() {
+            keep_wal_on_close(&core.conn);
+        }
+    }
+
+    /// The rows committed before the `-wal` file went are in the one this
+    /// connection still has open, in no directory: copied into the database
+    /// file now, they outlive the process instead of lasting until it ends.
+    fn save_wal(&self, message: &str) {
+        let copied = match self.core.lock().as_ref() {
+            Some(core) => core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE),
+            None => return,
+        };
+        match copied {
+            Ok((frames, done)) if done >= frames => {}
+            Ok(_) => log(
+                "critical",
+                &format!(
+                    "{message}; a reader held back copying every committed row into the database file: the \
+                     rest is written there when the service closes, and lost if the process is killed first"
+                ),
+            ),
+            Err(e) => log(
+                "critical",
+                &format!(
+                    "{message}; copying the committed rows into the database file failed ({}): they are written \
+                     there when the service closes, and lost if the process is killed first",
+                    describe(&Error::Sqlite(e))
+                ),
+            ),
         }
     }
 
@@ -1519,15 +1622,43 @@ impl Thread {
     /// schema), refuses the batch loudly instead: waiting would hang every
     /// durable `record()` and `close()` for good.
     fn commit(&mut self, mut rows: Vec<Pending>) -> Landing {
-        if rows.is_empty() {
-            return Landing::Landed;
-        }
-        if self.core.lock().as_ref().is_some_and(|core| core.file.as_ref().is_some_and(|file| !file.still_there())) {
+        // Checked with no row too: a purge or a flush after it goes through the same files.
+        let gone = self.core.lock().as_mut().and_then(Core::gone);
+        match gone {
             // Rows committed now would go to a file that is in no directory (or
             // not at its path): acknowledged, and then in no trail anyone reads.
-            let message =
-                format!("audit database {:?} was removed or replaced while the service had it open", self.shared.path);
-            return self.refuse(rows, &message);
+            Some(Gone::Database) => {
+                let message = format!(
+                    "audit database {:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                return self.refuse(rows, &message);
+            }
+            Some(Gone::Wal(wal)) => {
+                let message = format!(
+                    "audit database {:?}: its -wal file {wal:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                // No file at the path: no process has opened the trail since, and
+                // the frames the -shm file lists are this connection's own.
+                if std::fs::symlink_metadata(&wal).is_err() {
+                    self.save_wal(&message);
+                }
+                self.keep_wal_on_close();
+                return self.refuse(rows, &message);
+            }
+            Some(Gone::Shm(shm)) => {
+                let message = format!(
+                    "audit database {:?}: its -shm file {shm:?} was removed or replaced while the service had it open",
+                    self.shared.path
+                );
+                self.keep_wal_on_close();
+                return self.refuse(rows, &message);
+            }
+            None => {}
+        }
+        if rows.is_empty() {
+            return Landing::Landed;
         }
         let mut backoff = FIRST_BACKOFF;
         let mut fault: Option<(Instant, Instant, u64)> = None; // (since, last logged, attempts)
