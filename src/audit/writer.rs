@@ -1164,14 +1164,13 @@ pub struct Core {
 enum Gone {
     /// The database file is no longer the one opened.
     Database,
-    /// Its `-wal` file is no longer the one the connection writes: commits
-    /// would be in a file in no directory (or not at its path) until the
-    /// connection closes, and lost with the process.
-    Wal(std::path::PathBuf),
-    /// Its `-shm` file is no longer the one the connection maps: a process
-    /// opening the trail now makes another, and the two would write to the
-    /// `-wal` file at once, each unaware of the other's rows.
-    Shm(std::path::PathBuf),
+    /// The file beside it named `suffix` is no longer the one the connection
+    /// uses. The `-wal` file: commits would be in a file in no directory (or
+    /// not at its path) until the connection closes, and lost with the
+    /// process. The `-shm` file: a process opening the trail now makes
+    /// another, and the two would write to the `-wal` file at once, each
+    /// unaware of the other's rows.
+    Companion { suffix: &'static str, path: std::path::PathBuf },
 }
 
 impl Core {
@@ -1189,10 +1188,10 @@ impl Core {
             self.shm = FileId::of(&file.beside("-shm"));
         }
         if let Some(wal) = self.wal.as_ref().filter(|wal| !wal.still_there()) {
-            return Some(Gone::Wal(wal.path().to_owned()));
+            return Some(Gone::Companion { suffix: "-wal", path: wal.path().to_owned() });
         }
         if let Some(shm) = self.shm.as_ref().filter(|shm| !shm.still_there()) {
-            return Some(Gone::Shm(shm.path.clone()));
+            return Some(Gone::Companion { suffix: "-shm", path: shm.path.clone() });
         }
         None
     }
@@ -1687,24 +1686,16 @@ impl Thread {
                 );
                 return self.refuse(rows, &message);
             }
-            Some(Gone::Wal(wal)) => {
+            Some(Gone::Companion { suffix, path }) => {
                 let message = format!(
-                    "audit database {:?}: its -wal file {wal:?} was removed or replaced while the service had it open",
+                    "audit database {:?}: its {suffix} file {path:?} was removed or replaced while the service had it open",
                     self.shared.path
                 );
-                // No file at the path: no process has opened the trail since, and
-                // the frames the -shm file lists are this connection's own.
-                if std::fs::symlink_metadata(&wal).is_err() {
+                // No -wal file at the path: no process has opened the trail since,
+                // and the frames the -shm file lists are this connection's own.
+                if suffix == "-wal" && std::fs::symlink_metadata(&path).is_err() {
                     self.save_wal(&message);
                 }
-                self.keep_wal_on_close();
-                return self.refuse(rows, &message);
-            }
-            Some(Gone::Shm(shm)) => {
-                let message = format!(
-                    "audit database {:?}: its -shm file {shm:?} was removed or replaced while the service had it open",
-                    self.shared.path
-                );
                 self.keep_wal_on_close();
                 return self.refuse(rows, &message);
             }
