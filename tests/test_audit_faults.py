@@ -622,8 +622,11 @@ for name, call in [("query", lambda: svc.query(user_identity="u1")), ("verify", 
         print(name, "ok", flush=True)
     except auditbus.AuditError as e:
         print(name, "AuditError", e, flush=True)
-svc.close()
-print("closed", flush=True)
+try:
+    svc.close()
+    print("closed", flush=True)
+except auditbus.AuditError as e:  # the writer stopped on the damage: closed all the same
+    print("closed", "AuditError", e, flush=True)
 """
 
 
@@ -652,7 +655,8 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
         assert line.startswith(f"{name} AuditError"), line
         assert "index.db" in line, line
         assert "malformed" in line, line
-    assert out[-1] == "closed"
+    assert out[-1].startswith("closed AuditError"), out
+    assert "malformed" in out[-1], out
 
 
 _HOLDS_LOCKS = """
@@ -668,7 +672,10 @@ if sys.argv[2] == "damaged":
             assert "malformed" in str(e), e
 print("ready", flush=True)
 sys.stdin.readline()
-svc.close()
+try:
+    svc.close()
+except auditbus.AuditError as e:  # the writer stopped on the damage
+    assert "malformed" in str(e), e
 """
 
 
@@ -1341,7 +1348,10 @@ for line in sys.stdin:
         print("R", svc.record("auth_success", plan_id=line.strip()).id, flush=True)
     except auditbus.AuditError as exc:
         print("E", exc, flush=True)
-svc.close()
+try:
+    svc.close()
+except auditbus.AuditError as exc:  # the writer stopped: closed all the same
+    print("E", exc, flush=True)
 print("closed", svc.stats()["lost"], flush=True)
 """
 
@@ -1384,7 +1394,11 @@ def test_a_shm_or_wal_file_removed_under_a_service_stops_its_writer_before_it_da
     assert answer.startswith("E "), answer
     assert f"a.db{suffix}" in answer, answer
     assert "removed or replaced" in answer, answer
-    assert rest.splitlines() == ["closed 1"], rest
+    # close() says the writer stopped, and how many rows (the late one) were not written.
+    closing, closed = rest.splitlines()
+    assert closing.startswith("E the audit writer for"), rest
+    assert "1 records were not written" in closing, rest
+    assert closed == "closed 1", rest
     rows = assert_intact(path)
     by_id = {r["id"]: r["plan_id"] for r in rows}
     assert [by_id.get(row_id) for row_id, _ in acked] == [plan for _, plan in acked]

@@ -208,7 +208,13 @@ def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
     for suffix in ("", "-wal"):
         file = Path(str(tmp_path / "audit.db") + suffix)
         if file.exists():
-            data = file.read_bytes()
+            # Read by another process: closing a descriptor of the open trail
+            # here would drop this process's SQLite locks on it.
+            data = subprocess.run(
+                [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())", file],
+                capture_output=True,
+                check=True,
+            ).stdout
             assert b"hunter2-plain" not in data
             assert b"sk-live-abcdef123456" not in data
     stored = [json.loads(r["details"]) for r in raw_rows(tmp_path / "audit.db", DOMAIN_ROWS)]

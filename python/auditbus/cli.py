@@ -263,11 +263,23 @@ def open_service(path: str, *, create: bool = False, read_only: bool = False) ->
             f"{_SETTLE_LIMIT:g} s ({failure}); pass --read-only to read it without recording this access"
         ) from None
     except BaseException:
-        service.close()
+        _close_after_error(service)
         raise
     try:
         yield service
-    finally:
+    except BaseException:
+        _close_after_error(service)
+        raise
+    service.close()
+
+
+def _close_after_error(service: AuditService) -> None:
+    """Closes the service under an error already on its way: that one says what happened.
+
+    A writer stopped by the same fault (the trail removed while followed) raises
+    from close() too, and would take that error's place on the one error line.
+    """
+    with contextlib.suppress(AuditError):
         service.close()
 
 

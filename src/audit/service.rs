@@ -828,6 +828,7 @@ impl AuditService {
         out.set_item("db_path", &self.db_path)?;
         out.set_item("durability", self.durability.name())?;
         out.set_item("read_only", self.writer.is_none())?;
+        out.set_item("stopped", self.writer.as_ref().is_some_and(|w| w.stopped()))?;
         let closed = match &self.writer {
             Some(writer) => writer.is_closed(),
             None => py.detach(|| self.reader.lock().is_none()),
@@ -857,6 +858,8 @@ impl AuditService {
     /// Flushes, records the stop, stops the writer. Idempotent. Ctrl-C
     /// interrupts the wait: the service stays closed to new records and the
     /// writer keeps writing what was queued; a later `close()` waits again.
+    /// After a writer stopped on a fault it closes too, then raises that
+    /// fault's `AuditError` (each time), as `flush()` does.
     fn close(&self, py: Python<'_>) -> Result<()> {
         if let Some(writer) = &self.writer {
             writer.close(py, Some(stop_record("close()")), true)?;
@@ -875,7 +878,11 @@ impl AuditService {
             LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));
-        Ok(())
+        // Closed all the same; a writer stopped on a fault left what was handed over unwritten.
+        match &self.writer {
+            Some(writer) if writer.stopped() => Err(writer.stopped_error()),
+            _ => Ok(()),
+        }
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -392,6 +392,8 @@ impl Writer {
                     let message =
                         "audit writer thread stopped after an internal error; records still queued were not written";
                     *thread_shared.stats.last_error.lock() = Some(message.to_owned());
+                    // Stopped as on a refused batch: flush() and close() say so.
+                    thread_shared.refused.store(true, Ordering::Release);
                     log("error", &format!("{message} ({})", thread_shared.path));
                 }
                 let dropped = {
@@ -450,13 +452,25 @@ impl Writer {
         Error::Closed(format!("AuditService({:?}) is closed", self.shared.path))
     }
 
-    fn stopped_error(&self) -> Error {
+    /// The error of every call that needs the writer once it has stopped,
+    /// with how many handed-over rows it left unwritten.
+    pub fn stopped_error(&self) -> Error {
         let last = self.shared.stats.last_error.lock().clone();
+        let lost = match self.shared.stats.lost.load(Ordering::Relaxed) {
+            0 => String::new(),
+            lost => format!("; {lost} records were not written"),
+        };
         Error::Storage(format!(
-            "the audit writer for {:?} has stopped{}",
+            "the audit writer for {:?} has stopped{lost}{}",
             self.shared.path,
             last.map(|e| format!(" ({e})")).unwrap_or_default()
         ))
+    }
+
+    /// Whether the thread stopped on a fault (a refused batch, an internal
+    /// error) rather than on `close()`: nothing handed over is written any more.
+    pub fn stopped(&self) -> bool {
+        self.shared.refused.load(Ordering::Acquire)
     }
 
     fn full_error(&self, timeout: Option<Duration>) -> Error {
@@ -782,6 +796,10 @@ impl Writer {
     /// Returns once everything queued before the call is committed.
     pub fn flush(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
+        // A stopped writer commits nothing more: "nothing waits" is no answer then.
+        if self.stopped() {
+            return Err(self.stopped_error());
+        }
         // Nothing handed over waits: done, without a message for the thread
         // to answer (which `timeout=0` could never wait for).
         if self.shared.stats.settled() {
@@ -876,14 +894,10 @@ impl Writer {
         if matches!(waited, Err(RecvTimeoutError::Timeout)) {
             return Err(self.flush_timeout(timeout));
         }
-        match self.shared.stats.lost.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            lost => Err(Error::Storage(format!(
-                "the audit writer for {:?} has stopped; {lost} records were not written{}",
-                self.shared.path,
-                self.shared.stats.last_error.lock().clone().map(|e| format!(" ({e})")).unwrap_or_default()
-            ))),
+        if self.stopped() || self.shared.stats.lost.load(Ordering::Relaxed) > 0 {
+            return Err(self.stopped_error());
         }
+        Ok(())
     }
 
     fn flush_timeout(&self, timeout: Option<Duration>) -> Error {
