@@ -198,6 +198,26 @@ def test_record_event_keeps_the_events_own_fields(svc: AuditService) -> None:
     assert len(entry.chain_hash) == 64
 
 
+LITERAL_NAMES = ["file:x.db", "file:y.db?mode=ro", "file:z.db#frag", "a#b.db", "c%41.db", "q?x.db"]
+
+
+@pytest.mark.parametrize("name", LITERAL_NAMES)
+def test_a_path_is_a_file_name_never_an_sqlite_uri_in_both_modes(tmp_path: Path, name: str, monkeypatch: Any) -> None:
+    # As the legacy's sqlite3.connect(path): a path that reads as an SQLite URI is still the file of that name.
+    monkeypatch.chdir(tmp_path)
+    with AuditService(name) as svc:
+        svc.record("auth_success", user_identity="alice")
+    # Before, "file:x.db" wrote x.db (and "file:y.db?mode=ro" could not open), while
+    # read_only=True looked for the file named "file:x.db".
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with AuditService(name, read_only=True) as reader:
+        assert [e.user_identity for e in reader.query(event_type="auth_success")] == ["alice"]
+    with AuditService(tmp_path / name) as again:
+        assert again.count(event_type="auth_success") == 1
+    # A reader leaves SQLite's -wal and -shm files beside the trail; nothing else was made.
+    assert {p.name for p in tmp_path.iterdir()} - {name + "-wal", name + "-shm"} == {name}
+
+
 def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
     entry = svc.record("auth_failure", details={"password": "hunter2-plain", "user": "alice"})
     svc.record_event(DomainEvent(event_type="config_changed", details={"api_key": "sk-live-abcdef123456"}))

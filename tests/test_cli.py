@@ -687,6 +687,26 @@ def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_
 # --------------------------------------------------------------------------- choosing the database
 
 
+@pytest.mark.parametrize("name", ["file:x.db", "file:y.db?mode=ro", "a#b%41?.db"])
+def test_a_database_path_that_reads_as_an_sqlite_uri_is_that_file(tmp_path: Path, name: str) -> None:
+    # --db and AUDITBUS_DB name a file, as the legacy's sqlite3.connect(path) did.
+    demo = run("demo", "--db", name, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    # Before, "file:x.db" made x.db: the command wrote one file and read another.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    written = AuditService(tmp_path / name, read_only=True)
+    rows = written.count()
+    written.close()
+    assert rows > 0
+    for env, args in ((clean_env(), ("--db", name)), (clean_env(AUDITBUS_DB=name), ())):
+        for read_only in ((), ("--read-only",)):
+            result = run(*read_only, "query", "--json", "--limit", "1000", *args, cwd=tmp_path, env=env)
+            assert result.returncode == 0, result.stderr
+            assert len(jsonl(result.stdout)) >= rows
+    # A reader leaves SQLite's -wal and -shm files beside the trail; nothing else was made.
+    assert {p.name for p in tmp_path.iterdir()} - {name + "-wal", name + "-shm"} == {name}
+
+
 def test_database_from_flag_env_or_current_directory(trail: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
