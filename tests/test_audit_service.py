@@ -26,7 +26,7 @@ from unittest.mock import patch
 import auditbus
 import pytest
 from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked, writer_threads
-from auditbus import AuditService, DomainEvent, EventType
+from auditbus import AuditService, DomainEvent, EventType, identity
 
 UTC = timezone.utc
 
@@ -216,6 +216,27 @@ def test_a_path_is_a_file_name_never_an_sqlite_uri_in_both_modes(tmp_path: Path,
         assert again.count(event_type="auth_success") == 1
     # A reader leaves SQLite's -wal and -shm files beside the trail; nothing else was made.
     assert {p.name for p in tmp_path.iterdir()} - {name + "-wal", name + "-shm"} == {name}
+
+
+def test_the_services_own_rows_name_the_identity_in_force_at_the_call_that_wrote_them(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with identity("opener"):
+        svc = AuditService(path)
+    svc.record("auth_success")
+    with identity("purger"):
+        svc.purge("2000-01-01T00:00:00Z")
+    with identity("closer"):
+        svc.close()
+    AuditService(path).close()
+    own = [(r["event_type"], r["user_identity"]) for r in raw_rows(path, "event_type LIKE 'audit_%'")]
+    # Before, none of them named anyone: who opened, purged or closed the trail was not on it.
+    assert own == [
+        ("audit_started", "opener"),
+        ("audit_purged", "purger"),
+        ("audit_stopped", "closer"),
+        ("audit_started", None),
+        ("audit_stopped", None),
+    ]
 
 
 def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
