@@ -212,9 +212,10 @@ impl DomainEvent {
     }
 
     fn timestamp_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let obj = self
-            .timestamp_obj
-            .get_or_try_init(py, || self.timestamp.into_pyobject(py).map(|d| d.into_any().unbind()))?;
+        let obj = self.timestamp_obj.get_or_try_init(py, || {
+            timestamp::datetime_api(py)?;
+            self.timestamp.into_pyobject(py).map(|d| d.into_any().unbind())
+        })?;
         Ok(obj.bind(py).clone())
     }
 

@@ -39,12 +39,53 @@ pub fn now(py: Python<'_>) -> PyResult<DateTime<Utc>> {
     Ok(instant.filter(|ts| (1..=9999).contains(&ts.year())).unwrap_or_else(Utc::now))
 }
 
+/// Loads Python's `datetime` C API, which every timestamp conversion uses,
+/// before its first use. pyo3's type checks load it on first use and use it
+/// even when that load failed (no file descriptor left): a crash. Loaded
+/// here, a failure is raised instead, and says why: the C API's own loader
+/// replaces the import's error with "could not import module".
+pub fn datetime_api(py: Python<'_>) -> PyResult<()> {
+    static LOADED: PyOnceLock<()> = PyOnceLock::new();
+    LOADED
+        .get_or_try_init(py, || {
+            py.import("datetime").map_err(|err| no_datetime(py, err))?;
+            pyo3::types::PyTzInfo::utc(py).map(|_| ())
+        })
+        .map(|_| ())
+}
+
+/// The error of a failed `import datetime`: with no file descriptor left,
+/// one that says so and names the limit to raise.
+fn no_datetime(py: Python<'_>, err: PyErr) -> PyErr {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    let errno = err
+        .is_instance_of::<pyo3::exceptions::PyOSError>(py)
+        .then(|| err.value(py).getattr("errno").ok()?.extract::<i32>().ok())
+        .flatten();
+    let what = match errno {
+        Some(EMFILE) => {
+            "too many open files: this process has as many open as its limit allows; raise the limit \
+             (RLIMIT_NOFILE: `ulimit -n`, `LimitNOFILE=` for a systemd service, \
+             `resource.setrlimit(resource.RLIMIT_NOFILE, ...)`) or close files it no longer needs"
+        }
+        Some(ENFILE) => {
+            "too many open files in the system: its open file table is full; raise the system's limit \
+             (`fs.file-max`) or close files"
+        }
+        _ => return err,
+    };
+    let raised = pyo3::exceptions::PyOSError::new_err((
+        errno.unwrap_or_default(),
+        format!("cannot load Python's datetime module, which every timestamp needs: {what}"),
+    ));
+    raised.set_cause(py, Some(err));
+    raised
+}
+
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
-    // pyo3's datetime type checks load Python's `datetime` C API on first use
-    // and use it even when that load failed (no file descriptor left): a
-    // crash. Loaded here first, a failure is raised instead.
-    pyo3::types::PyTzInfo::utc(value.py())?;
+    datetime_api(value.py())?;
     if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
         return Ok(aware.with_timezone(&Utc));
     }

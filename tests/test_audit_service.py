@@ -26,7 +26,7 @@ from unittest.mock import patch
 import auditbus
 import pytest
 from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked, writer_threads
-from auditbus import AuditService, DomainEvent, EventType
+from auditbus import AuditService, DomainEvent, EventType, identity
 
 UTC = timezone.utc
 
@@ -198,6 +198,47 @@ def test_record_event_keeps_the_events_own_fields(svc: AuditService) -> None:
     assert len(entry.chain_hash) == 64
 
 
+LITERAL_NAMES = ["file:x.db", "file:y.db?mode=ro", "file:z.db#frag", "a#b.db", "c%41.db", "q?x.db"]
+
+
+@pytest.mark.parametrize("name", LITERAL_NAMES)
+def test_a_path_is_a_file_name_never_an_sqlite_uri_in_both_modes(tmp_path: Path, name: str, monkeypatch: Any) -> None:
+    # As the legacy's sqlite3.connect(path): a path that reads as an SQLite URI is still the file of that name.
+    monkeypatch.chdir(tmp_path)
+    with AuditService(name) as svc:
+        svc.record("auth_success", user_identity="alice")
+    # Before, "file:x.db" wrote x.db (and "file:y.db?mode=ro" could not open), while
+    # read_only=True looked for the file named "file:x.db".
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with AuditService(name, read_only=True) as reader:
+        assert [e.user_identity for e in reader.query(event_type="auth_success")] == ["alice"]
+    with AuditService(tmp_path / name) as again:
+        assert again.count(event_type="auth_success") == 1
+    # A reader leaves SQLite's -wal and -shm files beside the trail; nothing else was made.
+    assert {p.name for p in tmp_path.iterdir()} - {name + "-wal", name + "-shm"} == {name}
+
+
+def test_the_services_own_rows_name_the_identity_in_force_at_the_call_that_wrote_them(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with identity("opener"):
+        svc = AuditService(path)
+    svc.record("auth_success")
+    with identity("purger"):
+        svc.purge("2000-01-01T00:00:00Z")
+    with identity("closer"):
+        svc.close()
+    AuditService(path).close()
+    own = [(r["event_type"], r["user_identity"]) for r in raw_rows(path, "event_type LIKE 'audit_%'")]
+    # Before, none of them named anyone: who opened, purged or closed the trail was not on it.
+    assert own == [
+        ("audit_started", "opener"),
+        ("audit_purged", "purger"),
+        ("audit_stopped", "closer"),
+        ("audit_started", None),
+        ("audit_stopped", None),
+    ]
+
+
 def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
     entry = svc.record("auth_failure", details={"password": "hunter2-plain", "user": "alice"})
     svc.record_event(DomainEvent(event_type="config_changed", details={"api_key": "sk-live-abcdef123456"}))
@@ -208,7 +249,13 @@ def test_no_secret_reaches_disk(svc: AuditService, tmp_path: Path) -> None:
     for suffix in ("", "-wal"):
         file = Path(str(tmp_path / "audit.db") + suffix)
         if file.exists():
-            data = file.read_bytes()
+            # Read by another process: closing a descriptor of the open trail
+            # here would drop this process's SQLite locks on it.
+            data = subprocess.run(
+                [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())", file],
+                capture_output=True,
+                check=True,
+            ).stdout
             assert b"hunter2-plain" not in data
             assert b"sk-live-abcdef123456" not in data
     stored = [json.loads(r["details"]) for r in raw_rows(tmp_path / "audit.db", DOMAIN_ROWS)]

@@ -537,7 +537,8 @@ def test_a_fault_that_never_clears_is_refused_loudly_not_retried_forever(tmp_pat
     with pytest.raises(auditbus.AuditError, match="stopped"):
         svc.flush()
     assert svc.stats()["lost"] >= 1
-    svc.close()  # returns: the writer has stopped
+    with pytest.raises(auditbus.AuditError, match=r"has stopped.*inserts refused"):
+        svc.close()  # closed all the same
     # A flush on the closed service does not pretend the lost row was written.
     with pytest.raises(auditbus.AuditError, match="not written"):
         svc.flush()
@@ -569,7 +570,8 @@ def test_a_trigger_that_silently_ignores_inserts_is_refused_loudly_not_looped_on
     assert isinstance(outcome[0], auditbus.AuditError), outcome
     assert "ignored" in str(outcome[0])
     assert "trigger" in str(outcome[0])
-    svc.close()
+    with pytest.raises(auditbus.AuditError, match="has stopped"):
+        svc.close()
     assert raw_rows(path, "user_identity = 'mallory'") == []
 
 
@@ -926,7 +928,8 @@ def test_a_trail_removed_or_replaced_under_the_writer_refuses_rows_instead_of_ac
     with pytest.raises(auditbus.AuditError, match="stopped"):
         svc.flush()
     assert svc.stats()["lost"] >= 1
-    svc.close()
+    with pytest.raises(auditbus.AuditError, match="has stopped"):
+        svc.close()
 
 
 # Rows acknowledged, then the -wal file beside the trail removed or replaced
@@ -995,7 +998,51 @@ def test_a_purge_after_the_trails_files_were_removed_is_refused_instead_of_writt
         svc.purge("2000-01-01T00:00:00Z")
     with pytest.raises(auditbus.AuditError, match="stopped"):
         svc.record_event(event(1))
-    svc.close()
+    with pytest.raises(auditbus.AuditError, match="has stopped"):
+        svc.close()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_once_the_writer_stopped_with_nothing_queued_flush_close_and_stats_say_so(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success")
+    assert svc.stats()["stopped"] is False
+    (tmp_path / f"a.db{suffix}").unlink()
+    with pytest.raises(auditbus.AuditError, match="removed or replaced"):
+        svc.purge("2000-01-01T00:00:00Z")
+    stats = svc.stats()
+    assert (stats["queue_depth"], stats["lost"], stats["stopped"], stats["closed"]) == (0, 0, True, False), stats
+    # Before, flush() with nothing queued returned: a caller using it as a
+    # health check was told all is well by a writer that had stopped for good.
+    for timeout in (None, 0, 1.0):
+        with pytest.raises(auditbus.AuditError, match=r"has stopped.*removed or replaced"):
+            svc.flush(timeout)
+    with pytest.raises(auditbus.AuditError, match=r"has stopped.*removed or replaced"):
+        svc.record_event(event(1))
+    # close() releases everything and says the trail is not whole, each time asked.
+    for _ in range(2):
+        with pytest.raises(auditbus.AuditError, match=r"has stopped.*removed or replaced"):
+            svc.close()
+        stats = svc.stats()
+        assert (stats["closed"], stats["stopped"]) == (True, True), stats
+        with pytest.raises(auditbus.AuditError, match="has stopped"):
+            svc.flush()
+
+
+def test_a_close_that_meets_the_fault_raises_naming_the_rows_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    svc = AuditService(path)
+    svc.record("auth_success")
+    (tmp_path / "a.db-wal").unlink()
+    for i in range(5):
+        svc.record_event(event(i))
+    # Before, close() returned, as if everything queued was committed; the
+    # five events and the stop row were not written.
+    with pytest.raises(auditbus.AuditError, match=r"has stopped; 6 records were not written.*a\.db-wal"):
+        svc.close()
+    assert svc.stats()["lost"] == 6
+    assert raw_rows(path, "event_type = 'step_completed'") == []
 
 
 def _accounted(stats: dict[str, object]) -> bool:
@@ -1032,7 +1079,8 @@ def test_rows_refused_for_good_are_counted_lost_durable_ones_included(tmp_path: 
     execute(path, "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'inserts refused'); END")
     with pytest.raises(auditbus.AuditError, match="inserts refused"):
         svc.record("auth_success")
-    svc.close()
+    with pytest.raises(auditbus.AuditError, match="has stopped"):
+        svc.close()
     stats = svc.stats()
     # "A handed-over row is not written ... counted in stats()['lost']": the
     # durable row was handed over and not written, like the outage row with it.
@@ -1067,7 +1115,8 @@ def _remove_under_emitters(path: Path) -> tuple[dict[str, int], int, list[str]]:
     path.unlink()
     for thread in threads:
         thread.join()
-    svc.close()
+    with pytest.raises(auditbus.AuditError, match="has stopped"):
+        svc.close()
     return svc.stats(), sum(accepted), refused
 
 

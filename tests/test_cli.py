@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pty
+import pwd
 import queue
 import re
 import select
@@ -24,6 +25,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -685,6 +687,87 @@ def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_
 
 
 # --------------------------------------------------------------------------- choosing the database
+
+
+@pytest.mark.parametrize("name", ["file:x.db", "file:y.db?mode=ro", "a#b%41?.db"])
+def test_a_database_path_that_reads_as_an_sqlite_uri_is_that_file(tmp_path: Path, name: str) -> None:
+    # --db and AUDITBUS_DB name a file, as the legacy's sqlite3.connect(path) did.
+    demo = run("demo", "--db", name, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    # Before, "file:x.db" made x.db: the command wrote one file and read another.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    written = AuditService(tmp_path / name, read_only=True)
+    rows = written.count()
+    written.close()
+    assert rows > 0
+    for env, args in ((clean_env(), ("--db", name)), (clean_env(AUDITBUS_DB=name), ())):
+        for read_only in ((), ("--read-only",)):
+            result = run(*read_only, "query", "--json", "--limit", "1000", *args, cwd=tmp_path, env=env)
+            assert result.returncode == 0, result.stderr
+            assert len(jsonl(result.stdout)) >= rows
+    # A reader leaves SQLite's -wal and -shm files beside the trail; nothing else was made.
+    assert {p.name for p in tmp_path.iterdir()} - {name + "-wal", name + "-shm"} == {name}
+
+
+def _cli_access_rows(path: Path) -> list[tuple[str, str | None]]:
+    with AuditService(path, read_only=True) as reader:
+        rows = reader.query(event_type=["audit_started", "audit_stopped"], order="asc", limit=None)
+    return [(str(r.event_type), r.user_identity) for r in rows if r.source and r.source["app"] == "auditbus-cli"]
+
+
+def test_the_commands_own_rows_name_the_operating_system_user_who_ran_it(trail: Path) -> None:
+    # The account of the process's user id: $USER and $LOGNAME are the caller's to set.
+    result = run(
+        "export",
+        "--format",
+        "jsonl",
+        "--db",
+        str(trail),
+        cwd=trail.parent,
+        env=clean_env(USER="mallory", LOGNAME="mallory"),
+    )
+    assert result.returncode == 0, result.stderr
+    # Before, both rows had no user: an auditor could not tell who exported the trail.
+    assert _cli_access_rows(trail) == [
+        ("audit_started", pwd.getpwuid(os.getuid()).pw_name),
+        ("audit_stopped", pwd.getpwuid(os.getuid()).pw_name),
+    ]
+
+
+def test_the_commands_own_rows_name_a_user_id_that_has_no_account_by_its_number(trail: Path) -> None:
+    uid = 54321
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as a user id without an account")
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)
+    # A folder that user can reach and write (pytest's own is private to this user).
+    folder = Path(tempfile.mkdtemp(prefix="auditbus-uid-"))
+    try:
+        folder.chmod(0o777)
+        copy = folder / "trail.db"
+        shutil.copyfile(trail, copy)
+        copy.chmod(0o666)
+        command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        result = subprocess.run(
+            [*command, sys.executable, "-m", "auditbus", "query", "--db", str(copy)],
+            cwd=folder,
+            env=clean_env(HOME=str(folder)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert _cli_access_rows(copy) == [("audit_started", f"uid:{uid}"), ("audit_stopped", f"uid:{uid}")]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_an_identity_given_to_the_command_names_its_own_rows(trail: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with identity("auditor-7"):
+        assert cli.main(["stats", "--db", str(trail)]) == 0
+    capsys.readouterr()
+    assert _cli_access_rows(trail) == [("audit_started", "auditor-7"), ("audit_stopped", "auditor-7")]
 
 
 def test_database_from_flag_env_or_current_directory(trail: Path, tmp_path: Path) -> None:

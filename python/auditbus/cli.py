@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import csv
 import errno
+import getpass
 import io
 import itertools
 import json
@@ -41,7 +42,17 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Literal, NoReturn
 
-from . import AUDIT_LIFECYCLE_EVENT_TYPES, AuditEntry, AuditError, AuditService, __version__, demo, identity, redact
+from . import (
+    AUDIT_LIFECYCLE_EVENT_TYPES,
+    AuditEntry,
+    AuditError,
+    AuditService,
+    __version__,
+    current_identity,
+    demo,
+    identity,
+    redact,
+)
 from .types import EventType
 
 DEFAULT_DB = "audit.db"
@@ -263,11 +274,23 @@ def open_service(path: str, *, create: bool = False, read_only: bool = False) ->
             f"{_SETTLE_LIMIT:g} s ({failure}); pass --read-only to read it without recording this access"
         ) from None
     except BaseException:
-        service.close()
+        _close_after_error(service)
         raise
     try:
         yield service
-    finally:
+    except BaseException:
+        _close_after_error(service)
+        raise
+    service.close()
+
+
+def _close_after_error(service: AuditService) -> None:
+    """Closes the service under an error already on its way: that one says what happened.
+
+    A writer stopped by the same fault (the trail removed while followed) raises
+    from close() too, and would take that error's place on the one error line.
+    """
+    with contextlib.suppress(AuditError):
         service.close()
 
 
@@ -1546,10 +1569,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(handler, args)
 
 
+def os_user() -> str | None:
+    """The operating-system account running the command, for its own rows in the trail.
+
+    The name of the process's user id, not `$USER` or `$LOGNAME`, which whoever
+    runs the command sets; `uid:N` for a user id with no account (a container's
+    arbitrary user). Where there are no user ids, `getpass.getuser()`; None when
+    that fails too.
+    """
+    try:
+        import pwd  # noqa: PLC0415 - POSIX only
+    except ImportError:
+        try:
+            return getpass.getuser()
+        except Exception:  # no name in the environment, no account to ask
+            return None
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+@contextlib.contextmanager
+def _acting_user() -> Iterator[None]:
+    """The command's own rows (its start and stop, a purge) name who ran it.
+
+    An identity already in force (`cli.main()` called inside `identity(...)`) is kept.
+    """
+    user = None if current_identity() is not None else os_user()
+    if user is None:
+        yield
+        return
+    with identity(user):
+        yield
+
+
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """`handler(args)`'s exit status; what it raises, as one line on stderr and its status."""
     try:
-        with _termination_unwinds():
+        with _termination_unwinds(), _acting_user():
             return handler(args)
     except CliError as exc:
         print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)

@@ -77,7 +77,10 @@ impl Stored {
     /// The datetime, or for unreadable text the text itself (what `__reduce__` hands back).
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Self::Time(t) => Ok(t.into_pyobject(py)?.into_any()),
+            Self::Time(t) => {
+                timestamp::datetime_api(py)?;
+                Ok(t.into_pyobject(py)?.into_any())
+            }
             Self::Unreadable(text) => Ok(PyString::new(py, text).into_any()),
         }
     }
@@ -174,7 +177,10 @@ impl AuditEntry {
     fn time_field<'py>(&self, py: Python<'py>, column: &str, stored: Option<&Stored>) -> PyResult<Field<'py>> {
         Ok(match stored {
             None => Ok(py.None().into_bound(py)),
-            Some(Stored::Time(t)) => Ok(t.into_pyobject(py)?.into_any()),
+            Some(Stored::Time(t)) => {
+                timestamp::datetime_api(py)?;
+                Ok(t.into_pyobject(py)?.into_any())
+            }
             Some(Stored::Unreadable(text)) => Err((text.clone(), unreadable_time(self.id, column, text).into())),
         })
     }

@@ -224,7 +224,14 @@ impl AuditRecord {
 
     /// A lifecycle row of the service itself, stamped now.
     pub fn lifecycle(event_type: &'static str, details: Map<String, Value>) -> Self {
-        Self::new(event_type, Utc::now(), new_event_id(), Who::default(), details, &Rules::shared_default())
+        Self::lifecycle_by(event_type, details, None)
+    }
+
+    /// A lifecycle row written by a caller's call (opening, `close()`,
+    /// `purge()`): `user` is the identity in force there, who acted.
+    pub fn lifecycle_by(event_type: &'static str, details: Map<String, Value>, user: Option<String>) -> Self {
+        let who = Who { user_identity: user, ..Who::default() };
+        Self::new(event_type, Utc::now(), new_event_id(), who, details, &Rules::shared_default())
     }
 }
 

@@ -213,13 +213,15 @@ pub fn read_error(path: &str, conn: &Connection, err: Error) -> Error {
     }
 }
 
-/// Opens a connection with the settings every connection needs.
+/// Opens a connection with the settings every connection needs. `path` is
+/// a file name, taken literally as the legacy's `sqlite3.connect(path)`
+/// does: one beginning with `file:` is not read as an SQLite URI.
 pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| at(path, "cannot open", e))?;
+    let conn = Connection::open_with_flags(plain_uri(path), flags).map_err(|e| at(path, "cannot open", e))?;
     conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;

@@ -56,7 +56,7 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
     for (writer, temp) in live {
         // Bounded by the exit's limit, not by a signal; it fails only on the writer thread, never this hook's.
-        let _ = writer.close(py, Some(stop_record("interpreter exit")), false);
+        let _ = writer.close(py, Some(stop_record("interpreter exit", None)), false);
         remove_temp(temp.as_ref());
     }
 }
@@ -154,10 +154,16 @@ fn remove_temp(temp: Option<&PathBuf>) {
     }
 }
 
-fn stop_record(reason: &str) -> AuditRecord {
+fn stop_record(reason: &str, user: Option<String>) -> AuditRecord {
     let mut details = Map::new();
     details.insert("reason".into(), Value::String(reason.to_owned()));
-    AuditRecord::lifecycle(lifecycle::STOPPED, details)
+    AuditRecord::lifecycle_by(lifecycle::STOPPED, details, user)
+}
+
+/// The identity in force for the calling thread or task (`auditbus.identity()`):
+/// who made the call that writes one of the service's own rows.
+fn acting(py: Python<'_>) -> Result<Option<String>> {
+    Ok(crate::identity::current(py)?.map(|name| name.bind(py).to_string_lossy().into_owned()))
 }
 
 fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>> {
@@ -602,6 +608,8 @@ impl AuditService {
                 .unwrap_or_else(|| "python".to_owned()),
         };
         let host: String = py.import("socket")?.getattr("gethostname")?.call0()?.extract()?;
+        // Who opens the trail: its start row names them.
+        let opener = acting(py)?;
         let source = serde_json::json!({"host": host, "pid": std::process::id(), "app": app}).to_string();
 
         let opened = py.detach(|| -> Result<(Connection, Connection)> {
@@ -634,7 +642,7 @@ impl AuditService {
         details.insert("durability".into(), Value::String(durability.name().to_owned()));
         details.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
         details.insert("queue_size".into(), Value::from(capacity));
-        writer.submit(py, AuditRecord::lifecycle(lifecycle::STARTED, details), None)?;
+        writer.submit(py, AuditRecord::lifecycle_by(lifecycle::STARTED, details, opener), None)?;
         Ok(Self {
             db_path,
             durability,
@@ -828,6 +836,7 @@ impl AuditService {
         out.set_item("db_path", &self.db_path)?;
         out.set_item("durability", self.durability.name())?;
         out.set_item("read_only", self.writer.is_none())?;
+        out.set_item("stopped", self.writer.as_ref().is_some_and(|w| w.stopped()))?;
         let closed = match &self.writer {
             Some(writer) => writer.is_closed(),
             None => py.detach(|| self.reader.lock().is_none()),
@@ -851,15 +860,17 @@ impl AuditService {
                 other => other,
             });
         }
-        self.writer("purge()")?.purge(py, before)
+        self.writer("purge()")?.purge(py, before, acting(py)?)
     }
 
     /// Flushes, records the stop, stops the writer. Idempotent. Ctrl-C
     /// interrupts the wait: the service stays closed to new records and the
     /// writer keeps writing what was queued; a later `close()` waits again.
+    /// After a writer stopped on a fault it closes too, then raises that
+    /// fault's `AuditError` (each time), as `flush()` does.
     fn close(&self, py: Python<'_>) -> Result<()> {
         if let Some(writer) = &self.writer {
-            writer.close(py, Some(stop_record("close()")), true)?;
+            writer.close(py, Some(stop_record("close()", acting(py)?)), true)?;
             if writer.forked() {
                 // The parent's connections and ":memory:" file are the parent's to close. A
                 // reader lock held at the fork belongs to a thread the child does not have.
@@ -875,7 +886,11 @@ impl AuditService {
             LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));
-        Ok(())
+        // Closed all the same; a writer stopped on a fault left what was handed over unwritten.
+        match &self.writer {
+            Some(writer) if writer.stopped() => Err(writer.stopped_error()),
+            _ => Ok(()),
+        }
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -906,7 +921,7 @@ impl Drop for AuditService {
                 std::mem::forget(self.reader.get_mut().take());
                 return;
             }
-            writer.close_nowait(Some(stop_record("garbage collected without close()")));
+            writer.close_nowait(Some(stop_record("garbage collected without close()", None)));
             if writer.dropped() {
                 // The thread has ended: the reader goes before the files it reads.
                 close_reader(self.reader.get_mut().take(), Some(writer));

@@ -128,8 +128,8 @@ pub enum Msg {
     Row(Box<AuditRecord>, Option<RowReply>),
     /// Answered once every message queued before it is committed.
     Flush(Sender<()>),
-    /// Deletes the oldest rows, see [`purge`].
-    Purge(String, Sender<std::result::Result<u64, String>>),
+    /// Deletes the oldest rows, see [`purge`]; the identity the purge row names.
+    Purge(String, Option<String>, Sender<std::result::Result<u64, String>>),
     /// The last message: commit what is left and stop.
     Stop,
 }
@@ -392,6 +392,8 @@ impl Writer {
                     let message =
                         "audit writer thread stopped after an internal error; records still queued were not written";
                     *thread_shared.stats.last_error.lock() = Some(message.to_owned());
+                    // Stopped as on a refused batch: flush() and close() say so.
+                    thread_shared.refused.store(true, Ordering::Release);
                     log("error", &format!("{message} ({})", thread_shared.path));
                 }
                 let dropped = {
@@ -450,13 +452,25 @@ impl Writer {
         Error::Closed(format!("AuditService({:?}) is closed", self.shared.path))
     }
 
-    fn stopped_error(&self) -> Error {
+    /// The error of every call that needs the writer once it has stopped,
+    /// with how many handed-over rows it left unwritten.
+    pub fn stopped_error(&self) -> Error {
         let last = self.shared.stats.last_error.lock().clone();
+        let lost = match self.shared.stats.lost.load(Ordering::Relaxed) {
+            0 => String::new(),
+            lost => format!("; {lost} records were not written"),
+        };
         Error::Storage(format!(
-            "the audit writer for {:?} has stopped{}",
+            "the audit writer for {:?} has stopped{lost}{}",
             self.shared.path,
             last.map(|e| format!(" ({e})")).unwrap_or_default()
         ))
+    }
+
+    /// Whether the thread stopped on a fault (a refused batch, an internal
+    /// error) rather than on `close()`: nothing handed over is written any more.
+    pub fn stopped(&self) -> bool {
+        self.shared.refused.load(Ordering::Acquire)
     }
 
     fn full_error(&self, timeout: Option<Duration>) -> Error {
@@ -782,6 +796,10 @@ impl Writer {
     /// Returns once everything queued before the call is committed.
     pub fn flush(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<()> {
         self.check_process()?;
+        // A stopped writer commits nothing more: "nothing waits" is no answer then.
+        if self.stopped() {
+            return Err(self.stopped_error());
+        }
         // Nothing handed over waits: done, without a message for the thread
         // to answer (which `timeout=0` could never wait for).
         if self.shared.stats.settled() {
@@ -876,14 +894,10 @@ impl Writer {
         if matches!(waited, Err(RecvTimeoutError::Timeout)) {
             return Err(self.flush_timeout(timeout));
         }
-        match self.shared.stats.lost.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            lost => Err(Error::Storage(format!(
-                "the audit writer for {:?} has stopped; {lost} records were not written{}",
-                self.shared.path,
-                self.shared.stats.last_error.lock().clone().map(|e| format!(" ({e})")).unwrap_or_default()
-            ))),
+        if self.stopped() || self.shared.stats.lost.load(Ordering::Relaxed) > 0 {
+            return Err(self.stopped_error());
         }
+        Ok(())
     }
 
     fn flush_timeout(&self, timeout: Option<Duration>) -> Error {
@@ -898,10 +912,10 @@ impl Writer {
 
     /// Runs a purge on the writer thread, after everything queued before it.
     /// The wait lets Python handle signals (see [`interruptible`]).
-    pub fn purge(&self, py: Python<'_>, before: String) -> Result<u64> {
+    pub fn purge(&self, py: Python<'_>, before: String, user: Option<String>) -> Result<u64> {
         self.check_not_writer("purge()")?;
         let (reply, answer) = bounded(1);
-        self.send(py, Msg::Purge(before, reply), None)?;
+        self.send(py, Msg::Purge(before, user, reply), None)?;
         // A Ctrl-C ends the wait, not the purge: it runs once the rows before it are written.
         interruptible(py, None, |until| self.reply(&answer, Some(until)))?
             .map_err(|_| self.stopped_error())?
@@ -1461,8 +1475,8 @@ impl Thread {
             }
             self.checkpoint_if_due();
             match control {
-                Some(Msg::Purge(before, reply)) => {
-                    let result = self.purge(&before).map_err(|e| e.to_string());
+                Some(Msg::Purge(before, user, reply)) => {
+                    let result = self.purge(&before, user).map_err(|e| e.to_string());
                     if let Err(e) = &result {
                         self.shared.note_error(e);
                     }
@@ -1618,7 +1632,7 @@ impl Thread {
                     let _ = reply.send(Err(message.clone()));
                 }
                 Msg::Row(_, None) => lost += 1,
-                Msg::Purge(_, reply) => {
+                Msg::Purge(_, _, reply) => {
                     let _ = reply.send(Err(message.clone()));
                 }
                 Msg::Flush(_) | Msg::Stop => {}
@@ -1853,7 +1867,7 @@ impl Thread {
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn purge(&mut self, before: &str) -> Result<u64> {
+    fn purge(&mut self, before: &str, user: Option<String>) -> Result<u64> {
         let mut core = self.core.lock();
         let Some(core) = core.as_mut() else {
             return Err(Error::Storage(format!("the audit writer for {:?} has no connection", self.shared.path)));
@@ -1866,7 +1880,7 @@ impl Thread {
         details.insert("before".into(), Value::String(before.to_owned()));
         details.insert("deleted".into(), Value::from(deleted.0));
         details.insert("through_id".into(), Value::from(deleted.1));
-        let record = AuditRecord::lifecycle(lifecycle::PURGED, details);
+        let record = AuditRecord::lifecycle_by(lifecycle::PURGED, details, user);
         let (next_id, running) = read_head(&tx)?;
         insert_rows(&tx, &[&record], &core.source, next_id, running)?;
         tx.commit()?;
@@ -2442,7 +2456,7 @@ mod tests {
         vec![
             ("flush", Msg::Flush(bounded(1).0)),
             ("record", Msg::Row(Box::new(AuditRecord::lifecycle(lifecycle::STARTED, Map::new())), Some(bounded(1).0))),
-            ("purge", Msg::Purge("2000-01-01".into(), bounded(1).0)),
+            ("purge", Msg::Purge("2000-01-01".into(), None, bounded(1).0)),
             ("stop", Msg::Stop),
         ]
     }
