@@ -133,7 +133,8 @@ def writer_threads() -> int:
     for task in Path("/proc/self/task").iterdir():
         try:
             count += (task / "comm").read_text().strip() == "auditbus-writer"
-        except FileNotFoundError:
+        # Gone before its name was read: the entry vanishes, or reading it gives ESRCH.
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return count
 
