@@ -124,6 +124,34 @@ def write_locked(path: Path | str) -> Iterator[subprocess.Popen[str]]:
             child.wait(timeout=60)
 
 
+# The `-shm` file's lock byte a WAL checkpoint takes (SQLite's WAL_CKPT_LOCK, 120 + 1).
+_HOLD_CHECKPOINT = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 121)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+@contextmanager
+def checkpoint_running(path: Path | str) -> Iterator[None]:
+    """Another process holding the lock a WAL checkpoint takes, as one running a checkpoint does."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_CHECKPOINT, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    with child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "locked"
+            yield
+        finally:
+            if child.stdin is not None:
+                child.stdin.write("\n")
+                child.stdin.flush()
+            child.wait(timeout=60)
+
+
 def writer_threads() -> int:
     """This process's audit writer threads (named by the core), alive or not yet reaped.
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import execute, raw_query, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import checkpoint_running, execute, raw_query, raw_rows, wait_until, write_locked, writer_threads
 from auditbus import AuditService, DomainEvent
 
 
@@ -163,6 +163,35 @@ def test_a_locked_database_is_retried_logged_and_reported(tmp_path: Path, caplog
         assert "locked" in failure.details["error"]
         assert svc.verify().ok
     assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_checkpoint_another_process_runs_is_neither_an_error_nor_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Several processes appending to one trail meet each other's checkpoints all the time.
+    path = tmp_path / "a.db"
+    wal = path.with_name("a.db-wal")
+    caplog.set_level(logging.INFO, logger="auditbus")
+    with AuditService(path) as svc:
+        svc.flush()
+        size = path.stat().st_size
+        with checkpoint_running(path):
+            for i in range(4000):
+                svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}", details={"t": "x" * 1000}))
+                if i % 500 == 499:
+                    svc.flush()
+            stats = svc.stats()
+            # Checkpoints came due (1000 WAL frames) and were held back: nothing reached the database file.
+            assert wal.stat().st_size > 1000 * 4096
+            assert path.stat().st_size == size
+        assert (stats["errors"], stats["last_error"]) == (0, None), stats
+        assert not [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+        # Once the other one is over, checkpoints run again.
+        for i in range(1000):
+            svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"q{i}", details={"t": "x" * 1000}))
+        svc.flush()
+        wait_until(lambda: path.stat().st_size > size, "a checkpoint into the database file")
+        assert svc.verify().ok
 
 
 def test_concurrent_record_callers_share_a_commit(tmp_path: Path) -> None:

@@ -1221,8 +1221,33 @@ struct Thread {
     commit_cost: Duration,
     /// Frames in the WAL after the last commit, set by the WAL hook.
     wal_frames: Arc<AtomicI64>,
-    /// While checkpoints fail: (since, failed attempts, last logged).
-    checkpoint_fault: Option<(Instant, u64, Instant)>,
+    /// While checkpoints fail.
+    checkpoint_fault: Option<CheckpointFault>,
+}
+
+/// Checkpoints failing since `since`, `attempts` times; `logged` is when it was last logged.
+struct CheckpointFault {
+    since: Instant,
+    attempts: u64,
+    logged: Option<Instant>,
+}
+
+impl CheckpointFault {
+    /// Whether a failure at `now` is to be logged (and is then noted as logged). A
+    /// fault is logged at once and again every [`RELOG_EVERY`]. Another connection
+    /// running a checkpoint (`busy`) is no fault, only routine among processes
+    /// sharing a trail, unless it lasts: it is logged once checkpoints have failed
+    /// for [`RELOG_EVERY`], as the WAL then keeps growing.
+    fn due(&mut self, now: Instant, busy: bool) -> bool {
+        let due = match self.logged {
+            Some(at) => now.duration_since(at) >= RELOG_EVERY,
+            None => !busy || now.duration_since(self.since) >= RELOG_EVERY,
+        };
+        if due {
+            self.logged = Some(now);
+        }
+        due
+    }
 }
 
 /// Closing `conn` leaves the `-wal` file as it is: no checkpoint through a
@@ -1360,7 +1385,7 @@ impl Thread {
         };
         match done {
             Ok(_) => {
-                if let Some((since, attempts, _)) = self.checkpoint_fault.take() {
+                if let Some(CheckpointFault { since, attempts, logged: Some(_) }) = self.checkpoint_fault.take() {
                     log(
                         "warning",
                         &format!(
@@ -1374,25 +1399,20 @@ impl Thread {
             }
             // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
             Err(e) => {
+                let busy = matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                );
                 let e = describe(&Error::Sqlite(e));
-                let message = format!("checkpoint: {e}");
-                self.shared.note_error(&message);
-                // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
                 let now = Instant::now();
-                let relog = match &mut self.checkpoint_fault {
-                    None => {
-                        self.checkpoint_fault = Some((now, 1, now));
-                        true
-                    }
-                    Some((_, attempts, logged)) => {
-                        *attempts += 1;
-                        let due = now.duration_since(*logged) >= RELOG_EVERY;
-                        if due {
-                            *logged = now;
-                        }
-                        due
-                    }
-                };
+                let fault =
+                    self.checkpoint_fault.get_or_insert(CheckpointFault { since: now, attempts: 0, logged: None });
+                fault.attempts += 1;
+                // Logged, not only counted: the WAL grows for as long as the database file cannot be written.
+                let relog = fault.due(now, busy);
+                if relog || !busy {
+                    self.shared.note_error(&format!("checkpoint: {e}"));
+                }
                 if relog {
                     log(
                         "warning",
@@ -2297,6 +2317,24 @@ fn grouped(n: usize) -> String {
 mod tests {
     use super::*;
     use crate::audit::record::Who;
+
+    #[test]
+    fn a_checkpoint_held_back_by_another_is_logged_only_once_it_lasts() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut busy = CheckpointFault { since: start, attempts: 1, logged: None };
+        assert!(!busy.due(at(0), true));
+        assert!(!busy.due(at(9), true));
+        assert!(busy.due(at(10), true));
+        assert!(!busy.due(at(19), true));
+        assert!(busy.due(at(20), true));
+        // A fault of the disk is logged at once, even after a while of busy ones.
+        let mut failing = CheckpointFault { since: start, attempts: 1, logged: None };
+        assert!(!failing.due(at(1), true));
+        assert!(failing.due(at(2), false));
+        assert!(!failing.due(at(3), false));
+        assert!(failing.due(at(12), false));
+    }
 
     #[test]
     fn a_watched_wal_file_removed_replaced_or_moved_is_no_longer_there() {
