@@ -477,6 +477,15 @@ REAL_WORLD = [
     Case("a stdin flag given a value", {"log": "--password Ps1pass --password-stdin"}, ["Ps1pass"]),
     # A named tuple is stored as a list: its field names decide.
     Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
+    # A JSON Web Key's private members, whatever key holds it; its public members stay.
+    Case(
+        "JWK (RFC 7517 appendix A.2)",
+        {"signing": {"kty": "RSA", "n": "0vx7agoe", "e": "AQAB", "d": "Jw1priv", "p": "Jw2priv", "qi": "Jw3priv"}},
+        ["Jw1priv", "Jw2priv", "Jw3priv"],
+        ["0vx7agoe", "AQAB"],
+    ),
+    Case("JWK set in JSON text", {"body": '{"keys": [{"kty": "oct", "k": "Jw4priv", "kid": "h1"}]}'}, ["Jw4priv"], ["h1"]),
+    Case("JWK thumbprint order", {"k": [{"crv": "P-256", "d": "Jw5priv", "kty": "EC", "x": "f83O"}]}, ["Jw5priv"], ["f83O"]),
 ]
 
 # Ordinary values that look like the shapes above: they must stay readable.

@@ -1040,6 +1040,9 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut at = 0;
     let mut key_floor = 0;
     let mut named_secret = false;
+    // Whether the text holds a JSON Web Key's `kty` member; looked for only
+    // once a one-letter member such as `"d"` is met.
+    let mut jwk: Option<bool> = None;
     while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
         // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
@@ -1084,7 +1087,8 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
             continue;
         }
-        if !(info.secret || (info.value_field && named_secret)) {
+        let jwk_member = info.jwk_private && !info.secret && *jwk.get_or_insert_with(|| has_kty_member(s));
+        if !(info.secret || (info.value_field && named_secret) || jwk_member) {
             continue;
         }
         if lone_colon {
@@ -1152,6 +1156,18 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// Whether `s` holds a `kty` key (`"kty": "RSA"`, `\"kty\":`, `kty: EC`):
+/// the one-letter members around it are a JSON Web Key's.
+fn has_kty_member(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memmem::find_iter(b, b"kty").any(|at| {
+        let word_start = at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_');
+        let rest = &b[at + 3..];
+        let skip = rest.iter().take_while(|&&c| matches!(c, b'"' | b'\\' | b'\'' | b' ' | b'\t')).count();
+        word_start && rest.get(skip) == Some(&b':')
+    })
 }
 
 /// Longest `user:password` looked back for before a Go DSN's `@tcp(`.
