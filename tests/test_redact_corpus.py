@@ -477,6 +477,21 @@ REAL_WORLD = [
     Case("a stdin flag given a value", {"log": "--password Ps1pass --password-stdin"}, ["Ps1pass"]),
     # A named tuple is stored as a list: its field names decide.
     Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
+    # Secrets passed as quoted arguments in code.
+    Case("PHP define", {"php": "define('DB_PASSWORD', 'Fa1pass'); define('DB_HOST', 'db1');"}, ["Fa1pass"], ["db1"]),
+    Case("WordPress salt", {"php": 'define( "AUTH_KEY", "Fa2 |.H/0!h?H{+ 3G" );'}, ["Fa2"], ["AUTH_KEY"]),
+    Case("setter", {"java": 'user.setPassword("Fa3pass"); user.setName("bob");'}, ["Fa3pass"], ["bob"]),
+    Case("snake setter", {"py": "client.set_api_key('Fa4pass')"}, ["Fa4pass"], ["client.set_api_key("]),
+    Case("builder", {"kt": 'DataSource.builder().username("dbadmin").password("Fa5pass")'}, ["Fa5pass"], ["dbadmin"]),
+    Case("HTTPBasicAuth", {"py": "requests.get(u, auth=HTTPBasicAuth('bob', 'Fa6pass'))"}, ["Fa6pass"], ["bob"]),
+    Case("reqwest basic_auth", {"rs": 'req.basic_auth("bob", Some("Fa7pass"))'}, [], ["bob"]),
+    Case("login call", {"py": 'client.login("bob", "Fa8pass")'}, ["Fa8pass"], ["bob"]),
+    Case("auth tuple", {"py": "requests.get(u, auth=('bob', 'Fa9pass'))"}, ["Fa9pass"]),
+    Case("quoted name/value pair", {"py": 'pairs = [("password", "Fb1pass"), ("user", "bob")]'}, ["Fb1pass"], ["bob"]),
+    Case("setenv", {"c": 'setenv("API_KEY", "Fb2pass", 1); setenv("HOME", "/root", 1);'}, ["Fb2pass"], ["/root"]),
+    Case("environ subscript", {"py": 'os.environ["API_KEY"] = "Fb3pass"'}, ["Fb3pass"], ["os.environ[", "API_KEY"]),
+    Case("PHP superglobal", {"php": "$_ENV['DB_PASSWORD'] = 'Fb4pass';"}, ["Fb4pass"]),
+    Case("code in JSON in text", {"log": 'src={"line": "setToken(\\"Fb5pass\\")"}'}, ["Fb5pass"]),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -573,6 +588,17 @@ LOOKALIKES = [
     "mfa: enabled\notp: disabled\ncsrf: enabled",
     "rotated arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf (version 3)",
     "GetSecretValue on arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db denied",
+    # Code that calls with a secret's name but passes none.
+    "define('DB_HOST', 'localhost');",
+    'user = repo.getPassword("alice")',
+    'raise PasswordError("too short")',
+    'print("password reset for", user)',
+    '("password", user.password)',
+    'settings.get("password_policy", "strict")',
+    'user.resetPassword("alice@example.com")',
+    'parser.add_argument("--password", help="the password")',
+    'tokenize("hello world") useState("token")',
+    'os.environ["HOME"] = "/root"',
 ]
 
 

@@ -33,6 +33,8 @@ const NETRC: u16 = 1 << 10;
 const CMD: u16 = 1 << 11;
 const SQL: u16 = 1 << 12;
 const CARD: u16 = 1 << 13;
+/// Secrets passed as quoted arguments in code.
+const CALL: u16 = 1 << 14;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -377,8 +379,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
 /// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
 /// bytes in either case, so each pair of adjacent bytes costs two table
-/// loads and no branch. Two more bits ride along: [`SEP_BIT`] and
-/// [`DIGITS_BIT`].
+/// loads and no branch. Three more bits ride along: [`SEP_BIT`],
+/// [`DIGITS_BIT`] and [`CALL_BIT`].
 struct HintPairs {
     /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte;
     /// [`DIGITS_BIT`]: a digit.
@@ -395,8 +397,12 @@ struct HintPairs {
 const SEP_BIT: u64 = 1 << 63;
 /// The bit of "two digits stand together", set for every digit in both tables.
 const DIGITS_BIT: u64 = 1 << 62;
+/// The bit of "a call's first argument may be quoted": `(` then a quote, a
+/// backslash (an escaped quote) or a space (`define( 'K', 'x' )`). One bit
+/// for the [`CALL`] shape's five pairs, as hints they would take five.
+const CALL_BIT: u64 = 1 << 61;
 /// Pairs beyond this one share its bit: more candidates, never a miss.
-const LAST_PAIR_BIT: usize = 61;
+const LAST_PAIR_BIT: usize = 60;
 
 impl HintPairs {
     fn new<'h>(hints: impl Iterator<Item = &'h str>) -> Self {
@@ -461,6 +467,10 @@ impl HintPairs {
             first[usize::from(d)] |= DIGITS_BIT;
             second[usize::from(d)] |= DIGITS_BIT;
         }
+        first[usize::from(b'(')] |= CALL_BIT;
+        for q in [b'"', b'\'', b'\\', b' '] {
+            second[usize::from(q)] |= CALL_BIT;
+        }
         Self { first, second, chosen: count }
     }
 
@@ -475,8 +485,9 @@ impl HintPairs {
 
     /// One pass over the bytes: whether a hint's pair may occur, whether a
     /// `key=value` separator (`=` or `:`, or what may end a fullwidth one)
-    /// occurs, and whether two digits stand together (a card number may).
-    fn prefilter(&self, s: &str) -> (bool, bool, bool) {
+    /// occurs, whether two digits stand together (a card number may), and
+    /// whether a call's quoted argument may.
+    fn prefilter(&self, s: &str) -> (bool, bool, bool, bool) {
         let bytes = s.as_bytes();
         let (first, second) = (&*self.first, &*self.second);
         let mut seen = 0u64;
@@ -489,7 +500,7 @@ impl HintPairs {
             }
         }
         let sep = seen & SEP_BIT != 0 || bytes.first().is_some_and(|&b| is_sep(b));
-        (seen & !(SEP_BIT | DIGITS_BIT) != 0, sep, seen & DIGITS_BIT != 0)
+        (seen & !(SEP_BIT | DIGITS_BIT | CALL_BIT) != 0, sep, seen & DIGITS_BIT != 0, seen & CALL_BIT != 0)
     }
 }
 
@@ -553,7 +564,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     // them without running the automaton. `key=value` needs a separator; its
     // keys go through the (cached) key rules, so no word list is needed here
     // and user-added names work too.
-    let (may_hint, has_sep, digits) = sh.pairs.prefilter(s);
+    let (may_hint, has_sep, digits, call) = sh.pairs.prefilter(s);
     if may_hint {
         for hit in sh.hints.find_overlapping_iter(s) {
             wake |= HINTS[hit.pattern().as_usize()].1;
@@ -561,6 +572,9 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     }
     if has_sep {
         wake |= KV;
+    }
+    if call {
+        wake |= CALL;
     }
     if digits && s.len() >= super::cards::MIN_DIGITS {
         wake |= CARD;
@@ -653,6 +667,9 @@ fn scan_shapes(
                 }
             }
         }
+    }
+    if wake & CALL != 0 {
+        call_spans(s, key_info, spans);
     }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
@@ -1170,6 +1187,139 @@ fn has_kty_member(s: &str) -> bool {
     })
 }
 
+/// Longest name read as a call's name or as a quoted name argument.
+const CALL_NAME_MAX: usize = 64;
+
+/// Secrets passed as quoted arguments in code: a value after a quoted
+/// secret name (`define('DB_PASSWORD', 'x')`, `setenv("API_KEY", "x")`,
+/// `("password", "x")`), the argument of a setter whose name is a secret's
+/// (`setPassword("x")`, `set_api_key('x')`, a builder's `.password("x")`),
+/// and the second of two given to a login or an HTTP auth helper
+/// (`HTTPBasicAuth('user', 'x')`, `.basic_auth("user", "x")`, `login("u", "x")`).
+/// Only quoted literals count: `setPassword(pw)` names no secret, and a
+/// quoted argument glued to more (`"a" + b`) is no literal.
+fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'(', &b[from..]) {
+        let open = from + off;
+        from = open + 1;
+        let Some(first) = quoted_arg(s, open + 1) else { continue };
+        let second = match b.get(first.2) {
+            Some(b',') => quoted_arg(s, first.2 + 1),
+            _ => None,
+        };
+        let callee = callee_before(s, open);
+        let target = match second {
+            Some(second) => {
+                let name = &s[first.0..first.1];
+                let named = name.len() <= CALL_NAME_MAX
+                    && !name.is_empty()
+                    && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+                    && key_info(name).secret;
+                (named || login_call(callee) || setter_call(callee, s, open, key_info)).then_some(second)
+            }
+            None => setter_call(callee, s, open, key_info).then_some(first),
+        };
+        if let Some((start, end, after)) = target {
+            if !keep_value(&s[start..end]) {
+                spans.push((start, end));
+            }
+            from = from.max(after);
+        }
+    }
+}
+
+/// A quoted literal argument starting at `at` (after blanks): its content's
+/// span and where the text goes on after it and the blanks that follow,
+/// which must be `,` or `)`. Quotes escaped once or more (`(\"x\")`, code
+/// in JSON in text) count; a literal cut off at its line's end runs to it.
+fn quoted_arg(s: &str, at: usize) -> Option<(usize, usize, usize)> {
+    let b = s.as_bytes();
+    let start = at + b.get(at..)?.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    let slashes = b.get(start..)?.iter().take_while(|&&c| c == b'\\').count();
+    let q = *b.get(start + slashes).filter(|&&c| c == b'"' || c == b'\'')?;
+    let open = start + slashes + 1;
+    let mut i = open;
+    let close = loop {
+        match b.get(i) {
+            None | Some(b'\n' | b'\r') => return Some((open, i, i)),
+            Some(&c) if c == q && (slashes == 0 || b[open..i].ends_with(&b"\\".repeat(slashes))) => {
+                break i - slashes;
+            }
+            Some(b'\\') if slashes == 0 => i += 2,
+            Some(_) => i += 1,
+        }
+    };
+    let i = (i + 1).min(b.len());
+    let next = i + b[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    matches!(b.get(next), Some(b',' | b')')).then_some((open, close, next))
+}
+
+/// The name of the function called at the `(` at `open`: the word before
+/// it (`setPassword` of `user.setPassword(`), empty when there is none.
+fn callee_before(s: &str, open: usize) -> &str {
+    let head = &s.as_bytes()[open.saturating_sub(CALL_NAME_MAX)..open];
+    let len = head.iter().rev().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_').count();
+    &s[open - len..open]
+}
+
+/// Whether `callee` takes a user and a password (`login`, `authenticate`,
+/// an HTTP auth helper: `HTTPBasicAuth`, `HTTPDigestAuth`, `basic_auth`).
+fn login_call(callee: &str) -> bool {
+    let c = callee.to_ascii_lowercase().replace('_', "");
+    matches!(c.as_str(), "login" | "authenticate" | "signin" | "logon") || (c.len() > 4 && c.ends_with("auth"))
+}
+
+/// Words that begin a setter's name: what follows is what it sets.
+const SETTER_VERBS: &[&str] = &["set", "with", "use", "put", "update", "change", "store", "save", "enter", "provide"];
+
+/// Whether `callee` sets a secret from its argument: a setter verb and a
+/// secret name (`setPassword`, `set_api_key`, `withToken`), or a builder
+/// method named only by a secret name (`.password(`, `.apiKey(`: a method,
+/// lowercase, called after a `.`). Not a getter's, a check's or an
+/// exception's name (`getPassword("alice")`, `PasswordError("too short")`).
+fn setter_call(callee: &str, s: &str, open: usize, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    if callee.is_empty() {
+        return false;
+    }
+    for verb in SETTER_VERBS {
+        if callee.len() > verb.len() && callee.as_bytes()[..verb.len()].eq_ignore_ascii_case(verb.as_bytes()) {
+            let rest = &callee[verb.len()..];
+            if rest.starts_with(|c: char| c.is_ascii_uppercase() || c == '_') {
+                return key_info(rest.trim_start_matches('_')).secret;
+            }
+        }
+    }
+    s[..open - callee.len()].ends_with('.')
+        && callee.starts_with(|c: char| c.is_ascii_lowercase())
+        && builder_name(callee)
+}
+
+/// Whether a method name is a secret's name alone, not an action on one
+/// (`.password(`, `.api_key(`, not `.getPassword(`, `.resetPassword(`,
+/// `.passwordPolicy(`).
+fn builder_name(callee: &str) -> bool {
+    let lower = callee.to_ascii_lowercase().replace('_', "");
+    matches!(
+        lower.as_str(),
+        "password"
+            | "passwd"
+            | "passphrase"
+            | "secret"
+            | "token"
+            | "apikey"
+            | "accesstoken"
+            | "secretkey"
+            | "clientsecret"
+            | "authtoken"
+            | "bearertoken"
+            | "privatekey"
+            | "accesskey"
+            | "secretaccesskey"
+    )
+}
+
 /// Longest `user:password` looked back for before a Go DSN's `@tcp(`.
 const DSN_USERPASS_MAX: usize = 256;
 
@@ -1640,6 +1790,11 @@ fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     if head.len() - trimmed.len() > MAX_BLANKS {
         return None;
     }
+    // A quoted subscript (`os.environ["API_KEY"] = "x"`, `$_ENV['DB_PASSWORD'] = 'x'`) is its key.
+    let trimmed = match trimmed.strip_suffix(']') {
+        Some(t) if t.ends_with(['"', '\'']) => t,
+        _ => trimmed,
+    };
     // A quoted key, its quotes escaped when the text is JSON inside a string (`\"password\"`).
     let trimmed = match trimmed.strip_suffix(['"', '\'']) {
         Some(t) => t.trim_end_matches('\\'),
@@ -1837,7 +1992,7 @@ mod tests {
                         char::from(alphabet[(seed % alphabet.len() as u64) as usize])
                     })
                     .collect();
-                let (may_hint, sep, _) = sh.pairs.prefilter(&text);
+                let (may_hint, sep, _, _) = sh.pairs.prefilter(&text);
                 if sh.hints.is_match(&text) {
                     hits += 1;
                     assert!(may_hint, "{text:?}");
@@ -1851,18 +2006,22 @@ mod tests {
     #[test]
     fn prefilter_sees_separators_before_and_after_a_hint() {
         let sh = SHAPES.as_ref().unwrap();
-        assert_eq!(sh.pairs.prefilter(""), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("="), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("plain words"), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("plain 1 2 words"), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("port 12"), (false, false, true));
-        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true, false));
+        assert_eq!(sh.pairs.prefilter(""), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("="), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("plain words"), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("plain 1 2 words"), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("port 12"), (false, false, true, false));
+        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true, false, false));
+        for call in ["f(\"x\")", "f('x')", "f(\\\"x\\\")", "f( 'x' )"] {
+            assert_eq!(sh.pairs.prefilter(call), (false, false, false, true), "{call}");
+        }
+        assert!(!sh.pairs.prefilter("f(x) (see below) applied changes").3);
     }
 
     #[test]
