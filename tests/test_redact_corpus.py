@@ -492,6 +492,16 @@ REAL_WORLD = [
     Case("environ subscript", {"py": 'os.environ["API_KEY"] = "Fb3pass"'}, ["Fb3pass"], ["os.environ[", "API_KEY"]),
     Case("PHP superglobal", {"php": "$_ENV['DB_PASSWORD'] = 'Fb4pass';"}, ["Fb4pass"]),
     Case("code in JSON in text", {"log": 'src={"line": "setToken(\\"Fb5pass\\")"}'}, ["Fb5pass"]),
+    # Secrets that only their position says are one.
+    Case(".pgpass line", {"f": "db.example.com:5432:app:bob:Pg1pass\n*:*:*:ann:Pg2 pass"}, ["Pg1pass", "Pg2"], ["bob", "ann"]),
+    Case(".pgpass after a label", {"log": "added line 10.0.0.5:*:*:app:Pg3pass"}, ["Pg3pass"], ["10.0.0.5:*:*:app:"]),
+    Case("net use", {"cmd": r"net use \\srv\share Nu1pass /user:CORP\bob"}, ["Nu1pass"], ["/user:CORP", "srv"]),
+    Case("net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]),
+    Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
+    Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
+    Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
+    Case("Redis AUTH user", {"log": "127.0.0.1:6379> auth default Rd2pass"}, ["Rd2pass"], ["default"]),
+    Case("Redis prompt", {"log": "redis> AUTH Rd3pass"}, ["Rd3pass"]),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -588,6 +598,19 @@ LOOKALIKES = [
     "mfa: enabled\notp: disabled\ncsrf: enabled",
     "rotated arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf (version 3)",
     "GetSecretValue on arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db denied",
+    # Colons, `net use`, `openssl` and `auth` in ordinary lines.
+    "12:30:01 job done; 2024-05-01T12:30:00:123:foo bar",
+    "main.c:12:5: error: x; main.go:12:5:foo:bar",
+    "root:x:0:0:root:/root:/bin/bash",
+    "ratio 3:2:1 fe80::1:2:3:4 db:5432 up",
+    r"net use Z: \\srv\share /persistent:yes",
+    r"net use \\srv\s /user:bob *",
+    "openssl genrsa -out k.pem 2048",
+    "Auth required",
+    "AUTH failed",
+    "auth failed for user bob",
+    "AUTH token expired",
+    "redis> GET auth",
     # Code that calls with a secret's name but passes none.
     "define('DB_HOST', 'localhost');",
     'user = repo.getPassword("alice")',

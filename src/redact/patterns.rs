@@ -35,6 +35,8 @@ const SQL: u16 = 1 << 12;
 const CARD: u16 = 1 << 13;
 /// Secrets passed as quoted arguments in code.
 const CALL: u16 = 1 << 14;
+/// Redis's `AUTH` command.
+const REDIS: u16 = 1 << 15;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -155,6 +157,7 @@ const HINTS: &[(&str, u16)] = &[
     ("redis-cli", CMD),
     ("curl", CMD),
     ("sqlplus", CMD),
+    ("auth ", REDIS),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -348,6 +351,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
@@ -670,6 +674,9 @@ fn scan_shapes(
     }
     if wake & CALL != 0 {
         call_spans(s, key_info, spans);
+    }
+    if wake & REDIS != 0 {
+        redis_auth_spans(s, spans);
     }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
@@ -1076,8 +1083,26 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
+        if sep_char == b':' && sep_end == sep + 1 && matches!(b.get(sep_end), Some(b'0'..=b'9' | b'*')) {
+            if let Some((start, end)) = pgpass_password(s, sep) {
+                spans.push((start, end));
+                at = end;
+                key_floor = at;
+                continue;
+            }
+        }
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
+        if sep_char == b':'
+            && matches!(key.len(), 1 | 4)
+            && (key.eq_ignore_ascii_case("user") || key.eq_ignore_ascii_case("u"))
+        {
+            let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+            if key_at > 0 && b[key_at - 1] == b'/' {
+                // `net use \\host\share pw /user:name`: the password has no key.
+                net_use_spans(s, key_at, spans);
+            }
+        }
         if key == "arn" && sep_char == b':' && s[sep_end..].starts_with("aws") {
             // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
             // its `:`-separated fields are no pairs.
@@ -1177,6 +1202,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
 
 /// Whether `s` holds a `kty` key (`"kty": "RSA"`, `\"kty\":`, `kty: EC`):
 /// the one-letter members around it are a JSON Web Key's.
+#[inline(never)]
 fn has_kty_member(s: &str) -> bool {
     let b = s.as_bytes();
     memchr::memmem::find_iter(b, b"kty").any(|at| {
@@ -1185,6 +1211,146 @@ fn has_kty_member(s: &str) -> bool {
         let skip = rest.iter().take_while(|&&c| matches!(c, b'"' | b'\\' | b'\'' | b' ' | b'\t')).count();
         word_start && rest.get(skip) == Some(&b':')
     })
+}
+
+/// The password of a `.pgpass` line, `host:port:database:user:password`,
+/// whose first `:` is at `sep`: the host a name, an address or `*`, the
+/// port digits or `*`, database and user one word each; the password runs
+/// to the line's end. Times (`12:30:01`), compiler messages (`main.c:12:5:
+/// error`) and `/etc/passwd` lines (`root:x:0:0:...`) have no such shape.
+#[inline(never)]
+fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
+    let b = s.as_bytes();
+    // The fields after the host first: they rule out most texts at once
+    // (`db:5432/main`).
+    let mut i = sep + 1;
+    let port = if b.get(i) == Some(&b'*') { 1 } else { b[i..].iter().take_while(|c| c.is_ascii_digit()).count() };
+    if !(1..=5).contains(&port) || b.get(i + port) != Some(&b':') {
+        return None;
+    }
+    i += port + 1;
+    for _ in 0..2 {
+        let field = b[i..].iter().take_while(|&&c| !c.is_ascii_whitespace() && c != b':').count();
+        if field == 0 || b.get(i + field) != Some(&b':') {
+            return None;
+        }
+        i += field + 1;
+    }
+    let end = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
+    let end = i + s[i..end].trim_end().len();
+    if end == i || b[i].is_ascii_whitespace() {
+        return None;
+    }
+    // A host name has at most 253 bytes: the look back is bounded, so text
+    // made of `a:1` is scanned in linear time.
+    let floor = sep.saturating_sub(HOST_MAX);
+    let host_start = match b[floor..sep].iter().rposition(|c| c.is_ascii_whitespace()) {
+        Some(i) => floor + i + 1,
+        None if floor == 0 => 0,
+        None => return None,
+    };
+    let host = &b[host_start..sep];
+    let name = !host.is_empty()
+        && host.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        && host.iter().any(|&c| c.is_ascii_alphabetic() || c == b'.')
+        // An ISO time's `2024-05-01T12` is no host.
+        && !(host.len() == 13 && host[10] == b'T' && host[..4].iter().all(u8::is_ascii_digit));
+    ((host == b"*" || name) && !source_file(&s[host_start..sep])).then_some((i, end))
+}
+
+/// Longest host looked back for before a `.pgpass` line's port.
+const HOST_MAX: usize = 256;
+
+/// How far around a `net use` line's `/user:` the command is looked for.
+const NET_USE_REACH: usize = 1024;
+
+/// Whether `name` is a source file's (`TokenService.java`): before a `:`
+/// and a number it is a stack frame, not a key or a host.
+fn source_file(name: &str) -> bool {
+    const SOURCE: &[&str] =
+        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
+    name.rsplit_once('.').is_some_and(|(_, ext)| SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)))
+}
+
+/// The passwords of a `net use` command line holding `/user:` at `user_at`
+/// (the `u`): every word after `net use` that is no device (`Z:`), share
+/// (`\\host\share`), switch (`/user:x`, `/persistent:no`) or prompt (`*`).
+#[inline(never)]
+fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    // Bounded both ways, so a text full of `/u:` is scanned in linear time.
+    let mut floor = user_at.saturating_sub(NET_USE_REACH);
+    while !s.is_char_boundary(floor) {
+        floor += 1;
+    }
+    let mut ceiling = (user_at + NET_USE_REACH).min(b.len());
+    while !s.is_char_boundary(ceiling) {
+        ceiling -= 1;
+    }
+    let line_start = memchr::memrchr(b'\n', &b[floor..user_at]).map_or(floor, |i| floor + i + 1);
+    let line_end = memchr::memchr(b'\n', &b[user_at..ceiling]).map_or(ceiling, |i| user_at + i);
+    let line = &s[line_start..line_end];
+    let Some(cmd) = line.to_ascii_lowercase().find("net use ") else { return };
+    let mut at = line_start + cmd + "net use ".len();
+    for word in s[at..line_end].split_ascii_whitespace() {
+        let start = at + s[at..line_end].find(word).unwrap_or(0);
+        at = start + word.len();
+        let w = word.trim_matches('"');
+        let device = w.len() == 2 && w.as_bytes()[0].is_ascii_alphabetic() && w.ends_with(':');
+        if w.is_empty() || w == "*" || device || w.starts_with(['\\', '/']) || keep_value(w) {
+            continue;
+        }
+        spans.push(unquote(start, word));
+    }
+}
+
+/// Longest prompt read before a Redis command (`redis 127.0.0.1:6379[2]>`).
+const PROMPT_MAX: usize = 64;
+
+/// The password of Redis's `AUTH [user] password` command: `AUTH` at a
+/// line's start (upper case: prose starts lines with "Auth" too) or after
+/// a `redis-cli` prompt (`127.0.0.1:6379> auth pw`, `redis> AUTH u pw`),
+/// with one or two words after it; the last is the password. `AUTH failed`
+/// and a word with more after it (`auth failed for user bob`) stay.
+fn redis_auth_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = find_ascii_ci(&s[from..], "auth ") {
+        let at = from + off;
+        from = at + 5;
+        let floor = at.saturating_sub(PROMPT_MAX);
+        let line_start = match memchr::memrchr(b'\n', &b[floor..at]) {
+            Some(i) => floor + i + 1,
+            None if floor == 0 => 0,
+            None => continue,
+        };
+        let Some(head) = s.get(line_start..at) else { continue };
+        let head = head.trim();
+        let command = if head.is_empty() {
+            &s[at..at + 4] == "AUTH"
+        } else {
+            head.strip_suffix('>').is_some_and(|p| {
+                p.to_ascii_lowercase().contains("redis") || p.ends_with(|c: char| c.is_ascii_digit() || c == ']')
+            })
+        };
+        if !command {
+            continue;
+        }
+        let line_end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
+        let mut words = s[from..line_end].split_ascii_whitespace();
+        let last = match (words.next(), words.next(), words.next()) {
+            (Some(w), None, _) | (Some(_), Some(w), None) => w,
+            _ => continue,
+        };
+        let start = from + s[from..line_end].rfind(last).unwrap_or(0);
+        let status =
+            ["failed", "ok", "denied", "error", "succeeded", "successful", "expired", "invalid", "missing", "rejected"];
+        if last.ends_with(':') || status.iter().any(|w| last.eq_ignore_ascii_case(w)) || keep_value(last) {
+            continue;
+        }
+        spans.push(unquote(start, last));
+        from = start + last.len();
+    }
 }
 
 /// Longest name read as a call's name or as a quoted name argument.
@@ -1471,14 +1637,8 @@ fn fullwidth_sep(b: &[u8], at: usize) -> Option<u8> {
 /// server's request for a credential, never one), and the working
 /// directory `PWD=/home/alice` of a `sudo` log line or an environment dump.
 fn not_a_secret_pair(key: &str, sep: u8, after: &str) -> bool {
-    const SOURCE: &[&str] =
-        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
-    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) {
-        if let Some((_, ext)) = key.rsplit_once('.') {
-            if SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)) {
-                return true;
-            }
-        }
+    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) && source_file(key) {
+        return true;
     }
     if key.len() > 20 {
         return false;
