@@ -502,6 +502,15 @@ REAL_WORLD = [
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
     Case("Redis AUTH user", {"log": "127.0.0.1:6379> auth default Rd2pass"}, ["Rd2pass"], ["default"]),
     Case("Redis prompt", {"log": "redis> AUTH Rd3pass"}, ["Rd3pass"]),
+    # A CSV block under a header naming a secret column.
+    Case(
+        "CSV password column",
+        {"csv": 'user,password,host\nbob,Cv1pass,db1\nann,"Cv2,pass",db2\n\nsummary,3'},
+        ["Cv1pass", "Cv2"],
+        ["bob", "db1", "ann", "db2", "summary,3"],
+    ),
+    Case("CSV with CRLF and ;", {"csv": "id;api_token\r\n1;Cv3tok\r\n2;Cv4tok\r\n"}, ["Cv3tok", "Cv4tok"], ["id;api_token"]),
+    Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -611,6 +620,10 @@ LOOKALIKES = [
     "auth failed for user bob",
     "AUTH token expired",
     "redis> GET auth",
+    # Commas under a line that names a secret in prose.
+    "Enter user, password, host\nthen a, b, c",
+    "password reset, done\nok, fine",
+    "token count,words\n12,40",
     # Code that calls with a secret's name but passes none.
     "define('DB_HOST', 'localhost');",
     'user = repo.getPassword("alice")',

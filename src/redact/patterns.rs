@@ -678,6 +678,11 @@ fn scan_shapes(
     if wake & REDIS != 0 {
         redis_auth_spans(s, spans);
     }
+    // A CSV header naming a secret column holds a word that wakes one of
+    // these; a table has more than one line.
+    if wake & (SQL | AUTH | TOKENS) != 0 && memchr::memchr(b'\n', s.as_bytes()).is_some() {
+        csv_spans(s, key_info, spans);
+    }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
             for group in ["bq", "bare", "quoted"] {
@@ -1301,6 +1306,103 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
             continue;
         }
         spans.push(unquote(start, word));
+    }
+}
+
+/// Longest CSV header field read as a column's name.
+const CSV_NAME_MAX: usize = 48;
+
+/// The delimiters a CSV header may use.
+const CSV_DELIMITERS: [u8; 3] = [b',', b'\t', b';'];
+
+/// CSV blocks: a header row of column names (`user,password,host`) naming
+/// a secret column, and the rows right below it with as many fields, whose
+/// field in that column is masked. The block ends at a row with another
+/// number of fields.
+#[inline(never)]
+fn csv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let line_end = |from: usize| memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
+    let mut start = 0;
+    while start < b.len() {
+        let end = line_end(start);
+        let Some((delim, count, secret)) = csv_header(&s[start..end], key_info) else {
+            start = end + 1;
+            continue;
+        };
+        let mut row = end + 1;
+        while row < b.len() {
+            let row_end = line_end(row);
+            let fields = csv_fields(&s[row..row_end], delim);
+            if fields.len() != count {
+                break;
+            }
+            for &column in &secret {
+                let (from, to) = fields[column];
+                let field = &s[row + from..row + to];
+                let lead = field.len() - field.trim_start_matches(' ').len();
+                let field = field.trim_matches(' ');
+                let (v_start, v_end) = unquote(row + from + lead, field);
+                if !keep_value(&s[v_start..v_end]) {
+                    spans.push((v_start, v_end));
+                }
+            }
+            row = row_end + 1;
+        }
+        // The row that ended the block may start another.
+        start = row;
+    }
+}
+
+/// A CSV header row: its delimiter, its number of fields and the columns
+/// whose names are secret; `None` unless every field is a column name, one
+/// word each (`Enter user, password, host` is prose).
+fn csv_header(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(u8, usize, Vec<usize>)> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let delim = *CSV_DELIMITERS.iter().find(|&&d| line.as_bytes().contains(&d))?;
+    let fields = csv_fields(line, delim);
+    let names: Vec<&str> = fields.iter().map(|&(a, z)| line[a..z].trim_matches(|c| c == '"' || c == ' ')).collect();
+    let name_like = |n: &&str| {
+        (1..=CSV_NAME_MAX).contains(&n.len())
+            && n.starts_with(|c: char| c.is_ascii_alphabetic())
+            && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+    };
+    if names.len() < 2 || !names.iter().all(name_like) {
+        return None;
+    }
+    let secret: Vec<usize> = names.iter().enumerate().filter(|(_, n)| key_info(n).secret).map(|(i, _)| i).collect();
+    (!secret.is_empty()).then_some((delim, names.len(), secret))
+}
+
+/// The fields of one CSV row (spans in `line`, a trailing `\r` left out);
+/// a field in double quotes may hold the delimiter (`""` is a quote).
+fn csv_fields(line: &str, delim: u8) -> Vec<(usize, usize)> {
+    let b = line.as_bytes();
+    let len = if b.last() == Some(&b'\r') { b.len() - 1 } else { b.len() };
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        let start = i;
+        let lead = b[i..len].iter().take_while(|&&c| c == b' ').count();
+        if b.get(i + lead) == Some(&b'"') && i + lead < len {
+            i += lead + 1;
+            while i < len {
+                if b[i] == b'"' {
+                    if b.get(i + 1) == Some(&b'"') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+        }
+        let end = b[i.min(len)..len].iter().position(|&c| c == delim).map_or(len, |p| i.min(len) + p);
+        fields.push((start, end));
+        if end >= len {
+            return fields;
+        }
+        i = end + 1;
     }
 }
 
