@@ -511,6 +511,13 @@ REAL_WORLD = [
     ),
     Case("CSV with CRLF and ;", {"csv": "id;api_token\r\n1;Cv3tok\r\n2;Cv4tok\r\n"}, ["Cv3tok", "Cv4tok"], ["id;api_token"]),
     Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
+    # A `.properties` line with a blank for its separator.
+    Case(
+        ".properties blank separator",
+        {"props": "spring.datasource.username sa\nspring.datasource.password   Pb1pass\nDB_PASSWORD\tPb2pass\r\n"},
+        ["Pb1pass", "Pb2pass"],
+        ["spring.datasource.username sa"],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -624,6 +631,13 @@ LOOKALIKES = [
     "Enter user, password, host\nthen a, b, c",
     "password reset, done\nok, fine",
     "token count,words\n12,40",
+    # Two words after a secret name: prose, or what happened to it.
+    "password is required",
+    "token expired",
+    "db.password changed",
+    "api_token expired",
+    "reset_password link sent to alice",
+    "DB_PASSWORD (not set)",
     # Code that calls with a secret's name but passes none.
     "define('DB_HOST', 'localhost');",
     'user = repo.getPassword("alice")',

@@ -683,6 +683,9 @@ fn scan_shapes(
     if wake & (SQL | AUTH | TOKENS) != 0 && memchr::memchr(b'\n', s.as_bytes()).is_some() {
         csv_spans(s, key_info, spans);
     }
+    if wake & (SQL | AUTH | TOKENS) != 0 {
+        blank_pair_spans(s, key_info, spans);
+    }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
             for group in ["bq", "bare", "quoted"] {
@@ -1309,6 +1312,68 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Words that say what happened to a secret, not what it is (`db.password changed`).
+const STATUS_WORDS: &[&str] = &[
+    "failed",
+    "ok",
+    "denied",
+    "error",
+    "succeeded",
+    "successful",
+    "expired",
+    "invalid",
+    "missing",
+    "rejected",
+    "changed",
+    "updated",
+    "reset",
+    "rotated",
+    "set",
+    "cleared",
+    "removed",
+    "deleted",
+    "created",
+    "saved",
+    "loaded",
+    "accepted",
+    "valid",
+    "wrong",
+    "incorrect",
+    "mismatch",
+    "blank",
+];
+
+/// A `.properties` line with a blank for its separator, `db.password pw`:
+/// a line of two words whose first is a dotted or underscored secret name
+/// (`spring.datasource.password`, `DB_PASSWORD`). A lone word such as
+/// `password` before another is prose too often (`password reset`), and
+/// so is a status word after the name (`db.password changed`).
+#[inline(never)]
+fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let mut start = 0;
+    for line in s.split('\n') {
+        let at = start;
+        start += line.len() + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let body = line.trim_start_matches([' ', '\t']);
+        let Some((key, value)) = body.split_once([' ', '\t']) else { continue };
+        let value = value.trim_matches([' ', '\t']);
+        let compound = key.contains(['.', '_']) && !key.starts_with(['.', '_']) && !key.ends_with(['.', '_']);
+        if !compound
+            || value.is_empty()
+            || value.contains([' ', '\t'])
+            || !key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+            || STATUS_WORDS.iter().any(|w| value.trim_end_matches(['.', '!']).eq_ignore_ascii_case(w))
+            || keep_value(value)
+            || !key_info(key).secret
+        {
+            continue;
+        }
+        let v_end = at + line.trim_end_matches([' ', '\t']).len();
+        spans.push((v_end - value.len(), v_end));
+    }
+}
+
 /// Longest CSV header field read as a column's name.
 const CSV_NAME_MAX: usize = 48;
 
@@ -1445,9 +1510,7 @@ fn redis_auth_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             _ => continue,
         };
         let start = from + s[from..line_end].rfind(last).unwrap_or(0);
-        let status =
-            ["failed", "ok", "denied", "error", "succeeded", "successful", "expired", "invalid", "missing", "rejected"];
-        if last.ends_with(':') || status.iter().any(|w| last.eq_ignore_ascii_case(w)) || keep_value(last) {
+        if last.ends_with(':') || STATUS_WORDS.iter().any(|w| last.eq_ignore_ascii_case(w)) || keep_value(last) {
             continue;
         }
         spans.push(unquote(start, last));
