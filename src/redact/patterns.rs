@@ -672,19 +672,8 @@ fn scan_shapes(
             }
         }
     }
-    if wake & CALL != 0 {
-        call_spans(s, key_info, spans);
-    }
-    if wake & REDIS != 0 {
-        redis_auth_spans(s, spans);
-    }
-    // A CSV header naming a secret column holds a word that wakes one of
-    // these; a table has more than one line.
-    if wake & (SQL | AUTH | TOKENS) != 0 && memchr::memchr(b'\n', s.as_bytes()).is_some() {
-        csv_spans(s, key_info, spans);
-    }
-    if wake & (SQL | AUTH | TOKENS) != 0 {
-        blank_pair_spans(s, key_info, spans);
+    if wake & (CALL | REDIS | SQL | AUTH | TOKENS) != 0 {
+        layout_shapes(s, wake, key_info, spans);
     }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
@@ -705,6 +694,26 @@ fn scan_shapes(
                 }
             }
         }
+    }
+}
+
+/// The shapes that only a secret's place in code or a table marks, out of
+/// line: the common shapes' frame stays small.
+#[inline(never)]
+fn layout_shapes(s: &str, wake: u16, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    if wake & CALL != 0 {
+        call_spans(s, key_info, spans);
+    }
+    if wake & REDIS != 0 {
+        redis_auth_spans(s, spans);
+    }
+    if wake & (SQL | AUTH | TOKENS) != 0 {
+        // A CSV header naming a secret column holds a word that wakes one
+        // of these; a table has more than one line.
+        if memchr::memchr(b'\n', s.as_bytes()).is_some() {
+            csv_spans(s, key_info, spans);
+        }
+        blank_pair_spans(s, key_info, spans);
     }
 }
 
@@ -1091,7 +1100,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
-        if sep_char == b':' && sep_end == sep + 1 && matches!(b.get(sep_end), Some(b'0'..=b'9' | b'*')) {
+        if sep_char == b':' && sep_end == sep + 1 && port_field(b, sep_end) {
             if let Some((start, end)) = pgpass_password(s, sep) {
                 spans.push((start, end));
                 at = end;
@@ -1120,7 +1129,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        if sep_char == b':' && oracle_driver(s, key) {
+        if sep_char == b':' && matches!(key.len(), 3 | 4) && oracle_driver(s, key) {
             // `jdbc:oracle:thin:user/password@host`: the password has no key.
             if let Some((start, end)) = oracle_password(s, sep_end) {
                 spans.push((start, end));
@@ -1264,6 +1273,20 @@ fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
         // An ISO time's `2024-05-01T12` is no host.
         && !(host.len() == 13 && host[10] == b'T' && host[..4].iter().all(u8::is_ascii_digit));
     ((host == b"*" || name) && !source_file(&s[host_start..sep])).then_some((i, end))
+}
+
+/// Whether a `.pgpass` port field (digits or `*`, then `:`) starts at
+/// `at`: checked at each `:` before the rest of the line is looked at.
+#[inline(always)]
+fn port_field(b: &[u8], at: usize) -> bool {
+    let mut i = at;
+    while i < b.len() && i < at + 5 && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == at && b.get(at) == Some(&b'*') {
+        i += 1;
+    }
+    i > at && b.get(i) == Some(&b':')
 }
 
 /// Longest host looked back for before a `.pgpass` line's port.
