@@ -517,7 +517,10 @@ _EC_JWK = {"kty": "EC", "crv": "P-256", "x": "f83O", "y": "x_FE"}
         # a thumbprint's sorted order puts `d` before `kty`
         ({"crv": "P-256", "d": "870M", "kty": "EC", "x": "f83O", "y": "x_FE"}, {**_EC_JWK, "d": M}),
         ({"kty": "oct", "k": "GawgguFy", "alg": "HS256"}, {"kty": "oct", "k": M, "alg": "HS256"}),
-        ({"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": "nWGx"}, {"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": M}),
+        (
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": "nWGx"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": M},
+        ),
         ({**_RSA_JWK, "oth": [{"r": "1", "d": "2", "t": "3"}]}, {**_RSA_JWK, "oth": M}),
         # a public key stays whole
         (_EC_JWK, _EC_JWK),

@@ -493,10 +493,17 @@ REAL_WORLD = [
     Case("PHP superglobal", {"php": "$_ENV['DB_PASSWORD'] = 'Fb4pass';"}, ["Fb4pass"]),
     Case("code in JSON in text", {"log": 'src={"line": "setToken(\\"Fb5pass\\")"}'}, ["Fb5pass"]),
     # Secrets that only their position says are one.
-    Case(".pgpass line", {"f": "db.example.com:5432:app:bob:Pg1pass\n*:*:*:ann:Pg2 pass"}, ["Pg1pass", "Pg2"], ["bob", "ann"]),
+    Case(
+        ".pgpass line",
+        {"f": "db.example.com:5432:app:bob:Pg1pass\n*:*:*:ann:Pg2 pass"},
+        ["Pg1pass", "Pg2"],
+        ["bob", "ann"],
+    ),
     Case(".pgpass after a label", {"log": "added line 10.0.0.5:*:*:app:Pg3pass"}, ["Pg3pass"], ["10.0.0.5:*:*:app:"]),
     Case("net use", {"cmd": r"net use \\srv\share Nu1pass /user:CORP\bob"}, ["Nu1pass"], ["/user:CORP", "srv"]),
-    Case("net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]),
+    Case(
+        "net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]
+    ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
@@ -509,7 +516,12 @@ REAL_WORLD = [
         ["Cv1pass", "Cv2"],
         ["bob", "db1", "ann", "db2", "summary,3"],
     ),
-    Case("CSV with CRLF and ;", {"csv": "id;api_token\r\n1;Cv3tok\r\n2;Cv4tok\r\n"}, ["Cv3tok", "Cv4tok"], ["id;api_token"]),
+    Case(
+        "CSV with CRLF and ;",
+        {"csv": "id;api_token\r\n1;Cv3tok\r\n2;Cv4tok\r\n"},
+        ["Cv3tok", "Cv4tok"],
+        ["id;api_token"],
+    ),
     Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
     # A `.properties` line with a blank for its separator.
     Case(
@@ -525,8 +537,15 @@ REAL_WORLD = [
         ["Jw1priv", "Jw2priv", "Jw3priv"],
         ["0vx7agoe", "AQAB"],
     ),
-    Case("JWK set in JSON text", {"body": '{"keys": [{"kty": "oct", "k": "Jw4priv", "kid": "h1"}]}'}, ["Jw4priv"], ["h1"]),
-    Case("JWK thumbprint order", {"k": [{"crv": "P-256", "d": "Jw5priv", "kty": "EC", "x": "f83O"}]}, ["Jw5priv"], ["f83O"]),
+    Case(
+        "JWK set in JSON text", {"body": '{"keys": [{"kty": "oct", "k": "Jw4priv", "kid": "h1"}]}'}, ["Jw4priv"], ["h1"]
+    ),
+    Case(
+        "JWK thumbprint order",
+        {"k": [{"crv": "P-256", "d": "Jw5priv", "kty": "EC", "x": "f83O"}]},
+        ["Jw5priv"],
+        ["f83O"],
+    ),
 ]
 
 # Ordinary values that look like the shapes above: they must stay readable.
