@@ -505,6 +505,49 @@ def test_kubernetes_env_and_har_headers() -> None:  # 29
     }
 
 
+_RSA_JWK = {"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "0vx7", "e": "AQAB"}
+_RSA_PRIVATE = {"d": "X4cT", "p": "83i-", "q": "3dfO", "dp": "G4sP", "dq": "s9lA", "qi": "GyM_"}
+_EC_JWK = {"kty": "EC", "crv": "P-256", "x": "f83O", "y": "x_FE"}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({**_RSA_JWK, **_RSA_PRIVATE}, {**_RSA_JWK, **dict.fromkeys(_RSA_PRIVATE, M)}),
+        # a thumbprint's sorted order puts `d` before `kty`
+        ({"crv": "P-256", "d": "870M", "kty": "EC", "x": "f83O", "y": "x_FE"}, {**_EC_JWK, "d": M}),
+        ({"kty": "oct", "k": "GawgguFy", "alg": "HS256"}, {"kty": "oct", "k": M, "alg": "HS256"}),
+        (
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": "nWGx"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qY", "d": M},
+        ),
+        ({**_RSA_JWK, "oth": [{"r": "1", "d": "2", "t": "3"}]}, {**_RSA_JWK, "oth": M}),
+        # a public key stays whole
+        (_EC_JWK, _EC_JWK),
+    ],
+)
+def test_a_json_web_key_has_its_private_members_masked(data: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert redact_dict({"jwk": data}) == {"jwk": expected}
+    assert redact_dict({"jwks": {"keys": [_EC_JWK, data]}}) == {"jwks": {"keys": [_EC_JWK, expected]}}
+    assert json.loads(redact_dict({"body": json.dumps({"keys": [data]})})["body"]) == {"keys": [expected]}
+
+
+def test_a_json_web_key_in_free_text_has_its_private_members_masked() -> None:
+    text = 'loaded key {"crv": "P-256", "d": "870MB6gf", "kty": "EC", "x": "f83O"} at start'
+    assert redact_dict({"log": text}) == {"log": text.replace("870MB6gf", M)}
+    escaped = json.dumps({"log": "jwk=" + json.dumps({"kty": "oct", "k": "GawgguFy"})})
+    assert "GawgguFy" not in flat(redact_dict({"wrapped": escaped}))
+
+
+def test_one_letter_members_outside_a_json_web_key_stay_readable() -> None:
+    data = {"d": "2024-05-01", "p": 0.05, "q": "search words", "k": 3, "dp": 12, "oth": "x", "kty_hint": "RSA"}
+    assert redact_dict(data) == data
+    assert redact_dict({"point": {"kty": "RSA", "D": "x", "K": "y"}}) == {"point": {"kty": "RSA", "D": "x", "K": "y"}}
+    text = '{"q": "kty", "k": 3} q=1 d: 2 ktype: x'
+    assert redact_dict({"log": text}) == {"log": text}
+    assert Redactor(safe_keys=["d"]).redact({"kty": "EC", "d": "x"}) == {"kty": "EC", "d": "x"}
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}

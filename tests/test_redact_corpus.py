@@ -477,6 +477,75 @@ REAL_WORLD = [
     Case("a stdin flag given a value", {"log": "--password Ps1pass --password-stdin"}, ["Ps1pass"]),
     # A named tuple is stored as a list: its field names decide.
     Case("named tuple", {"login": Creds("bob", "Nt1pass")}, ["Nt1pass"], ["bob"]),
+    # Secrets passed as quoted arguments in code.
+    Case("PHP define", {"php": "define('DB_PASSWORD', 'Fa1pass'); define('DB_HOST', 'db1');"}, ["Fa1pass"], ["db1"]),
+    Case("WordPress salt", {"php": 'define( "AUTH_KEY", "Fa2 |.H/0!h?H{+ 3G" );'}, ["Fa2"], ["AUTH_KEY"]),
+    Case("setter", {"java": 'user.setPassword("Fa3pass"); user.setName("bob");'}, ["Fa3pass"], ["bob"]),
+    Case("snake setter", {"py": "client.set_api_key('Fa4pass')"}, ["Fa4pass"], ["client.set_api_key("]),
+    Case("builder", {"kt": 'DataSource.builder().username("dbadmin").password("Fa5pass")'}, ["Fa5pass"], ["dbadmin"]),
+    Case("HTTPBasicAuth", {"py": "requests.get(u, auth=HTTPBasicAuth('bob', 'Fa6pass'))"}, ["Fa6pass"], ["bob"]),
+    Case("reqwest basic_auth", {"rs": 'req.basic_auth("bob", Some("Fa7pass"))'}, [], ["bob"]),
+    Case("login call", {"py": 'client.login("bob", "Fa8pass")'}, ["Fa8pass"], ["bob"]),
+    Case("auth tuple", {"py": "requests.get(u, auth=('bob', 'Fa9pass'))"}, ["Fa9pass"]),
+    Case("quoted name/value pair", {"py": 'pairs = [("password", "Fb1pass"), ("user", "bob")]'}, ["Fb1pass"], ["bob"]),
+    Case("setenv", {"c": 'setenv("API_KEY", "Fb2pass", 1); setenv("HOME", "/root", 1);'}, ["Fb2pass"], ["/root"]),
+    Case("environ subscript", {"py": 'os.environ["API_KEY"] = "Fb3pass"'}, ["Fb3pass"], ["os.environ[", "API_KEY"]),
+    Case("PHP superglobal", {"php": "$_ENV['DB_PASSWORD'] = 'Fb4pass';"}, ["Fb4pass"]),
+    Case("code in JSON in text", {"log": 'src={"line": "setToken(\\"Fb5pass\\")"}'}, ["Fb5pass"]),
+    # Secrets that only their position says are one.
+    Case(
+        ".pgpass line",
+        {"f": "db.example.com:5432:app:bob:Pg1pass\n*:*:*:ann:Pg2 pass"},
+        ["Pg1pass", "Pg2"],
+        ["bob", "ann"],
+    ),
+    Case(".pgpass after a label", {"log": "added line 10.0.0.5:*:*:app:Pg3pass"}, ["Pg3pass"], ["10.0.0.5:*:*:app:"]),
+    Case("net use", {"cmd": r"net use \\srv\share Nu1pass /user:CORP\bob"}, ["Nu1pass"], ["/user:CORP", "srv"]),
+    Case(
+        "net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]
+    ),
+    Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
+    Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
+    Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
+    Case("Redis AUTH user", {"log": "127.0.0.1:6379> auth default Rd2pass"}, ["Rd2pass"], ["default"]),
+    Case("Redis prompt", {"log": "redis> AUTH Rd3pass"}, ["Rd3pass"]),
+    # A CSV block under a header naming a secret column.
+    Case(
+        "CSV password column",
+        {"csv": 'user,password,host\nbob,Cv1pass,db1\nann,"Cv2,pass",db2\n\nsummary,3'},
+        ["Cv1pass", "Cv2"],
+        ["bob", "db1", "ann", "db2", "summary,3"],
+    ),
+    Case(
+        "CSV with CRLF and ;",
+        {"csv": "id;api_token\r\n1;Cv3tok\r\n2;Cv4tok\r\n"},
+        ["Cv3tok", "Cv4tok"],
+        ["id;api_token"],
+    ),
+    Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
+    # A `.properties` line with a blank for its separator.
+    Case(
+        ".properties blank separator",
+        {"props": "spring.datasource.username sa\nspring.datasource.password   Pb1pass\nDB_PASSWORD\tPb2pass\r\n"},
+        ["Pb1pass", "Pb2pass"],
+        ["spring.datasource.username sa"],
+    ),
+    # A JSON Web Key's private members, whatever key holds it; its public members stay.
+    Case(
+        "JWK (RFC 7517 appendix A.2)",
+        {"signing": {"kty": "RSA", "n": "0vx7agoe", "e": "AQAB", "d": "Jw1priv", "p": "Jw2priv", "qi": "Jw3priv"}},
+        ["Jw1priv", "Jw2priv", "Jw3priv"],
+        ["0vx7agoe", "AQAB"],
+    ),
+    Case(
+        "JWK set in JSON text", {"body": '{"keys": [{"kty": "oct", "k": "Jw4priv", "kid": "h1"}]}'}, ["Jw4priv"], ["h1"]
+    ),
+    Case(
+        "JWK thumbprint order",
+        {"k": [{"crv": "P-256", "d": "Jw5priv", "kty": "EC", "x": "f83O"}]},
+        ["Jw5priv"],
+        ["f83O"],
+    ),
 ]
 
 # Ordinary values that look like the shapes above: they must stay readable.
@@ -564,6 +633,41 @@ LOOKALIKES = [
     "mfa: enabled\notp: disabled\ncsrf: enabled",
     "rotated arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf (version 3)",
     "GetSecretValue on arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db denied",
+    # Colons, `net use`, `openssl` and `auth` in ordinary lines.
+    "12:30:01 job done; 2024-05-01T12:30:00:123:foo bar",
+    "main.c:12:5: error: x; main.go:12:5:foo:bar",
+    "root:x:0:0:root:/root:/bin/bash",
+    "ratio 3:2:1 fe80::1:2:3:4 db:5432 up",
+    r"net use Z: \\srv\share /persistent:yes",
+    r"net use \\srv\s /user:bob *",
+    "openssl genrsa -out k.pem 2048",
+    "Auth required",
+    "AUTH failed",
+    "auth failed for user bob",
+    "AUTH token expired",
+    "redis> GET auth",
+    # Commas under a line that names a secret in prose.
+    "Enter user, password, host\nthen a, b, c",
+    "password reset, done\nok, fine",
+    "token count,words\n12,40",
+    # Two words after a secret name: prose, or what happened to it.
+    "password is required",
+    "token expired",
+    "db.password changed",
+    "api_token expired",
+    "reset_password link sent to alice",
+    "DB_PASSWORD (not set)",
+    # Code that calls with a secret's name but passes none.
+    "define('DB_HOST', 'localhost');",
+    'user = repo.getPassword("alice")',
+    'raise PasswordError("too short")',
+    'print("password reset for", user)',
+    '("password", user.password)',
+    'settings.get("password_policy", "strict")',
+    'user.resetPassword("alice@example.com")',
+    'parser.add_argument("--password", help="the password")',
+    'tokenize("hello world") useState("token")',
+    'os.environ["HOME"] = "/root"',
 ]
 
 

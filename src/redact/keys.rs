@@ -399,6 +399,25 @@ pub struct KeyInfo {
     pub name_field: bool,
     /// It carries the subject's value (see [`VALUE_FIELDS`]).
     pub value_field: bool,
+    /// It is exactly a JSON Web Key's private member (see [`JWK_PRIVATE`]):
+    /// secret when its object has a `kty` member.
+    pub jwk_private: bool,
+    /// It is exactly `kty`: its object is a JSON Web Key.
+    pub jwk_type: bool,
+}
+
+/// A JSON Web Key's private members (RFC 7518 section 6: RSA's `d`, `p`,
+/// `q`, `dp`, `dq`, `qi`, `oth`; EC and OKP's `d`; a symmetric key's `k`).
+/// One-letter names are no secret anywhere else, so they are masked only
+/// in an object that has a `kty` member; member names are case-sensitive.
+pub const JWK_PRIVATE: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// The roles an exact key text has in a JSON Web Key: (private member, `kty`).
+pub fn jwk_roles(key: &str) -> (bool, bool) {
+    if key.len() > 3 {
+        return (false, false);
+    }
+    (JWK_PRIVATE.contains(&key), key == "kty")
 }
 
 /// A key reduced for matching: case folded, separators and invisible

@@ -58,6 +58,10 @@ pub struct Verdict {
     pub info: KeyInfo,
     /// The key's own text holds a secret (`"password=hunter2"`); see [`Rules::redact_text`].
     pub rewrite: bool,
+    /// A mapping holding this key takes the walker's general path: the key
+    /// is rewritten, or it is a JSON Web Key's `kty` (whose private members
+    /// may come before it). One flag, so the fast path pays one test.
+    pub general: bool,
     /// The key is JSON string content as it is (nothing to escape), so the
     /// text sink copies it without looking at its bytes again.
     pub plain: bool,
@@ -250,7 +254,10 @@ impl Rules {
     pub fn classify(&self, key: &str, n: &mut Normalized) -> KeyInfo {
         keys::normalize(key, n);
         let (name_field, value_field) = keys::roles(n);
-        KeyInfo { secret: self.secret_normalized(n), name_field, value_field }
+        let (jwk_private, jwk_type) = keys::jwk_roles(key);
+        // A user safe name keeps a JWK member readable too.
+        let jwk_private = jwk_private && !keys::in_set(n, &self.safe, self.safe_max);
+        KeyInfo { secret: self.secret_normalized(n), name_field, value_field, jwk_private, jwk_type }
     }
 
     /// Whether a value stored under `key` is a secret.
@@ -346,7 +353,7 @@ impl Rules {
         let mut n = Normalized::default();
         let info = self.classify(key, &mut n);
         let rewrite = self.patterns && self.scan_text_in(key, true).is_some();
-        Verdict { info, rewrite, plain: !text::needs_escape(key.as_bytes()) }
+        Verdict { info, rewrite, general: rewrite || info.jwk_type, plain: !text::needs_escape(key.as_bytes()) }
     }
 
     /// Precedence: user safe names, then user secret names, then the

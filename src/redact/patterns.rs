@@ -33,6 +33,10 @@ const NETRC: u16 = 1 << 10;
 const CMD: u16 = 1 << 11;
 const SQL: u16 = 1 << 12;
 const CARD: u16 = 1 << 13;
+/// Secrets passed as quoted arguments in code.
+const CALL: u16 = 1 << 14;
+/// Redis's `AUTH` command.
+const REDIS: u16 = 1 << 15;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
@@ -153,6 +157,7 @@ const HINTS: &[(&str, u16)] = &[
     ("redis-cli", CMD),
     ("curl", CMD),
     ("sqlplus", CMD),
+    ("auth ", REDIS),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -346,6 +351,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
@@ -377,8 +383,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
 /// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
 /// bytes in either case, so each pair of adjacent bytes costs two table
-/// loads and no branch. Two more bits ride along: [`SEP_BIT`] and
-/// [`DIGITS_BIT`].
+/// loads and no branch. Three more bits ride along: [`SEP_BIT`],
+/// [`DIGITS_BIT`] and [`CALL_BIT`].
 struct HintPairs {
     /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte;
     /// [`DIGITS_BIT`]: a digit.
@@ -395,8 +401,12 @@ struct HintPairs {
 const SEP_BIT: u64 = 1 << 63;
 /// The bit of "two digits stand together", set for every digit in both tables.
 const DIGITS_BIT: u64 = 1 << 62;
+/// The bit of "a call's first argument may be quoted": `(` then a quote, a
+/// backslash (an escaped quote) or a space (`define( 'K', 'x' )`). One bit
+/// for the [`CALL`] shape's five pairs, as hints they would take five.
+const CALL_BIT: u64 = 1 << 61;
 /// Pairs beyond this one share its bit: more candidates, never a miss.
-const LAST_PAIR_BIT: usize = 61;
+const LAST_PAIR_BIT: usize = 60;
 
 impl HintPairs {
     fn new<'h>(hints: impl Iterator<Item = &'h str>) -> Self {
@@ -461,6 +471,10 @@ impl HintPairs {
             first[usize::from(d)] |= DIGITS_BIT;
             second[usize::from(d)] |= DIGITS_BIT;
         }
+        first[usize::from(b'(')] |= CALL_BIT;
+        for q in [b'"', b'\'', b'\\', b' '] {
+            second[usize::from(q)] |= CALL_BIT;
+        }
         Self { first, second, chosen: count }
     }
 
@@ -475,8 +489,9 @@ impl HintPairs {
 
     /// One pass over the bytes: whether a hint's pair may occur, whether a
     /// `key=value` separator (`=` or `:`, or what may end a fullwidth one)
-    /// occurs, and whether two digits stand together (a card number may).
-    fn prefilter(&self, s: &str) -> (bool, bool, bool) {
+    /// occurs, whether two digits stand together (a card number may), and
+    /// whether a call's quoted argument may.
+    fn prefilter(&self, s: &str) -> (bool, bool, bool, bool) {
         let bytes = s.as_bytes();
         let (first, second) = (&*self.first, &*self.second);
         let mut seen = 0u64;
@@ -489,7 +504,7 @@ impl HintPairs {
             }
         }
         let sep = seen & SEP_BIT != 0 || bytes.first().is_some_and(|&b| is_sep(b));
-        (seen & !(SEP_BIT | DIGITS_BIT) != 0, sep, seen & DIGITS_BIT != 0)
+        (seen & !(SEP_BIT | DIGITS_BIT | CALL_BIT) != 0, sep, seen & DIGITS_BIT != 0, seen & CALL_BIT != 0)
     }
 }
 
@@ -553,7 +568,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     // them without running the automaton. `key=value` needs a separator; its
     // keys go through the (cached) key rules, so no word list is needed here
     // and user-added names work too.
-    let (may_hint, has_sep, digits) = sh.pairs.prefilter(s);
+    let (may_hint, has_sep, digits, call) = sh.pairs.prefilter(s);
     if may_hint {
         for hit in sh.hints.find_overlapping_iter(s) {
             wake |= HINTS[hit.pattern().as_usize()].1;
@@ -561,6 +576,9 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
     }
     if has_sep {
         wake |= KV;
+    }
+    if call {
+        wake |= CALL;
     }
     if digits && s.len() >= super::cards::MIN_DIGITS {
         wake |= CARD;
@@ -654,6 +672,9 @@ fn scan_shapes(
             }
         }
     }
+    if wake & (CALL | REDIS | SQL | AUTH | TOKENS) != 0 {
+        layout_shapes(s, wake, key_info, spans);
+    }
     if wake & SQL != 0 {
         for c in sh.sql.captures_iter(s) {
             for group in ["bq", "bare", "quoted"] {
@@ -673,6 +694,26 @@ fn scan_shapes(
                 }
             }
         }
+    }
+}
+
+/// The shapes that only a secret's place in code or a table marks, out of
+/// line: the common shapes' frame stays small.
+#[inline(never)]
+fn layout_shapes(s: &str, wake: u16, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    if wake & CALL != 0 {
+        call_spans(s, key_info, spans);
+    }
+    if wake & REDIS != 0 {
+        redis_auth_spans(s, spans);
+    }
+    if wake & (SQL | AUTH | TOKENS) != 0 {
+        // A CSV header naming a secret column holds a word that wakes one
+        // of these; a table has more than one line.
+        if memchr::memchr(b'\n', s.as_bytes()).is_some() {
+            csv_spans(s, key_info, spans);
+        }
+        blank_pair_spans(s, key_info, spans);
     }
 }
 
@@ -1040,6 +1081,9 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut at = 0;
     let mut key_floor = 0;
     let mut named_secret = false;
+    // Whether the text holds a JSON Web Key's `kty` member; looked for only
+    // once a one-letter member such as `"d"` is met.
+    let mut jwk: Option<bool> = None;
     while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
         // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
@@ -1056,8 +1100,26 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
+        if sep_char == b':' && sep_end == sep + 1 && port_field(b, sep_end) {
+            if let Some((start, end)) = pgpass_password(s, sep) {
+                spans.push((start, end));
+                at = end;
+                key_floor = at;
+                continue;
+            }
+        }
         let Some(key) = key_before(s, key_floor, sep) else { continue };
         key_floor = sep_end;
+        if sep_char == b':'
+            && matches!(key.len(), 1 | 4)
+            && (key.eq_ignore_ascii_case("user") || key.eq_ignore_ascii_case("u"))
+        {
+            let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+            if key_at > 0 && b[key_at - 1] == b'/' {
+                // `net use \\host\share pw /user:name`: the password has no key.
+                net_use_spans(s, key_at, spans);
+            }
+        }
         if key == "arn" && sep_char == b':' && s[sep_end..].starts_with("aws") {
             // An AWS ARN names a resource (`arn:aws:secretsmanager:…:secret:prod/db`);
             // its `:`-separated fields are no pairs.
@@ -1067,7 +1129,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        if sep_char == b':' && oracle_driver(s, key) {
+        if sep_char == b':' && matches!(key.len(), 3 | 4) && oracle_driver(s, key) {
             // `jdbc:oracle:thin:user/password@host`: the password has no key.
             if let Some((start, end)) = oracle_password(s, sep_end) {
                 spans.push((start, end));
@@ -1084,7 +1146,8 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
             continue;
         }
-        if !(info.secret || (info.value_field && named_secret)) {
+        let jwk_member = info.jwk_private && !info.secret && *jwk.get_or_insert_with(|| has_kty_member(s));
+        if !(info.secret || (info.value_field && named_secret) || jwk_member) {
             continue;
         }
         if lone_colon {
@@ -1152,6 +1215,463 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// Whether `s` holds a `kty` key (`"kty": "RSA"`, `\"kty\":`, `kty: EC`):
+/// the one-letter members around it are a JSON Web Key's.
+#[inline(never)]
+fn has_kty_member(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memmem::find_iter(b, b"kty").any(|at| {
+        let word_start = at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_');
+        let rest = &b[at + 3..];
+        let skip = rest.iter().take_while(|&&c| matches!(c, b'"' | b'\\' | b'\'' | b' ' | b'\t')).count();
+        word_start && rest.get(skip) == Some(&b':')
+    })
+}
+
+/// The password of a `.pgpass` line, `host:port:database:user:password`,
+/// whose first `:` is at `sep`: the host a name, an address or `*`, the
+/// port digits or `*`, database and user one word each; the password runs
+/// to the line's end. Times (`12:30:01`), compiler messages (`main.c:12:5:
+/// error`) and `/etc/passwd` lines (`root:x:0:0:...`) have no such shape.
+#[inline(never)]
+fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
+    let b = s.as_bytes();
+    // The fields after the host first: they rule out most texts at once
+    // (`db:5432/main`).
+    let mut i = sep + 1;
+    let port = if b.get(i) == Some(&b'*') { 1 } else { b[i..].iter().take_while(|c| c.is_ascii_digit()).count() };
+    if !(1..=5).contains(&port) || b.get(i + port) != Some(&b':') {
+        return None;
+    }
+    i += port + 1;
+    for _ in 0..2 {
+        let field = b[i..].iter().take_while(|&&c| !c.is_ascii_whitespace() && c != b':').count();
+        if field == 0 || b.get(i + field) != Some(&b':') {
+            return None;
+        }
+        i += field + 1;
+    }
+    let end = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
+    let end = i + s[i..end].trim_end().len();
+    if end == i || b[i].is_ascii_whitespace() {
+        return None;
+    }
+    // A host name has at most 253 bytes: the look back is bounded, so text
+    // made of `a:1` is scanned in linear time.
+    let floor = sep.saturating_sub(HOST_MAX);
+    let host_start = match b[floor..sep].iter().rposition(|c| c.is_ascii_whitespace()) {
+        Some(i) => floor + i + 1,
+        None if floor == 0 => 0,
+        None => return None,
+    };
+    let host = &b[host_start..sep];
+    let name = !host.is_empty()
+        && host.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        && host.iter().any(|&c| c.is_ascii_alphabetic() || c == b'.')
+        // An ISO time's `2024-05-01T12` is no host.
+        && !(host.len() == 13 && host[10] == b'T' && host[..4].iter().all(u8::is_ascii_digit));
+    ((host == b"*" || name) && !source_file(&s[host_start..sep])).then_some((i, end))
+}
+
+/// Whether a `.pgpass` port field (digits or `*`, then `:`) starts at
+/// `at`: checked at each `:` before the rest of the line is looked at.
+#[inline(always)]
+fn port_field(b: &[u8], at: usize) -> bool {
+    let mut i = at;
+    while i < b.len() && i < at + 5 && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == at && b.get(at) == Some(&b'*') {
+        i += 1;
+    }
+    i > at && b.get(i) == Some(&b':')
+}
+
+/// Longest host looked back for before a `.pgpass` line's port.
+const HOST_MAX: usize = 256;
+
+/// How far around a `net use` line's `/user:` the command is looked for.
+const NET_USE_REACH: usize = 1024;
+
+/// Whether `name` is a source file's (`TokenService.java`): before a `:`
+/// and a number it is a stack frame, not a key or a host.
+fn source_file(name: &str) -> bool {
+    const SOURCE: &[&str] =
+        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
+    name.rsplit_once('.').is_some_and(|(_, ext)| SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)))
+}
+
+/// The passwords of a `net use` command line holding `/user:` at `user_at`
+/// (the `u`): every word after `net use` that is no device (`Z:`), share
+/// (`\\host\share`), switch (`/user:x`, `/persistent:no`) or prompt (`*`).
+#[inline(never)]
+fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    // Bounded both ways, so a text full of `/u:` is scanned in linear time.
+    let mut floor = user_at.saturating_sub(NET_USE_REACH);
+    while !s.is_char_boundary(floor) {
+        floor += 1;
+    }
+    let mut ceiling = (user_at + NET_USE_REACH).min(b.len());
+    while !s.is_char_boundary(ceiling) {
+        ceiling -= 1;
+    }
+    let line_start = memchr::memrchr(b'\n', &b[floor..user_at]).map_or(floor, |i| floor + i + 1);
+    let line_end = memchr::memchr(b'\n', &b[user_at..ceiling]).map_or(ceiling, |i| user_at + i);
+    let line = &s[line_start..line_end];
+    let Some(cmd) = line.to_ascii_lowercase().find("net use ") else { return };
+    let mut at = line_start + cmd + "net use ".len();
+    for word in s[at..line_end].split_ascii_whitespace() {
+        let start = at + s[at..line_end].find(word).unwrap_or(0);
+        at = start + word.len();
+        let w = word.trim_matches('"');
+        let device = w.len() == 2 && w.as_bytes()[0].is_ascii_alphabetic() && w.ends_with(':');
+        if w.is_empty() || w == "*" || device || w.starts_with(['\\', '/']) || keep_value(w) {
+            continue;
+        }
+        spans.push(unquote(start, word));
+    }
+}
+
+/// Words that say what happened to a secret, not what it is (`db.password changed`).
+const STATUS_WORDS: &[&str] = &[
+    "failed",
+    "ok",
+    "denied",
+    "error",
+    "succeeded",
+    "successful",
+    "expired",
+    "invalid",
+    "missing",
+    "rejected",
+    "changed",
+    "updated",
+    "reset",
+    "rotated",
+    "set",
+    "cleared",
+    "removed",
+    "deleted",
+    "created",
+    "saved",
+    "loaded",
+    "accepted",
+    "valid",
+    "wrong",
+    "incorrect",
+    "mismatch",
+    "blank",
+];
+
+/// A `.properties` line with a blank for its separator, `db.password pw`:
+/// a line of two words whose first is a dotted or underscored secret name
+/// (`spring.datasource.password`, `DB_PASSWORD`). A lone word such as
+/// `password` before another is prose too often (`password reset`), and
+/// so is a status word after the name (`db.password changed`).
+#[inline(never)]
+fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let mut start = 0;
+    for line in s.split('\n') {
+        let at = start;
+        start += line.len() + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let body = line.trim_start_matches([' ', '\t']);
+        let Some((key, value)) = body.split_once([' ', '\t']) else { continue };
+        let value = value.trim_matches([' ', '\t']);
+        let compound = key.contains(['.', '_']) && !key.starts_with(['.', '_']) && !key.ends_with(['.', '_']);
+        if !compound
+            || value.is_empty()
+            || value.contains([' ', '\t'])
+            || !key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+            || STATUS_WORDS.iter().any(|w| value.trim_end_matches(['.', '!']).eq_ignore_ascii_case(w))
+            || keep_value(value)
+            || !key_info(key).secret
+        {
+            continue;
+        }
+        let v_end = at + line.trim_end_matches([' ', '\t']).len();
+        spans.push((v_end - value.len(), v_end));
+    }
+}
+
+/// Longest CSV header field read as a column's name.
+const CSV_NAME_MAX: usize = 48;
+
+/// The delimiters a CSV header may use.
+const CSV_DELIMITERS: [u8; 3] = [b',', b'\t', b';'];
+
+/// CSV blocks: a header row of column names (`user,password,host`) naming
+/// a secret column, and the rows right below it with as many fields, whose
+/// field in that column is masked. The block ends at a row with another
+/// number of fields.
+#[inline(never)]
+fn csv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let line_end = |from: usize| memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
+    let mut start = 0;
+    while start < b.len() {
+        let end = line_end(start);
+        let Some((delim, count, secret)) = csv_header(&s[start..end], key_info) else {
+            start = end + 1;
+            continue;
+        };
+        let mut row = end + 1;
+        while row < b.len() {
+            let row_end = line_end(row);
+            let fields = csv_fields(&s[row..row_end], delim);
+            if fields.len() != count {
+                break;
+            }
+            for &column in &secret {
+                let (from, to) = fields[column];
+                let field = &s[row + from..row + to];
+                let lead = field.len() - field.trim_start_matches(' ').len();
+                let field = field.trim_matches(' ');
+                let (v_start, v_end) = unquote(row + from + lead, field);
+                if !keep_value(&s[v_start..v_end]) {
+                    spans.push((v_start, v_end));
+                }
+            }
+            row = row_end + 1;
+        }
+        // The row that ended the block may start another.
+        start = row;
+    }
+}
+
+/// A CSV header row: its delimiter, its number of fields and the columns
+/// whose names are secret; `None` unless every field is a column name, one
+/// word each (`Enter user, password, host` is prose).
+fn csv_header(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(u8, usize, Vec<usize>)> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let delim = *CSV_DELIMITERS.iter().find(|&&d| line.as_bytes().contains(&d))?;
+    let fields = csv_fields(line, delim);
+    let names: Vec<&str> = fields.iter().map(|&(a, z)| line[a..z].trim_matches(|c| c == '"' || c == ' ')).collect();
+    let name_like = |n: &&str| {
+        (1..=CSV_NAME_MAX).contains(&n.len())
+            && n.starts_with(|c: char| c.is_ascii_alphabetic())
+            && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+    };
+    if names.len() < 2 || !names.iter().all(name_like) {
+        return None;
+    }
+    let secret: Vec<usize> = names.iter().enumerate().filter(|(_, n)| key_info(n).secret).map(|(i, _)| i).collect();
+    (!secret.is_empty()).then_some((delim, names.len(), secret))
+}
+
+/// The fields of one CSV row (spans in `line`, a trailing `\r` left out);
+/// a field in double quotes may hold the delimiter (`""` is a quote).
+fn csv_fields(line: &str, delim: u8) -> Vec<(usize, usize)> {
+    let b = line.as_bytes();
+    let len = if b.last() == Some(&b'\r') { b.len() - 1 } else { b.len() };
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        let start = i;
+        let lead = b[i..len].iter().take_while(|&&c| c == b' ').count();
+        if b.get(i + lead) == Some(&b'"') && i + lead < len {
+            i += lead + 1;
+            while i < len {
+                if b[i] == b'"' {
+                    if b.get(i + 1) == Some(&b'"') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+        }
+        let end = b[i.min(len)..len].iter().position(|&c| c == delim).map_or(len, |p| i.min(len) + p);
+        fields.push((start, end));
+        if end >= len {
+            return fields;
+        }
+        i = end + 1;
+    }
+}
+
+/// Longest prompt read before a Redis command (`redis 127.0.0.1:6379[2]>`).
+const PROMPT_MAX: usize = 64;
+
+/// The password of Redis's `AUTH [user] password` command: `AUTH` at a
+/// line's start (upper case: prose starts lines with "Auth" too) or after
+/// a `redis-cli` prompt (`127.0.0.1:6379> auth pw`, `redis> AUTH u pw`),
+/// with one or two words after it; the last is the password. `AUTH failed`
+/// and a word with more after it (`auth failed for user bob`) stay.
+fn redis_auth_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = find_ascii_ci(&s[from..], "auth ") {
+        let at = from + off;
+        from = at + 5;
+        let floor = at.saturating_sub(PROMPT_MAX);
+        let line_start = match memchr::memrchr(b'\n', &b[floor..at]) {
+            Some(i) => floor + i + 1,
+            None if floor == 0 => 0,
+            None => continue,
+        };
+        let Some(head) = s.get(line_start..at) else { continue };
+        let head = head.trim();
+        let command = if head.is_empty() {
+            &s[at..at + 4] == "AUTH"
+        } else {
+            head.strip_suffix('>').is_some_and(|p| {
+                p.to_ascii_lowercase().contains("redis") || p.ends_with(|c: char| c.is_ascii_digit() || c == ']')
+            })
+        };
+        if !command {
+            continue;
+        }
+        let line_end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
+        let mut words = s[from..line_end].split_ascii_whitespace();
+        let last = match (words.next(), words.next(), words.next()) {
+            (Some(w), None, _) | (Some(_), Some(w), None) => w,
+            _ => continue,
+        };
+        let start = from + s[from..line_end].rfind(last).unwrap_or(0);
+        if last.ends_with(':') || STATUS_WORDS.iter().any(|w| last.eq_ignore_ascii_case(w)) || keep_value(last) {
+            continue;
+        }
+        spans.push(unquote(start, last));
+        from = start + last.len();
+    }
+}
+
+/// Longest name read as a call's name or as a quoted name argument.
+const CALL_NAME_MAX: usize = 64;
+
+/// Secrets passed as quoted arguments in code: a value after a quoted
+/// secret name (`define('DB_PASSWORD', 'x')`, `setenv("API_KEY", "x")`,
+/// `("password", "x")`), the argument of a setter whose name is a secret's
+/// (`setPassword("x")`, `set_api_key('x')`, a builder's `.password("x")`),
+/// and the second of two given to a login or an HTTP auth helper
+/// (`HTTPBasicAuth('user', 'x')`, `.basic_auth("user", "x")`, `login("u", "x")`).
+/// Only quoted literals count: `setPassword(pw)` names no secret, and a
+/// quoted argument glued to more (`"a" + b`) is no literal.
+fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'(', &b[from..]) {
+        let open = from + off;
+        from = open + 1;
+        let Some(first) = quoted_arg(s, open + 1) else { continue };
+        let second = match b.get(first.2) {
+            Some(b',') => quoted_arg(s, first.2 + 1),
+            _ => None,
+        };
+        let callee = callee_before(s, open);
+        let target = match second {
+            Some(second) => {
+                let name = &s[first.0..first.1];
+                let named = name.len() <= CALL_NAME_MAX
+                    && !name.is_empty()
+                    && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+                    && key_info(name).secret;
+                (named || login_call(callee) || setter_call(callee, s, open, key_info)).then_some(second)
+            }
+            None => setter_call(callee, s, open, key_info).then_some(first),
+        };
+        if let Some((start, end, after)) = target {
+            if !keep_value(&s[start..end]) {
+                spans.push((start, end));
+            }
+            from = from.max(after);
+        }
+    }
+}
+
+/// A quoted literal argument starting at `at` (after blanks): its content's
+/// span and where the text goes on after it and the blanks that follow,
+/// which must be `,` or `)`. Quotes escaped once or more (`(\"x\")`, code
+/// in JSON in text) count; a literal cut off at its line's end runs to it.
+fn quoted_arg(s: &str, at: usize) -> Option<(usize, usize, usize)> {
+    let b = s.as_bytes();
+    let start = at + b.get(at..)?.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    let slashes = b.get(start..)?.iter().take_while(|&&c| c == b'\\').count();
+    let q = *b.get(start + slashes).filter(|&&c| c == b'"' || c == b'\'')?;
+    let open = start + slashes + 1;
+    let mut i = open;
+    let close = loop {
+        match b.get(i) {
+            None | Some(b'\n' | b'\r') => return Some((open, i, i)),
+            Some(&c) if c == q && (slashes == 0 || b[open..i].ends_with(&b"\\".repeat(slashes))) => {
+                break i - slashes;
+            }
+            Some(b'\\') if slashes == 0 => i += 2,
+            Some(_) => i += 1,
+        }
+    };
+    let i = (i + 1).min(b.len());
+    let next = i + b[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    matches!(b.get(next), Some(b',' | b')')).then_some((open, close, next))
+}
+
+/// The name of the function called at the `(` at `open`: the word before
+/// it (`setPassword` of `user.setPassword(`), empty when there is none.
+fn callee_before(s: &str, open: usize) -> &str {
+    let head = &s.as_bytes()[open.saturating_sub(CALL_NAME_MAX)..open];
+    let len = head.iter().rev().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_').count();
+    &s[open - len..open]
+}
+
+/// Whether `callee` takes a user and a password (`login`, `authenticate`,
+/// an HTTP auth helper: `HTTPBasicAuth`, `HTTPDigestAuth`, `basic_auth`).
+fn login_call(callee: &str) -> bool {
+    let c = callee.to_ascii_lowercase().replace('_', "");
+    matches!(c.as_str(), "login" | "authenticate" | "signin" | "logon") || (c.len() > 4 && c.ends_with("auth"))
+}
+
+/// Words that begin a setter's name: what follows is what it sets.
+const SETTER_VERBS: &[&str] = &["set", "with", "use", "put", "update", "change", "store", "save", "enter", "provide"];
+
+/// Whether `callee` sets a secret from its argument: a setter verb and a
+/// secret name (`setPassword`, `set_api_key`, `withToken`), or a builder
+/// method named only by a secret name (`.password(`, `.apiKey(`: a method,
+/// lowercase, called after a `.`). Not a getter's, a check's or an
+/// exception's name (`getPassword("alice")`, `PasswordError("too short")`).
+fn setter_call(callee: &str, s: &str, open: usize, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    if callee.is_empty() {
+        return false;
+    }
+    for verb in SETTER_VERBS {
+        if callee.len() > verb.len() && callee.as_bytes()[..verb.len()].eq_ignore_ascii_case(verb.as_bytes()) {
+            let rest = &callee[verb.len()..];
+            if rest.starts_with(|c: char| c.is_ascii_uppercase() || c == '_') {
+                return key_info(rest.trim_start_matches('_')).secret;
+            }
+        }
+    }
+    s[..open - callee.len()].ends_with('.')
+        && callee.starts_with(|c: char| c.is_ascii_lowercase())
+        && builder_name(callee)
+}
+
+/// Whether a method name is a secret's name alone, not an action on one
+/// (`.password(`, `.api_key(`, not `.getPassword(`, `.resetPassword(`,
+/// `.passwordPolicy(`).
+fn builder_name(callee: &str) -> bool {
+    let lower = callee.to_ascii_lowercase().replace('_', "");
+    matches!(
+        lower.as_str(),
+        "password"
+            | "passwd"
+            | "passphrase"
+            | "secret"
+            | "token"
+            | "apikey"
+            | "accesstoken"
+            | "secretkey"
+            | "clientsecret"
+            | "authtoken"
+            | "bearertoken"
+            | "privatekey"
+            | "accesskey"
+            | "secretaccesskey"
+    )
 }
 
 /// Longest `user:password` looked back for before a Go DSN's `@tcp(`.
@@ -1305,14 +1825,8 @@ fn fullwidth_sep(b: &[u8], at: usize) -> Option<u8> {
 /// server's request for a credential, never one), and the working
 /// directory `PWD=/home/alice` of a `sudo` log line or an environment dump.
 fn not_a_secret_pair(key: &str, sep: u8, after: &str) -> bool {
-    const SOURCE: &[&str] =
-        &["java", "kt", "scala", "go", "rs", "py", "js", "ts", "rb", "php", "cs", "c", "cc", "cpp", "h", "swift"];
-    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) {
-        if let Some((_, ext)) = key.rsplit_once('.') {
-            if SOURCE.iter().any(|e| ext.eq_ignore_ascii_case(e)) {
-                return true;
-            }
-        }
+    if sep == b':' && after.starts_with(|c: char| c.is_ascii_digit()) && source_file(key) {
+        return true;
     }
     if key.len() > 20 {
         return false;
@@ -1624,6 +2138,11 @@ fn key_before(s: &str, floor: usize, sep: usize) -> Option<&str> {
     if head.len() - trimmed.len() > MAX_BLANKS {
         return None;
     }
+    // A quoted subscript (`os.environ["API_KEY"] = "x"`, `$_ENV['DB_PASSWORD'] = 'x'`) is its key.
+    let trimmed = match trimmed.strip_suffix(']') {
+        Some(t) if t.ends_with(['"', '\'']) => t,
+        _ => trimmed,
+    };
     // A quoted key, its quotes escaped when the text is JSON inside a string (`\"password\"`).
     let trimmed = match trimmed.strip_suffix(['"', '\'']) {
         Some(t) => t.trim_end_matches('\\'),
@@ -1821,7 +2340,7 @@ mod tests {
                         char::from(alphabet[(seed % alphabet.len() as u64) as usize])
                     })
                     .collect();
-                let (may_hint, sep, _) = sh.pairs.prefilter(&text);
+                let (may_hint, sep, _, _) = sh.pairs.prefilter(&text);
                 if sh.hints.is_match(&text) {
                     hits += 1;
                     assert!(may_hint, "{text:?}");
@@ -1835,18 +2354,22 @@ mod tests {
     #[test]
     fn prefilter_sees_separators_before_and_after_a_hint() {
         let sh = SHAPES.as_ref().unwrap();
-        assert_eq!(sh.pairs.prefilter(""), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("="), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("plain words"), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("plain 1 2 words"), (false, false, false));
-        assert_eq!(sh.pairs.prefilter("port 12"), (false, false, true));
-        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true, false));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true, false));
-        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true, false));
+        assert_eq!(sh.pairs.prefilter(""), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("="), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("plain words"), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("plain 1 2 words"), (false, false, false, false));
+        assert_eq!(sh.pairs.prefilter("port 12"), (false, false, true, false));
+        assert_eq!(sh.pairs.prefilter("a=b plain"), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("x: bearer abc"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc"), (true, false, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc key=v"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("bearer abc http://h"), (true, true, false, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1D}v"), (false, true, false, false));
+        assert_eq!(sh.pairs.prefilter("k\u{FF1A}v"), (false, true, false, false));
+        for call in ["f(\"x\")", "f('x')", "f(\\\"x\\\")", "f( 'x' )"] {
+            assert_eq!(sh.pairs.prefilter(call), (false, false, false, true), "{call}");
+        }
+        assert!(!sh.pairs.prefilter("f(x) (see below) applied changes").3);
     }
 
     #[test]

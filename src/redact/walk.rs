@@ -116,10 +116,17 @@ impl Rules {
         let mut changed = false;
         let mut record = Record::default();
         let mut renamed = false;
+        // A JSON Web Key's private members, masked once a `kty` member is seen.
+        let mut jwk = false;
+        let mut jwk_members = Vec::new();
         for (key, item) in map.iter_mut() {
             let verdict = self.verdict(key);
             let info = verdict.info;
             changed |= if info.secret { self.mask_json(item) } else { self.json(item, depth + 1) };
+            jwk |= info.jwk_type;
+            if info.jwk_private {
+                jwk_members.push(key.clone());
+            }
             let name_text = match &*item {
                 Value::String(s) => Some(s.as_str()),
                 _ => None,
@@ -127,7 +134,8 @@ impl Rules {
             record.note(self, info, || key.clone(), name_text);
             renamed |= verdict.rewrite;
         }
-        for key in record.finish() {
+        let jwk_members = if jwk { jwk_members } else { Vec::new() };
+        for key in record.finish().into_iter().chain(jwk_members) {
             if let Some(item) = map.get_mut(&key) {
                 changed |= self.mask_json(item);
             }

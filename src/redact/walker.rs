@@ -302,7 +302,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         let Ok(text) = s.to_str() else { return Ok(false) };
         let Ok(hash) = key.hash() else { return Ok(false) };
         let verdict = self.rules.verdict_hashed(text, hash as u64);
-        if verdict.rewrite {
+        if verdict.general {
             return Ok(false);
         }
         let info = verdict.info;
@@ -352,12 +352,12 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     /// merging them would lose an entry.
     fn dict_general(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<S::Out> {
         let mut secret_name = false;
+        let mut jwk = false;
         for (key, value) in dict.iter().chain(extra.iter().cloned()) {
-            if self.rules.verdict(&entry_key_text(&key)).info.name_field
-                && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n))
-            {
+            let info = self.rules.verdict(&entry_key_text(&key)).info;
+            jwk |= info.jwk_type;
+            if !secret_name && info.name_field && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n)) {
                 secret_name = true;
-                break;
             }
         }
         let mut taken: HashSet<String> = HashSet::new();
@@ -384,7 +384,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             let k = Key { obj: &key, text: &final_text, fresh, plain: false };
             self.sink.key(&mut map, &k)?;
             let info = verdict.info;
-            let out = if info.secret || (info.value_field && secret_name) || unreadable {
+            let out = if info.secret || (info.value_field && secret_name) || (info.jwk_private && jwk) || unreadable {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
