@@ -240,14 +240,14 @@ def _reader_command(
         folder.chmod(0o755)
         pytest.skip("running as root without setpriv: cannot drop write permission")
     # Where the package is installed (root's own Python, say) may be closed to nobody.
-    env = {**os.environ, "PYTHONPATH": str(_package_for_nobody())}
+    env = {**os.environ, "PYTHONPATH": str(package_for_other_users())}
     return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command], env
 
 
 @functools.cache
-def _package_for_nobody() -> Path:
+def package_for_other_users() -> Path:
     """A copy of the `auditbus` package under test, in a folder every user may read."""
-    import auditbus  # noqa: PLC0415 - only the processes run as nobody need it
+    import auditbus  # noqa: PLC0415 - only the processes run as another user need it
 
     folder = Path(tempfile.mkdtemp(prefix="auditbus-pkg-"))
     folder.chmod(0o755)

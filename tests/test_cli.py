@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_support import readable_folder, run_as_reader, wait_until, write_locked
+from audit_support import package_for_other_users, readable_folder, run_as_reader, wait_until, write_locked
 from auditbus import (
     SECURITY_EVENT_TYPES,
     AuditService,
@@ -751,7 +751,8 @@ def test_the_commands_own_rows_name_a_user_id_that_has_no_account_by_its_number(
         result = subprocess.run(
             [*command, sys.executable, "-m", "auditbus", "query", "--db", str(copy)],
             cwd=folder,
-            env=clean_env(HOME=str(folder)),
+            # Where the package is installed (root's own Python, say) may be closed to that user.
+            env=clean_env(HOME=str(folder), PYTHONPATH=str(package_for_other_users())),
             capture_output=True,
             text=True,
             timeout=120,
