@@ -679,6 +679,38 @@ def test_text_made_of_chained_pairs_is_redacted_in_time_linear_in_its_length() -
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
 
 
+# A literal cut off by the text's end right after an escape: the scan read past the end.
+@pytest.mark.parametrize("text", ['setPassword("abc\\', "define('DB_PASSWORD', 'abc\\", 'login("u", "abc\\'])
+def test_a_quoted_argument_cut_off_after_an_escape_is_masked(text: str) -> None:
+    out = redact({"code": text})["code"]
+    assert "abc" not in out, out
+    assert out.endswith(M), out
+
+
+# Shapes the code-argument, `.pgpass` and `net use` scans read, repeated over
+# megabytes: each must be read in time linear in its length (a run of
+# escapes before a quote once cost its length times the quotes after it).
+_LONG_SHAPES = """
+from auditbus import redact
+shapes = {
+    "escapes": "setPassword(" + "\\\\" * 1_000_000 + '"' + '"' * 1_000_000,
+    "pgpass": "a:1:b:c:" * 250_000,
+    "net use": "net use a /u:" * 160_000,
+}
+for name, text in shapes.items():
+    out = redact(text)
+    assert isinstance(out, str) and out, name
+print("ok")
+"""
+
+
+def test_long_runs_of_argument_pgpass_and_net_use_shapes_are_redacted_without_hanging() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LONG_SHAPES], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
 # Pasted from a web page or a chat (a no-break space), or spaced by a control
 # character: the credential after the scheme is still a credential.
 @pytest.mark.parametrize(

@@ -1084,6 +1084,8 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     // Whether the text holds a JSON Web Key's `kty` member; looked for only
     // once a one-letter member such as `"d"` is met.
     let mut jwk: Option<bool> = None;
+    // The end of the last `net use` line read: another `/user:` on it adds nothing.
+    let mut net_use_done = 0;
     while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
         // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
@@ -1100,7 +1102,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
-        if sep_char == b':' && sep_end == sep + 1 && port_field(b, sep_end) {
+        if sep_char == b':' && sep_end == sep + 1 && host_end(b, sep) && port_field(b, sep_end) {
             if let Some((start, end)) = pgpass_password(s, sep) {
                 spans.push((start, end));
                 at = end;
@@ -1115,9 +1117,9 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             && (key.eq_ignore_ascii_case("user") || key.eq_ignore_ascii_case("u"))
         {
             let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
-            if key_at > 0 && b[key_at - 1] == b'/' {
+            if key_at > 0 && b[key_at - 1] == b'/' && key_at >= net_use_done {
                 // `net use \\host\share pw /user:name`: the password has no key.
-                net_use_spans(s, key_at, spans);
+                net_use_done = net_use_spans(s, key_at, spans);
             }
         }
         if key == "arn" && sep_char == b':' && s[sep_end..].starts_with("aws") {
@@ -1253,13 +1255,12 @@ fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
         }
         i += field + 1;
     }
-    let end = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
-    let end = i + s[i..end].trim_end().len();
-    if end == i || b[i].is_ascii_whitespace() {
+    if b.get(i).is_none_or(u8::is_ascii_whitespace) {
         return None;
     }
-    // A host name has at most 253 bytes: the look back is bounded, so text
-    // made of `a:1` is scanned in linear time.
+    // A host name has at most 253 bytes: the look back is bounded. It comes
+    // before the look ahead to the line's end, which a match then skips, so
+    // text made of `a:1:b:c:` is scanned in linear time.
     let floor = sep.saturating_sub(HOST_MAX);
     let host_start = match b[floor..sep].iter().rposition(|c| c.is_ascii_whitespace()) {
         Some(i) => floor + i + 1,
@@ -1272,7 +1273,18 @@ fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
         && host.iter().any(|&c| c.is_ascii_alphabetic() || c == b'.')
         // An ISO time's `2024-05-01T12` is no host.
         && !(host.len() == 13 && host[10] == b'T' && host[..4].iter().all(u8::is_ascii_digit));
-    ((host == b"*" || name) && !source_file(&s[host_start..sep])).then_some((i, end))
+    if !(host == b"*" || name) || source_file(&s[host_start..sep]) {
+        return None;
+    }
+    let end = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
+    Some((i, i + s[i..end].trim_end().len()))
+}
+
+/// Whether the byte before the `:` at `sep` may end a `.pgpass` host (a
+/// name or `*`): one compare rules out a JSON key's `":`.
+#[inline(always)]
+fn host_end(b: &[u8], sep: usize) -> bool {
+    sep > 0 && matches!(b[sep - 1], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'.' | b'-' | b'_')
 }
 
 /// Whether a `.pgpass` port field (digits or `*`, then `:`) starts at
@@ -1306,8 +1318,9 @@ fn source_file(name: &str) -> bool {
 /// The passwords of a `net use` command line holding `/user:` at `user_at`
 /// (the `u`): every word after `net use` that is no device (`Z:`), share
 /// (`\\host\share`), switch (`/user:x`, `/persistent:no`) or prompt (`*`).
+/// Returns where the line read ends.
 #[inline(never)]
-fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
+fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) -> usize {
     let b = s.as_bytes();
     // Bounded both ways, so a text full of `/u:` is scanned in linear time.
     let mut floor = user_at.saturating_sub(NET_USE_REACH);
@@ -1320,8 +1333,7 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
     }
     let line_start = memchr::memrchr(b'\n', &b[floor..user_at]).map_or(floor, |i| floor + i + 1);
     let line_end = memchr::memchr(b'\n', &b[user_at..ceiling]).map_or(ceiling, |i| user_at + i);
-    let line = &s[line_start..line_end];
-    let Some(cmd) = line.to_ascii_lowercase().find("net use ") else { return };
+    let Some(cmd) = find_ascii_ci(&s[line_start..user_at], "net use ") else { return line_end };
     let mut at = line_start + cmd + "net use ".len();
     for word in s[at..line_end].split_ascii_whitespace() {
         let start = at + s[at..line_end].find(word).unwrap_or(0);
@@ -1333,6 +1345,7 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) {
         }
         spans.push(unquote(start, word));
     }
+    line_end
 }
 
 /// Words that say what happened to a secret, not what it is (`db.password changed`).
@@ -1584,6 +1597,9 @@ fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Ve
     }
 }
 
+/// Backslashes before a quoted argument's quote that [`quoted_arg`] reads.
+const MAX_QUOTE_ESCAPES: usize = 15;
+
 /// A quoted literal argument starting at `at` (after blanks): its content's
 /// span and where the text goes on after it and the blanks that follow,
 /// which must be `,` or `)`. Quotes escaped once or more (`(\"x\")`, code
@@ -1593,15 +1609,20 @@ fn quoted_arg(s: &str, at: usize) -> Option<(usize, usize, usize)> {
     let start = at + b.get(at..)?.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
     let slashes = b.get(start..)?.iter().take_while(|&&c| c == b'\\').count();
     let q = *b.get(start + slashes).filter(|&&c| c == b'"' || c == b'\'')?;
+    // Escaped a few times at most (code in JSON in text); more is no argument.
+    if slashes > MAX_QUOTE_ESCAPES {
+        return None;
+    }
     let open = start + slashes + 1;
     let mut i = open;
     let close = loop {
         match b.get(i) {
             None | Some(b'\n' | b'\r') => return Some((open, i, i)),
-            Some(&c) if c == q && (slashes == 0 || b[open..i].ends_with(&b"\\".repeat(slashes))) => {
+            Some(&c) if c == q && i - open >= slashes && b[i - slashes..i].iter().all(|&c| c == b'\\') => {
                 break i - slashes;
             }
-            Some(b'\\') if slashes == 0 => i += 2,
+            // An escape as the text's last byte ends the literal with the text.
+            Some(b'\\') if slashes == 0 => i = (i + 2).min(b.len()),
             Some(_) => i += 1,
         }
     };
