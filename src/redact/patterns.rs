@@ -708,8 +708,10 @@ fn layout_shapes(s: &str, wake: u16, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
         redis_auth_spans(s, spans);
     }
     if wake & (SQL | AUTH | TOKENS) != 0 {
-        // A CSV header naming a secret column holds a word that wakes one
-        // of these; a table has more than one line.
+        // Looked for only where a word woke one of these (`password`,
+        // `token`, `secret_`...): a header naming its secret column only
+        // `passwd`, `pwd` or `api_key` is missed, as the README says. A
+        // table has more than one line.
         if memchr::memchr(b'\n', s.as_bytes()).is_some() {
             csv_spans(s, key_info, spans);
         }
