@@ -688,14 +688,16 @@ def test_a_quoted_argument_cut_off_after_an_escape_is_masked(text: str) -> None:
 
 
 # Shapes the code-argument, `.pgpass` and `net use` scans read, repeated over
-# megabytes: each must be read in time linear in its length (a run of
-# escapes before a quote once cost its length times the quotes after it).
+# megabytes: each must be read in time linear in its length. Each took well
+# over the limit below when a run of escapes was compared at every later
+# quote, a port-shaped field read to its line's end, and every `/u:` read its
+# line again; each takes under a second now.
 _LONG_SHAPES = """
 from auditbus import redact
 shapes = {
-    "escapes": "setPassword(" + "\\\\" * 1_000_000 + '"' + '"' * 1_000_000,
-    "pgpass": "a:1:b:c:" * 250_000,
-    "net use": "net use a /u:" * 160_000,
+    "escapes": "setPassword(" + "\\\\" * 3_000_000 + '"' + '"' * 3_000_000,
+    "pgpass": "1:1:1:1:" * 1_000_000,
+    "net use": "net use a /u:" * 1_000_000,
 }
 for name, text in shapes.items():
     out = redact(text)
