@@ -1104,8 +1104,10 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             (c, _) => (c, sep + 1, c == b':'),
         };
         at = sep_end;
-        if sep_char == b':' && sep_end == sep + 1 && host_end(b, sep) && port_field(b, sep_end) {
-            if let Some((start, end)) = pgpass_password(s, sep) {
+        let port =
+            if sep_char == b':' && sep_end == sep + 1 && host_end(b, sep) { port_field(b, sep_end) } else { None };
+        if let Some(port) = port {
+            if let Some((start, end)) = pgpass_password(s, sep, port) {
                 spans.push((start, end));
                 at = end;
                 key_floor = at;
@@ -1235,21 +1237,16 @@ fn has_kty_member(s: &str) -> bool {
 }
 
 /// The password of a `.pgpass` line, `host:port:database:user:password`,
-/// whose first `:` is at `sep`: the host a name, an address or `*`, the
+/// whose first `:` is at `sep` and port field `port` bytes long (see
+/// [`port_field`]): the host a name, an address or `*`, the
 /// port digits or `*`, database and user one word each; the password runs
 /// to the line's end. Times (`12:30:01`), compiler messages (`main.c:12:5:
 /// error`) and `/etc/passwd` lines (`root:x:0:0:...`) have no such shape.
 #[inline(never)]
-fn pgpass_password(s: &str, sep: usize) -> Option<(usize, usize)> {
+fn pgpass_password(s: &str, sep: usize, port: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
-    // The fields after the host first: they rule out most texts at once
-    // (`db:5432/main`).
-    let mut i = sep + 1;
-    let port = if b.get(i) == Some(&b'*') { 1 } else { b[i..].iter().take_while(|c| c.is_ascii_digit()).count() };
-    if !(1..=5).contains(&port) || b.get(i + port) != Some(&b':') {
-        return None;
-    }
-    i += port + 1;
+    // The fields after the host first: they rule out most texts at once.
+    let mut i = sep + 1 + port + 1;
     for _ in 0..2 {
         let field = b[i..].iter().take_while(|&&c| !c.is_ascii_whitespace() && c != b':').count();
         if field == 0 || b.get(i + field) != Some(&b':') {
@@ -1289,10 +1286,11 @@ fn host_end(b: &[u8], sep: usize) -> bool {
     sep > 0 && matches!(b[sep - 1], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'.' | b'-' | b'_')
 }
 
-/// Whether a `.pgpass` port field (digits or `*`, then `:`) starts at
-/// `at`: checked at each `:` before the rest of the line is looked at.
+/// The length of the `.pgpass` port field (1 to 5 digits or `*`, then
+/// `:`) starting at `at`, if one does: checked at each `:` before the rest
+/// of the line is looked at (`db:5432/main` has none).
 #[inline(always)]
-fn port_field(b: &[u8], at: usize) -> bool {
+fn port_field(b: &[u8], at: usize) -> Option<usize> {
     let mut i = at;
     while i < b.len() && i < at + 5 && b[i].is_ascii_digit() {
         i += 1;
@@ -1300,7 +1298,7 @@ fn port_field(b: &[u8], at: usize) -> bool {
     if i == at && b.get(at) == Some(&b'*') {
         i += 1;
     }
-    i > at && b.get(i) == Some(&b':')
+    (i > at && b.get(i) == Some(&b':')).then_some(i - at)
 }
 
 /// Longest host looked back for before a `.pgpass` line's port.
@@ -1529,8 +1527,8 @@ fn redis_auth_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             None if floor == 0 => 0,
             None => continue,
         };
-        let Some(head) = s.get(line_start..at) else { continue };
-        let head = head.trim();
+        // Both ends are boundaries: a line's start and an ASCII match.
+        let head = s[line_start..at].trim();
         let command = if head.is_empty() {
             &s[at..at + 4] == "AUTH"
         } else {
@@ -1628,7 +1626,8 @@ fn quoted_arg(s: &str, at: usize) -> Option<(usize, usize, usize)> {
             Some(_) => i += 1,
         }
     };
-    let i = (i + 1).min(b.len());
+    // Past the closing quote, which is within the text.
+    let i = i + 1;
     let next = i + b[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
     matches!(b.get(next), Some(b',' | b')')).then_some((open, close, next))
 }
