@@ -1459,20 +1459,20 @@ fn csv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
 /// whose names are secret; `None` unless every field is a column name, one
 /// word each (`Enter user, password, host` is prose).
 fn csv_header(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(u8, usize, Vec<usize>)> {
-    let line = line.strip_suffix('\r').unwrap_or(line);
     let delim = *CSV_DELIMITERS.iter().find(|&&d| line.as_bytes().contains(&d))?;
     let fields = csv_fields(line, delim);
-    let names: Vec<&str> = fields.iter().map(|&(a, z)| line[a..z].trim_matches(|c| c == '"' || c == ' ')).collect();
-    let name_like = |n: &&str| {
+    let name = |&(a, z): &(usize, usize)| line[a..z].trim_matches(|c| c == '"' || c == ' ');
+    let name_like = |n: &str| {
         (1..=CSV_NAME_MAX).contains(&n.len())
             && n.starts_with(|c: char| c.is_ascii_alphabetic())
             && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
     };
-    if names.len() < 2 || !names.iter().all(name_like) {
+    if fields.len() < 2 || !fields.iter().map(name).all(name_like) {
         return None;
     }
-    let secret: Vec<usize> = names.iter().enumerate().filter(|(_, n)| key_info(n).secret).map(|(i, _)| i).collect();
-    (!secret.is_empty()).then_some((delim, names.len(), secret))
+    let secret: Vec<usize> =
+        fields.iter().map(name).enumerate().filter(|(_, n)| key_info(n).secret).map(|(i, _)| i).collect();
+    (!secret.is_empty()).then_some((delim, fields.len(), secret))
 }
 
 /// The fields of one CSV row (spans in `line`, a trailing `\r` left out);
