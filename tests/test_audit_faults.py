@@ -1274,7 +1274,7 @@ def test_reading_a_timestamp_with_no_file_descriptor_left_raises_an_error_naming
 # queued), says so, and waits for a signal; with `handler`, SIGTERM and SIGHUP
 # raise SystemExit, as a service's own handler would.
 _STOPPED_BY_SIGNAL = """
-import signal, sys
+import signal, sys, time
 from auditbus import AuditService, DomainEvent
 path, handler = sys.argv[1], sys.argv[2] == "handler"
 
@@ -1290,8 +1290,10 @@ for i in range(50):
     svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
 try:
     print("handed", flush=True)
+    # Short sleeps, not signal.pause(): a signal that lands between the check
+    # for pending signals and the pause() call would leave it waiting forever.
     while True:
-        signal.pause()
+        time.sleep(0.05)
 except KeyboardInterrupt:
     print("leaving", flush=True)
     raise
