@@ -297,6 +297,24 @@ def test_reordered_rows_are_found(trail: Path) -> None:
     assert report.first_bad_id == a["id"]
 
 
+def test_rows_renumbered_with_the_anchor_moved_alike_are_found(trail: Path) -> None:
+    """Ids are hashed with each row: every row moved one id up, anchor and sequence alike, is found though it links."""
+    first = ids(trail)[0]
+    # Two steps, so that no id is taken twice along the way.
+    execute(trail, "UPDATE audit_log SET id = -id")
+    execute(trail, "UPDATE audit_log SET id = 1 - id")
+    execute(trail, "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'audit_log'")
+    execute(
+        trail,
+        "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?)",
+        (str(first),),
+    )
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, first + 1)
+    assert "does not match its chain hash" in (report.reason or "")
+
+
 def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> None:
     legacy = legacy_audit()
     path = tmp_path / "mixed.db"
