@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -297,6 +298,24 @@ def test_reordered_rows_are_found(trail: Path) -> None:
     assert report.first_bad_id == a["id"]
 
 
+def test_rows_renumbered_with_the_anchor_moved_alike_are_found(trail: Path) -> None:
+    """Ids are hashed with each row: every row moved one id up, anchor and sequence alike, is found though it links."""
+    first = ids(trail)[0]
+    # Two steps, so that no id is taken twice along the way.
+    execute(trail, "UPDATE audit_log SET id = -id")
+    execute(trail, "UPDATE audit_log SET id = 1 - id")
+    execute(trail, "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'audit_log'")
+    execute(
+        trail,
+        "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('chain_anchor_id', ?)",
+        (str(first),),
+    )
+    with AuditService(trail, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, first + 1)
+    assert "does not match its chain hash" in (report.reason or "")
+
+
 def test_a_legacy_append_is_covered_by_the_next_chained_row(tmp_path: Path) -> None:
     legacy = legacy_audit()
     path = tmp_path / "mixed.db"
@@ -573,6 +592,40 @@ def test_a_kept_head_catches_a_trail_forged_wholesale(trail: Path, tmp_path: Pat
     assert not caught.ok
     assert caught.first_bad_id == kept.head_id
     assert f"not the {kept.head_hash} kept for it (the trail was rewritten)" in (caught.reason or "")
+
+
+def forged_hash(prev: str, row: dict[str, object]) -> str:
+    """A row's chain hash as a forger computes it: SHA-256 of the domain, `prev` and every column, framed."""
+    digest = hashlib.sha256(b"auditbus-chain-v1" + prev.encode())
+    digest.update(int(str(row["id"])).to_bytes(8, "little", signed=True))
+    for column in ROW_COLUMNS.split(", ")[1:-2]:
+        value = row[column.strip()]
+        if value is None:
+            digest.update(b"\0")
+        else:
+            data = str(value).encode()
+            digest.update(b"\1" + len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def test_a_row_edited_and_hashed_again_is_found_though_the_next_row_names_its_new_hash(trail: Path) -> None:
+    """Each hash covers the prev_hash it follows: relinking the next row to a forged hash breaks that row's own."""
+    with AuditService(trail, read_only=True) as svc:
+        kept = svc.verify()
+    rows = raw_rows(trail)
+    edited, after = rows[4], rows[5]
+    edited["details"] = '{"i": 99}'
+    forged = forged_hash(edited["prev_hash"], edited)
+    execute(
+        trail,
+        "UPDATE audit_log SET details = ?, chain_hash = ? WHERE id = ?",
+        (edited["details"], forged, edited["id"]),
+    )
+    execute(trail, "UPDATE audit_log SET prev_hash = ? WHERE id = ?", (forged, after["id"]))
+    with AuditService(trail, read_only=True) as svc:
+        caught = svc.verify(heads=[(kept.head_id, kept.head_hash)])
+    assert (caught.ok, caught.first_bad_id) == (False, after["id"])
+    assert "does not match its chain hash" in (caught.reason or "")
 
 
 def test_a_kept_head_that_was_cut_or_purged_fails_naming_it(trail: Path) -> None:

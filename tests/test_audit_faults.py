@@ -523,6 +523,66 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
         assert svc.verify().ok
 
 
+# A thread waits in flush() while the database is locked and the main thread
+# exits. An at-exit function registered before the service runs after the
+# service's own exit hook, and reports what that flush() did.
+_FLUSH_WAITING_AT_EXIT = """
+import atexit, sys, threading, time
+from auditbus import AuditService, DomainEvent
+answers = []
+def report():
+    waiter.join(timeout=60)
+    print("flush", *answers, flush=True)
+atexit.register(report)
+svc = AuditService(sys.argv[1], busy_timeout=0.05)
+svc.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(10):
+    svc.record_event(DomainEvent(event_type="step_completed", details={"i": i}))
+while svc.stats()["retries"] == 0:  # the writer holds the rows, retrying, and reads no message meanwhile
+    time.sleep(0.01)
+def wait():
+    try:
+        svc.flush()
+        answers.append("returned")
+    except Exception as exc:
+        answers.append(type(exc).__name__)
+waiter = threading.Thread(target=wait, daemon=True)
+waiter.start()
+while svc.stats()["queue_depth"] == 0:  # the flush is queued behind them
+    time.sleep(0.01)
+"""
+
+
+def test_a_flush_waiting_when_the_exit_gives_its_rows_up_raises_instead_of_returning(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FLUSH_WAITING_AT_EXIT, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
+        with write_locked(path):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert "gave up at interpreter exit" in err, err
+    # The rows it waited for were not written: a flush() that returned would say they were.
+    assert out.splitlines() == ["flush AuditError"], (out, err)
+    assert raw_rows(path, "event_type = 'step_completed'") == []
+
+
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 32 MiB tmpfs: a real filesystem that runs out of space (needs root and mount)."""
@@ -1274,7 +1334,7 @@ def test_reading_a_timestamp_with_no_file_descriptor_left_raises_an_error_naming
 # queued), says so, and waits for a signal; with `handler`, SIGTERM and SIGHUP
 # raise SystemExit, as a service's own handler would.
 _STOPPED_BY_SIGNAL = """
-import signal, sys
+import signal, sys, time
 from auditbus import AuditService, DomainEvent
 path, handler = sys.argv[1], sys.argv[2] == "handler"
 
@@ -1290,8 +1350,10 @@ for i in range(50):
     svc.record_event(DomainEvent(event_type="step_completed", plan_id=f"p{i}"))
 try:
     print("handed", flush=True)
+    # Short sleeps, not signal.pause(): a signal that lands between the check
+    # for pending signals and the pause() call would leave it waiting forever.
     while True:
-        signal.pause()
+        time.sleep(0.05)
 except KeyboardInterrupt:
     print("leaving", flush=True)
     raise

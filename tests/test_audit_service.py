@@ -1197,6 +1197,27 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
     ]
 
 
+def test_interpreter_exit_flushes_every_service_still_open(tmp_path: Path) -> None:
+    paths = [tmp_path / f"exit{n}.db" for n in range(3)]
+    script = textwrap.dedent(
+        f"""
+        import auditbus
+        services = [auditbus.AuditService(path) for path in {[str(p) for p in paths]!r}]
+        for i in range(2000):
+            for svc in services:
+                svc.record_event(auditbus.DomainEvent(event_type="step_started", details={{"i": i}}))
+        # none flushed or closed: the interpreter's exit must write them all
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    for path in paths:
+        assert len(raw_rows(path, "event_type = 'step_started'")) == 2000, path
+        # Closed by the exit itself, each, not left to a destructor the process may not wait for.
+        lifecycle = raw_rows(path, "event_type LIKE 'audit_%'")
+        assert [r["event_type"] for r in lifecycle] == ["audit_started", "audit_stopped"], path
+        assert json.loads(lifecycle[-1]["details"])["reason"] == "interpreter exit", path
+
+
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool
 # closes) ends with `os._exit()`, which skips `atexit`: a service the child
 # opened and did not close must still commit what it took. A function of a

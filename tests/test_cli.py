@@ -1583,6 +1583,16 @@ def test_purge_at_a_terminal_asks_and_no_keeps_every_row(aged_trail: Path) -> No
     assert count_rows(aged_trail) == 7
 
 
+@pytest.mark.parametrize("answer", [b"", b"   ", b"maybe", b"yess"], ids=["enter", "spaces", "other", "near-yes"])
+def test_purge_at_a_terminal_keeps_every_row_on_enter_or_any_answer_but_yes(aged_trail: Path, answer: bytes) -> None:
+    """[y/N]: no answer, or any answer but y/yes, is no."""
+    status, shown = _purge_at_terminal(aged_trail, answer)
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
+    assert status == 1
+    assert "nothing was deleted" in shown
+    assert count_rows(aged_trail) == 7
+
+
 def test_purge_at_a_terminal_asks_for_exactly_the_rows_it_deletes(tmp_path: Path) -> None:
     """A row whose time cannot be read stops the purge, so the question counts only the rows before it."""
     path = tmp_path / "aged.db"
