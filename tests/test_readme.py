@@ -44,7 +44,7 @@ def test_migration_snippet_stores_the_row_with_new_value_masked(
 # Emits, then stops itself with SIGTERM once the README's handler is installed
 # (argv[2] == "handled"): the events still queued must reach the trail.
 _TERMINATED = """
-import os, signal, sys
+import os, signal, sys, time
 from auditbus import AuditService, DomainEvent, ReactiveEventBus
 if sys.argv[2] == "handled":
     exec(sys.argv[3])
@@ -52,7 +52,10 @@ bus = ReactiveEventBus(audit=AuditService(sys.argv[1]))
 for i in range(5000):
     bus.emit(DomainEvent(event_type="step_completed", details={"i": i}))
 os.kill(os.getpid(), signal.SIGTERM)
-signal.pause()
+# Short sleeps, not signal.pause(): the signal may be handled by the writer
+# thread's C handler, and a flag set just before pause() would go unseen.
+while True:
+    time.sleep(0.05)
 """
 
 
