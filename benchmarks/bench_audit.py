@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import atexit
 import json
+import struct
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import auditbus
@@ -41,13 +43,33 @@ def check_durability(ours: auditbus.AuditService, old: Any) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "the legacy side is not the DELETE journal"
 
 
+# The writer checkpoints after a commit that leaves the WAL holding this many
+# frames or more (src/audit/writer.rs CHECKPOINT_FRAMES, SQLite's own default).
+CHECKPOINT_FRAMES = 1000
+
+
+def wal_frames(db_path: str | Path) -> int:
+    """Frames in the database's WAL (`mxFrame` of the wal-index header in the
+    `-shm` file: https://www.sqlite.org/walformat.html), as the writer's WAL
+    hook last saw them; read between commits, when no writer changes it."""
+    header = Path(f"{db_path}-shm").read_bytes()[:96]
+    # Two copies of the 48-byte header, in the machine's byte order; mxFrame at offset 16 of each.
+    copies = [struct.unpack_from("=I", header, at + 16)[0] for at in (0, 48)] if len(header) == 96 else []
+    if len(copies) != 2 or copies[0] != copies[1]:
+        raise RuntimeError(f"no settled wal-index header in {db_path}-shm")
+    return int(copies[0])
+
+
 def writer_settle(service: auditbus.AuditService) -> Callable[[], None]:
     """Untimed, after an auditbus sample: returns once the writer thread is idle.
 
     The writer checkpoints the WAL after it answers a commit, so a `flush()`
     can return while that checkpoint still runs and overlaps the next
     implementation's sample. One spare event handed over and flushed is
-    answered only after it: the writer takes messages in order.
+    answered only after it: the writer takes messages in order. The spare's
+    own commit can bring the WAL to the checkpoint threshold, so the next
+    checkpoint starts right after that answer: spares go on until a commit
+    leaves the WAL below it (the one after a checkpoint starts the WAL afresh).
     """
     spare = one_each(
         [
@@ -58,8 +80,12 @@ def writer_settle(service: auditbus.AuditService) -> Callable[[], None]:
     )
 
     def settle() -> None:
-        service.record_event(spare())
-        service.flush()
+        for _ in range(3):
+            service.record_event(spare())
+            service.flush()
+            if wal_frames(service.db_path) < CHECKPOINT_FRAMES:
+                return
+        raise RuntimeError(f"the WAL of {service.db_path} stays at the checkpoint threshold: checkpoints do not finish")
 
     return settle
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import auditbus
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
 from audit_references import bare_fsync  # noqa: E402 - after the path above
+from bench_audit import CHECKPOINT_FRAMES, details_1k, wal_frames, writer_settle  # noqa: E402
 
 
 def test_bare_fsync_writes_in_place_without_growing_its_file(tmp_path: Path) -> None:
@@ -34,3 +37,39 @@ def test_bare_fsync_wraps_at_the_end_of_its_file(tmp_path: Path) -> None:
         write()
     # Two payloads fit; the third starts again at the beginning.
     assert path.read_bytes() == b"abab\0"
+
+
+def test_wal_frames_counts_the_frames_of_the_wal_file(tmp_path: Path) -> None:
+    service = auditbus.AuditService(tmp_path / "audit.db")
+    for i in range(5):
+        service.record("plan_applied", plan_id=f"p{i}", details=details_1k(i))
+    service.flush()
+    frames = wal_frames(service.db_path)
+    # A new WAL, never restarted by a checkpoint, holds exactly its frames after a
+    # 32-byte header; each frame is a 24-byte header and a page (its size at offset 8).
+    wal = Path(f"{service.db_path}-wal").read_bytes()
+    service.close()
+    page_size = int.from_bytes(wal[8:12], "big")
+    assert frames == (len(wal) - 32) // (24 + page_size)
+    assert frames > 0
+
+
+def test_writer_settle_returns_with_no_checkpoint_left_to_run(tmp_path: Path) -> None:
+    # The writer checkpoints after answering the commit that reaches the
+    # threshold; a settle answered by that commit would leave the checkpoint
+    # to run in the next implementation's sample.
+    service = auditbus.AuditService(tmp_path / "audit.db")
+    settle = writer_settle(service)
+    payload = details_1k(7)
+    checkpoints, previous = 0, 0
+    for _ in range(200):
+        service.record("plan_applied", plan_id="p", user_identity="alice", details=payload)
+        settle()
+        frames = wal_frames(service.db_path)
+        assert frames < CHECKPOINT_FRAMES
+        checkpoints += frames < previous
+        previous = frames
+        if checkpoints == 3:
+            break
+    service.close()
+    assert checkpoints == 3  # the threshold was crossed, and settled, more than once
