@@ -2,8 +2,8 @@
 
 - `raw_insert`: the same rows inserted straight into the same schema (same
   indexes, same `synchronous`, the same checkpoint policy as the writer:
-  after the commit, not inside it, here untimed between samples) with
-  rusqlite, batched (or one row per
+  after the commit, not inside it, in the same timed call as the writer's
+  are) with rusqlite, batched (or one row per
   transaction: SQLite's own floor for a durable row), no queue, no chain:
   the `_BenchRawInsert` helper, compiled only into a benchmark build
   (`maturin develop --release --features bench`), so a shipped module carries
@@ -52,12 +52,10 @@ RARE_EVERY = 10_000  # the queried user owns every 10,000th row: 100 rows spread
 USER_INDEX = "CREATE INDEX IF NOT EXISTS ix_audit_log_user_identity ON audit_log(user_identity)"
 
 
-def raw_insert(
-    path: Path, rows: list[tuple[str, str | None, str | None, str]]
-) -> tuple[Callable[[], object], Callable[[], object]]:
-    """`(insert, checkpoint)`: `insert` writes `rows` (event_type, plan_id,
-    user_identity, details JSON) in one transaction; `checkpoint` is the
-    WAL checkpoint the writer runs after a commit, for the untimed `settle`."""
+def raw_insert(path: Path, rows: list[tuple[str, str | None, str | None, str]]) -> Callable[[], object]:
+    """Writes `rows` (event_type, plan_id, user_identity, details JSON) in one
+    transaction, then runs the WAL checkpoint the writer would run after that
+    commit, when one is due."""
     raw_class = getattr(auditbus._native, "_BenchRawInsert", None)
     if raw_class is None:
         raise RuntimeError(
@@ -66,7 +64,12 @@ def raw_insert(
         )
     raw = raw_class(str(path), rows, "full")
     batch = len(rows)
-    return (lambda: raw.insert(batch)), raw.checkpoint
+
+    def insert_then_checkpoint() -> None:
+        raw.insert(batch)
+        raw.checkpoint()
+
+    return insert_then_checkpoint
 
 
 # The bare reference's file: written out once, then overwritten in turn.

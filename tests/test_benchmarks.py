@@ -16,7 +16,14 @@ if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
 from audit_references import bare_fsync  # noqa: E402 - after the path above
-from bench_audit import CHECKPOINT_FRAMES, details_1k, wal_frames, writer_settle  # noqa: E402
+from bench_audit import (  # noqa: E402
+    CHECKPOINT_FRAMES,
+    checkpointed,
+    details_1k,
+    plan_events,
+    wal_frames,
+    writer_settle,
+)
 
 
 def test_bare_fsync_writes_in_place_without_growing_its_file(tmp_path: Path) -> None:
@@ -73,3 +80,25 @@ def test_writer_settle_returns_with_no_checkpoint_left_to_run(tmp_path: Path) ->
             break
     service.close()
     assert checkpoints == 3  # the threshold was crossed, and settled, more than once
+
+
+def test_checkpointed_waits_only_for_a_checkpoint_that_is_due(tmp_path: Path) -> None:
+    # In a timed call: the writer's checkpoint is part of a sustained rate, and
+    # a spare commit when none is due would be a cost auditbus does not have.
+    service = auditbus.AuditService(tmp_path / "audit.db")
+    wait = checkpointed(service)
+    bursts = iter(plan_events(range(k * 500, (k + 1) * 500), details_1k(7)) for k in range(12))
+    waited = 0
+    for burst in bursts:
+        for event in burst:
+            service.record_event(event)
+        service.flush()
+        due = wal_frames(service.db_path) >= CHECKPOINT_FRAMES
+        written = service.stats()["written"]
+        wait()
+        assert wal_frames(service.db_path) < CHECKPOINT_FRAMES
+        # A spare row is written only to wait for a checkpoint.
+        assert (service.stats()["written"] > written) == due
+        waited += due
+    service.close()
+    assert waited >= 2
