@@ -24,6 +24,8 @@ from bench_audit import (  # noqa: E402
     wal_frames,
     writer_settle,
 )
+from bench_bus import DUST_RIVEN_PARITY  # noqa: E402
+from harness import Case, Result, table  # noqa: E402
 
 
 def test_bare_fsync_writes_in_place_without_growing_its_file(tmp_path: Path) -> None:
@@ -102,3 +104,14 @@ def test_checkpointed_waits_only_for_a_checkpoint_that_is_due(tmp_path: Path) ->
         waited += due
     service.close()
     assert waited >= 2
+
+
+def verdict(subject: float, peer: float, promised: float) -> str:
+    case = Case("emit", "auditbus", {"auditbus": object, "peer": object}, targets={"peer": promised})
+    return table([Result(case, {"auditbus": subject, "peer": peer})]).splitlines()[-1]
+
+
+def test_parity_with_dust_riven_fails_past_1_2_times_its_time() -> None:
+    # Issue: auditbus "no slower than 1.2x" dust-riven's Signal.emit.
+    assert verdict(1.201e-7, 1.0e-7, DUST_RIVEN_PARITY).endswith("| >= 0.833x ❌ |")
+    assert verdict(1.19e-7, 1.0e-7, DUST_RIVEN_PARITY).endswith("| >= 0.833x ✅ |")
