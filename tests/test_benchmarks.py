@@ -115,3 +115,11 @@ def test_parity_with_dust_riven_fails_past_1_2_times_its_time() -> None:
     # Issue: auditbus "no slower than 1.2x" dust-riven's Signal.emit.
     assert verdict(1.201e-7, 1.0e-7, DUST_RIVEN_PARITY).endswith("| >= 0.833x ❌ |")
     assert verdict(1.19e-7, 1.0e-7, DUST_RIVEN_PARITY).endswith("| >= 0.833x ✅ |")
+
+
+def test_the_header_names_the_extension_s_abi() -> None:
+    from run import build_kind  # noqa: PLC0415 - run.py is the runner; its helpers are tested here
+
+    assert build_kind("/site/auditbus/_native.abi3.so") == "abi3 (stable ABI)"
+    name = "_native.cpython-311-x86_64-linux-gnu.so"
+    assert build_kind(f"/site/auditbus/{name}") == f"for this Python only ({name})"
