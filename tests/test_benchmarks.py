@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import auditbus
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
@@ -25,7 +26,7 @@ from bench_audit import (  # noqa: E402
     writer_settle,
 )
 from bench_bus import DUST_RIVEN_PARITY  # noqa: E402
-from harness import Case, Result, table  # noqa: E402
+from harness import Case, Result, one_each, table  # noqa: E402
 
 
 def test_bare_fsync_writes_in_place_without_growing_its_file(tmp_path: Path) -> None:
@@ -123,3 +124,10 @@ def test_the_header_names_the_extension_s_abi() -> None:
     assert build_kind("/site/auditbus/_native.abi3.so") == "abi3 (stable ABI)"
     name = "_native.cpython-311-x86_64-linux-gnu.so"
     assert build_kind(f"/site/auditbus/{name}") == f"for this Python only ({name})"
+
+
+def test_one_each_hands_out_each_item_once_in_order_then_refuses() -> None:
+    take = one_each(["a", "b", "c"], "letters")
+    assert [take(), take(), take()] == ["a", "b", "c"]
+    with pytest.raises(RuntimeError, match="the 3 distinct letters are used up"):
+        take()
