@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import atexit
 import json
+import struct
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import auditbus
@@ -41,25 +43,78 @@ def check_durability(ours: auditbus.AuditService, old: Any) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "the legacy side is not the DELETE journal"
 
 
+# The writer checkpoints after a commit that leaves the WAL holding this many
+# frames or more (src/audit/writer.rs CHECKPOINT_FRAMES, SQLite's own default).
+CHECKPOINT_FRAMES = 1000
+
+
+def wal_frames(db_path: str | Path) -> int:
+    """Frames in the database's WAL (`mxFrame` of the wal-index header in the
+    `-shm` file: https://www.sqlite.org/walformat.html), as the writer's WAL
+    hook last saw them; read between commits, when no writer changes it."""
+    header = Path(f"{db_path}-shm").read_bytes()[:96]
+    # Two copies of the 48-byte header, in the machine's byte order; mxFrame at offset 16 of each.
+    copies = [struct.unpack_from("=I", header, at + 16)[0] for at in (0, 48)] if len(header) == 96 else []
+    if len(copies) != 2 or copies[0] != copies[1]:
+        raise RuntimeError(f"no settled wal-index header in {db_path}-shm")
+    return int(copies[0])
+
+
+def _spare_hand_over(service: auditbus.AuditService) -> Callable[[], None]:
+    """Hands the writer one spare (empty, distinct) event and flushes: answered
+    after everything before it, a checkpoint it started included, since the
+    writer takes messages in order."""
+    spare = one_each(
+        [
+            auditbus.DomainEvent(event_type=auditbus.EventType.PLAN_APPLIED, plan_id=f"spare-{i}", details={})
+            for i in range(256)
+        ],
+        "spare events",
+    )
+
+    def hand_over() -> None:
+        service.record_event(spare())
+        service.flush()
+
+    return hand_over
+
+
+def _checkpoint_wait(service: auditbus.AuditService, hand_over: Callable[[], None]) -> None:
+    """Returns once no checkpoint is due: while the last commit left the WAL at
+    the threshold, the writer checkpoints after answering it, so a spare is
+    handed over to be answered after that (its commit starts the WAL afresh)."""
+    for _ in range(3):
+        if wal_frames(service.db_path) < CHECKPOINT_FRAMES:
+            return
+        hand_over()
+    raise RuntimeError(f"the WAL of {service.db_path} stays at the checkpoint threshold: checkpoints do not finish")
+
+
+def checkpointed(service: auditbus.AuditService) -> Callable[[], None]:
+    """Inside a timed call, after `flush()`: returns once the checkpoint the
+    writer runs after its last commit, when one is due, is done; the cost of
+    writing the rows into the database file, which a sustained rate pays
+    (the legacy's journal writes them there inside each commit). No spare
+    is handed over when no checkpoint is due."""
+    hand_over = _spare_hand_over(service)
+    return lambda: _checkpoint_wait(service, hand_over)
+
+
 def writer_settle(service: auditbus.AuditService) -> Callable[[], None]:
     """Untimed, after an auditbus sample: returns once the writer thread is idle.
 
     The writer checkpoints the WAL after it answers a commit, so a `flush()`
     can return while that checkpoint still runs and overlaps the next
     implementation's sample. One spare event handed over and flushed is
-    answered only after it: the writer takes messages in order.
+    answered only after it. The spare's own commit can bring the WAL to the
+    checkpoint threshold, so the next checkpoint starts right after that
+    answer: spares go on until a commit leaves the WAL below it.
     """
-    spare = one_each(
-        [
-            auditbus.DomainEvent(event_type=auditbus.EventType.PLAN_APPLIED, plan_id=f"settle-{i}", details={})
-            for i in range(256)
-        ],
-        "settling events",
-    )
+    hand_over = _spare_hand_over(service)
 
     def settle() -> None:
-        service.record_event(spare())
-        service.flush()
+        hand_over()
+        _checkpoint_wait(service, hand_over)
 
     return settle
 
@@ -100,7 +155,13 @@ def cases() -> list[Case]:
     old = legacy.AuditService(folder / "legacy.db")
     check_durability(ours, old)
     payload = details_1k(7)
-    caller_number, caller_rounds = 4000, 5
+    # The writer gathers a burst for up to 20 ms before it commits it (see
+    # src/audit/writer.rs MAX_GATHER): a sample of 4,000 events (about 12 ms)
+    # ends before any commit starts, and times an idle writer. 32,000 events
+    # last several of those windows, so the writer commits during the sample,
+    # beside the emitting thread, as it does for a service that keeps emitting.
+    caller_number, caller_rounds = 32_000, 5
+    legacy_caller_number = 4000
     # Distinct events (an event sent twice is a duplicate the writer skips, not
     # a row) carrying the same details, as every legacy call below records
     # `payload`: one for each call of the warm-up and the timed rounds.
@@ -115,46 +176,60 @@ def cases() -> list[Case]:
     def ours_record() -> None:
         ours.record("plan_applied", plan_id="plan-7", user_identity="alice", details=payload)
 
-    burst = 2000
+    burst, sustained_rounds = 2000, 5
+    # Two bursts a sample for auditbus and the raw reference: a burst's rows
+    # fill about 800 WAL frames, so each sample passes the checkpoint
+    # threshold (1,000) once and pays one checkpoint, as a long run does.
+    bursts_per_sample = 2
     # Fresh events for every burst: an event sent twice is a duplicate the writer skips, not a row.
-    bursts = iter([plan_events(range(k * burst, (k + 1) * burst), payload) for k in range(8)])
+    bursts = iter(
+        [
+            plan_events(range(k * burst, (k + 1) * burst), payload)
+            for k in range((1 + sustained_rounds) * bursts_per_sample)
+        ]
+    )
+    ours_checkpointed = checkpointed(ours)
 
     def sustained() -> None:
         for event in next(bursts):
             ours.record_event(event)
         ours.flush()
+        ours_checkpointed()
 
     def legacy_sustained() -> None:
         for _ in range(burst):
             legacy_record()
 
-    redacted = ours.record("plan_applied", details=payload).details  # what auditbus stores for these rows
+    # The details text auditbus stores for these rows, byte for byte (compact
+    # JSON: Python's default separators would make the raw rows 6% larger).
+    redacted = ours.record("plan_applied", details=payload).stored_details
+    assert redacted is not None
     raw = raw_insert(
         folder / "raw.db",
-        [("plan_applied", f"plan-{i}", ("alice", "bob", "carol")[i % 3], json.dumps(redacted)) for i in range(burst)],
+        [("plan_applied", f"plan-{i}", ("alice", "bob", "carol")[i % 3], redacted) for i in range(burst)],
     )
     # SQLite's own floor for one durable row: a one-row transaction into the same schema.
-    raw_one = raw_insert(folder / "raw-one.db", [("plan_applied", "plan-7", "alice", json.dumps(redacted))])
+    raw_one = raw_insert(folder / "raw-one.db", [("plan_applied", "plan-7", "alice", redacted)])
     sustained_impls: dict[str, Callable[[], object]] = {
         "auditbus record_event()+flush()": sustained,
         "legacy record()": legacy_sustained,
     }
     raw_name = f"raw rusqlite insert, {burst} rows per transaction"
-    # Each side's deferred work (the writer's or the raw reference's WAL
-    # checkpoint) runs untimed after its own sample, never in another's.
+    sustained_impls[raw_name] = raw
+    # The checkpoints each side makes due run in its own timed calls (the
+    # writer's and the raw reference's alike); what the writer still has to
+    # do after an auditbus sample runs untimed, never in another's sample.
     settle: dict[str, Callable[[], object]] = {
         "auditbus record_event()+flush()": writer_settle(ours),
         "auditbus record()": writer_settle(ours),
     }
-    sustained_impls[raw_name], settle[raw_name] = raw
 
     durable_impls: dict[str, Callable[[], object]] = {
         "auditbus record()": ours_record,
         "legacy record()": legacy_record,
         "bare write+fsync of 1 KB": bare_fsync(folder / "bare.log", json.dumps(payload).encode()),
     }
-    raw_one_name = "raw rusqlite insert, 1 row per transaction"
-    durable_impls[raw_one_name], settle[raw_one_name] = raw_one
+    durable_impls["raw rusqlite insert, 1 row per transaction"] = raw_one
 
     return [
         Case(
@@ -162,11 +237,12 @@ def cases() -> list[Case]:
             "auditbus record_event()",
             {"auditbus record_event()": emit, "legacy record()": legacy_record},
             targets={"legacy record()": 300},
-            number=caller_number,
+            number=legacy_caller_number,
+            numbers={"auditbus record_event()": caller_number},
             rounds=caller_rounds,
-            # The rows queued in a sample are committed (and checkpointed)
-            # before the legacy's sample starts, so the writer never shares
-            # the CPU or the disk with it.
+            # The rows still queued when a sample ends are committed (and
+            # checkpointed) before the legacy's sample starts, so the writer
+            # never shares the CPU or the disk with it.
             settle={"auditbus record_event()": writer_settle(ours)},
         ),
         Case(
@@ -176,7 +252,8 @@ def cases() -> list[Case]:
             ops_per_call=burst,
             targets={"legacy record()": 30, raw_name: 0.7},
             number=1,
-            rounds=5,
+            numbers={"auditbus record_event()+flush()": bursts_per_sample, raw_name: bursts_per_sample},
+            rounds=sustained_rounds,
             settle=settle,
         ),
         Case(

@@ -13,8 +13,9 @@ are made, never are. The published table is a run without it.
 Refuses to run, rather than print a table with rows missing or figures that
 mean nothing, when auditbus is not a release build with the `bench` feature
 (`maturin develop --release --features bench`) or a peer is not installed.
-The header names the build, the versions of every peer and baseline library,
-and the machine's load when the run started.
+The header names the build (its profile, its ABI and the commit it was run
+from), the versions of every peer and baseline library, and the machine's
+load when the run started.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import importlib.metadata
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,6 +57,31 @@ def _preflight() -> list[str]:
     return problems
 
 
+def build_kind(extension: str) -> str:
+    """Which ABI the extension file was built for, from its name: abi3 reaches
+    Python objects through calls, and is slower (BENCHMARKS.md, "abi3")."""
+    name = Path(extension).name
+    return "abi3 (stable ABI)" if ".abi3." in name else f"for this Python only ({name})"
+
+
+def _source() -> str:
+    """The checkout's commit, with `+changes` when files differ from it."""
+    here = str(Path(__file__).parent)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "source: not a git checkout"
+    return f"source: commit {commit}" + (" +changes" if changed else "")
+
+
 def _header() -> str:
     import auditbus  # noqa: PLC0415
 
@@ -64,8 +91,8 @@ def _header() -> str:
     return (
         f"Python {platform.python_version()} on {platform.machine()}, {platform.system()}, "
         f"{os.cpu_count()} CPUs, load average {load} at the start\n"
-        f"auditbus {raw.profile} build with `bench`, bundled SQLite {raw.sqlite_version}; "
-        f"the legacy side's sqlite3 module uses SQLite {sqlite3.sqlite_version}\n"
+        f"auditbus {raw.profile} build with `bench`, {build_kind(auditbus._native.__file__)}, {_source()}; "
+        f"bundled SQLite {raw.sqlite_version}; the legacy side's sqlite3 module uses SQLite {sqlite3.sqlite_version}\n"
         f"{versions}"
     )
 
