@@ -231,6 +231,19 @@ REAL_WORLD = [
         ["Zoho-oauthtoken", "host: h"],
     ),
     Case(
+        "Authorization: a scheme with a digit (Fly.io's FlyV1)",
+        {"h": "Authorization: FlyV1 fm2_lJPECAAAAAAAAMT1xQ/Fl1y+Ab2Cd3==,fm2_lJPEFl2y/Ef4Gh5== done"},
+        ["fm2_lJPECAAAAAAAAMT1xQ/Fl1y+Ab2Cd3==", "fm2_lJPEFl2y/Ef4Gh5=="],
+        ["Authorization: ", " done"],
+    ),
+    Case(
+        "Authorization: a signing scheme with digits (Tencent Cloud)",
+        {"h": "Authorization: TC3-HMAC-SHA256 Credential=AKIDTc3Ab/2024-01-01/cvm/tc3_request, "
+         "SignedHeaders=content-type;host, Signature=0a1b2c3dTc3sig"},
+        ["AKIDTc3Ab", "0a1b2c3dTc3sig"],
+        ["Authorization: "],
+    ),
+    Case(
         "Authorization: Digest parameters",
         {
             "h": 'Authorization: Digest username="bob", realm="api", nonce="n1", uri="/", '

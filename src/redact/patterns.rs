@@ -1215,12 +1215,28 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
+        let mut v_end = v_end;
         if !keep_value(value) {
+            if auth_header {
+                // A first word with a digit is no scheme the rules know
+                // (`FlyV1 fm2_...`, `TC3-HMAC-SHA256 Credential=...`): it may be
+                // the credential or a scheme before it, so both go.
+                v_end = header_rest_end(s, v_end).unwrap_or(v_end);
+            }
             spans.push((v_start, v_end));
         }
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// The end of what follows an authorization header's first word ending at
+/// `v_end` on its line, if anything does.
+fn header_rest_end(s: &str, v_end: usize) -> Option<usize> {
+    let rest = &s[v_end..];
+    let after = trim_blanks_start(rest);
+    (after.len() < rest.len() && after.starts_with(|c: char| !c.is_whitespace()))
+        .then(|| auth_params_end(s, s.len() - after.len()))
 }
 
 /// Whether `s` holds a `kty` key (`"kty": "RSA"`, `\"kty\":`, `kty: EC`):
