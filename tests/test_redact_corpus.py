@@ -230,6 +230,27 @@ REAL_WORLD = [
         ["1000.Zo1abc.def2"],
         ["Zoho-oauthtoken", "host: h"],
     ),
+    # Key files in PEM-like armour that are no `PRIVATE KEY` block.
+    Case(
+        "OpenVPN static key (tls-auth)",
+        {"conf": "# ta.key\n-----BEGIN OpenVPN Static key V1-----\n0a1b2c3dOv1static\n"
+         "-----END OpenVPN Static key V1-----\nkey-direction 1"},
+        ["0a1b2c3dOv1static"],
+        ["-----BEGIN OpenVPN Static key V1-----", "key-direction 1"],
+    ),
+    Case(
+        "OpenVPN tls-crypt-v2 client key",
+        {"conf": "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nOv2tlsCryptKey+a/b==\n"
+         "-----END OpenVPN tls-crypt-v2 client key-----"},
+        ["Ov2tlsCryptKey+a/b=="],
+    ),
+    Case(
+        "SSH2 (ssh.com) private key file",
+        {"file": '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key-20240101"\n'
+         "P2/56wAAAi1Ssh2Body+x/y==\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\nnext line"},
+        ["P2/56wAAAi1Ssh2Body+x/y=="],
+        ["---- END SSH2 ENCRYPTED PRIVATE KEY ----", "next line"],
+    ),
     Case(
         "Authorization: a scheme with a digit (Fly.io's FlyV1)",
         {"h": "Authorization: FlyV1 fm2_lJPECAAAAAAAAMT1xQ/Fl1y+Ab2Cd3==,fm2_lJPEFl2y/Ef4Gh5== done"},
@@ -593,6 +614,8 @@ LOOKALIKES = [
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "---- BEGIN SSH2 PUBLIC KEY ----\nComment: bob\nAAAAB3NzaC1yc2E\n---- END SSH2 PUBLIC KEY ----",
+    "---- begin ssh2 session ---- rotated --force",
     "clave_producto=A1 parola=ciao palavra=oi wort=hallo code=42",
     "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
     "dial app@tcp(db:3306)/app at 12:30:01 (user@unix(/run/sock))",

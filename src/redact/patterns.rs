@@ -41,6 +41,8 @@ const REDIS: u16 = 1 << 15;
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
 const HINTS: &[(&str, u16)] = &[
     ("-----begin", PEM),
+    // Its `--` pair is the flags' one: no bit of its own.
+    ("---- begin ssh2", PEM),
     ("putty-user-key-file", PEM),
     ("//", URL),
     ("bearer", AUTH),
@@ -198,7 +200,12 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
     Some(Shapes {
         pairs: HintPairs::new(HINTS.iter().map(|(h, _)| *h)),
         hints,
-        pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
+        // OpenVPN's static and tls-crypt keys are shared secrets; SSH2 is the
+        // ssh.com (Tectia, PuTTYgen export) private key file.
+        pem_begin: Regex::new(
+            r"-----BEGIN(?:[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?| OpenVPN [A-Za-z0-9 \-]{0,40})-----|---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----",
+        )
+        .ok()?,
         // Any horizontal space between the scheme and the credential: a
         // no-break space pasted from a page, a control or invisible character;
         // or one line break (a wrapped log line, a folded HTTP header, a
@@ -905,8 +912,9 @@ fn pem_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     while let Some(m) = sh.pem_begin.find_at(s, from) {
         let body_start = m.end();
-        let (body_end, next) = match s[body_start..].find("-----END") {
-            Some(i) => (body_start + i, body_start + i + 8),
+        let end_line = if m.as_str().starts_with("---- ") { "---- END" } else { "-----END" };
+        let (body_end, next) = match s[body_start..].find(end_line) {
+            Some(i) => (body_start + i, body_start + i + end_line.len()),
             None => (s.len(), s.len()),
         };
         push_trimmed(s, body_start, body_end, spans);
