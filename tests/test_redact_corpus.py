@@ -230,6 +230,30 @@ REAL_WORLD = [
         ["1000.Zo1abc.def2"],
         ["Zoho-oauthtoken", "host: h"],
     ),
+    # Webhook URLs whose path or key is the credential: the host stays.
+    *(
+        Case(f"webhook {url[8:30]}", {"log": f"POST {url} 200"}, [secret], ["POST https://", " 200"])
+        for url, secret in [
+            ("https://hooks.zapier.com/hooks/catch/1234567/Zp1abcd/", "Zp1abcd"),
+            ("https://chat.example.com/hooks/mm1xq3k8w5b7n2p4r6t9y0z1ab", "mm1xq3k8w5b7n2p4r6t9y0z1ab"),
+            (
+                "https://rocket.example.com/hooks/Rc1AbCdEfGhIjKlMnO/Rc2TokAbCdEfGhIjKlMnOpQrStUvWx",
+                "Rc2TokAbCdEfGhIjKlMnOpQrStUvWx",
+            ),
+            (
+                "https://open.feishu.cn/open-apis/bot/v2/hook/0a1b2c3d-Fs1a-4e5f-8a9b-0c1d2e3f4a5b",
+                "0a1b2c3d-Fs1a-4e5f-8a9b-0c1d2e3f4a5b",
+            ),
+            (
+                "https://open.larksuite.com/open-apis/bot/v2/hook/Lk1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+                "Lk1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+            ),
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=Wc1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+                "Wc1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+            ),
+        ]
+    ),
     # Key files in PEM-like armour that are no `PRIVATE KEY` block.
     Case(
         "OpenVPN static key (tls-auth)",
@@ -614,6 +638,8 @@ LOOKALIKES = [
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "GET https://api.github.com/repos/o/r/hooks/123456789 and https://git.example.com/hooks/pre-receive 200",
+    "see https://example.com/docs/webhooks/setup-guide-for-teams and /hooks/catch",
     "---- BEGIN SSH2 PUBLIC KEY ----\nComment: bob\nAAAAB3NzaC1yc2E\n---- END SSH2 PUBLIC KEY ----",
     "---- begin ssh2 session ---- rotated --force",
     "clave_producto=A1 parola=ciao palavra=oi wort=hallo code=42",

@@ -182,7 +182,7 @@ struct Shapes {
     base64_json: Regex,
     tokens: Regex,
     hook: Regex,
-    /// Finds `webhook` (see [`scan_shapes`]), built once.
+    /// Finds `hook` (see [`scan_shapes`]), built once.
     webhooks: Finder<'static>,
     flag: Regex,
     netrc: Regex,
@@ -316,10 +316,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         hook: Regex::new(concat!(
             r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})",
             r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})",
-            r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#
+            r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#,
+            // Zapier's catch hook, a Mattermost hook's 26-character id, a
+            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot key.
+            r"|hooks\.zapier\.com/hooks/(?:catch|standard)/[0-9]+/(?P<zap>[A-Za-z0-9\-]{6,})",
+            r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
+            r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
+            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})"
         ))
         .ok()?,
-        webhooks: Finder::new(b"webhook"),
+        webhooks: Finder::new(b"hook"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -638,13 +644,13 @@ fn scan_shapes(
     if wake & CARD != 0 {
         super::cards::spans(s, spans);
     }
-    // Discord and Teams webhooks have no hint of their own (`webhook` would
+    // Webhooks other than Slack's have no hint of their own (`hook` would
     // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
-            push_group(&c, "path", spans);
-            push_group(&c, "token", spans);
-            push_group(&c, "teams", spans);
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom"] {
+                push_group(&c, group, spans);
+            }
         }
     }
     if wake & KV != 0 {
