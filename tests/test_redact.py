@@ -259,6 +259,9 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "id_rsa",
         "redis.requirepass",  # Redis's own setting names
         "masterauth",
+        "AZURE_DEVOPS_EXT_PAT",  # a personal access token
+        "GITHUB_PAT",
+        "gitlabPat",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -322,6 +325,10 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("email_verified", "yes"),
         ("key", "llm.temperature"),
         ("spinner", "dots"),
+        ("pat", "Pat Smith"),
+        ("pat_id", 7),
+        ("exclude_pat", "*.tmp"),
+        ("file_pat", "*.log"),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:

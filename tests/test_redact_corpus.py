@@ -230,6 +230,12 @@ REAL_WORLD = [
         ["1000.Zo1abc.def2"],
         ["Zoho-oauthtoken", "host: h"],
     ),
+    Case(
+        "Azure DevOps PAT in an environment line",
+        {"env": "export AZURE_DEVOPS_EXT_PAT=az1pqrstuvwxyz234567abcdefghijklmnopqrstuvwxyzabcd; az devops login"},
+        ["az1pqrstuvwxyz234567abcdefghijklmnopqrstuvwxyzabcd"],
+        ["az devops login"],
+    ),
     # Webhook URLs whose path or key is the credential: the host stays.
     *(
         Case(f"webhook {url[8:30]}", {"log": f"POST {url} 200"}, [secret], ["POST https://", " 200"])

@@ -148,8 +148,10 @@ pub const TOKEN_TERMS: &[&str] = &[
 
 /// `key`/`keys` are secret only as the last of at least two tokens
 /// (`api_key`, `x-api-key`, `ssh_keys`), never `key_id` or a bare `key`,
-/// which is the name field of a `config_changed` record.
-pub const LAST_TOKEN_TERMS: &[&str] = &["key", "keys"];
+/// which is the name field of a `config_changed` record. So is `pat`, a
+/// personal access token (`AZURE_DEVOPS_EXT_PAT`, `GITHUB_PAT`), never
+/// `pat_id` or a bare `pat` (a person's name).
+pub const LAST_TOKEN_TERMS: &[&str] = &["key", "keys", "pat"];
 
 /// Framework, header and cookie names (compact form) that the rules above miss.
 pub const EXACT_NAMES: &[&str] = &[
@@ -223,6 +225,15 @@ pub const SAFE_NAMES: &[&str] = &[
     "tokenexpiresin",
     "tokenexpiry",
     "tokenttl",
+    // `pat` for "pattern", not a personal access token.
+    "globpat",
+    "regexpat",
+    "searchpat",
+    "matchpat",
+    "filepat",
+    "namepat",
+    "includepat",
+    "excludepat",
     // Key metadata and public keys.
     "keyid",
     "keyname",
