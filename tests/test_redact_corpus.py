@@ -151,6 +151,10 @@ _CERT_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END C
 _PLAIN_B64 = base64.b64encode(json.dumps({"user_id": 42, "theme": "dark"}, indent=2).encode()).decode()
 
 
+# base64 of `{"k":"<secret>","n":"admin","id":1}`.
+_GRAFANA_KEY = "eyJrIjoiR2ExT0tTcG1pUlY2RnVKZTFVaDFsNFZXdE9ZWmNrMkZYbk4iLCJuIjoiYWRtaW4iLCJpZCI6MX0="
+
+
 class Creds(NamedTuple):
     user: str
     password: str
@@ -229,6 +233,12 @@ REAL_WORLD = [
         {"h": "authorization: Zoho-oauthtoken 1000.Zo1abc.def2\nhost: h"},
         ["1000.Zo1abc.def2"],
         ["Zoho-oauthtoken", "host: h"],
+    ),
+    Case(
+        "Grafana API key",
+        {"log": f"grafana: using {_GRAFANA_KEY} for /api"},
+        [_GRAFANA_KEY],
+        ["grafana: using ", " for /api"],
     ),
     Case(
         "Azure DevOps PAT in an environment line",

@@ -222,8 +222,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
         // digit too: `token%3DeyJ…` (URL-encoded) has no word start before it.
+        // A Grafana API key is base64 of `{"k":"<secret>","n":…}`.
         jwt: Regex::new(
-            r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}",
+            r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}|eyJrIjoi[A-Za-z0-9+/]{40,}={0,2}",
         )
         .ok()?,
         // `{"` in base64 is `eyJ`, `{\n ` (pretty-printed, a service-account
