@@ -273,21 +273,27 @@ REAL_WORLD = [
     # Key files in PEM-like armour that are no `PRIVATE KEY` block.
     Case(
         "OpenVPN static key (tls-auth)",
-        {"conf": "# ta.key\n-----BEGIN OpenVPN Static key V1-----\n0a1b2c3dOv1static\n"
-         "-----END OpenVPN Static key V1-----\nkey-direction 1"},
+        {
+            "conf": "# ta.key\n-----BEGIN OpenVPN Static key V1-----\n0a1b2c3dOv1static\n"
+            "-----END OpenVPN Static key V1-----\nkey-direction 1"
+        },
         ["0a1b2c3dOv1static"],
         ["-----BEGIN OpenVPN Static key V1-----", "key-direction 1"],
     ),
     Case(
         "OpenVPN tls-crypt-v2 client key",
-        {"conf": "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nOv2tlsCryptKey+a/b==\n"
-         "-----END OpenVPN tls-crypt-v2 client key-----"},
+        {
+            "conf": "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nOv2tlsCryptKey+a/b==\n"
+            "-----END OpenVPN tls-crypt-v2 client key-----"
+        },
         ["Ov2tlsCryptKey+a/b=="],
     ),
     Case(
         "SSH2 (ssh.com) private key file",
-        {"file": '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key-20240101"\n'
-         "P2/56wAAAi1Ssh2Body+x/y==\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\nnext line"},
+        {
+            "file": '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key-20240101"\n'
+            "P2/56wAAAi1Ssh2Body+x/y==\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\nnext line"
+        },
         ["P2/56wAAAi1Ssh2Body+x/y=="],
         ["---- END SSH2 ENCRYPTED PRIVATE KEY ----", "next line"],
     ),
@@ -299,8 +305,10 @@ REAL_WORLD = [
     ),
     Case(
         "Authorization: a signing scheme with digits (Tencent Cloud)",
-        {"h": "Authorization: TC3-HMAC-SHA256 Credential=AKIDTc3Ab/2024-01-01/cvm/tc3_request, "
-         "SignedHeaders=content-type;host, Signature=0a1b2c3dTc3sig"},
+        {
+            "h": "Authorization: TC3-HMAC-SHA256 Credential=AKIDTc3Ab/2024-01-01/cvm/tc3_request, "
+            "SignedHeaders=content-type;host, Signature=0a1b2c3dTc3sig"
+        },
         ["AKIDTc3Ab", "0a1b2c3dTc3sig"],
         ["Authorization: "],
     ),
