@@ -169,6 +169,8 @@ REAL_WORLD = [
             "sq0atp-" + "Sq1" * 8,
             "sq0csp-" + "Sq2" * 14,
             "EAAA" + "Sq3x" * 15,
+            "EAAG" + "Fb1Zx9Yw8V" * 12,  # Facebook user access token
+            "EAAC" + "Fb2Ab1Cd2E" * 11,  # Facebook page access token
             "HRKU-AA" + "Hk1" * 20,
             "ATATT3xFfGF0" + "At1" * 20,
             "lin_api_" + "Ln1" * 13,
@@ -659,6 +661,7 @@ LOOKALIKES = [
     _CERT_B64,
     _PLAIN_B64,
     "pull-request sq0rt EAAAH lin_api_version NRAK-short",
+    "Leaas rent; EAAG" + "x" * 20 + " short",
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",

@@ -103,7 +103,8 @@ const HINTS: &[(&str, u16)] = &[
     ("q~", TOKENS),
     ("dckr_", TOKENS),
     ("sq0", TOKENS),
-    ("eaaa", TOKENS),
+    // Square's `EAAA` and Facebook's access tokens (`EAAG`, `EAAB`, ...).
+    ("eaa", TOKENS),
     ("hrku-", TOKENS),
     ("atatt3", TOKENS),
     ("lin_api_", TOKENS),
@@ -271,6 +272,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|dckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}",
             r"|sq0(?:atp|csp|idp)-[A-Za-z0-9_\-]{22,}",
             r"|EAAA[A-Za-z0-9_\-+=]{60,}",
+            // A Facebook (Meta Graph API) access token.
+            r"|EAA[A-Za-z0-9]{100,}",
             r"|HRKU-[A-Za-z0-9_\-]{20,}",
             r"|ATATT3[A-Za-z0-9_\-=]{40,}",
             r"|lin_(?:api|oauth)_[A-Za-z0-9]{30,}",
