@@ -262,6 +262,10 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "AZURE_DEVOPS_EXT_PAT",  # a personal access token
         "GITHUB_PAT",
         "gitlabPat",
+        "SMSESSION",  # session cookies
+        "SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "SESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "_gh_sess",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -329,6 +333,8 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("pat_id", 7),
         ("exclude_pat", "*.tmp"),
         ("file_pat", "*.log"),
+        ("assessment", "pass"),
+        ("sessions", 4),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:

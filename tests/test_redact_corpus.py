@@ -237,6 +237,15 @@ REAL_WORLD = [
         ["Zoho-oauthtoken", "host: h"],
     ),
     Case(
+        "session cookies named by their framework",
+        {
+            "h": "Cookie: SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9=Dr1sessValue; has_js=1\n"
+            "Cookie: SMSESSION=Sm1siteMinderValue; lang=en\nCookie: _gh_sess=Gh1sessValue; tz=UTC"
+        },
+        ["Dr1sessValue", "Sm1siteMinderValue", "Gh1sessValue"],
+        ["has_js=1", "lang=en", "tz=UTC"],
+    ),
+    Case(
         "Grafana API key",
         {"log": f"grafana: using {_GRAFANA_KEY} for /api"},
         [_GRAFANA_KEY],

@@ -131,6 +131,8 @@ pub const TOKEN_TERMS: &[&str] = &[
     "signature",
     "hmac",
     "session",
+    // Short for session in cookie names (GitHub's `_gh_sess`, `rack.sess`).
+    "sess",
     "private",
     "priv",
     "cert",
@@ -187,6 +189,8 @@ pub const EXACT_NAMES: &[&str] = &[
     // ASP.NET's forms-authentication and Identity cookies.
     "aspxauth",
     "aspnetcoreidentityapplication",
+    // SiteMinder's single sign-on session cookie.
+    "smsession",
 ];
 
 /// Keys that look secret but carry counters, metadata or public values
@@ -639,7 +643,16 @@ pub fn default_secret(n: &Normalized) -> bool {
             Kind::LastToken => n.last_of_several(s, e),
             Kind::Exact => s == 0 && e == n.compact.len(),
         }
-    })
+    }) || drupal_session(&n.compact)
+}
+
+/// Drupal's session cookie: `SESS` (`SSESS` over HTTPS) and a hash of the
+/// site's name, a name no word list can hold.
+fn drupal_session(compact: &str) -> bool {
+    compact
+        .strip_prefix("ssess")
+        .or_else(|| compact.strip_prefix("sess"))
+        .is_some_and(|hash| hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether the default safe list keeps the normalised key readable.
