@@ -615,6 +615,16 @@ REAL_WORLD = [
         ["Cv3tok", "Cv4tok"],
         ["id;api_token"],
     ),
+    *(
+        Case(f"CSV {column} column", {"csv": f"user,{column},host\nbob,Cv7{column},db1"}, [f"Cv7{column}"], ["bob"])
+        for column in ["passwd", "api_key", "private_key", "db_passwd"]
+    ),
+    Case(
+        ".properties line under passwd",
+        {"conf": "ldap.bind_passwd Pp1bindPw\nldap.host h"},
+        ["Pp1bindPw"],
+        ["ldap.host h"],
+    ),
     Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
     # A `.properties` line with a blank for its separator.
     Case(
@@ -747,6 +757,8 @@ LOOKALIKES = [
     # Commas under a line that names a secret in prose.
     "Enter user, password, host\nthen a, b, c",
     "password reset, done\nok, fine",
+    "see /etc/passwd, /etc/shadow\nthen a, b",
+    "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",
     # Two words after a secret name: prose, or what happened to it.
     "password is required",

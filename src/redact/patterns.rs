@@ -18,28 +18,30 @@ use regex::Regex;
 use super::keys::KeyInfo;
 
 /// One bit per shape, set when one of its hints occurs.
-const PEM: u16 = 1;
-const URL: u16 = 1 << 1;
-const AUTH: u16 = 1 << 2;
-const JWT: u16 = 1 << 3;
-const TOKENS: u16 = 1 << 4;
-const KV: u16 = 1 << 5;
-const FLAG: u16 = 1 << 6;
+const PEM: u32 = 1;
+const URL: u32 = 1 << 1;
+const AUTH: u32 = 1 << 2;
+const JWT: u32 = 1 << 3;
+const TOKENS: u32 = 1 << 4;
+const KV: u32 = 1 << 5;
+const FLAG: u32 = 1 << 6;
 /// Webhook URLs whose path is the credential.
-const HOOK: u16 = 1 << 7;
-const PCT: u16 = 1 << 8;
-const XML: u16 = 1 << 9;
-const NETRC: u16 = 1 << 10;
-const CMD: u16 = 1 << 11;
-const SQL: u16 = 1 << 12;
-const CARD: u16 = 1 << 13;
+const HOOK: u32 = 1 << 7;
+const PCT: u32 = 1 << 8;
+const XML: u32 = 1 << 9;
+const NETRC: u32 = 1 << 10;
+const CMD: u32 = 1 << 11;
+const SQL: u32 = 1 << 12;
+const CARD: u32 = 1 << 13;
 /// Secrets passed as quoted arguments in code.
-const CALL: u16 = 1 << 14;
+const CALL: u32 = 1 << 14;
 /// Redis's `AUTH` command.
-const REDIS: u16 = 1 << 15;
+const REDIS: u32 = 1 << 15;
+/// Secret names that only the CSV header and `.properties` scans look for.
+const NAMES: u32 = 1 << 16;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
-const HINTS: &[(&str, u16)] = &[
+const HINTS: &[(&str, u32)] = &[
     ("-----begin", PEM),
     // Its `--` pair is the flags' one: no bit of its own.
     ("---- begin ssh2", PEM),
@@ -161,6 +163,13 @@ const HINTS: &[(&str, u16)] = &[
     ("curl", CMD),
     ("sqlplus", CMD),
     ("auth ", REDIS),
+    // Secret names that only the CSV header and `.properties` scans need
+    // (see [`layout_shapes`]); each shares a pair another hint chose
+    // (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets no
+    // more text through. `pwd` and a bare `secret` would each take a bit.
+    ("passwd", NAMES),
+    ("api_key", NAMES),
+    ("private_key", NAMES),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -579,8 +588,8 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
 
 /// The shapes whose hints occur in `s`, one bit each.
 #[inline]
-fn wake_of(sh: &Shapes, s: &str) -> u16 {
-    let mut wake = 0u16;
+fn wake_of(sh: &Shapes, s: &str) -> u32 {
+    let mut wake = 0u32;
     // Most values hold no hint: the pair filter rules that out for most of
     // them without running the automaton. `key=value` needs a separator; its
     // keys go through the (cached) key rules, so no word list is needed here
@@ -611,7 +620,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
 fn scan_shapes(
     s: &str,
     sh: &Shapes,
-    wake: u16,
+    wake: u32,
     key_info: &mut dyn FnMut(&str) -> KeyInfo,
     spans: &mut Vec<(usize, usize)>,
     decode: bool,
@@ -689,7 +698,7 @@ fn scan_shapes(
             }
         }
     }
-    if wake & (CALL | REDIS | SQL | AUTH | TOKENS) != 0 {
+    if wake & (CALL | REDIS | SQL | AUTH | TOKENS | NAMES) != 0 {
         layout_shapes(s, wake, key_info, spans);
     }
     if wake & SQL != 0 {
@@ -717,18 +726,18 @@ fn scan_shapes(
 /// The shapes that only a secret's place in code or a table marks, out of
 /// line: the common shapes' frame stays small.
 #[inline(never)]
-fn layout_shapes(s: &str, wake: u16, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     if wake & CALL != 0 {
         call_spans(s, key_info, spans);
     }
     if wake & REDIS != 0 {
         redis_auth_spans(s, spans);
     }
-    if wake & (SQL | AUTH | TOKENS) != 0 {
+    if wake & (SQL | AUTH | TOKENS | NAMES) != 0 {
         // Looked for only where a word woke one of these (`password`,
-        // `token`, `secret_`...): a header naming its secret column only
-        // `passwd`, `pwd` or `api_key` is missed, as the README says. A
-        // table has more than one line.
+        // `passwd`, `token`, `api_key`, `secret_`...): a header naming its
+        // secret column only `pwd` or `secret` is missed, as the README
+        // says. A table has more than one line.
         if memchr::memchr(b'\n', s.as_bytes()).is_some() {
             csv_spans(s, key_info, spans);
         }
