@@ -237,6 +237,18 @@ REAL_WORLD = [
         ["Zoho-oauthtoken", "host: h"],
     ),
     Case(
+        "a Python bytes or prefixed string value",
+        {"log": "connect(**{'user': 'bob', 'password': b'Pb1bytes'}) token=u'Pb2uni' secret = rb'Pb3raw' host='h'"},
+        ["Pb1bytes", "Pb2uni", "Pb3raw"],
+        ["'user': 'bob'", "host='h'"],
+    ),
+    Case(
+        "a value in backticks",
+        {"src": "const password = `Bt1tmpl`; const host = `db`"},
+        ["Bt1tmpl"],
+        ["const host = `db`"],
+    ),
+    Case(
         "session cookies named by their framework",
         {
             "h": "Cookie: SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9=Dr1sessValue; has_js=1\n"

@@ -2255,10 +2255,18 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     if blanks > MAX_BLANKS {
         return None;
     }
-    let start = from + blanks;
+    let mut start = from + blanks;
     let b = s.as_bytes();
+    // A Python string prefix (`b'...'`, the repr of bytes; `u`, `r`, `f`,
+    // `rb`): the value is the quoted text after it.
+    let prefix = b[start..].iter().take(2).take_while(|c| matches!(c, b'b' | b'B' | b'u' | b'U' | b'r' | b'R' | b'f' | b'F'));
+    let prefix = prefix.count();
+    if prefix > 0 && matches!(b.get(start + prefix), Some(b'"' | b'\'')) {
+        start += prefix;
+    }
     match b.get(start) {
-        Some(&q @ (b'"' | b'\'')) => {
+        // A backtick quotes too: a JavaScript template literal, a shell's old command substitution.
+        Some(&q @ (b'"' | b'\'' | b'`')) => {
             if b.get(start..start + 3).is_some_and(|t| t.iter().all(|&c| c == q)) {
                 // A triple-quoted value (Python, TOML) may span lines.
                 let open = start + 3;
@@ -2268,7 +2276,7 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
             let mut i = start + 1;
             while i < b.len() {
                 match b[i] {
-                    b'\\' if q == b'"' => i += 2,
+                    b'\\' if q != b'\'' => i += 2,
                     // A value cut off before its closing quote (a truncated
                     // line) is masked to the end of its line.
                     b'\r' | b'\n' => return Some((start + 1, i, true)),
