@@ -243,6 +243,15 @@ REAL_WORLD = [
         ["'user': 'bob'", "host='h'"],
     ),
     Case(
+        "typed declarations with a default",
+        {
+            "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
+            'const secret: string = "Td3ts";\nval password: String = "Td4kt"\n    port: int = 5432'
+        },
+        ["Td1py", "Td2opt", "Td3ts", "Td4kt"],
+        ["port: int = 5432", "class Settings:"],
+    ),
+    Case(
         "a value in backticks",
         {"src": "const password = `Bt1tmpl`; const host = `db`"},
         ["Bt1tmpl"],

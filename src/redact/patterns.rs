@@ -1201,6 +1201,17 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
+        if lone_colon && !quoted {
+            // A typed declaration, `password: str = "x"` (Python,
+            // TypeScript, Kotlin): the word after the `:` is its type, masked
+            // below as the value; the value after the `=` goes too.
+            if let Some((start, end)) = typed_default(s, v_end) {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = at.max(end);
+            }
+        }
         let auth_header = !quoted && authorization_key(key);
         if auth_header && value.contains('=') {
             // `Authorization: key=...`, `Credential=..., Signature=...`: every
@@ -1255,6 +1266,20 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// The value of `= value` right after a typed declaration's type ending at
+/// `type_end`; not `==` or `=>`. Out of line: it is rare, and the pair
+/// scan it is called from runs on most text.
+#[inline(never)]
+fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
+    let rest = &s[type_end..];
+    let eq = type_end + (rest.len() - trim_blanks_start(rest).len());
+    let b = s.as_bytes();
+    if b.get(eq) != Some(&b'=') || matches!(b.get(eq + 1), Some(b'=' | b'>')) {
+        return None;
+    }
+    value_after(s, eq + 1).map(|(start, end, _)| (start, end))
 }
 
 /// The end of what follows an authorization header's first word ending at
