@@ -243,6 +243,18 @@ REAL_WORLD = [
         ["'user': 'bob'", "host='h'"],
     ),
     Case(
+        "setting commands given a secret name and its value",
+        {
+            "sh": "aws configure set aws_secret_access_key Cs1awsSecret --profile prod\n"
+            "aws configure set --profile prod aws_session_token Cs2session\n"
+            "npm config set _auth Cs3npmAuth && yarn config set npmAuthToken 'Cs4yarn'\n"
+            'dotnet user-secrets set "Db:Password" "Cs5dotnet"\n'
+            "aws configure set region eu-west-1; npm config set registry https://r.example.com/"
+        },
+        ["Cs1awsSecret", "Cs2session", "Cs3npmAuth", "Cs4yarn", "Cs5dotnet"],
+        ["--profile prod", "region eu-west-1", "registry https://r.example.com/"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
@@ -778,6 +790,8 @@ LOOKALIKES = [
     # Commas under a line that names a secret in prose.
     "Enter user, password, host\nthen a, b, c",
     "password reset, done\nok, fine",
+    "aws configure set region eu-west-1 --profile token-ro",
+    "npm config set always-auth true",
     "see /etc/passwd, /etc/shadow\nthen a, b",
     "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",

@@ -743,6 +743,71 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
         }
         blank_pair_spans(s, key_info, spans);
     }
+    // `npm config set _auth x` wakes only the `auth ` of Redis's command.
+    if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
+        config_set_spans(s, key_info, spans);
+    }
+}
+
+/// Commands that store a setting given as `<name> <value>`: `aws configure
+/// set`, `npm config set` (`yarn`, `pnpm`), `dotnet user-secrets set`.
+static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
+            .replace(r"[ \t]", blank_class!()),
+    )
+    .ok()
+});
+
+/// The value of a setting command (see [`CONFIG_SET`]) whose name is
+/// secret: `aws configure set aws_secret_access_key x --profile p`. The
+/// words after `set` are read up to the line's or the command's end;
+/// options (`--profile p`) are skipped, and the word after the first
+/// secret name is its value.
+fn config_set_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let Some(re) = CONFIG_SET.as_ref() else { return };
+    for m in re.find_iter(s) {
+        let end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+        let mut words = shell_words(s, m.end(), end);
+        while let Some((a, z)) = words.next() {
+            if s[a..].starts_with('-') {
+                continue;
+            }
+            if !key_info(s[a..z].trim_matches(['"', '\''])).secret {
+                continue;
+            }
+            if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                if !keep_value(s[va..vz].trim_matches(['"', '\''])) {
+                    spans.push(unquote(va, &s[va..vz]));
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// The words of `s[from..to]`, split at blanks; a word opening with a quote
+/// runs to its closing quote.
+fn shell_words(s: &str, from: usize, to: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let b = s.as_bytes();
+    let mut i = from;
+    std::iter::from_fn(move || {
+        while i < to && matches!(b[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i >= to {
+            return None;
+        }
+        let start = i;
+        if let q @ (b'"' | b'\'') = b[i] {
+            i = b[i + 1..to].iter().position(|&c| c == q).map_or(to, |n| i + 1 + n + 1);
+        } else {
+            while i < to && !matches!(b[i], b' ' | b'\t') {
+                i += 1;
+            }
+        }
+        Some((start, i))
+    })
 }
 
 /// Base64 of a JSON object (`eyJ…`: a `.dockerconfigjson`, a session
@@ -2412,6 +2477,11 @@ mod tests {
         for c in (0..=0x3_FFFF).filter_map(char::from_u32) {
             assert_eq!(class.is_match(c.encode_utf8(&mut [0; 4])), is_value_blank(c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn the_setting_commands_pattern_compiles() {
+        assert!(CONFIG_SET.is_some());
     }
 
     #[test]
