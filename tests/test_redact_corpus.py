@@ -255,6 +255,16 @@ REAL_WORLD = [
         ["--profile prod", "region eu-west-1", "registry https://r.example.com/"],
     ),
     Case(
+        "commands that store a secret given its value",
+        {
+            "sh": "gh secret set DEPLOY_KEY --body Ss1ghBody --repo o/r\n"
+            "gh secret set NPM -b'Ss2ghShort'\ngh secret set X --body=Ss3ghEq\n"
+            'az keyvault secret set --vault-name kv --name db --value "Ss4azValue" --output none'
+        },
+        ["Ss1ghBody", "Ss2ghShort", "Ss3ghEq", "Ss4azValue"],
+        ["--repo o/r", "--vault-name kv --name db", "--output none"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
@@ -792,6 +802,8 @@ LOOKALIKES = [
     "password reset, done\nok, fine",
     "aws configure set region eu-west-1 --profile token-ro",
     "npm config set always-auth true",
+    "gh secret list --repo o/r; gh secret set NAME < body.txt",
+    "az keyvault secret show --vault-name kv --name db --query value",
     "see /etc/passwd, /etc/shadow\nthen a, b",
     "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",

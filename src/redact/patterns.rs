@@ -363,7 +363,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
-        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`).
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
+        // `gh secret set N --body x`, `az keyvault secret set ... --value x`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
@@ -378,6 +379,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
             r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
+            // Commands that store a secret: its value is one whatever its name.
+            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
+            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
