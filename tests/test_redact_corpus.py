@@ -265,6 +265,15 @@ REAL_WORLD = [
         ["--repo o/r", "--vault-name kv --name db", "--output none"],
     ),
     Case(
+        "percent-encoded JSON",
+        {
+            "log": "GET /graphql?query=mutation&variables=%7B%22user%22%3A%22bob%22%2C%22password%22%3A%22Pj1pw%22%7D"
+            " next=%2522token%2522%253A%2522Pj2twice%2522 200"
+        },
+        ["Pj1pw", "Pj2twice"],
+        ["%22user%22%3A%22bob%22", " 200"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
@@ -802,6 +811,7 @@ LOOKALIKES = [
     "password reset, done\nok, fine",
     "aws configure set region eu-west-1 --profile token-ro",
     "npm config set always-auth true",
+    "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
     "gh secret list --repo o/r; gh secret set NAME < body.txt",
     "az keyvault secret show --vault-name kv --name db --query value",
     "see /etc/passwd, /etc/shadow\nthen a, b",

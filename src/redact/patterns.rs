@@ -150,6 +150,8 @@ const HINTS: &[(&str, u32)] = &[
     ("--", FLAG),
     (" -", FLAG),
     ("%3d", PCT),
+    // Percent-encoded JSON, `%22password%22%3A%22...`; its `%3` is `%3d`'s pair.
+    ("%3a", PCT),
     ("%253d", PCT),
     ("</", XML),
     ("identified", SQL),
@@ -2022,33 +2024,62 @@ fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
     let mut key_floor = 0;
     while let Some(off) = memchr::memchr(b'%', &b[at..]) {
         let pct = at + off;
-        let Some(sep_end) = encoded(b, pct, b"3d") else {
+        // `key%3Dvalue`, or percent-encoded JSON: `%22key%22%3A%22value%22`.
+        let (sep_end, key, json) = if let Some(sep_end) = encoded(b, pct, b"3d") {
+            (sep_end, key_before(s, key_floor, pct), false)
+        } else if let Some(sep_end) = encoded(b, pct, b"3a") {
+            (sep_end, encoded_json_key(s, key_floor, pct), true)
+        } else {
             at = pct + 1;
             continue;
         };
         at = sep_end;
-        let Some(key) = key_before(s, key_floor, pct) else { continue };
+        let Some(key) = key else { continue };
         key_floor = sep_end;
         if !key_info(key).secret {
             continue;
         }
-        let mut end = sep_end;
+        let mut start = sep_end;
+        if json {
+            // The value's opening quote.
+            start = encoded(b, start, b"22").unwrap_or(start);
+        }
+        let mut end = start;
         while end < b.len() {
             let c = b[end];
             if c.is_ascii_whitespace() || matches!(c, b'&' | b'"' | b'\'' | b'<' | b'>' | b'#' | b';') {
                 break;
             }
-            if c == b'%' && encoded(b, end, b"26").is_some() {
+            if c == b'%'
+                && (encoded(b, end, b"26").is_some()
+                    || (json && [b"22", b"2c", b"7d"].iter().any(|code| encoded(b, end, code).is_some())))
+            {
                 break;
             }
             end += 1;
         }
-        if !keep_value(&s[sep_end..end]) {
-            spans.push((sep_end, end));
+        if !keep_value(&s[start..end]) {
+            spans.push((start, end));
         }
         at = at.max(end);
         key_floor = at;
     }
+}
+
+/// The key of percent-encoded JSON whose `%3A` starts at `pct`: the name
+/// between two encoded quotes (`%22`, `%2522`), right before it.
+fn encoded_json_key(s: &str, floor: usize, pct: usize) -> Option<&str> {
+    let b = s.as_bytes();
+    // The closing quote: `%`, `25`s, `22`, ending at `pct`.
+    let mut q = pct.checked_sub(2).filter(|&q| q >= floor && &b[q..pct] == b"22")?;
+    while q >= floor + 2 && &b[q - 2..q] == b"25" {
+        q -= 2;
+    }
+    let close = q.checked_sub(1).filter(|&c| c >= floor && b[c] == b'%')?;
+    let open = memchr::memrchr(b'%', &b[floor..close]).map(|i| floor + i)?;
+    let key_start = encoded(b, open, b"22")?;
+    let key = s.get(key_start..close)?;
+    (!key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))).then_some(key)
 }
 
 /// The end of `%` (`25`)* `code` at `pct` (`code` lowercase hex), or `None`.
