@@ -266,6 +266,8 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
         "SESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
         "_gh_sess",
+        "BUNDLE_GEMS__CONTRIBSYS__COM",  # Bundler's gem server credentials
+        "BUNDLE_RUBYGEMS__PKG__GITHUB__COM",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -335,6 +337,9 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("file_pat", "*.log"),
         ("assessment", "pass"),
         ("sessions", 4),
+        ("BUNDLE_BUILD__NOKOGIRI", "--use-system-libraries"),
+        ("BUNDLE_PATH", "vendor/bundle"),
+        ("BUNDLE_WITHOUT", "development:test"),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:

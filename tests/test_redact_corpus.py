@@ -274,6 +274,12 @@ REAL_WORLD = [
         ["%22user%22%3A%22bob%22", " 200"],
     ),
     Case(
+        "Bundler's gem server credentials in an environment line",
+        {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
+        ["Bc1e5f6a"],
+        ["BUNDLE_PATH=vendor/bundle"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"

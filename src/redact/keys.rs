@@ -646,6 +646,22 @@ pub fn default_secret(n: &Normalized) -> bool {
     }) || drupal_session(&n.compact)
 }
 
+/// Bundler's credentials for a gem server, `BUNDLE_<HOST>` with the
+/// host's dots written `__` (`BUNDLE_GEMS__CONTRIBSYS__COM=user:password`);
+/// not its settings for a gem's build, a mirror or a local checkout
+/// (`BUNDLE_BUILD__NOKOGIRI`), nor one-word settings (`BUNDLE_PATH`).
+pub fn bundler_credentials(key: &str) -> bool {
+    let Some(host) = key.get(..7).filter(|p| p.eq_ignore_ascii_case("bundle_")).map(|_| &key[7..]) else {
+        return false;
+    };
+    let setting = ["build__", "mirror__", "local__"]
+        .iter()
+        .any(|p| host.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)));
+    !setting
+        && host.split("__").count() >= 2
+        && host.split("__").all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+}
+
 /// Drupal's session cookie: `SESS` (`SSESS` over HTTPS) and a hash of the
 /// site's name, a name no word list can hold.
 fn drupal_session(compact: &str) -> bool {
