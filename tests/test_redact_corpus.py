@@ -280,6 +280,17 @@ REAL_WORLD = [
         ["BUNDLE_PATH=vendor/bundle"],
     ),
     Case(
+        "password flags only the command names: ipmitool, mosquitto, snmp",
+        {
+            "sh": "ipmitool -I lanplus -H bmc1 -U admin -P Ip1bmcPw power status\n"
+            "mosquitto_pub -h broker -u bob -P Mq1pw -t t -m hi\n"
+            "snmpwalk -v2c -c Sn1community 10.0.0.1 system\n"
+            "snmpget -v3 -l authPriv -u bob -a SHA -A Sn2authPass -x AES -X Sn3privPass h sysName.0"
+        },
+        ["Ip1bmcPw", "Mq1pw", "Sn1community", "Sn2authPass", "Sn3privPass"],
+        ["-U admin", "power status", "-t t -m hi", "10.0.0.1 system", "-a SHA", "sysName.0"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
@@ -817,6 +828,9 @@ LOOKALIKES = [
     "password reset, done\nok, fine",
     "aws configure set region eu-west-1 --profile token-ro",
     "npm config set always-auth true",
+    "ipmitool -I lanplus -H bmc1 -U admin -E sel list; snmpwalk -v3 -l noAuthNoPriv -u bob h",
+    "mosquitto_sub -h broker -p 1883 -t 'sensors/#'",
+    "edit /etc/snmp/snmpd.conf -c strict; snmpd.conf -c x",
     "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
     "gh secret list --repo o/r; gh secret set NAME < body.txt",
     "az keyvault secret show --vault-name kv --name db --query value",

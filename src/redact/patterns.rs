@@ -364,6 +364,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
+        // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
         // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
         // `gh secret set N --body x`, `az keyvault secret set ... --value x`.
@@ -380,6 +381,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            // A BMC's password, an MQTT broker's (SNMP's: see [`snmp_spans`]).
+            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
             r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
             // Commands that store a secret: its value is one whatever its name.
             r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
@@ -704,6 +707,9 @@ fn scan_shapes(
             }
         }
     }
+    if wake & FLAG != 0 {
+        snmp_spans(s, spans);
+    }
     if wake & (CALL | REDIS | SQL | AUTH | TOKENS | NAMES) != 0 {
         layout_shapes(s, wake, key_info, spans);
     }
@@ -752,6 +758,40 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     // `npm config set _auth x` wakes only the `auth ` of Redis's command.
     if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
         config_set_spans(s, key_info, spans);
+    }
+}
+
+static SNMP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"snmp"));
+
+/// The community string (`-c`) and the v3 passphrases (`-A`, `-X`) of an
+/// SNMP command line (`snmpwalk`, `snmpget`, ...): each flag of the command, up to
+/// its line's or the command's end.
+#[inline(never)]
+fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = SNMP.find(&b[from..]) {
+        let at = from + off;
+        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
+        from = end;
+        // A command name: at a word start, `snmp` and letters.
+        let name_end = at + b[at..end].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let mut words = shell_words(s, name_end, end);
+        while let Some((a, z)) = words.next() {
+            let flag = &s[a..z];
+            let glued = flag.len() > 2 && flag.starts_with("-c") && !flag.starts_with("--");
+            if matches!(flag, "-c" | "-A" | "-X") {
+                if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                    spans.push(unquote(va, &s[va..vz]));
+                }
+            } else if glued {
+                spans.push(unquote(a + 2, &s[a + 2..z]));
+            }
+        }
     }
 }
 
