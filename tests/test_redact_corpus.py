@@ -291,6 +291,15 @@ REAL_WORLD = [
         ["-U admin", "power status", "-t t -m hi", "10.0.0.1 system", "-a SHA", "sysName.0"],
     ),
     Case(
+        "passwords fed to chpasswd",
+        {
+            "sh": "echo 'bob:Ch1echo' | sudo chpasswd\nchpasswd <<< \"ann:Ch2here\"\n"
+            "echo -n root:Ch3root | chpasswd -c SHA512"
+        },
+        ["Ch1echo", "Ch2here", "Ch3root"],
+        ["bob:", "ann:", "root:", "-c SHA512"],
+    ),
+    Case(
         "typed declarations with a default",
         {
             "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
@@ -830,6 +839,7 @@ LOOKALIKES = [
     "npm config set always-auth true",
     "ipmitool -I lanplus -H bmc1 -U admin -E sel list; snmpwalk -v3 -l noAuthNoPriv -u bob h",
     "mosquitto_sub -h broker -p 1883 -t 'sensors/#'",
+    "chpasswd -e < users.txt; man chpasswd",
     "edit /etc/snmp/snmpd.conf -c strict; snmpd.conf -c x",
     "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
     "gh secret list --repo o/r; gh secret set NAME < body.txt",

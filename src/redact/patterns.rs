@@ -759,6 +759,44 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
         config_set_spans(s, key_info, spans);
     }
+    if wake & NAMES != 0 {
+        chpasswd_spans(s, spans);
+    }
+}
+
+static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpasswd"));
+
+/// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
+/// (`echo "bob:pw" | chpasswd`) or given as a here-string (`chpasswd <<<
+/// "bob:pw"`). The user stays readable.
+#[inline(never)]
+fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in CHPASSWD.find_iter(b) {
+        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        let line_end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        let after = &s[at + 8..line_end];
+        let pair = if let Some(i) = after.find("<<<") {
+            let from = at + 8 + i + 3;
+            shell_words(s, from, line_end).next()
+        } else {
+            // `echo <pair> | [sudo] chpasswd`: the pipe's left side on this line.
+            let before = &s[line_start..at];
+            let pipe = before.rfind('|').map(|i| line_start + i);
+            pipe.and_then(|p| {
+                let echo = s[line_start..p].rfind("echo ").map(|i| line_start + i + 5)?;
+                let mut words = shell_words(s, echo, p).filter(|&(a, _)| !s[a..].starts_with('-'));
+                words.next()
+            })
+        };
+        let Some((a, z)) = pair else { continue };
+        let (va, vz) = unquote(a, &s[a..z]);
+        if let Some(colon) = s[va..vz].find(':') {
+            if va + colon + 1 < vz {
+                spans.push((va + colon + 1, vz));
+            }
+        }
+    }
 }
 
 static SNMP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"snmp"));
