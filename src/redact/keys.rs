@@ -659,7 +659,9 @@ pub fn bundler_credentials(key: &str) -> bool {
         .any(|p| host.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)));
     !setting
         && host.split("__").count() >= 2
-        && host.split("__").all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+        && host
+            .split("__")
+            .all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
 }
 
 /// Drupal's session cookie: `SESS` (`SSESS` over HTTPS) and a hash of the

@@ -2157,7 +2157,8 @@ fn encoded_json_key(s: &str, floor: usize, pct: usize) -> Option<&str> {
     let open = memchr::memrchr(b'%', &b[floor..close]).map(|i| floor + i)?;
     let key_start = encoded(b, open, b"22")?;
     let key = s.get(key_start..close)?;
-    (!key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))).then_some(key)
+    (!key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')))
+        .then_some(key)
 }
 
 /// The end of `%` (`25`)* `code` at `pct` (`code` lowercase hex), or `None`.
@@ -2462,7 +2463,8 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     let b = s.as_bytes();
     // A Python string prefix (`b'...'`, the repr of bytes; `u`, `r`, `f`,
     // `rb`): the value is the quoted text after it.
-    let prefix = b[start..].iter().take(2).take_while(|c| matches!(c, b'b' | b'B' | b'u' | b'U' | b'r' | b'R' | b'f' | b'F'));
+    let prefix =
+        b[start..].iter().take(2).take_while(|c| matches!(c, b'b' | b'B' | b'u' | b'U' | b'r' | b'R' | b'f' | b'F'));
     let prefix = prefix.count();
     if prefix > 0 && matches!(b.get(start + prefix), Some(b'"' | b'\'')) {
         start += prefix;
