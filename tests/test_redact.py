@@ -259,6 +259,15 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "id_rsa",
         "redis.requirepass",  # Redis's own setting names
         "masterauth",
+        "AZURE_DEVOPS_EXT_PAT",  # a personal access token
+        "GITHUB_PAT",
+        "gitlabPat",
+        "SMSESSION",  # session cookies
+        "SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "SESS0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "_gh_sess",
+        "BUNDLE_GEMS__CONTRIBSYS__COM",  # Bundler's gem server credentials
+        "BUNDLE_RUBYGEMS__PKG__GITHUB__COM",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -322,6 +331,15 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("email_verified", "yes"),
         ("key", "llm.temperature"),
         ("spinner", "dots"),
+        ("pat", "Pat Smith"),
+        ("pat_id", 7),
+        ("exclude_pat", "*.tmp"),
+        ("file_pat", "*.log"),
+        ("assessment", "pass"),
+        ("sessions", 4),
+        ("BUNDLE_BUILD__NOKOGIRI", "--use-system-libraries"),
+        ("BUNDLE_PATH", "vendor/bundle"),
+        ("BUNDLE_WITHOUT", "development:test"),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:

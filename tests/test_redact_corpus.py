@@ -151,6 +151,10 @@ _CERT_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END C
 _PLAIN_B64 = base64.b64encode(json.dumps({"user_id": 42, "theme": "dark"}, indent=2).encode()).decode()
 
 
+# base64 of `{"k":"<secret>","n":"admin","id":1}`.
+_GRAFANA_KEY = "eyJrIjoiR2ExT0tTcG1pUlY2RnVKZTFVaDFsNFZXdE9ZWmNrMkZYbk4iLCJuIjoiYWRtaW4iLCJpZCI6MX0="
+
+
 class Creds(NamedTuple):
     user: str
     password: str
@@ -165,6 +169,8 @@ REAL_WORLD = [
             "sq0atp-" + "Sq1" * 8,
             "sq0csp-" + "Sq2" * 14,
             "EAAA" + "Sq3x" * 15,
+            "EAAG" + "Fb1Zx9Yw8V" * 12,  # Facebook user access token
+            "EAAC" + "Fb2Ab1Cd2E" * 11,  # Facebook page access token
             "HRKU-AA" + "Hk1" * 20,
             "ATATT3xFfGF0" + "At1" * 20,
             "lin_api_" + "Ln1" * 13,
@@ -229,6 +235,171 @@ REAL_WORLD = [
         {"h": "authorization: Zoho-oauthtoken 1000.Zo1abc.def2\nhost: h"},
         ["1000.Zo1abc.def2"],
         ["Zoho-oauthtoken", "host: h"],
+    ),
+    Case(
+        "a Python bytes or prefixed string value",
+        {"log": "connect(**{'user': 'bob', 'password': b'Pb1bytes'}) token=u'Pb2uni' secret = rb'Pb3raw' host='h'"},
+        ["Pb1bytes", "Pb2uni", "Pb3raw"],
+        ["'user': 'bob'", "host='h'"],
+    ),
+    Case(
+        "setting commands given a secret name and its value",
+        {
+            "sh": "aws configure set aws_secret_access_key Cs1awsSecret --profile prod\n"
+            "aws configure set --profile prod aws_session_token Cs2session\n"
+            "npm config set _auth Cs3npmAuth && yarn config set npmAuthToken 'Cs4yarn'\n"
+            'dotnet user-secrets set "Db:Password" "Cs5dotnet"\n'
+            "aws configure set region eu-west-1; npm config set registry https://r.example.com/"
+        },
+        ["Cs1awsSecret", "Cs2session", "Cs3npmAuth", "Cs4yarn", "Cs5dotnet"],
+        ["--profile prod", "region eu-west-1", "registry https://r.example.com/"],
+    ),
+    Case(
+        "commands that store a secret given its value",
+        {
+            "sh": "gh secret set DEPLOY_KEY --body Ss1ghBody --repo o/r\n"
+            "gh secret set NPM -b'Ss2ghShort'\ngh secret set X --body=Ss3ghEq\n"
+            'az keyvault secret set --vault-name kv --name db --value "Ss4azValue" --output none'
+        },
+        ["Ss1ghBody", "Ss2ghShort", "Ss3ghEq", "Ss4azValue"],
+        ["--repo o/r", "--vault-name kv --name db", "--output none"],
+    ),
+    Case(
+        "percent-encoded JSON",
+        {
+            "log": "GET /graphql?query=mutation&variables=%7B%22user%22%3A%22bob%22%2C%22password%22%3A%22Pj1pw%22%7D"
+            " next=%2522token%2522%253A%2522Pj2twice%2522 200"
+        },
+        ["Pj1pw", "Pj2twice"],
+        ["%22user%22%3A%22bob%22", " 200"],
+    ),
+    Case(
+        "Bundler's gem server credentials in an environment line",
+        {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
+        ["Bc1e5f6a"],
+        ["BUNDLE_PATH=vendor/bundle"],
+    ),
+    Case(
+        "password flags only the command names: ipmitool, mosquitto, snmp",
+        {
+            "sh": "ipmitool -I lanplus -H bmc1 -U admin -P Ip1bmcPw power status\n"
+            "mosquitto_pub -h broker -u bob -P Mq1pw -t t -m hi\n"
+            "snmpwalk -v2c -c Sn1community 10.0.0.1 system\n"
+            "snmpget -v3 -l authPriv -u bob -a SHA -A Sn2authPass -x AES -X Sn3privPass h sysName.0"
+        },
+        ["Ip1bmcPw", "Mq1pw", "Sn1community", "Sn2authPass", "Sn3privPass"],
+        ["-U admin", "power status", "-t t -m hi", "10.0.0.1 system", "-a SHA", "sysName.0"],
+    ),
+    Case(
+        "passwords fed to chpasswd",
+        {
+            "sh": "echo 'bob:Ch1echo' | sudo chpasswd\nchpasswd <<< \"ann:Ch2here\"\n"
+            "echo -n root:Ch3root | chpasswd -c SHA512"
+        },
+        ["Ch1echo", "Ch2here", "Ch3root"],
+        ["bob:", "ann:", "root:", "-c SHA512"],
+    ),
+    Case(
+        "typed declarations with a default",
+        {
+            "src": "class Settings:\n    password: str = \"Td1py\"\n    api_token: Optional[str] = 'Td2opt'\n"
+            'const secret: string = "Td3ts";\nval password: String = "Td4kt"\n    port: int = 5432'
+        },
+        ["Td1py", "Td2opt", "Td3ts", "Td4kt"],
+        ["port: int = 5432", "class Settings:"],
+    ),
+    Case(
+        "a value in backticks",
+        {"src": "const password = `Bt1tmpl`; const host = `db`"},
+        ["Bt1tmpl"],
+        ["const host = `db`"],
+    ),
+    Case(
+        "session cookies named by their framework",
+        {
+            "h": "Cookie: SSESS0a1b2c3d4e5f60718293a4b5c6d7e8f9=Dr1sessValue; has_js=1\n"
+            "Cookie: SMSESSION=Sm1siteMinderValue; lang=en\nCookie: _gh_sess=Gh1sessValue; tz=UTC"
+        },
+        ["Dr1sessValue", "Sm1siteMinderValue", "Gh1sessValue"],
+        ["has_js=1", "lang=en", "tz=UTC"],
+    ),
+    Case(
+        "Grafana API key",
+        {"log": f"grafana: using {_GRAFANA_KEY} for /api"},
+        [_GRAFANA_KEY],
+        ["grafana: using ", " for /api"],
+    ),
+    Case(
+        "Azure DevOps PAT in an environment line",
+        {"env": "export AZURE_DEVOPS_EXT_PAT=az1pqrstuvwxyz234567abcdefghijklmnopqrstuvwxyzabcd; az devops login"},
+        ["az1pqrstuvwxyz234567abcdefghijklmnopqrstuvwxyzabcd"],
+        ["az devops login"],
+    ),
+    # Webhook URLs whose path or key is the credential: the host stays.
+    *(
+        Case(f"webhook {url[8:30]}", {"log": f"POST {url} 200"}, [secret], ["POST https://", " 200"])
+        for url, secret in [
+            ("https://hooks.zapier.com/hooks/catch/1234567/Zp1abcd/", "Zp1abcd"),
+            ("https://chat.example.com/hooks/mm1xq3k8w5b7n2p4r6t9y0z1ab", "mm1xq3k8w5b7n2p4r6t9y0z1ab"),
+            (
+                "https://rocket.example.com/hooks/Rc1AbCdEfGhIjKlMnO/Rc2TokAbCdEfGhIjKlMnOpQrStUvWx",
+                "Rc2TokAbCdEfGhIjKlMnOpQrStUvWx",
+            ),
+            (
+                "https://open.feishu.cn/open-apis/bot/v2/hook/0a1b2c3d-Fs1a-4e5f-8a9b-0c1d2e3f4a5b",
+                "0a1b2c3d-Fs1a-4e5f-8a9b-0c1d2e3f4a5b",
+            ),
+            (
+                "https://open.larksuite.com/open-apis/bot/v2/hook/Lk1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+                "Lk1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+            ),
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=Wc1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+                "Wc1a2b3c-4d5e-6f7a-8b9c-0d1e2f3a4b5c",
+            ),
+        ]
+    ),
+    # Key files in PEM-like armour that are no `PRIVATE KEY` block.
+    Case(
+        "OpenVPN static key (tls-auth)",
+        {
+            "conf": "# ta.key\n-----BEGIN OpenVPN Static key V1-----\n0a1b2c3dOv1static\n"
+            "-----END OpenVPN Static key V1-----\nkey-direction 1"
+        },
+        ["0a1b2c3dOv1static"],
+        ["-----BEGIN OpenVPN Static key V1-----", "key-direction 1"],
+    ),
+    Case(
+        "OpenVPN tls-crypt-v2 client key",
+        {
+            "conf": "-----BEGIN OpenVPN tls-crypt-v2 client key-----\nOv2tlsCryptKey+a/b==\n"
+            "-----END OpenVPN tls-crypt-v2 client key-----"
+        },
+        ["Ov2tlsCryptKey+a/b=="],
+    ),
+    Case(
+        "SSH2 (ssh.com) private key file",
+        {
+            "file": '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key-20240101"\n'
+            "P2/56wAAAi1Ssh2Body+x/y==\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\nnext line"
+        },
+        ["P2/56wAAAi1Ssh2Body+x/y=="],
+        ["---- END SSH2 ENCRYPTED PRIVATE KEY ----", "next line"],
+    ),
+    Case(
+        "Authorization: a scheme with a digit (Fly.io's FlyV1)",
+        {"h": "Authorization: FlyV1 fm2_lJPECAAAAAAAAMT1xQ/Fl1y+Ab2Cd3==,fm2_lJPEFl2y/Ef4Gh5== done"},
+        ["fm2_lJPECAAAAAAAAMT1xQ/Fl1y+Ab2Cd3==", "fm2_lJPEFl2y/Ef4Gh5=="],
+        ["Authorization: ", " done"],
+    ),
+    Case(
+        "Authorization: a signing scheme with digits (Tencent Cloud)",
+        {
+            "h": "Authorization: TC3-HMAC-SHA256 Credential=AKIDTc3Ab/2024-01-01/cvm/tc3_request, "
+            "SignedHeaders=content-type;host, Signature=0a1b2c3dTc3sig"
+        },
+        ["AKIDTc3Ab", "0a1b2c3dTc3sig"],
+        ["Authorization: "],
     ),
     Case(
         "Authorization: Digest parameters",
@@ -522,6 +693,16 @@ REAL_WORLD = [
         ["Cv3tok", "Cv4tok"],
         ["id;api_token"],
     ),
+    *(
+        Case(f"CSV {column} column", {"csv": f"user,{column},host\nbob,Cv7{column},db1"}, [f"Cv7{column}"], ["bob"])
+        for column in ["passwd", "api_key", "private_key", "db_passwd"]
+    ),
+    Case(
+        ".properties line under passwd",
+        {"conf": "ldap.bind_passwd Pp1bindPw\nldap.host h"},
+        ["Pp1bindPw"],
+        ["ldap.host h"],
+    ),
     Case("CSV spaced, after prose", {"log": "export:\nname, token\nalice, Cv5tok"}, ["Cv5tok"], ["alice"]),
     # A `.properties` line with a blank for its separator.
     Case(
@@ -577,9 +758,14 @@ LOOKALIKES = [
     _CERT_B64,
     _PLAIN_B64,
     "pull-request sq0rt EAAAH lin_api_version NRAK-short",
+    "Leaas rent; EAAG" + "x" * 20 + " short",
     "Access-Control-Allow-Origin: https://a.example.com; access-log rotated",
     "rotate secret_rotation_policy api_org_name=acme pat-na1-region dp.pt.x",
     "AAAAAAAAAAAAAAAAAAAAAAAA padding",
+    "GET https://api.github.com/repos/o/r/hooks/123456789 and https://git.example.com/hooks/pre-receive 200",
+    "see https://example.com/docs/webhooks/setup-guide-for-teams and /hooks/catch",
+    "---- BEGIN SSH2 PUBLIC KEY ----\nComment: bob\nAAAAB3NzaC1yc2E\n---- END SSH2 PUBLIC KEY ----",
+    "---- begin ssh2 session ---- rotated --force",
     "clave_producto=A1 parola=ciao palavra=oi wort=hallo code=42",
     "jdbc:oracle:thin:@//db.h:1521/svc oracle:thin:driver/loaded",
     "dial app@tcp(db:3306)/app at 12:30:01 (user@unix(/run/sock))",
@@ -649,6 +835,17 @@ LOOKALIKES = [
     # Commas under a line that names a secret in prose.
     "Enter user, password, host\nthen a, b, c",
     "password reset, done\nok, fine",
+    "aws configure set region eu-west-1 --profile token-ro",
+    "npm config set always-auth true",
+    "ipmitool -I lanplus -H bmc1 -U admin -E sel list; snmpwalk -v3 -l noAuthNoPriv -u bob h",
+    "mosquitto_sub -h broker -p 1883 -t 'sensors/#'",
+    "chpasswd -e < users.txt; man chpasswd",
+    "edit /etc/snmp/snmpd.conf -c strict; snmpd.conf -c x",
+    "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
+    "gh secret list --repo o/r; gh secret set NAME < body.txt",
+    "az keyvault secret show --vault-name kv --name db --query value",
+    "see /etc/passwd, /etc/shadow\nthen a, b",
+    "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",
     # Two words after a secret name: prose, or what happened to it.
     "password is required",

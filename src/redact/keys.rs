@@ -131,6 +131,8 @@ pub const TOKEN_TERMS: &[&str] = &[
     "signature",
     "hmac",
     "session",
+    // Short for session in cookie names (GitHub's `_gh_sess`, `rack.sess`).
+    "sess",
     "private",
     "priv",
     "cert",
@@ -148,8 +150,10 @@ pub const TOKEN_TERMS: &[&str] = &[
 
 /// `key`/`keys` are secret only as the last of at least two tokens
 /// (`api_key`, `x-api-key`, `ssh_keys`), never `key_id` or a bare `key`,
-/// which is the name field of a `config_changed` record.
-pub const LAST_TOKEN_TERMS: &[&str] = &["key", "keys"];
+/// which is the name field of a `config_changed` record. So is `pat`, a
+/// personal access token (`AZURE_DEVOPS_EXT_PAT`, `GITHUB_PAT`), never
+/// `pat_id` or a bare `pat` (a person's name).
+pub const LAST_TOKEN_TERMS: &[&str] = &["key", "keys", "pat"];
 
 /// Framework, header and cookie names (compact form) that the rules above miss.
 pub const EXACT_NAMES: &[&str] = &[
@@ -185,6 +189,8 @@ pub const EXACT_NAMES: &[&str] = &[
     // ASP.NET's forms-authentication and Identity cookies.
     "aspxauth",
     "aspnetcoreidentityapplication",
+    // SiteMinder's single sign-on session cookie.
+    "smsession",
 ];
 
 /// Keys that look secret but carry counters, metadata or public values
@@ -223,6 +229,15 @@ pub const SAFE_NAMES: &[&str] = &[
     "tokenexpiresin",
     "tokenexpiry",
     "tokenttl",
+    // `pat` for "pattern", not a personal access token.
+    "globpat",
+    "regexpat",
+    "searchpat",
+    "matchpat",
+    "filepat",
+    "namepat",
+    "includepat",
+    "excludepat",
     // Key metadata and public keys.
     "keyid",
     "keyname",
@@ -628,7 +643,34 @@ pub fn default_secret(n: &Normalized) -> bool {
             Kind::LastToken => n.last_of_several(s, e),
             Kind::Exact => s == 0 && e == n.compact.len(),
         }
-    })
+    }) || drupal_session(&n.compact)
+}
+
+/// Bundler's credentials for a gem server, `BUNDLE_<HOST>` with the
+/// host's dots written `__` (`BUNDLE_GEMS__CONTRIBSYS__COM=user:password`);
+/// not its settings for a gem's build, a mirror or a local checkout
+/// (`BUNDLE_BUILD__NOKOGIRI`), nor one-word settings (`BUNDLE_PATH`).
+pub fn bundler_credentials(key: &str) -> bool {
+    let Some(host) = key.get(..7).filter(|p| p.eq_ignore_ascii_case("bundle_")).map(|_| &key[7..]) else {
+        return false;
+    };
+    let setting = ["build__", "mirror__", "local__"]
+        .iter()
+        .any(|p| host.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)));
+    !setting
+        && host.split("__").count() >= 2
+        && host
+            .split("__")
+            .all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+}
+
+/// Drupal's session cookie: `SESS` (`SSESS` over HTTPS) and a hash of the
+/// site's name, a name no word list can hold.
+fn drupal_session(compact: &str) -> bool {
+    compact
+        .strip_prefix("ssess")
+        .or_else(|| compact.strip_prefix("sess"))
+        .is_some_and(|hash| hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether the default safe list keeps the normalised key readable.

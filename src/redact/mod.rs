@@ -257,7 +257,9 @@ impl Rules {
         let (jwk_private, jwk_type) = keys::jwk_roles(key);
         // A user safe name keeps a JWK member readable too.
         let jwk_private = jwk_private && !keys::in_set(n, &self.safe, self.safe_max);
-        KeyInfo { secret: self.secret_normalized(n), name_field, value_field, jwk_private, jwk_type }
+        let secret = self.secret_normalized(n)
+            || (keys::bundler_credentials(key) && !keys::in_set(n, &self.safe, self.safe_max));
+        KeyInfo { secret, name_field, value_field, jwk_private, jwk_type }
     }
 
     /// Whether a value stored under `key` is a secret.

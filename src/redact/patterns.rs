@@ -18,29 +18,33 @@ use regex::Regex;
 use super::keys::KeyInfo;
 
 /// One bit per shape, set when one of its hints occurs.
-const PEM: u16 = 1;
-const URL: u16 = 1 << 1;
-const AUTH: u16 = 1 << 2;
-const JWT: u16 = 1 << 3;
-const TOKENS: u16 = 1 << 4;
-const KV: u16 = 1 << 5;
-const FLAG: u16 = 1 << 6;
+const PEM: u32 = 1;
+const URL: u32 = 1 << 1;
+const AUTH: u32 = 1 << 2;
+const JWT: u32 = 1 << 3;
+const TOKENS: u32 = 1 << 4;
+const KV: u32 = 1 << 5;
+const FLAG: u32 = 1 << 6;
 /// Webhook URLs whose path is the credential.
-const HOOK: u16 = 1 << 7;
-const PCT: u16 = 1 << 8;
-const XML: u16 = 1 << 9;
-const NETRC: u16 = 1 << 10;
-const CMD: u16 = 1 << 11;
-const SQL: u16 = 1 << 12;
-const CARD: u16 = 1 << 13;
+const HOOK: u32 = 1 << 7;
+const PCT: u32 = 1 << 8;
+const XML: u32 = 1 << 9;
+const NETRC: u32 = 1 << 10;
+const CMD: u32 = 1 << 11;
+const SQL: u32 = 1 << 12;
+const CARD: u32 = 1 << 13;
 /// Secrets passed as quoted arguments in code.
-const CALL: u16 = 1 << 14;
+const CALL: u32 = 1 << 14;
 /// Redis's `AUTH` command.
-const REDIS: u16 = 1 << 15;
+const REDIS: u32 = 1 << 15;
+/// Secret names that only the CSV header and `.properties` scans look for.
+const NAMES: u32 = 1 << 16;
 
 /// Literal hints (matched ASCII case-insensitively) and the shapes they wake.
-const HINTS: &[(&str, u16)] = &[
+const HINTS: &[(&str, u32)] = &[
     ("-----begin", PEM),
+    // Its `--` pair is the flags' one: no bit of its own.
+    ("---- begin ssh2", PEM),
     ("putty-user-key-file", PEM),
     ("//", URL),
     ("bearer", AUTH),
@@ -101,7 +105,8 @@ const HINTS: &[(&str, u16)] = &[
     ("q~", TOKENS),
     ("dckr_", TOKENS),
     ("sq0", TOKENS),
-    ("eaaa", TOKENS),
+    // Square's `EAAA` and Facebook's access tokens (`EAAG`, `EAAB`, ...).
+    ("eaa", TOKENS),
     ("hrku-", TOKENS),
     ("atatt3", TOKENS),
     ("lin_api_", TOKENS),
@@ -145,6 +150,8 @@ const HINTS: &[(&str, u16)] = &[
     ("--", FLAG),
     (" -", FLAG),
     ("%3d", PCT),
+    // Percent-encoded JSON, `%22password%22%3A%22...`; its `%3` is `%3d`'s pair.
+    ("%3a", PCT),
     ("%253d", PCT),
     ("</", XML),
     ("identified", SQL),
@@ -158,6 +165,13 @@ const HINTS: &[(&str, u16)] = &[
     ("curl", CMD),
     ("sqlplus", CMD),
     ("auth ", REDIS),
+    // Secret names that only the CSV header and `.properties` scans need
+    // (see [`layout_shapes`]); each shares a pair another hint chose
+    // (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets no
+    // more text through. `pwd` and a bare `secret` would each take a bit.
+    ("passwd", NAMES),
+    ("api_key", NAMES),
+    ("private_key", NAMES),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -180,7 +194,7 @@ struct Shapes {
     base64_json: Regex,
     tokens: Regex,
     hook: Regex,
-    /// Finds `webhook` (see [`scan_shapes`]), built once.
+    /// Finds `hook` (see [`scan_shapes`]), built once.
     webhooks: Finder<'static>,
     flag: Regex,
     netrc: Regex,
@@ -198,7 +212,12 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
     Some(Shapes {
         pairs: HintPairs::new(HINTS.iter().map(|(h, _)| *h)),
         hints,
-        pem_begin: Regex::new(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----").ok()?,
+        // OpenVPN's static and tls-crypt keys are shared secrets; SSH2 is the
+        // ssh.com (Tectia, PuTTYgen export) private key file.
+        pem_begin: Regex::new(
+            r"-----BEGIN(?:[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?| OpenVPN [A-Za-z0-9 \-]{0,40})-----|---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----",
+        )
+        .ok()?,
         // Any horizontal space between the scheme and the credential: a
         // no-break space pasted from a page, a control or invisible character;
         // or one line break (a wrapped log line, a folded HTTP header, a
@@ -215,8 +234,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         .ok()?,
         // A JWT's `eyJ….eyJ` is distinctive enough to match after a letter or
         // digit too: `token%3DeyJ…` (URL-encoded) has no word start before it.
+        // A Grafana API key is base64 of `{"k":"<secret>","n":…}`.
         jwt: Regex::new(
-            r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}",
+            r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|(?-u:\b)ZXlK[A-Za-z0-9+/]{40,}={0,2}|eyJrIjoi[A-Za-z0-9+/]{40,}={0,2}",
         )
         .ok()?,
         // `{"` in base64 is `eyJ`, `{\n ` (pretty-printed, a service-account
@@ -263,6 +283,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|dckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}",
             r"|sq0(?:atp|csp|idp)-[A-Za-z0-9_\-]{22,}",
             r"|EAAA[A-Za-z0-9_\-+=]{60,}",
+            // A Facebook (Meta Graph API) access token.
+            r"|EAA[A-Za-z0-9]{100,}",
             r"|HRKU-[A-Za-z0-9_\-]{20,}",
             r"|ATATT3[A-Za-z0-9_\-=]{40,}",
             r"|lin_(?:api|oauth)_[A-Za-z0-9]{30,}",
@@ -309,10 +331,16 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         hook: Regex::new(concat!(
             r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9+/_\-]{8,})",
             r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})",
-            r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#
+            r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#,
+            // Zapier's catch hook, a Mattermost hook's 26-character id, a
+            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot key.
+            r"|hooks\.zapier\.com/hooks/(?:catch|standard)/[0-9]+/(?P<zap>[A-Za-z0-9\-]{6,})",
+            r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
+            r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
+            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})"
         ))
         .ok()?,
-        webhooks: Finder::new(b"webhook"),
+        webhooks: Finder::new(b"hook"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -336,8 +364,10 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // prompts), `sshpass -p x`, `docker login -p x`, `az login -p x`,
         // `mongo -p x`, `redis-cli -a x`, `ldapsearch -w x`, `sqlcmd -P x`,
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
+        // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
-        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`).
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
+        // `gh secret set N --body x`, `az keyvault secret set ... --value x`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
@@ -351,7 +381,12 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
             r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
             r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            // A BMC's password, an MQTT broker's (SNMP's: see [`snmp_spans`]).
+            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
             r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
+            // Commands that store a secret: its value is one whatever its name.
+            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
+            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
@@ -562,8 +597,8 @@ fn scan(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usi
 
 /// The shapes whose hints occur in `s`, one bit each.
 #[inline]
-fn wake_of(sh: &Shapes, s: &str) -> u16 {
-    let mut wake = 0u16;
+fn wake_of(sh: &Shapes, s: &str) -> u32 {
+    let mut wake = 0u32;
     // Most values hold no hint: the pair filter rules that out for most of
     // them without running the automaton. `key=value` needs a separator; its
     // keys go through the (cached) key rules, so no word list is needed here
@@ -594,7 +629,7 @@ fn wake_of(sh: &Shapes, s: &str) -> u16 {
 fn scan_shapes(
     s: &str,
     sh: &Shapes,
-    wake: u16,
+    wake: u32,
     key_info: &mut dyn FnMut(&str) -> KeyInfo,
     spans: &mut Vec<(usize, usize)>,
     decode: bool,
@@ -631,13 +666,13 @@ fn scan_shapes(
     if wake & CARD != 0 {
         super::cards::spans(s, spans);
     }
-    // Discord and Teams webhooks have no hint of their own (`webhook` would
+    // Webhooks other than Slack's have no hint of their own (`hook` would
     // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
-            push_group(&c, "path", spans);
-            push_group(&c, "token", spans);
-            push_group(&c, "teams", spans);
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom"] {
+                push_group(&c, group, spans);
+            }
         }
     }
     if wake & KV != 0 {
@@ -672,7 +707,10 @@ fn scan_shapes(
             }
         }
     }
-    if wake & (CALL | REDIS | SQL | AUTH | TOKENS) != 0 {
+    if wake & FLAG != 0 {
+        snmp_spans(s, spans);
+    }
+    if wake & (CALL | REDIS | SQL | AUTH | TOKENS | NAMES) != 0 {
         layout_shapes(s, wake, key_info, spans);
     }
     if wake & SQL != 0 {
@@ -700,23 +738,160 @@ fn scan_shapes(
 /// The shapes that only a secret's place in code or a table marks, out of
 /// line: the common shapes' frame stays small.
 #[inline(never)]
-fn layout_shapes(s: &str, wake: u16, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     if wake & CALL != 0 {
         call_spans(s, key_info, spans);
     }
     if wake & REDIS != 0 {
         redis_auth_spans(s, spans);
     }
-    if wake & (SQL | AUTH | TOKENS) != 0 {
+    if wake & (SQL | AUTH | TOKENS | NAMES) != 0 {
         // Looked for only where a word woke one of these (`password`,
-        // `token`, `secret_`...): a header naming its secret column only
-        // `passwd`, `pwd` or `api_key` is missed, as the README says. A
-        // table has more than one line.
+        // `passwd`, `token`, `api_key`, `secret_`...): a header naming its
+        // secret column only `pwd` or `secret` is missed, as the README
+        // says. A table has more than one line.
         if memchr::memchr(b'\n', s.as_bytes()).is_some() {
             csv_spans(s, key_info, spans);
         }
         blank_pair_spans(s, key_info, spans);
     }
+    // `npm config set _auth x` wakes only the `auth ` of Redis's command.
+    if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
+        config_set_spans(s, key_info, spans);
+    }
+    if wake & NAMES != 0 {
+        chpasswd_spans(s, spans);
+    }
+}
+
+static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpasswd"));
+
+/// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
+/// (`echo "bob:pw" | chpasswd`) or given as a here-string (`chpasswd <<<
+/// "bob:pw"`). The user stays readable.
+#[inline(never)]
+fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in CHPASSWD.find_iter(b) {
+        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        let line_end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        let after = &s[at + 8..line_end];
+        let pair = if let Some(i) = after.find("<<<") {
+            let from = at + 8 + i + 3;
+            shell_words(s, from, line_end).next()
+        } else {
+            // `echo <pair> | [sudo] chpasswd`: the pipe's left side on this line.
+            let before = &s[line_start..at];
+            let pipe = before.rfind('|').map(|i| line_start + i);
+            pipe.and_then(|p| {
+                let echo = s[line_start..p].rfind("echo ").map(|i| line_start + i + 5)?;
+                let mut words = shell_words(s, echo, p).filter(|&(a, _)| !s[a..].starts_with('-'));
+                words.next()
+            })
+        };
+        let Some((a, z)) = pair else { continue };
+        let (va, vz) = unquote(a, &s[a..z]);
+        if let Some(colon) = s[va..vz].find(':') {
+            if va + colon + 1 < vz {
+                spans.push((va + colon + 1, vz));
+            }
+        }
+    }
+}
+
+static SNMP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"snmp"));
+
+/// The community string (`-c`) and the v3 passphrases (`-A`, `-X`) of an
+/// SNMP command line (`snmpwalk`, `snmpget`, ...): each flag of the command, up to
+/// its line's or the command's end.
+#[inline(never)]
+fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = SNMP.find(&b[from..]) {
+        let at = from + off;
+        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
+        from = end;
+        // A command name: at a word start, `snmp` and letters.
+        let name_end = at + b[at..end].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let mut words = shell_words(s, name_end, end);
+        while let Some((a, z)) = words.next() {
+            let flag = &s[a..z];
+            let glued = flag.len() > 2 && flag.starts_with("-c") && !flag.starts_with("--");
+            if matches!(flag, "-c" | "-A" | "-X") {
+                if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                    spans.push(unquote(va, &s[va..vz]));
+                }
+            } else if glued {
+                spans.push(unquote(a + 2, &s[a + 2..z]));
+            }
+        }
+    }
+}
+
+/// Commands that store a setting given as `<name> <value>`: `aws configure
+/// set`, `npm config set` (`yarn`, `pnpm`), `dotnet user-secrets set`.
+static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
+            .replace(r"[ \t]", blank_class!()),
+    )
+    .ok()
+});
+
+/// The value of a setting command (see [`CONFIG_SET`]) whose name is
+/// secret: `aws configure set aws_secret_access_key x --profile p`. The
+/// words after `set` are read up to the line's or the command's end;
+/// options (`--profile p`) are skipped, and the word after the first
+/// secret name is its value.
+fn config_set_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    let Some(re) = CONFIG_SET.as_ref() else { return };
+    for m in re.find_iter(s) {
+        let end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+        let mut words = shell_words(s, m.end(), end);
+        while let Some((a, z)) = words.next() {
+            if s[a..].starts_with('-') {
+                continue;
+            }
+            if !key_info(s[a..z].trim_matches(['"', '\''])).secret {
+                continue;
+            }
+            if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                if !keep_value(s[va..vz].trim_matches(['"', '\''])) {
+                    spans.push(unquote(va, &s[va..vz]));
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// The words of `s[from..to]`, split at blanks; a word opening with a quote
+/// runs to its closing quote.
+fn shell_words(s: &str, from: usize, to: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let b = s.as_bytes();
+    let mut i = from;
+    std::iter::from_fn(move || {
+        while i < to && matches!(b[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i >= to {
+            return None;
+        }
+        let start = i;
+        if let q @ (b'"' | b'\'') = b[i] {
+            i = b[i + 1..to].iter().position(|&c| c == q).map_or(to, |n| i + 1 + n + 1);
+        } else {
+            while i < to && !matches!(b[i], b' ' | b'\t') {
+                i += 1;
+            }
+        }
+        Some((start, i))
+    })
 }
 
 /// Base64 of a JSON object (`eyJ…`: a `.dockerconfigjson`, a session
@@ -905,8 +1080,9 @@ fn pem_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     while let Some(m) = sh.pem_begin.find_at(s, from) {
         let body_start = m.end();
-        let (body_end, next) = match s[body_start..].find("-----END") {
-            Some(i) => (body_start + i, body_start + i + 8),
+        let end_line = if m.as_str().starts_with("---- ") { "---- END" } else { "-----END" };
+        let (body_end, next) = match s[body_start..].find(end_line) {
+            Some(i) => (body_start + i, body_start + i + end_line.len()),
             None => (s.len(), s.len()),
         };
         push_trimmed(s, body_start, body_end, spans);
@@ -1174,6 +1350,17 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         }
         let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
         let value = &s[v_start..v_end];
+        if lone_colon && !quoted {
+            // A typed declaration, `password: str = "x"` (Python,
+            // TypeScript, Kotlin): the word after the `:` is its type, masked
+            // below as the value; the value after the `=` goes too.
+            if let Some((start, end)) = typed_default(s, v_end) {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = at.max(end);
+            }
+        }
         let auth_header = !quoted && authorization_key(key);
         if auth_header && value.contains('=') {
             // `Authorization: key=...`, `Credential=..., Signature=...`: every
@@ -1215,12 +1402,42 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
+        let mut v_end = v_end;
         if !keep_value(value) {
+            if auth_header {
+                // A first word with a digit is no scheme the rules know
+                // (`FlyV1 fm2_...`, `TC3-HMAC-SHA256 Credential=...`): it may be
+                // the credential or a scheme before it, so both go.
+                v_end = header_rest_end(s, v_end).unwrap_or(v_end);
+            }
             spans.push((v_start, v_end));
         }
         at = at.max(v_end);
         key_floor = at;
     }
+}
+
+/// The value of `= value` right after a typed declaration's type ending at
+/// `type_end`; not `==` or `=>`. Out of line: it is rare, and the pair
+/// scan it is called from runs on most text.
+#[inline(never)]
+fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
+    let rest = &s[type_end..];
+    let eq = type_end + (rest.len() - trim_blanks_start(rest).len());
+    let b = s.as_bytes();
+    if b.get(eq) != Some(&b'=') || matches!(b.get(eq + 1), Some(b'=' | b'>')) {
+        return None;
+    }
+    value_after(s, eq + 1).map(|(start, end, _)| (start, end))
+}
+
+/// The end of what follows an authorization header's first word ending at
+/// `v_end` on its line, if anything does.
+fn header_rest_end(s: &str, v_end: usize) -> Option<usize> {
+    let rest = &s[v_end..];
+    let after = trim_blanks_start(rest);
+    (after.len() < rest.len() && after.starts_with(|c: char| !c.is_whitespace()))
+        .then(|| auth_params_end(s, s.len() - after.len()))
 }
 
 /// Whether `s` holds a `kty` key (`"kty": "RSA"`, `\"kty\":`, `kty: EC`):
@@ -1885,33 +2102,63 @@ fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
     let mut key_floor = 0;
     while let Some(off) = memchr::memchr(b'%', &b[at..]) {
         let pct = at + off;
-        let Some(sep_end) = encoded(b, pct, b"3d") else {
+        // `key%3Dvalue`, or percent-encoded JSON: `%22key%22%3A%22value%22`.
+        let (sep_end, key, json) = if let Some(sep_end) = encoded(b, pct, b"3d") {
+            (sep_end, key_before(s, key_floor, pct), false)
+        } else if let Some(sep_end) = encoded(b, pct, b"3a") {
+            (sep_end, encoded_json_key(s, key_floor, pct), true)
+        } else {
             at = pct + 1;
             continue;
         };
         at = sep_end;
-        let Some(key) = key_before(s, key_floor, pct) else { continue };
+        let Some(key) = key else { continue };
         key_floor = sep_end;
         if !key_info(key).secret {
             continue;
         }
-        let mut end = sep_end;
+        let mut start = sep_end;
+        if json {
+            // The value's opening quote.
+            start = encoded(b, start, b"22").unwrap_or(start);
+        }
+        let mut end = start;
         while end < b.len() {
             let c = b[end];
             if c.is_ascii_whitespace() || matches!(c, b'&' | b'"' | b'\'' | b'<' | b'>' | b'#' | b';') {
                 break;
             }
-            if c == b'%' && encoded(b, end, b"26").is_some() {
+            if c == b'%'
+                && (encoded(b, end, b"26").is_some()
+                    || (json && [b"22", b"2c", b"7d"].iter().any(|code| encoded(b, end, code).is_some())))
+            {
                 break;
             }
             end += 1;
         }
-        if !keep_value(&s[sep_end..end]) {
-            spans.push((sep_end, end));
+        if !keep_value(&s[start..end]) {
+            spans.push((start, end));
         }
         at = at.max(end);
         key_floor = at;
     }
+}
+
+/// The key of percent-encoded JSON whose `%3A` starts at `pct`: the name
+/// between two encoded quotes (`%22`, `%2522`), right before it.
+fn encoded_json_key(s: &str, floor: usize, pct: usize) -> Option<&str> {
+    let b = s.as_bytes();
+    // The closing quote: `%`, `25`s, `22`, ending at `pct`.
+    let mut q = pct.checked_sub(2).filter(|&q| q >= floor && &b[q..pct] == b"22")?;
+    while q >= floor + 2 && &b[q - 2..q] == b"25" {
+        q -= 2;
+    }
+    let close = q.checked_sub(1).filter(|&c| c >= floor && b[c] == b'%')?;
+    let open = memchr::memrchr(b'%', &b[floor..close]).map(|i| floor + i)?;
+    let key_start = encoded(b, open, b"22")?;
+    let key = s.get(key_start..close)?;
+    (!key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')))
+        .then_some(key)
 }
 
 /// The end of `%` (`25`)* `code` at `pct` (`code` lowercase hex), or `None`.
@@ -2212,10 +2459,19 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
     if blanks > MAX_BLANKS {
         return None;
     }
-    let start = from + blanks;
+    let mut start = from + blanks;
     let b = s.as_bytes();
+    // A Python string prefix (`b'...'`, the repr of bytes; `u`, `r`, `f`,
+    // `rb`): the value is the quoted text after it.
+    let prefix =
+        b[start..].iter().take(2).take_while(|c| matches!(c, b'b' | b'B' | b'u' | b'U' | b'r' | b'R' | b'f' | b'F'));
+    let prefix = prefix.count();
+    if prefix > 0 && matches!(b.get(start + prefix), Some(b'"' | b'\'')) {
+        start += prefix;
+    }
     match b.get(start) {
-        Some(&q @ (b'"' | b'\'')) => {
+        // A backtick quotes too: a JavaScript template literal, a shell's old command substitution.
+        Some(&q @ (b'"' | b'\'' | b'`')) => {
             if b.get(start..start + 3).is_some_and(|t| t.iter().all(|&c| c == q)) {
                 // A triple-quoted value (Python, TOML) may span lines.
                 let open = start + 3;
@@ -2225,7 +2481,7 @@ fn value_after(s: &str, from: usize) -> Option<(usize, usize, bool)> {
             let mut i = start + 1;
             while i < b.len() {
                 match b[i] {
-                    b'\\' if q == b'"' => i += 2,
+                    b'\\' if q != b'\'' => i += 2,
                     // A value cut off before its closing quote (a truncated
                     // line) is masked to the end of its line.
                     b'\r' | b'\n' => return Some((start + 1, i, true)),
@@ -2336,6 +2592,11 @@ mod tests {
         for c in (0..=0x3_FFFF).filter_map(char::from_u32) {
             assert_eq!(class.is_match(c.encode_utf8(&mut [0; 4])), is_value_blank(c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn the_setting_commands_pattern_compiles() {
+        assert!(CONFIG_SET.is_some());
     }
 
     #[test]
