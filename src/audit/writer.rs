@@ -147,15 +147,22 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub rejected: AtomicU64,
     pub lost: AtomicU64,
+    /// Purges handed over and not yet run: one whose caller stopped waiting
+    /// (Ctrl-C) still runs, and a `flush()` after it waits for it.
+    pub purges: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
 impl Stats {
     /// Whether every row that entered the queue is committed (or a
-    /// duplicate). `queued` is counted before a row is sent and `written`
-    /// (with release) after its commit, and `queued` is read last: a row
-    /// seen written was seen queued, so done >= queued means none waits.
+    /// duplicate) and no purge waits. `queued` is counted before a row is
+    /// sent and `written` (with release) after its commit, and `queued` is
+    /// read last: a row seen written was seen queued, so done >= queued
+    /// means none waits.
     fn settled(&self) -> bool {
+        if self.purges.load(Ordering::Acquire) != 0 {
+            return false;
+        }
         let done = self.written.load(Ordering::Acquire) + self.duplicates.load(Ordering::Acquire);
         done >= self.queued.load(Ordering::Acquire)
     }
@@ -915,7 +922,11 @@ impl Writer {
     pub fn purge(&self, py: Python<'_>, before: String, user: Option<String>) -> Result<u64> {
         self.check_not_writer("purge()")?;
         let (reply, answer) = bounded(1);
-        self.send(py, Msg::Purge(before, user, reply), None)?;
+        self.shared.stats.purges.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.send(py, Msg::Purge(before, user, reply), None) {
+            self.shared.stats.purges.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
         // A Ctrl-C ends the wait, not the purge: it runs once the rows before it are written.
         interruptible(py, None, |until| self.reply(&answer, Some(until)))?
             .map_err(|_| self.stopped_error())?
@@ -1486,6 +1497,9 @@ impl Thread {
                     // Retrying cannot help: stop, so that every waiter gets an error
                     // (flush waiters see the channel close) instead of waiting forever.
                     drop(flushes);
+                    if matches!(control, Some(Msg::Purge(..))) {
+                        self.shared.stats.purges.fetch_sub(1, Ordering::AcqRel);
+                    }
                     // Under the exclusive gate: a sender that queued before this drain is
                     // counted in it, one after it sees `refused` (see `Shared::gate`).
                     let _gate = self.shared.gate.write();
@@ -1500,6 +1514,7 @@ impl Thread {
                     if let Err(e) = &result {
                         self.shared.note_error(e);
                     }
+                    self.shared.stats.purges.fetch_sub(1, Ordering::AcqRel);
                     let _ = reply.send(result);
                 }
                 Some(Msg::Stop) => return,
@@ -1653,6 +1668,7 @@ impl Thread {
                 }
                 Msg::Row(_, None) => lost += 1,
                 Msg::Purge(_, _, reply) => {
+                    self.shared.stats.purges.fetch_sub(1, Ordering::AcqRel);
                     let _ = reply.send(Err(message.clone()));
                 }
                 Msg::Flush(_) | Msg::Stop => {}
@@ -2583,6 +2599,35 @@ mod tests {
             });
             assert_eq!(landed_and_urged, Some(true), "{name}");
         }
+    }
+
+    #[test]
+    fn a_flush_after_a_purge_handed_over_does_not_report_done_before_it_ran() {
+        // A purge whose caller stopped waiting (Ctrl-C) still runs: a flush
+        // after it, with no row queued, once said "done" at once.
+        let (writer, rx, _ended) = writer_without_thread(4);
+        std::thread::scope(|scope| {
+            let purger = scope.spawn(|| Python::attach(|py| writer.purge(py, "2000-01-01".into(), None)));
+            let Ok(Msg::Purge(_, _, reply)) = rx.recv() else { panic!("the purge was not queued") };
+            let flushed = Python::attach(|py| writer.flush(py, Some(Duration::ZERO)));
+            assert!(matches!(flushed, Err(Error::Timeout(_))), "{:?}", flushed.err());
+            reply.send(Ok(0)).unwrap();
+            assert_eq!(purger.join().unwrap().unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn the_thread_counts_a_purge_done_once_it_ran() {
+        let (thread, tx) = idle_thread(4);
+        let shared = Arc::clone(&thread.shared);
+        shared.stats.purges.store(1, Ordering::Release); // as `Writer::purge` counts it
+        let (reply, answer) = bounded(1);
+        tx.send(Msg::Purge("2000-01-01T00:00:00+00:00".into(), None, reply)).unwrap();
+        tx.send(Msg::Stop).unwrap();
+        thread.run();
+        assert_eq!(answer.recv().unwrap(), Ok(0));
+        assert_eq!(shared.stats.purges.load(Ordering::Acquire), 0);
+        assert!(shared.stats.settled());
     }
 
     #[test]
