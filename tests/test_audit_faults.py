@@ -484,10 +484,11 @@ print("queued", flush=True)
 """
 
 
-def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_service_and_says_so(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
+def _exit_with_the_database_locked(path: Path, script: str) -> tuple[str, str]:
+    """Runs `script` on `path`; once it prints "ready", another process holds the write lock, and the
+    script, sent a line, goes on and exits under it. Its stdout and stderr, after a clean exit."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _EXIT_LOCKED, str(path)],
+        [sys.executable, "-c", script, str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -503,7 +504,7 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
             # The 10 s exit limit is one for the whole exit, not 10 s per service
             # plus a busy_timeout per batch still queued (which took minutes).
             try:
-                _, err = child.communicate(timeout=60)
+                out, err = child.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
                 pytest.fail("the interpreter exit did not give up within one exit limit while the database was locked")
@@ -515,6 +516,12 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
             if stream is not None:
                 stream.close()
     assert child.returncode == 0, err
+    return out, err
+
+
+def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_service_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    _, err = _exit_with_the_database_locked(path, _EXIT_LOCKED)
     # Every row given up is counted on stderr (no logging configured), never silently.
     given_up = [int(n) for n in re.findall(r"gave up at interpreter exit: (\d+) records were NOT written", err)]
     assert sum(given_up) >= 3 * 6000, err
@@ -557,26 +564,7 @@ while svc.stats()["queue_depth"] == 0:  # the flush is queued behind them
 
 def test_a_flush_waiting_when_the_exit_gives_its_rows_up_raises_instead_of_returning(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _FLUSH_WAITING_AT_EXIT, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdin is not None
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
-        with write_locked(path):
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, err
+    out, err = _exit_with_the_database_locked(path, _FLUSH_WAITING_AT_EXIT)
     assert "gave up at interpreter exit" in err, err
     # The rows it waited for were not written: a flush() that returned would say they were.
     assert out.splitlines() == ["flush AuditError"], (out, err)
