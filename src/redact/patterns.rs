@@ -772,9 +772,15 @@ static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpa
 #[inline(never)]
 fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
-    for at in CHPASSWD.find_iter(b) {
-        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
-        let line_end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+    // Each occurrence reads only up to its neighbours, not to its line's
+    // ends: a long line of them stays linear.
+    let mut floor = 0;
+    let mut found = CHPASSWD.find_iter(b).peekable();
+    while let Some(at) = found.next() {
+        let ceiling = found.peek().copied().unwrap_or(b.len());
+        let line_start = memchr::memrchr(b'\n', &b[floor..at]).map_or(floor, |i| floor + i + 1);
+        let line_end = memchr::memchr(b'\n', &b[at..ceiling]).map_or(ceiling, |i| at + i);
+        floor = at + 8;
         let after = &s[at + 8..line_end];
         let pair = if let Some(i) = after.find("<<<") {
             let from = at + 8 + i + 3;
