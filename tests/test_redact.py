@@ -732,7 +732,8 @@ def test_long_runs_of_argument_pgpass_and_net_use_shapes_are_redacted_without_ha
 
 
 # Command shapes repeated on one long line: each `chpasswd` looked back to
-# its line's start and forward to its end; each took minutes on a megabyte.
+# its line's start and forward to its end, each `npm config set` read the
+# words to its line's end again; each took minutes on a megabyte.
 _LONG_COMMAND = """
 import sys
 from auditbus import redact
@@ -744,7 +745,12 @@ print("ok")
 
 @pytest.mark.parametrize(
     ("unit", "times"),
-    [("echo a:b | chpasswd ", 200_000), ("chpasswd ", 300_000)],
+    [
+        ("echo a:b | chpasswd ", 200_000),
+        ("chpasswd ", 300_000),
+        ("npm config set ", 200_000),
+        ("npm config set _auth ", 150_000),
+    ],
 )
 def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:
     done = subprocess.run(

@@ -856,17 +856,27 @@ static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// secret name is its value.
 fn config_set_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let Some(re) = CONFIG_SET.as_ref() else { return };
-    for m in re.find_iter(s) {
-        let end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+    // The next command is looked for after the words already read, and a
+    // command's end is found once for all the commands before it: a long
+    // line of them stays linear.
+    let mut from = 0;
+    let mut end = 0;
+    while let Some(m) = re.find_at(s, from) {
+        if m.end() > end {
+            end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+        }
+        from = end;
         let mut words = shell_words(s, m.end(), end);
         while let Some((a, z)) = words.next() {
             if s[a..].starts_with('-') {
                 continue;
             }
+            from = z;
             if !key_info(s[a..z].trim_matches(['"', '\''])).secret {
                 continue;
             }
             if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                from = vz;
                 if !keep_value(s[va..vz].trim_matches(['"', '\''])) {
                     spans.push(unquote(va, &s[va..vz]));
                 }
