@@ -274,6 +274,17 @@ REAL_WORLD = [
         ["%22user%22%3A%22bob%22", " 200"],
     ),
     Case(
+        # Python's `quote(json.dumps(d))`: a space after each colon, `%20`
+        # (`quote_plus`: `+`).
+        "percent-encoded JSON with a space after the colon",
+        {
+            "quote": "next=%7B%22user%22%3A%20%22bob%22%2C%20%22password%22%3A%20%22Pj3spaced%22%7D",
+            "quote_plus": "next=%7B%22password%22%3A+%22Pj4plus%22%7D",
+        },
+        ["Pj3spaced", "Pj4plus"],
+        ["%22user%22%3A%20%22bob%22"],
+    ),
+    Case(
         "Bundler's gem server credentials in an environment line",
         {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
         ["Bc1e5f6a"],

@@ -2135,7 +2135,17 @@ fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
         }
         let mut start = sep_end;
         if json {
-            // The value's opening quote.
+            // The spaces after the colon (`%20`, or `+` from a form
+            // encoder: `quote(json.dumps(d))`), then the value's opening quote.
+            loop {
+                if b.get(start) == Some(&b'+') {
+                    start += 1;
+                } else if let Some(e) = (b.get(start) == Some(&b'%')).then(|| encoded(b, start, b"20")).flatten() {
+                    start = e;
+                } else {
+                    break;
+                }
+            }
             start = encoded(b, start, b"22").unwrap_or(start);
         }
         let mut end = start;
