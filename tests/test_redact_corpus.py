@@ -285,6 +285,13 @@ REAL_WORLD = [
         ["%22user%22%3A%20%22bob%22"],
     ),
     Case(
+        # An unquoted value whose second and third characters are `22`.
+        "percent-encoded JSON with an unquoted value",
+        {"q": "d=%7B%22pin%22%3A7220913%7D", "r": "d=%7B%22password%22%3Ax22Pj5xx%7D"},
+        ["7220913", "x22", "Pj5xx"],
+        ["%22pin%22%3A"],
+    ),
+    Case(
         "Bundler's gem server credentials in an environment line",
         {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
         ["Bc1e5f6a"],

@@ -2146,7 +2146,9 @@ fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
                     break;
                 }
             }
-            start = encoded(b, start, b"22").unwrap_or(start);
+            if b.get(start) == Some(&b'%') {
+                start = encoded(b, start, b"22").unwrap_or(start);
+            }
         }
         let mut end = start;
         while end < b.len() {
