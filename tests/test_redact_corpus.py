@@ -292,6 +292,16 @@ REAL_WORLD = [
         ["%22pin%22%3A"],
     ),
     Case(
+        "snmp commands after another snmp word on their line",
+        {
+            "log": "[snmp] snmpwalk -v2c -c Sn4community h\n"
+            "snmp-poll: snmpget -v2c -c Sn5community h\n"
+            "/etc/snmp/x; snmpwalk -v2c -c Sn6community h"
+        },
+        ["Sn4community", "Sn5community", "Sn6community"],
+        ["[snmp] snmpwalk -v2c -c", "snmp-poll: snmpget"],
+    ),
+    Case(
         "Bundler's gem server credentials in an environment line",
         {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
         ["Bc1e5f6a"],

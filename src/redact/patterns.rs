@@ -816,14 +816,20 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     while let Some(off) = SNMP.find(&b[from..]) {
         let at = from + off;
-        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
-        from = end;
+        // Another word holding `snmp` (`[snmp]`, `snmp-poll:`) leaves the
+        // rest of its line to be looked at.
+        from = at + 4;
         // A command name: at a word start, `snmp` and letters.
-        let name_end = at + b[at..end].iter().take_while(|c| c.is_ascii_alphabetic()).count();
         let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
-        if !word_start || !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+        if !word_start {
             continue;
         }
+        let name_end = at + b[at..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        if !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
+        from = end;
         let mut words = shell_words(s, name_end, end);
         while let Some((a, z)) = words.next() {
             let flag = &s[a..z];
