@@ -302,6 +302,12 @@ REAL_WORLD = [
         ["[snmp] snmpwalk -v2c -c", "snmp-poll: snmpget"],
     ),
     Case(
+        "snmp passphrases glued to their flag",
+        {"cmd": "snmpget -v3 -l authPriv -u bob -a SHA -ASn7zebra -x AES -XSn8yakyak h sysName.0"},
+        ["Sn7zebra", "Sn8yakyak"],
+        ["-u bob -a SHA -A", "-x AES -X", "h sysName.0"],
+    ),
+    Case(
         "Bundler's gem server credentials in an environment line",
         {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
         ["Bc1e5f6a"],

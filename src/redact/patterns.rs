@@ -833,7 +833,7 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         let mut words = shell_words(s, name_end, end);
         while let Some((a, z)) = words.next() {
             let flag = &s[a..z];
-            let glued = flag.len() > 2 && flag.starts_with("-c") && !flag.starts_with("--");
+            let glued = flag.len() > 2 && ["-c", "-A", "-X"].iter().any(|f| flag.starts_with(f));
             if matches!(flag, "-c" | "-A" | "-X") {
                 if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
                     spans.push(unquote(va, &s[va..vz]));
