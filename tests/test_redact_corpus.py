@@ -899,6 +899,8 @@ LOOKALIKES = [
     'parser.add_argument("--password", help="the password")',
     'tokenize("hello world") useState("token")',
     'os.environ["HOME"] = "/root"',
+    "id,user,passwd_changed_at\n1,bob,2024-01-01",
+    "passwd_expires_at: 2025-01-01",
 ]
 
 
