@@ -901,6 +901,7 @@ LOOKALIKES = [
     'os.environ["HOME"] = "/root"',
     "id,user,passwd_changed_at\n1,bob,2024-01-01",
     "passwd_expires_at: 2025-01-01",
+    "401: Authorization: Bearer token required",
 ]
 
 

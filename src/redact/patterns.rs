@@ -1417,7 +1417,10 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             let skip = rest.len() - rest.trim_start_matches(is_value_blank).len();
             let cred_start = v_end + skip;
             let cred_end = auth_params_end(s, cred_start);
-            if cred_end > cred_start && skip > 0 {
+            // `Authorization: Bearer token required`: the word `token` (or a
+            // placeholder) names what is missing, it is none.
+            let cred = &s[cred_start..cred_end];
+            if cred_end > cred_start && skip > 0 && !keep_value(cred) && !cred.eq_ignore_ascii_case("token") {
                 spans.push((cred_start, cred_end));
             }
             at = at.max(cred_end);
