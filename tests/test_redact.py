@@ -731,6 +731,38 @@ def test_long_runs_of_argument_pgpass_and_net_use_shapes_are_redacted_without_ha
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
 
 
+# Command shapes repeated on one long line: each `chpasswd` looked back to
+# its line's start and forward to its end, each `npm config set` read the
+# words to its line's end again; each took minutes on a megabyte.
+_LONG_COMMAND = """
+import sys
+from auditbus import redact
+out = redact(sys.argv[1] * int(sys.argv[2]) + "_auth x")
+assert isinstance(out, str) and out
+print("ok")
+"""
+
+
+@pytest.mark.parametrize(
+    ("unit", "times"),
+    [
+        ("echo a:b | chpasswd ", 200_000),
+        ("chpasswd ", 300_000),
+        ("npm config set ", 200_000),
+        ("npm config set _auth ", 150_000),
+    ],
+)
+def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LONG_COMMAND, unit, str(times)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
 # Pasted from a web page or a chat (a no-break space), or spaced by a control
 # character: the credential after the scheme is still a credential.
 @pytest.mark.parametrize(

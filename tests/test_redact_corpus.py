@@ -274,6 +274,40 @@ REAL_WORLD = [
         ["%22user%22%3A%22bob%22", " 200"],
     ),
     Case(
+        # Python's `quote(json.dumps(d))`: a space after each colon, `%20`
+        # (`quote_plus`: `+`).
+        "percent-encoded JSON with a space after the colon",
+        {
+            "quote": "next=%7B%22user%22%3A%20%22bob%22%2C%20%22password%22%3A%20%22Pj3spaced%22%7D",
+            "quote_plus": "next=%7B%22password%22%3A+%22Pj4plus%22%7D",
+        },
+        ["Pj3spaced", "Pj4plus"],
+        ["%22user%22%3A%20%22bob%22"],
+    ),
+    Case(
+        # An unquoted value whose second and third characters are `22`.
+        "percent-encoded JSON with an unquoted value",
+        {"q": "d=%7B%22pin%22%3A7220913%7D", "r": "d=%7B%22password%22%3Ax22Pj5xx%7D"},
+        ["7220913", "x22", "Pj5xx"],
+        ["%22pin%22%3A"],
+    ),
+    Case(
+        "snmp commands after another snmp word on their line",
+        {
+            "log": "[snmp] snmpwalk -v2c -c Sn4community h\n"
+            "snmp-poll: snmpget -v2c -c Sn5community h\n"
+            "/etc/snmp/x; snmpwalk -v2c -c Sn6community h"
+        },
+        ["Sn4community", "Sn5community", "Sn6community"],
+        ["[snmp] snmpwalk -v2c -c", "snmp-poll: snmpget"],
+    ),
+    Case(
+        "snmp passphrases glued to their flag",
+        {"cmd": "snmpget -v3 -l authPriv -u bob -a SHA -ASn7zebra -x AES -XSn8yakyak h sysName.0"},
+        ["Sn7zebra", "Sn8yakyak"],
+        ["-u bob -a SHA -A", "-x AES -X", "h sysName.0"],
+    ),
+    Case(
         "Bundler's gem server credentials in an environment line",
         {"env": "BUNDLE_GEMS__CONTRIBSYS__COM=0a1b2c3d:Bc1e5f6a BUNDLE_PATH=vendor/bundle"},
         ["Bc1e5f6a"],
@@ -865,6 +899,9 @@ LOOKALIKES = [
     'parser.add_argument("--password", help="the password")',
     'tokenize("hello world") useState("token")',
     'os.environ["HOME"] = "/root"',
+    "id,user,passwd_changed_at\n1,bob,2024-01-01",
+    "passwd_expires_at: 2025-01-01",
+    "401: Authorization: Bearer token required",
 ]
 
 

@@ -313,6 +313,10 @@ pub const SAFE_NAMES: &[&str] = &[
     "passwordupdatedat",
     "passwordchangedat",
     "passwordexpiresat",
+    // The same with Unix's spelling (`passwd_changed_at`, a CSV column).
+    "passwdupdatedat",
+    "passwdchangedat",
+    "passwdexpiresat",
     "passwordless",
     // Where a secret is kept, or how it is passed, not the secret: file and
     // socket paths, endpoints, reference names and CLI switches

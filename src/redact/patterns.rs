@@ -772,9 +772,15 @@ static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpa
 #[inline(never)]
 fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
-    for at in CHPASSWD.find_iter(b) {
-        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
-        let line_end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+    // Each occurrence reads only up to its neighbours, not to its line's
+    // ends: a long line of them stays linear.
+    let mut floor = 0;
+    let mut found = CHPASSWD.find_iter(b).peekable();
+    while let Some(at) = found.next() {
+        let ceiling = found.peek().copied().unwrap_or(b.len());
+        let line_start = memchr::memrchr(b'\n', &b[floor..at]).map_or(floor, |i| floor + i + 1);
+        let line_end = memchr::memchr(b'\n', &b[at..ceiling]).map_or(ceiling, |i| at + i);
+        floor = at + 8;
         let after = &s[at + 8..line_end];
         let pair = if let Some(i) = after.find("<<<") {
             let from = at + 8 + i + 3;
@@ -810,18 +816,24 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     while let Some(off) = SNMP.find(&b[from..]) {
         let at = from + off;
-        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
-        from = end;
+        // Another word holding `snmp` (`[snmp]`, `snmp-poll:`) leaves the
+        // rest of its line to be looked at.
+        from = at + 4;
         // A command name: at a word start, `snmp` and letters.
-        let name_end = at + b[at..end].iter().take_while(|c| c.is_ascii_alphabetic()).count();
         let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
-        if !word_start || !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+        if !word_start {
             continue;
         }
+        let name_end = at + b[at..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        if !matches!(b.get(name_end), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| at + i);
+        from = end;
         let mut words = shell_words(s, name_end, end);
         while let Some((a, z)) = words.next() {
             let flag = &s[a..z];
-            let glued = flag.len() > 2 && flag.starts_with("-c") && !flag.starts_with("--");
+            let glued = flag.len() > 2 && ["-c", "-A", "-X"].iter().any(|f| flag.starts_with(f));
             if matches!(flag, "-c" | "-A" | "-X") {
                 if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
                     spans.push(unquote(va, &s[va..vz]));
@@ -850,17 +862,27 @@ static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// secret name is its value.
 fn config_set_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let Some(re) = CONFIG_SET.as_ref() else { return };
-    for m in re.find_iter(s) {
-        let end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+    // The next command is looked for after the words already read, and a
+    // command's end is found once for all the commands before it: a long
+    // line of them stays linear.
+    let mut from = 0;
+    let mut end = 0;
+    while let Some(m) = re.find_at(s, from) {
+        if m.end() > end {
+            end = s[m.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| m.end() + i);
+        }
+        from = end;
         let mut words = shell_words(s, m.end(), end);
         while let Some((a, z)) = words.next() {
             if s[a..].starts_with('-') {
                 continue;
             }
+            from = z;
             if !key_info(s[a..z].trim_matches(['"', '\''])).secret {
                 continue;
             }
             if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                from = vz;
                 if !keep_value(s[va..vz].trim_matches(['"', '\''])) {
                     spans.push(unquote(va, &s[va..vz]));
                 }
@@ -1395,7 +1417,10 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             let skip = rest.len() - rest.trim_start_matches(is_value_blank).len();
             let cred_start = v_end + skip;
             let cred_end = auth_params_end(s, cred_start);
-            if cred_end > cred_start && skip > 0 {
+            // `Authorization: Bearer token required`: the word `token` (or a
+            // placeholder) names what is missing, it is none.
+            let cred = &s[cred_start..cred_end];
+            if cred_end > cred_start && skip > 0 && !keep_value(cred) && !cred.eq_ignore_ascii_case("token") {
                 spans.push((cred_start, cred_end));
             }
             at = at.max(cred_end);
@@ -2119,8 +2144,20 @@ fn pct_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec
         }
         let mut start = sep_end;
         if json {
-            // The value's opening quote.
-            start = encoded(b, start, b"22").unwrap_or(start);
+            // The spaces after the colon (`%20`, or `+` from a form
+            // encoder: `quote(json.dumps(d))`), then the value's opening quote.
+            loop {
+                if b.get(start) == Some(&b'+') {
+                    start += 1;
+                } else if let Some(e) = (b.get(start) == Some(&b'%')).then(|| encoded(b, start, b"20")).flatten() {
+                    start = e;
+                } else {
+                    break;
+                }
+            }
+            if b.get(start) == Some(&b'%') {
+                start = encoded(b, start, b"22").unwrap_or(start);
+            }
         }
         let mut end = start;
         while end < b.len() {
