@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -185,7 +186,9 @@ def test_any_edit_of_one_column_of_a_chained_row_is_found_there(
     """Whatever is stored instead, in whatever type: verify() names the row, or nothing changed."""
     original, rows = pristine
     target = rows[row % len(rows)]
-    path = original.with_name(f"edited-{target}-{column}.db")
+    # A name of its own for each example: a copy under an earlier example's name could read that
+    # example's -wal, left until the sqlite3 connection's statements are freed.
+    path = original.with_name(f"edited-{uuid.uuid4().hex}.db")
     shutil.copy(original, path)
     # In this process, but never while a service has the file open (SQLite's locks are per process).
     with sqlite3.connect(path) as connection:
@@ -205,7 +208,8 @@ def test_any_edit_of_one_column_of_a_chained_row_is_found_there(
     connection.close()
     with AuditService(path, read_only=True) as reader:
         report = reader.verify()
-    path.unlink()
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        name.unlink(missing_ok=True)
     if after == before:
         assert report.ok, report
     else:
