@@ -833,13 +833,13 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         let mut words = shell_words(s, name_end, end);
         while let Some((a, z)) = words.next() {
             let flag = &s[a..z];
-            let glued = flag.len() > 2 && ["-c", "-A", "-X"].iter().any(|f| flag.starts_with(f));
-            if matches!(flag, "-c" | "-A" | "-X") {
-                if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
-                    spans.push(unquote(va, &s[va..vz]));
-                }
-            } else if glued {
-                spans.push(unquote(a + 2, &s[a + 2..z]));
+            if !matches!(flag.get(..2), Some("-c" | "-A" | "-X")) {
+                continue;
+            }
+            if flag.len() > 2 {
+                spans.push(unquote(a + 2, &s[a + 2..z])); // glued: `-cpublic`
+            } else if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
+                spans.push(unquote(va, &s[va..vz]));
             }
         }
     }
