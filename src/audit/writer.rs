@@ -2709,6 +2709,36 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_that_never_pauses_is_committed_after_the_gather_limit() {
+        // A steady emitter that never leaves a GATHER_GAP must not hold its
+        // rows back until it stops or fills half the queue (at one row
+        // every 100 µs, 3 s for the default queue).
+        let every = Duration::from_micros(100);
+        // A feeder descheduled for a GATHER_GAP ends the gather by a pause,
+        // which tells nothing about the limit: tried again.
+        let time_up = (0..20).any(|_| {
+            let (thread, tx) = idle_thread(1 << 16);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let mut next = Instant::now();
+                    while !stop.load(Ordering::Acquire) && tx.send(row()).is_ok() {
+                        next += every;
+                        while Instant::now() < next {
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+                let (mut batch, urgent) = begin_turn(&thread);
+                let end = thread.gather(&mut batch, urgent);
+                stop.store(true, Ordering::Release);
+                end == Gathered::TimeUp
+            })
+        });
+        assert!(time_up, "no gather of a steady burst ended at the limit");
+    }
+
+    #[test]
     fn an_ignored_duplicate_leaves_the_sequence_at_the_last_row() {
         let mut conn = trail(2);
         let record = AuditRecord::lifecycle(lifecycle::STARTED, Map::new());
