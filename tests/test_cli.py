@@ -1873,6 +1873,24 @@ def test_an_unexpected_failure_is_one_line_and_auditbus_debug_shows_the_tracebac
         cli.main(["stats", "--db", str(trail)])
 
 
+def test_an_unexpected_failure_quoting_a_secret_is_printed_masked(
+    trail: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever text an unforeseen error carries, its line on stderr has the secret shapes masked."""
+
+    def broken(args: object) -> int:
+        raise OSError(f"could not reach postgres://audit:hunter2-pw@db/trail with {PASTED_TOKEN}")
+
+    monkeypatch.setattr(cli, "cmd_stats", broken)
+    monkeypatch.delenv("AUDITBUS_DEBUG", raising=False)
+    assert cli.main(["stats", "--db", str(trail)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("auditbus: error: could not reach postgres://audit:")
+    assert err.endswith("(OSError)\n")
+    assert "hunter2-pw" not in err
+    assert PASTED_TOKEN not in err
+
+
 def test_ctrl_c_outside_tail_follow_exits_130(
     trail: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
