@@ -745,6 +745,14 @@ REAL_WORLD = [
         ["Pb1pass", "Pb2pass"],
         ["spring.datasource.username sa"],
     ),
+    # A secret word, a blank and a quoted value ending its line: a config
+    # statement (Cisco, RouterOS, Juniper, HCL blocks).
+    Case(
+        "quoted value after a secret word",
+        {"conf": 'username admin password "Qv1pass"\n  secret "Qv2sec";\nset password \'Qv3pass\'\r\nhost "h1"'},
+        ["Qv1pass", "Qv2sec", "Qv3pass"],
+        ["username admin password ", 'host \\"h1\\"'],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -902,6 +910,12 @@ LOOKALIKES = [
     "id,user,passwd_changed_at\n1,bob,2024-01-01",
     "passwd_expires_at: 2025-01-01",
     "401: Authorization: Bearer token required",
+    # A quoted word after a secret word, inside a sentence or after a parser's `token`.
+    'the password "policy" was changed',
+    "SyntaxError: Unexpected token '<'",
+    'unexpected token "EOF"',
+    'password "${DB_PASSWORD}"',
+    'Enter your password "carefully" and then continue',
 ]
 
 

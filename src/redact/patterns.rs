@@ -1625,7 +1625,8 @@ const STATUS_WORDS: &[&str] = &[
 /// a line of two words whose first is a dotted or underscored secret name
 /// (`spring.datasource.password`, `DB_PASSWORD`). A lone word such as
 /// `password` before another is prose too often (`password reset`), and
-/// so is a status word after the name (`db.password changed`).
+/// so is a status word after the name (`db.password changed`); a quoted
+/// value ending the line is not (see [`quoted_tail`]).
 #[inline(never)]
 fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let mut start = 0;
@@ -1633,6 +1634,10 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
         let at = start;
         start += line.len() + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some((v_start, v_end)) = quoted_tail(line, key_info) {
+            spans.push((at + v_start, at + v_end));
+            continue;
+        }
         let body = line.trim_start_matches([' ', '\t']);
         let Some((key, value)) = body.split_once([' ', '\t']) else { continue };
         let value = value.trim_matches([' ', '\t']);
@@ -1650,6 +1655,44 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
         let v_end = at + line.trim_end_matches([' ', '\t']).len();
         spans.push((v_end - value.len(), v_end));
     }
+}
+
+/// The quoted value that ends a line after a secret name and a blank,
+/// `password "pw"` (a config statement: Cisco's `username u password "pw"`,
+/// Juniper's `secret "pw";`): its span in `line`. A quoted word inside a
+/// sentence (`the password "policy" was changed`) does not end its line, and
+/// a parser's `Unexpected token '<'` names no secret.
+fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
+    let body = line.trim_end_matches([' ', '\t', ';']);
+    let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
+    let close = body.len() - 1;
+    // The opening quote: the nearest one before that no backslash escapes.
+    let mut open = close;
+    loop {
+        open = body[..open].rfind(char::from(q))?;
+        if !body[..open].ends_with('\\') {
+            break;
+        }
+    }
+    let head = &body[..open];
+    let name_end = head.trim_end_matches([' ', '\t']);
+    if name_end.len() == head.len() {
+        return None;
+    }
+    let name_len =
+        name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')).count();
+    let name = &name_end[name_end.len() - name_len..];
+    let word_start = name_end[..name_end.len() - name_len].ends_with([' ', '\t']) || name_len == name_end.len();
+    if name.is_empty()
+        || name_len > CALL_NAME_MAX
+        || !word_start
+        || name.eq_ignore_ascii_case("token")
+        || keep_value(&body[open + 1..close])
+        || !key_info(name).secret
+    {
+        return None;
+    }
+    Some((open + 1, close))
 }
 
 /// Longest CSV header field read as a column's name.
