@@ -750,6 +750,8 @@ print("ok")
         ("chpasswd ", 300_000),
         ("npm config set ", 200_000),
         ("npm config set _auth ", 150_000),
+        ('password "\\"', 200_000),
+        ("password <- <-", 200_000),
     ],
 )
 def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:

@@ -753,6 +753,12 @@ REAL_WORLD = [
         ["Qv1pass", "Qv2sec", "Qv3pass"],
         ["username admin password ", 'host \\"h1\\"'],
     ),
+    Case(
+        "R assignment",
+        {"r": 'db_password <- "Ra1pass"\napi_token <-\'Ra2tok\'\nhost <- "h1"'},
+        ["Ra1pass", "Ra2tok"],
+        ["db_password <- ", 'host <- \\"h1\\"'],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -916,6 +922,8 @@ LOOKALIKES = [
     'unexpected token "EOF"',
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
+    "reset your password <- here",
+    'password <- Sys.getenv("DB_PASSWORD")',
 ]
 
 

@@ -1659,9 +1659,10 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
 
 /// The quoted value that ends a line after a secret name and a blank,
 /// `password "pw"` (a config statement: Cisco's `username u password "pw"`,
-/// Juniper's `secret "pw";`): its span in `line`. A quoted word inside a
-/// sentence (`the password "policy" was changed`) does not end its line, and
-/// a parser's `Unexpected token '<'` names no secret.
+/// Juniper's `secret "pw";`), or after R's `<-` (`password <- "pw"`): its
+/// span in `line`. A quoted word inside a sentence (`the password "policy"
+/// was changed`) does not end its line, and a parser's `Unexpected token
+/// '<'` names no secret.
 fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
     let body = line.trim_end_matches([' ', '\t', ';']);
     let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
@@ -1674,11 +1675,12 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
             break;
         }
     }
-    let head = &body[..open];
-    let name_end = head.trim_end_matches([' ', '\t']);
-    if name_end.len() == head.len() {
-        return None;
-    }
+    let head = body[..open].trim_end_matches([' ', '\t']);
+    let (name_end, assigned) = match head.strip_suffix("<-") {
+        Some(h) => (h.trim_end_matches([' ', '\t']), true),
+        None if head.len() < open => (head, false),
+        None => return None,
+    };
     let name_len =
         name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')).count();
     let name = &name_end[name_end.len() - name_len..];
@@ -1686,7 +1688,7 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
     if name.is_empty()
         || name_len > CALL_NAME_MAX
         || !word_start
-        || name.eq_ignore_ascii_case("token")
+        || (!assigned && name.eq_ignore_ascii_case("token"))
         || keep_value(&body[open + 1..close])
         || !key_info(name).secret
     {
