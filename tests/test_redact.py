@@ -752,6 +752,7 @@ print("ok")
         ("npm config set _auth ", 150_000),
         ('password "\\"', 200_000),
         ("password <- <-", 200_000),
+        ("var password string = string ", 100_000),
     ],
 )
 def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:

@@ -759,6 +759,15 @@ REAL_WORLD = [
         ["Ra1pass", "Ra2tok"],
         ["db_password <- ", 'host <- \\"h1\\"'],
     ),
+    Case(
+        "Go typed declaration",
+        {
+            "go": 'var password string = "Gd1pass"\nconst apiKey string = `Gd2key`\n'
+            'var (\n\tdbSecret string = "Gd3sec"\n\thost string = "h1"\n)'
+        },
+        ["Gd1pass", "Gd2key", "Gd3sec"],
+        ["var password string = ", 'host string = \\"h1\\"'],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -923,6 +932,8 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    'var passwordPolicy string = "strict"\nvar maxTokens string = "12"',
+    'the token string = "abc" in the docs',
     'password <- Sys.getenv("DB_PASSWORD")',
 ]
 

@@ -1313,6 +1313,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             }
         }
         let Some(key) = key_before(s, key_floor, sep) else { continue };
+        let floor = key_floor;
         key_floor = sep_end;
         if sep_char == b':'
             && matches!(key.len(), 1 | 4)
@@ -1345,7 +1346,11 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
-        let info = key_info(key);
+        let mut info = key_info(key);
+        if !info.secret && sep_char == b'=' && key == "string" {
+            // Go's `var password string = "x"`: the name before the type says.
+            info.secret = go_declared_secret(s, floor, key, key_info);
+        }
         if info.name_field && !info.secret {
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
             continue;
@@ -1454,6 +1459,29 @@ fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
         return None;
     }
     value_after(s, eq + 1).map(|(start, end, _)| (start, end))
+}
+
+/// Whether the Go declaration whose type `ty` (a slice of `s`) is read, `var
+/// password string =` (`const` too, or a line of a `var (` block), names a
+/// secret. The name is read back to `floor` at most, so the scan stays linear.
+#[inline(never)]
+fn go_declared_secret(s: &str, floor: usize, ty: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    let ty_at = ty.as_ptr() as usize - s.as_ptr() as usize;
+    let head = &s[floor..ty_at];
+    let name_end = head.trim_end_matches([' ', '\t']);
+    let name_len = name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || c == b'_').count();
+    if name_end.len() == head.len() || name_len == 0 || name_len > CALL_NAME_MAX || name_len == name_end.len() {
+        return false;
+    }
+    let before = &name_end[..name_end.len() - name_len];
+    let spaced = before.trim_end_matches([' ', '\t']);
+    // `var` or `const` as a word before the name, or a line's indentation (a block).
+    let declared = spaced.len() < before.len()
+        && ["var", "const"].iter().any(|w| {
+            spaced.strip_suffix(w).is_some_and(|b| b.is_empty() || b.ends_with(|c: char| c.is_whitespace() || c == ';'))
+        });
+    let in_block = spaced.ends_with('\n') && before.len() > spaced.len();
+    (declared || in_block) && key_info(&name_end[name_end.len() - name_len..]).secret
 }
 
 /// The end of what follows an authorization header's first word ending at
