@@ -265,6 +265,15 @@ REAL_WORLD = [
         ["--repo o/r", "--vault-name kv --name db", "--output none"],
     ),
     Case(
+        "SSM parameter put with its value",
+        {
+            "sh": "aws ssm put-parameter --name /app/db --value Sp1val --type SecureString\n"
+            'aws ssm put-parameter --type SecureString --value="Sp2 val" --overwrite --name x'
+        },
+        ["Sp1val", "Sp2"],
+        ["--name /app/db", "--type SecureString", "--overwrite --name x"],
+    ),
+    Case(
         "percent-encoded JSON",
         {
             "log": "GET /graphql?query=mutation&variables=%7B%22user%22%3A%22bob%22%2C%22password%22%3A%22Pj1pw%22%7D"
@@ -901,6 +910,8 @@ LOOKALIKES = [
     "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
     "gh secret list --repo o/r; gh secret set NAME < body.txt",
     "az keyvault secret show --vault-name kv --name db --query value",
+    "aws ssm put-parameter --name /app/cfg --value file:///tmp/v.json; aws ssm get-parameter --name x",
+    "app config set --key retries --value 3",
     "see /etc/passwd, /etc/shadow\nthen a, b",
     "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",

@@ -367,7 +367,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
         // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
-        // `gh secret set N --body x`, `az keyvault secret set ... --value x`.
+        // `gh secret set N --body x`, `az keyvault secret set ... --value x`,
+        // `aws ssm put-parameter ... --value x`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
         cmd: Regex::new(&concat!(
@@ -387,6 +388,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             // Commands that store a secret: its value is one whatever its name.
             r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
             r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
+            // A Parameter Store value: a `String` may be a secret stored as
+            // one too, and an overwrite need not say its type.
+            r#"|aws[ \t]+ssm[ \t]+put-parameter(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
             r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
