@@ -265,6 +265,17 @@ REAL_WORLD = [
         ["--repo o/r", "--vault-name kv --name db", "--output none"],
     ),
     Case(
+        "a secret echoed into a command that stores it",
+        {
+            "gh": "echo Ep1sec | gh secret set NAME",
+            "wrangler": 'echo "Ep2 sec" | npx wrangler secret put API_KEY',
+            "docker": "echo 'Ep3sec' | docker secret create db_pw -",
+            "gcloud": "echo -n Ep4sec | gcloud secrets versions add db --data-file=-",
+        },
+        ["Ep1sec", "Ep2", "Ep3sec", "Ep4sec"],
+        ["gh secret set NAME", "wrangler secret put API_KEY", "versions add db"],
+    ),
+    Case(
         "SSM parameter put with its value",
         {
             "sh": "aws ssm put-parameter --name /app/db --value Sp1val --type SecureString\n"
@@ -912,6 +923,8 @@ LOOKALIKES = [
     "az keyvault secret show --vault-name kv --name db --query value",
     "aws ssm put-parameter --name /app/cfg --value file:///tmp/v.json; aws ssm get-parameter --name x",
     "app config set --key retries --value 3",
+    "echo done | tee log; gh secret set NAME < body.txt",
+    'echo "$TOKEN" | gh secret set X; echo listing | gh secret list',
     "see /etc/passwd, /etc/shadow\nthen a, b",
     "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",

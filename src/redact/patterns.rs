@@ -165,6 +165,8 @@ const HINTS: &[(&str, u32)] = &[
     ("curl", CMD),
     ("sqlplus", CMD),
     ("auth ", REDIS),
+    // A secret echoed into a command that stores it (`| gh secret set N`).
+    ("secret", CMD),
     // Secret names that only the CSV header and `.properties` scans need
     // (see [`layout_shapes`]); each shares a pair another hint chose
     // (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets no
@@ -366,7 +368,8 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
         // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
-        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`,
+        // `gh secret set N`),
         // `gh secret set N --body x`, `az keyvault secret set ... --value x`,
         // `aws ssm put-parameter ... --value x`.
         // Written with `[ \t]` for a
@@ -397,7 +400,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             // A password echoed into a command that reads it from stdin.
-            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
+            // Or into one that stores it: `gh secret set N`, `wrangler secret
+            // put N`, `docker secret create N -`, `gcloud secrets ... --data-file=-`.
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
