@@ -749,7 +749,7 @@ REAL_WORLD = [
     ),
     *(
         Case(f"CSV {column} column", {"csv": f"user,{column},host\nbob,Cv7{column},db1"}, [f"Cv7{column}"], ["bob"])
-        for column in ["passwd", "api_key", "private_key", "db_passwd"]
+        for column in ["passwd", "api_key", "private_key", "db_passwd", "pwd", "secret", "db_pwd", "Secret"]
     ),
     Case(
         ".properties line under passwd",
@@ -947,6 +947,7 @@ LOOKALIKES = [
     'tokenize("hello world") useState("token")',
     'os.environ["HOME"] = "/root"',
     "id,user,passwd_changed_at\n1,bob,2024-01-01",
+    "sAMAccountName;pwdLastSet;pwd_expires_at\nbob;2024-01-01;2025-01-01",
     "passwd_expires_at: 2025-01-01",
     "401: Authorization: Bearer token required",
     # A quoted word after a secret word, inside a sentence or after a parser's `token`.

@@ -165,15 +165,17 @@ const HINTS: &[(&str, u32)] = &[
     ("curl", CMD),
     ("sqlplus", CMD),
     ("auth ", REDIS),
-    // A secret echoed into a command that stores it (`| gh secret set N`).
-    ("secret", CMD),
+    // A secret echoed into a command that stores it (`| gh secret set N`),
+    // and a secret name.
+    ("secret", CMD | NAMES),
     // Secret names that only the CSV header and `.properties` scans need
-    // (see [`layout_shapes`]); each shares a pair another hint chose
-    // (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets no
-    // more text through. `pwd` and a bare `secret` would each take a bit.
+    // (see [`layout_shapes`]); the first three share a pair another hint
+    // chose (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets
+    // no more text through; `pwd` takes a bit of its own.
     ("passwd", NAMES),
     ("api_key", NAMES),
     ("private_key", NAMES),
+    ("pwd", NAMES),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -756,9 +758,8 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & (SQL | AUTH | TOKENS | NAMES) != 0 {
         // Looked for only where a word woke one of these (`password`,
-        // `passwd`, `token`, `api_key`, `secret_`...): a header naming its
-        // secret column only `pwd` or `secret` is missed, as the README
-        // says. A table has more than one line.
+        // `passwd`, `pwd`, `token`, `api_key`, `secret`...). A table has
+        // more than one line.
         if memchr::memchr(b'\n', s.as_bytes()).is_some() {
             csv_spans(s, key_info, spans);
         }
