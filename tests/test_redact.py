@@ -753,6 +753,8 @@ print("ok")
         ('password "\\"', 200_000),
         ("password <- <-", 200_000),
         ("var password string = string ", 100_000),
+        ("?state=1&code=0123456789abcdefgh", 100_000),
+        ("&key=0123456789abcdefgh&code=0123456789abcdefgh ", 100_000),
     ],
 )
 def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:

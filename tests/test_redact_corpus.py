@@ -788,6 +788,22 @@ REAL_WORLD = [
         ["Gd1pass", "Gd2key", "Gd3sec"],
         ["var password string = ", 'host string = \\"h1\\"'],
     ),
+    Case(
+        "OAuth callback code",
+        {
+            "cb": "GET /callback?code=SplxlOBeZQQYbYS6WxSbIA&state=xyz HTTP/1.1",
+            "after": "https://app.example.com/cb?state=abc&session_state=s1&code=4/0AfJohXn8q2Oc2codeQ",
+            "fragment": "https://app/cb#state=abc&code=Oc3codeAbCdEf0123456&id_token=x",
+        },
+        ["SplxlOBeZQQYbYS6WxSbIA", "4/0AfJohXn8q2Oc2codeQ", "Oc3codeAbCdEf0123456"],
+        ["state=xyz", "state=abc"],
+    ),
+    Case(
+        "API key in a URL query",
+        {"url": "https://maps.example.com/api/js?key=Uk1a2b3c4d5e6f7g8h9&libraries=places"},
+        ["Uk1a2b3c4d5e6f7g8h9"],
+        ["libraries=places"],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -957,6 +973,10 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "GET /errors?code=404&page=2; /shop?code=SUMMER24&state=CA",
+    "https://h/country?code=US&state=NY",
+    "GET /cache?key=user:42&ttl=60; /s3?key=reports/2024/q1.csv; /kv?key=session_counter",
+    "error code=E1234567890ABCDEF state=failed",
     'var passwordPolicy string = "strict"\nvar maxTokens string = "12"',
     'the token string = "abc" in the docs',
     'password <- Sys.getenv("DB_PASSWORD")',

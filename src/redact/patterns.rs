@@ -1296,6 +1296,8 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut jwk: Option<bool> = None;
     // The end of the last `net use` line read: another `/user:` on it adds nothing.
     let mut net_use_done = 0;
+    // The last URL read for an OAuth `state` (see [`query_credential`]).
+    let mut url_word = UrlWord::default();
     while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
         // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
@@ -1357,9 +1359,13 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             continue;
         }
         let mut info = key_info(key);
-        if !info.secret && sep_char == b'=' && key == "string" {
-            // Go's `var password string = "x"`: the name before the type says.
-            info.secret = go_declared_secret(s, floor, key, key_info);
+        if !info.secret && sep_char == b'=' {
+            if key == "string" {
+                // Go's `var password string = "x"`: the name before the type says.
+                info.secret = go_declared_secret(s, floor, key, key_info);
+            } else if matches!(key, "code" | "key") {
+                info.secret = query_credential(s, key, sep_end, &mut url_word);
+            }
         }
         if info.name_field && !info.secret {
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
@@ -1469,6 +1475,63 @@ fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
         return None;
     }
     value_after(s, eq + 1).map(|(start, end, _)| (start, end))
+}
+
+/// A URL (a run of text with no blank or quote) read once for all the
+/// query parameters in it: its span and whether its query holds a `state`.
+#[derive(Default)]
+struct UrlWord {
+    start: usize,
+    end: usize,
+    oauth_state: bool,
+}
+
+/// Shortest value taken for a credential by its place in a URL query.
+const QUERY_CREDENTIAL_MIN: usize = 16;
+
+/// Whether the parameter `key` (`code` or `key`, a slice of `s`) of a URL
+/// query, its value at `value_at`, holds a credential though its name is
+/// generic: an OAuth callback's `code` (its query or fragment also holds
+/// `state`: `?code=...&state=...`), an API key given as `?key=...`. Both
+/// need a value of 16 letters, digits and `-_./` or more; for `key`, one
+/// with a digit and no `/` or `.` (a path, a file name): `?code=404`,
+/// `?code=US&state=NY`, `?key=user:42` and `?key=reports/q1.csv` stay readable.
+#[inline(never)]
+fn query_credential(s: &str, key: &str, value_at: usize, url: &mut UrlWord) -> bool {
+    let b = s.as_bytes();
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    if key_at == 0 || !matches!(b[key_at - 1], b'?' | b'&' | b'#') {
+        return false;
+    }
+    let value_len = b[value_at..]
+        .iter()
+        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+        .count();
+    if value_len < QUERY_CREDENTIAL_MIN
+        || b.get(value_at + value_len).is_some_and(|&c| !(c == b'&' || c == b'#' || c == b';' || url_stop(c)))
+    {
+        return false;
+    }
+    let value = &b[value_at..value_at + value_len];
+    if key == "key" {
+        return value.iter().any(u8::is_ascii_digit) && !value.contains(&b'/') && !value.contains(&b'.');
+    }
+    if !(url.start <= key_at && key_at < url.end) {
+        // Each URL is read once, however many parameters it has.
+        let start = b[..key_at].iter().rposition(|&c| url_stop(c)).map_or(0, |i| i + 1);
+        let end = b[key_at..].iter().position(|&c| url_stop(c)).map_or(b.len(), |i| key_at + i);
+        let word = &b[start..end];
+        let oauth_state = memchr::memmem::find_iter(word, b"state=")
+            .any(|i| i > 0 && matches!(word[i - 1], b'?' | b'&' | b'#'))
+            && memchr::memchr2(b'?', b'#', word).is_some();
+        *url = UrlWord { start, end, oauth_state };
+    }
+    url.oauth_state
+}
+
+/// A byte that ends a URL in text: a blank or a quote.
+fn url_stop(c: u8) -> bool {
+    c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'`')
 }
 
 /// Whether the Go declaration whose type `ty` (a slice of `s`) is read, `var
