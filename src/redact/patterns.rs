@@ -1972,7 +1972,8 @@ fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Ve
                     && !name.is_empty()
                     && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
                     && key_info(name).secret;
-                (named || login_call(callee) || setter_call(callee, s, open, key_info)).then_some(second)
+                let constructed = b.get(second.2) == Some(&b')') && credential_constructor(s, callee, open);
+                (named || login_call(callee) || constructed || setter_call(callee, s, open, key_info)).then_some(second)
             }
             None => setter_call(callee, s, open, key_info).then_some(first),
         };
@@ -2033,6 +2034,24 @@ fn callee_before(s: &str, open: usize) -> &str {
 fn login_call(callee: &str) -> bool {
     let c = callee.to_ascii_lowercase().replace('_', "");
     matches!(c.as_str(), "login" | "authenticate" | "signin" | "logon") || (c.len() > 4 && c.ends_with("auth"))
+}
+
+/// Whether the call at `open` constructs credentials from a user and a
+/// password: `new NetworkCredential("u", "pw")`, `new
+/// UsernamePasswordCredentials(...)`, `new BasicAWSCredentials(...)` (a type
+/// named `...Credential(s)` after `new`, with exactly two arguments, which
+/// the caller checks). A getter (`GetCredentials("github", "bob")`) has no `new`.
+fn credential_constructor(s: &str, callee: &str, open: usize) -> bool {
+    const NEW: &str = "new ";
+    let lower = callee.to_ascii_lowercase();
+    let typed = lower.strip_suffix('s').unwrap_or(&lower).strip_suffix("credential").is_some_and(|p| !p.is_empty());
+    if !typed {
+        return false;
+    }
+    // The type's namespace (`new System.Net.NetworkCredential(`), then `new`.
+    let head = &s.as_bytes()[open.saturating_sub(CALL_NAME_MAX)..open - callee.len()];
+    let qualified = head.iter().rev().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.').count();
+    head[..head.len() - qualified].ends_with(NEW.as_bytes())
 }
 
 /// Words that begin a setter's name: what follows is what it sets.
