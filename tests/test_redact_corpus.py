@@ -739,6 +739,15 @@ REAL_WORLD = [
     Case(
         "net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]
     ),
+    Case(
+        "htpasswd in batch mode",
+        {
+            "file": "htpasswd -bc /etc/nginx/.htpasswd bob Hp1pass",
+            "stdout": "sudo /usr/bin/htpasswd -nbB -C 12 ann 'Hp2 pass' > users",
+        },
+        ["Hp1pass", "Hp2"],
+        ["/etc/nginx/.htpasswd bob", "-C 12 ann"],
+    ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
@@ -983,6 +992,8 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "htpasswd -c /etc/nginx/.htpasswd bob; htpasswd -D .htpasswd ann; cat /etc/nginx/.htpasswd",
+    "htpasswd -b /etc/.htpasswd admin $ADMIN_PASSWORD",
     'store.GetCredentials("github", "bob"); new Credentials("id", "label")',
     'new ClientSecretCredential("tenant-id", "client-id", secret)',
     "GET /errors?code=404&page=2; /shop?code=SUMMER24&state=CA",

@@ -771,6 +771,7 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & NAMES != 0 {
         chpasswd_spans(s, spans);
+        htpasswd_spans(s, spans);
     }
 }
 
@@ -810,6 +811,53 @@ fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         if let Some(colon) = s[va..vz].find(':') {
             if va + colon + 1 < vz {
                 spans.push((va + colon + 1, vz));
+            }
+        }
+    }
+}
+
+static HTPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"htpasswd"));
+
+/// The password `htpasswd` takes in batch mode (`-b`) as its last word:
+/// `htpasswd -bc file user pw`, `htpasswd -nb user pw` (no file with `-n`).
+/// Without `-b` it prompts, and the words are a file and a user. Each
+/// command is read up to its line's or the command's end.
+#[inline(never)]
+fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const NAME: usize = b"htpasswd".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = HTPASSWD.find(&b[from..]) {
+        let at = from + off;
+        from = at + NAME;
+        // The command, not a file (`/etc/nginx/.htpasswd`): a word of its own.
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let (mut batch, mut no_file) = (false, false);
+        let mut positional = [None; 3];
+        let mut count = 0;
+        let mut words = shell_words(s, at + NAME, end);
+        while let Some((a, z)) = words.next() {
+            if let Some(flags) = s[a..z].strip_prefix('-') {
+                batch |= flags.contains('b');
+                no_file |= flags.contains('n');
+                // `-C cost` and `-r rounds` take a value.
+                if flags.ends_with(['C', 'r']) {
+                    words.next();
+                }
+            } else if count < positional.len() {
+                positional[count] = Some((a, z));
+                count += 1;
+            }
+        }
+        let password = if no_file { positional[1] } else { positional[2] };
+        if let Some((a, z)) = password.filter(|_| batch) {
+            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
+                spans.push(unquote(a, &s[a..z]));
             }
         }
     }
