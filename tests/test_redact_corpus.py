@@ -748,6 +748,15 @@ REAL_WORLD = [
         ["Hp1pass", "Hp2"],
         ["/etc/nginx/.htpasswd bob", "-C 12 ann"],
     ),
+    Case(
+        "MinIO client alias",
+        {
+            "sh": "mc alias set s3 https://s3.amazonaws.com BKIAEXAMPLE Mc1secret --api S3v4",
+            "path": "/usr/local/bin/mcli alias set --path auto local http://127.0.0.1:9000 minio 'Mc2 secret'",
+        },
+        ["Mc1secret", "Mc2"],
+        ["https://s3.amazonaws.com BKIAEXAMPLE", "--api S3v4", "local http://127.0.0.1:9000 minio"],
+    ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
@@ -992,6 +1001,7 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "mc alias set local http://127.0.0.1:9000; see https://min.io/docs, alias set by admin x y z",
     "htpasswd -c /etc/nginx/.htpasswd bob; htpasswd -D .htpasswd ann; cat /etc/nginx/.htpasswd",
     "htpasswd -b /etc/.htpasswd admin $ADMIN_PASSWORD",
     'store.GetCredentials("github", "bob"); new Credentials("id", "label")',

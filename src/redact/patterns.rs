@@ -648,8 +648,11 @@ fn scan_shapes(
     if wake & PEM != 0 {
         pem_spans(s, sh, spans);
     }
-    if wake & URL != 0 && s.contains('@') {
-        url_passwords(s, spans);
+    if wake & URL != 0 {
+        if s.contains('@') {
+            url_passwords(s, spans);
+        }
+        mc_alias_spans(s, spans);
     }
     if wake & AUTH != 0 {
         // A rejected match (`token Bearer x`: "Bearer" is no credential)
@@ -858,6 +861,54 @@ fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         if let Some((a, z)) = password.filter(|_| batch) {
             if !keep_value(s[a..z].trim_matches(['"', '\''])) {
                 spans.push(unquote(a, &s[a..z]));
+            }
+        }
+    }
+}
+
+static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias set"));
+
+/// The secret key of the MinIO client's `mc alias set NAME URL ACCESS
+/// SECRET` (`mcli` too): the fourth word after the options. With fewer
+/// words `mc` prompts for the keys. Looked for where a URL woke the scan.
+#[inline(never)]
+fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const VERB: usize = b"alias set".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = MC_ALIAS.find(&b[from..]) {
+        let at = from + off;
+        from = at + VERB;
+        let head = s[..at].trim_end_matches([' ', '\t']);
+        let command = head.len() < at
+            && [b"mc".as_slice(), b"mcli"].iter().any(|name| {
+                head.as_bytes().strip_suffix(*name).is_some_and(|h| {
+                    h.last()
+                        .is_none_or(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'' | b';'))
+                })
+            });
+        if !command || !matches!(b.get(at + VERB), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let mut words = shell_words(s, at + VERB, end);
+        let mut count = 0;
+        while let Some((a, z)) = words.next() {
+            let word = &s[a..z];
+            if word.starts_with('-') {
+                // `--api S3v4` and `--path auto` take a value.
+                if matches!(word, "--api" | "--path") {
+                    words.next();
+                }
+                continue;
+            }
+            count += 1;
+            if count == 4 {
+                if !keep_value(word.trim_matches(['"', '\''])) {
+                    spans.push(unquote(a, word));
+                }
+                break;
             }
         }
     }
