@@ -757,6 +757,15 @@ REAL_WORLD = [
         ["Mc1secret", "Mc2"],
         ["https://s3.amazonaws.com BKIAEXAMPLE", "--api S3v4", "local http://127.0.0.1:9000 minio"],
     ),
+    Case(
+        "IFTTT webhook key",
+        {
+            "trigger": "POST https://maker.ifttt.com/trigger/door_open/with/key/If1bNHFwiZx4S8Aj8rNxq?value1=x",
+            "json": "curl -X POST https://maker.ifttt.com/trigger/e/json/with/key/If2cNHFwiZx4S8Aj8rNxq",
+        },
+        ["If1bNHFwiZx4S8Aj8rNxq", "If2cNHFwiZx4S8Aj8rNxq"],
+        ["maker.ifttt.com/trigger/door_open/with/key/", "value1=x"],
+    ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
@@ -1001,6 +1010,7 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "see https://ifttt.com/maker_webhooks and https://maker.ifttt.com/trigger/{event}/with/key/{your_key}",
     "mc alias set local http://127.0.0.1:9000; see https://min.io/docs, alias set by admin x y z",
     "htpasswd -c /etc/nginx/.htpasswd bob; htpasswd -D .htpasswd ann; cat /etc/nginx/.htpasswd",
     "htpasswd -b /etc/.htpasswd admin $ADMIN_PASSWORD",

@@ -176,6 +176,8 @@ const HINTS: &[(&str, u32)] = &[
     ("api_key", NAMES),
     ("private_key", NAMES),
     ("pwd", NAMES),
+    // An IFTTT webhook URL's key; `if` is a pair the tokens chose.
+    ("ifttt", HOOK),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -337,11 +339,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})",
             r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#,
             // Zapier's catch hook, a Mattermost hook's 26-character id, a
-            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot key.
+            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot
+            // key, an IFTTT Maker key.
             r"|hooks\.zapier\.com/hooks/(?:catch|standard)/[0-9]+/(?P<zap>[A-Za-z0-9\-]{6,})",
             r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
             r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
-            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})"
+            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})",
+            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})"
         ))
         .ok()?,
         webhooks: Finder::new(b"hook"),
@@ -684,7 +688,7 @@ fn scan_shapes(
     // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
-            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom"] {
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt"] {
                 push_group(&c, group, spans);
             }
         }
