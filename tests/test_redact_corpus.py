@@ -1007,6 +1007,7 @@ LOOKALIKES = [
     'the password "policy" was changed',
     "SyntaxError: Unexpected token '<'",
     'unexpected token "EOF"',
+    'Loaded secret "app-tls"\nkubectl: created secret "db-creds"',
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",

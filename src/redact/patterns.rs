@@ -1861,12 +1861,13 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
     }
 }
 
-/// The quoted value that ends a line after a secret name and a blank,
-/// `password "pw"` (a config statement: Cisco's `username u password "pw"`,
-/// Juniper's `secret "pw";`), or after R's `<-` (`password <- "pw"`): its
-/// span in `line`. A quoted word inside a sentence (`the password "policy"
-/// was changed`) does not end its line, and a parser's `Unexpected token
-/// '<'` names no secret.
+/// The quoted value that ends a line after a secret name and a blank in a
+/// config statement, `password "pw"` (Juniper's `secret "pw";`, `set
+/// password "pw"`, `username u password "pw"`), or after R's `<-`
+/// (`password <- "pw"`): its span in `line`. A quoted word inside a
+/// sentence (`the password "policy" was changed`) does not end its line,
+/// and in a log line ending so (`Unexpected token '<'`, `created secret
+/// "app-tls"`, the secret's name) the name is not the statement's first word.
 fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
     let body = line.trim_end_matches([' ', '\t', ';']);
     let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
@@ -1887,12 +1888,19 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
     };
     let name_len =
         name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')).count();
-    let name = &name_end[name_end.len() - name_len..];
-    let word_start = name_end[..name_end.len() - name_len].ends_with([' ', '\t']) || name_len == name_end.len();
+    let (lead, name) = name_end.split_at(name_end.len() - name_len);
+    let word_start = lead.is_empty() || lead.ends_with([' ', '\t']);
+    // Without `<-`, a config statement: the name first on its line, or after
+    // `set` (Juniper, FortiOS) or a user (`username admin password "pw"`).
+    let lead = lead.trim_start_matches([' ', '\t']).as_bytes();
+    let statement = lead.is_empty()
+        || [b"set ".as_slice(), b"username ", b"user "]
+            .iter()
+            .any(|w| lead.get(..w.len()).is_some_and(|l| l.eq_ignore_ascii_case(w)));
     if name.is_empty()
         || name_len > CALL_NAME_MAX
         || !word_start
-        || (!assigned && name.eq_ignore_ascii_case("token"))
+        || !(assigned || statement)
         || keep_value(&body[open + 1..close])
         || !key_info(name).secret
     {
