@@ -812,8 +812,8 @@ REAL_WORLD = [
     ),
     Case(
         "R assignment",
-        {"r": 'db_password <- "Ra1pass"\napi_token <-\'Ra2tok\'\nhost <- "h1"'},
-        ["Ra1pass", "Ra2tok"],
+        {"r": 'db_password <- "Ra1pass"\napi_token <-\'Ra2tok\'\nhost <- "h1"\n  secret <<- "Ra3sec"'},
+        ["Ra1pass", "Ra2tok", "Ra3sec"],
         ["db_password <- ", 'host <- \\"h1\\"'],
     ),
     Case(

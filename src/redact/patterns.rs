@@ -1882,7 +1882,8 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
     }
     let head = body[..open].trim_end_matches([' ', '\t']);
     let (name_end, assigned) = match head.strip_suffix("<-") {
-        Some(h) => (h.trim_end_matches([' ', '\t']), true),
+        // `<<-` assigns in an enclosing scope.
+        Some(h) => (h.strip_suffix('<').unwrap_or(h).trim_end_matches([' ', '\t']), true),
         None if head.len() < open => (head, false),
         None => return None,
     };
