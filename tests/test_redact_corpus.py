@@ -831,8 +831,9 @@ REAL_WORLD = [
             "cb": "GET /callback?code=SplxlOBeZQQYbYS6WxSbIA&state=xyz HTTP/1.1",
             "after": "https://app.example.com/cb?state=abc&session_state=s1&code=4/0AfJohXn8q2Oc2codeQ",
             "fragment": "https://app/cb#state=abc&code=Oc3codeAbCdEf0123456&id_token=x",
+            "encoded": "https://app.example.com/oauth2callback?state=s&code=4%2F0AfJohXn8q2Oc4code&scope=email",
         },
-        ["SplxlOBeZQQYbYS6WxSbIA", "4/0AfJohXn8q2Oc2codeQ", "Oc3codeAbCdEf0123456"],
+        ["SplxlOBeZQQYbYS6WxSbIA", "4/0AfJohXn8q2Oc2codeQ", "Oc3codeAbCdEf0123456", "Oc4code"],
         ["state=xyz", "state=abc"],
     ),
     Case(

@@ -1596,8 +1596,9 @@ const QUERY_CREDENTIAL_MIN: usize = 16;
 /// query, its value at `value_at`, holds a credential though its name is
 /// generic: an OAuth callback's `code` (its query or fragment also holds
 /// `state`: `?code=...&state=...`), an API key given as `?key=...`. Both
-/// need a value of 16 letters, digits and `-_./` or more; for `key`, one
-/// with a digit and no `/` or `.` (a path, a file name): `?code=404`,
+/// need a value of 16 letters, digits and `-_./%` or more (Google's codes
+/// are percent-encoded, `4%2F0A...`); for `key`, one with a digit and no
+/// `/`, `.` or `%` (a path, a file name): `?code=404`,
 /// `?code=US&state=NY`, `?key=user:42` and `?key=reports/q1.csv` stay readable.
 #[inline(never)]
 fn query_credential(s: &str, key: &str, value_at: usize, url: &mut UrlWord) -> bool {
@@ -1608,7 +1609,7 @@ fn query_credential(s: &str, key: &str, value_at: usize, url: &mut UrlWord) -> b
     }
     let value_len = b[value_at..]
         .iter()
-        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/' | b'%'))
         .count();
     if value_len < QUERY_CREDENTIAL_MIN
         || b.get(value_at + value_len).is_some_and(|&c| !(c == b'&' || c == b'#' || c == b';' || url_stop(c)))
@@ -1617,7 +1618,7 @@ fn query_credential(s: &str, key: &str, value_at: usize, url: &mut UrlWord) -> b
     }
     let value = &b[value_at..value_at + value_len];
     if key == "key" {
-        return value.iter().any(u8::is_ascii_digit) && !value.contains(&b'/') && !value.contains(&b'.');
+        return value.iter().any(u8::is_ascii_digit) && !value.iter().any(|c| matches!(c, b'/' | b'.' | b'%'));
     }
     if !(url.start <= key_at && key_at < url.end) {
         // Each URL is read once, however many parameters it has.
