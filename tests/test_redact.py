@@ -750,6 +750,7 @@ print("ok")
         ("chpasswd ", 300_000),
         ("htpasswd -b f u p ", 150_000),
         ("mc alias set a //h k ", 150_000),
+        ("rabbitmqctl add_user u p ", 150_000),
         ("npm config set ", 200_000),
         ("npm config set _auth ", 150_000),
         ('password "\\"', 200_000),

@@ -766,6 +766,15 @@ REAL_WORLD = [
         ["If1bNHFwiZx4S8Aj8rNxq", "If2cNHFwiZx4S8Aj8rNxq"],
         ["maker.ifttt.com/trigger/door_open/with/key/", "value1=x"],
     ),
+    Case(
+        "rabbitmqctl user commands",
+        {
+            "add": "rabbitmqctl add_user bob Rb1pass",
+            "change": "docker exec rmq rabbitmqctl -n rabbit@h change_password 'bob' \"Rb2 pass\" && echo ok",
+        },
+        ["Rb1pass", "Rb2"],
+        ["add_user bob", "-n rabbit@h change_password 'bob'"],
+    ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
     Case("Redis AUTH", {"log": "AUTH Rd1pass\nOK"}, ["Rd1pass"], ["OK"]),
@@ -1012,6 +1021,7 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "rabbitmqctl add_user bob; rabbitmqctl delete_user bob; rabbitmqctl list_users; add_user bob secret",
     "see https://ifttt.com/maker_webhooks and https://maker.ifttt.com/trigger/{event}/with/key/{your_key}",
     "mc alias set local http://127.0.0.1:9000; see https://min.io/docs, alias set by admin x y z",
     "htpasswd -c /etc/nginx/.htpasswd bob; htpasswd -D .htpasswd ann; cat /etc/nginx/.htpasswd",

@@ -178,6 +178,10 @@ const HINTS: &[(&str, u32)] = &[
     ("pwd", NAMES),
     // An IFTTT webhook URL's key; `if` is a pair the tokens chose.
     ("ifttt", HOOK),
+    // `rabbitmqctl`'s subcommands that take a password (`d_` and `sw` are
+    // pairs other hints chose).
+    ("add_user", NAMES),
+    ("change_password", NAMES),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -779,6 +783,7 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     if wake & NAMES != 0 {
         chpasswd_spans(s, spans);
         htpasswd_spans(s, spans);
+        rabbitmqctl_spans(s, spans);
     }
 }
 
@@ -865,6 +870,50 @@ fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         if let Some((a, z)) = password.filter(|_| batch) {
             if !keep_value(s[a..z].trim_matches(['"', '\''])) {
                 spans.push(unquote(a, &s[a..z]));
+            }
+        }
+    }
+}
+
+static RABBITMQCTL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"rabbitmqctl"));
+
+/// The password of `rabbitmqctl add_user USER PW` and `rabbitmqctl
+/// change_password USER PW`: the third word after the options. Each
+/// command is read up to its line's or the command's end.
+#[inline(never)]
+fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const NAME: usize = b"rabbitmqctl".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = RABBITMQCTL.find(&b[from..]) {
+        let at = from + off;
+        from = at + NAME;
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let mut words = shell_words(s, at + NAME, end);
+        let mut count = 0;
+        while let Some((a, z)) = words.next() {
+            let word = &s[a..z];
+            if word.starts_with('-') {
+                // The options that take a value.
+                if matches!(word, "-n" | "--node" | "-t" | "--timeout" | "-p" | "--vhost" | "--erlang-cookie") {
+                    words.next();
+                }
+                continue;
+            }
+            count += 1;
+            if count == 1 && !matches!(word, "add_user" | "change_password") {
+                break;
+            }
+            if count == 3 {
+                if !keep_value(word.trim_matches(['"', '\''])) {
+                    spans.push(unquote(a, word));
+                }
+                break;
             }
         }
     }
