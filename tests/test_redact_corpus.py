@@ -1018,6 +1018,7 @@ LOOKALIKES = [
     "SyntaxError: Unexpected token '<'",
     'unexpected token "EOF"',
     'Loaded secret "app-tls"\nkubectl: created secret "db-creds"',
+    'token "expired"\npassword "changed."\nsecret "rotated"',
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",

@@ -1917,7 +1917,8 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
 /// (`password <- "pw"`): its span in `line`. A quoted word inside a
 /// sentence (`the password "policy" was changed`) does not end its line,
 /// and in a log line ending so (`Unexpected token '<'`, `created secret
-/// "app-tls"`, the secret's name) the name is not the statement's first word.
+/// "app-tls"`, the secret's name) the name is not the statement's first
+/// word; a status word (`token "expired"`) is no value, as on a `.properties` line.
 fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
     let body = line.trim_end_matches([' ', '\t', ';']);
     let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
@@ -1948,11 +1949,13 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
         || [b"set ".as_slice(), b"username ", b"user "]
             .iter()
             .any(|w| lead.get(..w.len()).is_some_and(|l| l.eq_ignore_ascii_case(w)));
+    let value = &body[open + 1..close];
     if name.is_empty()
         || name_len > CALL_NAME_MAX
         || !word_start
         || !(assigned || statement)
-        || keep_value(&body[open + 1..close])
+        || keep_value(value)
+        || (!assigned && STATUS_WORDS.iter().any(|w| value.trim_end_matches(['.', '!']).eq_ignore_ascii_case(w)))
         || !key_info(name).secret
     {
         return None;
