@@ -820,6 +820,11 @@ REAL_WORLD = [
         ["username admin password ", 'host \\"h1\\"'],
     ),
     Case(
+        "quoted value after a secret word and a pasted space",
+        {"conf": 'password\u00a0"Qv4pass"', "r": 'api_key\u3000<-\u00a0"Qv5key"'},
+        ["Qv4pass", "Qv5key"],
+    ),
+    Case(
         "R assignment",
         {"r": 'db_password <- "Ra1pass"\napi_token <-\'Ra2tok\'\nhost <- "h1"\n  secret <<- "Ra3sec"'},
         ["Ra1pass", "Ra2tok", "Ra3sec"],

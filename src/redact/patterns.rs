@@ -1931,20 +1931,21 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
             break;
         }
     }
-    let head = body[..open].trim_end_matches([' ', '\t']);
+    // Any blank of [`is_value_blank`]: a line pasted from a page.
+    let head = body[..open].trim_end_matches(is_value_blank);
     let (name_end, assigned) = match head.strip_suffix("<-") {
         // `<<-` assigns in an enclosing scope.
-        Some(h) => (h.strip_suffix('<').unwrap_or(h).trim_end_matches([' ', '\t']), true),
+        Some(h) => (h.strip_suffix('<').unwrap_or(h).trim_end_matches(is_value_blank), true),
         None if head.len() < open => (head, false),
         None => return None,
     };
     let name_len =
         name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')).count();
     let (lead, name) = name_end.split_at(name_end.len() - name_len);
-    let word_start = lead.is_empty() || lead.ends_with([' ', '\t']);
+    let word_start = lead.is_empty() || lead.ends_with(is_value_blank);
     // Without `<-`, a config statement: the name first on its line, or after
     // `set` (Juniper, FortiOS) or a user (`username admin password "pw"`).
-    let lead = lead.trim_start_matches([' ', '\t']).as_bytes();
+    let lead = lead.trim_start_matches(is_value_blank).as_bytes();
     let statement = lead.is_empty()
         || [b"set ".as_slice(), b"username ", b"user "]
             .iter()
