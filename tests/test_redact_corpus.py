@@ -856,6 +856,15 @@ REAL_WORLD = [
         ["Uk1a2b3c4d5e6f7g8h9"],
         ["libraries=places"],
     ),
+    Case(
+        "Rust typed declaration",
+        {
+            "rs": 'let password: &str = "Rt1pass";\nconst API_KEY: &\'static str = "Rt2key";\n'
+            'static SECRET: &[u8] = b"Rt3sec";\nconst HOST: &str = "h1";'
+        },
+        ["Rt1pass", "Rt2key", "Rt3sec"],
+        ["let password: &str = ", 'HOST: &str = \\"h1\\"'],
+    ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
         "JWK (RFC 7517 appendix A.2)",
@@ -1027,6 +1036,7 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    "fn check(password: &str) -> bool { password.len() >= 8 }",
     "rabbitmqctl add_user bob; rabbitmqctl delete_user bob; rabbitmqctl list_users; add_user bob secret",
     "see https://ifttt.com/maker_webhooks and https://maker.ifttt.com/trigger/{event}/with/key/{your_key}",
     "mc alias set local http://127.0.0.1:9000; see https://min.io/docs, alias set by admin x y z",

@@ -1543,7 +1543,17 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
+        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else {
+            // Rust's `const PASSWORD: &str = "x"`: a reference type, then the value.
+            if let Some((start, end)) = lone_colon.then(|| reference_typed_default(s, sep_end)).flatten() {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = at.max(end);
+                key_floor = at;
+            }
+            continue;
+        };
         let value = &s[v_start..v_end];
         if lone_colon && !quoted {
             // A typed declaration, `password: str = "x"` (Python,
@@ -1627,6 +1637,40 @@ fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
         return None;
     }
     value_after(s, eq + 1).map(|(start, end, _)| (start, end))
+}
+
+/// Longest reference type read before a declaration's value (`&'static [u8]`).
+const REFERENCE_TYPE_MAX: usize = 48;
+
+/// The value of a Rust declaration whose type is a reference, `: &str =
+/// "x"`, `: &'static [u8] = b"x"`, after the colon at `from`; the type stays
+/// readable. Out of line, like [`typed_default`].
+#[inline(never)]
+fn reference_typed_default(s: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = trim_blanks_start(&s[from..]);
+    let ty = rest.strip_prefix('&')?;
+    let b = ty.as_bytes();
+    // A lifetime and `mut` before the type's name (`&'static str`).
+    let mut i = 0;
+    if b.first() == Some(&b'\'') {
+        i = 1 + b[1..].iter().take(REFERENCE_TYPE_MAX).take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+        i += b[i..].iter().take_while(|&&c| c == b' ').count();
+    }
+    if ty[i..].starts_with("mut ") {
+        i += 4;
+    }
+    let name = b[i..]
+        .iter()
+        .take(REFERENCE_TYPE_MAX)
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'[' | b']' | b';' | b' ' | b':'))
+        .count();
+    // Trailing blanks before the `=` belong to `typed_default`.
+    let name = ty[i..i + name].trim_end_matches(' ').len();
+    if name == 0 {
+        return None;
+    }
+    let type_end = s.len() - ty.len() + i + name;
+    typed_default(s, type_end)
 }
 
 /// A URL (a run of text with no blank or quote) read once for all the
