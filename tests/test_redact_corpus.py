@@ -710,6 +710,16 @@ REAL_WORLD = [
     Case("builder", {"kt": 'DataSource.builder().username("dbadmin").password("Fa5pass")'}, ["Fa5pass"], ["dbadmin"]),
     Case("HTTPBasicAuth", {"py": "requests.get(u, auth=HTTPBasicAuth('bob', 'Fa6pass'))"}, ["Fa6pass"], ["bob"]),
     Case(
+        "a password as a connect call's third argument",
+        {
+            "java": 'DriverManager.getConnection("jdbc:mysql://db/app", "root", "Cc1pass");',
+            "php": '$db = mysqli_connect("localhost", "app", "Cc2pass", "shop");',
+            "oo": '$db = new mysqli("localhost", "app", "Cc3pass");',
+        },
+        ["Cc1pass", "Cc2pass", "Cc3pass"],
+        ["jdbc:mysql://db/app", "root", "localhost", "shop"],
+    ),
+    Case(
         "credentials constructed from a user and a password",
         {
             "cs": 'client.Credentials = new NetworkCredential("bob", "Nc1pass");',
@@ -1036,6 +1046,7 @@ LOOKALIKES = [
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',
     "reset your password <- here",
+    'mysqli_connect("localhost", "app"); getConnection("jdbc:h2:mem:test")',
     "fn check(password: &str) -> bool { password.len() >= 8 }",
     "rabbitmqctl add_user bob; rabbitmqctl delete_user bob; rabbitmqctl list_users; add_user bob secret",
     "see https://ifttt.com/maker_webhooks and https://maker.ifttt.com/trigger/{event}/with/key/{your_key}",

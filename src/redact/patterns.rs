@@ -2183,7 +2183,13 @@ fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Ve
                     && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
                     && key_info(name).secret;
                 let constructed = b.get(second.2) == Some(&b')') && credential_constructor(s, callee, open);
-                (named || login_call(callee) || constructed || setter_call(callee, s, open, key_info)).then_some(second)
+                let third = (b.get(second.2) == Some(&b',') && connect_call(callee))
+                    .then(|| quoted_arg(s, second.2 + 1))
+                    .flatten();
+                third.or_else(|| {
+                    (named || login_call(callee) || constructed || setter_call(callee, s, open, key_info))
+                        .then_some(second)
+                })
             }
             None => setter_call(callee, s, open, key_info).then_some(first),
         };
@@ -2244,6 +2250,13 @@ fn callee_before(s: &str, open: usize) -> &str {
 fn login_call(callee: &str) -> bool {
     let c = callee.to_ascii_lowercase().replace('_', "");
     matches!(c.as_str(), "login" | "authenticate" | "signin" | "logon") || (c.len() > 4 && c.ends_with("auth"))
+}
+
+/// Whether `callee` connects to a database given a host or URL, a user and
+/// a password, in that order: JDBC's `getConnection`, PHP's
+/// `mysqli_connect` and `new mysqli`.
+fn connect_call(callee: &str) -> bool {
+    matches!(callee, "getConnection" | "mysqli_connect" | "mysql_connect" | "mysql_pconnect" | "mysqli")
 }
 
 /// Whether the call at `open` constructs credentials from a user and a
