@@ -285,6 +285,11 @@ REAL_WORLD = [
         ["--name /app/db", "--type SecureString", "--overwrite --name x"],
     ),
     Case(
+        "a command's secret flag right after it, given again later",
+        {"ssm": "aws ssm put-parameter --value Tw1val --name x --value again", "mysql": "mysql -pTw2val x -pmore"},
+        ["Tw1val", "Tw2val"],
+    ),
+    Case(
         "percent-encoded JSON",
         {
             "log": "GET /graphql?query=mutation&variables=%7B%22user%22%3A%22bob%22%2C%22password%22%3A%22Pj1pw%22%7D"

@@ -384,30 +384,32 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `aws ssm put-parameter ... --value x`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
+        // The words between a command and its flag are lazy (`??`): the first
+        // flag after the command is its value's, not a later one on the line.
         cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
-            r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
-            r#"|(?:(?:sshpass|twine|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
-            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az|oc|cf)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
-            r#"|(?:zip|unzip|zipcloak)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
-            r#"|ssh-keygen(?:[ \t][^\n;&|]*?)?[ \t]-[NP]"#,
+            r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<glued>[^\s"']+)"#,
+            r#"|(?:(?:sshpass|twine|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)??[ \t]-p"#,
+            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az|oc|cf)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)??[ \t]-p"#,
+            r#"|(?:zip|unzip|zipcloak)(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
+            r#"|ssh-keygen(?:[ \t][^\n;&|]*?)??[ \t]-[NP]"#,
             r#"|(?i:convertto-securestring)(?:[ \t]+-String)?"#,
-            r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
-            r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
-            r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#"|redis-cli(?:[ \t][^\n;&|]*?)??[ \t]-a"#,
+            r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)??[ \t]-w"#,
+            r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
             // A BMC's password, an MQTT broker's (SNMP's: see [`snmp_spans`]).
-            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
-            r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
+            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
+            r#"|openssl(?:[ \t][^\n;&|]*?)??[ \t]-k[ \t]"#,
             // Commands that store a secret: its value is one whatever its name.
-            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
-            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
+            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)??[ \t](?:--body=?|-b)"#,
+            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)??[ \t]--value=?"#,
             // A Parameter Store value: a `String` may be a secret stored as
             // one too, and an overwrite need not say its type.
-            r#"|aws[ \t]+ssm[ \t]+put-parameter(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
+            r#"|aws[ \t]+ssm[ \t]+put-parameter(?:[ \t][^\n;&|]*?)??[ \t]--value=?"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
-            r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
-            r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
-            r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
+            r#"|curl(?:[ \t][^\n;&|]*?)??[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
+            r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<packed>[^\s"']+)"#,
+            r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)??[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             // A password echoed into a command that reads it from stdin.
             // Or into one that stores it: `gh secret set N`, `wrangler secret
