@@ -748,8 +748,17 @@ print("ok")
     [
         ("echo a:b | chpasswd ", 200_000),
         ("chpasswd ", 300_000),
+        ("htpasswd -b f u p ", 150_000),
+        ("mc alias set a //h k ", 150_000),
+        ("rabbitmqctl add_user u p ", 150_000),
+        ("x: &'a y: &str = ", 100_000),
         ("npm config set ", 200_000),
         ("npm config set _auth ", 150_000),
+        ('password "\\"', 200_000),
+        ("password <- <-", 200_000),
+        ("var password string = string ", 100_000),
+        ("?state=1&code=0123456789abcdefgh", 100_000),
+        ("&key=0123456789abcdefgh&code=0123456789abcdefgh ", 100_000),
     ],
 )
 def test_a_long_line_of_one_command_is_redacted_without_hanging(unit: str, times: int) -> None:

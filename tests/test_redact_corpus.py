@@ -265,6 +265,31 @@ REAL_WORLD = [
         ["--repo o/r", "--vault-name kv --name db", "--output none"],
     ),
     Case(
+        "a secret echoed into a command that stores it",
+        {
+            "gh": "echo Ep1sec | gh secret set NAME",
+            "wrangler": 'echo "Ep2 sec" | npx wrangler secret put API_KEY',
+            "docker": "echo 'Ep3sec' | docker secret create db_pw -",
+            "gcloud": "echo -n Ep4sec | gcloud secrets versions add db --data-file=-",
+        },
+        ["Ep1sec", "Ep2", "Ep3sec", "Ep4sec"],
+        ["gh secret set NAME", "wrangler secret put API_KEY", "versions add db"],
+    ),
+    Case(
+        "SSM parameter put with its value",
+        {
+            "sh": "aws ssm put-parameter --name /app/db --value Sp1val --type SecureString\n"
+            'aws ssm put-parameter --type SecureString --value="Sp2 val" --overwrite --name x'
+        },
+        ["Sp1val", "Sp2"],
+        ["--name /app/db", "--type SecureString", "--overwrite --name x"],
+    ),
+    Case(
+        "a command's secret flag right after it, given again later",
+        {"ssm": "aws ssm put-parameter --value Tw1val --name x --value again", "mysql": "mysql -pTw2val x -pmore"},
+        ["Tw1val", "Tw2val"],
+    ),
+    Case(
         "percent-encoded JSON",
         {
             "log": "GET /graphql?query=mutation&variables=%7B%22user%22%3A%22bob%22%2C%22password%22%3A%22Pj1pw%22%7D"
@@ -689,6 +714,26 @@ REAL_WORLD = [
     Case("snake setter", {"py": "client.set_api_key('Fa4pass')"}, ["Fa4pass"], ["client.set_api_key("]),
     Case("builder", {"kt": 'DataSource.builder().username("dbadmin").password("Fa5pass")'}, ["Fa5pass"], ["dbadmin"]),
     Case("HTTPBasicAuth", {"py": "requests.get(u, auth=HTTPBasicAuth('bob', 'Fa6pass'))"}, ["Fa6pass"], ["bob"]),
+    Case(
+        "a password as a connect call's third argument",
+        {
+            "java": 'DriverManager.getConnection("jdbc:mysql://db/app", "root", "Cc1pass");',
+            "php": '$db = mysqli_connect("localhost", "app", "Cc2pass", "shop");',
+            "oo": '$db = new mysqli("localhost", "app", "Cc3pass");',
+        },
+        ["Cc1pass", "Cc2pass", "Cc3pass"],
+        ["jdbc:mysql://db/app", "root", "localhost", "shop"],
+    ),
+    Case(
+        "credentials constructed from a user and a password",
+        {
+            "cs": 'client.Credentials = new NetworkCredential("bob", "Nc1pass");',
+            "java": 'new UsernamePasswordCredentials("bob", "Nc2pass")',
+            "aws": 'AWSCredentials c = new com.amazonaws.auth.BasicAWSCredentials("AKIDEXAMPLE", "Nc3secret");',
+        },
+        ["Nc1pass", "Nc2pass", "Nc3secret"],
+        ["bob", "AKIDEXAMPLE"],
+    ),
     Case("reqwest basic_auth", {"rs": 'req.basic_auth("bob", Some("Fa7pass"))'}, [], ["bob"]),
     Case("login call", {"py": 'client.login("bob", "Fa8pass")'}, ["Fa8pass"], ["bob"]),
     Case("auth tuple", {"py": "requests.get(u, auth=('bob', 'Fa9pass'))"}, ["Fa9pass"]),
@@ -708,6 +753,42 @@ REAL_WORLD = [
     Case("net use", {"cmd": r"net use \\srv\share Nu1pass /user:CORP\bob"}, ["Nu1pass"], ["/user:CORP", "srv"]),
     Case(
         "net use, password last", {"cmd": r"NET USE Z: \\srv\s /user:bob Nu2pass /persistent:no"}, ["Nu2pass"], ["Z:"]
+    ),
+    Case(
+        "htpasswd in batch mode",
+        {
+            "file": "htpasswd -bc /etc/nginx/.htpasswd bob Hp1pass",
+            "stdout": "sudo /usr/bin/htpasswd -nbB -C 12 ann 'Hp2 pass' > users",
+        },
+        ["Hp1pass", "Hp2"],
+        ["/etc/nginx/.htpasswd bob", "-C 12 ann"],
+    ),
+    Case(
+        "MinIO client alias",
+        {
+            "sh": "mc alias set s3 https://s3.amazonaws.com BKIAEXAMPLE Mc1secret --api S3v4",
+            "path": "/usr/local/bin/mcli alias set --path auto local http://127.0.0.1:9000 minio 'Mc2 secret'",
+        },
+        ["Mc1secret", "Mc2"],
+        ["https://s3.amazonaws.com BKIAEXAMPLE", "--api S3v4", "local http://127.0.0.1:9000 minio"],
+    ),
+    Case(
+        "IFTTT webhook key",
+        {
+            "trigger": "POST https://maker.ifttt.com/trigger/door_open/with/key/If1bNHFwiZx4S8Aj8rNxq?value1=x",
+            "json": "curl -X POST https://maker.ifttt.com/trigger/e/json/with/key/If2cNHFwiZx4S8Aj8rNxq",
+        },
+        ["If1bNHFwiZx4S8Aj8rNxq", "If2cNHFwiZx4S8Aj8rNxq"],
+        ["maker.ifttt.com/trigger/door_open/with/key/", "value1=x"],
+    ),
+    Case(
+        "rabbitmqctl user commands",
+        {
+            "add": "rabbitmqctl add_user bob Rb1pass",
+            "change": "docker exec rmq rabbitmqctl -n rabbit@h change_password 'bob' \"Rb2 pass\" && echo ok",
+        },
+        ["Rb1pass", "Rb2"],
+        ["add_user bob", "-n rabbit@h change_password 'bob'"],
     ),
     Case("openssl enc -k", {"cmd": "openssl enc -aes-256-cbc -salt -k Os1pass -in a -out b"}, ["Os1pass"], ["-in a"]),
     Case("openssl -pass pass:", {"cmd": "openssl enc -d -pass pass:Os2pass -in b"}, ["Os2pass"]),
@@ -729,7 +810,7 @@ REAL_WORLD = [
     ),
     *(
         Case(f"CSV {column} column", {"csv": f"user,{column},host\nbob,Cv7{column},db1"}, [f"Cv7{column}"], ["bob"])
-        for column in ["passwd", "api_key", "private_key", "db_passwd"]
+        for column in ["passwd", "api_key", "private_key", "db_passwd", "pwd", "secret", "db_pwd", "Secret"]
     ),
     Case(
         ".properties line under passwd",
@@ -744,6 +825,60 @@ REAL_WORLD = [
         {"props": "spring.datasource.username sa\nspring.datasource.password   Pb1pass\nDB_PASSWORD\tPb2pass\r\n"},
         ["Pb1pass", "Pb2pass"],
         ["spring.datasource.username sa"],
+    ),
+    # A secret word, a blank and a quoted value ending its line: a config
+    # statement (Cisco, RouterOS, Juniper, HCL blocks).
+    Case(
+        "quoted value after a secret word",
+        {"conf": 'username admin password "Qv1pass"\n  secret "Qv2sec";\nset password \'Qv3pass\'\r\nhost "h1"'},
+        ["Qv1pass", "Qv2sec", "Qv3pass"],
+        ["username admin password ", 'host \\"h1\\"'],
+    ),
+    Case(
+        "quoted value after a secret word and a pasted space",
+        {"conf": 'password\u00a0"Qv4pass"', "r": 'api_key\u3000<-\u00a0"Qv5key"'},
+        ["Qv4pass", "Qv5key"],
+    ),
+    Case(
+        "R assignment",
+        {"r": 'db_password <- "Ra1pass"\napi_token <-\'Ra2tok\'\nhost <- "h1"\n  secret <<- "Ra3sec"'},
+        ["Ra1pass", "Ra2tok", "Ra3sec"],
+        ["db_password <- ", 'host <- \\"h1\\"'],
+    ),
+    Case(
+        "Go typed declaration",
+        {
+            "go": 'var password string = "Gd1pass"\nconst apiKey string = `Gd2key`\n'
+            'var (\n\tdbSecret string = "Gd3sec"\n\thost string = "h1"\n)'
+        },
+        ["Gd1pass", "Gd2key", "Gd3sec"],
+        ["var password string = ", 'host string = \\"h1\\"'],
+    ),
+    Case(
+        "OAuth callback code",
+        {
+            "cb": "GET /callback?code=SplxlOBeZQQYbYS6WxSbIA&state=xyz HTTP/1.1",
+            "after": "https://app.example.com/cb?state=abc&session_state=s1&code=4/0AfJohXn8q2Oc2codeQ",
+            "fragment": "https://app/cb#state=abc&code=Oc3codeAbCdEf0123456&id_token=x",
+            "encoded": "https://app.example.com/oauth2callback?state=s&code=4%2F0AfJohXn8q2Oc4code&scope=email",
+        },
+        ["SplxlOBeZQQYbYS6WxSbIA", "4/0AfJohXn8q2Oc2codeQ", "Oc3codeAbCdEf0123456", "Oc4code"],
+        ["state=xyz", "state=abc"],
+    ),
+    Case(
+        "API key in a URL query",
+        {"url": "https://maps.example.com/api/js?key=Uk1a2b3c4d5e6f7g8h9&libraries=places"},
+        ["Uk1a2b3c4d5e6f7g8h9"],
+        ["libraries=places"],
+    ),
+    Case(
+        "Rust typed declaration",
+        {
+            "rs": 'let password: &str = "Rt1pass";\nconst API_KEY: &\'static str = "Rt2key";\n'
+            'static SECRET: &[u8] = b"Rt3sec";\nconst HOST: &str = "h1";'
+        },
+        ["Rt1pass", "Rt2key", "Rt3sec"],
+        ["let password: &str = ", 'HOST: &str = \\"h1\\"'],
     ),
     # A JSON Web Key's private members, whatever key holds it; its public members stay.
     Case(
@@ -878,6 +1013,10 @@ LOOKALIKES = [
     "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&state=%7B%22token_type%22%3A%22bearer%22%7D",
     "gh secret list --repo o/r; gh secret set NAME < body.txt",
     "az keyvault secret show --vault-name kv --name db --query value",
+    "aws ssm put-parameter --name /app/cfg --value file:///tmp/v.json; aws ssm get-parameter --name x",
+    "app config set --key retries --value 3",
+    "echo done | tee log; gh secret set NAME < body.txt",
+    'echo "$TOKEN" | gh secret set X; echo listing | gh secret list',
     "see /etc/passwd, /etc/shadow\nthen a, b",
     "missing api_key, private_key\nretry, later",
     "token count,words\n12,40",
@@ -900,8 +1039,34 @@ LOOKALIKES = [
     'tokenize("hello world") useState("token")',
     'os.environ["HOME"] = "/root"',
     "id,user,passwd_changed_at\n1,bob,2024-01-01",
+    "sAMAccountName;pwdLastSet;pwd_expires_at\nbob;2024-01-01;2025-01-01",
     "passwd_expires_at: 2025-01-01",
     "401: Authorization: Bearer token required",
+    # A quoted word after a secret word, inside a sentence or after a parser's `token`.
+    'the password "policy" was changed',
+    "SyntaxError: Unexpected token '<'",
+    'unexpected token "EOF"',
+    'Loaded secret "app-tls"\nkubectl: created secret "db-creds"',
+    'token "expired"\npassword "changed."\nsecret "rotated"',
+    'password "${DB_PASSWORD}"',
+    'Enter your password "carefully" and then continue',
+    "reset your password <- here",
+    'mysqli_connect("localhost", "app"); getConnection("jdbc:h2:mem:test")',
+    "fn check(password: &str) -> bool { password.len() >= 8 }",
+    "rabbitmqctl add_user bob; rabbitmqctl delete_user bob; rabbitmqctl list_users; add_user bob secret",
+    "see https://ifttt.com/maker_webhooks and https://maker.ifttt.com/trigger/{event}/with/key/{your_key}",
+    "mc alias set local http://127.0.0.1:9000; see https://min.io/docs, alias set by admin x y z",
+    "htpasswd -c /etc/nginx/.htpasswd bob; htpasswd -D .htpasswd ann; cat /etc/nginx/.htpasswd",
+    "htpasswd -b /etc/.htpasswd admin $ADMIN_PASSWORD",
+    'store.GetCredentials("github", "bob"); new Credentials("id", "label")',
+    'new ClientSecretCredential("tenant-id", "client-id", secret)',
+    "GET /errors?code=404&page=2; /shop?code=SUMMER24&state=CA",
+    "https://h/country?code=US&state=NY",
+    "GET /cache?key=user:42&ttl=60; /s3?key=reports/2024/q1.csv; /kv?key=session_counter",
+    "error code=E1234567890ABCDEF state=failed",
+    'var passwordPolicy string = "strict"\nvar maxTokens string = "12"',
+    'the token string = "abc" in the docs',
+    'password <- Sys.getenv("DB_PASSWORD")',
 ]
 
 

@@ -317,6 +317,11 @@ pub const SAFE_NAMES: &[&str] = &[
     "passwdupdatedat",
     "passwdchangedat",
     "passwdexpiresat",
+    "pwdupdatedat",
+    "pwdchangedat",
+    "pwdexpiresat",
+    // Active Directory's timestamp of the last password change.
+    "pwdlastset",
     "passwordless",
     // Where a secret is kept, or how it is passed, not the secret: file and
     // socket paths, endpoints, reference names and CLI switches

@@ -165,13 +165,23 @@ const HINTS: &[(&str, u32)] = &[
     ("curl", CMD),
     ("sqlplus", CMD),
     ("auth ", REDIS),
+    // A secret echoed into a command that stores it (`| gh secret set N`),
+    // and a secret name.
+    ("secret", CMD | NAMES),
     // Secret names that only the CSV header and `.properties` scans need
-    // (see [`layout_shapes`]); each shares a pair another hint chose
-    // (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets no
-    // more text through. `pwd` and a bare `secret` would each take a bit.
+    // (see [`layout_shapes`]); the first three share a pair another hint
+    // chose (`sw` of `password`, `ke` and `i_` of tokens), so the filter lets
+    // no more text through; `pwd` takes a bit of its own.
     ("passwd", NAMES),
     ("api_key", NAMES),
     ("private_key", NAMES),
+    ("pwd", NAMES),
+    // An IFTTT webhook URL's key; `if` is a pair the tokens chose.
+    ("ifttt", HOOK),
+    // `rabbitmqctl`'s subcommands that take a password (`d_` and `sw` are
+    // pairs other hints chose).
+    ("add_user", NAMES),
+    ("change_password", NAMES),
 ];
 
 /// The horizontal spaces that may stand between a word and what it
@@ -333,11 +343,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|(?i:discord(?:app)?\.com/api/(?:v[0-9]+/)?webhooks/)[0-9]+/(?P<token>[A-Za-z0-9_\-]{20,})",
             r#"|(?i:\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<teams>[^\s"'<>]{8,})"#,
             // Zapier's catch hook, a Mattermost hook's 26-character id, a
-            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot key.
+            // Rocket.Chat hook's token, a Feishu/Lark bot hook, a WeCom bot
+            // key, an IFTTT Maker key.
             r"|hooks\.zapier\.com/hooks/(?:catch|standard)/[0-9]+/(?P<zap>[A-Za-z0-9\-]{6,})",
             r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
             r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
-            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})"
+            r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})",
+            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})"
         ))
         .ok()?,
         webhooks: Finder::new(b"hook"),
@@ -366,34 +378,43 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `zip -P x`, `7z -px`, `ssh-keygen -N x`, `ConvertTo-SecureString x`,
         // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
-        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`),
-        // `gh secret set N --body x`, `az keyvault secret set ... --value x`.
+        // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`,
+        // `gh secret set N`),
+        // `gh secret set N --body x`, `az keyvault secret set ... --value x`,
+        // `aws ssm put-parameter ... --value x`.
         // Written with `[ \t]` for a
         // space; any of `blank_class!` stands for one (a command pasted from a page).
+        // The words between a command and its flag are lazy (`??`): the first
+        // flag after the command is its value's, not a later one on the line.
         cmd: Regex::new(&concat!(
             r#"(?:^|[\s;&|(`"'])(?:"#,
-            r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<glued>[^\s"']+)"#,
-            r#"|(?:(?:sshpass|twine|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
-            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az|oc|cf)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)?[ \t]-p"#,
-            r#"|(?:zip|unzip|zipcloak)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
-            r#"|ssh-keygen(?:[ \t][^\n;&|]*?)?[ \t]-[NP]"#,
+            r#"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlsh|mariadb|mariadb-dump)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<glued>[^\s"']+)"#,
+            r#"|(?:(?:sshpass|twine|mongo(?:sh|dump|restore|export|import|stat|top|files)?)(?:[ \t][^\n;&|]*?)??[ \t]-p"#,
+            r#"|(?:docker|podman|buildah|nerdctl|helm|oras|skopeo|az|oc|cf)[ \t][^\n;&|]*?login(?:[ \t][^\n;&|]*?)??[ \t]-p"#,
+            r#"|(?:zip|unzip|zipcloak)(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
+            r#"|ssh-keygen(?:[ \t][^\n;&|]*?)??[ \t]-[NP]"#,
             r#"|(?i:convertto-securestring)(?:[ \t]+-String)?"#,
-            r#"|redis-cli(?:[ \t][^\n;&|]*?)?[ \t]-a"#,
-            r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)?[ \t]-w"#,
-            r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
+            r#"|redis-cli(?:[ \t][^\n;&|]*?)??[ \t]-a"#,
+            r#"|ldap(?:search|modify|add|delete|compare|modrdn|passwd|whoami|exop|url)(?:[ \t][^\n;&|]*?)??[ \t]-w"#,
+            r#"|(?:sqlcmd|bcp|osql|isql)(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
             // A BMC's password, an MQTT broker's (SNMP's: see [`snmp_spans`]).
-            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)?[ \t]-P"#,
-            r#"|openssl(?:[ \t][^\n;&|]*?)?[ \t]-k[ \t]"#,
+            r#"|(?:ipmitool|mosquitto_(?:pub|sub|rr))(?:[ \t][^\n;&|]*?)??[ \t]-P"#,
+            r#"|openssl(?:[ \t][^\n;&|]*?)??[ \t]-k[ \t]"#,
             // Commands that store a secret: its value is one whatever its name.
-            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t](?:--body=?|-b)"#,
-            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)?[ \t]--value=?"#,
+            r#"|gh[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)??[ \t](?:--body=?|-b)"#,
+            r#"|az[ \t]+keyvault[ \t]+secret[ \t]+set(?:[ \t][^\n;&|]*?)??[ \t]--value=?"#,
+            // A Parameter Store value: a `String` may be a secret stored as
+            // one too, and an overwrite need not say its type.
+            r#"|aws[ \t]+ssm[ \t]+put-parameter(?:[ \t][^\n;&|]*?)??[ \t]--value=?"#,
             r#")[ \t]*(?P<arg>"[^"]*"|'[^']*'|[^\s"'\-][^\s"']*)"#,
-            r#"|curl(?:[ \t][^\n;&|]*?)?[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
-            r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)?[ \t]-p(?P<packed>[^\s"']+)"#,
-            r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)?[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
+            r#"|curl(?:[ \t][^\n;&|]*?)??[ \t](?:-u|--user|-U|--proxy-user)[ \t]*["']?[^\s:"']*:(?P<userpass>[^\s"']+)"#,
+            r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<packed>[^\s"']+)"#,
+            r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)??[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
             // A password echoed into a command that reads it from stdin.
-            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
+            // Or into one that stores it: `gh secret set N`, `wrangler secret
+            // put N`, `docker secret create N -`, `gcloud secrets ... --data-file=-`.
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
@@ -637,8 +658,11 @@ fn scan_shapes(
     if wake & PEM != 0 {
         pem_spans(s, sh, spans);
     }
-    if wake & URL != 0 && s.contains('@') {
-        url_passwords(s, spans);
+    if wake & URL != 0 {
+        if s.contains('@') {
+            url_passwords(s, spans);
+        }
+        mc_alias_spans(s, spans);
     }
     if wake & AUTH != 0 {
         // A rejected match (`token Bearer x`: "Bearer" is no credential)
@@ -670,7 +694,7 @@ fn scan_shapes(
     // take one of the pair filter's few bits): a URL that holds it is looked at.
     if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
         for c in sh.hook.captures_iter(s) {
-            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom"] {
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt"] {
                 push_group(&c, group, spans);
             }
         }
@@ -747,9 +771,8 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & (SQL | AUTH | TOKENS | NAMES) != 0 {
         // Looked for only where a word woke one of these (`password`,
-        // `passwd`, `token`, `api_key`, `secret_`...): a header naming its
-        // secret column only `pwd` or `secret` is missed, as the README
-        // says. A table has more than one line.
+        // `passwd`, `pwd`, `token`, `api_key`, `secret`...). A table has
+        // more than one line.
         if memchr::memchr(b'\n', s.as_bytes()).is_some() {
             csv_spans(s, key_info, spans);
         }
@@ -761,6 +784,8 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & NAMES != 0 {
         chpasswd_spans(s, spans);
+        htpasswd_spans(s, spans);
+        rabbitmqctl_spans(s, spans);
     }
 }
 
@@ -800,6 +825,145 @@ fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         if let Some(colon) = s[va..vz].find(':') {
             if va + colon + 1 < vz {
                 spans.push((va + colon + 1, vz));
+            }
+        }
+    }
+}
+
+static HTPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"htpasswd"));
+
+/// The password `htpasswd` takes in batch mode (`-b`) as its last word:
+/// `htpasswd -bc file user pw`, `htpasswd -nb user pw` (no file with `-n`).
+/// Without `-b` it prompts, and the words are a file and a user. Each
+/// command is read up to its line's or the command's end.
+#[inline(never)]
+fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const NAME: usize = b"htpasswd".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = HTPASSWD.find(&b[from..]) {
+        let at = from + off;
+        from = at + NAME;
+        // The command, not a file (`/etc/nginx/.htpasswd`): a word of its own.
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let (mut batch, mut no_file) = (false, false);
+        let mut positional = [None; 3];
+        let mut count = 0;
+        let mut words = shell_words(s, at + NAME, end);
+        while let Some((a, z)) = words.next() {
+            if let Some(flags) = s[a..z].strip_prefix('-') {
+                batch |= flags.contains('b');
+                no_file |= flags.contains('n');
+                // `-C cost` and `-r rounds` take a value.
+                if flags.ends_with(['C', 'r']) {
+                    words.next();
+                }
+            } else if count < positional.len() {
+                positional[count] = Some((a, z));
+                count += 1;
+            }
+        }
+        let password = if no_file { positional[1] } else { positional[2] };
+        if let Some((a, z)) = password.filter(|_| batch) {
+            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
+                spans.push(unquote(a, &s[a..z]));
+            }
+        }
+    }
+}
+
+static RABBITMQCTL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"rabbitmqctl"));
+
+/// The password of `rabbitmqctl add_user USER PW` and `rabbitmqctl
+/// change_password USER PW`: the third word after the options. Each
+/// command is read up to its line's or the command's end.
+#[inline(never)]
+fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const NAME: usize = b"rabbitmqctl".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = RABBITMQCTL.find(&b[from..]) {
+        let at = from + off;
+        from = at + NAME;
+        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let mut words = shell_words(s, at + NAME, end);
+        let mut count = 0;
+        while let Some((a, z)) = words.next() {
+            let word = &s[a..z];
+            if word.starts_with('-') {
+                // The options that take a value.
+                if matches!(word, "-n" | "--node" | "-t" | "--timeout" | "-p" | "--vhost" | "--erlang-cookie") {
+                    words.next();
+                }
+                continue;
+            }
+            count += 1;
+            if count == 1 && !matches!(word, "add_user" | "change_password") {
+                break;
+            }
+            if count == 3 {
+                if !keep_value(word.trim_matches(['"', '\''])) {
+                    spans.push(unquote(a, word));
+                }
+                break;
+            }
+        }
+    }
+}
+
+static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias set"));
+
+/// The secret key of the MinIO client's `mc alias set NAME URL ACCESS
+/// SECRET` (`mcli` too): the fourth word after the options. With fewer
+/// words `mc` prompts for the keys. Looked for where a URL woke the scan.
+#[inline(never)]
+fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    const VERB: usize = b"alias set".len();
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(off) = MC_ALIAS.find(&b[from..]) {
+        let at = from + off;
+        from = at + VERB;
+        let head = s[..at].trim_end_matches([' ', '\t']);
+        let command = head.len() < at
+            && [b"mc".as_slice(), b"mcli"].iter().any(|name| {
+                head.as_bytes().strip_suffix(*name).is_some_and(|h| {
+                    h.last()
+                        .is_none_or(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'' | b';'))
+                })
+            });
+        if !command || !matches!(b.get(at + VERB), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+        from = end;
+        let mut words = shell_words(s, at + VERB, end);
+        let mut count = 0;
+        while let Some((a, z)) = words.next() {
+            let word = &s[a..z];
+            if word.starts_with('-') {
+                // `--api S3v4` and `--path auto` take a value.
+                if matches!(word, "--api" | "--path") {
+                    words.next();
+                }
+                continue;
+            }
+            count += 1;
+            if count == 4 {
+                if !keep_value(word.trim_matches(['"', '\''])) {
+                    spans.push(unquote(a, word));
+                }
+                break;
             }
         }
     }
@@ -1286,6 +1450,8 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
     let mut jwk: Option<bool> = None;
     // The end of the last `net use` line read: another `/user:` on it adds nothing.
     let mut net_use_done = 0;
+    // The last URL read for an OAuth `state` (see [`query_credential`]).
+    let mut url_word = UrlWord::default();
     while let Some(off) = memchr::memchr3(b'=', b':', FULLWIDTH_LEAD, &b[at..]) {
         let sep = at + off;
         // The separator as ASCII, and whether it is a lone `:` (a YAML key, a header).
@@ -1313,6 +1479,7 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             }
         }
         let Some(key) = key_before(s, key_floor, sep) else { continue };
+        let floor = key_floor;
         key_floor = sep_end;
         if sep_char == b':'
             && matches!(key.len(), 1 | 4)
@@ -1345,7 +1512,15 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
         if not_a_secret_pair(key, sep_char, &s[sep_end..]) {
             continue;
         }
-        let info = key_info(key);
+        let mut info = key_info(key);
+        if !info.secret && sep_char == b'=' {
+            if key == "string" {
+                // Go's `var password string = "x"`: the name before the type says.
+                info.secret = go_declared_secret(s, floor, key, key_info);
+            } else if matches!(key, "code" | "key") {
+                info.secret = query_credential(s, key, sep_end, &mut url_word);
+            }
+        }
         if info.name_field && !info.secret {
             named_secret = name_after(s, sep_end).is_some_and(|name| key_info(name).secret);
             continue;
@@ -1370,7 +1545,17 @@ fn kv_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<
             key_floor = at;
             continue;
         }
-        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else { continue };
+        let Some((v_start, v_end, quoted)) = value_after(s, sep_end) else {
+            // Rust's `const PASSWORD: &str = "x"`: a reference type, then the value.
+            if let Some((start, end)) = lone_colon.then(|| reference_typed_default(s, sep_end)).flatten() {
+                if !keep_value(&s[start..end]) {
+                    spans.push((start, end));
+                }
+                at = at.max(end);
+                key_floor = at;
+            }
+            continue;
+        };
         let value = &s[v_start..v_end];
         if lone_colon && !quoted {
             // A typed declaration, `password: str = "x"` (Python,
@@ -1454,6 +1639,121 @@ fn typed_default(s: &str, type_end: usize) -> Option<(usize, usize)> {
         return None;
     }
     value_after(s, eq + 1).map(|(start, end, _)| (start, end))
+}
+
+/// Longest reference type read before a declaration's value (`&'static [u8]`).
+const REFERENCE_TYPE_MAX: usize = 48;
+
+/// The value of a Rust declaration whose type is a reference, `: &str =
+/// "x"`, `: &'static [u8] = b"x"`, after the colon at `from`; the type stays
+/// readable. Out of line, like [`typed_default`].
+#[inline(never)]
+fn reference_typed_default(s: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = trim_blanks_start(&s[from..]);
+    let ty = rest.strip_prefix('&')?;
+    let b = ty.as_bytes();
+    // A lifetime and `mut` before the type's name (`&'static str`).
+    let mut i = 0;
+    if b.first() == Some(&b'\'') {
+        i = 1 + b[1..].iter().take(REFERENCE_TYPE_MAX).take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+        i += b[i..].iter().take_while(|&&c| c == b' ').count();
+    }
+    if ty[i..].starts_with("mut ") {
+        i += 4;
+    }
+    let name = b[i..]
+        .iter()
+        .take(REFERENCE_TYPE_MAX)
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'[' | b']' | b';' | b' ' | b':'))
+        .count();
+    // Trailing blanks before the `=` belong to `typed_default`.
+    let name = ty[i..i + name].trim_end_matches(' ').len();
+    if name == 0 {
+        return None;
+    }
+    let type_end = s.len() - ty.len() + i + name;
+    typed_default(s, type_end)
+}
+
+/// A URL (a run of text with no blank or quote) read once for all the
+/// query parameters in it: its span and whether its query holds a `state`.
+#[derive(Default)]
+struct UrlWord {
+    start: usize,
+    end: usize,
+    oauth_state: bool,
+}
+
+/// Shortest value taken for a credential by its place in a URL query.
+const QUERY_CREDENTIAL_MIN: usize = 16;
+
+/// Whether the parameter `key` (`code` or `key`, a slice of `s`) of a URL
+/// query, its value at `value_at`, holds a credential though its name is
+/// generic: an OAuth callback's `code` (its query or fragment also holds
+/// `state`: `?code=...&state=...`), an API key given as `?key=...`. Both
+/// need a value of 16 letters, digits and `-_./%` or more (Google's codes
+/// are percent-encoded, `4%2F0A...`); for `key`, one with a digit and no
+/// `/`, `.` or `%` (a path, a file name): `?code=404`,
+/// `?code=US&state=NY`, `?key=user:42` and `?key=reports/q1.csv` stay readable.
+#[inline(never)]
+fn query_credential(s: &str, key: &str, value_at: usize, url: &mut UrlWord) -> bool {
+    let b = s.as_bytes();
+    let key_at = key.as_ptr() as usize - s.as_ptr() as usize;
+    if key_at == 0 || !matches!(b[key_at - 1], b'?' | b'&' | b'#') {
+        return false;
+    }
+    let value_len = b[value_at..]
+        .iter()
+        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/' | b'%'))
+        .count();
+    if value_len < QUERY_CREDENTIAL_MIN
+        || b.get(value_at + value_len).is_some_and(|&c| !(c == b'&' || c == b'#' || c == b';' || url_stop(c)))
+    {
+        return false;
+    }
+    let value = &b[value_at..value_at + value_len];
+    if key == "key" {
+        return value.iter().any(u8::is_ascii_digit) && !value.iter().any(|c| matches!(c, b'/' | b'.' | b'%'));
+    }
+    if !(url.start <= key_at && key_at < url.end) {
+        // Each URL is read once, however many parameters it has.
+        let start = b[..key_at].iter().rposition(|&c| url_stop(c)).map_or(0, |i| i + 1);
+        let end = b[key_at..].iter().position(|&c| url_stop(c)).map_or(b.len(), |i| key_at + i);
+        let word = &b[start..end];
+        let oauth_state = memchr::memmem::find_iter(word, b"state=")
+            .any(|i| i > 0 && matches!(word[i - 1], b'?' | b'&' | b'#'))
+            && memchr::memchr2(b'?', b'#', word).is_some();
+        *url = UrlWord { start, end, oauth_state };
+    }
+    url.oauth_state
+}
+
+/// A byte that ends a URL in text: a blank or a quote.
+fn url_stop(c: u8) -> bool {
+    c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'`')
+}
+
+/// Whether the Go declaration whose type `ty` (a slice of `s`) is read, `var
+/// password string =` (`const` too, or a line of a `var (` block), names a
+/// secret. The name is read back to `floor` at most, so the scan stays linear.
+#[inline(never)]
+fn go_declared_secret(s: &str, floor: usize, ty: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> bool {
+    let ty_at = ty.as_ptr() as usize - s.as_ptr() as usize;
+    let head = &s[floor..ty_at];
+    let name_end = head.trim_end_matches([' ', '\t']);
+    let name_len = name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || c == b'_').count();
+    if name_end.len() == head.len() || name_len == 0 || name_len > CALL_NAME_MAX || name_len == name_end.len() {
+        return false;
+    }
+    let before = &name_end[..name_end.len() - name_len];
+    let spaced = before.trim_end_matches([' ', '\t']);
+    // `var` or `const` as a word before the name, or a line's indentation (a block).
+    let declared = spaced.len() < before.len()
+        && ["var", "const"].iter().any(|w| {
+            spaced.strip_suffix(w).is_some_and(|b| b.is_empty() || b.ends_with(|c: char| c.is_whitespace() || c == ';'))
+        });
+    let in_block = spaced.ends_with('\n') && before.len() > spaced.len();
+    (declared || in_block) && key_info(&name_end[name_end.len() - name_len..]).secret
 }
 
 /// The end of what follows an authorization header's first word ending at
@@ -1625,7 +1925,8 @@ const STATUS_WORDS: &[&str] = &[
 /// a line of two words whose first is a dotted or underscored secret name
 /// (`spring.datasource.password`, `DB_PASSWORD`). A lone word such as
 /// `password` before another is prose too often (`password reset`), and
-/// so is a status word after the name (`db.password changed`).
+/// so is a status word after the name (`db.password changed`); a quoted
+/// value ending the line is not (see [`quoted_tail`]).
 #[inline(never)]
 fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
     let mut start = 0;
@@ -1633,6 +1934,10 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
         let at = start;
         start += line.len() + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some((v_start, v_end)) = quoted_tail(line, key_info) {
+            spans.push((at + v_start, at + v_end));
+            continue;
+        }
         let body = line.trim_start_matches([' ', '\t']);
         let Some((key, value)) = body.split_once([' ', '\t']) else { continue };
         let value = value.trim_matches([' ', '\t']);
@@ -1650,6 +1955,59 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
         let v_end = at + line.trim_end_matches([' ', '\t']).len();
         spans.push((v_end - value.len(), v_end));
     }
+}
+
+/// The quoted value that ends a line after a secret name and a blank in a
+/// config statement, `password "pw"` (Juniper's `secret "pw";`, `set
+/// password "pw"`, `username u password "pw"`), or after R's `<-`
+/// (`password <- "pw"`): its span in `line`. A quoted word inside a
+/// sentence (`the password "policy" was changed`) does not end its line,
+/// and in a log line ending so (`Unexpected token '<'`, `created secret
+/// "app-tls"`, the secret's name) the name is not the statement's first
+/// word; a status word (`token "expired"`) is no value, as on a `.properties` line.
+fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
+    let body = line.trim_end_matches([' ', '\t', ';']);
+    let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
+    let close = body.len() - 1;
+    // The opening quote: the nearest one before that no backslash escapes.
+    let mut open = close;
+    loop {
+        open = body[..open].rfind(char::from(q))?;
+        if !body[..open].ends_with('\\') {
+            break;
+        }
+    }
+    // Any blank of [`is_value_blank`]: a line pasted from a page.
+    let head = body[..open].trim_end_matches(is_value_blank);
+    let (name_end, assigned) = match head.strip_suffix("<-") {
+        // `<<-` assigns in an enclosing scope.
+        Some(h) => (h.strip_suffix('<').unwrap_or(h).trim_end_matches(is_value_blank), true),
+        None if head.len() < open => (head, false),
+        None => return None,
+    };
+    let name_len =
+        name_end.bytes().rev().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')).count();
+    let (lead, name) = name_end.split_at(name_end.len() - name_len);
+    let word_start = lead.is_empty() || lead.ends_with(is_value_blank);
+    // Without `<-`, a config statement: the name first on its line, or after
+    // `set` (Juniper, FortiOS) or a user (`username admin password "pw"`).
+    let lead = lead.trim_start_matches(is_value_blank).as_bytes();
+    let statement = lead.is_empty()
+        || [b"set ".as_slice(), b"username ", b"user "]
+            .iter()
+            .any(|w| lead.get(..w.len()).is_some_and(|l| l.eq_ignore_ascii_case(w)));
+    let value = &body[open + 1..close];
+    if name.is_empty()
+        || name_len > CALL_NAME_MAX
+        || !word_start
+        || !(assigned || statement)
+        || keep_value(value)
+        || (!assigned && STATUS_WORDS.iter().any(|w| value.trim_end_matches(['.', '!']).eq_ignore_ascii_case(w)))
+        || !key_info(name).secret
+    {
+        return None;
+    }
+    Some((open + 1, close))
 }
 
 /// Longest CSV header field read as a column's name.
@@ -1826,7 +2184,14 @@ fn call_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Ve
                     && !name.is_empty()
                     && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
                     && key_info(name).secret;
-                (named || login_call(callee) || setter_call(callee, s, open, key_info)).then_some(second)
+                let constructed = b.get(second.2) == Some(&b')') && credential_constructor(s, callee, open);
+                let third = (b.get(second.2) == Some(&b',') && connect_call(callee))
+                    .then(|| quoted_arg(s, second.2 + 1))
+                    .flatten();
+                third.or_else(|| {
+                    (named || login_call(callee) || constructed || setter_call(callee, s, open, key_info))
+                        .then_some(second)
+                })
             }
             None => setter_call(callee, s, open, key_info).then_some(first),
         };
@@ -1887,6 +2252,31 @@ fn callee_before(s: &str, open: usize) -> &str {
 fn login_call(callee: &str) -> bool {
     let c = callee.to_ascii_lowercase().replace('_', "");
     matches!(c.as_str(), "login" | "authenticate" | "signin" | "logon") || (c.len() > 4 && c.ends_with("auth"))
+}
+
+/// Whether `callee` connects to a database given a host or URL, a user and
+/// a password, in that order: JDBC's `getConnection`, PHP's
+/// `mysqli_connect` and `new mysqli`.
+fn connect_call(callee: &str) -> bool {
+    matches!(callee, "getConnection" | "mysqli_connect" | "mysql_connect" | "mysql_pconnect" | "mysqli")
+}
+
+/// Whether the call at `open` constructs credentials from a user and a
+/// password: `new NetworkCredential("u", "pw")`, `new
+/// UsernamePasswordCredentials(...)`, `new BasicAWSCredentials(...)` (a type
+/// named `...Credential(s)` after `new`, with exactly two arguments, which
+/// the caller checks). A getter (`GetCredentials("github", "bob")`) has no `new`.
+fn credential_constructor(s: &str, callee: &str, open: usize) -> bool {
+    const NEW: &str = "new ";
+    let lower = callee.to_ascii_lowercase();
+    let typed = lower.strip_suffix('s').unwrap_or(&lower).strip_suffix("credential").is_some_and(|p| !p.is_empty());
+    if !typed {
+        return false;
+    }
+    // The type's namespace (`new System.Net.NetworkCredential(`), then `new`.
+    let head = &s.as_bytes()[open.saturating_sub(CALL_NAME_MAX)..open - callee.len()];
+    let qualified = head.iter().rev().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.').count();
+    head[..head.len() - qualified].ends_with(NEW.as_bytes())
 }
 
 /// Words that begin a setter's name: what follows is what it sets.
