@@ -246,8 +246,11 @@ def test_query_filters(trail: Path, flags: list[str], expected: list[str]) -> No
 
 
 def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
-    outcomes = {row["outcome"] for row in jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)}
-    for outcome in outcomes - {None}:
+    rows = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    outcomes = {row["event_type"]: row["outcome"] for row in rows}
+    # The sample rows' types give them both outcomes: the loop below has something to check.
+    assert (outcomes["plan_applied"], outcomes["auth_failure"]) == ("success", "failure"), outcomes
+    for outcome in set(outcomes.values()) - {None}:
         result = run("query", "--json", "--outcome", outcome, "--db", str(trail), cwd=trail.parent)
         rows = jsonl(result.stdout)
         assert rows
