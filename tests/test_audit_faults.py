@@ -159,6 +159,8 @@ def _share_with_purges(path: Path) -> _Shared:
         for child, ack in zip(loaders, out.acks[:3], strict=True):
             child.finish(ack)
         list(map(out.acks[3].take, killed.rest()))
+        # Ended by the kill above, not by a failure of its own before it.
+        assert killed.proc.wait(timeout=60) == -signal.SIGKILL, killed.stderr()
         for child in others:
             child.send("")
             child.finish()
