@@ -8,6 +8,7 @@ verifies, and failures are reported, never silent.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
@@ -1363,23 +1364,31 @@ def test_a_service_stopped_by_a_signal_writes_what_was_handed_over_only_through_
     # Ctrl-C's KeyboardInterrupt is Python's own exit; so is SystemExit from a
     # handler. Either runs the at-exit close, which waits for the lock.
     exits = handler or sig == signal.SIGINT
-    with write_locked(path):
-        child = subprocess.Popen(
-            [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline() == "handed\n"
-        child.send_signal(sig)
-        if exits:
-            assert child.stdout.readline() == "leaving\n"
-        else:
-            child.wait(timeout=60)
-    # The lock is released: a process still alive writes its queue now.
-    rc = child.wait(timeout=60)
-    child.communicate()
+    with contextlib.ExitStack() as cleanup:
+        with write_locked(path):
+            child = cleanup.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            # A child that never answers is killed: the readline() below ends and the test fails, not hangs.
+            watchdog = threading.Timer(120, child.kill)
+            watchdog.start()
+            cleanup.callback(watchdog.cancel)
+            cleanup.callback(child.kill)
+            assert child.stdout is not None
+            assert child.stdout.readline() == "handed\n"
+            child.send_signal(sig)
+            if exits:
+                assert child.stdout.readline() == "leaving\n"
+            else:
+                child.wait(timeout=60)
+        # The lock is released: a process still alive writes its queue now.
+        rc = child.wait(timeout=60)
+        child.communicate()
     rows = raw_rows(path, "event_type = 'step_completed'")
     if exits:
         assert rc == (-signal.SIGINT if sig == signal.SIGINT else 0), rc
