@@ -20,7 +20,10 @@ step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/auditbus-cargo-test.log
 grep -qE "test result: ok\. [1-9][0-9]* passed" /tmp/auditbus-cargo-test.log || { echo "cargo test ran no test"; exit 1; }
 step "fuzz the redaction value scanner (bounded: ${AUDITBUS_FUZZ_SECS:-5} s)"
-AUDITBUS_FUZZ_SECS="${AUDITBUS_FUZZ_SECS:-5}" cargo test --quiet --lib redact::fuzz::fuzz_value_scanner
+# A filter that matches no test passes with "0 passed": the run must name it exactly, and run it.
+AUDITBUS_FUZZ_SECS="${AUDITBUS_FUZZ_SECS:-5}" cargo test --quiet --lib redact::fuzz::fuzz_value_scanner -- --exact 2>&1 \
+    | tee /tmp/auditbus-fuzz.log
+grep -qE "test result: ok\. 1 passed" /tmp/auditbus-fuzz.log || { echo "the fuzz run ran no test"; exit 1; }
 
 step "ruff"
 ruff check python tests features benchmarks

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,12 @@ import auditbus
 import pytest
 
 IMPL_NAMES = ("auditbus", "legacy")
+
+# A run started as a background job (`scripts/check.sh &`, nohup) has SIGINT
+# ignored, and every process it starts inherits that: the Ctrl-C tests' children
+# would never see their signal. With a handler here, they start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _find_legacy_dir() -> Path | None:

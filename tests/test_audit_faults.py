@@ -8,6 +8,7 @@ verifies, and failures are reported, never silent.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
@@ -159,6 +160,8 @@ def _share_with_purges(path: Path) -> _Shared:
         for child, ack in zip(loaders, out.acks[:3], strict=True):
             child.finish(ack)
         list(map(out.acks[3].take, killed.rest()))
+        # Ended by the kill above, not by a failure of its own before it.
+        assert killed.proc.wait(timeout=60) == -signal.SIGKILL, killed.stderr()
         for child in others:
             child.send("")
             child.finish()
@@ -712,13 +715,15 @@ import sys, auditbus
 from auditbus import AuditService
 svc = AuditService(sys.argv[1])
 svc.count()
+reported = 0
 if sys.argv[2] == "damaged":
     for call in (lambda: svc.query(user_identity="u1"), lambda: svc.record("auth_success", user_identity="u1")):
         try:
             call()
         except auditbus.AuditError as e:
             assert "malformed" in str(e), e
-print("ready", flush=True)
+            reported += 1
+print("ready", reported, flush=True)
 sys.stdin.readline()
 try:
     svc.close()
@@ -755,7 +760,8 @@ def test_a_damaged_page_reported_keeps_the_processs_sqlite_locks(tmp_path: Path,
         assert child.stdout is not None
         assert child.stdin is not None
         try:
-            assert child.stdout.readline() == "ready\n"
+            # Both calls on the damaged file reported the damage: the check below follows a report.
+            assert child.stdout.readline() == f"ready {2 if state == 'damaged' else 0}\n"
             # The child's service holds SQLite's shared lock on the file: no
             # other process may take the write lock on those bytes.
             assert not _exclusive_lock_taken(path)
@@ -1358,23 +1364,31 @@ def test_a_service_stopped_by_a_signal_writes_what_was_handed_over_only_through_
     # Ctrl-C's KeyboardInterrupt is Python's own exit; so is SystemExit from a
     # handler. Either runs the at-exit close, which waits for the lock.
     exits = handler or sig == signal.SIGINT
-    with write_locked(path):
-        child = subprocess.Popen(
-            [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline() == "handed\n"
-        child.send_signal(sig)
-        if exits:
-            assert child.stdout.readline() == "leaving\n"
-        else:
-            child.wait(timeout=60)
-    # The lock is released: a process still alive writes its queue now.
-    rc = child.wait(timeout=60)
-    child.communicate()
+    with contextlib.ExitStack() as cleanup:
+        with write_locked(path):
+            child = cleanup.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-c", _STOPPED_BY_SIGNAL, str(path), "handler" if handler else "default"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            # A child that never answers is killed: the readline() below ends and the test fails, not hangs.
+            watchdog = threading.Timer(120, child.kill)
+            watchdog.start()
+            cleanup.callback(watchdog.cancel)
+            cleanup.callback(child.kill)
+            assert child.stdout is not None
+            assert child.stdout.readline() == "handed\n"
+            child.send_signal(sig)
+            if exits:
+                assert child.stdout.readline() == "leaving\n"
+            else:
+                child.wait(timeout=60)
+        # The lock is released: a process still alive writes its queue now.
+        rc = child.wait(timeout=60)
+        child.communicate()
     rows = raw_rows(path, "event_type = 'step_completed'")
     if exits:
         assert rc == (-signal.SIGINT if sig == signal.SIGINT else 0), rc

@@ -246,8 +246,11 @@ def test_query_filters(trail: Path, flags: list[str], expected: list[str]) -> No
 
 
 def test_query_outcome_filter_matches_what_the_rows_say(trail: Path) -> None:
-    outcomes = {row["outcome"] for row in jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)}
-    for outcome in outcomes - {None}:
+    rows = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
+    outcomes = {row["event_type"]: row["outcome"] for row in rows}
+    # The sample rows' types give them both outcomes: the loop below has something to check.
+    assert (outcomes["plan_applied"], outcomes["auth_failure"]) == ("success", "failure"), outcomes
+    for outcome in set(outcomes.values()) - {None}:
         result = run("query", "--json", "--outcome", outcome, "--db", str(trail), cwd=trail.parent)
         rows = jsonl(result.stdout)
         assert rows
@@ -288,13 +291,16 @@ def test_query_limit_zero_means_every_row(tmp_path: Path) -> None:
 
 _PEAK_RSS = """
 import resource, subprocess, sys
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+lines = sum(1 for _ in child.stdout)
+if child.wait():
+    sys.exit(child.returncode)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, lines)
 """
 
 
-def _peak_rss_kib(*args: str, cwd: Path) -> int:
-    """The peak resident memory of `auditbus ARGS`, its output thrown away."""
+def _peak_rss_kib(*args: str, cwd: Path) -> tuple[int, int]:
+    """The peak resident memory of `auditbus ARGS`, and the number of lines it printed (counted, not kept)."""
     result = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "auditbus", *args],
         check=True,
@@ -304,7 +310,8 @@ def _peak_rss_kib(*args: str, cwd: Path) -> int:
         text=True,
         timeout=300,
     )
-    return int(result.stdout)
+    peak, lines = result.stdout.split()
+    return int(peak), int(lines)
 
 
 @pytest.mark.parametrize(
@@ -327,8 +334,10 @@ def test_every_row_of_a_large_trail_is_streamed_in_bounded_memory(
             service.record_event(
                 DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"key": f"k{number}", "new_value": "v" * 200})
             )
-    one = _peak_rss_kib(*few, "--db", str(path), cwd=tmp_path)
-    all_rows = _peak_rss_kib(*every, "--db", str(path), cwd=tmp_path)
+    one, _ = _peak_rss_kib(*few, "--db", str(path), cwd=tmp_path)
+    all_rows, printed = _peak_rss_kib(*every, "--db", str(path), cwd=tmp_path)
+    # The rows went through the command: a line each (a header or notice aside).
+    assert printed >= 100_000, printed
     # Held in memory, 100,000 such rows take well over 100 MiB.
     assert all_rows - one < 32 * 1024, (one, all_rows)
 
@@ -2049,8 +2058,8 @@ def test_demo_on_a_large_trail_scans_it_in_bounded_memory(tmp_path: Path) -> Non
                 DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number, "pad": "p" * 400})
             )
     assert large.stat().st_size > 48 * 1024 * 1024
-    fresh = _peak_rss_kib("demo", "--db", str(tmp_path / "fresh.db"), cwd=tmp_path)
-    on_large = _peak_rss_kib("demo", "--db", str(large), cwd=tmp_path)
+    fresh, _ = _peak_rss_kib("demo", "--db", str(tmp_path / "fresh.db"), cwd=tmp_path)
+    on_large, _ = _peak_rss_kib("demo", "--db", str(large), cwd=tmp_path)
     assert on_large - fresh < 24 * 1024, (fresh, on_large)
 
 
