@@ -7,6 +7,7 @@
 //! `read_only=True` there is no writer at all: the reader connection alone,
 //! opened so that nothing in the file changes.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
@@ -41,7 +42,10 @@ const EXIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Writers still to be closed at interpreter exit, with the temporary file
 /// behind a `":memory:"` service.
-static LIVE: Mutex<Vec<(Arc<Writer>, Option<PathBuf>)>> = Mutex::new(Vec::new());
+static LIVE: Mutex<LiveServices> = Mutex::new(Vec::new());
+
+/// Each open service's writer, with its temporary file.
+type LiveServices = Vec<(Arc<Writer>, Option<PathBuf>)>;
 
 /// Closes every service still open (the `atexit` hook): a normal exit flushes.
 #[pyfunction]
@@ -66,24 +70,50 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
 /// another service opens or the interpreter exits. Called on the writer
 /// thread as it ends, or by the drop when the thread had ended before.
 ///
-/// [`LIVE`] is locked attached to the interpreter, here too, while it runs: a
-/// `fork()` is made attached, so no other thread holds it then. Locked by
-/// the writer thread detached, it could be copied locked into a child made
-/// at that moment, whose at-exit hook (or next service) then waited for it
-/// forever. Once the interpreter is shutting down no Python code forks any
-/// more, and a service dropped then still has its `":memory:"` file removed.
+/// Without attaching to the interpreter: a thread that attaches creates its
+/// thread state under a lock of CPython's own, without the GIL, and a
+/// `fork()` made by another thread at that moment copies that lock held
+/// into the child, which then hangs in `os.fork()` (CPython 3.11). [`LIVE`]
+/// is held across every fork instead (see [`_hold_services_for_fork`]).
 fn retire(shared: &Arc<writer::Shared>) {
-    let take = || -> Vec<_> {
+    let gone: Vec<_> = {
         let mut live = LIVE.lock();
         let (gone, kept) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| Arc::ptr_eq(&w.shared, shared));
         *live = kept;
         gone
     };
-    let gone = Python::try_attach(|_| take()).unwrap_or_else(take);
     // Outside the lock: the last reference to the writer may go here.
     for (_, temp) in gone {
         remove_temp(temp.as_ref());
     }
+}
+
+thread_local! {
+    /// [`LIVE`] as the forking thread holds it, from the `before` fork hook
+    /// to the `after` one of the same fork, on the same thread.
+    static HELD_FOR_FORK: RefCell<Option<MutexGuard<'static, LiveServices>>> = const { RefCell::new(None) };
+}
+
+/// The `before` fork hook: takes [`LIVE`], so that no writer thread holds
+/// it, half-changed, when the child is copied. Waited for with the GIL held:
+/// its holders never wait for anything, the GIL included, while they hold
+/// it, and none that holds the GIL lets go of it meanwhile.
+#[pyfunction]
+fn _hold_services_for_fork() {
+    let guard = LIVE.lock();
+    HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+/// Lets go of [`LIVE`] after a fork, in the parent and in the child.
+fn release_services_after_fork() {
+    let guard = HELD_FOR_FORK.with(|held| held.borrow_mut().take());
+    drop(guard);
+}
+
+/// The `after_in_parent` fork hook.
+#[pyfunction]
+fn _release_services_after_fork() {
+    release_services_after_fork();
 }
 
 /// Counts a fork in the child (the `os.register_at_fork` hook), so the
@@ -91,6 +121,7 @@ fn retire(shared: &Arc<writer::Shared>) {
 #[pyfunction]
 fn _note_fork_in_child() {
     crate::audit::writer::note_fork();
+    release_services_after_fork();
 }
 
 /// The at-exit and at-fork hooks, registered with the first service.
@@ -103,6 +134,8 @@ fn register_hooks(py: Python<'_>) -> PyResult<()> {
             // Only where fork() exists.
             if let Ok(register) = py.import("os")?.getattr("register_at_fork") {
                 let kwargs = PyDict::new(py);
+                kwargs.set_item("before", wrap_pyfunction!(_hold_services_for_fork, py)?)?;
+                kwargs.set_item("after_in_parent", wrap_pyfunction!(_release_services_after_fork, py)?)?;
                 kwargs.set_item("after_in_child", wrap_pyfunction!(_note_fork_in_child, py)?)?;
                 register.call((), Some(&kwargs))?;
             }
