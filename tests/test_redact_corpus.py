@@ -834,6 +834,19 @@ REAL_WORLD = [
         ["Qv1pass", "Qv2sec", "Qv3pass"],
         ["username admin password ", 'host \\"h1\\"'],
     ),
+    # Junos prints `## SECRET-DATA` after each secret; a shell, HCL or R
+    # line may end in a comment too.
+    Case(
+        "quoted value after a secret word, then a comment",
+        {
+            "junos": '    secret "$9$Qc1sec"; ## SECRET-DATA\nencrypted-password "$6$Qc2hash"; ## SECRET-DATA',
+            "conf": 'password "Qc3pass" # rotated monthly',
+            "r": "api_token <- 'Qc4tok' # don't commit",
+            "hcl": 'password "Qc5 pass" // from vault',
+        },
+        ["Qc1sec", "Qc2hash", "Qc3pass", "Qc4tok", "Qc5"],
+        ["## SECRET-DATA", "# rotated monthly", "# don't commit", "// from vault"],
+    ),
     Case(
         "quoted value after a secret word and a pasted space",
         {"conf": 'password\u00a0"Qv4pass"', "r": 'api_key\u3000<-\u00a0"Qv5key"'},

@@ -1966,7 +1966,7 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
 /// "app-tls"`, the secret's name) the name is not the statement's first
 /// word; a status word (`token "expired"`) is no value, as on a `.properties` line.
 fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
-    let body = line.trim_end_matches([' ', '\t', ';']);
+    let body = before_comment(line.trim_end_matches([' ', '\t', ';']));
     let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
     let close = body.len() - 1;
     // The opening quote: the nearest one before that no backslash escapes.
@@ -2008,6 +2008,29 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
         return None;
     }
     Some((open + 1, close))
+}
+
+/// `line` without a comment after a closing quote and a blank or `;`
+/// (Junos's `"x"; ## SECRET-DATA`, `"x" # note`, `"x" // note`), up to that
+/// quote; `line` itself when it ends with a quote or has no such comment.
+fn before_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    if matches!(b.last(), None | Some(b'"' | b'\'')) {
+        return line;
+    }
+    // The first comment mark after a quote whose text before it ends with
+    // a quote: one inside the quoted value (`"a #b" # c`) is passed by.
+    let Some(quote) = memchr::memchr2(b'"', b'\'', b) else { return line };
+    for at in memchr::memchr2_iter(b'#', b'/', &b[quote..]).map(|i| quote + i) {
+        if b[at] == b'/' && b.get(at + 1) != Some(&b'/') {
+            continue;
+        }
+        let head = line[..at].trim_end_matches([' ', '\t', ';']);
+        if head.len() < at && head.ends_with(['"', '\'']) {
+            return head;
+        }
+    }
+    line
 }
 
 /// Longest CSV header field read as a column's name.
