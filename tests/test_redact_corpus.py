@@ -773,6 +773,15 @@ REAL_WORLD = [
         ["https://s3.amazonaws.com BKIAEXAMPLE", "--api S3v4", "local http://127.0.0.1:9000 minio"],
     ),
     Case(
+        "MinIO client alias after global flags",
+        {
+            "insecure": "mc --insecure alias set s3 https://minio.local:9000 admin Mg1secret",
+            "config": "mc -C /etc/mc --json alias  set s3 https://minio.local:9000 admin 'Mg2 secret'",
+        },
+        ["Mg1secret", "Mg2"],
+        ["--insecure alias set s3 https://minio.local:9000 admin", "-C /etc/mc --json"],
+    ),
+    Case(
         "IFTTT webhook key",
         {
             "trigger": "POST https://maker.ifttt.com/trigger/door_open/with/key/If1bNHFwiZx4S8Aj8rNxq?value1=x",

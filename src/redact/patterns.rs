@@ -921,33 +921,33 @@ fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
-static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias set"));
+static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias"));
 
 /// The secret key of the MinIO client's `mc alias set NAME URL ACCESS
-/// SECRET` (`mcli` too): the fourth word after the options. With fewer
-/// words `mc` prompts for the keys. Looked for where a URL woke the scan.
+/// SECRET` (`mcli` too, global flags before `alias`): the fourth word after
+/// the options. With fewer words `mc` prompts for the keys. Looked for where
+/// a URL woke the scan.
 #[inline(never)]
 fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
-    const VERB: usize = b"alias set".len();
+    const ALIAS: usize = b"alias".len();
     let b = s.as_bytes();
     let mut from = 0;
     while let Some(off) = MC_ALIAS.find(&b[from..]) {
         let at = from + off;
-        from = at + VERB;
-        let head = s[..at].trim_end_matches([' ', '\t']);
-        let command = head.len() < at
-            && [b"mc".as_slice(), b"mcli"].iter().any(|name| {
-                head.as_bytes().strip_suffix(*name).is_some_and(|h| {
-                    h.last()
-                        .is_none_or(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'' | b';'))
-                })
-            });
-        if !command || !matches!(b.get(at + VERB), Some(b' ' | b'\t')) {
+        from = at + ALIAS;
+        let rest = &s[at + ALIAS..];
+        let gap = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        let verb_end = at + ALIAS + gap + b"set".len();
+        if gap == 0
+            || !rest[gap..].starts_with("set")
+            || !matches!(b.get(verb_end), Some(b' ' | b'\t'))
+            || !mc_before(s, at)
+        {
             continue;
         }
         let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
         from = end;
-        let mut words = shell_words(s, at + VERB, end);
+        let mut words = shell_words(s, verb_end, end);
         let mut count = 0;
         while let Some((a, z)) = words.next() {
             let word = &s[a..z];
@@ -967,6 +967,41 @@ fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             }
         }
     }
+}
+
+/// `s` split before its last word (after its last blank or line break).
+fn split_last_word(s: &str) -> (&str, &str) {
+    let len = s.bytes().rev().take_while(|c| !matches!(c, b' ' | b'\t' | b'\n')).count();
+    s.split_at(s.len() - len)
+}
+
+/// Global flags read back from `alias` to the `mc` before them.
+const MC_FLAGS_MAX: usize = 6;
+
+/// Whether the word `alias` at `at` follows the `mc` or `mcli` command,
+/// directly or after its global flags (`mc --insecure alias`, `mc -C dir alias`).
+fn mc_before(s: &str, at: usize) -> bool {
+    let mut head = s[..at].trim_end_matches([' ', '\t']);
+    if head.len() == at {
+        return false;
+    }
+    for _ in 0..=MC_FLAGS_MAX {
+        let (before, word) = split_last_word(head);
+        let name = word.strip_suffix("mcli").or_else(|| word.strip_suffix("mc"));
+        if name.is_some_and(|n| n.is_empty() || n.ends_with(['/', '(', '`', '"', '\'', ';'])) {
+            return true;
+        }
+        head = before.trim_end_matches([' ', '\t']);
+        // A flag, or the value of one of the flags that take one.
+        if !word.starts_with('-') {
+            let (before, flag) = split_last_word(head);
+            if !matches!(flag, "-C" | "--config-dir" | "--resolve" | "-H" | "--custom-header") {
+                return false;
+            }
+            head = before.trim_end_matches([' ', '\t']);
+        }
+    }
+    false
 }
 
 static SNMP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"snmp"));
