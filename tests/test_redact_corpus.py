@@ -1069,6 +1069,7 @@ LOOKALIKES = [
     "SyntaxError: Unexpected token '<'",
     'unexpected token "EOF"',
     'Loaded secret "app-tls"\nkubectl: created secret "db-creds"',
+    'user bob created secret "app-tls"\nuser admin deleted token "ci-deploy"\nusername alice rotated secret "db"',
     'token "expired"\npassword "changed."\nsecret "rotated"',
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',

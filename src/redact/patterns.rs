@@ -2025,12 +2025,16 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
     let (lead, name) = name_end.split_at(name_end.len() - name_len);
     let word_start = lead.is_empty() || lead.ends_with(is_value_blank);
     // Without `<-`, a config statement: the name first on its line, or after
-    // `set` (Juniper, FortiOS) or a user (`username admin password "pw"`).
-    let lead = lead.trim_start_matches(is_value_blank).as_bytes();
+    // `set` (Juniper, FortiOS) or a user and its name (`username admin
+    // password "pw"`; `user bob created secret "x"` is a log line).
+    let lead = lead.trim_start_matches(is_value_blank);
+    let after = |w: &str| lead.get(..w.len()).filter(|l| l.eq_ignore_ascii_case(w)).map(|_| &lead[w.len()..]);
     let statement = lead.is_empty()
-        || [b"set ".as_slice(), b"username ", b"user "]
-            .iter()
-            .any(|w| lead.get(..w.len()).is_some_and(|l| l.eq_ignore_ascii_case(w)));
+        || after("set ").is_some()
+        || ["username ", "user "].iter().filter_map(|w| after(w)).any(|user| {
+            let user = user.trim_matches(is_value_blank);
+            !user.is_empty() && !user.contains(is_value_blank)
+        });
     let value = &body[open + 1..close];
     if name.is_empty()
         || name_len > CALL_NAME_MAX
