@@ -289,6 +289,16 @@ REAL_WORLD = [
         {"ssm": "aws ssm put-parameter --value Tw1val --name x --value again", "mysql": "mysql -pTw2val x -pmore"},
         ["Tw1val", "Tw2val"],
     ),
+    # The command uses the last one.
+    Case(
+        "a command's secret flag given twice",
+        {
+            "gh": "gh secret set A --body Tt1val --body Tt2val --repo o/r",
+            "ssm": "aws ssm put-parameter --value=Tt3val --name x --value='Tt4 val'; echo --value ok",
+        },
+        ["Tt1val", "Tt2val", "Tt3val", "Tt4"],
+        ["--repo o/r", "--name x", "echo --value ok"],
+    ),
     Case(
         "percent-encoded JSON",
         {

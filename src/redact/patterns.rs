@@ -721,11 +721,15 @@ fn scan_shapes(
     // Most commands have no hint of their own (a pair bit each, of the
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
+        let mut read = (0, 0);
         for c in sh.cmd.captures_iter(s) {
             for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
+                    }
+                    if group == "arg" {
+                        repeated_flag(s, v.start(), v.end(), &mut read, spans);
                     }
                 }
             }
@@ -825,6 +829,54 @@ fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         if let Some(colon) = s[va..vz].find(':') {
             if va + colon + 1 < vz {
                 spans.push((va + colon + 1, vz));
+            }
+        }
+    }
+}
+
+/// Longest secret flag looked for again later in its command.
+const FLAG_MAX: usize = 24;
+
+/// The values of the secret flag before the value at `arg_start..arg_end`
+/// given again later in its command (`--body x --body y`): the command uses
+/// the last one. `read` is the end of the command last read and how far it
+/// was read, so that each byte is read once however many matches a line has.
+#[inline(never)]
+fn repeated_flag(
+    s: &str,
+    arg_start: usize,
+    arg_end: usize,
+    read: &mut (usize, usize),
+    spans: &mut Vec<(usize, usize)>,
+) {
+    let b = s.as_bytes();
+    let head = s[..arg_start].trim_end_matches(is_value_blank).as_bytes();
+    let tail = &head[head.len().saturating_sub(FLAG_MAX)..];
+    let Some(word) = tail.iter().rposition(|c| matches!(c, b' ' | b'\t' | b'\n')) else { return };
+    let flag = &tail[word + 1..];
+    if flag.len() < 2 || flag[0] != b'-' || !flag.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'='))
+    {
+        return;
+    }
+    if arg_end >= read.0 {
+        let end = s[arg_end..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| arg_end + i);
+        *read = (end, arg_end);
+    }
+    let (end, from) = (read.0, arg_end.max(read.1));
+    read.1 = end;
+    for hit in memchr::memmem::find_iter(&b[from..end], flag).map(|i| from + i) {
+        let after = hit + flag.len();
+        let glued = flag.ends_with(b"=");
+        if !matches!(b[hit - 1], b' ' | b'\t') || !(glued || matches!(b.get(after), Some(b' ' | b'\t'))) {
+            continue;
+        }
+        let mut words = shell_words(s, after, end);
+        if let Some((a, z)) = words.next().filter(|&(a, _)| glued || !s[a..].starts_with('-')) {
+            if glued && a != after {
+                continue;
+            }
+            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
+                spans.push(unquote(a, &s[a..z]));
             }
         }
     }
