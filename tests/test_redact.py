@@ -750,6 +750,8 @@ print("ok")
         ("chpasswd ", 300_000),
         ("htpasswd -b f u p ", 150_000),
         ("mc alias set a //h k ", 150_000),
+        ("mc -x alias  set -x ", 150_000),
+        ("gh secret set A --body x --body ", 100_000),
         ("rabbitmqctl add_user u p ", 150_000),
         ("x: &'a y: &str = ", 100_000),
         ("npm config set ", 200_000),

@@ -289,6 +289,16 @@ REAL_WORLD = [
         {"ssm": "aws ssm put-parameter --value Tw1val --name x --value again", "mysql": "mysql -pTw2val x -pmore"},
         ["Tw1val", "Tw2val"],
     ),
+    # The command uses the last one.
+    Case(
+        "a command's secret flag given twice",
+        {
+            "gh": "gh secret set A --body Tt1val --body Tt2val --repo o/r",
+            "ssm": "aws ssm put-parameter --value=Tt3val --name x --value='Tt4 val'; echo --value ok",
+        },
+        ["Tt1val", "Tt2val", "Tt3val", "Tt4"],
+        ["--repo o/r", "--name x", "echo --value ok"],
+    ),
     Case(
         "percent-encoded JSON",
         {
@@ -773,6 +783,15 @@ REAL_WORLD = [
         ["https://s3.amazonaws.com BKIAEXAMPLE", "--api S3v4", "local http://127.0.0.1:9000 minio"],
     ),
     Case(
+        "MinIO client alias after global flags",
+        {
+            "insecure": "mc --insecure alias set s3 https://minio.local:9000 admin Mg1secret",
+            "config": "mc -C /etc/mc --json alias  set s3 https://minio.local:9000 admin 'Mg2 secret'",
+        },
+        ["Mg1secret", "Mg2"],
+        ["--insecure alias set s3 https://minio.local:9000 admin", "-C /etc/mc --json"],
+    ),
+    Case(
         "IFTTT webhook key",
         {
             "trigger": "POST https://maker.ifttt.com/trigger/door_open/with/key/If1bNHFwiZx4S8Aj8rNxq?value1=x",
@@ -833,6 +852,19 @@ REAL_WORLD = [
         {"conf": 'username admin password "Qv1pass"\n  secret "Qv2sec";\nset password \'Qv3pass\'\r\nhost "h1"'},
         ["Qv1pass", "Qv2sec", "Qv3pass"],
         ["username admin password ", 'host \\"h1\\"'],
+    ),
+    # Junos prints `## SECRET-DATA` after each secret; a shell, HCL or R
+    # line may end in a comment too.
+    Case(
+        "quoted value after a secret word, then a comment",
+        {
+            "junos": '    secret "$9$Qc1sec"; ## SECRET-DATA\nencrypted-password "$6$Qc2hash"; ## SECRET-DATA',
+            "conf": 'password "Qc3pass" # rotated monthly',
+            "r": "api_token <- 'Qc4tok' # don't commit",
+            "hcl": 'password "Qc5 pass" // from vault',
+        },
+        ["Qc1sec", "Qc2hash", "Qc3pass", "Qc4tok", "Qc5"],
+        ["## SECRET-DATA", "# rotated monthly", "# don't commit", "// from vault"],
     ),
     Case(
         "quoted value after a secret word and a pasted space",
@@ -1047,6 +1079,7 @@ LOOKALIKES = [
     "SyntaxError: Unexpected token '<'",
     'unexpected token "EOF"',
     'Loaded secret "app-tls"\nkubectl: created secret "db-creds"',
+    'user bob created secret "app-tls"\nuser admin deleted token "ci-deploy"\nusername alice rotated secret "db"',
     'token "expired"\npassword "changed."\nsecret "rotated"',
     'password "${DB_PASSWORD}"',
     'Enter your password "carefully" and then continue',

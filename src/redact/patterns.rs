@@ -721,11 +721,15 @@ fn scan_shapes(
     // Most commands have no hint of their own (a pair bit each, of the
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
+        let mut read = (0, 0);
         for c in sh.cmd.captures_iter(s) {
             for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
                 if let Some(v) = c.name(group) {
                     if !keep_value(v.as_str().trim_matches(['"', '\''])) {
                         spans.push(unquote(v.start(), v.as_str()));
+                    }
+                    if group == "arg" {
+                        repeated_flag(s, v.start(), v.end(), &mut read, spans);
                     }
                 }
             }
@@ -830,6 +834,54 @@ fn chpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Longest secret flag looked for again later in its command.
+const FLAG_MAX: usize = 24;
+
+/// The values of the secret flag before the value at `arg_start..arg_end`
+/// given again later in its command (`--body x --body y`): the command uses
+/// the last one. `read` is the end of the command last read and how far it
+/// was read, so that each byte is read once however many matches a line has.
+#[inline(never)]
+fn repeated_flag(
+    s: &str,
+    arg_start: usize,
+    arg_end: usize,
+    read: &mut (usize, usize),
+    spans: &mut Vec<(usize, usize)>,
+) {
+    let b = s.as_bytes();
+    let head = s[..arg_start].trim_end_matches(is_value_blank).as_bytes();
+    let tail = &head[head.len().saturating_sub(FLAG_MAX)..];
+    let Some(word) = tail.iter().rposition(|c| matches!(c, b' ' | b'\t' | b'\n')) else { return };
+    let flag = &tail[word + 1..];
+    if flag.len() < 2 || flag[0] != b'-' || !flag.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'='))
+    {
+        return;
+    }
+    if arg_end >= read.0 {
+        let end = s[arg_end..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| arg_end + i);
+        *read = (end, arg_end);
+    }
+    let (end, from) = (read.0, arg_end.max(read.1));
+    read.1 = end;
+    for hit in memchr::memmem::find_iter(&b[from..end], flag).map(|i| from + i) {
+        let after = hit + flag.len();
+        let glued = flag.ends_with(b"=");
+        if !matches!(b[hit - 1], b' ' | b'\t') || !(glued || matches!(b.get(after), Some(b' ' | b'\t'))) {
+            continue;
+        }
+        let mut words = shell_words(s, after, end);
+        if let Some((a, z)) = words.next().filter(|&(a, _)| glued || !s[a..].starts_with('-')) {
+            if glued && a != after {
+                continue;
+            }
+            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
+                spans.push(unquote(a, &s[a..z]));
+            }
+        }
+    }
+}
+
 static HTPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"htpasswd"));
 
 /// The password `htpasswd` takes in batch mode (`-b`) as its last word:
@@ -921,33 +973,33 @@ fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
-static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias set"));
+static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias"));
 
 /// The secret key of the MinIO client's `mc alias set NAME URL ACCESS
-/// SECRET` (`mcli` too): the fourth word after the options. With fewer
-/// words `mc` prompts for the keys. Looked for where a URL woke the scan.
+/// SECRET` (`mcli` too, global flags before `alias`): the fourth word after
+/// the options. With fewer words `mc` prompts for the keys. Looked for where
+/// a URL woke the scan.
 #[inline(never)]
 fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
-    const VERB: usize = b"alias set".len();
+    const ALIAS: usize = b"alias".len();
     let b = s.as_bytes();
     let mut from = 0;
     while let Some(off) = MC_ALIAS.find(&b[from..]) {
         let at = from + off;
-        from = at + VERB;
-        let head = s[..at].trim_end_matches([' ', '\t']);
-        let command = head.len() < at
-            && [b"mc".as_slice(), b"mcli"].iter().any(|name| {
-                head.as_bytes().strip_suffix(*name).is_some_and(|h| {
-                    h.last()
-                        .is_none_or(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'' | b';'))
-                })
-            });
-        if !command || !matches!(b.get(at + VERB), Some(b' ' | b'\t')) {
+        from = at + ALIAS;
+        let rest = &s[at + ALIAS..];
+        let gap = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        let verb_end = at + ALIAS + gap + b"set".len();
+        if gap == 0
+            || !rest[gap..].starts_with("set")
+            || !matches!(b.get(verb_end), Some(b' ' | b'\t'))
+            || !mc_before(s, at)
+        {
             continue;
         }
         let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
         from = end;
-        let mut words = shell_words(s, at + VERB, end);
+        let mut words = shell_words(s, verb_end, end);
         let mut count = 0;
         while let Some((a, z)) = words.next() {
             let word = &s[a..z];
@@ -967,6 +1019,41 @@ fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             }
         }
     }
+}
+
+/// `s` split before its last word (after its last blank or line break).
+fn split_last_word(s: &str) -> (&str, &str) {
+    let len = s.bytes().rev().take_while(|c| !matches!(c, b' ' | b'\t' | b'\n')).count();
+    s.split_at(s.len() - len)
+}
+
+/// Global flags read back from `alias` to the `mc` before them.
+const MC_FLAGS_MAX: usize = 6;
+
+/// Whether the word `alias` at `at` follows the `mc` or `mcli` command,
+/// directly or after its global flags (`mc --insecure alias`, `mc -C dir alias`).
+fn mc_before(s: &str, at: usize) -> bool {
+    let mut head = s[..at].trim_end_matches([' ', '\t']);
+    if head.len() == at {
+        return false;
+    }
+    for _ in 0..=MC_FLAGS_MAX {
+        let (before, word) = split_last_word(head);
+        let name = word.strip_suffix("mcli").or_else(|| word.strip_suffix("mc"));
+        if name.is_some_and(|n| n.is_empty() || n.ends_with(['/', '(', '`', '"', '\'', ';'])) {
+            return true;
+        }
+        head = before.trim_end_matches([' ', '\t']);
+        // A flag, or the value of one of the flags that take one.
+        if !word.starts_with('-') {
+            let (before, flag) = split_last_word(head);
+            if !matches!(flag, "-C" | "--config-dir" | "--resolve" | "-H" | "--custom-header") {
+                return false;
+            }
+            head = before.trim_end_matches([' ', '\t']);
+        }
+    }
+    false
 }
 
 static SNMP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"snmp"));
@@ -1966,7 +2053,7 @@ fn blank_pair_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
 /// "app-tls"`, the secret's name) the name is not the statement's first
 /// word; a status word (`token "expired"`) is no value, as on a `.properties` line.
 fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<(usize, usize)> {
-    let body = line.trim_end_matches([' ', '\t', ';']);
+    let body = before_comment(line.trim_end_matches([' ', '\t', ';']));
     let q = *body.as_bytes().last().filter(|&&c| c == b'"' || c == b'\'')?;
     let close = body.len() - 1;
     // The opening quote: the nearest one before that no backslash escapes.
@@ -1990,12 +2077,16 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
     let (lead, name) = name_end.split_at(name_end.len() - name_len);
     let word_start = lead.is_empty() || lead.ends_with(is_value_blank);
     // Without `<-`, a config statement: the name first on its line, or after
-    // `set` (Juniper, FortiOS) or a user (`username admin password "pw"`).
-    let lead = lead.trim_start_matches(is_value_blank).as_bytes();
+    // `set` (Juniper, FortiOS) or a user and its name (`username admin
+    // password "pw"`; `user bob created secret "x"` is a log line).
+    let lead = lead.trim_start_matches(is_value_blank);
+    let after = |w: &str| lead.get(..w.len()).filter(|l| l.eq_ignore_ascii_case(w)).map(|_| &lead[w.len()..]);
     let statement = lead.is_empty()
-        || [b"set ".as_slice(), b"username ", b"user "]
-            .iter()
-            .any(|w| lead.get(..w.len()).is_some_and(|l| l.eq_ignore_ascii_case(w)));
+        || after("set ").is_some()
+        || ["username ", "user "].iter().filter_map(|w| after(w)).any(|user| {
+            let user = user.trim_matches(is_value_blank);
+            !user.is_empty() && !user.contains(is_value_blank)
+        });
     let value = &body[open + 1..close];
     if name.is_empty()
         || name_len > CALL_NAME_MAX
@@ -2008,6 +2099,29 @@ fn quoted_tail(line: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo) -> Option<
         return None;
     }
     Some((open + 1, close))
+}
+
+/// `line` without a comment after a closing quote and a blank or `;`
+/// (Junos's `"x"; ## SECRET-DATA`, `"x" # note`, `"x" // note`), up to that
+/// quote; `line` itself when it ends with a quote or has no such comment.
+fn before_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    if matches!(b.last(), None | Some(b'"' | b'\'')) {
+        return line;
+    }
+    // The first comment mark after a quote whose text before it ends with
+    // a quote: one inside the quoted value (`"a #b" # c`) is passed by.
+    let Some(quote) = memchr::memchr2(b'"', b'\'', b) else { return line };
+    for at in memchr::memchr2_iter(b'#', b'/', &b[quote..]).map(|i| quote + i) {
+        if b[at] == b'/' && b.get(at + 1) != Some(&b'/') {
+            continue;
+        }
+        let head = line[..at].trim_end_matches([' ', '\t', ';']);
+        if head.len() < at && head.ends_with(['"', '\'']) {
+            return head;
+        }
+    }
+    line
 }
 
 /// Longest CSV header field read as a column's name.
