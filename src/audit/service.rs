@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
@@ -41,8 +41,18 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Writers still to be closed at interpreter exit, with the temporary file
-/// behind a `":memory:"` service.
-static LIVE: Mutex<LiveServices> = Mutex::new(Vec::new());
+/// behind a `":memory:"` service. A `std` mutex, not `parking_lot`'s: it is
+/// held across `fork()` (see [`_hold_services_for_fork`]), and the child
+/// lets go of it with no other thread left; `parking_lot` may hand a lock
+/// let go of straight to a thread that waited for it, which in the child
+/// does not exist, and the lock would stay held for good.
+static LIVE: std::sync::Mutex<LiveServices> = std::sync::Mutex::new(Vec::new());
+
+/// [`LIVE`], locked. Its holders change it in steps that cannot panic, so a
+/// poisoned lock's contents are whole.
+fn live() -> std::sync::MutexGuard<'static, LiveServices> {
+    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Each open service's writer, with its temporary file.
 type LiveServices = Vec<(Arc<Writer>, Option<PathBuf>)>;
@@ -50,7 +60,7 @@ type LiveServices = Vec<(Arc<Writer>, Option<PathBuf>)>;
 /// Closes every service still open (the `atexit` hook): a normal exit flushes.
 #[pyfunction]
 fn _close_audit_services_at_exit(py: Python<'_>) {
-    let live = std::mem::take(&mut *LIVE.lock());
+    let live = std::mem::take(&mut *live());
     // A fork child leaves the parent's services (and their files) to the parent.
     let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
     // One limit for the whole exit, however many services are open.
@@ -77,7 +87,7 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
 /// is held across every fork instead (see [`_hold_services_for_fork`]).
 fn retire(shared: &Arc<writer::Shared>) {
     let gone: Vec<_> = {
-        let mut live = LIVE.lock();
+        let mut live = live();
         let (gone, kept) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| Arc::ptr_eq(&w.shared, shared));
         *live = kept;
         gone
@@ -91,7 +101,7 @@ fn retire(shared: &Arc<writer::Shared>) {
 thread_local! {
     /// [`LIVE`] as the forking thread holds it, from the `before` fork hook
     /// to the `after` one of the same fork, on the same thread.
-    static HELD_FOR_FORK: RefCell<Option<MutexGuard<'static, LiveServices>>> = const { RefCell::new(None) };
+    static HELD_FOR_FORK: RefCell<Option<std::sync::MutexGuard<'static, LiveServices>>> = const { RefCell::new(None) };
 }
 
 /// The `before` fork hook: takes [`LIVE`], so that no writer thread holds
@@ -100,7 +110,7 @@ thread_local! {
 /// it, and none that holds the GIL lets go of it meanwhile.
 #[pyfunction]
 fn _hold_services_for_fork() {
-    let guard = LIVE.lock();
+    let guard = live();
     HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(guard));
 }
 
@@ -662,7 +672,7 @@ impl AuditService {
         register_hooks(py)?;
         register_worker_hook(py)?;
         let ended: Vec<_> = {
-            let mut live = LIVE.lock();
+            let mut live = live();
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
             *live = running;
             live.push((writer.clone(), temp.clone()));
@@ -916,7 +926,7 @@ impl AuditService {
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| close_reader(self.reader.lock().take(), self.writer.as_ref()));
         if let Some(writer) = &self.writer {
-            LIVE.lock().retain(|(w, _)| !Arc::ptr_eq(w, writer));
+            live().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));
         // Closed all the same; a writer stopped on a fault left what was handed over unwritten.
