@@ -882,6 +882,28 @@ fn repeated_flag(
     }
 }
 
+/// Each run of the command `finder` finds (its name `name` bytes long) as a
+/// word of its own followed by a blank: where its arguments start and where
+/// the command ends (its line's end, `;`, `|`, `&` or a redirection).
+fn command_args<'s>(s: &'s str, finder: &'s Finder<'static>, name: usize) -> impl Iterator<Item = (usize, usize)> + 's {
+    let b = s.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(off) = finder.find(&b[from..]) {
+            let at = from + off;
+            from = at + name;
+            let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
+            if !word_start || !matches!(b.get(at + name), Some(b' ' | b'\t')) {
+                continue;
+            }
+            let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
+            from = end;
+            return Some((at + name, end));
+        }
+        None
+    })
+}
+
 static HTPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"htpasswd"));
 
 /// The password `htpasswd` takes in batch mode (`-b`) as its last word:
@@ -890,23 +912,12 @@ static HTPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"htpa
 /// command is read up to its line's or the command's end.
 #[inline(never)]
 fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
-    const NAME: usize = b"htpasswd".len();
-    let b = s.as_bytes();
-    let mut from = 0;
-    while let Some(off) = HTPASSWD.find(&b[from..]) {
-        let at = from + off;
-        from = at + NAME;
-        // The command, not a file (`/etc/nginx/.htpasswd`): a word of its own.
-        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
-        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
-            continue;
-        }
-        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
-        from = end;
+    // The command, not a file (`/etc/nginx/.htpasswd`): a word of its own.
+    for (args, end) in command_args(s, &HTPASSWD, b"htpasswd".len()) {
         let (mut batch, mut no_file) = (false, false);
         let mut positional = [None; 3];
         let mut count = 0;
-        let mut words = shell_words(s, at + NAME, end);
+        let mut words = shell_words(s, args, end);
         while let Some((a, z)) = words.next() {
             if let Some(flags) = s[a..z].strip_prefix('-') {
                 batch |= flags.contains('b');
@@ -936,19 +947,8 @@ static RABBITMQCTL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"r
 /// command is read up to its line's or the command's end.
 #[inline(never)]
 fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
-    const NAME: usize = b"rabbitmqctl".len();
-    let b = s.as_bytes();
-    let mut from = 0;
-    while let Some(off) = RABBITMQCTL.find(&b[from..]) {
-        let at = from + off;
-        from = at + NAME;
-        let word_start = at == 0 || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'/' | b'(' | b'`' | b'"' | b'\'');
-        if !word_start || !matches!(b.get(at + NAME), Some(b' ' | b'\t')) {
-            continue;
-        }
-        let end = s[at..].find(['\n', ';', '|', '&', '>', '<']).map_or(s.len(), |i| at + i);
-        from = end;
-        let mut words = shell_words(s, at + NAME, end);
+    for (args, end) in command_args(s, &RABBITMQCTL, b"rabbitmqctl".len()) {
+        let mut words = shell_words(s, args, end);
         let mut count = 0;
         while let Some((a, z)) = words.next() {
             let word = &s[a..z];
