@@ -725,9 +725,7 @@ fn scan_shapes(
         for c in sh.cmd.captures_iter(s) {
             for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
                 if let Some(v) = c.name(group) {
-                    if !keep_value(v.as_str().trim_matches(['"', '\''])) {
-                        spans.push(unquote(v.start(), v.as_str()));
-                    }
+                    push_word(v.start(), v.as_str(), spans);
                     if group == "arg" {
                         repeated_flag(s, v.start(), v.end(), &mut read, spans);
                     }
@@ -745,9 +743,7 @@ fn scan_shapes(
         for c in sh.sql.captures_iter(s) {
             for group in ["bq", "bare", "quoted"] {
                 if let Some(v) = c.name(group) {
-                    if !keep_value(v.as_str().trim_matches(['"', '\''])) {
-                        spans.push(unquote(v.start(), v.as_str()));
-                    }
+                    push_word(v.start(), v.as_str(), spans);
                 }
             }
         }
@@ -875,9 +871,7 @@ fn repeated_flag(
             if glued && a != after {
                 continue;
             }
-            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
-                spans.push(unquote(a, &s[a..z]));
-            }
+            push_word(a, &s[a..z], spans);
         }
     }
 }
@@ -933,9 +927,7 @@ fn htpasswd_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
         }
         let password = if no_file { positional[1] } else { positional[2] };
         if let Some((a, z)) = password.filter(|_| batch) {
-            if !keep_value(s[a..z].trim_matches(['"', '\''])) {
-                spans.push(unquote(a, &s[a..z]));
-            }
+            push_word(a, &s[a..z], spans);
         }
     }
 }
@@ -964,9 +956,7 @@ fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
                 break;
             }
             if count == 3 {
-                if !keep_value(word.trim_matches(['"', '\''])) {
-                    spans.push(unquote(a, word));
-                }
+                push_word(a, word, spans);
                 break;
             }
         }
@@ -1012,9 +1002,7 @@ fn mc_alias_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             }
             count += 1;
             if count == 4 {
-                if !keep_value(word.trim_matches(['"', '\''])) {
-                    spans.push(unquote(a, word));
-                }
+                push_word(a, word, spans);
                 break;
             }
         }
@@ -1134,9 +1122,7 @@ fn config_set_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &
             }
             if let Some((va, vz)) = words.next().filter(|&(va, _)| !s[va..].starts_with('-')) {
                 from = vz;
-                if !keep_value(s[va..vz].trim_matches(['"', '\''])) {
-                    spans.push(unquote(va, &s[va..vz]));
-                }
+                push_word(va, &s[va..vz], spans);
             }
             break;
         }
@@ -1334,6 +1320,14 @@ fn url_password_at(s: &str, user: usize) -> Option<(usize, usize)> {
 fn push_group(c: &regex::Captures<'_>, name: &str, spans: &mut Vec<(usize, usize)>) {
     if let Some(m) = c.name(name) {
         spans.push((m.start(), m.end()));
+    }
+}
+
+/// A word that holds a secret (a command's argument, a captured value):
+/// its span without its quotes, unless its value is one to keep readable.
+fn push_word(start: usize, word: &str, spans: &mut Vec<(usize, usize)>) {
+    if !keep_value(word.trim_matches(['"', '\''])) {
+        spans.push(unquote(start, word));
     }
 }
 
