@@ -1991,6 +1991,29 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         assert process.stderr.read() == b""
 
 
+@pytest.mark.parametrize("command", [("stats",), ("query",), ("query", "--json"), ("export", "--format", "csv")])
+def test_an_answer_that_cannot_be_written_at_exit_is_one_error_line_or_a_quiet_end(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # A short answer stays in Python's buffer until the command ends: a reader gone by then, or a
+    # full disk, shows at that last flush (not with PYTHONUNBUFFERED, which tests often run under).
+    path = tmp_path / "audit.db"
+    prepare(path, sample_events())
+    env = {key: value for key, value in clean_env().items() if key != "PYTHONUNBUFFERED"}
+    base = [sys.executable, "-m", "auditbus", *command, "--db", str(path)]
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before anything was written
+    with os.fdopen(write, "wb") as gone:
+        closed = subprocess.run(base, check=False, stdout=gone, stderr=subprocess.PIPE, env=env, text=True, timeout=60)
+    assert (closed.returncode, closed.stderr) == (0, "")
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run(
+                base, check=False, stdout=full, stderr=subprocess.PIPE, env=env, text=True, timeout=60
+            )
+        assert_one_error_line(result, 1, "cannot write standard output", "No space left on device")
+
+
 # --------------------------------------------------------------------------- demo
 
 _PLANTED_KEY = re.compile(rb"sk-proj-[A-Za-z0-9]{20,}")

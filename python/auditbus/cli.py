@@ -1605,11 +1605,36 @@ def _acting_user() -> Iterator[None]:
         yield
 
 
+def _flush_output() -> None:
+    """Writes out what standard output still holds while a failure can be reported.
+
+    A short answer stays in Python's buffer until exit, where a full disk or a reader
+    gone would print "Exception ignored" and end with status 120 instead of one line.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _discard_output()
+        raise CliError(f"cannot write standard output: {exc.strerror or type(exc).__name__}") from None
+
+
+def _discard_output() -> None:
+    """Points standard output at /dev/null, so that Python's flush at exit has nowhere to fail."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """`handler(args)`'s exit status; what it raises, as one line on stderr and its status."""
     try:
         with _termination_unwinds(), _acting_user():
-            return handler(args)
+            status = handler(args)
+        _flush_output()
+        return status
     except CliError as exc:
         print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
@@ -1621,12 +1646,13 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`auditbus query | head`): not an error; keep Python quiet at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_output()
         return EXIT_OK
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
+        if isinstance(exc, OSError):
+            _discard_output()
         print(f"auditbus: error: {_safe(redact(_one_line(exc)))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
