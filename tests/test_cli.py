@@ -695,6 +695,31 @@ def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_
     assert jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)[0]["user_identity"] == "alice\u200b"
 
 
+#: Characters that draw nothing (or a blank) outside the ones above: every other Unicode format
+#: character (tags, interlinear annotations, the Mongolian vowel separator, ...), the combining
+#: grapheme joiner, variation selectors and the Hangul and Braille blanks.
+MORE_INVISIBLE = (
+    "\u034f\u115f\u1160\u17b4\u180b\u180e\u206a\u206f\u2800\u3164\ufe00\ufe0f\uffa0\ufff9"
+    "\U0001d173\U000e0001\U000e0061\U000e007f\U000e0100"
+)
+
+
+@pytest.mark.parametrize("char", list(MORE_INVISIBLE), ids=lambda char: f"U+{ord(char):04X}")
+def test_every_invisible_character_is_escaped_and_json_gives_it_back(tmp_path: Path, char: str) -> None:
+    path = tmp_path / "invisible.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice" + char, details={"k": char})])
+    shown = f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
+    for command in (["query"], ["tail"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert char not in result.stdout, command
+        assert "alice" + shown in result.stdout, command
+    text = run("query", "--json", "--db", str(path), cwd=tmp_path).stdout
+    assert char not in text
+    row = jsonl(text)[0]
+    assert (row["user_identity"], row["details"]) == ("alice" + char, {"k": char})
+
+
 # --------------------------------------------------------------------------- choosing the database
 
 

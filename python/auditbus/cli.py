@@ -530,7 +530,16 @@ def _compact_json(value: Any) -> str:
         # NaN or an infinity, which standard JSON has no form for (the legacy service's json.dumps
         # stores them): written as the text auditbus stores them as.
         text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _CONTROL.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    """The JSON escape of one character: beyond U+FFFF, its UTF-16 surrogate pair, as JSON spells it."""
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def _finite(value: Any) -> Any:
@@ -553,17 +562,24 @@ def _event_type_text(value: Any) -> str:
 # could the Unicode line/paragraph separators (a line break in many terminals)
 # and the bidi controls (they reorder what the auditor reads): the human
 # outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
-# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
-# A lone surrogate (another writer's JSON may escape one: a file name decoded with surrogateescape)
-# has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
+# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`: every format character
+# (Unicode category Cf: tags, annotation marks, ...), and the other characters that draw nothing or a
+# blank (combining grapheme joiner, variation selectors, Hangul fillers, Braille blank). JSON escapes C0
+# itself; CSV stays raw. A lone surrogate (another writer's JSON may escape one: a file name decoded
+# with surrogateescape) has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
 _CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ud800-\udfff\ufeff]"
+    "[\x00-\x1f\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f"
+    "\u2800\u3164\ud800-\udfff\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    if ord(char) < 0x100:
+        return repr(char)[1:-1]
+    return f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
 
 
 def _safe(text: str) -> str:
