@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -718,6 +719,100 @@ def test_every_invisible_character_is_escaped_and_json_gives_it_back(tmp_path: P
     assert char not in text
     row = jsonl(text)[0]
     assert (row["user_identity"], row["details"]) == ("alice" + char, {"k": char})
+
+
+def _drawn_width(text: str) -> int:
+    """The columns a terminal draws `text` in: none for a combining mark, two for a wide character."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text
+    )
+
+
+def _on_a_terminal(args: Sequence[str], columns: int) -> str:
+    """`auditbus ARGS` with its output on a terminal `columns` wide: what it printed there."""
+    master, replica = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=replica,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(COLUMNS=str(columns), LINES="24"),
+    )
+    os.close(replica)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the process closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    return shown.decode().replace("\r\n", "\n")
+
+
+#: Names that take more, or fewer, columns on screen than characters: combining accents, full-width letters.
+_NARROW_AND_WIDE = ("mallory" + "\u0301" * 40, "\uff4d\uff41\uff4c\uff4c\uff4f\uff52\uff59", "bob")
+
+
+def test_table_columns_line_up_whatever_width_the_characters_draw_in(tmp_path: Path) -> None:
+    # Padded by characters, not by columns on screen, a row of accents pulled the later columns
+    # under the earlier headers and a row of wide letters pushed them right: a value could
+    # stand under a header it does not belong to.
+    path = tmp_path / "wide.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE, user_identity=name, actor_name=f"actor-{i}", details={"i": i}
+            )
+            for i, name in enumerate(_NARROW_AND_WIDE)
+        ],
+    )
+    result = run("query", "--type", "auth_failure", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    actor_column = header.index("ACTOR")
+    assert len(rows) == 3
+    for row in rows:
+        before = row[: row.index("actor-")]
+        assert _drawn_width(before) == actor_column, row
+
+
+def test_on_a_terminal_no_line_of_the_table_or_tail_is_wider_than_the_terminal(tmp_path: Path) -> None:
+    # A line wider than the terminal wraps, and the part wrapped onto the next line reads as a row of
+    # its own: a value shaped like a row (spaces, an id, a time, a type) forged one on the screen.
+    path = tmp_path / "wrap.db"
+    forged = " " * 60 + "   99  2026-05-01 09:12:05.715  auth_success        user=admin  outcome=success"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="mallory", details={"note": "\uff58" * 90}),
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="mallory", details={"note": forged}),
+            *(
+                DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity=name, details={"n": "x" * 100})
+                for name in _NARROW_AND_WIDE
+            ),
+        ],
+    )
+    for command in ("query", "tail"):
+        shown = _on_a_terminal([command, "--type", "auth_failure", "--db", str(path)], columns=80)
+        lines = shown.splitlines()
+        assert len(lines) == (6 if command == "query" else 5), shown
+        assert all(_drawn_width(line) <= 80 for line in lines), shown
+        assert "99  2026" not in shown
+        assert sum(line.endswith("\u2026") for line in lines) >= 5, shown
+    # Piped, every line is printed in full.
+    piped = run("tail", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout
+    assert "user=admin  outcome=success" in piped
+    assert "\uff58" * 90 in piped
 
 
 # --------------------------------------------------------------------------- choosing the database

@@ -35,6 +35,7 @@ import stat
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -631,6 +632,36 @@ def _cell_text(value: Any, attribute: str) -> str:
     return _safe(text)
 
 
+def _drawn_width(text: str) -> int:
+    """The columns a terminal draws `text` in: none for a combining mark, two for a wide (East Asian) character.
+
+    Padding or cutting by characters instead would let a value of accents or wide letters move the
+    later columns under the wrong header, or wrap a line whose tail then reads as a row of its own.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` if it fits in `width` columns, else as much as fits before a closing `…`."""
+    if _drawn_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += _char_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
 def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
     """An aligned table; columns empty on every row are left out; DETAILS is cut to `width` if given."""
     render_table_twice(lambda: entries, out, reader, width=width)
@@ -653,7 +684,7 @@ def render_table_twice(
             value = _value(entry, attribute, reader)
             if value not in (None, "", {}):
                 filled[attribute] = True
-            widths[attribute] = max(widths[attribute], len(_cell_text(value, attribute)))
+            widths[attribute] = max(widths[attribute], _drawn_width(_cell_text(value, attribute)))
     if empty:
         out.write("(no matching audit entries)\n")
         return
@@ -668,20 +699,21 @@ def render_table_twice(
         padded = []
         for i, cell in enumerate(cells):
             if i == last:
-                padded.append(cell if len(cell) <= sizes[i] else cell[: max(sizes[i] - 1, 0)] + "…")
-            elif columns[i][1] == "id":
-                padded.append(cell.rjust(sizes[i]))
-            else:
-                padded.append(cell.ljust(sizes[i]))
-        return "  ".join(padded).rstrip()
+                padded.append(_cut(cell, sizes[i]))
+                continue
+            fill = " " * (sizes[i] - _drawn_width(cell))
+            padded.append(fill + cell if columns[i][1] == "id" else cell + fill)
+        text = "  ".join(padded).rstrip()
+        # The columns before DETAILS may already be wider than the terminal: cut the line itself.
+        return text if width is None else _cut(text, width)
 
     out.write(line([header for header, _ in columns]) + "\n")
     for entry in entries():
         out.write(line([_cell(entry, attribute, reader) for _, attribute in columns]) + "\n")
 
 
-def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
-    """One entry on one line, for `tail`: id, time, type, then the fields that are set."""
+def render_line(entry: AuditEntry, reader: DetailsReader, *, width: int | None = None) -> str:
+    """One entry on one line, for `tail`: id, time, type, then the fields that are set; cut to `width` if given."""
     fields = [
         f"{_cell(entry, 'id', reader):>6}",
         _cell(entry, "timestamp", reader),
@@ -702,7 +734,8 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
     details = _cell(entry, "details", reader)
     if details:
         fields.append(details)
-    return "  ".join(fields)
+    text = "  ".join(fields)
+    return text if width is None else _cut(text, width)
 
 
 def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
@@ -870,8 +903,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     reader = DetailsReader()
 
     def show(entries: Iterable[AuditEntry]) -> None:
+        # On a terminal, a line wider than it would wrap, and the wrapped part read as a row of its own.
+        width = None if args.json else _terminal_width(out)
         for entry in entries:
-            out.write(_compact_json(reader.as_dict(entry)) + "\n" if args.json else render_line(entry, reader) + "\n")
+            text = _compact_json(reader.as_dict(entry)) if args.json else render_line(entry, reader, width=width)
+            out.write(text + "\n")
         out.flush()
         reader.warn(sys.stderr)
 
