@@ -1240,7 +1240,7 @@ def test_a_carriage_return_in_a_stored_value_cannot_forge_a_csv_row(tmp_path: Pa
         assert json.loads(rows[0]["details"])["note"] == "a\rb"
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibly(tmp_path: Path) -> None:
@@ -1261,7 +1261,9 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibl
                 session_id="\t=1+1",
                 details={"note": "fine"},
             ),
-            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted"),
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted", plan_id="\x00=1+1"
+            ),
         ],
     )
     with sqlite3.connect(path) as connection:  # another writer: details that are a bare JSON number

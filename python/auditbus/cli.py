@@ -746,7 +746,7 @@ def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsRead
 
 #: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV Injection"); a
 #: leading quote is included so that the one quote added in front can always be taken off again.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00", "'")
 
 
 def _csv_cell(text: str) -> str:
