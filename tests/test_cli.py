@@ -1288,6 +1288,44 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibl
         assert rows[1]["actor_name"] == "''quoted"
 
 
+def test_every_csv_cell_gives_back_the_stored_value(tmp_path: Path) -> None:
+    """Each CSV cell, its leading `'` taken off, is the JSON Lines value: text as is, JSON cells parsed."""
+    path = tmp_path / "exact.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity="=1+1",
+                actor_name="two\nlines",
+                plan_id='a,b;"c"',
+                details={"k": "\r\n=1", "n": None},
+            )
+        ],
+    )
+    with sqlite3.connect(path) as connection:  # another writer: details that are JSON null, a bare string
+        for details in ("null", '"=1+2"', "[]"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?)",
+                (NOW.isoformat(), "auth_failure", details),
+            )
+    connection.close()
+    stored = jsonl(run("export", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout)
+    assert [row["details"] for row in stored[1:]] == [None, "=1+2", []]
+    result = run_bytes("export", "--format", "csv", "--type", "auth_failure", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+    assert len(rows) == len(stored) == 4
+    for row, expected in zip(rows, stored, strict=True):
+        for name, cell in row.items():
+            assert not cell.startswith(FORMULA_STARTS), (name, cell)
+            value = cell[1:] if cell.startswith("'") else cell
+            if name in ("details", "source"):
+                assert (json.loads(value) if value else None) == expected[name], name
+            elif name in expected and not name.endswith("_at") and name != "timestamp":
+                assert value == ("" if expected[name] is None else str(expected[name])), name
+
+
 @pytest.mark.parametrize("flag", ["-o", "--output"])
 def test_export_to_a_dash_writes_to_standard_output_not_to_a_file_named_dash(trail: Path, flag: str) -> None:
     result = run("export", flag, "-", "--db", str(trail), cwd=trail.parent)

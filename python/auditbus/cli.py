@@ -766,7 +766,8 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
         unreadable = details if isinstance(details, UnreadableDetails) else None
         # The cells this row fills in itself: details and times, with the stored text when unreadable.
         own: dict[str, str] = {
-            "details": "" if unreadable else _compact_json(details if details is not None else {}),
+            # JSON null stays `null`, as in JSON Lines: an empty cell is for unreadable details only.
+            "details": "" if unreadable else _compact_json(details),
             "details_error": unreadable.error if unreadable else "",
             "details_raw": unreadable.raw or "" if unreadable else "",
         }
