@@ -597,6 +597,29 @@ def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_p
     assert "project=" not in unquoted
 
 
+def test_table_quotes_a_value_whose_spaces_would_hide_or_forge_something(tmp_path: Path) -> None:
+    # `alice ` (trailing space) is another user that looked exactly like `alice`; `mallory  success`
+    # read as a user and an outcome; a no-break space read as an ordinary one.
+    path = tmp_path / "spaces.db"
+    names = ["alice", "alice ", " alice", "mallory  success", "\u00a0alice", '"alice"', "mary ann"]
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity=name) for name in names])
+    result = run("query", "--asc", "--type", "auth_success", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    start, end = header.index("USER"), header.index("OUTCOME")
+    cells = [row[start:end].rstrip() for row in rows]
+    assert cells == [
+        "alice",
+        '"alice "',
+        '" alice"',
+        '"mallory  success"',
+        '"\u00a0alice"',
+        '"\\"alice\\""',
+        "mary ann",
+    ]
+    assert [json.loads(cell) if cell.startswith('"') else cell for cell in cells] == names
+
+
 def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
     """Another writer's row may hold any event type text; `tail` must not show it as a `user=` field."""
     path = tmp_path / "type.db"

@@ -626,10 +626,23 @@ def _cell_text(value: Any, attribute: str) -> str:
     elif attribute == "details":
         text = _details_text(value)
     elif attribute == "event_type":
-        text = _event_type_text(value)
+        text = _table_text(_event_type_text(value))
     else:
-        text = "" if value is None else str(value)
+        text = "" if value is None else _table_text(str(value))
     return _safe(text)
+
+
+def _table_text(text: str) -> str:
+    """A table cell: bare when its spaces read as they are, else a JSON string.
+
+    Columns are two spaces apart: a value holding two spaces in a row (`mallory  success`), a space
+    at either end (`alice ` looks like `alice`), other whitespace (a no-break space looks like a
+    space) or a leading double quote (which would pass for a quoted value) is quoted.
+    """
+    odd_space = any(char.isspace() and char != " " for char in text)
+    if odd_space or text.startswith('"') or text != text.strip(" ") or "  " in text:
+        return _compact_json(text)
+    return text
 
 
 def _drawn_width(text: str) -> int:
