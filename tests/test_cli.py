@@ -620,6 +620,25 @@ def test_table_quotes_a_value_whose_spaces_would_hide_or_forge_something(tmp_pat
     assert [json.loads(cell) if cell.startswith('"') else cell for cell in cells] == names
 
 
+def test_tail_details_cannot_pass_for_the_rows_own_fields(tmp_path: Path) -> None:
+    # Details `{"user": "admin", "plan": "p-1"}` on a row without a user printed as
+    # `user=admin plan=p-1`, the row of user admin on plan p-1 but for one space less.
+    path = tmp_path / "posing.db"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"user": "admin", "plan": "p-1"}),
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, user_identity="admin", plan_id="p-1"),
+        ],
+    )
+    posing, real = run(
+        "tail", "-n", "2", "--type", "config_changed", "--db", str(path), cwd=tmp_path
+    ).stdout.splitlines()
+    assert " ".join(posing.split()[4:]) != " ".join(real.split()[4:])
+    assert posing.split("  ")[-1] == "details: user=admin plan=p-1"
+    assert "details:" not in real
+
+
 def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
     """Another writer's row may hold any event type text; `tail` must not show it as a `user=` field."""
     path = tmp_path / "type.db"

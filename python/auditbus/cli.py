@@ -746,7 +746,8 @@ def render_line(entry: AuditEntry, reader: DetailsReader, *, width: int | None =
             fields.append(f"{label}={_safe(_field_text(str(value)))}")
     details = _cell(entry, "details", reader)
     if details:
-        fields.append(details)
+        # Marked, so that details such as {"user": "admin"} cannot pass for the row's own `user=` field.
+        fields.append(f"details: {details}")
     text = "  ".join(fields)
     return text if width is None else _cut(text, width)
 
