@@ -1650,6 +1650,30 @@ def test_stats_counts_the_rows_by_type(trail: Path) -> None:
     assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
 
 
+def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> None:
+    # Rows another writer stored under its own type (or `AUTH_SUCCESS` in capitals) are shown by
+    # query and export, yet stats left them out of `rows` and `last_id`: the trail looked smaller.
+    path = tmp_path / "foreign.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice")])
+    with sqlite3.connect(path) as connection:
+        for kind in ("custom_wipe", "AUTH_SUCCESS"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, ?, ?)",
+                ((NOW + timedelta(days=1)).isoformat(), kind, "mallory"),
+            )
+        total, last = connection.execute("SELECT count(*), max(id) FROM audit_log").fetchone()
+    connection.close()
+    result = run("--read-only", "stats", "--json", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trail = json.loads(result.stdout)["trail"]
+    assert (trail["rows"], trail["last_id"], trail["first_id"]) == (total, last, 1)
+    assert trail["rows_by_type"]["other"] == 2
+    assert sum(trail["rows_by_type"].values()) == total
+    assert trail["newest_event"] == (NOW + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    shown = run("--read-only", "stats", "--db", str(path), cwd=tmp_path).stdout
+    assert re.search(r"^    other: +2$", shown, re.MULTILINE)
+
+
 # --------------------------------------------------------------------------- purge
 
 

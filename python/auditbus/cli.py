@@ -1199,12 +1199,20 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
         value = reader.time(entries[0], "timestamp") if entries else None
         return None if isinstance(value, UnreadableTime) else _iso(value)
 
-    every = list(_ALL_TYPES)
+    lifecycle = list(AUDIT_LIFECYCLE_EVENT_TYPES)
     by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
-    oldest = service.query(event_type=every, order="asc", limit=1)
-    newest = service.query(event_type=every, order="desc", limit=1)
+    # Without a type, the reads take every row but the service's own: rows another writer stored
+    # under a type of its own are counted too, as `other`, and the lifecycle rows are added.
+    rows = service.count() + service.count(event_type=lifecycle)
+    by_type["other"] = rows - sum(by_type.values())
+
+    def end(order: Literal["asc", "desc"]) -> list[AuditEntry]:
+        ends = [*service.query(order=order, limit=1), *service.query(event_type=lifecycle, order=order, limit=1)]
+        return sorted(ends, key=lambda entry: entry.id, reverse=order == "desc")[:1]
+
+    oldest, newest = end("asc"), end("desc")
     return {
-        "rows": service.count(event_type=every),
+        "rows": rows,
         "rows_by_type": {name: n for name, n in by_type.items() if n},
         "first_id": oldest[0].id if oldest else None,
         "last_id": newest[0].id if newest else None,
