@@ -503,6 +503,31 @@ def _time_warnings(stderr: str) -> dict[str, str]:
     return found
 
 
+def test_details_another_writer_stored_with_a_key_twice_are_shown_with_the_stored_text(tmp_path: Path) -> None:
+    # `{"user": "alice", "user": "mallory"}` read as {"user": "mallory"}: a reader that keeps the first
+    # value saw alice, the export held mallory alone, and nothing said the row held both.
+    path = tmp_path / "twice.db"
+    prepare(path, [])
+    stored = '{"user": "alice", "more": {"n": 1, "n": 2}, "user": "mallory"}'
+    with sqlite3.connect(path) as connection:
+        (row_id,) = connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?) RETURNING id",
+            (NOW.isoformat(), "auth_success", stored),
+        ).fetchone()
+    connection.close()
+    table = run("query", "--db", str(path), cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "alice" in table.stdout
+    assert "mallory" in table.stdout
+    (warning,) = table.stderr.splitlines()
+    assert warning.startswith(f"auditbus: warning: row {row_id} has details that hold a key twice")
+    (row,) = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
+    assert (row["details"], row["details_raw"]) == (None, stored)
+    assert row["details_error"] in ('details hold the key "user" twice', 'details hold the key "n" twice')
+    (cells,) = csv.DictReader(io.StringIO(run("export", "--format", "csv", "--db", str(path), cwd=tmp_path).stdout))
+    assert (cells["details"], cells["details_raw"]) == ("", stored)
+
+
 def test_a_row_with_an_unreadable_time_is_shown_with_its_stored_text(trail: Path) -> None:
     """A row whose timestamp or recorded_at is not a timestamp does not hide the others; it is shown marked."""
     hostile = "garbage\x1b[2J\nforged"

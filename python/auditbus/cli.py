@@ -397,6 +397,7 @@ class DetailsReader:
     def __init__(self) -> None:
         # Ids as dict keys: in order, and a row seen again (a table reads its rows twice) is found at once.
         self.bad_ids: dict[int, None] = {}
+        self.doubled_ids: dict[int, None] = {}
         self.bad_times: dict[str, dict[int, None]] = {column: {} for column in _TIME_COLUMNS}
 
     def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
@@ -422,6 +423,13 @@ class DetailsReader:
             return UnreadableDetails(
                 error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
             )
+        if foreign:
+            raw = entry.stored_details
+            doubled = _doubled_key(raw) if raw is not None and "{" in raw else None
+            if doubled is not None:
+                # Readers disagree on which value such a key has: show every one, as stored.
+                self.doubled_ids[entry.id] = None
+                return UnreadableDetails(error=f"details hold the key {_compact_json(doubled)} twice", raw=redact(raw))
         # Another writer's NaN and infinities take the text forms auditbus stores them in.
         return _finite(redact(details)) if foreign else details
 
@@ -454,6 +462,8 @@ class DetailsReader:
         """One stderr line per kind of unreadable column, naming the rows shown with it since the last call."""
         if self.bad_ids:
             self._warn(stream, self.bad_ids, "unreadable details (not valid JSON)", "details")
+        if self.doubled_ids:
+            self._warn(stream, self.doubled_ids, "details that hold a key twice", "details")
         for column, bad_ids in self.bad_times.items():
             if bad_ids:
                 self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
@@ -471,6 +481,26 @@ class DetailsReader:
             file=stream,
         )
         bad_ids.clear()
+
+
+def _doubled_key(text: str) -> str | None:
+    """A key that an object of the JSON `text` holds twice (at any depth), None if none does.
+
+    Such a key has no one value: JSON readers keep the first or the last, and the stored row says both.
+    """
+    doubled: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        if not doubled and len(set(keys)) != len(keys):
+            doubled.append(next(key for i, key in enumerate(keys) if key in keys[:i]))
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return doubled[0] if doubled else None
 
 
 def _shown(entry: AuditEntry, value: Any) -> Any:
