@@ -664,6 +664,22 @@ def test_tail_details_cannot_pass_for_the_rows_own_fields(tmp_path: Path) -> Non
     assert "details:" not in real
 
 
+def test_a_details_key_holding_an_equals_sign_is_quoted(tmp_path: Path) -> None:
+    # `{"role=admin": "x"}` and `{"role": "admin=x"}` both printed `role=admin=x`.
+    path = tmp_path / "equals.db"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"role=admin": "x"}),
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"role": "admin=x"}),
+        ],
+    )
+    for command in ("query", "tail"):
+        shown = run(command, "--type", "config_changed", "--db", str(path), cwd=tmp_path).stdout
+        assert '"role=admin"=x' in shown, command
+        assert "role=admin=x" in shown.replace('"role=admin"=x', ""), command
+
+
 def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
     """Another writer's row may hold any event type text; `tail` must not show it as a `user=` field."""
     path = tmp_path / "type.db"

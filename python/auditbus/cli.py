@@ -635,7 +635,12 @@ def _details_text(details: Any) -> str:
         return f"[unreadable details, stored text: {_compact_json(details.raw)}]"
     if not isinstance(details, dict):
         return "" if details is None else _compact_json(details)
-    return " ".join(f"{_field_text(str(key))}={_field_text(value)}" for key, value in details.items())
+    return " ".join(f"{_key_text(str(key))}={_field_text(value)}" for key, value in details.items())
+
+
+def _key_text(key: str) -> str:
+    """A details key before its `=`: quoted when it holds `=` itself, so `a=b=c` has one reading."""
+    return _compact_json(key) if "=" in key else _field_text(key)
 
 
 def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
