@@ -1089,6 +1089,32 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
         assert "Traceback" not in process.stderr.read()
 
 
+def test_tail_follow_ends_when_its_reader_goes_away_while_no_row_comes(trail: Path) -> None:
+    # `auditbus tail -f | grep -m1 X` (or `| head -1`): the reader is gone, yet with no new row to
+    # write, nothing told the command; it polled the trail, holding it open, until killed.
+    read, write = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "-f", "--interval", "0.05", "--db", str(trail)],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as reader:
+            assert b"auth_failure" in reader.readline()
+        wait_until(lambda: process.poll() is not None, "tail --follow to end once its reader went away")
+        assert process.returncode == 0
+        assert process.stderr is not None
+        assert process.stderr.read() == b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""

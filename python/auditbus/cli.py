@@ -29,6 +29,7 @@ import math
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -1004,7 +1005,29 @@ def _tail(
             show(batch)
             last_id = batch[-1].id
             continue
-        time.sleep(args.interval)
+        if _wait_for_reader_gone(sys.stdout, args.interval):
+            # `tail -f | head -1`: with no row to write, nothing else would tell that the reader left.
+            raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+
+
+def _wait_for_reader_gone(out: IO[str], seconds: float) -> bool:
+    """Waits `seconds`, less if `out` is a pipe (or socket) whose reader closed it; says whether it did."""
+    try:
+        fd = out.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no descriptor
+        time.sleep(seconds)
+        return False
+    # No events asked for: poll() reports only an error or a hang-up on the descriptor, and a pipe
+    # whose reader closed it reports an error. A file or a terminal in use reports nothing.
+    poller.register(fd, 0)
+    started = time.monotonic()
+    events = poller.poll(seconds * 1000)
+    if any(event & (select.POLLERR | select.POLLHUP) for _, event in events):
+        return True
+    if events:  # POLLNVAL or the like: not a stream to watch; wait out the rest
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    return False
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
