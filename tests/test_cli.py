@@ -2090,6 +2090,22 @@ def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> N
     assert PASTED_TOKEN not in result.stderr
 
 
+def test_the_commands_own_lines_naming_a_path_mask_its_secrets(trail: Path, tmp_path: Path) -> None:
+    """What the command says when it succeeds lands in a scheduled job's log as its errors do."""
+    exported = run("export", "-o", str(tmp_path / PASTED_TOKEN), "--db", str(trail), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported" in exported.stderr
+    assert (tmp_path / PASTED_TOKEN).exists()
+    secret_db = tmp_path / f"{PASTED_TOKEN}.db"
+    demo = run("demo", "--db", str(secret_db), cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    purge = run("purge", "--before", "1s", "--yes", "--db", str(secret_db), cwd=tmp_path)
+    assert purge.returncode == 0, purge.stderr
+    for result in (exported, demo, purge):
+        assert PASTED_TOKEN not in result.stdout + result.stderr
+        assert "***REDACTED***" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -618,6 +618,14 @@ def _safe(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def _path_text(path: str) -> str:
+    """A path the command names in its own lines: secret shapes masked, as in its error lines.
+
+    What a command prints on success lands in a scheduled job's log too.
+    """
+    return _safe(redact(path))
+
+
 def _field_text(value: Any) -> str:
     """A key or value of `key=value` text: bare when it cannot pass for more fields, else a JSON string.
 
@@ -1172,7 +1180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
         progress.finish()
-        print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {_path_text(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
 
@@ -1309,7 +1317,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return EXIT_OK
             prompt = (
                 f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
-                f"{_iso(before)}, from {_safe(path)}? This cannot be undone. [y/N] "
+                f"{_iso(before)}, from {_path_text(path)}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -1327,12 +1335,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
             done = _own_purge(path, before)
             if done is None:
                 raise
-            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
             signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
             how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
             print(f"auditbus: {how} after the purge was handed over; it was carried out", file=sys.stderr)
             return 128 + signum
-    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
     return EXIT_OK
 
 
@@ -1381,7 +1389,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(4)
     # A fresh key each run, so finding it absent cannot be an accident of older data.
     secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
-    out.write(f"auditbus demo: services emit through a wired bus into {_safe(path)}, as user 'alice'\n\n")
+    out.write(f"auditbus demo: services emit through a wired bus into {_path_text(path)}, as user 'alice'\n\n")
     with open_service(path, create=True) as service:
         newest = service.query(limit=1, order="desc")
         start_id = newest[0].id if newest else 0
