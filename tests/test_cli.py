@@ -528,6 +528,36 @@ def test_details_another_writer_stored_with_a_key_twice_are_shown_with_the_store
     assert (cells["details"], cells["details_raw"]) == ("", stored)
 
 
+def test_a_value_stored_as_bytes_that_are_not_utf8_is_named_where_it_is_shown(tmp_path: Path) -> None:
+    # Read with U+FFFD in place of the bad bytes, such a value passed for the stored one, unmarked.
+    path = tmp_path / "bytes.db"
+    prepare(path, [])
+    with sqlite3.connect(path) as connection:
+        (row_id,) = connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) "
+            "VALUES (?, 'auth_success', CAST(X'616c696365ff' AS TEXT), CAST(X'7b2261223a2262ff227d' AS TEXT)) "
+            "RETURNING id",
+            (NOW.isoformat(),),
+        ).fetchone()
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, 'auth_success', 'bob\ufffd')",
+            (NOW.isoformat(),),
+        )
+    connection.close()
+    rows = jsonl(run("query", "--json", "--asc", "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout)
+    assert [row.get("not_utf8") for row in rows] == [["user_identity", "details"], None]
+    assert rows[0]["user_identity"] == "alice\ufffd"
+    (cells, real) = csv.DictReader(
+        io.StringIO(run("export", "--format", "csv", "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout)
+    )
+    assert (json.loads(cells["not_utf8"]), real["not_utf8"]) == (["user_identity", "details"], "")
+    for command in ("query", "tail", "export"):
+        result = run(command, "--type", "auth_success", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        (warning,) = result.stderr.splitlines()
+        assert warning.startswith(f"auditbus: warning: row {row_id} holds bytes that are not UTF-8"), command
+
+
 def test_a_row_with_an_unreadable_time_is_shown_with_its_stored_text(trail: Path) -> None:
     """A row whose timestamp or recorded_at is not a timestamp does not hide the others; it is shown marked."""
     hostile = "garbage\x1b[2J\nforged"

@@ -106,6 +106,7 @@ _CSV_FIELDS: tuple[str, ...] = (
     "timestamp_raw",
     "recorded_at_error",
     "recorded_at_raw",
+    "not_utf8",
 )
 _FILTERS: tuple[str, ...] = (
     "event_type",
@@ -399,6 +400,7 @@ class DetailsReader:
         # Ids as dict keys: in order, and a row seen again (a table reads its rows twice) is found at once.
         self.bad_ids: dict[int, None] = {}
         self.doubled_ids: dict[int, None] = {}
+        self.not_utf8_ids: dict[int, None] = {}
         self.bad_times: dict[str, dict[int, None]] = {column: {} for column in _TIME_COLUMNS}
 
     def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
@@ -415,6 +417,9 @@ class DetailsReader:
         return _shown(entry, getattr(entry, name, None))
 
     def details(self, entry: AuditEntry) -> Any:
+        if entry.not_utf8:
+            # Every output reads the details: the one place to note the row for its warning.
+            self.not_utf8_ids[entry.id] = None
         foreign = entry.chain_hash is None
         try:
             details = entry.details
@@ -444,6 +449,8 @@ class DetailsReader:
             if entry.chain_hash is None:
                 data = {name: _shown(entry, value) for name, value in data.items()}
             data["details"] = details
+            if entry.not_utf8:
+                data["not_utf8"] = list(entry.not_utf8)
             return data
         fields: dict[str, Any] = {}
         for name in _DICT_FIELDS:
@@ -457,6 +464,8 @@ class DetailsReader:
             fields.update(details_error=details.error, details_raw=details.raw)
         for bad in unreadable_times:
             fields.update({f"{bad.column}_error": _TIME_ERROR, f"{bad.column}_raw": bad.raw})
+        if entry.not_utf8:
+            fields["not_utf8"] = list(entry.not_utf8)
         return fields
 
     def warn(self, stream: IO[str]) -> None:
@@ -465,15 +474,23 @@ class DetailsReader:
             self._warn(stream, self.bad_ids, "unreadable details (not valid JSON)", "details")
         if self.doubled_ids:
             self._warn(stream, self.doubled_ids, "details that hold a key twice", "details")
+        if self.not_utf8_ids:
+            ids = self.not_utf8_ids
+            which = f"row {next(iter(ids))} holds" if len(ids) == 1 else f"rows {_id_list(ids)} hold"
+            stream.flush()
+            print(
+                f"auditbus: warning: {which} bytes that are not UTF-8, shown with U+FFFD in their place (the "
+                "columns are named in not_utf8 of --json and --csv); 'auditbus verify' checks the trail's integrity",
+                file=stream,
+            )
+            ids.clear()
         for column, bad_ids in self.bad_times.items():
             if bad_ids:
                 self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
 
     @staticmethod
     def _warn(stream: IO[str], bad_ids: dict[int, None], what: str, column: str) -> None:
-        ids = [str(row_id) for row_id in itertools.islice(bad_ids, 10)]
-        more = f" and {len(bad_ids) - 10} more" if len(bad_ids) > 10 else ""
-        which = f"row {ids[0]}" if len(bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
+        which = f"row {next(iter(bad_ids))}" if len(bad_ids) == 1 else f"rows {_id_list(bad_ids)}"
         verb = "has" if len(bad_ids) == 1 else "have"
         stream.flush()
         print(
@@ -482,6 +499,12 @@ class DetailsReader:
             file=stream,
         )
         bad_ids.clear()
+
+
+def _id_list(ids: dict[int, None]) -> str:
+    """The first ten ids, and how many more."""
+    shown = ", ".join(str(row_id) for row_id in itertools.islice(ids, 10))
+    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def _doubled_key(text: str) -> str | None:
@@ -829,6 +852,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
             "details_error": unreadable.error if unreadable else "",
             "details_raw": unreadable.raw or "" if unreadable else "",
         }
+        own["not_utf8"] = _compact_json(list(entry.not_utf8)) if entry.not_utf8 else ""
         for column in _TIME_COLUMNS:
             value = reader.time(entry, column)
             bad = value if isinstance(value, UnreadableTime) else None
