@@ -871,6 +871,22 @@ def _on_a_terminal(args: Sequence[str], columns: int) -> str:
     return shown.decode().replace("\r\n", "\n")
 
 
+def test_csv_on_a_terminal_shows_control_characters_escaped_and_stays_exact_when_redirected(tmp_path: Path) -> None:
+    # CSV is written as stored, for programs; printed on the auditor's terminal, a user name holding
+    # escape sequences set its title and cleared its screen, and a bidi control reordered the line.
+    path = tmp_path / "csv.db"
+    hostile = "\x1b]0;pwned\x07\x1b[2Jalice\u202eevil"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity=hostile)])
+    for command in (["query", "--csv"], ["export", "--format", "csv"]):
+        shown = _on_a_terminal([*command, "--type", "auth_success", "--db", str(path)], columns=200)
+        assert "\x1b" not in shown, command
+        assert "\u202e" not in shown, command
+        assert "\\x1b]0;pwned\\x07\\x1b[2Jalice\\u202eevil" in shown, command
+        piped = run_bytes(*command, "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout.decode()
+        (row,) = csv.DictReader(io.StringIO(piped, newline=""))
+        assert row["user_identity"] == hostile
+
+
 #: Names that take more, or fewer, columns on screen than characters: combining accents, full-width letters.
 _NARROW_AND_WIDE = ("mallory" + "\u0301" * 40, "\uff4d\uff41\uff4c\uff4c\uff4f\uff52\uff59", "bob")
 

@@ -840,6 +840,9 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
     # With "\n" rows, the csv module leaves a bare CR unquoted, yet CSV readers end a row at one: a row
     # holding a CR is written with every cell quoted, so a stored value cannot forge a row.
     quoting_all = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    # Written as stored for the programs that read it; printed on a terminal, shown as the tables show
+    # text, or a stored escape sequence would drive the auditor's terminal.
+    on_terminal = out.isatty()
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
@@ -870,7 +873,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
                 row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
-        row = [_csv_cell(cell) for cell in row]
+        row = [_safe(_csv_cell(cell)) if on_terminal else _csv_cell(cell) for cell in row]
         (quoting_all if any("\r" in cell for cell in row) else writer).writerow(row)
         yield entry
 
