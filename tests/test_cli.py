@@ -2346,6 +2346,26 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         assert process.stderr.read() == b""
 
 
+@pytest.mark.parametrize("command", [("export",), ("query", "--limit", "0"), ("tail", "-n", "3000")])
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_long_answer_on_a_full_disk_names_standard_output(tmp_path: Path, command: tuple[str, ...]) -> None:
+    # The write that fails comes while rows are still read: the error line said only
+    # "[Errno 28] No space left on device (OSError)", as if the trail's own disk were full.
+    path = tmp_path / "big.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, details={"pad": "x" * 200}) for _ in range(3000)])
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            text=True,
+            timeout=120,
+        )
+    assert_one_error_line(result, 1, "cannot write standard output: No space left on device")
+
+
 @pytest.mark.parametrize("command", [("stats",), ("query",), ("query", "--json"), ("export", "--format", "csv")])
 def test_an_answer_that_cannot_be_written_at_exit_is_one_error_line_or_a_quiet_end(
     tmp_path: Path, command: tuple[str, ...]

@@ -886,14 +886,15 @@ def _print_entries(
     entries: Callable[[], Iterable[AuditEntry]], args: argparse.Namespace, out: IO[str], reader: DetailsReader
 ) -> None:
     """The rows `entries()` gives (called twice for a table) in the format `args` asks for."""
-    if args.json:
-        for _ in write_jsonl(entries(), out, reader):
-            pass
-    elif args.csv:
-        for _ in write_csv(entries(), out, reader):
-            pass
-    else:
-        render_table_twice(entries, out, reader, width=_terminal_width(out))
+    with _standard_output():
+        if args.json:
+            for _ in write_jsonl(entries(), out, reader):
+                pass
+        elif args.csv:
+            for _ in write_csv(entries(), out, reader):
+                pass
+        else:
+            render_table_twice(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -991,10 +992,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     def show(entries: Iterable[AuditEntry]) -> None:
         # On a terminal, a line wider than it would wrap, and the wrapped part read as a row of its own.
         width = None if args.json else _terminal_width(out)
-        for entry in entries:
-            text = _compact_json(reader.as_dict(entry)) if args.json else render_line(entry, reader, width=width)
-            out.write(text + "\n")
-        out.flush()
+        with _standard_output():
+            for entry in entries:
+                text = _compact_json(reader.as_dict(entry)) if args.json else render_line(entry, reader, width=width)
+                out.write(text + "\n")
+            out.flush()
         reader.warn(sys.stderr)
 
     with open_service(path, read_only=args.read_only) as service:
@@ -1196,8 +1198,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         end = top[0].id if top else 0
         entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
-            for _ in writer(entries, sys.stdout, reader):
-                progress.advance()
+            with _standard_output():
+                for _ in writer(entries, sys.stdout, reader):
+                    progress.advance()
             progress.finish()
             reader.warn(sys.stderr)
             return EXIT_OK
@@ -1779,8 +1782,19 @@ def _flush_output() -> None:
     A short answer stays in Python's buffer until exit, where a full disk or a reader
     gone would print "Exception ignored" and end with status 120 instead of one line.
     """
-    try:
+    with _standard_output():
         sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _standard_output() -> Iterator[None]:
+    """Names standard output in a write to it that fails (a full disk under `> FILE`).
+
+    The rows are read meanwhile, but the trail raises `AuditError`, never `OSError`: the
+    error line must not leave the auditor thinking that the trail's disk is full.
+    """
+    try:
+        yield
     except BrokenPipeError:
         raise
     except OSError as exc:
