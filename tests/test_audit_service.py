@@ -555,6 +555,23 @@ def test_details_are_read_when_first_asked_for_and_a_damaged_row_names_itself(tm
         assert svc.query(plan_id="ok")[0].details == {"n": [1, 2]}
 
 
+def test_an_entry_names_the_columns_whose_stored_bytes_are_not_utf8(tmp_path: Path) -> None:
+    # Read with U+FFFD in place of the bad bytes: the entry says which values are not as stored.
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        edited = svc.record("step_completed", plan_id="edited", user_identity="alice")
+        kept = svc.record("step_completed", plan_id="kept\ufffd")
+    execute(path, "UPDATE audit_log SET user_identity = CAST(X'616c6963ff' AS TEXT) WHERE id = ?", (edited.id,))
+    with AuditService(path, read_only=True) as svc:
+        rows = {row.id: row for row in svc.query(event_type="step_completed")}
+    assert rows[edited.id].user_identity == "alic\ufffd"
+    assert rows[edited.id].not_utf8 == ("user_identity",)
+    assert rows[kept.id].not_utf8 == ()  # a stored U+FFFD is UTF-8
+    assert kept.not_utf8 == ()
+    assert pickle.loads(pickle.dumps(rows[edited.id])).not_utf8 == ("user_identity",)
+    assert auditbus.AuditEntry(1, datetime.now(UTC), "step_completed").not_utf8 == ()
+
+
 class _Held:
     """An object a caller keeps in an entry's details, holding the entry back."""
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -502,6 +503,61 @@ def _time_warnings(stderr: str) -> dict[str, str]:
     return found
 
 
+def test_details_another_writer_stored_with_a_key_twice_are_shown_with_the_stored_text(tmp_path: Path) -> None:
+    # `{"user": "alice", "user": "mallory"}` read as {"user": "mallory"}: a reader that keeps the first
+    # value saw alice, the export held mallory alone, and nothing said the row held both.
+    path = tmp_path / "twice.db"
+    prepare(path, [])
+    stored = '{"user": "alice", "more": {"n": 1, "n": 2}, "user": "mallory"}'
+    with sqlite3.connect(path) as connection:
+        (row_id,) = connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?) RETURNING id",
+            (NOW.isoformat(), "auth_success", stored),
+        ).fetchone()
+    connection.close()
+    table = run("query", "--db", str(path), cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "alice" in table.stdout
+    assert "mallory" in table.stdout
+    (warning,) = table.stderr.splitlines()
+    assert warning.startswith(f"auditbus: warning: row {row_id} has details that hold a key twice")
+    (row,) = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
+    assert (row["details"], row["details_raw"]) == (None, stored)
+    assert row["details_error"] in ('details hold the key "user" twice', 'details hold the key "n" twice')
+    (cells,) = csv.DictReader(io.StringIO(run("export", "--format", "csv", "--db", str(path), cwd=tmp_path).stdout))
+    assert (cells["details"], cells["details_raw"]) == ("", stored)
+
+
+def test_a_value_stored_as_bytes_that_are_not_utf8_is_named_where_it_is_shown(tmp_path: Path) -> None:
+    # Read with U+FFFD in place of the bad bytes, such a value passed for the stored one, unmarked.
+    path = tmp_path / "bytes.db"
+    prepare(path, [])
+    with sqlite3.connect(path) as connection:
+        (row_id,) = connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) "
+            "VALUES (?, 'auth_success', CAST(X'616c696365ff' AS TEXT), CAST(X'7b2261223a2262ff227d' AS TEXT)) "
+            "RETURNING id",
+            (NOW.isoformat(),),
+        ).fetchone()
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, 'auth_success', 'bob\ufffd')",
+            (NOW.isoformat(),),
+        )
+    connection.close()
+    rows = jsonl(run("query", "--json", "--asc", "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout)
+    assert [row.get("not_utf8") for row in rows] == [["user_identity", "details"], None]
+    assert rows[0]["user_identity"] == "alice\ufffd"
+    (cells, real) = csv.DictReader(
+        io.StringIO(run("export", "--format", "csv", "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout)
+    )
+    assert (json.loads(cells["not_utf8"]), real["not_utf8"]) == (["user_identity", "details"], "")
+    for command in ("query", "tail", "export"):
+        result = run(command, "--type", "auth_success", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        (warning,) = result.stderr.splitlines()
+        assert warning.startswith(f"auditbus: warning: row {row_id} holds bytes that are not UTF-8"), command
+
+
 def test_a_row_with_an_unreadable_time_is_shown_with_its_stored_text(trail: Path) -> None:
     """A row whose timestamp or recorded_at is not a timestamp does not hide the others; it is shown marked."""
     hostile = "garbage\x1b[2J\nforged"
@@ -594,6 +650,64 @@ def test_tail_quotes_identity_fields_so_a_value_cannot_forge_another_field(tmp_p
     unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)  # what is left outside quoted values
     assert "role=" not in unquoted
     assert "project=" not in unquoted
+
+
+def test_table_quotes_a_value_whose_spaces_would_hide_or_forge_something(tmp_path: Path) -> None:
+    # `alice ` (trailing space) is another user that looked exactly like `alice`; `mallory  success`
+    # read as a user and an outcome; a no-break space read as an ordinary one.
+    path = tmp_path / "spaces.db"
+    names = ["alice", "alice ", " alice", "mallory  success", "\u00a0alice", '"alice"', "mary ann"]
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity=name) for name in names])
+    result = run("query", "--asc", "--type", "auth_success", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    start, end = header.index("USER"), header.index("OUTCOME")
+    cells = [row[start:end].rstrip() for row in rows]
+    assert cells == [
+        "alice",
+        '"alice "',
+        '" alice"',
+        '"mallory  success"',
+        '"\u00a0alice"',
+        '"\\"alice\\""',
+        "mary ann",
+    ]
+    assert [json.loads(cell) if cell.startswith('"') else cell for cell in cells] == names
+
+
+def test_tail_details_cannot_pass_for_the_rows_own_fields(tmp_path: Path) -> None:
+    # Details `{"user": "admin", "plan": "p-1"}` on a row without a user printed as
+    # `user=admin plan=p-1`, the row of user admin on plan p-1 but for one space less.
+    path = tmp_path / "posing.db"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"user": "admin", "plan": "p-1"}),
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, user_identity="admin", plan_id="p-1"),
+        ],
+    )
+    posing, real = run(
+        "tail", "-n", "2", "--type", "config_changed", "--db", str(path), cwd=tmp_path
+    ).stdout.splitlines()
+    assert " ".join(posing.split()[4:]) != " ".join(real.split()[4:])
+    assert posing.split("  ")[-1] == "details: user=admin plan=p-1"
+    assert "details:" not in real
+
+
+def test_a_details_key_holding_an_equals_sign_is_quoted(tmp_path: Path) -> None:
+    # `{"role=admin": "x"}` and `{"role": "admin=x"}` both printed `role=admin=x`.
+    path = tmp_path / "equals.db"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"role=admin": "x"}),
+            DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"role": "admin=x"}),
+        ],
+    )
+    for command in ("query", "tail"):
+        shown = run(command, "--type", "config_changed", "--db", str(path), cwd=tmp_path).stdout
+        assert '"role=admin"=x' in shown, command
+        assert "role=admin=x" in shown.replace('"role=admin"=x', ""), command
 
 
 def test_tail_quotes_a_stored_event_type_so_it_cannot_forge_a_field(tmp_path: Path) -> None:
@@ -693,6 +807,141 @@ def test_invisible_characters_are_escaped_so_a_name_cannot_pass_for_another(tmp_
         assert not set(result.stdout) & set(ZERO_WIDTH), command
         assert "alice\\u200b" in result.stdout
     assert jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)[0]["user_identity"] == "alice\u200b"
+
+
+#: Characters that draw nothing (or a blank) outside the ones above: every other Unicode format
+#: character (tags, interlinear annotations, the Mongolian vowel separator, ...), the combining
+#: grapheme joiner, variation selectors and the Hangul and Braille blanks.
+MORE_INVISIBLE = (
+    "\u034f\u115f\u1160\u17b4\u180b\u180e\u206a\u206f\u2800\u3164\ufe00\ufe0f\uffa0\ufff9"
+    "\U0001d173\U000e0001\U000e0061\U000e007f\U000e0100"
+)
+
+
+@pytest.mark.parametrize("char", list(MORE_INVISIBLE), ids=lambda char: f"U+{ord(char):04X}")
+def test_every_invisible_character_is_escaped_and_json_gives_it_back(tmp_path: Path, char: str) -> None:
+    path = tmp_path / "invisible.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice" + char, details={"k": char})])
+    shown = f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
+    for command in (["query"], ["tail"]):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert char not in result.stdout, command
+        assert "alice" + shown in result.stdout, command
+    text = run("query", "--json", "--db", str(path), cwd=tmp_path).stdout
+    assert char not in text
+    row = jsonl(text)[0]
+    assert (row["user_identity"], row["details"]) == ("alice" + char, {"k": char})
+
+
+def _drawn_width(text: str) -> int:
+    """The columns a terminal draws `text` in: none for a combining mark, two for a wide character."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text
+    )
+
+
+def _on_a_terminal(args: Sequence[str], columns: int) -> str:
+    """`auditbus ARGS` with its output on a terminal `columns` wide: what it printed there."""
+    master, replica = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=replica,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(COLUMNS=str(columns), LINES="24"),
+    )
+    os.close(replica)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the process closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    return shown.decode().replace("\r\n", "\n")
+
+
+def test_csv_on_a_terminal_shows_control_characters_escaped_and_stays_exact_when_redirected(tmp_path: Path) -> None:
+    # CSV is written as stored, for programs; printed on the auditor's terminal, a user name holding
+    # escape sequences set its title and cleared its screen, and a bidi control reordered the line.
+    path = tmp_path / "csv.db"
+    hostile = "\x1b]0;pwned\x07\x1b[2Jalice\u202eevil"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity=hostile)])
+    for command in (["query", "--csv"], ["export", "--format", "csv"]):
+        shown = _on_a_terminal([*command, "--type", "auth_success", "--db", str(path)], columns=200)
+        assert "\x1b" not in shown, command
+        assert "\u202e" not in shown, command
+        assert "\\x1b]0;pwned\\x07\\x1b[2Jalice\\u202eevil" in shown, command
+        piped = run_bytes(*command, "--type", "auth_success", "--db", str(path), cwd=tmp_path).stdout.decode()
+        (row,) = csv.DictReader(io.StringIO(piped, newline=""))
+        assert row["user_identity"] == hostile
+
+
+#: Names that take more, or fewer, columns on screen than characters: combining accents, full-width letters.
+_NARROW_AND_WIDE = ("mallory" + "\u0301" * 40, "\uff4d\uff41\uff4c\uff4c\uff4f\uff52\uff59", "bob")
+
+
+def test_table_columns_line_up_whatever_width_the_characters_draw_in(tmp_path: Path) -> None:
+    # Padded by characters, not by columns on screen, a row of accents pulled the later columns
+    # under the earlier headers and a row of wide letters pushed them right: a value could
+    # stand under a header it does not belong to.
+    path = tmp_path / "wide.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE, user_identity=name, actor_name=f"actor-{i}", details={"i": i}
+            )
+            for i, name in enumerate(_NARROW_AND_WIDE)
+        ],
+    )
+    result = run("query", "--type", "auth_failure", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    actor_column = header.index("ACTOR")
+    assert len(rows) == 3
+    for row in rows:
+        before = row[: row.index("actor-")]
+        assert _drawn_width(before) == actor_column, row
+
+
+def test_on_a_terminal_no_line_of_the_table_or_tail_is_wider_than_the_terminal(tmp_path: Path) -> None:
+    # A line wider than the terminal wraps, and the part wrapped onto the next line reads as a row of
+    # its own: a value shaped like a row (spaces, an id, a time, a type) forged one on the screen.
+    path = tmp_path / "wrap.db"
+    forged = " " * 60 + "   99  2026-05-01 09:12:05.715  auth_success        user=admin  outcome=success"
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="mallory", details={"note": "\uff58" * 90}),
+            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="mallory", details={"note": forged}),
+            *(
+                DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity=name, details={"n": "x" * 100})
+                for name in _NARROW_AND_WIDE
+            ),
+        ],
+    )
+    for command in ("query", "tail"):
+        shown = _on_a_terminal([command, "--type", "auth_failure", "--db", str(path)], columns=80)
+        lines = shown.splitlines()
+        assert len(lines) == (6 if command == "query" else 5), shown
+        assert all(_drawn_width(line) <= 80 for line in lines), shown
+        assert "99  2026" not in shown
+        assert sum(line.endswith("\u2026") for line in lines) >= 5, shown
+    # Piped, every line is printed in full.
+    piped = run("tail", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout
+    assert "user=admin  outcome=success" in piped
+    assert "\uff58" * 90 in piped
 
 
 # --------------------------------------------------------------------------- choosing the database
@@ -884,6 +1133,32 @@ def test_tail_follow_prints_new_rows_and_exits_zero_on_ctrl_c(trail: Path) -> No
         assert process.wait(timeout=60) == 0
         assert process.stderr is not None
         assert "Traceback" not in process.stderr.read()
+
+
+def test_tail_follow_ends_when_its_reader_goes_away_while_no_row_comes(trail: Path) -> None:
+    # `auditbus tail -f | grep -m1 X` (or `| head -1`): the reader is gone, yet with no new row to
+    # write, nothing told the command; it polled the trail, holding it open, until killed.
+    read, write = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "-f", "--interval", "0.05", "--db", str(trail)],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as reader:
+            assert b"auth_failure" in reader.readline()
+        wait_until(lambda: process.poll() is not None, "tail --follow to end once its reader went away")
+        assert process.returncode == 0
+        assert process.stderr is not None
+        assert process.stderr.read() == b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 @pytest.mark.parametrize("change", ["removed", "replaced"])
@@ -1120,7 +1395,7 @@ def test_a_carriage_return_in_a_stored_value_cannot_forge_a_csv_row(tmp_path: Pa
         assert json.loads(rows[0]["details"])["note"] == "a\rb"
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibly(tmp_path: Path) -> None:
@@ -1141,7 +1416,9 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibl
                 session_id="\t=1+1",
                 details={"note": "fine"},
             ),
-            DomainEvent(event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted"),
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE, user_identity="\r=1+1", actor_name="'quoted", plan_id="\x00=1+1"
+            ),
         ],
     )
     with sqlite3.connect(path) as connection:  # another writer: details that are a bare JSON number
@@ -1164,6 +1441,44 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_reversibl
                     assert value == (expected[name] or ""), name
         assert json.loads(rows[2]["details"][1:]) == -1
         assert rows[1]["actor_name"] == "''quoted"
+
+
+def test_every_csv_cell_gives_back_the_stored_value(tmp_path: Path) -> None:
+    """Each CSV cell, its leading `'` taken off, is the JSON Lines value: text as is, JSON cells parsed."""
+    path = tmp_path / "exact.db"
+    prepare(
+        path,
+        [
+            DomainEvent(
+                event_type=EventType.AUTH_FAILURE,
+                user_identity="=1+1",
+                actor_name="two\nlines",
+                plan_id='a,b;"c"',
+                details={"k": "\r\n=1", "n": None},
+            )
+        ],
+    )
+    with sqlite3.connect(path) as connection:  # another writer: details that are JSON null, a bare string
+        for details in ("null", '"=1+2"', "[]"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, details) VALUES (?, ?, ?)",
+                (NOW.isoformat(), "auth_failure", details),
+            )
+    connection.close()
+    stored = jsonl(run("export", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout)
+    assert [row["details"] for row in stored[1:]] == [None, "=1+2", []]
+    result = run_bytes("export", "--format", "csv", "--type", "auth_failure", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout.decode(), newline="")))
+    assert len(rows) == len(stored) == 4
+    for row, expected in zip(rows, stored, strict=True):
+        for name, cell in row.items():
+            assert not cell.startswith(FORMULA_STARTS), (name, cell)
+            value = cell[1:] if cell.startswith("'") else cell
+            if name in ("details", "source"):
+                assert (json.loads(value) if value else None) == expected[name], name
+            elif name in expected and not name.endswith("_at") and name != "timestamp":
+                assert value == ("" if expected[name] is None else str(expected[name])), name
 
 
 @pytest.mark.parametrize("flag", ["-o", "--output"])
@@ -1446,6 +1761,30 @@ def test_stats_counts_the_rows_by_type(trail: Path) -> None:
     assert text.returncode == 0
     assert re.search(r"^  rows_by_type:\n(    \w+: +\d+\n)+", text.stdout, re.MULTILINE)
     assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
+
+
+def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> None:
+    # Rows another writer stored under its own type (or `AUTH_SUCCESS` in capitals) are shown by
+    # query and export, yet stats left them out of `rows` and `last_id`: the trail looked smaller.
+    path = tmp_path / "foreign.db"
+    prepare(path, [DomainEvent(event_type=EventType.AUTH_SUCCESS, user_identity="alice")])
+    with sqlite3.connect(path) as connection:
+        for kind in ("custom_wipe", "AUTH_SUCCESS"):
+            connection.execute(
+                "INSERT INTO audit_log (timestamp, event_type, user_identity) VALUES (?, ?, ?)",
+                ((NOW + timedelta(days=1)).isoformat(), kind, "mallory"),
+            )
+        total, last = connection.execute("SELECT count(*), max(id) FROM audit_log").fetchone()
+    connection.close()
+    result = run("--read-only", "stats", "--json", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trail = json.loads(result.stdout)["trail"]
+    assert (trail["rows"], trail["last_id"], trail["first_id"]) == (total, last, 1)
+    assert trail["rows_by_type"]["other"] == 2
+    assert sum(trail["rows_by_type"].values()) == total
+    assert trail["newest_event"] == (NOW + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    shown = run("--read-only", "stats", "--db", str(path), cwd=tmp_path).stdout
+    assert re.search(r"^    other: +2$", shown, re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- purge
@@ -1797,6 +2136,22 @@ def test_an_error_quoting_a_database_path_masks_its_secrets(tmp_path: Path) -> N
     assert PASTED_TOKEN not in result.stderr
 
 
+def test_the_commands_own_lines_naming_a_path_mask_its_secrets(trail: Path, tmp_path: Path) -> None:
+    """What the command says when it succeeds lands in a scheduled job's log as its errors do."""
+    exported = run("export", "-o", str(tmp_path / PASTED_TOKEN), "--db", str(trail), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported" in exported.stderr
+    assert (tmp_path / PASTED_TOKEN).exists()
+    secret_db = tmp_path / f"{PASTED_TOKEN}.db"
+    demo = run("demo", "--db", str(secret_db), cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    purge = run("purge", "--before", "1s", "--yes", "--db", str(secret_db), cwd=tmp_path)
+    assert purge.returncode == 0, purge.stderr
+    for result in (exported, demo, purge):
+        assert PASTED_TOKEN not in result.stdout + result.stderr
+        assert "***REDACTED***" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -1989,6 +2344,49 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         process.stdout.close()
         assert process.wait(timeout=60) == 0
         assert process.stderr.read() == b""
+
+
+@pytest.mark.parametrize("command", [("export",), ("query", "--limit", "0"), ("tail", "-n", "3000")])
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_long_answer_on_a_full_disk_names_standard_output(tmp_path: Path, command: tuple[str, ...]) -> None:
+    # The write that fails comes while rows are still read: the error line said only
+    # "[Errno 28] No space left on device (OSError)", as if the trail's own disk were full.
+    path = tmp_path / "big.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, details={"pad": "x" * 200}) for _ in range(3000)])
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+            check=False,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            text=True,
+            timeout=120,
+        )
+    assert_one_error_line(result, 1, "cannot write standard output: No space left on device")
+
+
+@pytest.mark.parametrize("command", [("stats",), ("query",), ("query", "--json"), ("export", "--format", "csv")])
+def test_an_answer_that_cannot_be_written_at_exit_is_one_error_line_or_a_quiet_end(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # A short answer stays in Python's buffer until the command ends: a reader gone by then, or a
+    # full disk, shows at that last flush (not with PYTHONUNBUFFERED, which tests often run under).
+    path = tmp_path / "audit.db"
+    prepare(path, sample_events())
+    env = {key: value for key, value in clean_env().items() if key != "PYTHONUNBUFFERED"}
+    base = [sys.executable, "-m", "auditbus", *command, "--db", str(path)]
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before anything was written
+    with os.fdopen(write, "wb") as gone:
+        closed = subprocess.run(base, check=False, stdout=gone, stderr=subprocess.PIPE, env=env, text=True, timeout=60)
+    assert (closed.returncode, closed.stderr) == (0, "")
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run(
+                base, check=False, stdout=full, stderr=subprocess.PIPE, env=env, text=True, timeout=60
+            )
+        assert_one_error_line(result, 1, "cannot write standard output", "No space left on device")
 
 
 # --------------------------------------------------------------------------- demo

@@ -1,7 +1,7 @@
 # Type stubs for the Rust core, checked against the built module by
 # `python -m mypy.stubtest auditbus._native`.
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime
 from os import PathLike
@@ -216,6 +216,8 @@ class AuditEntry:
     @property
     def stored_details(self) -> str | None: ...
     @property
+    def not_utf8(self) -> tuple[str, ...]: ...
+    @property
     def event_id(self) -> str | None: ...
     @property
     def actor_name(self) -> str | None: ...
@@ -254,6 +256,7 @@ def _restore_audit_entry(
     source: str | None,
     recorded_at: datetime | str | None,
     chain_hash: str | None,
+    not_utf8: Sequence[str] = ...,
 ) -> AuditEntry: ...
 
 @final

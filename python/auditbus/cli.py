@@ -29,12 +29,14 @@ import math
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import stat
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -104,6 +106,7 @@ _CSV_FIELDS: tuple[str, ...] = (
     "timestamp_raw",
     "recorded_at_error",
     "recorded_at_raw",
+    "not_utf8",
 )
 _FILTERS: tuple[str, ...] = (
     "event_type",
@@ -396,6 +399,8 @@ class DetailsReader:
     def __init__(self) -> None:
         # Ids as dict keys: in order, and a row seen again (a table reads its rows twice) is found at once.
         self.bad_ids: dict[int, None] = {}
+        self.doubled_ids: dict[int, None] = {}
+        self.not_utf8_ids: dict[int, None] = {}
         self.bad_times: dict[str, dict[int, None]] = {column: {} for column in _TIME_COLUMNS}
 
     def time(self, entry: AuditEntry, column: str) -> datetime | UnreadableTime | None:
@@ -412,6 +417,9 @@ class DetailsReader:
         return _shown(entry, getattr(entry, name, None))
 
     def details(self, entry: AuditEntry) -> Any:
+        if entry.not_utf8:
+            # Every output reads the details: the one place to note the row for its warning.
+            self.not_utf8_ids[entry.id] = None
         foreign = entry.chain_hash is None
         try:
             details = entry.details
@@ -421,6 +429,13 @@ class DetailsReader:
             return UnreadableDetails(
                 error=_ROW_PREFIX.sub("", _one_line(exc)), raw=redact(raw) if foreign and raw is not None else raw
             )
+        if foreign:
+            raw = entry.stored_details
+            doubled = _doubled_key(raw) if raw is not None and "{" in raw else None
+            if doubled is not None:
+                # Readers disagree on which value such a key has: show every one, as stored.
+                self.doubled_ids[entry.id] = None
+                return UnreadableDetails(error=f"details hold the key {_compact_json(doubled)} twice", raw=redact(raw))
         # Another writer's NaN and infinities take the text forms auditbus stores them in.
         return _finite(redact(details)) if foreign else details
 
@@ -434,6 +449,8 @@ class DetailsReader:
             if entry.chain_hash is None:
                 data = {name: _shown(entry, value) for name, value in data.items()}
             data["details"] = details
+            if entry.not_utf8:
+                data["not_utf8"] = list(entry.not_utf8)
             return data
         fields: dict[str, Any] = {}
         for name in _DICT_FIELDS:
@@ -447,21 +464,33 @@ class DetailsReader:
             fields.update(details_error=details.error, details_raw=details.raw)
         for bad in unreadable_times:
             fields.update({f"{bad.column}_error": _TIME_ERROR, f"{bad.column}_raw": bad.raw})
+        if entry.not_utf8:
+            fields["not_utf8"] = list(entry.not_utf8)
         return fields
 
     def warn(self, stream: IO[str]) -> None:
         """One stderr line per kind of unreadable column, naming the rows shown with it since the last call."""
         if self.bad_ids:
             self._warn(stream, self.bad_ids, "unreadable details (not valid JSON)", "details")
+        if self.doubled_ids:
+            self._warn(stream, self.doubled_ids, "details that hold a key twice", "details")
+        if self.not_utf8_ids:
+            ids = self.not_utf8_ids
+            which = f"row {next(iter(ids))} holds" if len(ids) == 1 else f"rows {_id_list(ids)} hold"
+            stream.flush()
+            print(
+                f"auditbus: warning: {which} bytes that are not UTF-8, shown with U+FFFD in their place (the "
+                "columns are named in not_utf8 of --json and --csv); 'auditbus verify' checks the trail's integrity",
+                file=stream,
+            )
+            ids.clear()
         for column, bad_ids in self.bad_times.items():
             if bad_ids:
                 self._warn(stream, bad_ids, f"an unreadable {column} ({_TIME_ERROR})", column)
 
     @staticmethod
     def _warn(stream: IO[str], bad_ids: dict[int, None], what: str, column: str) -> None:
-        ids = [str(row_id) for row_id in itertools.islice(bad_ids, 10)]
-        more = f" and {len(bad_ids) - 10} more" if len(bad_ids) > 10 else ""
-        which = f"row {ids[0]}" if len(bad_ids) == 1 else f"rows {', '.join(ids)}{more}"
+        which = f"row {next(iter(bad_ids))}" if len(bad_ids) == 1 else f"rows {_id_list(bad_ids)}"
         verb = "has" if len(bad_ids) == 1 else "have"
         stream.flush()
         print(
@@ -470,6 +499,32 @@ class DetailsReader:
             file=stream,
         )
         bad_ids.clear()
+
+
+def _id_list(ids: dict[int, None]) -> str:
+    """The first ten ids, and how many more."""
+    shown = ", ".join(str(row_id) for row_id in itertools.islice(ids, 10))
+    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
+def _doubled_key(text: str) -> str | None:
+    """A key that an object of the JSON `text` holds twice (at any depth), None if none does.
+
+    Such a key has no one value: JSON readers keep the first or the last, and the stored row says both.
+    """
+    doubled: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        if not doubled and len(set(keys)) != len(keys):
+            doubled.append(next(key for i, key in enumerate(keys) if key in keys[:i]))
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return doubled[0] if doubled else None
 
 
 def _shown(entry: AuditEntry, value: Any) -> Any:
@@ -530,7 +585,16 @@ def _compact_json(value: Any) -> str:
         # NaN or an infinity, which standard JSON has no form for (the legacy service's json.dumps
         # stores them): written as the text auditbus stores them as.
         text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _CONTROL.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    """The JSON escape of one character: beyond U+FFFF, its UTF-16 surrogate pair, as JSON spells it."""
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def _finite(value: Any) -> Any:
@@ -553,21 +617,36 @@ def _event_type_text(value: Any) -> str:
 # could the Unicode line/paragraph separators (a line break in many terminals)
 # and the bidi controls (they reorder what the auditor reads): the human
 # outputs show them all escaped, and so the invisible characters (soft hyphen, zero-width space and
-# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`. JSON escapes C0 itself; CSV stays raw.
-# A lone surrogate (another writer's JSON may escape one: a file name decoded with surrogateescape)
-# has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
+# joiners, word joiner, BOM) that make `alice` + U+200B look like `alice`: every format character
+# (Unicode category Cf: tags, annotation marks, ...), and the other characters that draw nothing or a
+# blank (combining grapheme joiner, variation selectors, Hangul fillers, Braille blank). JSON escapes C0
+# itself; CSV stays raw. A lone surrogate (another writer's JSON may escape one: a file name decoded
+# with surrogateescape) has no UTF-8 form: escaped too, in JSON as the `\\udXXX` that decodes back to it.
 _CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ud800-\udfff\ufeff]"
+    "[\x00-\x1f\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f"
+    "\u2800\u3164\ud800-\udfff\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    if ord(char) < 0x100:
+        return repr(char)[1:-1]
+    return f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
 
 
 def _safe(text: str) -> str:
     return _CONTROL.sub(_escape, text)
+
+
+def _path_text(path: str) -> str:
+    """A path the command names in its own lines: secret shapes masked, as in its error lines.
+
+    What a command prints on success lands in a scheduled job's log too.
+    """
+    return _safe(redact(path))
 
 
 def _field_text(value: Any) -> str:
@@ -588,7 +667,12 @@ def _details_text(details: Any) -> str:
         return f"[unreadable details, stored text: {_compact_json(details.raw)}]"
     if not isinstance(details, dict):
         return "" if details is None else _compact_json(details)
-    return " ".join(f"{_field_text(str(key))}={_field_text(value)}" for key, value in details.items())
+    return " ".join(f"{_key_text(str(key))}={_field_text(value)}" for key, value in details.items())
+
+
+def _key_text(key: str) -> str:
+    """A details key before its `=`: quoted when it holds `=` itself, so `a=b=c` has one reading."""
+    return _compact_json(key) if "=" in key else _field_text(key)
 
 
 def _value(entry: AuditEntry, attribute: str, reader: DetailsReader) -> Any:
@@ -609,10 +693,53 @@ def _cell_text(value: Any, attribute: str) -> str:
     elif attribute == "details":
         text = _details_text(value)
     elif attribute == "event_type":
-        text = _event_type_text(value)
+        text = _table_text(_event_type_text(value))
     else:
-        text = "" if value is None else str(value)
+        text = "" if value is None else _table_text(str(value))
     return _safe(text)
+
+
+def _table_text(text: str) -> str:
+    """A table cell: bare when its spaces read as they are, else a JSON string.
+
+    Columns are two spaces apart: a value holding two spaces in a row (`mallory  success`), a space
+    at either end (`alice ` looks like `alice`), other whitespace (a no-break space looks like a
+    space) or a leading double quote (which would pass for a quoted value) is quoted.
+    """
+    odd_space = any(char.isspace() and char != " " for char in text)
+    if odd_space or text.startswith('"') or text != text.strip(" ") or "  " in text:
+        return _compact_json(text)
+    return text
+
+
+def _drawn_width(text: str) -> int:
+    """The columns a terminal draws `text` in: none for a combining mark, two for a wide (East Asian) character.
+
+    Padding or cutting by characters instead would let a value of accents or wide letters move the
+    later columns under the wrong header, or wrap a line whose tail then reads as a row of its own.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` if it fits in `width` columns, else as much as fits before a closing `…`."""
+    if _drawn_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += _char_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
 
 
 def render_table(entries: Sequence[AuditEntry], out: IO[str], reader: DetailsReader, *, width: int | None) -> None:
@@ -637,7 +764,7 @@ def render_table_twice(
             value = _value(entry, attribute, reader)
             if value not in (None, "", {}):
                 filled[attribute] = True
-            widths[attribute] = max(widths[attribute], len(_cell_text(value, attribute)))
+            widths[attribute] = max(widths[attribute], _drawn_width(_cell_text(value, attribute)))
     if empty:
         out.write("(no matching audit entries)\n")
         return
@@ -652,20 +779,21 @@ def render_table_twice(
         padded = []
         for i, cell in enumerate(cells):
             if i == last:
-                padded.append(cell if len(cell) <= sizes[i] else cell[: max(sizes[i] - 1, 0)] + "…")
-            elif columns[i][1] == "id":
-                padded.append(cell.rjust(sizes[i]))
-            else:
-                padded.append(cell.ljust(sizes[i]))
-        return "  ".join(padded).rstrip()
+                padded.append(_cut(cell, sizes[i]))
+                continue
+            fill = " " * (sizes[i] - _drawn_width(cell))
+            padded.append(fill + cell if columns[i][1] == "id" else cell + fill)
+        text = "  ".join(padded).rstrip()
+        # The columns before DETAILS may already be wider than the terminal: cut the line itself.
+        return text if width is None else _cut(text, width)
 
     out.write(line([header for header, _ in columns]) + "\n")
     for entry in entries():
         out.write(line([_cell(entry, attribute, reader) for _, attribute in columns]) + "\n")
 
 
-def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
-    """One entry on one line, for `tail`: id, time, type, then the fields that are set."""
+def render_line(entry: AuditEntry, reader: DetailsReader, *, width: int | None = None) -> str:
+    """One entry on one line, for `tail`: id, time, type, then the fields that are set; cut to `width` if given."""
     fields = [
         f"{_cell(entry, 'id', reader):>6}",
         _cell(entry, "timestamp", reader),
@@ -685,8 +813,10 @@ def render_line(entry: AuditEntry, reader: DetailsReader) -> str:
             fields.append(f"{label}={_safe(_field_text(str(value)))}")
     details = _cell(entry, "details", reader)
     if details:
-        fields.append(details)
-    return "  ".join(fields)
+        # Marked, so that details such as {"user": "admin"} cannot pass for the row's own `user=` field.
+        fields.append(f"details: {details}")
+    text = "  ".join(fields)
+    return text if width is None else _cut(text, width)
 
 
 def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader) -> Iterator[AuditEntry]:
@@ -697,7 +827,7 @@ def write_jsonl(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsRead
 
 #: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV Injection"); a
 #: leading quote is included so that the one quote added in front can always be taken off again.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00", "'")
 
 
 def _csv_cell(text: str) -> str:
@@ -710,6 +840,9 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
     # With "\n" rows, the csv module leaves a bare CR unquoted, yet CSV readers end a row at one: a row
     # holding a CR is written with every cell quoted, so a stored value cannot forge a row.
     quoting_all = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    # Written as stored for the programs that read it; printed on a terminal, shown as the tables show
+    # text, or a stored escape sequence would drive the auditor's terminal.
+    on_terminal = out.isatty()
     writer.writerow(_CSV_FIELDS)
     for entry in entries:
         row = []
@@ -717,10 +850,12 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
         unreadable = details if isinstance(details, UnreadableDetails) else None
         # The cells this row fills in itself: details and times, with the stored text when unreadable.
         own: dict[str, str] = {
-            "details": "" if unreadable else _compact_json(details if details is not None else {}),
+            # JSON null stays `null`, as in JSON Lines: an empty cell is for unreadable details only.
+            "details": "" if unreadable else _compact_json(details),
             "details_error": unreadable.error if unreadable else "",
             "details_raw": unreadable.raw or "" if unreadable else "",
         }
+        own["not_utf8"] = _compact_json(list(entry.not_utf8)) if entry.not_utf8 else ""
         for column in _TIME_COLUMNS:
             value = reader.time(entry, column)
             bad = value if isinstance(value, UnreadableTime) else None
@@ -738,7 +873,7 @@ def write_csv(entries: Iterable[AuditEntry], out: IO[str], reader: DetailsReader
                 row.append(_compact_json(value))
             else:
                 row.append("" if value is None else str(value))
-        row = [_csv_cell(cell) for cell in row]
+        row = [_safe(_csv_cell(cell)) if on_terminal else _csv_cell(cell) for cell in row]
         (quoting_all if any("\r" in cell for cell in row) else writer).writerow(row)
         yield entry
 
@@ -751,14 +886,15 @@ def _print_entries(
     entries: Callable[[], Iterable[AuditEntry]], args: argparse.Namespace, out: IO[str], reader: DetailsReader
 ) -> None:
     """The rows `entries()` gives (called twice for a table) in the format `args` asks for."""
-    if args.json:
-        for _ in write_jsonl(entries(), out, reader):
-            pass
-    elif args.csv:
-        for _ in write_csv(entries(), out, reader):
-            pass
-    else:
-        render_table_twice(entries, out, reader, width=_terminal_width(out))
+    with _standard_output():
+        if args.json:
+            for _ in write_jsonl(entries(), out, reader):
+                pass
+        elif args.csv:
+            for _ in write_csv(entries(), out, reader):
+                pass
+        else:
+            render_table_twice(entries, out, reader, width=_terminal_width(out))
 
 
 # ---------------------------------------------------------------------------
@@ -854,9 +990,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     reader = DetailsReader()
 
     def show(entries: Iterable[AuditEntry]) -> None:
-        for entry in entries:
-            out.write(_compact_json(reader.as_dict(entry)) + "\n" if args.json else render_line(entry, reader) + "\n")
-        out.flush()
+        # On a terminal, a line wider than it would wrap, and the wrapped part read as a row of its own.
+        width = None if args.json else _terminal_width(out)
+        with _standard_output():
+            for entry in entries:
+                text = _compact_json(reader.as_dict(entry)) if args.json else render_line(entry, reader, width=width)
+                out.write(text + "\n")
+            out.flush()
         reader.warn(sys.stderr)
 
     with open_service(path, read_only=args.read_only) as service:
@@ -902,7 +1042,29 @@ def _tail(
             show(batch)
             last_id = batch[-1].id
             continue
-        time.sleep(args.interval)
+        if _wait_for_reader_gone(sys.stdout, args.interval):
+            # `tail -f | head -1`: with no row to write, nothing else would tell that the reader left.
+            raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+
+
+def _wait_for_reader_gone(out: IO[str], seconds: float) -> bool:
+    """Waits `seconds`, less if `out` is a pipe (or socket) whose reader closed it; says whether it did."""
+    try:
+        fd = out.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no descriptor
+        time.sleep(seconds)
+        return False
+    # No events asked for: poll() reports only an error or a hang-up on the descriptor, and a pipe
+    # whose reader closed it reports an error. A file or a terminal in use reports nothing.
+    poller.register(fd, 0)
+    started = time.monotonic()
+    events = poller.poll(seconds * 1000)
+    if any(event & (select.POLLERR | select.POLLHUP) for _, event in events):
+        return True
+    if events:  # POLLNVAL or the like: not a stream to watch; wait out the rest
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    return False
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -1036,8 +1198,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         end = top[0].id if top else 0
         entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
-            for _ in writer(entries, sys.stdout, reader):
-                progress.advance()
+            with _standard_output():
+                for _ in writer(entries, sys.stdout, reader):
+                    progress.advance()
             progress.finish()
             reader.warn(sys.stderr)
             return EXIT_OK
@@ -1047,7 +1210,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
         progress.finish()
-        print(f"exported {progress.done} rows to {_safe(str(target))}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {_path_text(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
 
@@ -1132,12 +1295,20 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
         value = reader.time(entries[0], "timestamp") if entries else None
         return None if isinstance(value, UnreadableTime) else _iso(value)
 
-    every = list(_ALL_TYPES)
+    lifecycle = list(AUDIT_LIFECYCLE_EVENT_TYPES)
     by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
-    oldest = service.query(event_type=every, order="asc", limit=1)
-    newest = service.query(event_type=every, order="desc", limit=1)
+    # Without a type, the reads take every row but the service's own: rows another writer stored
+    # under a type of its own are counted too, as `other`, and the lifecycle rows are added.
+    rows = service.count() + service.count(event_type=lifecycle)
+    by_type["other"] = rows - sum(by_type.values())
+
+    def end(order: Literal["asc", "desc"]) -> list[AuditEntry]:
+        ends = [*service.query(order=order, limit=1), *service.query(event_type=lifecycle, order=order, limit=1)]
+        return sorted(ends, key=lambda entry: entry.id, reverse=order == "desc")[:1]
+
+    oldest, newest = end("asc"), end("desc")
     return {
-        "rows": service.count(event_type=every),
+        "rows": rows,
         "rows_by_type": {name: n for name, n in by_type.items() if n},
         "first_id": oldest[0].id if oldest else None,
         "last_id": newest[0].id if newest else None,
@@ -1176,7 +1347,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return EXIT_OK
             prompt = (
                 f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
-                f"{_iso(before)}, from {_safe(path)}? This cannot be undone. [y/N] "
+                f"{_iso(before)}, from {_path_text(path)}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -1194,12 +1365,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
             done = _own_purge(path, before)
             if done is None:
                 raise
-            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
             signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
             how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
             print(f"auditbus: {how} after the purge was handed over; it was carried out", file=sys.stderr)
             return 128 + signum
-    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_safe(path)}")
+    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
     return EXIT_OK
 
 
@@ -1248,7 +1419,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(4)
     # A fresh key each run, so finding it absent cannot be an accident of older data.
     secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
-    out.write(f"auditbus demo: services emit through a wired bus into {_safe(path)}, as user 'alice'\n\n")
+    out.write(f"auditbus demo: services emit through a wired bus into {_path_text(path)}, as user 'alice'\n\n")
     with open_service(path, create=True) as service:
         newest = service.query(limit=1, order="desc")
         start_id = newest[0].id if newest else 0
@@ -1605,11 +1776,47 @@ def _acting_user() -> Iterator[None]:
         yield
 
 
+def _flush_output() -> None:
+    """Writes out what standard output still holds while a failure can be reported.
+
+    A short answer stays in Python's buffer until exit, where a full disk or a reader
+    gone would print "Exception ignored" and end with status 120 instead of one line.
+    """
+    with _standard_output():
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _standard_output() -> Iterator[None]:
+    """Names standard output in a write to it that fails (a full disk under `> FILE`).
+
+    The rows are read meanwhile, but the trail raises `AuditError`, never `OSError`: the
+    error line must not leave the auditor thinking that the trail's disk is full.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _discard_output()
+        raise CliError(f"cannot write standard output: {exc.strerror or type(exc).__name__}") from None
+
+
+def _discard_output() -> None:
+    """Points standard output at /dev/null, so that Python's flush at exit has nowhere to fail."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """`handler(args)`'s exit status; what it raises, as one line on stderr and its status."""
     try:
         with _termination_unwinds(), _acting_user():
-            return handler(args)
+            status = handler(args)
+        _flush_output()
+        return status
     except CliError as exc:
         print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
@@ -1621,12 +1828,13 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`auditbus query | head`): not an error; keep Python quiet at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_output()
         return EXIT_OK
     except Exception as exc:
         if os.environ.get("AUDITBUS_DEBUG"):
             raise
+        if isinstance(exc, OSError):
+            _discard_output()
         print(f"auditbus: error: {_safe(redact(_one_line(exc)))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 

@@ -37,6 +37,8 @@ pub struct AuditEntry {
     source: Option<String>,
     recorded_at: Option<Stored>,
     chain_hash: Option<String>,
+    /// The columns whose stored bytes were not UTF-8, read with U+FFFD.
+    not_utf8: Vec<&'static str>,
 }
 
 /// A stored time column: the instant, or the text found there when it is not
@@ -146,6 +148,7 @@ impl AuditEntry {
             source: row.source,
             recorded_at: row.recorded_at.map(Stored::read),
             chain_hash: row.chain_hash,
+            not_utf8: row.not_utf8,
         })
     }
 
@@ -273,6 +276,7 @@ impl AuditEntry {
                 .map(|r| timestamp::from_py("recorded_at", r).map(Stored::Time))
                 .transpose()?,
             chain_hash,
+            not_utf8: Vec::new(),
         })
     }
 
@@ -314,6 +318,12 @@ impl AuditEntry {
     #[getter]
     fn stored_details(&self) -> Option<&str> {
         self.details_text.as_deref()
+    }
+    /// The columns whose stored bytes are not UTF-8 (edited by hand, another
+    /// writer): their values hold U+FFFD in place of each bad sequence.
+    #[getter]
+    fn not_utf8<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.not_utf8)
     }
     #[getter]
     fn event_id(&self) -> Option<&str> {
@@ -400,6 +410,7 @@ impl AuditEntry {
             opt(&self.source)?,
             self.recorded_at.as_ref().map_or_else(|| Ok(py.None().into_bound(py)), |t| t.to_py(py))?,
             opt(&self.chain_hash)?,
+            PyTuple::new(py, &self.not_utf8)?.into_any(),
         ];
         Ok((restore, PyTuple::new(py, args)?))
     }
@@ -436,7 +447,7 @@ fn parsed_details(py: Python<'_>, details: Option<Py<PyAny>>) -> OnceLock<Py<PyA
 
 /// Rebuilds a pickled or copied entry exactly, stored details text included.
 #[pyfunction]
-#[pyo3(signature = (id, timestamp, event_type, plan_id, user_identity, stored_details, details, event_id, actor_name, project_name, session_id, outcome, source, recorded_at, chain_hash))]
+#[pyo3(signature = (id, timestamp, event_type, plan_id, user_identity, stored_details, details, event_id, actor_name, project_name, session_id, outcome, source, recorded_at, chain_hash, not_utf8=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn _restore_audit_entry(
     py: Python<'_>,
@@ -455,6 +466,7 @@ pub fn _restore_audit_entry(
     source: Option<String>,
     recorded_at: Option<&Bound<'_, PyAny>>,
     chain_hash: Option<String>,
+    not_utf8: Vec<String>,
 ) -> Result<AuditEntry> {
     // Stored text is parsed when first asked for, as for an entry read from the trail.
     let details = if stored_details.is_none() { parsed_details(py, details) } else { OnceLock::new() };
@@ -474,6 +486,7 @@ pub fn _restore_audit_entry(
         source,
         recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| Stored::from_py("recorded_at", r)).transpose()?,
         chain_hash,
+        not_utf8: crate::audit::query::COLUMN_NAMES.into_iter().filter(|c| not_utf8.iter().any(|n| n == c)).collect(),
     })
 }
 

@@ -93,21 +93,30 @@ pub struct RowData {
     pub recorded_at: Option<String>,
     pub prev_hash: Option<String>,
     pub chain_hash: Option<String>,
+    /// The columns whose stored bytes are not UTF-8 (text so stored, or a
+    /// blob): read with U+FFFD in place of each bad sequence.
+    pub not_utf8: Vec<&'static str>,
 }
 
 /// A column as text whatever its storage class (the legacy service bound
 /// whatever it was given; an edited row may hold anything), None for NULL.
 pub fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
+    Ok(text_checked(row, index)?.0)
+}
+
+/// [`text`], and whether its stored bytes were not UTF-8 (text so stored,
+/// or a blob), read with U+FFFD in place of each bad sequence.
+fn text_checked(row: &Row<'_>, index: usize) -> rusqlite::Result<(Option<String>, bool)> {
     Ok(match row.get_ref(index)? {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Null => (None, false),
+        ValueRef::Integer(i) => (Some(i.to_string()), false),
+        ValueRef::Real(f) => (Some(f.to_string()), false),
         // Valid UTF-8 (every row auditbus writes) takes the word-at-a-time check;
         // only invalid bytes pay for the lossy walk.
-        ValueRef::Text(t) | ValueRef::Blob(t) => Some(match std::str::from_utf8(t) {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(t).into_owned(),
-        }),
+        ValueRef::Text(t) | ValueRef::Blob(t) => match std::str::from_utf8(t) {
+            Ok(text) => (Some(text.to_owned()), false),
+            Err(_) => (Some(String::from_utf8_lossy(t).into_owned()), true),
+        },
     })
 }
 
@@ -129,25 +138,53 @@ fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static s
     Ok(None)
 }
 
+/// The names of [`ROW_COLUMNS`], in order.
+pub const COLUMN_NAMES: [&str; 15] = [
+    "id",
+    "timestamp",
+    "event_type",
+    "plan_id",
+    "user_identity",
+    "details",
+    "event_id",
+    "actor_name",
+    "project_name",
+    "session_id",
+    "outcome",
+    "source",
+    "recorded_at",
+    "prev_hash",
+    "chain_hash",
+];
+
 impl RowData {
     /// Reads a row selected with [`ROW_COLUMNS`].
     pub fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        let mut not_utf8 = Vec::new();
+        let mut column = |index: usize| -> rusqlite::Result<Option<String>> {
+            let (value, lossy) = text_checked(row, index)?;
+            if lossy {
+                not_utf8.extend(COLUMN_NAMES.get(index));
+            }
+            Ok(value)
+        };
         Ok(Self {
             id: row.get(0)?,
-            timestamp: text(row, 1)?.unwrap_or_default(),
-            event_type: text(row, 2)?.unwrap_or_default(),
-            plan_id: text(row, 3)?,
-            user_identity: text(row, 4)?,
-            details: text(row, 5)?.unwrap_or_default(),
-            event_id: text(row, 6)?,
-            actor_name: text(row, 7)?,
-            project_name: text(row, 8)?,
-            session_id: text(row, 9)?,
-            outcome: text(row, 10)?,
-            source: text(row, 11)?,
-            recorded_at: text(row, 12)?,
-            prev_hash: text(row, 13)?,
-            chain_hash: text(row, 14)?,
+            timestamp: column(1)?.unwrap_or_default(),
+            event_type: column(2)?.unwrap_or_default(),
+            plan_id: column(3)?,
+            user_identity: column(4)?,
+            details: column(5)?.unwrap_or_default(),
+            event_id: column(6)?,
+            actor_name: column(7)?,
+            project_name: column(8)?,
+            session_id: column(9)?,
+            outcome: column(10)?,
+            source: column(11)?,
+            recorded_at: column(12)?,
+            prev_hash: column(13)?,
+            chain_hash: column(14)?,
+            not_utf8,
         })
     }
 

@@ -766,6 +766,7 @@ impl AuditService {
             recorded_at: Some(recorded_at),
             prev_hash: Some(prev_hash),
             chain_hash: Some(chain_hash),
+            not_utf8: Vec::new(),
         };
         AuditEntry::from_row(row)
     }
