@@ -167,6 +167,14 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
 }
 
+/// A stored time column's text as an instant: what [`parse`] reads, when a
+/// `datetime` can hold it in UTC (years 1 to 9999). The read of a row and
+/// the filters and purge that place it in time all go through here, so a
+/// row is placed by all of them or by none.
+pub fn parse_stored(text: &str) -> Option<DateTime<Utc>> {
+    parse(text).filter(|ts| (1..=9999).contains(&ts.year()))
+}
+
 /// Unix time written as text (`"1700000000"`), which pydantic reads for an
 /// event's timestamp. Not part of [`from_py`]: a query bound of `"2026"`
 /// must not silently mean 33 minutes after the epoch.

@@ -771,6 +771,42 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
                 ], given
 
 
+# Text that is no instant a datetime holds, though shaped like one: no such
+# day or hour, or an instant outside the years 1 to 9999 once in UTC.
+NO_INSTANT_STAMPS = [
+    "2026-02-30T12:00:00+00:00",
+    "2026-01-01T25:00:00+00:00",
+    "0000-12-31T23:00:00+00:00",
+    "0001-01-01T00:30:00+01:00",
+    "9999-12-31T23:00:00-02:00",
+]
+
+
+@pytest.mark.parametrize("stamp", NO_INSTANT_STAMPS)
+def test_a_row_the_read_cannot_place_in_time_no_filter_or_purge_places_either(tmp_path: Path, stamp: str) -> None:
+    path = tmp_path / "audit.db"
+    legacy_audit().AuditService(path).close()
+    for plan, text in [("before", "2026-01-01T10:00:00+00:00"), ("odd", stamp), ("after", "2026-01-01T11:00:00+00:00")]:
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (text, plan),
+        )
+    with AuditService(path) as svc:
+        (odd,) = svc.query(plan_id="odd")
+        assert odd.unreadable_timestamp == stamp
+        with pytest.raises(auditbus.AuditError, match="not an ISO-8601 timestamp"):
+            _ = odd.timestamp
+        for bounds in ({"since": datetime(1, 1, 2, tzinfo=UTC)}, {"until": datetime(2026, 6, 1, tzinfo=UTC)}):
+            assert sorted(e.plan_id for e in svc.query(limit=None, **bounds)) == ["after", "before"], bounds
+            assert svc.count(**bounds) == 2, bounds
+        # The cut stops at it, as at any row whose time cannot be read.
+        assert svc.purge(datetime(2026, 6, 1, tzinfo=UTC), dry_run=True) == 1
+        assert svc.purge(datetime(2026, 6, 1, tzinfo=UTC)) == 1
+        assert [e.plan_id for e in svc.query(order="asc")] == ["odd", "after"]
+        assert svc.verify().ok
+
+
 def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     with AuditService(path) as svc:

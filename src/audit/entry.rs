@@ -49,7 +49,7 @@ enum Stored {
 
 impl Stored {
     fn read(text: String) -> Self {
-        timestamp::parse(&text).map_or(Self::Unreadable(text), Self::Time)
+        timestamp::parse_stored(&text).map_or(Self::Unreadable(text), Self::Time)
     }
 
     fn unreadable(&self) -> Option<&str> {

@@ -31,7 +31,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
                 if is_own_form(text) {
                     Some(text.to_owned())
                 } else {
-                    timestamp::parse(text).map(|t| timestamp::isoformat(&t))
+                    timestamp::parse_stored(text).map(|t| timestamp::isoformat(&t))
                 }
             }),
             _ => None,
@@ -40,7 +40,9 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the form auditbus and the legacy
-/// service write: already its own instant's text, no parse needed.
+/// service write, naming a day and time that exist: already its own
+/// instant's text, no parse needed. Any other text goes through
+/// [`timestamp::parse_stored`], as the read of the row does.
 fn is_own_form(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
@@ -59,7 +61,16 @@ fn is_own_form(text: &str) -> bool {
             && digits(17..19)
             && b.ends_with(b"+00:00")
     };
-    shape(25) || (shape(32) && b[19] == b'.' && digits(20..26))
+    if !(shape(25) || (shape(32) && b[19] == b'.' && digits(20..26))) {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().ok();
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let exists = i32::try_from(year).ok().and_then(|y| chrono::NaiveDate::from_ymd_opt(y, month, day)).is_some();
+    // A leap second (`:60`) is read, as chrono reads it, as the second before.
+    exists && year >= 1 && number(11..13) < Some(24) && number(14..16) < Some(60) && number(17..19) <= Some(60)
 }
 
 /// Text every stored form of an instant at or after `since` sorts at or
@@ -402,6 +413,11 @@ mod tests {
             assert_eq!(utc(&conn, stored).as_deref(), Some(instant), "{stored}");
         }
         assert_eq!(utc(&conn, "yesterday"), None);
+        // Shaped like an instant, but none a datetime holds: the read of the row cannot place it either.
+        for stored in ["2026-02-30T10:00:00+00:00", "2026-01-01T24:00:00+00:00", "0000-12-31T10:00:00+00:00"] {
+            assert_eq!(utc(&conn, stored), None, "{stored}");
+        }
+        assert_eq!(utc(&conn, "9999-12-31T23:00:00-02:00"), None);
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
         assert!(!is_own_form("2026-01-01 10:00:00+00:00"));
