@@ -807,6 +807,29 @@ def test_a_row_the_read_cannot_place_in_time_no_filter_or_purge_places_either(tm
         assert svc.verify().ok
 
 
+def test_bounds_at_the_end_of_time_compare_as_instants(tmp_path: Path) -> None:
+    """`datetime.max`, and a bound whose UTC instant is past year 9999, are later than every row."""
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        for when in (datetime(2026, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 12, tzinfo=UTC)):
+            svc.record_event(DomainEvent(event_type=EventType.PLAN_APPLIED, timestamp=when, plan_id=str(when.year)))
+        svc.flush()
+        everything = ["2026", "9999"]
+        beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))  # 10000-01-01T01:00Z
+        for late in (datetime.max.replace(tzinfo=UTC), datetime.max, datetime(9999, 12, 31, 23, tzinfo=UTC), beyond):
+            assert sorted(e.plan_id for e in svc.query(until=late, limit=None)) == everything, late
+            assert svc.count(until=late) == 2, late
+        assert [e.plan_id for e in svc.query(since=datetime(9999, 12, 31, 12, tzinfo=UTC))] == ["9999"]
+        assert svc.query(since=datetime.max.replace(tzinfo=UTC)) == []
+        assert svc.query(since=beyond) == []
+        assert svc.count(since=beyond) == 0
+        rows = len(raw_rows(path))
+        assert svc.purge(beyond, dry_run=True) == rows
+        assert svc.purge(beyond) == rows
+        assert svc.query() == []
+        assert svc.verify().ok
+
+
 def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     with AuditService(path) as svc:

@@ -4,7 +4,7 @@
 //! fixed column names, so a filter value that looks like SQL matches nothing.
 //! All functions here are Python-free and run with the GIL released.
 
-use chrono::{DateTime, Days, Utc};
+use chrono::{DateTime, Datelike, Days, Utc};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -81,9 +81,23 @@ fn since_floor(since: &DateTime<Utc>) -> Option<String> {
 }
 
 /// Text every stored form of an instant at or before `until` sorts before:
-/// the date two days after.
+/// the date two days after. None past year 9999, whose text (`+10000-...`)
+/// would sort before every stored one.
 fn until_ceiling(until: &DateTime<Utc>) -> Option<String> {
-    until.checked_add_days(Days::new(2)).map(|d| d.format("%Y-%m-%d").to_string())
+    until.checked_add_days(Days::new(2)).filter(|d| d.year() <= 9999).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// A bound as text to compare with [`UTC_FN`]'s: `isoformat()`, whose text
+/// order is time order for the years 1 to 9999 every placed row is in (and
+/// earlier instants' `0000-`/`-0001-` sort before them all). A later
+/// instant's `+10000-...` would sort first: it is given a text after every
+/// row's instead.
+pub fn bound_text(bound: &DateTime<Utc>) -> String {
+    if bound.year() > 9999 {
+        "~".to_owned()
+    } else {
+        timestamp::isoformat(bound)
+    }
 }
 
 /// One stored row, owned.
@@ -248,7 +262,7 @@ impl Filter {
                 params.push(Value::Text(floor));
             }
             clauses.push(format!("{UTC_FN}(timestamp) >= ?"));
-            params.push(Value::Text(timestamp::isoformat(since)));
+            params.push(Value::Text(bound_text(since)));
         }
         if let Some(until) = &self.until {
             if let Some(ceiling) = until_ceiling(until) {
@@ -256,7 +270,7 @@ impl Filter {
                 params.push(Value::Text(ceiling));
             }
             clauses.push(format!("{UTC_FN}(timestamp) <= ?"));
-            params.push(Value::Text(timestamp::isoformat(until)));
+            params.push(Value::Text(bound_text(until)));
         }
         if let Some(after) = self.after_id {
             clauses.push(if order == Order::Asc { "id > ?".into() } else { "id < ?".into() });
