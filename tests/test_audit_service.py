@@ -772,13 +772,16 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
 
 
 # Text that is no instant a datetime holds, though shaped like one: no such
-# day or hour, or an instant outside the years 1 to 9999 once in UTC.
+# day or hour, an instant outside the years 1 to 9999 once in UTC, or a
+# timestamp with space around it (which `fromisoformat` refuses too).
 NO_INSTANT_STAMPS = [
     "2026-02-30T12:00:00+00:00",
     "2026-01-01T25:00:00+00:00",
     "0000-12-31T23:00:00+00:00",
     "0001-01-01T00:30:00+01:00",
     "9999-12-31T23:00:00-02:00",
+    " 2026-01-01T10:30:00+00:00",
+    "2026-01-01T10:30:00+00:00\n",
 ]
 
 

@@ -432,6 +432,7 @@ mod tests {
             assert_eq!(utc(&conn, stored), None, "{stored}");
         }
         assert_eq!(utc(&conn, "9999-12-31T23:00:00-02:00"), None);
+        assert_eq!(utc(&conn, " 2026-01-01T10:00:00+00:00"), None);
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
         assert!(!is_own_form("2026-01-01 10:00:00+00:00"));
