@@ -164,7 +164,78 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
             return Some(naive.and_utc());
         }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| n.and_utc())
+        .or_else(|| parse_isoformat(text))
+}
+
+/// What Python's `isoformat()` writes and `fromisoformat()` (so the legacy
+/// service) reads back, in the forms RFC 3339 lacks:
+/// `YYYY-MM-DD?HH[:MM[:SS[.ffffff]]][+HH:MM[:SS[.ffffff]]]`, `?` any one
+/// character (`isoformat(sep=...)`), the time cut at any `timespec`, the
+/// offset with seconds when its tzinfo has them.
+fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
+    let number = |digits: &str| -> Option<u32> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    };
+    let day = text.get(..10)?;
+    if day.as_bytes()[4] != b'-' || day.as_bytes()[7] != b'-' {
+        return None;
+    }
+    let day =
+        NaiveDate::from_ymd_opt(i32::try_from(number(&day[..4])?).ok()?, number(&day[5..7])?, number(&day[8..])?)?;
+    let mut rest = text[10..].chars();
+    rest.next()?;
+    let rest = rest.as_str();
+    let (time, offset) = match rest.find(['+', '-', 'Z']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    // `HH[:MM[:SS]]` and a fraction of at most six digits: microseconds.
+    let (clock, fraction) = time.split_once('.').map_or((time, None), |(c, f)| (c, Some(f)));
+    let micros = |fraction: Option<&str>| -> Option<u32> {
+        match fraction {
+            None => Some(0),
+            Some(f) if f.len() <= 6 => Some(number(f)? * 10u32.pow(6 - u32::try_from(f.len()).ok()?)),
+            Some(_) => None,
+        }
+    };
+    let hms = |clock: &str, at_least: usize| -> Option<[u32; 3]> {
+        let parts: Vec<&str> = clock.split(':').collect();
+        if parts.len() < at_least || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+            return None;
+        }
+        let mut out = [0; 3];
+        for (slot, part) in out.iter_mut().zip(&parts) {
+            *slot = number(part)?;
+        }
+        Some(out)
+    };
+    let [h, m, sec] = hms(clock, 1)?;
+    if fraction.is_some() && clock.len() != 8 {
+        return None;
+    }
+    let local = day.and_hms_micro_opt(h, m, sec, micros(fraction)?)?;
+    let shift = match offset {
+        "" | "Z" => 0,
+        _ => {
+            let negative = offset.starts_with('-');
+            let (clock, fraction) = offset[1..].split_once('.').map_or((&offset[1..], None), |(c, f)| (c, Some(f)));
+            let [oh, om, os] = hms(clock, 2)?;
+            if oh > 23 || om > 59 || os > 59 || (fraction.is_some() && clock.len() != 8) {
+                return None;
+            }
+            let total = i64::from(oh * 3600 + om * 60 + os) * 1_000_000 + i64::from(micros(fraction)?);
+            if negative {
+                -total
+            } else {
+                total
+            }
+        }
+    };
+    local.and_utc().checked_sub_signed(chrono::TimeDelta::microseconds(shift))
 }
 
 /// A stored time column's text as an instant: what [`parse`] reads, when a
@@ -235,6 +306,33 @@ mod tests {
             assert_eq!(parse(text), Some(expected), "{text}");
         }
         assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn parses_every_form_isoformat_writes() {
+        let at = |text: &str| parse(text).map(|t| isoformat(&t));
+        for (text, instant) in [
+            ("2026-01-02T03+02:00", "2026-01-02T01:00:00+00:00"),
+            ("2026-01-02 03:04", "2026-01-02T03:04:00+00:00"),
+            ("2026-01-02_03:04:05.123", "2026-01-02T03:04:05.123000+00:00"),
+            ("2026-01-02\u{e9}03:04:05", "2026-01-02T03:04:05+00:00"),
+            ("2026-01-02T03:04:05-01:00:30", "2026-01-02T04:04:35+00:00"),
+            ("2026-01-02T03:04:05.000001+00:00:00.000001", "2026-01-02T03:04:05+00:00"),
+        ] {
+            assert_eq!(at(text).as_deref(), Some(instant), "{text}");
+        }
+        for text in [
+            "2026-01-02T03:04.5",
+            "2026-01-02T03:04:05+24:00",
+            "2026-01-02T03:04:05+01",
+            "2026-01-02T03:04:05+01:00.5",
+            "2026-01-02T",
+            "2026-01-02TT03",
+            "2026-13-02T03",
+            "\u{e9}\u{e9}\u{e9}\u{e9}-01-02T03",
+        ] {
+            assert_eq!(at(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -741,6 +741,12 @@ FOREIGN_STAMPS = {
     "west": "2026-01-01T09:00:00-05:00",
     "millis": "2026-01-01T11:30:00.123+00:00",
     "date": "2025-12-31",
+    # Every form `isoformat()` writes, which the legacy service reads back with `fromisoformat`:
+    # any separator, hours or minutes only, an offset with seconds.
+    "hours": "2026-01-01T13+02:00",
+    "minutes": "2026-01-01 11:45",
+    "separator": "2026-01-01_11:50:00",
+    "offset_seconds": "2026-01-01T12:40:30+01:00:30",
 }
 
 
@@ -755,6 +761,9 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
         )
     with AuditService(path, read_only=True) as svc:
         when = {e.plan_id: e.timestamp for e in svc.query(limit=None)}
+        for plan, stamp in FOREIGN_STAMPS.items():
+            legacy = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # how the legacy service reads it
+            assert when[plan] == (legacy if legacy.tzinfo else legacy.replace(tzinfo=UTC)), stamp
         assert when["east"] == datetime(2026, 1, 1, 10, 45, tzinfo=UTC)
         assert when["west"] == datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
         # Every row's own instant as a bound (the boundary is inclusive), and instants between them.
