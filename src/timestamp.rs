@@ -8,7 +8,7 @@
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString};
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString, PyTzInfo, PyTzInfoAccess};
 
 use crate::errors::{Error, Result};
 use crate::values::{masked, short_repr};
@@ -86,6 +86,16 @@ fn no_datetime(py: Python<'_>, err: PyErr) -> PyErr {
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     datetime_api(value.py())?;
+    // pyo3 reads an aware datetime's offset as `tzinfo.utcoffset(None)` in
+    // whole seconds: the datetime's own only for a fixed `timezone` of whole
+    // seconds. Any other tzinfo is asked about the datetime itself.
+    if let Ok(dt) = value.cast::<PyDateTime>() {
+        if let Some(tz) = dt.get_tzinfo() {
+            if !fixed_whole_seconds(&tz)? {
+                return other_tzinfo(field, value);
+            }
+        }
+    }
     if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
         return Ok(aware.with_timezone(&Utc));
     }
@@ -128,6 +138,22 @@ pub fn in_python_range(field: &str, ts: DateTime<Utc>, value: &Bound<'_, PyAny>)
             ts.to_rfc3339()
         ),
     ))
+}
+
+/// Whether `tz` is a `datetime.timezone` whose offset has no fraction of a
+/// second (`timezone.utc`, `timezone(timedelta(hours=2))`).
+fn fixed_whole_seconds(tz: &Bound<'_, PyTzInfo>) -> PyResult<bool> {
+    let py = tz.py();
+    let utc = PyTzInfo::utc(py)?;
+    if tz.is(&*utc) {
+        return Ok(true);
+    }
+    if !tz.get_type().is(utc.get_type()) {
+        return Ok(false);
+    }
+    let offset = tz.call_method1(pyo3::intern!(py, "utcoffset"), (py.None(),))?;
+    // `microseconds` read as an attribute: the stable ABI has no accessor for it.
+    Ok(offset.getattr(pyo3::intern!(py, "microseconds")).and_then(|us| us.extract::<u32>()).is_ok_and(|us| us == 0))
 }
 
 /// An aware datetime whose tzinfo is not a fixed `timezone` (`zoneinfo`,
