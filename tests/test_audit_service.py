@@ -747,6 +747,7 @@ FOREIGN_STAMPS = {
     "minutes": "2026-01-01 11:45",
     "separator": "2026-01-01_11:50:00",
     "offset_seconds": "2026-01-01T12:40:30+01:00:30",
+    "zero_fraction": "2026-01-01T11:35:00.000000+00:00",  # isoformat(timespec="microseconds")
 }
 
 

@@ -41,8 +41,10 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the form auditbus and the legacy
 /// service write, naming a day and time that exist: already its own
-/// instant's text, no parse needed. Any other text goes through
-/// [`timestamp::parse_stored`], as the read of the row does.
+/// instant's text, no parse needed. Not with a fraction of `000000`, which
+/// `isoformat()` leaves out: that text sorts after the bound of its own
+/// instant. Any other text goes through [`timestamp::parse_stored`], as the
+/// read of the row does.
 fn is_own_form(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
@@ -61,7 +63,7 @@ fn is_own_form(text: &str) -> bool {
             && digits(17..19)
             && b.ends_with(b"+00:00")
     };
-    if !(shape(25) || (shape(32) && b[19] == b'.' && digits(20..26))) {
+    if !(shape(25) || (shape(32) && b[19] == b'.' && digits(20..26) && &b[20..26] != b"000000")) {
         return false;
     }
     let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().ok();
@@ -419,6 +421,7 @@ mod tests {
         for (stored, instant) in [
             ("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:00+00:00"),
             ("2026-01-01T10:00:00.000006+00:00", "2026-01-01T10:00:00.000006+00:00"),
+            ("2026-01-01T10:00:00.000000+00:00", "2026-01-01T10:00:00+00:00"),
             ("2026-01-01T12:45:00+02:00", "2026-01-01T10:45:00+00:00"),
             ("2026-01-01 10:00:00.5Z", "2026-01-01T10:00:00.500000+00:00"),
             ("2026-01-01T10:00:00", "2026-01-01T10:00:00+00:00"),
@@ -435,6 +438,7 @@ mod tests {
         assert_eq!(utc(&conn, " 2026-01-01T10:00:00+00:00"), None);
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
+        assert!(!is_own_form("2026-01-01T10:00:00.000000+00:00"));
         assert!(!is_own_form("2026-01-01 10:00:00+00:00"));
     }
 
