@@ -267,11 +267,16 @@ fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
 /// A stored time column's text as an instant: what [`parse`] reads, when a
 /// `datetime` can hold it in UTC (years 1 to 9999). The read of a row and
 /// the filters and purge that place it in time all go through here, so a
-/// row is placed by all of them or by none. Space around the text is not
-/// trimmed, as `fromisoformat` does not: the index the filters narrow by
-/// first orders such text by its space, not by its time.
+/// row is placed by all of them or by none. The text must start with its
+/// date as `YYYY-MM-DD` and have no space around it, as `fromisoformat`
+/// requires: the index range the filters narrow by first orders text by
+/// those first characters (a leading space, `+2026-...` or `2026-1-5`
+/// would sort away from the instant it names).
 pub fn parse_stored(text: &str) -> Option<DateTime<Utc>> {
-    if text.trim() != text {
+    let b = text.as_bytes();
+    let dated = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if !dated || text.trim_end() != text {
         return None;
     }
     parse(text).filter(|ts| (1..=9999).contains(&ts.year()))

@@ -435,7 +435,9 @@ mod tests {
             assert_eq!(utc(&conn, stored), None, "{stored}");
         }
         assert_eq!(utc(&conn, "9999-12-31T23:00:00-02:00"), None);
-        assert_eq!(utc(&conn, " 2026-01-01T10:00:00+00:00"), None);
+        for stored in [" 2026-01-01T10:00:00+00:00", "+2026-01-01T10:00:00+00:00", "2026-1-1T10:00:00+00:00"] {
+            assert_eq!(utc(&conn, stored), None, "{stored}");
+        }
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.000000+00:00"));
