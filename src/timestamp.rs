@@ -5,7 +5,7 @@
 //! UTC, as pydantic and the legacy query read it), an ISO-8601 string, or
 //! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString, PyTzInfo, PyTzInfoAccess};
@@ -174,8 +174,14 @@ fn other_tzinfo(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> 
     Ok(naive.and_utc())
 }
 
-/// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC.
+/// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC. A leap
+/// second (`23:59:60`), which chrono reads and a `datetime` cannot hold, is
+/// refused, as `fromisoformat` and pydantic refuse it.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    parse_text(text).filter(|ts| ts.nanosecond() < 1_000_000_000)
+}
+
+fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(aware) = DateTime::parse_from_rfc3339(text) {
         return Some(aware.with_timezone(&Utc));
@@ -337,6 +343,7 @@ mod tests {
             assert_eq!(parse(text), Some(expected), "{text}");
         }
         assert!(parse("yesterday").is_none());
+        assert!(parse("2016-12-31T23:59:60Z").is_none());
     }
 
     #[test]

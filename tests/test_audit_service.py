@@ -783,8 +783,8 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
 
 # Text that is no instant a datetime holds, though shaped like one: no such
 # day or hour, an instant outside the years 1 to 9999 once in UTC, or a
-# timestamp with space around it or a date not written YYYY-MM-DD (which
-# `fromisoformat` refuses too).
+# timestamp with space around it, a date not written YYYY-MM-DD or a leap
+# second (which `fromisoformat` refuses too).
 NO_INSTANT_STAMPS = [
     "2026-02-30T12:00:00+00:00",
     "2026-01-01T25:00:00+00:00",
@@ -795,6 +795,8 @@ NO_INSTANT_STAMPS = [
     "2026-01-01T10:30:00+00:00\n",
     "+2026-01-01T10:30:00+00:00",
     "2026-1-1T10:30:00+00:00",
+    "2016-12-31T23:59:60Z",
+    "2016-12-31T23:59:60.5+00:00",
 ]
 
 

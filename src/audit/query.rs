@@ -71,8 +71,7 @@ fn is_own_form(text: &str) -> bool {
         return false;
     };
     let exists = i32::try_from(year).ok().and_then(|y| chrono::NaiveDate::from_ymd_opt(y, month, day)).is_some();
-    // A leap second (`:60`) is read, as chrono reads it, as the second before.
-    exists && year >= 1 && number(11..13) < Some(24) && number(14..16) < Some(60) && number(17..19) <= Some(60)
+    exists && year >= 1 && number(11..13) < Some(24) && number(14..16) < Some(60) && number(17..19) < Some(60)
 }
 
 /// Text every stored form of an instant at or after `since` sorts at or
@@ -435,7 +434,13 @@ mod tests {
             assert_eq!(utc(&conn, stored), None, "{stored}");
         }
         assert_eq!(utc(&conn, "9999-12-31T23:00:00-02:00"), None);
-        for stored in [" 2026-01-01T10:00:00+00:00", "+2026-01-01T10:00:00+00:00", "2026-1-1T10:00:00+00:00"] {
+        for stored in [
+            " 2026-01-01T10:00:00+00:00",
+            "+2026-01-01T10:00:00+00:00",
+            "2026-1-1T10:00:00+00:00",
+            "2016-12-31T23:59:60+00:00",
+            "2016-12-31T23:59:60Z",
+        ] {
             assert_eq!(utc(&conn, stored), None, "{stored}");
         }
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
