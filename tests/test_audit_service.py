@@ -457,6 +457,15 @@ def test_an_entry_is_a_frozen_class_with_to_dict_where_the_legacy_was_a_dataclas
     assert fields["event_id"] == entry.event_id
 
 
+@pytest.mark.parametrize("column", ["timestamp", "recorded_at"])
+def test_an_entry_built_with_a_time_no_utc_datetime_holds_is_refused_at_construction(column: str) -> None:
+    # 9999-12-31T23:00-02:00 is in year 10000 in UTC: the entry must not be one whose every read raises.
+    beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))
+    times = {"timestamp": datetime(2026, 1, 1, tzinfo=UTC), column: beyond}
+    with pytest.raises(auditbus.ValidationError, match=rf"{column}: .*outside the years 1 to 9999"):
+        auditbus.AuditEntry(1, times["timestamp"], "plan_applied", recorded_at=times.get("recorded_at"))
+
+
 def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_their_text(tmp_path: Path) -> None:
     paris = timezone(timedelta(hours=2))
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
