@@ -2130,6 +2130,14 @@ def test_parse_when_rejects_with_the_accepted_forms(text: str) -> None:
     assert repr(text) in str(raised.value)
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999h", "9" * 5000 + "h"], ids=["20-digits", "5000-digits"])
+def test_parse_when_refuses_a_duration_reaching_before_year_1(text: str) -> None:
+    # Python refuses to read an integer of more than 4300 digits: the same usage error, not argparse's generic one.
+    with pytest.raises(Exception, match="reaches before year 1") as raised:
+        cli.parse_when(text)
+    assert type(raised.value).__name__ == "ArgumentTypeError"
+
+
 def test_help_of_every_command(tmp_path: Path) -> None:
     for command in ("demo", "query", "tail", "verify", "export", "stats", "purge"):
         result = run(command, "--help", cwd=tmp_path)
