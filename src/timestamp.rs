@@ -207,7 +207,10 @@ fn parse_text(text: &str) -> Option<DateTime<Utc>> {
 /// service) reads back, in the forms RFC 3339 lacks:
 /// `YYYY-MM-DD?HH[:MM[:SS[.ffffff]]][+HH:MM[:SS[.ffffff]]]`, `?` any one
 /// character (`isoformat(sep=...)`), the time cut at any `timespec`, the
-/// offset with seconds when its tzinfo has them.
+/// offset with seconds when its tzinfo has them. Also what Python 3.11's
+/// `fromisoformat()` reads of other writers: an offset of hours alone or
+/// without colons (PostgreSQL's `2026-01-02 03:04:05+05`), a decimal comma,
+/// more than six fraction digits (cut to microseconds).
 fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
     let number = |digits: &str| -> Option<u32> {
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
@@ -225,18 +228,27 @@ fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
     };
-    // `HH[:MM[:SS]]` and a fraction of at most six digits: microseconds.
-    let (clock, fraction) = time.split_once('.').map_or((time, None), |(c, f)| (c, Some(f)));
-    let micros = |fraction: Option<&str>| -> Option<u32> {
-        match fraction {
-            None => Some(0),
-            Some(f) if f.len() <= 6 => Some(number(f)? * 10u32.pow(6 - u32::try_from(f.len()).ok()?)),
-            Some(_) => None,
+    fn split_fraction(clock: &str) -> (&str, Option<&str>) {
+        clock.split_once(['.', ',']).map_or((clock, None), |(c, f)| (c, Some(f)))
+    }
+    // A fraction as microseconds: digits past the sixth are cut (at most `most` digits).
+    let micros = |fraction: Option<&str>, most: usize| -> Option<u32> {
+        let Some(f) = fraction else { return Some(0) };
+        if f.len() > most {
+            return None;
         }
+        let kept = f.get(..f.len().min(6))?;
+        number(f)?;
+        Some(number(kept)? * 10u32.pow(6 - u32::try_from(kept.len()).ok()?))
     };
-    let hms = |clock: &str, at_least: usize| -> Option<[u32; 3]> {
-        let parts: Vec<&str> = clock.split(':').collect();
-        if parts.len() < at_least || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+    // `HH[:MM[:SS]]`, or in an offset `HH[MM[SS]]` too.
+    let hms = |clock: &str, compact: bool| -> Option<[u32; 3]> {
+        let parts: Vec<&str> = if compact && !clock.contains(':') && clock.len() % 2 == 0 && clock.is_ascii() {
+            (0..clock.len()).step_by(2).map(|i| &clock[i..i + 2]).collect()
+        } else {
+            clock.split(':').collect()
+        };
+        if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
             return None;
         }
         let mut out = [0; 3];
@@ -245,21 +257,22 @@ fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
         }
         Some(out)
     };
-    let [h, m, sec] = hms(clock, 1)?;
+    let (clock, fraction) = split_fraction(time);
+    let [h, m, sec] = hms(clock, false)?;
     if fraction.is_some() && clock.len() != 8 {
         return None;
     }
-    let local = day.and_hms_micro_opt(h, m, sec, micros(fraction)?)?;
+    let local = day.and_hms_micro_opt(h, m, sec, micros(fraction, usize::MAX)?)?;
     let shift = match offset {
         "" | "Z" => 0,
         _ => {
             let negative = offset.starts_with('-');
-            let (clock, fraction) = offset[1..].split_once('.').map_or((&offset[1..], None), |(c, f)| (c, Some(f)));
-            let [oh, om, os] = hms(clock, 2)?;
-            if oh > 23 || om > 59 || os > 59 || (fraction.is_some() && clock.len() != 8) {
+            let (clock, fraction) = split_fraction(&offset[1..]);
+            let [oh, om, os] = hms(clock, true)?;
+            if oh > 23 || om > 59 || os > 59 || (fraction.is_some() && !matches!(clock.len(), 6 | 8)) {
                 return None;
             }
-            let total = i64::from(oh * 3600 + om * 60 + os) * 1_000_000 + i64::from(micros(fraction)?);
+            let total = i64::from(oh * 3600 + om * 60 + os) * 1_000_000 + i64::from(micros(fraction, 6)?);
             if negative {
                 -total
             } else {
@@ -356,14 +369,22 @@ mod tests {
             ("2026-01-02\u{e9}03:04:05", "2026-01-02T03:04:05+00:00"),
             ("2026-01-02T03:04:05-01:00:30", "2026-01-02T04:04:35+00:00"),
             ("2026-01-02T03:04:05.000001+00:00:00.000001", "2026-01-02T03:04:05+00:00"),
+            ("2026-01-02 03:04:05+05", "2026-01-01T22:04:05+00:00"),
+            ("2026-01-02 03:04:05.5-0130", "2026-01-02T04:34:05.500000+00:00"),
+            ("2026-01-02T03:04:05,25+013015", "2026-01-02T01:33:50.250000+00:00"),
+            ("2026-01-02T03:04:05.12345678+05", "2026-01-01T22:04:05.123456+00:00"),
         ] {
             assert_eq!(at(text).as_deref(), Some(instant), "{text}");
         }
         for text in [
             "2026-01-02T03:04.5",
             "2026-01-02T03:04:05+24:00",
-            "2026-01-02T03:04:05+01",
+            "2026-01-02T03:04:05+1",
+            "2026-01-02T03:04:05+015",
+            "2026-01-02T03:04:05+01:5",
             "2026-01-02T03:04:05+01:00.5",
+            "2026-01-02T03:04:05+01:00:00.1234567",
+            "2026-01-02T03:04:05,",
             "2026-01-02T",
             "2026-01-02TT03",
             "2026-13-02T03",

@@ -757,6 +757,9 @@ FOREIGN_STAMPS = {
     "separator": "2026-01-01_11:50:00",
     "offset_seconds": "2026-01-01T12:40:30+01:00:30",
     "zero_fraction": "2026-01-01T11:35:00.000000+00:00",  # isoformat(timespec="microseconds")
+    # Other writers' forms Python 3.11's `fromisoformat` reads: PostgreSQL's offset of hours, a decimal comma.
+    "postgres": "2026-01-01 16:20:00.25+05",
+    "comma": "2026-01-01T11:25:00,25+00:00",
 }
 
 
@@ -772,9 +775,12 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
     with AuditService(path, read_only=True) as svc:
         when = {e.plan_id: e.timestamp for e in svc.query(limit=None)}
         for plan, stamp in FOREIGN_STAMPS.items():
+            if sys.version_info < (3, 11) and plan in ("postgres", "comma"):
+                continue
             legacy = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # how the legacy service reads it
             assert when[plan] == (legacy if legacy.tzinfo else legacy.replace(tzinfo=UTC)), stamp
         assert when["east"] == datetime(2026, 1, 1, 10, 45, tzinfo=UTC)
+        assert when["postgres"] == datetime(2026, 1, 1, 11, 20, 0, 250000, tzinfo=UTC)
         assert when["west"] == datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
         # Every row's own instant as a bound (the boundary is inclusive), and instants between them.
         bounds = sorted({*when.values(), *(t + timedelta(minutes=1) for t in when.values())})
