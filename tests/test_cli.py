@@ -274,6 +274,20 @@ def test_dates_filter_and_purge_by_the_events_time_not_when_it_was_committed(tmp
     assert plans() == ["new", "old"]
 
 
+def test_a_table_shows_every_year_with_four_digits_as_the_dates_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        for year in (1, 999):
+            when = datetime(year, 1, 2, 3, 4, 5, 6999, tzinfo=UTC)
+            svc.record_event(DomainEvent(event_type="plan_applied", plan_id=f"y{year}", timestamp=when))
+    table = run("query", "--asc", "--db", str(path), cwd=tmp_path).stdout
+    # What a table shows can be given back as a date: `1-01-02` could not.
+    assert "0001-01-02 03:04:05.006 " in table
+    assert "0999-01-02 03:04:05.006 " in table
+    shown = run("query", "--json", "--since", "0999-01-02 03:04:05.006", "--db", str(path), cwd=tmp_path).stdout
+    assert [row["plan_id"] for row in jsonl(shown)] == ["y999"]
+
+
 def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
     everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}

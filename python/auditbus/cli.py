@@ -505,8 +505,8 @@ def _short_time(value: Any) -> str:
     if isinstance(value, UnreadableTime):
         return f"[unreadable {value.column}: {_compact_json(value.raw)}]"
     if isinstance(value, datetime):
-        moment = _utc(value)
-        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+        # isoformat(), not strftime("%Y"): the C library writes year 1 as `1`, not `0001`.
+        return _utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
     return "" if value is None else str(value)
 
 
