@@ -5,10 +5,10 @@
 //! UTC, as pydantic and the legacy query read it), an ISO-8601 string, or
 //! Unix time in seconds (milliseconds beyond 2e10, as pydantic reads it).
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString};
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyModule, PyString, PyTzInfo, PyTzInfoAccess};
 
 use crate::errors::{Error, Result};
 use crate::values::{masked, short_repr};
@@ -86,6 +86,16 @@ fn no_datetime(py: Python<'_>, err: PyErr) -> PyErr {
 /// Reads a caller's timestamp; `field` names it in the error.
 pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
     datetime_api(value.py())?;
+    // pyo3 reads an aware datetime's offset as `tzinfo.utcoffset(None)` in
+    // whole seconds: the datetime's own only for a fixed `timezone` of whole
+    // seconds. Any other tzinfo is asked about the datetime itself.
+    if let Ok(dt) = value.cast::<PyDateTime>() {
+        if let Some(tz) = dt.get_tzinfo() {
+            if !fixed_whole_seconds(&tz)? {
+                return other_tzinfo(field, value);
+            }
+        }
+    }
     if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
         return Ok(aware.with_timezone(&Utc));
     }
@@ -130,6 +140,22 @@ pub fn in_python_range(field: &str, ts: DateTime<Utc>, value: &Bound<'_, PyAny>)
     ))
 }
 
+/// Whether `tz` is a `datetime.timezone` whose offset has no fraction of a
+/// second (`timezone.utc`, `timezone(timedelta(hours=2))`).
+fn fixed_whole_seconds(tz: &Bound<'_, PyTzInfo>) -> PyResult<bool> {
+    let py = tz.py();
+    let utc = PyTzInfo::utc(py)?;
+    if tz.is(&*utc) {
+        return Ok(true);
+    }
+    if !tz.get_type().is(utc.get_type()) {
+        return Ok(false);
+    }
+    let offset = tz.call_method1(pyo3::intern!(py, "utcoffset"), (py.None(),))?;
+    // `microseconds` read as an attribute: the stable ABI has no accessor for it.
+    Ok(offset.getattr(pyo3::intern!(py, "microseconds")).and_then(|us| us.extract::<u32>()).is_ok_and(|us| us == 0))
+}
+
 /// An aware datetime whose tzinfo is not a fixed `timezone` (`zoneinfo`,
 /// `dateutil`, pytz): its offset is asked of the tzinfo, as Python does. A
 /// tzinfo whose `utcoffset()` is None makes the datetime naive, so UTC.
@@ -148,8 +174,14 @@ fn other_tzinfo(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> 
     Ok(naive.and_utc())
 }
 
-/// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC.
+/// Parses ISO-8601 / RFC 3339 text; a missing offset means UTC. A leap
+/// second (`23:59:60`), which chrono reads and a `datetime` cannot hold, is
+/// refused, as `fromisoformat` and pydantic refuse it.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    parse_text(text).filter(|ts| ts.nanosecond() < 1_000_000_000)
+}
+
+fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(aware) = DateTime::parse_from_rfc3339(text) {
         return Some(aware.with_timezone(&Utc));
@@ -164,7 +196,109 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
             return Some(naive.and_utc());
         }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc())
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| n.and_utc())
+        .or_else(|| parse_isoformat(text))
+}
+
+/// What Python's `isoformat()` writes and `fromisoformat()` (so the legacy
+/// service) reads back, in the forms RFC 3339 lacks:
+/// `YYYY-MM-DD?HH[:MM[:SS[.ffffff]]][+HH:MM[:SS[.ffffff]]]`, `?` any one
+/// character (`isoformat(sep=...)`), the time cut at any `timespec`, the
+/// offset with seconds when its tzinfo has them. Also what Python 3.11's
+/// `fromisoformat()` reads of other writers: an offset of hours alone or
+/// without colons (PostgreSQL's `2026-01-02 03:04:05+05`), a decimal comma,
+/// more than six fraction digits (cut to microseconds).
+fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
+    let number = |digits: &str| -> Option<u32> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    };
+    let day = text.get(..10)?;
+    if day.as_bytes()[4] != b'-' || day.as_bytes()[7] != b'-' {
+        return None;
+    }
+    let day =
+        NaiveDate::from_ymd_opt(i32::try_from(number(&day[..4])?).ok()?, number(&day[5..7])?, number(&day[8..])?)?;
+    let mut rest = text[10..].chars();
+    rest.next()?;
+    let rest = rest.as_str();
+    let (time, offset) = match rest.find(['+', '-', 'Z']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    fn split_fraction(clock: &str) -> (&str, Option<&str>) {
+        clock.split_once(['.', ',']).map_or((clock, None), |(c, f)| (c, Some(f)))
+    }
+    // A fraction as microseconds: digits past the sixth are cut (at most `most` digits).
+    let micros = |fraction: Option<&str>, most: usize| -> Option<u32> {
+        let Some(f) = fraction else { return Some(0) };
+        if f.len() > most {
+            return None;
+        }
+        let kept = f.get(..f.len().min(6))?;
+        number(f)?;
+        Some(number(kept)? * 10u32.pow(6 - u32::try_from(kept.len()).ok()?))
+    };
+    // `HH[:MM[:SS]]`, or in an offset `HH[MM[SS]]` too.
+    let hms = |clock: &str, compact: bool| -> Option<[u32; 3]> {
+        let parts: Vec<&str> = if compact && !clock.contains(':') && clock.len() % 2 == 0 && clock.is_ascii() {
+            (0..clock.len()).step_by(2).map(|i| &clock[i..i + 2]).collect()
+        } else {
+            clock.split(':').collect()
+        };
+        if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+            return None;
+        }
+        let mut out = [0; 3];
+        for (slot, part) in out.iter_mut().zip(&parts) {
+            *slot = number(part)?;
+        }
+        Some(out)
+    };
+    let (clock, fraction) = split_fraction(time);
+    let [h, m, sec] = hms(clock, false)?;
+    if fraction.is_some() && clock.len() != 8 {
+        return None;
+    }
+    let local = day.and_hms_micro_opt(h, m, sec, micros(fraction, usize::MAX)?)?;
+    let shift = match offset {
+        "" | "Z" => 0,
+        _ => {
+            let negative = offset.starts_with('-');
+            let (clock, fraction) = split_fraction(&offset[1..]);
+            let [oh, om, os] = hms(clock, true)?;
+            if oh > 23 || om > 59 || os > 59 || (fraction.is_some() && !matches!(clock.len(), 6 | 8)) {
+                return None;
+            }
+            let total = i64::from(oh * 3600 + om * 60 + os) * 1_000_000 + i64::from(micros(fraction, 6)?);
+            if negative {
+                -total
+            } else {
+                total
+            }
+        }
+    };
+    local.and_utc().checked_sub_signed(chrono::TimeDelta::microseconds(shift))
+}
+
+/// A stored time column's text as an instant: what [`parse`] reads, when a
+/// `datetime` can hold it in UTC (years 1 to 9999). The read of a row and
+/// the filters and purge that place it in time all go through here, so a
+/// row is placed by all of them or by none. The text must start with its
+/// date as `YYYY-MM-DD` and have no space around it, as `fromisoformat`
+/// requires: the index range the filters narrow by first orders text by
+/// those first characters (a leading space, `+2026-...` or `2026-1-5`
+/// would sort away from the instant it names).
+pub fn parse_stored(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let dated = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if !dated || text.trim_end() != text {
+        return None;
+    }
+    parse(text).filter(|ts| (1..=9999).contains(&ts.year()))
 }
 
 /// Unix time written as text (`"1700000000"`), which pydantic reads for an
@@ -222,6 +356,42 @@ mod tests {
             assert_eq!(parse(text), Some(expected), "{text}");
         }
         assert!(parse("yesterday").is_none());
+        assert!(parse("2016-12-31T23:59:60Z").is_none());
+    }
+
+    #[test]
+    fn parses_every_form_isoformat_writes() {
+        let at = |text: &str| parse(text).map(|t| isoformat(&t));
+        for (text, instant) in [
+            ("2026-01-02T03+02:00", "2026-01-02T01:00:00+00:00"),
+            ("2026-01-02 03:04", "2026-01-02T03:04:00+00:00"),
+            ("2026-01-02_03:04:05.123", "2026-01-02T03:04:05.123000+00:00"),
+            ("2026-01-02\u{e9}03:04:05", "2026-01-02T03:04:05+00:00"),
+            ("2026-01-02T03:04:05-01:00:30", "2026-01-02T04:04:35+00:00"),
+            ("2026-01-02T03:04:05.000001+00:00:00.000001", "2026-01-02T03:04:05+00:00"),
+            ("2026-01-02 03:04:05+05", "2026-01-01T22:04:05+00:00"),
+            ("2026-01-02 03:04:05.5-0130", "2026-01-02T04:34:05.500000+00:00"),
+            ("2026-01-02T03:04:05,25+013015", "2026-01-02T01:33:50.250000+00:00"),
+            ("2026-01-02T03:04:05.12345678+05", "2026-01-01T22:04:05.123456+00:00"),
+        ] {
+            assert_eq!(at(text).as_deref(), Some(instant), "{text}");
+        }
+        for text in [
+            "2026-01-02T03:04.5",
+            "2026-01-02T03:04:05+24:00",
+            "2026-01-02T03:04:05+1",
+            "2026-01-02T03:04:05+015",
+            "2026-01-02T03:04:05+01:5",
+            "2026-01-02T03:04:05+01:00.5",
+            "2026-01-02T03:04:05+01:00:00.1234567",
+            "2026-01-02T03:04:05,",
+            "2026-01-02T",
+            "2026-01-02TT03",
+            "2026-13-02T03",
+            "\u{e9}\u{e9}\u{e9}\u{e9}-01-02T03",
+        ] {
+            assert_eq!(at(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -457,6 +457,15 @@ def test_an_entry_is_a_frozen_class_with_to_dict_where_the_legacy_was_a_dataclas
     assert fields["event_id"] == entry.event_id
 
 
+@pytest.mark.parametrize("column", ["timestamp", "recorded_at"])
+def test_an_entry_built_with_a_time_no_utc_datetime_holds_is_refused_at_construction(column: str) -> None:
+    # 9999-12-31T23:00-02:00 is in year 10000 in UTC: the entry must not be one whose every read raises.
+    beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))
+    times = {"timestamp": datetime(2026, 1, 1, tzinfo=UTC), column: beyond}
+    with pytest.raises(auditbus.ValidationError, match=rf"{column}: .*outside the years 1 to 9999"):
+        auditbus.AuditEntry(1, times["timestamp"], "plan_applied", recorded_at=times.get("recorded_at"))
+
+
 def test_time_bounds_in_another_offset_are_instants_where_the_legacy_compared_their_text(tmp_path: Path) -> None:
     paris = timezone(timedelta(hours=2))
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
@@ -758,6 +767,16 @@ FOREIGN_STAMPS = {
     "west": "2026-01-01T09:00:00-05:00",
     "millis": "2026-01-01T11:30:00.123+00:00",
     "date": "2025-12-31",
+    # Every form `isoformat()` writes, which the legacy service reads back with `fromisoformat`:
+    # any separator, hours or minutes only, an offset with seconds.
+    "hours": "2026-01-01T13+02:00",
+    "minutes": "2026-01-01 11:45",
+    "separator": "2026-01-01_11:50:00",
+    "offset_seconds": "2026-01-01T12:40:30+01:00:30",
+    "zero_fraction": "2026-01-01T11:35:00.000000+00:00",  # isoformat(timespec="microseconds")
+    # Other writers' forms Python 3.11's `fromisoformat` reads: PostgreSQL's offset of hours, a decimal comma.
+    "postgres": "2026-01-01 16:20:00.25+05",
+    "comma": "2026-01-01T11:25:00,25+00:00",
 }
 
 
@@ -772,7 +791,13 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
         )
     with AuditService(path, read_only=True) as svc:
         when = {e.plan_id: e.timestamp for e in svc.query(limit=None)}
+        for plan, stamp in FOREIGN_STAMPS.items():
+            if sys.version_info < (3, 11) and plan in ("postgres", "comma"):
+                continue
+            legacy = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # how the legacy service reads it
+            assert when[plan] == (legacy if legacy.tzinfo else legacy.replace(tzinfo=UTC)), stamp
         assert when["east"] == datetime(2026, 1, 1, 10, 45, tzinfo=UTC)
+        assert when["postgres"] == datetime(2026, 1, 1, 11, 20, 0, 250000, tzinfo=UTC)
         assert when["west"] == datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
         # Every row's own instant as a bound (the boundary is inclusive), and instants between them.
         bounds = sorted({*when.values(), *(t + timedelta(minutes=1) for t in when.values())})
@@ -786,6 +811,73 @@ def test_since_and_until_compare_instants_whatever_text_a_row_holds(tmp_path: Pa
                 assert [e.plan_id for e in svc.iter_entries(until=given)] == [
                     plan for plan in FOREIGN_STAMPS if plan in older
                 ], given
+
+
+# Text that is no instant a datetime holds, though shaped like one: no such
+# day or hour, an instant outside the years 1 to 9999 once in UTC, or a
+# timestamp with space around it, a date not written YYYY-MM-DD or a leap
+# second (which `fromisoformat` refuses too).
+NO_INSTANT_STAMPS = [
+    "2026-02-30T12:00:00+00:00",
+    "2026-01-01T25:00:00+00:00",
+    "0000-12-31T23:00:00+00:00",
+    "0001-01-01T00:30:00+01:00",
+    "9999-12-31T23:00:00-02:00",
+    " 2026-01-01T10:30:00+00:00",
+    "2026-01-01T10:30:00+00:00\n",
+    "+2026-01-01T10:30:00+00:00",
+    "2026-1-1T10:30:00+00:00",
+    "2016-12-31T23:59:60Z",
+    "2016-12-31T23:59:60.5+00:00",
+]
+
+
+@pytest.mark.parametrize("stamp", NO_INSTANT_STAMPS)
+def test_a_row_the_read_cannot_place_in_time_no_filter_or_purge_places_either(tmp_path: Path, stamp: str) -> None:
+    path = tmp_path / "audit.db"
+    legacy_audit().AuditService(path).close()
+    for plan, text in [("before", "2026-01-01T10:00:00+00:00"), ("odd", stamp), ("after", "2026-01-01T11:00:00+00:00")]:
+        execute(
+            path,
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            (text, plan),
+        )
+    with AuditService(path) as svc:
+        (odd,) = svc.query(plan_id="odd")
+        assert odd.unreadable_timestamp == stamp
+        with pytest.raises(auditbus.AuditError, match="not an ISO-8601 timestamp"):
+            _ = odd.timestamp
+        for bounds in ({"since": datetime(1, 1, 2, tzinfo=UTC)}, {"until": datetime(2026, 6, 1, tzinfo=UTC)}):
+            assert sorted(e.plan_id for e in svc.query(limit=None, **bounds)) == ["after", "before"], bounds
+            assert svc.count(**bounds) == 2, bounds
+        # The cut stops at it, as at any row whose time cannot be read.
+        assert svc.purge(datetime(2026, 6, 1, tzinfo=UTC), dry_run=True) == 1
+        assert svc.purge(datetime(2026, 6, 1, tzinfo=UTC)) == 1
+        assert [e.plan_id for e in svc.query(order="asc")] == ["odd", "after"]
+        assert svc.verify().ok
+
+
+def test_bounds_at_the_end_of_time_compare_as_instants(tmp_path: Path) -> None:
+    """`datetime.max`, and a bound whose UTC instant is past year 9999, are later than every row."""
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        for when in (datetime(2026, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 12, tzinfo=UTC)):
+            svc.record_event(DomainEvent(event_type=EventType.PLAN_APPLIED, timestamp=when, plan_id=str(when.year)))
+        svc.flush()
+        everything = ["2026", "9999"]
+        beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))  # 10000-01-01T01:00Z
+        for late in (datetime.max.replace(tzinfo=UTC), datetime.max, datetime(9999, 12, 31, 23, tzinfo=UTC), beyond):
+            assert sorted(e.plan_id for e in svc.query(until=late, limit=None)) == everything, late
+            assert svc.count(until=late) == 2, late
+        assert [e.plan_id for e in svc.query(since=datetime(9999, 12, 31, 12, tzinfo=UTC))] == ["9999"]
+        assert svc.query(since=datetime.max.replace(tzinfo=UTC)) == []
+        assert svc.query(since=beyond) == []
+        assert svc.count(since=beyond) == 0
+        rows = len(raw_rows(path))
+        assert svc.purge(beyond, dry_run=True) == rows
+        assert svc.purge(beyond) == rows
+        assert svc.query() == []
+        assert svc.verify().ok
 
 
 def test_lifecycle_rows_are_recorded_but_not_in_default_queries(tmp_path: Path) -> None:

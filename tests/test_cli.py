@@ -275,6 +275,20 @@ def test_dates_filter_and_purge_by_the_events_time_not_when_it_was_committed(tmp
     assert plans() == ["new", "old"]
 
 
+def test_a_table_shows_every_year_with_four_digits_as_the_dates_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditService(path) as svc:
+        for year in (1, 999):
+            when = datetime(year, 1, 2, 3, 4, 5, 6999, tzinfo=UTC)
+            svc.record_event(DomainEvent(event_type="plan_applied", plan_id=f"y{year}", timestamp=when))
+    table = run("query", "--asc", "--db", str(path), cwd=tmp_path).stdout
+    # What a table shows can be given back as a date: `1-01-02` could not.
+    assert "0001-01-02 03:04:05.006 " in table
+    assert "0999-01-02 03:04:05.006 " in table
+    shown = run("query", "--json", "--since", "0999-01-02 03:04:05.006", "--db", str(path), cwd=tmp_path).stdout
+    assert [row["plan_id"] for row in jsonl(shown)] == ["y999"]
+
+
 def test_service_lifecycle_rows_show_only_when_named(trail: Path) -> None:
     everything = jsonl(run("query", "--json", "--db", str(trail), cwd=trail.parent).stdout)
     assert not {row["event_type"] for row in everything} & {"audit_started", "audit_stopped"}
@@ -2526,6 +2540,14 @@ def test_parse_when_rejects_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(Exception, match="expected a duration") as raised:
         cli.parse_when(text)
     assert repr(text) in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999h", "9" * 5000 + "h"], ids=["20-digits", "5000-digits"])
+def test_parse_when_refuses_a_duration_reaching_before_year_1(text: str) -> None:
+    # Python refuses to read an integer of more than 4300 digits: the same usage error, not argparse's generic one.
+    with pytest.raises(Exception, match="reaches before year 1") as raised:
+        cli.parse_when(text)
+    assert type(raised.value).__name__ == "ArgumentTypeError"
 
 
 def test_help_of_every_command(tmp_path: Path) -> None:

@@ -163,6 +163,21 @@ def test_default_details_are_not_shared_between_events() -> None:
     assert second.details == {}
 
 
+class _DocsEastern(datetime.tzinfo):
+    """A tzinfo as Python's documentation writes one: `utcoffset(None)` is the standard offset."""
+
+    def utcoffset(self, dt: datetime.datetime | None) -> timedelta:
+        return timedelta(hours=-5) + self.dst(dt)
+
+    def dst(self, dt: datetime.datetime | None) -> timedelta:
+        if dt is None or dt.tzinfo is None:
+            return timedelta(0)
+        return timedelta(hours=1) if 4 <= dt.month <= 10 else timedelta(0)
+
+    def tzname(self, dt: datetime.datetime | None) -> str:
+        return "EDT" if self.dst(dt) else "EST"
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
@@ -176,6 +191,16 @@ def test_default_details_are_not_shared_between_events() -> None:
             datetime.datetime(2026, 7, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris")),
             datetime.datetime(2026, 7, 1, 10, 0, tzinfo=timezone.utc),
             id="zoneinfo-converted",
+        ),
+        pytest.param(
+            datetime.datetime(2026, 7, 1, 12, 0, tzinfo=_DocsEastern()),
+            datetime.datetime(2026, 7, 1, 16, 0, tzinfo=timezone.utc),
+            id="tzinfo-whose-offset-depends-on-the-date",
+        ),
+        pytest.param(
+            datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(microseconds=1))),
+            datetime.datetime(2026, 1, 2, 3, 4, 4, 999999, tzinfo=timezone.utc),
+            id="offset-of-a-microsecond",
         ),
         pytest.param(
             datetime.datetime(2026, 1, 2, 3, 4, 5),

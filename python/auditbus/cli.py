@@ -143,10 +143,11 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     text = value.strip()
     match = _DURATION.fullmatch(text)
     if match:
-        amount, unit = int(match.group(1)), match.group(2).lower()
         try:
-            return (now or datetime.now(_UTC)) - timedelta(seconds=amount * _UNIT_SECONDS[unit])
-        except OverflowError:
+            # int() refuses more than 4300 digits (ValueError): far before year 1 too.
+            seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+            return (now or datetime.now(_UTC)) - timedelta(seconds=seconds)
+        except (OverflowError, ValueError):
             raise argparse.ArgumentTypeError(f"duration {value!r} reaches before year 1") from None
     iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
     try:
@@ -559,8 +560,8 @@ def _short_time(value: Any) -> str:
     if isinstance(value, UnreadableTime):
         return f"[unreadable {value.column}: {_compact_json(value.raw)}]"
     if isinstance(value, datetime):
-        moment = _utc(value)
-        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+        # isoformat(), not strftime("%Y"): the C library writes year 1 as `1`, not `0001`.
+        return _utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
     return "" if value is None else str(value)
 
 

@@ -51,7 +51,7 @@ enum Stored {
 
 impl Stored {
     fn read(text: String) -> Self {
-        timestamp::parse(&text).map_or(Self::Unreadable(text), Self::Time)
+        timestamp::parse_stored(&text).map_or(Self::Unreadable(text), Self::Time)
     }
 
     fn unreadable(&self) -> Option<&str> {
@@ -72,7 +72,7 @@ impl Stored {
     fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<Self> {
         match value.cast::<PyString>() {
             Ok(text) => Ok(Self::read(text.to_str()?.to_owned())),
-            Err(_) => Ok(Self::Time(timestamp::from_py(field, value)?)),
+            Err(_) => Ok(Self::Time(caller_time(field, value)?)),
         }
     }
 
@@ -86,6 +86,12 @@ impl Stored {
             Self::Unreadable(text) => Ok(PyString::new(py, text).into_any()),
         }
     }
+}
+
+/// A caller's time for an entry, refused when a `datetime` in UTC cannot
+/// hold it, as for an event: else every read of the field would raise.
+fn caller_time(field: &str, value: &Bound<'_, PyAny>) -> Result<DateTime<Utc>> {
+    timestamp::in_python_range(field, timestamp::from_py(field, value)?, value)
 }
 
 /// The error reading an unreadable time column raises: the row, the column
@@ -259,7 +265,7 @@ impl AuditEntry {
         let source = source.filter(|s| !s.is_none()).map(|s| crate::values::to_json(s).to_string());
         Ok(Self {
             id,
-            timestamp: Stored::Time(timestamp::from_py("timestamp", timestamp)?),
+            timestamp: Stored::Time(caller_time("timestamp", timestamp)?),
             event_type,
             plan_id,
             user_identity,
@@ -273,7 +279,7 @@ impl AuditEntry {
             source,
             recorded_at: recorded_at
                 .filter(|r| !r.is_none())
-                .map(|r| timestamp::from_py("recorded_at", r).map(Stored::Time))
+                .map(|r| caller_time("recorded_at", r).map(Stored::Time))
                 .transpose()?,
             chain_hash,
             not_utf8: Vec::new(),

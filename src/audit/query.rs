@@ -4,7 +4,7 @@
 //! fixed column names, so a filter value that looks like SQL matches nothing.
 //! All functions here are Python-free and run with the GIL released.
 
-use chrono::{DateTime, Days, Utc};
+use chrono::{DateTime, Datelike, Days, Utc};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -31,7 +31,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
                 if is_own_form(text) {
                     Some(text.to_owned())
                 } else {
-                    timestamp::parse(text).map(|t| timestamp::isoformat(&t))
+                    timestamp::parse_stored(text).map(|t| timestamp::isoformat(&t))
                 }
             }),
             _ => None,
@@ -40,7 +40,11 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the form auditbus and the legacy
-/// service write: already its own instant's text, no parse needed.
+/// service write, naming a day and time that exist: already its own
+/// instant's text, no parse needed. Not with a fraction of `000000`, which
+/// `isoformat()` leaves out: that text sorts after the bound of its own
+/// instant. Any other text goes through [`timestamp::parse_stored`], as the
+/// read of the row does.
 fn is_own_form(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
@@ -59,7 +63,15 @@ fn is_own_form(text: &str) -> bool {
             && digits(17..19)
             && b.ends_with(b"+00:00")
     };
-    shape(25) || (shape(32) && b[19] == b'.' && digits(20..26))
+    if !(shape(25) || (shape(32) && b[19] == b'.' && digits(20..26) && &b[20..26] != b"000000")) {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().ok();
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let exists = i32::try_from(year).ok().and_then(|y| chrono::NaiveDate::from_ymd_opt(y, month, day)).is_some();
+    exists && year >= 1 && number(11..13) < Some(24) && number(14..16) < Some(60) && number(17..19) < Some(60)
 }
 
 /// Text every stored form of an instant at or after `since` sorts at or
@@ -70,9 +82,23 @@ fn since_floor(since: &DateTime<Utc>) -> Option<String> {
 }
 
 /// Text every stored form of an instant at or before `until` sorts before:
-/// the date two days after.
+/// the date two days after. None past year 9999, whose text (`+10000-...`)
+/// would sort before every stored one.
 fn until_ceiling(until: &DateTime<Utc>) -> Option<String> {
-    until.checked_add_days(Days::new(2)).map(|d| d.format("%Y-%m-%d").to_string())
+    until.checked_add_days(Days::new(2)).filter(|d| d.year() <= 9999).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// A bound as text to compare with [`UTC_FN`]'s: `isoformat()`, whose text
+/// order is time order for the years 1 to 9999 every placed row is in (and
+/// earlier instants' `0000-`/`-0001-` sort before them all). A later
+/// instant's `+10000-...` would sort first: it is given a text after every
+/// row's instead.
+pub fn bound_text(bound: &DateTime<Utc>) -> String {
+    if bound.year() > 9999 {
+        "~".to_owned()
+    } else {
+        timestamp::isoformat(bound)
+    }
 }
 
 /// One stored row, owned.
@@ -274,7 +300,7 @@ impl Filter {
                 params.push(Value::Text(floor));
             }
             clauses.push(format!("{UTC_FN}(timestamp) >= ?"));
-            params.push(Value::Text(timestamp::isoformat(since)));
+            params.push(Value::Text(bound_text(since)));
         }
         if let Some(until) = &self.until {
             if let Some(ceiling) = until_ceiling(until) {
@@ -282,7 +308,7 @@ impl Filter {
                 params.push(Value::Text(ceiling));
             }
             clauses.push(format!("{UTC_FN}(timestamp) <= ?"));
-            params.push(Value::Text(timestamp::isoformat(until)));
+            params.push(Value::Text(bound_text(until)));
         }
         if let Some(after) = self.after_id {
             clauses.push(if order == Order::Asc { "id > ?".into() } else { "id < ?".into() });
@@ -431,6 +457,7 @@ mod tests {
         for (stored, instant) in [
             ("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:00+00:00"),
             ("2026-01-01T10:00:00.000006+00:00", "2026-01-01T10:00:00.000006+00:00"),
+            ("2026-01-01T10:00:00.000000+00:00", "2026-01-01T10:00:00+00:00"),
             ("2026-01-01T12:45:00+02:00", "2026-01-01T10:45:00+00:00"),
             ("2026-01-01 10:00:00.5Z", "2026-01-01T10:00:00.500000+00:00"),
             ("2026-01-01T10:00:00", "2026-01-01T10:00:00+00:00"),
@@ -439,8 +466,23 @@ mod tests {
             assert_eq!(utc(&conn, stored).as_deref(), Some(instant), "{stored}");
         }
         assert_eq!(utc(&conn, "yesterday"), None);
+        // Shaped like an instant, but none a datetime holds: the read of the row cannot place it either.
+        for stored in ["2026-02-30T10:00:00+00:00", "2026-01-01T24:00:00+00:00", "0000-12-31T10:00:00+00:00"] {
+            assert_eq!(utc(&conn, stored), None, "{stored}");
+        }
+        assert_eq!(utc(&conn, "9999-12-31T23:00:00-02:00"), None);
+        for stored in [
+            " 2026-01-01T10:00:00+00:00",
+            "+2026-01-01T10:00:00+00:00",
+            "2026-1-1T10:00:00+00:00",
+            "2016-12-31T23:59:60+00:00",
+            "2016-12-31T23:59:60Z",
+        ] {
+            assert_eq!(utc(&conn, stored), None, "{stored}");
+        }
         assert!(is_own_form("2026-01-01T10:00:00.000006+00:00"));
         assert!(!is_own_form("2026-01-01T10:00:00.5+00:00"));
+        assert!(!is_own_form("2026-01-01T10:00:00.000000+00:00"));
         assert!(!is_own_form("2026-01-01 10:00:00+00:00"));
     }
 

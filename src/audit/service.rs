@@ -897,7 +897,7 @@ impl AuditService {
     /// services too): the same cut, nothing deleted, nothing recorded.
     #[pyo3(signature = (before, *, dry_run = false))]
     fn purge(&self, py: Python<'_>, before: &Bound<'_, PyAny>, dry_run: bool) -> Result<u64> {
-        let before = timestamp::isoformat(&timestamp::from_py("before", before)?);
+        let before = timestamp::from_py("before", before)?;
         if dry_run {
             return self.read(py, |conn| writer::purgeable(conn, &before)).map_err(|e| match e {
                 Error::Storage(why) => Error::Storage(format!("purge of {:?} (dry run): {why}", self.db_path)),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crossbeam_channel::{
     bounded, Receiver, RecvTimeoutError, Select, SendTimeoutError, Sender, TryRecvError, TrySendError,
 };
@@ -129,7 +129,7 @@ pub enum Msg {
     /// Answered once every message queued before it is committed.
     Flush(Sender<()>),
     /// Deletes the oldest rows, see [`purge`]; the identity the purge row names.
-    Purge(String, Option<String>, Sender<std::result::Result<u64, String>>),
+    Purge(DateTime<Utc>, Option<String>, Sender<std::result::Result<u64, String>>),
     /// The last message: commit what is left and stop.
     Stop,
 }
@@ -919,7 +919,7 @@ impl Writer {
 
     /// Runs a purge on the writer thread, after everything queued before it.
     /// The wait lets Python handle signals (see [`interruptible`]).
-    pub fn purge(&self, py: Python<'_>, before: String, user: Option<String>) -> Result<u64> {
+    pub fn purge(&self, py: Python<'_>, before: DateTime<Utc>, user: Option<String>) -> Result<u64> {
         self.check_not_writer("purge()")?;
         let (reply, answer) = bounded(1);
         self.shared.stats.purges.fetch_add(1, Ordering::AcqRel);
@@ -1903,7 +1903,7 @@ impl Thread {
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn purge(&mut self, before: &str, user: Option<String>) -> Result<u64> {
+    fn purge(&mut self, before: &DateTime<Utc>, user: Option<String>) -> Result<u64> {
         let mut core = self.core.lock();
         let Some(core) = core.as_mut() else {
             return Err(Error::Storage(format!("the audit writer for {:?} has no connection", self.shared.path)));
@@ -1913,7 +1913,7 @@ impl Thread {
         let tx = core.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = purge_in(&tx, before)?;
         let mut details = Map::new();
-        details.insert("before".into(), Value::String(before.to_owned()));
+        details.insert("before".into(), Value::String(timestamp::isoformat(before)));
         details.insert("deleted".into(), Value::from(deleted.0));
         details.insert("through_id".into(), Value::from(deleted.1));
         let record = AuditRecord::lifecycle_by(lifecycle::PURGED, details, user);
@@ -2264,12 +2264,12 @@ fn running_at(tx: &Connection, anchor_id: i64, anchor_hash: &str, upto: Option<i
 /// id) whose timestamps are all before `before`. Timestamps are compared as
 /// instants (a row stored in another offset is not judged by its digits); a
 /// row whose timestamp cannot be read is kept, and so is every row after it.
-fn purge_cutoff(conn: &Connection, before: &str) -> Result<i64> {
+fn purge_cutoff(conn: &Connection, before: &DateTime<Utc>) -> Result<i64> {
     let utc = crate::audit::query::UTC_FN;
     let first_kept: Option<i64> = conn
         .query_row(
             &format!("SELECT id FROM audit_log WHERE coalesce({utc}(timestamp) >= ?1, 1) ORDER BY id LIMIT 1"),
-            [before],
+            [crate::audit::query::bound_text(before)],
             |row| row.get(0),
         )
         .optional()?;
@@ -2283,7 +2283,7 @@ fn purge_cutoff(conn: &Connection, before: &str) -> Result<i64> {
 /// the same cut, counted, on any connection.
 /// Refused as the purge itself would be (see [`purge_in`]), in one read:
 /// a count of rows a purge would not delete would tell the caller otherwise.
-pub fn purgeable(conn: &Connection, before: &str) -> Result<u64> {
+pub fn purgeable(conn: &Connection, before: &DateTime<Utc>) -> Result<u64> {
     let tx = conn.unchecked_transaction()?;
     let cutoff = purge_cutoff(&tx, before)?;
     refuse_past_an_edit(&tx, cutoff)?;
@@ -2304,7 +2304,7 @@ fn refuse_past_an_edit(conn: &Connection, cutoff: i64) -> Result<()> {
 
 /// Deletes the rows up to [`purge_cutoff`] and re-anchors the chain at the
 /// last deleted row. Returns (rows deleted, last deleted id).
-fn purge_in(tx: &Transaction<'_>, before: &str) -> Result<(u64, i64)> {
+fn purge_in(tx: &Transaction<'_>, before: &DateTime<Utc>) -> Result<(u64, i64)> {
     let cutoff = purge_cutoff(tx, before)?;
     let (anchor_id, anchor_hash) = schema::anchor(tx)?;
     refuse_past_an_edit(tx, cutoff)?;
@@ -2510,7 +2510,7 @@ mod tests {
         vec![
             ("flush", Msg::Flush(bounded(1).0)),
             ("record", Msg::Row(Box::new(AuditRecord::lifecycle(lifecycle::STARTED, Map::new())), Some(bounded(1).0))),
-            ("purge", Msg::Purge("2000-01-01".into(), None, bounded(1).0)),
+            ("purge", Msg::Purge(DateTime::UNIX_EPOCH, None, bounded(1).0)),
             ("stop", Msg::Stop),
         ]
     }
@@ -2607,7 +2607,7 @@ mod tests {
         // after it, with no row queued, once said "done" at once.
         let (writer, rx, _ended) = writer_without_thread(4);
         std::thread::scope(|scope| {
-            let purger = scope.spawn(|| Python::attach(|py| writer.purge(py, "2000-01-01".into(), None)));
+            let purger = scope.spawn(|| Python::attach(|py| writer.purge(py, DateTime::UNIX_EPOCH, None)));
             let Ok(Msg::Purge(_, _, reply)) = rx.recv() else { panic!("the purge was not queued") };
             let flushed = Python::attach(|py| writer.flush(py, Some(Duration::ZERO)));
             assert!(matches!(flushed, Err(Error::Timeout(_))), "{:?}", flushed.err());
@@ -2622,7 +2622,7 @@ mod tests {
         let shared = Arc::clone(&thread.shared);
         shared.stats.purges.store(1, Ordering::Release); // as `Writer::purge` counts it
         let (reply, answer) = bounded(1);
-        tx.send(Msg::Purge("2000-01-01T00:00:00+00:00".into(), None, reply)).unwrap();
+        tx.send(Msg::Purge(DateTime::UNIX_EPOCH, None, reply)).unwrap();
         tx.send(Msg::Stop).unwrap();
         thread.run();
         assert_eq!(answer.recv().unwrap(), Ok(0));
@@ -2771,7 +2771,7 @@ mod tests {
     fn verify_stays_ok_after_a_purge_of_every_row() {
         let mut conn = trail(3);
         let tx = conn.transaction().unwrap();
-        let (deleted, through) = purge_in(&tx, "9999-01-01").unwrap();
+        let (deleted, through) = purge_in(&tx, &DateTime::<Utc>::MAX_UTC).unwrap();
         let (next_id, running) = read_head(&tx).unwrap();
         let purged = AuditRecord::lifecycle(lifecycle::PURGED, Map::new());
         insert_rows(&tx, &[&purged], "test", next_id, running).unwrap();
