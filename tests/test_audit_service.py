@@ -1218,6 +1218,63 @@ def test_interpreter_exit_flushes_every_service_still_open(tmp_path: Path) -> No
         assert json.loads(lifecycle[-1]["details"])["reason"] == "interpreter exit", path
 
 
+def test_an_exit_hook_the_application_registered_before_opening_the_service_can_still_record(tmp_path: Path) -> None:
+    # An application registers its shutdown hook at start-up and opens the service later, on
+    # first use: the hook runs at exit, and its rows must land as with the legacy service,
+    # before the service's own stop row.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        import auditbus
+        def shutdown():
+            svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"phase": "shutdown"}}))
+            svc.record(auditbus.EventType.CONFIG_CHANGED, details={{"phase": "shutdown"}})
+        atexit.register(shutdown)
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started"))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert [r["event_type"] for r in raw_rows(path)] == [
+        "audit_started",
+        "step_started",
+        "step_completed",
+        "config_changed",
+        "audit_stopped",
+    ]
+    assert json.loads(raw_rows(path)[-1]["details"])["reason"] == "interpreter exit"
+
+
+def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down(tmp_path: Path) -> None:
+    # logging closes its handlers in an exit hook of its own: the services must close before it,
+    # or the writer's last lines (an event id kept under another, rows given up) meet closed handlers.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import auditbus, logging
+        class Handler(logging.Handler):
+            shut = False
+            def emit(self, record):
+                print("closed handler:" if self.shut else "open handler:", record.getMessage(), flush=True)
+            def close(self):
+                self.shut = True
+                super().close()
+        logging.getLogger("auditbus").addHandler(Handler())
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+        svc.flush()
+        # The same id for another event: the writer logs the id it keeps it under as it commits it, at exit.
+        svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "open handler:" in done.stdout, (done.stdout, done.stderr)
+    assert "closed handler:" not in done.stdout, done.stdout
+    assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
+
+
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool
 # closes) ends with `os._exit()`, which skips `atexit`: a service the child
 # opened and did not close must still commit what it took. A function of a

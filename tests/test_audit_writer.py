@@ -1512,9 +1512,9 @@ def test_a_service_dropped_in_the_middle_of_a_burst_writes_it_then_its_stop_row(
 # pause: each writes the id of every event accepted to a file first thing.
 _EXIT_MID_BURST = """
 import atexit, json, os, sys, threading
-from auditbus import AuditService, DomainEvent
-# Registered before the service's own hook, so it runs after it: the counters once the writer has stopped.
+# Registered before auditbus's own hook, so it runs after it: the counters once the writer has stopped.
 atexit.register(lambda: print("stats", json.dumps(svc.stats()), flush=True))
+from auditbus import AuditService, DomainEvent
 svc = AuditService(sys.argv[1], queue_size=int(sys.argv[2]), put_timeout=None)
 acks = os.open(sys.argv[1] + ".acks", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 count = [0]

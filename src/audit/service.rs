@@ -134,11 +134,18 @@ fn _note_fork_in_child() {
     release_services_after_fork();
 }
 
-/// The at-exit and at-fork hooks, registered with the first service.
-fn register_hooks(py: Python<'_>) -> PyResult<()> {
+/// The at-exit and at-fork hooks, registered when `auditbus` is imported:
+/// `atexit` runs its hooks last registered first, so the services close
+/// after every hook the application registers once it has imported
+/// `auditbus` (as `logging` shuts down after them), and those hooks may
+/// still write to a service opened later than they were registered.
+pub(crate) fn register_hooks(py: Python<'_>) -> PyResult<()> {
     static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
     REGISTERED
         .get_or_try_init(py, || {
+            // `logging` first: it closes its handlers in an exit hook of its own, which
+            // must run after this one, so the writers' last log lines find them open.
+            py.import("logging")?;
             let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
             py.import("atexit")?.call_method1("register", (hook,))?;
             // Only where fork() exists.
@@ -669,7 +676,6 @@ impl AuditService {
             }
         };
         let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
-        register_hooks(py)?;
         register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = live();
