@@ -1275,6 +1275,30 @@ def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down
     assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
 
 
+def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Path) -> None:
+    # A hook registered before auditbus was imported runs after the services were closed:
+    # the program never called close(), and the error must say who did.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        def late():
+            try:
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed"))
+            except auditbus.ClosedError as exc:
+                print("refused:", exc)
+        atexit.register(late)
+        import auditbus
+        svc = auditbus.AuditService({str(path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "refused:" in done.stdout, done.stderr
+    assert "closed at interpreter exit" in done.stdout, done.stdout
+    assert "imported" in done.stdout, done.stdout
+    assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "audit_stopped"]
+
+
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool
 # closes) ends with `os._exit()`, which skips `atexit`: a service the child
 # opened and did not close must still commit what it took. A function of a

@@ -326,6 +326,8 @@ pub struct Writer {
     /// sender may hold the gate for a slice of its wait for room, and
     /// `stats()` or a bus being wired ask with the GIL held.
     closed: AtomicBool,
+    /// Closed by the interpreter's exit, not by the program: its error says so.
+    closed_at_exit: AtomicBool,
     /// What a close has still to queue once the gate is shut (see [`Writer::queue_stop`]).
     closing: Mutex<Closing>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -417,6 +419,7 @@ impl Writer {
         Ok(Arc::new(Self {
             tx,
             closed: AtomicBool::new(false),
+            closed_at_exit: AtomicBool::new(false),
             closing: Mutex::new(Closing::default()),
             thread_id: thread.thread().id(),
             abandoned: Mutex::new(None),
@@ -456,6 +459,14 @@ impl Writer {
     }
 
     fn closed_error(&self) -> Error {
+        if self.closed_at_exit.load(Ordering::Acquire) {
+            return Error::Closed(format!(
+                "AuditService({:?}) was closed at interpreter exit: auditbus closes the services still open in an \
+                 atexit hook registered when it is imported, and an exit hook registered before that import (or a \
+                 daemon thread) runs after it",
+                self.shared.path
+            ));
+        }
         Error::Closed(format!("AuditService({:?}) is closed", self.shared.path))
     }
 
@@ -957,6 +968,8 @@ impl Writer {
             let mut gate = self.shared.gate.write();
             if !*gate {
                 *gate = true;
+                // Only the at-exit close does not let a signal interrupt it.
+                self.closed_at_exit.store(!interruptible, Ordering::Release);
                 self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
@@ -2526,6 +2539,7 @@ mod tests {
         let writer = Writer {
             tx,
             closed: AtomicBool::new(false),
+            closed_at_exit: AtomicBool::new(false),
             closing: Mutex::new(Closing::default()),
             thread: Mutex::new(None),
             thread_id,
