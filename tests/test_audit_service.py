@@ -1247,6 +1247,27 @@ def test_an_exit_hook_the_application_registered_before_opening_the_service_can_
     assert json.loads(raw_rows(path)[-1]["details"])["reason"] == "interpreter exit"
 
 
+def test_an_exit_hook_registered_before_multiprocessing_was_imported_can_still_record(tmp_path: Path) -> None:
+    # multiprocessing runs its finalizers at exit in an atexit hook of its own, registered when
+    # it is first imported (here by concurrent.futures, as many libraries do, after the
+    # application's hook): in the main process the services must not close there, before it.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        import auditbus
+        def shutdown():
+            svc.record_event(auditbus.DomainEvent(event_type="step_completed"))
+        atexit.register(shutdown)
+        import concurrent.futures.process
+        svc = auditbus.AuditService({str(path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "step_completed", "audit_stopped"]
+
+
 def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down(tmp_path: Path) -> None:
     # logging closes its handlers in an exit hook of its own: the services must close before it,
     # or the writer's last lines (an event id kept under another, rows given up) meet closed handlers.

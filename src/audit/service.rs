@@ -75,6 +75,21 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
 }
 
+/// The at-exit close as one of `multiprocessing`'s finalizers (see
+/// [`register_worker_hook`]), in a child it started only. In the main
+/// process those finalizers run in one more `atexit` hook, registered when
+/// `multiprocessing` was imported, maybe after the application's own exit
+/// hooks and so before them: the services' own hook closes them there, after
+/// every exit hook registered once `auditbus` was imported.
+#[pyfunction]
+fn _close_audit_services_in_worker(py: Python<'_>) {
+    let parent = py.import("multiprocessing").and_then(|m| m.call_method0("parent_process"));
+    if parent.is_ok_and(|p| p.is_none()) {
+        return;
+    }
+    _close_audit_services_at_exit(py);
+}
+
 /// Lets go of the writer of a service dropped without `close()` once its
 /// thread has ended: its queue and its `":memory:"` file are not kept until
 /// another service opens or the interpreter exits. Called on the writer
@@ -188,7 +203,7 @@ fn register_worker_hook(py: Python<'_>) -> PyResult<()> {
     let kwargs = PyDict::new(py);
     // 0: after the pools' and queues' own finalizers, which may still hand rows over.
     kwargs.set_item("exitpriority", 0)?;
-    let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+    let hook = wrap_pyfunction!(_close_audit_services_in_worker, py)?;
     py.import("multiprocessing.util")?.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
     REGISTERED_IN.store(pid, Ordering::Relaxed);
     Ok(())
