@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +26,18 @@ from unittest.mock import patch
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import (
+    DOMAIN_ROWS,
+    NOBODY,
+    execute,
+    legacy_audit,
+    package_for_other_users,
+    raw_rows,
+    readable_folder,
+    wait_until,
+    write_locked,
+    writer_threads,
+)
 from auditbus import AuditService, DomainEvent, EventType, identity
 
 UTC = timezone.utc
@@ -1132,6 +1144,41 @@ def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_
     del svc
     gc.collect()
     wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
+
+
+def test_a_memory_database_whose_writer_thread_cannot_start_leaves_no_file() -> None:
+    # With the process's thread limit reached the service cannot start its writer: the error
+    # says so, and the temporary file made for ":memory:" must go with it, not pile up.
+    with readable_folder() as shared:
+        folder = shared / "tmp"
+        folder.mkdir()
+        folder.chmod(0o777)
+        _a_memory_database_without_its_writer_thread(folder)
+
+
+def _a_memory_database_without_its_writer_thread(folder: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import resource, auditbus
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))  # no thread more for this user
+        try:
+            auditbus.AuditService(":memory:").close()
+        except auditbus.AuditError as exc:
+            print("refused:", exc)
+        """
+    )
+    command, env = [sys.executable, "-c", script], {**os.environ, "TMPDIR": str(folder)}
+    if os.geteuid() == 0:
+        # The limit does not bind root: as nobody, whose processes it counts.
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: the thread limit does not apply")
+        env["PYTHONPATH"] = str(package_for_other_users())
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60, env=env, cwd=folder)
+    if "refused:" not in done.stdout:
+        pytest.skip(f"the thread limit did not stop the writer thread here ({done.stderr[-300:]})")
+    assert "cannot start the audit writer thread" in done.stdout, done.stdout
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

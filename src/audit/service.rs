@@ -690,7 +690,15 @@ impl AuditService {
                 return Err(e);
             }
         };
-        let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
+        let writer = match Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire) {
+            Ok(writer) => writer,
+            Err(e) => {
+                // No thread (the process's thread limit, say): the file made for ":memory:" goes too.
+                drop(read_conn);
+                py.detach(|| remove_temp(temp.as_ref()));
+                return Err(e);
+            }
+        };
         register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = live();

@@ -415,7 +415,13 @@ impl Writer {
                     retire(&thread_shared);
                 }
             })
-            .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
+            .map_err(|e| {
+                Error::Storage(format!(
+                    "cannot start the audit writer thread for {:?}: {e} (the process's thread limit, \
+                     RLIMIT_NPROC or ulimit -u, may be reached)",
+                    shared.path
+                ))
+            })?;
         Ok(Arc::new(Self {
             tx,
             closed: AtomicBool::new(false),
