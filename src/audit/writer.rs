@@ -1122,14 +1122,17 @@ impl Writer {
 }
 
 /// Sends a line to `logging.getLogger("auditbus")`, or to stderr when the
-/// interpreter is gone (at exit) — never a panic.
+/// interpreter is gone (at exit) or a handler raised — never a panic: not
+/// `eprintln!`, which panics when stderr is a pipe nobody reads any more, and
+/// would stop the writer thread, the rows in its hands with it.
 pub fn log(level: &str, message: &str) {
     let logged = Python::try_attach(|py| -> PyResult<()> {
         py.import("logging")?.call_method1("getLogger", ("auditbus",))?.call_method1(level, (message,))?;
         Ok(())
     });
     if !matches!(logged, Some(Ok(()))) {
-        eprintln!("auditbus {level}: {message}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "auditbus {level}: {message}");
     }
 }
 
