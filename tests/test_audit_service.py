@@ -1132,6 +1132,49 @@ def test_a_service_dropped_after_a_close_interrupted_while_its_queue_was_full_st
     assert json.loads(rows[-1]["details"])["reason"] == "close()"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc/self/fd")
+def test_services_dropped_without_close_do_not_pile_up_threads_or_open_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One service per request, never closed: each dropped service's writer writes what it took,
+    # then ends and closes its files, so a long-running process does not run out of descriptors.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    threads, files = writer_threads(), open_files()
+    handed = 0
+
+    class Holder:
+        pass
+
+    def request(n: int) -> None:
+        svc = AuditService(tmp_path / f"trail{n % 3}.db" if n % 4 else ":memory:")
+        for i in range(5):
+            svc.record_event(DomainEvent(event_type="step_started", plan_id=f"p{n}-{i}"))
+        if n % 2:
+            holder = Holder()
+            holder.svc, holder.me = svc, holder  # freed by the garbage collector only
+
+    for n in range(60):
+        worker = threading.Thread(target=request, args=(n,)) if n % 3 == 0 else None
+        if worker is None:
+            request(n)
+        else:
+            worker.start()
+            worker.join()
+        handed += 5 * (n % 4 != 0)
+    gc.collect()
+    wait_until(lambda: writer_threads() <= threads, "the dropped services' writer threads to end")
+    wait_until(lambda: open_files() <= files, "the dropped services' files to be closed")
+    wait_until(lambda: not list((tmp_path / "tmp").iterdir()), 'the ":memory:" services\' files to be removed')
+    stored = sum(len(raw_rows(tmp_path / f"trail{k}.db", "event_type = 'step_started'")) for k in range(3))
+    assert stored == handed
+
+
 def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
