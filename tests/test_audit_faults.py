@@ -534,16 +534,16 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
 
 
 # A thread waits in flush() while the database is locked and the main thread
-# exits. An at-exit function registered before the service runs after the
-# service's own exit hook, and reports what that flush() did.
+# exits. An at-exit function registered before auditbus is imported runs after
+# the services' own exit hook, and reports what that flush() did.
 _FLUSH_WAITING_AT_EXIT = """
 import atexit, sys, threading, time
-from auditbus import AuditService, DomainEvent
 answers = []
 def report():
     waiter.join(timeout=60)
     print("flush", *answers, flush=True)
 atexit.register(report)
+from auditbus import AuditService, DomainEvent
 svc = AuditService(sys.argv[1], busy_timeout=0.05)
 svc.flush()
 print("ready", flush=True)

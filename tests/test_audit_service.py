@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +26,18 @@ from unittest.mock import patch
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import (
+    DOMAIN_ROWS,
+    NOBODY,
+    execute,
+    legacy_audit,
+    package_for_other_users,
+    raw_rows,
+    readable_folder,
+    wait_until,
+    write_locked,
+    writer_threads,
+)
 from auditbus import AuditService, DomainEvent, EventType, identity
 
 UTC = timezone.utc
@@ -1229,6 +1241,49 @@ def test_a_service_dropped_after_a_close_interrupted_while_its_queue_was_full_st
     assert json.loads(rows[-1]["details"])["reason"] == "close()"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc/self/fd")
+def test_services_dropped_without_close_do_not_pile_up_threads_or_open_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One service per request, never closed: each dropped service's writer writes what it took,
+    # then ends and closes its files, so a long-running process does not run out of descriptors.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    threads, files = writer_threads(), open_files()
+    handed = 0
+
+    class Holder:
+        pass
+
+    def request(n: int) -> None:
+        svc = AuditService(tmp_path / f"trail{n % 3}.db" if n % 4 else ":memory:")
+        for i in range(5):
+            svc.record_event(DomainEvent(event_type="step_started", plan_id=f"p{n}-{i}"))
+        if n % 2:
+            holder = Holder()
+            holder.svc, holder.me = svc, holder  # freed by the garbage collector only
+
+    for n in range(60):
+        worker = threading.Thread(target=request, args=(n,)) if n % 3 == 0 else None
+        if worker is None:
+            request(n)
+        else:
+            worker.start()
+            worker.join()
+        handed += 5 * (n % 4 != 0)
+    gc.collect()
+    wait_until(lambda: writer_threads() <= threads, "the dropped services' writer threads to end")
+    wait_until(lambda: open_files() <= files, "the dropped services' files to be closed")
+    wait_until(lambda: not list((tmp_path / "tmp").iterdir()), 'the ":memory:" services\' files to be removed')
+    stored = sum(len(raw_rows(tmp_path / f"trail{k}.db", "event_type = 'step_started'")) for k in range(3))
+    assert stored == handed
+
+
 def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_ended(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1241,6 +1296,41 @@ def test_a_memory_database_dropped_without_close_is_removed_once_its_writer_has_
     del svc
     gc.collect()
     wait_until(lambda: not list(tmp_path.iterdir()), "the dropped service's temporary trail to be removed")
+
+
+def test_a_memory_database_whose_writer_thread_cannot_start_leaves_no_file() -> None:
+    # With the process's thread limit reached the service cannot start its writer: the error
+    # says so, and the temporary file made for ":memory:" must go with it, not pile up.
+    with readable_folder() as shared:
+        folder = shared / "tmp"
+        folder.mkdir()
+        folder.chmod(0o777)
+        _a_memory_database_without_its_writer_thread(folder)
+
+
+def _a_memory_database_without_its_writer_thread(folder: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import resource, auditbus
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))  # no thread more for this user
+        try:
+            auditbus.AuditService(":memory:").close()
+        except auditbus.AuditError as exc:
+            print("refused:", exc)
+        """
+    )
+    command, env = [sys.executable, "-c", script], {**os.environ, "TMPDIR": str(folder)}
+    if os.geteuid() == 0:
+        # The limit does not bind root: as nobody, whose processes it counts.
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: the thread limit does not apply")
+        env["PYTHONPATH"] = str(package_for_other_users())
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60, env=env, cwd=folder)
+    if "refused:" not in done.stdout:
+        pytest.skip(f"the thread limit did not stop the writer thread here ({done.stderr[-300:]})")
+    assert "cannot start the audit writer thread" in done.stdout, done.stdout
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -1325,6 +1415,108 @@ def test_interpreter_exit_flushes_every_service_still_open(tmp_path: Path) -> No
         lifecycle = raw_rows(path, "event_type LIKE 'audit_%'")
         assert [r["event_type"] for r in lifecycle] == ["audit_started", "audit_stopped"], path
         assert json.loads(lifecycle[-1]["details"])["reason"] == "interpreter exit", path
+
+
+def test_an_exit_hook_the_application_registered_before_opening_the_service_can_still_record(tmp_path: Path) -> None:
+    # An application registers its shutdown hook at start-up and opens the service later, on
+    # first use: the hook runs at exit, and its rows must land as with the legacy service,
+    # before the service's own stop row.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        import auditbus
+        def shutdown():
+            svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"phase": "shutdown"}}))
+            svc.record(auditbus.EventType.CONFIG_CHANGED, details={{"phase": "shutdown"}})
+        atexit.register(shutdown)
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started"))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert [r["event_type"] for r in raw_rows(path)] == [
+        "audit_started",
+        "step_started",
+        "step_completed",
+        "config_changed",
+        "audit_stopped",
+    ]
+    assert json.loads(raw_rows(path)[-1]["details"])["reason"] == "interpreter exit"
+
+
+def test_an_exit_hook_registered_before_multiprocessing_was_imported_can_still_record(tmp_path: Path) -> None:
+    # multiprocessing runs its finalizers at exit in an atexit hook of its own, registered when
+    # it is first imported (here by concurrent.futures, as many libraries do, after the
+    # application's hook): in the main process the services must not close there, before it.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        import auditbus
+        def shutdown():
+            svc.record_event(auditbus.DomainEvent(event_type="step_completed"))
+        atexit.register(shutdown)
+        import concurrent.futures.process
+        svc = auditbus.AuditService({str(path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "step_completed", "audit_stopped"]
+
+
+def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down(tmp_path: Path) -> None:
+    # logging closes its handlers in an exit hook of its own: the services must close before it,
+    # or the writer's last lines (an event id kept under another, rows given up) meet closed handlers.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import auditbus, logging
+        class Handler(logging.Handler):
+            shut = False
+            def emit(self, record):
+                print("closed handler:" if self.shut else "open handler:", record.getMessage(), flush=True)
+            def close(self):
+                self.shut = True
+                super().close()
+        logging.getLogger("auditbus").addHandler(Handler())
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+        svc.flush()
+        # The same id for another event: the writer logs the id it keeps it under as it commits it, at exit.
+        svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "open handler:" in done.stdout, (done.stdout, done.stderr)
+    assert "closed handler:" not in done.stdout, done.stdout
+    assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
+
+
+def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Path) -> None:
+    # A hook registered before auditbus was imported runs after the services were closed:
+    # the program never called close(), and the error must say who did.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        def late():
+            try:
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed"))
+            except auditbus.ClosedError as exc:
+                print("refused:", exc)
+        atexit.register(late)
+        import auditbus
+        svc = auditbus.AuditService({str(path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "refused:" in done.stdout, done.stderr
+    assert "closed at interpreter exit" in done.stdout, done.stdout
+    assert "imported" in done.stdout, done.stdout
+    assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "audit_stopped"]
 
 
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool

@@ -766,6 +766,47 @@ def test_a_duplicate_on_a_table_without_autoincrement_is_skipped_not_a_stopped_w
         assert svc.verify().ok
 
 
+# The writer's log line meets a handler that raises, and falls back to standard error,
+# which is a pipe nobody reads any more (a supervisor gone, `2>&1 | head`).
+_LOG_TO_A_BROKEN_STDERR = """
+import json, logging, sys
+import auditbus
+class Broken(logging.Handler):
+    def emit(self, record):
+        raise RuntimeError("log collector down")
+logging.getLogger("auditbus").addHandler(Broken())
+svc = auditbus.AuditService(sys.argv[1])
+svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+svc.flush()
+sys.stdin.readline()  # standard error is closed at the other end now
+# The same id for another event: the writer logs the id it keeps it under.
+svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+svc.flush()
+for i in range(3):
+    svc.record_event(auditbus.DomainEvent(event_type="step_started", details={"i": i}))
+svc.flush()
+print(json.dumps(svc.stats()), flush=True)
+"""
+
+
+def test_a_log_line_no_handler_and_no_stderr_takes_leaves_the_writer_running(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    pipe = subprocess.PIPE
+    with subprocess.Popen(
+        [sys.executable, "-c", _LOG_TO_A_BROKEN_STDERR, str(path)], stdin=pipe, stdout=pipe, stderr=pipe, text=True
+    ) as child:
+        assert child.stderr is not None
+        child.stderr.close()
+        out, _ = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0, out
+    stats = json.loads(out.splitlines()[-1])
+    assert not stats["stopped"], stats
+    assert [r["event_type"] for r in raw_rows(path, "event_type LIKE 'step_%'")] == [
+        "step_started",
+        "step_completed",
+    ] + ["step_started"] * 3
+
+
 def test_an_event_id_holding_line_breaks_cannot_forge_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1512,9 +1553,9 @@ def test_a_service_dropped_in_the_middle_of_a_burst_writes_it_then_its_stop_row(
 # pause: each writes the id of every event accepted to a file first thing.
 _EXIT_MID_BURST = """
 import atexit, json, os, sys, threading
-from auditbus import AuditService, DomainEvent
-# Registered before the service's own hook, so it runs after it: the counters once the writer has stopped.
+# Registered before auditbus's own hook, so it runs after it: the counters once the writer has stopped.
 atexit.register(lambda: print("stats", json.dumps(svc.stats()), flush=True))
+from auditbus import AuditService, DomainEvent
 svc = AuditService(sys.argv[1], queue_size=int(sys.argv[2]), put_timeout=None)
 acks = os.open(sys.argv[1] + ".acks", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 count = [0]

@@ -75,6 +75,21 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
 }
 
+/// The at-exit close as one of `multiprocessing`'s finalizers (see
+/// [`register_worker_hook`]), in a child it started only. In the main
+/// process those finalizers run in one more `atexit` hook, registered when
+/// `multiprocessing` was imported, maybe after the application's own exit
+/// hooks and so before them: the services' own hook closes them there, after
+/// every exit hook registered once `auditbus` was imported.
+#[pyfunction]
+fn _close_audit_services_in_worker(py: Python<'_>) {
+    let parent = py.import("multiprocessing").and_then(|m| m.call_method0("parent_process"));
+    if parent.is_ok_and(|p| p.is_none()) {
+        return;
+    }
+    _close_audit_services_at_exit(py);
+}
+
 /// Lets go of the writer of a service dropped without `close()` once its
 /// thread has ended: its queue and its `":memory:"` file are not kept until
 /// another service opens or the interpreter exits. Called on the writer
@@ -134,11 +149,18 @@ fn _note_fork_in_child() {
     release_services_after_fork();
 }
 
-/// The at-exit and at-fork hooks, registered with the first service.
-fn register_hooks(py: Python<'_>) -> PyResult<()> {
+/// The at-exit and at-fork hooks, registered when `auditbus` is imported:
+/// `atexit` runs its hooks last registered first, so the services close
+/// after every hook the application registers once it has imported
+/// `auditbus` (as `logging` shuts down after them), and those hooks may
+/// still write to a service opened later than they were registered.
+pub(crate) fn register_hooks(py: Python<'_>) -> PyResult<()> {
     static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
     REGISTERED
         .get_or_try_init(py, || {
+            // `logging` first: it closes its handlers in an exit hook of its own, which
+            // must run after this one, so the writers' last log lines find them open.
+            py.import("logging")?;
             let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
             py.import("atexit")?.call_method1("register", (hook,))?;
             // Only where fork() exists.
@@ -181,7 +203,7 @@ fn register_worker_hook(py: Python<'_>) -> PyResult<()> {
     let kwargs = PyDict::new(py);
     // 0: after the pools' and queues' own finalizers, which may still hand rows over.
     kwargs.set_item("exitpriority", 0)?;
-    let hook = wrap_pyfunction!(_close_audit_services_at_exit, py)?;
+    let hook = wrap_pyfunction!(_close_audit_services_in_worker, py)?;
     py.import("multiprocessing.util")?.getattr("Finalize")?.call((py.None(), hook), Some(&kwargs))?;
     REGISTERED_IN.store(pid, Ordering::Relaxed);
     Ok(())
@@ -668,8 +690,15 @@ impl AuditService {
                 return Err(e);
             }
         };
-        let writer = Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire)?;
-        register_hooks(py)?;
+        let writer = match Writer::start(write_conn, db_path.clone(), source.clone(), capacity, retire) {
+            Ok(writer) => writer,
+            Err(e) => {
+                // No thread (the process's thread limit, say): the file made for ":memory:" goes too.
+                drop(read_conn);
+                py.detach(|| remove_temp(temp.as_ref()));
+                return Err(e);
+            }
+        };
         register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = live();

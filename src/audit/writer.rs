@@ -326,6 +326,8 @@ pub struct Writer {
     /// sender may hold the gate for a slice of its wait for room, and
     /// `stats()` or a bus being wired ask with the GIL held.
     closed: AtomicBool,
+    /// Closed by the interpreter's exit, not by the program: its error says so.
+    closed_at_exit: AtomicBool,
     /// What a close has still to queue once the gate is shut (see [`Writer::queue_stop`]).
     closing: Mutex<Closing>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -413,10 +415,17 @@ impl Writer {
                     retire(&thread_shared);
                 }
             })
-            .map_err(|e| Error::Storage(format!("cannot start the audit writer thread: {e}")))?;
+            .map_err(|e| {
+                Error::Storage(format!(
+                    "cannot start the audit writer thread for {:?}: {e} (the process's thread limit, \
+                     RLIMIT_NPROC or ulimit -u, may be reached)",
+                    shared.path
+                ))
+            })?;
         Ok(Arc::new(Self {
             tx,
             closed: AtomicBool::new(false),
+            closed_at_exit: AtomicBool::new(false),
             closing: Mutex::new(Closing::default()),
             thread_id: thread.thread().id(),
             abandoned: Mutex::new(None),
@@ -456,6 +465,14 @@ impl Writer {
     }
 
     fn closed_error(&self) -> Error {
+        if self.closed_at_exit.load(Ordering::Acquire) {
+            return Error::Closed(format!(
+                "AuditService({:?}) was closed at interpreter exit: auditbus closes the services still open in an \
+                 atexit hook registered when it is imported, and an exit hook registered before that import (or a \
+                 daemon thread) runs after it",
+                self.shared.path
+            ));
+        }
         Error::Closed(format!("AuditService({:?}) is closed", self.shared.path))
     }
 
@@ -957,6 +974,8 @@ impl Writer {
             let mut gate = self.shared.gate.write();
             if !*gate {
                 *gate = true;
+                // Only the at-exit close does not let a signal interrupt it.
+                self.closed_at_exit.store(!interruptible, Ordering::Release);
                 self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
@@ -1103,14 +1122,17 @@ impl Writer {
 }
 
 /// Sends a line to `logging.getLogger("auditbus")`, or to stderr when the
-/// interpreter is gone (at exit) — never a panic.
+/// interpreter is gone (at exit) or a handler raised — never a panic: not
+/// `eprintln!`, which panics when stderr is a pipe nobody reads any more, and
+/// would stop the writer thread, the rows in its hands with it.
 pub fn log(level: &str, message: &str) {
     let logged = Python::try_attach(|py| -> PyResult<()> {
         py.import("logging")?.call_method1("getLogger", ("auditbus",))?.call_method1(level, (message,))?;
         Ok(())
     });
     if !matches!(logged, Some(Ok(()))) {
-        eprintln!("auditbus {level}: {message}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "auditbus {level}: {message}");
     }
 }
 
@@ -2526,6 +2548,7 @@ mod tests {
         let writer = Writer {
             tx,
             closed: AtomicBool::new(false),
+            closed_at_exit: AtomicBool::new(false),
             closing: Mutex::new(Closing::default()),
             thread: Mutex::new(None),
             thread_id,
