@@ -2576,6 +2576,11 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
             "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
             (NOW.isoformat(), "config_changed", "alice", f"not json, token={secret}"),
         )
+        # A key stored twice: these details are shown as their stored text, masked all the same.
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "config_changed", "alice", f'{{"note": "{secret}", "note": "again"}}'),
+        )
     connection.close()
     for args in (("query",), ("query", "--json"), ("query", "--csv"), ("tail",), ("export", "--format", "csv")):
         result = run(*args, "--db", str(path), cwd=tmp_path)
