@@ -406,7 +406,8 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
         [
             DomainEvent(
                 event_type=EventType.AUTH_FAILURE,
-                user_identity="\x1b[31mmallory",
+                # U+009B: the 8-bit form of ESC [ that terminals honouring C1 controls read the same.
+                user_identity="\x1b[31mmallory\x9b2J",
                 details={"attempted_identity": hostile, "ip_address": "192.0.2.1"},
             )
         ],
@@ -417,7 +418,7 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
         assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout)
         assert len(result.stdout.splitlines()) == (2 if command == ["query"] else 1)
         assert "[2Jroot" in result.stdout
-        assert "\\x1b[31mmallory" in result.stdout
+        assert "\\x1b[31mmallory\\x9b2J" in result.stdout
     raw = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
     assert raw[0]["details"]["attempted_identity"] == hostile
 
@@ -2164,6 +2165,18 @@ def test_the_commands_own_lines_naming_a_path_mask_its_secrets(trail: Path, tmp_
     for result in (exported, demo, purge):
         assert PASTED_TOKEN not in result.stdout + result.stderr
         assert "***REDACTED***" in result.stdout + result.stderr
+
+
+def test_the_purge_question_at_a_terminal_masks_the_secrets_of_the_path(tmp_path: Path) -> None:
+    """The question names the trail too, on a terminal a screen recording or a shared session shows."""
+    path = tmp_path / f"{PASTED_TOKEN}.db"
+    legacy_rows(path, 400, 390)
+    prepare(path, sample_events())
+    status, shown = _purge_at_terminal(path, b"n")
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
+    assert status == 1
+    assert "***REDACTED***" in shown
+    assert PASTED_TOKEN not in shown
 
 
 @pytest.mark.parametrize(
