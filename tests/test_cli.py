@@ -953,6 +953,9 @@ def test_on_a_terminal_no_line_of_the_table_or_tail_is_wider_than_the_terminal(t
         assert all(_drawn_width(line) <= 80 for line in lines), shown
         assert "99  2026" not in shown
         assert sum(line.endswith("\u2026") for line in lines) >= 5, shown
+    # Narrower than the columns before DETAILS: the line itself is cut, not left to wrap.
+    narrow = _on_a_terminal(["query", "--type", "auth_failure", "--db", str(path)], columns=40)
+    assert all(_drawn_width(line) <= 40 for line in narrow.splitlines()), narrow
     # Piped, every line is printed in full.
     piped = run("tail", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout
     assert "user=admin  outcome=success" in piped
@@ -2165,6 +2168,16 @@ def test_the_commands_own_lines_naming_a_path_mask_its_secrets(trail: Path, tmp_
     for result in (exported, demo, purge):
         assert PASTED_TOKEN not in result.stdout + result.stderr
         assert "***REDACTED***" in result.stdout + result.stderr
+
+
+def test_the_commands_own_lines_naming_a_path_show_its_control_characters_escaped(trail: Path, tmp_path: Path) -> None:
+    """A file name may hold an escape sequence: the line naming it must not drive the terminal."""
+    target = tmp_path / "out\x1b[2J\x1b]0;pwned\x07.jsonl"
+    exported = run("export", "-o", str(target), "--db", str(trail), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert target.exists()
+    assert "\x1b" not in exported.stderr
+    assert "out\\x1b[2J\\x1b]0;pwned\\x07.jsonl" in exported.stderr
 
 
 def test_the_purge_question_at_a_terminal_masks_the_secrets_of_the_path(tmp_path: Path) -> None:
