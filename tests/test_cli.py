@@ -406,7 +406,8 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
         [
             DomainEvent(
                 event_type=EventType.AUTH_FAILURE,
-                user_identity="\x1b[31mmallory",
+                # U+009B: the 8-bit form of ESC [ that terminals honouring C1 controls read the same.
+                user_identity="\x1b[31mmallory\x9b2J",
                 details={"attempted_identity": hostile, "ip_address": "192.0.2.1"},
             )
         ],
@@ -417,7 +418,7 @@ def test_table_escapes_control_characters_from_stored_values(tmp_path: Path) -> 
         assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout)
         assert len(result.stdout.splitlines()) == (2 if command == ["query"] else 1)
         assert "[2Jroot" in result.stdout
-        assert "\\x1b[31mmallory" in result.stdout
+        assert "\\x1b[31mmallory\\x9b2J" in result.stdout
     raw = jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)
     assert raw[0]["details"]["attempted_identity"] == hostile
 
@@ -952,6 +953,9 @@ def test_on_a_terminal_no_line_of_the_table_or_tail_is_wider_than_the_terminal(t
         assert all(_drawn_width(line) <= 80 for line in lines), shown
         assert "99  2026" not in shown
         assert sum(line.endswith("\u2026") for line in lines) >= 5, shown
+    # Narrower than the columns before DETAILS: the line itself is cut, not left to wrap.
+    narrow = _on_a_terminal(["query", "--type", "auth_failure", "--db", str(path)], columns=40)
+    assert all(_drawn_width(line) <= 40 for line in narrow.splitlines()), narrow
     # Piped, every line is printed in full.
     piped = run("tail", "--type", "auth_failure", "--db", str(path), cwd=tmp_path).stdout
     assert "user=admin  outcome=success" in piped
@@ -2166,6 +2170,28 @@ def test_the_commands_own_lines_naming_a_path_mask_its_secrets(trail: Path, tmp_
         assert "***REDACTED***" in result.stdout + result.stderr
 
 
+def test_the_commands_own_lines_naming_a_path_show_its_control_characters_escaped(trail: Path, tmp_path: Path) -> None:
+    """A file name may hold an escape sequence: the line naming it must not drive the terminal."""
+    target = tmp_path / "out\x1b[2J\x1b]0;pwned\x07.jsonl"
+    exported = run("export", "-o", str(target), "--db", str(trail), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert target.exists()
+    assert "\x1b" not in exported.stderr
+    assert "out\\x1b[2J\\x1b]0;pwned\\x07.jsonl" in exported.stderr
+
+
+def test_the_purge_question_at_a_terminal_masks_the_secrets_of_the_path(tmp_path: Path) -> None:
+    """The question names the trail too, on a terminal a screen recording or a shared session shows."""
+    path = tmp_path / f"{PASTED_TOKEN}.db"
+    legacy_rows(path, 400, 390)
+    prepare(path, sample_events())
+    status, shown = _purge_at_terminal(path, b"n")
+    assert "Delete the 2 oldest audit rows, recorded before" in shown
+    assert status == 1
+    assert "***REDACTED***" in shown
+    assert PASTED_TOKEN not in shown
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -2575,6 +2601,11 @@ def test_secrets_in_rows_another_writer_stored_are_masked_on_output(tmp_path: Pa
         connection.execute(
             "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
             (NOW.isoformat(), "config_changed", "alice", f"not json, token={secret}"),
+        )
+        # A key stored twice: these details are shown as their stored text, masked all the same.
+        connection.execute(
+            "INSERT INTO audit_log (timestamp, event_type, user_identity, details) VALUES (?, ?, ?, ?)",
+            (NOW.isoformat(), "config_changed", "alice", f'{{"note": "{secret}", "note": "again"}}'),
         )
     connection.close()
     for args in (("query",), ("query", "--json"), ("query", "--csv"), ("tail",), ("export", "--format", "csv")):

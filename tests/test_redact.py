@@ -1160,6 +1160,20 @@ def test_truncated_or_invalid_json_falls_back_to_text_patterns() -> None:  # 22
     assert redact("{'password': 'hunter2'}") == f"{{'password': '{M}'}}"
 
 
+def test_json_holding_a_key_twice_is_masked_in_every_value_of_that_key() -> None:
+    """Parsed, such a document keeps one value per key: the other one stayed in the text unseen."""
+    token = "sk-proj-" + "A1b2C3d4" * 4
+    for body in (
+        f'{{"note": "{token}", "note": "again"}}',
+        '{"password": "hunter2hunter2", "password": null}',
+        f'[{{"a": {{"k": "{token}", "k": 1}}}}]',
+    ):
+        out = redact({"body": body})["body"]
+        assert token not in out, body
+        assert "hunter2hunter2" not in out, body
+        assert M in out, body
+
+
 def test_large_json_in_a_string_under_and_over_the_cap() -> None:  # 22
     filler = "x" * 100
     small = json.dumps({"items": [filler] * 10_000, "password": "hunter2"})  # ~1 MB

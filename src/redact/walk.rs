@@ -11,6 +11,68 @@ use crate::values::{DEPTH_MARKER, MAX_DEPTH};
 /// are scanned as text (their `"key": "value"` pairs still match).
 pub const MAX_JSON_IN_STRING: usize = 4 << 20;
 
+/// A JSON document none of whose objects holds a key twice (the parse fails
+/// on one).
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value whose objects hold each key once")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("the key {key:?} twice")));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 impl Rules {
     /// Masks every secret in `value`, in place.
     pub fn redact_json(&self, value: &mut Value) {
@@ -29,7 +91,9 @@ impl Rules {
         }
         let head = text.trim_start().as_bytes().first().copied();
         if matches!(head, Some(b'{' | b'[')) && text.len() <= MAX_JSON_IN_STRING && depth < MAX_DEPTH {
-            if let Ok(mut doc) = serde_json::from_str::<Value>(text) {
+            // A key held twice keeps one value once parsed: the other, secret or not, would stay
+            // in the text unseen. Such a document is scanned as text, as any other.
+            if let Ok(Unique(mut doc)) = serde_json::from_str::<Unique>(text) {
                 if !self.json(&mut doc, depth + 1) {
                     return None;
                 }
@@ -172,6 +236,18 @@ mod tests {
     fn redacted(mut v: Value) -> Value {
         Rules::default().redact_json(&mut v);
         v
+    }
+
+    #[test]
+    fn json_text_holding_a_key_twice_is_scanned_as_text() {
+        let rules = Rules::default();
+        let text = r#"{"note": "sk-proj-A1b2C3d4A1b2C3d4A1b2C3d4A1b2C3d4", "note": "again"}"#;
+        let out = rules.redact_text(text, 0).unwrap_or_default();
+        assert!(!out.contains("A1b2C3d4") && out.contains(REDACTED), "{out}");
+        assert_eq!(
+            serde_json::from_str::<Unique>(r#"{"a": {"b": 1, "c": [1.5, null, true]}}"#).ok().map(|u| u.0),
+            Some(json!({"a": {"b": 1, "c": [1.5, null, true]}}))
+        );
     }
 
     #[test]
