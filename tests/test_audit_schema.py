@@ -238,3 +238,15 @@ def test_a_legacy_trail_opens_while_the_legacy_service_writes_to_it_without_paus
         assert [e.id for e in svc.query(plan_id="ours")] == [ours.id]
         assert svc.count(plan_id="legacy-0") == 1
         assert svc.verify().ok
+
+
+def test_a_file_refused_as_newer_is_left_as_it_was(tmp_path: Path) -> None:
+    """A file refused is not written: not even switched to WAL first (its owner may not read WAL files)."""
+    path = tmp_path / "a.db"
+    legacy_audit().AuditService(path).close()
+    execute(path, "PRAGMA user_version = 7")
+    before = path.read_bytes()
+    with pytest.raises(auditbus.AuditError, match=r"a\.db.*schema version 7 is newer"):
+        AuditService(path)
+    assert pragma(path, "journal_mode") == "delete"
+    assert path.read_bytes() == before

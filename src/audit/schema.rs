@@ -534,12 +534,20 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
         return Err(Error::Storage(format!("audit database {path:?} {NOT_WRITABLE}")));
     }
-    let mode: String = switch_to_wal(&mut conn, busy_timeout).map_err(|e| match e {
+    let unusable = |e: rusqlite::Error| match e {
         // The file itself opened for writing (checked above): what failed is beside it.
         ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => at(path, COMPANIONS_NOT_WRITABLE, e),
         ref busy if is_busy(busy) => held_too_long(path, busy_timeout, "switched to WAL", e),
         other => at(path, "not a usable SQLite database", other),
-    })?;
+    };
+    // A file refused is left as it was: not switched to WAL first.
+    let version = user_version(&conn).map_err(unusable)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    let mode: String = switch_to_wal(&mut conn, busy_timeout).map_err(unusable)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
     }
