@@ -250,3 +250,19 @@ def test_a_file_refused_as_newer_is_left_as_it_was(tmp_path: Path) -> None:
         AuditService(path)
     assert pragma(path, "journal_mode") == "delete"
     assert path.read_bytes() == before
+
+
+def test_a_legacy_table_missing_columns_is_refused_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    execute(
+        path,
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL,"
+        " event_type TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}')",
+    )
+    with pytest.raises(auditbus.AuditError) as refused:
+        AuditService(path)
+    message = str(refused.value)
+    assert "a.db" in message
+    assert "audit_log has no columns 'plan_id', 'user_identity'" in message
+    assert "read_only=True" in message  # what to do
+    assert "CREATE INDEX" not in message

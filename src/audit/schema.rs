@@ -709,6 +709,18 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             "schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
         )));
     }
+    // A table lacking a legacy column would fail in the DDL below, naming only SQL.
+    let present = table_columns(&tx)?;
+    if !present.is_empty() {
+        let missing: Vec<&str> =
+            ROW_COLUMNS.split(',').map(str::trim).take(6).filter(|c| !present.iter().any(|p| p == c)).collect();
+        if !missing.is_empty() {
+            return Err(Error::Storage(format!(
+                "{}; nothing can be written to it (a service opened with read_only=True reads it)",
+                altered(&missing)
+            )));
+        }
+    }
     tx.execute_batch(LEGACY_DDL)?;
     if version < 1 {
         let existing = table_columns(&tx)?;
