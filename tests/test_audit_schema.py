@@ -190,3 +190,79 @@ def test_timestamps_are_iso_text_with_offset(tmp_path: Path) -> None:
     (row,) = raw_rows(path, "event_type = 'plan_created'")
     assert row["timestamp"] == "2026-01-02T03:04:05.000006+00:00"
     assert datetime.fromisoformat(row["recorded_at"]).tzinfo is not None
+
+
+# A legacy writer that never pauses: each transaction holds the write lock
+# while it inserts, and takes it again at once, as a busy legacy service does.
+_BUSY_LEGACY_WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+n = 0
+while True:
+    conn.execute("BEGIN IMMEDIATE")
+    for _ in range(1000):
+        conn.execute(
+            "INSERT INTO audit_log (timestamp, event_type, plan_id, details) VALUES (?, 'plan_applied', ?, '{}')",
+            ("2026-01-01T00:00:00+00:00", f"legacy-{n}"),
+        )
+        n += 1
+    conn.execute("COMMIT")
+    print(n, flush=True)
+"""
+
+
+def test_a_legacy_trail_opens_while_the_legacy_service_writes_to_it_without_pause(tmp_path: Path) -> None:
+    """The switch to WAL needs the lock the legacy writer keeps taking: the open waits for it instead of failing."""
+    path = tmp_path / "legacy.db"
+    legacy_audit().AuditService(path).close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_LEGACY_WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "1000"  # writing
+        with AuditService(path, busy_timeout=2.0) as svc:
+            assert pragma(path, "journal_mode") == "wal"
+            ours = svc.record("plan_cancelled", plan_id="ours")
+            # The legacy writer goes on appending to the switched file.
+            written = int(writer.stdout.readline())
+            assert int(writer.stdout.readline()) == written + 1000
+    finally:
+        writer.kill()
+        _, err = writer.communicate()
+    assert "Error" not in err, err
+    with AuditService(path, read_only=True) as svc:
+        assert [e.id for e in svc.query(plan_id="ours")] == [ours.id]
+        assert svc.count(plan_id="legacy-0") == 1
+        assert svc.verify().ok
+
+
+def test_a_file_refused_as_newer_is_left_as_it_was(tmp_path: Path) -> None:
+    """A file refused is not written: not even switched to WAL first (its owner may not read WAL files)."""
+    path = tmp_path / "a.db"
+    legacy_audit().AuditService(path).close()
+    execute(path, "PRAGMA user_version = 7")
+    before = path.read_bytes()
+    with pytest.raises(auditbus.AuditError, match=r"a\.db.*schema version 7 is newer"):
+        AuditService(path)
+    assert pragma(path, "journal_mode") == "delete"
+    assert path.read_bytes() == before
+
+
+def test_a_legacy_table_missing_columns_is_refused_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    execute(
+        path,
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL,"
+        " event_type TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}')",
+    )
+    with pytest.raises(auditbus.AuditError) as refused:
+        AuditService(path)
+    message = str(refused.value)
+    assert "a.db" in message
+    assert "audit_log has no columns 'plan_id', 'user_identity'" in message
+    assert "read_only=True" in message  # what to do
+    assert "CREATE INDEX" not in message

@@ -534,14 +534,20 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
         return Err(Error::Storage(format!("audit database {path:?} {NOT_WRITABLE}")));
     }
-    let mode: String = until_free(busy_timeout, || {
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-    })
-    .map_err(|e| match e {
+    let unusable = |e: rusqlite::Error| match e {
         // The file itself opened for writing (checked above): what failed is beside it.
         ref readonly if needs_shm(readonly) && std::fs::metadata(path).is_ok() => at(path, COMPANIONS_NOT_WRITABLE, e),
+        ref busy if is_busy(busy) => held_too_long(path, busy_timeout, "switched to WAL", e),
         other => at(path, "not a usable SQLite database", other),
-    })?;
+    };
+    // A file refused is left as it was: not switched to WAL first.
+    let version = user_version(&conn).map_err(unusable)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    let mode: String = switch_to_wal(&mut conn, busy_timeout).map_err(unusable)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
     }
@@ -562,11 +568,16 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
             durability.name()
         )));
     }
-    migrate(&mut conn).map_err(|e| match e {
-        Error::Sqlite(inner) => at(path, "migration failed", inner),
-        Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
-        other => other,
-    })?;
+    // The migration's write lock is taken as eagerly, for the same writer (now in WAL).
+    let deadline = Instant::now() + busy_timeout;
+    eagerly(&mut conn, busy_timeout, deadline, migrate).map_err(Error::from).and_then(|migrated| migrated).map_err(
+        |e| match e {
+            Error::Sqlite(inner) if is_busy(&inner) => held_too_long(path, busy_timeout, "migrated", inner),
+            Error::Sqlite(inner) => at(path, "migration failed", inner),
+            Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
+            other => other,
+        },
+    )?;
     // Each row written would fail for ever, as retries of a failed commit.
     let missing = missing_columns(&conn).map_err(|e| at(path, "cannot read the table's columns", e))?;
     if !missing.is_empty() {
@@ -577,6 +588,85 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
         )));
     }
     Ok(conn)
+}
+
+/// Sets `journal_mode=WAL`. On a file in a rollback journal the switch needs
+/// the exclusive lock, which it takes without waiting (see [`until_free`]);
+/// a process that writes without pause there (the legacy service) leaves
+/// it free only for moments no retry would meet, and SQLite's busy handler,
+/// sleeping milliseconds between tries, misses them too. So once refused,
+/// the lock is first taken by an empty exclusive transaction that tries
+/// again every 100 µs (once it holds the pending lock, no new reader comes
+/// in), and the switch follows the moment it ends, while the other process
+/// sleeps in its own busy handler.
+fn switch_to_wal(conn: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<String> {
+    fn switch(conn: &Connection) -> rusqlite::Result<String> {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+    }
+    match switch(conn) {
+        Err(e) if is_busy(&e) => {}
+        done => return done,
+    }
+    let deadline = Instant::now() + busy_timeout;
+    until_free(busy_timeout, || {
+        let taken = eagerly(conn, busy_timeout, deadline, |conn| conn.execute_batch("BEGIN EXCLUSIVE; COMMIT"))?;
+        if let Err(e) = taken {
+            if !conn.is_autocommit() {
+                // The switch cannot run inside a transaction.
+                conn.execute_batch("ROLLBACK")?;
+            }
+            return Err(e);
+        }
+        switch(conn)
+    })
+}
+
+/// Runs `f` with [`eager`] as the busy handler until `deadline`, then puts
+/// back the connection's `busy_timeout`.
+fn eagerly<T>(
+    conn: &mut Connection,
+    busy_timeout: Duration,
+    deadline: Instant,
+    f: impl FnOnce(&mut Connection) -> T,
+) -> rusqlite::Result<T> {
+    SWITCH_DEADLINE.with(|d| d.set(Some(deadline)));
+    let done = conn.busy_handler(Some(eager)).map(|()| f(conn));
+    SWITCH_DEADLINE.with(|d| d.set(None));
+    conn.busy_timeout(busy_timeout)?;
+    done
+}
+
+thread_local! {
+    /// Until when [`eager`] tries again, on the thread switching a file to WAL.
+    static SWITCH_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// A busy handler that tries again every 100 µs until [`SWITCH_DEADLINE`].
+fn eager(_tries: i32) -> bool {
+    let wait = SWITCH_DEADLINE.with(std::cell::Cell::get).is_some_and(|deadline| Instant::now() < deadline);
+    if wait {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    wait
+}
+
+/// The lock another process held outlasted `busy_timeout`: who, and what to do.
+fn held_too_long(path: &str, busy_timeout: Duration, what: &str, err: rusqlite::Error) -> Error {
+    at(
+        path,
+        &format!(
+            "another process (the legacy service writing, or one opening it too) held its lock for longer than \
+             busy_timeout ({:.3}s), so it could not be {what}; open it again, or pass a longer busy_timeout",
+            busy_timeout.as_secs_f64()
+        ),
+        err,
+    )
+}
+
+/// Another connection holds the lock needed.
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// Runs `step` again while another connection holds the lock it needs, until
@@ -618,6 +708,18 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         return Err(Error::Storage(format!(
             "schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
         )));
+    }
+    // A table lacking a legacy column would fail in the DDL below, naming only SQL.
+    let present = table_columns(&tx)?;
+    if !present.is_empty() {
+        let missing: Vec<&str> =
+            ROW_COLUMNS.split(',').map(str::trim).take(6).filter(|c| !present.iter().any(|p| p == c)).collect();
+        if !missing.is_empty() {
+            return Err(Error::Storage(format!(
+                "{}; nothing can be written to it (a service opened with read_only=True reads it)",
+                altered(&missing)
+            )));
+        }
     }
     tx.execute_batch(LEGACY_DDL)?;
     if version < 1 {
