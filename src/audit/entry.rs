@@ -492,7 +492,7 @@ pub fn _restore_audit_entry(
         source,
         recorded_at: recorded_at.filter(|r| !r.is_none()).map(|r| Stored::from_py("recorded_at", r)).transpose()?,
         chain_hash,
-        not_utf8: crate::audit::query::COLUMN_NAMES.into_iter().filter(|c| not_utf8.iter().any(|n| n == c)).collect(),
+        not_utf8: crate::audit::schema::row_column_names().filter(|c| not_utf8.iter().any(|n| n == c)).collect(),
     })
 }
 

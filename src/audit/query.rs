@@ -149,7 +149,7 @@ fn text_checked(row: &Row<'_>, index: usize) -> rusqlite::Result<(Option<String>
 /// The first column of a row selected with [`ROW_COLUMNS`] (the id aside)
 /// that is neither NULL nor UTF-8 text, and what it holds instead.
 fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static str)>> {
-    let columns = ROW_COLUMNS.split(',').map(str::trim).enumerate();
+    let columns = schema::row_column_names().enumerate();
     for (index, column) in columns.filter(|(_, c)| *c != "id") {
         let what = match row.get_ref(index)? {
             ValueRef::Null => continue,
@@ -164,25 +164,6 @@ fn stored_as(row: &Row<'_>) -> rusqlite::Result<Option<(&'static str, &'static s
     Ok(None)
 }
 
-/// The names of [`ROW_COLUMNS`], in order.
-pub const COLUMN_NAMES: [&str; 15] = [
-    "id",
-    "timestamp",
-    "event_type",
-    "plan_id",
-    "user_identity",
-    "details",
-    "event_id",
-    "actor_name",
-    "project_name",
-    "session_id",
-    "outcome",
-    "source",
-    "recorded_at",
-    "prev_hash",
-    "chain_hash",
-];
-
 impl RowData {
     /// Reads a row selected with [`ROW_COLUMNS`].
     pub fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -190,7 +171,7 @@ impl RowData {
         let mut column = |index: usize| -> rusqlite::Result<Option<String>> {
             let (value, lossy) = text_checked(row, index)?;
             if lossy {
-                not_utf8.extend(COLUMN_NAMES.get(index));
+                not_utf8.extend(schema::row_column_names().nth(index));
             }
             Ok(value)
         };

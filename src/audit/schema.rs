@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 pub const ROW_COLUMNS: &str = "id, timestamp, event_type, plan_id, user_identity, details, event_id, actor_name, \
                                project_name, session_id, outcome, source, recorded_at, prev_hash, chain_hash";
 
+/// The names of [`ROW_COLUMNS`], in order.
+pub fn row_column_names() -> impl Iterator<Item = &'static str> {
+    ROW_COLUMNS.split(',').map(str::trim)
+}
+
 /// How hard `COMMIT` pushes to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
