@@ -295,11 +295,7 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         }
         Err(e) => return Err(at(path, "not a readable SQLite database", e)),
     };
-    if version > SCHEMA_VERSION {
-        return Err(Error::Storage(format!(
-            "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
-        )));
-    }
+    known_version(version).map_err(|e| on_file(path, e))?;
     let columns = table_columns(&conn).map_err(|e| at(path, "cannot read the schema", e))?;
     if columns.is_empty() {
         return Err(Error::Storage(format!(
@@ -428,7 +424,7 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// them all.
 pub fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
     let present = table_columns(conn)?;
-    Ok(ROW_COLUMNS.split(',').map(str::trim).filter(|column| !present.iter().any(|p| p == column)).collect())
+    Ok(row_column_names().filter(|column| !present.iter().any(|p| p == column)).collect())
 }
 
 /// What [`missing_columns`] found, in words.
@@ -547,11 +543,7 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     };
     // A file refused is left as it was: not switched to WAL first.
     let version = user_version(&conn).map_err(unusable)?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::Storage(format!(
-            "audit database {path:?}: schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
-        )));
-    }
+    known_version(version).map_err(|e| on_file(path, e))?;
     let mode: String = switch_to_wal(&mut conn, busy_timeout).map_err(unusable)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!("audit database {path:?}: journal_mode is {mode:?}, WAL was required")));
@@ -579,8 +571,7 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
         |e| match e {
             Error::Sqlite(inner) if is_busy(&inner) => held_too_long(path, busy_timeout, "migrated", inner),
             Error::Sqlite(inner) => at(path, "migration failed", inner),
-            Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
-            other => other,
+            other => on_file(path, other),
         },
     )?;
     // Each row written would fail for ever, as retries of a failed commit.
@@ -669,9 +660,8 @@ fn held_too_long(path: &str, busy_timeout: Duration, what: &str, err: rusqlite::
 }
 
 /// Another connection holds the lock needed.
-fn is_busy(err: &rusqlite::Error) -> bool {
-    matches!(err, rusqlite::Error::SqliteFailure(e, _)
-        if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+pub fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// Runs `step` again while another connection holds the lock it needs, until
@@ -684,15 +674,30 @@ fn until_free<T>(busy_timeout: Duration, mut step: impl FnMut() -> rusqlite::Res
     let mut pause = Duration::from_millis(1);
     loop {
         match step() {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                    && Instant::now() < deadline =>
-            {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             done => return done,
         }
+    }
+}
+
+/// Refuses a file written by a newer auditbus.
+fn known_version(version: i64) -> Result<()> {
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+/// A refusal about the file at `path`, naming it.
+fn on_file(path: &str, err: Error) -> Error {
+    match err {
+        Error::Storage(message) => Error::Storage(format!("audit database {path:?}: {message}")),
+        other => other,
     }
 }
 
@@ -709,16 +714,11 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::Storage(format!(
-            "schema version {version} is newer than this auditbus understands ({SCHEMA_VERSION})"
-        )));
-    }
+    known_version(version)?;
     // A table lacking a legacy column would fail in the DDL below, naming only SQL.
     let present = table_columns(&tx)?;
     if !present.is_empty() {
-        let missing: Vec<&str> =
-            ROW_COLUMNS.split(',').map(str::trim).take(6).filter(|c| !present.iter().any(|p| p == c)).collect();
+        let missing: Vec<&str> = row_column_names().take(6).filter(|c| !present.iter().any(|p| p == c)).collect();
         if !missing.is_empty() {
             return Err(Error::Storage(format!(
                 "{}; nothing can be written to it (a service opened with read_only=True reads it)",

@@ -1432,10 +1432,7 @@ impl Thread {
             }
             // Busy (another process checkpoints) or I/O: committed rows are safe in the WAL.
             Err(e) => {
-                let busy = matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                );
+                let busy = schema::is_busy(&e);
                 let e = describe(&Error::Sqlite(e));
                 let now = Instant::now();
                 let fault =
