@@ -642,12 +642,12 @@ def _safe(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
-def _path_text(path: str) -> str:
-    """A path the command names in its own lines: secret shapes masked, as in its error lines.
+def _masked(text: str) -> str:
+    """Text the command puts in its own lines (a path it names, an error): secret shapes masked, controls escaped.
 
-    What a command prints on success lands in a scheduled job's log too.
+    What a command prints on success lands in a scheduled job's log too, as its errors do.
     """
-    return _safe(redact(path))
+    return _safe(redact(text))
 
 
 def _field_text(value: Any) -> str:
@@ -1211,7 +1211,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
         progress.finish()
-        print(f"exported {progress.done} rows to {_path_text(str(target))}", file=sys.stderr)
+        print(f"exported {progress.done} rows to {_masked(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
 
@@ -1348,7 +1348,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return EXIT_OK
             prompt = (
                 f"Delete the {candidates} oldest audit row{'s' if candidates != 1 else ''}, recorded before "
-                f"{_iso(before)}, from {_path_text(path)}? This cannot be undone. [y/N] "
+                f"{_iso(before)}, from {_masked(path)}? This cannot be undone. [y/N] "
             )
             try:
                 answer = input(prompt)
@@ -1366,13 +1366,17 @@ def cmd_purge(args: argparse.Namespace) -> int:
             done = _own_purge(path, before)
             if done is None:
                 raise
-            print(f"purged {done} row{'s' if done != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
+            print(_purged_line(done, before, path))
             signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
             how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
             print(f"auditbus: {how} after the purge was handed over; it was carried out", file=sys.stderr)
             return 128 + signum
-    print(f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_path_text(path)}")
+    print(_purged_line(purged, before, path))
     return EXIT_OK
+
+
+def _purged_line(purged: int, before: datetime, path: str) -> str:
+    return f"purged {purged} row{'s' if purged != 1 else ''} recorded before {_iso(before)} from {_masked(path)}"
 
 
 def _own_purge(path: str, before: datetime) -> int | None:
@@ -1420,7 +1424,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(4)
     # A fresh key each run, so finding it absent cannot be an accident of older data.
     secret = "sk-proj-" + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
-    out.write(f"auditbus demo: services emit through a wired bus into {_path_text(path)}, as user 'alice'\n\n")
+    out.write(f"auditbus demo: services emit through a wired bus into {_masked(path)}, as user 'alice'\n\n")
     with open_service(path, create=True) as service:
         newest = service.query(limit=1, order="desc")
         start_id = newest[0].id if newest else 0
@@ -1483,7 +1487,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"auditbus: error: {_safe(redact(message))} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"auditbus: error: {_masked(message)} (see '{self.prog} --help')\n")
 
 
 def _add_db(parser: argparse.ArgumentParser, default: Any, read_only_default: Any) -> None:
@@ -1819,7 +1823,7 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         _flush_output()
         return status
     except CliError as exc:
-        print(f"auditbus: error: {_safe(redact(str(exc)))}", file=sys.stderr)
+        print(f"auditbus: error: {_masked(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt as exc:
         if isinstance(exc, _Terminated):
@@ -1836,7 +1840,7 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
             raise
         if isinstance(exc, OSError):
             _discard_output()
-        print(f"auditbus: error: {_safe(redact(_one_line(exc)))} ({type(exc).__name__})", file=sys.stderr)
+        print(f"auditbus: error: {_masked(_one_line(exc))} ({type(exc).__name__})", file=sys.stderr)
         return EXIT_ERROR
 
 
