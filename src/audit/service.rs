@@ -26,7 +26,7 @@ use crate::audit::entry::{AuditEntry, VerifyReport};
 use crate::audit::query::{self, Filter, Order, RowData};
 use crate::audit::record::{lifecycle, new_event_id, AuditRecord, Who};
 use crate::audit::schema::{self, Durability, SCHEMA_VERSION};
-use crate::audit::writer::{self, Committed, Stats, Writer};
+use crate::audit::writer::{self, ClosedBy, Committed, Stats, Writer};
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
 use crate::redact::{Redactor, Rules};
@@ -70,7 +70,7 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
     }
     for (writer, temp) in live {
         // Bounded by the exit's limit, not by a signal; it fails only on the writer thread, never this hook's.
-        let _ = writer.close(py, Some(stop_record("interpreter exit", None)), false);
+        let _ = writer.close(py, Some(stop_record("interpreter exit", None)), ClosedBy::Exit);
         remove_temp(temp.as_ref());
     }
 }
@@ -943,7 +943,7 @@ impl AuditService {
     /// fault's `AuditError` (each time), as `flush()` does.
     fn close(&self, py: Python<'_>) -> Result<()> {
         if let Some(writer) = &self.writer {
-            writer.close(py, Some(stop_record("close()", acting(py)?)), true)?;
+            writer.close(py, Some(stop_record("close()", acting(py)?)), ClosedBy::Program)?;
             if writer.forked() {
                 // The parent's connections and ":memory:" file are the parent's to close. A
                 // reader lock held at the fork belongs to a thread the child does not have.

@@ -109,6 +109,15 @@ const MAX_GATHER: Duration = Duration::from_millis(20);
 /// lock another process holds for good must not make it uninterruptible.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
+/// Who closes a service: its error afterwards says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// `close()` or the context manager.
+    Program,
+    /// The at-exit hook.
+    Exit,
+}
+
 /// What a durable caller learns about its row once committed.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -958,11 +967,12 @@ impl Writer {
     }
 
     /// Queues `last` (the stop row) and `Stop`, then waits for the thread. Idempotent.
-    /// The wait lets Python handle signals (see [`interruptible`]) when
-    /// `interruptible`: a Ctrl-C ends it with the writer closed to new
+    /// The program's close lets Python handle signals in the wait (see
+    /// [`interruptible`]): a Ctrl-C ends it with the writer closed to new
     /// records and still writing what was queued; a later `close()`, or the
-    /// exit, waits again. The at-exit close, bounded by its own limit, is not.
-    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, interruptible: bool) -> Result<()> {
+    /// exit, waits again. The at-exit close, bounded by its own limit, does not.
+    pub fn close(&self, py: Python<'_>, last: Option<AuditRecord>, by: ClosedBy) -> Result<()> {
+        let interruptible = by == ClosedBy::Program;
         if self.forked() {
             // The thread to stop and join lives in the parent only.
             self.closed.store(true, Ordering::Release);
@@ -974,8 +984,7 @@ impl Writer {
             let mut gate = self.shared.gate.write();
             if !*gate {
                 *gate = true;
-                // Only the at-exit close does not let a signal interrupt it.
-                self.closed_at_exit.store(!interruptible, Ordering::Release);
+                self.closed_at_exit.store(by == ClosedBy::Exit, Ordering::Release);
                 self.closed.store(true, Ordering::Release);
                 if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
                     self.shared.stats.enqueue();
