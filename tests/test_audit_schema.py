@@ -266,3 +266,47 @@ def test_a_legacy_table_missing_columns_is_refused_naming_them(tmp_path: Path) -
     assert "audit_log has no columns 'plan_id', 'user_identity'" in message
     assert "read_only=True" in message  # what to do
     assert "CREATE INDEX" not in message
+
+
+def test_two_services_on_one_file_through_a_hard_link_both_commit(tmp_path: Path) -> None:
+    """SQLite names a -wal file after the name a database is opened by, and shares one -shm per file:
+    two services in one process opening one file by two names used to pair one -wal with the other's
+    index, and the second writer retried for ever (its close() never returned)."""
+    first = tmp_path / "trail.db"
+    AuditService(first).close()
+    second = tmp_path / "also.db"
+    second.hardlink_to(first)
+    code = f"""
+import auditbus
+a = auditbus.AuditService({str(first)!r})
+b = auditbus.AuditService({str(second)!r})
+for i in range(20):
+    a.record("plan_applied", plan_id=f"a-{{i}}")
+    b.record("plan_applied", plan_id=f"b-{{i}}")
+    b.record_event(auditbus.DomainEvent(event_type="plan_cancelled", plan_id=f"b-{{i}}"))
+b.close()
+a.close()
+with auditbus.AuditService({str(second)!r}, read_only=True) as reader:
+    print(reader.count(event_type=["plan_applied", "plan_cancelled"]), reader.verify().ok)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["60", "True"]
+
+
+def test_opening_a_file_with_several_names_warns_that_processes_must_share_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process opening the file by another name cannot be seen, and would damage it: said once, at open."""
+    first = tmp_path / "trail.db"
+    with caplog.at_level("WARNING", logger="auditbus"):
+        AuditService(first).close()
+    assert not [r for r in caplog.records if "hard links" in r.getMessage()]
+    (tmp_path / "also.db").hardlink_to(first)
+    with caplog.at_level("WARNING", logger="auditbus"):
+        AuditService(first).close()
+    warned = [r.getMessage() for r in caplog.records if "hard links" in r.getMessage()]
+    assert len(warned) == 1
+    assert "trail.db" in warned[0]
+    assert "has 2 names" in warned[0]
+    assert "same name" in warned[0]

@@ -226,11 +226,65 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(plain_uri(path), flags).map_err(|e| at(path, "cannot open", e))?;
+    prepared(path, names::open(path, flags), busy_timeout)
+}
+
+/// A connection just opened to the trail at `path`, with the settings every connection needs.
+fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Duration) -> Result<Connection> {
+    let conn = opened.map_err(|e| at(path, "cannot open", e))?;
     conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
     Ok(conn)
+}
+
+/// One name per database file in this process. SQLite keeps a database's
+/// `-wal` file beside the name it was opened by, but maps one `-shm` index
+/// per file (device and inode): two connections opening one file by two
+/// names (hard links) would pair one `-wal` file with the other's index,
+/// and every commit through the second name would fail. A file this process
+/// already opened is opened again by the name it was first opened by, as
+/// long as that name still leads to it.
+mod names {
+    use rusqlite::{Connection, OpenFlags};
+    #[cfg(unix)]
+    use std::{collections::HashMap, sync::LazyLock};
+
+    #[cfg(unix)]
+    use parking_lot::Mutex;
+
+    /// The name each file (device and inode) was first opened by, as SQLite resolved it.
+    #[cfg(unix)]
+    static FIRST: LazyLock<Mutex<HashMap<(u64, u64), String>>> = LazyLock::new(Default::default);
+
+    #[cfg(unix)]
+    fn file_of(name: &str) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(name).ok().map(|meta| (meta.dev(), meta.ino()))
+    }
+
+    /// Opens `path` (a plain file name), by the name the file was first opened by if it was.
+    #[cfg(unix)]
+    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
+        // Held across the open: two threads opening one file by two names at once agree on one.
+        let mut first = FIRST.lock();
+        let known = file_of(path).and_then(|key| first.get(&key).filter(|name| file_of(name) == Some(key)).cloned());
+        let conn = Connection::open_with_flags(super::plain_uri(known.as_deref().unwrap_or(path)), flags)?;
+        if known.is_none() {
+            if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
+                if let Some(key) = file_of(name) {
+                    first.insert(key, name.to_owned());
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Elsewhere hard links are left to SQLite.
+    #[cfg(not(unix))]
+    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
+        Connection::open_with_flags(super::plain_uri(path), flags)
+    }
 }
 
 /// Refuses a directory, FIFO, socket or device by name: opening a FIFO for
@@ -264,14 +318,7 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
         Ok(meta) => regular_file(path, &meta)?,
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let open = |name: &str| -> Result<Connection> {
-        let conn = Connection::open_with_flags(name, flags).map_err(|e| at(path, "cannot open", e))?;
-        conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
-        conn.set_prepared_statement_cache_capacity(64);
-        query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
-        Ok(conn)
-    };
-    let shared = open(&plain_uri(path))?;
+    let shared = prepared(path, names::open(path, flags), busy_timeout)?;
     let mut immutable = None;
     let (conn, version) = match user_version(&shared) {
         Ok(version) => (shared, version),
@@ -280,7 +327,8 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
             // Taken before the file is read: a change from here on reopens it.
             let file = absolute(path);
             let seen = FileState::of(&file);
-            let conn = open(&format!("{}?immutable=1", plain_uri(&file)))?;
+            let uri = format!("{}?immutable=1", plain_uri(&file));
+            let conn = prepared(path, Connection::open_with_flags(uri, flags), busy_timeout)?;
             let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
             immutable = Some(Immutable { path: path.to_owned(), busy_timeout, file, seen });
             (conn, version)
@@ -521,6 +569,28 @@ const COMPANIONS_NOT_WRITABLE: &str =
 /// batch), so steady writing never pays for cutting and regrowing it.
 pub const WAL_SIZE_LIMIT: i64 = 8 << 20;
 
+/// This process opens a file by one name (see [`names`]); other processes
+/// cannot be told, and two of them writing through two names would each
+/// keep their own -wal file and index, and damage the file.
+#[cfg(unix)]
+fn warn_of_other_names(path: &str, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    if meta.nlink() > 1 {
+        crate::audit::writer::log(
+            "warning",
+            &format!(
+                "audit database {path:?} has {} names (hard links): SQLite keeps the -wal file beside the name a \
+                 process opens it by, so every process must open it by the same name; two processes writing \
+                 through different names damage it",
+                meta.nlink()
+            ),
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_of_other_names(_path: &str, _meta: &std::fs::Metadata) {}
+
 /// Opens the writer's connection: WAL, the chosen `synchronous` (read back
 /// and checked, since wrappers and compile options can change defaults),
 /// then the migrations.
@@ -528,6 +598,7 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
     // A missing file is created by the open below.
     if let Ok(meta) = std::fs::metadata(path) {
         regular_file(path, &meta)?;
+        warn_of_other_names(path, &meta);
     }
     let mut conn = open(path, busy_timeout)?;
     // SQLite quietly opens a file it may not write read-only; the writer
