@@ -155,11 +155,10 @@ def cases() -> list[Case]:
     old = legacy.AuditService(folder / "legacy.db")
     check_durability(ours, old)
     payload = details_1k(7)
-    # The writer gathers a burst for up to 20 ms before it commits it (see
-    # src/audit/writer.rs MAX_GATHER): a sample of 4,000 events (about 12 ms)
-    # ends before any commit starts, and times an idle writer. 32,000 events
-    # last several of those windows, so the writer commits during the sample,
-    # beside the emitting thread, as it does for a service that keeps emitting.
+    # The writer starts a burst's commit once 512 events are queued (see
+    # src/audit/writer.rs COMMIT_ROWS) and commits what queued meanwhile
+    # right after: a sample of 32,000 events spans many of its commits, made
+    # beside the emitting thread, as for a service that keeps emitting.
     caller_number, caller_rounds = 32_000, 5
     legacy_caller_number = 4000
     # Distinct events (an event sent twice is a duplicate the writer skips, not

@@ -68,9 +68,9 @@ def cases() -> list[Case]:
     # once (a repeated event_id is a duplicate the writer skips, not a row).
     caller_service, caller_bus = _ours(folder, "caller")
     legacy_caller_bus = _legacy(folder, "legacy-caller", caller_service)
-    # 32,000 emits a sample: longer than the writer's 20 ms gathering of a
-    # burst, so it commits during the sample as for a service that keeps
-    # emitting (bench_audit.py, the record_event() case).
+    # 32,000 emits a sample: many of the writer's commits long, made during
+    # the sample as for a service that keeps emitting (bench_audit.py, the
+    # record_event() case).
     caller_number, caller_rounds = 32_000, 5
     next_event = one_each(
         [

@@ -2,8 +2,8 @@
 
     python benchmarks/caller_cpu.py [EVENTS]
 
-Hands bursts of EVENTS (default 32,000: longer than the writer's 20 ms
-gathering, so it commits during the burst) to one service, alternately with
+Hands bursts of EVENTS (default 32,000: many of the writer's commits long,
+since it starts one once 512 events are queued) to one service, alternately with
 the writer free and with it held off by another process's open write
 transaction (it then only waits). Prints, per event, the emitting thread's
 wall-clock time and its CPU time (`time.thread_time_ns`), and the commits

@@ -1311,12 +1311,12 @@ def test_the_wal_file_is_cut_back_after_a_large_purge_instead_of_keeping_its_siz
 
 
 # Write-behind bursts. The writer leaves a burst queued while it grows and
-# starts its commit once it pauses (1 ms), after 20 ms, or at once when
-# someone waits (a flush, a durable record(), a read, a purge, a close).
+# starts its commit once it pauses (1 ms), holds 512 rows, after 20 ms, or at
+# once when someone waits (a flush, a durable record(), a read, a purge, a close).
 
 
 #: Room for a burst of the tests' length that is never half full: only a pause,
-#: the time limit or a waiter ends its gather. Commits without an fsync each
+#: 512 rows, the time limit or a waiter ends its gather. Commits without an fsync each
 #: ("normal"): a disk slowed by other work must not let the burst outrun them.
 _BURST_QUEUE = 1_000_000
 
@@ -1371,8 +1371,9 @@ class _Burst:
 def test_a_burst_that_never_pauses_is_committed_while_it_lasts(tmp_path: Path) -> None:
     # Rows of a burst that never pauses for 1 ms must not wait for its end (nor
     # for half of a large queue): another connection sees rows while it still
-    # runs. Full batches and the 20 ms gather limit both give that; the limit
-    # alone is pinned by the writer's unit test of a burst that never pauses.
+    # runs. 512 queued rows, full batches and the 20 ms gather limit all give
+    # that; the limit alone is pinned by the writer's unit test of a burst
+    # that never pauses.
     path = tmp_path / "a.db"
     with AuditService(path, queue_size=_BURST_QUEUE, durability="normal") as svc:
         svc.flush()

@@ -105,6 +105,11 @@ const DURABLE_POLL: Duration = Duration::from_micros(150);
 /// The longest the thread gathers a burst once it turns to it (after the
 /// commit before), before the burst's commit starts.
 const MAX_GATHER: Duration = Duration::from_millis(20);
+/// Rows of a burst that start its commit while it goes on: enough to spread
+/// the commit's fsync and index pages thin (about 2 ms of a caller's
+/// emitting), few enough that the emitting thread's closing `flush()` waits
+/// for the rows it handed over after that commit began, not for the burst.
+const COMMIT_ROWS: usize = 512;
 /// How often a waiting `flush()` lets Python handle a signal (Ctrl-C): a
 /// lock another process holds for good must not make it uninterruptible.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -1190,6 +1195,8 @@ enum Gathered {
     Waiter,
     /// The batch holds [`MAX_BATCH`] rows.
     Full,
+    /// [`COMMIT_ROWS`] rows are queued or taken.
+    Enough,
     /// `urgent` moved on: a message someone waits on is queued.
     Urged,
     /// No row came for [`GATHER_GAP`].
@@ -1592,21 +1599,21 @@ impl Thread {
     }
 
     /// While write-behind rows keep arriving (each within [`GATHER_GAP`] of
-    /// the last), leaves them queued instead of committing a slice of the
-    /// burst: one commit per burst writes each index page and syncs once,
-    /// and the emitting threads do not share the machine with a commit (nor
-    /// with this thread reading the queue) while they emit. A burst longer
-    /// than [`MAX_BATCH`] rows is then committed in back-to-back batches.
-    /// Once the queue is half full, the rows are taken into the batch so that
-    /// emitters do not wait for room while this thread idles (a small
-    /// `queue_size` still gathers up to [`MAX_BATCH`]). Ends at once when
-    /// someone waits (a flush, a durable row, a control message: `urgent`
-    /// moved on since the queue was read), and after [`MAX_GATHER`] in all:
-    /// once the commit before is done, no row waits longer for its commit to
-    /// start (a row queued while that commit ran, or left over by a full
-    /// batch, waited for it too and is gathered again). Polled, not waited
-    /// for: a receiver blocked on the channel makes every send a wake-up
-    /// system call on the emitting thread.
+    /// the last), leaves them queued until [`COMMIT_ROWS`] are, rather than
+    /// committing each few: fewer commits sync less often and write each
+    /// index page fewer times. Those rows are then committed while the burst
+    /// goes on, and the next commit takes what queued meanwhile, up to
+    /// [`MAX_BATCH`] rows, so a caller's `flush()` at the burst's end waits
+    /// for the rows it handed over during the last commit, not for the whole
+    /// burst. Once the queue is half full, the rows are taken into the batch
+    /// so that emitters do not wait for room while this thread idles. Ends at
+    /// once when someone waits (a flush, a durable row, a control message:
+    /// `urgent` moved on since the queue was read), and after [`MAX_GATHER`]
+    /// in all: once the commit before is done, no row waits longer for its
+    /// commit to start (a row queued while that commit ran, or left over by a
+    /// full batch, waited for it too and is gathered again). Polled, not
+    /// waited for: a receiver blocked on the channel makes every send a
+    /// wake-up system call on the emitting thread.
     fn gather(&self, batch: &mut Batch, urgent: u64) -> Gathered {
         let limit = Instant::now() + MAX_GATHER;
         let half = self.rx.capacity().map_or(usize::MAX, |c| c.div_ceil(2));
@@ -1627,6 +1634,9 @@ impl Thread {
             }
             if Instant::now() >= limit {
                 break Gathered::TimeUp;
+            }
+            if queued + batch.rows.len() >= COMMIT_ROWS {
+                break Gathered::Enough;
             }
             if queued >= half {
                 self.take_queued(batch);
@@ -2735,6 +2745,17 @@ mod tests {
         let end = thread.gather(&mut batch, urgent);
         assert!(matches!(end, Gathered::Paused | Gathered::TimeUp), "{end:?}");
         assert_eq!(batch.rows.len(), 5);
+    }
+
+    #[test]
+    fn a_burst_is_committed_once_it_holds_commit_rows_without_waiting_for_its_pause() {
+        let (thread, tx) = idle_thread(1 << 16);
+        for _ in 0..COMMIT_ROWS + 3 {
+            tx.send(row()).unwrap();
+        }
+        let (mut batch, urgent) = begin_turn(&thread);
+        assert_eq!(thread.gather(&mut batch, urgent), Gathered::Enough);
+        assert_eq!(batch.rows.len(), COMMIT_ROWS + 3);
     }
 
     #[test]
