@@ -712,6 +712,36 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
 
 
+def test_the_log_line_of_a_kept_copy_comes_after_the_reply_its_waiter_needs(tmp_path: Path) -> None:
+    """A log handler may wait on a lock the waiting caller holds (the app's own lock around
+    its audit calls): the writer answers a flush() before it logs, or both would wait for ever."""
+    app_lock = threading.Lock()
+    handled: list[bool] = []
+
+    class NeedsTheAppLock(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got = app_lock.acquire(timeout=10)
+            handled.append(got)
+            if got:
+                app_lock.release()
+
+    handler = NeedsTheAppLock(logging.WARNING)
+    logger = logging.getLogger("auditbus")
+    logger.addHandler(handler)
+    try:
+        base = DomainEvent(event_type="entity_deleted", plan_id="p0")
+        with AuditService(tmp_path / "a.db") as svc:
+            svc.record_event(base)
+            svc.flush()
+            with app_lock:
+                svc.record_event(base.model_copy(update={"plan_id": "p1"}))  # kept as a copy: logged
+                svc.flush()
+            wait_until(lambda: handled, "the kept copy's log line")
+    finally:
+        logger.removeHandler(handler)
+    assert handled == [True]
+
+
 def test_a_copy_numbered_past_the_last_suffix_handed_over_twice_is_stored_once(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     base = DomainEvent(event_type="entity_deleted", plan_id="p0")

@@ -286,20 +286,16 @@ impl Shared {
         self.stats.duplicates.fetch_add(ids.len() as u64 - stored, Ordering::Release);
     }
 
-    /// Logs a row whose `event_id` was taken by a different event, and kept as `kept_as`.
-    fn note_kept(&self, record: &AuditRecord, kept_as: &str) {
+    /// The warning for a row whose `event_id` was taken by a different event, and kept as `kept_as`.
+    fn kept_warning(&self, record: &AuditRecord, kept_as: &str) -> String {
         // The ids are the caller's text: escaped, a line break in one cannot forge a log line.
-        log(
-            "warning",
-            &format!(
-                "audit trail {:?}: event_id {} was already stored for a different event; this {} event was stored \
-                 as {}",
-                self.path,
-                record.event_id.escape_debug(),
-                record.event_type,
-                kept_as.escape_debug()
-            ),
-        );
+        format!(
+            "audit trail {:?}: event_id {} was already stored for a different event; this {} event was stored as {}",
+            self.path,
+            record.event_id.escape_debug(),
+            record.event_type,
+            kept_as.escape_debug()
+        )
     }
 }
 
@@ -751,7 +747,7 @@ impl Writer {
         let size = self.admit(&record)?;
         if let Some(committed) = py.detach(|| self.commit_here(&record)) {
             if let Some(kept_as) = committed.as_ref().and_then(|c| c.kept_as.as_deref()) {
-                self.shared.note_kept(&record, kept_as);
+                log("warning", &self.shared.kept_warning(&record, kept_as));
             }
             return Ok(committed);
         }
@@ -1272,6 +1268,9 @@ struct Thread {
     wal_frames: Arc<AtomicI64>,
     /// While checkpoints fail.
     checkpoint_fault: Option<CheckpointFault>,
+    /// Warnings of the last commit, logged once its waiters have their
+    /// answers: a log handler may wait on a lock a waiting caller holds.
+    warnings: Vec<String>,
 }
 
 /// Checkpoints failing since `since`, `attempts` times; `logged` is when it was last logged.
@@ -1415,7 +1414,7 @@ impl Thread {
         let wal = file.as_ref().and_then(|f| WalWatch::of(&f.beside("-wal")));
         let shm = file.as_ref().and_then(|f| FileId::of(&f.beside("-shm")));
         let core = Arc::new(Mutex::new(Some(Core { conn, source, head: None, file, wal, shm })));
-        Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None }
+        Self { core, rx, shared, commit_cost: MIN_LINGER, wal_frames, checkpoint_fault: None, warnings: Vec::new() }
     }
 
     /// Copies the WAL back into the database once it holds
@@ -1524,6 +1523,9 @@ impl Thread {
                 Landing::Landed => {
                     for reply in flushes {
                         let _ = reply.send(());
+                    }
+                    for warning in std::mem::take(&mut self.warnings) {
+                        log("warning", &warning);
                     }
                 }
                 // Given up at exit: a flush waiting on these rows must not hear "done".
@@ -1741,14 +1743,12 @@ impl Thread {
     }
 
     /// Counts a committed batch and answers its durable callers.
-    fn landed(&self, rows: Vec<Pending>, ids: Vec<Option<Committed>>) {
+    fn landed(&mut self, rows: Vec<Pending>, ids: Vec<Option<Committed>>) {
         self.shared.count_landed(&ids);
-        for ((record, _), kept) in rows.iter().zip(&ids) {
-            if let Some(kept_as) = kept.as_ref().and_then(|c| c.kept_as.as_deref()) {
-                self.shared.note_kept(record, kept_as);
+        for ((record, reply), id) in rows.into_iter().zip(ids) {
+            if let Some(kept_as) = id.as_ref().and_then(|c| c.kept_as.as_deref()) {
+                self.warnings.push(self.shared.kept_warning(&record, kept_as));
             }
-        }
-        for ((_, reply), id) in rows.into_iter().zip(ids) {
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(id));
             }
@@ -1834,15 +1834,12 @@ impl Thread {
                         (self.commit_cost.saturating_mul(3).saturating_add(started.elapsed()) / 4).min(MAX_LINGER);
                     self.landed(rows, ids);
                     if let Some((since, _, attempts)) = fault {
-                        log(
-                            "warning",
-                            &format!(
-                                "audit writer for {:?} recovered after {attempts} failed attempts over {:.1} s; \
-                                 no record was lost",
-                                self.shared.path,
-                                since.elapsed().as_secs_f64()
-                            ),
-                        );
+                        self.warnings.push(format!(
+                            "audit writer for {:?} recovered after {attempts} failed attempts over {:.1} s; no record \
+                             was lost",
+                            self.shared.path,
+                            since.elapsed().as_secs_f64()
+                        ));
                     }
                     return Landing::Landed;
                 }
