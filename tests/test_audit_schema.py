@@ -310,3 +310,12 @@ def test_opening_a_file_with_several_names_warns_that_processes_must_share_one(
     assert "trail.db" in warned[0]
     assert "has 2 names" in warned[0]
     assert "same name" in warned[0]
+
+
+def test_a_new_trail_in_a_folder_that_does_not_exist_is_refused_naming_the_folder(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "audit.db"
+    with pytest.raises(auditbus.AuditError) as refused:
+        AuditService(path)
+    message = str(refused.value)
+    assert f"its folder {str(path.parent)!r} does not exist" in message.replace('"', "'")
+    assert not path.parent.exists()

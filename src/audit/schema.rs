@@ -226,7 +226,19 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    prepared(path, names::open(path, flags), busy_timeout)
+    let opened = names::open(path, flags);
+    if let Some(refusal) = opened.as_ref().err().and_then(|_| missing_folder(path)) {
+        return Err(refusal);
+    }
+    prepared(path, opened, busy_timeout)
+}
+
+/// A new trail whose folder does not exist, named: SQLite says only "unable to open database file".
+fn missing_folder(path: &str) -> Option<Error> {
+    let folder = std::path::Path::new(path).parent().filter(|folder| !folder.as_os_str().is_empty())?;
+    (!folder.exists()).then(|| {
+        Error::Storage(format!("audit database {path:?} cannot be created: its folder {folder:?} does not exist"))
+    })
 }
 
 /// A connection just opened to the trail at `path`, with the settings every connection needs.
