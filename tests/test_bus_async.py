@@ -177,11 +177,13 @@ def test_a_loop_closed_with_handler_tasks_still_pending_is_not_kept_alive_by_the
     assert not aio._pending
 
 
-def emit_until_a_handler_fails(bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture) -> None:
+def emit_until_a_handler_fails(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture, emitted: DomainEvent | None = None
+) -> None:
     """Emits one event inside a running loop and waits, logging captured, until a handler has failed."""
 
     async def main() -> None:
-        bus.emit(event())
+        bus.emit(event() if emitted is None else emitted)
         while bus.handler_errors == 0:
             await asyncio.sleep(0.001)
 
@@ -221,6 +223,21 @@ def test_coroutine_handler_exception_text_is_logged_with_its_secrets_masked(
     emit_until_a_handler_fails(bus, caplog)
     assert "RuntimeError: async handler saw ***REDACTED***" in caplog.text
     assert secret not in caplog.text
+
+
+def test_a_coroutine_handler_quoting_the_events_secret_value_logs_it_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = ReactiveEventBus()
+
+    async def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["password"])
+
+    bus.subscribe("plan_created", leaky)
+
+    emit_until_a_handler_fails(bus, caplog, DomainEvent(event_type="plan_created", details={"password": "hunter2pass"}))
+    assert "KeyError: '***REDACTED***'" in caplog.text
+    assert "hunter2pass" not in caplog.text
 
 
 def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:

@@ -145,6 +145,25 @@ def test_a_recorder_failure_is_logged_with_its_secrets_masked(caplog: pytest.Log
     assert secret not in caplog.text
 
 
+def test_a_recorder_failure_quoting_the_events_secret_value_logs_it_masked(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[DomainEvent] = []
+
+    class Quoting:
+        """Handed the details redacted, it fails quoting the value it looked up elsewhere."""
+
+        def record(self, event_type: str, **fields: Any) -> None:
+            raise ValueError(f"no user with pin {seen[-1].details['pin']!r}")
+
+    bus = ReactiveEventBus()
+    bus.subscribe(EventType.AUTH_FAILURE, seen.append)
+    AuditEventSubscriber(bus, Quoting())
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"pin": "4711-9"}))
+    assert "audit record failed for auth_failure" in caplog.text
+    assert "ValueError: no user with pin '***REDACTED***'" in caplog.text
+    assert "4711-9" not in caplog.text
+
+
 def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
     service = AuditService(tmp_path / "audit.db")
     bus = ReactiveEventBus(audit=service)

@@ -74,7 +74,9 @@ class AuditEventSubscriber:
         try:
             self._record(event)
         except Exception as exc:  # auditing must never break the domain operation
-            _log.failure("audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__)
+            _log.failure(
+                "audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__, event=event
+            )
 
     def close(self) -> None:
         """Stops recording; idempotent."""
