@@ -241,6 +241,23 @@ def test_a_service_subclass_that_overrides_record_still_gets_the_record_call(imp
     audit.close()
 
 
+def test_a_service_subclass_that_overrides_record_wired_both_ways_gets_the_nine_types_twice(tmp_path: Path) -> None:
+    """record() writes a row of its own, with no event_id: the README says to wire one of the two."""
+
+    class TenantAudit(AuditService):
+        def record(self, event_type: str, **fields: Any) -> Any:
+            return super().record(event_type, **fields)
+
+    with TenantAudit(tmp_path / "audit.db") as audit:
+        bus = ReactiveEventBus(audit=audit)
+        AuditEventSubscriber(bus, audit)
+        bus.emit(DomainEvent(event_type="plan_applied"))
+        bus.emit(DomainEvent(event_type="plan_created"))
+        audit.flush()
+        assert audit.count(event_type="plan_applied") == 2
+        assert audit.count(event_type="plan_created") == 1
+
+
 def test_a_service_subclass_that_keeps_record_is_written_behind(service: AuditService, tmp_path: Path) -> None:
     class PlainSubclass(AuditService):
         pass
