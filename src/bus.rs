@@ -127,18 +127,27 @@ fn closed(what: &str) -> Error {
 
 /// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
 /// `auditbus._log` masks secrets in the traceback text, which is the
-/// handler's own text and may quote a token or a URL password.
+/// handler's own text and may quote a token or a URL password, or a secret
+/// value of `event`, the event being delivered.
 ///
 /// `Err` only when logging itself hit the recursion limit: the failure
 /// happened too deep to be logged there (an endless re-entrant emit), and
 /// the caller hands it up to a shallower frame, as the legacy bus's
 /// `logger.exception` did. Any other logging failure is unraisable.
-fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) -> PyResult<()> {
+fn log_failure(
+    py: Python<'_>,
+    template: &str,
+    args: (&str, &str),
+    err: &PyErr,
+    event: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
     static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
         let failure =
             FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
-        failure.bind(py).call1((template, args, err.get_type(py), err.value(py), err.traceback(py)))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("event", event)?;
+        failure.bind(py).call((template, args, err.get_type(py), err.value(py), err.traceback(py)), Some(&kwargs))?;
         Ok(())
     })();
     match logged {
@@ -153,8 +162,8 @@ fn log_failure(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) 
 
 /// `log_failure` where there is no caller to hand a failure to (dispose, a
 /// coroutine handler's task): a failure too deep to log is unraisable.
-fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr) {
-    if let Err(log_err) = log_failure(py, template, args, err) {
+fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr, event: Option<&Bound<'_, PyAny>>) {
+    if let Err(log_err) = log_failure(py, template, args, err, event) {
         log_err.write_unraisable(py, None);
     }
 }
@@ -283,7 +292,15 @@ enum Failure {
 impl ReactiveEventBus {
     /// Logs and counts an `Exception` from a handler or observer; anything
     /// else (`KeyboardInterrupt`, `SystemExit`) propagates, as in the legacy bus.
-    fn isolate(&self, py: Python<'_>, err: PyErr, failure: Failure, kind: EventKind, name: &str) -> PyResult<()> {
+    fn isolate(
+        &self,
+        py: Python<'_>,
+        err: PyErr,
+        failure: Failure,
+        event: &Bound<'_, PyAny>,
+        kind: EventKind,
+        name: &str,
+    ) -> PyResult<()> {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
@@ -291,7 +308,7 @@ impl ReactiveEventBus {
             Failure::Handler => ("event handler %s failed for %s", &self.handler_errors),
             Failure::Observer => ("stream observer %s failed for %s", &self.observer_errors),
         };
-        if log_failure(py, template, (name, kind.value()), &err).is_err() {
+        if log_failure(py, template, (name, kind.value()), &err, Some(event)).is_err() {
             // Too deep to log here: raised to the handler that emitted this
             // event, the emit one level up logs and counts it.
             return Err(err);
@@ -300,7 +317,13 @@ impl ReactiveEventBus {
         Ok(())
     }
 
-    fn push_to_stream(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kind: EventKind) -> PyResult<()> {
+    fn push_to_stream(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kind: EventKind,
+    ) -> PyResult<()> {
         let observers = self.observers.read_py_attached(py).clone();
         for observer in observers.iter() {
             if !observer.active.load(Ordering::Acquire) {
@@ -308,7 +331,7 @@ impl ReactiveEventBus {
             }
             if let Err(err) = observer.on_next.bind(py).call1(args) {
                 let name = handler_name(observer.observer.bind(py));
-                self.isolate(py, err, Failure::Observer, kind, &name)?;
+                self.isolate(py, err, Failure::Observer, event, kind, &name)?;
             }
         }
         Ok(())
@@ -358,7 +381,7 @@ impl ReactiveEventBus {
                 Mode::Coroutine { home_loop } => Self::schedule(bus, sub, event, home_loop.as_ref()),
             };
             if let Err(err) = outcome {
-                this.isolate(py, err, Failure::Handler, kind, &sub.name)?;
+                this.isolate(py, err, Failure::Handler, event, kind, &sub.name)?;
             }
         }
         Ok(())
@@ -545,7 +568,7 @@ impl ReactiveEventBus {
         let mut args: Option<Bound<'_, PyTuple>> = None;
         if this.observed.load(Ordering::Acquire) {
             let tuple = args.insert(PyTuple::new(py, [event])?);
-            this.push_to_stream(py, tuple, kind)?;
+            this.push_to_stream(py, event, tuple, kind)?;
         }
         this.append_to_log(py, event);
         let snapshot = this.handlers.read_py_attached(py).get(&kind).cloned();
@@ -666,7 +689,7 @@ impl ReactiveEventBus {
                 if err.is_instance_of::<PyException>(py) {
                     self.observer_errors.fetch_add(1, Ordering::Relaxed);
                     let name = handler_name(observer.observer.bind(py));
-                    log_failure_here(py, "stream observer %s failed for %s", (&name, "on_completed"), &err);
+                    log_failure_here(py, "stream observer %s failed for %s", (&name, "on_completed"), &err, None);
                 } else if first_error.is_none() {
                     first_error = Some(err);
                 }
@@ -758,6 +781,7 @@ impl ReactiveEventBus {
             "event handler %s failed for %s",
             (&handler_name(handler), event.get().kind().value()),
             &err,
+            Some(event.as_any()),
         );
     }
 

@@ -167,6 +167,62 @@ def test_a_formatter_that_formats_exc_info_itself_sees_the_secret_masked(
     assert SECRET_TOKEN in str(original) or "hunter22" in str(original)
 
 
+# Secrets without a shape of their own: masked in the event only because of their key names.
+EVENT_SECRETS = {
+    "password": "hunter2pass",
+    "pin": 98765,
+    "key": "db.password",
+    "new_value": "s3cr3tval",
+    "dsn": "postgres://app:pgpw7781@db/prod",
+    "nested": [{"secret": b"bytes-secret"}],
+    "tokens": ["tok-in-a-list", {"refresh": "tok-in-a-dict"}],
+}
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda ev: KeyError(ev.details["password"]),
+        lambda ev: ValueError(f"invalid literal for int() with base 10: {ev.details['new_value']!r}"),
+        lambda ev: KeyError(ev.details["pin"]),
+        lambda ev: ConnectionError(f"cannot reach pgpw7781@db as app={ev.details['password']}"),
+        lambda ev: ValueError(f"bad secret {ev.details['nested'][0]['secret']!r}"),
+        lambda ev: LookupError(f"{ev.details['tokens'][0]} and {ev.details['tokens'][1]['refresh']} expired"),
+    ],
+    ids=["KeyError", "int", "int-key", "partial", "bytes", "masked-whole"],
+)
+def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture, fail: Callable[[DomainEvent], Exception]
+) -> None:
+    """The bus knows which of the event's values are secret: its log line masks them wherever they appear."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise fail(ev)
+
+    formats_exc_info = _FormatsExcInfo()
+    logging.getLogger("auditbus").addHandler(formats_exc_info)
+    try:
+        bus.subscribe("config_changed", leaky)
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(event("config_changed", details=EVENT_SECRETS))
+    finally:
+        logging.getLogger("auditbus").removeHandler(formats_exc_info)
+    assert bus.handler_errors == 1
+    assert "in leaky" in caplog.text  # still the traceback
+    assert "***REDACTED***" in caplog.text
+    for text in (caplog.text, *formats_exc_info.lines):
+        for secret in (
+            "hunter2pass",
+            "98765",
+            "s3cr3tval",
+            "pgpw7781",
+            "bytes-secret",
+            "tok-in-a-list",
+            "tok-in-a-dict",
+        ):
+            assert secret not in text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -170,6 +170,8 @@ def test_a_loop_closed_with_handler_tasks_still_pending_is_not_kept_alive_by_the
         gc.collect()
         assert [ref() for ref in loops] == [None] * 5
         assert sum(map(len, aio._pending.values())) == 1
+        # Freed unfinished, each task's coroutine was closed (GeneratorExit): no handler failed.
+        assert bus.handler_errors == 0
         for task in asyncio.all_tasks(last):
             task.cancel()
         last.run_until_complete(asyncio.sleep(0))
@@ -177,11 +179,13 @@ def test_a_loop_closed_with_handler_tasks_still_pending_is_not_kept_alive_by_the
     assert not aio._pending
 
 
-def emit_until_a_handler_fails(bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture) -> None:
+def emit_until_a_handler_fails(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture, emitted: DomainEvent | None = None
+) -> None:
     """Emits one event inside a running loop and waits, logging captured, until a handler has failed."""
 
     async def main() -> None:
-        bus.emit(event())
+        bus.emit(event() if emitted is None else emitted)
         while bus.handler_errors == 0:
             await asyncio.sleep(0.001)
 
@@ -221,6 +225,69 @@ def test_coroutine_handler_exception_text_is_logged_with_its_secrets_masked(
     emit_until_a_handler_fails(bus, caplog)
     assert "RuntimeError: async handler saw ***REDACTED***" in caplog.text
     assert secret not in caplog.text
+
+
+def test_a_coroutine_handler_quoting_the_events_secret_value_logs_it_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = ReactiveEventBus()
+
+    async def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["password"])
+
+    bus.subscribe("plan_created", leaky)
+
+    emit_until_a_handler_fails(bus, caplog, DomainEvent(event_type="plan_created", details={"password": "hunter2pass"}))
+    assert "KeyError: '***REDACTED***'" in caplog.text
+    assert "hunter2pass" not in caplog.text
+
+
+class _Aborted(BaseException):
+    """Not an Exception, as pytest.fail()'s and some frameworks' own are."""
+
+
+def test_a_coroutine_handler_raising_a_base_exception_is_logged_masked_not_left_to_asyncio(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task has no emitter to raise to: asyncio would log it unmasked when the task is freed."""
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+    bus = ReactiveEventBus()
+
+    async def aborting(ev: DomainEvent) -> None:
+        raise _Aborted(f"gave up on {ev.details['password']} with {secret}")
+
+    bus.subscribe("plan_created", aborting)
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        emit_until_a_handler_fails(
+            bus, caplog, DomainEvent(event_type="plan_created", details={"password": "pw0xyz12"})
+        )
+        gc.collect()
+    assert bus.handler_errors == 1
+    assert "event handler test_a_coroutine_handler_raising_a_base_exception" in caplog.text
+    assert "_Aborted: gave up on ***REDACTED*** with ***REDACTED***" in caplog.text
+    assert "never retrieved" not in caplog.text
+    assert secret not in caplog.text
+    assert "pw0xyz12" not in caplog.text
+
+
+def test_a_cancelled_coroutine_handler_is_not_a_handler_error(caplog: pytest.LogCaptureFixture) -> None:
+    bus = ReactiveEventBus()
+    started = threading.Event()
+
+    async def waiting(ev: DomainEvent) -> None:
+        started.set()
+        await asyncio.sleep(DEADLINE)
+
+    async def main() -> None:
+        bus.subscribe("plan_created", waiting)
+        bus.emit(event())
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(main())  # cancels the handler's task on its way out
+    assert bus.handler_errors == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:

@@ -145,6 +145,25 @@ def test_a_recorder_failure_is_logged_with_its_secrets_masked(caplog: pytest.Log
     assert secret not in caplog.text
 
 
+def test_a_recorder_failure_quoting_the_events_secret_value_logs_it_masked(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[DomainEvent] = []
+
+    class Quoting:
+        """Handed the details redacted, it fails quoting the value it looked up elsewhere."""
+
+        def record(self, event_type: str, **fields: Any) -> None:
+            raise ValueError(f"no user with pin {seen[-1].details['pin']!r}")
+
+    bus = ReactiveEventBus()
+    bus.subscribe(EventType.AUTH_FAILURE, seen.append)
+    AuditEventSubscriber(bus, Quoting())
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE, details={"pin": "4711-9"}))
+    assert "audit record failed for auth_failure" in caplog.text
+    assert "ValueError: no user with pin '***REDACTED***'" in caplog.text
+    assert "4711-9" not in caplog.text
+
+
 def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
     service = AuditService(tmp_path / "audit.db")
     bus = ReactiveEventBus(audit=service)
@@ -220,6 +239,23 @@ def test_a_service_subclass_that_overrides_record_still_gets_the_record_call(imp
     bus.emit(impl.DomainEvent(event_type="plan_applied", details={"files": 2}))
     assert audit.query(event_type="plan_applied")[0].details == {"files": 2, "tenant": "acme"}
     audit.close()
+
+
+def test_a_service_subclass_that_overrides_record_wired_both_ways_gets_the_nine_types_twice(tmp_path: Path) -> None:
+    """record() writes a row of its own, with no event_id: the README says to wire one of the two."""
+
+    class TenantAudit(AuditService):
+        def record(self, event_type: str, **fields: Any) -> Any:
+            return super().record(event_type, **fields)
+
+    with TenantAudit(tmp_path / "audit.db") as audit:
+        bus = ReactiveEventBus(audit=audit)
+        AuditEventSubscriber(bus, audit)
+        bus.emit(DomainEvent(event_type="plan_applied"))
+        bus.emit(DomainEvent(event_type="plan_created"))
+        audit.flush()
+        assert audit.count(event_type="plan_applied") == 2
+        assert audit.count(event_type="plan_created") == 1
 
 
 def test_a_service_subclass_that_keeps_record_is_written_behind(service: AuditService, tmp_path: Path) -> None:

@@ -187,7 +187,17 @@ async def _run(
     started: Awaitable[Any] | None = None,
 ) -> None:
     """Awaits `handler(event)`, or the coroutine a plain handler already returned (`started`)."""
+    import asyncio  # noqa: PLC0415 - loaded already: this runs on a loop
+
     try:
         await (cast("Awaitable[Any]", handler(event)) if started is None else started)
     except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
+        bus._handler_failed(event, handler, exc)
+    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit):
+        # The loop's run ends with the first two, as emit() would; a task cancelled, or freed unfinished
+        # (its coroutine closed), is no failure.
+        raise
+    except BaseException as exc:
+        # Raised from a sync handler it reaches the emitter; a task has none, and asyncio would log it
+        # unmasked when the task is freed ("Task exception was never retrieved"): logged and counted.
         bus._handler_failed(event, handler, exc)

@@ -10,15 +10,24 @@ is left untouched): a formatter that formats `exc_info` itself, as JSON
 formatters do, prints no secret either. An exception that cannot be twinned
 (its `__str__` needs what its constructor set, or ignores `args` and still
 prints a secret shape) is logged without `exc_info`.
+
+The event whose delivery failed is known too: its values that redaction masks
+(a `password` under its key name, a URL's password) carry no shape of their
+own once quoted alone (`KeyError: 'hunter2'`), so they are masked wherever the
+log line's text holds them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import re
 import traceback
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
-from ._native import redact
+from ._native import REDACTED, redact
 
 logger = logging.getLogger("auditbus")
 
@@ -29,8 +38,11 @@ def failure(
     exc_type: type[BaseException],
     exc: BaseException,
     tb: TracebackType | None,
+    *,
+    event: object = None,
 ) -> None:
-    """Logs `message % args` at ERROR with the exception's traceback, its secrets masked."""
+    """Logs `message % args` at ERROR with the exception's traceback, its secrets masked (and
+    `event`'s secret values, when the failure is one of delivering that event)."""
     if not logger.isEnabledFor(logging.ERROR):
         return
     # Near the recursion limit (a handler that emits again without end), logging would fail
@@ -41,10 +53,12 @@ def failure(
         text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
     except Exception:  # a broken __str__ or __repr__ somewhere in the chain
         text = f"{exc_type.__qualname__}: <traceback could not be formatted>"
+    mask = _masker(event)
     # The frame that called into auditbus (emit(), a subscriber), as logger.error() would name it.
     path, line, func, _ = logger.findCaller(stacklevel=2)
-    record = logger.makeRecord(logger.name, logging.ERROR, path, line, message, args, _masked(exc_type, exc, tb), func)
-    record.exc_text = str(redact(text))
+    exc_info = _masked(exc_type, exc, tb, mask)
+    record = logger.makeRecord(logger.name, logging.ERROR, path, line, message, args, exc_info, func)
+    record.exc_text = mask(text)
     logger.handle(record)
 
 
@@ -60,12 +74,12 @@ def _need_frames(count: int) -> None:
 
 
 def _masked(
-    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None, mask: Callable[[str], str]
 ) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
     """`exc_info` for the record: a twin of `exc` whose message is `exc`'s text, masked."""
     try:
         twin = exc_type.__new__(exc_type)
-        twin.args = (str(redact(str(exc))),)
+        twin.args = (mask(str(exc)),)
         twin.__traceback__ = tb
         # A __str__ reading attributes only the constructor sets fails here, not in a formatter;
         # one that ignores `args` (a text built from globals or class attributes) prints what
@@ -73,6 +87,116 @@ def _masked(
         shown = (str(twin), repr(twin))
     except Exception:  # any failure: no exception object rather than the raw one
         return None
-    if any(str(redact(text)) != text for text in shown):
+    if any(mask(text) != text for text in shown):
         return None
     return exc_type, twin, tb
+
+
+def _masker(event: object) -> Callable[[str], str]:
+    """Masks secret shapes, and the secret values of `event` (if any), in a text."""
+    found: set[str] = set()
+    details = getattr(event, "details", None)
+    if details:
+        try:
+            _collect(details, redact(details), found, 0)
+        except RecursionError:  # too deep to mask here: the caller hands the failure up
+            raise
+        except Exception:  # an odd value in details: what was found, and the shapes, are still masked
+            pass
+    found.discard("")
+    if not found:
+        return lambda text: str(redact(text))
+    # Longest first, so that a secret holding another is masked whole. A short one only where it
+    # stands alone (`KeyError: 98765`), not inside a longer word or number of the traceback.
+    alternatives = [
+        re.escape(secret) if len(secret) >= _GLUED else rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])"
+        for secret in sorted(found, key=len, reverse=True)
+    ]
+    pattern = re.compile("|".join(alternatives))
+    return lambda text: str(redact(pattern.sub(REDACTED, text)))
+
+
+# A secret value this long is masked even where it is glued to other text.
+_GLUED = 8
+
+
+def _collect(original: object, redacted: object, found: set[str], depth: int) -> None:
+    """Adds to `found` the texts of `original` that `redacted` (its redacted form) masks."""
+    if depth > 64:  # the depth past which redaction keeps no value either
+        return
+    if isinstance(redacted, str):
+        _collect_text(original, redacted, found, depth)
+    elif isinstance(redacted, dict):
+        for key, value in redacted.items():
+            if isinstance(original, Mapping):
+                inner = original.get(key)
+            else:  # a dataclass or a model, which redaction gives as the dict of its fields
+                inner = getattr(original, key, None) if isinstance(key, str) else None
+            _collect(inner, value, found, depth + 1)
+    elif isinstance(redacted, list) and isinstance(original, (list, tuple)) and len(original) == len(redacted):
+        for inner, value in zip(original, redacted, strict=True):
+            _collect(inner, value, found, depth + 1)
+
+
+def _collect_text(original: object, redacted: str, found: set[str], depth: int) -> None:
+    """`_collect` for a value redaction gave as text."""
+    if isinstance(original, str):
+        text = original
+    elif isinstance(original, (bytes, bytearray)):
+        text = bytes(original).decode("utf-8", "replace")
+    elif isinstance(original, (dict, list, tuple)):
+        if redacted == REDACTED:  # a container under a secret name, masked whole: each value in it
+            _collect_all(original, found, depth)
+        return
+    else:  # a number, or an object whose text form held a secret
+        text = str(original)
+    if text == redacted:
+        return
+    if redacted == REDACTED:
+        found.add(text)
+        # Masked whole by its key name: a part of it may be quoted alone (a DSN's password).
+        shapes = str(redact(text))
+        if shapes != text:
+            _masked_parts(text, shapes, found)
+    elif not _masked_parts(text, redacted, found) and isinstance(original, str):
+        # JSON text, which redaction parsed and wrote back.
+        with contextlib.suppress(ValueError):
+            _collect(json.loads(text), json.loads(redacted), found, depth + 1)
+
+
+def _collect_all(original: object, found: set[str], depth: int) -> None:
+    """Adds to `found` every value in `original` but `None` and booleans, which redaction shows."""
+    if depth > 64 or original is None or isinstance(original, bool):
+        return
+    if isinstance(original, Mapping):
+        for value in original.values():
+            _collect_all(value, found, depth + 1)
+    elif isinstance(original, (list, tuple)):
+        for value in original:
+            _collect_all(value, found, depth + 1)
+    else:
+        _collect_text(original, REDACTED, found, depth)
+
+
+def _masked_parts(text: str, redacted: str, found: set[str]) -> bool:
+    """The parts of `text` that `redacted` shows masked (`postgres://app:***REDACTED***@db`); False
+    if the text kept around the masks is not the original's (the value was rewritten)."""
+    pieces = redacted.split(REDACTED)
+    if len(pieces) < 2 or not text.startswith(pieces[0]) or not text.endswith(pieces[-1]):
+        return False
+    parts: list[str] = []
+    start = position = len(pieces[0])
+    for piece in pieces[1:-1]:
+        if not piece:  # two masks side by side: one secret runs on
+            continue
+        at = text.find(piece, position)
+        if at < 0:
+            return False
+        parts.append(text[start:at])
+        start = position = at + len(piece)
+    end = len(text) - len(pieces[-1])
+    if end < start:
+        return False
+    parts.append(text[start:end])
+    found.update(parts)
+    return True

@@ -37,7 +37,8 @@ class AuditEventSubscriber:
     by the writer thread; `flush()` waits for it, and `query()` sees it). A
     failure to hand an event over is logged on the `auditbus` logger and never
     reaches the emitter. Wiring this subscriber and `ReactiveEventBus(audit=...)`
-    together writes each event once: rows are unique by `event_id`.
+    together writes each event once: rows are unique by `event_id` (not for the
+    legacy `record()` call below, which writes a row of its own).
 
     Any other object with a `record()` method (a test double, even one made
     with `spec=AuditService`; a wrapper around a service; a subclass of
@@ -74,7 +75,9 @@ class AuditEventSubscriber:
         try:
             self._record(event)
         except Exception as exc:  # auditing must never break the domain operation
-            _log.failure("audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__)
+            _log.failure(
+                "audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__, event=event
+            )
 
     def close(self) -> None:
         """Stops recording; idempotent."""
