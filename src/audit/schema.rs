@@ -240,43 +240,71 @@ fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Dura
 
 /// One name per database file in this process. SQLite keeps a database's
 /// `-wal` file beside the name it was opened by, but maps one `-shm` index
-/// per file (device and inode): two connections opening one file by two
-/// names (hard links) would pair one `-wal` file with the other's index,
-/// and every commit through the second name would fail. A file this process
-/// already opened is opened again by the name it was first opened by, as
-/// long as that name still leads to it.
+/// per file (device and inode) while any connection has it open: two
+/// connections opening one file by two names (hard links) would pair one
+/// `-wal` file with the other's index, and every commit through the second
+/// name would fail. A file is opened again by the name it was opened by in
+/// this process, as long as that name still leads to it and either a
+/// connection opened by it is still open or a `-wal` file beside it holds
+/// rows (only read, and copied into the file, through that name). Otherwise
+/// it is opened by the name given: a reader that opened the file by a name
+/// in a folder it may not write must not send a later writer there.
 mod names {
     use rusqlite::{Connection, OpenFlags};
     #[cfg(unix)]
-    use std::{collections::HashMap, sync::LazyLock};
+    use std::{
+        collections::HashMap,
+        sync::{Arc, LazyLock, Weak},
+    };
 
     #[cfg(unix)]
     use parking_lot::Mutex;
 
-    /// The name each file (device and inode) was first opened by, as SQLite resolved it.
+    /// The name each file (device and inode) was last opened by, as SQLite
+    /// resolved it, and whether a connection opened by it is still open.
     #[cfg(unix)]
-    static FIRST: LazyLock<Mutex<HashMap<(u64, u64), String>>> = LazyLock::new(Default::default);
+    static NAMES: LazyLock<Mutex<HashMap<File, Named>>> = LazyLock::new(Default::default);
+
+    /// A file by device and inode.
+    #[cfg(unix)]
+    type File = (u64, u64);
+
+    /// A name, alive while a connection opened by it is open.
+    #[cfg(unix)]
+    type Named = (String, Weak<()>);
+
+    /// A function no statement calls: it holds its connection's share of a
+    /// name in [`NAMES`], and SQLite drops it when the connection closes.
+    #[cfg(unix)]
+    const HOLDER: &str = "auditbus_open_name";
 
     #[cfg(unix)]
-    fn file_of(name: &str) -> Option<(u64, u64)> {
+    fn file_of(name: &str) -> Option<File> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(name).ok().map(|meta| (meta.dev(), meta.ino()))
     }
 
-    /// Opens `path` (a plain file name), by the name the file was first opened by if it was.
+    /// Opens `path` (a plain file name), by the name the file is open by (see above) if it is.
     #[cfg(unix)]
     pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
         // Held across the open: two threads opening one file by two names at once agree on one.
-        let mut first = FIRST.lock();
-        let known = file_of(path).and_then(|key| first.get(&key).filter(|name| file_of(name) == Some(key)).cloned());
-        let conn = Connection::open_with_flags(super::plain_uri(known.as_deref().unwrap_or(path)), flags)?;
-        if known.is_none() {
-            if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
-                if let Some(key) = file_of(name) {
-                    first.insert(key, name.to_owned());
-                }
+        let mut names = NAMES.lock();
+        let known = file_of(path).and_then(|key| {
+            let (name, held) = names.get(&key).filter(|(name, _)| file_of(name) == Some(key))?;
+            let held = held.upgrade().or_else(|| super::wal_has_frames(name).then(|| Arc::new(())))?;
+            Some((name.clone(), held))
+        });
+        let conn = Connection::open_with_flags(super::plain_uri(known.as_ref().map_or(path, |(name, _)| name)), flags)?;
+        let held = known.map_or_else(|| Arc::new(()), |(_, held)| held);
+        if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
+            if let Some(key) = file_of(name) {
+                names.insert(key, (name.to_owned(), Arc::downgrade(&held)));
             }
         }
+        conn.create_scalar_function(HOLDER, 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, move |_| {
+            let _ = &held;
+            Ok(rusqlite::types::Null)
+        })?;
         Ok(conn)
     }
 
