@@ -359,3 +359,36 @@ def test_rows_left_in_the_wal_beside_one_name_are_read_through_another(tmp_path:
     with AuditService(first, read_only=True) as again:
         assert again.count(event_type="plan_applied") == 2
         assert again.verify().ok
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("how", ["renamed", "linked, then removed"])
+def test_a_file_open_by_a_name_that_no_longer_leads_to_it_is_refused_by_another_naming_both(
+    tmp_path: Path, how: str, read_only: bool
+) -> None:
+    """SQLite cannot open a WAL file by a second name while a connection has it open by the first (one -shm index,
+    two -wal files), nor by the first once it leads elsewhere: the open says so instead of 'disk I/O error'."""
+    first = tmp_path / "trail.db"
+    second = tmp_path / "also.db"
+    svc = AuditService(first)
+    svc.record("plan_applied", plan_id="p-0")
+    if how == "renamed":
+        first.rename(second)
+    else:
+        second.hardlink_to(first)
+        first.unlink()
+    with pytest.raises(auditbus.AuditError) as caught:
+        AuditService(second, read_only=read_only)
+    message = str(caught.value)
+    assert str(second) in message
+    assert str(first) in message
+    assert "no longer leads to it" in message
+    assert "disk I/O error" not in message
+    with pytest.raises(auditbus.AuditError, match="removed or replaced"):
+        svc.close()
+    # Once the service on the old name is closed, the file opens by its new name.
+    with AuditService(second) as svc:
+        svc.record("plan_applied", plan_id="p-1")
+    with AuditService(second, read_only=True) as reader:
+        assert reader.count(plan_id="p-1") == 1
+        assert reader.verify().ok

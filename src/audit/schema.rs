@@ -230,8 +230,8 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
 }
 
 /// A connection just opened to the trail at `path`, with the settings every connection needs.
-fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Duration) -> Result<Connection> {
-    let conn = opened.map_err(|e| at(path, "cannot open", e))?;
+fn prepared(path: &str, opened: Result<Connection>, busy_timeout: Duration) -> Result<Connection> {
+    let conn = opened?;
     conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
@@ -248,8 +248,13 @@ fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Dura
 /// connection opened by it is still open or a `-wal` file beside it holds
 /// rows (only read, and copied into the file, through that name). Otherwise
 /// it is opened by the name given: a reader that opened the file by a name
-/// in a folder it may not write must not send a later writer there.
+/// in a folder it may not write must not send a later writer there. A WAL
+/// file still open by a name that no longer leads to it (renamed, or that
+/// name removed) cannot be opened by another until those connections close.
 mod names {
+    use super::{at, Result};
+    #[cfg(unix)]
+    use crate::errors::Error;
     use rusqlite::{Connection, OpenFlags};
     #[cfg(unix)]
     use std::{
@@ -286,15 +291,29 @@ mod names {
 
     /// Opens `path` (a plain file name), by the name the file is open by (see above) if it is.
     #[cfg(unix)]
-    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    pub fn open(path: &str, flags: OpenFlags) -> Result<Connection> {
         // Held across the open: two threads opening one file by two names at once agree on one.
         let mut names = NAMES.lock();
-        let known = file_of(path).and_then(|key| {
-            let (name, held) = names.get(&key).filter(|(name, _)| file_of(name) == Some(key))?;
+        let known = file_of(path).and_then(|key| names.get(&key).map(|named| (key, named)));
+        if let Some((key, (name, held))) = known {
+            // SQLite would pair this name's -wal file with the open one's index: "disk I/O error".
+            if held.strong_count() > 0 && file_of(name) != Some(key) && in_wal_mode(path) {
+                return Err(Error::Storage(format!(
+                    "audit database {path:?} cannot be opened: this process still has it open by the name \
+                     {name:?}, which no longer leads to it (renamed, removed or replaced), and SQLite cannot open \
+                     a WAL database by another name meanwhile; close the services opened by that name first"
+                )));
+            }
+        }
+        let known = known.and_then(|(key, (name, held))| {
+            if file_of(name) != Some(key) {
+                return None;
+            }
             let held = held.upgrade().or_else(|| super::wal_has_frames(name).then(|| Arc::new(())))?;
             Some((name.clone(), held))
         });
-        let conn = Connection::open_with_flags(super::plain_uri(known.as_ref().map_or(path, |(name, _)| name)), flags)?;
+        let uri = super::plain_uri(known.as_ref().map_or(path, |(name, _)| name));
+        let conn = Connection::open_with_flags(uri, flags).map_err(|e| at(path, "cannot open", e))?;
         let held = known.map_or_else(|| Arc::new(()), |(_, held)| held);
         if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
             if let Some(key) = file_of(name) {
@@ -304,14 +323,24 @@ mod names {
         conn.create_scalar_function(HOLDER, 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, move |_| {
             let _ = &held;
             Ok(rusqlite::types::Null)
-        })?;
+        })
+        .map_err(|e| at(path, "cannot open", e))?;
         Ok(conn)
+    }
+
+    /// Whether the database file at `path` is in WAL mode (its header's
+    /// read and write versions are 2); a rollback journal shares no index.
+    #[cfg(unix)]
+    fn in_wal_mode(path: &str) -> bool {
+        use std::io::Read;
+        let mut header = [0_u8; 20];
+        std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok() && header[18..20] == [2, 2]
     }
 
     /// Elsewhere hard links are left to SQLite.
     #[cfg(not(unix))]
-    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
-        Connection::open_with_flags(super::plain_uri(path), flags)
+    pub fn open(path: &str, flags: OpenFlags) -> Result<Connection> {
+        Connection::open_with_flags(super::plain_uri(path), flags).map_err(|e| at(path, "cannot open", e))
     }
 }
 
@@ -356,7 +385,8 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
             let file = absolute(path);
             let seen = FileState::of(&file);
             let uri = format!("{}?immutable=1", plain_uri(&file));
-            let conn = prepared(path, Connection::open_with_flags(uri, flags), busy_timeout)?;
+            let opened = Connection::open_with_flags(uri, flags).map_err(|e| at(path, "cannot open", e));
+            let conn = prepared(path, opened, busy_timeout)?;
             let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
             immutable = Some(Immutable { path: path.to_owned(), busy_timeout, file, seen });
             (conn, version)
