@@ -11,7 +11,7 @@ from typing import Any
 
 import auditbus
 import pytest
-from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, write_locked
+from audit_support import DOMAIN_ROWS, execute, legacy_audit, raw_rows, readable_folder, run_as_reader, write_locked
 from auditbus import AuditService, DomainEvent
 
 NEW_COLUMNS = {
@@ -319,3 +319,85 @@ def test_a_new_trail_in_a_folder_that_does_not_exist_is_refused_naming_the_folde
     message = str(refused.value)
     assert f"its folder {str(path.parent)!r} does not exist" in message.replace('"', "'")
     assert not path.parent.exists()
+
+
+def test_a_closed_reader_by_another_name_does_not_send_a_later_writer_to_its_folder(tmp_path: Path) -> None:
+    """Only a connection still open needs its name shared: a reader that opened the file by a hard link in a
+    folder it may not write (read as immutable, then closed) must not make the process's next writer, given
+    the name in a writable folder, keep its -wal file in the reader's folder and fail to open."""
+    with readable_folder() as writable, readable_folder() as read_only:
+        writable.chmod(0o777)
+        first = writable / "trail.db"
+        with AuditService(first) as svc:
+            svc.record("plan_applied", plan_id="p-0")
+        assert sorted(p.name for p in writable.iterdir()) == ["trail.db"]
+        link = read_only / "trail.db"
+        link.hardlink_to(first)
+        code = f"""
+import auditbus
+with auditbus.AuditService({str(link)!r}, read_only=True) as reader:
+    print(reader.count(event_type="plan_applied"))
+with auditbus.AuditService({str(first)!r}) as writer:
+    writer.record("plan_applied", plan_id="p-1")
+with auditbus.AuditService({str(first)!r}, read_only=True) as reader:
+    print(reader.count(event_type="plan_applied"), reader.verify().ok)
+"""
+        # The file stays writable by the child; only the reader's folder is not.
+        done = run_as_reader(["-c", code], read_only, own_files=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["1", "2", "True"]
+
+
+def test_rows_left_in_the_wal_beside_one_name_are_read_through_another(tmp_path: Path) -> None:
+    """A read_only=True reader closing after the writer leaves the -wal file, with the rows, beside the name the
+    file was opened by: a later open by a hard link must still go through that name, or it sees none of them."""
+    first = tmp_path / "trail.db"
+    second = tmp_path / "also.db"
+    writer = AuditService(first)
+    writer.record("plan_applied", plan_id="p-0")
+    second.hardlink_to(first)
+    reader = AuditService(second, read_only=True)
+    writer.close()
+    reader.close()
+    assert (tmp_path / "trail.db-wal").stat().st_size > 0  # the rows are only there
+    with AuditService(second, read_only=True) as again:
+        assert again.count(event_type="plan_applied") == 1
+        assert again.verify().ok
+    with AuditService(second) as writer:
+        writer.record("plan_applied", plan_id="p-1")
+    with AuditService(first, read_only=True) as again:
+        assert again.count(event_type="plan_applied") == 2
+        assert again.verify().ok
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("how", ["renamed", "linked, then removed"])
+def test_a_file_open_by_a_name_that_no_longer_leads_to_it_is_refused_by_another_naming_both(
+    tmp_path: Path, how: str, read_only: bool
+) -> None:
+    """SQLite cannot open a WAL file by a second name while a connection has it open by the first (one -shm index,
+    two -wal files), nor by the first once it leads elsewhere: the open says so instead of 'disk I/O error'."""
+    first = tmp_path / "trail.db"
+    second = tmp_path / "also.db"
+    svc = AuditService(first)
+    svc.record("plan_applied", plan_id="p-0")
+    if how == "renamed":
+        first.rename(second)
+    else:
+        second.hardlink_to(first)
+        first.unlink()
+    with pytest.raises(auditbus.AuditError) as caught:
+        AuditService(second, read_only=read_only)
+    message = str(caught.value)
+    assert str(second) in message
+    assert str(first) in message
+    assert "no longer leads to it" in message
+    assert "disk I/O error" not in message
+    with pytest.raises(auditbus.AuditError, match="removed or replaced"):
+        svc.close()
+    # Once the service on the old name is closed, the file opens by its new name.
+    with AuditService(second) as svc:
+        svc.record("plan_applied", plan_id="p-1")
+    with AuditService(second, read_only=True) as reader:
+        assert reader.count(plan_id="p-1") == 1
+        assert reader.verify().ok

@@ -242,8 +242,8 @@ fn missing_folder(path: &str) -> Option<Error> {
 }
 
 /// A connection just opened to the trail at `path`, with the settings every connection needs.
-fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Duration) -> Result<Connection> {
-    let conn = opened.map_err(|e| at(path, "cannot open", e))?;
+fn prepared(path: &str, opened: Result<Connection>, busy_timeout: Duration) -> Result<Connection> {
+    let conn = opened?;
     conn.busy_timeout(busy_timeout).map_err(|e| at(path, "cannot set busy_timeout", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     query::register_functions(&conn).map_err(|e| at(path, "cannot register SQL functions", e))?;
@@ -252,50 +252,107 @@ fn prepared(path: &str, opened: rusqlite::Result<Connection>, busy_timeout: Dura
 
 /// One name per database file in this process. SQLite keeps a database's
 /// `-wal` file beside the name it was opened by, but maps one `-shm` index
-/// per file (device and inode): two connections opening one file by two
-/// names (hard links) would pair one `-wal` file with the other's index,
-/// and every commit through the second name would fail. A file this process
-/// already opened is opened again by the name it was first opened by, as
-/// long as that name still leads to it.
+/// per file (device and inode) while any connection has it open: two
+/// connections opening one file by two names (hard links) would pair one
+/// `-wal` file with the other's index, and every commit through the second
+/// name would fail. A file is opened again by the name it was opened by in
+/// this process, as long as that name still leads to it and either a
+/// connection opened by it is still open or a `-wal` file beside it holds
+/// rows (only read, and copied into the file, through that name). Otherwise
+/// it is opened by the name given: a reader that opened the file by a name
+/// in a folder it may not write must not send a later writer there. A WAL
+/// file still open by a name that no longer leads to it (renamed, or that
+/// name removed) cannot be opened by another until those connections close.
 mod names {
+    use super::{at, Result};
+    #[cfg(unix)]
+    use crate::errors::Error;
     use rusqlite::{Connection, OpenFlags};
     #[cfg(unix)]
-    use std::{collections::HashMap, sync::LazyLock};
+    use std::{
+        collections::HashMap,
+        sync::{Arc, LazyLock, Weak},
+    };
 
     #[cfg(unix)]
     use parking_lot::Mutex;
 
-    /// The name each file (device and inode) was first opened by, as SQLite resolved it.
+    /// The name each file (device and inode) was last opened by, as SQLite
+    /// resolved it, and whether a connection opened by it is still open.
     #[cfg(unix)]
-    static FIRST: LazyLock<Mutex<HashMap<(u64, u64), String>>> = LazyLock::new(Default::default);
+    static NAMES: LazyLock<Mutex<HashMap<File, Named>>> = LazyLock::new(Default::default);
+
+    /// A file by device and inode.
+    #[cfg(unix)]
+    type File = (u64, u64);
+
+    /// A name, alive while a connection opened by it is open.
+    #[cfg(unix)]
+    type Named = (String, Weak<()>);
+
+    /// A function no statement calls: it holds its connection's share of a
+    /// name in [`NAMES`], and SQLite drops it when the connection closes.
+    #[cfg(unix)]
+    const HOLDER: &str = "auditbus_open_name";
 
     #[cfg(unix)]
-    fn file_of(name: &str) -> Option<(u64, u64)> {
+    fn file_of(name: &str) -> Option<File> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(name).ok().map(|meta| (meta.dev(), meta.ino()))
     }
 
-    /// Opens `path` (a plain file name), by the name the file was first opened by if it was.
+    /// Opens `path` (a plain file name), by the name the file is open by (see above) if it is.
     #[cfg(unix)]
-    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    pub fn open(path: &str, flags: OpenFlags) -> Result<Connection> {
         // Held across the open: two threads opening one file by two names at once agree on one.
-        let mut first = FIRST.lock();
-        let known = file_of(path).and_then(|key| first.get(&key).filter(|name| file_of(name) == Some(key)).cloned());
-        let conn = Connection::open_with_flags(super::plain_uri(known.as_deref().unwrap_or(path)), flags)?;
-        if known.is_none() {
-            if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
-                if let Some(key) = file_of(name) {
-                    first.insert(key, name.to_owned());
-                }
+        let mut names = NAMES.lock();
+        let known = file_of(path).and_then(|key| names.get(&key).map(|named| (key, named)));
+        if let Some((key, (name, held))) = known {
+            // SQLite would pair this name's -wal file with the open one's index: "disk I/O error".
+            if held.strong_count() > 0 && file_of(name) != Some(key) && in_wal_mode(path) {
+                return Err(Error::Storage(format!(
+                    "audit database {path:?} cannot be opened: this process still has it open by the name \
+                     {name:?}, which no longer leads to it (renamed, removed or replaced), and SQLite cannot open \
+                     a WAL database by another name meanwhile; close the services opened by that name first"
+                )));
             }
         }
+        let known = known.and_then(|(key, (name, held))| {
+            if file_of(name) != Some(key) {
+                return None;
+            }
+            let held = held.upgrade().or_else(|| super::wal_has_frames(name).then(|| Arc::new(())))?;
+            Some((name.clone(), held))
+        });
+        let uri = super::plain_uri(known.as_ref().map_or(path, |(name, _)| name));
+        let conn = Connection::open_with_flags(uri, flags).map_err(|e| at(path, "cannot open", e))?;
+        let held = known.map_or_else(|| Arc::new(()), |(_, held)| held);
+        if let Some(name) = conn.path().filter(|name| !name.is_empty()) {
+            if let Some(key) = file_of(name) {
+                names.insert(key, (name.to_owned(), Arc::downgrade(&held)));
+            }
+        }
+        conn.create_scalar_function(HOLDER, 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, move |_| {
+            let _ = &held;
+            Ok(rusqlite::types::Null)
+        })
+        .map_err(|e| at(path, "cannot open", e))?;
         Ok(conn)
+    }
+
+    /// Whether the database file at `path` is in WAL mode (its header's
+    /// read and write versions are 2); a rollback journal shares no index.
+    #[cfg(unix)]
+    fn in_wal_mode(path: &str) -> bool {
+        use std::io::Read;
+        let mut header = [0_u8; 20];
+        std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok() && header[18..20] == [2, 2]
     }
 
     /// Elsewhere hard links are left to SQLite.
     #[cfg(not(unix))]
-    pub fn open(path: &str, flags: OpenFlags) -> rusqlite::Result<Connection> {
-        Connection::open_with_flags(super::plain_uri(path), flags)
+    pub fn open(path: &str, flags: OpenFlags) -> Result<Connection> {
+        Connection::open_with_flags(super::plain_uri(path), flags).map_err(|e| at(path, "cannot open", e))
     }
 }
 
@@ -340,7 +397,8 @@ pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
             let file = absolute(path);
             let seen = FileState::of(&file);
             let uri = format!("{}?immutable=1", plain_uri(&file));
-            let conn = prepared(path, Connection::open_with_flags(uri, flags), busy_timeout)?;
+            let opened = Connection::open_with_flags(uri, flags).map_err(|e| at(path, "cannot open", e));
+            let conn = prepared(path, opened, busy_timeout)?;
             let version = user_version(&conn).map_err(|e| at(path, "not a readable SQLite database", e))?;
             immutable = Some(Immutable { path: path.to_owned(), busy_timeout, file, seen });
             (conn, version)
