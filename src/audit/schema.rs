@@ -309,11 +309,13 @@ mod names {
         let known = file_of(path).and_then(|key| names.get(&key).map(|named| (key, named)));
         if let Some((key, (name, held))) = known {
             // SQLite would pair this name's -wal file with the open one's index: "disk I/O error".
-            if held.strong_count() > 0 && file_of(name) != Some(key) && in_wal_mode(path) {
+            // (Whether the file is in WAL mode is not read: a descriptor of it closed here
+            // would drop every lock the open connections hold on it.)
+            if held.strong_count() > 0 && file_of(name) != Some(key) {
                 return Err(Error::Storage(format!(
                     "audit database {path:?} cannot be opened: this process still has it open by the name \
                      {name:?}, which no longer leads to it (renamed, removed or replaced), and SQLite cannot open \
-                     a WAL database by another name meanwhile; close the services opened by that name first"
+                     it by another name meanwhile; close the services opened by that name first"
                 )));
             }
         }
@@ -338,15 +340,6 @@ mod names {
         })
         .map_err(|e| at(path, "cannot open", e))?;
         Ok(conn)
-    }
-
-    /// Whether the database file at `path` is in WAL mode (its header's
-    /// read and write versions are 2); a rollback journal shares no index.
-    #[cfg(unix)]
-    fn in_wal_mode(path: &str) -> bool {
-        use std::io::Read;
-        let mut header = [0_u8; 20];
-        std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok() && header[18..20] == [2, 2]
     }
 
     /// Elsewhere hard links are left to SQLite.
