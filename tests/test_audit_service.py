@@ -1519,6 +1519,60 @@ def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Pat
     assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "audit_stopped"]
 
 
+def test_a_service_an_exit_hook_opens_after_the_services_closed_commits_what_it_took(tmp_path: Path) -> None:
+    # A hook registered before auditbus was imported runs after auditbus's own exit hook,
+    # and an exit hook registered from there is never run: the service it opens must still
+    # be closed, with the rows it took, not left to a writer the process ends under.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        held = []
+        def late():
+            svc = auditbus.AuditService({str(path)!r})
+            held.append(svc)
+            for i in range(20000):
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"i": i}}))
+        atexit.register(late)
+        import auditbus
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 20000
+    assert [r["event_type"] for r in raw_rows(path, "event_type LIKE 'audit_%'")] == ["audit_started", "audit_stopped"]
+
+
+def test_a_service_a_daemon_thread_opens_during_the_exit_commits_what_it_took(tmp_path: Path) -> None:
+    # A daemon thread still runs while the exit hooks do, and its frame (with the service in
+    # it) is never freed: nothing but the exit itself can close that service.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit, threading
+        go, handed, never = threading.Event(), threading.Event(), threading.Event()
+        def late():
+            go.set()
+            handed.wait(60)
+        atexit.register(late)
+        import auditbus
+        def work():
+            go.wait()
+            svc = auditbus.AuditService({str(path)!r})
+            for i in range(20000):
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"i": i}}))
+            handed.set()
+            never.wait()
+        threading.Thread(target=work, daemon=True).start()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 20000
+    stops = raw_rows(path, "event_type = 'audit_stopped'")
+    assert [json.loads(r["details"])["reason"] for r in stops] == ["interpreter exit"]
+
+
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool
 # closes) ends with `os._exit()`, which skips `atexit`: a service the child
 # opened and did not close must still commit what it took. A function of a

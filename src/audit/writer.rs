@@ -1022,42 +1022,7 @@ impl Writer {
         loop {
             let slice = Instant::now() + SIGNAL_POLL;
             let until = deadline.map_or(slice, |d| d.min(slice));
-            let queued = py.detach(|| {
-                let Some(_gate) = self.shared.gate.try_read_until(until) else { return false };
-                let Some(mut closing) = self.closing.try_lock_until(until) else { return false };
-                if closing.stop_queued {
-                    return true;
-                }
-                if self.shared.refused.load(Ordering::Acquire) {
-                    // The thread stopped and drained for good: nothing reads these.
-                    if closing.row.take().is_some() {
-                        self.shared.stats.unqueue();
-                    }
-                    closing.stop_queued = true;
-                    return true;
-                }
-                if let Some(row) = closing.row.take() {
-                    match self.tx.send_deadline(Msg::Row(row, None), until) {
-                        Ok(()) => {}
-                        Err(SendTimeoutError::Timeout(back)) => {
-                            if let Msg::Row(row, _) = back {
-                                closing.row = Some(row);
-                            }
-                            return false;
-                        }
-                        Err(SendTimeoutError::Disconnected(_)) => self.shared.stats.unqueue(),
-                    }
-                }
-                match self.tx.send_deadline(Msg::Stop, until) {
-                    Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
-                        self.shared.urge();
-                        closing.stop_queued = true;
-                        true
-                    }
-                    Err(SendTimeoutError::Timeout(_)) => false,
-                }
-            });
-            if queued {
+            if py.detach(|| self.try_queue_stop(until)) {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1066,6 +1031,72 @@ impl Writer {
             if interruptible {
                 py.check_signals()?;
             }
+        }
+    }
+
+    /// One slice of [`Writer::queue_stop`], up to `until`: true once the stop is queued.
+    fn try_queue_stop(&self, until: Instant) -> bool {
+        let Some(_gate) = self.shared.gate.try_read_until(until) else { return false };
+        let Some(mut closing) = self.closing.try_lock_until(until) else { return false };
+        if closing.stop_queued {
+            return true;
+        }
+        if self.shared.refused.load(Ordering::Acquire) {
+            // The thread stopped and drained for good: nothing reads these.
+            if closing.row.take().is_some() {
+                self.shared.stats.unqueue();
+            }
+            closing.stop_queued = true;
+            return true;
+        }
+        if let Some(row) = closing.row.take() {
+            match self.tx.send_deadline(Msg::Row(row, None), until) {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if let Msg::Row(row, _) = back {
+                        closing.row = Some(row);
+                    }
+                    return false;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => self.shared.stats.unqueue(),
+            }
+        }
+        match self.tx.send_deadline(Msg::Stop, until) {
+            Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
+                self.shared.urge();
+                closing.stop_queued = true;
+                true
+            }
+            Err(SendTimeoutError::Timeout(_)) => false,
+        }
+    }
+
+    /// The at-exit close once Python has shut down (see `service.rs`): no
+    /// signal to handle, no Python to call. Queues `last` unless a stop
+    /// (a drop's, say) already is, and waits for the thread to end.
+    pub fn close_unattached(&self, last: Option<AuditRecord>) {
+        if self.forked() || self.on_writer_thread() {
+            return;
+        }
+        {
+            let mut gate = self.shared.gate.write();
+            if !*gate {
+                *gate = true;
+                self.closed_at_exit.store(true, Ordering::Release);
+                self.closed.store(true, Ordering::Release);
+                let mut closing = self.closing.lock();
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    if !closing.stop_queued {
+                        self.shared.stats.enqueue();
+                        closing.row = Some(Box::new(record));
+                    }
+                }
+            }
+        }
+        while !self.try_queue_stop(Instant::now() + SIGNAL_POLL) {}
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 
