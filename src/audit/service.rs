@@ -67,8 +67,16 @@ static EXITED: AtomicBool = AtomicBool::new(false);
 static FINISHED: AtomicBool = AtomicBool::new(false);
 
 /// Closes every service still open (the `atexit` hook): a normal exit flushes.
+/// A signal that came during the wait (Ctrl-C) is handled here, once every
+/// service is closed: raised in the next exit hook, `logging`'s, it would
+/// skip that hook, and with it the flush and close of every log handler.
 #[pyfunction]
-fn _close_audit_services_at_exit(py: Python<'_>) {
+fn _close_audit_services_at_exit(py: Python<'_>) -> PyResult<()> {
+    close_services_at_exit(py);
+    py.check_signals()
+}
+
+fn close_services_at_exit(py: Python<'_>) {
     let live = {
         let mut live = live();
         EXITED.store(true, Ordering::Release);
@@ -140,7 +148,7 @@ fn _close_audit_services_in_worker(py: Python<'_>) {
     if parent.is_ok_and(|p| p.is_none()) {
         return;
     }
-    _close_audit_services_at_exit(py);
+    close_services_at_exit(py);
 }
 
 /// Lets go of the writer of a service dropped without `close()` once its
