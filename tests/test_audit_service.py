@@ -1495,6 +1495,44 @@ def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down
     assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
 
 
+def test_an_exit_held_by_a_logging_handler_that_never_returns_says_what_it_waits_for(tmp_path: Path) -> None:
+    # The writer's last log line reaches a handler that never returns: the exit keeps waiting
+    # (the rows after that line would be lost otherwise, and logging's own exit waits for the
+    # handler's lock anyway), but it must say what it waits for, not hang without a word.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import auditbus, logging, threading
+        class Stuck(logging.Handler):
+            def emit(self, record):
+                threading.Event().wait()
+        logging.getLogger("auditbus").addHandler(Stuck())
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+        svc.flush()
+        # The same id for another event: the writer logs the id it keeps it under as it commits it, at exit.
+        svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: lines, "a line on stderr saying what the exit waits for", timeout=60)
+        assert "interpreter exit" in lines[0], lines
+        assert "exit.db" in lines[0], lines
+        assert 'handler of the "auditbus" logger' in lines[0], lines
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        reader.join(timeout=60)
+        child.stderr.close()
+    # Committed before the handler was called: on disk, whatever becomes of the process.
+    assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
+
+
 def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Path) -> None:
     # A hook registered before auditbus was imported runs after the services were closed:
     # the program never called close(), and the error must say who did.

@@ -76,6 +76,9 @@ fn interruptible<T: Send>(
 pub const MAX_BATCH: usize = 2048;
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long past its limit the interpreter's exit waits for a writer
+/// before it says on stderr that it still does.
+const EXIT_NOTICE_AFTER: Duration = Duration::from_secs(2);
 /// While a fault lasts, it is logged again at most this often.
 const RELOG_EVERY: Duration = Duration::from_secs(10);
 /// Bounds of the wait for each further durable row (about one commit's
@@ -998,10 +1001,25 @@ impl Writer {
             }
         });
         // Not interruptible (the exit), it waits until queued: past the exit's limit the thread drains.
+        // Not bounded either: a thread still running past that limit is writing, or held by a
+        // handler of the logger, and rows it can still write are not given up. It is said, though.
+        let notice_at = match by {
+            ClosedBy::Exit => self.shared.stop_deadline.lock().map(|d| d + EXIT_NOTICE_AFTER),
+            ClosedBy::Program => None,
+        };
+        let mut noticed = false;
+        if notice_at.is_some() && !self.queue_stop(py, notice_at, false)? {
+            self.notice_exit_wait();
+            noticed = true;
+        }
         self.queue_stop(py, None, interruptible)?;
         if interruptible {
             // Nothing is sent on `done`: it disconnects when the thread has ended.
             self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
+        } else if let Some(at) = notice_at.filter(|_| !noticed) {
+            if py.detach(|| self.done.recv_deadline(at)) == Err(RecvTimeoutError::Timeout) {
+                self.notice_exit_wait();
+            }
         }
         py.detach(|| {
             let thread = self.thread.lock().take();
@@ -1010,6 +1028,19 @@ impl Writer {
             }
         });
         Ok(())
+    }
+
+    /// Says, on stderr (the logger may be what holds the thread), that the
+    /// interpreter's exit still waits for this writer past its limit.
+    fn notice_exit_wait(&self) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "auditbus: the interpreter exit still waits for the audit writer of {:?}, past its limit: the writer \
+             is still writing, or a handler of the \"auditbus\" logger it called has not returned (the exit \
+             waits for that handler; logging's own exit would too)",
+            self.shared.path
+        );
     }
 
     /// Queues what a close left to queue (the stop row, then `Stop`) once the
