@@ -38,6 +38,6 @@ mod _native {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("EVENT_TYPE_VALUES", super::event::EVENT_TYPES.to_vec())?;
         m.add("REDACTED", super::redact::REDACTED)?;
-        super::audit::service::register_hooks(m.py())
+        super::audit::service::register_hooks(m)
     }
 }

@@ -533,6 +533,41 @@ def test_an_exit_on_a_locked_database_gives_up_within_one_limit_for_every_servic
         assert svc.verify().ok
 
 
+# Ctrl-C while the exit waits for a locked database. A handler's close()
+# is where buffering handlers write what they hold: logging's own exit hook,
+# which runs after auditbus's, must still call it.
+_INTERRUPTED_EXIT = """
+import logging, os, signal, sys, threading, time
+class Handler(logging.Handler):
+    def emit(self, record):
+        pass
+    def close(self):
+        print("handler closed", flush=True)
+        super().close()
+logging.getLogger("app").addHandler(Handler())
+from auditbus import AuditService, DomainEvent
+svc = AuditService(sys.argv[1], busy_timeout=0.05)
+svc.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(10):
+    svc.record_event(DomainEvent(event_type="step_completed", details={"i": i}))
+def interrupt():
+    while not svc.stats()["closed"]:  # the exit's close has begun: it waits for the lock
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt, daemon=True).start()
+"""
+
+
+def test_a_ctrl_c_while_the_exit_waits_for_a_locked_database_leaves_logging_s_exit_alone(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    out, err = _exit_with_the_database_locked(path, _INTERRUPTED_EXIT)
+    assert "gave up at interpreter exit: 11 records were NOT written" in err, err
+    assert "KeyboardInterrupt" in err, err
+    assert "handler closed" in out.splitlines(), (out, err)
+
+
 # A thread waits in flush() while the database is locked and the main thread
 # exits. An at-exit function registered before auditbus is imported runs after
 # the services' own exit hook, and reports what that flush() did.

@@ -1495,6 +1495,44 @@ def test_what_the_writer_logs_at_exit_reaches_handlers_logging_has_not_shut_down
     assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
 
 
+def test_an_exit_held_by_a_logging_handler_that_never_returns_says_what_it_waits_for(tmp_path: Path) -> None:
+    # The writer's last log line reaches a handler that never returns: the exit keeps waiting
+    # (the rows after that line would be lost otherwise, and logging's own exit waits for the
+    # handler's lock anyway), but it must say what it waits for, not hang without a word.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import auditbus, logging, threading
+        class Stuck(logging.Handler):
+            def emit(self, record):
+                threading.Event().wait()
+        logging.getLogger("auditbus").addHandler(Stuck())
+        svc = auditbus.AuditService({str(path)!r})
+        svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+        svc.flush()
+        # The same id for another event: the writer logs the id it keeps it under as it commits it, at exit.
+        svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: lines, "a line on stderr saying what the exit waits for", timeout=60)
+        assert "interpreter exit" in lines[0], lines
+        assert "exit.db" in lines[0], lines
+        assert 'handler of the "auditbus" logger' in lines[0], lines
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        reader.join(timeout=60)
+        child.stderr.close()
+    # Committed before the handler was called: on disk, whatever becomes of the process.
+    assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
+
+
 def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Path) -> None:
     # A hook registered before auditbus was imported runs after the services were closed:
     # the program never called close(), and the error must say who did.
@@ -1517,6 +1555,60 @@ def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Pat
     assert "closed at interpreter exit" in done.stdout, done.stdout
     assert "imported" in done.stdout, done.stdout
     assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "audit_stopped"]
+
+
+def test_a_service_an_exit_hook_opens_after_the_services_closed_commits_what_it_took(tmp_path: Path) -> None:
+    # A hook registered before auditbus was imported runs after auditbus's own exit hook,
+    # and an exit hook registered from there is never run: the service it opens must still
+    # be closed, with the rows it took, not left to a writer the process ends under.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        held = []
+        def late():
+            svc = auditbus.AuditService({str(path)!r})
+            held.append(svc)
+            for i in range(20000):
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"i": i}}))
+        atexit.register(late)
+        import auditbus
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 20000
+    assert [r["event_type"] for r in raw_rows(path, "event_type LIKE 'audit_%'")] == ["audit_started", "audit_stopped"]
+
+
+def test_a_service_a_daemon_thread_opens_during_the_exit_commits_what_it_took(tmp_path: Path) -> None:
+    # A daemon thread still runs while the exit hooks do, and its frame (with the service in
+    # it) is never freed: nothing but the exit itself can close that service.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit, threading
+        go, handed, never = threading.Event(), threading.Event(), threading.Event()
+        def late():
+            go.set()
+            handed.wait(60)
+        atexit.register(late)
+        import auditbus
+        def work():
+            go.wait()
+            svc = auditbus.AuditService({str(path)!r})
+            for i in range(20000):
+                svc.record_event(auditbus.DomainEvent(event_type="step_completed", details={{"i": i}}))
+            handed.set()
+            never.wait()
+        threading.Thread(target=work, daemon=True).start()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert "Error" not in done.stderr, done.stderr
+    assert len(raw_rows(path, "event_type = 'step_completed'")) == 20000
+    stops = raw_rows(path, "event_type = 'audit_stopped'")
+    assert [json.loads(r["details"])["reason"] for r in stops] == ["interpreter exit"]
 
 
 # A `multiprocessing` child (fork and forkserver, and a pool worker the pool

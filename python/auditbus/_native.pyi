@@ -110,6 +110,9 @@ def _restore_event(
 ) -> DomainEvent: ...
 def _identity_var() -> ContextVar[str | None]: ...
 
+# Freed with this module as the interpreter shuts down: closes the services opened after the at-exit close.
+_exit_guard: object
+
 @disjoint_base
 class ReactiveEventBus:
     def __new__(cls, max_log_size: int | None = 10000, *, audit: AuditService | None = None) -> Self: ...

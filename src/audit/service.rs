@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,31 @@ fn live() -> std::sync::MutexGuard<'static, LiveServices> {
 /// Each open service's writer, with its temporary file.
 type LiveServices = Vec<(Arc<Writer>, Option<PathBuf>)>;
 
+/// The at-exit close has run: what opens from now on is closed by the
+/// last step of the exit (see [`ExitGuard`]).
+static EXITED: AtomicBool = AtomicBool::new(false);
+
+/// That last step has run: nothing closes a service opened now. Set and
+/// read under [`LIVE`]'s lock, so a service either is in the list that
+/// step closes or refuses to open.
+static FINISHED: AtomicBool = AtomicBool::new(false);
+
 /// Closes every service still open (the `atexit` hook): a normal exit flushes.
+/// A signal that came during the wait (Ctrl-C) is handled here, once every
+/// service is closed: raised in the next exit hook, `logging`'s, it would
+/// skip that hook, and with it the flush and close of every log handler.
 #[pyfunction]
-fn _close_audit_services_at_exit(py: Python<'_>) {
-    let live = std::mem::take(&mut *live());
+fn _close_audit_services_at_exit(py: Python<'_>) -> PyResult<()> {
+    close_services_at_exit(py);
+    py.check_signals()
+}
+
+fn close_services_at_exit(py: Python<'_>) {
+    let live = {
+        let mut live = live();
+        EXITED.store(true, Ordering::Release);
+        std::mem::take(&mut *live)
+    };
     // A fork child leaves the parent's services (and their files) to the parent.
     let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
     // One limit for the whole exit, however many services are open.
@@ -72,6 +93,46 @@ fn _close_audit_services_at_exit(py: Python<'_>) {
         // Bounded by the exit's limit, not by a signal; it fails only on the writer thread, never this hook's.
         let _ = writer.close(py, Some(stop_record("interpreter exit", None)), ClosedBy::Exit);
         remove_temp(temp.as_ref());
+    }
+}
+
+/// Closes the services opened after the at-exit close, when the
+/// interpreter frees `auditbus._native` as it shuts down. An exit hook
+/// registered while `atexit` runs is never run, so a service that an exit
+/// hook registered before `auditbus` was imported opens (it runs after the
+/// at-exit close), or that a daemon thread opens meanwhile, has nothing else
+/// to close it: left running, its writer would end with the process before
+/// the rows it took are written. By then daemon threads run no more Python
+/// code, and the writers log to stderr.
+#[pyclass(module = "auditbus._native", name = "_ExitGuard")]
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        // Freed before the at-exit close ran: not the interpreter's shutdown.
+        if !EXITED.load(Ordering::Acquire) {
+            return;
+        }
+        let live = {
+            let mut live = live();
+            FINISHED.store(true, Ordering::Release);
+            std::mem::take(&mut *live)
+        };
+        let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + EXIT_LIMIT;
+        for (writer, _) in &live {
+            writer.give_up_after(deadline);
+        }
+        // With the GIL held: a daemon thread given it now would end in the middle of
+        // native code (CPython ends such threads as they take it back while it shuts down).
+        // The writers no longer take it: from here on they log to stderr.
+        for (writer, temp) in live {
+            writer.close_unattached(Some(stop_record("interpreter exit", None)));
+            remove_temp(temp.as_ref());
+        }
     }
 }
 
@@ -87,7 +148,7 @@ fn _close_audit_services_in_worker(py: Python<'_>) {
     if parent.is_ok_and(|p| p.is_none()) {
         return;
     }
-    _close_audit_services_at_exit(py);
+    close_services_at_exit(py);
 }
 
 /// Lets go of the writer of a service dropped without `close()` once its
@@ -154,7 +215,10 @@ fn _note_fork_in_child() {
 /// after every hook the application registers once it has imported
 /// `auditbus` (as `logging` shuts down after them), and those hooks may
 /// still write to a service opened later than they were registered.
-pub(crate) fn register_hooks(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn register_hooks(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    // Freed with the module's namespace, once `atexit` is done (see [`ExitGuard`]).
+    module.add("_exit_guard", ExitGuard)?;
     static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
     REGISTERED
         .get_or_try_init(py, || {
@@ -702,6 +766,18 @@ impl AuditService {
         register_worker_hook(py)?;
         let ended: Vec<_> = {
             let mut live = live();
+            if FINISHED.load(Ordering::Acquire) {
+                drop(live);
+                py.detach(|| {
+                    writer.close_unattached(None);
+                    drop(read_conn);
+                    remove_temp(temp.as_ref());
+                });
+                return Err(Error::Closed(format!(
+                    "AuditService({db_path:?}) cannot open: the interpreter has shut down, and auditbus closed \
+                     its services for the last time; nothing would close this one and write what it takes"
+                )));
+            }
             let (ended, running) = std::mem::take(&mut *live).into_iter().partition(|(w, _)| w.is_finished());
             *live = running;
             live.push((writer.clone(), temp.clone()));

@@ -76,6 +76,9 @@ fn interruptible<T: Send>(
 pub const MAX_BATCH: usize = 2048;
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long past its limit the interpreter's exit waits for a writer
+/// before it says on stderr that it still does.
+const EXIT_NOTICE_AFTER: Duration = Duration::from_secs(2);
 /// While a fault lasts, it is logged again at most this often.
 const RELOG_EVERY: Duration = Duration::from_secs(10);
 /// Bounds of the wait for each further durable row (about one commit's
@@ -994,10 +997,25 @@ impl Writer {
             }
         });
         // Not interruptible (the exit), it waits until queued: past the exit's limit the thread drains.
+        // Not bounded either: a thread still running past that limit is writing, or held by a
+        // handler of the logger, and rows it can still write are not given up. It is said, though.
+        let notice_at = match by {
+            ClosedBy::Exit => self.shared.stop_deadline.lock().map(|d| d + EXIT_NOTICE_AFTER),
+            ClosedBy::Program => None,
+        };
+        let mut noticed = false;
+        if notice_at.is_some() && !self.queue_stop(py, notice_at, false)? {
+            self.notice_exit_wait();
+            noticed = true;
+        }
         self.queue_stop(py, None, interruptible)?;
         if interruptible {
             // Nothing is sent on `done`: it disconnects when the thread has ended.
             self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
+        } else if let Some(at) = notice_at.filter(|_| !noticed) {
+            if py.detach(|| self.done.recv_deadline(at)) == Err(RecvTimeoutError::Timeout) {
+                self.notice_exit_wait();
+            }
         }
         py.detach(|| {
             let thread = self.thread.lock().take();
@@ -1006,6 +1024,19 @@ impl Writer {
             }
         });
         Ok(())
+    }
+
+    /// Says, on stderr (the logger may be what holds the thread), that the
+    /// interpreter's exit still waits for this writer past its limit.
+    fn notice_exit_wait(&self) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "auditbus: the interpreter exit still waits for the audit writer of {:?}, past its limit: the writer \
+             is still writing, or a handler of the \"auditbus\" logger it called has not returned (the exit \
+             waits for that handler; logging's own exit would too)",
+            self.shared.path
+        );
     }
 
     /// Queues what a close left to queue (the stop row, then `Stop`) once the
@@ -1018,42 +1049,7 @@ impl Writer {
         loop {
             let slice = Instant::now() + SIGNAL_POLL;
             let until = deadline.map_or(slice, |d| d.min(slice));
-            let queued = py.detach(|| {
-                let Some(_gate) = self.shared.gate.try_read_until(until) else { return false };
-                let Some(mut closing) = self.closing.try_lock_until(until) else { return false };
-                if closing.stop_queued {
-                    return true;
-                }
-                if self.shared.refused.load(Ordering::Acquire) {
-                    // The thread stopped and drained for good: nothing reads these.
-                    if closing.row.take().is_some() {
-                        self.shared.stats.unqueue();
-                    }
-                    closing.stop_queued = true;
-                    return true;
-                }
-                if let Some(row) = closing.row.take() {
-                    match self.tx.send_deadline(Msg::Row(row, None), until) {
-                        Ok(()) => {}
-                        Err(SendTimeoutError::Timeout(back)) => {
-                            if let Msg::Row(row, _) = back {
-                                closing.row = Some(row);
-                            }
-                            return false;
-                        }
-                        Err(SendTimeoutError::Disconnected(_)) => self.shared.stats.unqueue(),
-                    }
-                }
-                match self.tx.send_deadline(Msg::Stop, until) {
-                    Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
-                        self.shared.urge();
-                        closing.stop_queued = true;
-                        true
-                    }
-                    Err(SendTimeoutError::Timeout(_)) => false,
-                }
-            });
-            if queued {
+            if py.detach(|| self.try_queue_stop(until)) {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1062,6 +1058,72 @@ impl Writer {
             if interruptible {
                 py.check_signals()?;
             }
+        }
+    }
+
+    /// One slice of [`Writer::queue_stop`], up to `until`: true once the stop is queued.
+    fn try_queue_stop(&self, until: Instant) -> bool {
+        let Some(_gate) = self.shared.gate.try_read_until(until) else { return false };
+        let Some(mut closing) = self.closing.try_lock_until(until) else { return false };
+        if closing.stop_queued {
+            return true;
+        }
+        if self.shared.refused.load(Ordering::Acquire) {
+            // The thread stopped and drained for good: nothing reads these.
+            if closing.row.take().is_some() {
+                self.shared.stats.unqueue();
+            }
+            closing.stop_queued = true;
+            return true;
+        }
+        if let Some(row) = closing.row.take() {
+            match self.tx.send_deadline(Msg::Row(row, None), until) {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if let Msg::Row(row, _) = back {
+                        closing.row = Some(row);
+                    }
+                    return false;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => self.shared.stats.unqueue(),
+            }
+        }
+        match self.tx.send_deadline(Msg::Stop, until) {
+            Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {
+                self.shared.urge();
+                closing.stop_queued = true;
+                true
+            }
+            Err(SendTimeoutError::Timeout(_)) => false,
+        }
+    }
+
+    /// The at-exit close once Python has shut down (see `service.rs`): no
+    /// signal to handle, no Python to call. Queues `last` unless a stop
+    /// (a drop's, say) already is, and waits for the thread to end.
+    pub fn close_unattached(&self, last: Option<AuditRecord>) {
+        if self.forked() || self.on_writer_thread() {
+            return;
+        }
+        {
+            let mut gate = self.shared.gate.write();
+            if !*gate {
+                *gate = true;
+                self.closed_at_exit.store(true, Ordering::Release);
+                self.closed.store(true, Ordering::Release);
+                let mut closing = self.closing.lock();
+                if let Some(record) = last.filter(|_| !self.shared.refused.load(Ordering::Acquire)) {
+                    if !closing.stop_queued {
+                        self.shared.stats.enqueue();
+                        closing.row = Some(Box::new(record));
+                    }
+                }
+            }
+        }
+        while !self.try_queue_stop(Instant::now() + SIGNAL_POLL) {}
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 
