@@ -223,6 +223,45 @@ def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
             assert secret not in text
 
 
+@pytest.mark.parametrize(
+    ("details", "fail", "shown"),
+    [
+        ({"password": "pa\nss-word-x"}, lambda ev: KeyError(ev.details["password"]), "pa\\nss-word-x"),
+        ({"password": "pa\\ss-word-x"}, lambda ev: KeyError(ev.details["password"]), "pa\\\\ss-word-x"),
+        ({"password": 'it\'s "q" pw'}, lambda ev: KeyError(ev.details["password"]), 'it\\\'s "q" pw'),
+        ({"password": "pa\u200bss-word"}, lambda ev: KeyError(ev.details["password"]), "pa\\u200bss-word"),
+        ({"password": "p\u00e4ssw\u00f6rd-x"}, lambda ev: ValueError(ascii(ev.details["password"])), "p\\xe4ssw"),
+        ({"password": "p\u00e4ssw\u00f6rd-x"}, lambda ev: KeyError(ev.details["password"].encode()), "p\\xc3\\xa4ssw"),
+        ({"secret": b"\xff\xfepwsecret"}, lambda ev: KeyError(ev.details["secret"]), "\\xff\\xfepwsecret"),
+    ],
+    ids=["newline", "backslash", "quotes", "invisible", "ascii", "encoded", "bytes"],
+)
+def test_an_events_secret_value_quoted_escaped_is_logged_masked(
+    bus: ReactiveEventBus,
+    caplog: pytest.LogCaptureFixture,
+    details: dict[str, Any],
+    fail: Callable[[DomainEvent], Exception],
+    shown: str,
+) -> None:
+    """A repr() escapes a secret value (`KeyError: 'pa\\nss'`): the escaped form is masked too."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise fail(ev)
+
+    formats_exc_info = _FormatsExcInfo()
+    logging.getLogger("auditbus").addHandler(formats_exc_info)
+    try:
+        bus.subscribe("config_changed", leaky)
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(event("config_changed", details=details))
+    finally:
+        logging.getLogger("auditbus").removeHandler(formats_exc_info)
+    assert bus.handler_errors == 1
+    assert "***REDACTED***" in caplog.text
+    for text in (caplog.text, *formats_exc_info.lines):
+        assert shown not in text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -103,6 +103,7 @@ def _masker(event: object) -> Callable[[str], str]:
             raise
         except Exception:  # an odd value in details: what was found, and the shapes, are still masked
             pass
+    found = {form for secret in found for form in _forms(secret)}
     found.discard("")
     if not found:
         return lambda text: str(redact(text))
@@ -118,6 +119,15 @@ def _masker(event: object) -> Callable[[str], str]:
 
 # A secret value this long is masked even where it is glued to other text.
 _GLUED = 8
+
+
+def _forms(secret: str) -> set[str]:
+    """`secret` and the forms a repr() of it shows: escaped (`pa\\nss`, `\\u200b`, `\\'`), ASCII-only,
+    and as UTF-8 bytes (`b'p\\xc3\\xa4ss'`)."""
+    forms = {secret, repr(secret)[1:-1], ascii(secret)[1:-1]}
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate has no UTF-8 form
+        forms.add(repr(secret.encode())[2:-1])
+    return forms
 
 
 def _collect(original: object, redacted: object, found: set[str], depth: int) -> None:
@@ -144,6 +154,8 @@ def _collect_text(original: object, redacted: str, found: set[str], depth: int) 
         text = original
     elif isinstance(original, (bytes, bytearray)):
         text = bytes(original).decode("utf-8", "replace")
+        if text != redacted:  # its repr, which shows what is not UTF-8 escaped (`b'\\xff\\xfe'`)
+            found.add(repr(bytes(original))[2:-1])
     elif isinstance(original, (dict, list, tuple)):
         if redacted == REDACTED:  # a container under a secret name, masked whole: each value in it
             _collect_all(original, found, depth)
