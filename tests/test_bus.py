@@ -262,6 +262,25 @@ def test_an_events_secret_value_quoted_escaped_is_logged_masked(
         assert shown not in text
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups came with Python 3.11")
+def test_a_multi_line_secret_value_split_by_an_exception_groups_margin_is_logged_masked(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A traceback prints a group's members behind a `|` margin, which splits a multi-line value: each
+    line of it is masked on its own."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise ExceptionGroup("checks failed", [ValueError(f"rejected {ev.details['private_key']}")])  # noqa: F821
+
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"private_key": "first-line-of-it\nsecond-line-of-it"}))
+    assert bus.handler_errors == 1
+    assert "| ValueError: rejected ***REDACTED***" in caplog.text
+    assert "first-line-of-it" not in caplog.text
+    assert "second-line-of-it" not in caplog.text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

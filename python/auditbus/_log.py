@@ -127,7 +127,14 @@ def _forms(secret: str) -> set[str]:
     forms = {secret, repr(secret)[1:-1], ascii(secret)[1:-1]}
     with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate has no UTF-8 form
         forms.add(repr(secret.encode())[2:-1])
+    # A traceback prints an exception group's members behind a `|` margin, which splits a
+    # multi-line value: each line is masked on its own, but a line too short to tell apart.
+    forms.update(line for line in secret.splitlines() if len(line.strip()) >= _LINE)
     return forms
+
+
+# The shortest line of a multi-line secret value masked on its own.
+_LINE = 4
 
 
 def _collect(original: object, redacted: object, found: set[str], depth: int) -> None:
