@@ -281,6 +281,24 @@ def test_a_multi_line_secret_value_split_by_an_exception_groups_margin_is_logged
     assert "second-line-of-it" not in caplog.text
 
 
+def test_a_short_secret_value_leaves_the_tracebacks_frame_lines_readable(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A small number (`password_length: 12`) is masked where the failure quotes it, not where it is the
+    line number of a frame, nor a word (`line`, `in`) of the frame lines Python writes."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["secret_version"])
+
+    raised_at = leaky.__code__.co_firstlineno + 1
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"secret_version": raised_at, "password": "line"}))
+    assert bus.handler_errors == 1
+    assert f'", line {raised_at}, in leaky' in caplog.text
+    assert "KeyError: ***REDACTED***" in caplog.text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -114,7 +114,19 @@ def _masker(event: object) -> Callable[[str], str]:
         for secret in sorted(found, key=len, reverse=True)
     ]
     pattern = re.compile("|".join(alternatives))
-    return lambda text: str(redact(pattern.sub(REDACTED, text)))
+
+    def mask(text: str) -> str:
+        # Python's own frame lines hold no value of the event: a short secret (`password_length: 12`)
+        # is no line number or word of them.
+        pieces = _FRAME_LINE.split(text)
+        pieces[::2] = [pattern.sub(REDACTED, piece) for piece in pieces[::2]]
+        return str(redact("".join(pieces)))
+
+    return mask
+
+
+# A traceback's frame line (`  File "app.py", line 12, in handle`), behind an exception group's margin or not.
+_FRAME_LINE = re.compile(r'^((?:[ ]*\|)*[ ]*File "[^"\n]*", line [0-9]+, in [\w.<>]+)$', re.MULTILINE)
 
 
 # A secret value this long is masked even where it is glued to other text.
