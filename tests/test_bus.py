@@ -299,6 +299,23 @@ def test_a_short_secret_value_leaves_the_tracebacks_frame_lines_readable(
     assert "KeyError: ***REDACTED***" in caplog.text
 
 
+def test_two_secret_values_overlapping_in_the_text_are_both_masked_whole(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`abcdefgh12` and `12345678zz` run together share `12`: neither leaves a part of it shown."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise ValueError(ev.details["old_password"][:-2] + ev.details["new_password"])
+
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"old_password": "abcdefgh12", "new_password": "12345678zz"}))
+    assert bus.handler_errors == 1
+    assert "ValueError: ***REDACTED***\n" in caplog.text
+    assert "345678zz" not in caplog.text
+    assert "abcdefgh" not in caplog.text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:
