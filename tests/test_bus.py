@@ -223,6 +223,99 @@ def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
             assert secret not in text
 
 
+@pytest.mark.parametrize(
+    ("details", "fail", "shown"),
+    [
+        ({"password": "pa\nss-word-x"}, lambda ev: KeyError(ev.details["password"]), "pa\\nss-word-x"),
+        ({"password": "pa\\ss-word-x"}, lambda ev: KeyError(ev.details["password"]), "pa\\\\ss-word-x"),
+        ({"password": 'it\'s "q" pw'}, lambda ev: KeyError(ev.details["password"]), 'it\\\'s "q" pw'),
+        ({"password": "pa\u200bss-word"}, lambda ev: KeyError(ev.details["password"]), "pa\\u200bss-word"),
+        ({"password": "p\u00e4ssw\u00f6rd-x"}, lambda ev: ValueError(ascii(ev.details["password"])), "p\\xe4ssw"),
+        ({"password": "p\u00e4ssw\u00f6rd-x"}, lambda ev: KeyError(ev.details["password"].encode()), "p\\xc3\\xa4ssw"),
+        ({"secret": b"\xff\xfepwsecret"}, lambda ev: KeyError(ev.details["secret"]), "\\xff\\xfepwsecret"),
+    ],
+    ids=["newline", "backslash", "quotes", "invisible", "ascii", "encoded", "bytes"],
+)
+def test_an_events_secret_value_quoted_escaped_is_logged_masked(
+    bus: ReactiveEventBus,
+    caplog: pytest.LogCaptureFixture,
+    details: dict[str, Any],
+    fail: Callable[[DomainEvent], Exception],
+    shown: str,
+) -> None:
+    """A repr() escapes a secret value (`KeyError: 'pa\\nss'`): the escaped form is masked too."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise fail(ev)
+
+    formats_exc_info = _FormatsExcInfo()
+    logging.getLogger("auditbus").addHandler(formats_exc_info)
+    try:
+        bus.subscribe("config_changed", leaky)
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(event("config_changed", details=details))
+    finally:
+        logging.getLogger("auditbus").removeHandler(formats_exc_info)
+    assert bus.handler_errors == 1
+    assert "***REDACTED***" in caplog.text
+    for text in (caplog.text, *formats_exc_info.lines):
+        assert shown not in text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups came with Python 3.11")
+def test_a_multi_line_secret_value_split_by_an_exception_groups_margin_is_logged_masked(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A traceback prints a group's members behind a `|` margin, which splits a multi-line value: each
+    line of it is masked on its own."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise ExceptionGroup("checks failed", [ValueError(f"rejected {ev.details['private_key']}")])  # noqa: F821
+
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"private_key": "first-line-of-it\nsecond-line-of-it"}))
+    assert bus.handler_errors == 1
+    assert "| ValueError: rejected ***REDACTED***" in caplog.text
+    assert "first-line-of-it" not in caplog.text
+    assert "second-line-of-it" not in caplog.text
+
+
+def test_a_short_secret_value_leaves_the_tracebacks_frame_lines_readable(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A small number (`password_length: 12`) is masked where the failure quotes it, not where it is the
+    line number of a frame, nor a word (`line`, `in`) of the frame lines Python writes."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["secret_version"])
+
+    raised_at = leaky.__code__.co_firstlineno + 1
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"secret_version": raised_at, "password": "line"}))
+    assert bus.handler_errors == 1
+    assert f'", line {raised_at}, in leaky' in caplog.text
+    assert "KeyError: ***REDACTED***" in caplog.text
+
+
+def test_two_secret_values_overlapping_in_the_text_are_both_masked_whole(
+    bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`abcdefgh12` and `12345678zz` run together share `12`: neither leaves a part of it shown."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise ValueError(ev.details["old_password"][:-2] + ev.details["new_password"])
+
+    bus.subscribe("config_changed", leaky)
+    with caplog.at_level(logging.ERROR, logger="auditbus"):
+        bus.emit(event("config_changed", details={"old_password": "abcdefgh12", "new_password": "12345678zz"}))
+    assert bus.handler_errors == 1
+    assert "ValueError: ***REDACTED***\n" in caplog.text
+    assert "345678zz" not in caplog.text
+    assert "abcdefgh" not in caplog.text
+
+
 def test_an_exception_that_cannot_be_twinned_is_logged_masked_without_exc_info(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture
 ) -> None:

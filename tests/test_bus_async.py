@@ -290,6 +290,36 @@ def test_a_cancelled_coroutine_handler_is_not_a_handler_error(caplog: pytest.Log
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_coroutine_handler_failure_logged_through_a_broken_formatter_prints_no_secret(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """logging prints a handler's own failure to stderr with the exception being handled: not the coroutine's."""
+
+    class BrokenFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            raise RuntimeError("the formatter is broken")
+
+    bus = ReactiveEventBus()
+
+    async def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["password"])
+
+    bus.subscribe("plan_created", leaky)
+    broken = logging.StreamHandler()
+    broken.setFormatter(BrokenFormatter())
+    logger = logging.getLogger("auditbus")
+    logger.addHandler(broken)
+    try:
+        emit_until_a_handler_fails(
+            bus, caplog, DomainEvent(event_type="plan_created", details={"password": "hunter2pass"})
+        )
+    finally:
+        logger.removeHandler(broken)
+    err = capsys.readouterr().err
+    assert "the formatter is broken" in err  # logging did report its handler's failure
+    assert "hunter2pass" not in err
+
+
 def test_no_loop_anywhere_is_a_logged_handler_error(caplog: pytest.LogCaptureFixture) -> None:
     bus = ReactiveEventBus()
     after: list[str] = []

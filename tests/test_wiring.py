@@ -164,6 +164,39 @@ def test_a_recorder_failure_quoting_the_events_secret_value_logs_it_masked(caplo
     assert "4711-9" not in caplog.text
 
 
+class _BrokenFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        raise RuntimeError("the formatter is broken")
+
+
+def test_a_recorder_failure_logged_through_a_broken_formatter_prints_no_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """logging prints a handler's own failure to stderr with the exception being handled: not the recorder's."""
+
+    secret = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+
+    class Quoting:
+        def record(self, event_type: str, **fields: Any) -> None:
+            raise ValueError(f"upstream refused {secret} for hunter2pass")
+
+    broken = logging.StreamHandler()
+    broken.setFormatter(_BrokenFormatter())
+    logger = logging.getLogger("auditbus")
+    logger.addHandler(broken)
+    try:
+        bus = ReactiveEventBus()
+        AuditEventSubscriber(bus, Quoting())
+        details = {"password": "hunter2pass"}  # not on the line logging prints as its call stack
+        bus.emit(DomainEvent(event_type=EventType.AUTH_FAILURE, details=details))
+    finally:
+        logger.removeHandler(broken)
+    err = capsys.readouterr().err
+    assert "the formatter is broken" in err  # logging did report its handler's failure
+    assert secret not in err
+    assert "hunter2pass" not in err
+
+
 def test_a_closed_service_makes_emit_fail_loudly(tmp_path: Path) -> None:
     service = AuditService(tmp_path / "audit.db")
     bus = ReactiveEventBus(audit=service)

@@ -192,7 +192,7 @@ async def _run(
     try:
         await (cast("Awaitable[Any]", handler(event)) if started is None else started)
     except Exception as exc:  # isolated like a sync handler's: logged and counted by the bus
-        bus._handler_failed(event, handler, exc)
+        failed: BaseException = exc
     except (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit):
         # The loop's run ends with the first two, as emit() would; a task cancelled, or freed unfinished
         # (its coroutine closed), is no failure.
@@ -200,4 +200,9 @@ async def _run(
     except BaseException as exc:
         # Raised from a sync handler it reaches the emitter; a task has none, and asyncio would log it
         # unmasked when the task is freed ("Task exception was never retrieved"): logged and counted.
-        bus._handler_failed(event, handler, exc)
+        failed = exc
+    else:
+        return
+    # Logged out of the `except` block: a logging handler that fails prints its own error with the
+    # exception being handled, which would be this one, unmasked.
+    bus._handler_failed(event, handler, failed)

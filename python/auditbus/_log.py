@@ -103,21 +103,75 @@ def _masker(event: object) -> Callable[[str], str]:
             raise
         except Exception:  # an odd value in details: what was found, and the shapes, are still masked
             pass
+    found = {form for secret in found for form in _forms(secret)}
     found.discard("")
     if not found:
         return lambda text: str(redact(text))
-    # Longest first, so that a secret holding another is masked whole. A short one only where it
-    # stands alone (`KeyError: 98765`), not inside a longer word or number of the traceback.
-    alternatives = [
-        re.escape(secret) if len(secret) >= _GLUED else rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])"
-        for secret in sorted(found, key=len, reverse=True)
-    ]
-    pattern = re.compile("|".join(alternatives))
-    return lambda text: str(redact(pattern.sub(REDACTED, text)))
+    secrets = sorted(found)
+
+    def mask(text: str) -> str:
+        # Python's own frame lines hold no value of the event: a short secret (`password_length: 12`)
+        # is no line number or word of them.
+        pieces = _FRAME_LINE.split(text)
+        pieces[::2] = [_mask_values(piece, secrets) for piece in pieces[::2]]
+        return str(redact("".join(pieces)))
+
+    return mask
+
+
+def _mask_values(text: str, secrets: list[str]) -> str:
+    """`text` with every place a value of `secrets` takes masked: places that overlap (one secret
+    holding another, or two run together) are masked as one, so that no part of either is shown.
+    A short one only where it stands alone (`KeyError: 98765`), not inside a longer word or number."""
+    spans: list[tuple[int, int]] = []
+    for secret in secrets:
+        at = text.find(secret)  # a scan per value, not a pattern of them all tried at each position
+        while at >= 0:
+            end = at + len(secret)
+            if len(secret) >= _GLUED or (text[at - 1 : at] not in _ALNUM and text[end : end + 1] not in _ALNUM):
+                spans.append((at, end))
+            at = text.find(secret, at + 1)
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    shown = 0  # where the text not yet copied starts
+    start, end = spans[0]
+    for at, until in spans[1:]:
+        if at <= end:  # overlapping or touching: one mask
+            end = max(end, until)
+            continue
+        out += (text[shown:start], REDACTED)
+        shown, (start, end) = end, (at, until)
+    out += (text[shown:start], REDACTED, text[end:])
+    return "".join(out)
+
+
+_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+# A traceback's frame line (`  File "app.py", line 12, in handle`), behind an exception group's margin or not.
+_FRAME_LINE = re.compile(r'^((?:[ ]*\|)*[ ]*File "[^"\n]*", line [0-9]+, in [\w.<>]+)$', re.MULTILINE)
 
 
 # A secret value this long is masked even where it is glued to other text.
 _GLUED = 8
+
+
+def _forms(secret: str) -> set[str]:
+    """`secret` and the forms a repr() of it shows: escaped (`pa\\nss`, `\\u200b`, `\\'`), ASCII-only,
+    and as UTF-8 bytes (`b'p\\xc3\\xa4ss'`)."""
+    forms = {secret, repr(secret)[1:-1], ascii(secret)[1:-1]}
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate has no UTF-8 form
+        forms.add(repr(secret.encode())[2:-1])
+    # A traceback prints an exception group's members behind a `|` margin, which splits a
+    # multi-line value: each line is masked on its own, but a line too short to tell apart.
+    forms.update(line for line in secret.splitlines() if len(line.strip()) >= _LINE)
+    return forms
+
+
+# The shortest line of a multi-line secret value masked on its own.
+_LINE = 4
 
 
 def _collect(original: object, redacted: object, found: set[str], depth: int) -> None:
@@ -144,6 +198,8 @@ def _collect_text(original: object, redacted: str, found: set[str], depth: int) 
         text = original
     elif isinstance(original, (bytes, bytearray)):
         text = bytes(original).decode("utf-8", "replace")
+        if text != redacted:  # its repr, which shows what is not UTF-8 escaped (`b'\\xff\\xfe'`)
+            found.add(repr(bytes(original))[2:-1])
     elif isinstance(original, (dict, list, tuple)):
         if redacted == REDACTED:  # a container under a secret name, masked whole: each value in it
             _collect_all(original, found, depth)

@@ -75,9 +75,19 @@ class AuditEventSubscriber:
         try:
             self._record(event)
         except Exception as exc:  # auditing must never break the domain operation
-            _log.failure(
-                "audit record failed for %s", (event.event_type.value,), type(exc), exc, exc.__traceback__, event=event
-            )
+            failed = exc
+        else:
+            return
+        # Logged out of the `except` block: a logging handler that fails prints its own error with
+        # the exception being handled, which would be this one, unmasked.
+        _log.failure(
+            "audit record failed for %s",
+            (event.event_type.value,),
+            type(failed),
+            failed,
+            failed.__traceback__,
+            event=event,
+        )
 
     def close(self) -> None:
         """Stops recording; idempotent."""
