@@ -1031,7 +1031,8 @@ impl AuditService {
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| close_reader(self.reader.lock().take(), self.writer.as_ref()));
-        if let Some(writer) = &self.writer {
+        // A writer thread still logging its last warnings stays for the exit to join.
+        if let Some(writer) = self.writer.as_ref().filter(|w| w.is_finished()) {
             live().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));
