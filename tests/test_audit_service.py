@@ -1557,6 +1557,34 @@ def test_a_service_used_after_the_exit_closed_it_says_the_exit_did(tmp_path: Pat
     assert [r["event_type"] for r in raw_rows(path)] == ["audit_started", "audit_stopped"]
 
 
+def test_the_exit_guard_let_go_of_while_python_still_runs_closes_without_a_hang(tmp_path: Path) -> None:
+    # The guard freed by hand in a late exit hook, not by the interpreter's shutdown: the writer
+    # it closes still logs through Python (here the copy of a reused event_id), which needs the
+    # GIL; waited for with the GIL held, neither would ever go on.
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import atexit
+        def late():
+            svc = auditbus.AuditService({str(path)!r})
+            svc.record_event(auditbus.DomainEvent(event_type="step_started", event_id="same"))
+            svc.flush()
+            svc.record_event(auditbus.DomainEvent(event_type="step_completed", event_id="same"))
+            del auditbus._native._exit_guard
+            try:
+                auditbus.AuditService({str(path)!r})
+            except auditbus.ClosedError:
+                print("refused")
+        atexit.register(late)
+        import auditbus
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert "refused" in done.stdout, done.stderr
+    assert "was already stored for a different event" in done.stderr, done.stderr
+    assert [r["event_type"] for r in raw_rows(path)][-2:] == ["step_completed", "audit_stopped"]
+
+
 def test_a_service_an_exit_hook_opens_after_the_services_closed_commits_what_it_took(tmp_path: Path) -> None:
     # A hook registered before auditbus was imported runs after auditbus's own exit hook,
     # and an exit hook registered from there is never run: the service it opens must still

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import auditbus
@@ -737,6 +738,43 @@ def test_the_log_line_of_a_kept_copy_comes_after_the_reply_its_waiter_needs(tmp_
                 svc.record_event(base.model_copy(update={"plan_id": "p1"}))  # kept as a copy: logged
                 svc.flush()
             wait_until(lambda: handled, "the kept copy's log line")
+    finally:
+        logger.removeHandler(handler)
+    assert handled == [True]
+
+
+@pytest.mark.parametrize("waiter", ["purge", "close"])
+def test_the_log_line_of_a_kept_copy_comes_after_a_purge_or_close_waiting_on_its_commit(
+    tmp_path: Path, waiter: str
+) -> None:
+    """purge() and close() wait on the commit of the rows before them too: the writer answers
+    them before it logs that commit's warnings, as it does a flush()."""
+    app_lock = threading.Lock()
+    handled: list[bool] = []
+
+    class NeedsTheAppLock(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got = app_lock.acquire(timeout=10)
+            handled.append(got)
+            if got:
+                app_lock.release()
+
+    handler = NeedsTheAppLock(logging.WARNING)
+    logger = logging.getLogger("auditbus")
+    logger.addHandler(handler)
+    try:
+        base = DomainEvent(event_type="entity_deleted", plan_id="p0")
+        svc = AuditService(tmp_path / "a.db")
+        svc.record_event(base)
+        svc.flush()
+        with app_lock:
+            svc.record_event(base.model_copy(update={"plan_id": "p1"}))  # kept as a copy: logged
+            if waiter == "purge":
+                svc.purge(datetime(2000, 1, 1, tzinfo=timezone.utc))
+            else:
+                svc.close()
+        wait_until(lambda: handled, "the kept copy's log line")
+        svc.close()
     finally:
         logger.removeHandler(handler)
     assert handled == [True]

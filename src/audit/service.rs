@@ -126,6 +126,18 @@ impl Drop for ExitGuard {
         for (writer, _) in &live {
             writer.give_up_after(deadline);
         }
+        // Let go of while Python still runs (deleted by hand, not freed by the shutdown): the
+        // writers still log through Python, which needs the GIL, so they are waited for without it.
+        let mut live = Some(live);
+        Python::try_attach(|py| {
+            if !interpreter_finalizing(py) {
+                for (writer, temp) in live.take().unwrap_or_default() {
+                    let _ = writer.close(py, Some(stop_record("interpreter exit", None)), ClosedBy::Exit);
+                    remove_temp(temp.as_ref());
+                }
+            }
+        });
+        let Some(live) = live else { return };
         // With the GIL held: a daemon thread given it now would end in the middle of
         // native code (CPython ends such threads as they take it back while it shuts down).
         // The writers no longer take it: from here on they log to stderr.
@@ -134,6 +146,17 @@ impl Drop for ExitGuard {
             remove_temp(temp.as_ref());
         }
     }
+}
+
+/// `sys.is_finalizing`, kept from the import: it is still there to call as
+/// the interpreter frees the modules.
+static IS_FINALIZING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether the interpreter is shutting down; anything but a plain "no"
+/// counts as yes (the close that keeps the GIL is the safe one then).
+fn interpreter_finalizing(py: Python<'_>) -> bool {
+    let answer = IS_FINALIZING.get(py).and_then(|f| f.call0(py).ok()).and_then(|v| v.extract::<bool>(py).ok());
+    answer != Some(false)
 }
 
 /// The at-exit close as one of `multiprocessing`'s finalizers (see
@@ -219,6 +242,7 @@ pub(crate) fn register_hooks(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     // Freed with the module's namespace, once `atexit` is done (see [`ExitGuard`]).
     module.add("_exit_guard", ExitGuard)?;
+    IS_FINALIZING.get_or_try_init(py, || py.import("sys")?.getattr("is_finalizing").map(Bound::unbind))?;
     static REGISTERED: PyOnceLock<()> = PyOnceLock::new();
     REGISTERED
         .get_or_try_init(py, || {
@@ -1031,7 +1055,8 @@ impl AuditService {
         }
         // The reader may be busy with a long query on another thread: wait for it without the GIL.
         py.detach(|| close_reader(self.reader.lock().take(), self.writer.as_ref()));
-        if let Some(writer) = &self.writer {
+        // A writer thread still logging its last warnings stays for the exit to join.
+        if let Some(writer) = self.writer.as_ref().filter(|w| w.is_finished()) {
             live().retain(|(w, _)| !Arc::ptr_eq(w, writer));
         }
         py.detach(|| remove_temp(self.temp.as_ref()));

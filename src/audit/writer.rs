@@ -350,9 +350,11 @@ pub struct Writer {
     /// The answer to the flush message of a `flush()` that gave up waiting
     /// for it (see [`Writer::flush`]).
     abandoned: Mutex<Option<Receiver<()>>>,
-    /// Disconnects when the thread has ended (its sender is dropped then), so
-    /// a flush that finds the writer closed by someone else can wait for the drain.
+    /// Disconnects when the thread is done writing, its connection closed (its
+    /// last log lines may follow), so a flush that finds the writer closed by someone else can wait for the drain.
     done: Receiver<()>,
+    /// Disconnects when the thread has ended, its last log lines too.
+    finished: Receiver<()>,
     pub shared: Arc<Shared>,
     capacity: usize,
     /// The process that started the thread, and [`FORKS`] then. A child
@@ -400,16 +402,21 @@ impl Writer {
         let shared = Arc::new(Shared::new(path));
         let thread_shared = shared.clone();
         let (ended, done) = bounded::<()>(0);
+        let (gone, finished) = bounded::<()>(0);
         let writer = Thread::new(conn, rx, shared.clone(), source);
         let (core, wal_frames) = (writer.core.clone(), writer.wal_frames.clone());
         let thread_core = core.clone();
         let thread = std::thread::Builder::new()
             .name("auditbus-writer".into())
             .spawn(move || {
-                let _ended = ended;
+                let _gone = gone;
                 let outcome = catch_unwind(AssertUnwindSafe(|| writer.run()));
                 // Closes the connection; no caller commits on it past this.
                 drop(thread_core.lock().take());
+                let last_warnings = match &outcome {
+                    Ok(warnings) => warnings.clone(),
+                    Err(_) => Vec::new(),
+                };
                 if outcome.is_err() {
                     let message =
                         "audit writer thread stopped after an internal error; records still queued were not written";
@@ -417,6 +424,12 @@ impl Writer {
                     // Stopped as on a refused batch: flush() and close() say so.
                     thread_shared.refused.store(true, Ordering::Release);
                     log("error", &format!("{message} ({})", thread_shared.path));
+                }
+                // The closer waits for this, not for these log lines: a handler may wait
+                // on a lock it holds. It leaves the thread to the exit to join meanwhile.
+                drop(ended);
+                for warning in last_warnings {
+                    log("warning", &warning);
                 }
                 let dropped = {
                     let mut lifetime = thread_shared.lifetime.lock();
@@ -444,6 +457,7 @@ impl Writer {
             abandoned: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
             done,
+            finished,
             shared,
             capacity,
             owner_pid: std::process::id(),
@@ -1010,17 +1024,21 @@ impl Writer {
         }
         self.queue_stop(py, None, interruptible)?;
         if interruptible {
-            // Nothing is sent on `done`: it disconnects when the thread has ended.
+            // Nothing is sent on `done`: it disconnects when the thread is done writing.
             self::interruptible(py, None, |until| self.done.recv_deadline(until))?.ok();
         } else if let Some(at) = notice_at.filter(|_| !noticed) {
-            if py.detach(|| self.done.recv_deadline(at)) == Err(RecvTimeoutError::Timeout) {
+            if py.detach(|| self.finished.recv_deadline(at)) == Err(RecvTimeoutError::Timeout) {
                 self.notice_exit_wait();
             }
         }
         py.detach(|| {
-            let thread = self.thread.lock().take();
-            if let Some(thread) = thread {
-                let _ = thread.join();
+            let mut thread = self.thread.lock();
+            // Still logging its last warnings, the thread is left to the exit to join (see
+            // [`Writer::is_finished`]): the program's close does not wait for a log handler.
+            if !interruptible || thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
             }
         });
         Ok(())
@@ -1572,10 +1590,12 @@ impl Thread {
         }
     }
 
-    fn run(mut self) {
+    /// Ends with the warnings of its last commit, for the thread to log once
+    /// the closer waiting for it has its answer (see [`Writer::start`]).
+    fn run(mut self) -> Vec<String> {
         let mut answered_durable = false;
         loop {
-            let Some(first) = self.next_message(answered_durable) else { return };
+            let Some(first) = self.next_message(answered_durable) else { return std::mem::take(&mut self.warnings) };
             let (mut batch, urgent) = self.begin_turn(first);
             self.gather(&mut batch, urgent);
             self.linger(&mut batch);
@@ -1586,8 +1606,9 @@ impl Thread {
                     for reply in flushes {
                         let _ = reply.send(());
                     }
-                    for warning in std::mem::take(&mut self.warnings) {
-                        log("warning", &warning);
+                    // A purge's or a close's caller waits on this commit too: answered first.
+                    if control.is_none() {
+                        self.log_warnings();
                     }
                 }
                 // Given up at exit: a flush waiting on these rows must not hear "done".
@@ -1603,7 +1624,7 @@ impl Thread {
                     // counted in it, one after it sees `refused` (see `Shared::gate`).
                     let _gate = self.shared.gate.write();
                     self.refuse_queued();
-                    return;
+                    return std::mem::take(&mut self.warnings);
                 }
             }
             self.checkpoint_if_due();
@@ -1615,10 +1636,17 @@ impl Thread {
                     }
                     self.shared.stats.purges.fetch_sub(1, Ordering::AcqRel);
                     let _ = reply.send(result);
+                    self.log_warnings();
                 }
-                Some(Msg::Stop) => return,
+                Some(Msg::Stop) => return std::mem::take(&mut self.warnings),
                 _ => {}
             }
+        }
+    }
+
+    fn log_warnings(&mut self) {
+        for warning in std::mem::take(&mut self.warnings) {
+            log("warning", &warning);
         }
     }
 
@@ -2629,6 +2657,7 @@ mod tests {
             thread_id,
             abandoned: Mutex::new(None),
             done,
+            finished: bounded(0).1,
             shared: Arc::new(Shared::new(":memory:".into())),
             capacity,
             owner_pid: std::process::id(),
