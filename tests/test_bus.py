@@ -131,6 +131,32 @@ class _FormatsExcInfo(logging.Handler):
             self.lines.append(logging.Formatter().formatException(record.exc_info))
 
 
+def _logged_failure(
+    bus: ReactiveEventBus,
+    caplog: pytest.LogCaptureFixture,
+    details: dict[str, Any],
+    fail: Callable[[DomainEvent], Exception],
+) -> list[str]:
+    """Emits a `config_changed` event with `details` to a handler raising `fail(event)`; returns
+    what the logs received: caplog's text, then each `exc_info` formatted by a handler itself."""
+
+    def leaky(ev: DomainEvent) -> None:
+        raise fail(ev)
+
+    formats_exc_info = _FormatsExcInfo()
+    logging.getLogger("auditbus").addHandler(formats_exc_info)
+    try:
+        bus.subscribe("config_changed", leaky)
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(event("config_changed", details=details))
+    finally:
+        logging.getLogger("auditbus").removeHandler(formats_exc_info)
+    assert bus.handler_errors == 1
+    assert "in leaky" in caplog.text  # still the traceback
+    assert "***REDACTED***" in caplog.text
+    return [caplog.text, *formats_exc_info.lines]
+
+
 @pytest.mark.parametrize(
     "raised",
     [
@@ -195,22 +221,7 @@ def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture, fail: Callable[[DomainEvent], Exception]
 ) -> None:
     """The bus knows which of the event's values are secret: its log line masks them wherever they appear."""
-
-    def leaky(ev: DomainEvent) -> None:
-        raise fail(ev)
-
-    formats_exc_info = _FormatsExcInfo()
-    logging.getLogger("auditbus").addHandler(formats_exc_info)
-    try:
-        bus.subscribe("config_changed", leaky)
-        with caplog.at_level(logging.ERROR, logger="auditbus"):
-            bus.emit(event("config_changed", details=EVENT_SECRETS))
-    finally:
-        logging.getLogger("auditbus").removeHandler(formats_exc_info)
-    assert bus.handler_errors == 1
-    assert "in leaky" in caplog.text  # still the traceback
-    assert "***REDACTED***" in caplog.text
-    for text in (caplog.text, *formats_exc_info.lines):
+    for text in _logged_failure(bus, caplog, EVENT_SECRETS, fail):
         for secret in (
             "hunter2pass",
             "98765",
@@ -244,21 +255,7 @@ def test_an_events_secret_value_quoted_escaped_is_logged_masked(
     shown: str,
 ) -> None:
     """A repr() escapes a secret value (`KeyError: 'pa\\nss'`): the escaped form is masked too."""
-
-    def leaky(ev: DomainEvent) -> None:
-        raise fail(ev)
-
-    formats_exc_info = _FormatsExcInfo()
-    logging.getLogger("auditbus").addHandler(formats_exc_info)
-    try:
-        bus.subscribe("config_changed", leaky)
-        with caplog.at_level(logging.ERROR, logger="auditbus"):
-            bus.emit(event("config_changed", details=details))
-    finally:
-        logging.getLogger("auditbus").removeHandler(formats_exc_info)
-    assert bus.handler_errors == 1
-    assert "***REDACTED***" in caplog.text
-    for text in (caplog.text, *formats_exc_info.lines):
+    for text in _logged_failure(bus, caplog, details, fail):
         assert shown not in text
 
 
