@@ -77,18 +77,29 @@ fn _close_audit_services_at_exit(py: Python<'_>) -> PyResult<()> {
 }
 
 fn close_services_at_exit(py: Python<'_>) {
+    close_at_exit(py, take_at_exit(&EXITED));
+}
+
+/// The services open now, under one limit for the whole exit, `step` set as
+/// they are taken (under [`LIVE`]'s lock, so that a service opening meanwhile
+/// is either taken or sees it).
+fn take_at_exit(step: &AtomicBool) -> LiveServices {
     let live = {
         let mut live = live();
-        EXITED.store(true, Ordering::Release);
+        step.store(true, Ordering::Release);
         std::mem::take(&mut *live)
     };
     // A fork child leaves the parent's services (and their files) to the parent.
-    let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
-    // One limit for the whole exit, however many services are open.
+    let live: LiveServices = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
     let deadline = Instant::now() + EXIT_LIMIT;
     for (writer, _) in &live {
         writer.give_up_after(deadline);
     }
+    live
+}
+
+/// Closes `live` as the exit does: the GIL released while each writer drains.
+fn close_at_exit(py: Python<'_>, live: LiveServices) {
     for (writer, temp) in live {
         // Bounded by the exit's limit, not by a signal; it fails only on the writer thread, never this hook's.
         let _ = writer.close(py, Some(stop_record("interpreter exit", None)), ClosedBy::Exit);
@@ -113,28 +124,16 @@ impl Drop for ExitGuard {
         if !EXITED.load(Ordering::Acquire) {
             return;
         }
-        let live = {
-            let mut live = live();
-            FINISHED.store(true, Ordering::Release);
-            std::mem::take(&mut *live)
-        };
-        let live: Vec<_> = live.into_iter().filter(|(writer, _)| !writer.forked()).collect();
+        let live = take_at_exit(&FINISHED);
         if live.is_empty() {
             return;
-        }
-        let deadline = Instant::now() + EXIT_LIMIT;
-        for (writer, _) in &live {
-            writer.give_up_after(deadline);
         }
         // Let go of while Python still runs (deleted by hand, not freed by the shutdown): the
         // writers still log through Python, which needs the GIL, so they are waited for without it.
         let mut live = Some(live);
         Python::try_attach(|py| {
             if !interpreter_finalizing(py) {
-                for (writer, temp) in live.take().unwrap_or_default() {
-                    let _ = writer.close(py, Some(stop_record("interpreter exit", None)), ClosedBy::Exit);
-                    remove_temp(temp.as_ref());
-                }
+                close_at_exit(py, live.take().unwrap_or_default());
             }
         });
         let Some(live) = live else { return };
