@@ -2027,6 +2027,14 @@ def test_no_such_database_is_an_error_and_is_not_created(tmp_path: Path, command
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_new_trail_in_a_missing_folder_is_one_error_line_naming_the_path_once(tmp_path: Path) -> None:
+    database = tmp_path / "missing-folder" / "audit.db"
+    result = run("demo", "--db", str(database), cwd=tmp_path)
+    assert_one_error_line(result, 1, "does not exist", str(database.parent))
+    assert result.stderr.count(str(database)) == 1, result.stderr
+    assert not database.parent.exists()
+
+
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
 def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "notes.db"

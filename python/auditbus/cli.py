@@ -322,6 +322,8 @@ def _open(path: str, *, read_only: bool) -> AuditService:
                 f"{what}, and every command records its own access in the trail "
                 "(PCI DSS 10.2.1.3); pass --read-only to read it without recording this access"
             ) from None
+        if path in detail:  # the service's message already names the file
+            raise CliError(detail) from None
         raise CliError(f"cannot open audit database {path}: {detail}") from None
 
 
