@@ -237,6 +237,24 @@ def test_a_bus_refuses_a_service_that_cannot_take_events(tmp_path: Path) -> None
         ReactiveEventBus(audit=reader)
 
 
+def test_a_subscriber_refuses_a_service_that_cannot_take_events(tmp_path: Path) -> None:
+    """Each event would fail, only logged: the subscriber says so when built, and subscribes nothing."""
+    path = tmp_path / "audit.db"
+    closed = AuditService(path)
+    closed.close()
+    bus = ReactiveEventBus()
+    with pytest.raises(
+        auditbus.ClosedError, match=r'AuditEventSubscriber: AuditService\(.*audit\.db"\) is closed'
+    ):
+        AuditEventSubscriber(bus, closed)
+    with (
+        AuditService(path, read_only=True) as reader,
+        pytest.raises(auditbus.AuditError, match=r"read_only=True; AuditEventSubscriber needs a writable service"),
+    ):
+        AuditEventSubscriber(bus, reader)
+    assert bus.stats()["handlers"] == 0
+
+
 def test_subscriber_rejects_something_that_is_not_a_service() -> None:
     accepted = "audit_service: expected an auditbus.AuditService or an object with a legacy record() method, got str"
     with pytest.raises(TypeError, match=re.escape(accepted)):

@@ -53,6 +53,9 @@ class AuditEventSubscriber:
         # and the tests that made it assert on the legacy record() call. A
         # subclass that overrides record() gets that call, as it did before.
         service_type = type(audit_service)
+        if isinstance(audit_service, AuditService) and issubclass(service_type, AuditService):
+            # A closed or read-only service would fail every event, each failure only logged: say so now.
+            audit_service._check_accepting("AuditEventSubscriber")
         if (
             isinstance(audit_service, AuditService)
             and issubclass(service_type, AuditService)

@@ -836,6 +836,13 @@ impl AuditService {
         self.durability.name()
     }
 
+    /// Raises the error that `what` (a subscriber being wired to this
+    /// service) would otherwise log for every event: closed, read-only, or
+    /// inherited across `fork()`.
+    fn _check_accepting(&self, what: &str) -> Result<()> {
+        self.check_accepting(what)
+    }
+
     /// The legacy call: validates, redacts, and returns once the row is
     /// committed (concurrent callers share one commit). The returned entry
     /// shows what was stored: the redacted details.
