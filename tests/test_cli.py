@@ -1805,6 +1805,32 @@ def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> N
     assert re.search(r"^    other: +2$", shown, re.MULTILINE)
 
 
+@pytest.mark.parametrize("read_only", [[], ["--read-only"]])
+def test_stats_figures_agree_while_another_process_appends(tmp_path: Path, read_only: list[str]) -> None:
+    """Each figure was a read of its own: rows committed between them showed up as rows of an `other`
+    type and as a `rows` count that disagreed with `first_id`..`last_id` on a trail without gaps."""
+    path = tmp_path / "busy.db"
+    _many_rows(path, 2_000)
+    stop = tmp_path / "stop"
+    appender = subprocess.Popen(
+        [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert appender.stdout is not None
+        assert appender.stdout.readline() == "writing\n"
+        results = [run(*read_only, "stats", "--json", "--db", str(path), cwd=tmp_path) for _ in range(3)]
+    finally:
+        stop.touch()
+        appender.communicate(timeout=60)
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        trail = json.loads(result.stdout)["trail"]
+        assert "other" not in trail["rows_by_type"], trail
+        assert sum(trail["rows_by_type"].values()) == trail["rows"], trail
+        # Nothing was purged: ids run without a gap, so the ends and the count agree.
+        assert trail["last_id"] - trail["first_id"] + 1 == trail["rows"], trail
+
+
 # --------------------------------------------------------------------------- purge
 
 

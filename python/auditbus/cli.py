@@ -1294,29 +1294,23 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
     """
     reader = reader or DetailsReader()
 
-    def event_time(entries: list[AuditEntry]) -> str | None:
-        value = reader.time(entries[0], "timestamp") if entries else None
+    def event_time(entry: AuditEntry | None) -> str | None:
+        value = reader.time(entry, "timestamp") if entry else None
         return None if isinstance(value, UnreadableTime) else _iso(value)
 
-    lifecycle = list(AUDIT_LIFECYCLE_EVENT_TYPES)
-    by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
-    # Without a type, the reads take every row but the service's own: rows another writer stored
-    # under a type of its own are counted too, as `other`, and the lifecycle rows are added.
-    rows = service.count() + service.count(event_type=lifecycle)
+    # One read: figures taken one by one disagree while another process appends or purges (rows
+    # committed between two counts looked like rows of an unknown type).
+    rows, counts, first, last = service._summary(_ALL_TYPES)
+    by_type = dict(counts)
+    # Rows another writer stored under a type of its own are counted too, as `other`.
     by_type["other"] = rows - sum(by_type.values())
-
-    def end(order: Literal["asc", "desc"]) -> list[AuditEntry]:
-        ends = [*service.query(order=order, limit=1), *service.query(event_type=lifecycle, order=order, limit=1)]
-        return sorted(ends, key=lambda entry: entry.id, reverse=order == "desc")[:1]
-
-    oldest, newest = end("asc"), end("desc")
     return {
         "rows": rows,
         "rows_by_type": {name: n for name, n in by_type.items() if n},
-        "first_id": oldest[0].id if oldest else None,
-        "last_id": newest[0].id if newest else None,
-        "oldest_event": event_time(oldest),
-        "newest_event": event_time(newest),
+        "first_id": first.id if first else None,
+        "last_id": last.id if last else None,
+        "oldest_event": event_time(first),
+        "newest_event": event_time(last),
     }
 
 
