@@ -30,7 +30,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -1177,6 +1177,53 @@ def test_tail_follow_ends_when_its_reader_goes_away_while_no_row_comes(trail: Pa
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_tail_follow_of_lifecycle_rows_shows_only_rows_that_come_later(trail: Path) -> None:
+    """`-n 0` followed on from the newest domain row: the lifecycle rows after it, there before the
+    command began (its own start row among them), were shown as new ones."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditbus",
+            "tail",
+            "-n",
+            "0",
+            "--follow",
+            "--json",
+            "--interval",
+            "0.05",
+            "--type",
+            "audit_started,audit_stopped",
+            "--db",
+            str(trail),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        lines = _reader(process.stdout)
+        wait_until(lambda: "audit_started" in _lifecycle_rows(trail, process.pid), "the command's start row", 60)
+        with AuditService(str(trail), read_only=True) as service:
+            began = max(entry.id for entry in service.query(event_type="audit_started", limit=None))
+        # New rows until one is shown: the command may read where to follow on from after the first.
+        deadline = time.monotonic() + 60
+        shown: str | None = None
+        while shown is None:
+            AuditService(str(trail)).close()
+            with suppress(queue.Empty):
+                shown = _next_line(lines, min(deadline, time.monotonic() + 0.2))
+            assert time.monotonic() < deadline, "no row shown"
+        first = json.loads(shown)
+        assert first["id"] > began, first
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @pytest.mark.parametrize("change", ["removed", "replaced"])

@@ -1022,16 +1022,16 @@ def _tail(
     path = db_path(args)
     # The file the service opened, taken before anything is shown.
     followed = _file_identity(path)
-    newest = service.query(limit=1, order="desc")
-    last_id = newest[0].id if newest else 0
-    top = service.query(**filters, limit=1, order="desc") if args.lines else []
-    if top:
+    # Followed on from the newest matching row, not the newest domain row: with --type naming the
+    # service's own rows, those after it were already there.
+    top = service.query(**filters, limit=1, order="desc")
+    last_id = top[0].id if top else 0
+    if top and args.lines:
         # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
         # every row from it on, read in pages: `-n` of any size takes little memory.
         nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
         rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
         show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
-        last_id = max(last_id, top[0].id)
     if not args.follow:
         return
     while True:
