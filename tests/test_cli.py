@@ -1623,6 +1623,51 @@ def test_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(trail: Path, tmp
     assert len(jsonl(out)) == 5
 
 
+@pytest.mark.parametrize("into", ["stdout", "fifo"])
+def test_an_export_that_a_purge_overtakes_fails_instead_of_passing_for_complete(tmp_path: Path, into: str) -> None:
+    """The rows a purge deleted before the export read them were left out, and the export ended with
+    status 0 (`exported 1153 rows`) as if the trail had held no more."""
+    path = tmp_path / "busy.db"
+    _many_rows(path, 5_000)
+    fifo = tmp_path / "rows.fifo"
+    output = ["-o", str(fifo)] if into == "fifo" else []
+    if into == "fifo":
+        os.mkfifo(fifo)
+    export = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", "export", *output, "--db", str(path)],
+        stdout=subprocess.PIPE if into == "stdout" else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert export.stderr is not None
+        rows = export.stdout if into == "stdout" else fifo.open(encoding="utf-8")
+        assert rows is not None
+        with rows:
+            # The export has read its first page and waits for its reader: purge everything now.
+            first = rows.readline()
+            purge = run("purge", "--before", datetime.now(UTC).isoformat(), "--yes", "--db", str(path), cwd=tmp_path)
+            assert purge.returncode == 0, purge.stderr
+            written = 1 + len(rows.readlines())
+        status, stderr = export.wait(timeout=120), export.stderr.read()
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.wait()
+        if export.stderr is not None:
+            export.stderr.close()
+    assert json.loads(first)["details"] == {"n": 0}
+    assert written < 5_000
+    shown = str(fifo) if into == "fifo" else "standard output"
+    assert_one_error_line(
+        subprocess.CompletedProcess([], status, "", stderr),
+        1,
+        f"{5_000 - written} of the 5000 rows that matched when the export began were deleted (purged)",
+        f"{shown} holds an incomplete export",
+    )
+
+
 def test_export_into_an_inherited_descriptor_as_process_substitution_gives(trail: Path) -> None:
     """`auditbus export -o >(gzip > rows.gz)` names a pipe as /dev/fd/N."""
     read_end, write_end = os.pipe()

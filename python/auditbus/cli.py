@@ -1194,7 +1194,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
-        progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
+        # Counted before the end is read, so every row counted is at or below it: an export that
+        # writes fewer rows lost some, deleted (purged) before it read them.
+        total = service.count(**filters)
+        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         # The rows there when the export began: a writer appending meanwhile neither makes the export
         # run on nor slips rows past the count it reports.
         top = service.query(**filters, limit=1, order="desc")
@@ -1205,10 +1208,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                 for _ in writer(entries, sys.stdout, reader):
                     progress.advance()
             progress.finish()
+            _refuse_incomplete(progress.done, total, "standard output holds an incomplete export")
             reader.warn(sys.stderr)
             return EXIT_OK
+
+        shown = _masked(str(target))
+        outcome = f"{shown} holds an incomplete export" if _streamed(target) else f"{shown} was not written"
+
+        def write(handle: IO[str]) -> None:
+            progress.follow(writer(entries, handle, reader))
+            # Raised before the file takes its name: an incomplete export never replaces FILE.
+            _refuse_incomplete(progress.done, total, outcome)
+
         try:
-            _export_to(target, lambda handle: progress.follow(writer(entries, handle, reader)))
+            _export_to(target, write)
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
@@ -1216,6 +1229,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exported {progress.done} rows to {_masked(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _streamed(target: Path) -> bool:
+    """Whether `_export_to` writes into `target` as a stream (a FIFO, a device) instead of replacing it."""
+    try:
+        kind = target.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(kind) and not stat.S_ISDIR(kind)
+
+
+def _refuse_incomplete(done: int, total: int, outcome: str) -> None:
+    """Fails an export that wrote fewer rows than matched when it began: a purge ran meanwhile."""
+    if done < total:
+        raise CliError(
+            f"{total - done} of the {total} rows that matched when the export began were deleted (purged) "
+            f"before they were read; {outcome}: run the export again"
+        )
 
 
 def _export_to(target: Path, write: Callable[[IO[str]], object]) -> None:
