@@ -1623,26 +1623,27 @@ def test_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(trail: Path, tmp
     assert len(jsonl(out)) == 5
 
 
-@pytest.mark.parametrize("into", ["stdout", "fifo"])
+@pytest.mark.parametrize("into", ["stdout", "fifo", "query"])
 def test_an_export_that_a_purge_overtakes_fails_instead_of_passing_for_complete(tmp_path: Path, into: str) -> None:
-    """The rows a purge deleted before the export read them were left out, and the export ended with
-    status 0 (`exported 1153 rows`) as if the trail had held no more."""
+    """The rows a purge deleted before the export (or `query --limit 0`) read them were left out, and
+    it ended with status 0 (`exported 1000 rows`) as if the trail had held no more."""
     path = tmp_path / "busy.db"
     _many_rows(path, 5_000)
     fifo = tmp_path / "rows.fifo"
     output = ["-o", str(fifo)] if into == "fifo" else []
     if into == "fifo":
         os.mkfifo(fifo)
+    command = ["query", "--limit", "0", "--asc", "--json"] if into == "query" else ["export", *output]
     export = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "export", *output, "--db", str(path)],
-        stdout=subprocess.PIPE if into == "stdout" else subprocess.DEVNULL,
+        [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+        stdout=subprocess.DEVNULL if into == "fifo" else subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
     )
     try:
         assert export.stderr is not None
-        rows = export.stdout if into == "stdout" else fifo.open(encoding="utf-8")
+        rows = fifo.open(encoding="utf-8") if into == "fifo" else export.stdout
         assert rows is not None
         with rows:
             # The export has read its first page and waits for its reader: purge everything now.
@@ -1659,12 +1660,12 @@ def test_an_export_that_a_purge_overtakes_fails_instead_of_passing_for_complete(
             export.stderr.close()
     assert json.loads(first)["details"] == {"n": 0}
     assert written < 5_000
-    shown = str(fifo) if into == "fifo" else "standard output"
+    shown = {"fifo": f"{fifo} holds an incomplete export", "stdout": "standard output holds an incomplete export"}
     assert_one_error_line(
         subprocess.CompletedProcess([], status, "", stderr),
         1,
-        f"{5_000 - written} of the 5000 rows that matched when the export began were deleted (purged)",
-        f"{shown} holds an incomplete export",
+        f"{5_000 - written} of the 5000 rows that matched when the command began were deleted (purged)",
+        shown.get(into, "standard output holds an incomplete answer"),
     )
 
 

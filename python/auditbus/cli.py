@@ -943,8 +943,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
         if not args.limit:
+            # Counted before the rows' end is read (see cmd_export): fewer rows shown means some were purged.
+            expected = max(0, service.count(**filters) - args.offset)
+            every = _every_row(service, filters, args.offset, ascending=args.asc)
+            shown = 0
+
+            def counted() -> Iterator[AuditEntry]:
+                nonlocal shown
+                shown = 0
+                for entry in every():
+                    shown += 1
+                    yield entry
+
             # Every row: streamed, so that a trail of millions of rows is never held in memory.
-            _print_entries(_every_row(service, filters, args.offset, ascending=args.asc), args, sys.stdout, reader)
+            _print_entries(counted, args, sys.stdout, reader)
+            _refuse_incomplete(shown, expected, "standard output holds an incomplete answer")
             reader.warn(sys.stderr)
             return EXIT_OK
         entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
@@ -1241,11 +1254,11 @@ def _streamed(target: Path) -> bool:
 
 
 def _refuse_incomplete(done: int, total: int, outcome: str) -> None:
-    """Fails an export that wrote fewer rows than matched when it began: a purge ran meanwhile."""
+    """Fails a command that wrote fewer rows than matched when it began: a purge ran meanwhile."""
     if done < total:
         raise CliError(
-            f"{total - done} of the {total} rows that matched when the export began were deleted (purged) "
-            f"before they were read; {outcome}: run the export again"
+            f"{total - done} of the {total} rows that matched when the command began were deleted (purged) "
+            f"before they were read; {outcome}: run the command again"
         )
 
 
