@@ -30,7 +30,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -1179,6 +1179,53 @@ def test_tail_follow_ends_when_its_reader_goes_away_while_no_row_comes(trail: Pa
             process.stderr.close()
 
 
+def test_tail_follow_of_lifecycle_rows_shows_only_rows_that_come_later(trail: Path) -> None:
+    """`-n 0` followed on from the newest domain row: the lifecycle rows after it, there before the
+    command began (its own start row among them), were shown as new ones."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditbus",
+            "tail",
+            "-n",
+            "0",
+            "--follow",
+            "--json",
+            "--interval",
+            "0.05",
+            "--type",
+            "audit_started,audit_stopped",
+            "--db",
+            str(trail),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        lines = _reader(process.stdout)
+        wait_until(lambda: "audit_started" in _lifecycle_rows(trail, process.pid), "the command's start row", 60)
+        with AuditService(str(trail), read_only=True) as service:
+            began = max(entry.id for entry in service.query(event_type="audit_started", limit=None))
+        # New rows until one is shown: the command may read where to follow on from after the first.
+        deadline = time.monotonic() + 60
+        shown: str | None = None
+        while shown is None:
+            AuditService(str(trail)).close()
+            with suppress(queue.Empty):
+                shown = _next_line(lines, min(deadline, time.monotonic() + 0.2))
+            assert time.monotonic() < deadline, "no row shown"
+        first = json.loads(shown)
+        assert first["id"] > began, first
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""
@@ -1576,6 +1623,52 @@ def test_export_into_a_fifo_writes_into_it_and_leaves_it_a_fifo(trail: Path, tmp
     assert len(jsonl(out)) == 5
 
 
+@pytest.mark.parametrize("into", ["stdout", "fifo", "query"])
+def test_an_export_that_a_purge_overtakes_fails_instead_of_passing_for_complete(tmp_path: Path, into: str) -> None:
+    """The rows a purge deleted before the export (or `query --limit 0`) read them were left out, and
+    it ended with status 0 (`exported 1000 rows`) as if the trail had held no more."""
+    path = tmp_path / "busy.db"
+    _many_rows(path, 5_000)
+    fifo = tmp_path / "rows.fifo"
+    output = ["-o", str(fifo)] if into == "fifo" else []
+    if into == "fifo":
+        os.mkfifo(fifo)
+    command = ["query", "--limit", "0", "--asc", "--json"] if into == "query" else ["export", *output]
+    export = subprocess.Popen(
+        [sys.executable, "-m", "auditbus", *command, "--db", str(path)],
+        stdout=subprocess.DEVNULL if into == "fifo" else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert export.stderr is not None
+        rows = fifo.open(encoding="utf-8") if into == "fifo" else export.stdout
+        assert rows is not None
+        with rows:
+            # The export has read its first page and waits for its reader: purge everything now.
+            first = rows.readline()
+            purge = run("purge", "--before", datetime.now(UTC).isoformat(), "--yes", "--db", str(path), cwd=tmp_path)
+            assert purge.returncode == 0, purge.stderr
+            written = 1 + len(rows.readlines())
+        status, stderr = export.wait(timeout=120), export.stderr.read()
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.wait()
+        if export.stderr is not None:
+            export.stderr.close()
+    assert json.loads(first)["details"] == {"n": 0}
+    assert written < 5_000
+    shown = {"fifo": f"{fifo} holds an incomplete export", "stdout": "standard output holds an incomplete export"}
+    assert_one_error_line(
+        subprocess.CompletedProcess([], status, "", stderr),
+        1,
+        f"{5_000 - written} of the 5000 rows that matched when the command began were deleted (purged)",
+        shown.get(into, "standard output holds an incomplete answer"),
+    )
+
+
 def test_export_into_an_inherited_descriptor_as_process_substitution_gives(trail: Path) -> None:
     """`auditbus export -o >(gzip > rows.gz)` names a pipe as /dev/fd/N."""
     read_end, write_end = os.pipe()
@@ -1803,6 +1896,32 @@ def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> N
     assert trail["newest_event"] == (NOW + timedelta(days=1)).isoformat().replace("+00:00", "Z")
     shown = run("--read-only", "stats", "--db", str(path), cwd=tmp_path).stdout
     assert re.search(r"^    other: +2$", shown, re.MULTILINE)
+
+
+@pytest.mark.parametrize("read_only", [[], ["--read-only"]])
+def test_stats_figures_agree_while_another_process_appends(tmp_path: Path, read_only: list[str]) -> None:
+    """Each figure was a read of its own: rows committed between them showed up as rows of an `other`
+    type and as a `rows` count that disagreed with `first_id`..`last_id` on a trail without gaps."""
+    path = tmp_path / "busy.db"
+    _many_rows(path, 2_000)
+    stop = tmp_path / "stop"
+    appender = subprocess.Popen(
+        [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert appender.stdout is not None
+        assert appender.stdout.readline() == "writing\n"
+        results = [run(*read_only, "stats", "--json", "--db", str(path), cwd=tmp_path) for _ in range(3)]
+    finally:
+        stop.touch()
+        appender.communicate(timeout=60)
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        trail = json.loads(result.stdout)["trail"]
+        assert "other" not in trail["rows_by_type"], trail
+        assert sum(trail["rows_by_type"].values()) == trail["rows"], trail
+        # Nothing was purged: ids run without a gap, so the ends and the count agree.
+        assert trail["last_id"] - trail["first_id"] + 1 == trail["rows"], trail
 
 
 # --------------------------------------------------------------------------- purge

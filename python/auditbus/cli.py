@@ -943,8 +943,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
         if not args.limit:
+            # Counted before the rows' end is read (see cmd_export): fewer rows shown means some were purged.
+            expected = max(0, service.count(**filters) - args.offset)
+            every = _every_row(service, filters, args.offset, ascending=args.asc)
+            shown = 0
+
+            def counted() -> Iterator[AuditEntry]:
+                nonlocal shown
+                shown = 0
+                for entry in every():
+                    shown += 1
+                    yield entry
+
             # Every row: streamed, so that a trail of millions of rows is never held in memory.
-            _print_entries(_every_row(service, filters, args.offset, ascending=args.asc), args, sys.stdout, reader)
+            _print_entries(counted, args, sys.stdout, reader)
+            _refuse_incomplete(shown, expected, "standard output holds an incomplete answer")
             reader.warn(sys.stderr)
             return EXIT_OK
         entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
@@ -1022,16 +1035,16 @@ def _tail(
     path = db_path(args)
     # The file the service opened, taken before anything is shown.
     followed = _file_identity(path)
-    newest = service.query(limit=1, order="desc")
-    last_id = newest[0].id if newest else 0
-    top = service.query(**filters, limit=1, order="desc") if args.lines else []
-    if top:
+    # Followed on from the newest matching row, not the newest domain row: with --type naming the
+    # service's own rows, those after it were already there.
+    top = service.query(**filters, limit=1, order="desc")
+    last_id = top[0].id if top else 0
+    if top and args.lines:
         # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
         # every row from it on, read in pages: `-n` of any size takes little memory.
         nth = service.query(**filters, after_id=_up_to(top[0].id), offset=args.lines - 1, limit=1, order="desc")
         rows = service.iter_entries(**filters, order="asc", after_id=nth[0].id - 1 if nth else None)
         show(itertools.takewhile(lambda entry: entry.id <= top[0].id, rows))
-        last_id = max(last_id, top[0].id)
     if not args.follow:
         return
     while True:
@@ -1194,7 +1207,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
-        progress = _Progress(service.count(**filters) if show_progress else None, sys.stderr, show_progress)
+        # Counted before the end is read, so every row counted is at or below it: an export that
+        # writes fewer rows lost some, deleted (purged) before it read them.
+        total = service.count(**filters)
+        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         # The rows there when the export began: a writer appending meanwhile neither makes the export
         # run on nor slips rows past the count it reports.
         top = service.query(**filters, limit=1, order="desc")
@@ -1205,10 +1221,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                 for _ in writer(entries, sys.stdout, reader):
                     progress.advance()
             progress.finish()
+            _refuse_incomplete(progress.done, total, "standard output holds an incomplete export")
             reader.warn(sys.stderr)
             return EXIT_OK
+
+        shown = _masked(str(target))
+        outcome = f"{shown} holds an incomplete export" if _streamed(target) else f"{shown} was not written"
+
+        def write(handle: IO[str]) -> None:
+            progress.follow(writer(entries, handle, reader))
+            # Raised before the file takes its name: an incomplete export never replaces FILE.
+            _refuse_incomplete(progress.done, total, outcome)
+
         try:
-            _export_to(target, lambda handle: progress.follow(writer(entries, handle, reader)))
+            _export_to(target, write)
         except OSError as exc:
             # The temporary file is an implementation detail: name what the user asked for.
             raise CliError(f"cannot write {args.output}: {exc.strerror or type(exc).__name__}") from None
@@ -1216,6 +1242,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exported {progress.done} rows to {_masked(str(target))}", file=sys.stderr)
         reader.warn(sys.stderr)
     return EXIT_OK
+
+
+def _streamed(target: Path) -> bool:
+    """Whether `_export_to` writes into `target` as a stream (a FIFO, a device) instead of replacing it."""
+    try:
+        kind = target.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(kind) and not stat.S_ISDIR(kind)
+
+
+def _refuse_incomplete(done: int, total: int, outcome: str) -> None:
+    """Fails a command that wrote fewer rows than matched when it began: a purge ran meanwhile."""
+    if done < total:
+        raise CliError(
+            f"{total - done} of the {total} rows that matched when the command began were deleted (purged) "
+            f"before they were read; {outcome}: run the command again"
+        )
 
 
 def _export_to(target: Path, write: Callable[[IO[str]], object]) -> None:
@@ -1294,29 +1338,23 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
     """
     reader = reader or DetailsReader()
 
-    def event_time(entries: list[AuditEntry]) -> str | None:
-        value = reader.time(entries[0], "timestamp") if entries else None
+    def event_time(entry: AuditEntry | None) -> str | None:
+        value = reader.time(entry, "timestamp") if entry else None
         return None if isinstance(value, UnreadableTime) else _iso(value)
 
-    lifecycle = list(AUDIT_LIFECYCLE_EVENT_TYPES)
-    by_type = {name: service.count(event_type=name) for name in _ALL_TYPES}
-    # Without a type, the reads take every row but the service's own: rows another writer stored
-    # under a type of its own are counted too, as `other`, and the lifecycle rows are added.
-    rows = service.count() + service.count(event_type=lifecycle)
+    # One read: figures taken one by one disagree while another process appends or purges (rows
+    # committed between two counts looked like rows of an unknown type).
+    rows, counts, first, last = service._summary(_ALL_TYPES)
+    by_type = dict(counts)
+    # Rows another writer stored under a type of its own are counted too, as `other`.
     by_type["other"] = rows - sum(by_type.values())
-
-    def end(order: Literal["asc", "desc"]) -> list[AuditEntry]:
-        ends = [*service.query(order=order, limit=1), *service.query(event_type=lifecycle, order=order, limit=1)]
-        return sorted(ends, key=lambda entry: entry.id, reverse=order == "desc")[:1]
-
-    oldest, newest = end("asc"), end("desc")
     return {
         "rows": rows,
         "rows_by_type": {name: n for name, n in by_type.items() if n},
-        "first_id": oldest[0].id if oldest else None,
-        "last_id": newest[0].id if newest else None,
-        "oldest_event": event_time(oldest),
-        "newest_event": event_time(newest),
+        "first_id": first.id if first else None,
+        "last_id": last.id if last else None,
+        "oldest_event": event_time(first),
+        "newest_event": event_time(last),
     }
 
 

@@ -328,6 +328,33 @@ pub fn count(conn: &Connection, filter: &Filter) -> Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// What the trail holds, read in one snapshot so that rows committed or purged
+/// meanwhile cannot make one figure disagree with another: every row, the rows
+/// of each of `types`, and the first and the last row (of any type).
+pub struct Summary {
+    pub rows: u64,
+    pub by_type: Vec<(String, u64)>,
+    pub first: Option<RowData>,
+    pub last: Option<RowData>,
+}
+
+pub fn summary(conn: &Connection, types: &[String]) -> Result<Summary> {
+    let tx = conn.unchecked_transaction()?;
+    let rows: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |row| row.get(0))?;
+    let mut by_type = Vec::with_capacity(types.len());
+    for name in types {
+        let filter = Filter { event_types: Some(vec![name.clone()]), ..Filter::default() };
+        by_type.push((name.clone(), count(&tx, &filter)?));
+    }
+    let end = |direction: &str| -> Result<Option<RowData>> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id {direction} LIMIT 1");
+        Ok(tx.query_row(&sql, [], RowData::read).optional()?)
+    };
+    let (first, last) = (end("ASC")?, end("DESC")?);
+    tx.commit()?;
+    Ok(Summary { rows: u64::try_from(rows).unwrap_or(0), by_type, first, last })
+}
+
 /// The row an integrity-check message names (`row 5 missing from index ...`).
 fn named_row(message: &str) -> Option<i64> {
     message.strip_prefix("row ")?.split(' ').next()?.parse().ok()

@@ -565,6 +565,9 @@ fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
     Ok(filter)
 }
 
+/// `_summary()`: rows, rows of each type asked for, first and last row.
+type TrailSummary = (u64, Vec<(String, u64)>, Option<AuditEntry>, Option<AuditEntry>);
+
 /// Reads one of the writer's counters.
 type Counter = fn(&Stats) -> u64;
 
@@ -980,6 +983,15 @@ impl AuditService {
             buffer: VecDeque::new(),
             done: false,
         })
+    }
+
+    /// What `auditbus stats` shows, in one read: `(rows, [(type, rows of it)
+    /// for each of event_types], first row, last row)`, rows of every type.
+    fn _summary(&self, py: Python<'_>, event_types: Vec<String>) -> Result<TrailSummary> {
+        let summary = self.read(py, |conn| query::summary(conn, &event_types))?;
+        let first = summary.first.map(AuditEntry::from_row).transpose()?;
+        let last = summary.last.map(AuditEntry::from_row).transpose()?;
+        Ok((summary.rows, summary.by_type, first, last))
     }
 
     /// Walks the hash chain; reports the first edited, deleted or inserted
