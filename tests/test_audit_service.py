@@ -537,6 +537,19 @@ def test_lone_surrogates_in_details_are_stored_as_the_legacy_stores_them(tmp_pat
     assert all("\\udcff" in text and "\ufffd" not in text for text in stored)
 
 
+def test_a_lone_surrogate_in_a_details_key_is_stored_as_the_legacy_stores_it(tmp_path: Path) -> None:
+    details = {os.fsdecode(b"report-\xff.txt"): "uploaded", "at": {"\ud800": 1}}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", details=details)
+    (expected,) = legacy.query()
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        recorded = svc.record("plan_applied", details=details)
+        (entry,) = svc.query(event_type="plan_applied")
+        assert svc.verify().ok
+    assert recorded.details == entry.details == expected.details == details
+
+
 def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
     details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")

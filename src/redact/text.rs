@@ -156,6 +156,16 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
             self.buf.push_str("\":");
             return Ok(());
         }
+        // A key with lone surrogates (only the general path, never `plain`) keeps them escaped.
+        if !key.fresh && key.text.contains('\u{FFFD}') {
+            if let Ok(s) = key.obj.cast::<PyString>() {
+                if s.to_str().is_err() {
+                    put_surrogates(&mut self.buf, s)?;
+                    self.buf.push(':');
+                    return Ok(());
+                }
+            }
+        }
         put_str(&mut self.buf, key.text)?;
         self.buf.push(':');
         Ok(())
