@@ -133,6 +133,15 @@ def test_timestamp_inputs_give_the_same_instant(impl: ModuleType, given: object)
     assert impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp == WHEN
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("2026-01-02T03:04z", WHEN.replace(second=0, microsecond=0)), ("2026-01-02T03:04:05,678901z", WHEN)],
+    ids=["minutes", "decimal-comma"],
+)
+def test_a_lower_case_z_is_utc_in_every_iso_form(impl: ModuleType, given: str, expected: datetime.datetime) -> None:
+    assert impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp == expected
+
+
 def test_a_date_timestamp_is_its_midnight(impl: ModuleType) -> None:
     stamp = impl.DomainEvent(event_type="plan_applied", timestamp=datetime.date(2026, 1, 2)).timestamp
     assert stamp.replace(tzinfo=None) == datetime.datetime(2026, 1, 2)
