@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime
 import decimal
+import enum
 import gc
 import json
 import math
@@ -570,6 +571,19 @@ def test_bad_input_is_a_value_error_naming_the_field(
         make(impl, **overrides)
     for word in words:
         assert word in str(caught.value)
+
+
+class Phase(enum.Enum):
+    """A service's own enum that is not a `str` enum: pydantic reads a member as its value."""
+
+    APPLIED = "plan_applied"
+
+
+def test_a_plain_enum_member_with_a_str_value_is_read_as_that_value(impl: ModuleType) -> None:
+    event = make(impl, event_type=Phase.APPLIED, plan_id=Phase.APPLIED)
+    assert event.event_type is impl.EventType.PLAN_APPLIED
+    assert type(event.plan_id) is str
+    assert event.plan_id == "plan_applied"
 
 
 @pytest.mark.parametrize(
