@@ -72,7 +72,7 @@ impl EventKind {
 
     /// Reads an `EventType` member or its string value.
     pub fn from_py(field: &str, value: &Bound<'_, PyAny>) -> Result<Self> {
-        let Ok(text) = value.cast::<PyString>() else {
+        let Some(text) = str_or_enum_str(value) else {
             return Err(Error::invalid(
                 field,
                 format!("expected an EventType or its string value, got {} {}", type_name(value), short_repr(value)),
@@ -282,15 +282,24 @@ fn unexpected_keyword(name: &Bound<'_, PyAny>) -> Error {
     ))
 }
 
+/// A `str`, or the `str` value of an Enum member that is not a `str` itself
+/// (a service's own `class Phase(Enum)`), which pydantic reads as that text.
+fn str_or_enum_str<'py>(value: &Bound<'py, PyAny>) -> Option<Bound<'py, PyString>> {
+    match value.cast::<PyString>() {
+        Ok(text) => Some(text.clone()),
+        Err(_) => crate::values::enum_value(value).and_then(|inner| inner.cast_into::<PyString>().ok()),
+    }
+}
+
 fn text_field(field: &str, value: &Bound<'_, PyAny>) -> Result<Py<PyString>> {
-    let Ok(text) = value.cast::<PyString>() else {
+    let Some(text) = str_or_enum_str(value) else {
         return Err(Error::invalid(
             field,
             format!("expected str or None, got {} {}", type_name(value), short_repr(value)),
         ));
     };
     if text.is_exact_instance_of::<PyString>() {
-        Ok(text.clone().unbind())
+        Ok(text.unbind())
     } else {
         // str subclasses (enums) are stored as their plain text, as pydantic does.
         Ok(PyString::new(value.py(), &text.to_string_lossy()).unbind())

@@ -210,7 +210,8 @@ fn parse_text(text: &str) -> Option<DateTime<Utc>> {
 /// offset with seconds when its tzinfo has them. Also what Python 3.11's
 /// `fromisoformat()` reads of other writers: an offset of hours alone or
 /// without colons (PostgreSQL's `2026-01-02 03:04:05+05`), a decimal comma,
-/// more than six fraction digits (cut to microseconds).
+/// more than six fraction digits (cut to microseconds). And `z` for `Z`,
+/// which pydantic (so the legacy `DomainEvent`) reads in every form.
 fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
     let number = |digits: &str| -> Option<u32> {
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
@@ -224,7 +225,7 @@ fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
     let mut rest = text[10..].chars();
     rest.next()?;
     let rest = rest.as_str();
-    let (time, offset) = match rest.find(['+', '-', 'Z']) {
+    let (time, offset) = match rest.find(['+', '-', 'Z', 'z']) {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
     };
@@ -264,7 +265,7 @@ fn parse_isoformat(text: &str) -> Option<DateTime<Utc>> {
     }
     let local = day.and_hms_micro_opt(h, m, sec, micros(fraction, usize::MAX)?)?;
     let shift = match offset {
-        "" | "Z" => 0,
+        "" | "Z" | "z" => 0,
         _ => {
             let negative = offset.starts_with('-');
             let (clock, fraction) = split_fraction(&offset[1..]);

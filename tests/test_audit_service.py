@@ -514,6 +514,42 @@ def test_details_the_legacy_wrote_read_back_as_the_legacy_reads_them(tmp_path: P
         assert [type(entry.details[k]) for k in details] == [type(v) for v in details.values()]
 
 
+def test_lone_surrogates_in_details_are_stored_as_the_legacy_stores_them(tmp_path: Path) -> None:
+    # A file name os.fsdecode() gives for bytes that are not UTF-8; the legacy json.dumps escapes it.
+    details = {"file": os.fsdecode(b"report-\xff.txt"), "parts": ['\ud800 "q"', "ok"], "at": {"dir": "\udc80\n"}}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", details=details)
+    (expected,) = legacy.query()
+    legacy.close()
+    path = tmp_path / "a.db"
+    with AuditService(path) as svc:
+        recorded = svc.record("plan_applied", plan_id="record", details=details)
+        with auditbus.ReactiveEventBus(audit=svc) as bus:
+            bus.emit(DomainEvent(event_type=EventType.PLAN_APPLIED, plan_id="emit", details=details))
+        svc.flush()
+        rows = {e.plan_id: e.details for e in svc.query(event_type="plan_applied")}
+        assert svc.verify().ok
+    assert recorded.details == rows["record"] == rows["emit"] == expected.details == details
+    db = sqlite3.connect(path)
+    stored = [row[0] for row in db.execute("SELECT details FROM audit_log WHERE plan_id IS NOT NULL")]
+    db.close()
+    assert [json.loads(text) for text in stored] == [details, details]
+    assert all("\\udcff" in text and "\ufffd" not in text for text in stored)
+
+
+def test_a_lone_surrogate_in_a_details_key_is_stored_as_the_legacy_stores_it(tmp_path: Path) -> None:
+    details = {os.fsdecode(b"report-\xff.txt"): "uploaded", "at": {"\ud800": 1}}
+    legacy = legacy_audit().AuditService(tmp_path / "legacy.db")
+    legacy.record("plan_applied", details=details)
+    (expected,) = legacy.query()
+    legacy.close()
+    with AuditService(tmp_path / "a.db") as svc:
+        recorded = svc.record("plan_applied", details=details)
+        (entry,) = svc.query(event_type="plan_applied")
+        assert svc.verify().ok
+    assert recorded.details == entry.details == expected.details == details
+
+
 def test_numbers_json_cannot_hold_are_stored_as_text(tmp_path: Path) -> None:
     details = {"huge": 2**64, "nan": float("nan"), "inf": float("-inf")}
     legacy = legacy_audit().AuditService(tmp_path / "legacy.db")

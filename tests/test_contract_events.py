@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime
 import decimal
+import enum
 import gc
 import json
 import math
@@ -131,6 +132,15 @@ def test_details_are_copied_at_construction(impl: ModuleType) -> None:
 )
 def test_timestamp_inputs_give_the_same_instant(impl: ModuleType, given: object) -> None:
     assert impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp == WHEN
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("2026-01-02T03:04z", WHEN.replace(second=0, microsecond=0)), ("2026-01-02T03:04:05,678901z", WHEN)],
+    ids=["minutes", "decimal-comma"],
+)
+def test_a_lower_case_z_is_utc_in_every_iso_form(impl: ModuleType, given: str, expected: datetime.datetime) -> None:
+    assert impl.DomainEvent(event_type="plan_applied", timestamp=given).timestamp == expected
 
 
 def test_a_date_timestamp_is_its_midnight(impl: ModuleType) -> None:
@@ -561,6 +571,19 @@ def test_bad_input_is_a_value_error_naming_the_field(
         make(impl, **overrides)
     for word in words:
         assert word in str(caught.value)
+
+
+class Phase(enum.Enum):
+    """A service's own enum that is not a `str` enum: pydantic reads a member as its value."""
+
+    APPLIED = "plan_applied"
+
+
+def test_a_plain_enum_member_with_a_str_value_is_read_as_that_value(impl: ModuleType) -> None:
+    event = make(impl, event_type=Phase.APPLIED, plan_id=Phase.APPLIED)
+    assert event.event_type is impl.EventType.PLAN_APPLIED
+    assert type(event.plan_id) is str
+    assert event.plan_id == "plan_applied"
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ use std::cell::Cell;
 
 use serde::Serialize;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
 use super::py::guarded;
 use super::walker::{Extra, Key, Sink, Walker};
@@ -60,6 +61,37 @@ fn put_str(buf: &mut String, text: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// Writes a `str` holding lone surrogates as `json.dumps` does (the legacy
+/// row's form): each one as its `\udXXX` escape, which reads back to the
+/// same `str`, instead of U+FFFD, which would store another value.
+fn put_surrogates(buf: &mut String, s: &Bound<'_, PyString>) -> PyResult<()> {
+    let encoded = s.call_method1(intern!(s.py(), "encode"), ("utf-16-le", "surrogatepass"))?;
+    let units = encoded.cast::<PyBytes>()?.as_bytes().chunks_exact(2).map(|p| u16::from_le_bytes([p[0], p[1]]));
+    // A run of characters is escaped as serde_json escapes it, without its quotes.
+    fn flush(buf: &mut String, run: &mut String) -> PyResult<()> {
+        let start = buf.len();
+        put(buf, run.as_str())?;
+        buf.pop();
+        buf.remove(start);
+        run.clear();
+        Ok(())
+    }
+    let mut run = String::new();
+    buf.push('"');
+    for unit in char::decode_utf16(units) {
+        match unit {
+            Ok(c) => run.push(c),
+            Err(lone) => {
+                flush(buf, &mut run)?;
+                buf.push_str(&format!("\\u{:04x}", lone.unpaired_surrogate()));
+            }
+        }
+    }
+    flush(buf, &mut run)?;
+    buf.push('"');
+    Ok(())
+}
+
 /// Whether any byte is a control character, `"` or `\\`, eight bytes at a
 /// time: a zero byte in `x ^ pattern` marks a match (the classic exact
 /// "has a zero byte" test).
@@ -92,6 +124,13 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
         put_str(&mut self.buf, text)
     }
 
+    fn same_lossy_text(&mut self, obj: &Bound<'py, PyAny>, text: &str) -> PyResult<()> {
+        match obj.cast::<PyString>() {
+            Ok(s) => put_surrogates(&mut self.buf, s),
+            Err(_) => put_str(&mut self.buf, text),
+        }
+    }
+
     fn fresh_text(&mut self, text: &str) -> PyResult<()> {
         put_str(&mut self.buf, text)
     }
@@ -116,6 +155,16 @@ impl<'a, 'py> Sink<'py> for JsonText<'a> {
             self.buf.push_str(key.text);
             self.buf.push_str("\":");
             return Ok(());
+        }
+        // A key with lone surrogates (only the general path, never `plain`) keeps them escaped.
+        if !key.fresh && key.text.contains('\u{FFFD}') {
+            if let Ok(s) = key.obj.cast::<PyString>() {
+                if s.to_str().is_err() {
+                    put_surrogates(&mut self.buf, s)?;
+                    self.buf.push(':');
+                    return Ok(());
+                }
+            }
         }
         put_str(&mut self.buf, key.text)?;
         self.buf.push(':');

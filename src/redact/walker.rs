@@ -47,6 +47,11 @@ pub trait Sink<'py>: Sized {
 
     /// An unchanged text value; `obj` is the original.
     fn same_text(&mut self, obj: &Bound<'py, PyAny>, text: &str) -> PyResult<Self::Out>;
+    /// An unchanged `str` value holding lone surrogates (a file name decoded
+    /// with `surrogateescape`); `text` is its UTF-8 form, each replaced.
+    fn same_lossy_text(&mut self, obj: &Bound<'py, PyAny>, text: &str) -> PyResult<Self::Out> {
+        self.same_text(obj, text)
+    }
     /// A new text value (redacted text, a marker).
     fn fresh_text(&mut self, text: &str) -> PyResult<Self::Out>;
     /// The mask.
@@ -172,7 +177,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         if let Ok(s) = obj.cast_exact::<PyString>() {
             return match s.to_str() {
                 Ok(text) => self.text(obj, text, depth),
-                Err(_) => self.text(obj, &s.to_string_lossy(), depth),
+                Err(_) => self.lossy_text(obj, s, depth),
             };
         }
         if let Ok(d) = obj.cast_exact::<PyDict>() {
@@ -190,7 +195,10 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     /// or the value it converts as; `None` for a scalar, which the sink writes.
     pub fn stored_form(&mut self, obj: &Bound<'py, PyAny>, form: &Json<'py>, depth: usize) -> Option<PyResult<S::Out>> {
         Some(match form {
-            Json::Str(s) => self.text(obj, &s.to_string_lossy(), depth),
+            Json::Str(s) => match s.to_str() {
+                Ok(text) => self.text(obj, text, depth),
+                Err(_) => self.lossy_text(obj, s, depth),
+            },
             Json::Text(t) => self.text(obj, t, depth),
             Json::Object(dict, id) => self.dict(dict, &[], depth, *id),
             Json::Array(items) => self.seq_lenient(items, depth),
@@ -205,6 +213,16 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         match self.rules.redact_text(text, depth) {
             Some(new) => self.fresh_text(&new),
             None => self.sink.same_text(obj, text),
+        }
+    }
+
+    /// A `str` with lone surrogates: judged by its UTF-8 form, kept whole
+    /// when that holds no secret.
+    fn lossy_text(&mut self, obj: &Bound<'py, PyAny>, s: &Bound<'py, PyString>, depth: usize) -> PyResult<S::Out> {
+        let text = s.to_string_lossy();
+        match self.rules.redact_text(&text, depth) {
+            Some(new) => self.fresh_text(&new),
+            None => self.sink.same_lossy_text(obj, &text),
         }
     }
 
