@@ -566,6 +566,37 @@ def test_one_letter_members_outside_a_json_web_key_stay_readable() -> None:
     assert Redactor(safe_keys=["d"]).redact({"kty": "EC", "d": "x"}) == {"kty": "EC", "d": "x"}
 
 
+def test_aws_parameter_and_option_lists() -> None:
+    # boto3's `create_stack(Parameters=...)`, RDS parameter groups and
+    # Elastic Beanstalk option settings name the value in a sibling field.
+    data = {
+        "Parameters": [
+            {"ParameterKey": "DBPassword", "ParameterValue": "hunter2"},
+            {"ParameterKey": "Region", "ParameterValue": "eu-west-1"},
+        ],
+        "rds": [{"ParameterName": "master_password", "ParameterValue": "hunter3"}],
+        "OptionSettings": [
+            {
+                "Namespace": "aws:elasticbeanstalk:application:environment",
+                "OptionName": "API_TOKEN",
+                "Value": "hunter4",
+            },
+            {"Namespace": "aws:autoscaling:asg", "OptionName": "MinSize", "Value": "2"},
+        ],
+    }
+    assert redact_dict(data) == {
+        "Parameters": [
+            {"ParameterKey": "DBPassword", "ParameterValue": M},
+            {"ParameterKey": "Region", "ParameterValue": "eu-west-1"},
+        ],
+        "rds": [{"ParameterName": "master_password", "ParameterValue": M}],
+        "OptionSettings": [
+            {"Namespace": "aws:elasticbeanstalk:application:environment", "OptionName": "API_TOKEN", "Value": M},
+            {"Namespace": "aws:autoscaling:asg", "OptionName": "MinSize", "Value": "2"},
+        ],
+    }
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}

@@ -272,6 +272,8 @@ pub const SAFE_NAMES: &[&str] = &[
     "eventkey",
     "configkey",
     "settingkey",
+    // CloudFormation's parameter name field (`{"ParameterKey": "DbPassword", "ParameterValue": ...}`).
+    "parameterkey",
     // Authorship.
     "author",
     "authors",
@@ -392,6 +394,11 @@ pub const NAME_FIELDS: &[&str] = &[
     "settingname",
     "fieldname",
     "keyname",
+    // AWS APIs' parameter and option lists: CloudFormation's `ParameterKey`,
+    // RDS's `ParameterName`, Elastic Beanstalk's `OptionName`.
+    "parameterkey",
+    "parametername",
+    "optionname",
 ];
 
 /// The entries of such a record that carry the subject's value.
@@ -412,6 +419,7 @@ pub const VALUE_FIELDS: &[&str] = &[
     "currentvalue",
     "default",
     "defaultvalue",
+    "parametervalue",
 ];
 
 /// What a key is, for the walkers.
@@ -695,7 +703,8 @@ pub fn in_set(n: &Normalized, set: &[String], max_len: usize) -> bool {
 /// The roles a key can have in a name/value record.
 pub fn roles(n: &Normalized) -> (bool, bool) {
     let c = n.compact.as_str();
-    if c.len() > 13 {
+    // The longest name in either list (`parametervalue`).
+    if c.len() > 14 {
         return (false, false);
     }
     (NAME_FIELDS.contains(&c), VALUE_FIELDS.contains(&c))
@@ -833,9 +842,18 @@ mod tests {
         for key in ["api_key", "db_key", "x-api-key", "sshKey", "AccountKey", "ssh_keys", "SharedAccessKey"] {
             assert!(secret(key), "{key}");
         }
-        for key in
-            ["key", "key_id", "key_name", "keyboard", "primary_key", "public_key", "foreign_key", "sort_key", "monkey"]
-        {
+        for key in [
+            "key",
+            "key_id",
+            "key_name",
+            "keyboard",
+            "primary_key",
+            "public_key",
+            "foreign_key",
+            "sort_key",
+            "monkey",
+            "ParameterKey",
+        ] {
             assert!(!secret(key), "{key}");
         }
     }

@@ -77,6 +77,16 @@ mod tests {
         assert_eq!(record(&[("old", "a"), ("field", "smtp_password"), ("new", "b")]), ["old", "new"]);
         assert_eq!(record(&[("name", "Authorization"), ("value", "Bearer x")]), ["value"]);
         assert_eq!(record(&[("name", "DB_PASSWORD"), ("value", "x")]), ["value"]);
+        assert_eq!(record(&[("ParameterKey", "DBPassword"), ("ParameterValue", "x")]), ["ParameterValue"]);
+        assert_eq!(record(&[("ParameterName", "master_password"), ("ParameterValue", "x")]), ["ParameterValue"]);
+        assert_eq!(
+            record(&[
+                ("Namespace", "aws:elasticbeanstalk:application:environment"),
+                ("OptionName", "API_TOKEN"),
+                ("Value", "x")
+            ]),
+            ["Value"]
+        );
     }
 
     #[test]
@@ -84,6 +94,7 @@ mod tests {
         assert!(record(&[("key", "llm.max_tokens"), ("old_value", "1"), ("new_value", "2")]).is_empty());
         assert!(record(&[("field", "retries"), ("old", "1"), ("new", "2")]).is_empty());
         assert!(record(&[("value", "x")]).is_empty());
+        assert!(record(&[("ParameterKey", "Region"), ("ParameterValue", "eu-west-1")]).is_empty());
     }
 
     #[test]
