@@ -627,6 +627,22 @@ def test_a_lone_two_string_list_is_not_a_pair() -> None:
     assert redact_dict({"tags": ["password", "reset"]}) == {"tags": ["password", "reset"]}
 
 
+def test_an_argument_list_has_the_value_after_a_secret_flag_masked() -> None:
+    # `sys.argv` or a `subprocess` command logged as a list: the flag and
+    # its value are two items, where the text shape sees `--password pw`.
+    argv = ["pg_dump", "--password", "hunter2", "--host", "db", "-storepass", "pw2"]
+    masked = ["pg_dump", "--password", M, "--host", "db", "-storepass", M]
+    assert redact_dict({"argv": argv}) == {"argv": masked}
+    assert redact_dict({"cmd": tuple(argv)}) == {"cmd": masked}
+    assert Redactor(patterns=False).redact({"argv": argv}) == {"argv": masked}
+    assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+        "body": json.dumps({"argv": masked}, separators=(",", ":"))
+    }
+    # A flag without a value, a placeholder, a non-secret flag and where a secret is kept stay.
+    plain = ["app", "--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--password-file", "/run/pw"]
+    assert redact_dict({"argv": plain}) == {"argv": plain}
+
+
 # --- value shapes ---------------------------------------------------------------------
 
 

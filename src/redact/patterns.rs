@@ -1441,7 +1441,7 @@ fn is_scheme_word(v: &str) -> bool {
 
 /// Values that are not secrets even under a secret name: placeholders a
 /// reader needs to see (`${DB_PASSWORD}`), and null/boolean words.
-fn keep_value(v: &str) -> bool {
+pub(super) fn keep_value(v: &str) -> bool {
     if v.is_empty() {
         return true;
     }

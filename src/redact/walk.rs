@@ -150,11 +150,19 @@ impl Rules {
                     return true;
                 }
                 let mut changed = false;
+                // Whether the item before was a secret flag (`["--password", "pw"]`).
+                let mut after_flag = false;
                 for item in items.iter_mut() {
+                    let flag_value = std::mem::take(&mut after_flag);
                     changed |= match item {
                         Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
                             let masked = self.mask_json(&mut pair[1]);
                             self.json(&mut pair[0], depth + 2) | masked
+                        }
+                        Value::String(s) if flag_value && sibling::flag_value_is_secret(s) => self.mask_json(item),
+                        Value::String(s) => {
+                            after_flag = s.starts_with('-') && sibling::flag_is_secret(self, s);
+                            self.json(item, depth + 1)
                         }
                         _ => self.json(item, depth + 1),
                     };
@@ -284,6 +292,21 @@ mod tests {
                 ],
                 "env": [{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "HOME", "value": "/root"}],
                 "headers": [["Authorization", REDACTED], ["Accept", "json"]],
+            })
+        );
+    }
+
+    #[test]
+    fn argument_lists_mask_the_value_after_a_secret_flag() {
+        let out = redacted(json!({
+            "argv": ["pg_dump", "--password", "hunter2", "--host", "db", "-storepass", "pw2", "--password-file", "/run/pw"],
+            "flags": ["--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--api-key", 7],
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "argv": ["pg_dump", "--password", REDACTED, "--host", "db", "-storepass", REDACTED, "--password-file", "/run/pw"],
+                "flags": ["--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--api-key", 7],
             })
         );
     }

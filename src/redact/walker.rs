@@ -415,13 +415,15 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.push(id);
         let mut out = self.sink.begin_seq();
+        // Whether the item before was a secret flag (`["--password", "pw"]`).
+        let mut after_flag = false;
         if let Ok(list) = seq.cast_exact::<PyList>() {
             for item in list.iter() {
-                self.seq_item(&mut out, &item, depth)?;
+                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
             }
         } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
             for item in tuple.iter() {
-                self.seq_item(&mut out, &item, depth)?;
+                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
             }
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
@@ -453,6 +455,36 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.pop();
         self.sink.end_seq(out)
+    }
+
+    /// An item of a list or tuple that may be an argument list: a text item
+    /// after a secret flag is the flag's value, masked.
+    #[inline(always)]
+    fn arg_item(
+        &mut self,
+        seq: &mut S::Seq,
+        item: &Bound<'py, PyAny>,
+        depth: usize,
+        after_flag: &mut bool,
+    ) -> PyResult<()> {
+        let Ok(s) = item.cast_exact::<PyString>() else {
+            *after_flag = false;
+            return self.seq_item(seq, item, depth);
+        };
+        let text = match s.to_str() {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => s.to_string_lossy(),
+        };
+        self.sink.next_item(seq);
+        let out = if std::mem::take(after_flag) && super::sibling::flag_value_is_secret(&text) {
+            self.masked(item, depth + 1)?
+        } else {
+            // Only an item starting with `-` is looked up as a flag name.
+            *after_flag = text.starts_with('-') && super::sibling::flag_is_secret(self.rules, &text);
+            self.text(item, &text, depth + 1)?
+        };
+        self.sink.item(seq, out);
+        Ok(())
     }
 
     #[inline(always)]
