@@ -597,6 +597,30 @@ def test_aws_parameter_and_option_lists() -> None:
     }
 
 
+def test_a_kubernetes_secret_has_its_data_masked() -> None:
+    # A Secret's values are only base64 or plain text, under names of any kind.
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "data": {"url": "cG9zdGdyZXM6Ly91OnBAaC9k"},
+        "stringData": {"license": "LIC-1234"},
+    }
+    masked = {**secret, "data": M, "stringData": M}
+    assert redact_dict({"manifest": secret}) == {"manifest": masked}
+    # kubectl's JSON sorts `data` before `kind`.
+    ordered = dict(sorted(secret.items()))
+    assert redact_dict({"manifest": ordered}) == {"manifest": dict(sorted(masked.items()))}
+    assert json.loads(redact_dict({"body": json.dumps(ordered)})["body"]) == masked
+    # Other kinds, and `data` beside another `kind`, stay readable.
+    config_map = {"kind": "ConfigMap", "data": {"theme": "dark"}}
+    assert redact_dict({"manifest": config_map, "export": {"kind": "csv", "data": "a,b"}}) == {
+        "manifest": config_map,
+        "export": {"kind": "csv", "data": "a,b"},
+    }
+    assert Redactor(safe_keys=["data"]).redact(secret) == secret
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}

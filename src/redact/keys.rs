@@ -436,6 +436,11 @@ pub struct KeyInfo {
     pub jwk_private: bool,
     /// It is exactly `kty`: its object is a JSON Web Key.
     pub jwk_type: bool,
+    /// It is exactly `kind`: its object is a Kubernetes Secret when it says `Secret`.
+    pub manifest_kind: bool,
+    /// It is exactly `data` or `stringData`: a Kubernetes Secret's values,
+    /// secret when its object's `kind` is `Secret`.
+    pub manifest_data: bool,
 }
 
 /// A JSON Web Key's private members (RFC 7518 section 6: RSA's `d`, `p`,
@@ -450,6 +455,18 @@ pub fn jwk_roles(key: &str) -> (bool, bool) {
         return (false, false);
     }
     (JWK_PRIVATE.contains(&key), key == "kty")
+}
+
+/// The roles an exact key text has in a Kubernetes manifest: (`data` or
+/// `stringData`, `kind`). A Secret's values are only base64 (`data`) or
+/// plain text (`stringData`) under names of any kind (`tls.key`, `url`).
+pub fn manifest_roles(key: &str) -> (bool, bool) {
+    (matches!(key, "data" | "stringData"), key == "kind")
+}
+
+/// Whether a `kind` member's text says its manifest is a Kubernetes Secret.
+pub fn secret_kind(kind: &str) -> bool {
+    kind == "Secret"
 }
 
 /// A key reduced for matching: case folded, separators and invisible

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::sibling::{self, Record};
-use super::{patterns, Rules};
+use super::{keys, patterns, Rules};
 use crate::values::{DEPTH_MARKER, MAX_DEPTH};
 
 /// JSON documents inside strings are parsed up to this size; larger ones
@@ -191,6 +191,9 @@ impl Rules {
         // A JSON Web Key's private members, masked once a `kty` member is seen.
         let mut jwk = false;
         let mut jwk_members = Vec::new();
+        // A Kubernetes Secret's `data` and `stringData`, masked once `kind: Secret` is seen.
+        let mut secret_manifest = false;
+        let mut manifest_data = Vec::new();
         for (key, item) in map.iter_mut() {
             let verdict = self.verdict(key);
             let info = verdict.info;
@@ -198,6 +201,10 @@ impl Rules {
             jwk |= info.jwk_type;
             if info.jwk_private {
                 jwk_members.push(key.clone());
+            }
+            secret_manifest |= info.manifest_kind && matches!(&*item, Value::String(s) if keys::secret_kind(s));
+            if info.manifest_data {
+                manifest_data.push(key.clone());
             }
             let name_text = match &*item {
                 Value::String(s) => Some(s.as_str()),
@@ -207,7 +214,8 @@ impl Rules {
             renamed |= verdict.rewrite;
         }
         let jwk_members = if jwk { jwk_members } else { Vec::new() };
-        for key in record.finish().into_iter().chain(jwk_members) {
+        let manifest_data = if secret_manifest { manifest_data } else { Vec::new() };
+        for key in record.finish().into_iter().chain(jwk_members).chain(manifest_data) {
             if let Some(item) = map.get_mut(&key) {
                 changed |= self.mask_json(item);
             }
@@ -307,6 +315,28 @@ mod tests {
             json!({
                 "argv": ["pg_dump", "--password", REDACTED, "--host", "db", "-storepass", REDACTED, "--password-file", "/run/pw"],
                 "flags": ["--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--api-key", 7],
+            })
+        );
+    }
+
+    #[test]
+    fn a_kubernetes_secret_has_its_data_masked() {
+        // kubectl's JSON sorts `data` before `kind`.
+        let out = redacted(json!({
+            "items": [
+                {"apiVersion": "v1", "data": {"url": "cG9zdGdyZXM6Ly91OnBAaC9k"}, "kind": "Secret", "stringData": {"license": "abc"}},
+                {"apiVersion": "v1", "data": {"theme": "dark"}, "kind": "ConfigMap"},
+            ],
+            "export": {"kind": "csv", "data": "a,b"},
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "items": [
+                    {"apiVersion": "v1", "data": REDACTED, "kind": "Secret", "stringData": REDACTED},
+                    {"apiVersion": "v1", "data": {"theme": "dark"}, "kind": "ConfigMap"},
+                ],
+                "export": {"kind": "csv", "data": "a,b"},
             })
         );
     }

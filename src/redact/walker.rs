@@ -131,12 +131,21 @@ struct Names<'py> {
     /// Name fields not judged yet: a name matters only once a value field
     /// comes, and most records with a `name` or `path` have none.
     pending: [Option<Bound<'py, PyAny>>; 2],
+    /// A `kind: Secret` member: the mapping is a Kubernetes Secret.
+    secret_manifest: bool,
+    /// A `data` or `stringData` member has been written.
+    data_seen: bool,
 }
 
 impl Names<'_> {
     fn new() -> Self {
-        Self { secret: false, value_seen: false, pending: [None, None] }
+        Self { secret: false, value_seen: false, pending: [None, None], secret_manifest: false, data_seen: false }
     }
+}
+
+/// Whether a `kind` member's value says its mapping is a Kubernetes Secret.
+fn secret_kind(value: &Bound<'_, PyAny>) -> bool {
+    value.cast_exact::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(super::keys::secret_kind))
 }
 
 /// One redaction of one Python value into a sink.
@@ -325,9 +334,18 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             }
         }
         names.value_seen |= info.value_field;
+        if info.manifest_kind && !names.secret_manifest && secret_kind(value) {
+            if names.data_seen {
+                // `kind` after the data it makes secret (kubectl sorts keys).
+                return Ok(false);
+            }
+            names.secret_manifest = true;
+        }
+        names.data_seen |= info.manifest_data;
         let k = Key { obj: key, text, fresh: false, plain: verdict.plain };
         self.sink.key(map, &k)?;
-        let out = if info.secret || (info.value_field && names.secret) {
+        let out = if info.secret || (info.value_field && names.secret) || (info.manifest_data && names.secret_manifest)
+        {
             self.masked(value, depth + 1)?
         } else {
             self.walk(value, depth + 1)?
@@ -353,9 +371,11 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     fn dict_general(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<S::Out> {
         let mut secret_name = false;
         let mut jwk = false;
+        let mut secret_manifest = false;
         for (key, value) in dict.iter().chain(extra.iter().cloned()) {
             let info = self.rules.verdict(&entry_key_text(&key)).info;
             jwk |= info.jwk_type;
+            secret_manifest |= info.manifest_kind && secret_kind(&value);
             if !secret_name && info.name_field && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n)) {
                 secret_name = true;
             }
@@ -384,7 +404,12 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             let k = Key { obj: &key, text: &final_text, fresh, plain: false };
             self.sink.key(&mut map, &k)?;
             let info = verdict.info;
-            let out = if info.secret || (info.value_field && secret_name) || (info.jwk_private && jwk) || unreadable {
+            let out = if info.secret
+                || (info.value_field && secret_name)
+                || (info.jwk_private && jwk)
+                || (info.manifest_data && secret_manifest)
+                || unreadable
+            {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
