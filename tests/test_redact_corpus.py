@@ -975,6 +975,11 @@ LOOKALIKES = [
     "steps:\n  - name: build\n    run: make",
     'the password "policy" changed',
     "user identified by email alice",
+    # DB-API parameter placeholders in a logged SQL statement stand for values.
+    "UPDATE users SET password = ? WHERE id = ?",
+    "UPDATE users SET password_hash = %s WHERE id = %s",
+    "UPDATE users SET password = %(password)s WHERE id = %(id)s",
+    "UPDATE users SET password = :password WHERE id = :id",
     "password reset requested",
     # Ordinary log lines, commands and configs whose key names read as secret.
     "Access denied for user 'app'@'10.0.0.5' (using password: YES)",

@@ -1458,6 +1458,9 @@ pub(super) fn keep_value(v: &str) -> bool {
     if word.len() >= 3 && word.bytes().all(|c| c == b'*') {
         return true;
     }
+    if sql_placeholder(word) {
+        return true;
+    }
     // Status words and placeholders a settings dump shows in place of a
     // value (`password: (not set)`, `[hidden]`), GitHub's `permissions:`
     // (`id-token: write`), feature switches (`mfa: enabled`), and references to where a secret lives:
@@ -1492,6 +1495,16 @@ pub(super) fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// A DB-API parameter placeholder standing for a value in an SQL statement
+/// (`SET password = %s`, `?`, `:pw`, `:1`, `%(pw)s`; `$1` is an env name's
+/// shape): the statement's text, not a secret.
+fn sql_placeholder(w: &str) -> bool {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    matches!(w, "?" | "%s")
+        || w.strip_prefix(':').is_some_and(|t| env_like(t) || digits(t))
+        || w.strip_prefix("%(").and_then(|t| t.strip_suffix(")s")).is_some_and(env_like)
 }
 
 /// An environment variable's name (`DB_PASS`, `db_pass`).
@@ -3091,6 +3104,23 @@ mod tests {
     #[test]
     fn shapes_compile() {
         assert!(ready());
+    }
+
+    #[test]
+    fn sql_parameter_placeholders_stay_readable() {
+        for text in [
+            "UPDATE users SET password = ? WHERE id = ?",
+            "UPDATE users SET password=%s WHERE id=%s",
+            "UPDATE users SET password = %(pw)s",
+            "UPDATE users SET password = :pw WHERE id = :id",
+            "UPDATE users SET password = :1",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+        assert_eq!(redact("UPDATE users SET password = 'hunter2'"), "UPDATE users SET password = '***'");
+        assert_eq!(redact("password=?x"), "password=***");
+        assert_eq!(redact("password=:"), "password=***");
+        assert_eq!(redact("password=%(pw)"), "password=***");
     }
 
     #[test]
