@@ -582,3 +582,27 @@ pub fn entry_key_text(key: &Bound<'_, PyAny>) -> String {
     }
     key_text(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use pyo3::prelude::*;
+
+    use crate::redact::REDACTED;
+
+    /// `redact(value)` of a Python expression, as its `repr`.
+    fn redacted(expr: &std::ffi::CStr) -> String {
+        Python::attach(|py| {
+            let value = py.eval(expr, None, None).unwrap();
+            crate::redact::py::redact(&value).unwrap().repr().unwrap().to_string()
+        })
+    }
+
+    #[test]
+    fn an_argument_list_masks_the_item_after_a_secret_flag() {
+        assert_eq!(
+            redacted(c"['pg_dump', '--password', 'hunter2', '--host', 'db', '--password-file', '/run/pw']"),
+            format!("['pg_dump', '--password', '{REDACTED}', '--host', 'db', '--password-file', '/run/pw']")
+        );
+        assert_eq!(redacted(c"('app', '--token', '$TOKEN', '--verbose')"), "['app', '--token', '$TOKEN', '--verbose']");
+    }
+}
