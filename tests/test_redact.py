@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import types
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -1359,6 +1360,18 @@ def test_sets_deques_and_ranges() -> None:  # 6
 def test_namedtuples_become_lists() -> None:  # 6
     Point = collections.namedtuple("Point", "name secret")
     assert redact({"p": Point("x", f"{GHP}")}) == {"p": ["x", M]}
+
+
+def test_a_parsed_url_has_the_password_in_its_netloc_masked() -> None:
+    # `urlparse()` splits the `//` off: its netloc `user:pw@host` alone is no URL.
+    parsed = urllib.parse.urlparse("https://bob:hunter2@db.example.com:5432/x?token=abc123456789")
+    split = urllib.parse.urlsplit("postgres://app:hunter3@db/app")
+    assert redact({"url": parsed, "db": split}) == {
+        "url": ["https", f"bob:{M}@db.example.com:5432", "/x", "", f"token={M}", ""],
+        "db": ["postgres", f"app:{M}@db", "/app", "", ""],
+    }
+    plain = urllib.parse.urlparse("https://bob@example.com:8080/x")
+    assert redact({"url": plain}) == {"url": list(plain)}
 
 
 class Settings(Mapping[str, Any]):

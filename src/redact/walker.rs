@@ -122,6 +122,16 @@ fn plain_name_text<'b>(value: &'b Bound<'_, PyAny>) -> Option<Cow<'b, str>> {
     None
 }
 
+/// What a named tuple's field name says of its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Plain,
+    /// A secret name: the item is masked.
+    Secret,
+    /// `netloc`, a URL's authority (`urllib.parse`'s `ParseResult`, `SplitResult`).
+    Authority,
+}
+
 /// What a mapping's name fields said so far (the sibling rule).
 struct Names<'py> {
     /// A name field names a secret: the value fields are masked.
@@ -453,14 +463,20 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
             // the field name decides here, as a key would.
-            let secret = self.field_secrets(tuple);
+            let fields = self.field_roles(tuple);
             for (i, item) in tuple.iter().enumerate() {
-                if secret.get(i).copied().unwrap_or(false) {
-                    self.sink.next_item(&mut out);
-                    let value = self.masked(&item, depth + 1)?;
-                    self.sink.item(&mut out, value);
-                } else {
-                    self.seq_item(&mut out, &item, depth)?;
+                match fields.get(i).copied().unwrap_or(Field::Plain) {
+                    Field::Secret => {
+                        self.sink.next_item(&mut out);
+                        let value = self.masked(&item, depth + 1)?;
+                        self.sink.item(&mut out, value);
+                    }
+                    Field::Authority if item.is_exact_instance_of::<PyString>() => {
+                        self.sink.next_item(&mut out);
+                        let value = self.authority(&item, depth + 1)?;
+                        self.sink.item(&mut out, value);
+                    }
+                    _ => self.seq_item(&mut out, &item, depth)?,
                 }
             }
         } else {
@@ -534,15 +550,41 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         Ok(())
     }
 
-    /// For a named tuple, whether each field's name is a secret one; empty
+    /// For a named tuple, what each field's name says of its item; empty
     /// for any other tuple subclass (or one whose `_fields` is not names).
-    fn field_secrets(&self, tuple: &Bound<'py, PyTuple>) -> Vec<bool> {
+    fn field_roles(&self, tuple: &Bound<'py, PyTuple>) -> Vec<Field> {
         let Ok(fields) = tuple.get_type().getattr("_fields") else { return Vec::new() };
         let Ok(fields) = fields.cast::<PyTuple>() else { return Vec::new() };
         fields
             .iter()
-            .map(|f| f.cast::<PyString>().is_ok_and(|n| self.rules.key_is_secret(&n.to_string_lossy())))
+            .map(|f| match f.cast::<PyString>() {
+                Ok(n) => {
+                    let name = n.to_string_lossy();
+                    if self.rules.key_is_secret(&name) {
+                        Field::Secret
+                    } else if name == "netloc" {
+                        Field::Authority
+                    } else {
+                        Field::Plain
+                    }
+                }
+                Err(_) => Field::Plain,
+            })
             .collect()
+    }
+
+    /// A URL's authority without its `//` (`urlparse()`'s `netloc`,
+    /// `user:pw@host`): scanned as the URL it comes from, so its password is masked.
+    fn authority(&mut self, item: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        let text = item.str()?.to_string_lossy().into_owned();
+        match self.rules.redact_text(&format!("//{text}"), depth) {
+            Some(new) => match new.strip_prefix("//") {
+                Some(rest) => self.fresh_text(rest),
+                // The scan took the `//` too: nothing of the authority is kept.
+                None => self.mask(),
+            },
+            None => self.text(item, &text, depth),
+        }
     }
 
     /// A two-item list or tuple whose first item is a secret name.
@@ -604,5 +646,17 @@ mod tests {
             format!("['pg_dump', '--password', '{REDACTED}', '--host', 'db', '--password-file', '/run/pw']")
         );
         assert_eq!(redacted(c"('app', '--token', '$TOKEN', '--verbose')"), "['app', '--token', '$TOKEN', '--verbose']");
+    }
+
+    #[test]
+    fn a_parsed_url_masks_the_password_in_its_netloc() {
+        assert_eq!(
+            redacted(c"__import__('urllib.parse').parse.urlsplit('https://bob:hunter2@h:5432/x')"),
+            format!("['https', 'bob:{REDACTED}@h:5432', '/x', '', '']")
+        );
+        assert_eq!(
+            redacted(c"__import__('urllib.parse').parse.urlsplit('https://bob@h/x')"),
+            "['https', 'bob@h', '/x', '', '']"
+        );
     }
 }
