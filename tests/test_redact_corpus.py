@@ -161,6 +161,14 @@ class Creds(NamedTuple):
 
 
 REAL_WORLD = [
+    # A command kept as a list, written as text: a `CalledProcessError`'s message, `str(cmd)`.
+    Case(
+        "subprocess.CalledProcessError",
+        {"error": "Command '['pg_dump', '--password', 'pg7pw', '--host', 'db']' returned non-zero exit status 1."},
+        ["pg7pw"],
+        ["'--host', 'db'", "exit status 1"],
+    ),
+    Case("argv as JSON text", {"log": 'argv=["app", "--api-key", "ak7k"] done'}, ["ak7k"], ["--api-key", "done"]),
     # Token formats (gitleaks / trufflehog rules), alone and inside text.
     *(
         Case(f"token {token[:9]}", {"out": f"using {token} now"}, [token], ["using ", " now"])

@@ -356,13 +356,15 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
-        // judge the flag's name.
+        // judge the flag's name. In an argument list's text (`['--password',
+        // 'pw']`, a `CalledProcessError`'s message, a JSON array) the flag's
+        // closing quote and a comma stand between them (`list`).
         flag: Regex::new(concat!(
             r#"(?:^|[\s"']|"#,
             blank_class!(),
-            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
+            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)(?:"#,
             blank_class!(),
-            r#"+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
+            r#"+|(?P<list>["'] ?, ?))(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
         ))
         .ok()?,
         // `.netrc` entries: `machine h login u password p`, on one line or
@@ -751,7 +753,11 @@ fn scan_shapes(
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
-                if key_info(k.as_str()).secret && !keep_value(v.as_str().trim_matches(['"', '\''])) {
+                let value = v.as_str().trim_matches(['"', '\'']);
+                // In a list, the next item quoted, and not another flag.
+                let list_item =
+                    c.name("list").is_none_or(|_| v.as_str().starts_with(['"', '\'']) && !value.starts_with('-'));
+                if list_item && key_info(k.as_str()).secret && !keep_value(value) {
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
@@ -3104,6 +3110,23 @@ mod tests {
     #[test]
     fn shapes_compile() {
         assert!(ready());
+    }
+
+    #[test]
+    fn an_argument_list_in_text_has_the_value_after_a_secret_flag_masked() {
+        assert_eq!(
+            redact("Command '['pg_dump', '--password', 'hunter2', '--host', 'db']' returned non-zero exit status 1."),
+            "Command '['pg_dump', '--password', '***', '--host', 'db']' returned non-zero exit status 1."
+        );
+        assert_eq!(redact(r#"argv=["app","--api-key","k3y"]"#), r#"argv=["app","--api-key","***"]"#);
+        for text in [
+            "['app', '--password', '--verbose']",
+            "['app', '--token', '$TOKEN']",
+            "['app', '--max-tokens', '100']",
+            "['app', '--password-file', '/run/pw']",
+        ] {
+            assert_eq!(redact(text), text);
+        }
     }
 
     #[test]
