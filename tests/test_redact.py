@@ -666,6 +666,9 @@ def test_an_argument_list_has_the_value_after_a_secret_flag_masked() -> None:
     # A flag without a value, a placeholder, a non-secret flag and where a secret is kept stay.
     plain = ["app", "--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--password-file", "/run/pw"]
     assert redact_dict({"argv": plain}) == {"argv": plain}
+    # A flag that only its command makes secret is a limit, as documented.
+    short = ["sshpass", "-p", "pw3", "ssh", "h"]
+    assert redact_dict({"argv": short}) == {"argv": short}
 
 
 # --- value shapes ---------------------------------------------------------------------
