@@ -269,6 +269,11 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "_gh_sess",
         "BUNDLE_GEMS__CONTRIBSYS__COM",  # Bundler's gem server credentials
         "BUNDLE_RUBYGEMS__PKG__GITHUB__COM",
+        "security_code",  # a card's CVV, by another name
+        "card_security_code",
+        "2fa_code",  # codes that prove who a user is
+        "twoFactorCode",
+        "reset_code",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -341,6 +346,7 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("BUNDLE_BUILD__NOKOGIRI", "--use-system-libraries"),
         ("BUNDLE_PATH", "vendor/bundle"),
         ("BUNDLE_WITHOUT", "development:test"),
+        ("preset_code", "P-7"),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:

@@ -146,6 +146,13 @@ pub const TOKEN_TERMS: &[&str] = &[
     "pword",
     // A pre-shared key (`wpa_psk`, IPsec).
     "psk",
+    // Codes a user is sent or shown to prove who they are, as whole
+    // words (not `preset_code`): a card's security code (its CVV, which
+    // PCI DSS forbids storing), a two-factor code, a password reset code.
+    "securitycode",
+    "twofactorcode",
+    "2facode",
+    "resetcode",
 ];
 
 /// `key`/`keys` are secret only as the last of at least two tokens
@@ -830,6 +837,11 @@ mod tests {
             "cvv2",
             "salt",
             "sig",
+            "security_code",
+            "card_security_code",
+            "twoFactorCode",
+            "2fa_code",
+            "reset_code",
         ] {
             assert!(secret(key), "{key}");
         }
@@ -849,6 +861,7 @@ mod tests {
             "keyboard",
             "sessions_total",
             "passenger",
+            "preset_code",
         ] {
             assert!(!secret(key), "{key}");
         }
