@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import types
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -268,6 +269,11 @@ def test_custom_mask_is_idempotent_even_with_spaces() -> None:  # 10
         "_gh_sess",
         "BUNDLE_GEMS__CONTRIBSYS__COM",  # Bundler's gem server credentials
         "BUNDLE_RUBYGEMS__PKG__GITHUB__COM",
+        "security_code",  # a card's CVV, by another name
+        "card_security_code",
+        "2fa_code",  # codes that prove who a user is
+        "twoFactorCode",
+        "reset_code",
     ],
 )
 def test_secret_key_names_are_masked(key: str) -> None:
@@ -340,6 +346,7 @@ def test_unicode_tricks_in_keys_do_not_bypass(key: str) -> None:
         ("BUNDLE_BUILD__NOKOGIRI", "--use-system-libraries"),
         ("BUNDLE_PATH", "vendor/bundle"),
         ("BUNDLE_WITHOUT", "development:test"),
+        ("preset_code", "P-7"),
     ],
 )
 def test_lookalike_keys_stay_readable(key: str, value: Any) -> None:
@@ -566,6 +573,61 @@ def test_one_letter_members_outside_a_json_web_key_stay_readable() -> None:
     assert Redactor(safe_keys=["d"]).redact({"kty": "EC", "d": "x"}) == {"kty": "EC", "d": "x"}
 
 
+def test_aws_parameter_and_option_lists() -> None:
+    # boto3's `create_stack(Parameters=...)`, RDS parameter groups and
+    # Elastic Beanstalk option settings name the value in a sibling field.
+    data = {
+        "Parameters": [
+            {"ParameterKey": "DBPassword", "ParameterValue": "hunter2"},
+            {"ParameterKey": "Region", "ParameterValue": "eu-west-1"},
+        ],
+        "rds": [{"ParameterName": "master_password", "ParameterValue": "hunter3"}],
+        "OptionSettings": [
+            {
+                "Namespace": "aws:elasticbeanstalk:application:environment",
+                "OptionName": "API_TOKEN",
+                "Value": "hunter4",
+            },
+            {"Namespace": "aws:autoscaling:asg", "OptionName": "MinSize", "Value": "2"},
+        ],
+    }
+    assert redact_dict(data) == {
+        "Parameters": [
+            {"ParameterKey": "DBPassword", "ParameterValue": M},
+            {"ParameterKey": "Region", "ParameterValue": "eu-west-1"},
+        ],
+        "rds": [{"ParameterName": "master_password", "ParameterValue": M}],
+        "OptionSettings": [
+            {"Namespace": "aws:elasticbeanstalk:application:environment", "OptionName": "API_TOKEN", "Value": M},
+            {"Namespace": "aws:autoscaling:asg", "OptionName": "MinSize", "Value": "2"},
+        ],
+    }
+
+
+def test_a_kubernetes_secret_has_its_data_masked() -> None:
+    # A Secret's values are only base64 or plain text, under names of any kind.
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "data": {"url": "cG9zdGdyZXM6Ly91OnBAaC9k"},
+        "stringData": {"license": "LIC-1234"},
+    }
+    masked = {**secret, "data": M, "stringData": M}
+    assert redact_dict({"manifest": secret}) == {"manifest": masked}
+    # kubectl's JSON sorts `data` before `kind`.
+    ordered = dict(sorted(secret.items()))
+    assert redact_dict({"manifest": ordered}) == {"manifest": dict(sorted(masked.items()))}
+    assert json.loads(redact_dict({"body": json.dumps(ordered)})["body"]) == masked
+    # Other kinds, and `data` beside another `kind`, stay readable.
+    config_map = {"kind": "ConfigMap", "data": {"theme": "dark"}}
+    assert redact_dict({"manifest": config_map, "export": {"kind": "csv", "data": "a,b"}}) == {
+        "manifest": config_map,
+        "export": {"kind": "csv", "data": "a,b"},
+    }
+    assert Redactor(safe_keys=["data"]).redact(secret) == secret
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
@@ -594,6 +656,25 @@ def test_names_given_as_enum_members_or_bytes_are_judged_by_their_text() -> None
 
 def test_a_lone_two_string_list_is_not_a_pair() -> None:
     assert redact_dict({"tags": ["password", "reset"]}) == {"tags": ["password", "reset"]}
+
+
+def test_an_argument_list_has_the_value_after_a_secret_flag_masked() -> None:
+    # `sys.argv` or a `subprocess` command logged as a list: the flag and
+    # its value are two items, where the text shape sees `--password pw`.
+    argv = ["pg_dump", "--password", "hunter2", "--host", "db", "-storepass", "pw2"]
+    masked = ["pg_dump", "--password", M, "--host", "db", "-storepass", M]
+    assert redact_dict({"argv": argv}) == {"argv": masked}
+    assert redact_dict({"cmd": tuple(argv)}) == {"cmd": masked}
+    assert Redactor(patterns=False).redact({"argv": argv}) == {"argv": masked}
+    assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+        "body": json.dumps({"argv": masked}, separators=(",", ":"))
+    }
+    # A flag without a value, a placeholder, a non-secret flag and where a secret is kept stay.
+    plain = ["app", "--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--password-file", "/run/pw"]
+    assert redact_dict({"argv": plain}) == {"argv": plain}
+    # A flag that only its command makes secret is a limit, as documented.
+    short = ["sshpass", "-p", "pw3", "ssh", "h"]
+    assert redact_dict({"argv": short}) == {"argv": short}
 
 
 # --- value shapes ---------------------------------------------------------------------
@@ -1288,6 +1369,18 @@ def test_sets_deques_and_ranges() -> None:  # 6
 def test_namedtuples_become_lists() -> None:  # 6
     Point = collections.namedtuple("Point", "name secret")
     assert redact({"p": Point("x", f"{GHP}")}) == {"p": ["x", M]}
+
+
+def test_a_parsed_url_has_the_password_in_its_netloc_masked() -> None:
+    # `urlparse()` splits the `//` off: its netloc `user:pw@host` alone is no URL.
+    parsed = urllib.parse.urlparse("https://bob:hunter2@db.example.com:5432/x?token=abc123456789")
+    split = urllib.parse.urlsplit("postgres://app:hunter3@db/app")
+    assert redact({"url": parsed, "db": split}) == {
+        "url": ["https", f"bob:{M}@db.example.com:5432", "/x", "", f"token={M}", ""],
+        "db": ["postgres", f"app:{M}@db", "/app", "", ""],
+    }
+    plain = urllib.parse.urlparse("https://bob@example.com:8080/x")
+    assert redact({"url": plain}) == {"url": list(plain)}
 
 
 class Settings(Mapping[str, Any]):

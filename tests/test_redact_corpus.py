@@ -161,6 +161,14 @@ class Creds(NamedTuple):
 
 
 REAL_WORLD = [
+    # A command kept as a list, written as text: a `CalledProcessError`'s message, `str(cmd)`.
+    Case(
+        "subprocess.CalledProcessError",
+        {"error": "Command '['pg_dump', '--password', 'pg7pw', '--host', 'db']' returned non-zero exit status 1."},
+        ["pg7pw"],
+        ["'--host', 'db'", "exit status 1"],
+    ),
+    Case("argv as JSON text", {"log": 'argv=["app", "--api-key", "ak7k"] done'}, ["ak7k"], ["--api-key", "done"]),
     # Token formats (gitleaks / trufflehog rules), alone and inside text.
     *(
         Case(f"token {token[:9]}", {"out": f"using {token} now"}, [token], ["using ", " now"])
@@ -975,6 +983,11 @@ LOOKALIKES = [
     "steps:\n  - name: build\n    run: make",
     'the password "policy" changed',
     "user identified by email alice",
+    # DB-API parameter placeholders in a logged SQL statement stand for values.
+    "UPDATE users SET password = ? WHERE id = ?",
+    "UPDATE users SET password_hash = %s WHERE id = %s",
+    "UPDATE users SET password = %(password)s WHERE id = %(id)s",
+    "UPDATE users SET password = :password WHERE id = :id",
     "password reset requested",
     # Ordinary log lines, commands and configs whose key names read as secret.
     "Access denied for user 'app'@'10.0.0.5' (using password: YES)",

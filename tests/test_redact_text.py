@@ -126,6 +126,22 @@ def test_sibling_records_pairs_and_rewritten_keys(svc: AuditService) -> None:
     }
 
 
+def test_argument_lists_parameter_lists_and_kubernetes_secrets(svc: AuditService) -> None:
+    secret = {"data": {"url": "cG9zdGdyZXM6Ly91OnBAaC9k"}, "kind": "Secret", "stringData": {"license": "LIC-1"}}
+    details = {
+        "argv": ("pg_dump", "--password", "hunter2", "--host", "db"),
+        "Parameters": [{"ParameterKey": "DBPassword", "ParameterValue": "hunter3"}],
+        "manifest": secret,
+        "dumped": json.dumps(secret),
+    }
+    row = stored(svc, details)
+    assert row == as_json(redact_dict(details))
+    assert row["argv"] == ["pg_dump", "--password", M, "--host", "db"]
+    assert row["Parameters"] == [{"ParameterKey": "DBPassword", "ParameterValue": M}]
+    assert row["manifest"] == {"data": M, "kind": "Secret", "stringData": M}
+    assert json.loads(row["dumped"]) == row["manifest"]
+
+
 class Setting(enum.Enum):
     API_KEY = "llm.api_key"
 

@@ -146,6 +146,13 @@ pub const TOKEN_TERMS: &[&str] = &[
     "pword",
     // A pre-shared key (`wpa_psk`, IPsec).
     "psk",
+    // Codes a user is sent or shown to prove who they are, as whole
+    // words (not `preset_code`): a card's security code (its CVV, which
+    // PCI DSS forbids storing), a two-factor code, a password reset code.
+    "securitycode",
+    "twofactorcode",
+    "2facode",
+    "resetcode",
 ];
 
 /// `key`/`keys` are secret only as the last of at least two tokens
@@ -272,6 +279,8 @@ pub const SAFE_NAMES: &[&str] = &[
     "eventkey",
     "configkey",
     "settingkey",
+    // CloudFormation's parameter name field (`{"ParameterKey": "DbPassword", "ParameterValue": ...}`).
+    "parameterkey",
     // Authorship.
     "author",
     "authors",
@@ -392,6 +401,11 @@ pub const NAME_FIELDS: &[&str] = &[
     "settingname",
     "fieldname",
     "keyname",
+    // AWS APIs' parameter and option lists: CloudFormation's `ParameterKey`,
+    // RDS's `ParameterName`, Elastic Beanstalk's `OptionName`.
+    "parameterkey",
+    "parametername",
+    "optionname",
 ];
 
 /// The entries of such a record that carry the subject's value.
@@ -412,6 +426,7 @@ pub const VALUE_FIELDS: &[&str] = &[
     "currentvalue",
     "default",
     "defaultvalue",
+    "parametervalue",
 ];
 
 /// What a key is, for the walkers.
@@ -428,6 +443,11 @@ pub struct KeyInfo {
     pub jwk_private: bool,
     /// It is exactly `kty`: its object is a JSON Web Key.
     pub jwk_type: bool,
+    /// It is exactly `kind`: its object is a Kubernetes Secret when it says `Secret`.
+    pub manifest_kind: bool,
+    /// It is exactly `data` or `stringData`: a Kubernetes Secret's values,
+    /// secret when its object's `kind` is `Secret`.
+    pub manifest_data: bool,
 }
 
 /// A JSON Web Key's private members (RFC 7518 section 6: RSA's `d`, `p`,
@@ -442,6 +462,18 @@ pub fn jwk_roles(key: &str) -> (bool, bool) {
         return (false, false);
     }
     (JWK_PRIVATE.contains(&key), key == "kty")
+}
+
+/// The roles an exact key text has in a Kubernetes manifest: (`data` or
+/// `stringData`, `kind`). A Secret's values are only base64 (`data`) or
+/// plain text (`stringData`) under names of any kind (`tls.key`, `url`).
+pub fn manifest_roles(key: &str) -> (bool, bool) {
+    (matches!(key, "data" | "stringData"), key == "kind")
+}
+
+/// Whether a `kind` member's text says its manifest is a Kubernetes Secret.
+pub fn secret_kind(kind: &str) -> bool {
+    kind == "Secret"
 }
 
 /// A key reduced for matching: case folded, separators and invisible
@@ -695,7 +727,8 @@ pub fn in_set(n: &Normalized, set: &[String], max_len: usize) -> bool {
 /// The roles a key can have in a name/value record.
 pub fn roles(n: &Normalized) -> (bool, bool) {
     let c = n.compact.as_str();
-    if c.len() > 13 {
+    // The longest name in either list (`parametervalue`).
+    if c.len() > 14 {
         return (false, false);
     }
     (NAME_FIELDS.contains(&c), VALUE_FIELDS.contains(&c))
@@ -804,6 +837,11 @@ mod tests {
             "cvv2",
             "salt",
             "sig",
+            "security_code",
+            "card_security_code",
+            "twoFactorCode",
+            "2fa_code",
+            "reset_code",
         ] {
             assert!(secret(key), "{key}");
         }
@@ -823,6 +861,7 @@ mod tests {
             "keyboard",
             "sessions_total",
             "passenger",
+            "preset_code",
         ] {
             assert!(!secret(key), "{key}");
         }
@@ -833,9 +872,18 @@ mod tests {
         for key in ["api_key", "db_key", "x-api-key", "sshKey", "AccountKey", "ssh_keys", "SharedAccessKey"] {
             assert!(secret(key), "{key}");
         }
-        for key in
-            ["key", "key_id", "key_name", "keyboard", "primary_key", "public_key", "foreign_key", "sort_key", "monkey"]
-        {
+        for key in [
+            "key",
+            "key_id",
+            "key_name",
+            "keyboard",
+            "primary_key",
+            "public_key",
+            "foreign_key",
+            "sort_key",
+            "monkey",
+            "ParameterKey",
+        ] {
             assert!(!secret(key), "{key}");
         }
     }

@@ -255,11 +255,13 @@ impl Rules {
         keys::normalize(key, n);
         let (name_field, value_field) = keys::roles(n);
         let (jwk_private, jwk_type) = keys::jwk_roles(key);
-        // A user safe name keeps a JWK member readable too.
+        let (manifest_data, manifest_kind) = keys::manifest_roles(key);
+        // A user safe name keeps a JWK member, or a Secret's data, readable too.
         let jwk_private = jwk_private && !keys::in_set(n, &self.safe, self.safe_max);
+        let manifest_data = manifest_data && !keys::in_set(n, &self.safe, self.safe_max);
         let secret = self.secret_normalized(n)
             || (keys::bundler_credentials(key) && !keys::in_set(n, &self.safe, self.safe_max));
-        KeyInfo { secret, name_field, value_field, jwk_private, jwk_type }
+        KeyInfo { secret, name_field, value_field, jwk_private, jwk_type, manifest_kind, manifest_data }
     }
 
     /// Whether a value stored under `key` is a secret.

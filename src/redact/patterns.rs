@@ -356,13 +356,15 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
-        // judge the flag's name.
+        // judge the flag's name. In an argument list's text (`['--password',
+        // 'pw']`, a `CalledProcessError`'s message, a JSON array) the flag's
+        // closing quote and a comma stand between them (`list`).
         flag: Regex::new(concat!(
             r#"(?:^|[\s"']|"#,
             blank_class!(),
-            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)"#,
+            r#")--?(?P<k>[A-Za-z0-9][\w.\-]*)(?:"#,
             blank_class!(),
-            r#"+(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
+            r#"+|(?P<list>["'] ?, ?))(?P<v>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'\-][^\s"']*)"#
         ))
         .ok()?,
         // `.netrc` entries: `machine h login u password p`, on one line or
@@ -751,7 +753,11 @@ fn scan_shapes(
     if wake & FLAG != 0 {
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
-                if key_info(k.as_str()).secret && !keep_value(v.as_str().trim_matches(['"', '\''])) {
+                let value = v.as_str().trim_matches(['"', '\'']);
+                // In a list, the next item quoted, and not another flag.
+                let list_item =
+                    c.name("list").is_none_or(|_| v.as_str().starts_with(['"', '\'']) && !value.starts_with('-'));
+                if list_item && key_info(k.as_str()).secret && !keep_value(value) {
                     spans.push(unquote(v.start(), v.as_str()));
                 }
             }
@@ -1441,7 +1447,7 @@ fn is_scheme_word(v: &str) -> bool {
 
 /// Values that are not secrets even under a secret name: placeholders a
 /// reader needs to see (`${DB_PASSWORD}`), and null/boolean words.
-fn keep_value(v: &str) -> bool {
+pub(super) fn keep_value(v: &str) -> bool {
     if v.is_empty() {
         return true;
     }
@@ -1456,6 +1462,9 @@ fn keep_value(v: &str) -> bool {
     }
     // A value already masked by whoever wrote the text (`password: ********`).
     if word.len() >= 3 && word.bytes().all(|c| c == b'*') {
+        return true;
+    }
+    if sql_placeholder(word) {
         return true;
     }
     // Status words and placeholders a settings dump shows in place of a
@@ -1492,6 +1501,16 @@ fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// A DB-API parameter placeholder standing for a value in an SQL statement
+/// (`SET password = %s`, `?`, `:pw`, `:1`, `%(pw)s`; `$1` is an env name's
+/// shape): the statement's text, not a secret.
+fn sql_placeholder(w: &str) -> bool {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    matches!(w, "?" | "%s")
+        || w.strip_prefix(':').is_some_and(|t| env_like(t) || digits(t))
+        || w.strip_prefix("%(").and_then(|t| t.strip_suffix(")s")).is_some_and(env_like)
 }
 
 /// An environment variable's name (`DB_PASS`, `db_pass`).
@@ -3091,6 +3110,40 @@ mod tests {
     #[test]
     fn shapes_compile() {
         assert!(ready());
+    }
+
+    #[test]
+    fn an_argument_list_in_text_has_the_value_after_a_secret_flag_masked() {
+        assert_eq!(
+            redact("Command '['pg_dump', '--password', 'hunter2', '--host', 'db']' returned non-zero exit status 1."),
+            "Command '['pg_dump', '--password', '***', '--host', 'db']' returned non-zero exit status 1."
+        );
+        assert_eq!(redact(r#"argv=["app","--api-key","k3y"]"#), r#"argv=["app","--api-key","***"]"#);
+        for text in [
+            "['app', '--password', '--verbose']",
+            "['app', '--token', '$TOKEN']",
+            "['app', '--max-tokens', '100']",
+            "['app', '--password-file', '/run/pw']",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
+    #[test]
+    fn sql_parameter_placeholders_stay_readable() {
+        for text in [
+            "UPDATE users SET password = ? WHERE id = ?",
+            "UPDATE users SET password=%s WHERE id=%s",
+            "UPDATE users SET password = %(pw)s",
+            "UPDATE users SET password = :pw WHERE id = :id",
+            "UPDATE users SET password = :1",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+        assert_eq!(redact("UPDATE users SET password = 'hunter2'"), "UPDATE users SET password = '***'");
+        assert_eq!(redact("password=?x"), "password=***");
+        assert_eq!(redact("password=:"), "password=***");
+        assert_eq!(redact("password=%(pw)"), "password=***");
     }
 
     #[test]

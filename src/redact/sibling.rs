@@ -52,6 +52,25 @@ pub fn pair_is_secret(rules: &Rules, name: &str) -> bool {
     rules.key_is_secret(name)
 }
 
+/// Whether an argument-list item is a flag with a secret name (`--password`,
+/// `-storepass`, `--api-key`): the item after it is its value, as in the
+/// text shape `--password pw`. An item that does not start with `-` costs
+/// one byte's check.
+pub fn flag_is_secret(rules: &Rules, item: &str) -> bool {
+    let Some(name) = item.strip_prefix("--").or_else(|| item.strip_prefix('-')) else { return false };
+    let b = name.as_bytes();
+    // The text shape's flag name: a letter or digit, then word characters, `.` and `-`.
+    b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && rules.key_is_secret(name)
+}
+
+/// Whether the item after a secret flag is its value: not another flag,
+/// and not a placeholder or a null word (see the text shape's values).
+pub fn flag_value_is_secret(value: &str) -> bool {
+    !value.starts_with('-') && !super::patterns::keep_value(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +96,16 @@ mod tests {
         assert_eq!(record(&[("old", "a"), ("field", "smtp_password"), ("new", "b")]), ["old", "new"]);
         assert_eq!(record(&[("name", "Authorization"), ("value", "Bearer x")]), ["value"]);
         assert_eq!(record(&[("name", "DB_PASSWORD"), ("value", "x")]), ["value"]);
+        assert_eq!(record(&[("ParameterKey", "DBPassword"), ("ParameterValue", "x")]), ["ParameterValue"]);
+        assert_eq!(record(&[("ParameterName", "master_password"), ("ParameterValue", "x")]), ["ParameterValue"]);
+        assert_eq!(
+            record(&[
+                ("Namespace", "aws:elasticbeanstalk:application:environment"),
+                ("OptionName", "API_TOKEN"),
+                ("Value", "x")
+            ]),
+            ["Value"]
+        );
     }
 
     #[test]
@@ -84,6 +113,32 @@ mod tests {
         assert!(record(&[("key", "llm.max_tokens"), ("old_value", "1"), ("new_value", "2")]).is_empty());
         assert!(record(&[("field", "retries"), ("old", "1"), ("new", "2")]).is_empty());
         assert!(record(&[("value", "x")]).is_empty());
+        assert!(record(&[("ParameterKey", "Region"), ("ParameterValue", "eu-west-1")]).is_empty());
+    }
+
+    #[test]
+    fn argument_flags_are_judged_by_their_name() {
+        let rules = Rules::default();
+        for flag in ["--password", "-password", "--db-password", "--api-key", "--client_secret", "-storepass"] {
+            assert!(flag_is_secret(&rules, flag), "{flag}");
+        }
+        for item in [
+            "password",
+            "--password-file",
+            "--password-stdin",
+            "--max-tokens",
+            "--verbose",
+            "--",
+            "-",
+            "--password=x",
+            "---password",
+        ] {
+            assert!(!flag_is_secret(&rules, item), "{item}");
+        }
+        assert!(flag_value_is_secret("hunter2"));
+        for value in ["--verbose", "", "$DB_PASSWORD", "${DB_PASSWORD}", "env:DB_PASSWORD"] {
+            assert!(!flag_value_is_secret(value), "{value}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::sibling::{self, Record};
-use super::{patterns, Rules};
+use super::{keys, patterns, Rules};
 use crate::values::{DEPTH_MARKER, MAX_DEPTH};
 
 /// JSON documents inside strings are parsed up to this size; larger ones
@@ -150,11 +150,19 @@ impl Rules {
                     return true;
                 }
                 let mut changed = false;
+                // Whether the item before was a secret flag (`["--password", "pw"]`).
+                let mut after_flag = false;
                 for item in items.iter_mut() {
+                    let flag_value = std::mem::take(&mut after_flag);
                     changed |= match item {
                         Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
                             let masked = self.mask_json(&mut pair[1]);
                             self.json(&mut pair[0], depth + 2) | masked
+                        }
+                        Value::String(s) if flag_value && sibling::flag_value_is_secret(s) => self.mask_json(item),
+                        Value::String(s) => {
+                            after_flag = s.starts_with('-') && sibling::flag_is_secret(self, s);
+                            self.json(item, depth + 1)
                         }
                         _ => self.json(item, depth + 1),
                     };
@@ -183,6 +191,9 @@ impl Rules {
         // A JSON Web Key's private members, masked once a `kty` member is seen.
         let mut jwk = false;
         let mut jwk_members = Vec::new();
+        // A Kubernetes Secret's `data` and `stringData`, masked once `kind: Secret` is seen.
+        let mut secret_manifest = false;
+        let mut manifest_data = Vec::new();
         for (key, item) in map.iter_mut() {
             let verdict = self.verdict(key);
             let info = verdict.info;
@@ -190,6 +201,10 @@ impl Rules {
             jwk |= info.jwk_type;
             if info.jwk_private {
                 jwk_members.push(key.clone());
+            }
+            secret_manifest |= info.manifest_kind && matches!(&*item, Value::String(s) if keys::secret_kind(s));
+            if info.manifest_data {
+                manifest_data.push(key.clone());
             }
             let name_text = match &*item {
                 Value::String(s) => Some(s.as_str()),
@@ -199,7 +214,8 @@ impl Rules {
             renamed |= verdict.rewrite;
         }
         let jwk_members = if jwk { jwk_members } else { Vec::new() };
-        for key in record.finish().into_iter().chain(jwk_members) {
+        let manifest_data = if secret_manifest { manifest_data } else { Vec::new() };
+        for key in record.finish().into_iter().chain(jwk_members).chain(manifest_data) {
             if let Some(item) = map.get_mut(&key) {
                 changed |= self.mask_json(item);
             }
@@ -284,6 +300,43 @@ mod tests {
                 ],
                 "env": [{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "HOME", "value": "/root"}],
                 "headers": [["Authorization", REDACTED], ["Accept", "json"]],
+            })
+        );
+    }
+
+    #[test]
+    fn argument_lists_mask_the_value_after_a_secret_flag() {
+        let out = redacted(json!({
+            "argv": ["pg_dump", "--password", "hunter2", "--host", "db", "-storepass", "pw2", "--password-file", "/run/pw"],
+            "flags": ["--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--api-key", 7],
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "argv": ["pg_dump", "--password", REDACTED, "--host", "db", "-storepass", REDACTED, "--password-file", "/run/pw"],
+                "flags": ["--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--api-key", 7],
+            })
+        );
+    }
+
+    #[test]
+    fn a_kubernetes_secret_has_its_data_masked() {
+        // kubectl's JSON sorts `data` before `kind`.
+        let out = redacted(json!({
+            "items": [
+                {"apiVersion": "v1", "data": {"url": "cG9zdGdyZXM6Ly91OnBAaC9k"}, "kind": "Secret", "stringData": {"license": "abc"}},
+                {"apiVersion": "v1", "data": {"theme": "dark"}, "kind": "ConfigMap"},
+            ],
+            "export": {"kind": "csv", "data": "a,b"},
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "items": [
+                    {"apiVersion": "v1", "data": REDACTED, "kind": "Secret", "stringData": REDACTED},
+                    {"apiVersion": "v1", "data": {"theme": "dark"}, "kind": "ConfigMap"},
+                ],
+                "export": {"kind": "csv", "data": "a,b"},
             })
         );
     }

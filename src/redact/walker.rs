@@ -127,6 +127,16 @@ fn plain_name_text<'b>(value: &'b Bound<'_, PyAny>) -> Option<Cow<'b, str>> {
     None
 }
 
+/// What a named tuple's field name says of its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Plain,
+    /// A secret name: the item is masked.
+    Secret,
+    /// `netloc`, a URL's authority (`urllib.parse`'s `ParseResult`, `SplitResult`).
+    Authority,
+}
+
 /// What a mapping's name fields said so far (the sibling rule).
 struct Names<'py> {
     /// A name field names a secret: the value fields are masked.
@@ -136,12 +146,21 @@ struct Names<'py> {
     /// Name fields not judged yet: a name matters only once a value field
     /// comes, and most records with a `name` or `path` have none.
     pending: [Option<Bound<'py, PyAny>>; 2],
+    /// A `kind: Secret` member: the mapping is a Kubernetes Secret.
+    secret_manifest: bool,
+    /// A `data` or `stringData` member has been written.
+    data_seen: bool,
 }
 
 impl Names<'_> {
     fn new() -> Self {
-        Self { secret: false, value_seen: false, pending: [None, None] }
+        Self { secret: false, value_seen: false, pending: [None, None], secret_manifest: false, data_seen: false }
     }
+}
+
+/// Whether a `kind` member's value says its mapping is a Kubernetes Secret.
+fn secret_kind(value: &Bound<'_, PyAny>) -> bool {
+    value.cast_exact::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(super::keys::secret_kind))
 }
 
 /// One redaction of one Python value into a sink.
@@ -343,9 +362,18 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             }
         }
         names.value_seen |= info.value_field;
+        if info.manifest_kind && !names.secret_manifest && secret_kind(value) {
+            if names.data_seen {
+                // `kind` after the data it makes secret (kubectl sorts keys).
+                return Ok(false);
+            }
+            names.secret_manifest = true;
+        }
+        names.data_seen |= info.manifest_data;
         let k = Key { obj: key, text, fresh: false, plain: verdict.plain };
         self.sink.key(map, &k)?;
-        let out = if info.secret || (info.value_field && names.secret) {
+        let out = if info.secret || (info.value_field && names.secret) || (info.manifest_data && names.secret_manifest)
+        {
             self.masked(value, depth + 1)?
         } else {
             self.walk(value, depth + 1)?
@@ -371,9 +399,11 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
     fn dict_general(&mut self, dict: &Bound<'py, PyDict>, extra: &Extra<'py>, depth: usize) -> PyResult<S::Out> {
         let mut secret_name = false;
         let mut jwk = false;
+        let mut secret_manifest = false;
         for (key, value) in dict.iter().chain(extra.iter().cloned()) {
             let info = self.rules.verdict(&entry_key_text(&key)).info;
             jwk |= info.jwk_type;
+            secret_manifest |= info.manifest_kind && secret_kind(&value);
             if !secret_name && info.name_field && S::name_text(&value).is_some_and(|n| self.rules.key_is_secret(&n)) {
                 secret_name = true;
             }
@@ -402,7 +432,12 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             let k = Key { obj: &key, text: &final_text, fresh, plain: false };
             self.sink.key(&mut map, &k)?;
             let info = verdict.info;
-            let out = if info.secret || (info.value_field && secret_name) || (info.jwk_private && jwk) || unreadable {
+            let out = if info.secret
+                || (info.value_field && secret_name)
+                || (info.jwk_private && jwk)
+                || (info.manifest_data && secret_manifest)
+                || unreadable
+            {
                 self.masked(&value, depth + 1)?
             } else {
                 self.walk(&value, depth + 1)?
@@ -433,25 +468,33 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.push(id);
         let mut out = self.sink.begin_seq();
+        // Whether the item before was a secret flag (`["--password", "pw"]`).
+        let mut after_flag = false;
         if let Ok(list) = seq.cast_exact::<PyList>() {
             for item in list.iter() {
-                self.seq_item(&mut out, &item, depth)?;
+                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
             }
         } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
             for item in tuple.iter() {
-                self.seq_item(&mut out, &item, depth)?;
+                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
             }
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
             // the field name decides here, as a key would.
-            let secret = self.field_secrets(tuple);
+            let fields = self.field_roles(tuple);
             for (i, item) in tuple.iter().enumerate() {
-                if secret.get(i).copied().unwrap_or(false) {
-                    self.sink.next_item(&mut out);
-                    let value = self.masked(&item, depth + 1)?;
-                    self.sink.item(&mut out, value);
-                } else {
-                    self.seq_item(&mut out, &item, depth)?;
+                match fields.get(i).copied().unwrap_or(Field::Plain) {
+                    Field::Secret => {
+                        self.sink.next_item(&mut out);
+                        let value = self.masked(&item, depth + 1)?;
+                        self.sink.item(&mut out, value);
+                    }
+                    Field::Authority if item.is_exact_instance_of::<PyString>() => {
+                        self.sink.next_item(&mut out);
+                        let value = self.authority(&item, depth + 1)?;
+                        self.sink.item(&mut out, value);
+                    }
+                    _ => self.seq_item(&mut out, &item, depth)?,
                 }
             }
         } else {
@@ -471,6 +514,36 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.pop();
         self.sink.end_seq(out)
+    }
+
+    /// An item of a list or tuple that may be an argument list: a text item
+    /// after a secret flag is the flag's value, masked.
+    #[inline(always)]
+    fn arg_item(
+        &mut self,
+        seq: &mut S::Seq,
+        item: &Bound<'py, PyAny>,
+        depth: usize,
+        after_flag: &mut bool,
+    ) -> PyResult<()> {
+        let Ok(s) = item.cast_exact::<PyString>() else {
+            *after_flag = false;
+            return self.seq_item(seq, item, depth);
+        };
+        let text = match s.to_str() {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => s.to_string_lossy(),
+        };
+        self.sink.next_item(seq);
+        let out = if std::mem::take(after_flag) && super::sibling::flag_value_is_secret(&text) {
+            self.masked(item, depth + 1)?
+        } else {
+            // Only an item starting with `-` is looked up as a flag name.
+            *after_flag = text.starts_with('-') && super::sibling::flag_is_secret(self.rules, &text);
+            self.text(item, &text, depth + 1)?
+        };
+        self.sink.item(seq, out);
+        Ok(())
     }
 
     #[inline(always)]
@@ -495,15 +568,41 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         Ok(())
     }
 
-    /// For a named tuple, whether each field's name is a secret one; empty
+    /// For a named tuple, what each field's name says of its item; empty
     /// for any other tuple subclass (or one whose `_fields` is not names).
-    fn field_secrets(&self, tuple: &Bound<'py, PyTuple>) -> Vec<bool> {
+    fn field_roles(&self, tuple: &Bound<'py, PyTuple>) -> Vec<Field> {
         let Ok(fields) = tuple.get_type().getattr("_fields") else { return Vec::new() };
         let Ok(fields) = fields.cast::<PyTuple>() else { return Vec::new() };
         fields
             .iter()
-            .map(|f| f.cast::<PyString>().is_ok_and(|n| self.rules.key_is_secret(&n.to_string_lossy())))
+            .map(|f| match f.cast::<PyString>() {
+                Ok(n) => {
+                    let name = n.to_string_lossy();
+                    if self.rules.key_is_secret(&name) {
+                        Field::Secret
+                    } else if name == "netloc" {
+                        Field::Authority
+                    } else {
+                        Field::Plain
+                    }
+                }
+                Err(_) => Field::Plain,
+            })
             .collect()
+    }
+
+    /// A URL's authority without its `//` (`urlparse()`'s `netloc`,
+    /// `user:pw@host`): scanned as the URL it comes from, so its password is masked.
+    fn authority(&mut self, item: &Bound<'py, PyAny>, depth: usize) -> PyResult<S::Out> {
+        let text = item.str()?.to_string_lossy().into_owned();
+        match self.rules.redact_text(&format!("//{text}"), depth) {
+            Some(new) => match new.strip_prefix("//") {
+                Some(rest) => self.fresh_text(rest),
+                // The scan took the `//` too: nothing of the authority is kept.
+                None => self.mask(),
+            },
+            None => self.text(item, &text, depth),
+        }
     }
 
     /// A two-item list or tuple whose first item is a secret name.
@@ -542,4 +641,40 @@ pub fn entry_key_text(key: &Bound<'_, PyAny>) -> String {
         return String::from_utf8_lossy(&b.to_vec()).into_owned();
     }
     key_text(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use pyo3::prelude::*;
+
+    use crate::redact::REDACTED;
+
+    /// `redact(value)` of a Python expression, as its `repr`.
+    fn redacted(expr: &std::ffi::CStr) -> String {
+        Python::attach(|py| {
+            let value = py.eval(expr, None, None).unwrap();
+            crate::redact::py::redact(&value).unwrap().repr().unwrap().to_string()
+        })
+    }
+
+    #[test]
+    fn an_argument_list_masks_the_item_after_a_secret_flag() {
+        assert_eq!(
+            redacted(c"['pg_dump', '--password', 'hunter2', '--host', 'db', '--password-file', '/run/pw']"),
+            format!("['pg_dump', '--password', '{REDACTED}', '--host', 'db', '--password-file', '/run/pw']")
+        );
+        assert_eq!(redacted(c"('app', '--token', '$TOKEN', '--verbose')"), "['app', '--token', '$TOKEN', '--verbose']");
+    }
+
+    #[test]
+    fn a_parsed_url_masks_the_password_in_its_netloc() {
+        assert_eq!(
+            redacted(c"__import__('urllib.parse').parse.urlsplit('https://bob:hunter2@h:5432/x')"),
+            format!("['https', 'bob:{REDACTED}@h:5432', '/x', '', '']")
+        );
+        assert_eq!(
+            redacted(c"__import__('urllib.parse').parse.urlsplit('https://bob@h/x')"),
+            "['https', 'bob@h', '/x', '', '']"
+        );
+    }
 }
