@@ -158,6 +158,26 @@ impl Names<'_> {
     }
 }
 
+/// Notes a `kind` or `data` member of a mapping that may be a Kubernetes
+/// Secret; `false` when the mapping needs the general path (a `kind:
+/// Secret` after the data it makes secret, as kubectl sorts keys). Rare
+/// keys: kept out of line, off the path of every other key.
+#[cold]
+#[inline(never)]
+fn manifest_member(names: &mut Names<'_>, kind: bool, value: &Bound<'_, PyAny>) -> bool {
+    if kind {
+        if !names.secret_manifest && secret_kind(value) {
+            if names.data_seen {
+                return false;
+            }
+            names.secret_manifest = true;
+        }
+    } else {
+        names.data_seen = true;
+    }
+    true
+}
+
 /// Whether a `kind` member's value says its mapping is a Kubernetes Secret.
 fn secret_kind(value: &Bound<'_, PyAny>) -> bool {
     value.cast_exact::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(super::keys::secret_kind))
@@ -362,14 +382,9 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             }
         }
         names.value_seen |= info.value_field;
-        if info.manifest_kind && !names.secret_manifest && secret_kind(value) {
-            if names.data_seen {
-                // `kind` after the data it makes secret (kubectl sorts keys).
-                return Ok(false);
-            }
-            names.secret_manifest = true;
+        if (info.manifest_kind || info.manifest_data) && !manifest_member(names, info.manifest_kind, value) {
+            return Ok(false);
         }
-        names.data_seen |= info.manifest_data;
         let k = Key { obj: key, text, fresh: false, plain: verdict.plain };
         self.sink.key(map, &k)?;
         let out = if info.secret || (info.value_field && names.secret) || (info.manifest_data && names.secret_manifest)
