@@ -243,9 +243,7 @@ def test_a_subscriber_refuses_a_service_that_cannot_take_events(tmp_path: Path) 
     closed = AuditService(path)
     closed.close()
     bus = ReactiveEventBus()
-    with pytest.raises(
-        auditbus.ClosedError, match=r'AuditEventSubscriber: AuditService\(.*audit\.db"\) is closed'
-    ):
+    with pytest.raises(auditbus.ClosedError, match=r'AuditEventSubscriber: AuditService\(.*audit\.db"\) is closed'):
         AuditEventSubscriber(bus, closed)
     with (
         AuditService(path, read_only=True) as reader,
