@@ -1385,23 +1385,30 @@ def _many_rows(path: Path, rows: int) -> None:
             service.record_event(DomainEvent(event_type=EventType.AUTH_SUCCESS, details={"n": number}))
 
 
-@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--asc", "--json"]])
-def test_reading_every_row_holds_the_rows_there_when_it_began(tmp_path: Path, command: list[str]) -> None:
-    """A writer appending as fast as the rows are read must not keep the read running (before, it had
-    not ended after two minutes: `run` times out)."""
-    path = tmp_path / "busy.db"
-    _many_rows(path, 50_000)
-    stop = tmp_path / "stop"
+@contextmanager
+def _appending(path: Path) -> Iterator[None]:
+    """Another process appends to `path` from before the block starts until it ends."""
+    stop = path.with_name(path.name + ".stop")
     appender = subprocess.Popen(
         [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert appender.stdout is not None
         assert appender.stdout.readline() == "writing\n"
-        result = run(*command, "--db", str(path), cwd=tmp_path)
+        yield
     finally:
         stop.touch()
         appender.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--asc", "--json"]])
+def test_reading_every_row_holds_the_rows_there_when_it_began(tmp_path: Path, command: list[str]) -> None:
+    """A writer appending as fast as the rows are read must not keep the read running (before, it had
+    not ended after two minutes: `run` times out)."""
+    path = tmp_path / "busy.db"
+    _many_rows(path, 50_000)
+    with _appending(path):
+        result = run(*command, "--db", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ids = [row["id"] for row in jsonl(result.stdout)]
     last = max(ids)
@@ -1904,17 +1911,8 @@ def test_stats_figures_agree_while_another_process_appends(tmp_path: Path, read_
     type and as a `rows` count that disagreed with `first_id`..`last_id` on a trail without gaps."""
     path = tmp_path / "busy.db"
     _many_rows(path, 2_000)
-    stop = tmp_path / "stop"
-    appender = subprocess.Popen(
-        [sys.executable, "-c", _APPEND_UNTIL_STOPPED, str(path), str(stop)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert appender.stdout is not None
-        assert appender.stdout.readline() == "writing\n"
+    with _appending(path):
         results = [run(*read_only, "stats", "--json", "--db", str(path), cwd=tmp_path) for _ in range(3)]
-    finally:
-        stop.touch()
-        appender.communicate(timeout=60)
     for result in results:
         assert result.returncode == 0, result.stderr
         trail = json.loads(result.stdout)["trail"]
