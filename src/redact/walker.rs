@@ -555,7 +555,11 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         } else {
             // Only an item starting with `-` is looked up as a flag name.
             *after_flag = text.starts_with('-') && super::sibling::flag_is_secret(self.rules, &text);
-            self.text(item, &text, depth + 1)?
+            match &text {
+                Cow::Borrowed(text) => self.text(item, text, depth + 1)?,
+                // Lone surrogates: the walk's own path, which keeps them for the sink.
+                Cow::Owned(_) => self.lossy_text(item, s, depth + 1)?,
+            }
         };
         self.sink.item(seq, out);
         Ok(())
