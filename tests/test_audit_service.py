@@ -297,11 +297,12 @@ class _FailingZone(tzinfo):
         (lambda svc: svc.query(event_type=TOKEN), "event_type"),
         (lambda svc: svc.count(event_type=["plan_applied", f"password={TOKEN}"]), "event_type"),
         (lambda svc: svc.query(order=TOKEN), "order"),
+        (lambda svc: svc.count(order=TOKEN), "order"),
         (lambda svc: svc.query(after_id=TOKEN), "after_id"),
         (lambda svc: svc.query(since=datetime(2025, 1, 1, tzinfo=_FailingZone())), "since"),
         (lambda svc: AuditService(svc.db_path + "-2", durability=TOKEN), "durability"),
     ],
-    ids=["event_type", "event_type-list", "order", "after_id", "since-tzinfo", "durability"],
+    ids=["event_type", "event_type-list", "order", "count-order", "after_id", "since-tzinfo", "durability"],
 )
 def test_a_rejected_argument_is_quoted_with_its_secrets_masked(svc: AuditService, call: Any, field: str) -> None:
     """Callers log these errors: a token given to the wrong argument must not reach the log line."""
@@ -788,9 +789,10 @@ def test_auditor_filters(svc: AuditService) -> None:
     assert svc.count() == 30
     assert svc.count(user_identity="bob", session_id="s1") == 3
     assert svc.count(event_type=("auth_failure",)) == 10
-    # count() takes no order: its cursor counts what an ascending query reads.
+    # count() counts what a query in the same order reads past the cursor (ascending by default).
     assert svc.count(after_id=cursor) == len(svc.query(after_id=cursor, order="asc", limit=None)) == 2
-    assert len(svc.query(after_id=cursor, limit=None)) == 27
+    assert svc.count(after_id=cursor, order="desc") == len(svc.query(after_id=cursor, limit=None)) == 27
+    assert svc.count(after_id=cursor, order="asc", user_identity="bob") == 1
 
 
 def test_iter_entries_streams_every_match(svc: AuditService) -> None:

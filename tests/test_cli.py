@@ -376,17 +376,71 @@ def test_query_says_on_stderr_when_the_limit_hides_matching_rows(tmp_path: Path)
     for fmt in ("--json", "--csv"):
         result = run("query", fmt, "--db", str(path), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert result.stderr == "auditbus: showing the newest 100 of 150 matching rows; --limit 0 shows all\n"
+        assert result.stderr == (
+            "auditbus: showing the newest 100 of 150 matching rows; --limit 0 shows all, --after-id 52 the next page\n"
+        )
         assert "showing" not in result.stdout  # the machine-readable output stays clean
     assert len(jsonl(run("query", "--json", "--db", str(path), cwd=tmp_path).stdout)) == 100
     oldest = run("query", "--asc", "--limit", "10", "--plan", "p1", "--db", str(path), cwd=tmp_path)
-    assert oldest.stderr == "auditbus: showing the oldest 10 of 75 matching rows; --limit 0 shows all\n"
+    assert oldest.stderr == (
+        "auditbus: showing the oldest 10 of 75 matching rows; --limit 0 shows all, --after-id 21 the next page\n"
+    )
     paged = run("query", "--json", "--limit", "50", "--offset", "60", "--db", str(path), cwd=tmp_path)
-    assert paged.stderr == "auditbus: showing matching rows 61 to 110 of 150, newest first; --limit 0 shows all\n"
-    for complete in (["--limit", "0"], ["--limit", "150"], ["--plan", "p0", "--limit", "75"], ["--offset", "60"]):
+    assert paged.stderr == (
+        "auditbus: showing matching rows 61 to 110 of 150, newest first; --limit 0 shows all, "
+        "--after-id 42 without --offset the next page\n"
+    )
+    after = run("query", "--json", "--limit", "20", "--after-id", "52", "--db", str(path), cwd=tmp_path)
+    assert after.stderr == (
+        "auditbus: showing the newest 20 of 50 matching rows below id 52; --limit 0 shows all, "
+        "--after-id 32 the next page\n"
+    )
+    for complete in (
+        ["--limit", "0"],
+        ["--limit", "150"],
+        ["--plan", "p0", "--limit", "75"],
+        ["--offset", "60"],
+        ["--after-id", "101"],
+        ["--asc", "--after-id", "52"],
+    ):
         result = run("query", "--json", *complete, "--db", str(path), cwd=tmp_path)
         assert result.returncode == 0
         assert result.stderr == "", complete
+
+
+def test_query_pages_by_after_id_repeat_no_row_while_rows_are_appended(tmp_path: Path) -> None:
+    """Newest first, rows appended between two calls shift every `--offset` page; `--after-id` pages do not move."""
+    path = tmp_path / "live.db"
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"p{i}") for i in range(30)])
+
+    def page(*flags: str) -> list[str]:
+        result = run("query", "--json", "--limit", "10", *flags, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [row["plan_id"] for row in jsonl(result.stdout)]
+
+    def cursor(plan_ids: list[str]) -> str:
+        result = run("query", "--json", "--plan", plan_ids[-1], "--db", str(path), cwd=tmp_path)
+        return str(jsonl(result.stdout)[0]["id"])
+
+    first = page()
+    assert first == [f"p{i}" for i in range(29, 19, -1)]
+    prepare(path, [DomainEvent(event_type=EventType.PLAN_CREATED, plan_id=f"new{i}") for i in range(5)])
+    assert page("--offset", "10")[:5] == first[-5:]  # the shift --after-id avoids
+    second = page("--after-id", cursor(first))
+    assert second == [f"p{i}" for i in range(19, 9, -1)]
+    oldest = page("--asc")
+    assert oldest == [f"p{i}" for i in range(10)]
+    assert page("--asc", "--after-id", cursor(oldest)) == [f"p{i}" for i in range(10, 20)]
+    every = run("query", "--json", "--limit", "0", "--after-id", cursor(second), "--db", str(path), cwd=tmp_path)
+    assert (every.returncode, every.stderr) == (0, "")
+    assert [row["plan_id"] for row in jsonl(every.stdout)] == [f"p{i}" for i in range(9, -1, -1)]
+    newer = run(
+        "query", "--json", "--asc", "--limit", "0", "--after-id", cursor(first), "--db", str(path), cwd=tmp_path
+    )
+    assert (newer.returncode, newer.stderr) == (0, "")
+    assert [row["plan_id"] for row in jsonl(newer.stdout)] == [f"p{i}" for i in range(21, 30)] + [
+        f"new{i}" for i in range(5)
+    ]
 
 
 def test_query_on_an_empty_trail_says_so(tmp_path: Path) -> None:

@@ -360,6 +360,7 @@ class AuditService:
         since: _TimeArg = None,
         until: _TimeArg = None,
         after_id: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
     ) -> int: ...
     def iter_entries(
         self,

@@ -923,20 +923,32 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in filters.items() if value is not None}
 
 
-def limit_notice(shown: int, total: int, *, offset: int, ascending: bool) -> str | None:
-    """The stderr line saying the limit cut the answer short, or None when nothing more matches."""
+def limit_notice(
+    shown: int, total: int, *, offset: int, ascending: bool, after_id: int | None, last_id: int
+) -> str | None:
+    """The stderr line saying the limit cut the answer short, or None when nothing more matches.
+
+    It names the `--after-id` that reads the next page: unlike a larger
+    `--offset`, it repeats no row when rows are appended between two calls.
+    """
     if offset + shown >= total:
         return None
     order = "oldest" if ascending else "newest"
+    matching = "matching rows"
+    if after_id is not None:
+        matching += f" {'above' if ascending else 'below'} id {after_id}"
     if offset:
-        what = f"matching rows {offset + 1} to {offset + shown} of {total}, {order} first"
+        what = f"{matching} {offset + 1} to {offset + shown} of {total}, {order} first"
     else:
-        what = f"the {order} {shown} of {total} matching rows"
-    return f"auditbus: showing {what}; --limit 0 shows all"
+        what = f"the {order} {shown} of {total} {matching}"
+    without = " without --offset" if offset else ""
+    return f"auditbus: showing {what}; --limit 0 shows all, --after-id {last_id}{without} the next page"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
+    if args.after_id is not None:
+        filters["after_id"] = args.after_id
     notice = None
     path = db_path(args)
     reader = DetailsReader()
@@ -944,7 +956,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     with open_service(path, read_only=args.read_only) as service:
         if not args.limit:
             # Counted before the rows' end is read (see cmd_export): fewer rows shown means some were purged.
-            expected = max(0, service.count(**filters) - args.offset)
+            expected = max(0, service.count(**filters, order=order) - args.offset)
             every = _every_row(service, filters, args.offset, ascending=args.asc)
             shown = 0
 
@@ -963,7 +975,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
         if len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
-            notice = limit_notice(len(entries), service.count(**filters), offset=args.offset, ascending=args.asc)
+            notice = limit_notice(
+                len(entries),
+                service.count(**filters, order=order),
+                offset=args.offset,
+                ascending=args.asc,
+                after_id=args.after_id,
+                last_id=entries[-1].id,
+            )
     _print_entries(lambda: entries, args, sys.stdout, reader)
     if notice:
         sys.stdout.flush()
@@ -986,7 +1005,9 @@ def _every_row(
     the same rows (a table reads them twice), less any purged meanwhile, and a writer
     appending faster than they are read cannot make it run on.
     """
-    top = service.query(**filters, limit=1, order="desc")
+    # The newest match (below `after_id`, newest first) ends the walk.
+    unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+    top = service.query(**(unbounded if ascending else filters), limit=1, order="desc")
     end = top[0].id if top else 0
 
     def read() -> Iterator[AuditEntry]:
@@ -994,7 +1015,7 @@ def _every_row(
             rows = service.iter_entries(**filters, order="asc")
             return itertools.takewhile(lambda entry: entry.id <= end, rows)
         # In descending order, `after_id` keeps the ids below it.
-        return service.iter_entries(**filters, order="desc", after_id=_up_to(end))
+        return service.iter_entries(**unbounded, order="desc", after_id=_up_to(end))
 
     return lambda: itertools.islice(read(), offset, None) if top else iter(())
 
@@ -1600,6 +1621,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(query)
     query.add_argument("--limit", type=_non_negative, default=100, help="at most N entries (default 100; 0: all)")
     query.add_argument("--offset", type=_non_negative, default=0, help="skip the first N matches")
+    query.add_argument(
+        "--after-id",
+        type=_non_negative,
+        metavar="ID",
+        help="only the entries past row ID in the listing's order (older ids newest first, newer with --asc): "
+        "the next page after a row shown, with no row repeated when rows are appended meanwhile",
+    )
     query.add_argument("--asc", action="store_true", help="oldest first")
     fmt = query.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON Lines: one JSON object per entry")

@@ -319,10 +319,10 @@ pub fn fetch(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How many rows match.
-pub fn count(conn: &Connection, filter: &Filter) -> Result<u64> {
+/// How many rows match; `order` is the direction `after_id` keeps, as in [`fetch`].
+pub fn count(conn: &Connection, filter: &Filter, order: Order) -> Result<u64> {
     let mut params = Vec::new();
-    let where_clause = filter.where_clause(Order::Asc, &mut params);
+    let where_clause = filter.where_clause(order, &mut params);
     let mut stmt = conn.prepare_cached(&format!("SELECT count(*) FROM audit_log{where_clause}"))?;
     let n: i64 = stmt.query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -344,7 +344,7 @@ pub fn summary(conn: &Connection, types: &[String]) -> Result<Summary> {
     let mut by_type = Vec::with_capacity(types.len());
     for name in types {
         let filter = Filter { event_types: Some(vec![name.clone()]), ..Filter::default() };
-        by_type.push((name.clone(), count(&tx, &filter)?));
+        by_type.push((name.clone(), count(&tx, &filter, Order::Asc)?));
     }
     let end = |direction: &str| -> Result<Option<RowData>> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id {direction} LIMIT 1");

@@ -953,13 +953,16 @@ impl AuditService {
         rows.into_iter().map(AuditEntry::from_row).collect()
     }
 
-    /// How many rows match (the filters of `query`; `after_id` counts the
-    /// ids above it, as `query(order="asc")` reads them).
-    #[pyo3(signature = (**filters),
-           text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None)")]
-    fn count(&self, py: Python<'_>, filters: Option<&Bound<'_, PyDict>>) -> Result<u64> {
+    /// How many rows match (the filters of `query`): with `after_id`, the
+    /// rows `query` would read in the same `order` (the ids above it with
+    /// "asc", the default, below it with "desc"), so a page's count is
+    /// that of the query that reads it.
+    #[pyo3(signature = (*, order = "asc", **filters),
+           text_signature = "($self, *, event_type=None, plan_id=None, user_identity=None, actor_name=None, session_id=None, project_name=None, outcome=None, since=None, until=None, after_id=None, order='asc')")]
+    fn count(&self, py: Python<'_>, order: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<u64> {
         let filter = filter("count", filters)?;
-        self.read(py, |conn| query::count(conn, &filter))
+        let order = parse_order(order)?;
+        self.read(py, |conn| query::count(conn, &filter, order))
     }
 
     /// Every matching row, streamed in pages of `batch_size` by id (keyset
