@@ -930,6 +930,59 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
         assert svc.verify().ok
 
 
+# A fork while the parent's writer thread commits: SQLite keeps the locks a
+# process's connections hold in process memory, and a child copied mid-commit
+# found the trail's write lock held there by a thread it does not have. A
+# service the child opened on the same trail (as the fork section says to do)
+# then retried its commits for good: its record() never returned. Run in a
+# process of its own, each child ended by an alarm if it hangs.
+_FORKED_WHILE_COMMITTING = """
+import os, signal, sys, threading
+from auditbus import AuditService, DomainEvent
+path = sys.argv[1]
+svc = AuditService(path)
+running = True
+def hand_over_in_a_loop():
+    while running:
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id="parent"))
+committer = threading.Thread(target=hand_over_in_a_loop)
+committer.start()
+children = []
+for n in range(10):
+    svc.flush()  # what queued meanwhile is being committed by the writer thread as the fork comes
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)
+        with AuditService(path) as own:
+            own.record("step_completed", plan_id="child", user_identity=f"child-{n}")
+        os._exit(0)
+    children.append(pid)
+statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+running = False
+committer.join()
+svc.close()
+print(*statuses, flush=True)
+"""
+
+
+def test_a_child_forked_while_the_parent_commits_can_commit_to_the_same_trail(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_WHILE_COMMITTING, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Before, most children were ended by their alarm (-14), their row never committed.
+    assert done.stdout.split() == ["0"] * 10, done.stderr
+    rows = raw_rows(path, "plan_id = 'child'")
+    assert sorted(r["user_identity"] for r in rows) == sorted(f"child-{n}" for n in range(10))
+    with AuditService(path) as svc:
+        assert svc.verify().ok
+
+
 # A fork while another thread waits for room in the queue (another process's
 # lock keeps it full): the child inherits the writer's gate held by a thread
 # it does not have. Run in a process of its own, so a hang is a failed

@@ -200,22 +200,31 @@ thread_local! {
     /// [`LIVE`] as the forking thread holds it, from the `before` fork hook
     /// to the `after` one of the same fork, on the same thread.
     static HELD_FOR_FORK: RefCell<Option<std::sync::MutexGuard<'static, LiveServices>>> = const { RefCell::new(None) };
+    /// Every use of SQLite held back by the forking thread, likewise (see [`writer::in_sqlite`]).
+    static SQLITE_HELD_FOR_FORK: RefCell<Option<std::sync::RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
 }
 
-/// The `before` fork hook: takes [`LIVE`], so that no writer thread holds
-/// it, half-changed, when the child is copied. Waited for with the GIL held:
-/// its holders never wait for anything, the GIL included, while they hold
-/// it, and none that holds the GIL lets go of it meanwhile.
+/// The `before` fork hook: waits for the uses of SQLite in progress (a
+/// commit, a read) to end and holds back new ones, so that the child's
+/// SQLite holds no lock on a trail that no thread of the child would let
+/// go of; then takes [`LIVE`], so that no writer thread holds it,
+/// half-changed, when the child is copied. Both waited for with the GIL
+/// held: their holders never wait for anything, the GIL included, while
+/// they hold them, and none that holds the GIL lets go of them meanwhile.
 #[pyfunction]
 fn _hold_services_for_fork() {
+    let sqlite = writer::hold_sqlite_for_fork();
+    SQLITE_HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(sqlite));
     let guard = live();
     HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(guard));
 }
 
-/// Lets go of [`LIVE`] after a fork, in the parent and in the child.
+/// Lets go of [`LIVE`] and of SQLite after a fork, in the parent and in the child.
 fn release_services_after_fork() {
     let guard = HELD_FOR_FORK.with(|held| held.borrow_mut().take());
     drop(guard);
+    let sqlite = SQLITE_HELD_FOR_FORK.with(|held| held.borrow_mut().take());
+    drop(sqlite);
 }
 
 /// The `after_in_parent` fork hook.
@@ -266,6 +275,7 @@ pub(crate) fn register_hooks(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Closes a service's reader; without a checkpoint when the writer found
 /// the `-wal` or `-shm` file gone (its view of the `-wal` file may be stale).
 fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
+    let _sqlite = writer::in_sqlite();
     match reader {
         Some(reader) if writer.is_some_and(|w| w.shared.keep_wal.load(Ordering::Acquire)) => {
             reader.close_keeping_wal();
@@ -634,6 +644,7 @@ impl AuditService {
             let mut guard = self.reader.lock();
             let reader =
                 guard.as_mut().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
+            let _sqlite = writer::in_sqlite();
             // A damaged page is found by the read that touches it: say which file, and
             // whether it is damage or a read the operating system failed.
             reader.read(move |conn| f(conn).map_err(|e| schema::read_error(&self.db_path, conn, e)))
