@@ -983,6 +983,51 @@ def test_a_child_forked_while_the_parent_commits_can_commit_to_the_same_trail(tm
         assert svc.verify().ok
 
 
+# Pre-forked workers are processes appending to one trail: their event ids
+# must differ in the part that does not come from the clock. Before, every
+# child drew the same random bits as its siblings (a copy of the parent's
+# generator), so two recording in the same millisecond made the same id, and
+# the second row was stored under `<id>.2` with a warning.
+_FORKED_IDS = """
+import os, sys
+from auditbus import AuditService, DomainEvent
+path = sys.argv[1]
+DomainEvent(event_type="step_completed")  # the parent has drawn ids before it forks
+read, write = os.pipe()
+children = []
+for n in range(3):
+    pid = os.fork()
+    if pid == 0:
+        ids = [DomainEvent(event_type="step_completed").event_id for _ in range(3)]
+        with AuditService(f"{path}-{n}") as own:
+            ids.append(own.record("step_completed").event_id)
+        os.write(write, (" ".join(ids) + "\\n").encode())
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+os.close(write)
+with os.fdopen(read) as lines:
+    print(lines.read(), end="")
+"""
+
+
+def test_children_forked_from_one_parent_draw_event_ids_of_their_own(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_IDS, str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    children = [line.split() for line in done.stdout.splitlines()]
+    assert [len(ids) for ids in children] == [4, 4, 4], done.stdout
+    # What follows the 48-bit millisecond (`xxxxxxxx-xxxx`) is the generator's.
+    drawn = [event_id[13:] for ids in children for event_id in ids]
+    assert len(set(drawn)) == len(drawn), done.stdout
+
+
 # A fork while another thread waits for room in the queue (another process's
 # lock keeps it full): the child inherits the writer's gate held by a thread
 # it does not have. Run in a process of its own, so a hang is a failed

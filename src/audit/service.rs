@@ -234,10 +234,16 @@ fn _release_services_after_fork() {
 }
 
 /// Counts a fork in the child (the `os.register_at_fork` hook), so the
-/// parent's services refuse to be used there.
+/// parent's services refuse to be used there, and draws the child's event ids
+/// from a generator of its own.
 #[pyfunction]
 fn _note_fork_in_child() {
     crate::audit::writer::note_fork();
+    // The child's only thread has a copy of the parent thread's generator: every
+    // child of one parent would draw the same event ids (apart from the time in
+    // them), and two that record in the same millisecond the same one. A failed
+    // reseed leaves the copy, and ids that share only the parent's draws.
+    let _ = rand::rng().reseed();
     release_services_after_fork();
 }
 
