@@ -930,6 +930,104 @@ def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not
         assert svc.verify().ok
 
 
+# A fork while the parent's writer thread commits: SQLite keeps the locks a
+# process's connections hold in process memory, and a child copied mid-commit
+# found the trail's write lock held there by a thread it does not have. A
+# service the child opened on the same trail (as the fork section says to do)
+# then retried its commits for good: its record() never returned. Run in a
+# process of its own, each child ended by an alarm if it hangs.
+_FORKED_WHILE_COMMITTING = """
+import os, signal, sys, threading
+from auditbus import AuditService, DomainEvent
+path = sys.argv[1]
+svc = AuditService(path)
+running = True
+def hand_over_in_a_loop():
+    while running:
+        svc.record_event(DomainEvent(event_type="step_completed", plan_id="parent"))
+committer = threading.Thread(target=hand_over_in_a_loop)
+committer.start()
+children = []
+for n in range(10):
+    svc.flush()  # what queued meanwhile is being committed by the writer thread as the fork comes
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)
+        with AuditService(path) as own:
+            own.record("step_completed", plan_id="child", user_identity=f"child-{n}")
+        os._exit(0)
+    children.append(pid)
+statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+running = False
+committer.join()
+svc.close()
+print(*statuses, flush=True)
+"""
+
+
+def test_a_child_forked_while_the_parent_commits_can_commit_to_the_same_trail(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_WHILE_COMMITTING, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Before, most children were ended by their alarm (-14), their row never committed.
+    assert done.stdout.split() == ["0"] * 10, done.stderr
+    rows = raw_rows(path, "plan_id = 'child'")
+    assert sorted(r["user_identity"] for r in rows) == sorted(f"child-{n}" for n in range(10))
+    with AuditService(path) as svc:
+        assert svc.verify().ok
+
+
+# Pre-forked workers are processes appending to one trail: their event ids
+# must differ in the part that does not come from the clock. Before, every
+# child drew the same random bits as its siblings (a copy of the parent's
+# generator), so two recording in the same millisecond made the same id, and
+# the second row was stored under `<id>.2` with a warning.
+_FORKED_IDS = """
+import os, sys
+from auditbus import AuditService, DomainEvent
+path = sys.argv[1]
+DomainEvent(event_type="step_completed")  # the parent has drawn ids before it forks
+read, write = os.pipe()
+children = []
+for n in range(3):
+    pid = os.fork()
+    if pid == 0:
+        ids = [DomainEvent(event_type="step_completed").event_id for _ in range(3)]
+        with AuditService(f"{path}-{n}") as own:
+            ids.append(own.record("step_completed").event_id)
+        os.write(write, (" ".join(ids) + "\\n").encode())
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+os.close(write)
+with os.fdopen(read) as lines:
+    print(lines.read(), end="")
+"""
+
+
+def test_children_forked_from_one_parent_draw_event_ids_of_their_own(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_IDS, str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    children = [line.split() for line in done.stdout.splitlines()]
+    assert [len(ids) for ids in children] == [4, 4, 4], done.stdout
+    # What follows the 48-bit millisecond (`xxxxxxxx-xxxx`) is the generator's.
+    drawn = [event_id[13:] for ids in children for event_id in ids]
+    assert len(set(drawn)) == len(drawn), done.stdout
+
+
 # A fork while another thread waits for room in the queue (another process's
 # lock keeps it full): the child inherits the writer's gate held by a thread
 # it does not have. Run in a process of its own, so a hang is a failed

@@ -226,6 +226,7 @@ pub fn open(path: &str, busy_timeout: Duration) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
+    let _sqlite = crate::audit::writer::in_sqlite();
     let opened = names::open(path, flags);
     if let Some(refusal) = opened.as_ref().err().and_then(|_| missing_folder(path)) {
         return Err(refusal);
@@ -371,6 +372,7 @@ fn regular_file(path: &str, meta: &std::fs::Metadata) -> Result<()> {
 /// file, the file is read as immutable instead. A legacy trail (schema 0) is
 /// read through temporary views that add the newer columns as NULL.
 pub fn open_read_only(path: &str, busy_timeout: Duration) -> Result<Reader> {
+    let _sqlite = crate::audit::writer::in_sqlite();
     match std::fs::metadata(path) {
         Err(e) => {
             return Err(Error::Storage(format!(
@@ -663,6 +665,8 @@ pub fn open_writer(path: &str, busy_timeout: Duration, durability: Durability) -
         regular_file(path, &meta)?;
         warn_of_other_names(path, &meta);
     }
+    // After the warning: it is logged, and a use of SQLite waits for nothing.
+    let _sqlite = crate::audit::writer::in_sqlite();
     let mut conn = open(path, busy_timeout)?;
     // SQLite quietly opens a file it may not write read-only; the writer
     // would then retry its first commit for ever.

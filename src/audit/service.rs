@@ -200,22 +200,31 @@ thread_local! {
     /// [`LIVE`] as the forking thread holds it, from the `before` fork hook
     /// to the `after` one of the same fork, on the same thread.
     static HELD_FOR_FORK: RefCell<Option<std::sync::MutexGuard<'static, LiveServices>>> = const { RefCell::new(None) };
+    /// Every use of SQLite held back by the forking thread, likewise (see [`writer::in_sqlite`]).
+    static SQLITE_HELD_FOR_FORK: RefCell<Option<std::sync::RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
 }
 
-/// The `before` fork hook: takes [`LIVE`], so that no writer thread holds
-/// it, half-changed, when the child is copied. Waited for with the GIL held:
-/// its holders never wait for anything, the GIL included, while they hold
-/// it, and none that holds the GIL lets go of it meanwhile.
+/// The `before` fork hook: waits for the uses of SQLite in progress (a
+/// commit, a read) to end and holds back new ones, so that the child's
+/// SQLite holds no lock on a trail that no thread of the child would let
+/// go of; then takes [`LIVE`], so that no writer thread holds it,
+/// half-changed, when the child is copied. Both waited for with the GIL
+/// held: their holders never wait for anything, the GIL included, while
+/// they hold them, and none that holds the GIL lets go of them meanwhile.
 #[pyfunction]
 fn _hold_services_for_fork() {
+    let sqlite = writer::hold_sqlite_for_fork();
+    SQLITE_HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(sqlite));
     let guard = live();
     HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(guard));
 }
 
-/// Lets go of [`LIVE`] after a fork, in the parent and in the child.
+/// Lets go of [`LIVE`] and of SQLite after a fork, in the parent and in the child.
 fn release_services_after_fork() {
     let guard = HELD_FOR_FORK.with(|held| held.borrow_mut().take());
     drop(guard);
+    let sqlite = SQLITE_HELD_FOR_FORK.with(|held| held.borrow_mut().take());
+    drop(sqlite);
 }
 
 /// The `after_in_parent` fork hook.
@@ -225,10 +234,16 @@ fn _release_services_after_fork() {
 }
 
 /// Counts a fork in the child (the `os.register_at_fork` hook), so the
-/// parent's services refuse to be used there.
+/// parent's services refuse to be used there, and draws the child's event ids
+/// from a generator of its own.
 #[pyfunction]
 fn _note_fork_in_child() {
     crate::audit::writer::note_fork();
+    // The child's only thread has a copy of the parent thread's generator: every
+    // child of one parent would draw the same event ids (apart from the time in
+    // them), and two that record in the same millisecond the same one. A failed
+    // reseed leaves the copy, and ids that share only the parent's draws.
+    let _ = rand::rng().reseed();
     release_services_after_fork();
 }
 
@@ -266,6 +281,7 @@ pub(crate) fn register_hooks(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Closes a service's reader; without a checkpoint when the writer found
 /// the `-wal` or `-shm` file gone (its view of the `-wal` file may be stale).
 fn close_reader(reader: Option<schema::Reader>, writer: Option<&Arc<Writer>>) {
+    let _sqlite = writer::in_sqlite();
     match reader {
         Some(reader) if writer.is_some_and(|w| w.shared.keep_wal.load(Ordering::Acquire)) => {
             reader.close_keeping_wal();
@@ -634,6 +650,7 @@ impl AuditService {
             let mut guard = self.reader.lock();
             let reader =
                 guard.as_mut().ok_or_else(|| Error::Closed(format!("AuditService({:?}) is closed", self.db_path)))?;
+            let _sqlite = writer::in_sqlite();
             // A damaged page is found by the read that touches it: say which file, and
             // whether it is damage or a read the operating system failed.
             reader.read(move |conn| f(conn).map_err(|e| schema::read_error(&self.db_path, conn, e)))

@@ -385,6 +385,53 @@ pub fn note_fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Held shared by each use of SQLite made without the GIL (a commit, a
+/// checkpoint, a purge, a read, a connection opened or closed), and
+/// exclusively by the `before` fork hook until the fork is done. SQLite keeps
+/// in process memory which locks the process's connections hold on a file: a
+/// child copied in the middle of a transaction finds that lock still held
+/// there, by a thread it does not have, for good, and a service it opens on
+/// the trail could never commit. A `std` lock, as `LIVE` in service.rs: the
+/// child lets go of it with no other thread left.
+static SQLITE_USE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    /// How deep this thread is in [`in_sqlite`]: only the outermost use takes
+    /// the lock, since a share asked for again while the fork hook waits
+    /// would wait for good.
+    static SQLITE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One use of SQLite (see [`SQLITE_USE`]). Taken after every other lock and
+/// held without waiting for anything else, the GIL included: the fork hook
+/// waits for it with the GIL held.
+pub struct InSqlite {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+}
+
+impl Drop for InSqlite {
+    fn drop(&mut self) {
+        SQLITE_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
+/// Marks a use of SQLite until the value is dropped.
+pub fn in_sqlite() -> InSqlite {
+    let outer = SQLITE_DEPTH.with(|depth| {
+        let outer = depth.get() == 0;
+        depth.set(depth.get() + 1);
+        outer
+    });
+    let shared = outer.then(|| SQLITE_USE.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+    InSqlite { _shared: shared }
+}
+
+/// Waits for every use of SQLite in progress to end and lets no other start
+/// until the guard is dropped (the fork hooks).
+pub fn hold_sqlite_for_fork() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SQLITE_USE.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Writer {
     /// Starts the thread on an already opened and migrated connection.
     /// `retire` runs on the thread as it ends if the service was dropped
@@ -412,7 +459,11 @@ impl Writer {
                 let _gone = gone;
                 let outcome = catch_unwind(AssertUnwindSafe(|| writer.run()));
                 // Closes the connection; no caller commits on it past this.
-                drop(thread_core.lock().take());
+                let core = thread_core.lock().take();
+                {
+                    let _sqlite = in_sqlite();
+                    drop(core);
+                }
                 let last_warnings = match &outcome {
                     Ok(warnings) => warnings.clone(),
                     Err(_) => Vec::new(),
@@ -1508,7 +1559,10 @@ impl Thread {
         }
         self.wal_frames.store(0, Ordering::Relaxed);
         let done = match self.core.lock().as_mut() {
-            Some(core) => core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE),
+            Some(core) => {
+                let _sqlite = in_sqlite();
+                core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE)
+            }
             None => return,
         };
         match done {
@@ -1567,7 +1621,10 @@ impl Thread {
     /// file now, they outlive the process instead of lasting until it ends.
     fn save_wal(&self, message: &str) {
         let copied = match self.core.lock().as_ref() {
-            Some(core) => core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE),
+            Some(core) => {
+                let _sqlite = in_sqlite();
+                core.conn.wal_checkpoint_v2(Some("main"), rusqlite::wal::CheckpointMode::PASSIVE)
+            }
             None => return,
         };
         match copied {
@@ -2033,6 +2090,7 @@ impl Thread {
         let Some(core) = core.as_mut() else {
             return Err(Error::Storage(format!("the audit writer for {:?} has no connection", self.shared.path)));
         };
+        let _sqlite = in_sqlite();
         // The purge moves the anchor on this connection, unseen by data_version.
         core.head = None;
         let tx = core.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -2161,6 +2219,7 @@ pub fn write_batch(
     cached: &mut Option<Head>,
 ) -> Result<Vec<Option<Committed>>> {
     let known = cached.take();
+    let _sqlite = in_sqlite();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let data_version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
     let (next_id, running) = match known {
