@@ -146,6 +146,20 @@ const HINTS: &[(&str, u32)] = &[
     ("figd_", TOKENS),
     ("1//0", TOKENS),
     ("sb_secret_", TOKENS),
+    ("nfp_", TOKENS),
+    ("bkua_", TOKENS),
+    ("ccip", TOKENS),
+    ("tskey-", TOKENS),
+    ("pcsk_", TOKENS),
+    ("pscale_tkn_", TOKENS),
+    ("pscale_pw_", TOKENS),
+    ("pscale_oauth_", TOKENS),
+    ("rubygems_", TOKENS),
+    ("clojars_", TOKENS),
+    ("sgp_", TOKENS),
+    ("squ_", TOKENS),
+    ("sbp_", TOKENS),
+    ("cfpat-", TOKENS),
     ("hooks.slack.com", HOOK),
     ("--", FLAG),
     (" -", FLAG),
@@ -277,6 +291,21 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|packagist_[ou][ru]t_[a-f0-9]{68}(?-u:\b)",
             r"|api_org_[A-Za-z]{34}(?-u:\b)",
             r"|sb_secret_[A-Za-z0-9_\-]{20,}",
+            // Netlify (see [`is_token`]), Buildkite, CircleCI (personal and
+            // project tokens), Tailscale, Pinecone, PlanetScale, RubyGems,
+            // Clojars, Sourcegraph, SonarQube, Supabase and Contentful.
+            r"|nfp_[A-Za-z0-9_]{36,64}(?-u:\b)",
+            r"|bkua_[a-f0-9]{40}(?-u:\b)",
+            r"|CCIP(?:AT|RJ)_[A-Za-z0-9]{16,32}_[a-f0-9]{40}(?-u:\b)",
+            r"|tskey-(?:auth|api|client|scim|webhook)-[A-Za-z0-9]{6,}-[A-Za-z0-9]{16,}",
+            r"|pcsk_[A-Za-z0-9]{4,12}_[A-Za-z0-9]{40,}",
+            r"|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_=.\-]{32,64}",
+            r"|rubygems_[a-f0-9]{48}(?-u:\b)",
+            r"|CLOJARS_[a-z0-9]{60}(?-u:\b)",
+            r"|sgp_(?:[a-f0-9]{16}_|local_)?[a-f0-9]{40}(?-u:\b)",
+            r"|squ_[a-f0-9]{40}(?-u:\b)",
+            r"|sbp_[a-f0-9]{40}(?-u:\b)",
+            r"|CFPAT-[A-Za-z0-9_\-]{43}(?-u:\b)",
             r"|NRII-[A-Za-z0-9\-]{32}",
             r"|access-(?:sandbox|development|production)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             r"|access_token\$production\$[0-9a-z]{16}\$[0-9a-f]{32}",
@@ -438,19 +467,20 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// folded) chosen from each hint, one another hint chose already or else
 /// the least common in ordinary text; a pair no hint needs in the end is
 /// dropped. A string in which no chosen pair
-/// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
-/// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
-/// bytes in either case, so each pair of adjacent bytes costs two table
+/// occurs cannot hold any hint, so the automaton is skipped. The pairs
+/// that begin with the `k`th first byte are bit `k`: `first[x] & second[y]`
+/// has it exactly when `x`, `y` are one of them in either case, so each pair of adjacent bytes costs two table
 /// loads and no branch. Three more bits ride along: [`SEP_BIT`],
 /// [`DIGITS_BIT`] and [`CALL_BIT`].
 struct HintPairs {
-    /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte;
+    /// Bit `k`: the byte begins the chosen pairs of bit `k`; [`SEP_BIT`]: every byte;
     /// [`DIGITS_BIT`]: a digit.
     first: Box<[u64; 256]>,
-    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=`, `:` and
+    /// Bit `k`: the byte ends a chosen pair of bit `k`; [`SEP_BIT`]: `=`, `:` and
     /// the last byte of their fullwidth forms; [`DIGITS_BIT`]: a digit.
     second: Box<[u64; 256]>,
-    /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
+    /// How many bits the chosen pairs take, one per first byte (beyond
+    /// `LAST_PAIR_BIT + 1` they share the last).
     #[cfg_attr(not(test), allow(dead_code))]
     chosen: usize,
 }
@@ -505,10 +535,20 @@ impl HintPairs {
                 chosen.retain(|q| *q != pair);
             }
         }
-        let count = chosen.len();
+        // Pairs that begin with the same byte share a bit: `first[a] &
+        // second[y]` then has it for exactly their pairs, none crossed, so
+        // the filter lets no more text through and the bits go further.
+        let mut leads: Vec<u8> = Vec::new();
+        for &(a, _) in &chosen {
+            if !leads.contains(&a) {
+                leads.push(a);
+            }
+        }
+        let count = leads.len();
         let mut first = Box::new([SEP_BIT; 256]);
         let mut second = Box::new([0u64; 256]);
-        for (k, (a, b)) in chosen.into_iter().enumerate() {
+        for (a, b) in chosen {
+            let k = leads.iter().position(|&l| l == a).unwrap_or(LAST_PAIR_BIT);
             let bit = 1u64 << k.min(LAST_PAIR_BIT);
             // Both cases, so the scan compares raw bytes.
             for x in [a, a.to_ascii_uppercase()] {
@@ -1248,6 +1288,9 @@ fn token_starts_at(s: &str, sh: &Shapes, at: usize) -> bool {
 /// base 36: `key-` and 32 hex digits is a cache key holding an MD5 digest.
 fn is_token(m: &str) -> bool {
     !m.strip_prefix("key-").is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_hexdigit()))
+        // A Netlify token is random base 62; `nfp_` and a long snake_case
+        // name without a digit is an identifier.
+        && m.strip_prefix("nfp_").is_none_or(|rest| rest.bytes().any(|b| b.is_ascii_digit()))
 }
 
 /// Replaces each span by `mask`; `None` when nothing changes. Spans that
@@ -3188,9 +3231,10 @@ mod tests {
     }
 
     #[test]
-    fn every_chosen_pair_has_a_bit_of_its_own() {
-        // Pairs that share the last bit pass each other's bytes crossed
-        // (`h` of one, `i` of another): the filter would let most text through.
+    fn every_first_byte_of_the_chosen_pairs_has_a_bit_of_its_own() {
+        // Pairs of two first bytes that share the last bit pass each other's
+        // bytes crossed (`h` of one, `i` of another): the filter would let
+        // most text through.
         let sh = SHAPES.as_ref().unwrap();
         assert!(sh.pairs.chosen <= LAST_PAIR_BIT + 1, "{} pairs", sh.pairs.chosen);
     }
