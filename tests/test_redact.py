@@ -672,9 +672,37 @@ def test_an_argument_list_has_the_value_after_a_secret_flag_masked() -> None:
     # A flag without a value, a placeholder, a non-secret flag and where a secret is kept stay.
     plain = ["app", "--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--password-file", "/run/pw"]
     assert redact_dict({"argv": plain}) == {"argv": plain}
-    # A flag that only its command makes secret is a limit, as documented.
-    short = ["sshpass", "-p", "pw3", "ssh", "h"]
-    assert redact_dict({"argv": short}) == {"argv": short}
+
+
+def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> None:
+    # The command, named anywhere in the list (by its path too), says which
+    # short flags carry a secret; `-p 8080` elsewhere is a port.
+    cases = [
+        (["sshpass", "-p", "pw3", "ssh", "h"], ["sshpass", "-p", M, "ssh", "h"]),
+        (["mysql", "-u", "root", "-pSecret", "db"], ["mysql", "-u", "root", f"-p{M}", "db"]),
+        (["/usr/bin/curl", "-u", "user:pw4", "https://h/"], ["/usr/bin/curl", "-u", f"user:{M}", "https://h/"]),
+        (["docker", "exec", "db", "mysqldump", "-ppw5"], ["docker", "exec", "db", "mysqldump", f"-p{M}"]),
+        (["redis-cli", "-h", "r", "-a", "pw6"], ["redis-cli", "-h", "r", "-a", M]),
+        (["ldapsearch", "-D", "cn=admin", "-w", "pw7"], ["ldapsearch", "-D", "cn=admin", "-w", M]),
+        (["smbclient", "//h/s", "-U", "bob%pw8"], ["smbclient", "//h/s", "-U", f"bob%{M}"]),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"argv": tuple(argv)}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Ports, a prompt for the password, a user without one and unknown commands stay.
+    plain = [
+        ["docker", "run", "-p", "8080:80", "img"],
+        ["ssh", "-p", "2222", "host"],
+        ["mysql", "-h", "db", "-P", "3306", "-p", "appdb"],
+        ["curl", "-u", "bob", "https://h/"],
+        ["mkdir", "-p", "/tmp/x"],
+        ["sshpass", "-p", "$SSHPASS", "ssh", "h"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
 
 
 # --- value shapes ---------------------------------------------------------------------
