@@ -738,6 +738,25 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("connect to admin:Sl1pw@db.internal:5432/app", f"connect to admin:{M}@db.internal:5432/app"),
+        ("DATABASE=app:Sl2pw@db:5432", f"DATABASE=app:{M}@db:5432"),
+        ("redis :Sl3pw@cache:6379 down", f"redis :{M}@cache:6379 down"),
+        ('addr "u:p@ss@10.0.0.5:3306/x"', f'addr "u:{M}@10.0.0.5:3306/x"'),
+        # No port, a path, an address or a URL's authority are other things.
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("ssh deploy@host:/srv/app", "ssh deploy@host:/srv/app"),
+        ("ratio a:b@c in prose", "ratio a:b@c in prose"),
+        ("mail bob@example.com:25 at 12:30", "mail bob@example.com:25 at 12:30"),
+        ("postgres://u:p@h:5432/db", f"postgres://u:{M}@h:5432/db"),
+    ],
+)
+def test_a_connection_string_without_a_scheme_has_its_password_masked(text: str, expected: str) -> None:
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("Cookie: sessionid=abc; csrftoken=def; theme=dark", f"Cookie: sessionid={M}; csrftoken={M}; theme=dark"),  # 24
         ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: Basic {M}"),
         ("Authorization: Bearer ", "Authorization: Bearer "),

@@ -2502,25 +2502,31 @@ fn builder_name(callee: &str) -> bool {
 const DSN_USERPASS_MAX: usize = 256;
 
 /// Passwords in Go's MySQL DSNs, `user:password@tcp(host:3306)/db` and
-/// `user:password@unix(/path)/db`, which have no `//` before the user: the
-/// text between the word's first `:` and the `@`.
+/// `user:password@unix(/path)/db`, and in connection strings without a
+/// scheme, `user:password@host:5432/db`, which have no `//` before the
+/// user: the text between the word's first `:` and the `@`.
 fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
     // Most texts with a separator hold no `@`, the others few: each is looked at.
     for at in memchr::memchr_iter(b'@', b) {
         let host = &b[at + 1..];
-        if host.starts_with(b"tcp(") || host.starts_with(b"unix(") {
+        let go = host.starts_with(b"tcp(") || host.starts_with(b"unix(");
+        if go || host_port(host) {
             let mut floor = at.saturating_sub(DSN_USERPASS_MAX);
             while !s.is_char_boundary(floor) {
                 floor += 1;
             }
-            let start = b[floor..at]
-                .iter()
-                .rposition(|&c| {
-                    c.is_ascii_whitespace()
-                        || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
-                })
-                .map_or(floor, |i| floor + i + 1);
+            // Without `tcp(`, a `/` before the `@` is a URL's (its scanner's)
+            // or a path's: the look back stops there.
+            let stop = b[floor..at].iter().rposition(|&c| {
+                c.is_ascii_whitespace()
+                    || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
+                    || (c == b'/' && !go)
+            });
+            if stop.is_some_and(|i| b[floor + i] == b'/') {
+                continue;
+            }
+            let start = stop.map_or(floor, |i| floor + i + 1);
             if let Some(colon) = b[start..at].iter().position(|&c| c == b':') {
                 if start + colon + 1 < at {
                     spans.push((start + colon + 1, at));
@@ -2528,6 +2534,22 @@ fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             }
         }
     }
+}
+
+/// Whether `host` starts with a host name and a port that ends the word or
+/// starts its path (`db.internal:5432/app`, `db:5432`): after
+/// `user:password@`, a connection string without its scheme. The port is
+/// what tells it from `git@github.com:org/repo` and prose.
+fn host_port(host: &[u8]) -> bool {
+    let name = host.iter().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-').count();
+    if name == 0 || host.get(name) != Some(&b':') {
+        return false;
+    }
+    let port = host[name + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    (2..=5).contains(&port)
+        && host.get(name + 1 + port).is_none_or(|&c| {
+            c.is_ascii_whitespace() || matches!(c, b'/' | b'?' | b'"' | b'\'' | b'`' | b',' | b';' | b')' | b'>')
+        })
 }
 
 /// Whether `key`, a slice of `s`, is an Oracle JDBC driver type after
