@@ -628,6 +628,46 @@ def test_a_kubernetes_secret_has_its_data_masked() -> None:
     assert Redactor(safe_keys=["data"]).redact(secret) == secret
 
 
+def test_a_kubernetes_secret_as_yaml_text_has_its_data_masked() -> None:
+    # `kubectl get secret -o yaml`, a manifest in a log line: every entry
+    # under `data` and `stringData`, whatever its name, and a block value's lines.
+    manifest = (
+        "apiVersion: v1\ndata:\n  tls.key: LS0tLS1CRUdJTg==\n  url: cG9zdGdyZXM6Ly91OnBAaC9k\n"
+        "kind: Secret\nmetadata:\n  name: db\nstringData:\n  conn: Ky1yaml\n  license: |\n    LIC-Ky2\n"
+        "type: Opaque\n"
+    )
+    masked = redact(manifest)
+    for secret in ["LS0tLS1CRUdJTg==", "cG9zdGdyZXM6Ly91OnBAaC9k", "Ky1yaml", "LIC-Ky2"]:
+        assert secret not in masked
+    assert masked == (
+        f"apiVersion: v1\ndata:\n  tls.key: {M}\n  url: {M}\n"
+        f"kind: Secret\nmetadata:\n  name: db\nstringData:\n  conn: {M}\n  license: |\n    {M}\n"
+        "type: Opaque\n"
+    )
+    # `kubectl apply`'s copy of the manifest, as a block or inline.
+    applied = (
+        "apiVersion: v1\ndata:\n  url: Ky5url\nkind: Secret\nmetadata:\n  annotations:\n"
+        "    kubectl.kubernetes.io/last-applied-configuration: |\n"
+        '      {"apiVersion":"v1","data":{"url":"Ky6url"},"kind":"Secret","metadata":{"name":"db"}}\n'
+        "  name: db\n"
+    )
+    assert redact(applied) == (
+        f"apiVersion: v1\ndata:\n  url: {M}\nkind: Secret\nmetadata:\n  annotations:\n"
+        f"    kubectl.kubernetes.io/last-applied-configuration: |\n      {M}\n  name: db\n"
+    )
+    inline = "kind: Secret\nmetadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '{\"data\":{\"u\":\"Ky7\"}}'\n"
+    assert "Ky7" not in redact(inline)
+    # In a stream of documents, only the Secret's; a ConfigMap keeps its data.
+    stream = "kind: ConfigMap\ndata:\n  theme: dark\n---\nkind: Secret\ndata:\n  url: Ky3url\n"
+    assert redact(stream) == f"kind: ConfigMap\ndata:\n  theme: dark\n---\nkind: Secret\ndata:\n  url: {M}\n"
+    # A list item's Secret.
+    listed = "items:\n- apiVersion: v1\n  data:\n    url: Ky4url\n  kind: Secret\n"
+    assert "Ky4url" not in redact(listed)
+    # A secret's name in prose and another kind stay readable.
+    for text in ["kind: Deployment\ndata:\n  replicas: 3\nsecret: none\n", "created secret db; kind: Secret\n"]:
+        assert redact(text) == text
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
@@ -770,11 +810,11 @@ def test_a_connection_string_without_a_scheme_has_its_password_masked(text: str,
         ("DefaultEndpointsProtocol=https;AccountKey=abc+/d==;", f"DefaultEndpointsProtocol=https;AccountKey={M};"),
         ("password=${DB_PASSWORD}", "password=${DB_PASSWORD}"),
         ("password_set: true", "password_set: true"),
-        # Base64 padding is no pair separator: a Kubernetes Secret's data.
+        # Base64 padding is no pair separator.
         ("password: aHVudGVyMg==", f"password: {M}"),
         (
-            "kind: Secret\ndata:\n  password: aHVudGVyMg==\n  user: YWxpY2U=\n",
-            f"kind: Secret\ndata:\n  password: {M}\n  user: YWxpY2U=\n",
+            "kind: ConfigMap\ndata:\n  password: aHVudGVyMg==\n  user: YWxpY2U=\n",
+            f"kind: ConfigMap\ndata:\n  password: {M}\n  user: YWxpY2U=\n",
         ),
         ("Authorization: dXNlcjpwYXNzd29yZA=", f"Authorization: {M}"),
         ("Cookie: sid=abc==; theme=dark", f"Cookie: sid={M}; theme=dark"),

@@ -829,6 +829,7 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
         config_set_spans(s, key_info, spans);
     }
     if wake & NAMES != 0 {
+        k8s_secret_spans(s, spans);
         chpasswd_spans(s, spans);
         htpasswd_spans(s, spans);
         rabbitmqctl_spans(s, spans);
@@ -836,6 +837,100 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
 }
 
 static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpasswd"));
+static KIND: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"kind:"));
+
+/// A Kubernetes Secret written as YAML text (`kubectl get secret -o yaml`,
+/// a manifest): its `data` and `stringData` entries hold only secrets,
+/// under names of any kind (`tls.key`, `url`), so every value under them is
+/// masked, as in the dict and JSON forms, and so is `kubectl apply`'s copy
+/// of the manifest in its `last-applied-configuration` annotation. Each
+/// `---` document holding a `kind: Secret` line is read; in a `List`, its
+/// other items' `data` too.
+fn k8s_secret_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    if KIND.find(s.as_bytes()).is_none() || memchr::memchr(b'\n', s.as_bytes()).is_none() {
+        return;
+    }
+    let mut doc = 0;
+    while doc < s.len() {
+        let end = s[doc..].find("\n---").map_or(s.len(), |n| doc + n + 1);
+        let text = &s[doc..end];
+        if yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret") {
+            k8s_data_spans(text, doc, spans);
+        }
+        doc = end.max(doc + 1);
+    }
+}
+
+/// The lines of YAML text: each line's start, its key's indent (a list
+/// item's `- ` counts as indent), its key and value (`""` for a line with
+/// no `key:`: the key is then the line's text).
+fn yaml_lines(text: &str) -> impl Iterator<Item = (usize, usize, &str, &str)> {
+    let mut at = 0;
+    text.split_inclusive('\n').map(move |raw| {
+        let start = at;
+        at += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let body = line.trim_start_matches([' ', '-']);
+        let indent = line.len() - body.len();
+        match body.split_once(':') {
+            Some((key, value)) if !key.is_empty() && !key.contains(' ') => (start, indent, key, value.trim()),
+            _ => (start, indent, body, ""),
+        }
+    })
+}
+
+fn unquote_yaml(v: &str) -> &str {
+    let v = v.split(" #").next().unwrap_or(v).trim();
+    v.strip_prefix(['"', '\'']).and_then(|r| r.strip_suffix(['"', '\''])).unwrap_or(v)
+}
+
+/// Masks what the `data:`/`stringData:` blocks of `text` (at `base` in the
+/// whole string) hold: each entry's value, and the lines of block values.
+fn k8s_data_spans(text: &str, base: usize, spans: &mut Vec<(usize, usize)>) {
+    let mut block: Option<usize> = None;
+    for (start, indent, key, value) in yaml_lines(text) {
+        let line = text[start..].split(['\n', '\r']).next().unwrap_or("");
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(outer) = block {
+            if indent > outer {
+                let line_start = base + start;
+                match line.find(": ").or_else(|| line.strip_suffix(':').map(|l| l.len())) {
+                    // `name: value`: the value, unless a block follows (`|`, `>`).
+                    Some(colon) if !line[..colon].trim().contains(' ') => {
+                        let v = value.trim();
+                        if !v.is_empty() && !v.starts_with(['|', '>']) {
+                            let v_at = line.len() - line[colon + 1..].trim_start().len();
+                            spans.push((line_start + v_at, line_start + line.trim_end().len()));
+                        }
+                    }
+                    // A block value's line.
+                    _ => {
+                        let lead = line.len() - line.trim_start().len();
+                        spans.push((line_start + lead, line_start + line.trim_end().len()));
+                    }
+                }
+                continue;
+            }
+            block = None;
+        }
+        if (key == "data" || key == "stringData") && value.is_empty() {
+            block = Some(indent);
+        } else if key.ends_with("last-applied-configuration") {
+            // `kubectl apply`'s copy of the manifest, its data included.
+            if value.is_empty() || value.starts_with(['|', '>']) {
+                block = Some(indent);
+            } else {
+                // The key holds no `:`: the line's first one ends it.
+                if let Some(colon) = line.find(':') {
+                    let v_at = line.len() - line[colon + 1..].trim_start().len();
+                    spans.push((base + start + v_at, base + start + line.trim_end().len()));
+                }
+            }
+        }
+    }
+}
 
 /// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
 /// (`echo "bob:pw" | chpasswd`) or given as a here-string (`chpasswd <<<
