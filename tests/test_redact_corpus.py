@@ -716,6 +716,16 @@ REAL_WORLD = [
         ["mysql_native_password"],
     ),
     Case("SQL WITH PASSWORD", {"sql": "CREATE ROLE r WITH ENCRYPTED PASSWORD 'Sl4pass'"}, ["Sl4pass"]),
+    # PostgreSQL: the password after the role's name and options, `WITH` or not.
+    Case(
+        "SQL role options then PASSWORD",
+        {
+            "log": "ALTER USER app PASSWORD 'Pg1pass'; ALTER ROLE app WITH LOGIN PASSWORD 'Pg2pass' VALID UNTIL 'infinity';\n"
+            "CREATE ROLE \"App\" LOGIN ENCRYPTED PASSWORD 'Pg3pass'"
+        },
+        ["Pg1pass", "Pg2pass", "Pg3pass"],
+        ["ALTER USER app PASSWORD '", "VALID UNTIL 'infinity'", "LOGIN ENCRYPTED PASSWORD '"],
+    ),
     Case("SQL SET PASSWORD", {"sql": "SET PASSWORD FOR u = PASSWORD('Sl5pass')"}, ["Sl5pass"]),
     Case(
         "SQL IDENTIFIED BY VALUES (Oracle hash)",
@@ -1130,6 +1140,7 @@ LOOKALIKES = [
     'var passwordPolicy string = "strict"\nvar maxTokens string = "12"',
     'the token string = "abc" in the docs',
     'password <- Sys.getenv("DB_PASSWORD")',
+    "ALTER USER bob PASSWORD NULL; the password 'policy' changed",
     # Vendor prefixes on names, and a snake_case name where a token would stand.
     "nfp_configuration_for_the_site_builder_x; tskey-auth is set; rubygems_api_key; pcsk_ prefix",
     "squ_ and sbp_ tokens are rotated; CCIPAT_ tokens expire",
