@@ -725,6 +725,8 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
         (["redis-cli", "-h", "r", "-a", "pw6"], ["redis-cli", "-h", "r", "-a", M]),
         (["ldapsearch", "-D", "cn=admin", "-w", "pw7"], ["ldapsearch", "-D", "cn=admin", "-w", M]),
         (["smbclient", "//h/s", "-U", "bob%pw8"], ["smbclient", "//h/s", "-U", f"bob%{M}"]),
+        (["docker", "login", "-u", "bob", "-p", "pw9", "reg"], ["docker", "login", "-u", "bob", "-p", M, "reg"]),
+        (["az", "login", "-u", "bob", "-p", "pw10"], ["az", "login", "-u", "bob", "-p", M]),
     ]
     for argv, masked in cases:
         assert redact_dict({"argv": argv}) == {"argv": masked}, argv
@@ -740,6 +742,7 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
         ["curl", "-u", "bob", "https://h/"],
         ["mkdir", "-p", "/tmp/x"],
         ["sshpass", "-p", "$SSHPASS", "ssh", "h"],
+        ["docker", "run", "-p", "8080:80", "--name", "login", "img"],
     ]
     for argv in plain:
         assert redact_dict({"argv": argv}) == {"argv": argv}, argv

@@ -119,7 +119,13 @@ fn command_flags(name: &str) -> &'static [(&'static str, Takes)] {
 pub struct ArgList {
     pending: Option<Takes>,
     flags: &'static [(&'static str, Takes)],
+    /// The command seen last has a `login` subcommand whose `-p` is the
+    /// password (`docker login -p`; `docker run -p` is a port).
+    logs_in: bool,
 }
+
+/// A `login` subcommand's flags (see [`ArgList`]).
+const LOGIN_FLAGS: &[(&str, Takes)] = &[("-p", Takes::Next)];
 
 impl ArgList {
     /// Notes an item that is not text: no flag's value.
@@ -164,9 +170,19 @@ impl ArgList {
         if text.len() <= 64 {
             let name = text.rsplit(['/', '\\']).next().unwrap_or(text);
             let name = name.strip_suffix(".exe").unwrap_or(name);
-            let flags = command_flags(name);
-            if !flags.is_empty() {
-                self.flags = flags;
+            match name {
+                "login" if self.logs_in => self.flags = LOGIN_FLAGS,
+                "docker" | "podman" | "nerdctl" | "buildah" | "skopeo" | "helm" | "az" | "oc" | "cf" => {
+                    self.flags = &[];
+                    self.logs_in = true;
+                }
+                _ => {
+                    let flags = command_flags(name);
+                    if !flags.is_empty() {
+                        self.flags = flags;
+                        self.logs_in = false;
+                    }
+                }
             }
         }
         ArgItem::Plain
