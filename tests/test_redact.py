@@ -727,6 +727,10 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
         (["smbclient", "//h/s", "-U", "bob%pw8"], ["smbclient", "//h/s", "-U", f"bob%{M}"]),
         (["docker", "login", "-u", "bob", "-p", "pw9", "reg"], ["docker", "login", "-u", "bob", "-p", M, "reg"]),
         (["az", "login", "-u", "bob", "-p", "pw10"], ["az", "login", "-u", "bob", "-p", M]),
+        (
+            ["kubectl", "create", "secret", "generic", "x", "--from-literal=url=pw11", "--from-literal", "k=pw12"],
+            ["kubectl", "create", "secret", "generic", "x", f"--from-literal=url={M}", "--from-literal", f"k={M}"],
+        ),
     ]
     for argv, masked in cases:
         assert redact_dict({"argv": argv}) == {"argv": masked}, argv
@@ -743,6 +747,7 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
         ["mkdir", "-p", "/tmp/x"],
         ["sshpass", "-p", "$SSHPASS", "ssh", "h"],
         ["docker", "run", "-p", "8080:80", "--name", "login", "img"],
+        ["kubectl", "create", "configmap", "ui", "--from-literal=theme=dark"],
     ]
     for argv in plain:
         assert redact_dict({"argv": argv}) == {"argv": argv}, argv

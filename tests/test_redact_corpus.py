@@ -586,6 +586,16 @@ REAL_WORLD = [
     Case("mysql -p glued", {"cmd": "mysql -u root -pMy1pass app"}, ["My1pass"], ["mysql -u root -p", " app"]),
     Case("mysqldump -p glued", {"cmd": "mysqldump -pMy2pass --all-databases"}, ["My2pass"], ["--all-databases"]),
     Case("sshpass -p", {"cmd": "sshpass -p Sp1pass ssh deploy@h"}, ["Sp1pass"], ["ssh deploy@h"]),
+    # A Secret's literals, whatever their names; the name stays.
+    Case(
+        "kubectl create secret --from-literal",
+        {
+            "cmd": "kubectl create secret generic db --from-literal=url=Kl1url --from-literal 'conn=Kl2 conn' "
+            '--from-literal="user=Kl3user" -n prod'
+        },
+        ["Kl1url", "Kl2", "Kl3user"],
+        ["--from-literal=url=", "'conn=", '"user=', "-n prod"],
+    ),
     Case("docker login -p", {"cmd": "docker login -u bot -p Dl1pass ghcr.io"}, ["Dl1pass"], ["-u bot", "ghcr.io"]),
     Case("redis-cli -a", {"cmd": "redis-cli -h cache -a Rc1pass ping"}, ["Rc1pass"], ["-h cache", "ping"]),
     Case("curl -u", {"cmd": "curl -u admin:Cu1pass https://h/api"}, ["Cu1pass"], ["curl -u admin:", "https://h/api"]),
@@ -1141,6 +1151,7 @@ LOOKALIKES = [
     'the token string = "abc" in the docs',
     'password <- Sys.getenv("DB_PASSWORD")',
     "ALTER USER bob PASSWORD NULL; the password 'policy' changed",
+    "kubectl create configmap ui --from-literal=theme=dark --from-literal=url=https://h/",
     # Vendor prefixes on names, and a snake_case name where a token would stand.
     "nfp_configuration_for_the_site_builder_x; tskey-auth is set; rubygems_api_key; pcsk_ prefix",
     "squ_ and sbp_ tokens are rotated; CCIPAT_ tokens expire",

@@ -833,6 +833,7 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & NAMES != 0 {
         k8s_secret_spans(s, spans);
+        secret_literal_spans(s, spans);
         chpasswd_spans(s, spans);
         htpasswd_spans(s, spans);
         rabbitmqctl_spans(s, spans);
@@ -861,6 +862,47 @@ fn k8s_secret_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             k8s_data_spans(text, doc, spans);
         }
         doc = end.max(doc + 1);
+    }
+}
+
+static FROM_LITERAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"--from-literal"));
+
+/// The values of `kubectl create secret ... --from-literal=name=value` (and
+/// `oc`'s): a Secret's literals are secrets whatever their names (`url`,
+/// `conn`). A ConfigMap's line names no `secret`, and keeps them.
+fn secret_literal_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in FROM_LITERAL.find_iter(b) {
+        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        if find_ascii_ci(&s[line_start..at], "secret").is_none() {
+            continue;
+        }
+        let mut i = at + b"--from-literal".len();
+        let blanks = b[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        match b.get(i) {
+            Some(b'=') => i += 1,
+            _ if blanks > 0 => i += blanks,
+            _ => continue,
+        }
+        let quote = match b.get(i) {
+            Some(&q @ (b'\'' | b'"')) => {
+                i += 1;
+                Some(q)
+            }
+            _ => None,
+        };
+        let word_end = |from: usize, q: Option<u8>| {
+            b[from..]
+                .iter()
+                .position(|&c| c == b'\n' || q.map_or(c.is_ascii_whitespace(), |q| c == q))
+                .map_or(b.len(), |n| from + n)
+        };
+        let end = word_end(i, quote);
+        if let Some(eq) = b[i..end].iter().position(|&c| c == b'=') {
+            if i + eq + 1 < end {
+                spans.push((i + eq + 1, end));
+            }
+        }
     }
 }
 

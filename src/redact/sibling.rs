@@ -86,6 +86,8 @@ enum Takes {
     NextAfter(u8),
     /// The secret is glued to the flag (`mysql -ppw`).
     Glued,
+    /// The flag is glued to `name<sep>secret` (`--from-literal=name=pw`).
+    GluedAfter(u8),
 }
 
 /// The short flags a command's name makes secret, where the flag means a
@@ -122,10 +124,16 @@ pub struct ArgList {
     /// The command seen last has a `login` subcommand whose `-p` is the
     /// password (`docker login -p`; `docker run -p` is a port).
     logs_in: bool,
+    /// The command seen last is `kubectl` or `oc`: after `create secret`,
+    /// every `--from-literal` value is a secret, whatever its name.
+    kube: bool,
 }
 
 /// A `login` subcommand's flags (see [`ArgList`]).
 const LOGIN_FLAGS: &[(&str, Takes)] = &[("-p", Takes::Next)];
+/// `kubectl create secret`'s literals.
+const LITERAL_FLAGS: &[(&str, Takes)] =
+    &[("--from-literal", Takes::NextAfter(b'=')), ("--from-literal=", Takes::GluedAfter(b'='))];
 
 impl ArgList {
     /// Notes an item that is not text: no flag's value.
@@ -156,6 +164,12 @@ impl ArgList {
                             return ArgItem::SecretFrom(flag.len());
                         }
                     }
+                } else if let Takes::GluedAfter(sep) = takes {
+                    if let Some(rest) = text.strip_prefix(flag) {
+                        if let Some(at) = rest.bytes().position(|b| b == sep).filter(|&at| at + 1 < rest.len()) {
+                            return ArgItem::SecretFrom(flag.len() + at + 1);
+                        }
+                    }
                 } else if text == flag {
                     self.pending = Some(takes);
                     return ArgItem::Plain;
@@ -172,15 +186,23 @@ impl ArgList {
             let name = name.strip_suffix(".exe").unwrap_or(name);
             match name {
                 "login" if self.logs_in => self.flags = LOGIN_FLAGS,
+                "secret" if self.kube => self.flags = LITERAL_FLAGS,
                 "docker" | "podman" | "nerdctl" | "buildah" | "skopeo" | "helm" | "az" | "oc" | "cf" => {
                     self.flags = &[];
                     self.logs_in = true;
+                    self.kube = name == "oc";
+                }
+                "kubectl" => {
+                    self.flags = &[];
+                    self.logs_in = false;
+                    self.kube = true;
                 }
                 _ => {
                     let flags = command_flags(name);
                     if !flags.is_empty() {
                         self.flags = flags;
                         self.logs_in = false;
+                        self.kube = false;
                     }
                 }
             }
