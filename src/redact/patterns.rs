@@ -458,8 +458,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+(?:(?P<bq>'(?:[^'\\\n]|\\.|'')*')|(?P<bare>[^\s'";,()]+))"#,
             r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?"#,
             // PostgreSQL's `CREATE ROLE app WITH LOGIN PASSWORD '...'`, options
-            // before the password, within the statement.
-            r#"|(?:create|alter)\s+(?:user|role)\s+(?:"[^"\n]*"|[^\s;'"]+)(?:\s+[^;'"\n]{1,200}?)??\s+password\s+)"#,
+            // before the password, within the statement (unbounded: a bounded
+            // repeat of a Unicode class compiles to that many copies of it).
+            r#"|(?:create|alter)\s+(?:user|role)\s+(?:"[^"\n]*"|[^\s;'"]+)(?:\s+[^;'"\n]*?)??\s+password\s+)"#,
             r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
         ))
         .ok()?,
