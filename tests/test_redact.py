@@ -655,7 +655,10 @@ def test_a_kubernetes_secret_as_yaml_text_has_its_data_masked() -> None:
         f"apiVersion: v1\ndata:\n  url: {M}\nkind: Secret\nmetadata:\n  annotations:\n"
         f"    kubectl.kubernetes.io/last-applied-configuration: |\n      {M}\n  name: db\n"
     )
-    inline = "kind: Secret\nmetadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '{\"data\":{\"u\":\"Ky7\"}}'\n"
+    inline = (
+        "kind: Secret\nmetadata:\n  annotations:\n"
+        '    kubectl.kubernetes.io/last-applied-configuration: \'{"data":{"u":"Ky7"}}\'\n'
+    )
     assert "Ky7" not in redact(inline)
     # In a stream of documents, only the Secret's; a ConfigMap keeps its data.
     stream = "kind: ConfigMap\ndata:\n  theme: dark\n---\nkind: Secret\ndata:\n  url: Ky3url\n"

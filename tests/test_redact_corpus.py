@@ -730,7 +730,8 @@ REAL_WORLD = [
     Case(
         "SQL role options then PASSWORD",
         {
-            "log": "ALTER USER app PASSWORD 'Pg1pass'; ALTER ROLE app WITH LOGIN PASSWORD 'Pg2pass' VALID UNTIL 'infinity';\n"
+            "log": "ALTER USER app PASSWORD 'Pg1pass';\n"
+            "ALTER ROLE app WITH LOGIN PASSWORD 'Pg2pass' VALID UNTIL 'infinity';\n"
             "CREATE ROLE \"App\" LOGIN ENCRYPTED PASSWORD 'Pg3pass'"
         },
         ["Pg1pass", "Pg2pass", "Pg3pass"],
