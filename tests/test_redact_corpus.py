@@ -642,6 +642,13 @@ REAL_WORLD = [
         ["Ec1pass"],
         ["docker login -u bot --password-stdin ghcr.io"],
     ),
+    # The command ends its line, or another command follows it.
+    Case(
+        "echo into --password-stdin, the command ending its line",
+        {"sh": "echo Ec4pass | docker login -u bot --password-stdin\nls; echo Ec5pass | sudo -S; ls"},
+        ["Ec4pass", "Ec5pass"],
+        ["--password-stdin", "sudo -S; ls"],
+    ),
     Case("echo into sudo -S", {"cmd": "echo Ec2pass | sudo -S systemctl restart app"}, ["Ec2pass"], ["systemctl"]),
     Case(
         "echo into gpg --passphrase-fd 0",
