@@ -301,6 +301,12 @@ REAL_WORLD = [
         ["gh secret set NAME", "wrangler secret put API_KEY", "versions add db"],
     ),
     Case(
+        "a token echoed into gh auth login",
+        {"sh": "echo Gt1tok | gh auth login --with-token; gh auth status"},
+        ["Gt1tok"],
+        ["| gh auth login --with-token; gh auth status"],
+    ),
+    Case(
         "SSM parameter put with its value",
         {
             "sh": "aws ssm put-parameter --name /app/db --value Sp1val --type SecureString\n"

@@ -410,6 +410,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
         // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`,
+        // `gh auth login --with-token`,
         // `gh secret set N`),
         // `gh secret set N --body x`, `az keyvault secret set ... --value x`,
         // `aws ssm put-parameter ... --value x`.
@@ -446,7 +447,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             // command ends at a blank, the line's end or the next command.
             // Or into one that stores it: `gh secret set N`, `wrangler secret
             // put N`, `docker secret create N -`, `gcloud secrets ... --data-file=-`.
-            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|[\r\n;&|)]|$)"#,
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--with-token|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|[\r\n;&|)]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
