@@ -306,6 +306,17 @@ REAL_WORLD = [
         ["Gt1tok"],
         ["| gh auth login --with-token; gh auth status"],
     ),
+    # Every value a `secrets set` stores, whatever its name; the names stay.
+    Case(
+        "secrets set NAME=value pairs",
+        {
+            "fly": "fly secrets set DB_URL=Fs1url API_HOST=Fs2host --app web; echo done=1",
+            "quoted": 'flyctl secrets set "A=Fs3 b" -a web',
+            "doppler": "doppler secrets set KEY=Fs4key",
+        },
+        ["Fs1url", "Fs2host", "Fs3", "Fs4key"],
+        ["fly secrets set DB_URL=", " API_HOST=", "--app web; echo done=1", "-a web", "KEY="],
+    ),
     Case(
         "SSM parameter put with its value",
         {
@@ -1166,6 +1177,7 @@ LOOKALIKES = [
     'password <- Sys.getenv("DB_PASSWORD")',
     "ALTER USER bob PASSWORD NULL; the password 'policy' changed",
     "kubectl create configmap ui --from-literal=theme=dark --from-literal=url=https://h/",
+    "fly secrets list; fly secrets set --help",
     # Vendor prefixes on names, and a snake_case name where a token would stand.
     "nfp_configuration_for_the_site_builder_x; tskey-auth is set; rubygems_api_key; pcsk_ prefix",
     "squ_ and sbp_ tokens are rotated; CCIPAT_ tokens expire",

@@ -837,6 +837,7 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     if wake & NAMES != 0 {
         k8s_secret_spans(s, spans);
         secret_literal_spans(s, spans);
+        secrets_set_spans(s, spans);
         chpasswd_spans(s, spans);
         htpasswd_spans(s, spans);
         rabbitmqctl_spans(s, spans);
@@ -905,6 +906,43 @@ fn secret_literal_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             if i + eq + 1 < end {
                 spans.push((i + eq + 1, end));
             }
+        }
+    }
+}
+
+static SECRETS_SET: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"secrets set"));
+
+/// The values of `fly secrets set NAME=value NAME2=value2` (Doppler's,
+/// Infisical's `secrets set` too): every value the command stores is a
+/// secret, whatever its name; the names stay. Read up to the command's end.
+fn secrets_set_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in SECRETS_SET.find_iter(b) {
+        let from = at + b"secrets set".len();
+        let end = b[from..].iter().position(|&c| matches!(c, b'\n' | b';' | b'&' | b'|')).map_or(b.len(), |n| from + n);
+        let mut i = from;
+        while i < end {
+            let blanks = b[i..end].iter().take_while(|c| c.is_ascii_whitespace()).count();
+            i += blanks;
+            let quote = match b.get(i) {
+                Some(&q @ (b'\'' | b'"')) if i < end => Some(q),
+                _ => None,
+            };
+            let word_end = match quote {
+                Some(q) => b[i + 1..end].iter().position(|&c| c == q).map_or(end, |n| i + 1 + n + 1),
+                None => b[i..end].iter().position(u8::is_ascii_whitespace).map_or(end, |n| i + n),
+            };
+            let word = &b[i..word_end];
+            // `NAME=value` (or `"NAME=value"`); a flag (`--app x`) is not one.
+            if !word.starts_with(b"-") {
+                if let Some(eq) = word.iter().position(|&c| c == b'=') {
+                    let v_end = if quote.is_some() { word_end - 1 } else { word_end };
+                    if i + eq + 1 < v_end {
+                        spans.push((i + eq + 1, v_end));
+                    }
+                }
+            }
+            i = word_end.max(i + 1);
         }
     }
 }
