@@ -169,6 +169,18 @@ REAL_WORLD = [
         ["'--host', 'db'", "exit status 1"],
     ),
     Case("argv as JSON text", {"log": 'argv=["app", "--api-key", "ak7k"] done'}, ["ak7k"], ["--api-key", "done"]),
+    # The same text for flags that only their command makes secret.
+    Case(
+        "subprocess.CalledProcessError, a command's short flag",
+        {
+            "sshpass": "Command '['sshpass', '-p', 'Cp1pw', 'ssh', 'h']' returned non-zero exit status 1.",
+            "mysql": "Command '['mysql', '-u', 'root', '-pCp2pw']' returned non-zero exit status 1.",
+            "docker": 'argv=["docker", "login", "-u", "bob", "-p", "Cp3pw"]',
+            "port": "Command '['docker', 'run', '-p', '8080:80', 'img']' returned non-zero exit status 125.",
+        },
+        ["Cp1pw", "Cp2pw", "Cp3pw"],
+        ["'ssh', 'h']'", "'-u', 'root', '-p", "'-p', '8080:80'", "exit status 1."],
+    ),
     # Token formats (gitleaks / trufflehog rules), alone and inside text.
     *(
         Case(f"token {token[:9]}", {"out": f"using {token} now"}, [token], ["using ", " now"])

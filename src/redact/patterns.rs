@@ -769,16 +769,13 @@ fn scan_shapes(
     // Most commands have no hint of their own (a pair bit each, of the
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
-        let mut read = (0, 0);
-        for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
-                if let Some(v) = c.name(group) {
-                    push_word(v.start(), v.as_str(), spans);
-                    if group == "arg" {
-                        repeated_flag(s, v.start(), v.end(), &mut read, spans);
-                    }
-                }
-            }
+        cmd_spans(s, sh, spans);
+        // An argument list's text (`['sshpass', '-p', 'pw']`, as a
+        // `CalledProcessError`'s message shows it): read again with each
+        // `', '` between items as blanks of the same length, so the spans
+        // found in that copy are the text's own.
+        if let Some(spaced) = list_items_spaced(s) {
+            cmd_spans(&spaced, sh, spans);
         }
     }
     if wake & FLAG != 0 {
@@ -1016,6 +1013,39 @@ fn k8s_data_spans(text: &str, base: usize, spans: &mut Vec<(usize, usize)>) {
             }
         }
     }
+}
+
+/// The command lines' spans (see `Shapes::cmd`).
+fn cmd_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
+    let mut read = (0, 0);
+    for c in sh.cmd.captures_iter(s) {
+        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
+            if let Some(v) = c.name(group) {
+                push_word(v.start(), v.as_str(), spans);
+                if group == "arg" {
+                    repeated_flag(s, v.start(), v.end(), &mut read, spans);
+                }
+            }
+        }
+    }
+}
+
+static ITEM_SEP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"', '"));
+static ITEM_SEP_DQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\", \""));
+
+/// `s` with the separators of a list's text (`', '`, `", "`) turned into
+/// as many blanks, or `None` when it holds none. The bytes replaced are
+/// ASCII, so every offset stays a char boundary of `s` too.
+fn list_items_spaced(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if ITEM_SEP.find(b).is_none() && ITEM_SEP_DQ.find(b).is_none() {
+        return None;
+    }
+    let mut out = b.to_vec();
+    for at in ITEM_SEP.find_iter(b).chain(ITEM_SEP_DQ.find_iter(b)) {
+        out[at..at + 4].fill(b' ');
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
