@@ -628,6 +628,49 @@ def test_a_kubernetes_secret_has_its_data_masked() -> None:
     assert Redactor(safe_keys=["data"]).redact(secret) == secret
 
 
+def test_a_kubernetes_secret_as_yaml_text_has_its_data_masked() -> None:
+    # `kubectl get secret -o yaml`, a manifest in a log line: every entry
+    # under `data` and `stringData`, whatever its name, and a block value's lines.
+    manifest = (
+        "apiVersion: v1\ndata:\n  tls.key: LS0tLS1CRUdJTg==\n  url: cG9zdGdyZXM6Ly91OnBAaC9k\n"
+        "kind: Secret\nmetadata:\n  name: db\nstringData:\n  conn: Ky1yaml\n  license: |\n    LIC-Ky2\n"
+        "type: Opaque\n"
+    )
+    masked = redact(manifest)
+    for secret in ["LS0tLS1CRUdJTg==", "cG9zdGdyZXM6Ly91OnBAaC9k", "Ky1yaml", "LIC-Ky2"]:
+        assert secret not in masked
+    assert masked == (
+        f"apiVersion: v1\ndata:\n  tls.key: {M}\n  url: {M}\n"
+        f"kind: Secret\nmetadata:\n  name: db\nstringData:\n  conn: {M}\n  license: |\n    {M}\n"
+        "type: Opaque\n"
+    )
+    # `kubectl apply`'s copy of the manifest, as a block or inline.
+    applied = (
+        "apiVersion: v1\ndata:\n  url: Ky5url\nkind: Secret\nmetadata:\n  annotations:\n"
+        "    kubectl.kubernetes.io/last-applied-configuration: |\n"
+        '      {"apiVersion":"v1","data":{"url":"Ky6url"},"kind":"Secret","metadata":{"name":"db"}}\n'
+        "  name: db\n"
+    )
+    assert redact(applied) == (
+        f"apiVersion: v1\ndata:\n  url: {M}\nkind: Secret\nmetadata:\n  annotations:\n"
+        f"    kubectl.kubernetes.io/last-applied-configuration: |\n      {M}\n  name: db\n"
+    )
+    inline = (
+        "kind: Secret\nmetadata:\n  annotations:\n"
+        '    kubectl.kubernetes.io/last-applied-configuration: \'{"data":{"u":"Ky7"}}\'\n'
+    )
+    assert "Ky7" not in redact(inline)
+    # In a stream of documents, only the Secret's; a ConfigMap keeps its data.
+    stream = "kind: ConfigMap\ndata:\n  theme: dark\n---\nkind: Secret\ndata:\n  url: Ky3url\n"
+    assert redact(stream) == f"kind: ConfigMap\ndata:\n  theme: dark\n---\nkind: Secret\ndata:\n  url: {M}\n"
+    # A list item's Secret.
+    listed = "items:\n- apiVersion: v1\n  data:\n    url: Ky4url\n  kind: Secret\n"
+    assert "Ky4url" not in redact(listed)
+    # A secret's name in prose and another kind stay readable.
+    for text in ["kind: Deployment\ndata:\n  replicas: 3\nsecret: none\n", "created secret db; kind: Secret\n"]:
+        assert redact(text) == text
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
@@ -672,9 +715,45 @@ def test_an_argument_list_has_the_value_after_a_secret_flag_masked() -> None:
     # A flag without a value, a placeholder, a non-secret flag and where a secret is kept stay.
     plain = ["app", "--password", "--verbose", "--token", "$TOKEN", "--max-tokens", "100", "--password-file", "/run/pw"]
     assert redact_dict({"argv": plain}) == {"argv": plain}
-    # A flag that only its command makes secret is a limit, as documented.
-    short = ["sshpass", "-p", "pw3", "ssh", "h"]
-    assert redact_dict({"argv": short}) == {"argv": short}
+
+
+def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> None:
+    # The command, named anywhere in the list (by its path too), says which
+    # short flags carry a secret; `-p 8080` elsewhere is a port.
+    cases = [
+        (["sshpass", "-p", "pw3", "ssh", "h"], ["sshpass", "-p", M, "ssh", "h"]),
+        (["mysql", "-u", "root", "-pSecret", "db"], ["mysql", "-u", "root", f"-p{M}", "db"]),
+        (["/usr/bin/curl", "-u", "user:pw4", "https://h/"], ["/usr/bin/curl", "-u", f"user:{M}", "https://h/"]),
+        (["docker", "exec", "db", "mysqldump", "-ppw5"], ["docker", "exec", "db", "mysqldump", f"-p{M}"]),
+        (["redis-cli", "-h", "r", "-a", "pw6"], ["redis-cli", "-h", "r", "-a", M]),
+        (["ldapsearch", "-D", "cn=admin", "-w", "pw7"], ["ldapsearch", "-D", "cn=admin", "-w", M]),
+        (["smbclient", "//h/s", "-U", "bob%pw8"], ["smbclient", "//h/s", "-U", f"bob%{M}"]),
+        (["docker", "login", "-u", "bob", "-p", "pw9", "reg"], ["docker", "login", "-u", "bob", "-p", M, "reg"]),
+        (["az", "login", "-u", "bob", "-p", "pw10"], ["az", "login", "-u", "bob", "-p", M]),
+        (
+            ["kubectl", "create", "secret", "generic", "x", "--from-literal=url=pw11", "--from-literal", "k=pw12"],
+            ["kubectl", "create", "secret", "generic", "x", f"--from-literal=url={M}", "--from-literal", f"k={M}"],
+        ),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"argv": tuple(argv)}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Ports, a prompt for the password, a user without one and unknown commands stay.
+    plain = [
+        ["docker", "run", "-p", "8080:80", "img"],
+        ["ssh", "-p", "2222", "host"],
+        ["mysql", "-h", "db", "-P", "3306", "-p", "appdb"],
+        ["curl", "-u", "bob", "https://h/"],
+        ["mkdir", "-p", "/tmp/x"],
+        ["sshpass", "-p", "$SSHPASS", "ssh", "h"],
+        ["docker", "run", "-p", "8080:80", "--name", "login", "img"],
+        ["kubectl", "create", "configmap", "ui", "--from-literal=theme=dark"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
 
 
 # --- value shapes ---------------------------------------------------------------------
@@ -710,6 +789,25 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("connect to admin:Sl1pw@db.internal:5432/app", f"connect to admin:{M}@db.internal:5432/app"),
+        ("DATABASE=app:Sl2pw@db:5432", f"DATABASE=app:{M}@db:5432"),
+        ("redis :Sl3pw@cache:6379 down", f"redis :{M}@cache:6379 down"),
+        ('addr "u:p@ss@10.0.0.5:3306/x"', f'addr "u:{M}@10.0.0.5:3306/x"'),
+        # No port, a path, an address or a URL's authority are other things.
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("ssh deploy@host:/srv/app", "ssh deploy@host:/srv/app"),
+        ("ratio a:b@c in prose", "ratio a:b@c in prose"),
+        ("mail bob@example.com:25 at 12:30", "mail bob@example.com:25 at 12:30"),
+        ("postgres://u:p@h:5432/db", f"postgres://u:{M}@h:5432/db"),
+    ],
+)
+def test_a_connection_string_without_a_scheme_has_its_password_masked(text: str, expected: str) -> None:
+    assert redact({"msg": text}) == {"msg": expected}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("Cookie: sessionid=abc; csrftoken=def; theme=dark", f"Cookie: sessionid={M}; csrftoken={M}; theme=dark"),  # 24
         ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: Basic {M}"),
         ("Authorization: Bearer ", "Authorization: Bearer "),
@@ -723,11 +821,11 @@ def test_credentials_in_urls_mask_only_the_secret(text: str, expected: str) -> N
         ("DefaultEndpointsProtocol=https;AccountKey=abc+/d==;", f"DefaultEndpointsProtocol=https;AccountKey={M};"),
         ("password=${DB_PASSWORD}", "password=${DB_PASSWORD}"),
         ("password_set: true", "password_set: true"),
-        # Base64 padding is no pair separator: a Kubernetes Secret's data.
+        # Base64 padding is no pair separator.
         ("password: aHVudGVyMg==", f"password: {M}"),
         (
-            "kind: Secret\ndata:\n  password: aHVudGVyMg==\n  user: YWxpY2U=\n",
-            f"kind: Secret\ndata:\n  password: {M}\n  user: YWxpY2U=\n",
+            "kind: ConfigMap\ndata:\n  password: aHVudGVyMg==\n  user: YWxpY2U=\n",
+            f"kind: ConfigMap\ndata:\n  password: {M}\n  user: YWxpY2U=\n",
         ),
         ("Authorization: dXNlcjpwYXNzd29yZA=", f"Authorization: {M}"),
         ("Cookie: sid=abc==; theme=dark", f"Cookie: sid={M}; theme=dark"),

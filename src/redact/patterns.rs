@@ -146,6 +146,20 @@ const HINTS: &[(&str, u32)] = &[
     ("figd_", TOKENS),
     ("1//0", TOKENS),
     ("sb_secret_", TOKENS),
+    ("nfp_", TOKENS),
+    ("bkua_", TOKENS),
+    ("ccip", TOKENS),
+    ("tskey-", TOKENS),
+    ("pcsk_", TOKENS),
+    ("pscale_tkn_", TOKENS),
+    ("pscale_pw_", TOKENS),
+    ("pscale_oauth_", TOKENS),
+    ("rubygems_", TOKENS),
+    ("clojars_", TOKENS),
+    ("sgp_", TOKENS),
+    ("squ_", TOKENS),
+    ("sbp_", TOKENS),
+    ("cfpat-", TOKENS),
     ("hooks.slack.com", HOOK),
     ("--", FLAG),
     (" -", FLAG),
@@ -277,6 +291,21 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|packagist_[ou][ru]t_[a-f0-9]{68}(?-u:\b)",
             r"|api_org_[A-Za-z]{34}(?-u:\b)",
             r"|sb_secret_[A-Za-z0-9_\-]{20,}",
+            // Netlify (see [`is_token`]), Buildkite, CircleCI (personal and
+            // project tokens), Tailscale, Pinecone, PlanetScale, RubyGems,
+            // Clojars, Sourcegraph, SonarQube, Supabase and Contentful.
+            r"|nfp_[A-Za-z0-9_]{36,64}(?-u:\b)",
+            r"|bkua_[a-f0-9]{40}(?-u:\b)",
+            r"|CCIP(?:AT|RJ)_[A-Za-z0-9]{16,32}_[a-f0-9]{40}(?-u:\b)",
+            r"|tskey-(?:auth|api|client|scim|webhook)-[A-Za-z0-9]{6,}-[A-Za-z0-9]{16,}",
+            r"|pcsk_[A-Za-z0-9]{4,12}_[A-Za-z0-9]{40,}",
+            r"|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_=.\-]{32,64}",
+            r"|rubygems_[a-f0-9]{48}(?-u:\b)",
+            r"|CLOJARS_[a-z0-9]{60}(?-u:\b)",
+            r"|sgp_(?:[a-f0-9]{16}_|local_)?[a-f0-9]{40}(?-u:\b)",
+            r"|squ_[a-f0-9]{40}(?-u:\b)",
+            r"|sbp_[a-f0-9]{40}(?-u:\b)",
+            r"|CFPAT-[A-Za-z0-9_\-]{43}(?-u:\b)",
             r"|NRII-[A-Za-z0-9\-]{32}",
             r"|access-(?:sandbox|development|production)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             r"|access_token\$production\$[0-9a-z]{16}\$[0-9a-f]{32}",
@@ -381,6 +410,7 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         // `ipmitool -P x`, `mosquitto_pub -P x`,
         // `curl -u user:x`, `smbclient -U user%x`, `sqlplus user/x@db`,
         // `echo x | docker login --password-stdin` (`sudo -S`, `gpg --passphrase-fd 0`,
+        // `gh auth login --with-token`,
         // `gh secret set N`),
         // `gh secret set N --body x`, `az keyvault secret set ... --value x`,
         // `aws ssm put-parameter ... --value x`.
@@ -413,10 +443,11 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)??[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
-            // A password echoed into a command that reads it from stdin.
+            // A password echoed into a command that reads it from stdin; the
+            // command ends at a blank, the line's end or the next command.
             // Or into one that stores it: `gh secret set N`, `wrangler secret
             // put N`, `docker secret create N -`, `gcloud secrets ... --data-file=-`.
-            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|$)"#,
+            r#"|echo(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>"[^"\n]*"|'[^'\n]*'|[^\s"'|;&$][^\s"'|;&]*)[ \t]*\|[ \t]*(?:[^\n|;&]*?[ \t](?:--password-stdin|--with-token|--passphrase-fd[ \t=]*0|--data-file[ \t=]*-)|(?:[^\n|;&]*?[ \t])?secrets?[ \t]+(?:set|put|create|add)|sudo(?:[ \t][^\n|;&]*?)?[ \t]-[A-Za-z]*S)(?:[ \t]|[\r\n;&|)]|$)"#,
             r#")"#
         ).replace(r"[ \t]", blank_class!()))
         .ok()?,
@@ -427,7 +458,11 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
         sql: Regex::new(concat!(
             r#"(?i)(?-u:\b)(?:"#,
             r#"(?:create|alter)\s+(?:user|role|login)\s+\S+\s+identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+(?:(?P<bq>'(?:[^'\\\n]|\\.|'')*')|(?P<bare>[^\s'";,()]+))"#,
-            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?)"#,
+            r#"|(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+(?:password|values))?\s+|with\s+(?:(?:un)?encrypted\s+)?password\s+|password\s*\(\s*|set\s+password(?:\s+for\s+\S+)?\s*=\s*(?:password\s*\(\s*)?"#,
+            // PostgreSQL's `CREATE ROLE app WITH LOGIN PASSWORD '...'`, options
+            // before the password, within the statement (unbounded: a bounded
+            // repeat of a Unicode class compiles to that many copies of it).
+            r#"|(?:create|alter)\s+(?:user|role)\s+(?:"[^"\n]*"|[^\s;'"]+)(?:\s+[^;'"\n]*?)??\s+password\s+)"#,
             r#"(?P<quoted>'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"))"#
         ))
         .ok()?,
@@ -438,19 +473,20 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
 /// folded) chosen from each hint, one another hint chose already or else
 /// the least common in ordinary text; a pair no hint needs in the end is
 /// dropped. A string in which no chosen pair
-/// occurs cannot hold any hint, so the automaton is skipped. Pair `k` is
-/// bit `k`: `first[x] & second[y]` has it exactly when `x`, `y` are its
-/// bytes in either case, so each pair of adjacent bytes costs two table
+/// occurs cannot hold any hint, so the automaton is skipped. The pairs
+/// that begin with the `k`th first byte are bit `k`: `first[x] & second[y]`
+/// has it exactly when `x`, `y` are one of them in either case, so each pair of adjacent bytes costs two table
 /// loads and no branch. Three more bits ride along: [`SEP_BIT`],
 /// [`DIGITS_BIT`] and [`CALL_BIT`].
 struct HintPairs {
-    /// Bit `k`: the byte begins chosen pair `k`; [`SEP_BIT`]: every byte;
+    /// Bit `k`: the byte begins the chosen pairs of bit `k`; [`SEP_BIT`]: every byte;
     /// [`DIGITS_BIT`]: a digit.
     first: Box<[u64; 256]>,
-    /// Bit `k`: the byte ends chosen pair `k`; [`SEP_BIT`]: `=`, `:` and
+    /// Bit `k`: the byte ends a chosen pair of bit `k`; [`SEP_BIT`]: `=`, `:` and
     /// the last byte of their fullwidth forms; [`DIGITS_BIT`]: a digit.
     second: Box<[u64; 256]>,
-    /// How many pairs were chosen (beyond `LAST_PAIR_BIT + 1` they share a bit).
+    /// How many bits the chosen pairs take, one per first byte (beyond
+    /// `LAST_PAIR_BIT + 1` they share the last).
     #[cfg_attr(not(test), allow(dead_code))]
     chosen: usize,
 }
@@ -505,10 +541,20 @@ impl HintPairs {
                 chosen.retain(|q| *q != pair);
             }
         }
-        let count = chosen.len();
+        // Pairs that begin with the same byte share a bit: `first[a] &
+        // second[y]` then has it for exactly their pairs, none crossed, so
+        // the filter lets no more text through and the bits go further.
+        let mut leads: Vec<u8> = Vec::new();
+        for &(a, _) in &chosen {
+            if !leads.contains(&a) {
+                leads.push(a);
+            }
+        }
+        let count = leads.len();
         let mut first = Box::new([SEP_BIT; 256]);
         let mut second = Box::new([0u64; 256]);
-        for (k, (a, b)) in chosen.into_iter().enumerate() {
+        for (a, b) in chosen {
+            let k = leads.iter().position(|&l| l == a).unwrap_or(LAST_PAIR_BIT);
             let bit = 1u64 << k.min(LAST_PAIR_BIT);
             // Both cases, so the scan compares raw bytes.
             for x in [a, a.to_ascii_uppercase()] {
@@ -723,16 +769,13 @@ fn scan_shapes(
     // Most commands have no hint of their own (a pair bit each, of the
     // filter's few): their password flag's ` -` wakes `FLAG`.
     if wake & (CMD | FLAG) != 0 {
-        let mut read = (0, 0);
-        for c in sh.cmd.captures_iter(s) {
-            for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
-                if let Some(v) = c.name(group) {
-                    push_word(v.start(), v.as_str(), spans);
-                    if group == "arg" {
-                        repeated_flag(s, v.start(), v.end(), &mut read, spans);
-                    }
-                }
-            }
+        cmd_spans(s, sh, spans);
+        // An argument list's text (`['sshpass', '-p', 'pw']`, as a
+        // `CalledProcessError`'s message shows it): read again with each
+        // `', '` between items as blanks of the same length, so the spans
+        // found in that copy are the text's own.
+        if let Some(spaced) = list_items_spaced(s) {
+            cmd_spans(&spaced, sh, spans);
         }
     }
     if wake & FLAG != 0 {
@@ -789,6 +832,9 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
         config_set_spans(s, key_info, spans);
     }
     if wake & NAMES != 0 {
+        k8s_secret_spans(s, spans);
+        secret_literal_spans(s, spans);
+        secrets_set_spans(s, spans);
         chpasswd_spans(s, spans);
         htpasswd_spans(s, spans);
         rabbitmqctl_spans(s, spans);
@@ -796,6 +842,211 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
 }
 
 static CHPASSWD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"chpasswd"));
+static KIND: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"kind:"));
+
+/// A Kubernetes Secret written as YAML text (`kubectl get secret -o yaml`,
+/// a manifest): its `data` and `stringData` entries hold only secrets,
+/// under names of any kind (`tls.key`, `url`), so every value under them is
+/// masked, as in the dict and JSON forms, and so is `kubectl apply`'s copy
+/// of the manifest in its `last-applied-configuration` annotation. Each
+/// `---` document holding a `kind: Secret` line is read; in a `List`, its
+/// other items' `data` too.
+fn k8s_secret_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    if KIND.find(s.as_bytes()).is_none() || memchr::memchr(b'\n', s.as_bytes()).is_none() {
+        return;
+    }
+    let mut doc = 0;
+    while doc < s.len() {
+        let end = s[doc..].find("\n---").map_or(s.len(), |n| doc + n + 1);
+        let text = &s[doc..end];
+        if yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret") {
+            k8s_data_spans(text, doc, spans);
+        }
+        doc = end.max(doc + 1);
+    }
+}
+
+static FROM_LITERAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"--from-literal"));
+
+/// The values of `kubectl create secret ... --from-literal=name=value` (and
+/// `oc`'s): a Secret's literals are secrets whatever their names (`url`,
+/// `conn`). A ConfigMap's line names no `secret`, and keeps them.
+fn secret_literal_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in FROM_LITERAL.find_iter(b) {
+        let line_start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        if find_ascii_ci(&s[line_start..at], "secret").is_none() {
+            continue;
+        }
+        let mut i = at + b"--from-literal".len();
+        let blanks = b[i..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        match b.get(i) {
+            Some(b'=') => i += 1,
+            _ if blanks > 0 => i += blanks,
+            _ => continue,
+        }
+        let quote = match b.get(i) {
+            Some(&q @ (b'\'' | b'"')) => {
+                i += 1;
+                Some(q)
+            }
+            _ => None,
+        };
+        let word_end = |from: usize, q: Option<u8>| {
+            b[from..]
+                .iter()
+                .position(|&c| c == b'\n' || q.map_or(c.is_ascii_whitespace(), |q| c == q))
+                .map_or(b.len(), |n| from + n)
+        };
+        let end = word_end(i, quote);
+        if let Some(eq) = b[i..end].iter().position(|&c| c == b'=') {
+            if i + eq + 1 < end {
+                spans.push((i + eq + 1, end));
+            }
+        }
+    }
+}
+
+static SECRETS_SET: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"secrets set"));
+
+/// The values of `fly secrets set NAME=value NAME2=value2` (Doppler's,
+/// Infisical's `secrets set` too): every value the command stores is a
+/// secret, whatever its name; the names stay. Read up to the command's end.
+fn secrets_set_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
+    let b = s.as_bytes();
+    for at in SECRETS_SET.find_iter(b) {
+        let from = at + b"secrets set".len();
+        let end = b[from..].iter().position(|&c| matches!(c, b'\n' | b';' | b'&' | b'|')).map_or(b.len(), |n| from + n);
+        let mut i = from;
+        while i < end {
+            let blanks = b[i..end].iter().take_while(|c| c.is_ascii_whitespace()).count();
+            i += blanks;
+            let quote = match b.get(i) {
+                Some(&q @ (b'\'' | b'"')) if i < end => Some(q),
+                _ => None,
+            };
+            let word_end = match quote {
+                Some(q) => b[i + 1..end].iter().position(|&c| c == q).map_or(end, |n| i + 1 + n + 1),
+                None => b[i..end].iter().position(u8::is_ascii_whitespace).map_or(end, |n| i + n),
+            };
+            let word = &b[i..word_end];
+            // `NAME=value` (or `"NAME=value"`); a flag (`--app x`) is not one.
+            if !word.starts_with(b"-") {
+                if let Some(eq) = word.iter().position(|&c| c == b'=') {
+                    let v_end = if quote.is_some() { word_end - 1 } else { word_end };
+                    if i + eq + 1 < v_end {
+                        spans.push((i + eq + 1, v_end));
+                    }
+                }
+            }
+            i = word_end.max(i + 1);
+        }
+    }
+}
+
+/// The lines of YAML text: each line's start, its key's indent (a list
+/// item's `- ` counts as indent), its key and value (`""` for a line with
+/// no `key:`: the key is then the line's text).
+fn yaml_lines(text: &str) -> impl Iterator<Item = (usize, usize, &str, &str)> {
+    let mut at = 0;
+    text.split_inclusive('\n').map(move |raw| {
+        let start = at;
+        at += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let body = line.trim_start_matches([' ', '-']);
+        let indent = line.len() - body.len();
+        match body.split_once(':') {
+            Some((key, value)) if !key.is_empty() && !key.contains(' ') => (start, indent, key, value.trim()),
+            _ => (start, indent, body, ""),
+        }
+    })
+}
+
+fn unquote_yaml(v: &str) -> &str {
+    let v = v.split(" #").next().unwrap_or(v).trim();
+    v.strip_prefix(['"', '\'']).and_then(|r| r.strip_suffix(['"', '\''])).unwrap_or(v)
+}
+
+/// Masks what the `data:`/`stringData:` blocks of `text` (at `base` in the
+/// whole string) hold: each entry's value, and the lines of block values.
+fn k8s_data_spans(text: &str, base: usize, spans: &mut Vec<(usize, usize)>) {
+    let mut block: Option<usize> = None;
+    for (start, indent, key, value) in yaml_lines(text) {
+        let line = text[start..].split(['\n', '\r']).next().unwrap_or("");
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(outer) = block {
+            if indent > outer {
+                let line_start = base + start;
+                match line.find(": ").or_else(|| line.strip_suffix(':').map(|l| l.len())) {
+                    // `name: value`: the value, unless a block follows (`|`, `>`).
+                    Some(colon) if !line[..colon].trim().contains(' ') => {
+                        let v = value.trim();
+                        if !v.is_empty() && !v.starts_with(['|', '>']) {
+                            let v_at = line.len() - line[colon + 1..].trim_start().len();
+                            spans.push((line_start + v_at, line_start + line.trim_end().len()));
+                        }
+                    }
+                    // A block value's line.
+                    _ => {
+                        let lead = line.len() - line.trim_start().len();
+                        spans.push((line_start + lead, line_start + line.trim_end().len()));
+                    }
+                }
+                continue;
+            }
+            block = None;
+        }
+        if (key == "data" || key == "stringData") && value.is_empty() {
+            block = Some(indent);
+        } else if key.ends_with("last-applied-configuration") {
+            // `kubectl apply`'s copy of the manifest, its data included.
+            if value.is_empty() || value.starts_with(['|', '>']) {
+                block = Some(indent);
+            } else {
+                // The key holds no `:`: the line's first one ends it.
+                if let Some(colon) = line.find(':') {
+                    let v_at = line.len() - line[colon + 1..].trim_start().len();
+                    spans.push((base + start + v_at, base + start + line.trim_end().len()));
+                }
+            }
+        }
+    }
+}
+
+/// The command lines' spans (see `Shapes::cmd`).
+fn cmd_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
+    let mut read = (0, 0);
+    for c in sh.cmd.captures_iter(s) {
+        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
+            if let Some(v) = c.name(group) {
+                push_word(v.start(), v.as_str(), spans);
+                if group == "arg" {
+                    repeated_flag(s, v.start(), v.end(), &mut read, spans);
+                }
+            }
+        }
+    }
+}
+
+static ITEM_SEP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"', '"));
+static ITEM_SEP_DQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\", \""));
+
+/// `s` with the separators of a list's text (`', '`, `", "`) turned into
+/// as many blanks, or `None` when it holds none. The bytes replaced are
+/// ASCII, so every offset stays a char boundary of `s` too.
+fn list_items_spaced(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if ITEM_SEP.find(b).is_none() && ITEM_SEP_DQ.find(b).is_none() {
+        return None;
+    }
+    let mut out = b.to_vec();
+    for at in ITEM_SEP.find_iter(b).chain(ITEM_SEP_DQ.find_iter(b)) {
+        out[at..at + 4].fill(b' ');
+    }
+    String::from_utf8(out).ok()
+}
 
 /// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
 /// (`echo "bob:pw" | chpasswd`) or given as a here-string (`chpasswd <<<
@@ -1248,6 +1499,9 @@ fn token_starts_at(s: &str, sh: &Shapes, at: usize) -> bool {
 /// base 36: `key-` and 32 hex digits is a cache key holding an MD5 digest.
 fn is_token(m: &str) -> bool {
     !m.strip_prefix("key-").is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_hexdigit()))
+        // A Netlify token is random base 62; `nfp_` and a long snake_case
+        // name without a digit is an identifier.
+        && m.strip_prefix("nfp_").is_none_or(|rest| rest.bytes().any(|b| b.is_ascii_digit()))
 }
 
 /// Replaces each span by `mask`; `None` when nothing changes. Spans that
@@ -2459,25 +2713,31 @@ fn builder_name(callee: &str) -> bool {
 const DSN_USERPASS_MAX: usize = 256;
 
 /// Passwords in Go's MySQL DSNs, `user:password@tcp(host:3306)/db` and
-/// `user:password@unix(/path)/db`, which have no `//` before the user: the
-/// text between the word's first `:` and the `@`.
+/// `user:password@unix(/path)/db`, and in connection strings without a
+/// scheme, `user:password@host:5432/db`, which have no `//` before the
+/// user: the text between the word's first `:` and the `@`.
 fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     let b = s.as_bytes();
     // Most texts with a separator hold no `@`, the others few: each is looked at.
     for at in memchr::memchr_iter(b'@', b) {
         let host = &b[at + 1..];
-        if host.starts_with(b"tcp(") || host.starts_with(b"unix(") {
+        let go = host.starts_with(b"tcp(") || host.starts_with(b"unix(");
+        if go || host_port(host) {
             let mut floor = at.saturating_sub(DSN_USERPASS_MAX);
             while !s.is_char_boundary(floor) {
                 floor += 1;
             }
-            let start = b[floor..at]
-                .iter()
-                .rposition(|&c| {
-                    c.is_ascii_whitespace()
-                        || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
-                })
-                .map_or(floor, |i| floor + i + 1);
+            // Without `tcp(`, a `/` before the `@` is a URL's (its scanner's)
+            // or a path's: the look back stops there.
+            let stop = b[floor..at].iter().rposition(|&c| {
+                c.is_ascii_whitespace()
+                    || matches!(c, b'"' | b'\'' | b'`' | b'=' | b'(' | b',' | b';' | b'<' | b'>')
+                    || (c == b'/' && !go)
+            });
+            if stop.is_some_and(|i| b[floor + i] == b'/') {
+                continue;
+            }
+            let start = stop.map_or(floor, |i| floor + i + 1);
             if let Some(colon) = b[start..at].iter().position(|&c| c == b':') {
                 if start + colon + 1 < at {
                     spans.push((start + colon + 1, at));
@@ -2485,6 +2745,22 @@ fn go_dsn_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             }
         }
     }
+}
+
+/// Whether `host` starts with a host name and a port that ends the word or
+/// starts its path (`db.internal:5432/app`, `db:5432`): after
+/// `user:password@`, a connection string without its scheme. The port is
+/// what tells it from `git@github.com:org/repo` and prose.
+fn host_port(host: &[u8]) -> bool {
+    let name = host.iter().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-').count();
+    if name == 0 || host.get(name) != Some(&b':') {
+        return false;
+    }
+    let port = host[name + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    (2..=5).contains(&port)
+        && host.get(name + 1 + port).is_none_or(|&c| {
+            c.is_ascii_whitespace() || matches!(c, b'/' | b'?' | b'"' | b'\'' | b'`' | b',' | b';' | b')' | b'>')
+        })
 }
 
 /// Whether `key`, a slice of `s`, is an Oracle JDBC driver type after
@@ -3188,9 +3464,10 @@ mod tests {
     }
 
     #[test]
-    fn every_chosen_pair_has_a_bit_of_its_own() {
-        // Pairs that share the last bit pass each other's bytes crossed
-        // (`h` of one, `i` of another): the filter would let most text through.
+    fn every_first_byte_of_the_chosen_pairs_has_a_bit_of_its_own() {
+        // Pairs of two first bytes that share the last bit pass each other's
+        // bytes crossed (`h` of one, `i` of another): the filter would let
+        // most text through.
         let sh = SHAPES.as_ref().unwrap();
         assert!(sh.pairs.chosen <= LAST_PAIR_BIT + 1, "{} pairs", sh.pairs.chosen);
     }

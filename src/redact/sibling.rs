@@ -65,6 +65,152 @@ pub fn flag_is_secret(rules: &Rules, item: &str) -> bool {
         && rules.key_is_secret(name)
 }
 
+/// What an argument list's item is: its own text, or (part of) a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgItem {
+    /// Not known to be a secret: walked as any text.
+    Plain,
+    /// A secret flag's value: masked whole.
+    Secret,
+    /// A flag or value whose text holds a secret from this byte on (`-pSecret`
+    /// after its `-p`, `user:pw` after its colon): that part is masked.
+    SecretFrom(usize),
+}
+
+/// How a command's short flag gives its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// The next item is the secret (`sshpass -p pw`).
+    Next,
+    /// The next item is `user<sep>secret` (`curl -u user:pw`).
+    NextAfter(u8),
+    /// The secret is glued to the flag (`mysql -ppw`).
+    Glued,
+    /// The flag is glued to `name<sep>secret` (`--from-literal=name=pw`).
+    GluedAfter(u8),
+}
+
+/// The short flags a command's name makes secret, where the flag means a
+/// secret whatever the subcommand (not `docker -p`, a port for `docker run`):
+/// the same commands the text shape knows. `mysql -p` alone prompts, so only
+/// its glued form carries the password; `-P` is its port.
+fn command_flags(name: &str) -> &'static [(&'static str, Takes)] {
+    match name {
+        "sshpass" => &[("-p", Takes::Next)],
+        "mysql" | "mysqldump" | "mysqladmin" | "mysqlimport" | "mysqlcheck" | "mysqlshow" | "mariadb"
+        | "mariadb-dump" | "mariadb-admin" => &[("-p", Takes::Glued)],
+        "7z" | "7za" | "7zr" => &[("-p", Takes::Glued)],
+        "curl" => &[("-u", Takes::NextAfter(b':')), ("--user", Takes::NextAfter(b':')), ("-U", Takes::NextAfter(b':'))],
+        "smbclient" => &[("-U", Takes::NextAfter(b'%')), ("--user", Takes::NextAfter(b'%'))],
+        "redis-cli" => &[("-a", Takes::Next)],
+        "ldapsearch" | "ldapmodify" | "ldapadd" | "ldapdelete" | "ldapwhoami" | "ldappasswd" => &[("-w", Takes::Next)],
+        "sqlcmd" | "bcp" | "zip" | "ipmitool" | "mosquitto_pub" | "mosquitto_sub" => &[("-P", Takes::Next)],
+        "ssh-keygen" => &[("-N", Takes::Next), ("-P", Takes::Next)],
+        "mongo" | "mongosh" | "mongodump" | "mongorestore" | "mongoexport" | "mongoimport" | "twine" => {
+            &[("-p", Takes::Next)]
+        }
+        _ => &[],
+    }
+}
+
+/// Reads an argument list item by item: a flag with a secret name masks the
+/// item after it, and a known command (any item naming it, by its path's
+/// last part: `["docker", "exec", "db", "mysql", "-ppw"]`) makes its own
+/// short flags secret, so `-p 8080` elsewhere stays readable.
+#[derive(Debug, Default)]
+pub struct ArgList {
+    pending: Option<Takes>,
+    flags: &'static [(&'static str, Takes)],
+    /// The command seen last has a `login` subcommand whose `-p` is the
+    /// password (`docker login -p`; `docker run -p` is a port).
+    logs_in: bool,
+    /// The command seen last is `kubectl` or `oc`: after `create secret`,
+    /// every `--from-literal` value is a secret, whatever its name.
+    kube: bool,
+}
+
+/// A `login` subcommand's flags (see [`ArgList`]).
+const LOGIN_FLAGS: &[(&str, Takes)] = &[("-p", Takes::Next)];
+/// `kubectl create secret`'s literals.
+const LITERAL_FLAGS: &[(&str, Takes)] =
+    &[("--from-literal", Takes::NextAfter(b'=')), ("--from-literal=", Takes::GluedAfter(b'='))];
+
+impl ArgList {
+    /// Notes an item that is not text: no flag's value.
+    pub fn other(&mut self) {
+        self.pending = None;
+    }
+
+    /// Judges the next text item.
+    pub fn item(&mut self, rules: &Rules, text: &str) -> ArgItem {
+        if let Some(takes) = self.pending.take() {
+            if flag_value_is_secret(text) {
+                return match takes {
+                    Takes::NextAfter(sep) => match text.bytes().position(|b| b == sep) {
+                        Some(at) if at + 1 < text.len() => ArgItem::SecretFrom(at + 1),
+                        _ => ArgItem::Plain,
+                    },
+                    _ => ArgItem::Secret,
+                };
+            }
+        }
+        let Some(&first) = text.as_bytes().first() else { return ArgItem::Plain };
+        if first == b'-' {
+            // The command's flags first: `-pSecret` is no `--secret`-like name.
+            for &(flag, takes) in self.flags {
+                if takes == Takes::Glued {
+                    if let Some(rest) = text.strip_prefix(flag) {
+                        if flag_value_is_secret(rest) {
+                            return ArgItem::SecretFrom(flag.len());
+                        }
+                    }
+                } else if let Takes::GluedAfter(sep) = takes {
+                    if let Some(rest) = text.strip_prefix(flag) {
+                        if let Some(at) = rest.bytes().position(|b| b == sep).filter(|&at| at + 1 < rest.len()) {
+                            return ArgItem::SecretFrom(flag.len() + at + 1);
+                        }
+                    }
+                } else if text == flag {
+                    self.pending = Some(takes);
+                    return ArgItem::Plain;
+                }
+            }
+            if flag_is_secret(rules, text) {
+                self.pending = Some(Takes::Next);
+            }
+            return ArgItem::Plain;
+        }
+        // Command names are short; a longer item costs one length check.
+        if text.len() <= 64 {
+            let name = text.rsplit(['/', '\\']).next().unwrap_or(text);
+            let name = name.strip_suffix(".exe").unwrap_or(name);
+            match name {
+                "login" if self.logs_in => self.flags = LOGIN_FLAGS,
+                "secret" if self.kube => self.flags = LITERAL_FLAGS,
+                "docker" | "podman" | "nerdctl" | "buildah" | "skopeo" | "helm" | "az" | "oc" | "cf" => {
+                    self.flags = &[];
+                    self.logs_in = true;
+                    self.kube = name == "oc";
+                }
+                "kubectl" => {
+                    self.flags = &[];
+                    self.logs_in = false;
+                    self.kube = true;
+                }
+                _ => {
+                    let flags = command_flags(name);
+                    if !flags.is_empty() {
+                        self.flags = flags;
+                        self.logs_in = false;
+                        self.kube = false;
+                    }
+                }
+            }
+        }
+        ArgItem::Plain
+    }
+}
+
 /// Whether the item after a secret flag is its value: not another flag,
 /// and not a placeholder or a null word (see the text shape's values).
 pub fn flag_value_is_secret(value: &str) -> bool {

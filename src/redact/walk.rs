@@ -150,21 +150,29 @@ impl Rules {
                     return true;
                 }
                 let mut changed = false;
-                // Whether the item before was a secret flag (`["--password", "pw"]`).
-                let mut after_flag = false;
+                // A secret flag's value (`["--password", "pw"]`, `["sshpass", "-p", "pw"]`).
+                let mut args = sibling::ArgList::default();
                 for item in items.iter_mut() {
-                    let flag_value = std::mem::take(&mut after_flag);
                     changed |= match item {
+                        Value::String(s) => match args.item(self, s) {
+                            sibling::ArgItem::Secret => self.mask_json(item),
+                            sibling::ArgItem::SecretFrom(at) => {
+                                // The flag or the user stays readable; the rest is the secret.
+                                let kept = s.get(..at).unwrap_or_default();
+                                *s = format!("{kept}{}", self.mask());
+                                true
+                            }
+                            sibling::ArgItem::Plain => self.json(item, depth + 1),
+                        },
                         Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
+                            args.other();
                             let masked = self.mask_json(&mut pair[1]);
                             self.json(&mut pair[0], depth + 2) | masked
                         }
-                        Value::String(s) if flag_value && sibling::flag_value_is_secret(s) => self.mask_json(item),
-                        Value::String(s) => {
-                            after_flag = s.starts_with('-') && sibling::flag_is_secret(self, s);
+                        _ => {
+                            args.other();
                             self.json(item, depth + 1)
                         }
-                        _ => self.json(item, depth + 1),
                     };
                 }
                 changed

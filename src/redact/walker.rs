@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use super::sibling::ArgItem;
 use super::walk::unique_key;
 use super::Rules;
 use crate::values::{key_text, Json, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH, UNPRINTABLE};
@@ -483,15 +484,15 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.push(id);
         let mut out = self.sink.begin_seq();
-        // Whether the item before was a secret flag (`["--password", "pw"]`).
-        let mut after_flag = false;
+        // A secret flag's value (`["--password", "pw"]`, `["sshpass", "-p", "pw"]`).
+        let mut args = super::sibling::ArgList::default();
         if let Ok(list) = seq.cast_exact::<PyList>() {
             for item in list.iter() {
-                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
+                self.arg_item(&mut out, &item, depth, &mut args)?;
             }
         } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
             for item in tuple.iter() {
-                self.arg_item(&mut out, &item, depth, &mut after_flag)?;
+                self.arg_item(&mut out, &item, depth, &mut args)?;
             }
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
@@ -539,10 +540,10 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         seq: &mut S::Seq,
         item: &Bound<'py, PyAny>,
         depth: usize,
-        after_flag: &mut bool,
+        args: &mut super::sibling::ArgList,
     ) -> PyResult<()> {
         let Ok(s) = item.cast_exact::<PyString>() else {
-            *after_flag = false;
+            args.other();
             return self.seq_item(seq, item, depth);
         };
         let text = match s.to_str() {
@@ -550,16 +551,19 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
             Err(_) => s.to_string_lossy(),
         };
         self.sink.next_item(seq);
-        let out = if std::mem::take(after_flag) && super::sibling::flag_value_is_secret(&text) {
-            self.masked(item, depth + 1)?
-        } else {
-            // Only an item starting with `-` is looked up as a flag name.
-            *after_flag = text.starts_with('-') && super::sibling::flag_is_secret(self.rules, &text);
-            match &text {
+        let out = match args.item(self.rules, &text) {
+            ArgItem::Secret => self.masked(item, depth + 1)?,
+            ArgItem::SecretFrom(at) => {
+                // The flag or the user stays readable; the rest is the secret.
+                let kept = text.get(..at).unwrap_or_default();
+                let masked = format!("{kept}{}", self.rules.mask());
+                self.fresh_text(&masked)?
+            }
+            ArgItem::Plain => match &text {
                 Cow::Borrowed(text) => self.text(item, text, depth + 1)?,
                 // Lone surrogates: the walk's own path, which keeps them for the sink.
                 Cow::Owned(_) => self.lossy_text(item, s, depth + 1)?,
-            }
+            },
         };
         self.sink.item(seq, out);
         Ok(())
