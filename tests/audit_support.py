@@ -38,6 +38,13 @@ def legacy_audit() -> ModuleType:
     return module
 
 
+def run_script(script: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Runs `script` in a Python process of its own (a fault it injects, a hang, a crash stays there)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
     """Polls `condition` until it is truthy; fails naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

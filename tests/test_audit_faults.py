@@ -28,7 +28,7 @@ import auditbus
 import pytest
 from audit_fault_child import SECRET
 from audit_fault_support import Acks, Child, pragma
-from audit_support import legacy_audit, raw_rows, wait_until, write_locked
+from audit_support import legacy_audit, raw_rows, run_script, wait_until, write_locked
 from auditbus import AuditService, DomainEvent
 
 
@@ -732,9 +732,7 @@ def test_a_damaged_index_page_is_a_clear_error_not_a_hang(tmp_path: Path) -> Non
     path = tmp_path / "index.db"
     _database_with_rows(path, 3000)
     _damage_user_index(path)
-    done = subprocess.run(
-        [sys.executable, "-c", _DAMAGED_INDEX, str(path)], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_script(_DAMAGED_INDEX, path)
     out = done.stdout.splitlines()
     assert done.returncode == 0, done.stderr
     for name in ("query", "record"):
@@ -1338,13 +1336,7 @@ svc.close()
 
 
 def test_reading_a_timestamp_with_no_file_descriptor_left_raises_an_error_naming_the_limit(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _NO_FDS_LEFT, str(tmp_path / "a.db")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_script(_NO_FDS_LEFT, tmp_path / "a.db")
     # Before, the first timestamp read crashed the process (SIGSEGV): Python's
     # `datetime` could not be loaded, and its missing C API was used anyway.
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)

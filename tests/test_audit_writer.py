@@ -21,7 +21,16 @@ from pathlib import Path
 
 import auditbus
 import pytest
-from audit_support import checkpoint_running, execute, raw_query, raw_rows, wait_until, write_locked, writer_threads
+from audit_support import (
+    checkpoint_running,
+    execute,
+    raw_query,
+    raw_rows,
+    run_script,
+    wait_until,
+    write_locked,
+    writer_threads,
+)
 from auditbus import AuditService, DomainEvent
 
 
@@ -899,13 +908,7 @@ svc.close()
 
 def test_a_forked_child_is_refused_instead_of_queueing_into_a_writer_it_does_not_have(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_FORKED), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_script(textwrap.dedent(_FORKED), path)
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
     # Nothing the child hands over is accepted and then silently never written:
@@ -967,13 +970,7 @@ print(*statuses, flush=True)
 
 def test_a_child_forked_while_the_parent_commits_can_commit_to_the_same_trail(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKED_WHILE_COMMITTING, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_script(_FORKED_WHILE_COMMITTING, path, timeout=180)
     assert done.returncode == 0, done.stderr
     # Before, most children were ended by their alarm (-14), their row never committed.
     assert done.stdout.split() == ["0"] * 10, done.stderr
@@ -1013,13 +1010,7 @@ with os.fdopen(read) as lines:
 
 
 def test_children_forked_from_one_parent_draw_event_ids_of_their_own(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKED_IDS, str(tmp_path / "a.db")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_script(_FORKED_IDS, tmp_path / "a.db")
     assert done.returncode == 0, done.stderr
     children = [line.split() for line in done.stdout.splitlines()]
     assert [len(ids) for ids in children] == [4, 4, 4], done.stdout
@@ -1172,9 +1163,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 def test_a_wal_file_removed_or_replaced_under_the_writer_loses_no_acknowledged_row(tmp_path: Path, how: str) -> None:
     path = tmp_path / "a.db"
-    done = subprocess.run(
-        [sys.executable, "-c", _WAL_GONE, str(path), how], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_script(_WAL_GONE, path, how)
     assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr)
     lines = done.stdout.splitlines()
     acked = [int(line.split()[1]) for line in lines if line.startswith("R ")]
@@ -1722,13 +1711,7 @@ def test_an_interpreter_exit_in_the_middle_of_a_burst_writes_every_accepted_row(
     tmp_path: Path, queue_size: int
 ) -> None:
     path = tmp_path / "a.db"
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_MID_BURST, str(path), str(queue_size)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_script(_EXIT_MID_BURST, path, str(queue_size))
     assert done.returncode == 0, done.stderr
     assert "panic" not in done.stderr.lower(), done.stderr
     lines = Path(f"{path}.acks").read_text().splitlines()
