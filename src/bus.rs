@@ -40,6 +40,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::audit::AuditService;
 use crate::errors::{Error, Result};
 use crate::event::{DomainEvent, EventKind, EVENT_TYPES};
+use crate::redact::Redactor;
 use crate::values::{short_repr, type_name};
 
 /// One `subscribe()`/`subscribe_all()` call.
@@ -128,7 +129,8 @@ fn closed(what: &str) -> Error {
 /// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
 /// `auditbus._log` masks secrets in the traceback text, which is the
 /// handler's own text and may quote a token or a URL password, or a secret
-/// value of `event`, the event being delivered.
+/// value of `event`, the event being delivered: secret by the default rules
+/// or by one of `redactors` (those of the audit services wired to the bus).
 ///
 /// `Err` only when logging itself hit the recursion limit: the failure
 /// happened too deep to be logged there (an endless re-entrant emit), and
@@ -140,6 +142,7 @@ fn log_failure(
     args: (&str, &str),
     err: &PyErr,
     event: Option<&Bound<'_, PyAny>>,
+    redactors: &[Py<Redactor>],
 ) -> PyResult<()> {
     static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logged = (|| -> PyResult<()> {
@@ -147,6 +150,7 @@ fn log_failure(
             FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("event", event)?;
+        kwargs.set_item("redactors", PyTuple::new(py, redactors)?)?;
         failure.bind(py).call((template, args, err.get_type(py), err.value(py), err.traceback(py)), Some(&kwargs))?;
         Ok(())
     })();
@@ -162,8 +166,15 @@ fn log_failure(
 
 /// `log_failure` where there is no caller to hand a failure to (dispose, a
 /// coroutine handler's task): a failure too deep to log is unraisable.
-fn log_failure_here(py: Python<'_>, template: &str, args: (&str, &str), err: &PyErr, event: Option<&Bound<'_, PyAny>>) {
-    if let Err(log_err) = log_failure(py, template, args, err, event) {
+fn log_failure_here(
+    py: Python<'_>,
+    template: &str,
+    args: (&str, &str),
+    err: &PyErr,
+    event: Option<&Bound<'_, PyAny>>,
+    redactors: &[Py<Redactor>],
+) {
+    if let Err(log_err) = log_failure(py, template, args, err, event, redactors) {
         log_err.write_unraisable(py, None);
     }
 }
@@ -280,6 +291,11 @@ pub struct ReactiveEventBus {
     stream: OnceLock<Py<PyAny>>,
     /// Where every emitted event is persisted, if anywhere.
     audit: Option<Py<AuditService>>,
+    /// The custom redactors of the services wired to this bus (`audit=`,
+    /// `AuditEventSubscriber`): what they mask is masked in failure log
+    /// lines too. A `Redactor` holds no Python object, so no cycle runs
+    /// through it and `__traverse__` leaves it out.
+    redactors: RwLock<Arc<[Py<Redactor>]>>,
 }
 
 /// Which kind of callable failed, for the log line and the counter.
@@ -308,7 +324,8 @@ impl ReactiveEventBus {
             Failure::Handler => ("event handler %s failed for %s", &self.handler_errors),
             Failure::Observer => ("stream observer %s failed for %s", &self.observer_errors),
         };
-        if log_failure(py, template, (name, kind.value()), &err, Some(event)).is_err() {
+        let redactors = self.redactors.read_py_attached(py).clone();
+        if log_failure(py, template, (name, kind.value()), &err, Some(event), &redactors).is_err() {
             // Too deep to log here: raised to the handler that emitted this
             // event, the emit one level up logs and counts it.
             return Err(err);
@@ -519,10 +536,12 @@ impl ReactiveEventBus {
                 })?;
                 // A closed or read-only service would make every emit() raise: say so now.
                 service.get().check_accepting("ReactiveEventBus(audit=)")?;
-                Some(service.clone().unbind())
+                Some(service)
             }
             _ => None,
         };
+        let redactors: Vec<Py<Redactor>> = audit.iter().filter_map(|a| a.get().redactor(a.py())).collect();
+        let audit = audit.map(|service| service.clone().unbind());
         let LogBound(max_log_size) = max_log_size;
         Ok(Self {
             handlers: RwLock::new(Routes::default()),
@@ -535,6 +554,7 @@ impl ReactiveEventBus {
             observer_errors: AtomicU64::new(0),
             stream: OnceLock::new(),
             audit,
+            redactors: RwLock::new(redactors.into()),
         })
     }
 
@@ -689,7 +709,15 @@ impl ReactiveEventBus {
                 if err.is_instance_of::<PyException>(py) {
                     self.observer_errors.fetch_add(1, Ordering::Relaxed);
                     let name = handler_name(observer.observer.bind(py));
-                    log_failure_here(py, "stream observer %s failed for %s", (&name, "on_completed"), &err, None);
+                    let redactors = self.redactors.read_py_attached(py).clone();
+                    log_failure_here(
+                        py,
+                        "stream observer %s failed for %s",
+                        (&name, "on_completed"),
+                        &err,
+                        None,
+                        &redactors,
+                    );
                 } else if first_error.is_none() {
                     first_error = Some(err);
                 }
@@ -782,7 +810,21 @@ impl ReactiveEventBus {
             (&handler_name(handler), event.get().kind().value()),
             &err,
             Some(event.as_any()),
+            &self.redactors.read_py_attached(py).clone(),
         );
+    }
+
+    /// Masks failure log lines with `redactor` too (called by
+    /// `AuditEventSubscriber` for its service's custom redactor).
+    fn _mask_failures_with(&self, py: Python<'_>, redactor: &Bound<'_, Redactor>) {
+        let mut guard = self.redactors.write_py_attached(py);
+        if !guard.iter().any(|r| r.is(redactor)) {
+            let mut list: Vec<Py<Redactor>> = guard.iter().map(|r| r.clone_ref(py)).collect();
+            list.push(redactor.clone().unbind());
+            let previous = std::mem::replace(&mut *guard, list.into());
+            drop(guard);
+            drop(previous);
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import subprocess
@@ -338,6 +339,65 @@ def test_failures_are_logged_on_the_auditbus_logger_not_the_legacy_module_logger
         assert names == ["auditbus", "auditbus"]
     else:
         assert names == [f"{impl.__name__}.audit_event_subscriber", f"{impl.__name__}.reactive"]
+
+
+@pytest.mark.parametrize("mask", ["***REDACTED***", "[Filtered]"])
+@pytest.mark.parametrize("wiring", ["audit=", "subscriber", "coroutine handler"])
+def test_a_failing_handler_logs_a_value_only_the_services_redactor_masks_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wiring: str, mask: str
+) -> None:
+    """A key only the service's own `Redactor` names is a secret in the log line too, not only in the row."""
+    redactor = auditbus.Redactor(extra_keys=["vault_phrase"], mask=mask)
+    assert auditbus.redact_dict({"vault_phrase": "chartreuse-4242"}) == {"vault_phrase": "chartreuse-4242"}
+
+    def leaky(ev: DomainEvent) -> None:
+        raise KeyError(ev.details["vault_phrase"])
+
+    async def leaky_coroutine(ev: DomainEvent) -> None:
+        leaky(ev)
+
+    with AuditService(tmp_path / "audit.db", redactor=redactor) as service:
+        assert service.redactor is redactor
+        bus = ReactiveEventBus(audit=service) if wiring != "subscriber" else ReactiveEventBus()
+        if wiring == "subscriber":
+            AuditEventSubscriber(bus, service)
+        bus.subscribe(EventType.CONFIG_CHANGED, leaky_coroutine if wiring == "coroutine handler" else leaky)
+        emitted = DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"vault_phrase": "chartreuse-4242"})
+
+        async def emit_until_the_handler_failed() -> None:  # a coroutine handler runs on the emitter's loop
+            bus.emit(emitted)
+            while bus.handler_errors == 0:
+                await asyncio.sleep(0.001)
+
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            asyncio.run(asyncio.wait_for(emit_until_the_handler_failed(), 30))
+        service.flush()
+        [row] = service.query(event_type="config_changed")
+    assert row.details == {"vault_phrase": mask}
+    assert bus.handler_errors == 1
+    assert "KeyError" in caplog.text
+    assert "chartreuse-4242" not in caplog.text
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert "chartreuse-4242" not in logging.Formatter().formatException(record.exc_info)
+
+
+def test_a_failing_record_of_a_service_subclass_logs_a_value_only_its_redactor_masks_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The subscriber's own failure line: the legacy record() call it makes to the subclass failed."""
+
+    class Refusing(AuditService):
+        def record(self, event_type: str, **fields: Any) -> Any:
+            raise ValueError(f"refused {fields['details']['vault_phrase']}")
+
+    with Refusing(tmp_path / "audit.db", redactor=auditbus.Redactor(extra_keys=["vault_phrase"])) as service:
+        bus = ReactiveEventBus()
+        AuditEventSubscriber(bus, service)
+        with caplog.at_level(logging.ERROR, logger="auditbus"):
+            bus.emit(DomainEvent(event_type=EventType.CONFIG_CHANGED, details={"vault_phrase": "chartreuse-4242"}))
+    assert "audit record failed for config_changed" in caplog.text
+    assert "ValueError: refused ***REDACTED***" in caplog.text
+    assert "chartreuse-4242" not in caplog.text
 
 
 def test_the_bus_exposes_its_service(bus: ReactiveEventBus, service: AuditService) -> None:

@@ -14,7 +14,9 @@ prints a secret shape) is logged without `exc_info`.
 The event whose delivery failed is known too: its values that redaction masks
 (a `password` under its key name, a URL's password) carry no shape of their
 own once quoted alone (`KeyError: 'hunter2'`), so they are masked wherever the
-log line's text holds them.
+log line's text holds them. So are the values a custom `Redactor` of an audit
+service wired to the bus masks (a key only its `extra_keys` names), and the
+text is masked by its rules as well as by the default ones.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import json
 import logging
 import re
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
-from ._native import REDACTED, redact
+from ._native import REDACTED, Redactor, redact
 
 logger = logging.getLogger("auditbus")
 
@@ -40,9 +42,11 @@ def failure(
     tb: TracebackType | None,
     *,
     event: object = None,
+    redactors: Sequence[Redactor] = (),
 ) -> None:
     """Logs `message % args` at ERROR with the exception's traceback, its secrets masked (and
-    `event`'s secret values, when the failure is one of delivering that event)."""
+    `event`'s secret values, when the failure is one of delivering that event), by the default
+    rules and by each of `redactors`."""
     if not logger.isEnabledFor(logging.ERROR):
         return
     # Near the recursion limit (a handler that emits again without end), logging would fail
@@ -53,7 +57,7 @@ def failure(
         text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
     except Exception:  # a broken __str__ or __repr__ somewhere in the chain
         text = f"{exc_type.__qualname__}: <traceback could not be formatted>"
-    mask = _masker(event)
+    mask = _masker(event, redactors)
     # The frame that called into auditbus (emit(), a subscriber), as logger.error() would name it.
     path, line, func, _ = logger.findCaller(stacklevel=2)
     exc_info = _masked(exc_type, exc, tb, mask)
@@ -92,29 +96,34 @@ def _masked(
     return exc_type, twin, tb
 
 
-def _masker(event: object) -> Callable[[str], str]:
-    """Masks secret shapes, and the secret values of `event` (if any), in a text."""
+def _masker(event: object, redactors: Sequence[Redactor] = ()) -> Callable[[str], str]:
+    """Masks secret shapes, and the secret values of `event` (if any), in a text: by the default
+    rules and by each of `redactors`."""
+    rules = [(redact, REDACTED), *((redactor.redact, redactor.mask) for redactor in redactors)]
     found: set[str] = set()
     details = getattr(event, "details", None)
     if details:
-        try:
-            _collect(details, redact(details), found, 0)
-        except RecursionError:  # too deep to mask here: the caller hands the failure up
-            raise
-        except Exception:  # an odd value in details: what was found, and the shapes, are still masked
-            pass
+        for redacting, marker in rules:
+            try:
+                _collect(details, redacting(details), found, 0, marker)
+            except RecursionError:  # too deep to mask here: the caller hands the failure up
+                raise
+            except Exception:  # an odd value in details: what was found, and the shapes, are still masked
+                pass
     found = {form for secret in found for form in _forms(secret)}
     found.discard("")
-    if not found:
-        return lambda text: str(redact(text))
     secrets = sorted(found)
 
     def mask(text: str) -> str:
-        # Python's own frame lines hold no value of the event: a short secret (`password_length: 12`)
-        # is no line number or word of them.
-        pieces = _FRAME_LINE.split(text)
-        pieces[::2] = [_mask_values(piece, secrets) for piece in pieces[::2]]
-        return str(redact("".join(pieces)))
+        if secrets:
+            # Python's own frame lines hold no value of the event: a short secret
+            # (`password_length: 12`) is no line number or word of them.
+            pieces = _FRAME_LINE.split(text)
+            pieces[::2] = [_mask_values(piece, secrets) for piece in pieces[::2]]
+            text = "".join(pieces)
+        for redacting, _ in rules:
+            text = str(redacting(text))
+        return text
 
     return mask
 
@@ -174,25 +183,26 @@ def _forms(secret: str) -> set[str]:
 _LINE = 4
 
 
-def _collect(original: object, redacted: object, found: set[str], depth: int) -> None:
-    """Adds to `found` the texts of `original` that `redacted` (its redacted form) masks."""
+def _collect(original: object, redacted: object, found: set[str], depth: int, marker: str = REDACTED) -> None:
+    """Adds to `found` the texts of `original` that `redacted` (its redacted form, masked with
+    `marker`) masks."""
     if depth > 64:  # the depth past which redaction keeps no value either
         return
     if isinstance(redacted, str):
-        _collect_text(original, redacted, found, depth)
+        _collect_text(original, redacted, found, depth, marker)
     elif isinstance(redacted, dict):
         for key, value in redacted.items():
             if isinstance(original, Mapping):
                 inner = original.get(key)
             else:  # a dataclass or a model, which redaction gives as the dict of its fields
                 inner = getattr(original, key, None) if isinstance(key, str) else None
-            _collect(inner, value, found, depth + 1)
+            _collect(inner, value, found, depth + 1, marker)
     elif isinstance(redacted, list) and isinstance(original, (list, tuple)) and len(original) == len(redacted):
         for inner, value in zip(original, redacted, strict=True):
-            _collect(inner, value, found, depth + 1)
+            _collect(inner, value, found, depth + 1, marker)
 
 
-def _collect_text(original: object, redacted: str, found: set[str], depth: int) -> None:
+def _collect_text(original: object, redacted: str, found: set[str], depth: int, marker: str) -> None:
     """`_collect` for a value redaction gave as text."""
     if isinstance(original, str):
         text = original
@@ -201,23 +211,23 @@ def _collect_text(original: object, redacted: str, found: set[str], depth: int) 
         if text != redacted:  # its repr, which shows what is not UTF-8 escaped (`b'\\xff\\xfe'`)
             found.add(repr(bytes(original))[2:-1])
     elif isinstance(original, (dict, list, tuple)):
-        if redacted == REDACTED:  # a container under a secret name, masked whole: each value in it
+        if redacted == marker:  # a container under a secret name, masked whole: each value in it
             _collect_all(original, found, depth)
         return
     else:  # a number, or an object whose text form held a secret
         text = str(original)
     if text == redacted:
         return
-    if redacted == REDACTED:
+    if redacted == marker:
         found.add(text)
         # Masked whole by its key name: a part of it may be quoted alone (a DSN's password).
         shapes = str(redact(text))
         if shapes != text:
             _masked_parts(text, shapes, found)
-    elif not _masked_parts(text, redacted, found) and isinstance(original, str):
+    elif not _masked_parts(text, redacted, found, marker) and isinstance(original, str):
         # JSON text, which redaction parsed and wrote back.
         with contextlib.suppress(ValueError):
-            _collect(json.loads(text), json.loads(redacted), found, depth + 1)
+            _collect(json.loads(text), json.loads(redacted), found, depth + 1, marker)
 
 
 def _collect_all(original: object, found: set[str], depth: int) -> None:
@@ -231,13 +241,13 @@ def _collect_all(original: object, found: set[str], depth: int) -> None:
         for value in original:
             _collect_all(value, found, depth + 1)
     else:
-        _collect_text(original, REDACTED, found, depth)
+        _collect_text(original, REDACTED, found, depth, REDACTED)
 
 
-def _masked_parts(text: str, redacted: str, found: set[str]) -> bool:
-    """The parts of `text` that `redacted` shows masked (`postgres://app:***REDACTED***@db`); False
-    if the text kept around the masks is not the original's (the value was rewritten)."""
-    pieces = redacted.split(REDACTED)
+def _masked_parts(text: str, redacted: str, found: set[str], marker: str = REDACTED) -> bool:
+    """The parts of `text` that `redacted` shows masked with `marker` (`postgres://app:***REDACTED***@db`);
+    False if the text kept around the masks is not the original's (the value was rewritten)."""
+    pieces = redacted.split(marker)
     if len(pieces) < 2 or not text.startswith(pieces[0]) or not text.endswith(pieces[-1]):
         return False
     parts: list[str] = []

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from . import _log
-from ._native import AuditService, DomainEvent, ReactiveEventBus, redact_dict
+from ._native import AuditService, DomainEvent, ReactiveEventBus, Redactor, redact_dict
 from .audit import SECURITY_EVENT_TYPES
 
 __all__ = ["SECURITY_EVENT_TYPES", "AuditEventSubscriber"]
@@ -70,6 +70,11 @@ class AuditEventSubscriber:
                 f"got {type(audit_service).__name__}"
             )
         self._audit_service = audit_service
+        # What the service's own redactor masks is a secret in every failure log line of the bus too.
+        redactor = getattr(audit_service, "redactor", None) if issubclass(service_type, AuditService) else None
+        self._redactors: tuple[Redactor, ...] = (redactor,) if isinstance(redactor, Redactor) else ()
+        if self._redactors and isinstance(event_bus, ReactiveEventBus):
+            event_bus._mask_failures_with(self._redactors[0])
         self._unsubscribes: list[Callable[[], object]] = [
             event_bus.subscribe(event_type, self._on_event) for event_type in SECURITY_EVENT_TYPES
         ]
@@ -90,6 +95,7 @@ class AuditEventSubscriber:
             failed,
             failed.__traceback__,
             event=event,
+            redactors=self._redactors,
         )
 
     def close(self) -> None:

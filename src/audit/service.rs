@@ -593,6 +593,8 @@ pub struct AuditService {
     /// As the caller gave it (`":memory:"` stays `":memory:"`).
     db_path: String,
     durability: Durability,
+    /// As given (`redactor=`): a bus logs its handlers' failures masked by it too.
+    redactor: Option<Py<Redactor>>,
     rules: Arc<Rules>,
     put_timeout: Option<Duration>,
     /// None for a read-only service.
@@ -719,16 +721,18 @@ impl AuditService {
         let app_name = app_name.map(|a| a.get("app_name", "str or None")).transpose()?;
         let put_timeout = put_timeout.map(|t| t.get("put_timeout", "a number of seconds >= 0 or None")).transpose()?;
         let busy_timeout = busy_timeout.get("busy_timeout", "a number of seconds >= 0")?;
-        let rules = match redactor.filter(|r| !r.is_none()) {
-            None => Rules::shared_default(),
-            Some(r) => r
-                .cast::<Redactor>()
-                .map_err(|_| {
-                    Error::Type(format!("redactor: expected an auditbus.Redactor or None, got {}", type_name(r)))
-                })?
-                .get()
-                .rules(),
+        let redactor = match redactor.filter(|r| !r.is_none()) {
+            None => None,
+            Some(r) => Some(
+                r.cast::<Redactor>()
+                    .map_err(|_| {
+                        Error::Type(format!("redactor: expected an auditbus.Redactor or None, got {}", type_name(r)))
+                    })?
+                    .clone()
+                    .unbind(),
+            ),
         };
+        let rules = redactor.as_ref().map_or_else(Rules::shared_default, |r| r.get().rules());
         let capacity = usize::try_from(queue_size.0).unwrap_or(usize::MAX).min(1 << 26);
         let put_timeout = seconds("put_timeout", put_timeout)?;
         let busy = duration("busy_timeout", busy_timeout, "a number of seconds >= 0")?;
@@ -744,6 +748,7 @@ impl AuditService {
             return Ok(Self {
                 db_path,
                 durability,
+                redactor,
                 rules,
                 put_timeout,
                 writer: None,
@@ -837,6 +842,7 @@ impl AuditService {
         Ok(Self {
             db_path,
             durability,
+            redactor,
             rules,
             put_timeout,
             writer: Some(writer),
@@ -844,6 +850,12 @@ impl AuditService {
             temp,
             source,
         })
+    }
+
+    /// The `Redactor` given as `redactor=`, or None for the default rules.
+    #[getter]
+    pub fn redactor(&self, py: Python<'_>) -> Option<Py<Redactor>> {
+        self.redactor.as_ref().map(|r| r.clone_ref(py))
     }
 
     #[getter]
