@@ -202,6 +202,7 @@ EVENT_SECRETS = {
     "dsn": "postgres://app:pgpw7781@db/prod",
     "nested": [{"secret": b"bytes-secret"}],
     "tokens": ["tok-in-a-list", {"refresh": "tok-in-a-dict"}],
+    "api_tokens": {"tok-as-a-key": "ci"},
 }
 
 
@@ -214,8 +215,9 @@ EVENT_SECRETS = {
         lambda ev: ConnectionError(f"cannot reach pgpw7781@db as app={ev.details['password']}"),
         lambda ev: ValueError(f"bad secret {ev.details['nested'][0]['secret']!r}"),
         lambda ev: LookupError(f"{ev.details['tokens'][0]} and {ev.details['tokens'][1]['refresh']} expired"),
+        lambda ev: KeyError(next(iter(ev.details["api_tokens"]))),
     ],
-    ids=["KeyError", "int", "int-key", "partial", "bytes", "masked-whole"],
+    ids=["KeyError", "int", "int-key", "partial", "bytes", "masked-whole", "key-in-masked-whole"],
 )
 def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
     bus: ReactiveEventBus, caplog: pytest.LogCaptureFixture, fail: Callable[[DomainEvent], Exception]
@@ -230,6 +232,7 @@ def test_a_failure_that_quotes_the_events_own_secret_values_logs_them_masked(
             "bytes-secret",
             "tok-in-a-list",
             "tok-in-a-dict",
+            "tok-as-a-key",
         ):
             assert secret not in text
 

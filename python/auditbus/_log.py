@@ -231,11 +231,13 @@ def _collect_text(original: object, redacted: str, found: set[str], depth: int, 
 
 
 def _collect_all(original: object, found: set[str], depth: int) -> None:
-    """Adds to `found` every value in `original` but `None` and booleans, which redaction shows."""
+    """Adds to `found` every key and value in `original` but `None` and booleans, which redaction
+    shows: a container masked whole hides its keys too (`{"api_tokens": {"tok-1": "ci"}}`)."""
     if depth > 64 or original is None or isinstance(original, bool):
         return
     if isinstance(original, Mapping):
-        for value in original.values():
+        for key, value in original.items():
+            _collect_all(key, found, depth + 1)
             _collect_all(value, found, depth + 1)
     elif isinstance(original, (list, tuple)):
         for value in original:
