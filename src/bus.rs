@@ -126,59 +126,6 @@ fn closed(what: &str) -> Error {
     Error::Closed(format!("ReactiveEventBus.{what}: the bus was disposed; create a new ReactiveEventBus"))
 }
 
-/// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
-/// `auditbus._log` masks secrets in the traceback text, which is the
-/// handler's own text and may quote a token or a URL password, or a secret
-/// value of `event`, the event being delivered: secret by the default rules
-/// or by one of `redactors` (those of the audit services wired to the bus).
-///
-/// `Err` only when logging itself hit the recursion limit: the failure
-/// happened too deep to be logged there (an endless re-entrant emit), and
-/// the caller hands it up to a shallower frame, as the legacy bus's
-/// `logger.exception` did. Any other logging failure is unraisable.
-fn log_failure(
-    py: Python<'_>,
-    template: &str,
-    args: (&str, &str),
-    err: &PyErr,
-    event: Option<&Bound<'_, PyAny>>,
-    redactors: &[Py<Redactor>],
-) -> PyResult<()> {
-    static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let logged = (|| -> PyResult<()> {
-        let failure =
-            FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("event", event)?;
-        kwargs.set_item("redactors", PyTuple::new(py, redactors)?)?;
-        failure.bind(py).call((template, args, err.get_type(py), err.value(py), err.traceback(py)), Some(&kwargs))?;
-        Ok(())
-    })();
-    match logged {
-        Err(log_err) if log_err.is_instance_of::<PyRecursionError>(py) => Err(log_err),
-        Err(log_err) => {
-            log_err.write_unraisable(py, None);
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
-}
-
-/// `log_failure` where there is no caller to hand a failure to (dispose, a
-/// coroutine handler's task): a failure too deep to log is unraisable.
-fn log_failure_here(
-    py: Python<'_>,
-    template: &str,
-    args: (&str, &str),
-    err: &PyErr,
-    event: Option<&Bound<'_, PyAny>>,
-    redactors: &[Py<Redactor>],
-) {
-    if let Err(log_err) = log_failure(py, template, args, err, event, redactors) {
-        log_err.write_unraisable(py, None);
-    }
-}
-
 /// C stack a nested `emit()` leaves for what runs after it refuses to nest
 /// deeper: the handler it was called from unwinding, and the emit one level
 /// up logging the `RecursionError` (`traceback`, `logging`, the redaction
@@ -306,6 +253,49 @@ enum Failure {
 }
 
 impl ReactiveEventBus {
+    /// Logs a failure on the `auditbus` logger at ERROR, with the traceback;
+    /// `auditbus._log` masks secrets in the traceback text, which is the
+    /// handler's own text and may quote a token or a URL password, or a secret
+    /// value of `event`, the event being delivered: secret by the default rules
+    /// or by the redactor of a service wired to this bus.
+    ///
+    /// `Err` only when logging itself hit the recursion limit: the failure
+    /// happened too deep to be logged there (an endless re-entrant emit), and
+    /// the caller hands it up to a shallower frame, as the legacy bus's
+    /// `logger.exception` did. Any other logging failure is unraisable; so is
+    /// that one where there is no caller to hand it to (dispose, a coroutine
+    /// handler's task).
+    fn log_failure(
+        &self,
+        py: Python<'_>,
+        template: &str,
+        args: (&str, &str),
+        err: &PyErr,
+        event: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        static FAILURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let redactors = self.redactors.read_py_attached(py).clone();
+        let logged = (|| -> PyResult<()> {
+            let failure =
+                FAILURE.get_or_try_init(py, || py.import("auditbus._log")?.getattr("failure").map(Bound::unbind))?;
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("event", event)?;
+            kwargs.set_item("redactors", PyTuple::new(py, redactors.iter())?)?;
+            failure
+                .bind(py)
+                .call((template, args, err.get_type(py), err.value(py), err.traceback(py)), Some(&kwargs))?;
+            Ok(())
+        })();
+        match logged {
+            Err(log_err) if log_err.is_instance_of::<PyRecursionError>(py) => Err(log_err),
+            Err(log_err) => {
+                log_err.write_unraisable(py, None);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     /// Logs and counts an `Exception` from a handler or observer; anything
     /// else (`KeyboardInterrupt`, `SystemExit`) propagates, as in the legacy bus.
     fn isolate(
@@ -324,8 +314,7 @@ impl ReactiveEventBus {
             Failure::Handler => ("event handler %s failed for %s", &self.handler_errors),
             Failure::Observer => ("stream observer %s failed for %s", &self.observer_errors),
         };
-        let redactors = self.redactors.read_py_attached(py).clone();
-        if log_failure(py, template, (name, kind.value()), &err, Some(event), &redactors).is_err() {
+        if self.log_failure(py, template, (name, kind.value()), &err, Some(event)).is_err() {
             // Too deep to log here: raised to the handler that emitted this
             // event, the emit one level up logs and counts it.
             return Err(err);
@@ -709,15 +698,10 @@ impl ReactiveEventBus {
                 if err.is_instance_of::<PyException>(py) {
                     self.observer_errors.fetch_add(1, Ordering::Relaxed);
                     let name = handler_name(observer.observer.bind(py));
-                    let redactors = self.redactors.read_py_attached(py).clone();
-                    log_failure_here(
-                        py,
-                        "stream observer %s failed for %s",
-                        (&name, "on_completed"),
-                        &err,
-                        None,
-                        &redactors,
-                    );
+                    let template = "stream observer %s failed for %s";
+                    if let Err(log_err) = self.log_failure(py, template, (&name, "on_completed"), &err, None) {
+                        log_err.write_unraisable(py, None);
+                    }
                 } else if first_error.is_none() {
                     first_error = Some(err);
                 }
@@ -804,14 +788,12 @@ impl ReactiveEventBus {
     ) {
         self.handler_errors.fetch_add(1, Ordering::Relaxed);
         let err = PyErr::from_value(error.clone().into_any());
-        log_failure_here(
-            py,
-            "event handler %s failed for %s",
-            (&handler_name(handler), event.get().kind().value()),
-            &err,
-            Some(event.as_any()),
-            &self.redactors.read_py_attached(py).clone(),
-        );
+        let args = (handler_name(handler), event.get().kind().value());
+        if let Err(log_err) =
+            self.log_failure(py, "event handler %s failed for %s", (&args.0, args.1), &err, Some(event.as_any()))
+        {
+            log_err.write_unraisable(py, None);
+        }
     }
 
     /// Masks failure log lines with `redactor` too (called by
