@@ -756,6 +756,65 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
         assert redact_dict({"argv": argv}) == {"argv": argv}, argv
 
 
+def test_an_argument_list_masks_the_secret_its_command_takes_as_a_positional_word() -> None:
+    # No flag names these secrets: only their place after the command does.
+    cases = [
+        (["htpasswd", "-bc", "/etc/h", "bob", "pw1"], ["htpasswd", "-bc", "/etc/h", "bob", M]),
+        (
+            ["htpasswd", "-b", "-B", "-C", "10", "/etc/h", "bob", "pw2"],
+            ["htpasswd", "-b", "-B", "-C", "10", "/etc/h", "bob", M],
+        ),
+        (["/usr/bin/htpasswd", "-nb", "bob", "pw3"], ["/usr/bin/htpasswd", "-nb", "bob", M]),
+        (["net", "user", "bob", "pw4", "/add"], ["net", "user", "bob", M, "/add"]),
+        (
+            ["C:\\Windows\\System32\\net.exe", "USER", "bob", "/domain", "pw5"],
+            ["C:\\Windows\\System32\\net.exe", "USER", "bob", "/domain", M],
+        ),
+        (["vault", "login", "s.abcdef0123456789"], ["vault", "login", M]),
+        (["vault", "login", "-no-print", "pw6"], ["vault", "login", "-no-print", M]),
+        (["rabbitmqctl", "-n", "r@h", "add_user", "bob", "pw7"], ["rabbitmqctl", "-n", "r@h", "add_user", "bob", M]),
+        (["mc", "alias", "set", "s3", "https://h", "AK", "pw8"], ["mc", "alias", "set", "s3", "https://h", "AK", M]),
+        (
+            [
+                "rclone",
+                "config",
+                "create",
+                "r",
+                "s3",
+                "access_key_id",
+                "AK",
+                "secret_access_key",
+                "pw9",
+                "region",
+                "eu",
+            ],
+            ["rclone", "config", "create", "r", "s3", "access_key_id", "AK", "secret_access_key", M, "region", "eu"],
+        ),
+        (["rclone", "config", "update", "r", "pass", "pw10"], ["rclone", "config", "update", "r", "pass", M]),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Without batch mode `htpasswd` prompts; `*` prompts too; other subcommands and word lists stay.
+    plain = [
+        ["htpasswd", "-c", "/etc/h", "bob"],
+        ["net", "user", "bob", "*", "/add"],
+        ["net", "user", "bob"],
+        ["net", "view", "h", "x"],
+        ["tags", "net", "ops", "user", "bob", "alice"],
+        ["vault", "kv", "get", "secret/app"],
+        ["vault", "login", "-method=userpass", "username=bob"],
+        ["rabbitmqctl", "list_users"],
+        ["mc", "cp", "a", "b", "c", "d", "e"],
+        ["rclone", "config", "create", "r", "s3", "region", "eu", "provider", "AWS"],
+        ["rclone", "copy", "a", "b", "token", "c"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
+
+
 # --- value shapes ---------------------------------------------------------------------
 
 
