@@ -908,6 +908,33 @@ print("ok")
 """
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "rclone config create r s3 provider AWS access_key_id AK1 secret_access_key Rc1pass region eu",
+            f"rclone config create r s3 provider AWS access_key_id AK1 secret_access_key {M} region eu",
+        ),
+        (
+            "rclone config update gd client_secret 'Rc 2' token x",
+            f"rclone config update gd client_secret '{M}' token {M}",
+        ),
+        (
+            "rclone --config /c config create b b2 account a1 key k password Rc3",
+            f"rclone --config /c config create b b2 account a1 key k password {M}",
+        ),
+        # Names and types, other keys and other subcommands stay.
+        ("rclone config create token s3 region eu", "rclone config create token s3 region eu"),
+        (
+            "rclone config show token; rclone config delete password",
+            "rclone config show token; rclone config delete password",
+        ),
+    ],
+)
+def test_rclone_config_create_masks_the_values_whose_key_names_a_secret(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

@@ -831,6 +831,9 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
         config_set_spans(s, key_info, spans);
     }
+    if wake & (SQL | AUTH | NAMES) != 0 {
+        rclone_spans(s, key_info, spans);
+    }
     if wake & NAMES != 0 {
         k8s_secret_spans(s, spans);
         secret_literal_spans(s, spans);
@@ -1215,6 +1218,35 @@ fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
             if count == 3 {
                 push_word(a, word, spans);
                 break;
+            }
+        }
+    }
+}
+
+static RCLONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"rclone"));
+/// How many words before `config` an `rclone` command is read for it.
+const RCLONE_REACH: usize = 4;
+
+/// The secrets of `rclone config create NAME TYPE key value ...` and
+/// `rclone config update NAME key value ...`: the words after the name (and
+/// type) are pairs, and a value is masked when its key names a secret
+/// (`secret_access_key`, `client_secret`, `token`). A `key=value` word is
+/// a pair of its own, which the `key=value` scan reads.
+#[inline(never)]
+fn rclone_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    for (args, end) in command_args(s, &RCLONE, b"rclone".len()) {
+        let mut words = shell_words(s, args, end).filter(|&(a, _)| !s[a..].starts_with('-'));
+        // Global flags' values (`--config /path`) may stand before `config`.
+        let Some(_) = words.by_ref().take(RCLONE_REACH).find(|&(a, z)| &s[a..z] == "config") else { continue };
+        let skip = match words.next().map(|(a, z)| &s[a..z]) {
+            Some("create") => 2,
+            Some("update") => 1,
+            _ => continue,
+        };
+        let mut words = words.skip(skip).filter(|&(a, z)| !s[a..z].contains('='));
+        while let (Some((ka, kz)), Some((va, vz))) = (words.next(), words.next()) {
+            if key_info(s[ka..kz].trim_matches(['"', '\''])).secret {
+                push_word(va, &s[va..vz], spans);
             }
         }
     }
