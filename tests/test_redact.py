@@ -935,6 +935,26 @@ def test_rclone_config_create_masks_the_values_whose_key_names_a_secret(text: st
     assert redact(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vault login s.Vl1abcdefghijklmnop", f"vault login {M}"),
+        ("vault login -no-print 'Vl2 tok' && vault kv get app", f"vault login -no-print '{M}' && vault kv get app"),
+        (
+            "VAULT_ADDR=https://v:8200 vault login -method=token Vl3tok\n",
+            f"VAULT_ADDR=https://v:8200 vault login -method=token {M}\n",
+        ),
+        # Another method's pairs, stdin, a prompt and prose stay (the pair's password is the `key=value` shape's).
+        ("vault login -method=userpass username=bob", "vault login -method=userpass username=bob"),
+        ("vault login -", "vault login -"),
+        ("vault login", "vault login"),
+        ("vault login failed: permission denied", "vault login failed: permission denied"),
+    ],
+)
+def test_vault_login_masks_its_token_argument(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

@@ -443,6 +443,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)??[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
+            // `vault login TOKEN` (the token method's positional word; other
+            // methods take `username=... password=...`, which are pairs).
+            r#"|vault[ \t]+login(?:[ \t]+-[^\s=]+(?:=[^\s"']*)?)*[ \t]+(?P<vault>"[^"\n]*"|'[^'\n]*'|[^\s"'=<>|;&\-][^\s"'=<>|;&]*)(?:[\s;&|)"'\]]|$)"#,
             // A password echoed into a command that reads it from stdin; the
             // command ends at a blank, the line's end or the next command.
             // Or into one that stores it: `gh secret set N`, `wrangler secret
@@ -1022,8 +1025,12 @@ fn k8s_data_spans(text: &str, base: usize, spans: &mut Vec<(usize, usize)>) {
 fn cmd_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut read = (0, 0);
     for c in sh.cmd.captures_iter(s) {
-        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
+        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped", "vault"] {
             if let Some(v) = c.name(group) {
+                // A log line's `vault login failed: ...` names no token.
+                if group == "vault" && (v.as_str().ends_with(':') || status_word(v.as_str())) {
+                    continue;
+                }
                 push_word(v.start(), v.as_str(), spans);
                 if group == "arg" {
                     repeated_flag(s, v.start(), v.end(), &mut read, spans);
@@ -2277,6 +2284,11 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) -> us
 }
 
 /// Words that say what happened to a secret, not what it is (`db.password changed`).
+/// Whether `word` is one of [`STATUS_WORDS`].
+fn status_word(word: &str) -> bool {
+    STATUS_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
 const STATUS_WORDS: &[&str] = &[
     "failed",
     "ok",
