@@ -955,6 +955,26 @@ def test_vault_login_masks_its_token_argument(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The token is read from a file: the redirection and the file name stay.
+        ("gh auth login --with-token < token.txt", "gh auth login --with-token < token.txt"),
+        ("app --password >> out.log", "app --password >> out.log"),
+        # A here-string gives the value after its `<<<`.
+        ("gh auth login --with-token <<< Gh1tok", f"gh auth login --with-token <<< {M}"),
+        (
+            "gh auth login --with-token <<< 'Gh2 tok'; gh auth status",
+            f"gh auth login --with-token <<< '{M}'; gh auth status",
+        ),
+    ],
+)
+def test_a_secret_flags_redirection_is_no_value_and_a_here_string_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    argv = ["gh", "auth", "login", "--with-token", "<", "token.txt"]
+    assert redact_dict({"argv": argv}) == {"argv": argv}
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

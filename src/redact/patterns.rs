@@ -803,8 +803,16 @@ fn scan_shapes(
                 // In a list, the next item quoted, and not another flag.
                 let list_item =
                     c.name("list").is_none_or(|_| v.as_str().starts_with(['"', '\'']) && !value.starts_with('-'));
-                if list_item && key_info(k.as_str()).secret && !keep_value(value) {
-                    spans.push(unquote(v.start(), v.as_str()));
+                if list_item && key_info(k.as_str()).secret && !keep_value(value) && !shell_operator(value) {
+                    if v.as_str() == "<<<" {
+                        // A here-string (`--with-token <<< tok`): the value is the next word.
+                        let end = s[v.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| v.end() + i);
+                        if let Some((a, z)) = shell_words(s, v.end(), end).next() {
+                            push_word(a, &s[a..z], spans);
+                        }
+                    } else {
+                        spans.push(unquote(v.start(), v.as_str()));
+                    }
                 }
             }
         }
@@ -1794,6 +1802,13 @@ pub(super) fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// A shell redirection standing where a flag's value would (`gh auth login
+/// --with-token < token.txt`): the value comes from a file. A here-string's
+/// `<<<` is not one: the value follows it.
+pub(super) fn shell_operator(v: &str) -> bool {
+    !v.is_empty() && v != "<<<" && v.bytes().all(|c| matches!(c, b'<' | b'>' | b'|' | b'&' | b';'))
 }
 
 /// A DB-API parameter placeholder standing for a value in an SQL statement

@@ -337,7 +337,7 @@ impl ArgList {
 /// Whether the item after a secret flag is its value: not another flag,
 /// and not a placeholder or a null word (see the text shape's values).
 pub fn flag_value_is_secret(value: &str) -> bool {
-    !value.starts_with('-') && !super::patterns::keep_value(value)
+    !value.starts_with('-') && !super::patterns::keep_value(value) && !super::patterns::shell_operator(value)
 }
 
 #[cfg(test)]
