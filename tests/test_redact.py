@@ -975,6 +975,26 @@ def test_a_secret_flags_redirection_is_no_value_and_a_here_string_is_masked(text
     assert redact_dict({"argv": argv}) == {"argv": argv}
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "POST https://events.pagerduty.com/integration/0123456789abcdef0123456789abcdef/enqueue",
+            f"POST https://events.pagerduty.com/integration/{M}/enqueue",
+        ),
+        (
+            "https://events.eu.pagerduty.com/integration/R0123456789ABCDEF0123456789abcde/enqueue 202",
+            f"https://events.eu.pagerduty.com/integration/{M}/enqueue 202",
+        ),
+        # The Events API v2 URL and an incident's page name no key.
+        ("https://events.pagerduty.com/v2/enqueue", "https://events.pagerduty.com/v2/enqueue"),
+        ("https://acme.pagerduty.com/incidents/Q1ABCDEFGHIJKL", "https://acme.pagerduty.com/incidents/Q1ABCDEFGHIJKL"),
+    ],
+)
+def test_a_pagerduty_integration_key_in_its_events_url_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

@@ -220,6 +220,8 @@ struct Shapes {
     hook: Regex,
     /// Finds `hook` (see [`scan_shapes`]), built once.
     webhooks: Finder<'static>,
+    /// Finds `pagerduty.com/` (see [`scan_shapes`]), built once.
+    pagerduty: Finder<'static>,
     flag: Regex,
     netrc: Regex,
     cmd: Regex,
@@ -378,10 +380,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
             r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
             r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})",
-            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})"
+            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})",
+            // A PagerDuty integration key in the Events API's URL: it opens an incident.
+            r"|events(?:\.eu)?\.pagerduty\.com/integration/(?P<pd>[A-Za-z0-9]{32})(?-u:\b)"
         ))
         .ok()?,
         webhooks: Finder::new(b"hook"),
+        pagerduty: Finder::new(b"pagerduty.com/"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -743,9 +748,12 @@ fn scan_shapes(
     }
     // Webhooks other than Slack's have no hint of their own (`hook` would
     // take one of the pair filter's few bits): a URL that holds it is looked at.
-    if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
+    // PagerDuty's events URL holds no `hook`: its host is looked for too.
+    if wake & HOOK != 0
+        || (wake & URL != 0 && (sh.webhooks.find(s.as_bytes()).is_some() || sh.pagerduty.find(s.as_bytes()).is_some()))
+    {
         for c in sh.hook.captures_iter(s) {
-            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt"] {
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt", "pd"] {
                 push_group(&c, group, spans);
             }
         }
