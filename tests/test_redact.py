@@ -995,6 +995,26 @@ def test_a_pagerduty_integration_key_in_its_events_url_is_masked(text: str, expe
     assert redact(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "secret"),
+    [
+        (["htpasswd", "-bc", "/etc/h", "bob", "Hl1pass"], "Hl1pass"),
+        (["htpasswd", "-nb", "bob", "Hl2pass"], "Hl2pass"),
+        (["rabbitmqctl", "add_user", "bob", "Rl1pass"], "Rl1pass"),
+        (["rclone", "config", "create", "r", "s3", "secret_access_key", "Rl2pass", "region", "eu"], "Rl2pass"),
+    ],
+)
+def test_an_argument_lists_text_masks_the_secret_its_command_takes_as_a_positional_word(
+    argv: list[str], secret: str
+) -> None:
+    # As a `CalledProcessError` names the command it ran, with either quote.
+    for shown in (repr(argv), json.dumps(argv)):
+        message = f"Command '{shown}' returned non-zero exit status 1."
+        assert redact(message) == message.replace(secret, M)
+    plain = "Command '['htpasswd', '-c', '/etc/h', 'bob']' returned non-zero exit status 1."
+    assert redact(plain) == plain
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

@@ -852,6 +852,18 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     }
     if wake & (SQL | AUTH | NAMES) != 0 {
         rclone_spans(s, key_info, spans);
+        // An argument list's text (`['htpasswd', '-b', ...]`, as a
+        // `CalledProcessError`'s message shows it), read again with its item
+        // separators as blanks (see [`list_items_spaced`]).
+        if let Some(spaced) = list_items_spaced(s) {
+            let mut found = Vec::new();
+            rclone_spans(&spaced, key_info, &mut found);
+            if wake & NAMES != 0 {
+                htpasswd_spans(&spaced, &mut found);
+                rabbitmqctl_spans(&spaced, &mut found);
+            }
+            spans.extend(found.into_iter().filter_map(|(a, z)| list_item_span(&spaced, a, z)));
+        }
     }
     if wake & NAMES != 0 {
         k8s_secret_spans(s, spans);
@@ -1072,6 +1084,19 @@ fn list_items_spaced(s: &str) -> Option<String> {
         out[at..at + 4].fill(b' ');
     }
     String::from_utf8(out).ok()
+}
+
+/// A word's span in an argument list's spaced text without the quote and
+/// bracket of the list's first or last item around it (`['htpasswd`, `pw']`).
+fn list_item_span(s: &str, a: usize, z: usize) -> Option<(usize, usize)> {
+    let word = &s[a..z];
+    let open = word.len() - word.trim_start_matches(['[', '(']).len();
+    let a = a + open + usize::from(word[open..].starts_with(['\'', '"']));
+    // The list's closing `']` and whatever closes around it (`']'` in a
+    // `CalledProcessError`'s message).
+    let kept = word.trim_end_matches(['\'', '"', ']', ')']);
+    let z = if word[kept.len()..].contains(['\'', '"']) { a.max(z - (word.len() - kept.len())) } else { z };
+    (a < z).then_some((a, z))
 }
 
 /// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
