@@ -805,6 +805,9 @@ fn scan_shapes(
         }
     }
     if wake & FLAG != 0 {
+        // Where the command of the last here-string read ends: found once for
+        // all the here-strings before it, so a long line of them stays linear.
+        let mut command_end = 0;
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
                 let value = v.as_str().trim_matches(['"', '\'']);
@@ -814,8 +817,10 @@ fn scan_shapes(
                 if list_item && key_info(k.as_str()).secret && !keep_value(value) && !shell_operator(value) {
                     if v.as_str() == "<<<" {
                         // A here-string (`--with-token <<< tok`): the value is the next word.
-                        let end = s[v.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| v.end() + i);
-                        if let Some((a, z)) = shell_words(s, v.end(), end).next() {
+                        if v.end() >= command_end {
+                            command_end = s[v.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| v.end() + i);
+                        }
+                        if let Some((a, z)) = shell_words(s, v.end(), command_end).next() {
                             push_word(a, &s[a..z], spans);
                         }
                     } else {
