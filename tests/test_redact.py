@@ -671,6 +671,22 @@ def test_a_kubernetes_secret_as_yaml_text_has_its_data_masked() -> None:
         assert redact(text) == text
 
 
+def test_a_kubernetes_list_as_yaml_text_masks_only_its_secrets_data() -> None:
+    # `kubectl get cm,secret -o yaml`: one List; each item is judged by its own kind.
+    listed = (
+        "apiVersion: v1\nkind: List\nitems:\n"
+        "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: ui\n  data:\n    theme: dark\n"
+        "- apiVersion: v1\n  kind: Secret\n  metadata:\n    name: db\n  data:\n    url: Kl1url\n"
+        "  stringData:\n    note: |\n      Kl2 line\n"
+        "- kind: ConfigMap\n  data:\n    color: blue\n"
+        'metadata:\n  resourceVersion: ""\n'
+    )
+    out = redact(listed)
+    assert out == listed.replace("Kl1url", M).replace("Kl2 line", M)
+    nested = "kind: List\nitems:\n  - kind: Secret\n    data:\n      a: Kl3\n  - kind: ConfigMap\n    data:\n      b: plain\n"
+    assert redact(nested) == nested.replace("Kl3", M)
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}

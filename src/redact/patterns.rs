@@ -898,11 +898,63 @@ fn k8s_secret_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     while doc < s.len() {
         let end = s[doc..].find("\n---").map_or(s.len(), |n| doc + n + 1);
         let text = &s[doc..end];
-        if yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret") {
-            k8s_data_spans(text, doc, spans);
+        if yaml_kind_secret(text) {
+            match yaml_list_items(text) {
+                // A `List`'s items are judged one by one: a ConfigMap beside a Secret keeps its data.
+                Some(items) => {
+                    for (a, z) in items {
+                        if yaml_kind_secret(&text[a..z]) {
+                            k8s_data_spans(&text[a..z], doc + a, spans);
+                        }
+                    }
+                }
+                None => k8s_data_spans(text, doc, spans),
+            }
         }
         doc = end.max(doc + 1);
     }
+}
+
+fn yaml_kind_secret(text: &str) -> bool {
+    yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret")
+}
+
+/// The items of the `items:` sequence of a YAML `List` in `text`, as byte
+/// ranges (an item from its `- ` to the next one's or the sequence's end),
+/// or `None` when `text` is no list (`kind: List`, `kind: SecretList`).
+fn yaml_list_items(text: &str) -> Option<Vec<(usize, usize)>> {
+    if !yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value).ends_with("List")) {
+        return None;
+    }
+    let mut lines = yaml_lines(text);
+    let (_, items_indent, _, _) = lines.find(|&(_, _, key, value)| key == "items" && value.is_empty())?;
+    let mut dash_col = None;
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut end = text.len();
+    for (start, indent, _, _) in lines {
+        let line = text[start..].split(['\n', '\r']).next().unwrap_or("");
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let col = line.len() - body.len();
+        let dash = body == "-" || body.starts_with("- ");
+        if dash && col >= items_indent && dash_col.is_none_or(|c| c == col) {
+            dash_col = Some(col);
+            if let Some(last) = found.last_mut() {
+                last.1 = start;
+            }
+            found.push((start, text.len()));
+        } else if dash_col.is_none_or(|c| col <= c) && indent <= items_indent {
+            // Back at the `items:` key's level: the sequence has ended.
+            end = start;
+            break;
+        }
+    }
+    if let Some(last) = found.last_mut() {
+        last.1 = end;
+    }
+    Some(found)
 }
 
 static FROM_LITERAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"--from-literal"));
