@@ -683,7 +683,8 @@ def test_a_kubernetes_list_as_yaml_text_masks_only_its_secrets_data() -> None:
     )
     out = redact(listed)
     assert out == listed.replace("Kl1url", M).replace("Kl2 line", M)
-    nested = "kind: List\nitems:\n  - kind: Secret\n    data:\n      a: Kl3\n  - kind: ConfigMap\n    data:\n      b: plain\n"
+    nested = "kind: List\nitems:\n  - kind: Secret\n    data:\n      a: Kl3\n"
+    nested += "  - kind: ConfigMap\n    data:\n      b: plain\n"
     assert redact(nested) == nested.replace("Kl3", M)
 
 
