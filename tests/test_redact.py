@@ -832,6 +832,47 @@ def test_an_argument_list_masks_the_secret_its_command_takes_as_a_positional_wor
         assert redact_dict({"argv": argv}) == {"argv": argv}, argv
 
 
+def test_an_argument_list_of_a_command_the_text_shapes_know_is_read_as_its_command_line() -> None:
+    # The same command as text is masked; as `sys.argv` or a `subprocess` list it was not.
+    cases = [
+        (
+            ["aws", "configure", "set", "aws_secret_access_key", "Cm1"],
+            ["aws", "configure", "set", "aws_secret_access_key", M],
+        ),
+        (
+            ["/usr/local/bin/aws", "ssm", "put-parameter", "--name", "n", "--value", "Cm2 x", "--type", "String"],
+            ["/usr/local/bin/aws", "ssm", "put-parameter", "--name", "n", "--value", M, "--type", "String"],
+        ),
+        (["npm", "config", "set", "//r/:_authToken", "Cm3"], ["npm", "config", "set", "//r/:_authToken", M]),
+        (["gh", "secret", "set", "X", "--body", "Cm4"], ["gh", "secret", "set", "X", "--body", M]),
+        (["openssl", "enc", "-k", "Cm5", "-in", "a"], ["openssl", "enc", "-k", M, "-in", "a"]),
+        (["dotnet", "user-secrets", "set", "Db:Password", "Cm6"], ["dotnet", "user-secrets", "set", "Db:Password", M]),
+        (["net", "use", "\\\\h\\s", "Cm7", "/user:bob"], ["net", "use", "\\\\h\\s", M, "/user:bob"]),
+        (["sqlplus", "bob/Cm8@db"], ["sqlplus", f"bob/{M}@db"]),
+        (["snmpwalk", "-v2c", "-c", "Cm9", "h"], ["snmpwalk", "-v2c", "-c", M, "h"]),
+        (["chpasswd", "<<<", "bob:Cn1"], ["chpasswd", "<<<", f"bob:{M}"]),
+        (["fly", "secrets", "set", "A=Cn2", "B=Cn3"], ["fly", "secrets", "set", f"A={M}", f"B={M}"]),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"argv": tuple(argv)}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Other subcommands, another first word and patterns=False keep the list as it was.
+    plain = [
+        ["echo", "hello", "world"],
+        ["aws", "s3", "ls", "s3://b/k"],
+        ["gh", "pr", "list", "--limit", "5"],
+        ["net", "ops", "team"],
+        ["tags", "aws", "configure", "set", "aws_secret_access_key", "x"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
+    argv = ["aws", "configure", "set", "aws_secret_access_key", "Cn4"]
+    assert Redactor(patterns=False).redact({"argv": argv}) == {"argv": argv}
+
+
 # --- value shapes ---------------------------------------------------------------------
 
 

@@ -334,6 +334,103 @@ impl ArgList {
     }
 }
 
+/// Whether an argument list's first item names a command whose secrets
+/// only the text shapes know (`aws configure set`, `echo pw | docker login
+/// --password-stdin`, `openssl enc -k`, `gh secret set N --body`): such a
+/// list is also read as its command line (see [`command_line_spans`]).
+pub fn names_text_command(first: &str) -> bool {
+    if first.len() > 64 {
+        return false;
+    }
+    matches!(
+        command_name(first),
+        "aws"
+            | "npm"
+            | "yarn"
+            | "pnpm"
+            | "gh"
+            | "az"
+            | "gcloud"
+            | "dotnet"
+            | "openssl"
+            | "redis-cli"
+            | "net"
+            | "NET"
+            | "sqlplus"
+            | "snmpwalk"
+            | "snmpget"
+            | "snmpset"
+            | "snmpbulkwalk"
+            | "snmptrap"
+            | "echo"
+            | "chpasswd"
+            | "fly"
+            | "flyctl"
+            | "doppler"
+            | "infisical"
+            | "wrangler"
+    )
+}
+
+/// A command's name from the path an argument list's first item may give
+/// (`/usr/local/bin/aws`, `C:\Tools\az.exe`).
+fn command_name(first: &str) -> &str {
+    let name = first.rsplit(['/', '\\']).next().unwrap_or(first);
+    name.strip_suffix(".exe").unwrap_or(name)
+}
+
+/// The secrets the text shapes find in an argument list read as its
+/// command line (its items joined by blanks; an item holding a blank or a
+/// quote quoted; the command by its name, not its path), as byte ranges of
+/// each item; `None` when none is found. Items that are not text stand as
+/// empty words.
+pub fn command_line_spans(rules: &Rules, items: &[&str]) -> Option<Vec<Vec<(usize, usize)>>> {
+    if !rules.patterns() || items.len() < 2 {
+        return None;
+    }
+    let mut line = String::new();
+    let mut starts = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if i == 0 {
+            // The command's text shapes need its name at a word's start; the
+            // name is no secret, so its item's span is never wanted.
+            starts.push(0);
+            line.push_str(command_name(item));
+            continue;
+        }
+        line.push(' ');
+        let quote = if item.contains('\'') { '"' } else { '\'' };
+        let quoted = item.is_empty() || item.contains([' ', '\t', '\n', '\r', '"', '\'']);
+        if quoted {
+            line.push(quote);
+        }
+        starts.push(line.len());
+        line.push_str(item);
+        if quoted {
+            line.push(quote);
+        }
+    }
+    let mut spans = Vec::new();
+    let mut key_info = |k: &str| rules.pair_info(k, false);
+    super::patterns::find_spans(&line, &mut key_info, &mut spans);
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = vec![Vec::new(); items.len()];
+    for (a, z) in spans {
+        // The first item ending after the span's start, then each one it reaches.
+        let mut i = starts.partition_point(|&start| start <= a).saturating_sub(1).max(1);
+        while i < items.len() && starts[i] < z {
+            let (start, end) = (starts[i], starts[i] + items[i].len());
+            if a < end && z > start {
+                out[i].push((a.max(start) - start, z.min(end) - start));
+            }
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Whether the item after a secret flag is its value: not another flag,
 /// and not a placeholder or a null word (see the text shape's values).
 pub fn flag_value_is_secret(value: &str) -> bool {
