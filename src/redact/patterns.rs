@@ -1482,7 +1482,7 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
 /// set`, `npm config set` (`yarn`, `pnpm`), `dotnet user-secrets set`.
 static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
+        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|npm|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
             .replace(r"[ \t]", blank_class!()),
     )
     .ok()
