@@ -280,6 +280,15 @@ def test_secret_key_names_are_masked(key: str) -> None:
     assert redact_dict({key: "s3cr3t"}) == {key: M}
 
 
+def test_a_routing_key_named_for_pagerduty_is_masked_and_amqps_stays() -> None:
+    # PagerDuty's Events API routing key opens incidents; AMQP's routing key is an address.
+    for key in ["PAGERDUTY_ROUTING_KEY", "pagerduty_routing_key", "pd_routing_key", "PD_ROUTING_KEY"]:
+        assert redact_dict({key: "R0123456789abcdef0123456789abcde"}) == {key: M}, key
+        assert redact(f"{key}=R0123456789abcdef") == f"{key}={M}", key
+    for key in ["routing_key", "amqp_routing_key", "pdf_routing_key", "RoutingKey"]:
+        assert redact_dict({key: "orders.created"}) == {key: "orders.created"}, key
+
+
 def test_a_whole_token_under_a_prefix_name_is_still_masked_by_shape() -> None:
     token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
     assert token not in str(redact_dict({"token_prefix": token}))
