@@ -280,6 +280,15 @@ def test_secret_key_names_are_masked(key: str) -> None:
     assert redact_dict({key: "s3cr3t"}) == {key: M}
 
 
+def test_a_routing_key_named_for_pagerduty_is_masked_and_amqps_stays() -> None:
+    # PagerDuty's Events API routing key opens incidents; AMQP's routing key is an address.
+    for key in ["PAGERDUTY_ROUTING_KEY", "pagerduty_routing_key", "pd_routing_key", "PD_ROUTING_KEY"]:
+        assert redact_dict({key: "R0123456789abcdef0123456789abcde"}) == {key: M}, key
+        assert redact(f"{key}=R0123456789abcdef") == f"{key}={M}", key
+    for key in ["routing_key", "amqp_routing_key", "pdf_routing_key", "RoutingKey"]:
+        assert redact_dict({key: "orders.created"}) == {key: "orders.created"}, key
+
+
 def test_a_whole_token_under_a_prefix_name_is_still_masked_by_shape() -> None:
     token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
     assert token not in str(redact_dict({"token_prefix": token}))
@@ -671,6 +680,23 @@ def test_a_kubernetes_secret_as_yaml_text_has_its_data_masked() -> None:
         assert redact(text) == text
 
 
+def test_a_kubernetes_list_as_yaml_text_masks_only_its_secrets_data() -> None:
+    # `kubectl get cm,secret -o yaml`: one List; each item is judged by its own kind.
+    listed = (
+        "apiVersion: v1\nkind: List\nitems:\n"
+        "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: ui\n  data:\n    theme: dark\n"
+        "- apiVersion: v1\n  kind: Secret\n  metadata:\n    name: db\n  data:\n    url: Kl1url\n"
+        "  stringData:\n    note: |\n      Kl2 line\n"
+        "- kind: ConfigMap\n  data:\n    color: blue\n"
+        'metadata:\n  resourceVersion: ""\n'
+    )
+    out = redact(listed)
+    assert out == listed.replace("Kl1url", M).replace("Kl2 line", M)
+    nested = "kind: List\nitems:\n  - kind: Secret\n    data:\n      a: Kl3\n"
+    nested += "  - kind: ConfigMap\n    data:\n      b: plain\n"
+    assert redact(nested) == nested.replace("Kl3", M)
+
+
 def test_pair_lists() -> None:  # 29
     data = {"headers": [["Authorization", "Bearer x"], ("X-Api-Key", "k"), ["Accept", "json"]]}
     assert redact_dict(data) == {"headers": [["Authorization", M], ["X-Api-Key", M], ["Accept", "json"]]}
@@ -754,6 +780,106 @@ def test_an_argument_list_masks_the_short_flags_its_command_makes_secret() -> No
     ]
     for argv in plain:
         assert redact_dict({"argv": argv}) == {"argv": argv}, argv
+
+
+def test_an_argument_list_masks_the_secret_its_command_takes_as_a_positional_word() -> None:
+    # No flag names these secrets: only their place after the command does.
+    cases = [
+        (["htpasswd", "-bc", "/etc/h", "bob", "pw1"], ["htpasswd", "-bc", "/etc/h", "bob", M]),
+        (
+            ["htpasswd", "-b", "-B", "-C", "10", "/etc/h", "bob", "pw2"],
+            ["htpasswd", "-b", "-B", "-C", "10", "/etc/h", "bob", M],
+        ),
+        (["/usr/bin/htpasswd", "-nb", "bob", "pw3"], ["/usr/bin/htpasswd", "-nb", "bob", M]),
+        (["net", "user", "bob", "pw4", "/add"], ["net", "user", "bob", M, "/add"]),
+        (
+            ["C:\\Windows\\System32\\net.exe", "USER", "bob", "/domain", "pw5"],
+            ["C:\\Windows\\System32\\net.exe", "USER", "bob", "/domain", M],
+        ),
+        (["vault", "login", "s.abcdef0123456789"], ["vault", "login", M]),
+        (["vault", "login", "-no-print", "pw6"], ["vault", "login", "-no-print", M]),
+        (["rabbitmqctl", "-n", "r@h", "add_user", "bob", "pw7"], ["rabbitmqctl", "-n", "r@h", "add_user", "bob", M]),
+        (["mc", "alias", "set", "s3", "https://h", "AK", "pw8"], ["mc", "alias", "set", "s3", "https://h", "AK", M]),
+        (
+            [
+                "rclone",
+                "config",
+                "create",
+                "r",
+                "s3",
+                "access_key_id",
+                "AK",
+                "secret_access_key",
+                "pw9",
+                "region",
+                "eu",
+            ],
+            ["rclone", "config", "create", "r", "s3", "access_key_id", "AK", "secret_access_key", M, "region", "eu"],
+        ),
+        (["rclone", "config", "update", "r", "pass", "pw10"], ["rclone", "config", "update", "r", "pass", M]),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Without batch mode `htpasswd` prompts; `*` prompts too; other subcommands and word lists stay.
+    plain = [
+        ["htpasswd", "-c", "/etc/h", "bob"],
+        ["net", "user", "bob", "*", "/add"],
+        ["net", "user", "bob"],
+        ["net", "view", "h", "x"],
+        ["tags", "net", "ops", "user", "bob", "alice"],
+        ["vault", "kv", "get", "secret/app"],
+        ["vault", "login", "-method=userpass", "username=bob"],
+        ["rabbitmqctl", "list_users"],
+        ["mc", "cp", "a", "b", "c", "d", "e"],
+        ["rclone", "config", "create", "r", "s3", "region", "eu", "provider", "AWS"],
+        ["rclone", "copy", "a", "b", "token", "c"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
+
+
+def test_an_argument_list_of_a_command_the_text_shapes_know_is_read_as_its_command_line() -> None:
+    # The same command as text is masked; as `sys.argv` or a `subprocess` list it was not.
+    cases = [
+        (
+            ["aws", "configure", "set", "aws_secret_access_key", "Cm1"],
+            ["aws", "configure", "set", "aws_secret_access_key", M],
+        ),
+        (
+            ["/usr/local/bin/aws", "ssm", "put-parameter", "--name", "n", "--value", "Cm2 x", "--type", "String"],
+            ["/usr/local/bin/aws", "ssm", "put-parameter", "--name", "n", "--value", M, "--type", "String"],
+        ),
+        (["npm", "config", "set", "//r/:_authToken", "Cm3"], ["npm", "config", "set", "//r/:_authToken", M]),
+        (["gh", "secret", "set", "X", "--body", "Cm4"], ["gh", "secret", "set", "X", "--body", M]),
+        (["openssl", "enc", "-k", "Cm5", "-in", "a"], ["openssl", "enc", "-k", M, "-in", "a"]),
+        (["dotnet", "user-secrets", "set", "Db:Password", "Cm6"], ["dotnet", "user-secrets", "set", "Db:Password", M]),
+        (["net", "use", "\\\\h\\s", "Cm7", "/user:bob"], ["net", "use", "\\\\h\\s", M, "/user:bob"]),
+        (["sqlplus", "bob/Cm8@db"], ["sqlplus", f"bob/{M}@db"]),
+        (["snmpwalk", "-v2c", "-c", "Cm9", "h"], ["snmpwalk", "-v2c", "-c", M, "h"]),
+        (["chpasswd", "<<<", "bob:Cn1"], ["chpasswd", "<<<", f"bob:{M}"]),
+        (["fly", "secrets", "set", "A=Cn2", "B=Cn3"], ["fly", "secrets", "set", f"A={M}", f"B={M}"]),
+    ]
+    for argv, masked in cases:
+        assert redact_dict({"argv": argv}) == {"argv": masked}, argv
+        assert redact_dict({"argv": tuple(argv)}) == {"argv": masked}, argv
+        assert redact_dict({"body": json.dumps({"argv": argv})}) == {
+            "body": json.dumps({"argv": masked}, separators=(",", ":"))
+        }, argv
+    # Other subcommands, another first word and patterns=False keep the list as it was.
+    plain = [
+        ["echo", "hello", "world"],
+        ["aws", "s3", "ls", "s3://b/k"],
+        ["gh", "pr", "list", "--limit", "5"],
+        ["net", "ops", "team"],
+        ["tags", "aws", "configure", "set", "aws_secret_access_key", "x"],
+    ]
+    for argv in plain:
+        assert redact_dict({"argv": argv}) == {"argv": argv}, argv
+    argv = ["aws", "configure", "set", "aws_secret_access_key", "Cn4"]
+    assert Redactor(patterns=False).redact({"argv": argv}) == {"argv": argv}
 
 
 # --- value shapes ---------------------------------------------------------------------
@@ -849,6 +975,113 @@ print("ok")
 """
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "rclone config create r s3 provider AWS access_key_id AK1 secret_access_key Rc1pass region eu",
+            f"rclone config create r s3 provider AWS access_key_id AK1 secret_access_key {M} region eu",
+        ),
+        (
+            "rclone config update gd client_secret 'Rc 2' token x",
+            f"rclone config update gd client_secret '{M}' token {M}",
+        ),
+        (
+            "rclone --config /c config create b b2 account a1 key k password Rc3",
+            f"rclone --config /c config create b b2 account a1 key k password {M}",
+        ),
+        # Names and types, other keys and other subcommands stay.
+        ("rclone config create token s3 region eu", "rclone config create token s3 region eu"),
+        (
+            "rclone config show token; rclone config delete password",
+            "rclone config show token; rclone config delete password",
+        ),
+    ],
+)
+def test_rclone_config_create_masks_the_values_whose_key_names_a_secret(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vault login s.Vl1abcdefghijklmnop", f"vault login {M}"),
+        ("vault login -no-print 'Vl2 tok' && vault kv get app", f"vault login -no-print '{M}' && vault kv get app"),
+        (
+            "VAULT_ADDR=https://v:8200 vault login -method=token Vl3tok\n",
+            f"VAULT_ADDR=https://v:8200 vault login -method=token {M}\n",
+        ),
+        # Another method's pairs, stdin, a prompt and prose stay (the pair's password is the `key=value` shape's).
+        ("vault login -method=userpass username=bob", "vault login -method=userpass username=bob"),
+        ("vault login -", "vault login -"),
+        ("vault login", "vault login"),
+        ("vault login failed: permission denied", "vault login failed: permission denied"),
+    ],
+)
+def test_vault_login_masks_its_token_argument(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The token is read from a file: the redirection and the file name stay.
+        ("gh auth login --with-token < token.txt", "gh auth login --with-token < token.txt"),
+        ("app --password >> out.log", "app --password >> out.log"),
+        # A here-string gives the value after its `<<<`.
+        ("gh auth login --with-token <<< Gh1tok", f"gh auth login --with-token <<< {M}"),
+        (
+            "gh auth login --with-token <<< 'Gh2 tok'; gh auth status",
+            f"gh auth login --with-token <<< '{M}'; gh auth status",
+        ),
+    ],
+)
+def test_a_secret_flags_redirection_is_no_value_and_a_here_string_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    argv = ["gh", "auth", "login", "--with-token", "<", "token.txt"]
+    assert redact_dict({"argv": argv}) == {"argv": argv}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "POST https://events.pagerduty.com/integration/0123456789abcdef0123456789abcdef/enqueue",
+            f"POST https://events.pagerduty.com/integration/{M}/enqueue",
+        ),
+        (
+            "https://events.eu.pagerduty.com/integration/R0123456789ABCDEF0123456789abcde/enqueue 202",
+            f"https://events.eu.pagerduty.com/integration/{M}/enqueue 202",
+        ),
+        # The Events API v2 URL and an incident's page name no key.
+        ("https://events.pagerduty.com/v2/enqueue", "https://events.pagerduty.com/v2/enqueue"),
+        ("https://acme.pagerduty.com/incidents/Q1ABCDEFGHIJKL", "https://acme.pagerduty.com/incidents/Q1ABCDEFGHIJKL"),
+    ],
+)
+def test_a_pagerduty_integration_key_in_its_events_url_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "secret"),
+    [
+        (["htpasswd", "-bc", "/etc/h", "bob", "Hl1pass"], "Hl1pass"),
+        (["htpasswd", "-nb", "bob", "Hl2pass"], "Hl2pass"),
+        (["rabbitmqctl", "add_user", "bob", "Rl1pass"], "Rl1pass"),
+        (["rclone", "config", "create", "r", "s3", "secret_access_key", "Rl2pass", "region", "eu"], "Rl2pass"),
+    ],
+)
+def test_an_argument_lists_text_masks_the_secret_its_command_takes_as_a_positional_word(
+    argv: list[str], secret: str
+) -> None:
+    # As a `CalledProcessError` names the command it ran, with either quote.
+    for shown in (repr(argv), json.dumps(argv)):
+        message = f"Command '{shown}' returned non-zero exit status 1."
+        assert redact(message) == message.replace(secret, M)
+    plain = "Command '['htpasswd', '-c', '/etc/h', 'bob']' returned non-zero exit status 1."
+    assert redact(plain) == plain
+
+
 def test_a_long_run_of_glued_token_prefixes_is_masked_without_hanging() -> None:
     done = subprocess.run([sys.executable, "-c", _GLUED], capture_output=True, text=True, timeout=120, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
@@ -935,6 +1168,9 @@ print("ok")
         ("x: &'a y: &str = ", 100_000),
         ("npm config set ", 200_000),
         ("npm config set _auth ", 150_000),
+        ("gh auth login --with-token <<< ", 100_000),
+        ("rclone config create r s3 secret_access_key x ", 100_000),
+        ("['htpasswd', '-b', 'f', 'u', 'p', ", 50_000),
         ('password "\\"', 200_000),
         ("password <- <-", 200_000),
         ("var password string = string ", 100_000),

@@ -292,6 +292,12 @@ REAL_WORLD = [
         ["--profile prod", "region eu-west-1", "registry https://r.example.com/"],
     ),
     Case(
+        "npm set, npm config set's alias",
+        {"sh": "npm set //registry.npmjs.org/:_authToken Ns1token; npm set registry https://r.example.com/"},
+        ["Ns1token"],
+        ["npm set //registry.npmjs.org/:_authToken", "npm set registry https://r.example.com/"],
+    ),
+    Case(
         "commands that store a secret given its value",
         {
             "sh": "gh secret set DEPLOY_KEY --body Ss1ghBody --repo o/r\n"

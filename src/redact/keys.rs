@@ -714,9 +714,17 @@ fn drupal_session(compact: &str) -> bool {
         .is_some_and(|hash| hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Whether the default safe list keeps the normalised key readable.
+/// Whether the default safe list keeps the normalised key readable. A
+/// routing key is AMQP's address, but one named for PagerDuty
+/// (`PAGERDUTY_ROUTING_KEY`, `pd_routing_key`) is its Events API's
+/// integration key, which opens incidents.
 pub fn default_safe(n: &Normalized) -> bool {
-    n.suffixes(*SAFE_MAX).any(|s| SAFE_NAMES.contains(&s))
+    n.suffixes(*SAFE_MAX).any(|s| SAFE_NAMES.contains(&s)) && !pagerduty_routing_key(n)
+}
+
+fn pagerduty_routing_key(n: &Normalized) -> bool {
+    let c = n.compact.as_str();
+    c.ends_with("routingkey") && (c.starts_with("pagerduty") || (c.starts_with("pd") && n.aligned(0, 2)))
 }
 
 /// Whether `set` (compact forms, as built by [`compact_term`]) holds the key or its trailing tokens.

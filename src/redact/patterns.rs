@@ -220,6 +220,8 @@ struct Shapes {
     hook: Regex,
     /// Finds `hook` (see [`scan_shapes`]), built once.
     webhooks: Finder<'static>,
+    /// Finds `pagerduty.com/` (see [`scan_shapes`]), built once.
+    pagerduty: Finder<'static>,
     flag: Regex,
     netrc: Regex,
     cmd: Regex,
@@ -378,10 +380,13 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r"|/hooks/(?:(?P<mm>[a-z0-9]{26})(?-u:\b)|[A-Za-z0-9]{17,24}/(?P<rc>[A-Za-z0-9]{24,}))",
             r"|open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/(?P<lark>[A-Za-z0-9\-]{20,})",
             r"|qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=(?P<wecom>[A-Za-z0-9\-]{20,})",
-            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})"
+            r"|maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/(?P<ifttt>[A-Za-z0-9_\-]{16,})",
+            // A PagerDuty integration key in the Events API's URL: it opens an incident.
+            r"|events(?:\.eu)?\.pagerduty\.com/integration/(?P<pd>[A-Za-z0-9]{32})(?-u:\b)"
         ))
         .ok()?,
         webhooks: Finder::new(b"hook"),
+        pagerduty: Finder::new(b"pagerduty.com/"),
         // `--db-password hunter2`, `-storepass hunter2`, `-pw hunter2` (the
         // `=` form is the `kv` shape), the same spaces as after an auth
         // scheme before the flag and between flag and value; the key rules
@@ -443,6 +448,9 @@ static SHAPES: LazyLock<Option<Shapes>> = LazyLock::new(|| {
             r#"|(?:7z|7za|7zr|7zz|rar|unrar)(?:[ \t][^\n;&|]*?)??[ \t]-p(?P<packed>[^\s"']+)"#,
             r#"|(?:smbclient|rpcclient|smbcacls|smbget)(?:[ \t][^\n;&|]*?)??[ \t](?:-U|--user)[ \t]*["']?[^\s%"']*%(?P<pct>[^\s"']+)"#,
             r#"|sqlplus[ \t]+(?:-\w+[ \t]+)*["']?[^\s/"'@]+/(?P<slash>[^\s@"']+)"#,
+            // `vault login TOKEN` (the token method's positional word; other
+            // methods take `username=... password=...`, which are pairs).
+            r#"|vault[ \t]+login(?:[ \t]+-[^\s=]+(?:=[^\s"']*)?)*[ \t]+(?P<vault>"[^"\n]*"|'[^'\n]*'|[^\s"'=<>|;&\-][^\s"'=<>|;&]*)(?:[\s;&|)"'\]]|$)"#,
             // A password echoed into a command that reads it from stdin; the
             // command ends at a blank, the line's end or the next command.
             // Or into one that stores it: `gh secret set N`, `wrangler secret
@@ -740,9 +748,12 @@ fn scan_shapes(
     }
     // Webhooks other than Slack's have no hint of their own (`hook` would
     // take one of the pair filter's few bits): a URL that holds it is looked at.
-    if wake & HOOK != 0 || (wake & URL != 0 && sh.webhooks.find(s.as_bytes()).is_some()) {
+    // PagerDuty's events URL holds no `hook`: its host is looked for too.
+    if wake & HOOK != 0
+        || (wake & URL != 0 && (sh.webhooks.find(s.as_bytes()).is_some() || sh.pagerduty.find(s.as_bytes()).is_some()))
+    {
         for c in sh.hook.captures_iter(s) {
-            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt"] {
+            for group in ["path", "token", "teams", "zap", "mm", "rc", "lark", "wecom", "ifttt", "pd"] {
                 push_group(&c, group, spans);
             }
         }
@@ -794,14 +805,27 @@ fn scan_shapes(
         }
     }
     if wake & FLAG != 0 {
+        // Where the command of the last here-string read ends: found once for
+        // all the here-strings before it, so a long line of them stays linear.
+        let mut command_end = 0;
         for c in sh.flag.captures_iter(s) {
             if let (Some(k), Some(v)) = (c.name("k"), c.name("v")) {
                 let value = v.as_str().trim_matches(['"', '\'']);
                 // In a list, the next item quoted, and not another flag.
                 let list_item =
                     c.name("list").is_none_or(|_| v.as_str().starts_with(['"', '\'']) && !value.starts_with('-'));
-                if list_item && key_info(k.as_str()).secret && !keep_value(value) {
-                    spans.push(unquote(v.start(), v.as_str()));
+                if list_item && key_info(k.as_str()).secret && !keep_value(value) && !shell_operator(value) {
+                    if v.as_str() == "<<<" {
+                        // A here-string (`--with-token <<< tok`): the value is the next word.
+                        if v.end() >= command_end {
+                            command_end = s[v.end()..].find(['\n', ';', '|', '&']).map_or(s.len(), |i| v.end() + i);
+                        }
+                        if let Some((a, z)) = shell_words(s, v.end(), command_end).next() {
+                            push_word(a, &s[a..z], spans);
+                        }
+                    } else {
+                        spans.push(unquote(v.start(), v.as_str()));
+                    }
                 }
             }
         }
@@ -831,6 +855,21 @@ fn layout_shapes(s: &str, wake: u32, key_info: &mut dyn FnMut(&str) -> KeyInfo, 
     if wake & (SQL | AUTH | TOKENS | NAMES | REDIS) != 0 {
         config_set_spans(s, key_info, spans);
     }
+    if wake & (SQL | AUTH | NAMES) != 0 {
+        rclone_spans(s, key_info, spans);
+        // An argument list's text (`['htpasswd', '-b', ...]`, as a
+        // `CalledProcessError`'s message shows it), read again with its item
+        // separators as blanks (see [`list_items_spaced`]).
+        if let Some(spaced) = list_items_spaced(s) {
+            let mut found = Vec::new();
+            rclone_spans(&spaced, key_info, &mut found);
+            if wake & NAMES != 0 {
+                htpasswd_spans(&spaced, &mut found);
+                rabbitmqctl_spans(&spaced, &mut found);
+            }
+            spans.extend(found.into_iter().filter_map(|(a, z)| list_item_span(&spaced, a, z)));
+        }
+    }
     if wake & NAMES != 0 {
         k8s_secret_spans(s, spans);
         secret_literal_spans(s, spans);
@@ -859,11 +898,63 @@ fn k8s_secret_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     while doc < s.len() {
         let end = s[doc..].find("\n---").map_or(s.len(), |n| doc + n + 1);
         let text = &s[doc..end];
-        if yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret") {
-            k8s_data_spans(text, doc, spans);
+        if yaml_kind_secret(text) {
+            match yaml_list_items(text) {
+                // A `List`'s items are judged one by one: a ConfigMap beside a Secret keeps its data.
+                Some(items) => {
+                    for (a, z) in items {
+                        if yaml_kind_secret(&text[a..z]) {
+                            k8s_data_spans(&text[a..z], doc + a, spans);
+                        }
+                    }
+                }
+                None => k8s_data_spans(text, doc, spans),
+            }
         }
         doc = end.max(doc + 1);
     }
+}
+
+fn yaml_kind_secret(text: &str) -> bool {
+    yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value) == "Secret")
+}
+
+/// The items of the `items:` sequence of a YAML `List` in `text`, as byte
+/// ranges (an item from its `- ` to the next one's or the sequence's end),
+/// or `None` when `text` is no list (`kind: List`, `kind: SecretList`).
+fn yaml_list_items(text: &str) -> Option<Vec<(usize, usize)>> {
+    if !yaml_lines(text).any(|(_, _, key, value)| key == "kind" && unquote_yaml(value).ends_with("List")) {
+        return None;
+    }
+    let mut lines = yaml_lines(text);
+    let (_, items_indent, _, _) = lines.find(|&(_, _, key, value)| key == "items" && value.is_empty())?;
+    let mut dash_col = None;
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut end = text.len();
+    for (start, indent, _, _) in lines {
+        let line = text[start..].split(['\n', '\r']).next().unwrap_or("");
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let col = line.len() - body.len();
+        let dash = body == "-" || body.starts_with("- ");
+        if dash && col >= items_indent && dash_col.is_none_or(|c| c == col) {
+            dash_col = Some(col);
+            if let Some(last) = found.last_mut() {
+                last.1 = start;
+            }
+            found.push((start, text.len()));
+        } else if dash_col.is_none_or(|c| col <= c) && indent <= items_indent {
+            // Back at the `items:` key's level: the sequence has ended.
+            end = start;
+            break;
+        }
+    }
+    if let Some(last) = found.last_mut() {
+        last.1 = end;
+    }
+    Some(found)
 }
 
 static FROM_LITERAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"--from-literal"));
@@ -1019,8 +1110,12 @@ fn k8s_data_spans(text: &str, base: usize, spans: &mut Vec<(usize, usize)>) {
 fn cmd_spans(s: &str, sh: &Shapes, spans: &mut Vec<(usize, usize)>) {
     let mut read = (0, 0);
     for c in sh.cmd.captures_iter(s) {
-        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped"] {
+        for group in ["glued", "packed", "arg", "userpass", "slash", "pct", "piped", "vault"] {
             if let Some(v) = c.name(group) {
+                // A log line's `vault login failed: ...` names no token.
+                if group == "vault" && (v.as_str().ends_with(':') || status_word(v.as_str())) {
+                    continue;
+                }
                 push_word(v.start(), v.as_str(), spans);
                 if group == "arg" {
                     repeated_flag(s, v.start(), v.end(), &mut read, spans);
@@ -1046,6 +1141,19 @@ fn list_items_spaced(s: &str) -> Option<String> {
         out[at..at + 4].fill(b' ');
     }
     String::from_utf8(out).ok()
+}
+
+/// A word's span in an argument list's spaced text without the quote and
+/// bracket of the list's first or last item around it (`['htpasswd`, `pw']`).
+fn list_item_span(s: &str, a: usize, z: usize) -> Option<(usize, usize)> {
+    let word = &s[a..z];
+    let open = word.len() - word.trim_start_matches(['[', '(']).len();
+    let a = a + open + usize::from(word[open..].starts_with(['\'', '"']));
+    // The list's closing `']` and whatever closes around it (`']'` in a
+    // `CalledProcessError`'s message).
+    let kept = word.trim_end_matches(['\'', '"', ']', ')']);
+    let z = if word[kept.len()..].contains(['\'', '"']) { a.max(z - (word.len() - kept.len())) } else { z };
+    (a < z).then_some((a, z))
 }
 
 /// The passwords fed to `chpasswd` as `user:password` lines: echoed into it
@@ -1220,6 +1328,35 @@ fn rabbitmqctl_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+static RCLONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"rclone"));
+/// How many words before `config` an `rclone` command is read for it.
+const RCLONE_REACH: usize = 4;
+
+/// The secrets of `rclone config create NAME TYPE key value ...` and
+/// `rclone config update NAME key value ...`: the words after the name (and
+/// type) are pairs, and a value is masked when its key names a secret
+/// (`secret_access_key`, `client_secret`, `token`). A `key=value` word is
+/// a pair of its own, which the `key=value` scan reads.
+#[inline(never)]
+fn rclone_spans(s: &str, key_info: &mut dyn FnMut(&str) -> KeyInfo, spans: &mut Vec<(usize, usize)>) {
+    for (args, end) in command_args(s, &RCLONE, b"rclone".len()) {
+        let mut words = shell_words(s, args, end).filter(|&(a, _)| !s[a..].starts_with('-'));
+        // Global flags' values (`--config /path`) may stand before `config`.
+        let Some(_) = words.by_ref().take(RCLONE_REACH).find(|&(a, z)| &s[a..z] == "config") else { continue };
+        let skip = match words.next().map(|(a, z)| &s[a..z]) {
+            Some("create") => 2,
+            Some("update") => 1,
+            _ => continue,
+        };
+        let mut words = words.skip(skip).filter(|&(a, z)| !s[a..z].contains('='));
+        while let (Some((ka, kz)), Some((va, vz))) = (words.next(), words.next()) {
+            if key_info(s[ka..kz].trim_matches(['"', '\''])).secret {
+                push_word(va, &s[va..vz], spans);
+            }
+        }
+    }
+}
+
 static MC_ALIAS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"alias"));
 
 /// The secret key of the MinIO client's `mc alias set NAME URL ACCESS
@@ -1345,7 +1482,7 @@ fn snmp_spans(s: &str, spans: &mut Vec<(usize, usize)>) {
 /// set`, `npm config set` (`yarn`, `pnpm`), `dotnet user-secrets set`.
 static CONFIG_SET: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
+        &r#"(?:^|[\s;&|(`"'])(?:aws[ \t]+configure|(?:npm|yarn|pnpm)[ \t]+config|npm|dotnet[ \t]+user-secrets)[ \t]+set[ \t]"#
             .replace(r"[ \t]", blank_class!()),
     )
     .ok()
@@ -1755,6 +1892,13 @@ pub(super) fn keep_value(v: &str) -> bool {
         || (v.starts_with("{{") && v.ends_with("}}"))
         || (b[0] == b'$' && env_name(&b[1..]))
         || (b.len() > 2 && b[0] == b'%' && b[b.len() - 1] == b'%' && env_name(&b[1..b.len() - 1]))
+}
+
+/// A shell redirection standing where a flag's value would (`gh auth login
+/// --with-token < token.txt`): the value comes from a file. A here-string's
+/// `<<<` is not one: the value follows it.
+pub(super) fn shell_operator(v: &str) -> bool {
+    !v.is_empty() && v != "<<<" && v.bytes().all(|c| matches!(c, b'<' | b'>' | b'|' | b'&' | b';'))
 }
 
 /// A DB-API parameter placeholder standing for a value in an SQL statement
@@ -2245,6 +2389,11 @@ fn net_use_spans(s: &str, user_at: usize, spans: &mut Vec<(usize, usize)>) -> us
 }
 
 /// Words that say what happened to a secret, not what it is (`db.password changed`).
+/// Whether `word` is one of [`STATUS_WORDS`].
+fn status_word(word: &str) -> bool {
+    STATUS_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
 const STATUS_WORDS: &[&str] = &[
     "failed",
     "ok",

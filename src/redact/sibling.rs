@@ -127,6 +127,32 @@ pub struct ArgList {
     /// The command seen last is `kubectl` or `oc`: after `create secret`,
     /// every `--from-literal` value is a secret, whatever its name.
     kube: bool,
+    /// A command whose secret only a word's place says, and how far it has read.
+    pos: Positional,
+}
+
+/// The commands that take a secret as a positional word, and the words of
+/// theirs read so far (flags not counted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Positional {
+    #[default]
+    None,
+    /// `htpasswd -b[c] file user pw`, `htpasswd -nb user pw`: in batch mode
+    /// its last word; `-C cost` and `-r rounds` take a value.
+    Htpasswd { batch: bool, no_file: bool, words: u8, skip: bool },
+    /// `net user NAME PW [/add]` (`*` prompts): `words` counts `user` too.
+    Net { words: u8 },
+    /// `vault login TOKEN`: its first word without `=` (`-method=userpass`
+    /// takes `username=u password=pw`, which the text scan masks).
+    VaultLogin { login: bool },
+    /// `rabbitmqctl add_user USER PW` and `change_password USER PW`.
+    Rabbit { words: u8 },
+    /// `mc alias set NAME URL ACCESS SECRET`.
+    McAlias { words: u8 },
+    /// `rclone config create NAME TYPE key value ...` (`update NAME key
+    /// value ...`): a value is secret when its key is. `skip` words precede
+    /// the pairs; `secret`: the key before this word names a secret.
+    Rclone { words: u8, skip: u8, key: bool, secret: bool },
 }
 
 /// A `login` subcommand's flags (see [`ArgList`]).
@@ -155,6 +181,11 @@ impl ArgList {
             }
         }
         let Some(&first) = text.as_bytes().first() else { return ArgItem::Plain };
+        if self.pos != Positional::None {
+            if let Some(out) = self.positional(rules, text, first) {
+                return out;
+            }
+        }
         if first == b'-' {
             // The command's flags first: `-pSecret` is no `--secret`-like name.
             for &(flag, takes) in self.flags {
@@ -197,6 +228,12 @@ impl ArgList {
                     self.logs_in = false;
                     self.kube = true;
                 }
+                "htpasswd" => self.pos = Positional::Htpasswd { batch: false, no_file: false, words: 0, skip: false },
+                "net" => self.pos = Positional::Net { words: 0 },
+                "vault" => self.pos = Positional::VaultLogin { login: false },
+                "rabbitmqctl" => self.pos = Positional::Rabbit { words: 0 },
+                "mc" | "mcli" => self.pos = Positional::McAlias { words: 0 },
+                "rclone" => self.pos = Positional::Rclone { words: 0, skip: 0, key: false, secret: false },
                 _ => {
                     let flags = command_flags(name);
                     if !flags.is_empty() {
@@ -209,12 +246,195 @@ impl ArgList {
         }
         ArgItem::Plain
     }
+
+    /// Reads `text`, a word after a command of [`Positional`]: `Some` once
+    /// the word is judged (the command's subcommand, a flag, its secret),
+    /// `None` to judge it as any item (the command is not one with such a
+    /// secret after all).
+    fn positional(&mut self, rules: &Rules, text: &str, first: u8) -> Option<ArgItem> {
+        use Positional as P;
+        let flag = first == b'-';
+        let secret = |t: &str| if flag_value_is_secret(t) { ArgItem::Secret } else { ArgItem::Plain };
+        // Words before the subcommand (a global flag's value) are judged as any item.
+        let (next, out) = match self.pos {
+            P::None => return None,
+            P::Htpasswd { batch, no_file, words, skip } => {
+                if skip {
+                    (P::Htpasswd { batch, no_file, words, skip: false }, Some(ArgItem::Plain))
+                } else if let Some(letters) = text.strip_prefix('-') {
+                    let (batch, no_file) = (batch || letters.contains('b'), no_file || letters.contains('n'));
+                    let skip = letters.ends_with(['C', 'r']);
+                    (P::Htpasswd { batch, no_file, words, skip }, Some(ArgItem::Plain))
+                } else if batch && words + 1 == if no_file { 2 } else { 3 } {
+                    (P::None, Some(secret(text)))
+                } else {
+                    (P::Htpasswd { batch, no_file, words: words + 1, skip }, Some(ArgItem::Plain))
+                }
+            }
+            P::Net { words } => match words {
+                // The word right after `net`: a list of words holding `net` is no command.
+                0 if text.eq_ignore_ascii_case("user") => (P::Net { words: 1 }, Some(ArgItem::Plain)),
+                // Switches (`/add`, `/domain`) stand anywhere.
+                1.. if first == b'/' => (P::Net { words }, Some(ArgItem::Plain)),
+                1 => (P::Net { words: 2 }, Some(ArgItem::Plain)),
+                2.. if text != "*" => (P::None, Some(secret(text))),
+                _ => (P::None, None),
+            },
+            P::VaultLogin { login } => match (flag, login) {
+                (true, _) => (self.pos, None),
+                (false, false) if text == "login" => (P::VaultLogin { login: true }, Some(ArgItem::Plain)),
+                (false, true) if !text.contains('=') => (P::None, Some(secret(text))),
+                (false, _) => (P::None, None),
+            },
+            P::Rabbit { words } => match (flag, words) {
+                (true, _) => (self.pos, None),
+                (false, 0) if matches!(text, "add_user" | "change_password") => {
+                    (P::Rabbit { words: 1 }, Some(ArgItem::Plain))
+                }
+                (false, 0) => (self.pos, None),
+                (false, 1) => (P::Rabbit { words: 2 }, Some(ArgItem::Plain)),
+                (false, _) => (P::None, Some(secret(text))),
+            },
+            P::McAlias { words } => match (flag, words) {
+                (true, _) => (self.pos, None),
+                (false, 0) if text == "alias" => (P::McAlias { words: 1 }, Some(ArgItem::Plain)),
+                (false, 0) => (self.pos, None),
+                (false, 1) if text == "set" => (P::McAlias { words: 2 }, Some(ArgItem::Plain)),
+                (false, 1) => (P::None, None),
+                (false, 2..=4) => (P::McAlias { words: words + 1 }, Some(ArgItem::Plain)),
+                (false, _) => (P::None, Some(secret(text))),
+            },
+            P::Rclone { words, skip, key, secret: named } => match (flag, words) {
+                (true, _) => (self.pos, None),
+                (false, 0) if text == "config" => {
+                    (P::Rclone { words: 1, skip, key, secret: named }, Some(ArgItem::Plain))
+                }
+                (false, 0) => (self.pos, None),
+                (false, 1) if matches!(text, "create" | "update") => {
+                    let skip = if text == "create" { 4 } else { 3 };
+                    (P::Rclone { words: 2, skip, key: true, secret: false }, Some(ArgItem::Plain))
+                }
+                (false, 1) => (P::None, None),
+                (false, _) if words < skip => {
+                    (P::Rclone { words: words + 1, skip, key, secret: named }, Some(ArgItem::Plain))
+                }
+                // A `key=value` word is a pair of its own, which the text scan reads.
+                (false, _) if key && text.contains('=') => (self.pos, None),
+                (false, _) if key => {
+                    (P::Rclone { words, skip, key: false, secret: rules.key_is_secret(text) }, Some(ArgItem::Plain))
+                }
+                (false, _) => {
+                    let out = Some(if named { secret(text) } else { ArgItem::Plain });
+                    (P::Rclone { words, skip, key: true, secret: false }, out)
+                }
+            },
+        };
+        self.pos = next;
+        out
+    }
+}
+
+/// Whether an argument list's first item names a command whose secrets
+/// only the text shapes know (`aws configure set`, `echo pw | docker login
+/// --password-stdin`, `openssl enc -k`, `gh secret set N --body`): such a
+/// list is also read as its command line (see [`command_line_spans`]).
+pub fn names_text_command(first: &str) -> bool {
+    if first.len() > 64 {
+        return false;
+    }
+    matches!(
+        command_name(first),
+        "aws"
+            | "npm"
+            | "yarn"
+            | "pnpm"
+            | "gh"
+            | "az"
+            | "gcloud"
+            | "dotnet"
+            | "openssl"
+            | "redis-cli"
+            | "net"
+            | "NET"
+            | "sqlplus"
+            | "snmpwalk"
+            | "snmpget"
+            | "snmpset"
+            | "snmpbulkwalk"
+            | "snmptrap"
+            | "echo"
+            | "chpasswd"
+            | "fly"
+            | "flyctl"
+            | "doppler"
+            | "infisical"
+            | "wrangler"
+    )
+}
+
+/// A command's name from the path an argument list's first item may give
+/// (`/usr/local/bin/aws`, `C:\Tools\az.exe`).
+fn command_name(first: &str) -> &str {
+    let name = first.rsplit(['/', '\\']).next().unwrap_or(first);
+    name.strip_suffix(".exe").unwrap_or(name)
+}
+
+/// The secrets the text shapes find in an argument list read as its
+/// command line (its items joined by blanks; an item holding a blank or a
+/// quote quoted; the command by its name, not its path), as byte ranges of
+/// each item; `None` when none is found. Items that are not text stand as
+/// empty words.
+pub fn command_line_spans(rules: &Rules, items: &[&str]) -> Option<Vec<Vec<(usize, usize)>>> {
+    if !rules.patterns() || items.len() < 2 {
+        return None;
+    }
+    let mut line = String::new();
+    let mut starts = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if i == 0 {
+            // The command's text shapes need its name at a word's start; the
+            // name is no secret, so its item's span is never wanted.
+            starts.push(0);
+            line.push_str(command_name(item));
+            continue;
+        }
+        line.push(' ');
+        let quote = if item.contains('\'') { '"' } else { '\'' };
+        let quoted = item.is_empty() || item.contains([' ', '\t', '\n', '\r', '"', '\'']);
+        if quoted {
+            line.push(quote);
+        }
+        starts.push(line.len());
+        line.push_str(item);
+        if quoted {
+            line.push(quote);
+        }
+    }
+    let mut spans = Vec::new();
+    let mut key_info = |k: &str| rules.pair_info(k, false);
+    super::patterns::find_spans(&line, &mut key_info, &mut spans);
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = vec![Vec::new(); items.len()];
+    for (a, z) in spans {
+        // The first item ending after the span's start, then each one it reaches.
+        let mut i = starts.partition_point(|&start| start <= a).saturating_sub(1).max(1);
+        while i < items.len() && starts[i] < z {
+            let (start, end) = (starts[i], starts[i] + items[i].len());
+            if a < end && z > start {
+                out[i].push((a.max(start) - start, z.min(end) - start));
+            }
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// Whether the item after a secret flag is its value: not another flag,
 /// and not a placeholder or a null word (see the text shape's values).
 pub fn flag_value_is_secret(value: &str) -> bool {
-    !value.starts_with('-') && !super::patterns::keep_value(value)
+    !value.starts_with('-') && !super::patterns::keep_value(value) && !super::patterns::shell_operator(value)
 }
 
 #[cfg(test)]

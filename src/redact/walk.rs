@@ -152,17 +152,36 @@ impl Rules {
                 let mut changed = false;
                 // A secret flag's value (`["--password", "pw"]`, `["sshpass", "-p", "pw"]`).
                 let mut args = sibling::ArgList::default();
-                for item in items.iter_mut() {
+                // A command the text shapes know, read as its command line.
+                let line = match items.first() {
+                    Some(Value::String(first)) if sibling::names_text_command(first) => {
+                        let words: Vec<&str> = items.iter().map(|v| v.as_str().unwrap_or_default()).collect();
+                        sibling::command_line_spans(self, &words)
+                    }
+                    _ => None,
+                };
+                for (i, item) in items.iter_mut().enumerate() {
+                    let line_spans = line.as_ref().and_then(|l| l.get(i)).filter(|spans| !spans.is_empty());
                     changed |= match item {
-                        Value::String(s) => match args.item(self, s) {
-                            sibling::ArgItem::Secret => self.mask_json(item),
-                            sibling::ArgItem::SecretFrom(at) => {
+                        Value::String(s) => match (args.item(self, s), line_spans) {
+                            (sibling::ArgItem::Secret, _) => self.mask_json(item),
+                            (sibling::ArgItem::SecretFrom(at), _) => {
                                 // The flag or the user stays readable; the rest is the secret.
                                 let kept = s.get(..at).unwrap_or_default();
                                 *s = format!("{kept}{}", self.mask());
                                 true
                             }
-                            sibling::ArgItem::Plain => self.json(item, depth + 1),
+                            // The command line's scan read this item too.
+                            (sibling::ArgItem::Plain, Some(spans)) => {
+                                match patterns::apply(s, &mut spans.clone(), self.mask()) {
+                                    Some(masked) => {
+                                        *s = masked;
+                                        true
+                                    }
+                                    None => self.json(item, depth + 1),
+                                }
+                            }
+                            (sibling::ArgItem::Plain, None) => self.json(item, depth + 1),
                         },
                         Value::Array(pair) if pair.len() == 2 && self.json_pair_is_secret(&pair[0]) => {
                             args.other();

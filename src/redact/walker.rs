@@ -487,12 +487,32 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         // A secret flag's value (`["--password", "pw"]`, `["sshpass", "-p", "pw"]`).
         let mut args = super::sibling::ArgList::default();
         if let Ok(list) = seq.cast_exact::<PyList>() {
-            for item in list.iter() {
-                self.arg_item(&mut out, &item, depth, &mut args)?;
+            let line = if list.len() > 1 { self.command_line(list.iter()) } else { None };
+            match line {
+                None => {
+                    for item in list.iter() {
+                        self.arg_item(&mut out, &item, depth, &mut args, None)?;
+                    }
+                }
+                Some(line) => {
+                    for (i, item) in list.iter().enumerate() {
+                        self.arg_item(&mut out, &item, depth, &mut args, line_spans(&line, i))?;
+                    }
+                }
             }
         } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
-            for item in tuple.iter() {
-                self.arg_item(&mut out, &item, depth, &mut args)?;
+            let line = if tuple.len() > 1 { self.command_line(tuple.iter()) } else { None };
+            match line {
+                None => {
+                    for item in tuple.iter() {
+                        self.arg_item(&mut out, &item, depth, &mut args, None)?;
+                    }
+                }
+                Some(line) => {
+                    for (i, item) in tuple.iter().enumerate() {
+                        self.arg_item(&mut out, &item, depth, &mut args, line_spans(&line, i))?;
+                    }
+                }
             }
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
@@ -532,8 +552,31 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         self.sink.end_seq(out)
     }
 
+    /// An argument list whose first item names a command the text shapes
+    /// know, read as its command line: the secrets found, by item (see
+    /// [`super::sibling::command_line_spans`]). Other lists cost a look at
+    /// their first item.
+    fn command_line(
+        &self,
+        mut items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    ) -> Option<Vec<Vec<(usize, usize)>>> {
+        let first = items.next()?;
+        let first = first.cast_exact::<PyString>().ok()?;
+        let first = first.to_str().ok()?;
+        if !super::sibling::names_text_command(first) {
+            return None;
+        }
+        let mut words = vec![first.to_owned()];
+        words.extend(items.map(|item| {
+            item.cast_exact::<PyString>().ok().and_then(|s| s.to_str().ok().map(str::to_owned)).unwrap_or_default()
+        }));
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        super::sibling::command_line_spans(self.rules, &words)
+    }
+
     /// An item of a list or tuple that may be an argument list: a text item
-    /// after a secret flag is the flag's value, masked.
+    /// after a secret flag is the flag's value, masked; `line` holds the
+    /// secrets its command line's scan found in it.
     #[inline(always)]
     fn arg_item(
         &mut self,
@@ -541,6 +584,7 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         item: &Bound<'py, PyAny>,
         depth: usize,
         args: &mut super::sibling::ArgList,
+        line: Option<&[(usize, usize)]>,
     ) -> PyResult<()> {
         let Ok(s) = item.cast_exact::<PyString>() else {
             args.other();
@@ -559,11 +603,15 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
                 let masked = format!("{kept}{}", self.rules.mask());
                 self.fresh_text(&masked)?
             }
-            ArgItem::Plain => match &text {
-                Cow::Borrowed(text) => self.text(item, text, depth + 1)?,
-                // Lone surrogates: the walk's own path, which keeps them for the sink.
-                Cow::Owned(_) => self.lossy_text(item, s, depth + 1)?,
-            },
+            // The command line's scan read this item too.
+            ArgItem::Plain => {
+                match (line.and_then(|l| super::patterns::apply(&text, &mut l.to_vec(), self.rules.mask())), &text) {
+                    (Some(masked), _) => self.fresh_text(&masked)?,
+                    (None, Cow::Borrowed(text)) => self.text(item, text, depth + 1)?,
+                    // Lone surrogates: the walk's own path, which keeps them for the sink.
+                    (None, Cow::Owned(_)) => self.lossy_text(item, s, depth + 1)?,
+                }
+            }
         };
         self.sink.item(seq, out);
         Ok(())
@@ -664,6 +712,11 @@ pub fn entry_key_text(key: &Bound<'_, PyAny>) -> String {
         return String::from_utf8_lossy(&b.to_vec()).into_owned();
     }
     key_text(key)
+}
+
+/// The secrets an argument list's command line holds in its item `i`, if any.
+fn line_spans(line: &[Vec<(usize, usize)>], i: usize) -> Option<&[(usize, usize)]> {
+    line.get(i).map(Vec::as_slice).filter(|spans| !spans.is_empty())
 }
 
 #[cfg(test)]
