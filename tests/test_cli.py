@@ -2206,6 +2206,16 @@ def test_a_new_trail_in_a_missing_folder_is_one_error_line_naming_the_path_once(
     assert not database.parent.exists()
 
 
+def test_a_damaged_database_whose_path_holds_a_quote_is_named_once(tmp_path: Path) -> None:
+    # The core quotes the path it names ("x\"y.db"); before, the command took that for a
+    # message without the path and named it again: cannot open audit database x"y.db: audit database "x\"y.db": ...
+    damaged = tmp_path / 'x "y.db'
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    result = run("stats", "--db", str(damaged), cwd=tmp_path)
+    assert_one_error_line(result, 1, "not a readable SQLite database")
+    assert result.stderr.count("audit database") == 1, result.stderr
+
+
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
 def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "notes.db"

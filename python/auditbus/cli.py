@@ -322,9 +322,15 @@ def _open(path: str, *, read_only: bool) -> AuditService:
                 f"{what}, and every command records its own access in the trail "
                 "(PCI DSS 10.2.1.3); pass --read-only to read it without recording this access"
             ) from None
-        if path in detail:  # the service's message already names the file
+        if path in detail or _quoted(path) in str(exc):  # the service's message already names the file
             raise CliError(detail) from None
         raise CliError(f"cannot open audit database {path}: {detail}") from None
+
+
+def _quoted(path: str) -> str:
+    """`path` as the core's messages quote it (Rust's `{:?}`): a quote or backslash in it escaped."""
+    escapes = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"}
+    return '"' + "".join(escapes.get(char, char) for char in path) + '"'
 
 
 #: The files SQLite keeps beside a database: writing over any of them corrupts it.
