@@ -1280,6 +1280,39 @@ def test_tail_follow_of_lifecycle_rows_shows_only_rows_that_come_later(trail: Pa
             process.stdout.close()
 
 
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_tail_follow_says_when_a_purge_deleted_rows_it_had_not_shown(trail: Path) -> None:
+    """Before, the rows were skipped silently: the `audit_purged` row shows only when --type names it."""
+    with _following(trail) as (process, lines):
+        deadline = time.monotonic() + 60
+        assert "auth_failure" in _next_line(lines, deadline)
+        # Stopped, the command cannot read the rows below before the purge deletes them.
+        process.send_signal(signal.SIGSTOP)
+        wait_until(lambda: _stopped(process.pid), "tail --follow to stop")
+        with identity("bob"):
+            prepare(trail, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"entity_name": "gone"})])
+        with identity("dana"), AuditService(str(trail)) as service:
+            purged = service.purge(datetime.now(UTC))
+            through = service.query(event_type="audit_purged", limit=1)[0].details["through_id"]
+        assert purged > 0
+        assert process.stderr is not None
+        errors = _reader(process.stderr)
+        process.send_signal(signal.SIGCONT)
+        notice = _next_line(errors, deadline)
+        assert notice.startswith("auditbus: a purge by dana (row "), notice
+        assert f"deleted the rows up to id {through} before they were shown" in notice
+        # Said once: the next poll that shows a row says nothing more of it.
+        with identity("carol"):
+            prepare(trail, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"entity_name": "later"})])
+        assert "user=carol" in _next_line(lines, deadline)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    assert errors.empty()
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""

@@ -1062,6 +1062,9 @@ def _tail(
     path = db_path(args)
     # The file the service opened, taken before anything is shown.
     followed = _file_identity(path)
+    # Purges are looked for from the newest one before anything is read.
+    purges = service.query(event_type=_PURGED, limit=1, order="desc")
+    purge_seen = purges[0].id if purges else 0
     # Followed on from the newest matching row, not the newest domain row: with --type naming the
     # service's own rows, those after it were already there.
     top = service.query(**filters, limit=1, order="desc")
@@ -1080,14 +1083,47 @@ def _tail(
         if now is None or now != followed:
             change = "removed" if now is None else "replaced"
             raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
+        shown_before = last_id
         batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
         if batch:
             show(batch)
             last_id = batch[-1].id
+        # Read after the batch: a purge found here ran before it was read or after.
+        for purge in service.query(event_type=_PURGED, after_id=purge_seen, order="asc", limit=None):
+            purge_seen = purge.id
+            notice = _purge_gap_notice(purge, shown_before, [entry.id for entry in batch])
+            if notice:
+                sys.stdout.flush()
+                print(_masked(notice), file=sys.stderr, flush=True)
+        if batch:
             continue
         if _wait_for_reader_gone(sys.stdout, args.interval):
             # `tail -f | head -1`: with no row to write, nothing else would tell that the reader left.
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+
+
+_PURGED = "audit_purged"
+
+
+def _purge_gap_notice(purge: AuditEntry, shown_before: int, batch_ids: list[int]) -> str | None:
+    """The stderr line of `tail --follow` for a purge that deleted rows after the last one shown, else None.
+
+    A purge deletes every row up to its `through_id`. Run before the batch was read, the
+    batch holds no row up to it, and rows after `shown_before` up to it were never shown;
+    run after, the batch's rows up to it were shown and only later ones went unseen.
+    """
+    details = purge.details if isinstance(purge.details, dict) else {}
+    through = details.get("through_id")
+    if not isinstance(through, int) or isinstance(through, bool):
+        return None
+    shown = max([shown_before, *(row_id for row_id in batch_ids if row_id <= through)])
+    if through <= shown:
+        return None
+    by = f" by {purge.user_identity}" if purge.user_identity else ""
+    return (
+        f"auditbus: a purge{by} (row {purge.id}) deleted the rows up to id {through} before they were "
+        f"shown: any matching row after id {shown} up to {through} is missing here"
+    )
 
 
 def _wait_for_reader_gone(out: IO[str], seconds: float) -> bool:
