@@ -1035,7 +1035,7 @@ impl AuditService {
             ("retries", |s| s.retries.load(Relaxed)),
             ("errors", |s| s.errors.load(Relaxed)),
             ("rejected", |s| s.rejected.load(Relaxed)),
-            ("lost", |s| s.lost.load(Relaxed)),
+            ("lost", |s| s.lost()),
         ];
         let stats = self.writer.as_ref().map(|w| &w.shared.stats);
         for (name, read) in counters {
