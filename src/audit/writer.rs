@@ -1129,7 +1129,7 @@ impl Writer {
             "auditbus: the interpreter exit still waits for the audit writer of {:?}, past its limit: the writer \
              is still writing, or a handler of the \"auditbus\" logger it called has not returned (the exit \
              waits for that handler; logging's own exit would too)",
-            self.shared.path
+            crate::values::masked(&self.shared.path)
         );
     }
 
@@ -1287,11 +1287,14 @@ impl Writer {
     }
 }
 
-/// Sends a line to `logging.getLogger("auditbus")`, or to stderr when the
+/// Sends a line, secret shapes masked, to `logging.getLogger("auditbus")`, or to stderr when the
 /// interpreter is gone (at exit) or a handler raised — never a panic: not
 /// `eprintln!`, which panics when stderr is a pipe nobody reads any more, and
 /// would stop the writer thread, the rows in its hands with it.
 pub fn log(level: &str, message: &str) {
+    // A path or an SQLite error may hold a secret (a token in a folder name): masked as the CLI masks them.
+    let message = crate::values::masked(message);
+    let message = message.as_str();
     let logged = Python::try_attach(|py| -> PyResult<()> {
         py.import("logging")?.call_method1("getLogger", ("auditbus",))?.call_method1(level, (message,))?;
         Ok(())
