@@ -1334,6 +1334,75 @@ def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tm
     assert f"auditbus: error: {trail} was {change} while it was followed" in err.splitlines()[-1]
 
 
+# Another process appends a matching row when the command first counts rows, and with
+# "purge" purges the oldest one: a writer and a purge racing the command, made to land there.
+_RACED = """
+import subprocess, sys
+from auditbus import AuditService, cli
+
+RACE = '''
+import sys
+from datetime import datetime, timedelta, timezone
+from auditbus import AuditService, DomainEvent
+now = datetime.now(timezone.utc)
+with AuditService(sys.argv[1]) as service:
+    service.record_event(DomainEvent(event_type="entity_deleted", timestamp=now + timedelta(days=3),
+                                     details={"entity_name": "appended"}))
+    service.flush()
+    if sys.argv[2] == "purge":
+        service.purge(now + timedelta(hours=1))
+'''
+
+class Raced(AuditService):
+    raced = False
+
+    def count(self, **filters):
+        # "append" lands just before the first count, "purge" (append and purge) just after it.
+        if sys.argv[2] == "append":
+            self.race()
+        counted = super().count(**filters)
+        self.race()
+        return counted
+
+    @staticmethod
+    def race():
+        if not Raced.raced:
+            Raced.raced = True
+            subprocess.run([sys.executable, "-c", RACE, sys.argv[1], sys.argv[2]], check=True)
+
+cli.AuditService = Raced
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--json"]], ids=lambda c: c[0])
+def test_a_row_appended_while_rows_are_purged_does_not_hide_the_purge(tmp_path: Path, command: list[str]) -> None:
+    """Before, the rows were counted in one read and their end taken in another: a row appended
+    between the two was written too and made up for the purged one, and the command passed."""
+    path = tmp_path / "audit.db"
+    now = datetime.now(UTC)
+    # The purge (before now + 1 h) deletes the first row and the service's start row before it.
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.ENTITY_DELETED, timestamp=now + offset, details={"entity_name": name})
+            for name, offset in (("e1", -timedelta(days=1)), ("e2", timedelta(days=1)), ("e3", timedelta(days=2)))
+        ],
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _RACED, str(path), "purge", *command, "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert_one_error_line(result, 1, "1 of the 3 rows that matched when the command began were deleted (purged)")
+    assert "appended" not in result.stdout
+    with AuditService(str(path), read_only=True) as service:
+        assert [e.details["entity_name"] for e in service.query(order="asc")] == ["e2", "e3", "appended"]
+
+
 # --------------------------------------------------------------------------- verify
 
 

@@ -961,9 +961,20 @@ def cmd_query(args: argparse.Namespace) -> int:
     order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
         if not args.limit:
-            # Counted before the rows' end is read (see cmd_export): fewer rows shown means some were purged.
-            expected = max(0, service.count(**filters, order=order) - args.offset)
-            every = _every_row(service, filters, args.offset, ascending=args.asc)
+            # Fewer rows shown than counted means some were purged (see cmd_export).
+            if args.asc and args.after_id is not None:
+                # Ids above --after-id: a count bounded on both sides would take two reads. Counted
+                # before the end is read; a row appended between the two is shown uncounted, and can
+                # make up for a row purged meanwhile (docs/cli.md says so).
+                expected = service.count(**filters, order=order)
+                every, _ = _every_row(service, filters, args.offset, ascending=args.asc)
+            else:
+                # Counted up to the end the walk stops at, read first: a row appended between
+                # the two reads is neither shown nor counted.
+                every, end = _every_row(service, filters, args.offset, ascending=args.asc)
+                unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+                expected = service.count(**unbounded, after_id=_up_to(end), order="desc") if end else 0
+            expected = max(0, expected - args.offset)
             shown = 0
 
             def counted() -> Iterator[AuditEntry]:
@@ -1004,8 +1015,8 @@ def _up_to(row_id: int) -> int | None:
 
 def _every_row(
     service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
-) -> Callable[[], Iterator[AuditEntry]]:
-    """The matching rows after the first `offset`, read in pages each time it is called.
+) -> tuple[Callable[[], Iterator[AuditEntry]], int]:
+    """The matching rows after the first `offset`, read in pages each time it is called, and the id they end at.
 
     Every call stops at the newest row that matched when this was called, so it gives
     the same rows (a table reads them twice), less any purged meanwhile, and a writer
@@ -1023,7 +1034,7 @@ def _every_row(
         # In descending order, `after_id` keeps the ids below it.
         return service.iter_entries(**unbounded, order="desc", after_id=_up_to(end))
 
-    return lambda: itertools.islice(read(), offset, None) if top else iter(())
+    return (lambda: itertools.islice(read(), offset, None) if top else iter(())), end
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -1270,14 +1281,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
-        # Counted before the end is read, so every row counted is at or below it: an export that
-        # writes fewer rows lost some, deleted (purged) before it read them.
-        total = service.count(**filters)
-        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         # The rows there when the export began: a writer appending meanwhile neither makes the export
         # run on nor slips rows past the count it reports.
         top = service.query(**filters, limit=1, order="desc")
         end = top[0].id if top else 0
+        # Counted up to that end, in a read of its own: an export that writes fewer rows lost some,
+        # deleted (purged) before it read them. A row appended between the two reads is not counted
+        # (before, it was written and made up for a purged one, and the export passed as complete).
+        total = service.count(**filters, after_id=_up_to(end), order="desc") if top else 0
+        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
             with _standard_output():
