@@ -1403,6 +1403,26 @@ def test_a_row_appended_while_rows_are_purged_does_not_hide_the_purge(tmp_path: 
         assert [e.details["entity_name"] for e in service.query(order="asc")] == ["e2", "e3", "appended"]
 
 
+def test_a_row_appended_after_a_newest_first_page_is_not_a_next_page(tmp_path: Path) -> None:
+    """Before, the notice counted every matching row in a read after the page: the row appended
+    meanwhile made it say "the newest 3 of 4 ... --after-id N the next page", and that page is empty."""
+    path = tmp_path / "audit.db"
+    prepare(path, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"n": n}) for n in range(3)])
+    result = subprocess.run(
+        [sys.executable, "-c", _RACED, str(path), "append", "query", "--limit", "3", "--json", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row["details"]["n"] for row in jsonl(result.stdout)] == [2, 1, 0]
+    assert result.stderr == ""
+    with AuditService(str(path), read_only=True) as service:
+        assert service.count() == 4  # the race really happened
+
+
 # --------------------------------------------------------------------------- verify
 
 

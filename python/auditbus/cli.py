@@ -992,9 +992,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
         if len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
+            # What the next page reads (past the last row shown), counted after this page was read: a
+            # row appended meanwhile is counted only where that page would show it (asc), never as a
+            # newer row that no next page of a newest-first listing holds.
+            unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+            after = service.count(**unbounded, after_id=entries[-1].id, order=order)
             notice = limit_notice(
                 len(entries),
-                service.count(**filters, order=order),
+                args.offset + len(entries) + after,
                 offset=args.offset,
                 ascending=args.asc,
                 after_id=args.after_id,
