@@ -2057,6 +2057,19 @@ def test_stats_counts_the_rows_by_type(trail: Path) -> None:
     assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
 
 
+def test_stats_masks_a_secret_in_the_trail_path(tmp_path: Path) -> None:
+    """Before, `db_path` was printed as given, a token in a folder name included, table and --json alike."""
+    token = "ghp_" + "a1B2c3D4e5" * 3 + "abcdef"
+    (tmp_path / token).mkdir()
+    path = tmp_path / token / "audit.db"
+    prepare(path, sample_events())
+    for form in ([], ["--json"]):
+        result = run("stats", *form, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert token not in result.stdout + result.stderr
+        assert f"{tmp_path}/***REDACTED***/audit.db" in result.stdout
+
+
 def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> None:
     # Rows another writer stored under its own type (or `AUTH_SUCCESS` in capitals) are shown by
     # query and export, yet stats left them out of `rows` and `last_id`: the trail looked smaller.

@@ -1441,7 +1441,13 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
 def cmd_stats(args: argparse.Namespace) -> int:
     reader = DetailsReader()
     with open_service(db_path(args), read_only=args.read_only) as service:
-        figures = {"trail": trail_summary(service, reader), "service": service.stats()}
+        counters = service.stats()
+        # The path given, and an error naming it, as every line the command prints names them:
+        # secret shapes masked (a token in a folder name), in --json too.
+        for name in ("db_path", "last_error"):
+            if isinstance(counters.get(name), str):
+                counters[name] = redact(counters[name])
+        figures = {"trail": trail_summary(service, reader), "service": counters}
     if args.json:
         print(_compact_json(figures))
     else:
