@@ -1313,6 +1313,60 @@ def test_tail_follow_says_when_a_purge_deleted_rows_it_had_not_shown(trail: Path
     assert errors.empty()
 
 
+def test_tail_follow_says_nothing_of_a_purge_of_rows_it_had_read_past(trail: Path) -> None:
+    """A retention purge under `--type` whose newest match is old: the rows it deleted after that
+    match were read, none matched. Before, each such purge was said as rows missing."""
+    now = datetime.now(UTC)
+    with identity("bob"):
+        prepare(
+            trail,
+            [
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, timestamp=now - timedelta(days=1)),
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, timestamp=now + timedelta(days=1)),
+            ],
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "auditbus",
+        "tail",
+        "-n",
+        "1",
+        "-f",
+        "--interval",
+        "0.05",
+        "--type",
+        "auth_failure",
+    ]
+    process = subprocess.Popen(
+        [*command, "--db", str(trail)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        lines, errors = _reader(process.stdout), _reader(process.stderr)
+        deadline = time.monotonic() + 60
+        assert "auth_failure" in _next_line(lines, deadline)
+        # Up to the row stamped ahead: the first config_changed row (after the auth_failure shown) goes.
+        with identity("dana"), AuditService(str(trail)) as service:
+            assert service.purge(now) > 0
+        # Two polls each showing a row: the first of them, at the latest, has read the purge.
+        for name in ("carol", "erin"):
+            with identity(name):
+                prepare(trail, [DomainEvent(event_type=EventType.AUTH_FAILURE, details={"reason": "bad password"})])
+            assert f"user={name}" in _next_line(lines, deadline)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert errors.empty(), errors.get()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""

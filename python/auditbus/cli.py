@@ -1081,10 +1081,13 @@ def _tail(
     # Purges are looked for from the newest one before anything is read.
     purges = service.query(event_type=_PURGED, limit=1, order="desc")
     purge_seen = purges[0].id if purges else 0
+    covered = _newest_id(service)
     # Followed on from the newest matching row, not the newest domain row: with --type naming the
     # service's own rows, those after it were already there.
     top = service.query(**filters, limit=1, order="desc")
     last_id = top[0].id if top else 0
+    # Every matching row up to `covered` was shown or is older than the rows asked for.
+    covered = max(covered, last_id)
     if top and args.lines:
         # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
         # every row from it on, read in pages: `-n` of any size takes little memory.
@@ -1099,7 +1102,8 @@ def _tail(
         if now is None or now != followed:
             change = "removed" if now is None else "replaced"
             raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
-        shown_before = last_id
+        # Read before the batch: every matching row up to it is in the batch, unless the batch is full.
+        head = _newest_id(service)
         batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
         if batch:
             show(batch)
@@ -1107,10 +1111,11 @@ def _tail(
         # Read after the batch: a purge found here ran before it was read or after.
         for purge in service.query(event_type=_PURGED, after_id=purge_seen, order="asc", limit=None):
             purge_seen = purge.id
-            notice = _purge_gap_notice(purge, shown_before, [entry.id for entry in batch])
+            notice = _purge_gap_notice(purge, covered, [entry.id for entry in batch])
             if notice:
                 sys.stdout.flush()
                 print(_masked(notice), file=sys.stderr, flush=True)
+        covered = last_id if len(batch) == 1000 else max(last_id, head)
         if batch:
             continue
         if _wait_for_reader_gone(sys.stdout, args.interval):
@@ -1121,18 +1126,25 @@ def _tail(
 _PURGED = "audit_purged"
 
 
-def _purge_gap_notice(purge: AuditEntry, shown_before: int, batch_ids: list[int]) -> str | None:
-    """The stderr line of `tail --follow` for a purge that deleted rows after the last one shown, else None.
+def _newest_id(service: AuditService) -> int:
+    """The id of the newest row of any type auditbus knows, 0 when there is none."""
+    newest = service.query(event_type=list(_ALL_TYPES), limit=1, order="desc")
+    return newest[0].id if newest else 0
+
+
+def _purge_gap_notice(purge: AuditEntry, covered: int, batch_ids: list[int]) -> str | None:
+    """The stderr line of `tail --follow` for a purge that deleted rows it had not shown, else None.
 
     A purge deletes every row up to its `through_id`. Run before the batch was read, the
-    batch holds no row up to it, and rows after `shown_before` up to it were never shown;
-    run after, the batch's rows up to it were shown and only later ones went unseen.
+    batch holds no row up to it, and matching rows after `covered` (up to which every
+    matching row was shown) up to it were never shown; run after, the batch's rows up to
+    it were shown and only later ones went unseen.
     """
     details = purge.details if isinstance(purge.details, dict) else {}
     through = details.get("through_id")
     if not isinstance(through, int) or isinstance(through, bool):
         return None
-    shown = max([shown_before, *(row_id for row_id in batch_ids if row_id <= through)])
+    shown = max([covered, *(row_id for row_id in batch_ids if row_id <= through)])
     if through <= shown:
         return None
     by = f" by {purge.user_identity}" if purge.user_identity else ""
