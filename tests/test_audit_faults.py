@@ -1500,3 +1500,76 @@ def test_a_shm_or_wal_file_removed_under_a_service_stops_its_writer_before_it_da
     rows = assert_intact(path)
     by_id = {r["id"]: r["plan_id"] for r in rows}
     assert [by_id.get(row_id) for row_id, _ in acked] == [plan for _, plan in acked]
+
+
+# The writer thread itself fails (a panic, here from a handler of the "auditbus"
+# logger raising pyo3's PanicException on the thread) while rows wait behind it.
+_WRITER_CRASH = """
+import json, logging, sys, threading
+from auditbus import AuditError, AuditService, DomainEvent
+
+svc = AuditService(sys.argv[1])
+# pyo3's own type, made as the extension loads: raised back into the core, it resumes as a panic.
+panic = next(c for c in BaseException.__subclasses__() if c.__name__ == "PanicException")
+entered, release, critical = threading.Event(), threading.Event(), []
+
+class Crash(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.CRITICAL:
+            critical.append(record.getMessage())
+        elif "already stored for a different event" in record.getMessage():
+            entered.set()
+            release.wait()
+            raise panic("injected")
+
+logging.getLogger("auditbus").addHandler(Crash())
+event = DomainEvent(event_type="config_changed", details={"n": 0})
+svc.record_event(event)
+svc.record_event(event.model_copy(update={"details": {"n": 1}}))  # same id, other content: a warning
+svc.flush()
+entered.wait()
+# The writer is inside the handler: these wait in the queue.
+for n in range(5):
+    svc.record_event(DomainEvent(event_type="config_changed", details={"n": n}))
+outcome = {}
+def durable():
+    try:
+        svc.record("config_changed", details={"durable": True})
+        outcome["record"] = "returned"
+    except AuditError as exc:
+        outcome["record"] = str(exc)
+caller = threading.Thread(target=durable)
+caller.start()
+while svc.stats()["queue_depth"] < 6:  # the 5 and the durable one, in the queue
+    threading.Event().wait(0.01)
+release.set()
+caller.join()
+outcome["stats"] = {k: svc.stats()[k] for k in ("queued", "written", "duplicates", "lost", "stopped")}
+for call in (svc.flush, svc.close):
+    try:
+        call()
+        outcome[call.__name__] = "returned"
+    except AuditError as exc:
+        outcome[call.__name__] = str(exc)
+outcome["critical"] = critical
+print(json.dumps(outcome))
+"""
+
+
+def test_a_crash_of_the_writer_thread_counts_the_rows_it_left_as_lost_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    done = run_script(_WRITER_CRASH, path)
+    assert done.returncode == 0, done.stderr
+    assert "PanicException: injected" in done.stderr  # the fault really happened
+    outcome = json.loads(done.stdout)
+    stats = outcome["stats"]
+    # Before, lost stayed 0 and queued != written + duplicates + lost: the 5 rows
+    # queued and the durable one went with the thread, counted nowhere.
+    assert stats == {"queued": 9, "written": 3, "duplicates": 0, "lost": 6, "stopped": True}, stats
+    for call in ("record", "flush", "close"):
+        assert "has stopped; 6 records were not written" in outcome[call], outcome
+        assert "internal error" in outcome[call], outcome
+    assert len(outcome["critical"]) == 1, outcome
+    assert "6 records were NOT written" in outcome["critical"][0], outcome
+    rows = raw_rows(path)
+    assert [json.loads(r["details"]) for r in rows if r["event_type"] == "config_changed"] == [{"n": 0}, {"n": 1}]

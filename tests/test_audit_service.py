@@ -101,6 +101,35 @@ def test_query_is_newest_first_and_filters(service: Any) -> None:
     assert service.query(user_identity="nobody") == []
 
 
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("call", ["query", "count", "iter_entries"])
+def test_a_signal_while_the_filters_are_read_is_raised_not_taken_for_a_bad_keyword(tmp_path: Path, call: str) -> None:
+    """Ctrl-C or SIGTERM landing as a filter's name is read (`str()` runs pending signal handlers):
+    before, its exception was swallowed and the call raised `TypeError: query() got an unexpected
+    keyword argument '<unprintable str object>'`; `auditbus tail --follow` stopped by SIGTERM then
+    failed with that error instead of ending quietly."""
+
+    class Name(str):
+        def __str__(self) -> str:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the signal arrives as the name is read
+            return str.__str__(self)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise _Interrupted(signum)
+
+    previous = signal.signal(signal.SIGUSR1, interrupted)
+    try:
+        with AuditService(tmp_path / "a.db") as service:
+            with pytest.raises(_Interrupted):
+                list(getattr(service, call)(**{Name("event_type"): "auth_failure"}))  # type: ignore[call-overload]
+            assert service.count(event_type="auth_failure") == 0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_query_by_time(service: Any) -> None:
     first = service.record("auth_success")
     second = service.record("auth_failure")

@@ -724,6 +724,22 @@ def test_a_different_event_reusing_an_event_id_is_kept_not_dropped(
     assert f"event_id {base.event_id} was already stored for a different event" in caplog.text
 
 
+def test_a_writer_log_line_masks_a_secret_in_the_trail_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A token in a folder name: before, the warning named the path as is.
+    token = "ghp_" + "a1B2c3D4e5" * 3 + "abcdef"
+    folder = tmp_path / token
+    folder.mkdir()
+    caplog.set_level(logging.WARNING, logger="auditbus")
+    event = DomainEvent(event_type="entity_deleted", plan_id="p0")
+    with AuditService(folder / "a.db") as svc:
+        svc.record_event(event)
+        svc.record_event(event.model_copy(update={"plan_id": "p1"}))
+        svc.flush()
+    assert "was already stored for a different event" in caplog.text
+    assert token not in caplog.text
+    assert f"{tmp_path}/***REDACTED***/a.db" in caplog.text
+
+
 @pytest.mark.parametrize("waiter", ["flush", "purge", "close"])
 def test_the_log_line_of_a_kept_copy_comes_after_the_reply_its_waiter_needs(tmp_path: Path, waiter: str) -> None:
     """A log handler may wait on a lock the waiting caller holds (the app's own lock around its

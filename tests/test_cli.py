@@ -1280,6 +1280,93 @@ def test_tail_follow_of_lifecycle_rows_shows_only_rows_that_come_later(trail: Pa
             process.stdout.close()
 
 
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_tail_follow_says_when_a_purge_deleted_rows_it_had_not_shown(trail: Path) -> None:
+    """Before, the rows were skipped silently: the `audit_purged` row shows only when --type names it."""
+    with _following(trail) as (process, lines):
+        deadline = time.monotonic() + 60
+        assert "auth_failure" in _next_line(lines, deadline)
+        # Stopped, the command cannot read the rows below before the purge deletes them.
+        process.send_signal(signal.SIGSTOP)
+        wait_until(lambda: _stopped(process.pid), "tail --follow to stop")
+        with identity("bob"):
+            prepare(trail, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"entity_name": "gone"})])
+        with identity("dana"), AuditService(str(trail)) as service:
+            purged = service.purge(datetime.now(UTC))
+            through = service.query(event_type="audit_purged", limit=1)[0].details["through_id"]
+        assert purged > 0
+        assert process.stderr is not None
+        errors = _reader(process.stderr)
+        process.send_signal(signal.SIGCONT)
+        notice = _next_line(errors, deadline)
+        assert notice.startswith("auditbus: a purge by dana (row "), notice
+        assert f"deleted the rows up to id {through} before they were shown" in notice
+        # Said once: the next poll that shows a row says nothing more of it.
+        with identity("carol"):
+            prepare(trail, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"entity_name": "later"})])
+        assert "user=carol" in _next_line(lines, deadline)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    assert errors.empty()
+
+
+def test_tail_follow_says_nothing_of_a_purge_of_rows_it_had_read_past(trail: Path) -> None:
+    """A retention purge under `--type` whose newest match is old: the rows it deleted after that
+    match were read, none matched. Before, each such purge was said as rows missing."""
+    now = datetime.now(UTC)
+    with identity("bob"):
+        prepare(
+            trail,
+            [
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, timestamp=now - timedelta(days=1)),
+                DomainEvent(event_type=EventType.CONFIG_CHANGED, timestamp=now + timedelta(days=1)),
+            ],
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "auditbus",
+        "tail",
+        "-n",
+        "1",
+        "-f",
+        "--interval",
+        "0.05",
+        "--type",
+        "auth_failure",
+    ]
+    process = subprocess.Popen(
+        [*command, "--db", str(trail)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        lines, errors = _reader(process.stdout), _reader(process.stderr)
+        deadline = time.monotonic() + 60
+        assert "auth_failure" in _next_line(lines, deadline)
+        # Up to the row stamped ahead: the first config_changed row (after the auth_failure shown) goes.
+        with identity("dana"), AuditService(str(trail)) as service:
+            assert service.purge(now) > 0
+        # Two polls each showing a row: the first of them, at the latest, has read the purge.
+        for name in ("carol", "erin"):
+            with identity(name):
+                prepare(trail, [DomainEvent(event_type=EventType.AUTH_FAILURE, details={"reason": "bad password"})])
+            assert f"user={name}" in _next_line(lines, deadline)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert errors.empty(), errors.get()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tmp_path: Path, change: str) -> None:
     """Polling a file no longer at the path would show nothing new, or another trail's rows, silently."""
@@ -1299,6 +1386,95 @@ def test_tail_follow_stops_when_the_trail_is_removed_or_replaced(trail: Path, tm
         err = process.stderr.read()
     assert "Traceback" not in err
     assert f"auditbus: error: {trail} was {change} while it was followed" in err.splitlines()[-1]
+
+
+# Another process appends a matching row when the command first counts rows, and with
+# "purge" purges the oldest one: a writer and a purge racing the command, made to land there.
+_RACED = """
+import subprocess, sys
+from auditbus import AuditService, cli
+
+RACE = '''
+import sys
+from datetime import datetime, timedelta, timezone
+from auditbus import AuditService, DomainEvent
+now = datetime.now(timezone.utc)
+with AuditService(sys.argv[1]) as service:
+    service.record_event(DomainEvent(event_type="entity_deleted", timestamp=now + timedelta(days=3),
+                                     details={"entity_name": "appended"}))
+    service.flush()
+    if sys.argv[2] == "purge":
+        service.purge(now + timedelta(hours=1))
+'''
+
+class Raced(AuditService):
+    raced = False
+
+    def count(self, **filters):
+        # "append" lands just before the first count, "purge" (append and purge) just after it.
+        if sys.argv[2] == "append":
+            self.race()
+        counted = super().count(**filters)
+        self.race()
+        return counted
+
+    @staticmethod
+    def race():
+        if not Raced.raced:
+            Raced.raced = True
+            subprocess.run([sys.executable, "-c", RACE, sys.argv[1], sys.argv[2]], check=True)
+
+cli.AuditService = Raced
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["export"], ["query", "--limit", "0", "--json"]], ids=lambda c: c[0])
+def test_a_row_appended_while_rows_are_purged_does_not_hide_the_purge(tmp_path: Path, command: list[str]) -> None:
+    """Before, the rows were counted in one read and their end taken in another: a row appended
+    between the two was written too and made up for the purged one, and the command passed."""
+    path = tmp_path / "audit.db"
+    now = datetime.now(UTC)
+    # The purge (before now + 1 h) deletes the first row and the service's start row before it.
+    prepare(
+        path,
+        [
+            DomainEvent(event_type=EventType.ENTITY_DELETED, timestamp=now + offset, details={"entity_name": name})
+            for name, offset in (("e1", -timedelta(days=1)), ("e2", timedelta(days=1)), ("e3", timedelta(days=2)))
+        ],
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _RACED, str(path), "purge", *command, "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert_one_error_line(result, 1, "1 of the 3 rows that matched when the command began were deleted (purged)")
+    assert "appended" not in result.stdout
+    with AuditService(str(path), read_only=True) as service:
+        assert [e.details["entity_name"] for e in service.query(order="asc")] == ["e2", "e3", "appended"]
+
+
+def test_a_row_appended_after_a_newest_first_page_is_not_a_next_page(tmp_path: Path) -> None:
+    """Before, the notice counted every matching row in a read after the page: the row appended
+    meanwhile made it say "the newest 3 of 4 ... --after-id N the next page", and that page is empty."""
+    path = tmp_path / "audit.db"
+    prepare(path, [DomainEvent(event_type=EventType.ENTITY_DELETED, details={"n": n}) for n in range(3)])
+    result = subprocess.run(
+        [sys.executable, "-c", _RACED, str(path), "append", "query", "--limit", "3", "--json", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row["details"]["n"] for row in jsonl(result.stdout)] == [2, 1, 0]
+    assert result.stderr == ""
+    with AuditService(str(path), read_only=True) as service:
+        assert service.count() == 4  # the race really happened
 
 
 # --------------------------------------------------------------------------- verify
@@ -1935,6 +2111,19 @@ def test_stats_counts_the_rows_by_type(trail: Path) -> None:
     assert re.search(r"^    plan_applied: +1$", text.stdout, re.MULTILINE)
 
 
+def test_stats_masks_a_secret_in_the_trail_path(tmp_path: Path) -> None:
+    """Before, `db_path` was printed as given, a token in a folder name included, table and --json alike."""
+    token = "ghp_" + "a1B2c3D4e5" * 3 + "abcdef"
+    (tmp_path / token).mkdir()
+    path = tmp_path / token / "audit.db"
+    prepare(path, sample_events())
+    for form in ([], ["--json"]):
+        result = run("stats", *form, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert token not in result.stdout + result.stderr
+        assert f"{tmp_path}/***REDACTED***/audit.db" in result.stdout
+
+
 def test_stats_counts_rows_of_a_type_auditbus_does_not_know(tmp_path: Path) -> None:
     # Rows another writer stored under its own type (or `AUTH_SUCCESS` in capitals) are shown by
     # query and export, yet stats left them out of `rows` and `last_id`: the trail looked smaller.
@@ -2204,6 +2393,16 @@ def test_a_new_trail_in_a_missing_folder_is_one_error_line_naming_the_path_once(
     assert_one_error_line(result, 1, "does not exist", str(database.parent))
     assert result.stderr.count(str(database)) == 1, result.stderr
     assert not database.parent.exists()
+
+
+def test_a_damaged_database_whose_path_holds_a_quote_is_named_once(tmp_path: Path) -> None:
+    # The core quotes the path it names ("x\"y.db"); before, the command took that for a
+    # message without the path and named it again: cannot open audit database x"y.db: audit database "x\"y.db": ...
+    damaged = tmp_path / 'x "y.db'
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    result = run("stats", "--db", str(damaged), cwd=tmp_path)
+    assert_one_error_line(result, 1, "not a readable SQLite database")
+    assert result.stderr.count("audit database") == 1, result.stderr
 
 
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])

@@ -322,9 +322,15 @@ def _open(path: str, *, read_only: bool) -> AuditService:
                 f"{what}, and every command records its own access in the trail "
                 "(PCI DSS 10.2.1.3); pass --read-only to read it without recording this access"
             ) from None
-        if path in detail:  # the service's message already names the file
+        if path in detail or _quoted(path) in str(exc):  # the service's message already names the file
             raise CliError(detail) from None
         raise CliError(f"cannot open audit database {path}: {detail}") from None
+
+
+def _quoted(path: str) -> str:
+    """`path` as the core's messages quote it (Rust's `{:?}`): a quote or backslash in it escaped."""
+    escapes = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"}
+    return '"' + "".join(escapes.get(char, char) for char in path) + '"'
 
 
 #: The files SQLite keeps beside a database: writing over any of them corrupts it.
@@ -955,9 +961,20 @@ def cmd_query(args: argparse.Namespace) -> int:
     order: Literal["asc", "desc"] = "asc" if args.asc else "desc"
     with open_service(path, read_only=args.read_only) as service:
         if not args.limit:
-            # Counted before the rows' end is read (see cmd_export): fewer rows shown means some were purged.
-            expected = max(0, service.count(**filters, order=order) - args.offset)
-            every = _every_row(service, filters, args.offset, ascending=args.asc)
+            # Fewer rows shown than counted means some were purged (see cmd_export).
+            if args.asc and args.after_id is not None:
+                # Ids above --after-id: a count bounded on both sides would take two reads. Counted
+                # before the end is read; a row appended between the two is shown uncounted, and can
+                # make up for a row purged meanwhile (docs/cli.md says so).
+                expected = service.count(**filters, order=order)
+                every, _ = _every_row(service, filters, args.offset, ascending=args.asc)
+            else:
+                # Counted up to the end the walk stops at, read first: a row appended between
+                # the two reads is neither shown nor counted.
+                every, end = _every_row(service, filters, args.offset, ascending=args.asc)
+                unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+                expected = service.count(**unbounded, after_id=_up_to(end), order="desc") if end else 0
+            expected = max(0, expected - args.offset)
             shown = 0
 
             def counted() -> Iterator[AuditEntry]:
@@ -975,9 +992,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         entries = service.query(**filters, limit=args.limit, offset=args.offset, order=order)
         if len(entries) == args.limit:
             # A full page may hide more rows: say so, or an auditor takes 100 rows for the whole answer.
+            # What the next page reads (past the last row shown), counted after this page was read: a
+            # row appended meanwhile is counted only where that page would show it (asc), never as a
+            # newer row that no next page of a newest-first listing holds.
+            unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+            after = service.count(**unbounded, after_id=entries[-1].id, order=order)
             notice = limit_notice(
                 len(entries),
-                service.count(**filters, order=order),
+                args.offset + len(entries) + after,
                 offset=args.offset,
                 ascending=args.asc,
                 after_id=args.after_id,
@@ -998,8 +1020,8 @@ def _up_to(row_id: int) -> int | None:
 
 def _every_row(
     service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
-) -> Callable[[], Iterator[AuditEntry]]:
-    """The matching rows after the first `offset`, read in pages each time it is called.
+) -> tuple[Callable[[], Iterator[AuditEntry]], int]:
+    """The matching rows after the first `offset`, read in pages each time it is called, and the id they end at.
 
     Every call stops at the newest row that matched when this was called, so it gives
     the same rows (a table reads them twice), less any purged meanwhile, and a writer
@@ -1017,7 +1039,7 @@ def _every_row(
         # In descending order, `after_id` keeps the ids below it.
         return service.iter_entries(**unbounded, order="desc", after_id=_up_to(end))
 
-    return lambda: itertools.islice(read(), offset, None) if top else iter(())
+    return (lambda: itertools.islice(read(), offset, None) if top else iter(())), end
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -1056,10 +1078,16 @@ def _tail(
     path = db_path(args)
     # The file the service opened, taken before anything is shown.
     followed = _file_identity(path)
+    # Purges are looked for from the newest one before anything is read.
+    purges = service.query(event_type=_PURGED, limit=1, order="desc")
+    purge_seen = purges[0].id if purges else 0
+    covered = _newest_id(service)
     # Followed on from the newest matching row, not the newest domain row: with --type naming the
     # service's own rows, those after it were already there.
     top = service.query(**filters, limit=1, order="desc")
     last_id = top[0].id if top else 0
+    # Every matching row up to `covered` was shown or is older than the rows asked for.
+    covered = max(covered, last_id)
     if top and args.lines:
         # The Nth newest matching row (`after_id` keeps smaller ids in descending order), then
         # every row from it on, read in pages: `-n` of any size takes little memory.
@@ -1074,14 +1102,56 @@ def _tail(
         if now is None or now != followed:
             change = "removed" if now is None else "replaced"
             raise CliError(f"{path} was {change} while it was followed; the last row shown is row {last_id}")
+        # Read before the batch: every matching row up to it is in the batch, unless the batch is full.
+        head = _newest_id(service)
         batch = service.query(**filters, after_id=last_id, order="asc", limit=1000)
         if batch:
             show(batch)
             last_id = batch[-1].id
+        # Read after the batch: a purge found here ran before it was read or after.
+        for purge in service.query(event_type=_PURGED, after_id=purge_seen, order="asc", limit=None):
+            purge_seen = purge.id
+            notice = _purge_gap_notice(purge, covered, [entry.id for entry in batch])
+            if notice:
+                sys.stdout.flush()
+                print(_masked(notice), file=sys.stderr, flush=True)
+        covered = last_id if len(batch) == 1000 else max(last_id, head)
+        if batch:
             continue
         if _wait_for_reader_gone(sys.stdout, args.interval):
             # `tail -f | head -1`: with no row to write, nothing else would tell that the reader left.
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+
+
+_PURGED = "audit_purged"
+
+
+def _newest_id(service: AuditService) -> int:
+    """The id of the newest row of any type auditbus knows, 0 when there is none."""
+    newest = service.query(event_type=list(_ALL_TYPES), limit=1, order="desc")
+    return newest[0].id if newest else 0
+
+
+def _purge_gap_notice(purge: AuditEntry, covered: int, batch_ids: list[int]) -> str | None:
+    """The stderr line of `tail --follow` for a purge that deleted rows it had not shown, else None.
+
+    A purge deletes every row up to its `through_id`. Run before the batch was read, the
+    batch holds no row up to it, and matching rows after `covered` (up to which every
+    matching row was shown) up to it were never shown; run after, the batch's rows up to
+    it were shown and only later ones went unseen.
+    """
+    details = purge.details if isinstance(purge.details, dict) else {}
+    through = details.get("through_id")
+    if not isinstance(through, int) or isinstance(through, bool):
+        return None
+    shown = max([covered, *(row_id for row_id in batch_ids if row_id <= through)])
+    if through <= shown:
+        return None
+    by = f" by {purge.user_identity}" if purge.user_identity else ""
+    return (
+        f"auditbus: a purge{by} (row {purge.id}) deleted the rows up to id {through} before they were "
+        f"shown: any matching row after id {shown} up to {through} is missing here"
+    )
 
 
 def _wait_for_reader_gone(out: IO[str], seconds: float) -> bool:
@@ -1228,14 +1298,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and (target is not None or not sys.stdout.isatty())
     reader = DetailsReader()
     with open_service(path, read_only=args.read_only) as service:
-        # Counted before the end is read, so every row counted is at or below it: an export that
-        # writes fewer rows lost some, deleted (purged) before it read them.
-        total = service.count(**filters)
-        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         # The rows there when the export began: a writer appending meanwhile neither makes the export
         # run on nor slips rows past the count it reports.
         top = service.query(**filters, limit=1, order="desc")
         end = top[0].id if top else 0
+        # Counted up to that end, in a read of its own: an export that writes fewer rows lost some,
+        # deleted (purged) before it read them. A row appended between the two reads is not counted
+        # (before, it was written and made up for a purged one, and the export passed as complete).
+        total = service.count(**filters, after_id=_up_to(end), order="desc") if top else 0
+        progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
             with _standard_output():
@@ -1382,7 +1453,13 @@ def trail_summary(service: AuditService, reader: DetailsReader | None = None) ->
 def cmd_stats(args: argparse.Namespace) -> int:
     reader = DetailsReader()
     with open_service(db_path(args), read_only=args.read_only) as service:
-        figures = {"trail": trail_summary(service, reader), "service": service.stats()}
+        counters = service.stats()
+        # The path given, and an error naming it, as every line the command prints names them:
+        # secret shapes masked (a token in a folder name), in --json too.
+        for name in ("db_path", "last_error"):
+            if isinstance(counters.get(name), str):
+                counters[name] = redact(counters[name])
+        figures = {"trail": trail_summary(service, reader), "service": counters}
     if args.json:
         print(_compact_json(figures))
     else:

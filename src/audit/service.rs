@@ -545,7 +545,9 @@ fn filter(method: &str, filters: Option<&Bound<'_, PyDict>>) -> Result<Filter> {
     let mut filter = Filter::default();
     let Some(filters) = filters else { return Ok(filter) };
     for (key, value) in filters.iter() {
-        let name = key.to_string();
+        // `str()` runs a pending signal's handler first: its exception (Ctrl-C, SIGTERM) is raised as
+        // itself, not swallowed as an unprintable name and reported as an unknown keyword.
+        let name = key.str()?.to_cow()?.into_owned();
         let value = Some(&value).filter(|v| !v.is_none());
         match name.as_str() {
             "event_type" => filter.event_types = event_types(value)?,
@@ -1047,7 +1049,7 @@ impl AuditService {
             ("retries", |s| s.retries.load(Relaxed)),
             ("errors", |s| s.errors.load(Relaxed)),
             ("rejected", |s| s.rejected.load(Relaxed)),
-            ("lost", |s| s.lost.load(Relaxed)),
+            ("lost", |s| s.lost()),
         ];
         let stats = self.writer.as_ref().map(|w| &w.shared.stats);
         for (name, read) in counters {

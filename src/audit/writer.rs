@@ -164,6 +164,10 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub rejected: AtomicU64,
     pub lost: AtomicU64,
+    /// Set when the thread ended on an internal error (a panic): the rows it
+    /// held and those still queued were dropped uncounted, so [`Stats::lost`]
+    /// is what entered the queue and never landed.
+    crashed: AtomicBool,
     /// Purges handed over and not yet run: one whose caller stopped waiting
     /// (Ctrl-C) still runs, and a `flush()` after it waits for it.
     pub purges: AtomicU64,
@@ -182,6 +186,18 @@ impl Stats {
         }
         let done = self.written.load(Ordering::Acquire) + self.duplicates.load(Ordering::Acquire);
         done >= self.queued.load(Ordering::Acquire)
+    }
+
+    /// Rows handed over and not written for good. After a crash, every row
+    /// counted as queued and not landed: nothing writes them any more, and a
+    /// sender refused after it gives its count back.
+    pub fn lost(&self) -> u64 {
+        let lost = self.lost.load(Ordering::Relaxed);
+        if !self.crashed.load(Ordering::Acquire) {
+            return lost;
+        }
+        let landed = self.written.load(Ordering::Acquire) + self.duplicates.load(Ordering::Acquire);
+        self.queued.load(Ordering::Acquire).saturating_sub(landed).max(lost)
     }
 
     /// Counts a row about to be sent; undone by [`Stats::unqueue`] if the send fails.
@@ -472,9 +488,18 @@ impl Writer {
                     let message =
                         "audit writer thread stopped after an internal error; records still queued were not written";
                     *thread_shared.stats.last_error.lock() = Some(message.to_owned());
+                    // The rows it held went with the panic: counted lost from the counters.
+                    thread_shared.stats.crashed.store(true, Ordering::Release);
                     // Stopped as on a refused batch: flush() and close() say so.
                     thread_shared.refused.store(true, Ordering::Release);
-                    log("error", &format!("{message} ({})", thread_shared.path));
+                    log(
+                        "critical",
+                        &format!(
+                            "{message} ({:?}): {} records were NOT written",
+                            thread_shared.path,
+                            thread_shared.stats.lost()
+                        ),
+                    );
                 }
                 // The closer waits for this, not for these log lines: a handler may wait
                 // on a lock it holds. It leaves the thread to the exit to join meanwhile.
@@ -558,7 +583,7 @@ impl Writer {
     /// with how many handed-over rows it left unwritten.
     pub fn stopped_error(&self) -> Error {
         let last = self.shared.stats.last_error.lock().clone();
-        let lost = match self.shared.stats.lost.load(Ordering::Relaxed) {
+        let lost = match self.shared.stats.lost() {
             0 => String::new(),
             lost => format!("; {lost} records were not written"),
         };
@@ -996,7 +1021,7 @@ impl Writer {
         if matches!(waited, Err(RecvTimeoutError::Timeout)) {
             return Err(self.flush_timeout(timeout));
         }
-        if self.stopped() || self.shared.stats.lost.load(Ordering::Relaxed) > 0 {
+        if self.stopped() || self.shared.stats.lost() > 0 {
             return Err(self.stopped_error());
         }
         Ok(())
@@ -1104,7 +1129,7 @@ impl Writer {
             "auditbus: the interpreter exit still waits for the audit writer of {:?}, past its limit: the writer \
              is still writing, or a handler of the \"auditbus\" logger it called has not returned (the exit \
              waits for that handler; logging's own exit would too)",
-            self.shared.path
+            crate::values::masked(&self.shared.path)
         );
     }
 
@@ -1262,11 +1287,14 @@ impl Writer {
     }
 }
 
-/// Sends a line to `logging.getLogger("auditbus")`, or to stderr when the
+/// Sends a line, secret shapes masked, to `logging.getLogger("auditbus")`, or to stderr when the
 /// interpreter is gone (at exit) or a handler raised — never a panic: not
 /// `eprintln!`, which panics when stderr is a pipe nobody reads any more, and
 /// would stop the writer thread, the rows in its hands with it.
 pub fn log(level: &str, message: &str) {
+    // A path or an SQLite error may hold a secret (a token in a folder name): masked as the CLI masks them.
+    let message = crate::values::masked(message);
+    let message = message.as_str();
     let logged = Python::try_attach(|py| -> PyResult<()> {
         py.import("logging")?.call_method1("getLogger", ("auditbus",))?.call_method1(level, (message,))?;
         Ok(())
