@@ -1133,7 +1133,8 @@ static ITEM_SEP_DQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\
 /// ASCII, so every offset stays a char boundary of `s` too.
 fn list_items_spaced(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    if ITEM_SEP.find(b).is_none() && ITEM_SEP_DQ.find(b).is_none() {
+    // Both separators hold a comma: most texts have none, and one byte is looked for faster than two texts.
+    if memchr::memchr(b',', b).is_none() || (ITEM_SEP.find(b).is_none() && ITEM_SEP_DQ.find(b).is_none()) {
         return None;
     }
     let mut out = b.to_vec();

@@ -375,7 +375,8 @@ pub fn names_text_command(first: &str) -> bool {
 /// A command's name from the path an argument list's first item may give
 /// (`/usr/local/bin/aws`, `C:\Tools\az.exe`).
 fn command_name(first: &str) -> &str {
-    let name = first.rsplit(['/', '\\']).next().unwrap_or(first);
+    // Byte by byte: both separators are ASCII, and most first items are short words without either.
+    let name = first.as_bytes().iter().rposition(|&b| b == b'/' || b == b'\\').map_or(first, |at| &first[at + 1..]);
     name.strip_suffix(".exe").unwrap_or(name)
 }
 
