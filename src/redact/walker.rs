@@ -484,36 +484,10 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.push(id);
         let mut out = self.sink.begin_seq();
-        // A secret flag's value (`["--password", "pw"]`, `["sshpass", "-p", "pw"]`).
-        let mut args = super::sibling::ArgList::default();
         if let Ok(list) = seq.cast_exact::<PyList>() {
-            let line = if list.len() > 1 { self.command_line(list.iter()) } else { None };
-            match line {
-                None => {
-                    for item in list.iter() {
-                        self.arg_item(&mut out, &item, depth, &mut args, None)?;
-                    }
-                }
-                Some(line) => {
-                    for (i, item) in list.iter().enumerate() {
-                        self.arg_item(&mut out, &item, depth, &mut args, line_spans(&line, i))?;
-                    }
-                }
-            }
+            self.arg_items(&mut out, || list.iter(), depth)?;
         } else if let Ok(tuple) = seq.cast_exact::<PyTuple>() {
-            let line = if tuple.len() > 1 { self.command_line(tuple.iter()) } else { None };
-            match line {
-                None => {
-                    for item in tuple.iter() {
-                        self.arg_item(&mut out, &item, depth, &mut args, None)?;
-                    }
-                }
-                Some(line) => {
-                    for (i, item) in tuple.iter().enumerate() {
-                        self.arg_item(&mut out, &item, depth, &mut args, line_spans(&line, i))?;
-                    }
-                }
-            }
+            self.arg_items(&mut out, || tuple.iter(), depth)?;
         } else if let Ok(tuple) = seq.cast::<PyTuple>() {
             // A named tuple is written as a list, without its field names:
             // the field name decides here, as a key would.
@@ -550,6 +524,31 @@ impl<'a, 'py, S: Sink<'py>> Walker<'a, 'py, S> {
         }
         self.path.pop();
         self.sink.end_seq(out)
+    }
+
+    /// The items of a list or tuple, read as one command's arguments: a
+    /// secret flag's value (`["--password", "pw"]`, `["sshpass", "-p",
+    /// "pw"]`), and what the command line's scan finds (see
+    /// [`Walker::command_line`]). `items` gives the items afresh each call.
+    fn arg_items<I>(&mut self, out: &mut S::Seq, items: impl Fn() -> I, depth: usize) -> PyResult<()>
+    where
+        I: ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    {
+        let mut args = super::sibling::ArgList::default();
+        match if items().len() > 1 { self.command_line(items()) } else { None } {
+            // Most lists: no command line to look up item by item.
+            None => {
+                for item in items() {
+                    self.arg_item(out, &item, depth, &mut args, None)?;
+                }
+            }
+            Some(line) => {
+                for (i, item) in items().enumerate() {
+                    self.arg_item(out, &item, depth, &mut args, line_spans(&line, i))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An argument list whose first item names a command the text shapes
