@@ -1171,10 +1171,14 @@ def _next_line(lines: queue.Queue[str], deadline: float) -> str:
 
 
 @contextmanager
-def _following(trail: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    """`auditbus tail -n 1 --follow` on `trail` and its output lines; killed and closed on the way out."""
+def _following(trail: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """`auditbus tail -n 1 --follow [options]` on `trail` and its output lines; killed and closed on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05", "--db", str(trail)],
+        [
+            *(sys.executable, "-m", "auditbus", "tail", "-n", "1", "--follow", "--interval", "0.05"),
+            *options,
+            *("--db", str(trail)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -1325,26 +1329,9 @@ def test_tail_follow_says_nothing_of_a_purge_of_rows_it_had_read_past(trail: Pat
                 DomainEvent(event_type=EventType.CONFIG_CHANGED, timestamp=now + timedelta(days=1)),
             ],
         )
-    command = [
-        sys.executable,
-        "-m",
-        "auditbus",
-        "tail",
-        "-n",
-        "1",
-        "-f",
-        "--interval",
-        "0.05",
-        "--type",
-        "auth_failure",
-    ]
-    process = subprocess.Popen(
-        [*command, "--db", str(trail)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
-    )
-    try:
-        assert process.stdout is not None
+    with _following(trail, "--type", "auth_failure") as (process, lines):
         assert process.stderr is not None
-        lines, errors = _reader(process.stdout), _reader(process.stderr)
+        errors = _reader(process.stderr)
         deadline = time.monotonic() + 60
         assert "auth_failure" in _next_line(lines, deadline)
         # Up to the row stamped ahead: the first config_changed row (after the auth_failure shown) goes.
@@ -1358,13 +1345,6 @@ def test_tail_follow_says_nothing_of_a_purge_of_rows_it_had_read_past(trail: Pat
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert errors.empty(), errors.get()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.mark.parametrize("change", ["removed", "replaced"])
