@@ -972,8 +972,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 # Counted up to the end the walk stops at, read first: a row appended between
                 # the two reads is neither shown nor counted.
                 every, end = _every_row(service, filters, args.offset, ascending=args.asc)
-                unbounded = {key: value for key, value in filters.items() if key != "after_id"}
-                expected = service.count(**unbounded, after_id=_up_to(end), order="desc") if end else 0
+                expected = _count_up_to(service, filters, end)
             expected = max(0, expected - args.offset)
             shown = 0
 
@@ -995,8 +994,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             # What the next page reads (past the last row shown), counted after this page was read: a
             # row appended meanwhile is counted only where that page would show it (asc), never as a
             # newer row that no next page of a newest-first listing holds.
-            unbounded = {key: value for key, value in filters.items() if key != "after_id"}
-            after = service.count(**unbounded, after_id=entries[-1].id, order=order)
+            after = service.count(**_unbounded(filters), after_id=entries[-1].id, order=order)
             notice = limit_notice(
                 len(entries),
                 args.offset + len(entries) + after,
@@ -1018,6 +1016,16 @@ def _up_to(row_id: int) -> int | None:
     return row_id + 1 if row_id < _SQLITE_MAX_INT else None
 
 
+def _unbounded(filters: dict[str, Any]) -> dict[str, Any]:
+    """`filters` without their `after_id`."""
+    return {key: value for key, value in filters.items() if key != "after_id"}
+
+
+def _count_up_to(service: AuditService, filters: dict[str, Any], end: int) -> int:
+    """The rows matching `filters` (their `after_id` left out) up to id `end`; 0 when `end` is 0 (no row)."""
+    return service.count(**_unbounded(filters), after_id=_up_to(end), order="desc") if end else 0
+
+
 def _every_row(
     service: AuditService, filters: dict[str, Any], offset: int, *, ascending: bool
 ) -> tuple[Callable[[], Iterator[AuditEntry]], int]:
@@ -1028,7 +1036,7 @@ def _every_row(
     appending faster than they are read cannot make it run on.
     """
     # The newest match (below `after_id`, newest first) ends the walk.
-    unbounded = {key: value for key, value in filters.items() if key != "after_id"}
+    unbounded = _unbounded(filters)
     top = service.query(**(unbounded if ascending else filters), limit=1, order="desc")
     end = top[0].id if top else 0
 
@@ -1305,7 +1313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         # Counted up to that end, in a read of its own: an export that writes fewer rows lost some,
         # deleted (purged) before it read them. A row appended between the two reads is not counted
         # (before, it was written and made up for a purged one, and the export passed as complete).
-        total = service.count(**filters, after_id=_up_to(end), order="desc") if top else 0
+        total = _count_up_to(service, filters, end)
         progress = _Progress(total if show_progress else None, sys.stderr, show_progress)
         entries = itertools.takewhile(lambda entry: entry.id <= end, service.iter_entries(**filters, order="asc"))
         if target is None:
